@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Install what Gatehouse and its tests need on a fresh Debian machine: OpenSSH
+# (client for the tests and `gsh config`, server for the benchmark), iproute2
+# (network namespaces), and the Python package with its pinned dependencies in .venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+for cmd in ssh:openssh-client sshd:openssh-server ip:iproute2 ssh-keygen:openssh-client; do
+    bin=${cmd%%:*}; pkg=${cmd#*:}
+    if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$bin" ]; then need+=("$pkg"); fi
+done
+if [ ${#need[@]} -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test]'

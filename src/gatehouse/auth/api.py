@@ -1,0 +1,398 @@
+"""The auth service's HTTPS API: every handler authorizes its caller before acting."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from gatehouse import rbac
+from gatehouse.auth.identify import Caller, authorize, identify
+from gatehouse.auth.server import AuthServer, JoinRequest
+from gatehouse.errors import BadParameter, GatehouseError, NotFound
+from gatehouse.proxy.web import CLIENT_CERT_HEADER, REMOTE_ADDR_HEADER
+from gatehouse.services.events import HOST_EMITTABLE, AuditEvent
+from gatehouse.tls import peer_der
+from gatehouse.types.cert_authority import CertAuthority, CertAuthoritySpec
+from gatehouse.types.resource import Metadata, Resource, parse_duration
+from gatehouse.types.yaml_io import canonical_kind, from_json_obj, to_json_obj
+
+__all__ = ["make_api_app"]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_SERVER: web.AppKey[AuthServer] = web.AppKey("server", AuthServer)
+
+
+def _server(request: web.Request) -> AuthServer:
+    return request.app[_SERVER]
+
+
+def _caller(request: web.Request) -> Caller | None:
+    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+    return identify(
+        _server(request),
+        peer_der(ssl_object),
+        request.headers.get(CLIENT_CERT_HEADER),
+        request.remote or "",
+        request.headers.get(REMOTE_ADDR_HEADER),
+    )
+
+
+async def _allowed(request: web.Request, resource: str, verb: str) -> Caller:
+    return await authorize(_server(request), _caller(request), resource, verb)
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        data = await request.json()
+    except ValueError:
+        raise BadParameter("request body is not JSON") from None
+    if not isinstance(data, dict):
+        raise BadParameter("request body must be a JSON object")
+    return data
+
+
+def _field(body: dict[str, Any], name: str, kind: type = str) -> Any:
+    value = body.get(name)
+    if not isinstance(value, kind):
+        raise BadParameter(f"field {name!r} is missing or not a {kind.__name__}")
+    return value
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except GatehouseError as exc:
+        return web.json_response({"error": str(exc)}, status=exc.status)
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("internal error serving %s %s", request.method, request.path)
+        return web.json_response({"error": "internal error in the auth service"}, status=500)
+
+
+# --- anonymous ----------------------------------------------------------------------------
+
+
+def _ca_resources(server: AuthServer) -> list[CertAuthority]:
+    return [
+        CertAuthority(
+            metadata=Metadata(name=f"{server.cluster}-{ca.type}"),
+            spec=CertAuthoritySpec(
+                cluster_name=server.cluster, type=ca.type,  # type: ignore[arg-type]
+                ssh_public_keys=[ca.ssh_public_line], tls_certs=[ca.tls_cert_pem],
+            ),
+        )
+        for ca in server.cas.values()
+    ]
+
+
+async def ping(request: web.Request) -> web.Response:
+    server = _server(request)
+    return web.json_response(
+        {
+            "cluster": server.cluster,
+            "host_ca_tls": server.cas["host"].tls_cert_pem,
+            "host_ca_ssh": server.cas["host"].ssh_public_line,
+            "user_ca_ssh": server.cas["user"].ssh_public_line,
+            "user_ca_tls": server.cas["user"].tls_cert_pem,
+        }
+    )
+
+
+def _certs_json(server: AuthServer, certs: Any) -> dict[str, Any]:
+    return {
+        "cluster": server.cluster,
+        "ssh_cert": certs.ssh_cert,
+        "tls_cert": certs.tls_cert,
+        "expires": certs.expires.isoformat(),
+        "host_ca_tls": server.cas["host"].tls_cert_pem,
+        "host_ca_ssh": server.cas["host"].ssh_public_line,
+        "user_ca_tls": server.cas["user"].tls_cert_pem,
+        "user_ca_ssh": server.cas["user"].ssh_public_line,
+    }
+
+
+async def login(request: web.Request) -> web.Response:
+    server = _server(request)
+    caller = _caller(request)
+    body = await _body(request)
+    ttl = parse_duration(body["ttl"]) if body.get("ttl") else None
+    certs = await server.login(
+        _field(body, "user"), _field(body, "password"), _field(body, "public_key"),
+        ttl=ttl, remote_addr=caller.remote_addr if caller else (request.remote or ""),
+    )
+    return web.json_response(_certs_json(server, certs))
+
+
+async def join(request: web.Request) -> web.Response:
+    server = _server(request)
+    caller = _caller(request)
+    body = await _body(request)
+    req = JoinRequest(
+        token=_field(body, "token"),
+        role=_field(body, "role"),
+        nodename=_field(body, "nodename"),
+        public_key=_field(body, "public_key"),
+        addrs=[str(a) for a in _field(body, "addrs", list)],
+        dns_names=[str(a) for a in _field(body, "dns_names", list)],
+        remote_addr=caller.remote_addr if caller else (request.remote or ""),
+    )
+    host_id, certs = await server.join(req)
+    return web.json_response({**_certs_json(server, certs), "host_id": host_id})
+
+
+# --- hosts --------------------------------------------------------------------------------
+
+
+async def heartbeat(request: web.Request) -> web.Response:
+    caller = await _allowed(request, "node", "heartbeat")
+    body = await _body(request)
+    labels = body.get("labels") or {}
+    if not isinstance(labels, dict):
+        raise BadParameter("labels must be an object")
+    node = await _server(request).heartbeat(
+        caller.identity.name, _field(body, "hostname"), _field(body, "addr"),
+        {str(k): str(v) for k, v in labels.items()},
+    )
+    return web.json_response(to_json_obj(node))
+
+
+async def resolve(request: web.Request) -> web.Response:
+    await _allowed(request, "node", "resolve")
+    node = await _server(request).resolve_node(request.query.get("target", ""))
+    return web.json_response(to_json_obj(node))
+
+
+async def _trust_snapshot(server: AuthServer) -> dict[str, Any]:
+    return {
+        "cluster": server.cluster,
+        "user_cas": [{"cluster": server.cluster, "ssh": server.cas["user"].ssh_public_line}],
+        "roles": [to_json_obj(r) for r in await server.roles.list()],
+        "users": [u.metadata.name for u in await server.users.list()],
+    }
+
+
+async def trust(request: web.Request) -> web.StreamResponse:
+    """What a node needs to decide (CAs, roles, users); ?watch=1 streams a new line per change."""
+    await _allowed(request, "trust", "read")
+    server = _server(request)
+    if request.query.get("watch") != "1":
+        return web.json_response(await _trust_snapshot(server))
+    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await response.prepare(request)
+    with server.backend.watch([b"/roles/", b"/users/", b"/authorities/"]) as watcher:
+        await response.write(json.dumps(await _trust_snapshot(server)).encode() + b"\n")
+        async for _ in watcher:
+            # Coalesce a burst of changes into one snapshot.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    async for _ in watcher:
+                        pass
+            await response.write(json.dumps(await _trust_snapshot(server)).encode() + b"\n")
+    return response
+
+
+async def post_events(request: web.Request) -> web.Response:
+    caller = await _allowed(request, "event", "create")
+    server = _server(request)
+    body = await _body(request)
+    raw_events = _field(body, "events", list)
+    host_id = caller.identity.name
+    try:
+        node = (await server.nodes.get(host_id)).spec.hostname
+    except NotFound:
+        node = host_id
+    for raw in raw_events[:1000]:
+        ev = AuditEvent.from_json_obj(raw if isinstance(raw, dict) else {})
+        if ev.event not in HOST_EMITTABLE:
+            raise BadParameter(f"a host may not emit {ev.event!r} events")
+        # The auth, not the host, says which cluster and node an event comes from.
+        fixed = server.audit.new(
+            ev.event, id=ev.id, user=ev.user, login=ev.login, node=node,
+            remote_addr=ev.remote_addr, session_id=ev.session_id,
+            correlation_id=ev.correlation_id, message=ev.message,
+            fields={**ev.fields, "server_id": host_id},
+        )
+        await server.audit.store(AuditEvent(**{**fixed.__dict__, "time": ev.time}))
+    return web.json_response({"stored": len(raw_events[:1000])})
+
+
+# --- users and admins ---------------------------------------------------------------------
+
+
+async def get_events(request: web.Request) -> web.Response:
+    await _allowed(request, "event", "list")
+    q = request.query
+    since = None
+    if q.get("since"):
+        since = _server(request).clock.now() - parse_duration(q["since"])
+    events = await _server(request).audit.search(
+        since=since,
+        types=[t for t in q.get("type", "").split(",") if t],
+        user=q.get("user", ""),
+        cluster=q.get("cluster", ""),
+    )
+    return web.json_response([e.to_json_obj() for e in events])
+
+
+async def list_nodes(request: web.Request) -> web.Response:
+    caller = await _allowed(request, "node", "list")
+    server = _server(request)
+    nodes = await server.nodes.list()
+    ident = caller.identity
+    if ident.kind == "user":  # a user sees the nodes their roles select
+        roles = await server.roles_named(ident.roles)
+        nodes = [n for n in nodes if rbac.can_see_node(roles, n.metadata.labels)]
+    selector = json.loads(request.query.get("labels", "{}") or "{}")
+    if selector:
+        nodes = [n for n in nodes
+                 if all(n.metadata.labels.get(k) == v for k, v in selector.items())]
+    nodes.sort(key=lambda n: (n.spec.hostname, n.metadata.name))
+    limit = int(request.query.get("limit", "0") or 0)
+    if limit > 0:
+        nodes = nodes[:limit]
+    return web.json_response([to_json_obj(n) for n in nodes])
+
+
+async def status(request: web.Request) -> web.Response:
+    await _allowed(request, "cluster_name", "read")
+    server = _server(request)
+    return web.json_response(
+        {
+            "cluster": server.cluster,
+            "cas": [
+                {"type": ca.type, "ssh_fingerprint": ca.ssh_fingerprint,
+                 "tls_fingerprint": ca.tls_fingerprint}
+                for ca in server.cas.values()
+            ],
+            "counts": {
+                "users": len(await server.users.list()),
+                "roles": len(await server.roles.list()),
+                "nodes": len(await server.nodes.list()),
+                "tokens": len(await server.tokens.list()),
+            },
+        }
+    )
+
+
+async def set_password(request: web.Request) -> web.Response:
+    caller = await _allowed(request, "user", "update")
+    server = _server(request)
+    name = request.match_info["name"]
+    await server.users.get(name)
+    await server.passwords.set(name, _field(await _body(request), "password"))
+    await server.audit.emit("user.password_change", user=caller.identity.name,
+                            remote_addr=caller.remote_addr, fields={"target": name})
+    return web.json_response({"user": name})
+
+
+async def add_token(request: web.Request) -> web.Response:
+    await _allowed(request, "token", "create")
+    body = await _body(request)
+    token_type = _field(body, "type")
+    if token_type not in ("node", "proxy", "trusted_cluster"):
+        raise BadParameter(f"unknown token type {token_type!r}: expected node, proxy or "
+                           "trusted_cluster")
+    ttl = parse_duration(body.get("ttl") or "30m")
+    server = _server(request)
+    token = await server.create_token(token_type, ttl)
+    expires = server.clock.now() + ttl
+    return web.json_response({"token": str(token), "type": token_type,
+                              "expires": expires.isoformat()})
+
+
+# --- generic resources --------------------------------------------------------------------
+
+
+def _store(server: AuthServer, kind: str) -> Any:
+    stores = {"user": server.users, "role": server.roles, "token": server.tokens,
+              "node": server.nodes}
+    if kind not in stores:
+        raise BadParameter(f"resources of kind {kind!r} cannot be managed here")
+    return stores[kind]
+
+
+async def get_resources(request: web.Request) -> web.Response:
+    kind = canonical_kind(request.match_info["kind"])
+    name = request.match_info.get("name", "")
+    await _allowed(request, kind, "read" if name else "list")
+    server = _server(request)
+    items: list[Resource]
+    if kind == "cert_authority":
+        items = [ca for ca in _ca_resources(server) if not name or ca.metadata.name == name]
+        if name and not items:
+            raise NotFound(f"cert_authority {name} not found")
+    elif name:
+        items = [await _store(server, kind).get(name)]
+    else:
+        items = await _store(server, kind).list()
+    return web.json_response([to_json_obj(r) for r in items])
+
+
+async def put_resource(request: web.Request) -> web.Response:
+    server = _server(request)
+    res = from_json_obj(await _body(request))
+    upsert = request.query.get("upsert") == "1"
+    caller = await _allowed(request, res.kind, "update" if upsert else "create")
+    store = _store(server, res.kind)
+    existed = True
+    try:
+        await store.get(res.metadata.name)
+    except NotFound:
+        existed = False
+    if upsert:
+        await store.upsert(res)
+    else:
+        await store.create(res)
+    event = {"user": "user.update" if existed else "user.create"}.get(
+        res.kind, "resource.update" if existed else "resource.create")
+    await server.audit.emit(event, user=caller.identity.name, remote_addr=caller.remote_addr,
+                            fields={"kind": res.kind, "name": res.metadata.name})
+    return web.json_response(to_json_obj(res), status=200 if existed else 201)
+
+
+async def delete_resource(request: web.Request) -> web.Response:
+    kind = canonical_kind(request.match_info["kind"])
+    name = request.match_info["name"]
+    caller = await _allowed(request, kind, "delete")
+    server = _server(request)
+    if kind == "user":
+        await server.delete_user(name)
+    else:
+        await _store(server, kind).delete(name)
+    await server.audit.emit("user.delete" if kind == "user" else "resource.delete",
+                            user=caller.identity.name, remote_addr=caller.remote_addr,
+                            fields={"kind": kind, "name": name})
+    return web.json_response({"deleted": f"{kind}/{name}"})
+
+
+def make_api_app(server: AuthServer) -> web.Application:
+    app = web.Application(middlewares=[_errors], client_max_size=1 << 20)
+    app[_SERVER] = server
+    r = app.router
+    r.add_get("/v1/ping", ping)
+    r.add_post("/v1/login", login)
+    r.add_post("/v1/join", join)
+    r.add_get("/v1/status", status)
+    r.add_post("/v1/nodes/heartbeat", heartbeat)
+    r.add_get("/v1/nodes/resolve", resolve)
+    r.add_get("/v1/nodes", list_nodes)
+    r.add_get("/v1/trust", trust)
+    r.add_post("/v1/events", post_events)
+    r.add_get("/v1/events", get_events)
+    r.add_post("/v1/users/{name}/password", set_password)
+    r.add_post("/v1/tokens", add_token)
+    r.add_get("/v1/resources/{kind}", get_resources)
+    r.add_get("/v1/resources/{kind}/{name}", get_resources)
+    r.add_post("/v1/resources", put_resource)
+    r.add_delete("/v1/resources/{kind}/{name}", delete_resource)
+    return app

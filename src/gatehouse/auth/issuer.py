@@ -1,0 +1,107 @@
+"""Signing: user and host certificates, SSH and X.509 twins of one identity (pure)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from gatehouse import sshcert, x509
+from gatehouse.auth.authorities import CertAuthority
+from gatehouse.errors import BadParameter
+
+__all__ = ["NO_LOGIN_PRINCIPAL", "IssuedCerts", "issue_host", "issue_user", "parse_public_key"]
+
+# OpenSSH treats an empty principal list as "any principal" (PROTOCOL.certkeys);
+# a user with no logins gets this impossible one instead.
+NO_LOGIN_PRINCIPAL = "-gatehouse-no-login-"
+# Clocks drift: certificates start a minute in the past.
+BACKDATE = dt.timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class IssuedCerts:
+    ssh_cert: str  # one OpenSSH line
+    tls_cert: str  # PEM
+    expires: dt.datetime
+
+
+def parse_public_key(line: str) -> ed25519.Ed25519PublicKey:
+    """An OpenSSH 'ssh-ed25519 AAAA...' line as a key; Ed25519 only."""
+    try:
+        key = serialization.load_ssh_public_key(line.strip().encode())
+    except (ValueError, TypeError) as exc:
+        raise BadParameter(f"malformed public key: {exc}") from exc
+    if not isinstance(key, ed25519.Ed25519PublicKey):
+        raise BadParameter("public key must be ssh-ed25519")
+    return key
+
+
+def issue_user(
+    ca: CertAuthority,
+    public_key: ed25519.Ed25519PublicKey,
+    ident: x509.Identity,
+    *,
+    now: dt.datetime,
+    ttl: dt.timedelta,
+    port_forwarding: bool,
+) -> IssuedCerts:
+    expires = now + ttl
+    cert = sshcert.Certificate(
+        cert_type=sshcert.CertType.USER,
+        key_id=ident.name,
+        principals=tuple(ident.logins) or (NO_LOGIN_PRINCIPAL,),
+        valid_after=int((now - BACKDATE).timestamp()),
+        valid_before=int(expires.timestamp()),
+        public_key=public_key,
+        serial=secrets.randbits(63),
+        extensions=sshcert.user_extensions(
+            roles=ident.roles,
+            traits=ident.traits,
+            route_to_cluster=ident.route_to_cluster,
+            cluster=ident.cluster,
+            permit_pty=True,
+            permit_port_forwarding=port_forwarding,
+        ),
+    )
+    blob = sshcert.sign(cert, ca.ssh_key)
+    tls = x509.issue(ca.tls_key, ca.tls_cert, public_key, ident, now=now, ttl=ttl)
+    return IssuedCerts(
+        ssh_cert=sshcert.to_openssh_line(blob, ident.name),
+        tls_cert=x509.pem_cert(tls),
+        expires=expires,
+    )
+
+
+def issue_host(
+    ca: CertAuthority,
+    public_key: ed25519.Ed25519PublicKey,
+    ident: x509.Identity,
+    *,
+    now: dt.datetime,
+    ttl: dt.timedelta,
+    principals: list[str],
+    dns_names: list[str],
+) -> IssuedCerts:
+    """Host certificates: ``ident.name`` is the host id, ``ident.roles`` its one system role."""
+    cert = sshcert.Certificate(
+        cert_type=sshcert.CertType.HOST,
+        key_id=ident.name,
+        principals=tuple(dict.fromkeys(principals)),
+        valid_after=int((now - BACKDATE).timestamp()),
+        valid_before=int((now + ttl).timestamp()),
+        public_key=public_key,
+        serial=secrets.randbits(63),
+        extensions=sshcert.host_extensions(ident.cluster, ident.system_role),
+    )
+    blob = sshcert.sign(cert, ca.ssh_key)
+    tls = x509.issue(ca.tls_key, ca.tls_cert, public_key, ident, now=now, ttl=ttl,
+                     dns_names=dns_names)
+    return IssuedCerts(
+        ssh_cert=sshcert.to_openssh_line(blob, ident.name),
+        tls_cert=x509.pem_cert(tls),
+        expires=now + ttl,
+    )

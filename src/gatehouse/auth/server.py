@@ -1,0 +1,263 @@
+"""The Auth Service's decisions: logins, certificates, joins, presence.
+
+Callers (the HTTPS API, or the daemon bootstrapping services in its own
+process) have already been authorized for the call; every refusal here is
+still audited with its reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from gatehouse import rbac, x509
+from gatehouse.auth import authorities, issuer
+from gatehouse.auth.passwords import PasswordStore
+from gatehouse.backend import Backend, Item
+from gatehouse.clock import Clock
+from gatehouse.errors import AccessDenied, AlreadyExists, BadParameter, GatehouseError, NotFound
+from gatehouse.jointoken import JoinToken
+from gatehouse.services.events import AuditLog
+from gatehouse.services.resources import ResourceStore
+from gatehouse.types.node import Node, NodeSpec, NodeStatus
+from gatehouse.types.resource import Metadata
+from gatehouse.types.role import Role, preset_roles
+from gatehouse.types.token import Token, TokenMetadata, TokenSpec, TokenType
+from gatehouse.types.user import User
+
+__all__ = ["DEFAULT_USER_TTL", "HOST_TTL", "NODE_TTL", "AuthServer", "JoinRequest"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_USER_TTL = dt.timedelta(hours=12)
+HOST_TTL = dt.timedelta(days=365)
+NODE_TTL = dt.timedelta(seconds=30)  # a node vanishes from listings 30 s after its last heartbeat
+ADMIN_TTL = dt.timedelta(days=365)
+
+
+@dataclass(frozen=True)
+class JoinRequest:
+    token: str  # the secret part
+    role: str  # node | proxy
+    nodename: str
+    public_key: str  # OpenSSH line
+    addrs: list[str]  # where it can be reached (host:port), for principals
+    dns_names: list[str]  # proxies: the names their TLS certificate must carry
+    remote_addr: str = ""
+
+
+class AuthServer:
+    def __init__(
+        self,
+        backend: Backend,
+        clock: Clock,
+        cluster: str,
+        cas: dict[str, authorities.CertAuthority],
+    ) -> None:
+        self.backend = backend
+        self.clock = clock
+        self.cluster = cluster
+        self.cas = cas
+        self.audit = AuditLog(backend, clock, cluster)
+        self.users = ResourceStore(backend, "user", User)
+        self.roles = ResourceStore(backend, "role", Role)
+        self.tokens = ResourceStore(backend, "token", Token)
+        self.nodes = ResourceStore(backend, "node", Node)
+        self.passwords = PasswordStore(backend, clock)
+
+    @classmethod
+    async def open(cls, backend: Backend, clock: Clock, cluster: str) -> AuthServer:
+        """Load (or on first start create) the cluster's name, CAs and preset roles."""
+        key = b"/cluster_name"
+        try:
+            stored = (await backend.get(key)).value.decode()
+        except NotFound:
+            await backend.create(Item(key=key, value=cluster.encode()))
+            stored = cluster
+        if stored != cluster:
+            raise BadParameter(
+                f"this data directory belongs to cluster {stored!r}, "
+                f"but the config names {cluster!r}"
+            )
+        cas = await authorities.load_or_create(backend, cluster, clock)
+        server = cls(backend, clock, cluster, cas)
+        for role in preset_roles():
+            # Already there: an admin may have edited it.
+            with contextlib.suppress(AlreadyExists):
+                await server.roles.create(role)
+        return server
+
+    # --- roles and users ------------------------------------------------------------------
+
+    async def roles_named(self, names: list[str] | tuple[str, ...]) -> list[Role]:
+        """The roles that exist among ``names`` (a missing role grants nothing)."""
+        found = []
+        for name in names:
+            try:
+                found.append(await self.roles.get(name))
+            except NotFound:
+                log.warning("role %s named by a certificate or user does not exist", name)
+        return found
+
+    async def delete_user(self, name: str) -> None:
+        await self.users.delete(name)
+        await self.passwords.delete(name)
+
+    # --- login ----------------------------------------------------------------------------
+
+    async def login(
+        self,
+        username: str,
+        password: str,
+        public_key: str,
+        *,
+        ttl: dt.timedelta | None = None,
+        remote_addr: str = "",
+    ) -> issuer.IssuedCerts:
+        key = issuer.parse_public_key(public_key)
+        try:
+            await self.passwords.check(username, password)
+            user = await self.users.get(username)
+        except (GatehouseError) as exc:
+            reason = str(exc) if not isinstance(exc, NotFound) else "invalid user name or password"
+            await self.audit.emit("user.login.failure", user=username, remote_addr=remote_addr,
+                                  message=reason)
+            log.warning("login denied user=%s remote=%s reason=%r", username, remote_addr, reason)
+            if isinstance(exc, NotFound):
+                raise AccessDenied(reason) from None
+            raise
+        certs = await self.issue_user_certs(user, key, ttl=ttl)
+        await self.audit.emit("user.login", user=username, remote_addr=remote_addr,
+                              fields={"method": "password"})
+        return certs
+
+    async def issue_user_certs(
+        self,
+        user: User,
+        key: Any,
+        *,
+        ttl: dt.timedelta | None,
+        route_to_cluster: str = "",
+    ) -> issuer.IssuedCerts:
+        roles = await self.roles_named(user.spec.roles)
+        max_ttl = rbac.max_session_ttl(roles) if roles else DEFAULT_USER_TTL
+        ttl = min(ttl or DEFAULT_USER_TTL, max_ttl)
+        logins = rbac.allowed_logins(roles, user.spec.traits)
+        traits = dict(user.spec.traits)
+        ident = x509.Identity(
+            kind="user",
+            name=user.metadata.name,
+            cluster=self.cluster,
+            roles=tuple(user.spec.roles),
+            logins=tuple(logins),
+            traits=traits,
+            route_to_cluster=route_to_cluster or self.cluster,
+        )
+        certs = issuer.issue_user(
+            self.cas["user"], key, ident, now=self.clock.now(), ttl=ttl,
+            port_forwarding=rbac.allows_port_forwarding(roles),
+        )
+        await self.audit.emit("cert.create", user=user.metadata.name,
+                              fields={"logins": logins, "roles": list(user.spec.roles),
+                                      "expires": certs.expires.isoformat()})
+        return certs
+
+    # --- hosts ----------------------------------------------------------------------------
+
+    def issue_host_certs(
+        self,
+        role: str,
+        host_id: str,
+        nodename: str,
+        key: Any,
+        addrs: list[str],
+        dns_names: list[str],
+    ) -> issuer.IssuedCerts:
+        ident = x509.Identity(kind="host", name=host_id, cluster=self.cluster, roles=(role,))
+        hosts = [a.rpartition(":")[0].strip("[]") or a for a in addrs]
+        principals = [nodename, f"{nodename}.{self.cluster}", host_id, *hosts]
+        names = [f"{host_id}.{role}.{self.cluster}", *dns_names]
+        if role in ("proxy", "auth"):
+            names.append(f"{role}.{self.cluster}")
+        return issuer.issue_host(
+            self.cas["host"], key, ident, now=self.clock.now(), ttl=HOST_TTL,
+            principals=principals, dns_names=names,
+        )
+
+    def issue_admin_certs(self, key: Any) -> issuer.IssuedCerts:
+        """The local administrator credentials gatectl -c uses (kept in data_dir, 0600)."""
+        ident = x509.Identity(kind="host", name="admin", cluster=self.cluster, roles=("admin",))
+        now = self.clock.now()
+        tls = x509.issue(self.cas["host"].tls_key, self.cas["host"].tls_cert, key, ident,
+                         now=now, ttl=ADMIN_TTL)
+        return issuer.IssuedCerts(ssh_cert="", tls_cert=x509.pem_cert(tls), expires=now + ADMIN_TTL)
+
+    async def create_token(self, token_type: TokenType, ttl: dt.timedelta) -> JoinToken:
+        token = JoinToken.generate(self.cas["host"].tls_fingerprint)
+        await self.tokens.create(
+            Token(
+                metadata=TokenMetadata(name=token.secret, expires=self.clock.now() + ttl),
+                spec=TokenSpec(type=token_type),
+            )
+        )
+        expires = (self.clock.now() + ttl).isoformat()
+        await self.audit.emit("token.create", fields={"type": token_type, "expires": expires})
+        return token
+
+    async def join(self, req: JoinRequest) -> tuple[str, issuer.IssuedCerts]:
+        """Consume a single-use token and certify the host; returns (host id, certs)."""
+        try:
+            if req.role not in ("node", "proxy"):
+                raise BadParameter(f"cannot join as {req.role!r}: expected node or proxy")
+            key = issuer.parse_public_key(req.public_key)
+            try:
+                token = await self.tokens.get(req.token)
+            except NotFound:
+                raise AccessDenied("join token is invalid, expired or already used") from None
+            if token.spec.type != req.role:
+                raise AccessDenied(f"a {token.spec.type} token cannot join a {req.role}")
+            try:  # single use: whoever deletes it first joins
+                await self.tokens.delete(req.token)
+            except NotFound:
+                raise AccessDenied("join token is invalid, expired or already used") from None
+        except GatehouseError as exc:
+            await self.audit.emit("join.failure", node=req.nodename, remote_addr=req.remote_addr,
+                                  message=str(exc), fields={"role": req.role})
+            log.warning("join refused node=%s remote=%s reason=%r", req.nodename,
+                        req.remote_addr, str(exc))
+            raise
+        host_id = str(uuid.uuid4())
+        certs = self.issue_host_certs(req.role, host_id, req.nodename, key, req.addrs,
+                                      req.dns_names if req.role == "proxy" else [])
+        await self.audit.emit("join", node=req.nodename, remote_addr=req.remote_addr,
+                              fields={"role": req.role, "host_id": host_id})
+        return host_id, certs
+
+    async def heartbeat(
+        self, host_id: str, hostname: str, addr: str, labels: dict[str, str]
+    ) -> Node:
+        now = self.clock.now()
+        node = Node(
+            metadata=Metadata(name=host_id, labels=labels, expires=now + NODE_TTL),
+            spec=NodeSpec(hostname=hostname, addr=addr, cluster=self.cluster, host_id=host_id),
+            status=NodeStatus(last_heartbeat=now),
+        )
+        return await self.nodes.upsert(node)
+
+    async def resolve_node(self, target: str) -> Node:
+        """A registered node by host id, hostname or advertised address; never anything else."""
+        nodes = await self.nodes.list()
+        matches = [n for n in nodes if target in (n.metadata.name, n.spec.addr)]
+        if not matches:
+            matches = [n for n in nodes if n.spec.hostname == target]
+        if not matches:
+            raise NotFound(f"node {target} is not registered in cluster {self.cluster}")
+        if len(matches) > 1:
+            raise BadParameter(
+                f"node name {target} is ambiguous ({len(matches)} nodes); use its host id"
+            )
+        return matches[0]

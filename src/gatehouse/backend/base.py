@@ -1,0 +1,312 @@
+"""The key-value interface every storage backend implements, and the parts they share.
+
+Keys are ``/``-separated byte paths (``b"/users/alice"``) kept in byte order; values
+are opaque bytes. Each write gets a revision from one counter per backend, so
+revisions order every change the backend ever made. Services (users, roles, ...)
+turn resources into items; only they know what the bytes mean.
+
+One compliance suite (``tests/backend/test_compliance.py``) holds every
+implementation to the contract written in the docstrings below.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import datetime as dt
+import enum
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+from gatehouse.clock import Clock
+from gatehouse.errors import BadParameter, LimitExceeded
+
+__all__ = [
+    "WATCH_QUEUE_SIZE",
+    "Backend",
+    "Event",
+    "EventType",
+    "Fanout",
+    "Item",
+    "Sweeper",
+    "Watcher",
+    "prefix_end",
+]
+
+log = logging.getLogger(__name__)
+
+WATCH_QUEUE_SIZE = 4096
+"""Events a watcher may hold unread before it is closed with LimitExceeded."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One stored key and value; ``revision`` is set by the backend, ignored on writes."""
+
+    key: bytes
+    value: bytes
+    expires: dt.datetime | None = None  # aware; at or after this instant the item is gone
+    revision: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.key, bytes) or not self.key.startswith(b"/"):
+            raise BadParameter(f"item key {self.key!r}: expected bytes starting with b'/'")
+        if not isinstance(self.value, bytes):
+            raise BadParameter(f"item {self.key!r}: value is {type(self.value).__name__}, "
+                               "expected bytes")
+        if self.expires is not None and self.expires.utcoffset() is None:
+            raise BadParameter(f"item {self.key!r}: expires {self.expires} has no timezone")
+        if self.revision < 0:
+            raise BadParameter(f"item {self.key!r}: revision {self.revision} is negative")
+
+    def expired(self, now: dt.datetime) -> bool:
+        return self.expires is not None and self.expires <= now
+
+
+class EventType(enum.Enum):
+    PUT = "put"
+    DELETE = "delete"
+
+
+@dataclass(frozen=True)
+class Event:
+    """A committed change. A DELETE's item has the key, ``value=b""`` and the
+    revision of the deletion itself, so that a watcher sees revisions only grow."""
+
+    type: EventType
+    item: Item
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The end key of the range ``[prefix, end)`` holding every key that starts with prefix."""
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        raise BadParameter(f"prefix {prefix!r} has no end key (empty or only 0xff bytes)")
+    return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+class Backend(abc.ABC):
+    """Ordered key-value storage with expiry, revisions, compare-and-swap and watches.
+
+    An item whose ``expires <= clock.now()`` is invisible: reads skip it, writes
+    treat it as absent. ``sweep_expired`` removes such items and announces each as
+    a DELETE; implementations run it in a background task that ``close()`` stops.
+    Every write gets a new revision, higher than any before it in this backend.
+    """
+
+    clock: Clock
+
+    @abc.abstractmethod
+    async def get(self, key: bytes) -> Item:
+        """The live item at key; NotFound if there is none."""
+
+    @abc.abstractmethod
+    async def get_range(self, start: bytes, end: bytes, limit: int = 0) -> list[Item]:
+        """Live items with ``start <= key < end`` in key order; at most limit (0 = all)."""
+
+    @abc.abstractmethod
+    async def put(self, item: Item) -> Item:
+        """Store item whether or not its key exists; returns it with its new revision."""
+
+    @abc.abstractmethod
+    async def create(self, item: Item) -> Item:
+        """Store item only if no live item has its key, else AlreadyExists."""
+
+    @abc.abstractmethod
+    async def update(self, item: Item) -> Item:
+        """Replace the live item at item.key, else NotFound."""
+
+    @abc.abstractmethod
+    async def compare_and_swap(self, expected: Item, replace_with: Item) -> Item:
+        """Replace the item only if its current value is ``expected.value``, else
+        CompareFailed (also when the item is missing); keys must match (BadParameter)."""
+
+    @abc.abstractmethod
+    async def delete(self, key: bytes) -> None:
+        """Remove the live item at key, else NotFound."""
+
+    @abc.abstractmethod
+    async def delete_range(self, start: bytes, end: bytes) -> int:
+        """Remove every live item with ``start <= key < end``; returns how many."""
+
+    @abc.abstractmethod
+    async def sweep_expired(self) -> int:
+        """Remove expired items, announcing each as a DELETE; returns how many."""
+
+    @abc.abstractmethod
+    def watch(self, prefixes: Sequence[bytes], *, queue_size: int = WATCH_QUEUE_SIZE) -> Watcher:
+        """A watcher that receives, in revision order and exactly once, every change
+        committed after this call returns to a key starting with one of prefixes."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop background work, end every watcher and release storage. Idempotent."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+def check_limit(limit: int) -> None:
+    if limit < 0:
+        raise BadParameter(f"range limit {limit}: expected 0 (no limit) or more")
+
+
+def check_swap(expected: Item, replace_with: Item) -> None:
+    if expected.key != replace_with.key:
+        raise BadParameter(f"compare_and_swap: keys differ ({expected.key!r} expected, "
+                           f"{replace_with.key!r} to write)")
+
+
+class Watcher:
+    """An async iterator of Events for a set of key prefixes.
+
+    Events queue up until read. A watcher that lets more than ``queue_size``
+    events pile up is closed and its iteration raises LimitExceeded: it missed
+    nothing silently, and its owner should list again and start a new watch.
+    ``close()`` ends the iteration (StopAsyncIteration), as does closing the backend.
+    """
+
+    def __init__(self, prefixes: Sequence[bytes], *, queue_size: int,
+                 on_close: Callable[[Watcher], None]) -> None:
+        if isinstance(prefixes, bytes | str):
+            raise BadParameter("watch prefixes: expected a sequence of bytes, got one value")
+        if not prefixes:
+            raise BadParameter("watch needs at least one prefix (b'/' watches every key)")
+        if queue_size < 1:
+            raise BadParameter(f"watch queue_size {queue_size}: expected 1 or more")
+        self.prefixes = tuple(prefixes)
+        self._queue_size = queue_size
+        self._on_close = on_close
+        self._events: deque[Event] = deque()
+        self._ready = asyncio.Event()
+        self._closed = False
+        self._error: LimitExceeded | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._events.clear()
+        self._ready.set()
+        self._on_close(self)
+
+    def _offer(self, events: Sequence[Event]) -> None:
+        """Queue the events this watcher wants; called by the backend after a commit."""
+        if self._closed:
+            return
+        for event in events:
+            if not event.item.key.startswith(self.prefixes):
+                continue
+            if len(self._events) >= self._queue_size:
+                self._error = LimitExceeded(
+                    f"watcher on {list(self.prefixes)} fell more than {self._queue_size} "
+                    "events behind and was closed; list again and start a new watch")
+                self.close()
+                return
+            self._events.append(event)
+            self._ready.set()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Event:
+        while True:
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
+            if self._closed:
+                raise StopAsyncIteration
+            if self._events:
+                return self._events.popleft()
+            self._ready.clear()
+            await self._ready.wait()
+
+    # close() is synchronous, so both `with` and `async with` close the watcher.
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class Fanout:
+    """Hands committed events to in-process watchers.
+
+    The backend calls ``emit`` right after each commit, while it still holds
+    whatever serializes its writes, so every watcher sees revision order.
+    """
+
+    def __init__(self) -> None:
+        self._watchers: dict[Watcher, None] = {}  # a dict keeps registration order
+
+    def watch(self, prefixes: Sequence[bytes], queue_size: int) -> Watcher:
+        watcher = Watcher(prefixes, queue_size=queue_size, on_close=self._forget)
+        self._watchers[watcher] = None
+        return watcher
+
+    def emit(self, events: Sequence[Event]) -> None:
+        if events:
+            for watcher in list(self._watchers):
+                watcher._offer(events)
+
+    def close(self) -> None:
+        for watcher in list(self._watchers):
+            watcher.close()
+
+    def _forget(self, watcher: Watcher) -> None:
+        self._watchers.pop(watcher, None)
+
+
+class Sweeper:
+    """Owns the task that calls a sweep every ``interval`` seconds of real time."""
+
+    def __init__(self, interval: float, name: str) -> None:
+        if interval <= 0:
+            raise BadParameter(f"sweep interval {interval}: expected seconds above 0")
+        self._interval = interval
+        self._name = name
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, sweep: Callable[[], Awaitable[int]]) -> None:
+        self._task = asyncio.create_task(self._run(sweep), name=self._name)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            # wait() returns when the task is done without raising its CancelledError,
+            # yet a cancellation of stop() itself still propagates.
+            await asyncio.wait({self._task})
+
+    async def _run(self, sweep: Callable[[], Awaitable[int]]) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await sweep()
+            except Exception:
+                log.exception("expiry sweep failed; retrying in %ss", self._interval)

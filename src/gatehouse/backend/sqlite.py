@@ -1,0 +1,312 @@
+"""The SQLite backend: the embedded default, one database file in the data directory.
+
+One process owns the file (the auth service): an exclusive ``flock`` on
+``<path>.lock`` turns a second opener away with the first one's pid. Watches are
+therefore an in-process fan-out of events right after each commit. A PostgreSQL
+backend, shared by several processes, would deliver the same events through
+LISTEN/NOTIFY (and etcd through its own watch).
+
+Durability: WAL journal with ``synchronous=NORMAL``. Each write is its own
+transaction, and with FULL every one of them would wait for an fsync of the
+WAL; with NORMAL, commits reach the OS at once and fsyncs happen at
+checkpoints. A killed or crashed process loses nothing it committed, and the
+file is never corrupt; a power cut or kernel crash may roll back the last
+commits, leaving an older but consistent state. What the auth writes often
+(node and proxy heartbeats) is rewritten within seconds anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import fcntl
+import os
+import sqlite3
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from gatehouse.clock import Clock, utc
+from gatehouse.errors import (
+    AlreadyExists,
+    BadParameter,
+    CompareFailed,
+    ConnectionProblem,
+    GatehouseError,
+    NotFound,
+)
+
+from .base import (
+    WATCH_QUEUE_SIZE,
+    Backend,
+    Event,
+    EventType,
+    Fanout,
+    Item,
+    Sweeper,
+    Watcher,
+    check_limit,
+    check_swap,
+)
+
+__all__ = ["SQLiteBackend"]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = f"""
+BEGIN;
+CREATE TABLE IF NOT EXISTS items (
+    key BLOB PRIMARY KEY,
+    value BLOB NOT NULL,
+    expires REAL,               -- Unix seconds; NULL: never
+    revision INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS items_expires ON items (expires) WHERE expires IS NOT NULL;
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta (name, value) VALUES ('revision', 0);
+PRAGMA user_version = {SCHEMA_VERSION};
+COMMIT;
+"""
+
+_LIVE = "(expires IS NULL OR expires > :now)"
+_COLUMNS = "key, value, expires, revision"
+_UPSERT = (f"INSERT INTO items ({_COLUMNS}) VALUES (:key, :value, :expires, :revision) "
+           "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
+           "expires = excluded.expires, revision = excluded.revision")
+_SET = "UPDATE items SET value = :value, expires = :expires, revision = :revision"
+
+_Params = dict[str, Any]
+_Body = Callable[[aiosqlite.Connection, int], Awaitable[list[Event]]]
+
+
+class SQLiteBackend(Backend):
+    """Items in one SQLite file; open it with ``SQLiteBackend.open(path, clock=...)``."""
+
+    def __init__(self, path: Path, db: aiosqlite.Connection, lock: _ProcessLock,
+                 revision: int, *, clock: Clock, sweeper: Sweeper) -> None:
+        self.path = path
+        self.clock = clock
+        self._db = db
+        self._process_lock = lock
+        self._revision = revision  # the last one committed
+        # One connection: the lock keeps a read from seeing another coroutine's
+        # uncommitted statements, and makes commits and events happen in order.
+        self._lock = asyncio.Lock()
+        self._fanout = Fanout()
+        self._sweeper = sweeper
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: Path, *, clock: Clock, sweep_interval: float = 1.0
+                   ) -> SQLiteBackend:
+        """Open (creating if needed, mode 0600) the database at path, and own it."""
+        sweeper = Sweeper(sweep_interval, "sqlite-backend-sweep")
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            lock = _ProcessLock(path)
+        except OSError as exc:
+            raise BadParameter(f"cannot open sqlite database {path}: {exc}") from exc
+        db: aiosqlite.Connection | None = None
+        try:
+            # SQLite gives the -wal and -shm files the database file's mode.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            db = await aiosqlite.connect(path)
+            revision = await _prepare(db, path)
+        except BaseException as exc:
+            if db is not None:
+                await db.close()
+            lock.release()
+            if isinstance(exc, sqlite3.Error | OSError):
+                raise BadParameter(f"cannot open sqlite database {path}: {exc}") from exc
+            raise
+        backend = cls(path, db, lock, revision, clock=clock, sweeper=sweeper)
+        sweeper.start(backend.sweep_expired)
+        return backend
+
+    async def get(self, key: bytes) -> Item:
+        items = await self._read(f"SELECT {_COLUMNS} FROM items WHERE key = :key AND {_LIVE}",
+                                 {"key": key})
+        if not items:
+            raise NotFound(f"key {key!r} not found")
+        return items[0]
+
+    async def get_range(self, start: bytes, end: bytes, limit: int = 0) -> list[Item]:
+        check_limit(limit)
+        return await self._read(
+            f"SELECT {_COLUMNS} FROM items WHERE key >= :start AND key < :end AND {_LIVE} "
+            "ORDER BY key LIMIT :limit",
+            {"start": start, "end": end, "limit": limit or -1})
+
+    async def put(self, item: Item) -> Item:
+        return await self._store(_UPSERT, item)
+
+    async def create(self, item: Item) -> Item:
+        # An expired row is overwritten; a live one makes the upsert change nothing.
+        return await self._store(_UPSERT + " WHERE items.expires <= :now", item,
+                                 missing=AlreadyExists(f"key {item.key!r} already exists"))
+
+    async def update(self, item: Item) -> Item:
+        return await self._store(f"{_SET} WHERE key = :key AND {_LIVE}", item,
+                                 missing=NotFound(f"key {item.key!r} not found"))
+
+    async def compare_and_swap(self, expected: Item, replace_with: Item) -> Item:
+        check_swap(expected, replace_with)
+        return await self._store(
+            f"{_SET} WHERE key = :key AND value = :expected AND {_LIVE}", replace_with,
+            {"expected": expected.value},
+            missing=CompareFailed(f"key {expected.key!r} is missing or has changed"))
+
+    async def delete(self, key: bytes) -> None:
+        await self._remove(f"DELETE FROM items WHERE key = :key AND {_LIVE} RETURNING key",
+                           {"key": key}, missing=NotFound(f"key {key!r} not found"))
+
+    async def delete_range(self, start: bytes, end: bytes) -> int:
+        return await self._remove(
+            f"DELETE FROM items WHERE key >= :start AND key < :end AND {_LIVE} RETURNING key",
+            {"start": start, "end": end})
+
+    async def sweep_expired(self) -> int:
+        return await self._remove("DELETE FROM items WHERE expires <= :now RETURNING key", {})
+
+    def watch(self, prefixes: Sequence[bytes], *, queue_size: int = WATCH_QUEUE_SIZE) -> Watcher:
+        self._check_open()
+        return self._fanout.watch(prefixes, queue_size)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._sweeper.stop()
+        async with self._lock:  # let a write in progress finish
+            self._fanout.close()
+            await self._db.close()
+        self._process_lock.release()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ConnectionProblem(f"sqlite backend {self.path} is closed")
+
+    def _params(self, params: _Params) -> _Params:
+        return {"now": self.clock.now().timestamp(), **params}
+
+    async def _read(self, sql: str, params: _Params) -> list[Item]:
+        async with self._lock:
+            self._check_open()
+            try:
+                rows = await self._db.execute_fetchall(sql, self._params(params))
+            except sqlite3.Error as exc:
+                raise GatehouseError(f"sqlite database {self.path}: {exc}") from exc
+        return [_item(row) for row in rows]
+
+    async def _store(self, sql: str, item: Item, params: _Params | None = None, *,
+                     missing: GatehouseError | None = None) -> Item:
+        """Write item with the next revision; raise ``missing`` if sql changed no row."""
+
+        async def body(db: aiosqlite.Connection, last: int) -> list[Event]:
+            stored = dataclasses.replace(item, revision=last + 1)
+            cursor = await db.execute(sql, self._params({**_row(stored), **(params or {})}))
+            if missing is not None and cursor.rowcount == 0:
+                raise missing
+            return [Event(EventType.PUT, stored)]
+
+        events = await self._write(body)
+        return events[0].item
+
+    async def _remove(self, sql: str, params: _Params, *,
+                      missing: GatehouseError | None = None) -> int:
+        """Delete the rows sql returns, a revision and a DELETE event each, in key order."""
+
+        async def body(db: aiosqlite.Connection, last: int) -> list[Event]:
+            rows: Iterable[Any] = await db.execute_fetchall(sql, self._params(params))
+            keys = sorted(bytes(row[0]) for row in rows)
+            if missing is not None and not keys:
+                raise missing
+            return [Event(EventType.DELETE, Item(key, b"", revision=last + n))
+                    for n, key in enumerate(keys, 1)]
+
+        return len(await self._write(body))
+
+    async def _write(self, body: _Body) -> list[Event]:
+        # Shielded: a write that has started runs to its end (commit, counter,
+        # events) even if its caller is cancelled, so that the file, the revision
+        # counter and the watchers never disagree. close() waits for it.
+        return await asyncio.shield(self._transact(body))
+
+    async def _transact(self, body: _Body) -> list[Event]:
+        async with self._lock:
+            self._check_open()
+            try:
+                events = await body(self._db, self._revision)
+                if events:
+                    await self._db.execute("UPDATE meta SET value = ? WHERE name = 'revision'",
+                                           (events[-1].item.revision,))
+                await self._db.commit()
+            except BaseException as exc:
+                await self._db.rollback()
+                if isinstance(exc, sqlite3.Error):
+                    raise GatehouseError(f"sqlite database {self.path}: {exc}") from exc
+                raise
+            if events:
+                self._revision = events[-1].item.revision
+            self._fanout.emit(events)
+            return events
+
+
+async def _prepare(db: aiosqlite.Connection, path: Path) -> int:
+    """Set the connection up, create or check the schema; returns the last revision."""
+    [(mode,)] = await db.execute_fetchall("PRAGMA journal_mode = WAL")
+    if mode != "wal":
+        raise BadParameter(f"sqlite database {path}: cannot use WAL journal (got {mode!r})")
+    await db.execute("PRAGMA synchronous = NORMAL")
+    [(version,)] = await db.execute_fetchall("PRAGMA user_version")
+    if version > SCHEMA_VERSION:
+        raise BadParameter(f"sqlite database {path} has schema version {version}, this "
+                           f"gatehouse knows up to {SCHEMA_VERSION}: upgrade gatehouse")
+    await db.executescript(_SCHEMA)
+    [(revision,)] = await db.execute_fetchall("SELECT value FROM meta WHERE name = 'revision'")
+    return int(revision)
+
+
+def _row(item: Item) -> _Params:
+    expires = None if item.expires is None else item.expires.timestamp()
+    return {"key": item.key, "value": item.value, "expires": expires, "revision": item.revision}
+
+
+def _item(row: Sequence[Any]) -> Item:
+    key, value, expires, revision = row
+    return Item(bytes(key), bytes(value), None if expires is None else utc(expires), revision)
+
+
+class _ProcessLock:
+    """An exclusive flock on ``<database>.lock``, held while the backend is open.
+
+    The kernel drops the lock when the process dies, however it dies, so a stale
+    lock file never blocks a restart; the pid inside is only for the message.
+    """
+
+    def __init__(self, db_path: Path) -> None:
+        self.path = db_path.with_name(db_path.name + ".lock")
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            if not isinstance(exc, BlockingIOError):
+                raise BadParameter(f"cannot lock {self.path}: {exc.strerror}") from exc
+            if holder == str(os.getpid()):
+                raise BadParameter(f"sqlite database {db_path} is already open in this "
+                                   f"process (pid {holder})") from None
+            raise BadParameter(f"sqlite database {db_path} is in use by another gatehouse "
+                               f"process (pid {holder}): stop it, or give this one another "
+                               "data_dir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None

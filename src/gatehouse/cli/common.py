@@ -1,0 +1,73 @@
+"""What the three CLIs share: one-line errors, tables, JSON output."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Coroutine, Sequence
+from enum import StrEnum
+from typing import Any, NoReturn, TypeVar
+
+from gatehouse.errors import GatehouseError
+
+__all__ = ["Format", "die", "print_json", "print_table", "run_async", "setup_logging"]
+
+T = TypeVar("T")
+
+
+class Format(StrEnum):
+    text = "text"
+    json = "json"
+    yaml = "yaml"
+
+
+_debug = {"on": False}
+
+
+def setup_logging(debug: bool, level: int = logging.WARNING) -> None:
+    """--debug: verbose logs and full tracebacks instead of one-line errors."""
+    _debug["on"] = debug
+    logging.basicConfig(
+        level=logging.DEBUG if debug else level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not debug:
+        logging.getLogger("asyncssh").setLevel(logging.WARNING)
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def die(message: str, code: int = 1) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def run_async(coro: Coroutine[Any, Any, T], *, error_code: int = 1) -> T:
+    """Run a command's coroutine; a Gatehouse error becomes one line on stderr."""
+    try:
+        return asyncio.run(coro)
+    except GatehouseError as exc:
+        if _debug["on"]:
+            raise
+        die(str(exc), error_code)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+def print_json(data: object) -> None:
+    json.dump(data, sys.stdout, indent=2, sort_keys=False, default=str)
+    sys.stdout.write("\n")
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for h in headers:
+        table.add_column(h)
+    for row in rows:
+        table.add_row(*(str(c) for c in row))
+    Console(soft_wrap=True).print(table)

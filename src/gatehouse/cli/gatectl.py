@@ -1,0 +1,224 @@
+"""gatectl: administer a cluster through its auth service's API."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from gatehouse.cli.common import Format, die, print_json, print_table, run_async, setup_logging
+from gatehouse.client.admin import AdminTarget, admin_target
+from gatehouse.errors import BadParameter, GatehouseError
+from gatehouse.types.resource import Metadata
+from gatehouse.types.user import User, UserSpec
+from gatehouse.types.yaml_io import canonical_kind, dump_yaml, from_json_obj, parse_resources
+
+app = typer.Typer(
+    help="Gatehouse admin tool. Talks to the running auth service (it never opens the "
+    "database), with the admin credentials from -c's data_dir or an --identity file.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+)
+users_app = typer.Typer(help="Manage local users.", no_args_is_help=True)
+tokens_app = typer.Typer(help="Manage join tokens.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+app.add_typer(tokens_app, name="tokens")
+
+_target: dict[str, AdminTarget] = {}
+
+
+@app.callback()
+def _main(
+    config: Annotated[Path | None, typer.Option("-c", "--config", help="gatehouse.yaml")] = None,
+    identity: Annotated[Path | None, typer.Option(help="Identity file (PEM bundle).")] = None,
+    auth_server: Annotated[str, typer.Option(help="Auth address HOST:PORT.")] = "",
+    debug: Annotated[bool, typer.Option(help="Verbose logs and tracebacks.")] = False,
+) -> None:
+    setup_logging(debug)
+    try:
+        _target["t"] = admin_target(config, identity, auth_server)
+    except GatehouseError as exc:
+        die(str(exc))
+
+
+def _call(method: str, path: str, body: object = None, **params: str) -> Any:
+    async def go() -> Any:
+        async with _target["t"].api() as api:
+            return await api.request(method, path, body=body, params=params or None)
+
+    return run_async(go())
+
+
+@app.command()
+def status(fmt: Annotated[Format, typer.Option("--format")] = Format.text) -> None:
+    """Cluster name, CA fingerprints, counts; exit 0 only if every enabled service serves."""
+    from gatehouse.client.health import check_services
+
+    info = _call("GET", "/v1/status")
+    target = _target["t"]
+    checks = run_async(check_services(target)) if target.config else []
+    info["services"] = [{"service": c.service, "ok": c.ok, "detail": c.detail} for c in checks]
+    if fmt == Format.json:
+        print_json(info)
+    else:
+        print(f"Cluster:  {info['cluster']}")
+        for ca in info["cas"]:
+            print(f"{ca['type'].capitalize() + ' CA:':<9} {ca['ssh_fingerprint']} (ssh)  "
+                  f"{ca['tls_fingerprint']} (tls)")
+        counts = ", ".join(f"{v} {k}" for k, v in info["counts"].items())
+        print(f"Counts:   {counts}")
+        for c in checks:
+            print(f"{c.service + ':':<9} {'ok' if c.ok else 'FAILING'} {c.detail}")
+    if not all(c.ok for c in checks):
+        raise SystemExit(1)
+
+
+@users_app.command("add")
+def users_add(
+    name: str,
+    roles: Annotated[str, typer.Option(help="Comma-separated role names.")],
+    logins: Annotated[str, typer.Option(help="Comma-separated Unix logins.")] = "",
+) -> None:
+    """Create a user; set a password with `gatectl users set-password`."""
+    try:
+        user = User(metadata=Metadata(name=name),
+                    spec=UserSpec(roles=[r for r in roles.split(",") if r],
+                                  traits={"logins": [x for x in logins.split(",") if x]}))
+    except ValueError as exc:
+        die(f"invalid user: {exc}".splitlines()[0])
+    _call("POST", "/v1/resources", user.model_dump(mode="json"))
+    print(f"user {name} created; set a password with: gatectl users set-password {name} "
+          "--password-stdin")
+
+
+@users_app.command("set-password")
+def users_set_password(
+    name: str,
+    password_stdin: Annotated[bool, typer.Option(help="Read the password from stdin.")] = False,
+) -> None:
+    """Set a user's password (at least 12 characters)."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        import getpass
+
+        password = getpass.getpass(f"New password for {name}: ")
+    _call("POST", f"/v1/users/{name}/password", {"password": password})
+    print(f"password for {name} set")
+
+
+@users_app.command("ls")
+def users_ls(fmt: Annotated[Format, typer.Option("--format")] = Format.text) -> None:
+    """List users."""
+    _show(_call("GET", "/v1/resources/user"), fmt)
+
+
+@tokens_app.command("add")
+def tokens_add(
+    token_type: Annotated[str, typer.Option("--type", help="node, proxy or trusted_cluster")],
+    ttl: Annotated[str, typer.Option(help="Lifetime, e.g. 15m.")] = "30m",
+) -> None:
+    """Print a single-use join token alone on the first line of stdout."""
+    resp = _call("POST", "/v1/tokens", {"type": token_type, "ttl": ttl})
+    print(resp["token"])
+    print(f"# a {token_type} token, single use, valid until {resp['expires']}; it carries a pin "
+          "of this cluster's host CA", file=sys.stderr)
+
+
+@tokens_app.command("ls")
+def tokens_ls(fmt: Annotated[Format, typer.Option("--format")] = Format.text) -> None:
+    """List unused join tokens."""
+    _show(_call("GET", "/v1/resources/token"), fmt)
+
+
+@app.command()
+def create(
+    file: Annotated[str, typer.Argument(help="YAML file, or - for stdin.")],
+    force: Annotated[bool, typer.Option("-f", "--force", help="Update if it exists.")] = False,
+) -> None:
+    """Create resources from a YAML file (several per file, separated by ---)."""
+    try:
+        text = sys.stdin.read() if file in ("-", "/dev/stdin") else Path(file).read_text()
+    except OSError as exc:
+        die(f"cannot read {file}: {exc.strerror}")
+    try:
+        resources = parse_resources(text)
+    except BadParameter as exc:
+        die(f"{file}: {exc}")
+    if not resources:
+        die(f"{file}: no resources found")
+    for res in resources:
+        _call("POST", "/v1/resources", res.model_dump(mode="json"),
+              **({"upsert": "1"} if force else {}))
+        print(f"{res.kind} {res.metadata.name} {'updated' if force else 'created'}")
+
+
+def _kind_name(ref: str) -> tuple[str, str]:
+    kind, _, name = ref.partition("/")
+    try:
+        return canonical_kind(kind), name
+    except BadParameter as exc:
+        die(str(exc))
+
+
+def _show(items: list[dict[str, Any]], fmt: Format) -> None:
+    if fmt == Format.json:
+        print_json(items)
+    elif fmt == Format.yaml:
+        sys.stdout.write(dump_yaml([from_json_obj(i) for i in items]))
+    else:
+        rows = []
+        for i in items:
+            spec = i.get("spec") or {}
+            summary = ", ".join(f"{k}={v}" for k, v in spec.items()
+                                if isinstance(v, str | int | bool | list) and k != "tls_certs")
+            rows.append([i["kind"], i["metadata"]["name"], summary[:100]])
+        print_table(["Kind", "Name", "Spec"], rows)
+
+
+@app.command()
+def get(
+    ref: Annotated[str, typer.Argument(help="KIND or KIND/NAME, e.g. role/access, rc, ca")],
+    fmt: Annotated[Format, typer.Option("--format")] = Format.text,
+) -> None:
+    """Show resources."""
+    kind, name = _kind_name(ref)
+    _show(_call("GET", f"/v1/resources/{kind}" + (f"/{name}" if name else "")), fmt)
+
+
+@app.command()
+def rm(ref: Annotated[str, typer.Argument(help="KIND/NAME, e.g. user/alice")]) -> None:
+    """Delete a resource."""
+    kind, name = _kind_name(ref)
+    if not name:
+        die(f"give KIND/NAME, e.g. {kind}/NAME")
+    _call("DELETE", f"/v1/resources/{kind}/{name}")
+    print(f"{kind} {name} deleted")
+
+
+@app.command()
+def events(
+    since: Annotated[str, typer.Option(help="Only events newer than this, e.g. 1h.")] = "",
+    event_type: Annotated[str, typer.Option("--type", help="Comma-separated event types.")] = "",
+    user: Annotated[str, typer.Option(help="Only this user's events.")] = "",
+    cluster: Annotated[str, typer.Option(help="Only this cluster's events.")] = "",
+    fmt: Annotated[Format, typer.Option("--format")] = Format.text,
+) -> None:
+    """Search the audit log."""
+    params = {k: v for k, v in (("since", since), ("type", event_type), ("user", user),
+                                ("cluster", cluster)) if v}
+    found = _call("GET", "/v1/events", **params)
+    if fmt == Format.json:
+        print_json(found)
+        return
+    print_table(
+        ["Time", "Event", "Code", "User", "Login", "Node", "Message"],
+        [[e["time"][:19], e["event"], e["code"], e["user"], e["login"], e["node"],
+          e["message"][:60]] for e in found],
+    )
+
+
+def main() -> None:
+    app()
+

@@ -1,0 +1,75 @@
+"""gatehouse: run the daemon's services."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gatehouse.cli.common import die, run_async, setup_logging
+from gatehouse.config import Config, load_config
+from gatehouse.errors import GatehouseError
+
+app = typer.Typer(help="Gatehouse daemon: auth, proxy and SSH services.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option(help="Verbose logs and tracebacks.")] = False,
+) -> None:
+    setup_logging(debug, logging.INFO)
+
+
+def _next_steps(cfg: Config, started: object, config: Path | None) -> str:
+    from gatehouse.daemon import Started
+
+    assert isinstance(started, Started)
+    lines = [f"gatehouse: cluster {started.cluster} is up ("
+             + ", ".join(f"{k} on {v}" for k, v in started.addrs.items()) + ")"]
+    if "proxy" in started.addrs:
+        c = f" -c {config}" if config else ""
+        proxy = cfg.proxy_service.public_addr or started.addrs["proxy"].replace("0.0.0.0",
+                                                                                "127.0.0.1")
+        lines += [
+            "next steps:",
+            f"  gatectl{c} users add alice --roles=access --logins=root,alice",
+            f"  gatectl{c} users set-password alice --password-stdin",
+            f"  gsh login --proxy={proxy} --user=alice --insecure",
+            f"  gsh ls; gsh ssh root@{cfg.gatehouse.nodename} 'echo hi'",
+        ]
+    return "\n".join(lines)
+
+
+@app.command()
+def start(
+    config: Annotated[Path | None, typer.Option("-c", "--config", help="gatehouse.yaml")] = None,
+) -> None:
+    """Start the services the config enables (no config: a one-node cluster on loopback)."""
+    from gatehouse import daemon
+
+    try:
+        cfg = load_config(config) if config else Config.single_node()
+    except GatehouseError as exc:
+        die(str(exc))
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            await daemon.run(cfg, lambda s: print(_next_steps(cfg, s, config), flush=True))
+        except asyncio.CancelledError:
+            print("gatehouse: stopped", flush=True)
+
+    run_async(main())
+
+
+def main() -> None:
+    app()

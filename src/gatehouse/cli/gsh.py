@@ -1,0 +1,204 @@
+"""gsh: log in, list nodes, and SSH to them through the proxy."""
+
+from __future__ import annotations
+
+import getpass
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from gatehouse.cli.common import Format, die, print_json, print_table, run_async, setup_logging
+from gatehouse.client.profile import Profile, gatehouse_home
+from gatehouse.errors import BadParameter, NotFound
+
+app = typer.Typer(
+    help="Gatehouse user client: log in, list nodes, SSH through the proxy.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+proxy_app = typer.Typer(help="Commands meant for OpenSSH's ProxyCommand.", no_args_is_help=True)
+app.add_typer(proxy_app, name="proxy")
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option(help="Verbose logs and tracebacks.")] = False,
+) -> None:
+    setup_logging(debug)
+
+
+def _profile() -> Profile:
+    try:
+        return Profile.load()
+    except NotFound as exc:
+        die(str(exc))
+
+
+def _split_target(target: str) -> tuple[str, str]:
+    login, sep, node = target.partition("@")
+    if not sep or not login or not node:
+        raise typer.BadParameter(f"expected LOGIN@NODE, got {target!r}")
+    return login, node
+
+
+@app.command()
+def login(
+    cluster: Annotated[str, typer.Argument(help="Select this cluster for later commands.")] = "",
+    proxy: Annotated[str, typer.Option(help="Proxy address HOST:PORT.")] = "",
+    user: Annotated[str, typer.Option(help="User name.")] = "",
+    password_stdin: Annotated[bool, typer.Option(help="Read the password from stdin.")] = False,
+    ca_file: Annotated[Path | None, typer.Option(help="PEM file of the proxy's CA.")] = None,
+    insecure: Annotated[bool, typer.Option(help="Do not verify the proxy (first login).")] = False,
+    ttl: Annotated[str, typer.Option(help="Requested certificate lifetime, e.g. 8h.")] = "",
+) -> None:
+    """Log in and save short-lived certificates in the profile (~/.gatehouse)."""
+    from gatehouse.client.login import login_with_password, select_cluster
+
+    if not proxy:
+        if not cluster:
+            die("give --proxy=HOST:PORT and --user=NAME to log in, or a CLUSTER to select")
+        run_async(select_cluster(_profile(), cluster))
+        print(f"selected cluster {cluster}")
+        return
+    if not user:
+        die("--user is required with --proxy")
+    if ca_file is None and not insecure:
+        die("give --ca-file=FILE to verify the proxy, or --insecure to trust it on first use")
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else getpass.getpass(
+        f"Password for {user}: ")
+    ca_pem = ca_file.read_text() if ca_file else None
+    profile = run_async(login_with_password(proxy, user, password, ca_pem, ttl, cluster))
+    print(f"logged in as {profile.user} to cluster {profile.cluster} via {profile.proxy}")
+
+
+@app.command()
+def status(fmt: Annotated[Format, typer.Option("--format")] = Format.text) -> None:
+    """Show who you are logged in as, and until when."""
+    profile = _profile()
+    ident = profile.identity.identity()
+    info: dict[str, Any] = {
+        "proxy": profile.proxy, "user": profile.user, "cluster": profile.cluster,
+        "selected": profile.selected, "roles": list(ident.roles), "logins": list(ident.logins),
+        "expires": ident.expires.isoformat() if ident.expires else "",
+    }
+    if fmt == Format.json:
+        print_json(info)
+        return
+    for key, value in info.items():
+        shown = ", ".join(value) if isinstance(value, list) else value
+        print(f"{key + ':':<10} {shown}")
+
+
+@app.command()
+def logout() -> None:
+    """Remove the profile's keys and certificates."""
+    if Profile.remove():
+        print(f"logged out (removed credentials from {gatehouse_home()})")
+    else:
+        print("not logged in")
+
+
+@app.command()
+def clusters(fmt: Annotated[Format, typer.Option("--format")] = Format.text) -> None:
+    """List the clusters you can reach."""
+    profile = _profile()
+    rows = [{"name": profile.cluster, "type": "root", "status": "online",
+             "selected": profile.selected == profile.cluster}]
+    if fmt == Format.json:
+        print_json(rows)
+        return
+    print_table(["Cluster", "Type", "Status", "Selected"],
+                [[r["name"], r["type"], r["status"], "*" if r["selected"] else ""] for r in rows])
+
+
+@app.command("ls")
+def list_nodes(
+    labels: Annotated[list[str] | None, typer.Argument(help="label=value filters")] = None,
+    cluster: Annotated[str, typer.Option(help="Cluster to list (default: selected).")] = "",
+    all_clusters: Annotated[bool, typer.Option("--all", help="List every cluster.")] = False,
+    limit: Annotated[int, typer.Option(help="At most this many nodes (0 = all).")] = 0,
+    fmt: Annotated[Format, typer.Option("--format")] = Format.text,
+) -> None:
+    """List the nodes you may access."""
+    from gatehouse.client.login import list_nodes as fetch
+
+    selector: dict[str, str] = {}
+    for item in labels or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            die(f"label filter {item!r} is not label=value")
+        selector[key] = value
+    profile = _profile()
+    nodes = run_async(fetch(profile, selector, limit))
+    if fmt == Format.json:
+        print_json(nodes)
+        return
+    print_table(
+        ["Node", "Address", "Cluster", "Labels"],
+        [[n["spec"]["hostname"], n["spec"]["addr"], n["spec"]["cluster"],
+          ",".join(f"{k}={v}" for k, v in sorted(n["metadata"].get("labels", {}).items()))]
+         for n in nodes],
+    )
+
+
+@app.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+def ssh(
+    target: Annotated[str, typer.Argument(help="LOGIN@NODE")],
+    command: Annotated[list[str] | None, typer.Argument(help="Remote command.")] = None,
+    cluster: Annotated[str, typer.Option(help="Cluster of the node (default: selected).")] = "",
+    tty: Annotated[bool, typer.Option("-t", help="Request a PTY for a command.")] = False,
+) -> None:
+    """Run COMMAND (or an interactive shell) on NODE as LOGIN; exits with its status."""
+    from gatehouse.client.ssh import run_ssh
+
+    login_name, node = _split_target(target)
+    profile = _profile()
+    status_code = run_async(
+        run_ssh(profile, login_name, node, list(command or []),
+                cluster=cluster or profile.selected, force_tty=tty),
+        error_code=255,
+    )
+    raise SystemExit(status_code)
+
+
+@app.command()
+def config() -> None:
+    """Print an OpenSSH client config: `ssh -F FILE LOGIN@NODE.CLUSTER` then works."""
+    profile = _profile()
+    ident = profile.identity
+    gsh = shutil.which("gsh") or str(Path(sys.argv[0]).resolve())
+    print(f"# Gatehouse: {profile.user} via {profile.proxy} (generated by `gsh config`)")
+    print(f"Host *.{profile.cluster}")
+    print(f"    UserKnownHostsFile {profile.known_hosts}")
+    print("    StrictHostKeyChecking yes")
+    print(f"    IdentityFile {ident.key_file}")
+    print(f"    CertificateFile {ident.ssh_cert_file}")
+    print("    IdentitiesOnly yes")
+    print(f'    ProxyCommand "{gsh}" proxy ssh %r@%h')
+
+
+@proxy_app.command("ssh")
+def proxy_ssh(
+    target: Annotated[str, typer.Argument(help="LOGIN@NODE[.CLUSTER][:PORT]")],
+    cluster: Annotated[str, typer.Option(help="Cluster of the node.")] = "",
+) -> None:
+    """Connect stdin/stdout to NODE's SSH server through the proxy (for ProxyCommand)."""
+    from gatehouse.client.proxycmd import proxy_stdio
+
+    _, hostport = _split_target(target)
+    host, _, port = hostport.partition(":")
+    profile = _profile()
+    node, node_cluster = host, cluster
+    if not node_cluster:
+        node, node_cluster = profile.split_host(host)
+    if port and not port.isdigit():
+        raise BadParameter(f"bad port in {target!r}")
+    run_async(proxy_stdio(profile, node, node_cluster, int(port or 0)), error_code=255)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,76 @@
+"""How gatectl reaches the auth API: with a config's admin credentials, or an identity file."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from gatehouse import x509
+from gatehouse.client.api import APIClient
+from gatehouse.config import DEFAULT_AUTH_ADDR, Config, load_config, split_hostport
+from gatehouse.errors import BadParameter, NotFound
+from gatehouse.keystore import StoredIdentity
+
+__all__ = ["AdminTarget", "admin_target", "identity_bundle"]
+
+
+@dataclass(frozen=True)
+class AdminTarget:
+    addr: str
+    cluster: str
+    ssl_context: ssl.SSLContext
+    config: Config | None
+
+    def api(self) -> APIClient:
+        return APIClient(self.addr, self.ssl_context, server_hostname=f"auth.{self.cluster}")
+
+
+def _pem_blocks(text: str, label: str) -> list[str]:
+    end = f"-----END {label}-----"
+    return [b.strip() + "\n" + end + "\n" for b in text.split(end)
+            if f"-----BEGIN {label}-----" in b]
+
+
+def identity_bundle(store: StoredIdentity) -> str:
+    """One file with key, certificate and trusted CAs, for `gatectl --identity`."""
+    return (store.key_pem_file.read_text() + store.tls_cert_file.read_text()
+            + store.cas_pem())
+
+
+def _from_bundle(path: Path, addr: str) -> AdminTarget:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise BadParameter(f"cannot read identity file {path}: {exc.strerror}") from exc
+    certs = _pem_blocks(text, "CERTIFICATE")
+    if not certs or "PRIVATE KEY-----" not in text:
+        raise BadParameter(f"identity file {path} needs a private key and a certificate")
+    ident = x509.identity_of(x509.load_cert(certs[0]))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.load_cert_chain(path)
+    ctx.load_verify_locations(cadata="".join(certs[1:]))
+    return AdminTarget(addr, ident.cluster, ctx, None)
+
+
+def admin_target(config: Path | None, identity: Path | None, auth_server: str) -> AdminTarget:
+    if identity is not None:
+        if not auth_server:
+            raise BadParameter("--identity needs --auth-server=HOST:PORT")
+        split_hostport(auth_server)
+        return _from_bundle(identity, auth_server)
+    cfg = load_config(config) if config else Config.single_node()
+    if not cfg.auth_service.enabled:
+        raise BadParameter(f"{config}: gatectl -c needs the config of a process running the "
+                           "auth service")
+    store = StoredIdentity(cfg.data_dir / "admin")
+    if not store.exists():
+        raise NotFound(f"no admin credentials in {store.directory}: "
+                       "has `gatehouse start` run with this config?")
+    host, port = split_hostport(auth_server or cfg.auth_service.listen_addr or DEFAULT_AUTH_ADDR)
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return AdminTarget(f"{host}:{port}", store.identity().cluster,
+                       _from_bundle(store.directory / "identity.pem", f"{host}:{port}")
+                       .ssl_context, cfg)

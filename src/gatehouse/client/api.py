@@ -1,0 +1,120 @@
+"""HTTPS client for the auth API (directly, or forwarded by a proxy).
+
+Errors come back as the same kinds the server raised (gatehouse.errors), with
+the server's one-line message; an unreachable server is ConnectionProblem.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+
+from gatehouse.errors import ConnectionProblem, GatehouseError, from_status
+
+__all__ = ["APIClient"]
+
+
+class APIClient:
+    def __init__(
+        self,
+        addr: str,
+        ssl_context: ssl.SSLContext,
+        *,
+        server_hostname: str | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.addr = addr
+        self._base = f"https://{addr}"
+        self._ssl = ssl_context
+        self._server_hostname = server_hostname
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> APIClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout,
+                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=32),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: object = None,
+        params: dict[str, str] | None = None,
+    ) -> Any:
+        try:
+            async with self._http().request(
+                method,
+                self._base + path,
+                json=body,
+                params=params,
+                server_hostname=self._server_hostname,
+            ) as resp:
+                try:
+                    data = await resp.json(content_type=None)
+                except ValueError:
+                    data = None
+                if resp.status >= 400:
+                    message = data.get("error") if isinstance(data, dict) else None
+                    raise from_status(resp.status, message or f"HTTP {resp.status} from {path}")
+                return data
+        except GatehouseError:
+            raise
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise ConnectionProblem(
+                f"TLS verification of {self.addr} failed: {exc.certificate_error}"
+            ) from exc
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            reason = str(exc) or type(exc).__name__
+            raise ConnectionProblem(f"cannot reach {self.addr}: {reason}") from exc
+
+    async def get(self, path: str, **params: str) -> Any:
+        return await self.request("GET", path, params=params or None)
+
+    async def post(self, path: str, body: object) -> Any:
+        return await self.request("POST", path, body=body)
+
+    async def put(self, path: str, body: object) -> Any:
+        return await self.request("PUT", path, body=body)
+
+    async def delete(self, path: str) -> Any:
+        return await self.request("DELETE", path)
+
+    async def lines(self, path: str, **params: str) -> AsyncIterator[bytes]:
+        """A streamed response, one line at a time (the auth's watch endpoints)."""
+        try:
+            async with self._http().get(
+                self._base + path,
+                params=params or None,
+                server_hostname=self._server_hostname,
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+            ) as resp:
+                if resp.status >= 400:
+                    data = await resp.json(content_type=None)
+                    message = data.get("error") if isinstance(data, dict) else None
+                    raise from_status(resp.status, message or f"HTTP {resp.status} from {path}")
+                async for line in resp.content:
+                    yield line
+        except GatehouseError:
+            raise
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            reason = str(exc) or type(exc).__name__
+            raise ConnectionProblem(f"lost {self.addr}: {reason}") from exc

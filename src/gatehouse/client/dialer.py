@@ -1,0 +1,113 @@
+"""Open a stream to a node through the proxy: TLS with the user's certificate,
+ALPN ``gatehouse-ssh/1``, one dial line; then the SSH session runs inside.
+
+Kept free of aiohttp so that `gsh ssh` starts quickly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from typing import TypeVar
+
+from gatehouse.config import split_hostport
+from gatehouse.dialwire import MAX_LINE, DialReply, DialRequest
+from gatehouse.errors import AccessDenied, ConnectionProblem, GatehouseError
+
+__all__ = ["ProxyTunnel", "dial", "open_stream"]
+
+P = TypeVar("P", bound=asyncio.BaseProtocol)
+
+
+class _Handshake(asyncio.Protocol):
+    """Sends the dial line, reads the reply line, then holds any session bytes that
+    came with it (reading paused) until the session's protocol takes over."""
+
+    def __init__(self, request: DialRequest) -> None:
+        self._request = request
+        self._buf = b""
+        self.leftover = b""
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        transport.write(self._request.encode())
+
+    def data_received(self, data: bytes) -> None:
+        if self.done.done():
+            self.leftover += data
+            return
+        self._buf += data
+        line, sep, rest = self._buf.partition(b"\n")
+        if not sep:
+            if len(self._buf) > MAX_LINE:
+                self.done.set_exception(ConnectionProblem("proxy sent a malformed reply"))
+            return
+        self._transport.pause_reading()
+        try:
+            reply = DialReply.decode(line + sep)
+        except GatehouseError as exc:
+            self.done.set_exception(exc)
+            return
+        if reply.ok:
+            self.leftover = rest
+            self.done.set_result(None)
+        else:
+            self.done.set_exception(AccessDenied(reply.error))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_exception(ConnectionProblem("the proxy closed the connection"))
+
+
+async def dial(
+    proxy: str, ssl_context: ssl.SSLContext, server_hostname: str, request: DialRequest,
+    protocol_factory: Callable[[], P],
+) -> tuple[asyncio.Transport, P]:
+    """Connect through the proxy and hand the stream to a new protocol."""
+    host, port = split_hostport(proxy)
+    loop = asyncio.get_running_loop()
+    try:
+        transport, hs = await asyncio.wait_for(
+            loop.create_connection(lambda: _Handshake(request), host, port, ssl=ssl_context,
+                                   server_hostname=server_hostname),
+            15,
+        )
+        await asyncio.wait_for(hs.done, 30)
+    except ssl.SSLError as exc:
+        raise ConnectionProblem(f"TLS with proxy {proxy} failed: {exc.reason or exc}") from exc
+    except (OSError, TimeoutError) as exc:
+        raise ConnectionProblem(f"cannot reach proxy {proxy}: {exc or 'timed out'}") from exc
+    protocol = protocol_factory()
+    transport.set_protocol(protocol)
+    protocol.connection_made(transport)
+    if hs.leftover:
+        assert isinstance(protocol, asyncio.Protocol)
+        protocol.data_received(hs.leftover)
+    transport.resume_reading()
+    return transport, protocol
+
+
+async def open_stream(
+    proxy: str, ssl_context: ssl.SSLContext, server_hostname: str, request: DialRequest
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 20)
+    transport, protocol = await dial(proxy, ssl_context, server_hostname, request,
+                                     lambda: asyncio.StreamReaderProtocol(reader))
+    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+
+
+class ProxyTunnel:
+    """asyncssh's ``tunnel=`` hook: its SSH connection runs over a proxied stream."""
+
+    def __init__(self, proxy: str, ssl_context: ssl.SSLContext, server_hostname: str,
+                 request: DialRequest) -> None:
+        self._args = (proxy, ssl_context, server_hostname, request)
+
+    async def create_connection(
+        self, session_factory: Callable[[], P], host: str, port: int
+    ) -> tuple[asyncio.Transport, P]:
+        return await dial(*self._args, session_factory)

@@ -1,0 +1,62 @@
+"""Logging in (password -> certificates) and the profile's API calls."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from gatehouse import sshcert, tls
+from gatehouse.client.api import APIClient
+from gatehouse.client.profile import Profile
+from gatehouse.config import split_hostport
+from gatehouse.errors import BadParameter
+
+__all__ = ["list_nodes", "login_with_password", "select_cluster"]
+
+
+async def login_with_password(
+    proxy: str, user: str, password: str, ca_pem: str | None, ttl: str, cluster: str
+) -> Profile:
+    """Exchange a password for certificates; pin the cluster's CAs in the profile.
+
+    ``ca_pem`` None means --insecure: the CA the proxy presents is trusted on
+    first use and pinned from then on.
+    """
+    server_name = split_hostport(proxy)[0]
+    ctx = tls.client_context(ca_pem)
+    key = ed25519.Ed25519PrivateKey.generate()
+    async with APIClient(proxy, ctx, server_hostname=server_name) as api:
+        resp = await api.post(
+            "/v1/login",
+            {"user": user, "password": password, "ttl": ttl or None,
+             "public_key": sshcert.public_key_line(key.public_key())},
+        )
+    if cluster and cluster != resp["cluster"]:
+        raise BadParameter(f"cluster {cluster} is not reachable from {proxy} "
+                           f"(it serves {resp['cluster']})")
+    profile = Profile(proxy=proxy, user=user, cluster=resp["cluster"],
+                      selected=resp["cluster"], server_name=server_name,
+                      host_ca_ssh=resp["host_ca_ssh"])
+    Profile.remove()
+    profile.identity.save(key, resp["tls_cert"], resp["host_ca_tls"], resp["ssh_cert"])
+    profile.save()
+    return profile
+
+
+async def select_cluster(profile: Profile, cluster: str) -> None:
+    if cluster != profile.cluster:
+        raise BadParameter(f"unknown cluster {cluster}: known clusters are {profile.cluster}")
+    profile.selected = cluster
+    profile.save()
+
+
+def _api(profile: Profile) -> APIClient:
+    return APIClient(profile.proxy, profile.ssl_context(), server_hostname=profile.server_name)
+
+
+async def list_nodes(profile: Profile, selector: dict[str, str], limit: int) -> list[Any]:
+    async with _api(profile) as api:
+        nodes = await api.get("/v1/nodes", labels=json.dumps(selector), limit=str(limit))
+    return list(nodes)

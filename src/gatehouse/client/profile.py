@@ -1,0 +1,90 @@
+"""The user's profile: which proxy, who, which cluster; keys and pinned CAs.
+
+Lives in ``$GATEHOUSE_HOME`` or ``~/.gatehouse``:
+
+    profile.json     proxy, user, cluster, selected cluster, TLS server name
+    keys/            the certified identity (see gatehouse.keystore)
+    known_hosts      @cert-authority lines for the clusters' host CAs (OpenSSH)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import ssl
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from gatehouse import tls
+from gatehouse.errors import NotFound
+from gatehouse.keystore import StoredIdentity, write_private
+
+__all__ = ["Profile", "gatehouse_home"]
+
+
+def gatehouse_home() -> Path:
+    return Path(os.environ.get("GATEHOUSE_HOME") or Path.home() / ".gatehouse").absolute()
+
+
+@dataclass
+class Profile:
+    proxy: str  # host:port
+    user: str
+    cluster: str  # the cluster logged in to
+    selected: str  # the cluster later commands go to
+    server_name: str  # the name the proxy's TLS certificate must carry
+    host_ca_ssh: str  # "ssh-ed25519 AAAA..." of the cluster's host CA
+
+    @staticmethod
+    def directory() -> Path:
+        return gatehouse_home()
+
+    @property
+    def identity(self) -> StoredIdentity:
+        return StoredIdentity(self.directory() / "keys")
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.directory() / "known_hosts"
+
+    def save(self) -> None:
+        home = self.directory()
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_private(home / "profile.json", json.dumps(asdict(self), indent=2) + "\n")
+        write_private(self.known_hosts, f"@cert-authority *.{self.cluster} {self.host_ca_ssh}\n")
+
+    @classmethod
+    def load(cls) -> Profile:
+        path = cls.directory() / "profile.json"
+        try:
+            raw = json.loads(path.read_text())
+            return cls(**raw)
+        except FileNotFoundError:
+            raise NotFound("not logged in: run `gsh login --proxy=HOST:PORT --user=NAME`") from None
+        except (ValueError, TypeError) as exc:
+            raise NotFound(f"profile {path} is unreadable ({exc}); log in again") from None
+
+    @classmethod
+    def remove(cls) -> bool:
+        home = cls.directory()
+        existed = (home / "profile.json").exists()
+        for name in ("keys", "profile.json", "known_hosts"):
+            path = home / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+        return existed
+
+    def split_host(self, host: str) -> tuple[str, str]:
+        """'node1.CLUSTER' -> ('node1', CLUSTER), on the longest known cluster suffix."""
+        for cluster in sorted({self.cluster}, key=len, reverse=True):
+            if host.endswith("." + cluster):
+                return host[: -len(cluster) - 1], cluster
+        return host, self.selected
+
+    def ssl_context(self, alpn: list[str] | None = None) -> ssl.SSLContext:
+        ident = self.identity
+        return tls.client_context(ident.cas_pem(), cert_file=ident.tls_cert_file,
+                                  key_file=ident.key_pem_file, alpn=alpn)

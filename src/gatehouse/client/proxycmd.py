@@ -1,0 +1,31 @@
+"""`gsh proxy ssh`: OpenSSH's ProxyCommand; stdin/stdout become the stream to the node."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from gatehouse.client.dialer import open_stream
+from gatehouse.client.profile import Profile
+from gatehouse.dialwire import ALPN_SSH, DialRequest
+from gatehouse.streams import pump
+
+__all__ = ["proxy_stdio"]
+
+
+async def proxy_stdio(profile: Profile, node: str, cluster: str, port: int) -> None:
+    loop = asyncio.get_running_loop()
+    reader, writer = await open_stream(
+        profile.proxy, profile.ssl_context([ALPN_SSH]), profile.server_name,
+        DialRequest(target=node, cluster=cluster, port=port),
+    )
+    stdin = asyncio.StreamReader(limit=1 << 20)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin),
+                                 os.fdopen(os.dup(0), "rb", 0))
+    out_transport, out_protocol = await loop.connect_write_pipe(
+        asyncio.streams.FlowControlMixin, os.fdopen(os.dup(1), "wb", 0))
+    stdout = asyncio.StreamWriter(out_transport, out_protocol, None, loop)
+    async with asyncio.TaskGroup() as tg:
+        to_node = tg.create_task(pump(stdin, writer))
+        await pump(reader, stdout)
+        to_node.cancel()

@@ -1,0 +1,144 @@
+"""`gsh ssh`: an SSH session to a node through the proxy, end to end with the node.
+
+The node is verified by the cluster's host CA (its certificate must name the
+node); the user authenticates with the certificate from `gsh login`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import stat
+import sys
+import termios
+import tty
+from collections.abc import AsyncIterator, Iterator
+
+import asyncssh
+
+from gatehouse.client.dialer import ProxyTunnel
+from gatehouse.client.profile import Profile
+from gatehouse.dialwire import ALPN_SSH, DialRequest
+from gatehouse.errors import AccessDenied, ConnectionProblem
+
+__all__ = ["run_ssh"]
+
+CHUNK = 256 * 1024
+
+
+@contextlib.contextmanager
+def _raw_terminal(fd: int) -> Iterator[None]:
+    saved = termios.tcgetattr(fd)
+    try:
+        tty.setraw(fd)
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+async def _connect(profile: Profile, login: str, node: str, cluster: str,
+                   port: int) -> asyncssh.SSHClientConnection:
+    ident = profile.identity
+    key = asyncssh.import_private_key(ident.key_file.read_bytes())
+    cert = asyncssh.import_certificate(ident.ssh_cert_line())
+    host_ca = asyncssh.import_public_key(profile.host_ca_ssh)
+    tunnel = ProxyTunnel(profile.proxy, profile.ssl_context([ALPN_SSH]), profile.server_name,
+                         DialRequest(target=node, cluster=cluster, port=port))
+    try:
+        return await asyncssh.connect(
+            node, port or 22, tunnel=tunnel, username=login, client_keys=[(key, cert)],
+            known_hosts=([], [host_ca], []), agent_path=None, config=None,
+            preferred_auth=["publickey"], connect_timeout=30,
+            encryption_algs=["aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com",
+                             "aes256-gcm@openssh.com"],
+        )
+    except asyncssh.PermissionDenied as exc:
+        raise AccessDenied(f"access denied to {login}@{node}: the node refused the "
+                           "certificate (see the node's audit log for the reason)") from exc
+    except asyncssh.HostKeyNotVerifiable as exc:
+        raise AccessDenied(f"node {node} could not prove it belongs to the cluster: "
+                           f"{exc.reason}") from exc
+    except (asyncssh.Error, OSError) as exc:
+        raise ConnectionProblem(f"ssh to {node} failed: {exc}") from exc
+
+
+def _pollable(fd: int) -> bool:
+    """Pipes, sockets and terminals can be watched by epoll; files and /dev/null cannot."""
+    mode = os.fstat(fd).st_mode
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)
+
+
+async def _read_chunks(fd: int) -> AsyncIterator[bytes]:
+    loop = asyncio.get_running_loop()
+    if not _pollable(fd):
+        while data := await loop.run_in_executor(None, os.read, fd, CHUNK):
+            yield data
+        return
+    reader = asyncio.StreamReader(limit=CHUNK)
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(os.dup(fd), "rb", 0))
+    try:
+        while data := await reader.read(CHUNK):
+            yield data
+    finally:
+        transport.close()
+
+
+async def _pump_stdin(process: asyncssh.SSHClientProcess[bytes]) -> None:
+    try:
+        async for data in _read_chunks(0):
+            process.stdin.write(data)
+            await process.stdin.drain()
+        process.stdin.write_eof()
+    except (asyncssh.Error, BrokenPipeError, ConnectionError):
+        pass
+
+
+async def _pump_out(stream: asyncssh.SSHReader[bytes], fd: int) -> None:
+    """Copy to a local fd; a blocking write only stalls this one-session client."""
+    while data := await stream.read(CHUNK):
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+
+
+async def run_ssh(profile: Profile, login: str, node: str, command: list[str], *,
+                  cluster: str, force_tty: bool, port: int = 0) -> int:
+    """Run the session; returns the remote exit status (or 255 when it ended otherwise)."""
+    conn = await _connect(profile, login, node, cluster, port)
+    interactive = not command
+    want_pty = force_tty or (interactive and sys.stdin.isatty())
+    term_size = os.get_terminal_size() if want_pty and sys.stdout.isatty() else (80, 24)
+    async with conn:
+        process = await conn.create_process(
+            " ".join(command) if command else None,
+            term_type=os.environ.get("TERM", "xterm") if want_pty else None,
+            term_size=(term_size[0], term_size[1]) if want_pty else None,
+            encoding=None,
+        )
+        loop = asyncio.get_running_loop()
+        resize = want_pty and sys.stdout.isatty()
+        if resize:
+            loop.add_signal_handler(
+                signal.SIGWINCH,
+                lambda: process.change_terminal_size(*os.get_terminal_size()),
+            )
+        raw = contextlib.nullcontext() if not (want_pty and sys.stdin.isatty()) \
+            else _raw_terminal(0)
+        try:
+            with raw:
+                async with asyncio.TaskGroup() as tg:
+                    stdin_task = tg.create_task(_pump_stdin(process))
+                    out = tg.create_task(_pump_out(process.stdout, 1))
+                    err = tg.create_task(_pump_out(process.stderr, 2))
+                    await process.wait_closed()
+                    await out
+                    await err
+                    stdin_task.cancel()
+        finally:
+            if resize:
+                loop.remove_signal_handler(signal.SIGWINCH)
+    status = process.exit_status
+    return status if status is not None and status >= 0 else 255

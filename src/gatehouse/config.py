@@ -1,0 +1,174 @@
+"""The gatehouse.yaml config: one source of truth, every default in this module."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from gatehouse.errors import BadParameter
+
+__all__ = [
+    "DEFAULT_AUTH_ADDR",
+    "DEFAULT_PROXY_ADDR",
+    "DEFAULT_SSH_ADDR",
+    "AuthService",
+    "Config",
+    "GatehouseSection",
+    "ProxyService",
+    "SSHService",
+    "load_config",
+    "split_hostport",
+]
+
+DEFAULT_AUTH_ADDR = "127.0.0.1:3025"
+DEFAULT_PROXY_ADDR = "127.0.0.1:3080"
+DEFAULT_SSH_ADDR = "127.0.0.1:3022"
+
+
+def split_hostport(addr: str, default_port: int | None = None) -> tuple[str, int]:
+    """'host:port' (or '[v6]:port') -> (host, port); clear error otherwise."""
+    host, sep, port = addr.rpartition(":")
+    if not sep:
+        if default_port is None:
+            raise BadParameter(f"address {addr!r} has no port (expected HOST:PORT)")
+        return addr, default_port
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise BadParameter(f"address {addr!r} is not HOST:PORT")
+    return host, int(port)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _check_addr(value: str | None) -> str | None:
+    if value is not None:
+        split_hostport(value)
+    return value
+
+
+class Storage(_Strict):
+    type: Literal["sqlite"] = "sqlite"
+    path: str | None = None  # default: <data_dir>/backend.sqlite
+
+
+class GatehouseSection(_Strict):
+    nodename: str = Field(default_factory=socket.gethostname)
+    data_dir: str = "./gatehouse-data"
+    join_token: str | None = None
+    proxy_server: str | None = None
+    auth_server: str | None = None
+    storage: Storage = Field(default_factory=Storage)
+
+    _addrs = field_validator("proxy_server", "auth_server")(_check_addr)
+
+
+class AuthService(_Strict):
+    enabled: bool = False
+    cluster_name: str = "gatehouse.local"
+    listen_addr: str = DEFAULT_AUTH_ADDR
+
+    _addrs = field_validator("listen_addr")(_check_addr)
+
+
+class ProxyService(_Strict):
+    enabled: bool = False
+    listen_addr: str = DEFAULT_PROXY_ADDR
+    public_addr: str | None = None
+
+    _addrs = field_validator("listen_addr", "public_addr")(_check_addr)
+
+
+class SSHService(_Strict):
+    enabled: bool = False
+    listen_addr: str = DEFAULT_SSH_ADDR
+    public_addr: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    _addrs = field_validator("listen_addr", "public_addr")(_check_addr)
+
+    def advertised_addr(self) -> str:
+        """The address the proxy dials: public_addr, else listen_addr (0.0.0.0 -> 127.0.0.1)."""
+        if self.public_addr:
+            return self.public_addr
+        host, port = split_hostport(self.listen_addr)
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        return f"{host}:{port}"
+
+
+class Config(_Strict):
+    version: Literal["v1"] = "v1"
+    gatehouse: GatehouseSection = Field(default_factory=GatehouseSection)
+    auth_service: AuthService = Field(default_factory=AuthService)
+    proxy_service: ProxyService = Field(default_factory=ProxyService)
+    ssh_service: SSHService = Field(default_factory=SSHService)
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.gatehouse.data_dir).absolute()
+
+    @classmethod
+    def single_node(cls) -> Config:
+        """What `gatehouse start` runs without a config: everything, on loopback."""
+        return cls(
+            auth_service=AuthService(enabled=True),
+            proxy_service=ProxyService(enabled=True),
+            ssh_service=SSHService(enabled=True),
+        )
+
+    def enabled_services(self) -> list[str]:
+        return [
+            name
+            for name, svc in (
+                ("auth", self.auth_service),
+                ("proxy", self.proxy_service),
+                ("ssh", self.ssh_service),
+            )
+            if svc.enabled
+        ]
+
+
+def _error_line(path: Path, exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        return f"{path}: unknown key {where}"
+    return f"{path}: {where}: {err['msg']}"
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate a config file; any mistake is one BadParameter line."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise BadParameter(f"cannot read config {path}: {exc.strerror}") from exc
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark is not None else ""
+        raise BadParameter(f"{path}: malformed YAML{line}") from exc
+    if not isinstance(raw, dict):
+        raise BadParameter(f"{path}: expected a mapping at the top level")
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise BadParameter(_error_line(path, exc)) from exc
+    if not cfg.enabled_services():
+        raise BadParameter(
+            f"{path}: no service is enabled (auth_service, proxy_service, ssh_service)"
+        )
+    if not cfg.auth_service.enabled and not (
+        cfg.gatehouse.proxy_server or cfg.gatehouse.auth_server
+    ):
+        raise BadParameter(
+            f"{path}: without auth_service, gatehouse.proxy_server or gatehouse.auth_server "
+            "must say where to join"
+        )
+    return cfg

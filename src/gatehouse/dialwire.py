@@ -1,0 +1,65 @@
+"""The one-line handshake that opens a forwarded stream (pure).
+
+After TLS (ALPN ``gatehouse-ssh/1``) the client sends one JSON line naming its
+target; the proxy answers one JSON line, and from then on the stream carries
+the user's SSH session bytes untouched, end to end with the node.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from gatehouse.errors import BadParameter
+
+__all__ = ["ALPN_SSH", "MAX_LINE", "DialReply", "DialRequest"]
+
+ALPN_SSH = "gatehouse-ssh/1"
+MAX_LINE = 4096
+
+
+@dataclass(frozen=True)
+class DialRequest:
+    target: str  # node name, host id, or host:port of a registered node
+    cluster: str = ""  # "" = the proxy's own cluster
+    port: int = 0  # 0 = the node's advertised port
+
+    def encode(self) -> bytes:
+        body = {"target": self.target, "cluster": self.cluster, "port": self.port}
+        return json.dumps(body, separators=(",", ":")).encode() + b"\n"
+
+    @classmethod
+    def decode(cls, line: bytes) -> DialRequest:
+        if len(line) > MAX_LINE or not line.endswith(b"\n"):
+            raise BadParameter("dial request is not one line of at most 4096 bytes")
+        try:
+            raw = json.loads(line)
+            target, cluster, port = raw["target"], raw.get("cluster", ""), raw.get("port", 0)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BadParameter(f"malformed dial request: {exc}") from exc
+        if not isinstance(target, str) or not target or not isinstance(cluster, str):
+            raise BadParameter("dial request needs a target and a cluster name")
+        if not isinstance(port, int) or not 0 <= port <= 65535:
+            raise BadParameter(f"dial request has a bad port {port!r}")
+        return cls(target=target, cluster=cluster, port=port)
+
+
+@dataclass(frozen=True)
+class DialReply:
+    error: str = ""  # "" = connected; bytes that follow belong to the session
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+    def encode(self) -> bytes:
+        return json.dumps({"ok": self.ok, "error": self.error}).encode() + b"\n"
+
+    @classmethod
+    def decode(cls, line: bytes) -> DialReply:
+        try:
+            raw = json.loads(line)
+            ok, error = bool(raw["ok"]), str(raw.get("error", ""))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BadParameter(f"malformed reply from proxy: {exc}") from exc
+        return cls(error="" if ok else (error or "proxy refused the connection"))

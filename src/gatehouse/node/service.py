@@ -1,0 +1,115 @@
+"""The SSH service: listens, heartbeats its presence, reports audit events.
+
+It reaches its auth only through the API (directly or via a proxy), with the
+host certificate it received when it joined.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import asyncssh
+
+from gatehouse.client.api import APIClient
+from gatehouse.clock import Clock
+from gatehouse.config import SSHService, split_hostport
+from gatehouse.errors import ConnectionProblem, GatehouseError
+from gatehouse.keystore import StoredIdentity
+from gatehouse.node import sshserver
+from gatehouse.node.trust import TrustWatcher
+
+__all__ = ["HEARTBEAT_INTERVAL", "NodeService"]
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL = 10.0
+AUDIT_QUEUE = 10_000
+
+
+class NodeService:
+    def __init__(
+        self,
+        cfg: SSHService,
+        nodename: str,
+        identity: StoredIdentity,
+        api: APIClient,
+        clock: Clock,
+    ) -> None:
+        self._cfg = cfg
+        self._nodename = nodename
+        self._identity = identity
+        self._api = api
+        self._clock = clock
+        self._trust = TrustWatcher(api)
+        self._audit_queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(AUDIT_QUEUE)
+        self.host_id = identity.identity().name
+
+    def _audit(self, event: str, fields: dict[str, Any]) -> None:
+        record = {"event": event, "time": self._clock.now().isoformat(), "cluster": "", **fields}
+        try:
+            self._audit_queue.put_nowait(record)
+        except asyncio.QueueFull:
+            log.error("audit queue full; dropping %s event", event)
+
+    async def run(self, started: Callable[[str], None]) -> None:
+        """Serve until cancelled; ``started`` gets the listening address once ready."""
+        host, port = split_hostport(self._cfg.listen_addr)
+        key = asyncssh.import_private_key(self._identity.key_file.read_bytes())
+        cert = asyncssh.import_certificate(self._identity.ssh_cert_line())
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._trust.run())
+            try:
+                await asyncio.wait_for(self._trust.ready.wait(), 30)
+            except TimeoutError:
+                raise ConnectionProblem(
+                    f"the ssh service could not fetch its trust from the auth at {self._api.addr}"
+                ) from None
+            server = await sshserver.listen(
+                host, port, host_key=key, host_cert=cert,
+                server_factory=lambda: sshserver.NodeSSHServer(
+                    trust=self._trust.current, labels=self._cfg.labels, clock=self._clock,
+                    audit=self._audit,
+                ),
+            )
+            try:
+                await self._heartbeat()
+                tg.create_task(self._heartbeats())
+                tg.create_task(self._send_audit())
+                started(self._cfg.advertised_addr())
+                await asyncio.Future()  # until cancelled
+            finally:
+                server.close()
+
+    async def _heartbeat(self) -> None:
+        await self._api.post(
+            "/v1/nodes/heartbeat",
+            {"hostname": self._nodename, "addr": self._cfg.advertised_addr(),
+             "labels": self._cfg.labels},
+        )
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
+            try:
+                await self._heartbeat()
+            except GatehouseError as exc:
+                log.warning("heartbeat failed: %s", exc)
+
+    async def _send_audit(self) -> None:
+        while True:
+            batch = [await self._audit_queue.get()]
+            while not self._audit_queue.empty() and len(batch) < 500:
+                batch.append(self._audit_queue.get_nowait())
+            for attempt in range(30):
+                try:
+                    await self._api.post("/v1/events", {"events": batch})
+                    break
+                except ConnectionProblem as exc:
+                    log.warning("audit upload failed (%s); retrying", exc)
+                    await asyncio.sleep(min(0.5 * 2**attempt, 10))
+                except GatehouseError as exc:
+                    log.error("auth refused %d audit events: %s", len(batch), exc)
+                    break

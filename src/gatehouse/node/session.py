@@ -1,0 +1,408 @@
+"""The node's SSH session: one channel, one child process, bytes both ways.
+
+Authentication and authorization happen before this layer: the lead's
+``SSHServer.session_requested()`` returns ``make_session_factory(policy)()``
+for a user it has let in. The session then runs exec/shell requests as the
+policy's login (see spawn.py), on pipes or on a PTY, and carries data with
+flow control in both directions and no tasks of its own:
+
+- child -> client: the child's fds are read with ``loop.add_reader``, one
+  chunk per readiness event; when the channel's send buffer passes its high
+  water mark asyncssh calls ``pause_writing()`` and the readers are removed
+  until ``resume_writing()``. The child then blocks on a full pipe/PTY.
+- client -> child: writes are non-blocking; on a short write the rest is kept
+  and the channel's reading is paused (``chan.pause_reading()``), so the SSH
+  window closes on the client until the child has taken the data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import signal
+import subprocess
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+import asyncssh
+
+from gatehouse.errors import AccessDenied, BadParameter
+
+from .spawn import (
+    Child,
+    PtyRequest,
+    check_can_run_as,
+    describe_exit,
+    filter_client_env,
+    lookup_account,
+    session_argv,
+    session_environment,
+    set_window_size,
+    signal_number,
+    spawn,
+    ssh_vars,
+)
+
+__all__ = [
+    "EventHook",
+    "NodeSession",
+    "SessionPolicy",
+    "SessionTap",
+    "check_can_run_as",
+    "make_session_factory",
+]
+
+log = logging.getLogger(__name__)
+
+EventHook = Callable[[str, dict[str, object]], None]
+
+_READ_CHUNK = 65536
+
+
+class SessionTap(Protocol):
+    """What a session recorder sees: output as sent to the client, and resizes.
+
+    Called synchronously on the hot path: keep it cheap (append to a buffer).
+    """
+
+    def output(self, data: bytes) -> None: ...
+
+    def resize(self, cols: int, rows: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class SessionPolicy:
+    """What an authorized user's sessions may do on this node.
+
+    ``env_allowed`` holds variable names and ``PREFIX*`` patterns the client
+    may set; None means spawn.DEFAULT_ENV_ALLOWED (LANG, LANGUAGE, LC_*, TERM,
+    COLORTERM, NO_COLOR). LD_*, BASH_FUNC_*, SSH_*, PATH, HOME, USER, LOGNAME,
+    SHELL and MAIL never come from the client.
+
+    ``on_event(name, fields)`` receives "session.start" (login, pty, command,
+    term, cols, rows), "exec" (command), "resize" (cols, rows) and
+    "session.end" (exit_status - 128+N after signal N -, exit_signal,
+    core_dumped, disconnected), each with the session's ``session_id`` (a
+    UUID). A hook that raises is logged and ignored.
+    """
+
+    login: str
+    permit_pty: bool
+    env_allowed: frozenset[str] | None = None
+    on_event: EventHook | None = None
+    output_tap: SessionTap | None = None
+
+    def __post_init__(self) -> None:
+        if not self.login or "\0" in self.login or "/" in self.login:
+            raise BadParameter(f"session login {self.login!r} is not a valid Unix login")
+        if self.env_allowed is not None and not all(
+            isinstance(name, str) and name for name in self.env_allowed
+        ):
+            raise BadParameter(
+                f"env_allowed {sorted(self.env_allowed)!r}: expected non-empty names"
+            )
+
+
+def make_session_factory(policy: SessionPolicy) -> Callable[[], asyncssh.SSHServerSession[bytes]]:
+    """A factory for SSHServer.session_requested(): each call makes one session."""
+    return functools.partial(NodeSession, policy)
+
+
+class NodeSession(asyncssh.SSHServerSession[bytes]):
+    """One SSH session channel bound to one child process."""
+
+    def __init__(self, policy: SessionPolicy) -> None:
+        self._policy = policy
+        self.session_id = str(uuid.uuid4())
+        self._loop = asyncio.get_running_loop()
+        self._chan: asyncssh.SSHServerChannel[bytes] | None = None
+        self._pty: PtyRequest | None = None
+        self._command: str | None = None
+        self._child: Child | None = None
+        self._reading: dict[str, asyncssh.DataType] = {}  # child outputs not at EOF yet
+        self._paused = False  # the channel's send buffer is full
+        self._stdin_buf = bytearray()
+        self._stdin_eof = False
+        self._status: int | None = None  # raw wait status once the child exited
+        self._ended = False
+
+    # -- requests from the client ------------------------------------------
+
+    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
+        self._chan = chan
+        # Binary whatever the server's default; this also keeps asyncssh's
+        # line editor (line_editor=True) out of the way: it needs an encoding.
+        chan.set_encoding(None)
+
+    def pty_requested(
+        self, term_type: str, term_size: tuple[int, int, int, int], term_modes: Mapping[int, int]
+    ) -> bool:
+        if not self._policy.permit_pty:
+            log.info("pty refused login=%s reason=%r", self._policy.login, "pty not permitted")
+            return False
+        cols, rows, xpixel, ypixel = term_size
+        self._pty = PtyRequest(term_type, cols, rows, xpixel, ypixel, dict(term_modes))
+        return True
+
+    def shell_requested(self) -> bool:
+        self._command = None
+        return True
+
+    def exec_requested(self, command: str) -> bool:
+        self._command = command
+        return True
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        log.info("subsystem refused login=%s subsystem=%r reason=%r",
+                 self._policy.login, subsystem, "subsystems are not supported")
+        return False
+
+    def session_started(self) -> None:
+        chan = self._chan
+        assert chan is not None
+        policy = self._policy
+        pty = self._pty
+        newline = "\r\n" if pty else "\n"
+        try:
+            account = lookup_account(policy.login)
+            env = session_environment(
+                account,
+                client_env=filter_client_env(chan.get_environment(), policy.env_allowed),
+                term=pty.term if pty else None,
+                ssh_vars=ssh_vars(chan.get_extra_info("peername"),
+                                  chan.get_extra_info("sockname")),
+            )
+            child = spawn(account, session_argv(account, self._command), env, pty=pty)
+        except AccessDenied as exc:
+            log.warning("session refused login=%s reason=%r", policy.login, str(exc))
+            chan.write_stderr(f"{exc}{newline}".encode())
+            chan.exit(1)
+            return
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:  # ValueError: a NUL
+            log.warning("session failed login=%s reason=%r", policy.login, str(exc))
+            chan.write_stderr(f"cannot start a session as {policy.login}: {exc}{newline}".encode())
+            chan.exit(1)
+            return
+        self._child = child
+        self._emit("session.start", {
+            "login": policy.login,
+            "pty": pty is not None,
+            "command": self._command,
+            "term": pty.term if pty else None,
+            "cols": pty.cols if pty else None,
+            "rows": pty.rows if pty else None,
+        })
+        if self._command is not None:
+            self._emit("exec", {"command": self._command})
+        self._loop.add_reader(child.pidfd, self._on_exit)
+        self._reading = {"stdout": None}
+        if child.stderr >= 0:
+            self._reading["stderr"] = asyncssh.EXTENDED_DATA_STDERR
+        self._watch_outputs(True)
+
+    def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
+        if self._pty is None:
+            return
+        self._pty = replace(self._pty, cols=width, rows=height, xpixel=pixwidth, ypixel=pixheight)
+        child = self._child
+        if child is not None and child.stdout >= 0:
+            set_window_size(child.stdout, width, height, pixwidth, pixheight)
+        self._emit("resize", {"cols": width, "rows": height})
+        if self._policy.output_tap is not None:
+            self._policy.output_tap.resize(width, height)
+
+    def signal_received(self, signal: str) -> None:
+        number = signal_number(signal)
+        child = self._child
+        if number is None or child is None or self._status is not None:
+            log.info("signal ignored login=%s signal=%r", self._policy.login, signal)
+            return
+        child.signal_group(number)
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        child = self._child
+        if child is None or child.stdin < 0 or datatype is not None:
+            return
+        if self._stdin_buf:
+            self._stdin_buf += data
+        else:
+            self._write_stdin(data)
+
+    def eof_received(self) -> bool:
+        self._stdin_eof = True
+        if not self._stdin_buf:
+            self._send_stdin_eof()
+        return True  # keep our half open: the child's output is still to come
+
+    # -- flow control, child -> client ---------------------------------------
+
+    def pause_writing(self) -> None:
+        self._paused = True
+        self._watch_outputs(False)
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        self._watch_outputs(True)
+        if self._draining():
+            # Not from inside asyncssh's send-buffer flush, which called us.
+            self._loop.call_soon(self._on_output, "stdout")
+
+    def _watch_outputs(self, on: bool) -> None:
+        child = self._child
+        if child is None:
+            return
+        for name in self._reading:
+            fd = getattr(child, name)
+            if on:
+                self._loop.add_reader(fd, self._on_output, name)
+            else:
+                self._loop.remove_reader(fd)
+
+    def _draining(self) -> bool:
+        # A PTY has no EOF while anything else holds the terminal open, so
+        # once the child exited we read until the master runs dry, as sshd does.
+        child = self._child
+        return (child is not None and child.pty and self._status is not None
+                and "stdout" in self._reading)
+
+    def _on_output(self, name: str) -> None:
+        child, chan = self._child, self._chan
+        if child is None or chan is None or name not in self._reading or self._paused:
+            return
+        if chan.is_closing():  # the client closed; connection_lost() follows
+            self._watch_outputs(False)
+            return
+        datatype = self._reading[name]
+        while True:
+            try:
+                data = os.read(getattr(child, name), _READ_CHUNK)
+            except BlockingIOError:
+                if not self._draining():
+                    return
+                data = b""
+            except OSError:  # EIO: no process holds the PTY any more
+                data = b""
+            if not data:
+                self._loop.remove_reader(getattr(child, name))
+                del self._reading[name]
+                self._maybe_finish()
+                return
+            if self._policy.output_tap is not None:
+                self._policy.output_tap.output(data)
+            chan.write(data, datatype)  # may call pause_writing() right away
+            if self._paused or not self._draining():
+                return
+
+    # -- client -> child -----------------------------------------------------
+
+    def _write_stdin(self, data: bytes | bytearray) -> None:
+        child, chan = self._child, self._chan
+        assert child is not None and chan is not None
+        try:
+            written = os.write(child.stdin, data)
+        except BlockingIOError:
+            written = 0
+        except OSError:  # EPIPE/EIO: the child stopped reading; drop its input
+            self._stdin_buf.clear()
+            self._send_stdin_eof()
+            return
+        if written < len(data):
+            self._stdin_buf += data[written:]
+            chan.pause_reading()
+            self._loop.add_writer(child.stdin, self._on_stdin_writable)
+
+    def _on_stdin_writable(self) -> None:
+        child, chan = self._child, self._chan
+        assert child is not None and chan is not None
+        self._loop.remove_writer(child.stdin)
+        pending = bytes(self._stdin_buf)
+        self._stdin_buf.clear()
+        self._write_stdin(pending)
+        if not self._stdin_buf:
+            if self._stdin_eof:
+                self._send_stdin_eof()
+            chan.resume_reading()  # may deliver more data right here
+
+    def _send_stdin_eof(self) -> None:
+        child = self._child
+        if child is not None and child.stdin >= 0:
+            self._loop.remove_writer(child.stdin)
+            child.send_eof()
+
+    # -- the end ---------------------------------------------------------------
+
+    def _on_exit(self) -> None:
+        child = self._child
+        assert child is not None
+        status = child.reap()
+        if status is None:
+            return
+        self._loop.remove_reader(child.pidfd)
+        child.close_fd("pidfd")
+        self._status = status
+        if self._draining() and not self._paused:
+            self._on_output("stdout")
+        self._maybe_finish()
+
+    def _maybe_finish(self) -> None:
+        """Report the exit to the client once the child exited and its output ended."""
+        child, chan, status = self._child, self._chan, self._status
+        if child is None or status is None or self._reading or self._ended:
+            return
+        self._ended = True
+        self._release(child)
+        exit_status, exit_signal, core = describe_exit(status)
+        self._emit("session.end", {"exit_status": exit_status, "exit_signal": exit_signal,
+                                   "core_dumped": core, "disconnected": False})
+        if chan is None:
+            return
+        chan.write_eof()
+        if exit_signal is not None:
+            chan.exit_with_signal(exit_signal, core)
+        else:
+            chan.exit(exit_status)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._chan = None
+        child = self._child
+        if child is None or self._ended:
+            return
+        self._ended = True
+        self._release(child)
+        self._emit("session.end", {"exit_status": None, "exit_signal": None,
+                                   "core_dumped": False, "disconnected": True})
+        if self._status is None:
+            # Like a terminal hang-up: SIGHUP to the session's process group
+            # (nohup'ed work survives). Keep watching the child so it is reaped.
+            child.signal_group(signal.SIGHUP)
+            self._loop.remove_reader(child.pidfd)
+            self._loop.add_reader(child.pidfd, self._reap_orphan, child)
+
+    def _reap_orphan(self, child: Child) -> None:
+        if child.reap() is not None:
+            self._loop.remove_reader(child.pidfd)
+            child.close_fd("pidfd")
+
+    def _release(self, child: Child) -> None:
+        """Stop watching the child's I/O and close our ends of it."""
+        self._watch_outputs(False)
+        self._reading = {}
+        if child.stdin >= 0:
+            self._loop.remove_writer(child.stdin)
+        self._stdin_buf.clear()
+        for name in ("stdin", "stdout", "stderr"):
+            child.close_fd(name)
+
+    def _emit(self, event: str, fields: dict[str, object]) -> None:
+        hook = self._policy.on_event
+        if hook is None:
+            return
+        try:
+            hook(event, {"session_id": self.session_id, **fields})
+        except Exception:
+            log.exception("session event hook failed event=%s login=%s", event, self._policy.login)
+

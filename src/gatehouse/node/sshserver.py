@@ -1,0 +1,202 @@
+"""The node's SSH front door: who may log in as whom, decided per connection.
+
+asyncssh checks the certificate's CA signature, principals and validity;
+Gatehouse's own codec (sshcert) reads the custom extensions (roles, traits)
+that asyncssh cannot, and rbac decides. Every refusal is logged with its
+reason and audited; anything not explicitly allowed is denied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncssh
+
+from gatehouse import rbac, sshcert
+from gatehouse.clock import Clock
+from gatehouse.errors import AccessDenied, BadParameter
+from gatehouse.node.session import SessionPolicy, check_can_run_as, make_session_factory
+from gatehouse.node.trust import TrustSnapshot
+
+__all__ = ["Grant", "NodeConnection", "NodeSSHServer"]
+
+log = logging.getLogger(__name__)
+
+Audit = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What an authenticated connection may do."""
+
+    user: str
+    login: str
+    roles: tuple[str, ...]
+    cluster: str
+    port_forwarding: bool
+    permit_pty: bool
+    correlation_id: str
+
+
+class NodeSSHServer(asyncssh.SSHServer):
+    """One per connection (asyncssh's server_factory)."""
+
+    def __init__(
+        self,
+        *,
+        trust: Callable[[], TrustSnapshot],
+        labels: dict[str, str],
+        clock: Clock,
+        audit: Audit,
+    ) -> None:
+        self._trust = trust
+        self._labels = labels
+        self._clock = clock
+        self._audit = audit
+        self._peer = ""
+        self.grant: Grant | None = None
+        self._conn: asyncssh.SSHServerConnection | None = None
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self._conn = conn
+        peer = conn.get_extra_info("peername")
+        self._peer = f"{peer[0]}:{peer[1]}" if peer else ""
+
+    def begin_auth(self, username: str) -> bool:
+        return True  # always authenticate; nothing is allowed without a certificate
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return False
+
+    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        return False  # plain keys never; certificates only
+
+    def validate_ca_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        line = key.export_public_key("openssh").decode().split()
+        return " ".join(line[:2]) in self._trust().user_ca_lines
+
+    def authorize(self, login: str, key_data: bytes) -> bool:
+        """Decide from the raw certificate; True only when every check passes."""
+        try:
+            self.grant = self._decide(login, key_data)
+        except (AccessDenied, BadParameter) as exc:
+            log.warning("ssh access denied login=%s peer=%s reason=%r", login, self._peer, str(exc))
+            self._audit("auth", {"login": login, "remote_addr": self._peer,
+                                 "message": str(exc), "user": _key_id(key_data)})
+            return False
+        return True
+
+    def _decide(self, login: str, key_data: bytes) -> Grant:
+        cert = sshcert.decode(key_data)
+        now = int(self._clock.now().timestamp())
+        sshcert.check_validity(cert, now=now, cert_type=sshcert.CertType.USER, principal=login)
+        trust = self._trust()
+        assert cert.signature_key is not None
+        ca_line = sshcert.public_key_line(cert.signature_key)
+        cluster = trust.user_ca_lines.get(ca_line)
+        if cluster is None:
+            raise AccessDenied("certificate is not signed by a trusted user CA")
+        if cluster == trust.cluster and cert.key_id not in trust.users:
+            raise AccessDenied(f"user {cert.key_id} no longer exists")
+        roles = [trust.roles[name] for name in cert.roles if name in trust.roles]
+        if not roles:
+            raise AccessDenied(f"user {cert.key_id} has no roles known on this cluster")
+        decision = rbac.check_ssh_access(
+            roles, login=login, node_labels=self._labels, traits=cert.traits
+        )
+        if not decision.allowed:
+            raise AccessDenied(decision.reason)
+        check_can_run_as(login)
+        return Grant(
+            user=cert.key_id,
+            login=login,
+            roles=tuple(r.metadata.name for r in roles),
+            cluster=cluster,
+            port_forwarding=rbac.allows_port_forwarding(roles)
+            and "permit-port-forwarding" in cert.extensions,
+            permit_pty="permit-pty" in cert.extensions,
+            correlation_id=f"{cert.key_id}:{cert.serial}",
+        )
+
+    def session_requested(self) -> asyncssh.SSHServerSession[bytes] | bool:
+        if self.grant is None:
+            return False
+        grant = self.grant
+        base = {"user": grant.user, "login": grant.login, "remote_addr": self._peer,
+                "correlation_id": grant.correlation_id}
+
+        def on_event(event: str, fields: dict[str, object]) -> None:
+            self._audit(event, {**base, "fields": fields,
+                                "session_id": str(fields.get("session_id", ""))})
+
+        policy = SessionPolicy(login=grant.login, permit_pty=grant.permit_pty,
+                               env_allowed=None, on_event=on_event)
+        return make_session_factory(policy)()
+
+    def connection_requested(
+        self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
+    ) -> bool:
+        grant = self.grant
+        allowed = grant is not None and grant.port_forwarding
+        event = "port_forward" if allowed else "port_forward.denied"
+        self._audit(event, {"user": grant.user if grant else "",
+                            "login": grant.login if grant else "", "remote_addr": self._peer,
+                            "fields": {"dest": f"{dest_host}:{dest_port}"}})
+        return allowed
+
+    def server_requested(self, listen_host: str, listen_port: int) -> bool:
+        return False  # remote forwarding is not offered
+
+
+def _key_id(key_data: bytes) -> str:
+    try:
+        return sshcert.decode(key_data).key_id
+    except BadParameter:
+        return ""
+
+
+class NodeConnection(asyncssh.SSHServerConnection):
+    """asyncssh's server connection, with Gatehouse's decision before the signature check.
+
+    asyncssh does not hand the certificate to the server object, so this is the
+    one place that sees the raw blob (see asyncssh connection.validate_public_key).
+    """
+
+    async def validate_public_key(
+        self, username: str, key_data: bytes, msg: bytes, signature: bytes
+    ) -> bool:
+        owner = self._owner
+        if not isinstance(owner, NodeSSHServer):
+            return False
+        if not owner.authorize(username, key_data):
+            return False
+        return await super().validate_public_key(username, key_data, msg, signature)
+
+
+async def listen(
+    host: str,
+    port: int,
+    *,
+    host_key: asyncssh.SSHKey,
+    host_cert: asyncssh.SSHCertificate,
+    server_factory: Callable[[], NodeSSHServer],
+) -> asyncio.Server:
+    """Start accepting SSH connections on host:port."""
+    options = await asyncssh.SSHServerConnectionOptions.construct(
+        None,
+        server_factory=server_factory,
+        server_host_keys=[(host_key, host_cert)],
+        allow_scp=False,
+        login_timeout=30,
+        keepalive_interval=30,
+    )
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(lambda: NodeConnection(loop, options), host, port,
+                                    reuse_address=True)

@@ -1,0 +1,101 @@
+"""The SSH-proxy path: authenticate the user's certificate, find the node, forward bytes.
+
+The user's SSH session runs end to end between gsh/ssh and the node; the proxy
+sees only ciphertext. It refuses (and audits) anything it cannot vouch for: no
+client certificate, a certificate that is not a user certificate of a trusted
+user CA, an expired one, a target that is not a registered node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from cryptography import x509 as cx509
+
+from gatehouse import x509
+from gatehouse.clock import Clock
+from gatehouse.config import split_hostport
+from gatehouse.dialwire import MAX_LINE, DialReply, DialRequest
+from gatehouse.errors import AccessDenied, GatehouseError
+from gatehouse.streams import splice
+from gatehouse.tls import peer_der
+
+__all__ = ["SSHProxy"]
+
+log = logging.getLogger(__name__)
+
+Resolve = Callable[[DialRequest], Awaitable[str]]  # -> "host:port" of a registered node
+Audit = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+HANDSHAKE_TIMEOUT = 10.0
+
+
+class SSHProxy:
+    def __init__(
+        self,
+        *,
+        user_cas: Callable[[], list[cx509.Certificate]],
+        resolve: Resolve,
+        audit: Audit,
+        clock: Clock,
+    ) -> None:
+        self._user_cas = user_cas
+        self._resolve = resolve
+        self._audit = audit
+        self._clock = clock
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        remote = f"{peer[0]}:{peer[1]}" if peer else ""
+        user = ""
+        try:
+            ident = self._authenticate(writer)
+            user = ident.name
+            line = await asyncio.wait_for(reader.readuntil(b"\n"), HANDSHAKE_TIMEOUT)
+            request = DialRequest.decode(line)
+            addr = await self._resolve(request)
+            host, port = split_hostport(addr)
+            try:
+                node = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
+            except (OSError, TimeoutError) as exc:
+                raise GatehouseError(f"node {request.target} at {addr} is unreachable") from exc
+        except (GatehouseError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                TimeoutError) as exc:
+            reason = _reason(exc)
+            log.warning("ssh proxy refused user=%s remote=%s reason=%r", user, remote, reason)
+            await self._audit("proxy.dial.denied",
+                              {"user": user, "remote_addr": remote, "message": reason})
+            writer.write(DialReply(error=reason).encode())
+            await _close(writer)
+            return
+        writer.write(DialReply().encode())
+        await splice((reader, writer), node)
+
+    def _authenticate(self, writer: asyncio.StreamWriter) -> x509.Identity:
+        der = peer_der(writer.get_extra_info("ssl_object"))
+        if not der:
+            raise AccessDenied("a user certificate is required: run `gsh login` first")
+        cert = cx509.load_der_x509_certificate(der)
+        x509.verify_issued_by(cert, self._user_cas(), self._clock.now())
+        ident = x509.identity_of(cert)
+        if ident.kind != "user":
+            raise AccessDenied("only user certificates may open SSH sessions")
+        return ident
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, GatehouseError):
+        return str(exc)
+    if isinstance(exc, TimeoutError):
+        return "no dial request within 10 s"
+    return f"malformed dial request (at most {MAX_LINE} bytes, one line)"
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(ConnectionError, OSError):
+        await writer.wait_closed()

@@ -1,0 +1,132 @@
+"""The audit log: events with stable codes, stored in time order in the backend."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from gatehouse.backend import Backend, Item, prefix_end
+from gatehouse.clock import Clock
+from gatehouse.errors import BadParameter
+
+__all__ = ["CODES", "HOST_EMITTABLE", "AuditEvent", "AuditLog"]
+
+# event name -> code. "I" = info, "W" = warning (a refusal or failure).
+CODES: dict[str, str] = {
+    "user.login": "T1000I",
+    "user.login.failure": "T1000W",
+    "user.create": "T1002I",
+    "user.update": "T1003I",
+    "user.delete": "T1004I",
+    "user.password_change": "T1005I",
+    "cert.create": "TC000I",
+    "session.start": "T2000I",
+    "session.end": "T2004I",
+    "session.rejected": "T1006W",
+    "exec": "T3002I",
+    "auth": "T3007W",
+    "port_forward": "T3003I",
+    "port_forward.denied": "T3003W",
+    "join": "TJ001I",
+    "join.failure": "TJ001W",
+    "token.create": "TJ002I",
+    "resource.create": "TR001I",
+    "resource.update": "TR002I",
+    "resource.delete": "TR003I",
+    "proxy.dial.denied": "TP001W",
+    "access.denied": "TA001W",
+}
+
+# What a node or proxy may report about itself; the auth stamps cluster and node.
+HOST_EMITTABLE = frozenset(
+    {"session.start", "session.end", "session.rejected", "exec", "auth", "port_forward",
+     "port_forward.denied", "proxy.dial.denied"}
+)
+
+_PREFIX = b"/events/"
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    event: str
+    time: dt.datetime
+    cluster: str
+    code: str = ""
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    user: str = ""
+    login: str = ""
+    node: str = ""
+    remote_addr: str = ""
+    session_id: str = ""
+    correlation_id: str = ""
+    message: str = ""
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def to_json_obj(self) -> dict[str, Any]:
+        obj = asdict(self)
+        obj["time"] = self.time.isoformat()
+        return obj
+
+    @classmethod
+    def from_json_obj(cls, raw: dict[str, Any]) -> AuditEvent:
+        try:
+            known = {k: raw[k] for k in cls.__dataclass_fields__ if k in raw}
+            known["time"] = dt.datetime.fromisoformat(raw["time"])
+            if not isinstance(known.get("fields", {}), dict):
+                raise TypeError("fields must be an object")
+            return cls(**known)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BadParameter(f"malformed audit event: {exc}") from exc
+
+
+class AuditLog:
+    def __init__(self, backend: Backend, clock: Clock, cluster: str) -> None:
+        self._backend = backend
+        self._clock = clock
+        self.cluster = cluster
+
+    def new(self, event: str, **kw: Any) -> AuditEvent:
+        if event not in CODES:
+            raise BadParameter(f"unknown audit event type {event!r}")
+        return AuditEvent(
+            event=event, code=CODES[event], time=self._clock.now(), cluster=self.cluster, **kw
+        )
+
+    async def emit(self, event: str, **kw: Any) -> AuditEvent:
+        ev = self.new(event, **kw)
+        await self.store(ev)
+        return ev
+
+    async def store(self, ev: AuditEvent) -> None:
+        ts = int(ev.time.timestamp() * 1_000_000)
+        key = _PREFIX + f"{ts:020d}/{ev.id}".encode()
+        await self._backend.put(Item(key=key, value=json.dumps(ev.to_json_obj()).encode()))
+
+    async def search(
+        self,
+        *,
+        since: dt.datetime | None = None,
+        types: Iterable[str] = (),
+        user: str = "",
+        cluster: str = "",
+        limit: int = 10_000,
+    ) -> list[AuditEvent]:
+        start = _PREFIX
+        if since is not None:
+            start = _PREFIX + f"{int(since.timestamp() * 1_000_000):020d}".encode()
+        wanted = set(types)
+        out: list[AuditEvent] = []
+        for item in await self._backend.get_range(start, prefix_end(_PREFIX)):
+            ev = AuditEvent.from_json_obj(json.loads(item.value))
+            if wanted and ev.event not in wanted:
+                continue
+            if (user and ev.user != user) or (cluster and ev.cluster != cluster):
+                continue
+            out.append(ev)
+            if len(out) >= limit:
+                break
+        return out

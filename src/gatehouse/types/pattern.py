@@ -1,0 +1,76 @@
+"""Patterns over names and label values: exact text, a ``*`` glob, or a ``^regex$``.
+
+Label selectors (rbac) and role maps (ARCHITECTURE §5) share this syntax.
+Regular expressions run on RE2, whose matching time is linear in the input, so
+a hostile pattern or value cannot stall the process.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Annotated, Protocol
+
+import re2
+from pydantic import AfterValidator
+
+from gatehouse.errors import BadParameter
+from gatehouse.types.resource import invalid
+
+__all__ = ["Match", "Pattern", "Regex", "compile_pattern", "is_regex", "match_pattern"]
+
+_OPTIONS = re2.Options()
+_OPTIONS.log_errors = False  # a bad pattern is reported to the caller, not to stderr
+
+
+class Match(Protocol):
+    def group(self, index: int = 0, /) -> str: ...
+
+    def expand(self, template: str) -> str: ...
+
+
+class Regex(Protocol):
+    def fullmatch(self, text: str) -> Match | None: ...
+
+
+def is_regex(pattern: str) -> bool:
+    """Whether ``pattern`` is a regular expression (it starts with ``^`` and ends with ``$``)."""
+    return len(pattern) >= 2 and pattern.startswith("^") and pattern.endswith("$")
+
+
+@functools.lru_cache(maxsize=1024)
+def compile_pattern(pattern: str) -> Regex:
+    """``pattern`` as an RE2 regex to full-match against; BadParameter if it is invalid."""
+    if is_regex(pattern):
+        source = pattern
+    else:
+        source = ".*".join(re2.escape(part) for part in pattern.split("*"))
+    try:
+        regex: Regex = re2.compile(source, _OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else "invalid"
+        if isinstance(reason, bytes):
+            reason = reason.decode(errors="replace")
+        raise BadParameter(f"invalid regular expression {pattern!r}: {reason}") from None
+    return regex
+
+
+def match_pattern(pattern: str, value: str) -> bool:
+    """Whether ``value`` matches ``pattern`` in full; an invalid pattern matches nothing."""
+    if "*" not in pattern and not is_regex(pattern):
+        return pattern == value
+    try:
+        return compile_pattern(pattern).fullmatch(value) is not None
+    except BadParameter:
+        return False
+
+
+def _check_pattern(value: str) -> str:
+    try:
+        compile_pattern(value)
+    except BadParameter as exc:
+        raise invalid(str(exc)) from None
+    return value
+
+
+Pattern = Annotated[str, AfterValidator(_check_pattern)]
+"""A pattern string, checked (regexes compiled) on construction."""

@@ -1,0 +1,168 @@
+"""Roles: which logins on which nodes, and which API calls (ARCHITECTURE §7), plus presets.
+
+Deny conditions beat allow conditions; the decisions themselves live in
+``gatehouse.rbac``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator
+
+from gatehouse.errors import BadParameter
+from gatehouse.types.pattern import compile_pattern
+from gatehouse.types.resource import Duration, Metadata, Model, Resource, invalid
+from gatehouse.types.template import parse_template
+
+__all__ = [
+    "RULE_RESOURCES",
+    "RULE_VERBS",
+    "WILDCARD",
+    "Role",
+    "RoleConditions",
+    "RoleOptions",
+    "RoleSpec",
+    "Rule",
+    "access_role",
+    "auditor_role",
+    "editor_role",
+    "preset_roles",
+]
+
+WILDCARD = "*"
+RULE_RESOURCES = (
+    "user",
+    "role",
+    "token",
+    "node",
+    "trusted_cluster",
+    "remote_cluster",
+    "cert_authority",
+    "cluster_name",
+    "event",
+    "session",
+)
+RULE_VERBS = ("list", "read", "create", "update", "delete")
+
+
+def _one_of(allowed: tuple[str, ...], what: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if value != WILDCARD and value not in allowed:
+            raise invalid(f"unknown {what} {value!r}: expected one of {', '.join(allowed)} or *")
+        return value
+
+    return AfterValidator(check)
+
+
+class Rule(Model):
+    """API permissions: each verb on each resource kind (``*`` for all)."""
+
+    resources: list[Annotated[str, _one_of(RULE_RESOURCES, "resource")]] = Field(min_length=1)
+    verbs: list[Annotated[str, _one_of(RULE_VERBS, "verb")]] = Field(min_length=1)
+
+
+def _check_login(value: str) -> str:
+    if not value:
+        raise invalid("a login cannot be empty")
+    try:
+        parse_template(value)
+    except BadParameter as exc:
+        raise invalid(str(exc)) from None
+    return value
+
+
+def _check_selector_value(value: object) -> object:
+    """A label selector value: a string or a non-empty list of strings, each a valid pattern."""
+    items = value if isinstance(value, list) else [value]
+    if not items or not all(isinstance(item, str) for item in items):
+        raise invalid(f"expected a label value or a list of them, got {value!r}")
+    for item in items:
+        try:
+            compile_pattern(item)
+        except BadParameter as exc:
+            raise invalid(str(exc)) from None
+    return value
+
+
+Login = Annotated[str, AfterValidator(_check_login)]
+SelectorValue = Annotated[str | list[str], BeforeValidator(_check_selector_value)]
+
+
+class RoleConditions(Model):
+    """One side of a role (``allow`` or ``deny``)."""
+
+    logins: list[Login] = Field(default_factory=list)
+    # Every key must match the node's label; values are exact, "*" globs, ^regex$,
+    # or a list of those (any of). {"*": "*"} selects every node; {} selects none.
+    node_labels: dict[str, SelectorValue] = Field(default_factory=dict)
+    rules: list[Rule] = Field(default_factory=list)
+
+    @field_validator("node_labels")
+    @classmethod
+    def _check_wildcard_key(
+        cls, selector: dict[str, str | list[str]]
+    ) -> dict[str, str | list[str]]:
+        if WILDCARD in selector and selector[WILDCARD] not in (WILDCARD, [WILDCARD]):
+            raise invalid(f"the '*' key only goes with the value '*', got {selector[WILDCARD]!r}")
+        return selector
+
+
+class RoleOptions(Model):
+    max_session_ttl: Duration = dt.timedelta(hours=12)
+    port_forwarding: bool = False
+
+
+class RoleSpec(Model):
+    options: RoleOptions = Field(default_factory=RoleOptions)
+    allow: RoleConditions = Field(default_factory=RoleConditions)
+    deny: RoleConditions = Field(default_factory=RoleConditions)
+
+
+class Role(Resource):
+    kind: Literal["role"] = "role"
+    spec: RoleSpec = Field(default_factory=RoleSpec)
+    status: None = None
+
+
+# --- presets ------------------------------------------------------------------------------
+
+
+def access_role() -> Role:
+    """SSH to every node as the user's own logins (trait ``logins``); see nodes."""
+    return Role(
+        metadata=Metadata(name="access", description="SSH access to every node"),
+        spec=RoleSpec(
+            allow=RoleConditions(
+                logins=["{{internal.logins}}"],
+                node_labels={WILDCARD: WILDCARD},
+                rules=[Rule(resources=["node"], verbs=["list", "read"])],
+            )
+        ),
+    )
+
+
+def editor_role() -> Role:
+    """Every API call on every resource; no SSH logins."""
+    return Role(
+        metadata=Metadata(name="editor", description="Edit cluster configuration"),
+        spec=RoleSpec(allow=RoleConditions(rules=[Rule(resources=[WILDCARD], verbs=[WILDCARD])])),
+    )
+
+
+def auditor_role() -> Role:
+    """Read the audit log and session recordings."""
+    return Role(
+        metadata=Metadata(name="auditor", description="Read audit events and recordings"),
+        spec=RoleSpec(
+            allow=RoleConditions(
+                rules=[Rule(resources=["event", "session"], verbs=["list", "read"])]
+            )
+        ),
+    )
+
+
+def preset_roles() -> list[Role]:
+    """The roles every new cluster starts with."""
+    return [access_role(), editor_role(), auditor_role()]

@@ -1,0 +1,189 @@
+"""Resources to and from YAML files and JSON objects, with one-line errors.
+
+An error names the resource (its position in the file and its kind), the field
+path and what was wrong, e.g. ``resource 2 (role): unknown field spec.alow``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+
+from gatehouse.errors import BadParameter
+from gatehouse.types.cert_authority import CertAuthority
+from gatehouse.types.cluster_name import ClusterName
+from gatehouse.types.node import Node
+from gatehouse.types.remote_cluster import RemoteCluster
+from gatehouse.types.resource import Resource
+from gatehouse.types.role import Role
+from gatehouse.types.token import Token
+from gatehouse.types.trusted_cluster import TrustedCluster
+from gatehouse.types.user import User
+
+__all__ = [
+    "KINDS",
+    "KIND_ALIASES",
+    "canonical_kind",
+    "dump_yaml",
+    "from_json_obj",
+    "parse_resources",
+    "to_json_obj",
+]
+
+KINDS: Mapping[str, type[Resource]] = {
+    cls.model_fields["kind"].default: cls
+    for cls in (User, Role, Token, Node, CertAuthority, ClusterName, TrustedCluster, RemoteCluster)
+}
+KIND_ALIASES: Mapping[str, str] = {
+    "rc": "remote_cluster",
+    "ca": "cert_authority",
+    "cas": "cert_authority",
+    "cert_authorities": "cert_authority",
+    **{f"{kind}s": kind for kind in KINDS if kind != "cert_authority"},
+}
+_ENVELOPE = ("kind", "version", "metadata", "spec", "status")
+
+
+def canonical_kind(name: str) -> str:
+    """The kind that ``name`` (a kind, an alias such as ``rc``, or a plural) stands for."""
+    key = name.strip().lower().replace("-", "_")
+    kind = KIND_ALIASES.get(key, key)
+    if kind not in KINDS:
+        raise BadParameter(f"unknown kind {name!r}: expected one of {', '.join(sorted(KINDS))}")
+    return kind
+
+
+def from_json_obj(obj: object, *, where: str = "resource") -> Resource:
+    """The resource that a decoded YAML/JSON mapping describes; ``where`` prefixes errors."""
+    if not isinstance(obj, dict):
+        raise BadParameter(
+            f"{where}: expected a mapping with kind, version, metadata and spec, "
+            f"got {type(obj).__name__}"
+        )
+    kind = obj.get("kind")
+    if kind is None:
+        raise BadParameter(f"{where}: missing field kind")
+    if not isinstance(kind, str):
+        raise BadParameter(f"{where}: kind must be a string, got {kind!r}")
+    try:
+        canonical = canonical_kind(kind)
+    except BadParameter as exc:
+        raise BadParameter(f"{where}: {exc}") from None
+    try:
+        return KINDS[canonical].model_validate({**obj, "kind": canonical})
+    except ValidationError as exc:
+        raise BadParameter(f"{where} ({canonical}): {_describe(exc)}") from None
+
+
+def parse_resources(text: str) -> list[Resource]:
+    """Every resource in ``text``, YAML documents separated by ``---`` (empty ones skipped)."""
+    try:
+        documents = list(yaml.load_all(text, Loader=_Loader))
+    except yaml.YAMLError as exc:
+        raise BadParameter(_describe_yaml(exc)) from None
+    return [
+        from_json_obj(doc, where=f"resource {number}")
+        for number, doc in enumerate(documents, start=1)
+        if doc is not None
+    ]
+
+
+def to_json_obj(resource: Resource) -> dict[str, Any]:
+    """A JSON-able dict shaped like the YAML: kind, version, metadata, spec, status."""
+    data = resource.model_dump(mode="json")
+    return {key: data.get(key) for key in _ENVELOPE}
+
+
+def dump_yaml(resources: Iterable[Resource]) -> str:
+    """YAML documents separated by ``---`` that ``parse_resources`` reads back (no null status)."""
+    docs = []
+    for resource in resources:
+        obj = to_json_obj(resource)
+        if obj["status"] is None:
+            del obj["status"]
+        docs.append(obj)
+    return yaml.dump_all(docs, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
+
+
+# --- error messages -----------------------------------------------------------------------
+
+
+def _describe(exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False)
+    text = _describe_one(errors[0])
+    if len(errors) > 1:
+        more = len(errors) - 1
+        text += f" (and {more} more problem{'s' if more > 1 else ''})"
+    return text
+
+
+def _describe_one(error: ErrorDetails) -> str:
+    path = _path(error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"unknown field {path}"
+    if error["type"] == "missing":
+        return f"missing field {path}"
+    text = error["msg"]
+    value = error.get("input")
+    # Our own messages ("invalid") already quote the value; pydantic's do not.
+    if error["type"] != "invalid" and isinstance(value, str | int | float | bool):
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        text += f", got {shown}"
+    return f"{path}: {text}" if path else text
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else part
+    return path
+
+
+def _describe_yaml(exc: yaml.YAMLError) -> str:
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return f"invalid YAML at line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"
+    return f"invalid YAML: {exc}"
+
+
+# --- YAML dialect -------------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys (PyYAML silently keeps the last one)."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[str] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if not isinstance(key, str):
+            continue
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=True)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+class _Dumper(yaml.SafeDumper):
+    """SafeDumper that writes multi-line strings (PEM certificates) as ``|`` blocks."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)

@@ -1,0 +1,457 @@
+"""The node's session layer against real clients: asyncssh and OpenSSH's ssh.
+
+A real asyncssh server on loopback uses the session factory; the login of each
+session is the SSH user name (authorization is not this layer's job).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pwd
+import re
+import shutil
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import asyncssh
+import pytest
+
+from gatehouse.errors import AccessDenied
+from gatehouse.node.session import SessionPolicy, check_can_run_as, make_session_factory
+from gatehouse.node.spawn import DEFAULT_PATH, filter_client_env
+
+IS_ROOT = os.geteuid() == 0
+ME = "root" if IS_ROOT else os.environ.get("USER", "")
+WAIT = 10.0  # seconds any single wait may take
+
+HOST_KEY = asyncssh.generate_private_key("ssh-ed25519")
+CLIENT_KEY = asyncssh.generate_private_key("ssh-ed25519")
+
+
+@dataclass
+class Node:
+    """A running test server; ``policy`` applies to sessions opened from now on."""
+
+    port: int
+    policy: SessionPolicy
+    events: list[tuple[str, dict[str, object]]] = field(default_factory=list)
+
+    @contextlib.asynccontextmanager
+    async def connect(self, username: str = ME) -> AsyncIterator[asyncssh.SSHClientConnection]:
+        conn = await asyncio.wait_for(asyncssh.connect(
+            "127.0.0.1", self.port, username=username, client_keys=[CLIENT_KEY],
+            known_hosts=None, agent_path=None,
+        ), WAIT)
+        async with conn:
+            yield conn
+
+
+class _Server(asyncssh.SSHServer):
+    def __init__(self, node_ref: list[Node]) -> None:
+        self._node_ref = node_ref
+        self._login = ""
+
+    def begin_auth(self, username: str) -> bool:
+        self._login = username
+        return True
+
+    def session_requested(self) -> asyncssh.SSHServerSession[bytes]:
+        node = self._node_ref[0]
+        return make_session_factory(replace(node.policy, login=self._login))()
+
+
+@pytest.fixture
+async def node() -> AsyncIterator[Node]:
+    ref: list[Node] = []
+    # Server defaults on purpose (line_editor=True, encoding utf-8), as the
+    # lead's listener uses them: the session must make its channel binary.
+    server = await asyncssh.create_server(
+        lambda: _Server(ref), "127.0.0.1", 0,
+        server_host_keys=[HOST_KEY],
+        authorized_client_keys=asyncssh.import_authorized_keys(
+            CLIENT_KEY.export_public_key().decode()),
+    )
+    port = server.sockets[0].getsockname()[1]
+    n = Node(port, SessionPolicy(login=ME, permit_pty=True))
+    n.policy = replace(n.policy, on_event=lambda e, f: n.events.append((e, f)))
+    ref.append(n)
+    try:
+        yield n
+    finally:
+        server.close()
+        await asyncio.wait_for(server.wait_closed(), WAIT)
+
+
+@pytest.fixture(scope="module")
+def client_key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("keys") / "id_ed25519"
+    CLIENT_KEY.write_private_key(str(path))
+    path.chmod(0o600)
+    return path
+
+
+async def openssh(
+    node: Node, key: Path, *args: str, user: str = ME, stdin: bytes = b""
+) -> tuple[int, bytes, bytes]:
+    """Run OpenSSH's ssh against the node; (exit status, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        "ssh", "-F", "/dev/null", "-i", str(key), "-p", str(node.port),
+        "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
+        "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+        "-o", "LogLevel=ERROR", *args[:-1], f"{user}@127.0.0.1", args[-1],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(stdin), WAIT)
+    assert proc.returncode is not None
+    return proc.returncode, out, err
+
+
+@dataclass(frozen=True)
+class Result:
+    exit_status: int | None
+    exit_signal: str | None
+    stdout: bytes
+    stderr: bytes
+
+
+async def run(
+    node: Node,
+    command: str,
+    *,
+    user: str = ME,
+    input: bytes = b"",
+    env: dict[str, str] | None = None,
+    term_type: str | None = None,
+    term_size: tuple[int, int] | None = None,
+) -> Result:
+    """Run ``command`` over a fresh asyncssh connection; stdout and stderr as bytes."""
+    async with node.connect(user) as conn:
+        done = await asyncio.wait_for(
+            conn.run(command, encoding=None, input=input, env=env or (),
+                     term_type=term_type, term_size=term_size), WAIT)
+    assert isinstance(done.stdout, bytes) and isinstance(done.stderr, bytes)
+    return Result(done.exit_status, done.exit_signal[0] if done.exit_signal else None,
+                  done.stdout, done.stderr)
+
+
+async def read_until(stream: asyncssh.SSHReader[bytes], pattern: bytes) -> bytes:
+    """Read from ``stream`` until ``pattern`` (a regex) matches what was read."""
+    seen = b""
+    async def _loop() -> bytes:
+        nonlocal seen
+        while not re.search(pattern, seen):
+            chunk = await stream.read(4096)
+            if not chunk:
+                raise AssertionError(f"EOF before {pattern!r}; got {seen!r}")
+            seen += chunk
+        return seen
+    try:
+        return await asyncio.wait_for(_loop(), WAIT)
+    except TimeoutError:
+        raise AssertionError(f"no {pattern!r} in {seen!r}") from None
+
+
+# -- exec ----------------------------------------------------------------------
+
+
+async def test_exec_keeps_stdout_and_stderr_apart(node: Node) -> None:
+    result = await run(node, "echo out; echo err >&2")
+    assert (result.stdout, result.stderr, result.exit_status) == (b"out\n", b"err\n", 0)
+
+
+async def test_exit_status_and_audit_events(node: Node) -> None:
+    result = await run(node, "exit 7")
+    assert result.exit_status == 7
+    names = [name for name, _ in node.events]
+    assert names == ["session.start", "exec", "session.end"]
+    start, exec_, end = (fields for _, fields in node.events)
+    assert start["pty"] is False and start["command"] == "exit 7" and start["login"] == ME
+    assert exec_["command"] == "exit 7"
+    assert end["exit_status"] == 7 and end["exit_signal"] is None
+    assert len({f["session_id"] for _, f in node.events}) == 1
+    uuid.UUID(str(start["session_id"]))
+
+
+async def test_command_with_dash_arguments_is_passed_as_is(node: Node) -> None:
+    result = await run(node, "printf '[%s]' -n --help -c")
+    assert result.stdout == b"[-n][--help][-c]"
+
+
+async def test_stdin_is_piped_and_eof_ends_it(node: Node) -> None:
+    result = await run(node, "cat", input=b"hello\nworld\n")
+    assert (result.stdout, result.exit_status) == (b"hello\nworld\n", 0)
+
+
+async def test_large_stdin_is_flow_controlled(node: Node) -> None:
+    size = 20_000_000
+    result = await run(node, "wc -c", input=bytes(size))
+    assert int(result.stdout) == size
+
+
+async def test_large_output_streams_with_backpressure(node: Node) -> None:
+    sent = 0
+
+    class Tap:
+        def output(self, data: bytes) -> None:
+            nonlocal sent
+            sent += len(data)
+
+        def resize(self, cols: int, rows: int) -> None:
+            pass
+
+    node.policy = replace(node.policy, output_tap=Tap())
+    size = 50_000_000
+    async with node.connect() as conn:
+        proc = await conn.create_process(f"head -c {size} /dev/zero", encoding=None)
+        # Not reading: the child must stall once the SSH window and our
+        # send buffer are full, instead of the server buffering 50 MB.
+        await asyncio.sleep(0.3)
+        assert sent < 8_000_000  # ~3.3 MB: the client's window and buffer, plus ~64 KiB
+        received = 0
+        async def drain() -> None:
+            nonlocal received
+            while chunk := await proc.stdout.read(1 << 20):
+                received += len(chunk)
+        await asyncio.wait_for(drain(), 30)
+        done = await asyncio.wait_for(proc.wait(), WAIT)
+    assert received == sent == size
+    assert done.exit_status == 0
+
+
+async def test_subsystem_is_refused(node: Node) -> None:
+    async with node.connect() as conn:
+        with pytest.raises(asyncssh.ChannelOpenError):
+            await asyncio.wait_for(conn.start_sftp_client(), WAIT)
+        # The connection stays usable.
+        result = await asyncio.wait_for(conn.run("echo still here"), WAIT)
+        assert result.stdout == "still here\n"
+
+
+# -- signals and hang-up -------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["TERM", "INT", "KILL", "HUP"])
+async def test_signal_is_forwarded(node: Node, name: str) -> None:
+    async with node.connect() as conn:
+        proc = await conn.create_process("echo ready; exec sleep 30", encoding=None)
+        await read_until(proc.stdout, b"ready")
+        proc.send_signal(name)
+        done = await asyncio.wait_for(proc.wait(), WAIT)
+    assert done.exit_signal is not None and done.exit_signal[0] == name
+    assert node.events[-1][1]["exit_signal"] == name
+
+
+async def test_disconnect_hangs_up_and_reaps_the_child(node: Node) -> None:
+    async with node.connect() as conn:
+        proc = await conn.create_process("echo $$; exec sleep 30", encoding=None)
+        pid = int((await read_until(proc.stdout, rb"\d+\n")).decode())
+    for _ in range(100):  # the child is gone, zombie included, within ~5 s
+        if not os.path.exists(f"/proc/{pid}"):
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError(f"child {pid} still exists after the client left")
+    assert node.events[-1][0] == "session.end" and node.events[-1][1]["disconnected"] is True
+
+
+# -- PTY ---------------------------------------------------------------------------
+
+
+async def test_pty_exec_has_a_terminal_of_the_requested_size(node: Node) -> None:
+    result = await run(node, "tty; stty size; echo $TERM; test -t 0 && echo ctty-ok </dev/tty",
+                       term_type="xterm-256color", term_size=(100, 40))
+    out = result.stdout.decode()
+    assert re.search(r"^/dev/pts/\d+\r$", out, re.M), out
+    assert "40 100\r\n" in out and "xterm-256color\r\n" in out and "ctty-ok" in out
+    assert "\n" in out and not result.stderr  # a PTY merges stderr into stdout
+
+
+async def test_pty_shell_resize_reaches_the_child(node: Node) -> None:
+    async with node.connect() as conn:
+        proc = await conn.create_process(
+            term_type="xterm", term_size=(80, 24), encoding=None)
+        proc.stdin.write(b"stty size\n")
+        await read_until(proc.stdout, rb"24 80")
+        proc.change_terminal_size(132, 50)
+        proc.stdin.write(b"stty size\n")
+        await read_until(proc.stdout, rb"50 132")
+        proc.stdin.write(b"exit 3\n")
+        done = await asyncio.wait_for(proc.wait(), WAIT)
+    assert done.exit_status == 3
+    resize = [f for e, f in node.events if e == "resize"]
+    assert resize and (resize[-1]["cols"], resize[-1]["rows"]) == (132, 50)
+    start = node.events[0][1]
+    assert start["pty"] is True and start["command"] is None
+
+
+async def test_resize_sends_sigwinch_to_the_foreground_job(node: Node) -> None:
+    async with node.connect() as conn:
+        proc = await conn.create_process(
+            "trap 'echo WINCH; stty size' WINCH; echo ready; while sleep 0.02; do :; done",
+            term_type="xterm", term_size=(80, 24), encoding=None)
+        await read_until(proc.stdout, b"ready")
+        proc.change_terminal_size(90, 30)
+        await read_until(proc.stdout, rb"WINCH\r\n30 90\r\n")
+        proc.send_signal("TERM")
+        await asyncio.wait_for(proc.wait(), WAIT)
+
+
+async def test_login_shell_is_started_with_a_dash(node: Node) -> None:
+    shell = os.path.basename(pwd.getpwnam(ME).pw_shell)
+    async with node.connect() as conn:
+        proc = await conn.create_process(term_type="xterm", encoding=None)
+        proc.stdin.write(b"echo \"[$0]\"; exit\n")
+        await read_until(proc.stdout, rb"\[-" + re.escape(shell.encode()) + rb"\]")
+        await asyncio.wait_for(proc.wait(), WAIT)
+
+
+async def test_pty_output_is_drained_after_the_child_exits(node: Node) -> None:
+    async with node.connect() as conn:
+        proc = await conn.create_process("seq 1 300000", term_type="xterm", encoding=None)
+        await asyncio.sleep(0.2)  # the child exits while the channel is still full
+        out = b""
+        async def drain() -> None:
+            nonlocal out
+            while chunk := await proc.stdout.read(1 << 20):
+                out += chunk
+        await asyncio.wait_for(drain(), WAIT)
+        done = await asyncio.wait_for(proc.wait(), WAIT)
+    assert done.exit_status == 0
+    assert out.endswith(b"\r\n299999\r\n300000\r\n") and out.count(b"\n") == 300000
+
+
+async def test_stdin_eof_on_a_pty_ends_cat(node: Node) -> None:
+    async with node.connect() as conn:
+        proc = await conn.create_process("cat", term_type="xterm", encoding=None)
+        proc.stdin.write(b"abc\n")
+        await read_until(proc.stdout, b"abc\r\n")
+        proc.stdin.write_eof()
+        done = await asyncio.wait_for(proc.wait(), WAIT)
+    assert done.exit_status == 0
+
+
+async def test_pty_refused_when_not_permitted(node: Node, client_key_file: Path) -> None:
+    node.policy = replace(node.policy, permit_pty=False)
+    status, _, err = await openssh(node, client_key_file, "-tt", "tty")
+    # OpenSSH gives up when a PTY it was told to get (-t) is refused.
+    assert status == 255 and b"PTY allocation request failed" in err
+    assert not any(fields.get("pty") for _, fields in node.events)
+    async with node.connect() as conn:
+        with pytest.raises(asyncssh.ChannelOpenError):
+            await asyncio.wait_for(conn.create_process("tty", term_type="xterm"), WAIT)
+
+
+# -- who runs it, and with what environment ------------------------------------------
+
+
+@pytest.fixture
+def throwaway_user() -> Iterator[str]:
+    if not IS_ROOT or shutil.which("useradd") is None:
+        pytest.skip("needs root and useradd")
+    name = "gh-" + uuid.uuid4().hex[:10]
+    subprocess.run(["useradd", "-M", "-d", f"/nonexistent-{name}", "-s", "/bin/sh", name],
+                   check=True, timeout=WAIT)
+    try:
+        yield name
+    finally:
+        subprocess.run(["userdel", name], check=False, timeout=WAIT)
+
+
+async def test_runs_as_another_login_with_a_clean_environment(
+    node: Node, throwaway_user: str
+) -> None:
+    result = await run(
+        node,
+        'id -un; id -u; pwd; echo "$HOME|$USER|$LOGNAME|$SHELL|$PATH"; '
+        'echo "${SSH_CLIENT:+set}|${SSH_CONNECTION:+set}|${SSH_TTY-unset}"; '
+        'env | grep -c "^GATEHOUSE\\|^PYTEST" || true',
+        user=throwaway_user)
+    lines = result.stdout.decode().splitlines()
+    assert lines[0] == throwaway_user and lines[1] != "0"
+    assert lines[2] == "/"  # its home does not exist
+    assert lines[3] == f"/nonexistent-{throwaway_user}|{throwaway_user}|{throwaway_user}|" \
+        f"/bin/sh|{DEFAULT_PATH}"
+    assert lines[4] == "set|set|unset"
+    assert lines[5] == "0"  # nothing leaks from the server's environment
+
+
+async def test_unknown_login_is_refused_with_a_clear_message(node: Node) -> None:
+    result = await run(node, "echo hi", user="no-such-user-gh")
+    assert result.exit_status == 1 and result.stdout == b""
+    assert result.stderr == b"login 'no-such-user-gh' does not exist on this node\n"
+
+
+async def test_session_refuses_a_login_it_cannot_switch_to(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 424242)  # "not root"
+    result = await run(node, "echo hi")
+    assert result.exit_status == 1 and result.stdout == b""
+    assert result.stderr.startswith(f"cannot run as login '{ME}': the node runs as user".encode())
+    assert not node.events  # nothing ran
+
+
+async def test_client_environment_is_filtered(node: Node) -> None:
+    command = 'echo "$TERM|$LANG|$LC_ALL|${LD_PRELOAD-unset}|$PATH|${FOO-unset}"'
+    env = {"TERM": "vt100", "LANG": "C.UTF-8", "LC_ALL": "C", "LD_PRELOAD": "/tmp/x.so",
+           "PATH": "/evil", "FOO": "bar"}
+    # PATH: ours, though the login's ~/.bashrc may prepend to it (bash reads
+    # it when started by an SSH server, seeing SSH_CLIENT).
+    result = await run(node, command, env=env)
+    assert re.fullmatch(rf"vt100\|C\.UTF-8\|C\|unset\|.*{DEFAULT_PATH}\|unset\n",
+                        result.stdout.decode()), result.stdout
+    node.policy = replace(node.policy, env_allowed=frozenset({"FOO", "LD_*"}))
+    result = await run(node, command, env=env)
+    # TERM: not the client's (the login's shell files may set a default).
+    assert re.fullmatch(rf"(?!vt100)[^|]*\|\|\|unset\|.*{DEFAULT_PATH}\|bar\n",
+                        result.stdout.decode()), result.stdout
+
+
+def test_filter_client_env_rules() -> None:
+    env = {"LANG": "C", "LC_TIME": "C", "BASH_FUNC_x%%": "() { :; }", "1X": "y",
+           "SSH_AUTH_SOCK": "/x", "HOME": "/x", "NO_COLOR": "1", "TZ": "UTC"}
+    assert filter_client_env(env, None) == {"LANG": "C", "LC_TIME": "C", "NO_COLOR": "1"}
+    assert filter_client_env(env, frozenset({"*"})) == {
+        "LANG": "C", "LC_TIME": "C", "NO_COLOR": "1", "TZ": "UTC"}
+    assert filter_client_env({"A": "x\0y"}, frozenset({"A"})) == {}
+
+
+def test_check_can_run_as() -> None:
+    check_can_run_as(ME)
+    with pytest.raises(AccessDenied, match="login 'no-such-user-gh' does not exist on this node"):
+        check_can_run_as("no-such-user-gh")
+
+
+def test_check_can_run_as_refuses_others_when_not_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 424242)
+    with pytest.raises(AccessDenied, match=r"cannot run as login 'root': the node runs as "
+                                           r"user '424242', not root"):
+        check_can_run_as("root")
+
+
+# -- OpenSSH's client ---------------------------------------------------------------
+
+
+async def test_openssh_exec(node: Node, client_key_file: Path) -> None:
+    status, out, err = await openssh(
+        node, client_key_file, "echo hi; echo oops >&2; printf '[%s]' -n --x; exit 3")
+    assert (status, out, err) == (3, b"hi\n[-n][--x]", b"oops\n")
+
+
+async def test_openssh_stdin_and_env(node: Node, client_key_file: Path) -> None:
+    status, out, _ = await openssh(
+        node, client_key_file, "-o", "SetEnv=LANG=C.UTF-8 LD_PRELOAD=/x.so",
+        'cat; echo "$LANG|${LD_PRELOAD-unset}"', stdin=b"piped\n")
+    assert (status, out) == (0, b"piped\nC.UTF-8|unset\n")
+
+
+async def test_openssh_pty_and_subsystem(node: Node, client_key_file: Path) -> None:
+    status, out, _ = await openssh(node, client_key_file, "-tt", "tty; stty size")
+    assert status == 0 and re.match(rb"/dev/pts/\d+\r\n\d+ \d+\r\n", out), out
+    status, _, err = await openssh(node, client_key_file, "-s", "sftp")
+    assert status != 0 and b"subsystem request failed" in err

@@ -1,0 +1,262 @@
+"""RBAC decisions: logins on nodes, API rules, deny beats allow, templates, label selectors."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gatehouse.rbac import (
+    Decision,
+    allowed_logins,
+    allows_port_forwarding,
+    can_see_node,
+    check_rule,
+    check_ssh_access,
+    interpolate,
+    labels_match,
+    max_session_ttl,
+)
+from gatehouse.types import Role, access_role, auditor_role, editor_role
+
+BOUNDED = settings(max_examples=100, deadline=None)
+TRAITS = {"logins": ["alice", "deploy"], "groups": ["dev", "ops"]}
+
+
+def role(name: str, *, allow: dict[str, Any] | None = None, deny: dict[str, Any] | None = None,
+         **options: Any) -> Role:
+    return Role.model_validate(
+        {"metadata": {"name": name},
+         "spec": {"allow": allow or {}, "deny": deny or {}, "options": options}}
+    )
+
+
+def ssh(roles: list[Role], login: str, labels: dict[str, str] | None = None,
+        traits: dict[str, list[str]] | None = None) -> Decision:
+    return check_ssh_access(
+        roles, login=login, node_labels=labels or {}, traits=TRAITS if traits is None else traits
+    )
+
+
+# --- interpolate -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (["root"], ["root"]),
+        (["{{internal.logins}}"], ["alice", "deploy"]),
+        (["{{external.groups}}", "root"], ["dev", "ops", "root"]),
+        (["{{internal.missing}}"], []),
+        (["{{ internal.logins }}"], ["alice", "deploy"]),
+        (["adm-{{internal.groups}}"], ["adm-dev", "adm-ops"]),
+        (["{{internal.logins", "root", "{{bad}}", "x}}"], ["root"]),  # malformed: dropped
+        (["root", "root", "{{internal.logins}}", "alice"], ["root", "alice", "deploy"]),
+        ([""], []),
+    ],
+)
+def test_interpolate(values: list[str], expected: list[str]) -> None:
+    assert interpolate(values, TRAITS) == expected
+
+
+@BOUNDED
+@given(st.lists(st.text(alphabet=st.characters(exclude_characters="{}"), min_size=1), max_size=5))
+def test_interpolate_passes_literals_through(values: list[str]) -> None:
+    assert interpolate(values, TRAITS) == list(dict.fromkeys(values))
+
+
+# --- label selectors ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("selector", "labels", "expected"),
+    [
+        ({"*": "*"}, {}, True),
+        ({"*": "*"}, {"env": "prod"}, True),
+        ({"*": ["*"]}, {"env": "prod"}, True),
+        ({}, {"env": "prod"}, False),  # an empty selector selects nothing
+        ({"env": "prod"}, {"env": "prod", "team": "x"}, True),
+        ({"env": "prod"}, {"env": "staging"}, False),
+        ({"env": "prod"}, {}, False),
+        ({"env": "prod", "team": "pay"}, {"env": "prod"}, False),  # every key must match
+        ({"env": "*"}, {"env": "anything"}, True),
+        ({"env": "*"}, {"team": "x"}, False),  # "*" needs the key to exist
+        ({"env": "prod-*"}, {"env": "prod-eu"}, True),
+        ({"env": "prod-*"}, {"env": "dev-eu"}, False),
+        ({"env": ["prod", "staging"]}, {"env": "staging"}, True),
+        ({"env": ["prod", "staging"]}, {"env": "dev"}, False),
+        ({"host": "^web-[0-9]+$"}, {"host": "web-12"}, True),
+        ({"host": "^web-[0-9]+$"}, {"host": "web-12-old"}, False),  # full match
+        ({"host": "^web$"}, {"host": "xweb"}, False),
+        ({"*": "prod"}, {"env": "prod"}, False),  # rejected by roles; fails closed here
+    ],
+)
+def test_labels_match(selector: dict[str, Any], labels: dict[str, str], expected: bool) -> None:
+    assert labels_match(selector, labels) is expected
+
+
+_words = st.text(alphabet="abcde01", min_size=1, max_size=6)
+
+
+@BOUNDED
+@given(st.dictionaries(_words, _words, max_size=5), st.data())
+def test_a_subset_of_a_nodes_labels_selects_it(labels: dict[str, str], data: st.DataObject) -> None:
+    assert labels_match({"*": "*"}, labels)
+    keys = data.draw(st.lists(st.sampled_from(sorted(labels)), unique=True)) if labels else []
+    subset = {key: labels[key] for key in keys}
+    assert labels_match(subset, labels) is bool(subset)
+
+
+# --- SSH access --------------------------------------------------------------------------------
+
+
+def test_access_preset_allows_own_logins_everywhere() -> None:
+    decision = ssh([access_role()], "alice", {"env": "prod"})
+    assert decision == Decision(True, 'login "alice" allowed by role access')
+    assert ssh([access_role()], "deploy").allowed
+
+
+def test_login_not_allowed() -> None:
+    decision = ssh([access_role(), auditor_role()], "bob")
+    assert decision == Decision(False, 'login "bob" is not allowed by roles access, auditor')
+    assert not ssh([editor_role()], "alice").allowed  # editor has no logins
+
+
+def test_login_allowed_but_node_labels_do_not_match() -> None:
+    dev = role("dev", allow={"logins": ["bob"], "node_labels": {"env": "dev"}})
+    decision = ssh([dev], "bob", {"env": "prod", "team": "x"})
+    assert decision == Decision(
+        False, 'roles dev allow login "bob" but not on a node with labels env=prod, team=x'
+    )
+    assert ssh([dev], "bob", {"env": "dev"}).allowed
+
+
+def test_login_and_labels_must_come_from_the_same_role() -> None:
+    logins_only = role("a", allow={"logins": ["bob"], "node_labels": {"env": "dev"}})
+    labels_only = role("b", allow={"logins": ["carol"], "node_labels": {"env": "prod"}})
+    assert not ssh([logins_only, labels_only], "bob", {"env": "prod"}).allowed
+
+
+def test_no_roles_and_empty_login_are_denied() -> None:
+    assert ssh([], "alice") == Decision(False, "the user has no roles")
+    assert ssh([access_role()], "") == Decision(False, "no login given")
+
+
+def test_deny_login_beats_allow() -> None:
+    no_root = role("no-root", deny={"logins": ["root"]})
+    everything = role("all", allow={"logins": ["root", "alice"], "node_labels": {"*": "*"}})
+    decision = ssh([everything, no_root], "root")
+    assert decision == Decision(False, 'denied by role no-root: login "root"')
+    assert ssh([everything, no_root], "alice").allowed
+
+
+def test_deny_login_template() -> None:
+    everything = role("all", allow={"logins": ["alice"], "node_labels": {"*": "*"}})
+    no_own = role("no-own", deny={"logins": ["{{internal.logins}}"]})
+    assert ssh([everything, no_own], "alice").reason == 'denied by role no-own: login "alice"'
+    assert ssh([everything, no_own], "alice", traits={}).allowed
+
+
+def test_deny_node_labels_beat_allow_whatever_the_login() -> None:
+    everything = role("all", allow={"logins": ["alice"], "node_labels": {"*": "*"}})
+    no_prod = role("no-prod", deny={"node_labels": {"env": ["prod", "^pci-.*$"]}})
+    decision = ssh([everything, no_prod], "alice", {"env": "prod"})
+    assert decision == Decision(False, "denied by role no-prod: node labels env=prod")
+    assert not ssh([everything, no_prod], "alice", {"env": "pci-eu"}).allowed
+    assert ssh([everything, no_prod], "alice", {"env": "dev"}).allowed
+    # An empty deny selector denies no node.
+    assert ssh([everything, role("empty", deny={"logins": ["x"]})], "alice").allowed
+
+
+def test_deny_wildcard_denies_every_node() -> None:
+    locked = role("locked", deny={"node_labels": {"*": "*"}})
+    decision = ssh([access_role(), locked], "alice")
+    assert decision == Decision(False, "denied by role locked: node labels (none)")
+
+
+def test_trait_logins_for_a_mapped_root_user() -> None:
+    # A leaf's access role fills {{internal.logins}} from the root-signed certificate's traits.
+    assert ssh([access_role()], "ubuntu", traits={"logins": ["ubuntu"]}).allowed
+    assert not ssh([access_role()], "ubuntu", traits={}).allowed
+
+
+@BOUNDED
+@given(_words, st.lists(_words, max_size=4), st.lists(_words, max_size=4),
+       st.dictionaries(_words, _words, max_size=3))
+def test_deny_always_beats_allow(login: str, allowed: list[str], denied: list[str],
+                                 labels: dict[str, str]) -> None:
+    allow = role("allow", allow={"logins": allowed, "node_labels": {"*": "*"}})
+    deny = role("deny", deny={"logins": denied})
+    expected = login in allowed and login not in denied
+    assert ssh([allow, deny], login, labels).allowed is expected
+    assert (login in allowed_logins([allow, deny], {})) is expected
+
+
+def test_can_see_node() -> None:
+    dev = role("dev", allow={"node_labels": {"env": "dev"}})
+    no_pci = role("no-pci", deny={"node_labels": {"pci": "*"}})
+    assert can_see_node([access_role()], {})
+    assert can_see_node([dev], {"env": "dev"})
+    assert not can_see_node([dev], {"env": "prod"})
+    assert not can_see_node([access_role(), no_pci], {"env": "dev", "pci": "yes"})
+    assert not can_see_node([editor_role()], {"env": "dev"})
+    assert not can_see_node([], {})
+
+
+# --- API rules ---------------------------------------------------------------------------------
+
+
+def test_rules_of_presets() -> None:
+    assert check_rule([editor_role()], resource="user", verb="delete") == Decision(
+        True, '"delete" on "user" allowed by role editor'
+    )
+    assert check_rule([access_role()], resource="node", verb="list").allowed
+    assert check_rule([access_role()], resource="node", verb="read").allowed
+    assert not check_rule([access_role()], resource="node", verb="delete").allowed
+    assert check_rule([auditor_role()], resource="event", verb="list").allowed
+    assert check_rule([auditor_role()], resource="session", verb="read").allowed
+    assert check_rule([auditor_role()], resource="role", verb="read") == Decision(
+        False, '"read" on "role" is not allowed by roles auditor'
+    )
+
+
+def test_rules_deny_by_default_and_deny_beats_allow() -> None:
+    assert check_rule([], resource="user", verb="list") == Decision(
+        False, '"list" on "user" is not allowed: the user has no roles'
+    )
+    no_delete = role("no-delete", deny={"rules": [{"resources": ["*"], "verbs": ["delete"]}]})
+    assert check_rule([editor_role(), no_delete], resource="role", verb="delete") == Decision(
+        False, 'denied by role no-delete: "delete" on "role"'
+    )
+    assert check_rule([editor_role(), no_delete], resource="role", verb="update").allowed
+    no_tokens = role("no-tokens", deny={"rules": [{"resources": ["token"], "verbs": ["*"]}]})
+    assert not check_rule([editor_role(), no_tokens], resource="token", verb="list").allowed
+    assert check_rule([editor_role(), no_tokens], resource="user", verb="list").allowed
+
+
+# --- options and principals --------------------------------------------------------------------
+
+
+def test_max_session_ttl_is_the_minimum() -> None:
+    assert max_session_ttl([access_role()]) == dt.timedelta(hours=12)
+    short = role("short", max_session_ttl="1h30m")
+    assert max_session_ttl([access_role(), short]) == dt.timedelta(minutes=90)
+    assert max_session_ttl([]) == dt.timedelta(0)
+
+
+def test_port_forwarding() -> None:
+    assert not allows_port_forwarding([access_role(), editor_role()])
+    assert allows_port_forwarding([access_role(), role("pf", port_forwarding=True)])
+    assert not allows_port_forwarding([])
+
+
+def test_allowed_logins() -> None:
+    ops = role("ops", allow={"logins": ["root", "{{internal.logins}}", "zed"]},
+               deny={"logins": ["zed"]})
+    assert allowed_logins([access_role(), ops], TRAITS) == ["alice", "deploy", "root"]
+    no_root = role("no-root", deny={"logins": ["root"]})
+    assert allowed_logins([ops, no_root], {}) == []
+    assert allowed_logins([editor_role()], TRAITS) == []

@@ -1,0 +1,370 @@
+"""Resource models: validation with messages a person can act on, defaults, presets."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from gatehouse.errors import BadParameter
+from gatehouse.types import (
+    CertAuthority,
+    ClusterName,
+    Metadata,
+    Node,
+    RemoteCluster,
+    Role,
+    RoleConditions,
+    RoleSpec,
+    Rule,
+    Template,
+    Token,
+    TrustedCluster,
+    User,
+    access_role,
+    auditor_role,
+    compile_pattern,
+    editor_role,
+    format_duration,
+    match_pattern,
+    parse_duration,
+    parse_template,
+    preset_roles,
+    split_host_port,
+)
+from tests.types.samples import PEM, ssh_key_line
+
+BOUNDED = settings(max_examples=100, deadline=None)
+
+
+# --- durations and addresses ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("8h", dt.timedelta(hours=8)),
+        ("15m", dt.timedelta(minutes=15)),
+        ("30s", dt.timedelta(seconds=30)),
+        ("1h30m", dt.timedelta(hours=1, minutes=30)),
+        ("1h0m5s", dt.timedelta(hours=1, seconds=5)),
+        ("0s", dt.timedelta(0)),
+    ],
+)
+def test_parse_duration(text: str, expected: dt.timedelta) -> None:
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["", "8", "h", "8x", "1m1h", "-5m", "1.5h", "8 h", "99999999999999h"]
+)
+def test_parse_duration_rejects_with_a_clear_error(text: str) -> None:
+    with pytest.raises(BadParameter, match="invalid duration"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("delta", "text"),
+    [
+        (dt.timedelta(hours=12), "12h"),
+        (dt.timedelta(minutes=90), "1h30m"),
+        (dt.timedelta(seconds=45), "45s"),
+        (dt.timedelta(0), "0s"),
+        (dt.timedelta(minutes=-5), "-5m"),
+    ],
+)
+def test_format_duration(delta: dt.timedelta, text: str) -> None:
+    assert format_duration(delta) == text
+
+
+@BOUNDED
+@given(st.integers(min_value=0, max_value=10**8))
+def test_duration_round_trip(seconds: int) -> None:
+    delta = dt.timedelta(seconds=seconds)
+    assert parse_duration(format_duration(delta)) == delta
+
+
+@pytest.mark.parametrize(
+    ("addr", "expected"),
+    [("a.example.com:3080", ("a.example.com", 3080)), ("[::1]:22", ("::1", 22))],
+)
+def test_split_host_port(addr: str, expected: tuple[str, int]) -> None:
+    assert split_host_port(addr) == expected
+
+
+@pytest.mark.parametrize("addr", ["host", ":22", "host:", "host:0", "host:70000", "::1:22", "h:x"])
+def test_split_host_port_rejects(addr: str) -> None:
+    with pytest.raises(BadParameter, match="invalid address"):
+        split_host_port(addr)
+
+
+# --- envelope ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["alice", "alice@example.com", "sso.example.com", "team-1_x", "A"])
+def test_valid_names(name: str) -> None:
+    assert Metadata(name=name).name == name
+
+
+@pytest.mark.parametrize("name", ["", ".hidden", "-x", "a b", "a/b", "x" * 254, "é"])
+def test_invalid_names_say_what_is_allowed(name: str) -> None:
+    with pytest.raises(ValidationError, match="is not a valid name: use letters, digits"):
+        Metadata(name=name)
+
+
+def test_metadata_rejects_unknown_fields_and_naive_expiry() -> None:
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        Metadata.model_validate({"name": "x", "lables": {}})
+    with pytest.raises(ValidationError, match="timezone"):
+        Metadata(name="x", expires=dt.datetime(2026, 1, 1))  # naive on purpose
+
+
+def test_metadata_label_keys_are_checked() -> None:
+    with pytest.raises(ValidationError, match="not a valid label key"):
+        Metadata(name="x", labels={"bad key": "v"})
+
+
+def test_metadata_dump_leaves_out_empty_fields() -> None:
+    assert Metadata(name="x").model_dump() == {"name": "x"}
+    full = Metadata(name="x", labels={"env": "prod"}, description="d")
+    assert full.model_dump() == {"name": "x", "description": "d", "labels": {"env": "prod"}}
+
+
+def test_expiry_uses_the_given_time() -> None:
+    expires = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    token = Token(metadata={"name": "t" * 22, "expires": expires}, spec={"type": "node"})
+    assert not token.is_expired(expires - dt.timedelta(seconds=1))
+    assert token.is_expired(expires)
+    assert not access_role().is_expired(expires)
+
+
+def test_assignment_is_validated() -> None:
+    role = access_role()
+    with pytest.raises(ValidationError):
+        role.spec.options.max_session_ttl = "forever"  # type: ignore[assignment]
+
+
+# --- kinds ------------------------------------------------------------------------------------
+
+
+def test_user() -> None:
+    spec = {"roles": ["access"], "traits": {"logins": ["root"]}}
+    user = User(metadata={"name": "alice"}, spec=spec)
+    assert user.kind == "user" and user.version == "v1" and user.name == "alice"
+    assert user.spec.traits == {"logins": ["root"]}
+    with pytest.raises(ValidationError, match=r"spec\.roles"):
+        User(metadata={"name": "alice"}, spec={"roles": []})
+    with pytest.raises(ValidationError, match="password"):
+        User.model_validate({"metadata": {"name": "a"}, "spec": {"roles": ["r"], "password": "x"}})
+
+
+def test_role_defaults() -> None:
+    role = Role(metadata={"name": "empty"})
+    assert role.spec.options.max_session_ttl == dt.timedelta(hours=12)
+    assert role.spec.options.port_forwarding is False
+    assert role.spec.allow == RoleConditions() and role.spec.deny == RoleConditions()
+    assert role.model_dump()["spec"]["options"]["max_session_ttl"] == "12h"
+
+
+def test_role_accepts_the_architecture_example() -> None:
+    role = Role.model_validate(
+        {
+            "metadata": {"name": "team-payments"},
+            "spec": {
+                "options": {"max_session_ttl": "8h", "port_forwarding": False},
+                "allow": {
+                    "logins": ["{{internal.logins}}", "deploy"],
+                    "node_labels": {"env": "prod", "team": "*", "tier": ["web", "^db-[0-9]+$"]},
+                },
+                "deny": {"logins": ["root"]},
+            },
+        }
+    )
+    assert role.spec.options.max_session_ttl == dt.timedelta(hours=8)
+    assert role.spec.allow.node_labels["tier"] == ["web", "^db-[0-9]+$"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ({"options": {"max_session_ttl": "0s"}}, "duration must be positive"),
+        ({"options": {"max_session_ttl": 3600}}, "expected a duration such as"),
+        ({"allow": {"logins": ["{{internal.logins"]}}, "malformed template"),
+        ({"allow": {"logins": [""]}}, "a login cannot be empty"),
+        ({"allow": {"node_labels": {"env": "^(prod$"}}}, "invalid regular expression"),
+        ({"allow": {"node_labels": {"env": []}}}, "expected a label value or a list"),
+        ({"allow": {"node_labels": {"*": "prod"}}}, "the '\\*' key only goes with"),
+        ({"allow": {"rules": [{"resources": ["users"], "verbs": ["list"]}]}}, "unknown resource"),
+        ({"allow": {"rules": [{"resources": ["user"], "verbs": ["get"]}]}}, "unknown verb 'get'"),
+        ({"allow": {"rules": [{"resources": [], "verbs": ["list"]}]}}, "at least 1 item"),
+        ({"alow": {}}, "Extra inputs"),
+    ],
+)
+def test_role_validation(spec: dict[str, object], expected: str) -> None:
+    with pytest.raises(ValidationError, match=expected):
+        Role.model_validate({"metadata": {"name": "r"}, "spec": spec})
+
+
+def test_token() -> None:
+    token = Token(metadata={"name": "-Ab_3" * 5}, spec={"type": "trusted_cluster"})
+    assert token.name == "-Ab_3" * 5
+    with pytest.raises(ValidationError, match="a token is made of letters"):
+        Token(metadata={"name": "a.b"}, spec={"type": "node"})
+    with pytest.raises(ValidationError, match=r"spec\.type"):
+        Token(metadata={"name": "abc"}, spec={"type": "admin"})
+
+
+def test_node() -> None:
+    spec = {"hostname": "web1", "addr": "10.0.0.7:3022", "cluster": "us-east-1a", "host_id": "h1"}
+    node = Node(metadata={"name": "h1", "labels": {"env": "prod"}}, spec=spec)
+    assert node.status is None and node.metadata.labels == {"env": "prod"}
+    with pytest.raises(ValidationError, match="port must be a number"):
+        Node(metadata={"name": "h1"}, spec={**spec, "addr": "10.0.0.7:0"})
+
+
+def test_cert_authority() -> None:
+    ca = CertAuthority(
+        metadata={"name": "sso.example.com"},
+        spec={
+            "cluster_name": "sso.example.com",
+            "type": "host",
+            "ssh_public_keys": [ssh_key_line(), ssh_key_line("ecdsa-sha2-nistp256")],
+            "tls_certs": [PEM],
+        },
+    )
+    assert ca.spec.type == "host"
+    base = {"cluster_name": "c", "type": "user", "ssh_public_keys": [ssh_key_line()]}
+    for spec, expected in [
+        ({**base, "type": "admin"}, "spec.type"),
+        ({**base, "ssh_public_keys": []}, "at least 1 item"),
+        ({**base, "ssh_public_keys": ["ssh-ed25519"]}, "expected an OpenSSH public key line"),
+        ({**base, "ssh_public_keys": ["ssh-ed25519 !!!"]}, "not valid base64"),
+        ({**base, "ssh_public_keys": ["ssh-rsa " + ssh_key_line().split()[1]]}, "does not hold"),
+        ({**base, "tls_certs": ["not a cert"]}, "expected one PEM block"),
+        ({**base, "private_key": "x"}, "Extra inputs"),
+    ]:
+        with pytest.raises(ValidationError, match=expected):
+            CertAuthority(metadata={"name": "c"}, spec=spec)
+
+
+def test_cluster_name() -> None:
+    cluster = ClusterName(
+        metadata={"name": "cluster_name"}, spec={"cluster_name": "sso.example.com"}
+    )
+    assert cluster.spec.cluster_name == "sso.example.com"
+
+
+def test_trusted_cluster() -> None:
+    trusted = TrustedCluster.model_validate(
+        {
+            "metadata": {"name": "sso.example.com"},
+            "spec": {
+                "token": "secret",
+                "proxy_addr": "sso.example.com:3080",
+                "role_map": [
+                    {"remote": "admin", "local": ["access", "auditor"]},
+                    {"remote": "^dev-(.*)$", "local": ["team-$1"]},
+                    {"remote": "*", "local": ["visitor"]},
+                ],
+            },
+        }
+    )
+    assert trusted.spec.enabled is True and len(trusted.spec.role_map) == 3
+    spec = {"token": "t", "proxy_addr": "a:1"}
+    for bad, expected in [
+        ({**spec, "role_map": [{"remote": "^(x$", "local": ["a"]}]}, "invalid regular expression"),
+        ({**spec, "role_map": [{"remote": "x", "local": []}]}, "at least 1 item"),
+        ({**spec, "role_map": [{"remote": "x", "local": ["a b"]}]}, "String should match"),
+        ({"proxy_addr": "a:1"}, "spec.token"),
+        ({**spec, "proxy_addr": "a"}, "expected host:port"),
+    ]:
+        with pytest.raises(ValidationError, match=expected):
+            TrustedCluster(metadata={"name": "root"}, spec=bad)
+
+
+def test_remote_cluster() -> None:
+    remote = RemoteCluster(metadata={"name": "us-east-1a"})
+    assert remote.status.connection == "offline" and remote.status.last_heartbeat is None
+    seen = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    online = RemoteCluster(
+        metadata={"name": "leaf"}, status={"connection": "online", "last_heartbeat": seen}
+    )
+    assert online.status.last_heartbeat == seen
+    with pytest.raises(ValidationError, match=r"status\.connection"):
+        RemoteCluster(metadata={"name": "leaf"}, status={"connection": "up"})
+
+
+def test_kinds_without_status_reject_one() -> None:
+    with pytest.raises(ValidationError, match="status"):
+        Role.model_validate({"metadata": {"name": "r"}, "status": {"x": 1}})
+
+
+# --- presets ----------------------------------------------------------------------------------
+
+
+def test_presets() -> None:
+    assert [role.name for role in preset_roles()] == ["access", "editor", "auditor"]
+    access = access_role()
+    assert access.spec.allow.logins == ["{{internal.logins}}"]
+    assert access.spec.allow.node_labels == {"*": "*"}
+    assert access.spec.allow.rules == [Rule(resources=["node"], verbs=["list", "read"])]
+    editor = editor_role()
+    assert editor.spec.allow.logins == []
+    assert editor.spec.allow.rules == [Rule(resources=["*"], verbs=["*"])]
+    auditor = auditor_role()
+    assert auditor.spec.allow.rules == [
+        Rule(resources=["event", "session"], verbs=["list", "read"])
+    ]
+    assert access_role() == access and access_role() is not access
+    assert isinstance(access.spec, RoleSpec)
+
+
+# --- templates and patterns -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("root", None),
+        ("{{internal.logins}}", Template("internal", "logins")),
+        ("{{ external.groups }}", Template("external", "groups")),
+        ("adm-{{internal.logins}}-x", Template("internal", "logins", "adm-", "-x")),
+    ],
+)
+def test_parse_template(text: str, expected: Template | None) -> None:
+    assert parse_template(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["{{internal.logins", "{{logins}}", "{{secret.x}}", "{{internal.}}", "a}}", "{x}"]
+)
+def test_parse_template_rejects_malformed(text: str) -> None:
+    with pytest.raises(BadParameter, match="malformed template"):
+        parse_template(text)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "value", "expected"),
+    [
+        ("prod", "prod", True),
+        ("prod", "production", False),
+        ("*", "", True),
+        ("prod-*", "prod-eu", True),
+        ("*.example.com", "a.b.example.com", True),
+        ("a.c", "abc", False),  # a glob's dot is literal
+        ("^dev-[0-9]+$", "dev-12", True),
+        ("^dev-[0-9]+$", "dev-12x", False),
+        ("^(a|b)$", "ab", False),
+        ("^(x$", "(x", False),  # invalid regex: matches nothing
+    ],
+)
+def test_match_pattern(pattern: str, value: str, expected: bool) -> None:
+    assert match_pattern(pattern, value) is expected
+
+
+def test_compile_pattern_rejects_backtracking_only_syntax() -> None:
+    with pytest.raises(BadParameter, match="invalid regular expression"):
+        compile_pattern("^(a)\\1$")
