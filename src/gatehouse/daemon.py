@@ -151,7 +151,11 @@ async def run(
     clock = clock or SystemClock()
     data_dir = cfg.data_dir
     with _lock_data_dir(data_dir):
-        async with _services(cfg, clock) as (auth, cluster, auth_addr), asyncio.TaskGroup() as tg:
+        async with (
+            _services(cfg, clock) as (auth, cluster, auth_addr),
+            contextlib.AsyncExitStack() as clients,
+            asyncio.TaskGroup() as tg,
+        ):
             started = Started(cluster=cluster)
             if auth is not None:
                 started.addrs["auth"] = cfg.auth_service.listen_addr
@@ -178,7 +182,8 @@ async def run(
                         await join_cluster(cfg.gatehouse, auth_addr, "proxy", nodename, [],
                                            _proxy_names(cfg), store)
                 cluster = store.identity().cluster
-                api = _api_for(store, auth_addr, f"auth.{cluster}")
+                api = await clients.enter_async_context(
+                    _api_for(store, auth_addr, f"auth.{cluster}"))
                 tg.create_task(ProxyService(cfg.proxy_service, store, api, auth_addr, clock)
                                .run(watcher("proxy")))
             if cfg.ssh_service.enabled:
@@ -192,7 +197,8 @@ async def run(
                                            store)
                 cluster = store.identity().cluster
                 server_name = f"proxy.{cluster}" if via_proxy else f"auth.{cluster}"
-                api = _api_for(store, auth_addr, server_name)
+                api = await clients.enter_async_context(
+                    _api_for(store, auth_addr, server_name))
                 tg.create_task(NodeService(cfg.ssh_service, nodename, store, api, clock)
                                .run(watcher("ssh")))
             for event in waiting:

@@ -72,8 +72,10 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except GatehouseError as exc:
         return web.json_response({"error": str(exc)}, status=exc.status)
-    except web.HTTPException:
-        raise
+    except web.HTTPException as exc:
+        message = f"no such API call: {request.method} {request.path}" \
+            if exc.status in (404, 405) else exc.reason
+        return web.json_response({"error": message}, status=exc.status)
     except Exception:
         log.exception("internal error serving %s %s", request.method, request.path)
         return web.json_response({"error": "internal error in the auth service"}, status=500)
@@ -128,7 +130,8 @@ async def login(request: web.Request) -> web.Response:
     ttl = parse_duration(body["ttl"]) if body.get("ttl") else None
     certs = await server.login(
         _field(body, "user"), _field(body, "password"), _field(body, "public_key"),
-        ttl=ttl, remote_addr=caller.remote_addr if caller else (request.remote or ""),
+        otp=str(body.get("otp") or ""), ttl=ttl,
+        remote_addr=caller.remote_addr if caller else (request.remote or ""),
     )
     return web.json_response(_certs_json(server, certs))
 
@@ -295,6 +298,24 @@ async def set_password(request: web.Request) -> web.Response:
     return web.json_response({"user": name})
 
 
+async def set_totp(request: web.Request) -> web.Response:
+    """Enroll (a new secret) or, with {"enabled": false}, remove a user's second factor."""
+    caller = await _allowed(request, "user", "update")
+    server = _server(request)
+    name = request.match_info["name"]
+    await server.users.get(name)
+    body = await _body(request)
+    uri = ""
+    if body.get("enabled", True):
+        uri = await server.totp.enroll(name)
+    else:
+        await server.totp.remove(name)
+    await server.audit.emit("user.update", user=caller.identity.name,
+                            remote_addr=caller.remote_addr,
+                            fields={"target": name, "totp": bool(uri)})
+    return web.json_response({"user": name, "otpauth_uri": uri})
+
+
 async def add_token(request: web.Request) -> web.Response:
     await _allowed(request, "token", "create")
     body = await _body(request)
@@ -390,6 +411,7 @@ def make_api_app(server: AuthServer) -> web.Application:
     r.add_post("/v1/events", post_events)
     r.add_get("/v1/events", get_events)
     r.add_post("/v1/users/{name}/password", set_password)
+    r.add_post("/v1/users/{name}/totp", set_totp)
     r.add_post("/v1/tokens", add_token)
     r.add_get("/v1/resources/{kind}", get_resources)
     r.add_get("/v1/resources/{kind}/{name}", get_resources)

@@ -32,7 +32,7 @@ class PasswordStore:
         await self._backend.put(
             Item(key=f"/passwords/{user}".encode(), value=_hasher.hash(password).encode())
         )
-        await self._clear_failures(user)
+        await self.clear_failures(user)
 
     async def delete(self, user: str) -> None:
         for key in (f"/passwords/{user}", f"/login_failures/{user}"):
@@ -40,8 +40,11 @@ class PasswordStore:
                 await self._backend.delete(key.encode())
 
     async def check(self, user: str, password: str) -> None:
-        """Raise AccessDenied (wrong) or LimitExceeded (locked); both say why in one line."""
-        now = self._clock.now()
+        """Raise AccessDenied (wrong) or LimitExceeded (locked); both say why in one line.
+
+        Success does not clear earlier failures: the caller does that with
+        ``clear_failures`` once every factor has passed.
+        """
         failures = await self._failures(user)
         if len(failures) >= LOCK_AFTER:
             until = failures[-1] + LOCK_FOR
@@ -54,16 +57,19 @@ class PasswordStore:
             _hasher.verify(stored, password)
         except (NotFound, argon2.exceptions.VerificationError,
                 argon2.exceptions.InvalidHashError) as exc:
-            failures.append(now)
-            await self._backend.put(
-                Item(
-                    key=f"/login_failures/{user}".encode(),
-                    value=json.dumps([t.timestamp() for t in failures]).encode(),
-                    expires=now + LOCK_FOR,
-                )
-            )
+            await self.record_failure(user)
             raise AccessDenied("invalid user name or password") from exc
-        await self._clear_failures(user)
+
+    async def record_failure(self, user: str) -> None:
+        now = self._clock.now()
+        failures = [*await self._failures(user), now]
+        await self._backend.put(
+            Item(
+                key=f"/login_failures/{user}".encode(),
+                value=json.dumps([t.timestamp() for t in failures]).encode(),
+                expires=now + LOCK_FOR,
+            )
+        )
 
     async def _failures(self, user: str) -> list[dt.datetime]:
         try:
@@ -72,6 +78,6 @@ class PasswordStore:
             return []
         return [dt.datetime.fromtimestamp(t, tz=dt.UTC) for t in json.loads(item.value)]
 
-    async def _clear_failures(self, user: str) -> None:
+    async def clear_failures(self, user: str) -> None:
         with contextlib.suppress(NotFound):
             await self._backend.delete(f"/login_failures/{user}".encode())

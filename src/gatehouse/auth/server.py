@@ -17,6 +17,7 @@ from typing import Any
 from gatehouse import rbac, x509
 from gatehouse.auth import authorities, issuer
 from gatehouse.auth.passwords import PasswordStore
+from gatehouse.auth.totp import TOTPStore
 from gatehouse.backend import Backend, Item
 from gatehouse.clock import Clock
 from gatehouse.errors import AccessDenied, AlreadyExists, BadParameter, GatehouseError, NotFound
@@ -68,6 +69,7 @@ class AuthServer:
         self.tokens = ResourceStore(backend, "token", Token)
         self.nodes = ResourceStore(backend, "node", Node)
         self.passwords = PasswordStore(backend, clock)
+        self.totp = TOTPStore(backend, clock, issuer=f"Gatehouse {cluster}")
 
     @classmethod
     async def open(cls, backend: Backend, clock: Clock, cluster: str) -> AuthServer:
@@ -106,6 +108,7 @@ class AuthServer:
     async def delete_user(self, name: str) -> None:
         await self.users.delete(name)
         await self.passwords.delete(name)
+        await self.totp.remove(name)
 
     # --- login ----------------------------------------------------------------------------
 
@@ -115,6 +118,7 @@ class AuthServer:
         password: str,
         public_key: str,
         *,
+        otp: str = "",
         ttl: dt.timedelta | None = None,
         remote_addr: str = "",
     ) -> issuer.IssuedCerts:
@@ -122,7 +126,17 @@ class AuthServer:
         try:
             await self.passwords.check(username, password)
             user = await self.users.get(username)
-        except (GatehouseError) as exc:
+            if await self.totp.enrolled(username):
+                if not otp:
+                    raise AccessDenied(f"user {username} needs a one-time code "
+                                       "(gsh login --otp=CODE)")
+                try:
+                    await self.totp.check(username, otp)
+                except AccessDenied:
+                    await self.passwords.record_failure(username)
+                    raise
+            await self.passwords.clear_failures(username)
+        except GatehouseError as exc:
             reason = str(exc) if not isinstance(exc, NotFound) else "invalid user name or password"
             await self.audit.emit("user.login.failure", user=username, remote_addr=remote_addr,
                                   message=reason)

@@ -108,6 +108,20 @@ def users_set_password(
     print(f"password for {name} set")
 
 
+@users_app.command("set-totp")
+def users_set_totp(
+    name: str,
+    off: Annotated[bool, typer.Option("--off", help="Remove the second factor.")] = False,
+) -> None:
+    """Require a one-time code (TOTP) at login; prints the otpauth:// URI to enroll an app."""
+    resp = _call("POST", f"/v1/users/{name}/totp", {"enabled": not off})
+    if off:
+        print(f"one-time codes no longer required for {name}")
+    else:
+        print(resp["otpauth_uri"])
+        print(f"# {name} must now log in with `gsh login --otp=CODE`", file=sys.stderr)
+
+
 @users_app.command("ls")
 def users_ls(fmt: Annotated[Format, typer.Option("--format")] = Format.text) -> None:
     """List users."""

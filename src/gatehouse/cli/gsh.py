@@ -54,6 +54,7 @@ def login(
     ca_file: Annotated[Path | None, typer.Option(help="PEM file of the proxy's CA.")] = None,
     insecure: Annotated[bool, typer.Option(help="Do not verify the proxy (first login).")] = False,
     ttl: Annotated[str, typer.Option(help="Requested certificate lifetime, e.g. 8h.")] = "",
+    otp: Annotated[str, typer.Option(help="One-time code, for users with a second factor.")] = "",
 ) -> None:
     """Log in and save short-lived certificates in the profile (~/.gatehouse)."""
     from gatehouse.client.login import login_with_password, select_cluster
@@ -71,7 +72,7 @@ def login(
     password = sys.stdin.readline().rstrip("\n") if password_stdin else getpass.getpass(
         f"Password for {user}: ")
     ca_pem = ca_file.read_text() if ca_file else None
-    profile = run_async(login_with_password(proxy, user, password, ca_pem, ttl, cluster))
+    profile = run_async(login_with_password(proxy, user, password, otp, ca_pem, ttl, cluster))
     print(f"logged in as {profile.user} to cluster {profile.cluster} via {profile.proxy}")
 
 

@@ -17,7 +17,7 @@ __all__ = ["list_nodes", "login_with_password", "select_cluster"]
 
 
 async def login_with_password(
-    proxy: str, user: str, password: str, ca_pem: str | None, ttl: str, cluster: str
+    proxy: str, user: str, password: str, otp: str, ca_pem: str | None, ttl: str, cluster: str
 ) -> Profile:
     """Exchange a password for certificates; pin the cluster's CAs in the profile.
 
@@ -30,7 +30,7 @@ async def login_with_password(
     async with APIClient(proxy, ctx, server_hostname=server_name) as api:
         resp = await api.post(
             "/v1/login",
-            {"user": user, "password": password, "ttl": ttl or None,
+            {"user": user, "password": password, "otp": otp, "ttl": ttl or None,
              "public_key": sshcert.public_key_line(key.public_key())},
         )
     if cluster and cluster != resp["cluster"]:
