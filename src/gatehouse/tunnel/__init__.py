@@ -1,0 +1,1 @@
+"""Reverse tunnels: framing, multiplexer, agent (dials out) and server (accepts)."""

@@ -1,0 +1,340 @@
+"""The multiplexer's async layer: streams with flow control over one connection.
+
+A MuxSession is an asyncio Protocol on the tunnel's TLS transport. Either side
+opens streams (``open``); the other side's ``on_open`` callback receives each
+new stream and must ``accept()`` or ``refuse()`` it. Streams read and write
+like asyncio streams, within the peer's credit (see frames.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import os
+import struct
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from gatehouse.errors import ConnectionProblem
+from gatehouse.tunnel.frames import (
+    INITIAL_WINDOW,
+    MAX_PAYLOAD,
+    Frame,
+    FrameDecoder,
+    FrameType,
+    ProtocolError,
+    encode,
+    window_payload,
+)
+
+__all__ = ["MuxSession", "MuxStream", "splice"]
+
+log = logging.getLogger(__name__)
+
+OnOpen = Callable[["MuxStream"], Awaitable[None]]
+
+
+class MuxStream:
+    def __init__(self, session: MuxSession, stream_id: int, meta: dict[str, Any]) -> None:
+        self.id = stream_id
+        self.meta = meta
+        self._session = session
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._readable = asyncio.Event()
+        self._eof_received = False
+        self._eof_sent = False
+        self._error: str | None = None
+        self._consumed = 0  # bytes read since the last WINDOW frame we sent
+        self._unacked = 0  # bytes received that we have not yet given credit back for
+        self._send_window = INITIAL_WINDOW
+        self._window_open = asyncio.Event()
+        self._window_open.set()
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    # --- called by the session ------------------------------------------------------------
+
+    def _on_data(self, data: bytes) -> None:
+        self._unacked += len(data)
+        if self._unacked > INITIAL_WINDOW:
+            raise ProtocolError(f"stream {self.id}: peer sent beyond its window")
+        self._chunks.append(data)
+        self._readable.set()
+
+    def _on_eof(self) -> None:
+        self._eof_received = True
+        self._readable.set()
+
+    def _on_window(self, increment: int) -> None:
+        self._send_window += increment
+        self._window_open.set()
+
+    def _on_reset(self, reason: str) -> None:
+        self._error = reason or "stream reset by peer"
+        self._readable.set()
+        self._window_open.set()
+        if not self.opened.done():
+            self.opened.set_exception(ConnectionProblem(self._error))
+
+    @property
+    def done(self) -> bool:
+        return self._error is not None or (self._eof_received and self._eof_sent)
+
+    # --- the stream API -------------------------------------------------------------------
+
+    def accept(self) -> None:
+        self._session._send(FrameType.ACCEPT, self.id)
+
+    def refuse(self, reason: str) -> None:
+        self._session._send(FrameType.REFUSE, self.id, reason.encode()[:4096])
+        self._session._forget(self)
+
+    async def read(self) -> bytes:
+        """The next chunk; b"" at EOF. Raises ConnectionProblem if the stream was reset."""
+        while not self._chunks:
+            if self._error is not None:
+                raise ConnectionProblem(self._error)
+            if self._eof_received:
+                return b""
+            self._readable.clear()
+            await self._readable.wait()
+        data = self._chunks.popleft()
+        self._consumed += len(data)
+        if self._consumed >= INITIAL_WINDOW // 2 and self._error is None:
+            self._session._send(FrameType.WINDOW, self.id, window_payload(self._consumed))
+            self._unacked -= self._consumed
+            self._consumed = 0
+        return data
+
+    async def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            if self._error is not None:
+                raise ConnectionProblem(self._error)
+            if self._send_window <= 0:
+                self._window_open.clear()
+                await self._window_open.wait()
+                continue
+            n = min(len(view), self._send_window, MAX_PAYLOAD)
+            self._send_window -= n
+            self._session._send(FrameType.DATA, self.id, bytes(view[:n]))
+            view = view[n:]
+            await self._session._drain()
+
+    def write_eof(self) -> None:
+        if not self._eof_sent and self._error is None:
+            self._eof_sent = True
+            self._session._send(FrameType.EOF, self.id)
+            if self.done:
+                self._session._forget(self)
+
+    def reset(self, reason: str = "") -> None:
+        if self._error is None:
+            self._session._send(FrameType.RESET, self.id, reason.encode()[:4096])
+            self._on_reset(reason or "stream reset")
+            self._session._forget(self)
+
+
+class MuxSession(asyncio.Protocol):
+    def __init__(self, *, dialer: bool, on_open: OnOpen | None = None) -> None:
+        self._next_id = 1 if dialer else 2
+        self._on_open = on_open
+        self._decoder = FrameDecoder()
+        self._streams: dict[int, MuxStream] = {}
+        self._transport: asyncio.Transport | None = None
+        self._can_write = asyncio.Event()
+        self._can_write.set()
+        self._pings: dict[bytes, asyncio.Future[float]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.closed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.last_seen = time.monotonic()
+
+    # --- asyncio.Protocol -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.last_seen = time.monotonic()
+        try:
+            for frame in self._decoder.feed(data):
+                self._dispatch(frame)
+        except ProtocolError as exc:
+            log.warning("tunnel protocol error: %s", exc)
+            self.close(f"protocol error: {exc}")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = f"tunnel connection lost: {exc}" if exc else "tunnel connection closed"
+        for stream in list(self._streams.values()):
+            stream._on_reset(reason)
+        self._streams.clear()
+        for fut in self._pings.values():
+            if not fut.done():
+                fut.set_exception(ConnectionProblem(reason))
+        for task in self._tasks:
+            task.cancel()
+        self._can_write.set()
+        if not self.closed.done():
+            self.closed.set_result(reason)
+
+    def pause_writing(self) -> None:
+        self._can_write.clear()
+
+    def resume_writing(self) -> None:
+        self._can_write.set()
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _send(self, ftype: FrameType, stream: int, payload: bytes = b"") -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(encode(ftype, stream, payload))
+
+    async def _drain(self) -> None:
+        if not self._can_write.is_set():
+            await self._can_write.wait()
+        if self.closed.done():
+            raise ConnectionProblem(self.closed.result())
+
+    def _forget(self, stream: MuxStream) -> None:
+        self._streams.pop(stream.id, None)
+
+    def _dispatch(self, frame: Frame) -> None:
+        t = frame.type
+        if t == FrameType.PING:
+            self._send(FrameType.PONG, 0, frame.payload)
+            return
+        if t == FrameType.PONG:
+            fut = self._pings.pop(frame.payload, None)
+            if fut is not None and not fut.done():
+                fut.set_result(time.monotonic())
+            return
+        if t == FrameType.GOAWAY:
+            self.close(frame.payload.decode(errors="replace") or "peer said goodbye")
+            return
+        if t == FrameType.OPEN:
+            self._incoming(frame)
+            return
+        stream = self._streams.get(frame.stream)
+        if stream is None:
+            return  # a late frame for a stream we already finished with
+        if t == FrameType.DATA:
+            stream._on_data(frame.payload)
+        elif t == FrameType.WINDOW:
+            stream._on_window(struct.unpack(">I", frame.payload)[0])
+        elif t == FrameType.EOF:
+            stream._on_eof()
+            if stream.done:
+                self._forget(stream)
+        elif t == FrameType.ACCEPT:
+            if not stream.opened.done():
+                stream.opened.set_result(None)
+        elif t in (FrameType.REFUSE, FrameType.RESET):
+            stream._on_reset(frame.payload.decode(errors="replace"))
+            self._forget(stream)
+
+    def _incoming(self, frame: Frame) -> None:
+        if frame.stream % 2 == self._next_id % 2 or frame.stream in self._streams:
+            raise ProtocolError(f"peer opened stream {frame.stream} with a bad id")
+        try:
+            meta = json.loads(frame.payload)
+            if not isinstance(meta, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            self._send(FrameType.REFUSE, frame.stream, b"malformed OPEN")
+            return
+        stream = MuxStream(self, frame.stream, meta)
+        stream.opened.set_result(None)
+        self._streams[frame.stream] = stream
+        if self._on_open is None:
+            stream.refuse("this side does not accept streams")
+            return
+        task = asyncio.ensure_future(self._run_handler(stream))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_handler(self, stream: MuxStream) -> None:
+        assert self._on_open is not None
+        try:
+            await self._on_open(stream)
+        except Exception as exc:
+            log.exception("tunnel stream handler failed")
+            stream.reset(f"handler failed: {exc}")
+
+    # --- the session API ------------------------------------------------------------------
+
+    async def open(self, meta: dict[str, Any], timeout: float = 15.0) -> MuxStream:
+        """Open a stream; raises ConnectionProblem if refused or the tunnel is gone."""
+        if self.closed.done():
+            raise ConnectionProblem(self.closed.result())
+        stream = MuxStream(self, self._next_id, meta)
+        self._next_id += 2
+        self._streams[stream.id] = stream
+        self._send(FrameType.OPEN, stream.id, json.dumps(meta).encode())
+        try:
+            await asyncio.wait_for(asyncio.shield(stream.opened), timeout)
+        except TimeoutError:
+            stream.reset("open timed out")
+            raise ConnectionProblem("the far side of the tunnel did not answer") from None
+        return stream
+
+    async def ping(self, timeout: float = 10.0) -> float:
+        """Round-trip time in seconds."""
+        token = os.urandom(8)
+        fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._pings[token] = fut
+        start = time.monotonic()
+        self._send(FrameType.PING, 0, token)
+        try:
+            return await asyncio.wait_for(fut, timeout) - start
+        finally:
+            self._pings.pop(token, None)
+
+    def close(self, reason: str = "closing") -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._send(FrameType.GOAWAY, 0, reason.encode()[:4096])
+            self._transport.close()
+
+    @property
+    def stream_count(self) -> int:
+        return len(self._streams)
+
+
+async def splice(stream: MuxStream, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+    """Copy between a tunnel stream and a socket both ways, then close both."""
+
+    async def to_socket() -> None:
+        try:
+            while data := await stream.read():
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionProblem, ConnectionError, OSError):
+            pass
+        finally:
+            if writer.can_write_eof() and not writer.is_closing():
+                try:
+                    writer.write_eof()
+                except OSError:
+                    writer.close()
+            else:
+                writer.close()
+
+    async def to_stream() -> None:
+        try:
+            while data := await reader.read(MAX_PAYLOAD):
+                await stream.write(data)
+            stream.write_eof()
+        except (ConnectionProblem, ConnectionError, OSError) as exc:
+            stream.reset(str(exc))
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(to_socket())
+            tg.create_task(to_stream())
+    finally:
+        writer.close()
+        if not stream.done:
+            stream.reset("spliced connection closed")
