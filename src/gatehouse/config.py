@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gatehouse.errors import BadParameter
+from gatehouse.types.resource import LabelKey, split_host_port
 
 __all__ = [
     "DEFAULT_AUTH_ADDR",
@@ -21,25 +22,11 @@ __all__ = [
     "ProxyService",
     "SSHService",
     "load_config",
-    "split_hostport",
 ]
 
 DEFAULT_AUTH_ADDR = "127.0.0.1:3025"
 DEFAULT_PROXY_ADDR = "127.0.0.1:3080"
 DEFAULT_SSH_ADDR = "127.0.0.1:3022"
-
-
-def split_hostport(addr: str, default_port: int | None = None) -> tuple[str, int]:
-    """'host:port' (or '[v6]:port') -> (host, port); clear error otherwise."""
-    host, sep, port = addr.rpartition(":")
-    if not sep:
-        if default_port is None:
-            raise BadParameter(f"address {addr!r} has no port (expected HOST:PORT)")
-        return addr, default_port
-    host = host.strip("[]")
-    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise BadParameter(f"address {addr!r} is not HOST:PORT")
-    return host, int(port)
 
 
 class _Strict(BaseModel):
@@ -48,7 +35,10 @@ class _Strict(BaseModel):
 
 def _check_addr(value: str | None) -> str | None:
     if value is not None:
-        split_hostport(value)
+        try:
+            split_host_port(value)
+        except BadParameter as exc:
+            raise ValueError(str(exc)) from None  # pydantic adds where in the file
     return value
 
 
@@ -88,7 +78,7 @@ class SSHService(_Strict):
     enabled: bool = False
     listen_addr: str = DEFAULT_SSH_ADDR
     public_addr: str | None = None
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[LabelKey, str] = Field(default_factory=dict)
 
     _addrs = field_validator("listen_addr", "public_addr")(_check_addr)
 
@@ -96,7 +86,7 @@ class SSHService(_Strict):
         """The address the proxy dials: public_addr, else listen_addr (0.0.0.0 -> 127.0.0.1)."""
         if self.public_addr:
             return self.public_addr
-        host, port = split_hostport(self.listen_addr)
+        host, port = split_host_port(self.listen_addr)
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"
         return f"{host}:{port}"

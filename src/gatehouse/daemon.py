@@ -30,11 +30,12 @@ from gatehouse.client.admin import identity_bundle
 from gatehouse.client.api import APIClient
 from gatehouse.client.join import join_cluster
 from gatehouse.clock import Clock, SystemClock
-from gatehouse.config import Config, split_hostport
+from gatehouse.config import Config
 from gatehouse.errors import BadParameter
 from gatehouse.keystore import StoredIdentity, write_private
 from gatehouse.node.service import NodeService
 from gatehouse.proxy.service import ProxyService
+from gatehouse.types.resource import split_host_port
 
 __all__ = ["Started", "run"]
 
@@ -72,7 +73,7 @@ def _lock_data_dir(data_dir: Path) -> Iterator[Path]:
 
 def _dial_addr(listen_addr: str) -> str:
     """Where this process reaches its own listener (0.0.0.0 -> 127.0.0.1)."""
-    host, port = split_hostport(listen_addr)
+    host, port = split_host_port(listen_addr)
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
     return f"{host}:{port}"
@@ -82,7 +83,7 @@ def _proxy_names(cfg: Config) -> list[str]:
     names = ["localhost", "127.0.0.1"]
     for addr in (cfg.proxy_service.public_addr, cfg.proxy_service.listen_addr):
         if addr:
-            host = split_hostport(addr)[0]
+            host = split_host_port(addr)[0]
             if host in ("0.0.0.0", "::"):
                 names.append(socket.gethostname())
             else:
@@ -101,7 +102,7 @@ def _save_local(auth: AuthServer, store: StoredIdentity, role: str, nodename: st
 
 async def _start_auth(cfg: Config, auth: AuthServer, stack: contextlib.AsyncExitStack) -> None:
     data_dir = cfg.data_dir
-    host, port = split_hostport(cfg.auth_service.listen_addr)
+    host, port = split_host_port(cfg.auth_service.listen_addr)
     store = StoredIdentity(data_dir / "auth")
     names = ["localhost", "127.0.0.1", host]
     _save_local(auth, store, "auth", "auth", [], names)

@@ -35,11 +35,11 @@ class DialRequest:
         try:
             raw = json.loads(line)
             target, cluster, port = raw["target"], raw.get("cluster", ""), raw.get("port", 0)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise BadParameter(f"malformed dial request: {exc}") from exc
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+            raise BadParameter(f"malformed dial request: {type(exc).__name__}") from exc
         if not isinstance(target, str) or not target or not isinstance(cluster, str):
             raise BadParameter("dial request needs a target and a cluster name")
-        if not isinstance(port, int) or not 0 <= port <= 65535:
+        if type(port) is not int or not 0 <= port <= 65535:
             raise BadParameter(f"dial request has a bad port {port!r}")
         return cls(target=target, cluster=cluster, port=port)
 
@@ -59,7 +59,9 @@ class DialReply:
     def decode(cls, line: bytes) -> DialReply:
         try:
             raw = json.loads(line)
-            ok, error = bool(raw["ok"]), str(raw.get("error", ""))
-        except (ValueError, KeyError, TypeError) as exc:
+            ok, error = raw["ok"], raw.get("error") or ""
+            if not isinstance(ok, bool) or not isinstance(error, str):
+                raise TypeError("ok must be a boolean and error a string")
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise BadParameter(f"malformed reply from proxy: {exc}") from exc
         return cls(error="" if ok else (error or "proxy refused the connection"))

@@ -26,9 +26,13 @@ _ALPHABET = re.compile(r"^[A-Za-z0-9_-]+$")
 def _pin_of(fingerprint: str) -> str:
     """'sha256:<hex>' (x509.ca_fingerprint) -> 43 url-safe base64 characters."""
     algo, _, hexdigest = fingerprint.partition(":")
-    if algo != "sha256" or len(hexdigest) != 64:
-        raise BadParameter(f"not a sha256 CA fingerprint: {fingerprint!r}")
-    return base64.urlsafe_b64encode(bytes.fromhex(hexdigest)).decode().rstrip("=")
+    try:
+        if algo != "sha256" or len(hexdigest) != 64:
+            raise ValueError(algo)
+        digest = bytes.fromhex(hexdigest)
+    except ValueError:
+        raise BadParameter(f"not a sha256 CA fingerprint: {fingerprint!r}") from None
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
 @dataclass(frozen=True)

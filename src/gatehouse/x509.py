@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
@@ -255,7 +255,7 @@ def load_key(pem: str | bytes) -> ed25519.Ed25519PrivateKey:
     data = pem.encode() if isinstance(pem, str) else pem
     try:
         key = serialization.load_pem_private_key(data, password=None)
-    except ValueError as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise BadParameter(f"malformed private key: {exc}") from exc
     if not isinstance(key, ed25519.Ed25519PrivateKey):
         raise BadParameter("private key is not Ed25519")

@@ -12,14 +12,16 @@ from typing import Any
 from aiohttp import web
 
 from gatehouse import rbac
-from gatehouse.auth.identify import Caller, authorize, identify
+from gatehouse.auth.identify import Caller, authorize, caller_roles, identify
 from gatehouse.auth.server import AuthServer, JoinRequest
+from gatehouse.auth.trust import PublicCA
 from gatehouse.errors import BadParameter, GatehouseError, NotFound
 from gatehouse.proxy.web import CLIENT_CERT_HEADER, REMOTE_ADDR_HEADER
 from gatehouse.services.events import HOST_EMITTABLE, AuditEvent
 from gatehouse.tls import peer_der
 from gatehouse.types.cert_authority import CertAuthority, CertAuthoritySpec
 from gatehouse.types.resource import Metadata, Resource, parse_duration
+from gatehouse.types.trusted_cluster import TrustedCluster
 from gatehouse.types.yaml_io import canonical_kind, from_json_obj, to_json_obj
 
 __all__ = ["make_api_app"]
@@ -34,9 +36,9 @@ def _server(request: web.Request) -> AuthServer:
     return request.app[_SERVER]
 
 
-def _caller(request: web.Request) -> Caller | None:
+async def _caller(request: web.Request) -> Caller | None:
     ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
-    return identify(
+    return await identify(
         _server(request),
         peer_der(ssl_object),
         request.headers.get(CLIENT_CERT_HEADER),
@@ -45,8 +47,8 @@ def _caller(request: web.Request) -> Caller | None:
     )
 
 
-async def _allowed(request: web.Request, resource: str, verb: str) -> Caller:
-    return await authorize(_server(request), _caller(request), resource, verb)
+async def _allowed(request: web.Request, resource: str, verb: str | None) -> Caller:
+    return await authorize(_server(request), await _caller(request), resource, verb)
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -125,7 +127,7 @@ def _certs_json(server: AuthServer, certs: Any) -> dict[str, Any]:
 
 async def login(request: web.Request) -> web.Response:
     server = _server(request)
-    caller = _caller(request)
+    caller = await _caller(request)
     body = await _body(request)
     ttl = parse_duration(body["ttl"]) if body.get("ttl") else None
     certs = await server.login(
@@ -138,7 +140,7 @@ async def login(request: web.Request) -> web.Response:
 
 async def join(request: web.Request) -> web.Response:
     server = _server(request)
-    caller = _caller(request)
+    caller = await _caller(request)
     body = await _body(request)
     req = JoinRequest(
         token=_field(body, "token"),
@@ -151,6 +153,17 @@ async def join(request: web.Request) -> web.Response:
     )
     host_id, certs = await server.join(req)
     return web.json_response({**_certs_json(server, certs), "host_id": host_id})
+
+
+async def join_leaf(request: web.Request) -> web.Response:
+    """Root side of a trusted-cluster join (anonymous: the token is the credential)."""
+    server = _server(request)
+    caller = await _caller(request)
+    body = await _body(request)
+    leaf_ca = PublicCA.from_json(body.get("ca"))
+    cas = await server.accept_leaf(_field(body, "token"), leaf_ca,
+                                   caller.remote_addr if caller else (request.remote or ""))
+    return web.json_response({"cluster": server.cluster, "cas": [c.to_json() for c in cas]})
 
 
 # --- hosts --------------------------------------------------------------------------------
@@ -176,9 +189,21 @@ async def resolve(request: web.Request) -> web.Response:
 
 
 async def _trust_snapshot(server: AuthServer) -> dict[str, Any]:
+    """Everything nodes and proxies decide with; pushed again on every change."""
+    trusted = await server.trust.trusted_user_cas()
+    roots = []
+    for tc in await server.trust.trusted.list():
+        host = (await server.trust.root_cas(tc.metadata.name)).get("host")
+        roots.append({"name": tc.metadata.name, "enabled": tc.spec.enabled,
+                      "proxy_addr": tc.spec.proxy_addr,
+                      "role_map": [m.model_dump() for m in tc.spec.role_map],
+                      "host_ca_tls": host.tls if host else ""})
     return {
         "cluster": server.cluster,
-        "user_cas": [{"cluster": server.cluster, "ssh": server.cas["user"].ssh_public_line}],
+        "user_cas": [PublicCA.of(server.cas["user"]).to_json(),
+                     *(ca.to_json() for _, ca in trusted)],
+        "trusted_clusters": roots,
+        "leaf_host_cas": [ca.to_json() for ca in await server.trust.leaf_cas()],
         "roles": [to_json_obj(r) for r in await server.roles.list()],
         "users": [u.metadata.name for u in await server.users.list()],
     }
@@ -192,7 +217,8 @@ async def trust(request: web.Request) -> web.StreamResponse:
         return web.json_response(await _trust_snapshot(server))
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await response.prepare(request)
-    with server.backend.watch([b"/roles/", b"/users/", b"/authorities/"]) as watcher:
+    prefixes = [b"/roles/", b"/users/", b"/authorities/", b"/trusted_clusters/"]
+    async with server.backend.watch(prefixes) as watcher:
         await response.write(json.dumps(await _trust_snapshot(server)).encode() + b"\n")
         async for _ in watcher:
             # Coalesce a burst of changes into one snapshot.
@@ -202,6 +228,14 @@ async def trust(request: web.Request) -> web.StreamResponse:
                         pass
             await response.write(json.dumps(await _trust_snapshot(server)).encode() + b"\n")
     return response
+
+
+async def remote_heartbeat(request: web.Request) -> web.Response:
+    await _allowed(request, "remote_cluster", "heartbeat")
+    body = await _body(request)
+    await _server(request).trust.leaf_heartbeat(request.match_info["name"],
+                                                bool(body.get("online")))
+    return web.json_response({})
 
 
 async def post_events(request: web.Request) -> web.Response:
@@ -253,7 +287,7 @@ async def list_nodes(request: web.Request) -> web.Response:
     nodes = await server.nodes.list()
     ident = caller.identity
     if ident.kind == "user":  # a user sees the nodes their roles select
-        roles = await server.roles_named(ident.roles)
+        roles = await caller_roles(server, ident)
         nodes = [n for n in nodes if rbac.can_see_node(roles, n.metadata.labels)]
     selector = json.loads(request.query.get("labels", "{}") or "{}")
     if selector:
@@ -264,6 +298,25 @@ async def list_nodes(request: web.Request) -> web.Response:
     if limit > 0:
         nodes = nodes[:limit]
     return web.json_response([to_json_obj(n) for n in nodes])
+
+
+async def clusters(request: web.Request) -> web.Response:
+    """This cluster and its leaves, with status and host CAs (for gsh's known_hosts)."""
+    caller = await _allowed(request, "cluster", None)
+    server = _server(request)
+    out: list[dict[str, str | None]] = [
+        {"name": server.cluster, "type": "root", "status": "online", "last_heartbeat": None,
+         "host_ca_ssh": server.cas["host"].ssh_public_line}]
+    if caller.identity.cluster == server.cluster:
+        cas = {ca.cluster: ca for ca in await server.trust.leaf_cas()}
+        for rc in await server.trust.remote_clusters():
+            ca = cas.get(rc.metadata.name)
+            out.append({"name": rc.metadata.name, "type": "leaf",
+                        "status": rc.status.connection,
+                        "last_heartbeat": rc.status.last_heartbeat.isoformat()
+                        if rc.status.last_heartbeat else None,
+                        "host_ca_ssh": ca.ssh if ca else ""})
+    return web.json_response(out)
 
 
 async def status(request: web.Request) -> web.Response:
@@ -336,7 +389,7 @@ async def add_token(request: web.Request) -> web.Response:
 
 def _store(server: AuthServer, kind: str) -> Any:
     stores = {"user": server.users, "role": server.roles, "token": server.tokens,
-              "node": server.nodes}
+              "node": server.nodes, "trusted_cluster": server.trust.trusted}
     if kind not in stores:
         raise BadParameter(f"resources of kind {kind!r} cannot be managed here")
     return stores[kind]
@@ -352,6 +405,11 @@ async def get_resources(request: web.Request) -> web.Response:
         items = [ca for ca in _ca_resources(server) if not name or ca.metadata.name == name]
         if name and not items:
             raise NotFound(f"cert_authority {name} not found")
+    elif kind == "remote_cluster":
+        items = [rc for rc in await server.trust.remote_clusters()
+                 if not name or rc.metadata.name == name]
+        if name and not items:
+            raise NotFound(f"remote_cluster {name} not found")
     elif name:
         items = [await _store(server, kind).get(name)]
     else:
@@ -364,6 +422,9 @@ async def put_resource(request: web.Request) -> web.Response:
     res = from_json_obj(await _body(request))
     upsert = request.query.get("upsert") == "1"
     caller = await _allowed(request, res.kind, "update" if upsert else "create")
+    if isinstance(res, TrustedCluster):
+        joined = await server.upsert_trusted_cluster(res, force=upsert)
+        return web.json_response(to_json_obj(res), status=201 if joined else 200)
     store = _store(server, res.kind)
     existed = True
     try:
@@ -388,6 +449,10 @@ async def delete_resource(request: web.Request) -> web.Response:
     server = _server(request)
     if kind == "user":
         await server.delete_user(name)
+    elif kind == "trusted_cluster":
+        await server.delete_trusted_cluster(name)
+    elif kind == "remote_cluster":
+        await server.delete_remote_cluster(name)
     else:
         await _store(server, kind).delete(name)
     await server.audit.emit("user.delete" if kind == "user" else "resource.delete",
@@ -403,6 +468,9 @@ def make_api_app(server: AuthServer) -> web.Application:
     r.add_get("/v1/ping", ping)
     r.add_post("/v1/login", login)
     r.add_post("/v1/join", join)
+    r.add_post("/v1/trusted_clusters/join", join_leaf)
+    r.add_get("/v1/clusters", clusters)
+    r.add_post("/v1/remote_clusters/{name}/heartbeat", remote_heartbeat)
     r.add_get("/v1/status", status)
     r.add_post("/v1/nodes/heartbeat", heartbeat)
     r.add_get("/v1/nodes/resolve", resolve)

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 
 from cryptography import x509 as cx509
 
-from gatehouse import rbac, x509
+from gatehouse import rbac, rolemap, x509
 from gatehouse.auth.server import AuthServer
 from gatehouse.errors import AccessDenied, NotFound
+from gatehouse.types.role import Role
 
-__all__ = ["HOST_PERMISSIONS", "Caller", "authorize", "identify"]
+__all__ = ["HOST_PERMISSIONS", "Caller", "authorize", "caller_roles", "identify"]
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 HOST_PERMISSIONS: dict[str, frozenset[tuple[str, str]]] = {
     "node": frozenset({("node", "heartbeat"), ("trust", "read"), ("event", "create")}),
     "proxy": frozenset({("node", "list"), ("node", "resolve"), ("event", "create"),
-                        ("trust", "read")}),
+                        ("trust", "read"), ("remote_cluster", "heartbeat")}),
 }
 
 
@@ -37,11 +38,14 @@ class Caller:
     remote_addr: str
 
 
-def _verify(server: AuthServer, der: bytes) -> x509.Identity:
+def _load(der: bytes) -> cx509.Certificate:
     try:
-        cert = cx509.load_der_x509_certificate(der)
+        return cx509.load_der_x509_certificate(der)
     except ValueError as exc:
         raise AccessDenied("client certificate is malformed") from exc
+
+
+def _verify_local(server: AuthServer, cert: cx509.Certificate) -> x509.Identity:
     ca = x509.verify_issued_by(
         cert, [server.cas["user"].tls_cert, server.cas["host"].tls_cert], server.clock.now()
     )
@@ -52,17 +56,35 @@ def _verify(server: AuthServer, der: bytes) -> x509.Identity:
     return ident
 
 
-def identify(
+async def _verify_trusted(server: AuthServer, cert: cx509.Certificate) -> x509.Identity:
+    """A user certificate signed by the user CA of an enabled trusted (root) cluster."""
+    for tc, ca in await server.trust.trusted_user_cas():
+        try:
+            x509.verify_issued_by(cert, [x509.load_cert(ca.tls)], server.clock.now())
+        except AccessDenied:
+            continue
+        ident = x509.identity_of(cert)
+        if ident.kind != "user" or ident.cluster != tc.metadata.name:
+            raise AccessDenied("client certificate does not match its issuing authority")
+        return ident
+    raise AccessDenied("certificate is not signed by a trusted certificate authority")
+
+
+async def identify(
     server: AuthServer,
     peer_der: bytes | None,
     forwarded_der: str | None,
     peer_addr: str,
     forwarded_addr: str | None,
 ) -> Caller | None:
-    """The caller, or None for an anonymous one (only ping, login and join allow that)."""
+    """The caller, or None for an anonymous one (only ping, login and join allow that).
+
+    Certificates of trusted (root) clusters' users are accepted only when a proxy
+    of this cluster relays them: that is how a root user's calls reach a leaf.
+    """
     if not peer_der:
         return None
-    ident = _verify(server, peer_der)
+    ident = _verify_local(server, _load(peer_der))
     if forwarded_der is None:
         return Caller(ident, peer_addr)
     if ident.system_role != "proxy":
@@ -74,25 +96,64 @@ def identify(
         der = base64.b64decode(forwarded_der, validate=True)
     except binascii.Error as exc:
         raise AccessDenied("forwarded client certificate is malformed") from exc
-    return Caller(_verify(server, der), remote)
+    cert = _load(der)
+    try:
+        forwarded = _verify_local(server, cert)
+    except AccessDenied as local_reason:
+        try:
+            forwarded = await _verify_trusted(server, cert)
+        except AccessDenied:
+            raise local_reason from None
+    if forwarded.kind != "user":
+        # Hosts talk to the auth in their own name; a proxy relays only users.
+        raise AccessDenied("a proxy may relay only user certificates")
+    return Caller(forwarded, remote)
 
 
-async def authorize(server: AuthServer, caller: Caller | None, resource: str, verb: str) -> Caller:
-    """Allow or raise AccessDenied (audited) with the reason."""
+async def caller_roles(server: AuthServer, ident: x509.Identity) -> list[Role]:
+    """A user's roles on this cluster: their own, or a root user's mapped by the role map."""
+    if ident.cluster == server.cluster:
+        try:
+            await server.users.get(ident.name)
+        except NotFound:
+            raise AccessDenied(f"user {ident.name} no longer exists") from None
+        return await server.roles_named(ident.roles)
+    try:
+        tc = await server.trust.trusted.get(ident.cluster)
+    except NotFound:
+        raise AccessDenied(f"cluster {ident.cluster} is not trusted here") from None
+    if not tc.spec.enabled:
+        raise AccessDenied(f"trust in cluster {ident.cluster} is disabled")
+    existing = {r.metadata.name for r in await server.roles.list()}
+    mapped = rolemap.map_roles(tc.spec.role_map, ident.roles, existing)
+    if mapped.missing:
+        log.warning("role map of %s names missing roles: %s", ident.cluster,
+                    ", ".join(mapped.missing))
+    return await server.roles_named(rolemap.require_mapped(mapped, ident.name, ident.cluster))
+
+
+async def authorize(
+    server: AuthServer, caller: Caller | None, resource: str, verb: str | None
+) -> Caller:
+    """Allow or raise AccessDenied (audited) with the reason.
+
+    ``verb`` None asks only that the caller be who they claim and still exist
+    (calls every user may make, such as listing the clusters they can reach).
+    """
     try:
         if caller is None or not caller.identity.name:
             raise AccessDenied("this call needs a certificate: run `gsh login` or use gatectl -c")
         ident = caller.identity
+        if verb is None:
+            if ident.kind == "user":
+                await caller_roles(server, ident)
+            return caller
         if ident.kind == "host":
             role = ident.system_role
             if role == "admin" or (resource, verb) in HOST_PERMISSIONS.get(role, frozenset()):
                 return caller
             raise AccessDenied(f"a {role} may not {verb} {resource}")
-        try:
-            await server.users.get(ident.name)
-        except NotFound:
-            raise AccessDenied(f"user {ident.name} no longer exists") from None
-        roles = await server.roles_named(ident.roles)
+        roles = await caller_roles(server, ident)
         decision = rbac.check_rule(roles, resource=resource, verb=verb)
         if not decision.allowed:
             raise AccessDenied(decision.reason)

@@ -1,16 +1,23 @@
-"""Password hashes (argon2id) and the lock after repeated failures."""
+"""Password hashes (argon2id) and the lock after repeated failures.
+
+Every attempt is recorded BEFORE the password is verified, as its own expiring
+item, and counted: parallel guesses cannot all slip past the lock before any
+of them is counted. A verified attempt is taken back. The fifth failure within
+LOCK_FOR sets a lock item that lasts LOCK_FOR from that failure; attempts
+while locked are refused without being counted (they do not extend the lock).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
+import uuid
 
 import argon2
 
-from gatehouse.backend import Backend, Item
+from gatehouse.backend import Backend, Item, prefix_end
 from gatehouse.clock import Clock
-from gatehouse.errors import AccessDenied, BadParameter, LimitExceeded, NotFound
+from gatehouse.errors import AccessDenied, AlreadyExists, BadParameter, LimitExceeded, NotFound
 
 __all__ = ["LOCK_AFTER", "LOCK_FOR", "MIN_LENGTH", "PasswordStore"]
 
@@ -26,6 +33,14 @@ class PasswordStore:
         self._backend = backend
         self._clock = clock
 
+    @staticmethod
+    def _attempts(user: str) -> bytes:
+        return f"/login_failures/{user}/".encode()
+
+    @staticmethod
+    def _lock_key(user: str) -> bytes:
+        return f"/login_locks/{user}".encode()
+
     async def set(self, user: str, password: str) -> None:
         if len(password) < MIN_LENGTH:
             raise BadParameter(f"password must be at least {MIN_LENGTH} characters")
@@ -35,49 +50,63 @@ class PasswordStore:
         await self.clear_failures(user)
 
     async def delete(self, user: str) -> None:
-        for key in (f"/passwords/{user}", f"/login_failures/{user}"):
-            with contextlib.suppress(NotFound):
-                await self._backend.delete(key.encode())
+        with contextlib.suppress(NotFound):
+            await self._backend.delete(f"/passwords/{user}".encode())
+        await self.clear_failures(user)
 
     async def check(self, user: str, password: str) -> None:
         """Raise AccessDenied (wrong) or LimitExceeded (locked); both say why in one line.
 
-        Success does not clear earlier failures: the caller does that with
-        ``clear_failures`` once every factor has passed.
+        Failures stay counted until ``clear_failures``: the caller clears once
+        every factor has passed.
         """
-        failures = await self._failures(user)
-        if len(failures) >= LOCK_AFTER:
-            until = failures[-1] + LOCK_FOR
-            raise LimitExceeded(
-                f"user {user} is locked after {LOCK_AFTER} failed logins until "
-                f"{until.isoformat(timespec='seconds')}"
-            )
+        await self._refuse_if_locked(user)
+        attempt = await self._record(user)
+        if await self._failures(user) > LOCK_AFTER:
+            await self._lock(user)
+            await self._refuse_if_locked(user)
         try:
             stored = (await self._backend.get(f"/passwords/{user}".encode())).value.decode()
             _hasher.verify(stored, password)
         except (NotFound, argon2.exceptions.VerificationError,
                 argon2.exceptions.InvalidHashError) as exc:
-            await self.record_failure(user)
+            if await self._failures(user) >= LOCK_AFTER:
+                await self._lock(user)
             raise AccessDenied("invalid user name or password") from exc
+        await self._backend.delete(attempt)  # a right password is not a failure
 
     async def record_failure(self, user: str) -> None:
-        now = self._clock.now()
-        failures = [*await self._failures(user), now]
-        await self._backend.put(
-            Item(
-                key=f"/login_failures/{user}".encode(),
-                value=json.dumps([t.timestamp() for t in failures]).encode(),
-                expires=now + LOCK_FOR,
-            )
-        )
+        """Count a failure of another factor (a wrong one-time code) toward the lock."""
+        await self._record(user)
+        if await self._failures(user) >= LOCK_AFTER:
+            await self._lock(user)
 
-    async def _failures(self, user: str) -> list[dt.datetime]:
+    async def _record(self, user: str) -> bytes:
+        now = self._clock.now()
+        key = self._attempts(user) + str(uuid.uuid4()).encode()
+        await self._backend.put(Item(key=key, value=b"", expires=now + LOCK_FOR))
+        return key
+
+    async def _failures(self, user: str) -> int:
+        prefix = self._attempts(user)
+        return len(await self._backend.get_range(prefix, prefix_end(prefix)))
+
+    async def _lock(self, user: str) -> None:
+        until = self._clock.now() + LOCK_FOR
+        with contextlib.suppress(AlreadyExists):
+            await self._backend.create(Item(key=self._lock_key(user), value=b"", expires=until))
+
+    async def _refuse_if_locked(self, user: str) -> None:
         try:
-            item = await self._backend.get(f"/login_failures/{user}".encode())
+            lock = await self._backend.get(self._lock_key(user))
         except NotFound:
-            return []
-        return [dt.datetime.fromtimestamp(t, tz=dt.UTC) for t in json.loads(item.value)]
+            return
+        until = lock.expires.isoformat(timespec="seconds") if lock.expires else "unlocked"
+        raise LimitExceeded(
+            f"user {user} is locked after {LOCK_AFTER} failed logins until {until}")
 
     async def clear_failures(self, user: str) -> None:
+        prefix = self._attempts(user)
+        await self._backend.delete_range(prefix, prefix_end(prefix))
         with contextlib.suppress(NotFound):
-            await self._backend.delete(f"/login_failures/{user}".encode())
+            await self._backend.delete(self._lock_key(user))

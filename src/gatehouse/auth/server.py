@@ -10,14 +10,19 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from gatehouse import rbac, x509
 from gatehouse.auth import authorities, issuer
 from gatehouse.auth.passwords import PasswordStore
+from gatehouse.auth.rootjoin import join_root
 from gatehouse.auth.totp import TOTPStore
+from gatehouse.auth.trust import PublicCA, TrustStore
 from gatehouse.backend import Backend, Item
 from gatehouse.clock import Clock
 from gatehouse.errors import AccessDenied, AlreadyExists, BadParameter, GatehouseError, NotFound
@@ -25,9 +30,10 @@ from gatehouse.jointoken import JoinToken
 from gatehouse.services.events import AuditLog
 from gatehouse.services.resources import ResourceStore
 from gatehouse.types.node import Node, NodeSpec, NodeStatus
-from gatehouse.types.resource import Metadata
+from gatehouse.types.resource import NAME_PATTERN, Metadata, split_host_port
 from gatehouse.types.role import Role, preset_roles
 from gatehouse.types.token import Token, TokenMetadata, TokenSpec, TokenType
+from gatehouse.types.trusted_cluster import TrustedCluster
 from gatehouse.types.user import User
 
 __all__ = ["DEFAULT_USER_TTL", "HOST_TTL", "NODE_TTL", "AuthServer", "JoinRequest"]
@@ -70,6 +76,7 @@ class AuthServer:
         self.nodes = ResourceStore(backend, "node", Node)
         self.passwords = PasswordStore(backend, clock)
         self.totp = TOTPStore(backend, clock, issuer=f"Gatehouse {cluster}")
+        self.trust = TrustStore(backend, clock, cluster, self.audit)
 
     @classmethod
     async def open(cls, backend: Backend, clock: Clock, cluster: str) -> AuthServer:
@@ -227,6 +234,11 @@ class AuthServer:
         try:
             if req.role not in ("node", "proxy"):
                 raise BadParameter(f"cannot join as {req.role!r}: expected node or proxy")
+            # Everything is checked before the single-use token is spent.
+            if not re.fullmatch(NAME_PATTERN, req.nodename):
+                raise BadParameter(f"invalid node name {req.nodename!r}")
+            for addr in req.addrs:
+                split_host_port(addr)
             key = issuer.parse_public_key(req.public_key)
             try:
                 token = await self.tokens.get(req.token)
@@ -255,11 +267,17 @@ class AuthServer:
         self, host_id: str, hostname: str, addr: str, labels: dict[str, str]
     ) -> Node:
         now = self.clock.now()
-        node = Node(
-            metadata=Metadata(name=host_id, labels=labels, expires=now + NODE_TTL),
-            spec=NodeSpec(hostname=hostname, addr=addr, cluster=self.cluster, host_id=host_id),
-            status=NodeStatus(last_heartbeat=now),
-        )
+        try:
+            node = Node(
+                metadata=Metadata(name=host_id, labels=labels, expires=now + NODE_TTL),
+                spec=NodeSpec(hostname=hostname, addr=addr, cluster=self.cluster,
+                              host_id=host_id),
+                status=NodeStatus(last_heartbeat=now),
+            )
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise BadParameter(f"bad heartbeat: {where}: {err['msg']}") from None
         return await self.nodes.upsert(node)
 
     async def resolve_node(self, target: str) -> Node:
@@ -275,3 +293,47 @@ class AuthServer:
                 f"node name {target} is ambiguous ({len(matches)} nodes); use its host id"
             )
         return matches[0]
+
+    # --- trusted clusters -----------------------------------------------------------------
+
+    async def upsert_trusted_cluster(self, tc: TrustedCluster, *, force: bool) -> bool:
+        """Join the root named by ``tc`` (first time) or apply enabled/role_map (``force``).
+
+        Returns True when a join happened. Re-running a join that already
+        succeeded is an update, so it is idempotent.
+        """
+        name = tc.metadata.name
+        if name == self.cluster:
+            raise BadParameter(f"a cluster cannot trust itself ({name})")
+        try:
+            existing: TrustedCluster | None = await self.trust.trusted.get(name)
+        except NotFound:
+            existing = None
+        if existing is not None and not force:
+            raise AlreadyExists(f"trusted_cluster {name} already exists; use `gatectl create -f` "
+                                "to change enabled or role_map")
+        joined = bool(await self.trust.root_cas(name))
+        if not joined:
+            cas = await join_root(tc, PublicCA.of(self.cas["host"]))
+            await self.trust.store_root(tc, cas)
+            await self.audit.emit("trusted_cluster.create", fields={"root": name,
+                                  "proxy_addr": tc.spec.proxy_addr, "enabled": tc.spec.enabled})
+            return True
+        await self.trust.trusted.upsert(tc)
+        await self.audit.emit("trusted_cluster.update", fields={
+            "root": name, "enabled": tc.spec.enabled,
+            "role_map": [m.model_dump() for m in tc.spec.role_map]})
+        return False
+
+    async def delete_trusted_cluster(self, name: str) -> None:
+        await self.trust.remove_root(name)
+        await self.audit.emit("trusted_cluster.delete", fields={"root": name})
+
+    async def accept_leaf(self, token: str, leaf_ca: PublicCA, remote_addr: str) -> list[PublicCA]:
+        """Root side of a join; returns this cluster's public user and host CAs."""
+        await self.trust.accept_leaf(token, leaf_ca, remote_addr)
+        return [PublicCA.of(self.cas["user"]), PublicCA.of(self.cas["host"])]
+
+    async def delete_remote_cluster(self, name: str) -> None:
+        await self.trust.remove_leaf(name)
+        await self.audit.emit("remote_cluster.delete", fields={"leaf": name})

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from gatehouse import x509
 from gatehouse.client.api import APIClient
-from gatehouse.config import DEFAULT_AUTH_ADDR, Config, load_config, split_hostport
+from gatehouse.config import DEFAULT_AUTH_ADDR, Config, load_config
 from gatehouse.errors import BadParameter, NotFound
 from gatehouse.keystore import StoredIdentity
+from gatehouse.types.resource import split_host_port
 
 __all__ = ["AdminTarget", "admin_target", "identity_bundle"]
 
@@ -58,7 +59,7 @@ def admin_target(config: Path | None, identity: Path | None, auth_server: str) -
     if identity is not None:
         if not auth_server:
             raise BadParameter("--identity needs --auth-server=HOST:PORT")
-        split_hostport(auth_server)
+        split_host_port(auth_server)
         return _from_bundle(identity, auth_server)
     cfg = load_config(config) if config else Config.single_node()
     if not cfg.auth_service.enabled:
@@ -68,7 +69,7 @@ def admin_target(config: Path | None, identity: Path | None, auth_server: str) -
     if not store.exists():
         raise NotFound(f"no admin credentials in {store.directory}: "
                        "has `gatehouse start` run with this config?")
-    host, port = split_hostport(auth_server or cfg.auth_service.listen_addr or DEFAULT_AUTH_ADDR)
+    host, port = split_host_port(auth_server or cfg.auth_service.listen_addr or DEFAULT_AUTH_ADDR)
     if host in ("0.0.0.0", "::"):
         host = "127.0.0.1"
     return AdminTarget(f"{host}:{port}", store.identity().cluster,

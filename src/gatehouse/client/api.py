@@ -25,7 +25,9 @@ class APIClient:
         *,
         server_hostname: str | None = None,
         timeout: float = 30.0,
+        headers: dict[str, str] | None = None,
     ) -> None:
+        self._headers = headers
         self.addr = addr
         self._base = f"https://{addr}"
         self._ssl = ssl_context
@@ -44,6 +46,7 @@ class APIClient:
             self._session = aiohttp.ClientSession(
                 timeout=self._timeout,
                 connector=aiohttp.TCPConnector(ssl=self._ssl, limit=32),
+                headers=self._headers,
             )
         return self._session
 

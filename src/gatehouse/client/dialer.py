@@ -11,9 +11,9 @@ import ssl
 from collections.abc import Callable
 from typing import TypeVar
 
-from gatehouse.config import split_hostport
 from gatehouse.dialwire import MAX_LINE, DialReply, DialRequest
 from gatehouse.errors import AccessDenied, ConnectionProblem, GatehouseError
+from gatehouse.types.resource import split_host_port
 
 __all__ = ["ProxyTunnel", "dial", "open_stream"]
 
@@ -67,7 +67,7 @@ async def dial(
     protocol_factory: Callable[[], P],
 ) -> tuple[asyncio.Transport, P]:
     """Connect through the proxy and hand the stream to a new protocol."""
-    host, port = split_hostport(proxy)
+    host, port = split_host_port(proxy)
     loop = asyncio.get_running_loop()
     try:
         transport, hs = await asyncio.wait_for(

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from gatehouse.client.admin import AdminTarget
 from gatehouse.client.api import APIClient
-from gatehouse.config import split_hostport
 from gatehouse.errors import GatehouseError
+from gatehouse.types.resource import split_host_port
 
 __all__ = ["Check", "check_services"]
 
@@ -21,7 +21,7 @@ class Check:
 
 
 async def _ssh_banner(addr: str) -> bool:
-    host, port = split_hostport(addr)
+    host, port = split_host_port(addr)
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
     except (OSError, TimeoutError):
@@ -39,7 +39,7 @@ async def check_services(target: AdminTarget) -> list[Check]:
     assert cfg is not None
     checks = [Check("auth", True, f"serving on {target.addr}")]
     if cfg.proxy_service.enabled:
-        host, port = split_hostport(cfg.proxy_service.listen_addr)
+        host, port = split_host_port(cfg.proxy_service.listen_addr)
         addr = f"{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
         try:
             async with APIClient(addr, target.ssl_context,

@@ -10,8 +10,9 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from gatehouse import sshcert, tls
 from gatehouse.client.api import APIClient
 from gatehouse.client.profile import Profile
-from gatehouse.config import split_hostport
 from gatehouse.errors import BadParameter
+from gatehouse.proxy.web import CLUSTER_HEADER
+from gatehouse.types.resource import split_host_port
 
 __all__ = ["list_nodes", "login_with_password", "select_cluster"]
 
@@ -24,7 +25,7 @@ async def login_with_password(
     ``ca_pem`` None means --insecure: the CA the proxy presents is trusted on
     first use and pinned from then on.
     """
-    server_name = split_hostport(proxy)[0]
+    server_name = split_host_port(proxy)[0]
     ctx = tls.client_context(ca_pem)
     key = ed25519.Ed25519PrivateKey.generate()
     async with APIClient(proxy, ctx, server_hostname=server_name) as api:
@@ -33,30 +34,46 @@ async def login_with_password(
             {"user": user, "password": password, "otp": otp, "ttl": ttl or None,
              "public_key": sshcert.public_key_line(key.public_key())},
         )
-    if cluster and cluster != resp["cluster"]:
-        raise BadParameter(f"cluster {cluster} is not reachable from {proxy} "
-                           f"(it serves {resp['cluster']})")
     profile = Profile(proxy=proxy, user=user, cluster=resp["cluster"],
                       selected=resp["cluster"], server_name=server_name,
                       host_ca_ssh=resp["host_ca_ssh"])
     Profile.remove()
     profile.identity.save(key, resp["tls_cert"], resp["host_ca_tls"], resp["ssh_cert"])
     profile.save()
+    await refresh_clusters(profile)
+    if cluster:
+        await select_cluster(profile, cluster)
+    profile.save()
     return profile
 
 
+async def refresh_clusters(profile: Profile) -> list[dict[str, Any]]:
+    """Ask the root for its leaves (and their host CAs); remember them in the profile."""
+    async with _api(profile) as api:
+        found = list(await api.get("/v1/clusters"))
+    profile.leaves = {c["name"]: c["host_ca_ssh"] for c in found
+                      if c["type"] == "leaf" and c["host_ca_ssh"]}
+    profile.save()
+    return found
+
+
 async def select_cluster(profile: Profile, cluster: str) -> None:
-    if cluster != profile.cluster:
-        raise BadParameter(f"unknown cluster {cluster}: known clusters are {profile.cluster}")
+    if cluster not in profile.clusters():
+        await refresh_clusters(profile)
+    if cluster not in profile.clusters():
+        raise BadParameter(f"unknown cluster {cluster}: known clusters are "
+                           f"{', '.join(profile.clusters())}")
     profile.selected = cluster
     profile.save()
 
 
-def _api(profile: Profile) -> APIClient:
-    return APIClient(profile.proxy, profile.ssl_context(), server_hostname=profile.server_name)
+def _api(profile: Profile, cluster: str = "") -> APIClient:
+    return APIClient(profile.proxy, profile.ssl_context(), server_hostname=profile.server_name,
+                     headers={CLUSTER_HEADER: cluster} if cluster else None)
 
 
-async def list_nodes(profile: Profile, selector: dict[str, str], limit: int) -> list[Any]:
-    async with _api(profile) as api:
+async def list_nodes(profile: Profile, cluster: str, selector: dict[str, str],
+                     limit: int) -> list[Any]:
+    async with _api(profile, cluster) as api:
         nodes = await api.get("/v1/nodes", labels=json.dumps(selector), limit=str(limit))
     return list(nodes)

@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import ssl
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from gatehouse import tls
@@ -35,6 +35,20 @@ class Profile:
     selected: str  # the cluster later commands go to
     server_name: str  # the name the proxy's TLS certificate must carry
     host_ca_ssh: str  # "ssh-ed25519 AAAA..." of the cluster's host CA
+    leaves: dict[str, str] = field(default_factory=dict)  # leaf cluster -> its host CA
+
+    def host_ca(self, cluster: str) -> str:
+        """The host CA that vouches for ``cluster``'s nodes (ssh public key line)."""
+        if cluster == self.cluster:
+            return self.host_ca_ssh
+        try:
+            return self.leaves[cluster]
+        except KeyError:
+            raise NotFound(f"unknown cluster {cluster}: `gsh clusters` lists the clusters "
+                           "you can reach") from None
+
+    def clusters(self) -> list[str]:
+        return [self.cluster, *sorted(self.leaves)]
 
     @staticmethod
     def directory() -> Path:
@@ -52,7 +66,8 @@ class Profile:
         home = self.directory()
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_private(home / "profile.json", json.dumps(asdict(self), indent=2) + "\n")
-        write_private(self.known_hosts, f"@cert-authority *.{self.cluster} {self.host_ca_ssh}\n")
+        write_private(self.known_hosts, "".join(
+            f"@cert-authority *.{name} {self.host_ca(name)}\n" for name in self.clusters()))
 
     @classmethod
     def load(cls) -> Profile:
@@ -79,7 +94,7 @@ class Profile:
 
     def split_host(self, host: str) -> tuple[str, str]:
         """'node1.CLUSTER' -> ('node1', CLUSTER), on the longest known cluster suffix."""
-        for cluster in sorted({self.cluster}, key=len, reverse=True):
+        for cluster in sorted(self.clusters(), key=len, reverse=True):
             if host.endswith("." + cluster):
                 return host[: -len(cluster) - 1], cluster
         return host, self.selected

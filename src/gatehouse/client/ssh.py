@@ -43,7 +43,7 @@ async def _connect(profile: Profile, login: str, node: str, cluster: str,
     ident = profile.identity
     key = asyncssh.import_private_key(ident.key_file.read_bytes())
     cert = asyncssh.import_certificate(ident.ssh_cert_line())
-    host_ca = asyncssh.import_public_key(profile.host_ca_ssh)
+    host_ca = asyncssh.import_public_key(profile.host_ca(cluster))
     tunnel = ProxyTunnel(profile.proxy, profile.ssl_context([ALPN_SSH]), profile.server_name,
                          DialRequest(target=node, cluster=cluster, port=port))
     try:

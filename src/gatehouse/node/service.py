@@ -14,12 +14,13 @@ from typing import Any
 import asyncssh
 
 from gatehouse.client.api import APIClient
+from gatehouse.client.trust import TrustWatcher
 from gatehouse.clock import Clock
-from gatehouse.config import SSHService, split_hostport
+from gatehouse.config import SSHService
 from gatehouse.errors import ConnectionProblem, GatehouseError
 from gatehouse.keystore import StoredIdentity
 from gatehouse.node import sshserver
-from gatehouse.node.trust import TrustWatcher
+from gatehouse.types.resource import split_host_port
 
 __all__ = ["HEARTBEAT_INTERVAL", "NodeService"]
 
@@ -56,7 +57,7 @@ class NodeService:
 
     async def run(self, started: Callable[[str], None]) -> None:
         """Serve until cancelled; ``started`` gets the listening address once ready."""
-        host, port = split_hostport(self._cfg.listen_addr)
+        host, port = split_host_port(self._cfg.listen_addr)
         key = asyncssh.import_private_key(self._identity.key_file.read_bytes())
         cert = asyncssh.import_certificate(self._identity.ssh_cert_line())
         async with asyncio.TaskGroup() as tg:

@@ -16,11 +16,11 @@ from typing import Any
 
 import asyncssh
 
-from gatehouse import rbac, sshcert
+from gatehouse import rbac, rolemap, sshcert
+from gatehouse.client.trust import TrustSnapshot
 from gatehouse.clock import Clock
 from gatehouse.errors import AccessDenied, BadParameter
 from gatehouse.node.session import SessionPolicy, check_can_run_as, make_session_factory
-from gatehouse.node.trust import TrustSnapshot
 
 __all__ = ["Grant", "NodeConnection", "NodeSSHServer"]
 
@@ -103,9 +103,20 @@ class NodeSSHServer(asyncssh.SSHServer):
         cluster = trust.user_ca_lines.get(ca_line)
         if cluster is None:
             raise AccessDenied("certificate is not signed by a trusted user CA")
-        if cluster == trust.cluster and cert.key_id not in trust.users:
-            raise AccessDenied(f"user {cert.key_id} no longer exists")
-        roles = [trust.roles[name] for name in cert.roles if name in trust.roles]
+        if cluster == trust.cluster:
+            if cert.key_id not in trust.users:
+                raise AccessDenied(f"user {cert.key_id} no longer exists")
+            names: tuple[str, ...] = cert.roles
+        else:  # a root cluster's user: the leaf's role map decides what they are here
+            root = trust.roots.get(cluster)
+            if root is None or not root.enabled:
+                raise AccessDenied(f"cluster {cluster} is not trusted here")
+            mapped = rolemap.map_roles(root.role_map, cert.roles, trust.roles)
+            if mapped.missing:
+                log.warning("role map of %s names missing roles: %s", cluster,
+                            ", ".join(mapped.missing))
+            names = rolemap.require_mapped(mapped, cert.key_id, cluster)
+        roles = [trust.roles[name] for name in names if name in trust.roles]
         if not roles:
             raise AccessDenied(f"user {cert.key_id} has no roles known on this cluster")
         decision = rbac.check_ssh_access(

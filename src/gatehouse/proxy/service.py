@@ -1,9 +1,11 @@
-"""The Proxy Service: one TLS port; ALPN routes to the web/API front or the SSH proxy."""
+"""The Proxy Service: one TLS port; ALPN routes to the web/API front, the SSH proxy,
+or the reverse-tunnel server; and, on a leaf, the agent that dials its roots."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -11,19 +13,27 @@ from aiohttp import web
 
 from gatehouse import tls, x509
 from gatehouse.client.api import APIClient
+from gatehouse.client.trust import TrustWatcher
 from gatehouse.clock import Clock
 from gatehouse.config import ProxyService as ProxyConfig
-from gatehouse.config import split_hostport
-from gatehouse.dialwire import ALPN_SSH, DialRequest
-from gatehouse.errors import BadParameter, GatehouseError
+from gatehouse.dialwire import ALPN_SSH
+from gatehouse.errors import ConnectionProblem, GatehouseError
 from gatehouse.keystore import StoredIdentity
 from gatehouse.proxy.router import ALPNRouter
 from gatehouse.proxy.sshproxy import SSHProxy
-from gatehouse.proxy.web import make_web_app
+from gatehouse.proxy.web import AuthForwarder, make_web_app
+from gatehouse.tunnel.agent import TunnelAgent
+from gatehouse.tunnel.server import ALPN_TUNNEL, TunnelServer
+from gatehouse.types.resource import split_host_port
 
 __all__ = ["ProxyService"]
 
 log = logging.getLogger(__name__)
+
+
+def _pem_certs(pem: str) -> list[str]:
+    end = "-----END CERTIFICATE-----"
+    return [b.strip() + "\n" + end + "\n" for b in pem.split(end) if b.strip()]
 
 
 class ProxyService:
@@ -41,19 +51,34 @@ class ProxyService:
         self._auth_addr = auth_addr
         self._clock = clock
         self._cluster = identity.identity().cluster
+        self._trust = TrustWatcher(api)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._ctx: ssl.SSLContext | None = None
+        self._ctx_leaves: dict[str, str] = {}
 
     def _user_cas(self) -> list[Any]:
         """The user CAs among the CAs this proxy trusts (host certificates never open sessions)."""
-        pem = self._identity.cas_pem()
-        blocks = [b + "-----END CERTIFICATE-----" for b in pem.split("-----END CERTIFICATE-----")
-                  if b.strip()]
-        return [c for c in map(x509.load_cert, blocks) if x509.ca_type(c) == "user"]
+        certs = map(x509.load_cert, _pem_certs(self._identity.cas_pem()))
+        return [c for c in certs if x509.ca_type(c) == "user"]
 
-    async def _resolve(self, req: DialRequest) -> str:
-        if req.cluster and req.cluster != self._cluster:
-            raise BadParameter(f"cluster {req.cluster} is not known to this proxy")
-        node = await self._api.get("/v1/nodes/resolve", target=req.target)
+    def _server_context(self) -> ssl.SSLContext:
+        """Trusts this cluster's CAs and every leaf's host CA; rebuilt when leaves change."""
+        leaves = self._trust.current().leaf_host_cas
+        if self._ctx is None or leaves != self._ctx_leaves:
+            ident = self._identity
+            self._ctx = tls.server_context(
+                ident.tls_cert_file, ident.key_pem_file,
+                ident.cas_pem() + "".join(leaves.values()),
+                alpn=[ALPN_SSH, ALPN_TUNNEL, "http/1.1"],
+            )
+            self._ctx_leaves = dict(leaves)
+        return self._ctx
+
+    def _sni(self, sslobj: ssl.SSLObject, name: str | None, ctx: ssl.SSLContext) -> None:
+        sslobj.context = self._server_context()
+
+    async def _resolve(self, target: str) -> str:
+        node = await self._api.get("/v1/nodes/resolve", target=target)
         return str(node["spec"]["addr"])
 
     async def _audit(self, event: str, fields: dict[str, Any]) -> None:
@@ -63,42 +88,73 @@ class ProxyService:
         except GatehouseError as exc:
             log.error("could not record %s event: %s", event, exc)
 
-    async def run(self, started: Callable[[str], None]) -> None:
-        ident = self._identity
-        auth_ssl = tls.client_context(ident.cas_pem(), cert_file=ident.tls_cert_file,
-                                      key_file=ident.key_pem_file)
-        runner = web.AppRunner(make_web_app(self._auth_addr, auth_ssl, f"auth.{self._cluster}"),
-                               access_log=None, shutdown_timeout=2.0)
-        await runner.setup()
-        ssh_proxy = SSHProxy(user_cas=self._user_cas, resolve=self._resolve,
-                             audit=self._audit, clock=self._clock)
+    async def _report_leaf(self, leaf: str, online: bool) -> None:
+        await self._api.post(f"/v1/remote_clusters/{leaf}/heartbeat", {"online": online})
 
-        def ssh_protocol() -> asyncio.BaseProtocol:
+    async def _follow_leaves(self, tunnels: TunnelServer) -> None:
+        """Close the tunnel of a leaf as soon as the root's auth forgets it."""
+        updated = self._trust.subscribe()
+        while True:
+            await updated.wait()
+            updated.clear()
+            tunnels.drop_unknown()
+
+    def _spawn_handler(self, handler: SSHProxy) -> Callable[[], asyncio.BaseProtocol]:
+        def factory() -> asyncio.BaseProtocol:
             reader = asyncio.StreamReader(limit=64 * 1024)
 
             def on_connect(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-                task = asyncio.ensure_future(ssh_proxy.handle(r, w))
+                task = asyncio.ensure_future(handler.handle(r, w))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
             return asyncio.StreamReaderProtocol(reader, on_connect)
 
-        server_ctx = tls.server_context(ident.tls_cert_file, ident.key_pem_file,
-                                        ident.cas_pem(), alpn=[ALPN_SSH, "http/1.1"])
-        host, port = split_hostport(self._cfg.listen_addr)
+        return factory
+
+    async def run(self, started: Callable[[str], None]) -> None:
+        ident = self._identity
+        auth_ssl = tls.client_context(ident.cas_pem(), cert_file=ident.tls_cert_file,
+                                      key_file=ident.key_pem_file)
+        forwarder = AuthForwarder(self._auth_addr, auth_ssl, f"auth.{self._cluster}")
+        tunnels = TunnelServer(lambda: self._trust.current().leaf_host_cas, self._report_leaf,
+                               self._clock)
+        runner = web.AppRunner(make_web_app(forwarder, self._cluster, tunnels.relay_api),
+                               access_log=None, shutdown_timeout=2.0)
+        await runner.setup()
+        ssh_proxy = SSHProxy(cluster=self._cluster, user_cas=self._user_cas,
+                             resolve=self._resolve, open_remote=tunnels.open,
+                             audit=self._audit, clock=self._clock)
         web_server = runner.server
         assert web_server is not None
-        handlers = {ALPN_SSH: ssh_protocol, "http/1.1": lambda: web_server()}
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(
-            lambda: ALPNRouter(handlers, default="http/1.1"), host, port,
-            ssl=server_ctx, reuse_address=True, backlog=1024,
-        )
-        try:
-            started(self._cfg.listen_addr)
-            await asyncio.Future()
-        finally:
-            server.close()
-            for task in list(self._tasks):
-                task.cancel()
-            await runner.cleanup()
+        handlers = {ALPN_SSH: self._spawn_handler(ssh_proxy), ALPN_TUNNEL: tunnels.protocol,
+                    "http/1.1": lambda: web_server()}
+        agent = TunnelAgent(ident, self._trust.current, self._trust.subscribe(), self._resolve,
+                            forwarder, self._audit)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._trust.run())
+            try:
+                await asyncio.wait_for(self._trust.ready.wait(), 30)
+            except TimeoutError:
+                raise ConnectionProblem(
+                    f"the proxy could not fetch its trust from the auth at {self._api.addr}"
+                ) from None
+            ctx = self._server_context()
+            ctx.sni_callback = self._sni
+            host, port = split_host_port(self._cfg.listen_addr)
+            loop = asyncio.get_running_loop()
+            server = await loop.create_server(
+                lambda: ALPNRouter(handlers, default="http/1.1"), host, port,
+                ssl=ctx, reuse_address=True, backlog=1024,
+            )
+            try:
+                tg.create_task(agent.run())
+                tg.create_task(self._follow_leaves(tunnels))
+                started(self._cfg.listen_addr)
+                await asyncio.Future()
+            finally:
+                server.close()
+                tunnels.close()
+                for task in list(self._tasks):
+                    task.cancel()
+                await runner.cleanup()

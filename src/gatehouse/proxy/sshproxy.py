@@ -18,17 +18,19 @@ from cryptography import x509 as cx509
 
 from gatehouse import x509
 from gatehouse.clock import Clock
-from gatehouse.config import split_hostport
 from gatehouse.dialwire import MAX_LINE, DialReply, DialRequest
 from gatehouse.errors import AccessDenied, GatehouseError
 from gatehouse.streams import splice
 from gatehouse.tls import peer_der
+from gatehouse.tunnel import mux
+from gatehouse.types.resource import split_host_port
 
 __all__ = ["SSHProxy"]
 
 log = logging.getLogger(__name__)
 
-Resolve = Callable[[DialRequest], Awaitable[str]]  # -> "host:port" of a registered node
+Resolve = Callable[[str], Awaitable[str]]  # target -> "host:port" of a registered node
+OpenRemote = Callable[[str, dict[str, Any]], Awaitable[mux.MuxStream]]
 Audit = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 HANDSHAKE_TIMEOUT = 10.0
@@ -38,13 +40,17 @@ class SSHProxy:
     def __init__(
         self,
         *,
+        cluster: str,
         user_cas: Callable[[], list[cx509.Certificate]],
         resolve: Resolve,
+        open_remote: OpenRemote,
         audit: Audit,
         clock: Clock,
     ) -> None:
+        self._cluster = cluster
         self._user_cas = user_cas
         self._resolve = resolve
+        self._open_remote = open_remote
         self._audit = audit
         self._clock = clock
 
@@ -57,8 +63,17 @@ class SSHProxy:
             user = ident.name
             line = await asyncio.wait_for(reader.readuntil(b"\n"), HANDSHAKE_TIMEOUT)
             request = DialRequest.decode(line)
-            addr = await self._resolve(request)
-            host, port = split_hostport(addr)
+            if request.cluster and request.cluster != self._cluster:
+                # A leaf's node: through that leaf's reverse tunnel; the leaf proxy
+                # dials it only if it is one of its registered nodes.
+                stream = await self._open_remote(request.cluster, {
+                    "kind": "ssh", "target": request.target, "port": request.port,
+                    "user": user})
+                writer.write(DialReply().encode())
+                await mux.splice(stream, reader, writer)
+                return
+            addr = await self._resolve(request.target)
+            host, port = split_host_port(addr)
             try:
                 node = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
             except (OSError, TimeoutError) as exc:

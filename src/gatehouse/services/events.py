@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import uuid
 from collections.abc import Iterable
@@ -39,6 +40,12 @@ CODES: dict[str, str] = {
     "resource.delete": "TR003I",
     "proxy.dial.denied": "TP001W",
     "access.denied": "TA001W",
+    "trusted_cluster.join": "TT001I",
+    "trusted_cluster.join.failure": "TT001W",
+    "trusted_cluster.create": "TT002I",
+    "trusted_cluster.update": "TT003I",
+    "trusted_cluster.delete": "TT004I",
+    "remote_cluster.delete": "TT005I",
 }
 
 # What a node or proxy may report about itself; the auth stamps cluster and node.
@@ -88,6 +95,7 @@ class AuditLog:
         self._backend = backend
         self._clock = clock
         self.cluster = cluster
+        self._seq = itertools.count()
 
     def new(self, event: str, **kw: Any) -> AuditEvent:
         if event not in CODES:
@@ -103,7 +111,8 @@ class AuditLog:
 
     async def store(self, ev: AuditEvent) -> None:
         ts = int(ev.time.timestamp() * 1_000_000)
-        key = _PREFIX + f"{ts:020d}/{ev.id}".encode()
+        # The sequence keeps events of the same microsecond in the order they were stored.
+        key = _PREFIX + f"{ts:020d}/{next(self._seq):012d}/{ev.id}".encode()
         await self._backend.put(Item(key=key, value=json.dumps(ev.to_json_obj()).encode()))
 
     async def search(

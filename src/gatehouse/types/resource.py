@@ -20,7 +20,6 @@ from pydantic import (
     Field,
     PlainSerializer,
     SerializerFunctionWrapHandler,
-    field_validator,
     model_serializer,
 )
 from pydantic_core import PydanticCustomError
@@ -31,6 +30,7 @@ __all__ = [
     "NAME_PATTERN",
     "Duration",
     "HostPort",
+    "LabelKey",
     "Metadata",
     "Model",
     "Name",
@@ -153,6 +153,16 @@ HostPort = Annotated[str, AfterValidator(_check_host_port)]
 """A network address "host:port"; kept as text, checked on construction."""
 
 
+def _check_label_key(key: str) -> str:
+    if _LABEL_KEY_RE.fullmatch(key) is None:
+        raise invalid(f"{key!r} is not a valid label key: use letters, digits and / . _ : -")
+    return key
+
+
+LabelKey = Annotated[str, AfterValidator(_check_label_key)]
+"""A label key: letters, digits and / . _ : - (up to 253)."""
+
+
 # --- the envelope -------------------------------------------------------------------------
 
 
@@ -161,18 +171,8 @@ class Metadata(Model):
 
     name: Name
     description: str | None = None
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[LabelKey, str] = Field(default_factory=dict)
     expires: AwareDatetime | None = None
-
-    @field_validator("labels")
-    @classmethod
-    def _check_label_keys(cls, labels: dict[str, str]) -> dict[str, str]:
-        for key in labels:
-            if _LABEL_KEY_RE.fullmatch(key) is None:
-                raise invalid(
-                    f"{key!r} is not a valid label key: use letters, digits and / . _ : -"
-                )
-        return labels
 
     @model_serializer(mode="wrap")
     def _drop_empty(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:

@@ -1,0 +1,34 @@
+"""The leaf's half of a trusted-cluster join: verify the root by the token's pin, then
+send the token and the leaf's public host CA; receive the root's public CAs."""
+
+from __future__ import annotations
+
+from gatehouse import tls
+from gatehouse.auth.trust import PublicCA
+from gatehouse.client.api import APIClient
+from gatehouse.client.join import pinned_ping
+from gatehouse.errors import BadParameter
+from gatehouse.jointoken import JoinToken
+from gatehouse.types.trusted_cluster import TrustedCluster
+
+__all__ = ["join_root"]
+
+
+async def join_root(tc: TrustedCluster, leaf_host_ca: PublicCA) -> list[PublicCA]:
+    token = JoinToken.parse(tc.spec.token)
+    addr = tc.spec.proxy_addr
+    ping = await pinned_ping(addr, token)
+    if ping["cluster"] != tc.metadata.name:
+        raise BadParameter(
+            f"the root at {addr} is cluster {ping['cluster']!r}, not {tc.metadata.name!r}: "
+            "name the trusted_cluster resource after the root cluster"
+        )
+    ctx = tls.client_context(ping["host_ca_tls"])
+    ctx.check_hostname = False  # the chain to the pinned CA is what is verified
+    async with APIClient(addr, ctx) as api:
+        resp = await api.post("/v1/trusted_clusters/join",
+                              {"token": token.secret, "ca": leaf_host_ca.to_json()})
+    cas = [PublicCA.from_json(raw) for raw in resp.get("cas", [])]
+    if {ca.type for ca in cas} != {"user", "host"}:
+        raise BadParameter(f"the root at {addr} did not send its user and host CAs")
+    return cas

@@ -1,0 +1,177 @@
+"""The dialing end of reverse tunnels (a leaf proxy): keep one tunnel to each root.
+
+The leaf needs no inbound port: its proxy dials the root proxy's single TLS
+port (ALPN ``gatehouse-tunnel/1``) with its host certificate, verifies the root
+by the root's host CA stored at join, and serves the streams the root opens:
+SSH to a registered node of this cluster (never any other address), or an API
+call relayed to this cluster's auth. It follows the trust snapshot: a disabled
+or removed trust closes the tunnel at once. Reconnects back off exponentially
+with jitter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import random
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from gatehouse import tls
+from gatehouse.client.trust import RootCluster, TrustSnapshot
+from gatehouse.errors import GatehouseError
+from gatehouse.keystore import StoredIdentity
+from gatehouse.proxy.web import AuthForwarder, ForwardedCall
+from gatehouse.tunnel.mux import MuxSession, MuxStream, splice
+from gatehouse.tunnel.server import ALPN_TUNNEL, read_all
+from gatehouse.types.resource import split_host_port
+
+__all__ = ["TunnelAgent"]
+
+log = logging.getLogger(__name__)
+
+Resolve = Callable[[str], Awaitable[str]]  # target -> "host:port" of a registered node
+Audit = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+MAX_BACKOFF = 10.0
+PING_INTERVAL = 5.0
+HEALTHY_AFTER = 5.0
+
+
+def _where(root: RootCluster) -> tuple[str, str]:
+    return root.proxy_addr, root.host_ca_tls
+
+
+class TunnelAgent:
+    def __init__(
+        self,
+        identity: StoredIdentity,
+        trust: Callable[[], TrustSnapshot],
+        updated: asyncio.Event,
+        resolve: Resolve,
+        forwarder: AuthForwarder,
+        audit: Audit,
+    ) -> None:
+        self._identity = identity
+        self._trust = trust
+        self._updated = updated
+        self._resolve = resolve
+        self._forwarder = forwarder
+        self._audit = audit
+        self._running: dict[str, tuple[RootCluster, asyncio.Task[None]]] = {}
+
+    async def run(self) -> None:
+        """Follow the trust snapshot: one maintained tunnel per enabled root."""
+        try:
+            while True:
+                self._reconcile()
+                await self._updated.wait()
+                self._updated.clear()
+        finally:
+            for _, task in self._running.values():
+                task.cancel()
+
+    def _reconcile(self) -> None:
+        wanted = {name: root for name, root in self._trust().roots.items() if root.enabled}
+        for name, (root, task) in list(self._running.items()):
+            new = wanted.get(name)
+            # A role_map edit changes nothing here; a new address or CA means redial.
+            if new is None or _where(new) != _where(root) or task.done():
+                task.cancel()  # disabled, removed or changed: drop the tunnel now
+                del self._running[name]
+                log.info("tunnel to root %s stopped", name)
+        for name, root in wanted.items():
+            if name not in self._running:
+                self._running[name] = (root, asyncio.create_task(self._maintain(root)))
+
+    def _context(self, root: RootCluster) -> ssl.SSLContext:
+        ident = self._identity
+        return tls.client_context(root.host_ca_tls, cert_file=ident.tls_cert_file,
+                                  key_file=ident.key_pem_file, alpn=[ALPN_TUNNEL])
+
+    async def _maintain(self, root: RootCluster) -> None:
+        delay = 0.2
+        host, port = split_host_port(root.proxy_addr)
+        loop = asyncio.get_running_loop()
+        while True:
+            started = time.monotonic()
+            try:
+                _, session = await asyncio.wait_for(loop.create_connection(
+                    lambda: MuxSession(dialer=True, on_open=self._serve), host, port,
+                    ssl=self._context(root), server_hostname=host), 15)
+            except (OSError, TimeoutError, ssl.SSLError) as exc:
+                log.warning("cannot reach root %s at %s: %s", root.name, root.proxy_addr,
+                            exc or type(exc).__name__)
+            else:
+                log.info("tunnel to root %s at %s is up", root.name, root.proxy_addr)
+                try:
+                    await self._keepalive(session)
+                finally:
+                    session.close("leaf agent stopping")
+                reason = session.closed.result() if session.closed.done() else "stopped"
+                log.warning("tunnel to root %s closed: %s", root.name, reason)
+            if time.monotonic() - started > HEALTHY_AFTER:
+                delay = 0.2
+            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, MAX_BACKOFF)
+
+    async def _keepalive(self, session: MuxSession) -> None:
+        while not session.closed.done():
+            done, _ = await asyncio.wait([session.closed], timeout=PING_INTERVAL)
+            if done:
+                return
+            try:
+                await session.ping(PING_INTERVAL * 2)
+            except (GatehouseError, TimeoutError):
+                session.close("ping timed out")
+                return
+
+    async def _serve(self, stream: MuxStream) -> None:
+        kind = stream.meta.get("kind")
+        if kind == "ssh":
+            await self._serve_ssh(stream)
+        elif kind == "api":
+            await self._serve_api(stream)
+        else:
+            stream.refuse(f"unknown stream kind {kind!r}")
+
+    async def _serve_ssh(self, stream: MuxStream) -> None:
+        target = str(stream.meta.get("target", ""))
+        user = str(stream.meta.get("user", ""))
+        try:
+            addr = await self._resolve(target)  # registered nodes only: no open relay
+            host, port = split_host_port(addr)
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
+        except (GatehouseError, OSError, TimeoutError) as exc:
+            reason = str(exc) or f"node {target} is unreachable"
+            log.warning("tunnel dial refused user=%s target=%s reason=%r", user, target, reason)
+            await self._audit("proxy.dial.denied", {"user": user, "message": reason,
+                                                    "fields": {"target": target}})
+            stream.refuse(reason)
+            return
+        stream.accept()
+        await splice(stream, reader, writer)
+
+    async def _serve_api(self, stream: MuxStream) -> None:
+        meta = stream.meta
+        try:
+            der = base64.b64decode(str(meta.get("client_cert", "")), validate=True)
+        except binascii.Error:
+            stream.refuse("malformed client certificate")
+            return
+        stream.accept()
+        body = await read_all(stream, 1 << 20)
+        call = ForwardedCall(str(meta.get("method", "GET")), str(meta.get("path", "/")), body,
+                             der or None, str(meta.get("remote", "")))
+        if not call.path.startswith("/v1/"):
+            status, reply = 400, b'{"error": "not an API path"}'
+        else:
+            status, reply = await self._forwarder.call(call)
+        await stream.write(json.dumps(
+            {"status": status, "body": base64.b64encode(reply).decode()}).encode())
+        stream.write_eof()

@@ -1,0 +1,554 @@
+"""Tests for gatehouse.auth.server and issuer: CAs, logins, certificates, joins, presence."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import uuid
+from collections.abc import AsyncIterator
+
+import argon2
+import pytest
+from cryptography import x509 as cx509
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from gatehouse import sshcert, x509
+from gatehouse.auth import issuer, passwords
+from gatehouse.auth.issuer import NO_LOGIN_PRINCIPAL
+from gatehouse.auth.passwords import LOCK_AFTER
+from gatehouse.auth.server import DEFAULT_USER_TTL, NODE_TTL, AuthServer, JoinRequest
+from gatehouse.backend import Backend, open_backend
+from gatehouse.clock import FakeClock
+from gatehouse.errors import AccessDenied, BadParameter, LimitExceeded, NotFound
+from gatehouse.services.events import AuditEvent
+from gatehouse.types.resource import Metadata
+from gatehouse.types.role import Role, RoleConditions, RoleOptions, RoleSpec
+from gatehouse.types.user import User, UserSpec
+
+CLUSTER = "sso.example.com"
+PASSWORD = "correct horse battery"
+MINUTE = dt.timedelta(minutes=1)
+SECOND = dt.timedelta(seconds=1)
+
+
+@pytest.fixture(autouse=True)
+def fast_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default argon2 parameters cost ~0.2 s a hash; these tests need the logic only."""
+    monkeypatch.setattr(passwords, "_hasher",
+                        argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def backend(clock: FakeClock) -> AsyncIterator[Backend]:
+    backend = await open_backend("memory", path=None, clock=clock)
+    yield backend
+    await backend.close()
+
+
+@pytest.fixture
+async def server(backend: Backend, clock: FakeClock) -> AuthServer:
+    return await AuthServer.open(backend, clock, CLUSTER)
+
+
+def public_line() -> str:
+    return sshcert.public_key_line(ed25519.Ed25519PrivateKey.generate().public_key())
+
+
+async def add_user(server: AuthServer, name: str = "alice", roles: list[str] | None = None,
+                   logins: list[str] | None = None, password: str = PASSWORD) -> User:
+    traits = {"logins": logins} if logins is not None else {}
+    user = User(metadata=Metadata(name=name),
+                spec=UserSpec(roles=roles or ["access"], traits=traits))
+    await server.users.create(user)
+    await server.passwords.set(name, password)
+    return user
+
+
+async def add_role(server: AuthServer, name: str, **spec: object) -> Role:
+    return await server.roles.create(Role(metadata=Metadata(name=name),
+                                          spec=RoleSpec.model_validate(spec)))
+
+
+def ssh_cert(line: str) -> sshcert.Certificate:
+    return sshcert.decode(sshcert.from_openssh_line(line))
+
+
+async def events(server: AuthServer, event: str) -> list[AuditEvent]:
+    return await server.audit.search(types=[event])
+
+
+def join_request(secret: str, role: str = "node", nodename: str = "node1",
+                 addrs: list[str] | None = None, dns_names: list[str] | None = None
+                 ) -> JoinRequest:
+    return JoinRequest(token=secret, role=role, nodename=nodename, public_key=public_line(),
+                       addrs=["10.0.0.7:3022"] if addrs is None else addrs,
+                       dns_names=dns_names or [], remote_addr="10.0.0.7:40000")
+
+
+# --- open ---------------------------------------------------------------------------------
+
+
+async def test_open_creates_the_cas_and_preset_roles(server: AuthServer) -> None:
+    assert server.cluster == CLUSTER
+    assert sorted(server.cas) == ["host", "user"]
+    for ca_type, ca in server.cas.items():
+        assert ca.cluster == CLUSTER
+        assert ca.type == ca_type
+        assert x509.ca_type(ca.tls_cert) == ca_type
+        assert ca.tls_cert.subject.rfc4514_string() == f"CN={CLUSTER} {ca_type} CA,O={CLUSTER}"
+    assert server.cas["user"].tls_fingerprint != server.cas["host"].tls_fingerprint
+    assert server.cas["user"].ssh_fingerprint != server.cas["host"].ssh_fingerprint
+    assert sorted(r.name for r in await server.roles.list()) == ["access", "auditor", "editor"]
+
+
+async def test_reopening_keeps_the_cas(server: AuthServer, backend: Backend, clock: FakeClock
+                                       ) -> None:
+    again = await AuthServer.open(backend, clock, CLUSTER)
+    for ca_type in ("user", "host"):
+        assert again.cas[ca_type].tls_fingerprint == server.cas[ca_type].tls_fingerprint
+        assert again.cas[ca_type].ssh_fingerprint == server.cas[ca_type].ssh_fingerprint
+        assert again.cas[ca_type].tls_cert == server.cas[ca_type].tls_cert
+
+
+async def test_reopening_keeps_an_edited_preset_role(server: AuthServer, backend: Backend,
+                                                     clock: FakeClock) -> None:
+    access = await server.roles.get("access")
+    edited = access.model_copy(update={"spec": RoleSpec(allow=RoleConditions(logins=["ops"]))})
+    await server.roles.upsert(edited)
+    again = await AuthServer.open(backend, clock, CLUSTER)
+    assert (await again.roles.get("access")).spec.allow.logins == ["ops"]
+
+
+async def test_reopening_with_another_cluster_name_is_refused(server: AuthServer,
+                                                              backend: Backend,
+                                                              clock: FakeClock) -> None:
+    with pytest.raises(BadParameter, match=f"belongs to cluster '{CLUSTER}'.*'other.example'"):
+        await AuthServer.open(backend, clock, "other.example")
+
+
+# --- login --------------------------------------------------------------------------------
+
+
+async def test_login_issues_an_ssh_certificate(server: AuthServer, clock: FakeClock) -> None:
+    await add_user(server, logins=["alice", "root"])
+    key = public_line()
+    certs = await server.login("alice", PASSWORD, key, remote_addr="192.0.2.1:5000")
+    cert = ssh_cert(certs.ssh_cert)
+    assert cert.cert_type == sshcert.CertType.USER
+    assert cert.key_id == "alice"
+    assert cert.principals == ("alice", "root")
+    assert cert.roles == ("access",)
+    assert cert.cluster == CLUSTER
+    assert cert.route_to_cluster == CLUSTER
+    assert cert.traits == {"logins": ["alice", "root"]}
+    assert "permit-pty" in cert.extensions
+    assert "permit-port-forwarding" not in cert.extensions  # access does not allow it
+    assert sshcert.public_key_line(cert.public_key) == key
+    assert cert.signature_key == server.cas["user"].ssh_key.public_key()
+    now = int(clock.now().timestamp())
+    assert cert.valid_after == now - 60
+    assert cert.valid_before == now + int(DEFAULT_USER_TTL.total_seconds())
+    assert certs.expires == clock.now() + DEFAULT_USER_TTL
+    assert certs.ssh_cert.endswith(" alice")
+
+
+async def test_login_issues_the_x509_twin(server: AuthServer, clock: FakeClock) -> None:
+    await add_user(server, logins=["alice", "root"])
+    certs = await server.login("alice", PASSWORD, public_line())
+    cert = x509.load_cert(certs.tls_cert)
+    assert x509.verify_issued_by(cert, [server.cas["user"].tls_cert], clock.now())
+    assert x509.identity_of(cert) == x509.Identity(
+        kind="user", name="alice", cluster=CLUSTER, roles=("access",),
+        logins=("alice", "root"), traits={"logins": ["alice", "root"]},
+        route_to_cluster=CLUSTER, expires=clock.now() + DEFAULT_USER_TTL,
+    )
+
+
+async def test_login_is_audited(server: AuthServer) -> None:
+    await add_user(server, logins=["alice"])
+    await server.login("alice", PASSWORD, public_line(), remote_addr="192.0.2.1:5000")
+    [login] = await events(server, "user.login")
+    assert (login.user, login.remote_addr, login.code) == ("alice", "192.0.2.1:5000", "T1000I")
+    [cert] = await events(server, "cert.create")
+    assert cert.user == "alice"
+    assert cert.fields["logins"] == ["alice"]
+    assert cert.fields["roles"] == ["access"]
+
+
+@pytest.mark.parametrize(
+    ("asked", "granted"),
+    [(None, DEFAULT_USER_TTL), (dt.timedelta(hours=1), dt.timedelta(hours=1)),
+     (dt.timedelta(hours=30), DEFAULT_USER_TTL)],
+)
+async def test_requested_ttl_is_capped_by_the_roles(server: AuthServer, clock: FakeClock,
+                                                    asked: dt.timedelta | None,
+                                                    granted: dt.timedelta) -> None:
+    await add_user(server, logins=["alice"])
+    certs = await server.login("alice", PASSWORD, public_line(), ttl=asked)
+    assert certs.expires == clock.now() + granted
+    assert ssh_cert(certs.ssh_cert).valid_before == int((clock.now() + granted).timestamp())
+    assert x509.load_cert(certs.tls_cert).not_valid_after_utc == clock.now() + granted
+
+
+async def test_the_shortest_max_session_ttl_of_the_roles_wins(server: AuthServer,
+                                                              clock: FakeClock) -> None:
+    await add_role(server, "short", options={"max_session_ttl": "1h30m"})
+    await add_user(server, roles=["access", "short"], logins=["alice"])
+    certs = await server.login("alice", PASSWORD, public_line())
+    assert certs.expires == clock.now() + dt.timedelta(hours=1, minutes=30)
+    cert = ssh_cert(certs.ssh_cert)
+    assert cert.valid_before - cert.valid_after == 90 * 60 + 60
+    assert cert.roles == ("access", "short")
+
+
+async def test_logins_come_from_traits_through_roles_minus_denials(server: AuthServer) -> None:
+    await add_role(server, "ops", allow={"logins": ["deploy", "{{internal.logins}}"]},
+                   deny={"logins": ["root"]}, options={"port_forwarding": True})
+    await add_user(server, roles=["access", "ops"], logins=["root", "alice"])
+    cert = ssh_cert((await server.login("alice", PASSWORD, public_line())).ssh_cert)
+    assert cert.principals == ("alice", "deploy")
+    assert "permit-port-forwarding" in cert.extensions
+
+
+@pytest.mark.parametrize(("roles", "logins"), [(["auditor"], ["alice"]), (["access"], None),
+                                               (["access"], []), (["editor"], None)])
+async def test_no_allowed_login_gets_the_impossible_principal(
+    server: AuthServer, roles: list[str], logins: list[str] | None
+) -> None:
+    await add_user(server, roles=roles, logins=logins)
+    certs = await server.login("alice", PASSWORD, public_line())
+    assert ssh_cert(certs.ssh_cert).principals == (NO_LOGIN_PRINCIPAL,)
+    assert x509.identity_of(x509.load_cert(certs.tls_cert)).logins == ()
+
+
+async def test_a_missing_role_grants_nothing(server: AuthServer, clock: FakeClock) -> None:
+    await add_user(server, roles=["ghost"], logins=["alice"])
+    certs = await server.login("alice", PASSWORD, public_line())
+    cert = ssh_cert(certs.ssh_cert)
+    assert cert.principals == (NO_LOGIN_PRINCIPAL,)
+    assert cert.roles == ("ghost",)
+    assert certs.expires <= clock.now() + DEFAULT_USER_TTL
+
+
+async def test_wrong_password_is_denied_and_audited(server: AuthServer) -> None:
+    await add_user(server, logins=["alice"])
+    with pytest.raises(AccessDenied, match="invalid user name or password"):
+        await server.login("alice", "wrong horse battery", public_line(),
+                           remote_addr="192.0.2.1:5000")
+    [failure] = await events(server, "user.login.failure")
+    assert failure.user == "alice"
+    assert failure.remote_addr == "192.0.2.1:5000"
+    assert failure.code == "T1000W"
+    assert failure.cluster == CLUSTER
+    assert failure.message == "invalid user name or password"
+    assert await events(server, "user.login") == []
+    assert await events(server, "cert.create") == []
+
+
+async def test_unknown_user_is_denied_and_audited(server: AuthServer) -> None:
+    with pytest.raises(AccessDenied, match="invalid user name or password"):
+        await server.login("mallory", PASSWORD, public_line())
+    [failure] = await events(server, "user.login.failure")
+    assert failure.user == "mallory"
+
+
+async def test_a_password_without_a_user_is_denied(server: AuthServer) -> None:
+    await server.passwords.set("orphan", PASSWORD)
+    with pytest.raises(AccessDenied, match="invalid user name or password"):
+        await server.login("orphan", PASSWORD, public_line())
+    [failure] = await events(server, "user.login.failure")
+    assert failure.message == "invalid user name or password"
+
+
+async def test_a_deleted_user_cannot_log_in(server: AuthServer) -> None:
+    await add_user(server, logins=["alice"])
+    await server.delete_user("alice")
+    with pytest.raises(AccessDenied):
+        await server.login("alice", PASSWORD, public_line())
+
+
+async def test_lock_after_failures_is_audited(server: AuthServer) -> None:
+    await add_user(server, logins=["alice"])
+    for _ in range(LOCK_AFTER):
+        with pytest.raises(AccessDenied):
+            await server.login("alice", "wrong horse battery", public_line())
+    with pytest.raises(LimitExceeded, match="locked"):
+        await server.login("alice", PASSWORD, public_line())
+    failures = await events(server, "user.login.failure")
+    assert len(failures) == LOCK_AFTER + 1
+    # Events of one instant are not kept in emission order (keys end in a random uuid).
+    assert sum("locked" in f.message for f in failures) == 1
+
+
+async def test_successful_login_clears_failures(server: AuthServer) -> None:
+    await add_user(server, logins=["alice"])
+    for _ in range(2):
+        for _ in range(LOCK_AFTER - 1):
+            with pytest.raises(AccessDenied):
+                await server.login("alice", "wrong horse battery", public_line())
+        await server.login("alice", PASSWORD, public_line())
+
+
+async def test_malformed_public_key_is_bad_parameter(server: AuthServer) -> None:
+    await add_user(server, logins=["alice"])
+    with pytest.raises(BadParameter, match="malformed public key"):
+        await server.login("alice", PASSWORD, "ssh-ed25519 not-base64!")
+
+
+def test_only_ed25519_keys_are_certified() -> None:
+    line = ("ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBEmK"
+            "Sjn3I0sZcBWpV6zmbgvkKEhqvzvE5CDI0s6w/iMvGazK/8ar/6gSPODuSL85ptRJwk2vv09k2yY1"
+            "1iwWUqM=")
+    with pytest.raises(BadParameter):
+        issuer.parse_public_key(line)
+
+
+async def test_a_role_edit_applies_at_the_next_login(server: AuthServer) -> None:
+    await add_role(server, "ops", allow={"logins": ["deploy"]})
+    await add_user(server, roles=["ops"])
+    first = ssh_cert((await server.login("alice", PASSWORD, public_line())).ssh_cert)
+    await server.roles.upsert(Role(metadata=Metadata(name="ops"), spec=RoleSpec(
+        allow=RoleConditions(logins=["deploy", "backup"]),
+        options=RoleOptions(max_session_ttl=dt.timedelta(hours=1)))))
+    second = ssh_cert((await server.login("alice", PASSWORD, public_line())).ssh_cert)
+    assert first.principals == ("deploy",)
+    assert second.principals == ("backup", "deploy")
+    assert second.valid_before - second.valid_after == 3600 + 60
+
+
+# --- admin credentials --------------------------------------------------------------------
+
+
+async def test_admin_certs_are_a_host_identity_without_ssh(server: AuthServer,
+                                                           clock: FakeClock) -> None:
+    key = ed25519.Ed25519PrivateKey.generate()
+    certs = server.issue_admin_certs(key.public_key())
+    assert certs.ssh_cert == ""
+    cert = x509.load_cert(certs.tls_cert)
+    assert x509.verify_issued_by(cert, [server.cas["host"].tls_cert], clock.now())
+    ident = x509.identity_of(cert)
+    assert (ident.kind, ident.name, ident.cluster, ident.system_role) == (
+        "host", "admin", CLUSTER, "admin")
+
+
+# --- tokens and joins ---------------------------------------------------------------------
+
+
+async def test_create_token_pins_the_host_ca(server: AuthServer, clock: FakeClock) -> None:
+    token = await server.create_token("node", dt.timedelta(minutes=15))
+    assert token.matches(server.cas["host"].tls_fingerprint)
+    assert not token.matches(server.cas["user"].tls_fingerprint)
+    stored = await server.tokens.get(token.secret)
+    assert stored.spec.type == "node"
+    assert stored.metadata.expires == clock.now() + dt.timedelta(minutes=15)
+    [created] = await events(server, "token.create")
+    assert created.fields["type"] == "node"
+
+
+async def test_node_join_certifies_the_host(server: AuthServer, clock: FakeClock) -> None:
+    token = await server.create_token("node", dt.timedelta(minutes=15))
+    req = join_request(token.secret)
+    host_id, certs = await server.join(req)
+    assert uuid.UUID(host_id)
+
+    cert = ssh_cert(certs.ssh_cert)
+    assert cert.cert_type == sshcert.CertType.HOST
+    assert cert.key_id == host_id
+    assert cert.principals == ("node1", f"node1.{CLUSTER}", host_id, "10.0.0.7")
+    assert cert.cluster == CLUSTER
+    assert cert.host_role == "node"
+    assert cert.signature_key == server.cas["host"].ssh_key.public_key()
+    assert sshcert.public_key_line(cert.public_key) == req.public_key
+
+    tls = x509.load_cert(certs.tls_cert)
+    assert x509.verify_issued_by(tls, [server.cas["host"].tls_cert], clock.now())
+    ident = x509.identity_of(tls)
+    assert (ident.kind, ident.name, ident.cluster, ident.roles) == (
+        "host", host_id, CLUSTER, ("node",))
+    san = tls.extensions.get_extension_for_class(cx509.SubjectAlternativeName).value
+    assert san.get_values_for_type(cx509.DNSName) == [f"{host_id}.node.{CLUSTER}"]
+
+    [joined] = await events(server, "join")
+    assert joined.node == "node1"
+    assert joined.remote_addr == "10.0.0.7:40000"
+    assert joined.fields == {"role": "node", "host_id": host_id}
+
+
+async def test_proxy_join_carries_its_names(server: AuthServer) -> None:
+    token = await server.create_token("proxy", dt.timedelta(minutes=15))
+    host_id, certs = await server.join(
+        join_request(token.secret, role="proxy", nodename="proxy1", addrs=[],
+                     dns_names=["sso.example.com", "192.0.2.10"]))
+    cert = ssh_cert(certs.ssh_cert)
+    assert cert.host_role == "proxy"
+    assert cert.principals == ("proxy1", f"proxy1.{CLUSTER}", host_id)
+    san = x509.load_cert(certs.tls_cert).extensions.get_extension_for_class(
+        cx509.SubjectAlternativeName).value
+    assert san.get_values_for_type(cx509.DNSName) == [
+        f"{host_id}.proxy.{CLUSTER}", "sso.example.com", f"proxy.{CLUSTER}"]
+    assert san.get_values_for_type(cx509.IPAddress) == [ipaddress.ip_address("192.0.2.10")]
+
+
+async def test_a_node_gets_no_extra_tls_names(server: AuthServer) -> None:
+    token = await server.create_token("node", dt.timedelta(minutes=15))
+    host_id, certs = await server.join(join_request(token.secret, dns_names=["evil.example"]))
+    san = x509.load_cert(certs.tls_cert).extensions.get_extension_for_class(
+        cx509.SubjectAlternativeName).value
+    assert san.get_values_for_type(cx509.DNSName) == [f"{host_id}.node.{CLUSTER}"]
+
+
+def test_host_principals_strip_ports_and_brackets(server: AuthServer) -> None:
+    key = ed25519.Ed25519PrivateKey.generate().public_key()
+    certs = server.issue_host_certs("node", "hid-1", "db1", key,
+                                    ["10.0.0.7:3022", "[::1]:3022", "db1.internal:22",
+                                     "10.0.0.7:4022"], [])
+    assert ssh_cert(certs.ssh_cert).principals == (
+        "db1", f"db1.{CLUSTER}", "hid-1", "10.0.0.7", "::1", "db1.internal")
+
+
+async def test_a_token_is_single_use(server: AuthServer) -> None:
+    token = await server.create_token("node", dt.timedelta(minutes=15))
+    await server.join(join_request(token.secret))
+    with pytest.raises(AccessDenied, match="invalid, expired or already used"):
+        await server.join(join_request(token.secret, nodename="node2"))
+    [failure] = await events(server, "join.failure")
+    assert failure.node == "node2"
+    assert failure.code == "TJ001W"
+    assert failure.remote_addr == "10.0.0.7:40000"
+    assert failure.fields == {"role": "node"}
+    assert "already used" in failure.message
+
+
+@pytest.mark.parametrize(("token_type", "role"), [("node", "proxy"), ("proxy", "node"),
+                                                  ("trusted_cluster", "node")])
+async def test_a_token_of_another_type_is_refused(server: AuthServer, token_type: str,
+                                                  role: str) -> None:
+    token = await server.create_token(token_type, dt.timedelta(minutes=15))  # type: ignore[arg-type]
+    with pytest.raises(AccessDenied, match=f"a {token_type} token cannot join a {role}"):
+        await server.join(join_request(token.secret, role=role))
+    [failure] = await events(server, "join.failure")
+    assert failure.fields == {"role": role}
+    # Refusing the wrong role does not burn the token for the right one.
+    if token_type != "trusted_cluster":
+        await server.join(join_request(token.secret, role=token_type))
+
+
+async def test_an_expired_token_is_refused(server: AuthServer, clock: FakeClock) -> None:
+    token = await server.create_token("node", dt.timedelta(minutes=15))
+    clock.advance(dt.timedelta(minutes=15))
+    with pytest.raises(AccessDenied, match="invalid, expired or already used"):
+        await server.join(join_request(token.secret))
+    assert len(await events(server, "join.failure")) == 1
+
+
+async def test_a_token_works_until_it_expires(server: AuthServer, clock: FakeClock) -> None:
+    token = await server.create_token("node", dt.timedelta(minutes=15))
+    clock.advance(dt.timedelta(minutes=15) - SECOND)
+    await server.join(join_request(token.secret))
+
+
+async def test_an_unknown_token_is_refused(server: AuthServer) -> None:
+    with pytest.raises(AccessDenied):
+        await server.join(join_request("A" * 22))
+    assert len(await events(server, "join.failure")) == 1
+
+
+@pytest.mark.parametrize("role", ["auth", "admin", "trusted_cluster", ""])
+async def test_only_nodes_and_proxies_join(server: AuthServer, role: str) -> None:
+    token = await server.create_token("node", dt.timedelta(minutes=15))
+    with pytest.raises(BadParameter, match="expected node or proxy"):
+        await server.join(join_request(token.secret, role=role))
+    assert len(await events(server, "join.failure")) == 1
+    await server.join(join_request(token.secret))  # not consumed
+
+
+async def test_a_bad_public_key_does_not_consume_the_token(server: AuthServer) -> None:
+    token = await server.create_token("node", dt.timedelta(minutes=15))
+    req = join_request(token.secret)
+    with pytest.raises(BadParameter):
+        await server.join(JoinRequest(**{**req.__dict__, "public_key": "ssh-rsa AAAA"}))
+    assert len(await events(server, "join.failure")) == 1
+    await server.join(req)
+
+
+@pytest.mark.parametrize(("nodename", "addrs"), [("", ["10.0.0.7:3022"]), ("node1", [""])])
+async def test_a_bad_host_name_does_not_consume_the_token(server: AuthServer, nodename: str,
+                                                          addrs: list[str]) -> None:
+    token = await server.create_token("node", dt.timedelta(minutes=15))
+    with pytest.raises(BadParameter):
+        await server.join(join_request(token.secret, nodename=nodename, addrs=addrs))
+    assert len(await events(server, "join.failure")) == 1
+    await server.join(join_request(token.secret))
+
+
+# --- presence -----------------------------------------------------------------------------
+
+
+async def test_heartbeat_registers_a_node(server: AuthServer, clock: FakeClock) -> None:
+    node = await server.heartbeat("hid-1", "db1", "10.0.0.7:3022", {"env": "prod"})
+    [listed] = await server.nodes.list()
+    assert listed == node
+    assert listed.metadata.name == "hid-1"
+    assert listed.metadata.labels == {"env": "prod"}
+    assert (listed.spec.hostname, listed.spec.addr, listed.spec.cluster, listed.spec.host_id) \
+        == ("db1", "10.0.0.7:3022", CLUSTER, "hid-1")
+    assert listed.status is not None
+    assert listed.status.last_heartbeat == clock.now()
+
+
+async def test_a_node_vanishes_node_ttl_after_its_last_heartbeat(server: AuthServer,
+                                                                 clock: FakeClock) -> None:
+    await server.heartbeat("hid-1", "db1", "10.0.0.7:3022", {})
+    clock.advance(NODE_TTL - SECOND)
+    assert len(await server.nodes.list()) == 1
+    await server.heartbeat("hid-1", "db1", "10.0.0.7:3022", {})  # refreshed
+    clock.advance(NODE_TTL - SECOND)
+    assert len(await server.nodes.list()) == 1
+    clock.advance(SECOND)
+    assert await server.nodes.list() == []
+    with pytest.raises(NotFound):
+        await server.resolve_node("db1")
+
+
+@pytest.mark.parametrize(("hostname", "addr", "labels"),
+                         [("", "10.0.0.7:3022", {}), ("db1", "nope", {}),
+                          ("db1", "10.0.0.7:3022", {"bad key": "x"})])
+async def test_a_bad_heartbeat_is_bad_parameter(server: AuthServer, hostname: str, addr: str,
+                                                labels: dict[str, str]) -> None:
+    with pytest.raises(BadParameter):
+        await server.heartbeat("hid-1", hostname, addr, labels)
+
+
+async def test_resolve_node_by_host_id_hostname_or_addr(server: AuthServer) -> None:
+    db1 = await server.heartbeat("hid-1", "db1", "10.0.0.7:3022", {})
+    web1 = await server.heartbeat("hid-2", "web1", "10.0.0.8:3022", {})
+    assert await server.resolve_node("hid-1") == db1
+    assert await server.resolve_node("db1") == db1
+    assert await server.resolve_node("10.0.0.7:3022") == db1
+    assert await server.resolve_node("web1") == web1
+
+
+@pytest.mark.parametrize("target", ["db2", "10.0.0.7", "10.0.0.9:3022", "", "hid"])
+async def test_resolve_unknown_node_is_not_found(server: AuthServer, target: str) -> None:
+    await server.heartbeat("hid-1", "db1", "10.0.0.7:3022", {})
+    with pytest.raises(NotFound, match=f"not registered in cluster {CLUSTER}"):
+        await server.resolve_node(target)
+
+
+async def test_resolve_ambiguous_hostname_is_bad_parameter(server: AuthServer) -> None:
+    await server.heartbeat("hid-1", "db1", "10.0.0.7:3022", {})
+    await server.heartbeat("hid-2", "db1", "10.0.0.8:3022", {})
+    with pytest.raises(BadParameter, match=r"ambiguous.*use its host id"):
+        await server.resolve_node("db1")
+    assert (await server.resolve_node("hid-2")).spec.addr == "10.0.0.8:3022"
+
+
+async def test_a_host_id_beats_another_nodes_hostname(server: AuthServer) -> None:
+    await server.heartbeat("db1", "alpha", "10.0.0.7:3022", {})
+    await server.heartbeat("hid-2", "db1", "10.0.0.8:3022", {})
+    assert (await server.resolve_node("db1")).metadata.name == "db1"

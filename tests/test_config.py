@@ -1,0 +1,254 @@
+"""Tests for gatehouse.config: the YAML file, its checks and its defaults."""
+
+from __future__ import annotations
+
+import socket
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from gatehouse.config import (
+    DEFAULT_AUTH_ADDR,
+    DEFAULT_PROXY_ADDR,
+    DEFAULT_SSH_ADDR,
+    Config,
+    SSHService,
+    load_config,
+)
+from gatehouse.errors import BadParameter
+
+FULL = """\
+version: v1
+gatehouse:
+  nodename: node1
+  data_dir: /var/lib/gatehouse
+  join_token: abc
+  proxy_server: 10.0.0.5:3080
+  storage: {type: sqlite, path: /var/lib/gatehouse/db.sqlite}
+auth_service:
+  enabled: true
+  cluster_name: sso.example.com
+  listen_addr: 127.0.0.1:3025
+proxy_service:
+  enabled: true
+  listen_addr: 0.0.0.0:3080
+  public_addr: sso.example.com:3080
+ssh_service:
+  enabled: true
+  listen_addr: 127.0.0.1:3022
+  public_addr: 10.0.0.7:3022
+  labels: {env: prod}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "gatehouse.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+# --- load_config --------------------------------------------------------------------------
+
+
+def test_load_a_full_config(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, FULL))
+    assert cfg.gatehouse.nodename == "node1"
+    assert cfg.data_dir == Path("/var/lib/gatehouse")
+    assert cfg.gatehouse.join_token == "abc"
+    assert cfg.gatehouse.proxy_server == "10.0.0.5:3080"
+    assert cfg.gatehouse.storage.path == "/var/lib/gatehouse/db.sqlite"
+    assert cfg.auth_service.cluster_name == "sso.example.com"
+    assert cfg.proxy_service.public_addr == "sso.example.com:3080"
+    assert cfg.ssh_service.labels == {"env": "prod"}
+    assert cfg.ssh_service.advertised_addr() == "10.0.0.7:3022"
+    assert cfg.enabled_services() == ["auth", "proxy", "ssh"]
+
+
+def test_defaults_fill_what_the_file_leaves_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                ) -> None:
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(write(tmp_path, "auth_service: {enabled: true}\n"))
+    assert cfg.version == "v1"
+    assert cfg.gatehouse.nodename == socket.gethostname()
+    assert cfg.data_dir == tmp_path / "gatehouse-data"
+    assert cfg.gatehouse.storage.type == "sqlite"
+    assert cfg.gatehouse.storage.path is None
+    assert cfg.auth_service.cluster_name == "gatehouse.local"
+    assert cfg.auth_service.listen_addr == DEFAULT_AUTH_ADDR
+    assert cfg.proxy_service.listen_addr == DEFAULT_PROXY_ADDR
+    assert cfg.ssh_service.listen_addr == DEFAULT_SSH_ADDR
+    assert cfg.enabled_services() == ["auth"]
+
+
+def test_a_joining_node_needs_no_auth(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, """\
+        gatehouse: {join_token: abc, auth_server: 10.0.0.5:3025}
+        ssh_service: {enabled: true}
+    """))
+    assert cfg.enabled_services() == ["ssh"]
+    assert cfg.gatehouse.auth_server == "10.0.0.5:3025"
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("bogus: 1\nauth_service: {enabled: true}\n", "bogus"),
+        ("gatehouse: {nodname: n}\nauth_service: {enabled: true}\n", "gatehouse.nodname"),
+        ("gatehouse: {storage: {type: sqlite, pth: x}}\nauth_service: {enabled: true}\n",
+         "gatehouse.storage.pth"),
+        ("auth_service: {enabled: true, cluster: x}\n", "auth_service.cluster"),
+        ("auth_service: {enabled: true}\nproxy_service: {public: x}\n", "proxy_service.public"),
+        ("auth_service: {enabled: true}\nssh_service: {label: {a: b}}\n", "ssh_service.label"),
+    ],
+)
+def test_unknown_key_names_its_path(tmp_path: Path, text: str, key: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(BadParameter) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: unknown key {key}"
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("version: v2\nauth_service: {enabled: true}\n", "version"),
+        ("auth_service: {enabled: maybe}\n", "auth_service.enabled"),
+        ("gatehouse: {storage: {type: mysql}}\nauth_service: {enabled: true}\n",
+         "gatehouse.storage.type"),
+        ("auth_service: {enabled: true}\nssh_service: {labels: {env: [a, b]}}\n",
+         "ssh_service.labels.env"),
+    ],
+)
+def test_bad_value_names_its_path(tmp_path: Path, text: str, where: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(BadParameter, match=rf"^{path}: {where}: "):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("auth_service: {enabled: true, listen_addr: nope}\n", "auth_service.listen_addr"),
+        ("auth_service: {enabled: true}\nproxy_service: {public_addr: 'x:99999'}\n",
+         "proxy_service.public_addr"),
+        ("gatehouse: {proxy_server: ':3080'}\nssh_service: {enabled: true}\n",
+         "gatehouse.proxy_server"),
+    ],
+)
+def test_bad_address_is_bad_parameter(tmp_path: Path, text: str, where: str) -> None:
+    with pytest.raises(BadParameter):
+        load_config(write(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("auth_service: {enabled: true, listen_addr: nope}\n", "auth_service.listen_addr"),
+        ("gatehouse: {proxy_server: ':3080'}\nssh_service: {enabled: true}\n",
+         "gatehouse.proxy_server"),
+    ],
+)
+def test_bad_address_names_the_file_and_the_key(tmp_path: Path, text: str, where: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(BadParameter, match=rf"^{path}: {where}: "):
+        load_config(path)
+
+
+def test_malformed_yaml_names_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, """\
+        version: v1
+        auth_service:
+          enabled: true
+          cluster_name: [unclosed
+        proxy_service: {enabled: true}
+    """)
+    with pytest.raises(BadParameter, match=r"malformed YAML at line \d+$") as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: ")
+    line = int(str(info.value).rsplit(" ", 1)[1])
+    assert 4 <= line <= 5
+
+
+def test_malformed_yaml_tab_indent_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "gatehouse.yaml"
+    path.write_text("version: v1\nauth_service:\n\tenabled: true\n")
+    with pytest.raises(BadParameter, match=r"malformed YAML at line 3$"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("text", ["- a\n- b\n", "just a string\n", "42\n"])
+def test_top_level_must_be_a_mapping(tmp_path: Path, text: str) -> None:
+    with pytest.raises(BadParameter, match="expected a mapping at the top level"):
+        load_config(write(tmp_path, text))
+
+
+def test_missing_file_is_bad_parameter(tmp_path: Path) -> None:
+    with pytest.raises(BadParameter, match="cannot read config"):
+        load_config(tmp_path / "absent.yaml")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "version: v1\n", "auth_service: {enabled: false}\nssh_service: {listen_addr: a:1}\n"],
+)
+def test_no_service_enabled_is_an_error(tmp_path: Path, text: str) -> None:
+    with pytest.raises(BadParameter, match="no service is enabled"):
+        load_config(write(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["ssh_service: {enabled: true}\n",
+     "proxy_service: {enabled: true}\ngatehouse: {join_token: abc}\n"],
+)
+def test_without_auth_the_file_must_say_where_to_join(tmp_path: Path, text: str) -> None:
+    with pytest.raises(BadParameter, match=r"proxy_server or gatehouse\.auth_server"):
+        load_config(write(tmp_path, text))
+
+
+def test_joining_through_a_proxy_is_enough(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, """\
+        gatehouse: {proxy_server: sso.example.com:3080}
+        proxy_service: {enabled: true}
+    """))
+    assert cfg.enabled_services() == ["proxy"]
+
+
+# --- advertised_addr ----------------------------------------------------------------------
+
+
+def test_public_addr_wins() -> None:
+    svc = SSHService(listen_addr="0.0.0.0:3022", public_addr="10.0.0.7:2222")
+    assert svc.advertised_addr() == "10.0.0.7:2222"
+
+
+@pytest.mark.parametrize(
+    ("listen", "advertised"),
+    [
+        ("0.0.0.0:3022", "127.0.0.1:3022"),
+        ("[::]:3022", "127.0.0.1:3022"),
+        ("127.0.0.1:4022", "127.0.0.1:4022"),
+        ("10.1.2.3:22", "10.1.2.3:22"),
+        ("node1.example.com:3022", "node1.example.com:3022"),
+    ],
+)
+def test_listen_addr_is_advertised_with_wildcards_as_loopback(listen: str, advertised: str
+                                                              ) -> None:
+    assert SSHService(listen_addr=listen).advertised_addr() == advertised
+
+
+def test_default_ssh_service_advertises_its_default_listen_addr() -> None:
+    assert SSHService().advertised_addr() == DEFAULT_SSH_ADDR
+
+
+# --- single_node --------------------------------------------------------------------------
+
+
+def test_single_node_enables_the_three_services_on_loopback() -> None:
+    cfg = Config.single_node()
+    assert cfg.enabled_services() == ["auth", "proxy", "ssh"]
+    assert cfg.auth_service.listen_addr == DEFAULT_AUTH_ADDR
+    assert cfg.proxy_service.listen_addr == DEFAULT_PROXY_ADDR
+    assert cfg.ssh_service.advertised_addr() == DEFAULT_SSH_ADDR
+    assert cfg.gatehouse.storage.type == "sqlite"
