@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Set up, then run a one-node Gatehouse cluster on loopback and walk through it:
-# add a user, log in, list nodes, run commands through the proxy with gsh and
-# with plain OpenSSH. Everything lives in a temporary directory; Ctrl-C stops it.
+# Set up, then run `gatehouse demo`: the seed's three clusters on loopback (root
+# sso.example.com, leaves us-east-1a and us-east-1b joined over reverse tunnels),
+# and take a short tour as the root user. With a terminal it keeps running until
+# Ctrl-C; without one (CI, scripts) it stops the clusters after the tour.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -9,26 +10,29 @@ repo=$PWD
 export PATH="$repo/.venv/bin:$PATH"
 work=$(mktemp -d /tmp/gatehouse-demo.XXXXXX)
 export GATEHOUSE_HOME="$work/home"
-cd "$work"
-echo "== gatehouse start   (state in $work/gatehouse-data)"
-gatehouse start > gatehouse.log 2>&1 &
-daemon=$!
-trap 'kill $daemon 2>/dev/null; wait $daemon 2>/dev/null' EXIT
-for _ in $(seq 1 100); do gatectl status >/dev/null 2>&1 && break; sleep 0.2; done
-gatectl status
-node=$(hostname)
+gatehouse demo --dir "$work/clusters" > "$work/demo.out" &
+demo=$!
+trap 'kill $demo 2>/dev/null; wait $demo 2>/dev/null || true' EXIT
+for _ in $(seq 1 300); do
+    grep -q "Ctrl-C" "$work/demo.out" 2>/dev/null && break
+    kill -0 $demo 2>/dev/null || { cat "$work/demo.out"; echo "gatehouse demo failed" >&2; exit 1; }
+    sleep 0.2
+done
+cat "$work/demo.out"
+echo
+echo "== the tour (as alice, logged in to the root only)"
 set -x
-gatectl users add alice --roles=access --logins=root
-echo 'correct-horse-battery' | gatectl users set-password alice --password-stdin
-echo 'correct-horse-battery' | gsh login --proxy=127.0.0.1:3080 --user=alice --password-stdin --insecure
-gsh status
-gsh ls
-gsh ssh "root@$node" 'echo "hello from $(hostname) as $(id -un)"'
-gsh config > ssh_config
-ssh -F ssh_config "root@$node.gatehouse.local" 'echo "and through plain OpenSSH"'
-gatectl events --since=10m
+gsh clusters
+gsh ls --all
+gsh ssh --cluster=us-east-1a root@node1 'echo "hello from $(hostname) in us-east-1a as $(id -un)"'
+gsh ssh --cluster=us-east-1b root@node1 'echo "and from us-east-1b"'
+gsh config > "$work/ssh_config"
+ssh -F "$work/ssh_config" root@node1.us-east-1b 'echo "plain OpenSSH through the root proxy and the tunnel"'
+gatectl -c "$work/clusters/sso.example.com/gatehouse.yaml" get rc
+gatectl -c "$work/clusters/us-east-1a/gatehouse.yaml" events --type=session.start,session.end
 set +x
-echo "== demo done; the cluster keeps running for you in $work (Ctrl-C to stop):"
-echo "   export PATH=$repo/.venv/bin:\$PATH GATEHOUSE_HOME=$GATEHOUSE_HOME; cd $work"
-echo "   gsh ssh root@$node"
-wait $daemon
+if [ -t 0 ]; then
+    echo "== the clusters keep running (Ctrl-C to stop); in another terminal:"
+    echo "   export PATH=$repo/.venv/bin:\$PATH GATEHOUSE_HOME=$GATEHOUSE_HOME"
+    wait $demo
+fi

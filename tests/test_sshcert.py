@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import binascii
 import dataclasses
 import os
 import shutil
@@ -406,3 +407,14 @@ async def test_openssh_client_accepts_our_host_certificate(tmp_path: Path,
         assert proc.returncode == 0, stderr.decode()
     else:
         assert proc.returncode == 255 and b"Host key verification failed" in stderr
+
+
+def test_is_certificate_tells_certificates_from_plain_keys() -> None:
+    ca = ed25519.Ed25519PrivateKey.generate()
+    key = ed25519.Ed25519PrivateKey.generate().public_key()
+    cert = Certificate(cert_type=CertType.USER, key_id="alice", principals=("root",),
+                       valid_after=0, valid_before=2**40, public_key=key)
+    assert sshcert.is_certificate(sshcert.sign(cert, ca))
+    plain = binascii.a2b_base64(sshcert.public_key_line(key).split()[1])
+    assert not sshcert.is_certificate(plain)
+    assert not sshcert.is_certificate(b"\x00\x00")

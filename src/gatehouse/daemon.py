@@ -91,11 +91,11 @@ def _proxy_names(cfg: Config) -> list[str]:
     return names
 
 
-def _save_local(auth: AuthServer, store: StoredIdentity, role: str, nodename: str,
-                addrs: list[str], dns_names: list[str]) -> None:
+async def _save_local(auth: AuthServer, store: StoredIdentity, role: str, nodename: str,
+                      addrs: list[str], dns_names: list[str], host_id: str = "") -> None:
     key = ed25519.Ed25519PrivateKey.generate()
-    certs = auth.issue_host_certs(role, str(uuid.uuid4()), nodename, key.public_key(),
-                                  addrs, dns_names)
+    certs = await auth.certify_host(role, host_id or str(uuid.uuid4()), nodename,
+                                    key.public_key(), addrs, dns_names)
     cas = auth.cas["host"].tls_cert_pem + auth.cas["user"].tls_cert_pem
     store.save(key, certs.tls_cert, cas, certs.ssh_cert)
 
@@ -105,7 +105,7 @@ async def _start_auth(cfg: Config, auth: AuthServer, stack: contextlib.AsyncExit
     host, port = split_host_port(cfg.auth_service.listen_addr)
     store = StoredIdentity(data_dir / "auth")
     names = ["localhost", "127.0.0.1", host]
-    _save_local(auth, store, "auth", "auth", [], names)
+    await _save_local(auth, store, "auth", "auth", [], names, host_id="auth")
     admin = StoredIdentity(data_dir / "admin")
     key = ed25519.Ed25519PrivateKey.generate()
     admin.save(key, auth.issue_admin_certs(key.public_key()).tls_cert,
@@ -178,7 +178,8 @@ async def run(
                 store = StoredIdentity(data_dir / "proxy")
                 if not store.exists():
                     if auth is not None:
-                        _save_local(auth, store, "proxy", nodename, [], _proxy_names(cfg))
+                        await _save_local(auth, store, "proxy", nodename, [],
+                                          _proxy_names(cfg))
                     else:
                         await join_cluster(cfg.gatehouse, auth_addr, "proxy", nodename, [],
                                            _proxy_names(cfg), store)
@@ -192,7 +193,7 @@ async def run(
                 addr = cfg.ssh_service.advertised_addr()
                 if not store.exists():
                     if auth is not None:
-                        _save_local(auth, store, "node", nodename, [addr], [])
+                        await _save_local(auth, store, "node", nodename, [addr], [])
                     else:
                         await join_cluster(cfg.gatehouse, auth_addr, "node", nodename, [addr], [],
                                            store)

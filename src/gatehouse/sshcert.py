@@ -40,8 +40,8 @@ from gatehouse.errors import AccessDenied, BadParameter
 __all__ = [
     "EXT_CLUSTER", "EXT_HOST_ROLE", "EXT_ROLES", "EXT_ROUTE", "EXT_TRAITS", "HOST_ROLES",
     "CertType", "Certificate", "PublicKey", "check_validity", "decode", "fingerprint",
-    "from_openssh_line", "host_extensions", "public_key_line", "sign", "to_openssh_line",
-    "user_extensions",
+    "from_openssh_line", "host_extensions", "is_certificate", "public_key_line", "sign",
+    "to_openssh_line", "user_extensions",
 ]
 
 EXT_ROLES = "roles@gatehouse"
@@ -220,6 +220,15 @@ def sign(cert: Certificate, ca_key: ed25519.Ed25519PrivateKey) -> bytes:
         _string(_key_blob(ca_key.public_key())),
     ))
     return body + _string(_string(b"ssh-ed25519") + _string(ca_key.sign(body)))
+
+
+def is_certificate(blob: bytes) -> bool:
+    """Whether a public key blob is (claims to be) an OpenSSH certificate."""
+    try:
+        kind = _Reader(blob, "public key").string()
+    except BadParameter:
+        return False
+    return kind.decode(errors="replace") in _CERT_TYPES
 
 
 def decode(blob: bytes) -> Certificate:

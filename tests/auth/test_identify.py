@@ -8,38 +8,22 @@ from collections.abc import AsyncIterator
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from gatehouse import x509
-from gatehouse.auth.identify import HOST_PERMISSIONS, Caller, authorize, identify
+from gatehouse.auth.identify import HOST_PERMISSIONS, Caller, authorize, caller_roles, identify
 from gatehouse.auth.server import AuthServer
-from gatehouse.backend import Backend, open_backend
+from gatehouse.auth.trust import PublicCA
+from gatehouse.backend import open_backend
 from gatehouse.clock import FakeClock
 from gatehouse.errors import AccessDenied
 from gatehouse.types.resource import Metadata
 from gatehouse.types.role import RULE_RESOURCES, RULE_VERBS, Role, RoleSpec
+from gatehouse.types.trusted_cluster import TrustedCluster
 from gatehouse.types.user import User, UserSpec
+from tests.auth.samples import CLUSTER, der, new_key
 
-CLUSTER = "sso.example.com"
 PEER = "10.0.0.2:50000"
 CLIENT = "192.0.2.1:40000"
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def backend(clock: FakeClock) -> AsyncIterator[Backend]:
-    backend = await open_backend("memory", path=None, clock=clock)
-    yield backend
-    await backend.close()
-
-
-@pytest.fixture
-async def server(backend: Backend, clock: FakeClock) -> AuthServer:
-    return await AuthServer.open(backend, clock, CLUSTER)
 
 
 @pytest.fixture
@@ -48,14 +32,6 @@ async def foreign(clock: FakeClock) -> AsyncIterator[AuthServer]:
     backend = await open_backend("memory", path=None, clock=clock)
     yield await AuthServer.open(backend, clock, CLUSTER)
     await backend.close()
-
-
-def new_key() -> ed25519.Ed25519PublicKey:
-    return ed25519.Ed25519PrivateKey.generate().public_key()
-
-
-def der(pem: str) -> bytes:
-    return x509.load_cert(pem).public_bytes(serialization.Encoding.DER)
 
 
 async def user_der(server: AuthServer, name: str = "alice", roles: tuple[str, ...] = ("access",),
@@ -68,8 +44,8 @@ async def user_der(server: AuthServer, name: str = "alice", roles: tuple[str, ..
     return der(certs.tls_cert)
 
 
-def host_der(server: AuthServer, role: str, host_id: str = "hid-1") -> bytes:
-    certs = server.issue_host_certs(role, host_id, f"{role}1", new_key(), [], [])
+async def host_der(server: AuthServer, role: str, host_id: str = "hid-1") -> bytes:
+    certs = await server.certify_host(role, host_id, f"{role}1", new_key(), [], [])
     return der(certs.tls_cert)
 
 
@@ -110,7 +86,7 @@ async def test_user_certificate(server: AuthServer, clock: FakeClock) -> None:
 
 @pytest.mark.parametrize("role", ["node", "proxy", "auth"])
 async def test_host_certificate(server: AuthServer, role: str) -> None:
-    caller = await identify(server, host_der(server, role), None, PEER, None)
+    caller = await identify(server, await host_der(server, role), None, PEER, None)
     assert caller is not None
     assert (caller.identity.kind, caller.identity.name, caller.identity.system_role) == (
         "host", "hid-1", role)
@@ -124,7 +100,7 @@ async def test_admin_certificate(server: AuthServer) -> None:
 
 async def test_a_foreign_cas_certificates_are_denied(server: AuthServer, foreign: AuthServer
                                                      ) -> None:
-    for peer in (await user_der(foreign), host_der(foreign, "proxy"), admin_der(foreign)):
+    for peer in (await user_der(foreign), await host_der(foreign, "proxy"), admin_der(foreign)):
         with pytest.raises(AccessDenied, match="not signed by a trusted"):
             await identify(server, peer, None, PEER, None)
 
@@ -178,7 +154,7 @@ async def test_an_identity_must_match_its_issuing_ca(server: AuthServer, ca_type
 
 async def test_a_proxy_may_forward_its_clients_certificate(server: AuthServer) -> None:
     forwarded = base64.b64encode(await user_der(server)).decode()
-    caller = await identify(server, host_der(server, "proxy"), forwarded, PEER, CLIENT)
+    caller = await identify(server, await host_der(server, "proxy"), forwarded, PEER, CLIENT)
     assert caller is not None
     assert (caller.identity.kind, caller.identity.name) == ("user", "alice")
     assert caller.remote_addr == CLIENT
@@ -187,13 +163,13 @@ async def test_a_proxy_may_forward_its_clients_certificate(server: AuthServer) -
 async def test_a_forwarded_certificate_without_address_keeps_the_peers(server: AuthServer
                                                                        ) -> None:
     forwarded = base64.b64encode(await user_der(server)).decode()
-    caller = await identify(server, host_der(server, "proxy"), forwarded, PEER, None)
+    caller = await identify(server, await host_der(server, "proxy"), forwarded, PEER, None)
     assert caller is not None
     assert caller.remote_addr == PEER
 
 
 async def test_an_empty_forwarded_header_is_an_anonymous_client(server: AuthServer) -> None:
-    caller = await identify(server, host_der(server, "proxy"), "", PEER, CLIENT)
+    caller = await identify(server, await host_der(server, "proxy"), "", PEER, CLIENT)
     assert caller is not None
     assert caller.identity.name == ""
     assert caller.identity.roles == ()
@@ -204,7 +180,7 @@ async def test_an_empty_forwarded_header_is_an_anonymous_client(server: AuthServ
 async def test_only_a_proxy_may_forward(server: AuthServer, role: str) -> None:
     forwarded = base64.b64encode(await user_der(server)).decode()
     with pytest.raises(AccessDenied, match="only a proxy"):
-        await identify(server, host_der(server, role), forwarded, PEER, CLIENT)
+        await identify(server, await host_der(server, role), forwarded, PEER, CLIENT)
 
 
 async def test_neither_a_user_nor_the_admin_may_forward(server: AuthServer) -> None:
@@ -221,12 +197,12 @@ async def test_neither_a_user_nor_the_admin_may_forward(server: AuthServer) -> N
 async def test_a_malformed_forwarded_certificate_is_denied(server: AuthServer, forwarded: str
                                                            ) -> None:
     with pytest.raises(AccessDenied, match="malformed"):
-        await identify(server, host_der(server, "proxy"), forwarded, PEER, CLIENT)
+        await identify(server, await host_der(server, "proxy"), forwarded, PEER, CLIENT)
 
 
 async def test_a_forwarded_certificate_is_verified_too(server: AuthServer, foreign: AuthServer,
                                                        clock: FakeClock) -> None:
-    proxy = host_der(server, "proxy")
+    proxy = await host_der(server, "proxy")
     with pytest.raises(AccessDenied, match="not signed by a trusted"):
         await identify(server, proxy, base64.b64encode(await user_der(foreign)).decode(), PEER,
                  CLIENT)
@@ -239,7 +215,7 @@ async def test_a_forwarded_certificate_is_verified_too(server: AuthServer, forei
 async def test_a_foreign_proxy_may_not_forward(server: AuthServer, foreign: AuthServer) -> None:
     forwarded = base64.b64encode(await user_der(server)).decode()
     with pytest.raises(AccessDenied, match="not signed by a trusted"):
-        await identify(server, host_der(foreign, "proxy"), forwarded, PEER, CLIENT)
+        await identify(server, await host_der(foreign, "proxy"), forwarded, PEER, CLIENT)
 
 
 # --- authorize ----------------------------------------------------------------------------
@@ -256,7 +232,7 @@ async def test_no_caller_is_denied_and_audited(server: AuthServer) -> None:
 
 
 async def test_an_anonymous_forwarded_client_is_denied(server: AuthServer) -> None:
-    caller = await identify(server, host_der(server, "proxy"), "", PEER, CLIENT)
+    caller = await identify(server, await host_der(server, "proxy"), "", PEER, CLIENT)
     with pytest.raises(AccessDenied, match="needs a certificate"):
         await authorize(server, caller, "node", "list")
     assert await denials(server) == [("", "node", "list", CLIENT)]
@@ -271,7 +247,7 @@ async def test_the_admin_may_do_everything(server: AuthServer) -> None:
 
 @pytest.mark.parametrize("role", ["node", "proxy"])
 async def test_a_host_may_do_its_permissions_only(server: AuthServer, role: str) -> None:
-    caller = await caller_of(server, host_der(server, role))
+    caller = await caller_of(server, await host_der(server, role))
     for resource, verb in EVERY_CALL:
         if (resource, verb) in HOST_PERMISSIONS[role]:
             assert await authorize(server, caller, resource, verb) is caller
@@ -283,17 +259,17 @@ async def test_a_host_may_do_its_permissions_only(server: AuthServer, role: str)
 
 
 async def test_a_node_may_heartbeat_but_not_list_or_edit(server: AuthServer) -> None:
-    caller = await caller_of(server, host_der(server, "node"))
+    caller = await caller_of(server, await host_der(server, "node"))
     await authorize(server, caller, "node", "heartbeat")
     await authorize(server, caller, "trust", "read")
-    for resource, verb in [("node", "list"), ("node", "resolve"), ("user", "create"),
+    for resource, verb in [("node", "list"), ("node", "read"), ("user", "create"),
                            ("token", "create"), ("event", "list")]:
         with pytest.raises(AccessDenied):
             await authorize(server, caller, resource, verb)
 
 
 async def test_the_auth_host_identity_has_no_api_permissions(server: AuthServer) -> None:
-    caller = await caller_of(server, host_der(server, "auth"))
+    caller = await caller_of(server, await host_der(server, "auth"))
     with pytest.raises(AccessDenied, match="a auth may not list node"):
         await authorize(server, caller, "node", "list")
 
@@ -354,12 +330,18 @@ async def test_a_user_certified_but_never_created_is_refused(server: AuthServer)
 
 async def test_a_forwarded_user_is_authorized_as_the_user(server: AuthServer) -> None:
     forwarded = base64.b64encode(await user_der(server, roles=("access",))).decode()
-    caller = await identify(server, host_der(server, "proxy"), forwarded, PEER, CLIENT)
-    await authorize(server, caller, "node", "list")
-    # The proxy itself may resolve nodes; the user it speaks for may not.
+    caller = await identify(server, await host_der(server, "proxy"), forwarded, PEER, CLIENT)
+    await authorize(server, caller, "node", "read")  # what resolving a node asks
     with pytest.raises(AccessDenied):
-        await authorize(server, caller, "node", "resolve")
-    assert await denials(server) == [("alice", "node", "resolve", CLIENT)]
+        await authorize(server, caller, "user", "create")
+    assert await denials(server) == [("alice", "user", "create", CLIENT)]
+
+
+async def test_a_proxy_may_not_resolve_nodes_in_its_own_name(server: AuthServer) -> None:
+    """Only a user's roles decide which node a proxy dials for them."""
+    caller = await caller_of(server, await host_der(server, "proxy"))
+    with pytest.raises(AccessDenied, match="a proxy may not read node"):
+        await authorize(server, caller, "node", "read")
 
 
 async def test_a_denial_is_audited_with_its_reason(server: AuthServer) -> None:
@@ -373,3 +355,133 @@ async def test_a_denial_is_audited_with_its_reason(server: AuthServer) -> None:
     assert event.remote_addr == PEER
     assert event.message == str(info.value)
     assert event.fields == {"resource": "user", "verb": "create"}
+
+
+# --- revocation ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("role", ["node", "proxy"])
+async def test_a_host_whose_record_is_gone_has_no_standing(server: AuthServer, role: str
+                                                           ) -> None:
+    caller = await caller_of(server, await host_der(server, role))
+    await server.hosts.delete("hid-1")  # what delete_node does to a host's registration
+    with pytest.raises(AccessDenied, match="host hid-1 is not registered"):
+        await authorize(server, caller, "trust", "read")
+
+
+async def test_a_removed_proxy_may_not_relay(server: AuthServer) -> None:
+    proxy = await host_der(server, "proxy")
+    forwarded = base64.b64encode(await user_der(server)).decode()
+    await server.hosts.delete("hid-1")
+    with pytest.raises(AccessDenied):
+        await identify(server, proxy, forwarded, PEER, CLIENT)
+
+
+# --- what a proxy may relay ---------------------------------------------------------------
+
+ROOT = "root.example.com"
+
+
+@pytest.fixture
+async def root(clock: FakeClock) -> AsyncIterator[AuthServer]:
+    """A root cluster this one (the leaf) may trust."""
+    backend = await open_backend("memory", path=None, clock=clock)
+    yield await AuthServer.open(backend, clock, ROOT)
+    await backend.close()
+
+
+def trusted_cluster(enabled: bool = True,
+                    role_map: tuple[tuple[str, str], ...] = (("admin", "access"),)
+                    ) -> TrustedCluster:
+    return TrustedCluster.model_validate({
+        "metadata": {"name": ROOT},
+        "spec": {"enabled": enabled, "token": "secret", "proxy_addr": f"{ROOT}:3080",
+                 "role_map": [{"remote": r, "local": [local]} for r, local in role_map]},
+    })
+
+
+async def trust(server: AuthServer, root: AuthServer, tc: TrustedCluster | None = None) -> None:
+    """The end of a completed trusted-cluster join: the leaf holds the root's public CAs."""
+    await server.trust.store_root(tc or trusted_cluster(),
+                                  [PublicCA.of(root.cas["user"]), PublicCA.of(root.cas["host"])])
+
+
+async def relayed(server: AuthServer, forwarded: bytes) -> Caller:
+    caller = await identify(server, await host_der(server, "proxy"),
+                            base64.b64encode(forwarded).decode(), PEER, CLIENT)
+    assert caller is not None
+    return caller
+
+
+@pytest.mark.parametrize("kind", ["node", "proxy", "admin"])
+async def test_a_proxy_relays_only_user_certificates(server: AuthServer, kind: str) -> None:
+    forwarded = admin_der(server) if kind == "admin" else await host_der(server, kind, "hid-2")
+    with pytest.raises(AccessDenied, match="may relay only user certificates"):
+        await relayed(server, forwarded)
+
+
+async def test_a_proxy_relays_a_trusted_root_user(server: AuthServer, root: AuthServer) -> None:
+    await trust(server, root)
+    caller = await relayed(server, await user_der(root, roles=("admin",)))
+    assert (caller.identity.kind, caller.identity.name, caller.identity.cluster) == (
+        "user", "alice", ROOT)
+
+
+async def test_a_root_user_may_not_call_a_leaf_directly(server: AuthServer, root: AuthServer
+                                                        ) -> None:
+    await trust(server, root)
+    with pytest.raises(AccessDenied, match="not signed by a trusted"):
+        await identify(server, await user_der(root, roles=("admin",)), None, PEER, None)
+
+
+async def test_a_root_may_not_mint_users_of_the_leaf(server: AuthServer, root: AuthServer
+                                                     ) -> None:
+    """A root's user CA vouches for the root's users only, never for this cluster's."""
+    await trust(server, root)
+    ident = x509.Identity(kind="user", name="alice", cluster=CLUSTER, roles=("editor",))
+    with pytest.raises(AccessDenied):
+        await relayed(server, _signed(root, "user", ident))
+
+
+async def test_a_disabled_trusted_cluster_is_not_trusted(server: AuthServer, root: AuthServer
+                                                         ) -> None:
+    await trust(server, root, trusted_cluster(enabled=False))
+    with pytest.raises(AccessDenied, match="not signed by a trusted"):
+        await relayed(server, await user_der(root, roles=("admin",)))
+
+
+async def test_a_root_users_roles_map_through_the_role_map(server: AuthServer,
+                                                           root: AuthServer) -> None:
+    await trust(server, root)
+    caller = await relayed(server, await user_der(root, roles=("admin", "auditor")))
+    assert [r.name for r in await caller_roles(server, caller.identity)] == ["access"]
+
+
+async def test_a_root_user_with_no_mapped_role_is_denied(server: AuthServer, root: AuthServer
+                                                         ) -> None:
+    """Role names do not carry over: the root's editor is nothing here unless mapped."""
+    await trust(server, root)
+    caller = await relayed(server, await user_der(root, roles=("editor",)))
+    with pytest.raises(AccessDenied,
+                       match=f"no roles mapped for remote user alice from cluster {ROOT}"):
+        await caller_roles(server, caller.identity)
+
+
+async def test_disabling_trust_denies_a_root_user_already_identified(
+    server: AuthServer, root: AuthServer
+) -> None:
+    await trust(server, root)
+    caller = await relayed(server, await user_der(root, roles=("admin",)))
+    await server.trust.trusted.upsert(trusted_cluster(enabled=False))
+    with pytest.raises(AccessDenied, match=f"trust in cluster {ROOT} is disabled"):
+        await authorize(server, caller, "node", "list")
+
+
+async def test_a_mapped_root_user_is_authorized_by_the_mapped_roles(
+    server: AuthServer, root: AuthServer
+) -> None:
+    await trust(server, root)
+    caller = await relayed(server, await user_der(root, roles=("admin",)))
+    await authorize(server, caller, "node", "list")  # access allows it
+    with pytest.raises(AccessDenied, match="not allowed by roles access"):
+        await authorize(server, caller, "user", "create")

@@ -5,13 +5,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import argon2
 import pytest
 
-from gatehouse.auth import passwords
 from gatehouse.auth.passwords import LOCK_AFTER, LOCK_FOR, MIN_LENGTH, PasswordStore
 from gatehouse.backend import Backend, Item, open_backend
 from gatehouse.clock import FakeClock
@@ -20,25 +17,6 @@ from gatehouse.errors import AccessDenied, BadParameter, LimitExceeded, NotFound
 GOOD = "correct horse battery"
 BAD = "wrong horse battery!"
 SECOND = dt.timedelta(seconds=1)
-
-
-@pytest.fixture
-def fast_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The default argon2 parameters cost ~0.2 s a hash; tests need the logic, not the cost."""
-    monkeypatch.setattr(passwords, "_hasher",
-                        argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def backend(clock: FakeClock) -> AsyncIterator[Backend]:
-    backend = await open_backend("memory", path=None, clock=clock)
-    yield backend
-    await backend.close()
 
 
 @pytest.fixture

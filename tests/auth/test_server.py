@@ -5,54 +5,32 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import uuid
-from collections.abc import AsyncIterator
 
-import argon2
 import pytest
 from cryptography import x509 as cx509
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from gatehouse import sshcert, x509
-from gatehouse.auth import issuer, passwords
+from gatehouse.auth import issuer
+from gatehouse.auth.hosts import HostRecord
 from gatehouse.auth.issuer import NO_LOGIN_PRINCIPAL
 from gatehouse.auth.passwords import LOCK_AFTER
 from gatehouse.auth.server import DEFAULT_USER_TTL, NODE_TTL, AuthServer, JoinRequest
-from gatehouse.backend import Backend, open_backend
+from gatehouse.backend import Backend
 from gatehouse.clock import FakeClock
 from gatehouse.errors import AccessDenied, BadParameter, LimitExceeded, NotFound
 from gatehouse.services.events import AuditEvent
 from gatehouse.types.resource import Metadata
 from gatehouse.types.role import Role, RoleConditions, RoleOptions, RoleSpec
 from gatehouse.types.user import User, UserSpec
+from tests.auth.samples import CLUSTER, NODE_ADDR, add_role, certify
 
-CLUSTER = "sso.example.com"
 PASSWORD = "correct horse battery"
 MINUTE = dt.timedelta(minutes=1)
 SECOND = dt.timedelta(seconds=1)
 
-
-@pytest.fixture(autouse=True)
-def fast_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The default argon2 parameters cost ~0.2 s a hash; these tests need the logic only."""
-    monkeypatch.setattr(passwords, "_hasher",
-                        argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def backend(clock: FakeClock) -> AsyncIterator[Backend]:
-    backend = await open_backend("memory", path=None, clock=clock)
-    yield backend
-    await backend.close()
-
-
-@pytest.fixture
-async def server(backend: Backend, clock: FakeClock) -> AuthServer:
-    return await AuthServer.open(backend, clock, CLUSTER)
+pytestmark = pytest.mark.usefixtures("fast_hashing")
 
 
 def public_line() -> str:
@@ -69,11 +47,6 @@ async def add_user(server: AuthServer, name: str = "alice", roles: list[str] | N
     return user
 
 
-async def add_role(server: AuthServer, name: str, **spec: object) -> Role:
-    return await server.roles.create(Role(metadata=Metadata(name=name),
-                                          spec=RoleSpec.model_validate(spec)))
-
-
 def ssh_cert(line: str) -> sshcert.Certificate:
     return sshcert.decode(sshcert.from_openssh_line(line))
 
@@ -86,7 +59,7 @@ def join_request(secret: str, role: str = "node", nodename: str = "node1",
                  addrs: list[str] | None = None, dns_names: list[str] | None = None
                  ) -> JoinRequest:
     return JoinRequest(token=secret, role=role, nodename=nodename, public_key=public_line(),
-                       addrs=["10.0.0.7:3022"] if addrs is None else addrs,
+                       addrs=[NODE_ADDR] if addrs is None else addrs,
                        dns_names=dns_names or [], remote_addr="10.0.0.7:40000")
 
 
@@ -370,8 +343,7 @@ async def test_node_join_certifies_the_host(server: AuthServer, clock: FakeClock
     ident = x509.identity_of(tls)
     assert (ident.kind, ident.name, ident.cluster, ident.roles) == (
         "host", host_id, CLUSTER, ("node",))
-    san = tls.extensions.get_extension_for_class(cx509.SubjectAlternativeName).value
-    assert san.get_values_for_type(cx509.DNSName) == [f"{host_id}.node.{CLUSTER}"]
+    assert await server.hosts.get(host_id) == HostRecord("node", "node1", [NODE_ADDR])
 
     [joined] = await events(server, "join")
     assert joined.node == "node1"
@@ -389,24 +361,27 @@ async def test_proxy_join_carries_its_names(server: AuthServer) -> None:
     assert cert.principals == ("proxy1", f"proxy1.{CLUSTER}", host_id)
     san = x509.load_cert(certs.tls_cert).extensions.get_extension_for_class(
         cx509.SubjectAlternativeName).value
-    assert san.get_values_for_type(cx509.DNSName) == [
-        f"{host_id}.proxy.{CLUSTER}", "sso.example.com", f"proxy.{CLUSTER}"]
+    assert san.get_values_for_type(cx509.DNSName) == [f"proxy.{CLUSTER}", "sso.example.com"]
     assert san.get_values_for_type(cx509.IPAddress) == [ipaddress.ip_address("192.0.2.10")]
+    assert await server.hosts.get(host_id) == HostRecord("proxy", "proxy1", [])
 
 
-async def test_a_node_gets_no_extra_tls_names(server: AuthServer) -> None:
+async def test_a_node_gets_no_tls_names(server: AuthServer) -> None:
+    """A node never serves TLS: names it asks for are ignored, and it gets no serverAuth."""
     token = await server.create_token("node", dt.timedelta(minutes=15))
-    host_id, certs = await server.join(join_request(token.secret, dns_names=["evil.example"]))
-    san = x509.load_cert(certs.tls_cert).extensions.get_extension_for_class(
-        cx509.SubjectAlternativeName).value
-    assert san.get_values_for_type(cx509.DNSName) == [f"{host_id}.node.{CLUSTER}"]
+    _, certs = await server.join(join_request(token.secret, dns_names=["evil.example"]))
+    tls = x509.load_cert(certs.tls_cert)
+    with pytest.raises(cx509.ExtensionNotFound):
+        tls.extensions.get_extension_for_class(cx509.SubjectAlternativeName)
+    usages = tls.extensions.get_extension_for_class(cx509.ExtendedKeyUsage).value
+    assert list(usages) == [ExtendedKeyUsageOID.CLIENT_AUTH]
 
 
-def test_host_principals_strip_ports_and_brackets(server: AuthServer) -> None:
+async def test_host_principals_strip_ports_and_brackets(server: AuthServer) -> None:
     key = ed25519.Ed25519PrivateKey.generate().public_key()
-    certs = server.issue_host_certs("node", "hid-1", "db1", key,
-                                    ["10.0.0.7:3022", "[::1]:3022", "db1.internal:22",
-                                     "10.0.0.7:4022"], [])
+    certs = await server.certify_host("node", "hid-1", "db1", key,
+                                      ["10.0.0.7:3022", "[::1]:3022", "db1.internal:22",
+                                       "10.0.0.7:4022"], [])
     assert ssh_cert(certs.ssh_cert).principals == (
         "db1", f"db1.{CLUSTER}", "hid-1", "10.0.0.7", "::1", "db1.internal")
 
@@ -487,26 +462,30 @@ async def test_a_bad_host_name_does_not_consume_the_token(server: AuthServer, no
 
 
 # --- presence -----------------------------------------------------------------------------
+# Heartbeats are accepted only under the name and addresses a host was certified with;
+# tests/auth/test_hosts.py covers the refusals.
 
 
 async def test_heartbeat_registers_a_node(server: AuthServer, clock: FakeClock) -> None:
-    node = await server.heartbeat("hid-1", "db1", "10.0.0.7:3022", {"env": "prod"})
+    await certify(server, "hid-1", "db1", [NODE_ADDR])
+    node = await server.heartbeat("hid-1", "db1", NODE_ADDR, {"env": "prod"})
     [listed] = await server.nodes.list()
     assert listed == node
     assert listed.metadata.name == "hid-1"
     assert listed.metadata.labels == {"env": "prod"}
     assert (listed.spec.hostname, listed.spec.addr, listed.spec.cluster, listed.spec.host_id) \
-        == ("db1", "10.0.0.7:3022", CLUSTER, "hid-1")
+        == ("db1", NODE_ADDR, CLUSTER, "hid-1")
     assert listed.status is not None
     assert listed.status.last_heartbeat == clock.now()
 
 
 async def test_a_node_vanishes_node_ttl_after_its_last_heartbeat(server: AuthServer,
                                                                  clock: FakeClock) -> None:
-    await server.heartbeat("hid-1", "db1", "10.0.0.7:3022", {})
+    await certify(server, "hid-1", "db1", [NODE_ADDR])
+    await server.heartbeat("hid-1", "db1", NODE_ADDR, {})
     clock.advance(NODE_TTL - SECOND)
     assert len(await server.nodes.list()) == 1
-    await server.heartbeat("hid-1", "db1", "10.0.0.7:3022", {})  # refreshed
+    await server.heartbeat("hid-1", "db1", NODE_ADDR, {})  # refreshed
     clock.advance(NODE_TTL - SECOND)
     assert len(await server.nodes.list()) == 1
     clock.advance(SECOND)
@@ -515,40 +494,49 @@ async def test_a_node_vanishes_node_ttl_after_its_last_heartbeat(server: AuthSer
         await server.resolve_node("db1")
 
 
-@pytest.mark.parametrize(("hostname", "addr", "labels"),
-                         [("", "10.0.0.7:3022", {}), ("db1", "nope", {}),
-                          ("db1", "10.0.0.7:3022", {"bad key": "x"})])
-async def test_a_bad_heartbeat_is_bad_parameter(server: AuthServer, hostname: str, addr: str,
-                                                labels: dict[str, str]) -> None:
-    with pytest.raises(BadParameter):
-        await server.heartbeat("hid-1", hostname, addr, labels)
+@pytest.mark.parametrize("labels", [{"bad key": "x"}, {"": "x"}, {"*": "x"}])
+async def test_bad_heartbeat_labels_are_bad_parameter(server: AuthServer,
+                                                      labels: dict[str, str]) -> None:
+    await certify(server, "hid-1", "db1", [NODE_ADDR])
+    with pytest.raises(BadParameter, match=r"bad heartbeat: labels.*not a valid label key"):
+        await server.heartbeat("hid-1", "db1", NODE_ADDR, labels)
+
+
+async def two_nodes(server: AuthServer, second_name: str = "web1") -> None:
+    """db1 (hid-1) at 10.0.0.7:3022, and a second node (hid-2) at 10.0.0.8:3022."""
+    for host_id, name, addr in [("hid-1", "db1", NODE_ADDR), ("hid-2", second_name,
+                                                              "10.0.0.8:3022")]:
+        await certify(server, host_id, name, [addr])
+        await server.heartbeat(host_id, name, addr, {})
 
 
 async def test_resolve_node_by_host_id_hostname_or_addr(server: AuthServer) -> None:
-    db1 = await server.heartbeat("hid-1", "db1", "10.0.0.7:3022", {})
-    web1 = await server.heartbeat("hid-2", "web1", "10.0.0.8:3022", {})
+    await two_nodes(server)
+    db1, web1 = await server.nodes.get("hid-1"), await server.nodes.get("hid-2")
     assert await server.resolve_node("hid-1") == db1
     assert await server.resolve_node("db1") == db1
-    assert await server.resolve_node("10.0.0.7:3022") == db1
+    assert await server.resolve_node(NODE_ADDR) == db1
     assert await server.resolve_node("web1") == web1
 
 
 @pytest.mark.parametrize("target", ["db2", "10.0.0.7", "10.0.0.9:3022", "", "hid"])
 async def test_resolve_unknown_node_is_not_found(server: AuthServer, target: str) -> None:
-    await server.heartbeat("hid-1", "db1", "10.0.0.7:3022", {})
+    await certify(server, "hid-1", "db1", [NODE_ADDR])
+    await server.heartbeat("hid-1", "db1", NODE_ADDR, {})
     with pytest.raises(NotFound, match=f"not registered in cluster {CLUSTER}"):
         await server.resolve_node(target)
 
 
 async def test_resolve_ambiguous_hostname_is_bad_parameter(server: AuthServer) -> None:
-    await server.heartbeat("hid-1", "db1", "10.0.0.7:3022", {})
-    await server.heartbeat("hid-2", "db1", "10.0.0.8:3022", {})
+    await two_nodes(server, second_name="db1")
     with pytest.raises(BadParameter, match=r"ambiguous.*use its host id"):
         await server.resolve_node("db1")
     assert (await server.resolve_node("hid-2")).spec.addr == "10.0.0.8:3022"
 
 
 async def test_a_host_id_beats_another_nodes_hostname(server: AuthServer) -> None:
-    await server.heartbeat("db1", "alpha", "10.0.0.7:3022", {})
+    await certify(server, "db1", "alpha", [NODE_ADDR])
+    await server.heartbeat("db1", "alpha", NODE_ADDR, {})
+    await certify(server, "hid-2", "db1", ["10.0.0.8:3022"])
     await server.heartbeat("hid-2", "db1", "10.0.0.8:3022", {})
     assert (await server.resolve_node("db1")).metadata.name == "db1"

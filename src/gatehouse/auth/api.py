@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import datetime as dt
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -15,9 +17,9 @@ from gatehouse import rbac
 from gatehouse.auth.identify import Caller, authorize, caller_roles, identify
 from gatehouse.auth.server import AuthServer, JoinRequest
 from gatehouse.auth.trust import PublicCA
-from gatehouse.errors import BadParameter, GatehouseError, NotFound
+from gatehouse.errors import AccessDenied, BadParameter, GatehouseError, NotFound
 from gatehouse.proxy.web import CLIENT_CERT_HEADER, REMOTE_ADDR_HEADER
-from gatehouse.services.events import HOST_EMITTABLE, AuditEvent
+from gatehouse.services.events import AuditEvent
 from gatehouse.tls import peer_der
 from gatehouse.types.cert_authority import CertAuthority, CertAuthoritySpec
 from gatehouse.types.resource import Metadata, Resource, parse_duration
@@ -30,6 +32,17 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _SERVER: web.AppKey[AuthServer] = web.AppKey("server", AuthServer)
+KEEPALIVE = 15.0
+EVENT_SKEW = dt.timedelta(minutes=5)
+MAX_BATCH = 1000
+MAX_MESSAGE = 2000
+MAX_FIELDS = 8192
+# What each kind of host may report; the auth stamps time, id, cluster and node itself.
+HOST_EVENTS = {
+    "node": frozenset({"session.start", "session.end", "session.rejected", "exec", "auth",
+                       "port_forward", "port_forward.denied"}),
+    "proxy": frozenset({"proxy.dial.denied"}),
+}
 
 
 def _server(request: web.Request) -> AuthServer:
@@ -129,7 +142,7 @@ async def login(request: web.Request) -> web.Response:
     server = _server(request)
     caller = await _caller(request)
     body = await _body(request)
-    ttl = parse_duration(body["ttl"]) if body.get("ttl") else None
+    ttl = parse_duration(str(body["ttl"])) if body.get("ttl") else None
     certs = await server.login(
         _field(body, "user"), _field(body, "password"), _field(body, "public_key"),
         otp=str(body.get("otp") or ""), ttl=ttl,
@@ -183,8 +196,18 @@ async def heartbeat(request: web.Request) -> web.Response:
 
 
 async def resolve(request: web.Request) -> web.Response:
-    await _allowed(request, "node", "resolve")
-    node = await _server(request).resolve_node(request.query.get("target", ""))
+    """The node a user asks a proxy to dial: registered here, and selected by their roles."""
+    caller = await _allowed(request, "node", "read")
+    server = _server(request)
+    target = request.query.get("target", "")
+    node = await server.resolve_node(target)
+    if caller.identity.kind == "user":
+        roles = await caller_roles(server, caller.identity)
+        if not rbac.can_see_node(roles, node.metadata.labels):
+            await server.audit.emit("access.denied", user=caller.identity.name,
+                                    remote_addr=caller.remote_addr,
+                                    message=f"no role selects node {target}")
+            raise AccessDenied(f"user {caller.identity.name} may not access node {target}")
     return web.json_response(to_json_obj(node))
 
 
@@ -220,7 +243,16 @@ async def trust(request: web.Request) -> web.StreamResponse:
     prefixes = [b"/roles/", b"/users/", b"/authorities/", b"/trusted_clusters/"]
     async with server.backend.watch(prefixes) as watcher:
         await response.write(json.dumps(await _trust_snapshot(server)).encode() + b"\n")
-        async for _ in watcher:
+        changes = aiter(watcher)
+        while True:
+            try:
+                async with asyncio.timeout(KEEPALIVE):
+                    await anext(changes)
+            except TimeoutError:
+                await response.write(b"\n")  # keepalive: a vanished client is noticed here
+                continue
+            except StopAsyncIteration:
+                break
             # Coalesce a burst of changes into one snapshot.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(0.05):
@@ -248,19 +280,38 @@ async def post_events(request: web.Request) -> web.Response:
         node = (await server.nodes.get(host_id)).spec.hostname
     except NotFound:
         node = host_id
-    for raw in raw_events[:1000]:
-        ev = AuditEvent.from_json_obj(raw if isinstance(raw, dict) else {})
-        if ev.event not in HOST_EMITTABLE:
-            raise BadParameter(f"a host may not emit {ev.event!r} events")
-        # The auth, not the host, says which cluster and node an event comes from.
+    allowed = HOST_EVENTS.get(caller.identity.system_role, frozenset())
+    stored = 0
+    now = server.clock.now()
+    rejected = max(0, len(raw_events) - MAX_BATCH)
+    for raw in raw_events[:MAX_BATCH]:
+        try:
+            ev = AuditEvent.from_json_obj(raw if isinstance(raw, dict) else {})
+            if ev.event not in allowed:
+                raise BadParameter(f"a {caller.identity.system_role} may not emit {ev.event!r}")
+            texts = (ev.user, ev.login, ev.remote_addr, ev.session_id, ev.correlation_id,
+                     ev.message)
+            if not all(isinstance(t, str) for t in texts) or not isinstance(ev.fields, dict):
+                raise BadParameter("event fields have the wrong types")
+            if len(ev.message) > MAX_MESSAGE or len(json.dumps(ev.fields)) > MAX_FIELDS:
+                raise BadParameter("event too large")
+            # The host's clock counts only within a few minutes of ours.
+            when = ev.time if abs(ev.time - now) <= EVENT_SKEW else now
+        except (BadParameter, TypeError, ValueError) as exc:  # one bad event, not the batch
+            log.warning("rejected audit event from host %s: %s", host_id, exc)
+            rejected += 1
+            continue
+        # The auth, not the host, says which cluster and node an event comes from, and
+        # gives it its id.
         fixed = server.audit.new(
-            ev.event, id=ev.id, user=ev.user, login=ev.login, node=node,
+            ev.event, user=ev.user, login=ev.login, node=node,
             remote_addr=ev.remote_addr, session_id=ev.session_id,
             correlation_id=ev.correlation_id, message=ev.message,
             fields={**ev.fields, "server_id": host_id},
         )
-        await server.audit.store(AuditEvent(**{**fixed.__dict__, "time": ev.time}))
-    return web.json_response({"stored": len(raw_events[:1000])})
+        await server.audit.store(dataclasses.replace(fixed, time=when))
+        stored += 1
+    return web.json_response({"stored": stored, "rejected": rejected})
 
 
 # --- users and admins ---------------------------------------------------------------------
@@ -289,12 +340,17 @@ async def list_nodes(request: web.Request) -> web.Response:
     if ident.kind == "user":  # a user sees the nodes their roles select
         roles = await caller_roles(server, ident)
         nodes = [n for n in nodes if rbac.can_see_node(roles, n.metadata.labels)]
-    selector = json.loads(request.query.get("labels", "{}") or "{}")
+    try:
+        selector = json.loads(request.query.get("labels", "{}") or "{}")
+        limit = int(request.query.get("limit", "0") or 0)
+        if not isinstance(selector, dict):
+            raise ValueError("labels must be an object")
+    except ValueError as exc:
+        raise BadParameter(f"bad node query: {exc}") from None
     if selector:
         nodes = [n for n in nodes
                  if all(n.metadata.labels.get(k) == v for k, v in selector.items())]
     nodes.sort(key=lambda n: (n.spec.hostname, n.metadata.name))
-    limit = int(request.query.get("limit", "0") or 0)
     if limit > 0:
         nodes = nodes[:limit]
     return web.json_response([to_json_obj(n) for n in nodes])
@@ -342,6 +398,7 @@ async def status(request: web.Request) -> web.Response:
 
 async def set_password(request: web.Request) -> web.Response:
     caller = await _allowed(request, "user", "update")
+    await _allowed(request, "role", "update")  # or a password reset takes over an editor
     server = _server(request)
     name = request.match_info["name"]
     await server.users.get(name)
@@ -354,6 +411,7 @@ async def set_password(request: web.Request) -> web.Response:
 async def set_totp(request: web.Request) -> web.Response:
     """Enroll (a new secret) or, with {"enabled": false}, remove a user's second factor."""
     caller = await _allowed(request, "user", "update")
+    await _allowed(request, "role", "update")
     server = _server(request)
     name = request.match_info["name"]
     await server.users.get(name)
@@ -422,6 +480,8 @@ async def put_resource(request: web.Request) -> web.Response:
     res = from_json_obj(await _body(request))
     upsert = request.query.get("upsert") == "1"
     caller = await _allowed(request, res.kind, "update" if upsert else "create")
+    if res.kind == "user":  # granting roles is as powerful as editing them
+        await _allowed(request, "role", "update")
     if isinstance(res, TrustedCluster):
         joined = await server.upsert_trusted_cluster(res, force=upsert)
         return web.json_response(to_json_obj(res), status=201 if joined else 200)
@@ -449,6 +509,8 @@ async def delete_resource(request: web.Request) -> web.Response:
     server = _server(request)
     if kind == "user":
         await server.delete_user(name)
+    elif kind == "node":
+        await server.delete_node(name)
     elif kind == "trusted_cluster":
         await server.delete_trusted_cluster(name)
     elif kind == "remote_cluster":

@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 # What each kind of host may do through the API, beyond which everything is denied.
 HOST_PERMISSIONS: dict[str, frozenset[tuple[str, str]]] = {
     "node": frozenset({("node", "heartbeat"), ("trust", "read"), ("event", "create")}),
-    "proxy": frozenset({("node", "list"), ("node", "resolve"), ("event", "create"),
-                        ("trust", "read"), ("remote_cluster", "heartbeat")}),
+    "proxy": frozenset({("node", "list"), ("event", "create"), ("trust", "read"),
+                        ("remote_cluster", "heartbeat")}),
 }
 
 
@@ -89,6 +89,7 @@ async def identify(
         return Caller(ident, peer_addr)
     if ident.system_role != "proxy":
         raise AccessDenied("only a proxy may forward a client's identity")
+    await server.hosts.get(ident.name)  # a removed proxy relays nothing
     remote = forwarded_addr or peer_addr
     if not forwarded_der:
         return Caller(x509.Identity(kind="host", name="", cluster=""), remote)
@@ -150,6 +151,8 @@ async def authorize(
             return caller
         if ident.kind == "host":
             role = ident.system_role
+            if role in HOST_PERMISSIONS:
+                await server.hosts.get(ident.name)  # a removed host has no standing
             if role == "admin" or (resource, verb) in HOST_PERMISSIONS.get(role, frozenset()):
                 return caller
             raise AccessDenied(f"a {role} may not {verb} {resource}")

@@ -9,8 +9,10 @@ while locked are refused without being counted (they do not extend the lock).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
+import functools
 import uuid
 
 import argon2
@@ -26,6 +28,11 @@ LOCK_AFTER = 5
 LOCK_FOR = dt.timedelta(minutes=20)
 
 _hasher = argon2.PasswordHasher()
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    return _hasher.hash("not a password anyone has: " + uuid.uuid4().hex)
 
 
 class PasswordStore:
@@ -44,9 +51,8 @@ class PasswordStore:
     async def set(self, user: str, password: str) -> None:
         if len(password) < MIN_LENGTH:
             raise BadParameter(f"password must be at least {MIN_LENGTH} characters")
-        await self._backend.put(
-            Item(key=f"/passwords/{user}".encode(), value=_hasher.hash(password).encode())
-        )
+        hashed = await asyncio.to_thread(_hasher.hash, password)
+        await self._backend.put(Item(key=f"/passwords/{user}".encode(), value=hashed.encode()))
         await self.clear_failures(user)
 
     async def delete(self, user: str) -> None:
@@ -67,9 +73,14 @@ class PasswordStore:
             await self._refuse_if_locked(user)
         try:
             stored = (await self._backend.get(f"/passwords/{user}".encode())).value.decode()
-            _hasher.verify(stored, password)
-        except (NotFound, argon2.exceptions.VerificationError,
-                argon2.exceptions.InvalidHashError) as exc:
+        except NotFound:
+            stored = ""
+        try:
+            # Off the event loop; an unknown user costs the same hash (no timing oracle).
+            await asyncio.to_thread(_hasher.verify, stored or _dummy_hash(), password)
+            if not stored:
+                raise argon2.exceptions.VerificationError("no such user")
+        except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError) as exc:
             if await self._failures(user) >= LOCK_AFTER:
                 await self._lock(user)
             raise AccessDenied("invalid user name or password") from exc

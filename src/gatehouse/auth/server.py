@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import ipaddress
 import logging
 import re
 import uuid
@@ -19,6 +20,7 @@ from pydantic import ValidationError
 
 from gatehouse import rbac, x509
 from gatehouse.auth import authorities, issuer
+from gatehouse.auth.hosts import HostRecord, HostRegistry
 from gatehouse.auth.passwords import PasswordStore
 from gatehouse.auth.rootjoin import join_root
 from gatehouse.auth.totp import TOTPStore
@@ -77,6 +79,7 @@ class AuthServer:
         self.passwords = PasswordStore(backend, clock)
         self.totp = TOTPStore(backend, clock, issuer=f"Gatehouse {cluster}")
         self.trust = TrustStore(backend, clock, cluster, self.audit)
+        self.hosts = HostRegistry(backend)
 
     @classmethod
     async def open(cls, backend: Backend, clock: Clock, cluster: str) -> AuthServer:
@@ -189,7 +192,36 @@ class AuthServer:
 
     # --- hosts ----------------------------------------------------------------------------
 
-    def issue_host_certs(
+    def _check_host_names(self, role: str, nodename: str, addrs: list[str],
+                          dns_names: list[str]) -> None:
+        """Hosts do not choose arbitrary names for their certificates: no wildcards,
+        no names reserved for the cluster's own services (BadParameter otherwise)."""
+        if not re.fullmatch(NAME_PATTERN, nodename):
+            raise BadParameter(f"invalid node name {nodename!r}")
+        for addr in addrs:
+            host = split_host_port(addr)[0]
+            if not _is_host(host):
+                raise BadParameter(f"invalid address {addr!r}: expected an IP or a host name")
+        for name in dns_names:
+            # TLS compares names without case: so must this check.
+            if not _is_host(name) or name.lower().endswith(f".{self.cluster.lower()}"):
+                raise BadParameter(f"a {role} may not claim the name {name!r}")
+
+    async def certify_host(
+        self,
+        role: str,
+        host_id: str,
+        nodename: str,
+        key: Any,
+        addrs: list[str],
+        dns_names: list[str],
+    ) -> issuer.IssuedCerts:
+        """Register a host (what it may claim in heartbeats) and sign its certificates."""
+        self._check_host_names(role, nodename, addrs, dns_names)
+        await self.hosts.put(host_id, HostRecord(role=role, nodename=nodename, addrs=addrs))
+        return self._issue_host_certs(role, host_id, nodename, key, addrs, dns_names)
+
+    def _issue_host_certs(
         self,
         role: str,
         host_id: str,
@@ -201,9 +233,8 @@ class AuthServer:
         ident = x509.Identity(kind="host", name=host_id, cluster=self.cluster, roles=(role,))
         hosts = [a.rpartition(":")[0].strip("[]") or a for a in addrs]
         principals = [nodename, f"{nodename}.{self.cluster}", host_id, *hosts]
-        names = [f"{host_id}.{role}.{self.cluster}", *dns_names]
-        if role in ("proxy", "auth"):
-            names.append(f"{role}.{self.cluster}")
+        # Only servers get TLS names (and with them serverAuth): a node never serves TLS.
+        names = [] if role == "node" else [f"{role}.{self.cluster}", *dns_names]
         return issuer.issue_host(
             self.cas["host"], key, ident, now=self.clock.now(), ttl=HOST_TTL,
             principals=principals, dns_names=names,
@@ -235,10 +266,8 @@ class AuthServer:
             if req.role not in ("node", "proxy"):
                 raise BadParameter(f"cannot join as {req.role!r}: expected node or proxy")
             # Everything is checked before the single-use token is spent.
-            if not re.fullmatch(NAME_PATTERN, req.nodename):
-                raise BadParameter(f"invalid node name {req.nodename!r}")
-            for addr in req.addrs:
-                split_host_port(addr)
+            self._check_host_names(req.role, req.nodename, req.addrs,
+                                   req.dns_names if req.role == "proxy" else [])
             key = issuer.parse_public_key(req.public_key)
             try:
                 token = await self.tokens.get(req.token)
@@ -257,8 +286,8 @@ class AuthServer:
                         req.remote_addr, str(exc))
             raise
         host_id = str(uuid.uuid4())
-        certs = self.issue_host_certs(req.role, host_id, req.nodename, key, req.addrs,
-                                      req.dns_names if req.role == "proxy" else [])
+        certs = await self.certify_host(req.role, host_id, req.nodename, key, req.addrs,
+                                        req.dns_names if req.role == "proxy" else [])
         await self.audit.emit("join", node=req.nodename, remote_addr=req.remote_addr,
                               fields={"role": req.role, "host_id": host_id})
         return host_id, certs
@@ -266,6 +295,13 @@ class AuthServer:
     async def heartbeat(
         self, host_id: str, hostname: str, addr: str, labels: dict[str, str]
     ) -> Node:
+        """Register a node's presence: only under the name and addresses it was certified
+        with, or the proxy could be pointed at any address (an open relay)."""
+        record = await self.hosts.get(host_id)
+        if hostname != record.nodename or addr not in record.addrs:
+            raise AccessDenied(
+                f"node {host_id} was certified as {record.nodename} at "
+                f"{', '.join(record.addrs) or 'no address'}, not {hostname} at {addr}")
         now = self.clock.now()
         try:
             node = Node(
@@ -279,6 +315,19 @@ class AuthServer:
             where = ".".join(str(p) for p in err["loc"])
             raise BadParameter(f"bad heartbeat: {where}: {err['msg']}") from None
         return await self.nodes.upsert(node)
+
+    async def delete_node(self, host_id: str) -> None:
+        """Revoke a host's registration (its heartbeats and API calls are refused from now)
+        and forget its listing; works for offline nodes and for proxies too."""
+        found = False
+        with contextlib.suppress(NotFound):
+            await self.hosts.delete(host_id)
+            found = True
+        with contextlib.suppress(NotFound):
+            await self.nodes.delete(host_id)
+            found = True
+        if not found:
+            raise NotFound(f"node {host_id} not found")
 
     async def resolve_node(self, target: str) -> Node:
         """A registered node by host id, hostname or advertised address; never anything else."""
@@ -337,3 +386,15 @@ class AuthServer:
     async def delete_remote_cluster(self, name: str) -> None:
         await self.trust.remove_leaf(name)
         await self.audit.emit("remote_cluster.delete", fields={"leaf": name})
+
+
+_HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
+
+
+def _is_host(name: str) -> bool:
+    """An IP address or a plain DNS name (no wildcards or pattern characters)."""
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return _HOST_RE.fullmatch(name) is not None
+    return True

@@ -186,9 +186,11 @@ def _show(items: list[dict[str, Any]], fmt: Format) -> None:
         for i in items:
             spec = i.get("spec") or {}
             summary = ", ".join(f"{k}={v}" for k, v in spec.items()
-                                if isinstance(v, str | int | bool | list) and k != "tls_certs")
-            rows.append([i["kind"], i["metadata"]["name"], summary[:100]])
-        print_table(["Kind", "Name", "Spec"], rows)
+                                if isinstance(v, str | int | bool | list)
+                                and k not in ("tls_certs", "token"))
+            status = ", ".join(f"{k}={v}" for k, v in (i.get("status") or {}).items())
+            rows.append([i["kind"], i["metadata"]["name"], summary[:90], status[:70]])
+        print_table(["Kind", "Name", "Spec", "Status"], rows)
 
 
 @app.command()

@@ -71,5 +71,23 @@ def start(
     run_async(main())
 
 
+@app.command()
+def demo(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where the clusters keep their state and logs.")
+    ] = Path("gatehouse-demo"),
+) -> None:
+    """Run the seed's example for real: root sso.example.com, leaves us-east-1a and
+    us-east-1b (each auth + proxy + node), joined by tokens, with a logged-in user."""
+    from gatehouse.demo import run_demo
+
+    try:
+        run_demo(directory.absolute())
+    except GatehouseError as exc:
+        die(str(exc))
+    except KeyboardInterrupt:
+        pass
+
+
 def main() -> None:
     app()

@@ -84,6 +84,7 @@ class NodeSSHServer(asyncssh.SSHServer):
 
     def authorize(self, login: str, key_data: bytes) -> bool:
         """Decide from the raw certificate; True only when every check passes."""
+        self.grant = None
         try:
             self.grant = self._decide(login, key_data)
         except (AccessDenied, BadParameter) as exc:
@@ -185,6 +186,9 @@ class NodeConnection(asyncssh.SSHServerConnection):
     ) -> bool:
         owner = self._owner
         if not isinstance(owner, NodeSSHServer):
+            return False
+        if not sshcert.is_certificate(key_data):
+            log.debug("plain public key offered for %s: only certificates are accepted", username)
             return False
         if not owner.authorize(username, key_data):
             return False

@@ -77,10 +77,6 @@ class ProxyService:
     def _sni(self, sslobj: ssl.SSLObject, name: str | None, ctx: ssl.SSLContext) -> None:
         sslobj.context = self._server_context()
 
-    async def _resolve(self, target: str) -> str:
-        node = await self._api.get("/v1/nodes/resolve", target=target)
-        return str(node["spec"]["addr"])
-
     async def _audit(self, event: str, fields: dict[str, Any]) -> None:
         record = {"event": event, "time": self._clock.now().isoformat(), "cluster": "", **fields}
         try:
@@ -123,14 +119,14 @@ class ProxyService:
                                access_log=None, shutdown_timeout=2.0)
         await runner.setup()
         ssh_proxy = SSHProxy(cluster=self._cluster, user_cas=self._user_cas,
-                             resolve=self._resolve, open_remote=tunnels.open,
+                             resolve=forwarder.resolve_node, open_remote=tunnels.open,
                              audit=self._audit, clock=self._clock)
         web_server = runner.server
         assert web_server is not None
         handlers = {ALPN_SSH: self._spawn_handler(ssh_proxy), ALPN_TUNNEL: tunnels.protocol,
                     "http/1.1": lambda: web_server()}
-        agent = TunnelAgent(ident, self._trust.current, self._trust.subscribe(), self._resolve,
-                            forwarder, self._audit)
+        agent = TunnelAgent(ident, self._trust.current, self._trust.subscribe(), forwarder,
+                            self._audit)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._trust.run())
             try:

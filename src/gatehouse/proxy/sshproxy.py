@@ -9,6 +9,7 @@ user CA, an expired one, a target that is not a registered node.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -29,7 +30,8 @@ __all__ = ["SSHProxy"]
 
 log = logging.getLogger(__name__)
 
-Resolve = Callable[[str], Awaitable[str]]  # target -> "host:port" of a registered node
+# (target, user's certificate, remote address) -> "host:port" of a node the user may reach
+Resolve = Callable[[str, bytes, str], Awaitable[str]]
 OpenRemote = Callable[[str, dict[str, Any]], Awaitable[mux.MuxStream]]
 Audit = Callable[[str, dict[str, Any]], Awaitable[None]]
 
@@ -58,8 +60,9 @@ class SSHProxy:
         peer = writer.get_extra_info("peername")
         remote = f"{peer[0]}:{peer[1]}" if peer else ""
         user = ""
+        der = peer_der(writer.get_extra_info("ssl_object")) or b""
         try:
-            ident = self._authenticate(writer)
+            ident = self._authenticate(der)
             user = ident.name
             line = await asyncio.wait_for(reader.readuntil(b"\n"), HANDSHAKE_TIMEOUT)
             request = DialRequest.decode(line)
@@ -68,11 +71,12 @@ class SSHProxy:
                 # dials it only if it is one of its registered nodes.
                 stream = await self._open_remote(request.cluster, {
                     "kind": "ssh", "target": request.target, "port": request.port,
-                    "user": user})
+                    "user": user, "remote": remote,
+                    "client_cert": base64.b64encode(der).decode()})
                 writer.write(DialReply().encode())
                 await mux.splice(stream, reader, writer)
                 return
-            addr = await self._resolve(request.target)
+            addr = await self._resolve(request.target, der, remote)
             host, port = split_host_port(addr)
             try:
                 node = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
@@ -82,16 +86,19 @@ class SSHProxy:
                 TimeoutError) as exc:
             reason = _reason(exc)
             log.warning("ssh proxy refused user=%s remote=%s reason=%r", user, remote, reason)
+            writer.write(DialReply(error=reason).encode())
+            await _close(writer)
             await self._audit("proxy.dial.denied",
                               {"user": user, "remote_addr": remote, "message": reason})
-            writer.write(DialReply(error=reason).encode())
+            return
+        except Exception:
+            log.exception("ssh proxy failed user=%s remote=%s", user, remote)
             await _close(writer)
             return
         writer.write(DialReply().encode())
         await splice((reader, writer), node)
 
-    def _authenticate(self, writer: asyncio.StreamWriter) -> x509.Identity:
-        der = peer_der(writer.get_extra_info("ssl_object"))
+    def _authenticate(self, der: bytes) -> x509.Identity:
         if not der:
             raise AccessDenied("a user certificate is required: run `gsh login` first")
         cert = cx509.load_der_x509_certificate(der)

@@ -16,12 +16,13 @@ import base64
 import contextlib
 import json
 import ssl
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
 
-from gatehouse.errors import GatehouseError
+from gatehouse.errors import GatehouseError, from_status
 from gatehouse.tls import peer_der
 
 __all__ = [
@@ -74,7 +75,9 @@ class AuthForwarder:
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=256),
+                # No pool limit: trust watches of nodes joined through this proxy hold
+                # connections for as long as they live.
+                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=0),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
                 auto_decompress=False,
             )
@@ -92,6 +95,21 @@ class AuthForwarder:
             headers=call.headers(), server_hostname=self._hostname,
         ) as upstream:
             yield upstream
+
+    async def resolve_node(self, target: str, client_der: bytes | None, remote: str) -> str:
+        """Ask the auth, as the user, which node ``target`` is; returns its address.
+
+        The auth answers only for a registered node that the user's roles select.
+        """
+        path = "/v1/nodes/resolve?" + urllib.parse.urlencode({"target": target})
+        status, body = await self.call(ForwardedCall("GET", path, b"", client_der, remote))
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = {}
+        if status != 200:
+            raise from_status(status, str(data.get("error") or f"cannot resolve {target}"))
+        return str(data["spec"]["addr"])
 
     async def call(self, call: ForwardedCall) -> tuple[int, bytes]:
         """A buffered call (status, body); for relaying over a tunnel."""

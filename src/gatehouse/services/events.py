@@ -14,7 +14,7 @@ from gatehouse.backend import Backend, Item, prefix_end
 from gatehouse.clock import Clock
 from gatehouse.errors import BadParameter
 
-__all__ = ["CODES", "HOST_EMITTABLE", "AuditEvent", "AuditLog"]
+__all__ = ["CODES", "AuditEvent", "AuditLog"]
 
 # event name -> code. "I" = info, "W" = warning (a refusal or failure).
 CODES: dict[str, str] = {
@@ -47,12 +47,6 @@ CODES: dict[str, str] = {
     "trusted_cluster.delete": "TT004I",
     "remote_cluster.delete": "TT005I",
 }
-
-# What a node or proxy may report about itself; the auth stamps cluster and node.
-HOST_EMITTABLE = frozenset(
-    {"session.start", "session.end", "session.rejected", "exec", "auth", "port_forward",
-     "port_forward.denied", "proxy.dial.denied"}
-)
 
 _PREFIX = b"/events/"
 

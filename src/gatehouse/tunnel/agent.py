@@ -35,7 +35,6 @@ __all__ = ["TunnelAgent"]
 
 log = logging.getLogger(__name__)
 
-Resolve = Callable[[str], Awaitable[str]]  # target -> "host:port" of a registered node
 Audit = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 MAX_BACKOFF = 10.0
@@ -53,14 +52,12 @@ class TunnelAgent:
         identity: StoredIdentity,
         trust: Callable[[], TrustSnapshot],
         updated: asyncio.Event,
-        resolve: Resolve,
         forwarder: AuthForwarder,
         audit: Audit,
     ) -> None:
         self._identity = identity
         self._trust = trust
         self._updated = updated
-        self._resolve = resolve
         self._forwarder = forwarder
         self._audit = audit
         self._running: dict[str, tuple[RootCluster, asyncio.Task[None]]] = {}
@@ -144,10 +141,14 @@ class TunnelAgent:
         target = str(stream.meta.get("target", ""))
         user = str(stream.meta.get("user", ""))
         try:
-            addr = await self._resolve(target)  # registered nodes only: no open relay
+            der = base64.b64decode(str(stream.meta.get("client_cert", "")), validate=True)
+            # Asked as the root user: the leaf's auth answers only for its own registered
+            # nodes that the user's mapped roles select (no open relay).
+            addr = await self._forwarder.resolve_node(target, der or None,
+                                                      str(stream.meta.get("remote", "")))
             host, port = split_host_port(addr)
             reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
-        except (GatehouseError, OSError, TimeoutError) as exc:
+        except (GatehouseError, OSError, TimeoutError, binascii.Error) as exc:
             reason = str(exc) or f"node {target} is unreachable"
             log.warning("tunnel dial refused user=%s target=%s reason=%r", user, target, reason)
             await self._audit("proxy.dial.denied", {"user": user, "message": reason,

@@ -1,0 +1,38 @@
+"""Constants and builders shared by the auth tests (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from gatehouse import x509
+from gatehouse.auth.issuer import IssuedCerts
+from gatehouse.auth.server import AuthServer
+from gatehouse.types.resource import Metadata
+from gatehouse.types.role import Role, RoleSpec
+
+CLUSTER = "sso.example.com"
+NODE_ADDR = "10.0.0.7:3022"
+
+
+def new_key() -> ed25519.Ed25519PublicKey:
+    return ed25519.Ed25519PrivateKey.generate().public_key()
+
+
+def der(pem: str) -> bytes:
+    return x509.load_cert(pem).public_bytes(serialization.Encoding.DER)
+
+
+async def certify(server: AuthServer, host_id: str = "hid-1", nodename: str = "db1",
+                  addrs: Sequence[str] = (NODE_ADDR,), *, role: str = "node",
+                  dns_names: Sequence[str] = ()) -> IssuedCerts:
+    """Register a host as a join would (the only way a heartbeat is accepted)."""
+    return await server.certify_host(role, host_id, nodename, new_key(), list(addrs),
+                                     list(dns_names))
+
+
+async def add_role(server: AuthServer, name: str, **spec: object) -> Role:
+    return await server.roles.create(Role(metadata=Metadata(name=name),
+                                          spec=RoleSpec.model_validate(spec)))

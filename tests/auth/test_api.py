@@ -1,0 +1,366 @@
+"""Tests for gatehouse.auth.api over real TLS on loopback: node resolution, user management
+and audit events reported by hosts. The caller is whoever the client certificate says."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import itertools
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from gatehouse import tls
+from gatehouse.auth.api import EVENT_SKEW, MAX_FIELDS, MAX_MESSAGE, make_api_app
+from gatehouse.auth.server import AuthServer
+from gatehouse.client.api import APIClient
+from gatehouse.clock import FakeClock
+from gatehouse.errors import AccessDenied, NotFound
+from gatehouse.keystore import StoredIdentity
+from gatehouse.proxy.web import CLIENT_CERT_HEADER
+from gatehouse.services.events import AuditEvent
+from gatehouse.types.resource import Metadata
+from gatehouse.types.user import User, UserSpec
+from gatehouse.types.yaml_io import to_json_obj
+from tests.auth.samples import CLUSTER, NODE_ADDR, add_role, certify, der
+
+PASSWORD = "correct horse battery"
+
+pytestmark = pytest.mark.usefixtures("fast_hashing")
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    # The TLS handshake checks certificates against the real time, not this clock.
+    return FakeClock(dt.datetime.now(dt.UTC).replace(microsecond=0))
+
+
+class API:
+    """The auth API served over TLS, and clients of it holding various identities."""
+
+    def __init__(self, server: AuthServer, addr: str, directory: Path) -> None:
+        self.server = server
+        self.addr = addr
+        self._directory = directory
+        self._names = itertools.count()
+        self._clients: list[APIClient] = []
+
+    def _client(self, key: ed25519.Ed25519PrivateKey, tls_cert: str,
+                headers: dict[str, str] | None = None) -> APIClient:
+        store = StoredIdentity(self._directory / f"id{next(self._names)}")
+        store.save(key, tls_cert, self.server.cas["host"].tls_cert_pem)
+        ctx = tls.client_context(store.cas_pem(), cert_file=store.tls_cert_file,
+                                 key_file=store.key_pem_file)
+        client = APIClient(self.addr, ctx, server_hostname=f"auth.{CLUSTER}", headers=headers)
+        self._clients.append(client)
+        return client
+
+    async def _login(self, name: str, roles: list[str]) -> tuple[ed25519.Ed25519PrivateKey, str]:
+        """Create (or update) the user; a fresh key and TLS certificate of theirs."""
+        user = User(metadata=Metadata(name=name),
+                    spec=UserSpec(roles=roles, traits={"logins": [name]}))
+        await self.server.users.upsert(user)
+        key = ed25519.Ed25519PrivateKey.generate()
+        return key, (await self.server.issue_user_certs(user, key.public_key(), ttl=None)).tls_cert
+
+    async def user_cert(self, name: str, roles: list[str]) -> str:
+        return (await self._login(name, roles))[1]
+
+    async def user(self, name: str, roles: list[str]) -> APIClient:
+        return self._client(*await self._login(name, roles))
+
+    async def host(self, role: str, host_id: str, nodename: str, addrs: list[str],
+                   headers: dict[str, str] | None = None) -> APIClient:
+        key = ed25519.Ed25519PrivateKey.generate()
+        certs = await self.server.certify_host(role, host_id, nodename, key.public_key(), addrs,
+                                               [])
+        return self._client(key, certs.tls_cert, headers)
+
+    async def proxy_relaying(self, user_tls_cert: str) -> APIClient:
+        """A proxy forwarding a user's call, as proxy/web.AuthForwarder does."""
+        header = base64.b64encode(der(user_tls_cert)).decode()
+        return await self.host("proxy", "proxy-hid", "proxy1", [],
+                               headers={CLIENT_CERT_HEADER: header})
+
+    def admin(self) -> APIClient:
+        key = ed25519.Ed25519PrivateKey.generate()
+        return self._client(key, self.server.issue_admin_certs(key.public_key()).tls_cert)
+
+    async def close(self) -> None:
+        for client in self._clients:
+            await client.close()
+
+
+@pytest.fixture
+async def api(server: AuthServer, tmp_path: Path) -> AsyncIterator[API]:
+    """The auth API as daemon._start_auth serves it, on a free loopback port."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    certs = await server.certify_host("auth", "auth", "auth", key.public_key(), [], [])
+    store = StoredIdentity(tmp_path / "auth")
+    store.save(key, certs.tls_cert, server.cas["host"].tls_cert_pem)
+    ctx = tls.server_context(store.tls_cert_file, store.key_pem_file,
+                             server.cas["host"].tls_cert_pem + server.cas["user"].tls_cert_pem,
+                             alpn=["http/1.1"])
+    runner = web.AppRunner(make_api_app(server), access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
+        await site.start()
+        port = runner.addresses[0][1]
+        harness = API(server, f"127.0.0.1:{port}", tmp_path)
+        yield harness
+        await harness.close()
+    finally:
+        await runner.cleanup()
+
+
+async def denied_events(server: AuthServer) -> list[AuditEvent]:
+    return await server.audit.search(types=["access.denied"])
+
+
+# --- /v1/nodes/resolve --------------------------------------------------------------------
+
+
+@pytest.fixture
+async def db1(server: AuthServer) -> None:
+    """A node db1 labelled env=prod, heartbeating at NODE_ADDR; a role that sees only dev."""
+    await certify(server, "hid-1", "db1", [NODE_ADDR])
+    await server.heartbeat("hid-1", "db1", NODE_ADDR, {"env": "prod"})
+    await add_role(server, "dev", allow={"node_labels": {"env": "dev"},
+                                         "rules": [{"resources": ["node"],
+                                                    "verbs": ["list", "read"]}]})
+
+
+@pytest.mark.usefixtures("db1")
+async def test_a_user_resolves_a_node_their_roles_select(api: API) -> None:
+    client = await api.user("alice", ["access"])
+    node = await client.get("/v1/nodes/resolve", target="db1")
+    assert node["spec"]["addr"] == NODE_ADDR
+
+
+@pytest.mark.usefixtures("db1")
+async def test_a_user_may_not_resolve_a_node_their_roles_do_not_select(api: API) -> None:
+    client = await api.user("bob", ["dev"])
+    with pytest.raises(AccessDenied, match="user bob may not access node db1"):
+        await client.get("/v1/nodes/resolve", target="db1")
+
+
+@pytest.mark.usefixtures("db1")
+async def test_resolving_a_node_not_selected_is_audited(api: API) -> None:
+    client = await api.user("bob", ["dev"])
+    with pytest.raises(AccessDenied):
+        await client.get("/v1/nodes/resolve", target="db1")
+    assert [(e.user, e.message) for e in await denied_events(api.server)] == [
+        ("bob", "no role selects node db1")]
+
+
+@pytest.mark.usefixtures("db1")
+async def test_resolving_needs_node_read(api: API, server: AuthServer) -> None:
+    """Every node selected, but no rule to read nodes: refused."""
+    await add_role(server, "see-all", allow={"node_labels": {"*": "*"}})
+    client = await api.user("carol", ["see-all"])
+    with pytest.raises(AccessDenied, match='"read" on "node" is not allowed'):
+        await client.get("/v1/nodes/resolve", target="db1")
+
+
+@pytest.mark.usefixtures("db1")
+async def test_a_proxy_resolves_for_the_user_it_relays(api: API) -> None:
+    client = await api.proxy_relaying(await api.user_cert("alice", ["access"]))
+    node = await client.get("/v1/nodes/resolve", target="db1")
+    assert node["metadata"]["name"] == "hid-1"
+
+
+@pytest.mark.usefixtures("db1")
+async def test_a_proxy_resolves_nothing_for_a_user_not_selected(api: API) -> None:
+    client = await api.proxy_relaying(await api.user_cert("bob", ["dev"]))
+    with pytest.raises(AccessDenied, match="user bob may not access node db1"):
+        await client.get("/v1/nodes/resolve", target="db1")
+
+
+@pytest.mark.usefixtures("db1")
+async def test_a_proxy_may_not_resolve_in_its_own_name(api: API) -> None:
+    client = await api.host("proxy", "proxy-hid", "proxy1", [])
+    with pytest.raises(AccessDenied, match="a proxy may not read node"):
+        await client.get("/v1/nodes/resolve", target="db1")
+
+
+@pytest.mark.usefixtures("db1")
+async def test_resolving_an_unregistered_target_is_not_found(api: API) -> None:
+    client = await api.user("alice", ["access"])
+    with pytest.raises(NotFound):
+        await client.get("/v1/nodes/resolve", target="10.0.0.99:22")
+
+
+# --- heartbeats and removal through the API ---------------------------------------------
+
+
+async def test_a_node_may_not_heartbeat_an_address_it_was_not_certified_with(api: API) -> None:
+    node = await api.host("node", "hid-1", "db1", [NODE_ADDR])
+    with pytest.raises(AccessDenied, match="certified as db1"):
+        await node.post("/v1/nodes/heartbeat", {"hostname": "db1", "addr": "10.9.9.9:22"})
+
+
+async def test_a_node_removed_by_the_admin_is_refused(api: API) -> None:
+    node = await api.host("node", "hid-1", "db1", [NODE_ADDR])
+    beat = {"hostname": "db1", "addr": NODE_ADDR}
+    await node.post("/v1/nodes/heartbeat", beat)
+    await api.admin().delete("/v1/resources/node/hid-1")
+    with pytest.raises(AccessDenied, match="not registered"):
+        await node.post("/v1/nodes/heartbeat", beat)
+
+
+# --- user management cannot grant more than its holder may ---------------------------------
+
+
+@pytest.fixture
+async def user_admin(api: API, server: AuthServer) -> APIClient:
+    """A user who may manage users, but not roles."""
+    await add_role(server, "user-admin", allow={"rules": [{"resources": ["user"],
+                                                           "verbs": ["*"]}]})
+    return await api.user("ursula", ["user-admin"])
+
+
+def user_json(name: str, roles: list[str]) -> dict[str, Any]:
+    return to_json_obj(User(metadata=Metadata(name=name), spec=UserSpec(roles=roles)))
+
+
+async def test_creating_a_user_needs_role_update(user_admin: APIClient, server: AuthServer
+                                                 ) -> None:
+    with pytest.raises(AccessDenied, match='"update" on "role"'):
+        await user_admin.post("/v1/resources", user_json("mallory", ["editor"]))
+    with pytest.raises(NotFound):
+        await server.users.get("mallory")
+
+
+async def test_updating_a_user_needs_role_update(user_admin: APIClient, server: AuthServer
+                                                 ) -> None:
+    """Or a user manager could make themselves an editor."""
+    with pytest.raises(AccessDenied, match='"update" on "role"'):
+        await user_admin.post("/v1/resources?upsert=1", user_json("ursula", ["editor"]))
+    assert (await server.users.get("ursula")).spec.roles == ["user-admin"]
+
+
+async def test_setting_a_password_needs_role_update(user_admin: APIClient, api: API) -> None:
+    await api.user("erin", ["editor"])
+    with pytest.raises(AccessDenied, match='"update" on "role"'):
+        await user_admin.post("/v1/users/erin/password", {"password": PASSWORD})
+
+
+async def test_setting_totp_needs_role_update(user_admin: APIClient, api: API) -> None:
+    await api.user("erin", ["editor"])
+    with pytest.raises(AccessDenied, match='"update" on "role"'):
+        await user_admin.post("/v1/users/erin/totp", {"enabled": False})
+
+
+async def test_an_editor_manages_users(api: API, server: AuthServer) -> None:
+    editor = await api.user("erin", ["editor"])
+    await editor.post("/v1/resources", user_json("dave", ["access"]))
+    await editor.post("/v1/users/dave/password", {"password": PASSWORD})
+    await server.passwords.check("dave", PASSWORD)
+
+
+# --- audit events reported by hosts -------------------------------------------------------
+
+
+def event(name: str, time: dt.datetime, **kw: Any) -> dict[str, Any]:
+    return AuditEvent(event=name, time=time, cluster=CLUSTER, **kw).to_json_obj()
+
+
+@pytest.fixture
+async def node(api: API, server: AuthServer) -> APIClient:
+    """Node db1 (host id hid-1), registered by a first heartbeat."""
+    client = await api.host("node", "hid-1", "db1", [NODE_ADDR])
+    await client.post("/v1/nodes/heartbeat", {"hostname": "db1", "addr": NODE_ADDR})
+    return client
+
+
+async def post(client: APIClient, *events: object) -> dict[str, int]:
+    reply: dict[str, int] = await client.post("/v1/events", {"events": list(events)})
+    return reply
+
+
+async def stored(server: AuthServer, name: str) -> AuditEvent:
+    [ev] = await server.audit.search(types=[name])
+    return ev
+
+
+async def test_the_auth_stamps_cluster_and_node(node: APIClient, server: AuthServer,
+                                                clock: FakeClock) -> None:
+    await post(node, {**event("session.start", clock.now()), "cluster": "evil.example",
+                      "node": "db9"})
+    ev = await stored(server, "session.start")
+    assert (ev.cluster, ev.node, ev.fields["server_id"]) == (CLUSTER, "db1", "hid-1")
+
+
+async def test_the_auth_gives_each_event_its_own_id(node: APIClient, server: AuthServer,
+                                                    clock: FakeClock) -> None:
+    await post(node, event("exec", clock.now(), id="forged-id"))
+    assert (await stored(server, "exec")).id != "forged-id"
+
+
+@pytest.mark.parametrize("offset", [-EVENT_SKEW, dt.timedelta(seconds=-30), EVENT_SKEW])
+async def test_a_hosts_time_is_kept_within_the_skew(node: APIClient, server: AuthServer,
+                                                    clock: FakeClock, offset: dt.timedelta
+                                                    ) -> None:
+    await post(node, event("exec", clock.now() + offset))
+    assert (await stored(server, "exec")).time == clock.now() + offset
+
+
+@pytest.mark.parametrize("offset", [-EVENT_SKEW - dt.timedelta(seconds=1),
+                                    dt.timedelta(days=-365), dt.timedelta(hours=2)])
+async def test_a_hosts_time_beyond_the_skew_is_replaced(node: APIClient, server: AuthServer,
+                                                        clock: FakeClock, offset: dt.timedelta
+                                                        ) -> None:
+    await post(node, event("exec", clock.now() + offset))
+    assert (await stored(server, "exec")).time == clock.now()
+
+
+@pytest.mark.parametrize(("role", "name", "allowed"), [
+    ("node", "session.start", True), ("node", "session.end", True),
+    ("node", "session.rejected", True), ("node", "exec", True), ("node", "auth", True),
+    ("node", "port_forward", True), ("node", "port_forward.denied", True),
+    ("node", "proxy.dial.denied", False), ("node", "user.login", False),
+    ("node", "access.denied", False), ("node", "join", False),
+    ("proxy", "proxy.dial.denied", True), ("proxy", "session.start", False),
+    ("proxy", "user.login", False), ("proxy", "access.denied", False),
+])
+async def test_each_host_role_emits_only_its_own_events(api: API, clock: FakeClock, role: str,
+                                                        name: str, allowed: bool) -> None:
+    client = await api.host(role, "hid-1", f"{role}1", [NODE_ADDR] if role == "node" else [])
+    reply = await post(client, event(name, clock.now()))
+    assert reply == ({"stored": 1, "rejected": 0} if allowed else {"stored": 0, "rejected": 1})
+
+
+async def test_a_forbidden_event_is_not_stored(node: APIClient, server: AuthServer,
+                                               clock: FakeClock) -> None:
+    await post(node, event("user.login", clock.now(), user="root"))
+    assert await server.audit.search(types=["user.login"]) == []
+
+
+@pytest.mark.parametrize("big", [{"message": "x" * (MAX_MESSAGE + 1)},
+                                 {"fields": {"output": "x" * MAX_FIELDS}}])
+async def test_an_oversized_event_is_rejected_alone(node: APIClient, clock: FakeClock,
+                                                    big: dict[str, Any]) -> None:
+    reply = await post(node, event("exec", clock.now(), **big), event("exec", clock.now()))
+    assert reply == {"stored": 1, "rejected": 1}
+
+
+async def test_the_largest_event_allowed_is_stored(node: APIClient, clock: FakeClock) -> None:
+    reply = await post(node, event("exec", clock.now(), message="x" * MAX_MESSAGE))
+    assert reply == {"stored": 1, "rejected": 0}
+
+
+async def test_a_malformed_event_is_rejected_alone(node: APIClient, clock: FakeClock) -> None:
+    reply = await post(node, {"event": "exec"}, "not an object", event("exec", clock.now()))
+    assert reply == {"stored": 1, "rejected": 2}
+
+
+@pytest.mark.parametrize("bad", [{"time": "2026-01-01T00:00:00"}, {"message": 42}])
+async def test_an_ill_typed_event_is_rejected_alone(node: APIClient, clock: FakeClock,
+                                                    bad: dict[str, Any]) -> None:
+    reply = await post(node, {**event("exec", clock.now()), **bad}, event("exec", clock.now()))
+    assert reply == {"stored": 1, "rejected": 1}
