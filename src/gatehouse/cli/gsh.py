@@ -12,7 +12,7 @@ import typer
 
 from gatehouse.cli.common import Format, die, print_json, print_table, run_async, setup_logging
 from gatehouse.client.profile import Profile, gatehouse_home
-from gatehouse.errors import BadParameter, NotFound
+from gatehouse.errors import BadParameter, GatehouseError, NotFound
 
 app = typer.Typer(
     help="Gatehouse user client: log in, list nodes, SSH through the proxy.",
@@ -144,8 +144,15 @@ def list_nodes(
     async def fetch_all() -> list[Any]:
         found: list[Any] = []
         for name in targets:
-            found += await fetch(profile, "" if name == profile.cluster else name, selector,
-                                 limit)
+            try:
+                found += await fetch(profile, "" if name == profile.cluster else name,
+                                     selector, limit)
+            except GatehouseError as exc:
+                if not all_clusters:
+                    raise
+                # One view across leaves: a leaf that refuses (or is offline) is named,
+                # the others are still listed.
+                print(f"warning: {name}: {exc}", file=sys.stderr)
         return found[:limit] if limit > 0 else found
 
     nodes = run_async(fetch_all())
