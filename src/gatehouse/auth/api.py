@@ -196,8 +196,14 @@ async def heartbeat(request: web.Request) -> web.Response:
 
 
 async def resolve(request: web.Request) -> web.Response:
-    """The node a user asks a proxy to dial: registered here, and selected by their roles."""
-    caller = await _allowed(request, "node", "read")
+    """The node a user asks a proxy to dial: registered here, and selected by their roles.
+
+    Reaching a node is SSH access (logins and node_labels), not an API rule: a role
+    that grants logins on some nodes needs no `rules` for this.
+    """
+    caller = await _allowed(request, "node", None)
+    if caller.identity.kind != "user":
+        raise AccessDenied("only users are resolved to nodes")
     server = _server(request)
     target = request.query.get("target", "")
     node = await server.resolve_node(target)

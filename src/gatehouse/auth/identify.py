@@ -105,9 +105,10 @@ async def identify(
             forwarded = await _verify_trusted(server, cert)
         except AccessDenied:
             raise local_reason from None
-    if forwarded.kind != "user":
-        # Hosts talk to the auth in their own name; a proxy relays only users.
-        raise AccessDenied("a proxy may relay only user certificates")
+    if forwarded.kind != "user" and forwarded.system_role != "node":
+        # A proxy relays users, and nodes that joined through it; never a proxy, the
+        # auth or the admin credentials.
+        raise AccessDenied("a proxy may relay only user and node certificates")
     return Caller(forwarded, remote)
 
 

@@ -48,12 +48,25 @@ def run_async(coro: Coroutine[Any, Any, T], *, error_code: int = 1) -> T:
     """Run a command's coroutine; a Gatehouse error becomes one line on stderr."""
     try:
         return asyncio.run(coro)
-    except GatehouseError as exc:
-        if _debug["on"]:
+    except (GatehouseError, BaseExceptionGroup) as exc:
+        error = _gatehouse_error(exc)
+        if error is None or _debug["on"]:
             raise
-        die(str(exc), error_code)
+        die(str(error), error_code)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+
+
+def _gatehouse_error(exc: BaseException) -> GatehouseError | None:
+    """The Gatehouse error itself, or the first one inside a task group's exception group."""
+    if isinstance(exc, GatehouseError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _gatehouse_error(inner)
+            if found is not None:
+                return found
+    return None
 
 
 def print_json(data: object) -> None:

@@ -12,7 +12,7 @@ import typer
 
 from gatehouse.cli.common import Format, die, print_json, print_table, run_async, setup_logging
 from gatehouse.client.profile import Profile, gatehouse_home
-from gatehouse.errors import BadParameter, GatehouseError, NotFound
+from gatehouse.errors import GatehouseError
 
 app = typer.Typer(
     help="Gatehouse user client: log in, list nodes, SSH through the proxy.",
@@ -31,11 +31,15 @@ def _main(
     setup_logging(debug)
 
 
-def _profile() -> Profile:
+def _profile(*, fresh: bool = False, error_code: int = 1) -> Profile:
+    """The profile; ``fresh`` also requires an unexpired certificate (one clear line if not)."""
     try:
-        return Profile.load()
-    except NotFound as exc:
-        die(str(exc))
+        profile = Profile.load()
+        if fresh:
+            profile.check_fresh()
+    except GatehouseError as exc:
+        die(str(exc), error_code)
+    return profile
 
 
 def _split_target(target: str) -> tuple[str, str]:
@@ -62,7 +66,7 @@ def login(
     if not proxy:
         if not cluster:
             die("give --proxy=HOST:PORT and --user=NAME to log in, or a CLUSTER to select")
-        run_async(select_cluster(_profile(), cluster))
+        run_async(select_cluster(_profile(fresh=True), cluster))
         print(f"selected cluster {cluster}")
         return
     if not user:
@@ -108,7 +112,7 @@ def clusters(fmt: Annotated[Format, typer.Option("--format")] = Format.text) -> 
     """List the root cluster and its leaves, with their status; * marks the selected one."""
     from gatehouse.client.login import refresh_clusters
 
-    profile = _profile()
+    profile = _profile(fresh=True)
     rows = run_async(refresh_clusters(profile))
     for r in rows:
         r["selected"] = r["name"] == profile.selected
@@ -138,7 +142,7 @@ def list_nodes(
         if not sep or not key:
             die(f"label filter {item!r} is not label=value")
         selector[key] = value
-    profile = _profile()
+    profile = _profile(fresh=True)
     targets = profile.clusters() if all_clusters else [cluster or profile.selected]
 
     async def fetch_all() -> list[Any]:
@@ -178,7 +182,7 @@ def ssh(
     from gatehouse.client.ssh import run_ssh
 
     login_name, node = _split_target(target)
-    profile = _profile()
+    profile = _profile(fresh=True, error_code=255)
     status_code = run_async(
         run_ssh(profile, login_name, node, list(command or []),
                 cluster=cluster or profile.selected, force_tty=tty),
@@ -214,12 +218,12 @@ def proxy_ssh(
 
     _, hostport = _split_target(target)
     host, _, port = hostport.partition(":")
-    profile = _profile()
+    profile = _profile(fresh=True, error_code=255)
     node, node_cluster = host, cluster
     if not node_cluster:
         node, node_cluster = profile.split_host(host)
     if port and not port.isdigit():
-        raise BadParameter(f"bad port in {target!r}")
+        die(f"bad port in {target!r}", 255)
     run_async(proxy_stdio(profile, node, node_cluster, int(port or 0)), error_code=255)
 
 

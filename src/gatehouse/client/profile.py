@@ -9,6 +9,7 @@ Lives in ``$GATEHOUSE_HOME`` or ``~/.gatehouse``:
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from gatehouse import tls
-from gatehouse.errors import NotFound
+from gatehouse.errors import AccessDenied, NotFound
 from gatehouse.keystore import StoredIdentity, write_private
 
 __all__ = ["Profile", "gatehouse_home"]
@@ -91,6 +92,14 @@ class Profile:
             elif path.exists():
                 path.unlink()
         return existed
+
+    def check_fresh(self) -> None:
+        """AccessDenied, naming when and what to do, if the certificate has expired."""
+        expires = self.identity.identity().expires
+        if expires is not None and expires <= datetime.datetime.now(datetime.UTC):
+            raise AccessDenied(
+                f"your certificate for {self.user} expired at "
+                f"{expires.isoformat(timespec='seconds')}: run `gsh login` again")
 
     def split_host(self, host: str) -> tuple[str, str]:
         """'node1.CLUSTER' -> ('node1', CLUSTER), on the longest known cluster suffix."""

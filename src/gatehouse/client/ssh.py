@@ -32,7 +32,7 @@ CHUNK = 256 * 1024
 def _raw_terminal(fd: int) -> Iterator[None]:
     saved = termios.tcgetattr(fd)
     try:
-        tty.setraw(fd)
+        tty.setraw(fd, termios.TCSADRAIN)  # keep what was typed ahead (as OpenSSH does)
         yield
     finally:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)

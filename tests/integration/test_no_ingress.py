@@ -1,0 +1,188 @@
+"""No ingress: the leaf lives in a network namespace that can dial out to the root but
+accepts no connection from it, and root users still reach the leaf's node.
+
+The leaf's auth, proxy and node listen on every address of their namespace; a
+firewall in the namespace drops every new inbound connection on its link. The
+test shows the root's side cannot open TCP to any leaf port, then joins the
+leaf and runs a command on its node as a root user.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .harness import (
+    CMD_TIMEOUT,
+    GATECTL,
+    GATEHOUSE,
+    RUNNING,
+    Client,
+    Cluster,
+    Daemon,
+    Result,
+    base_env,
+    free_ports,
+    run,
+    stop_all,
+    wait_for,
+    write_yaml,
+)
+from .trusted import ROOT, trusted_cluster_yaml, wait_online
+
+LEAF = "us-east-1a"
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+
+def _can_make_namespaces() -> str:
+    if os.geteuid() != 0:
+        return "needs root to create network namespaces"
+    if not shutil.which("ip") or not shutil.which("iptables"):
+        return "needs iproute2 and iptables (scripts/setup.sh installs them)"
+    probe = f"ghprobe{secrets.token_hex(3)}"
+    try:
+        _ip("netns", "add", probe)
+    except subprocess.CalledProcessError as exc:
+        return f"cannot create a network namespace here: {exc.stderr.decode().strip()}"
+    _ip("netns", "del", probe)
+    return ""
+
+
+@pytest.fixture
+def namespace() -> Iterator[tuple[str, str, str]]:
+    """(namespace, root-side address, leaf-side address) joined by a veth pair."""
+    reason = _can_make_namespaces()
+    if reason:
+        pytest.skip(reason)
+    tag = secrets.token_hex(3)
+    ns, host_if, ns_if = f"ghleaf{tag}", f"ghr{tag}", f"ghl{tag}"
+    octet = 16 + secrets.randbelow(200)
+    root_ip, leaf_ip = f"10.{octet}.77.1", f"10.{octet}.77.2"
+    _ip("netns", "add", ns)
+    try:
+        _ip("link", "add", host_if, "type", "veth", "peer", "name", ns_if)
+        _ip("link", "set", ns_if, "netns", ns)
+        _ip("addr", "add", f"{root_ip}/24", "dev", host_if)
+        _ip("link", "set", host_if, "up")
+        _ip("-n", ns, "addr", "add", f"{leaf_ip}/24", "dev", ns_if)
+        _ip("-n", ns, "link", "set", ns_if, "up")
+        _ip("-n", ns, "link", "set", "lo", "up")
+        _ip("-n", ns, "route", "add", "default", "via", root_ip)
+        # The leaf's firewall: replies to its own connections pass, nothing new comes in.
+        for rule in (["-A", "INPUT", "-i", "lo", "-j", "ACCEPT"],
+                     ["-A", "INPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED",
+                      "-j", "ACCEPT"],
+                     ["-A", "INPUT", "-j", "DROP"]):
+            subprocess.run(["ip", "netns", "exec", ns, "iptables", *rule], check=True,
+                           capture_output=True, timeout=10)
+        yield ns, root_ip, leaf_ip
+    finally:
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True, timeout=10)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
+
+
+class RootOnLink(Cluster):
+    """The root, with its proxy also on the link address the leaf dials."""
+
+    link_ip = ""
+
+    def write_config(self) -> None:
+        super().write_config()
+        data = yaml.safe_load(self.config.read_text())
+        data["proxy_service"]["listen_addr"] = f"0.0.0.0:{self.proxy_port}"
+        data["proxy_service"]["public_addr"] = f"{self.link_ip}:{self.proxy_port}"
+        write_yaml(self.config, data)
+
+
+class NamespacedDaemon(Daemon):
+    """A `gatehouse start` inside a network namespace."""
+
+    def __init__(self, ns: str, *args: object) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.ns = ns
+
+    def start(self) -> NamespacedDaemon:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                ["ip", "netns", "exec", self.ns, str(GATEHOUSE), "start", "-c", str(self.config)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=base_env(),
+                cwd=self.config.parent, start_new_session=True,
+            )
+        RUNNING.append(self)
+        return self
+
+
+def _leaf_gatectl(ns: str, config: Path, *args: str, input: str | None = None) -> Result:
+    return run(["ip", "netns", "exec", ns, str(GATECTL), "-c", str(config), *args],
+               env=base_env(), input=input, timeout=CMD_TIMEOUT)
+
+
+def _connects(addr: str, port: int) -> bool:
+    try:
+        with socket.create_connection((addr, port), timeout=1.5):
+            return True
+    except OSError:
+        return False
+
+
+def test_leaf_without_ingress_is_reached_through_its_tunnel(
+    namespace: tuple[str, str, str], tmp_path: Path,
+) -> None:
+    ns, root_ip, leaf_ip = namespace
+    root = RootOnLink(tmp_path / "root", name=ROOT)
+    root.link_ip = root_ip
+    root.start()
+    leaf_dir = tmp_path / "leaf"
+    leaf_dir.mkdir()
+    auth, proxy, ssh = free_ports(3)
+    config = write_yaml(leaf_dir / "gatehouse.yaml", {
+        "version": "v1",
+        "gatehouse": {"nodename": "node1", "data_dir": str(leaf_dir / "data")},
+        "auth_service": {"enabled": True, "cluster_name": LEAF,
+                         "listen_addr": f"0.0.0.0:{auth}"},
+        "proxy_service": {"enabled": True, "listen_addr": f"0.0.0.0:{proxy}"},
+        "ssh_service": {"enabled": True, "listen_addr": f"0.0.0.0:{ssh}"},
+    })
+    leaf = NamespacedDaemon(ns, "leaf", config, leaf_dir / "gatehouse.log").start()
+    try:
+        leaf.wait_ready(lambda: _leaf_gatectl(ns, config, "status").rc == 0)
+
+        # From the root's side, not one leaf port accepts a connection...
+        for port in (auth, proxy, ssh):
+            assert not _connects(leaf_ip, port), f"leaf port {port} is reachable from the root"
+        # ...while the leaf's services are up, and the leaf can reach the root.
+        assert _leaf_gatectl(ns, config, "status").rc == 0
+
+        token = root.token("trusted_cluster")
+        resource = trusted_cluster_yaml(root, token, "{remote: access, local: [access]}",
+                                        proxy_addr=f"{root_ip}:{root.proxy_port}")
+        _leaf_gatectl(ns, config, "create", "-", input=resource).ok()
+        wait_online(root, LEAF, timeout=20)
+
+        root.add_user("alice", roles="access", logins="root")
+        home = tmp_path / "alice"
+        home.mkdir()
+        alice = Client(home, root.proxy)
+        alice.login("alice").ok()
+        wait_for("the leaf node through the tunnel", lambda: alice.gsh(
+            "ssh", f"--cluster={LEAF}", "root@node1", "echo across").out == "across\n")
+        nodes = alice.gsh("ls", f"--cluster={LEAF}", "--format=json").ok().json()
+        assert nodes[0]["spec"]["addr"] == f"127.0.0.1:{ssh}"  # only meaningful inside
+
+        # Still no way in, with the tunnel up.
+        for port in (auth, proxy, ssh):
+            assert not _connects(leaf_ip, port)
+    finally:
+        stop_all([leaf])
+        root.stop()

@@ -1,0 +1,206 @@
+"""The seed's topology for real: a root and two leaves joined over reverse tunnels.
+
+Root users reach leaf nodes through the root proxy and the leaf's tunnel; each
+leaf maps their roles with its own role map and applies its own roles.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .harness import Client, Cluster, stop_all, wait_for
+from .trusted import ROOT, connection, join, trusted_cluster_yaml, wait_offline, wait_online
+
+LEAF_A, LEAF_B = "us-east-1a", "us-east-1b"
+MAP_A = """{remote: access, local: [access]}
+{remote: "^dev-(.*)$", local: ["team-$1"]}"""
+MAP_B = "{remote: admin, local: [access]}"
+TEAM_ROLE = """kind: role
+version: v1
+metadata: {name: team-payments}
+spec:
+  allow:
+    logins: [root]
+    node_labels: {"*": "*"}
+    rules: [{resources: [node], verbs: [list, read]}]
+"""
+DEV_ROLE = TEAM_ROLE.replace("team-payments", "dev-payments")
+
+
+class Seed:
+    def __init__(self, base: Path) -> None:
+        self.root = Cluster(base / "root", name=ROOT)
+        self.a = Cluster(base / "a", name=LEAF_A, labels={"zone": "a"})
+        self.b = Cluster(base / "b", name=LEAF_B, labels={"zone": "b"})
+
+    def clusters(self) -> list[Cluster]:
+        return [self.root, self.a, self.b]
+
+
+@pytest.fixture(scope="module")
+def seed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seed]:
+    s = Seed(tmp_path_factory.mktemp("seed"))
+    try:
+        for c in s.clusters():
+            c.start()
+        s.root.create(DEV_ROLE).ok()
+        s.a.create(TEAM_ROLE).ok()
+        join(s.a, s.root, MAP_A)
+        join(s.b, s.root, MAP_B)
+        s.root.add_user("alice", roles="access", logins="root")
+        s.root.add_user("bob", roles="dev-payments", logins="root")
+        yield s
+    finally:
+        for c in s.clusters():
+            c.stop(wait=False)
+
+
+def _login(seed: Seed, home: Path, user: str) -> Client:
+    home.mkdir(parents=True, exist_ok=True)
+    me = Client(home, seed.root.proxy)
+    me.login(user).ok()
+    return me
+
+
+@pytest.fixture(scope="module")
+def alice(seed: Seed, tmp_path_factory: pytest.TempPathFactory) -> Client:
+    return _login(seed, tmp_path_factory.mktemp("alice"), "alice")
+
+
+def test_root_user_reaches_a_leaf_node_through_the_tunnel(alice: Client) -> None:
+    res = alice.gsh("ssh", f"--cluster={LEAF_A}", "root@node1", "echo leaf-ok; exit 3")
+    assert (res.rc, res.out) == (3, "leaf-ok\n"), res
+
+
+def test_clusters_and_listing_across_leaves(alice: Client) -> None:
+    clusters = alice.gsh("clusters", "--format=json").ok().json()
+    assert {(c["name"], c["type"], c["status"]) for c in clusters} == {
+        (ROOT, "root", "online"), (LEAF_A, "leaf", "online"), (LEAF_B, "leaf", "online")}
+    nodes = alice.gsh("ls", f"--cluster={LEAF_A}", "--format=json").ok().json()
+    assert [(n["spec"]["hostname"], n["spec"]["cluster"]) for n in nodes] == [("node1", LEAF_A)]
+    listed = alice.gsh("ls", "--all").ok().out
+    assert ROOT in listed and LEAF_A in listed
+
+
+def test_unmapped_user_is_denied_on_the_other_leaf_with_a_reason(seed: Seed,
+                                                                  alice: Client) -> None:
+    res = alice.gsh("ssh", f"--cluster={LEAF_B}", "root@node1", "true")
+    reason = "no roles mapped for remote user alice from cluster sso.example.com"
+    assert res.rc == 255 and res.err_lines == [f"error: {reason}"], res
+    seed.b.wait_event("the leaf's audit of the refusal",
+                      lambda e: e["event"] == "access.denied" and reason in e["message"]
+                      and e["user"] == "alice")
+
+
+def test_regex_role_map_expands_the_group(seed: Seed, tmp_path: Path) -> None:
+    bob = _login(seed, tmp_path / "bob", "bob")
+    res = bob.gsh("ssh", f"--cluster={LEAF_A}", "root@node1", "echo mapped")
+    assert res.out == "mapped\n", res  # dev-payments -> team-payments on the leaf
+
+
+def test_select_a_leaf_and_use_plain_openssh(seed: Seed, tmp_path: Path) -> None:
+    me = _login(seed, tmp_path / "me", "alice")
+    me.gsh("login", LEAF_A).ok()
+    assert me.gsh("ssh", "root@node1", "echo selected").out == "selected\n"
+    config = me.openssh_config()
+    known = (me.home / "known_hosts").read_text()
+    assert f"@cert-authority *.{LEAF_A} ssh-ed25519" in known
+    res = me.openssh(config, f"root@node1.{LEAF_A}", "echo via-openssh",
+                     options=("StrictHostKeyChecking=yes",))
+    assert res.out == "via-openssh\n", res
+
+
+def test_dial_of_an_unregistered_address_is_refused_and_audited(seed: Seed,
+                                                                  alice: Client) -> None:
+    target = f"127.0.0.1:{seed.a.auth_port}"  # a real service of the leaf, but not a node
+    res = alice.gsh("ssh", f"--cluster={LEAF_A}", f"root@{target}", "true")
+    assert res.rc == 255 and "not registered" in res.err, res
+    seed.a.wait_event("the leaf proxy's refusal",
+                      lambda e: e["event"] == "proxy.dial.denied" and target in e["message"])
+
+
+def test_root_never_accepts_a_leaf_signed_user_certificate(seed: Seed, tmp_path: Path) -> None:
+    seed.a.add_user("carol", roles="access", logins="root")
+    carol = Client(tmp_path / "carol", seed.a.proxy)
+    carol.home.mkdir()
+    carol.login("carol").ok()
+    assert carol.gsh("ssh", "root@node1", "echo local").out == "local\n"
+    # The same leaf-signed certificate, pointed at the root proxy.
+    profile = carol.home / "profile.json"
+    data = json.loads(profile.read_text())
+    data["proxy"] = seed.root.proxy
+    profile.write_text(json.dumps(data))
+    res = carol.gsh("ssh", f"--cluster={LEAF_A}", "root@node1", "true")
+    assert res.rc == 255, res
+    assert carol.gsh("ls").rc != 0
+
+
+def test_role_map_edit_disable_enable_remove_and_rejoin(seed: Seed, tmp_path: Path) -> None:
+    me = _login(seed, tmp_path / "me", "alice")
+    ssh_b = ("ssh", f"--cluster={LEAF_B}", "root@node1", "echo b")
+    assert me.gsh(*ssh_b).rc == 255
+    # Edit the role map in place: no re-join, effective for new connections.
+    edited = trusted_cluster_yaml(seed.root, "unused-once-joined", MAP_B + "\n"
+                                  "{remote: access, local: [access]}")
+    seed.b.create(edited, force=True).ok()
+    wait_for("the edited role map", lambda: me.gsh(*ssh_b).out == "b\n")
+
+    # Disable: cut off within 2 s (pushed to the proxy and the node), then restored.
+    disabled = edited.replace("enabled: true", "enabled: false")
+    seed.b.create(disabled, force=True).ok()
+    started = time.monotonic()
+    wait_for("root users cut off", lambda: me.gsh(*ssh_b).rc == 255, timeout=5,
+             interval=0.1)
+    assert time.monotonic() - started < 2.5
+    wait_offline(seed.root, LEAF_B, timeout=10)
+    seed.b.create(edited, force=True).ok()
+    wait_online(seed.root, LEAF_B)
+    wait_for("access restored", lambda: me.gsh(*ssh_b).out == "b\n")
+
+    # Remove on both sides, then join again under the same name with a fresh token.
+    seed.b.gatectl("rm", f"trusted_cluster/{ROOT}").ok()
+    wait_for("the tunnel dropped", lambda: me.gsh(*ssh_b).rc == 255)
+    seed.root.gatectl("rm", f"rc/{LEAF_B}").ok()
+    assert connection(seed.root, LEAF_B) == "absent"
+    join(seed.b, seed.root, MAP_B + "\n{remote: access, local: [access]}")
+    wait_for("access after re-join", lambda: me.gsh(*ssh_b).out == "b\n")
+
+
+def test_rejoin_with_a_used_token_or_a_taken_name_is_refused(seed: Seed) -> None:
+    token = seed.root.token("trusted_cluster")
+    text = trusted_cluster_yaml(seed.root, token, MAP_B)
+    res = seed.b.create(text)  # already joined: create without -f refuses
+    assert res.rc != 0 and "already exists" in res.err, res
+
+
+def test_root_restart_brings_the_tunnel_back(seed: Seed, alice: Client) -> None:
+    daemon = seed.root.daemon
+    assert daemon is not None
+    stop_all([daemon])
+    leaf_log = seed.a.daemon.log_text if seed.a.daemon else (lambda: "")
+    wait_for("the leaf noticed", lambda: f"tunnel to root {ROOT} closed" in leaf_log())
+    daemon.start()
+    daemon.wait_ready(lambda: seed.root.gatectl("status").rc == 0)
+    wait_online(seed.root, LEAF_A, timeout=20)
+    wait_for("access restored after the root restart",
+             lambda: alice.gsh("ssh", f"--cluster={LEAF_A}", "root@node1",
+                               "echo back").out == "back\n", timeout=20)
+
+
+def test_join_with_a_wrong_pin_sends_nothing(seed: Seed, tmp_path: Path) -> None:
+    other = Cluster(tmp_path / "other", name="other.example.com")
+    other.start()
+    try:
+        token = other.token("trusted_cluster")  # pins other's CA, not the root's
+        res = seed.a.create(trusted_cluster_yaml(seed.root, token, MAP_A).replace(
+            f"name: {ROOT}", "name: other-root"))
+        assert res.rc != 0 and "does not match the pin" in res.err, res
+        tokens = other.gatectl("get", "token", "--format=json").ok().json()
+        assert [t["metadata"]["name"] for t in tokens] == [token[:22]]  # still unused
+    finally:
+        other.stop()
