@@ -159,12 +159,13 @@ async def test_resolving_a_node_not_selected_is_audited(api: API) -> None:
 
 
 @pytest.mark.usefixtures("db1")
-async def test_resolving_needs_node_read(api: API, server: AuthServer) -> None:
-    """Every node selected, but no rule to read nodes: refused."""
+@pytest.mark.usefixtures("db1")
+async def test_resolving_follows_node_labels_not_api_rules(api: API, server: AuthServer) -> None:
+    """Reaching a node is SSH access: node_labels select it, no API rule is needed."""
     await add_role(server, "see-all", allow={"node_labels": {"*": "*"}})
     client = await api.user("carol", ["see-all"])
-    with pytest.raises(AccessDenied, match='"read" on "node" is not allowed'):
-        await client.get("/v1/nodes/resolve", target="db1")
+    node = await client.get("/v1/nodes/resolve", target="db1")
+    assert node["metadata"]["name"] == "hid-1"
 
 
 @pytest.mark.usefixtures("db1")
@@ -184,7 +185,7 @@ async def test_a_proxy_resolves_nothing_for_a_user_not_selected(api: API) -> Non
 @pytest.mark.usefixtures("db1")
 async def test_a_proxy_may_not_resolve_in_its_own_name(api: API) -> None:
     client = await api.host("proxy", "proxy-hid", "proxy1", [])
-    with pytest.raises(AccessDenied, match="a proxy may not read node"):
+    with pytest.raises(AccessDenied, match="only users are resolved to nodes"):
         await client.get("/v1/nodes/resolve", target="db1")
 
 

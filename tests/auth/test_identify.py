@@ -413,11 +413,17 @@ async def relayed(server: AuthServer, forwarded: bytes) -> Caller:
     return caller
 
 
-@pytest.mark.parametrize("kind", ["node", "proxy", "admin"])
-async def test_a_proxy_relays_only_user_certificates(server: AuthServer, kind: str) -> None:
+@pytest.mark.parametrize("kind", ["proxy", "admin"])
+async def test_a_proxy_relays_no_proxy_or_admin_certificate(server: AuthServer,
+                                                             kind: str) -> None:
     forwarded = admin_der(server) if kind == "admin" else await host_der(server, kind, "hid-2")
-    with pytest.raises(AccessDenied, match="may relay only user certificates"):
+    with pytest.raises(AccessDenied, match="may relay only user and node certificates"):
         await relayed(server, forwarded)
+
+
+async def test_a_proxy_relays_a_node_that_joined_through_it(server: AuthServer) -> None:
+    caller = await relayed(server, await host_der(server, "node", "hid-2"))
+    assert (caller.identity.kind, caller.identity.system_role) == ("host", "node")
 
 
 async def test_a_proxy_relays_a_trusted_root_user(server: AuthServer, root: AuthServer) -> None:
