@@ -1,0 +1,78 @@
+"""Port forwarding only when a role permits it: OpenSSH's `ssh -W` through the proxy."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from .harness import Client, Cluster, run
+
+FORWARDER = """kind: role
+version: v1
+metadata: {name: forwarder}
+spec:
+  options: {port_forwarding: true}
+  allow:
+    logins: [root]
+    node_labels: {"*": "*"}
+"""
+
+
+@pytest.fixture
+def echo_port() -> Iterator[int]:
+    """A TCP service on loopback that answers each line with 'echo: LINE'."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    server.settimeout(20)
+
+    def serve() -> None:
+        try:
+            conn, _ = server.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(20)
+            data = conn.recv(1024)
+            conn.sendall(b"echo: " + data)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    server.close()
+    thread.join(5)
+
+
+def _forward(client: Client, cluster: Cluster, port: int) -> tuple[int, str, str]:
+    config = client.openssh_config()
+    res = run(["ssh", "-F", str(config), "-o", "BatchMode=yes", "-W", f"127.0.0.1:{port}",
+               f"root@node1.{cluster.name}"], env=client.env(), input="hello\n", timeout=30)
+    return res.rc, res.out, res.err
+
+
+def test_forwarding_is_refused_by_default(
+    cluster: Cluster, make_client: Callable[[Cluster], Client], username: str, echo_port: int,
+) -> None:
+    cluster.add_user(username, roles="access", logins="root")
+    client = make_client(cluster)
+    client.login(username).ok()
+    rc, out, err = _forward(client, cluster, echo_port)
+    # The certificate of a user whose roles do not allow forwarding lacks
+    # permit-port-forwarding, and the node refuses the channel.
+    assert rc != 0 and "echo" not in out and "prohibited" in err, err
+
+
+def test_a_role_with_port_forwarding_allows_it(
+    cluster: Cluster, make_client: Callable[[Cluster], Client], username: str, echo_port: int,
+) -> None:
+    cluster.create(FORWARDER, force=True).ok()
+    cluster.add_user(username, roles="forwarder", logins="root")
+    client = make_client(cluster)
+    client.login(username).ok()
+    rc, out, err = _forward(client, cluster, echo_port)
+    assert (rc, out) == (0, "echo: hello\n"), err
+    cluster.wait_event("the forward", lambda e: e["event"] == "port_forward"
+                       and e["user"] == username)
