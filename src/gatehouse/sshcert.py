@@ -39,7 +39,8 @@ from gatehouse.errors import AccessDenied, BadParameter
 
 __all__ = [
     "EXT_CLUSTER", "EXT_HOST_ROLE", "EXT_ROLES", "EXT_ROUTE", "EXT_TRAITS", "HOST_ROLES",
-    "CertType", "Certificate", "PublicKey", "check_validity", "decode", "fingerprint",
+    "CertType", "Certificate", "PublicKey", "check_validity", "correlation_id", "decode",
+    "fingerprint",
     "from_openssh_line", "host_extensions", "is_certificate", "public_key_line", "sign",
     "to_openssh_line", "user_extensions",
 ]
@@ -220,6 +221,12 @@ def sign(cert: Certificate, ca_key: ed25519.Ed25519PrivateKey) -> bytes:
         _string(_key_blob(ca_key.public_key())),
     ))
     return body + _string(_string(b"ssh-ed25519") + _string(ca_key.sign(body)))
+
+
+def correlation_id(key_id: str, serial: int) -> str:
+    """Ties a login to what its certificate does anywhere: the auth logs it when it signs,
+    and nodes of the cluster and of its leaves report it for sessions the cert opens."""
+    return f"{key_id}:{serial}"
 
 
 def is_certificate(blob: bytes) -> bool:

@@ -204,3 +204,49 @@ def test_join_with_a_wrong_pin_sends_nothing(seed: Seed, tmp_path: Path) -> None
         assert [t["metadata"]["name"] for t in tokens] == [token[:22]]  # still unused
     finally:
         other.stop()
+
+
+def test_leaf_audit_reaches_the_root_with_the_login_correlation(seed: Seed,
+                                                                 tmp_path: Path) -> None:
+    me = _login(seed, tmp_path / "me", "alice")
+    me.gsh("ssh", f"--cluster={LEAF_A}", "root@node1", "true").ok()
+    logins = [e for e in seed.root.events("--type=user.login") if e["user"] == "alice"]
+    correlation = logins[-1]["correlation_id"]
+    assert correlation.startswith("alice:")
+    at_leaf = seed.a.wait_event("the session on the leaf", lambda e: e["event"] ==
+                                "session.start" and e["correlation_id"] == correlation)
+    at_root = seed.root.wait_event("the leaf's session at the root", lambda e: e["event"] ==
+                                   "session.start" and e["correlation_id"] == correlation)
+    assert at_root["cluster"] == LEAF_A and at_root["id"] == at_leaf["id"]
+    assert at_root["session_id"] == at_leaf["session_id"] and at_root["node"] == "node1"
+
+
+def test_events_made_while_the_root_is_away_arrive_once_and_in_order(
+    seed: Seed, tmp_path: Path,
+) -> None:
+    seed.a.add_user("dave", roles="access", logins="root")
+    dave = Client(tmp_path / "dave", seed.a.proxy)  # a local user of the leaf
+    dave.home.mkdir()
+    dave.login("dave").ok()
+    assert seed.root.daemon is not None
+    stop_all([seed.root.daemon])
+    for i in range(5):
+        assert dave.gsh("ssh", "root@node1", f"echo {i}").out == f"{i}\n"
+    seed.root.daemon.start()
+    seed.root.daemon.wait_ready(lambda: seed.root.gatectl("status").rc == 0)
+    wait_online(seed.root, LEAF_A, timeout=20)
+
+    def leaf_ids() -> list[str]:
+        return [e["id"] for e in seed.a.events()]
+
+    def root_ids() -> list[str]:
+        return [e["id"] for e in seed.root.events(f"--cluster={LEAF_A}")]
+
+    wait_for("every leaf event at the root", lambda: set(leaf_ids()) <= set(root_ids()),
+             timeout=20)
+    ids = root_ids()
+    assert len(ids) == len(set(ids)), "an event arrived twice"
+    daves = [e for e in seed.root.events(f"--cluster={LEAF_A}", "--type=session.start")
+             if e["user"] == "dave"]
+    assert len(daves) == 5
+    assert [e["time"] for e in daves] == sorted(e["time"] for e in daves)

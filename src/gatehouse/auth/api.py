@@ -19,7 +19,7 @@ from gatehouse.auth.server import AuthServer, JoinRequest
 from gatehouse.auth.trust import PublicCA
 from gatehouse.errors import AccessDenied, BadParameter, GatehouseError, NotFound
 from gatehouse.proxy.web import CLIENT_CERT_HEADER, REMOTE_ADDR_HEADER
-from gatehouse.services.events import AuditEvent
+from gatehouse.services.events import CODES, AuditEvent
 from gatehouse.tls import peer_der
 from gatehouse.types.cert_authority import CertAuthority, CertAuthoritySpec
 from gatehouse.types.resource import Metadata, Resource, parse_duration
@@ -320,6 +320,62 @@ async def post_events(request: web.Request) -> web.Response:
     return web.json_response({"stored": stored, "rejected": rejected})
 
 
+async def export_events(request: web.Request) -> web.Response:
+    """A leaf proxy reads this cluster's events in storing order, to forward them."""
+    await _allowed(request, "event", "export")
+    try:
+        limit = min(int(request.query.get("limit", "500")), 1000)
+    except ValueError:
+        raise BadParameter("limit must be a number") from None
+    events, last = await _server(request).audit.export(request.query.get("after", ""), limit)
+    return web.json_response({"events": [{"key": k, "event": e.to_json_obj()} for k, e in events],
+                              "last": last})
+
+
+async def export_cursor(request: web.Request) -> web.Response:
+    """Where forwarding to a root stands: GET reads it, POST moves it (after the root's ack)."""
+    await _allowed(request, "event", "export")
+    audit = _server(request).audit
+    if request.method == "POST":
+        body = await _body(request)
+        root = _field(body, "root")
+        await audit.set_cursor(root, _field(body, "after"))
+    else:
+        root = request.query.get("root", "")
+    return web.json_response({"root": root, "after": await audit.cursor(root)})
+
+
+async def remote_events(request: web.Request) -> web.Response:
+    """A root stores a leaf's events, relayed by the root proxy from the leaf's tunnel.
+
+    The leaf's name comes from the tunnel's authenticated identity (the URL the root
+    proxy built), never from the events: a leaf cannot write another cluster's events.
+    """
+    await _allowed(request, "remote_event", "create")
+    server = _server(request)
+    leaf = request.match_info["leaf"]
+    try:
+        await server.trust.remotes.get(leaf)
+    except NotFound:
+        raise AccessDenied(f"cluster {leaf} is not a leaf of this cluster") from None
+    items = _field(await _body(request), "events", list)
+    stored = rejected = 0
+    for raw in items[:MAX_BATCH]:
+        try:
+            ev = AuditEvent.from_json_obj(raw["event"])
+            if ev.event not in CODES or len(json.dumps(raw["event"])) > MAX_FIELDS * 2:
+                raise BadParameter("unknown or oversized event")
+            await server.audit.store_remote(str(raw["key"]),
+                                            dataclasses.replace(ev, cluster=leaf,
+                                                                code=CODES[ev.event]))
+            stored += 1
+        except (BadParameter, KeyError, TypeError, ValueError) as exc:
+            log.warning("rejected an event from leaf %s: %s", leaf, exc)
+            rejected += 1
+    rejected += max(0, len(items) - MAX_BATCH)
+    return web.json_response({"stored": stored, "rejected": rejected})
+
+
 # --- users and admins ---------------------------------------------------------------------
 
 
@@ -546,6 +602,9 @@ def make_api_app(server: AuthServer) -> web.Application:
     r.add_get("/v1/trust", trust)
     r.add_post("/v1/events", post_events)
     r.add_get("/v1/events", get_events)
+    r.add_get("/v1/events/export", export_events)
+    r.add_route("*", "/v1/events/export/cursor", export_cursor)
+    r.add_post("/v1/remote_events/{leaf}", remote_events)
     r.add_post("/v1/users/{name}/password", set_password)
     r.add_post("/v1/users/{name}/totp", set_totp)
     r.add_post("/v1/tokens", add_token)

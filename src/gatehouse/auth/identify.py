@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 HOST_PERMISSIONS: dict[str, frozenset[tuple[str, str]]] = {
     "node": frozenset({("node", "heartbeat"), ("trust", "read"), ("event", "create")}),
     "proxy": frozenset({("node", "list"), ("event", "create"), ("trust", "read"),
-                        ("remote_cluster", "heartbeat")}),
+                        ("remote_cluster", "heartbeat"), ("event", "export"),
+                        ("remote_event", "create")}),
 }
 
 

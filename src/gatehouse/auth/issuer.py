@@ -27,6 +27,7 @@ class IssuedCerts:
     ssh_cert: str  # one OpenSSH line
     tls_cert: str  # PEM
     expires: dt.datetime
+    serial: int = 0  # of the SSH certificate: with the user, the audit correlation id
 
 
 def parse_public_key(line: str) -> ed25519.Ed25519PublicKey:
@@ -50,6 +51,7 @@ def issue_user(
     port_forwarding: bool,
 ) -> IssuedCerts:
     expires = now + ttl
+    serial = secrets.randbits(63)
     cert = sshcert.Certificate(
         cert_type=sshcert.CertType.USER,
         key_id=ident.name,
@@ -57,7 +59,7 @@ def issue_user(
         valid_after=int((now - BACKDATE).timestamp()),
         valid_before=int(expires.timestamp()),
         public_key=public_key,
-        serial=secrets.randbits(63),
+        serial=serial,
         extensions=sshcert.user_extensions(
             roles=ident.roles,
             traits=ident.traits,
@@ -73,6 +75,7 @@ def issue_user(
         ssh_cert=sshcert.to_openssh_line(blob, ident.name),
         tls_cert=x509.pem_cert(tls),
         expires=expires,
+        serial=serial,
     )
 
 

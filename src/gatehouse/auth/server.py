@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from gatehouse import rbac, x509
+from gatehouse import rbac, sshcert, x509
 from gatehouse.auth import authorities, issuer
 from gatehouse.auth.hosts import HostRecord, HostRegistry
 from gatehouse.auth.passwords import PasswordStore
@@ -156,6 +156,7 @@ class AuthServer:
             raise
         certs = await self.issue_user_certs(user, key, ttl=ttl)
         await self.audit.emit("user.login", user=username, remote_addr=remote_addr,
+                              correlation_id=sshcert.correlation_id(username, certs.serial),
                               fields={"method": "password"})
         return certs
 
@@ -185,7 +186,9 @@ class AuthServer:
             self.cas["user"], key, ident, now=self.clock.now(), ttl=ttl,
             port_forwarding=rbac.allows_port_forwarding(roles),
         )
-        await self.audit.emit("cert.create", user=user.metadata.name,
+        name = user.metadata.name
+        await self.audit.emit("cert.create", user=name,
+                              correlation_id=sshcert.correlation_id(name, certs.serial),
                               fields={"logins": logins, "roles": list(user.spec.roles),
                                       "expires": certs.expires.isoformat()})
         return certs
@@ -398,3 +401,4 @@ def _is_host(name: str) -> bool:
     except ValueError:
         return _HOST_RE.fullmatch(name) is not None
     return True
+

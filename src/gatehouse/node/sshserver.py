@@ -134,7 +134,7 @@ class NodeSSHServer(asyncssh.SSHServer):
             port_forwarding=rbac.allows_port_forwarding(roles)
             and "permit-port-forwarding" in cert.extensions,
             permit_pty="permit-pty" in cert.extensions,
-            correlation_id=f"{cert.key_id}:{cert.serial}",
+            correlation_id=sshcert.correlation_id(cert.key_id, cert.serial),
         )
 
     def session_requested(self) -> asyncssh.SSHServerSession[bytes] | bool:

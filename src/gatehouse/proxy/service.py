@@ -17,7 +17,7 @@ from gatehouse.client.trust import TrustWatcher
 from gatehouse.clock import Clock
 from gatehouse.config import ProxyService as ProxyConfig
 from gatehouse.dialwire import ALPN_SSH
-from gatehouse.errors import ConnectionProblem, GatehouseError
+from gatehouse.errors import BadParameter, ConnectionProblem, GatehouseError
 from gatehouse.keystore import StoredIdentity
 from gatehouse.proxy.router import ALPNRouter
 from gatehouse.proxy.sshproxy import SSHProxy
@@ -84,6 +84,13 @@ class ProxyService:
         except GatehouseError as exc:
             log.error("could not record %s event: %s", event, exc)
 
+    async def _store_leaf_events(self, leaf: str, batch: Any) -> dict[str, Any]:
+        """Hand a leaf's events to this (root) cluster's auth, tagged with the leaf's name."""
+        if not isinstance(batch, dict) or not isinstance(batch.get("events"), list):
+            raise BadParameter("an event batch is an object with an events list")
+        reply = await self._api.post(f"/v1/remote_events/{leaf}", {"events": batch["events"]})
+        return dict(reply)
+
     async def _report_leaf(self, leaf: str, online: bool) -> None:
         await self._api.post(f"/v1/remote_clusters/{leaf}/heartbeat", {"online": online})
 
@@ -114,7 +121,7 @@ class ProxyService:
                                       key_file=ident.key_pem_file)
         forwarder = AuthForwarder(self._auth_addr, auth_ssl, f"auth.{self._cluster}")
         tunnels = TunnelServer(lambda: self._trust.current().leaf_host_cas, self._report_leaf,
-                               self._clock)
+                               self._store_leaf_events, self._clock)
         runner = web.AppRunner(make_web_app(forwarder, self._cluster, tunnels.relay_api),
                                access_log=None, shutdown_timeout=2.0)
         await runner.setup()
@@ -126,7 +133,7 @@ class ProxyService:
         handlers = {ALPN_SSH: self._spawn_handler(ssh_proxy), ALPN_TUNNEL: tunnels.protocol,
                     "http/1.1": lambda: web_server()}
         agent = TunnelAgent(ident, self._trust.current, self._trust.subscribe(), forwarder,
-                            self._audit)
+                            self._api, self._audit)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._trust.run())
             try:

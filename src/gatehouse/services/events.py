@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import json
 import uuid
 from collections.abc import Iterable
@@ -12,7 +11,7 @@ from typing import Any
 
 from gatehouse.backend import Backend, Item, prefix_end
 from gatehouse.clock import Clock
-from gatehouse.errors import BadParameter
+from gatehouse.errors import BadParameter, NotFound
 
 __all__ = ["CODES", "AuditEvent", "AuditLog"]
 
@@ -89,7 +88,7 @@ class AuditLog:
         self._backend = backend
         self._clock = clock
         self.cluster = cluster
-        self._seq = itertools.count()
+        self._last_ts = 0
 
     def new(self, event: str, **kw: Any) -> AuditEvent:
         if event not in CODES:
@@ -103,11 +102,49 @@ class AuditLog:
         await self.store(ev)
         return ev
 
-    async def store(self, ev: AuditEvent) -> None:
-        ts = int(ev.time.timestamp() * 1_000_000)
-        # The sequence keeps events of the same microsecond in the order they were stored.
-        key = _PREFIX + f"{ts:020d}/{next(self._seq):012d}/{ev.id}".encode()
+    async def store(self, ev: AuditEvent) -> str:
+        """Store a local event; returns its key. Keys follow the order of storing (the
+        auth's clock, strictly increasing), so that an export cursor never skips an
+        event that a node reported late."""
+        ts = max(int(self._clock.now().timestamp() * 1_000_000), self._last_ts + 1)
+        self._last_ts = ts
+        key = f"{ts:020d}/{ev.id}"
+        await self._backend.put(Item(key=_PREFIX + key.encode(),
+                                     value=json.dumps(ev.to_json_obj()).encode()))
+        return key
+
+    async def store_remote(self, source_key: str, ev: AuditEvent) -> None:
+        """Store a leaf's event under a key made from the leaf's own key: delivering the
+        same event twice stores it once."""
+        ts, _, event_id = source_key.partition("/")
+        if not (len(ts) == 20 and ts.isdigit()) or event_id != ev.id:
+            raise BadParameter(f"malformed event key {source_key!r}")
+        key = _PREFIX + f"{ts}/~{ev.cluster}/{ev.id}".encode()
         await self._backend.put(Item(key=key, value=json.dumps(ev.to_json_obj()).encode()))
+
+    async def export(self, after: str, limit: int = 500
+                     ) -> tuple[list[tuple[str, AuditEvent]], str]:
+        """This cluster's own events stored after key ``after``, in order (for forwarding),
+        and the key to resume after (past any other cluster's events it skipped)."""
+        start = _PREFIX + after.encode() + b"\x00" if after else _PREFIX
+        out = []
+        last = after
+        for item in await self._backend.get_range(start, prefix_end(_PREFIX), limit):
+            last = item.key[len(_PREFIX):].decode()
+            ev = AuditEvent.from_json_obj(json.loads(item.value))
+            if ev.cluster == self.cluster:
+                out.append((last, ev))
+        return out, last
+
+    async def cursor(self, root: str) -> str:
+        """How far this cluster's events were acknowledged by ``root``."""
+        try:
+            return (await self._backend.get(f"/event_cursors/{root}".encode())).value.decode()
+        except NotFound:
+            return ""
+
+    async def set_cursor(self, root: str, after: str) -> None:
+        await self._backend.put(Item(key=f"/event_cursors/{root}".encode(), value=after.encode()))
 
     async def search(
         self,

@@ -23,8 +23,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gatehouse import tls
+from gatehouse.client.api import APIClient
 from gatehouse.client.trust import RootCluster, TrustSnapshot
-from gatehouse.errors import GatehouseError
+from gatehouse.errors import ConnectionProblem, GatehouseError
 from gatehouse.keystore import StoredIdentity
 from gatehouse.proxy.web import AuthForwarder, ForwardedCall
 from gatehouse.tunnel.mux import MuxSession, MuxStream, splice
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 Audit = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 MAX_BACKOFF = 10.0
+EVENT_POLL = 1.0
 PING_INTERVAL = 5.0
 HEALTHY_AFTER = 5.0
 
@@ -53,8 +55,10 @@ class TunnelAgent:
         trust: Callable[[], TrustSnapshot],
         updated: asyncio.Event,
         forwarder: AuthForwarder,
+        api: APIClient,
         audit: Audit,
     ) -> None:
+        self._api = api
         self._identity = identity
         self._trust = trust
         self._updated = updated
@@ -107,7 +111,10 @@ class TunnelAgent:
             else:
                 log.info("tunnel to root %s at %s is up", root.name, root.proxy_addr)
                 try:
-                    await self._keepalive(session)
+                    async with asyncio.TaskGroup() as tg:
+                        sender = tg.create_task(self._forward_events(root.name, session))
+                        await self._keepalive(session)
+                        sender.cancel()
                 finally:
                     session.close("leaf agent stopping")
                 reason = session.closed.result() if session.closed.done() else "stopped"
@@ -116,6 +123,37 @@ class TunnelAgent:
                 delay = 0.2
             await asyncio.sleep(delay * random.uniform(0.5, 1.5))
             delay = min(delay * 2, MAX_BACKOFF)
+
+    async def _forward_events(self, root: str, session: MuxSession) -> None:
+        """Send this cluster's audit events to the root, in order, from the acknowledged
+        cursor (kept by the auth, so it survives restarts); the root stores each event
+        under a key of the leaf's, so a batch sent twice is stored once."""
+        while not session.closed.done():
+            try:
+                moved = await self._forward_page(root, session)
+            except (GatehouseError, OSError, ValueError) as exc:
+                log.warning("forwarding events to %s: %s; retrying", root, exc)
+                moved = False
+            if not moved:
+                await asyncio.wait([session.closed], timeout=EVENT_POLL)
+
+    async def _forward_page(self, root: str, session: MuxSession) -> bool:
+        """Forward one page of events; False when there was nothing new."""
+        after = (await self._api.get("/v1/events/export/cursor", root=root))["after"]
+        page = await self._api.get("/v1/events/export", after=after, limit="500")
+        if page["last"] == after:
+            return False
+        if page["events"]:
+            stream = await session.open({"kind": "events"})
+            await stream.write(json.dumps({"events": page["events"]}).encode())
+            stream.write_eof()
+            ack = json.loads(await read_all(stream, 1 << 20))
+            if ack.get("error"):
+                raise ConnectionProblem(f"the root refused events: {ack['error']}")
+        # Only after the root acknowledged: a crash before this re-sends the page, and
+        # the root stores each event once (keys of the leaf's).
+        await self._api.post("/v1/events/export/cursor", {"root": root, "after": page["last"]})
+        return True
 
     async def _keepalive(self, session: MuxSession) -> None:
         while not session.closed.done():

@@ -34,6 +34,8 @@ PING_INTERVAL = 2.0
 PING_TIMEOUT = 6.0
 
 Report = Callable[[str, bool], Awaitable[None]]  # (leaf, online)
+StoreEvents = Callable[[str, Any], Awaitable[dict[str, Any]]]  # (leaf, batch) -> ack
+MAX_EVENT_BATCH = 4 << 20
 
 
 async def read_all(stream: MuxStream, limit: int = 64 << 20) -> bytes:
@@ -49,9 +51,26 @@ class _TunnelConnection(MuxSession):
     """One leaf's tunnel: authenticated in connection_made, before any frame is read."""
 
     def __init__(self, server: TunnelServer) -> None:
-        super().__init__(dialer=False, on_open=None)
+        super().__init__(dialer=False, on_open=self._incoming_stream)
         self._server = server
         self.leaf = ""
+
+    async def _incoming_stream(self, stream: MuxStream) -> None:
+        """Streams the leaf opens: its audit events, for the root's unified log."""
+        if stream.meta.get("kind") != "events" or not self.leaf:
+            stream.refuse("the root accepts only event streams from a leaf")
+            return
+        stream.accept()
+        try:
+            batch = json.loads(await read_all(stream, MAX_EVENT_BATCH))
+            reply = await self._server._store_events(self.leaf, batch)
+        except (ValueError, BadParameter) as exc:
+            log.warning("malformed events from leaf %s: %s", self.leaf, exc)
+            reply = {"stored": 0, "rejected": -1, "error": str(exc)}
+        except GatehouseError as exc:
+            reply = {"stored": 0, "rejected": 0, "error": str(exc)}
+        await stream.write(json.dumps(reply).encode())
+        stream.write_eof()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -67,9 +86,10 @@ class _TunnelConnection(MuxSession):
 
 class TunnelServer:
     def __init__(self, leaf_cas: Callable[[], dict[str, str]], report: Report,
-                 clock: Clock) -> None:
+                 store_events: StoreEvents, clock: Clock) -> None:
         self._leaf_cas = leaf_cas  # leaf cluster -> its host CA (TLS PEM)
         self._report = report
+        self._store_events = store_events
         self._clock = clock
         self._sessions: dict[str, _TunnelConnection] = {}
         self._tasks: set[asyncio.Task[None]] = set()
