@@ -20,6 +20,7 @@ from gatehouse.auth.trust import PublicCA
 from gatehouse.errors import AccessDenied, BadParameter, GatehouseError, NotFound
 from gatehouse.proxy.web import CLIENT_CERT_HEADER, REMOTE_ADDR_HEADER
 from gatehouse.services.events import CODES, AuditEvent
+from gatehouse.services.recordings import CHUNK, check_session_id
 from gatehouse.tls import peer_der
 from gatehouse.types.cert_authority import CertAuthority, CertAuthoritySpec
 from gatehouse.types.resource import Metadata, Resource, parse_duration
@@ -376,6 +377,63 @@ async def remote_events(request: web.Request) -> web.Response:
     return web.json_response({"stored": stored, "rejected": rejected})
 
 
+async def put_recording_chunk(request: web.Request) -> web.Response:
+    """A node uploads a finished session's recording, chunk by chunk."""
+    await _allowed(request, "recording", "upload")
+    try:
+        index = int(request.match_info["index"])
+    except ValueError:
+        raise BadParameter("chunk index must be a number") from None
+    await _server(request).recordings.put_chunk(request.match_info["id"], index,
+                                                await request.read())
+    return web.json_response({})
+
+
+async def complete_recording(request: web.Request) -> web.Response:
+    caller = await _allowed(request, "recording", "upload")
+    server = _server(request)
+    session_id = check_session_id(request.match_info["id"])
+    body = await _body(request)
+    try:
+        node = (await server.nodes.get(caller.identity.name)).spec.hostname
+    except NotFound:
+        node = caller.identity.name
+    meta = {
+        "session_id": session_id, "cluster": server.cluster, "node": node,
+        **{k: str(body.get(k, "")) for k in ("user", "login", "start", "end", "command")},
+        "truncated": bool(body.get("truncated", False)),
+    }
+    await server.recordings.complete(session_id, meta)
+    return web.json_response(meta)
+
+
+async def list_recordings(request: web.Request) -> web.Response:
+    await _allowed(request, "session", "list")
+    return web.json_response(await _server(request).recordings.list())
+
+
+async def get_recording(request: web.Request) -> web.Response:
+    await _allowed(request, "session", "read")
+    data = await _server(request).recordings.read(request.match_info["id"])
+    return web.Response(body=data, content_type="application/octet-stream")
+
+
+async def recording_cluster(request: web.Request) -> web.Response:
+    """Which cluster holds a recording: this one, or the leaf whose audit names it."""
+    await _allowed(request, "session", "read")
+    server = _server(request)
+    session_id = check_session_id(request.match_info["id"])
+    try:
+        await server.recordings.meta(session_id)
+        return web.json_response({"cluster": server.cluster})
+    except NotFound:
+        pass
+    for ev in await server.audit.search(types=["session.end"]):
+        if ev.session_id == session_id:
+            return web.json_response({"cluster": ev.cluster})
+    raise NotFound(f"recording {session_id} not found in {server.cluster} or its leaves")
+
+
 # --- users and admins ---------------------------------------------------------------------
 
 
@@ -586,7 +644,7 @@ async def delete_resource(request: web.Request) -> web.Response:
 
 
 def make_api_app(server: AuthServer) -> web.Application:
-    app = web.Application(middlewares=[_errors], client_max_size=1 << 20)
+    app = web.Application(middlewares=[_errors], client_max_size=CHUNK + 4096)
     app[_SERVER] = server
     r = app.router
     r.add_get("/v1/ping", ping)
@@ -605,6 +663,11 @@ def make_api_app(server: AuthServer) -> web.Application:
     r.add_get("/v1/events/export", export_events)
     r.add_route("*", "/v1/events/export/cursor", export_cursor)
     r.add_post("/v1/remote_events/{leaf}", remote_events)
+    r.add_put("/v1/recordings/{id}/chunks/{index}", put_recording_chunk)
+    r.add_post("/v1/recordings/{id}/complete", complete_recording)
+    r.add_get("/v1/recordings", list_recordings)
+    r.add_get("/v1/recordings/{id}", get_recording)
+    r.add_get("/v1/recordings/{id}/cluster", recording_cluster)
     r.add_post("/v1/users/{name}/password", set_password)
     r.add_post("/v1/users/{name}/totp", set_totp)
     r.add_post("/v1/tokens", add_token)

@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 # What each kind of host may do through the API, beyond which everything is denied.
 HOST_PERMISSIONS: dict[str, frozenset[tuple[str, str]]] = {
-    "node": frozenset({("node", "heartbeat"), ("trust", "read"), ("event", "create")}),
+    "node": frozenset({("node", "heartbeat"), ("trust", "read"), ("event", "create"),
+                       ("recording", "upload")}),
     "proxy": frozenset({("node", "list"), ("event", "create"), ("trust", "read"),
                         ("remote_cluster", "heartbeat"), ("event", "export"),
                         ("remote_event", "create")}),

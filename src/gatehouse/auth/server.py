@@ -30,6 +30,7 @@ from gatehouse.clock import Clock
 from gatehouse.errors import AccessDenied, AlreadyExists, BadParameter, GatehouseError, NotFound
 from gatehouse.jointoken import JoinToken
 from gatehouse.services.events import AuditLog
+from gatehouse.services.recordings import RecordingStore
 from gatehouse.services.resources import ResourceStore
 from gatehouse.types.node import Node, NodeSpec, NodeStatus
 from gatehouse.types.resource import NAME_PATTERN, Metadata, split_host_port
@@ -80,6 +81,7 @@ class AuthServer:
         self.totp = TOTPStore(backend, clock, issuer=f"Gatehouse {cluster}")
         self.trust = TrustStore(backend, clock, cluster, self.audit)
         self.hosts = HostRegistry(backend)
+        self.recordings = RecordingStore(backend)
 
     @classmethod
     async def open(cls, backend: Backend, clock: Clock, cluster: str) -> AuthServer:

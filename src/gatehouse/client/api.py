@@ -6,6 +6,7 @@ the server's one-line message; an unreachable server is ConnectionProblem.
 
 from __future__ import annotations
 
+import json
 import ssl
 from collections.abc import AsyncIterator
 from typing import Any
@@ -62,12 +63,14 @@ class APIClient:
         *,
         body: object = None,
         params: dict[str, str] | None = None,
+        data: bytes | None = None,
     ) -> Any:
         try:
             async with self._http().request(
                 method,
                 self._base + path,
-                json=body,
+                json=body if data is None else None,
+                data=data,
                 params=params,
                 server_hostname=self._server_hostname,
             ) as resp:
@@ -88,6 +91,28 @@ class APIClient:
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             reason = str(exc) or type(exc).__name__
             raise ConnectionProblem(f"cannot reach {self.addr}: {reason}") from exc
+
+    async def get_bytes(self, path: str) -> bytes:
+        """A binary response body (recordings)."""
+        try:
+            async with self._http().get(self._base + path,
+                                        server_hostname=self._server_hostname) as resp:
+                data = await resp.read()
+                if resp.status >= 400:
+                    try:
+                        message = json.loads(data).get("error")
+                    except (ValueError, AttributeError):
+                        message = None
+                    raise from_status(resp.status, message or f"HTTP {resp.status} from {path}")
+                return data
+        except GatehouseError:
+            raise
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise ConnectionProblem(f"cannot reach {self.addr}: {exc or type(exc).__name__}"
+                                    ) from exc
+
+    async def put_bytes(self, path: str, data: bytes) -> Any:
+        return await self.request("PUT", path, body=None, data=data)
 
     async def get(self, path: str, **params: str) -> Any:
         return await self.request("GET", path, params=params or None)

@@ -49,7 +49,7 @@ async def login_with_password(
 
 async def refresh_clusters(profile: Profile) -> list[dict[str, Any]]:
     """Ask the root for its leaves (and their host CAs); remember them in the profile."""
-    async with _api(profile) as api:
+    async with api_for(profile) as api:
         found = list(await api.get("/v1/clusters"))
     profile.leaves = {c["name"]: c["host_ca_ssh"] for c in found
                       if c["type"] == "leaf" and c["host_ca_ssh"]}
@@ -67,13 +67,14 @@ async def select_cluster(profile: Profile, cluster: str) -> None:
     profile.save()
 
 
-def _api(profile: Profile, cluster: str = "") -> APIClient:
+def api_for(profile: Profile, cluster: str = "") -> APIClient:
+    """The API through the profile's proxy; ``cluster`` routes to a leaf."""
     return APIClient(profile.proxy, profile.ssl_context(), server_hostname=profile.server_name,
                      headers={CLUSTER_HEADER: cluster} if cluster else None)
 
 
 async def list_nodes(profile: Profile, cluster: str, selector: dict[str, str],
                      limit: int) -> list[Any]:
-    async with _api(profile, cluster) as api:
+    async with api_for(profile, cluster) as api:
         nodes = await api.get("/v1/nodes", labels=json.dumps(selector), limit=str(limit))
     return list(nodes)

@@ -37,7 +37,7 @@ __all__ = [
 CLIENT_CERT_HEADER = "X-Gatehouse-Client-Cert"
 REMOTE_ADDR_HEADER = "X-Gatehouse-Remote-Addr"
 CLUSTER_HEADER = "X-Gatehouse-Cluster"
-MAX_BODY = 1 << 20
+MAX_BODY = (1 << 20) + 65536  # a recording chunk and its framing
 MAX_RELAYED_RESPONSE = 64 << 20
 
 
