@@ -201,8 +201,8 @@ async def run(
                 server_name = f"proxy.{cluster}" if via_proxy else f"auth.{cluster}"
                 api = await clients.enter_async_context(
                     _api_for(store, auth_addr, server_name))
-                tg.create_task(NodeService(cfg.ssh_service, nodename, store, api, clock)
-                               .run(watcher("ssh")))
+                tg.create_task(NodeService(cfg.ssh_service, nodename, store, api, clock,
+                                           data_dir / "recordings").run(watcher("ssh")))
             for event in waiting:
                 await event.wait()
             started.cluster = cluster

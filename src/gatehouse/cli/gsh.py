@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import shutil
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,6 +23,14 @@ app = typer.Typer(
 )
 proxy_app = typer.Typer(help="Commands meant for OpenSSH's ProxyCommand.", no_args_is_help=True)
 app.add_typer(proxy_app, name="proxy")
+recordings_app = typer.Typer(help="Session recordings.", no_args_is_help=True)
+app.add_typer(recordings_app, name="recordings")
+
+
+class PlayFormat(StrEnum):
+    raw = "raw"
+    json = "json"
+    asciicast = "asciicast"
 
 
 @app.callback()
@@ -225,6 +234,51 @@ def proxy_ssh(
     if port and not port.isdigit():
         die(f"bad port in {target!r}", 255)
     run_async(proxy_stdio(profile, node, node_cluster, int(port or 0)), error_code=255)
+
+
+@recordings_app.command("ls")
+def recordings_ls(
+    cluster: Annotated[str, typer.Option(help="Cluster (default: selected).")] = "",
+    fmt: Annotated[Format, typer.Option("--format")] = Format.text,
+) -> None:
+    """List recorded sessions (needs a role that may list sessions, e.g. auditor)."""
+    from gatehouse.client.recordings import list_recordings
+
+    profile = _profile(fresh=True)
+    found = run_async(list_recordings(profile, cluster or profile.selected))
+    if fmt == Format.json:
+        print_json(found)
+        return
+    print_table(["Session", "Cluster", "User", "Login", "Node", "Start", "End"],
+                [[r["session_id"], r["cluster"], r["user"], r["login"], r["node"],
+                  r["start"][:19], r["end"][:19]] for r in found])
+
+
+@app.command()
+def play(
+    session_id: Annotated[str, typer.Argument(help="Session id (gsh recordings ls).")],
+    speed: Annotated[float, typer.Option(help="Playback speed factor.")] = 1.0,
+    fmt: Annotated[PlayFormat, typer.Option("--format")] = PlayFormat.raw,
+) -> None:
+    """Replay a session: in a terminal with its timing (space pauses, → skips, q quits);
+    otherwise its output bytes at once; or as JSON, or asciicast v2 for asciinema."""
+    from gatehouse import recording
+    from gatehouse.client.recordings import fetch_recording
+
+    if speed <= 0:
+        die("--speed must be positive")
+    profile = _profile(fresh=True)
+    rec = recording.decode(run_async(fetch_recording(profile, session_id)))
+    if fmt == PlayFormat.json:
+        print_json(recording.to_json(rec))
+    elif fmt == PlayFormat.asciicast:
+        sys.stdout.write(recording.to_asciicast(rec))
+    elif sys.stdout.isatty():
+        from gatehouse.client.playback import play as replay
+
+        replay(rec, speed)
+    else:
+        sys.stdout.buffer.write(recording.output_bytes(rec))
 
 
 def main() -> None:

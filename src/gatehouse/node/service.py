@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import asyncssh
@@ -20,6 +21,9 @@ from gatehouse.config import SSHService
 from gatehouse.errors import ConnectionProblem, GatehouseError
 from gatehouse.keystore import StoredIdentity
 from gatehouse.node import sshserver
+from gatehouse.node.recorder import SessionRecorder, recover
+from gatehouse.node.session import SessionInfo
+from gatehouse.node.uploader import upload_with_retries
 from gatehouse.types.resource import split_host_port
 
 __all__ = ["HEARTBEAT_INTERVAL", "NodeService"]
@@ -38,6 +42,7 @@ class NodeService:
         identity: StoredIdentity,
         api: APIClient,
         clock: Clock,
+        recordings: Path,
     ) -> None:
         self._cfg = cfg
         self._nodename = nodename
@@ -47,6 +52,29 @@ class NodeService:
         self._trust = TrustWatcher(api)
         self._audit_queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(AUDIT_QUEUE)
         self.host_id = identity.identity().name
+        self._recordings = recordings
+        self._live: set[SessionRecorder] = set()
+        self._tg: asyncio.TaskGroup | None = None
+
+    def _start_recording(self, grant: sshserver.Grant, info: SessionInfo) -> SessionRecorder:
+        """Record the session on this node; upload it to the auth when it ends."""
+        rec = SessionRecorder(
+            self._recordings, session_id=info.session_id, cluster=self._trust.current().cluster,
+            user=grant.user, login=info.login, node=self._nodename, cols=info.cols,
+            rows=info.rows, command=info.command, clock=self._clock)
+        rec.start()
+        self._live.add(rec)
+
+        async def finish() -> None:
+            try:
+                path = await rec.wait_closed()
+            finally:
+                self._live.discard(rec)
+            await upload_with_retries(self._api, path)
+
+        assert self._tg is not None
+        self._tg.create_task(finish())
+        return rec
 
     def _audit(self, event: str, fields: dict[str, Any]) -> None:
         record = {"event": event, "time": self._clock.now().isoformat(), "cluster": "", **fields}
@@ -61,7 +89,10 @@ class NodeService:
         key = asyncssh.import_private_key(self._identity.key_file.read_bytes())
         cert = asyncssh.import_certificate(self._identity.ssh_cert_line())
         async with asyncio.TaskGroup() as tg:
+            self._tg = tg
             tg.create_task(self._trust.run())
+            for path in recover(self._recordings):  # what a crash left behind
+                tg.create_task(upload_with_retries(self._api, path))
             try:
                 await asyncio.wait_for(self._trust.ready.wait(), 30)
             except TimeoutError:
@@ -72,7 +103,7 @@ class NodeService:
                 host, port, host_key=key, host_cert=cert,
                 server_factory=lambda: sshserver.NodeSSHServer(
                     trust=self._trust.current, labels=self._cfg.labels, clock=self._clock,
-                    audit=self._audit,
+                    audit=self._audit, record=self._start_recording,
                 ),
             )
             try:
@@ -83,6 +114,8 @@ class NodeService:
                 await asyncio.Future()  # until cancelled
             finally:
                 server.close()
+                for rec in list(self._live):  # sessions cut short by the shutdown
+                    rec.end()
 
     async def _heartbeat(self) -> None:
         await self._api.post(

@@ -50,8 +50,10 @@ from .spawn import (
 __all__ = [
     "EventHook",
     "NodeSession",
+    "SessionInfo",
     "SessionPolicy",
     "SessionTap",
+    "TapFactory",
     "check_can_run_as",
     "make_session_factory",
 ]
@@ -64,7 +66,7 @@ _READ_CHUNK = 65536
 
 
 class SessionTap(Protocol):
-    """What a session recorder sees: output as sent to the client, and resizes.
+    """What a session recorder sees: output as sent to the client, resizes, the end.
 
     Called synchronously on the hot path: keep it cheap (append to a buffer).
     """
@@ -72,6 +74,23 @@ class SessionTap(Protocol):
     def output(self, data: bytes) -> None: ...
 
     def resize(self, cols: int, rows: int) -> None: ...
+
+    def end(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """What a tap is told about the session it records."""
+
+    session_id: str
+    login: str
+    command: str  # "" for a shell
+    term: str | None
+    cols: int  # 0 x 0 without a PTY
+    rows: int
+
+
+TapFactory = Callable[[SessionInfo], SessionTap | None]
 
 
 @dataclass(frozen=True)
@@ -94,7 +113,7 @@ class SessionPolicy:
     permit_pty: bool
     env_allowed: frozenset[str] | None = None
     on_event: EventHook | None = None
-    output_tap: SessionTap | None = None
+    tap_factory: TapFactory | None = None  # one tap (recorder) per session
 
     def __post_init__(self) -> None:
         if not self.login or "\0" in self.login or "/" in self.login:
@@ -129,6 +148,7 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         self._stdin_eof = False
         self._status: int | None = None  # raw wait status once the child exited
         self._ended = False
+        self._tap: SessionTap | None = None
 
     # -- requests from the client ------------------------------------------
 
@@ -188,6 +208,14 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
             chan.exit(1)
             return
         self._child = child
+        if policy.tap_factory is not None:
+            info = SessionInfo(self.session_id, policy.login, self._command or "",
+                               pty.term if pty else None, pty.cols if pty else 0,
+                               pty.rows if pty else 0)
+            try:
+                self._tap = policy.tap_factory(info)
+            except Exception:
+                log.exception("session %s: could not start its recording", self.session_id)
         self._emit("session.start", {
             "login": policy.login,
             "pty": pty is not None,
@@ -212,8 +240,8 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         if child is not None and child.stdout >= 0:
             set_window_size(child.stdout, width, height, pixwidth, pixheight)
         self._emit("resize", {"cols": width, "rows": height})
-        if self._policy.output_tap is not None:
-            self._policy.output_tap.resize(width, height)
+        if self._tap is not None:
+            self._tap.resize(width, height)
 
     def signal_received(self, signal: str) -> None:
         number = signal_number(signal)
@@ -291,8 +319,8 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
                 del self._reading[name]
                 self._maybe_finish()
                 return
-            if self._policy.output_tap is not None:
-                self._policy.output_tap.output(data)
+            if self._tap is not None:
+                self._tap.output(data)
             chan.write(data, datatype)  # may call pause_writing() right away
             if self._paused or not self._draining():
                 return
@@ -354,6 +382,8 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         if child is None or status is None or self._reading or self._ended:
             return
         self._ended = True
+        if self._tap is not None:
+            self._tap.end()
         self._release(child)
         exit_status, exit_signal, core = describe_exit(status)
         self._emit("session.end", {"exit_status": exit_status, "exit_signal": exit_signal,
@@ -372,6 +402,8 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         if child is None or self._ended:
             return
         self._ended = True
+        if self._tap is not None:
+            self._tap.end()
         self._release(child)
         self._emit("session.end", {"exit_status": None, "exit_signal": None,
                                    "core_dumped": False, "disconnected": True})

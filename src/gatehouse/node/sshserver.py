@@ -20,13 +20,20 @@ from gatehouse import rbac, rolemap, sshcert
 from gatehouse.client.trust import TrustSnapshot
 from gatehouse.clock import Clock
 from gatehouse.errors import AccessDenied, BadParameter
-from gatehouse.node.session import SessionPolicy, check_can_run_as, make_session_factory
+from gatehouse.node.session import (
+    SessionInfo,
+    SessionPolicy,
+    SessionTap,
+    check_can_run_as,
+    make_session_factory,
+)
 
 __all__ = ["Grant", "NodeConnection", "NodeSSHServer"]
 
 log = logging.getLogger(__name__)
 
 Audit = Callable[[str, dict[str, Any]], None]
+Record = Callable[["Grant", SessionInfo], SessionTap]  # a recorder for each session
 
 
 @dataclass(frozen=True)
@@ -52,7 +59,9 @@ class NodeSSHServer(asyncssh.SSHServer):
         labels: dict[str, str],
         clock: Clock,
         audit: Audit,
+        record: Record,
     ) -> None:
+        self._record = record
         self._trust = trust
         self._labels = labels
         self._clock = clock
@@ -149,7 +158,8 @@ class NodeSSHServer(asyncssh.SSHServer):
                                 "session_id": str(fields.get("session_id", ""))})
 
         policy = SessionPolicy(login=grant.login, permit_pty=grant.permit_pty,
-                               env_allowed=None, on_event=on_event)
+                               env_allowed=None, on_event=on_event,
+                               tap_factory=lambda info: self._record(grant, info))
         return make_session_factory(policy)()
 
     def connection_requested(

@@ -1,0 +1,297 @@
+"""The node's session recorder: a SessionTap that appends frames to a file.
+
+The hot path (``output()``/``resize()``, called from the session's reader
+callbacks) only appends to an in-memory buffer. The recorder's own task
+writes the buffer out and fsyncs it every ``flush_interval`` seconds (the
+fsync runs in a worker thread, so a slow disk does not stall the loop);
+the buffer never holds more than ``max_buffer`` bytes: past that, the hot
+path writes synchronously (page cache, no fsync). So a node killed at any
+moment leaves ``<session_id>.part`` holding the session up to the last
+flush, which ``recover()`` turns into a playable ``.rec`` at the next
+start. ``close()`` flushes, fsyncs and renames ``.part`` to ``.rec``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from gatehouse.clock import Clock, SystemClock
+from gatehouse.errors import BadParameter
+from gatehouse.recording import (
+    MAGIC,
+    MAX_HEADER,
+    RecordingMeta,
+    RecordingWriter,
+    decode_header,
+    is_session_id,
+)
+
+__all__ = ["MAX_BUFFER", "SessionRecorder", "recover"]
+
+log = logging.getLogger(__name__)
+
+MAX_BUFFER = 1 << 20
+PART, FINAL, CORRUPT = ".part", ".rec", ".corrupt"
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
+
+
+class SessionRecorder:
+    """Records one session into ``<directory>/<session_id>.part``; ``.rec`` once closed.
+
+    ``start()`` creates the file and the flush task; ``end()`` (synchronous,
+    for the session) or ``close()`` finishes it; ``wait_closed()`` waits for
+    that, e.g. to upload the ``.rec``. Output after the end is ignored. I/O errors
+    never reach the session: they are logged, kept in ``error``, and stop
+    the recording, leaving what was written playable.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        session_id: str,
+        cluster: str,
+        user: str,
+        login: str,
+        node: str,
+        cols: int = 0,
+        rows: int = 0,
+        command: str = "",
+        clock: Clock | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        flush_interval: float = 0.5,
+        max_buffer: int = MAX_BUFFER,
+    ) -> None:
+        if not flush_interval > 0 or max_buffer < 1:
+            raise BadParameter(f"recorder flush_interval {flush_interval!r} and max_buffer "
+                               f"{max_buffer!r}: expected positive values")
+        self.meta = RecordingMeta(
+            session_id=session_id, cluster=cluster, user=user, login=login, node=node,
+            start=(clock or SystemClock()).now(), cols=cols, rows=rows, command=command,
+        )
+        self._header = RecordingWriter.header_bytes(self.meta)  # BadParameter now, not later
+        self.directory = Path(directory)
+        self.path = self.directory / f"{session_id}{PART}"
+        self._monotonic = monotonic
+        self._t0 = monotonic()
+        self._interval = flush_interval
+        self._max_buffer = max_buffer
+        self._writer = RecordingWriter()
+        self._buf = bytearray()
+        self._fd: int | None = None
+        self._unsynced = False
+        self._dir_synced = False
+        self._stopped = False  # ended, or failed: the hot path records nothing more
+        self._ending = asyncio.Event()
+        self._task: asyncio.Task[Path] | None = None
+        self.max_buffered = 0  # high-water mark of the buffer, in bytes
+        self.error: OSError | None = None
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def start(self) -> None:
+        """Create the file (0600, directory 0700), write the header, start flushing.
+
+        Call it before the session's first output: until then output is only buffered.
+        """
+        if self._task is not None:
+            return
+        _prepare_directory(self.directory)
+        fd = os.open(self.path, _CREATE, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # whatever the umask
+            _write_all(fd, self._header)
+        except OSError:
+            os.close(fd)
+            raise
+        self._fd = fd
+        self._unsynced = True
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"recorder {self.meta.session_id}")
+        self.flush()  # anything recorded before start()
+
+    # -- the hot path: SessionTap ---------------------------------------------
+
+    def output(self, data: bytes) -> None:
+        if not self._stopped and data:
+            self._append(self._writer.frame_output(self._monotonic() - self._t0, data))
+
+    def resize(self, cols: int, rows: int) -> None:
+        if self._stopped:
+            return
+        try:
+            self._append(self._writer.frame_resize(self._monotonic() - self._t0, cols, rows))
+        except BadParameter as exc:
+            log.warning("resize not recorded session_id=%s reason=%r", self.meta.session_id,
+                        str(exc))
+
+    def _append(self, frame: bytes) -> None:
+        if self._fd is not None and len(self._buf) + len(frame) > self._max_buffer:
+            self.flush()
+            if len(frame) > self._max_buffer:
+                self._write(frame)
+                return
+        self._buf += frame
+        self.max_buffered = max(self.max_buffered, len(self._buf))
+
+    def flush(self) -> None:
+        """Write the buffer to the file now (no fsync: the periodic flush does that)."""
+        if self._buf and self._fd is not None:
+            self._write(self._buf)
+            self._buf.clear()
+
+    def _write(self, data: bytes | bytearray) -> None:
+        assert self._fd is not None
+        try:
+            _write_all(self._fd, data)
+        except OSError as exc:
+            self._fail(exc)
+        else:
+            self._unsynced = True
+
+    def _fail(self, exc: OSError) -> None:
+        if self.error is None:
+            log.error("recording stopped session_id=%s path=%s reason=%r",
+                      self.meta.session_id, self.path, str(exc))
+            self.error = exc
+        self._stopped = True
+        self._buf.clear()
+
+    # -- flushing and the end ----------------------------------------------------
+
+    def end(self) -> None:
+        """The session is over: record nothing more; the task finishes the file."""
+        self._stopped = True
+        self._ending.set()
+
+    async def close(self) -> Path:
+        """End, flush, fsync and rename to ``.rec``; the path of the file holding the recording.
+
+        That is the ``.part`` file only if renaming failed (see ``error``).
+        """
+        self.end()
+        return await self.wait_closed()
+
+    async def wait_closed(self) -> Path:
+        """Wait, without ending it, until the recording is finished (by ``end()``); as close()."""
+        if self._task is None:
+            raise RuntimeError(f"recorder {self.meta.session_id} was never started")
+        # Shielded: a caller cancelled while waiting does not leave a half-finished file.
+        return await asyncio.shield(self._task)
+
+    async def _run(self) -> Path:
+        while not self._ending.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._interval):
+                    await self._ending.wait()
+            self.flush()
+            await self._sync()
+        self.flush()
+        return await asyncio.to_thread(self._finish)
+
+    async def _sync(self) -> None:
+        fd = self._fd
+        if fd is None or not self._unsynced:
+            return
+        self._unsynced = False
+        try:
+            await asyncio.to_thread(os.fsync, fd)
+            if not self._dir_synced:  # the new file's name, once
+                await asyncio.to_thread(_fsync_directory, self.directory)
+                self._dir_synced = True
+        except OSError as exc:
+            self._fail(exc)
+
+    def _finish(self) -> Path:
+        """In a worker thread, after the last write: fsync, close, rename."""
+        fd, self._fd = self._fd, None
+        assert fd is not None
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            self._fail(exc)
+        finally:
+            os.close(fd)
+        final = self.path.with_suffix(FINAL)
+        try:
+            os.replace(self.path, final)
+            _fsync_directory(self.directory)
+        except OSError as exc:
+            self._fail(exc)
+            return self.path
+        return final
+
+
+def recover(directory: Path) -> list[Path]:
+    """Turn the ``.part`` files a crashed node left into ``.rec`` files; the new paths.
+
+    Run it at start-up, before sessions begin. Their frames decode up to the
+    last flush (``truncated`` when the crash cut a frame). A file whose header
+    is unreadable holds nothing playable: it is renamed ``.corrupt`` and logged.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    _prepare_directory(directory)
+    recovered: list[Path] = []
+    for part in sorted(directory.glob(f"*{PART}")):
+        session_id = part.name[:-len(PART)]
+        final = part.with_suffix(FINAL)
+        if not is_session_id(session_id) or not part.is_file() or part.is_symlink():
+            log.warning("recording recovery skipped path=%s reason=%r", part,
+                        "not a session recording")
+            continue
+        if final.exists():
+            log.warning("recording recovery skipped path=%s reason=%r", part,
+                        f"{final.name} exists")
+            continue
+        try:
+            fd = os.open(part, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            try:
+                head = os.read(fd, len(MAGIC) + 4 + MAX_HEADER)
+                os.fsync(fd)  # a crashed writer's last data, before the name says "complete"
+            finally:
+                os.close(fd)
+            meta, _ = decode_header(head)
+            if meta.session_id != session_id:
+                raise BadParameter(f"header names session {meta.session_id}")
+            os.replace(part, final)
+        except BadParameter as exc:
+            log.warning("recording unreadable path=%s reason=%r", part, str(exc))
+            with contextlib.suppress(OSError):
+                os.replace(part, part.with_suffix(CORRUPT))
+            continue
+        except OSError as exc:
+            log.warning("recording recovery failed path=%s reason=%r", part, str(exc))
+            continue
+        log.info("recording recovered after a crash path=%s", final)
+        recovered.append(final)
+    _fsync_directory(directory)
+    return recovered
+
+
+def _prepare_directory(directory: Path) -> None:
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)  # recordings hold whatever crossed users' terminals
+
+
+def _write_all(fd: int, data: bytes | bytearray) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,265 @@
+"""Session recordings: a pure binary format, and its conversions for playback.
+
+A recording is a header then timed frames, designed for cheap appends and for
+surviving a writer killed mid-write::
+
+    magic b"GHREC\\x00\\x00\\x01" | header length u32 | header (UTF-8 JSON object)
+    frame*: type u8 | t_ms u64 | length u32 | payload
+
+All integers are big-endian. ``t_ms`` is milliseconds since ``start``, never
+decreasing. Frame types: ``o`` (output bytes as the user saw them) and ``r``
+(resize, payload cols u32 | rows u32). A file cut anywhere after its header
+decodes to every complete frame before the cut, marked ``truncated``; so does
+a tail that is not a valid frame (a zero-filled tail after a power loss). A
+missing or corrupt header is not a recording: BadParameter.
+"""
+
+from __future__ import annotations
+
+import base64
+import codecs
+import datetime as dt
+import json
+import struct
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from gatehouse.errors import BadParameter
+
+__all__ = [
+    "MAGIC",
+    "Frame",
+    "Recording",
+    "RecordingMeta",
+    "RecordingWriter",
+    "decode",
+    "decode_header",
+    "is_session_id",
+    "output_bytes",
+    "to_asciicast",
+    "to_json",
+]
+
+MAGIC = b"GHREC\x00\x00\x01"
+VERSION = 1
+MAX_HEADER = 1 << 20
+_HEAD_LEN = struct.Struct(">I")
+_FRAME = struct.Struct(">BQI")  # type, t_ms, payload length
+_SIZE = struct.Struct(">II")  # cols, rows
+_U32 = (1 << 32) - 1
+_OUTPUT, _RESIZE = ord("o"), ord("r")
+_MAX_T = 1e15  # seconds; keeps t_ms well inside u64, and inf finite
+
+
+def is_session_id(text: object) -> bool:
+    """True for a canonical (lowercase, hyphenated) UUID; False for paths and the rest."""
+    if not isinstance(text, str) or len(text) != 36:
+        return False
+    try:
+        return str(uuid.UUID(text)) == text
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class RecordingMeta:
+    """The header: whose session this was, where, and its terminal at the start."""
+
+    session_id: str
+    cluster: str
+    user: str
+    login: str
+    node: str
+    start: dt.datetime
+    cols: int = 0  # 0x0 without a PTY
+    rows: int = 0
+    command: str = ""  # "" for a shell
+    version: int = VERSION
+
+    def __post_init__(self) -> None:
+        if not is_session_id(self.session_id):
+            raise BadParameter(f"recording session_id {self.session_id!r}: expected a UUID")
+        for name in ("cluster", "user", "login", "node", "command"):
+            if not isinstance(getattr(self, name), str):
+                raise BadParameter(f"recording {name} {getattr(self, name)!r}: expected a string")
+        for name in ("cols", "rows"):
+            value = getattr(self, name)
+            if type(value) is not int or not 0 <= value <= _U32:
+                raise BadParameter(f"recording {name} {value!r}: expected 0..{_U32}")
+        if not isinstance(self.start, dt.datetime) or self.start.utcoffset() is None:
+            raise BadParameter(f"recording start {self.start!r}: expected an aware datetime")
+        if type(self.version) is not int or self.version != VERSION:
+            raise BadParameter(f"recording version {self.version!r}: expected {VERSION}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The header's JSON object (start as ISO 8601 UTC)."""
+        out = asdict(self)
+        out["start"] = self.start.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+        return out
+
+    @classmethod
+    def from_dict(cls, obj: object) -> RecordingMeta:
+        """Parse a header object; unknown keys are ignored (newer writers may add some)."""
+        if not isinstance(obj, dict):
+            raise BadParameter("recording header: expected a JSON object")
+        fields: dict[str, Any] = {}
+        for name in ("version", "session_id", "cluster", "user", "login", "node", "start",
+                     "cols", "rows", "command"):
+            if name not in obj:
+                raise BadParameter(f"recording header: missing field {name!r}")
+            fields[name] = obj[name]
+        start = fields.pop("start")
+        try:
+            return cls(start=dt.datetime.fromisoformat(start), **fields)
+        except (TypeError, ValueError):
+            raise BadParameter(f"recording header: start {start!r} is not ISO 8601") from None
+
+
+@dataclass(frozen=True)
+class Frame:
+    """``o``: output ``data`` as the user saw it; ``r``: the terminal resized to cols x rows."""
+
+    type: Literal["o", "r"]
+    t: float  # seconds since start
+    data: bytes = b""
+    cols: int = 0
+    rows: int = 0
+
+
+@dataclass(frozen=True)
+class Recording:
+    meta: RecordingMeta
+    frames: list[Frame] = field(default_factory=list)
+    truncated: bool = False  # the data ended inside a frame or in bytes that are not one
+
+    @property
+    def duration(self) -> float:
+        """Seconds from start to the last frame."""
+        return self.frames[-1].t if self.frames else 0.0
+
+
+class RecordingWriter:
+    """Encodes a recording piece by piece; the caller appends the bytes to its file.
+
+    Times are seconds since start, rounded to milliseconds and clamped so that
+    they never decrease.
+    """
+
+    def __init__(self) -> None:
+        self._last_ms = 0
+
+    @staticmethod
+    def header_bytes(meta: RecordingMeta) -> bytes:
+        header = json.dumps(meta.to_dict(), separators=(",", ":")).encode()
+        if len(header) > MAX_HEADER:
+            raise BadParameter(f"recording header of {len(header)} bytes: limit {MAX_HEADER}")
+        return MAGIC + _HEAD_LEN.pack(len(header)) + header
+
+    def frame_output(self, t: float, data: bytes) -> bytes:
+        if len(data) > _U32:
+            raise BadParameter(f"output frame of {len(data)} bytes: limit {_U32}")
+        return _FRAME.pack(_OUTPUT, self._ms(t), len(data)) + data
+
+    def frame_resize(self, t: float, cols: int, rows: int) -> bytes:
+        if not (0 <= cols <= _U32 and 0 <= rows <= _U32):
+            raise BadParameter(f"resize to {cols}x{rows}: expected 0..{_U32}")
+        return _FRAME.pack(_RESIZE, self._ms(t), _SIZE.size) + _SIZE.pack(cols, rows)
+
+    def _ms(self, t: float) -> int:
+        if t > 0:  # False for NaN too
+            self._last_ms = max(self._last_ms, round(min(t, _MAX_T) * 1000))
+        return self._last_ms
+
+
+def decode_header(data: bytes) -> tuple[RecordingMeta, int]:
+    """The header and the offset of the first frame; BadParameter if it is incomplete or bad."""
+    if data[:len(MAGIC)] != MAGIC:
+        raise BadParameter("not a Gatehouse recording (bad magic)")
+    start = len(MAGIC) + _HEAD_LEN.size
+    if len(data) < start:
+        raise BadParameter("recording header is cut short")
+    (length,) = _HEAD_LEN.unpack_from(data, len(MAGIC))
+    if length > MAX_HEADER:
+        raise BadParameter(f"recording header of {length} bytes: limit {MAX_HEADER}")
+    if len(data) < start + length:
+        raise BadParameter("recording header is cut short")
+    try:
+        obj = json.loads(data[start:start + length])
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, absurd nesting
+        raise BadParameter(f"recording header is not JSON: {exc}") from None
+    return RecordingMeta.from_dict(obj), start + length
+
+
+def decode(data: bytes) -> Recording:
+    """Every complete frame; a damaged tail ends the frames and sets ``truncated``."""
+    meta, pos = decode_header(data)
+    view = memoryview(data)
+    frames: list[Frame] = []
+    end = len(data)
+    while pos < end:
+        if end - pos < _FRAME.size:
+            break
+        kind, ms, length = _FRAME.unpack_from(data, pos)
+        body = pos + _FRAME.size
+        if body + length > end:
+            break
+        if kind == _OUTPUT:
+            frames.append(Frame("o", ms / 1000, bytes(view[body:body + length])))
+        elif kind == _RESIZE and length == _SIZE.size:
+            cols, rows = _SIZE.unpack_from(data, body)
+            frames.append(Frame("r", ms / 1000, cols=cols, rows=rows))
+        else:
+            break  # not a frame this version writes: a damaged tail
+        pos = body + length
+    return Recording(meta, frames, truncated=pos < end)
+
+
+def output_bytes(rec: Recording) -> bytes:
+    """The recorded output, concatenated: what ``gsh play`` writes without a terminal."""
+    return b"".join(f.data for f in rec.frames if f.type == "o")
+
+
+def to_json(rec: Recording) -> dict[str, Any]:
+    """The header and frames as JSON-ready values (output as base64)."""
+    frames: list[dict[str, Any]] = []
+    for f in rec.frames:
+        if f.type == "o":
+            frames.append({"t": f.t, "type": "o", "data": base64.b64encode(f.data).decode()})
+        else:
+            frames.append({"t": f.t, "type": "r", "cols": f.cols, "rows": f.rows})
+    return {"header": rec.meta.to_dict(), "truncated": rec.truncated, "frames": frames}
+
+
+def to_asciicast(rec: Recording) -> str:
+    """asciicast v2 (asciinema's format): a header line, then one JSON event per line.
+
+    Output is decoded as UTF-8 incrementally across frames, so a character
+    split between two frames arrives whole in the later event.
+    """
+    meta = rec.meta
+    header: dict[str, Any] = {
+        "version": 2,
+        "width": meta.cols or 80,
+        "height": meta.rows or 24,
+        "timestamp": int(meta.start.timestamp()),
+        "title": f"{meta.user} as {meta.login}@{meta.node} ({meta.cluster})",
+        "env": {},
+    }
+    if meta.command:
+        header["command"] = meta.command
+    lines = [json.dumps(header)]
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    t = 0.0
+    for f in rec.frames:
+        t = max(t, f.t)
+        if f.type == "o":
+            text = decoder.decode(f.data)
+            if text:
+                lines.append(json.dumps([t, "o", text]))
+        else:
+            lines.append(json.dumps([t, "r", f"{f.cols}x{f.rows}"]))
+    rest = decoder.decode(b"", final=True)
+    if rest:
+        lines.append(json.dumps([t, "o", rest]))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,280 @@
+"""The node's session recorder: files, flushing, crashes, recovery, bounded memory."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import os
+import stat
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+import pytest
+
+from gatehouse.clock import FakeClock
+from gatehouse.node import recorder as recorder_mod
+from gatehouse.node.recorder import MAX_BUFFER, SessionRecorder, recover
+from gatehouse.node.session import SessionPolicy, make_session_factory
+from gatehouse.recording import Frame, decode, output_bytes
+
+WAIT = 10.0
+START = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
+
+
+class Mono:
+    """A monotonic clock moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def make(tmp_path: Path) -> Callable[..., SessionRecorder]:
+    def _make(**kwargs: Any) -> SessionRecorder:
+        options: dict[str, Any] = {
+            "session_id": str(uuid.uuid4()), "cluster": "us-east-1a", "user": "alice",
+            "login": "deploy", "node": "node1", "cols": 80, "rows": 24,
+            "clock": FakeClock(START), **kwargs,
+        }
+        return SessionRecorder(tmp_path / "recordings", **options)
+    return _make
+
+
+async def wait_for_file(path: Path, predicate: Callable[[bytes], bool]) -> bytes:
+    async with asyncio.timeout(WAIT):
+        while True:
+            if path.exists() and predicate(data := path.read_bytes()):
+                return data
+            await asyncio.sleep(0.01)
+
+
+async def test_records_output_and_resizes_in_order(make: Callable[..., SessionRecorder]) -> None:
+    mono = Mono()
+    rec = make(monotonic=mono, command="top")
+    rec.start()
+    rec.output(b"hello ")
+    mono.now += 0.25
+    rec.resize(120, 40)
+    mono.now += 1.5
+    rec.output(b"world\r\n")
+    rec.output(b"")  # nothing to record
+    path = await rec.close()
+    assert path == rec.directory / f"{rec.meta.session_id}.rec"
+    assert not rec.path.exists()
+    recording = decode(path.read_bytes())
+    assert recording.meta == rec.meta
+    assert (recording.meta.start, recording.meta.command) == (START, "top")
+    assert recording.frames == [Frame("o", 0.0, b"hello "), Frame("r", 0.25, cols=120, rows=40),
+                                Frame("o", 1.75, b"world\r\n")]
+    assert not recording.truncated
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(rec.directory.stat().st_mode) == 0o700
+    assert rec.error is None
+
+
+async def test_close_is_idempotent_and_later_output_is_ignored(
+    make: Callable[..., SessionRecorder],
+) -> None:
+    rec = make()
+    rec.start()
+    rec.output(b"a")
+    rec.end()
+    rec.output(b"b")
+    rec.resize(1, 1)
+    path = await rec.close()
+    assert await rec.close() == path
+    assert output_bytes(decode(path.read_bytes())) == b"a"
+
+
+async def test_end_lets_the_recorder_finish_on_its_own(
+    make: Callable[..., SessionRecorder],
+) -> None:
+    rec = make()
+    rec.start()
+    waiter = asyncio.create_task(rec.wait_closed())
+    await asyncio.sleep(0.01)
+    rec.output(b"still recording")
+    assert not waiter.done()
+    rec.end()  # what the session calls, synchronously, when it is over
+    path = await asyncio.wait_for(waiter, WAIT)
+    assert path.suffix == ".rec" and not rec.path.exists()
+    assert output_bytes(decode(path.read_bytes())) == b"still recording"
+
+
+async def test_close_before_start_is_an_error(make: Callable[..., SessionRecorder]) -> None:
+    with pytest.raises(RuntimeError):
+        await make().close()
+
+
+async def test_output_before_start_is_kept(make: Callable[..., SessionRecorder]) -> None:
+    rec = make()
+    rec.output(b"early ")
+    rec.start()
+    rec.output(b"late")
+    assert output_bytes(decode((await rec.close()).read_bytes())) == b"early late"
+
+
+async def test_an_existing_file_is_never_overwritten(make: Callable[..., SessionRecorder]) -> None:
+    first = make()
+    first.start()
+    second = make(session_id=first.meta.session_id)
+    with pytest.raises(FileExistsError):
+        second.start()
+    await first.close()
+
+
+async def test_a_crash_leaves_the_flushed_prefix(
+    make: Callable[..., SessionRecorder], tmp_path: Path,
+) -> None:
+    rec = make(flush_interval=0.01)
+    rec.start()
+    chunks = [f"line {i}\r\n".encode() for i in range(50)]
+    for chunk in chunks:
+        rec.output(chunk)
+    # The node "dies" here: what a periodic flush put in the .part is all there is.
+    data = await wait_for_file(rec.path, lambda d: output_bytes(decode(d)) == b"".join(chunks))
+    assert rec.buffered == 0
+    rec.output(b"never flushed")
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    sid = rec.meta.session_id
+    for cut in range(len(data) - 40, len(data) + 1):
+        (crashed / f"{sid}.part").write_bytes(data[:cut])
+        (recovered,) = recover(crashed)
+        assert recovered == crashed / f"{sid}.rec"
+        got = decode(recovered.read_bytes())
+        assert b"".join(chunks).startswith(output_bytes(got))
+        assert got.truncated == ((len(data) - cut) % 22 != 0)  # each frame: 13 + 9 bytes
+        recovered.unlink()
+    await rec.close()
+
+
+async def test_recover_renames_parts_and_sets_aside_the_unreadable(tmp_path: Path) -> None:
+    assert recover(tmp_path / "missing") == []
+    directory = tmp_path / "recordings"
+    directory.mkdir(mode=0o755)
+    good = SessionRecorder(directory, session_id=str(uuid.uuid4()), cluster="c", user="u",
+                           login="l", node="n")
+    good.start()
+    good.output(b"kept")
+    good.flush()  # what the periodic flush would have done before the crash
+    part = good.path.read_bytes()
+    await good.close()
+    sid, other, done = (str(uuid.uuid4()) for _ in range(3))
+    (directory / f"{sid}.part").write_bytes(part.replace(good.meta.session_id.encode(),
+                                                         sid.encode()))
+    (directory / f"{other}.part").write_bytes(b"")  # died before its header
+    (directory / "not-a-session.part").write_bytes(part)
+    (directory / f"{done}.part").write_bytes(part)
+    (directory / f"{done}.rec").write_bytes(b"already there")
+    assert recover(directory) == [directory / f"{sid}.rec"]
+    assert output_bytes(decode((directory / f"{sid}.rec").read_bytes())) == b"kept"
+    assert (directory / f"{other}.corrupt").exists()
+    assert (directory / "not-a-session.part").exists()
+    assert (directory / f"{done}.part").exists()
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert recover(directory) == []
+
+
+async def test_memory_stays_bounded_under_a_flood(make: Callable[..., SessionRecorder]) -> None:
+    rec = make(flush_interval=60)  # only the cap flushes here
+    rec.start()
+    sent = hashlib.sha256()
+    chunk = bytearray(os.urandom(65536))
+    for i in range(800):  # 50 MiB
+        chunk[:4] = i.to_bytes(4, "big")
+        rec.output(bytes(chunk))
+        sent.update(chunk)
+        assert rec.buffered <= MAX_BUFFER
+    big = os.urandom(3 * MAX_BUFFER)  # one read larger than the cap: written through
+    rec.output(big)
+    sent.update(big)
+    assert rec.max_buffered <= MAX_BUFFER
+    got = hashlib.sha256()
+    for frame in decode((await rec.close()).read_bytes()).frames:
+        assert frame.type == "o"
+        got.update(frame.data)
+    assert got.digest() == sent.digest()
+
+
+async def test_a_write_error_stops_the_recording_not_the_session(
+    make: Callable[..., SessionRecorder], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rec = make(max_buffer=100)
+    rec.start()
+    rec.output(b"before")
+    rec.flush()
+
+    def full(fd: int, data: bytes | bytearray) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(recorder_mod, "_write_all", full)
+    rec.output(b"x" * 200)  # over the cap: a synchronous write, which fails quietly
+    rec.output(b"after")
+    assert isinstance(rec.error, OSError)
+    path = await rec.close()
+    assert output_bytes(decode(path.read_bytes())) == b"before"
+
+
+# -- a real session -----------------------------------------------------------------
+
+ME = "root" if os.geteuid() == 0 else os.environ.get("USER", "")
+HOST_KEY = asyncssh.generate_private_key("ssh-ed25519")
+CLIENT_KEY = asyncssh.generate_private_key("ssh-ed25519")
+
+
+@pytest.fixture
+async def server_with(tmp_path: Path) -> AsyncIterator[tuple[int, SessionRecorder]]:
+    rec = SessionRecorder(tmp_path / "rec", session_id=str(uuid.uuid4()), cluster="c",
+                          user="alice", login=ME, node="n", cols=80, rows=24)
+    rec.start()
+    policy = SessionPolicy(login=ME, permit_pty=True, output_tap=rec)
+
+    class Server(asyncssh.SSHServer):
+        def begin_auth(self, username: str) -> bool:
+            return True
+
+        def session_requested(self) -> asyncssh.SSHServerSession[bytes]:
+            return make_session_factory(policy)()
+
+    server = await asyncssh.create_server(
+        Server, "127.0.0.1", 0, server_host_keys=[HOST_KEY],
+        authorized_client_keys=asyncssh.import_authorized_keys(
+            CLIENT_KEY.export_public_key().decode()),
+    )
+    try:
+        yield server.sockets[0].getsockname()[1], rec
+    finally:
+        server.close()
+        await asyncio.wait_for(server.wait_closed(), WAIT)
+        await rec.close()
+
+
+async def test_a_pty_session_is_recorded_as_the_client_saw_it(
+    server_with: tuple[int, SessionRecorder],
+) -> None:
+    port, rec = server_with
+    async with asyncio.timeout(WAIT), asyncssh.connect(
+        "127.0.0.1", port, username=ME, client_keys=[CLIENT_KEY], known_hosts=None,
+        agent_path=None,
+    ) as conn:
+        proc = await conn.create_process(
+            "printf 'caf\\303\\251 ready\\n'; read x; stty size",
+            term_type="xterm", term_size=(80, 24), encoding=None)
+        seen = await proc.stdout.readuntil(b"ready\r\n")
+        proc.change_terminal_size(120, 40)
+        proc.stdin.write(b"go\n")
+        seen += await proc.stdout.read()
+        await proc.wait()
+    assert b"40 120" in seen
+    recording = decode((await rec.close()).read_bytes())
+    assert output_bytes(recording) == seen
+    assert [(f.cols, f.rows) for f in recording.frames if f.type == "r"] == [
+        (120, 40)]
