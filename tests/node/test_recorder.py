@@ -235,7 +235,7 @@ async def server_with(tmp_path: Path) -> AsyncIterator[tuple[int, SessionRecorde
     rec = SessionRecorder(tmp_path / "rec", session_id=str(uuid.uuid4()), cluster="c",
                           user="alice", login=ME, node="n", cols=80, rows=24)
     rec.start()
-    policy = SessionPolicy(login=ME, permit_pty=True, output_tap=rec)
+    policy = SessionPolicy(login=ME, permit_pty=True, tap_factory=lambda info: rec)
 
     class Server(asyncssh.SSHServer):
         def begin_auth(self, username: str) -> bool:

@@ -204,7 +204,10 @@ async def test_large_output_streams_with_backpressure(node: Node) -> None:
         def resize(self, cols: int, rows: int) -> None:
             pass
 
-    node.policy = replace(node.policy, output_tap=Tap())
+        def end(self) -> None:
+            pass
+
+    node.policy = replace(node.policy, tap_factory=lambda info: Tap())
     size = 50_000_000
     async with node.connect() as conn:
         proc = await conn.create_process(f"head -c {size} /dev/zero", encoding=None)
