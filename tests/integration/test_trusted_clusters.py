@@ -250,3 +250,49 @@ def test_events_made_while_the_root_is_away_arrive_once_and_in_order(
              if e["user"] == "dave"]
     assert len(daves) == 5
     assert [e["time"] for e in daves] == sorted(e["time"] for e in daves)
+
+
+def _recording_of(client: Client, cluster: str, marker: str) -> str:
+    """The id of the newest recording listed for ``cluster`` whose output has ``marker``."""
+    def find() -> str | None:
+        res = client.gsh("recordings", "ls", f"--cluster={cluster}", "--format=json")
+        for rec in reversed(res.ok().json()):
+            if marker.encode() in client.gsh("play", rec["session_id"]).out.encode():
+                return str(rec["session_id"])
+        return None
+    return wait_for(f"the recording in {cluster}", find, timeout=20, interval=0.5)
+
+
+def test_recordings_replay_what_the_user_saw_on_root_and_leaf(seed: Seed,
+                                                                tmp_path: Path) -> None:
+    seed.root.add_user("audrey", roles="access,auditor", logins="root")
+    seed.a.create(trusted_cluster_yaml(seed.root, "unused-once-joined",
+                                       MAP_A + "\n{remote: auditor, local: [auditor]}"),
+                  force=True).ok()
+    audrey = _login(seed, tmp_path / "audrey", "audrey")
+    command = "printf 'root-session \\342\\202\\254 %s\\n' $((6*7))"
+    seen = audrey.gsh("ssh", "root@node1", command).ok().out
+    assert seen == "root-session \u20ac 42\n"
+    rid = _recording_of(audrey, ROOT, "root-session")
+    assert audrey.gsh("play", rid).out == seen  # without a terminal: the bytes, at once
+
+    leaf_seen = audrey.gsh("ssh", f"--cluster={LEAF_A}", "root@node1",
+                           "echo leaf-session; echo to-stderr >&2").ok().out
+    lid = _recording_of(audrey, LEAF_A, "leaf-session")
+    assert "leaf-session\n" in audrey.gsh("play", lid).out  # by id alone, from the root
+    assert leaf_seen == "leaf-session\n"
+    cast = audrey.gsh("play", lid, "--format=asciicast").ok().out.splitlines()
+    assert json.loads(cast[0])["version"] == 2
+    assert any("leaf-session" in json.loads(line)[2] for line in cast[1:])
+
+
+def test_recordings_are_denied_without_audit_rights(seed: Seed, alice: Client) -> None:
+    res = alice.gsh("recordings", "ls")
+    assert res.rc != 0 and '"list" on "session" is not allowed' in res.err, res
+    res = alice.gsh("recordings", "ls", f"--cluster={LEAF_A}")
+    assert res.rc != 0 and "not allowed" in res.err, res
+    any_id = "00000000-0000-4000-8000-000000000000"
+    assert alice.gsh("play", any_id).rc != 0
+    bad = alice.gsh("play", "../../etc/passwd")
+    assert bad.rc != 0 and bad.err_lines == [
+        "error: '../../etc/passwd' is not a session id (expected a UUID)"], bad
