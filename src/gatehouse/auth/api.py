@@ -40,8 +40,8 @@ MAX_MESSAGE = 2000
 MAX_FIELDS = 8192
 # What each kind of host may report; the auth stamps time, id, cluster and node itself.
 HOST_EVENTS = {
-    "node": frozenset({"session.start", "session.end", "session.rejected", "exec", "auth",
-                       "port_forward", "port_forward.denied"}),
+    "node": frozenset({"session.start", "session.end", "session.abort", "session.rejected",
+                       "exec", "auth", "port_forward", "port_forward.denied"}),
     "proxy": frozenset({"proxy.dial.denied"}),
 }
 

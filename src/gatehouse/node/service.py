@@ -14,11 +14,12 @@ from typing import Any
 
 import asyncssh
 
+from gatehouse import recording
 from gatehouse.client.api import APIClient
 from gatehouse.client.trust import TrustWatcher
 from gatehouse.clock import Clock
 from gatehouse.config import SSHService
-from gatehouse.errors import ConnectionProblem, GatehouseError
+from gatehouse.errors import BadParameter, ConnectionProblem, GatehouseError
 from gatehouse.keystore import StoredIdentity
 from gatehouse.node import sshserver
 from gatehouse.node.recorder import SessionRecorder, recover
@@ -76,6 +77,17 @@ class NodeService:
         self._tg.create_task(finish())
         return rec
 
+    def _report_aborted(self, path: Path) -> None:
+        """A session the node did not see end (it crashed): say so in the audit log."""
+        try:
+            meta, _ = recording.decode_header(path.read_bytes())
+        except (OSError, BadParameter) as exc:
+            log.error("recovered recording %s is unreadable: %s", path.name, exc)
+            return
+        self._audit("session.abort", {
+            "user": meta.user, "login": meta.login, "session_id": meta.session_id,
+            "message": "the node stopped during the session; its recording ends there"})
+
     def _audit(self, event: str, fields: dict[str, Any]) -> None:
         record = {"event": event, "time": self._clock.now().isoformat(), "cluster": "", **fields}
         try:
@@ -92,6 +104,7 @@ class NodeService:
             self._tg = tg
             tg.create_task(self._trust.run())
             for path in recover(self._recordings):  # what a crash left behind
+                self._report_aborted(path)
                 tg.create_task(upload_with_retries(self._api, path))
             try:
                 await asyncio.wait_for(self._trust.ready.wait(), 30)

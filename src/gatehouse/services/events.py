@@ -26,6 +26,7 @@ CODES: dict[str, str] = {
     "cert.create": "TC000I",
     "session.start": "T2000I",
     "session.end": "T2004I",
+    "session.abort": "T2005W",
     "session.rejected": "T1006W",
     "exec": "T3002I",
     "auth": "T3007W",
