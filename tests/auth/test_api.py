@@ -23,6 +23,7 @@ from gatehouse.errors import AccessDenied, NotFound
 from gatehouse.keystore import StoredIdentity
 from gatehouse.proxy.web import CLIENT_CERT_HEADER
 from gatehouse.services.events import AuditEvent
+from gatehouse.types.remote_cluster import RemoteCluster
 from gatehouse.types.resource import Metadata
 from gatehouse.types.user import User, UserSpec
 from gatehouse.types.yaml_io import to_json_obj
@@ -365,3 +366,52 @@ async def test_an_ill_typed_event_is_rejected_alone(node: APIClient, clock: Fake
                                                     bad: dict[str, Any]) -> None:
     reply = await post(node, {**event("exec", clock.now()), **bad}, event("exec", clock.now()))
     assert reply == {"stored": 1, "rejected": 1}
+
+
+# --- a leaf's events, relayed by the root proxy -------------------------------------------
+
+
+@pytest.fixture
+async def root_proxy(api: API, server: AuthServer) -> APIClient:
+    """This cluster as a root with leaf us-east-1a; its proxy's API client."""
+    await server.trust.remotes.create(RemoteCluster(metadata=Metadata(name="us-east-1a")))
+    return await api.host("proxy", "proxy-hid", "proxy1", [])
+
+
+def leaf_item(name: str, time: dt.datetime, **kw: Any) -> dict[str, Any]:
+    ev = AuditEvent(event=name, time=time, cluster="us-east-1a", **kw)
+    key = f"{int(time.timestamp() * 1_000_000):020d}/{ev.id}"
+    return {"key": key, "event": ev.to_json_obj()}
+
+
+async def test_leaf_events_are_stored_once_under_the_leafs_name(
+    root_proxy: APIClient, server: AuthServer, clock: FakeClock,
+) -> None:
+    item = leaf_item("session.start", clock.now(), user="alice")
+    item["event"]["cluster"] = "sso.example.com"  # a leaf claiming another cluster
+    for _ in range(2):  # delivered twice (a lost acknowledgement)
+        reply = await root_proxy.post("/v1/remote_events/us-east-1a", {"events": [item]})
+        assert reply == {"stored": 1, "rejected": 0}
+    found = await server.audit.search(types=["session.start"])
+    assert [(e.cluster, e.user) for e in found] == [("us-east-1a", "alice")]
+
+
+async def test_malformed_or_oversized_leaf_events_are_rejected_alone(
+    root_proxy: APIClient, server: AuthServer, clock: FakeClock,
+) -> None:
+    good = leaf_item("exec", clock.now(), user="alice")
+    huge = leaf_item("exec", clock.now(), message="x" * (4 * MAX_FIELDS))
+    unknown = leaf_item("exec", clock.now())
+    unknown["event"]["event"] = "root.takeover"
+    bad_key = {**leaf_item("exec", clock.now()), "key": "../../x"}
+    reply = await root_proxy.post("/v1/remote_events/us-east-1a", {
+        "events": [good, huge, unknown, bad_key, "not an object", {"key": "x"}]})
+    assert reply == {"stored": 1, "rejected": 5}
+    assert len(await server.audit.search(types=["exec"])) == 1
+
+
+async def test_events_for_an_unknown_leaf_are_refused(root_proxy: APIClient,
+                                                      clock: FakeClock) -> None:
+    with pytest.raises(AccessDenied, match="not a leaf"):
+        await root_proxy.post("/v1/remote_events/elsewhere",
+                              {"events": [leaf_item("exec", clock.now())]})
