@@ -202,7 +202,7 @@ async def run(
                 api = await clients.enter_async_context(
                     _api_for(store, auth_addr, server_name))
                 tg.create_task(NodeService(cfg.ssh_service, nodename, store, api, clock,
-                                           data_dir / "recordings").run(watcher("ssh")))
+                                           data_dir).run(watcher("ssh")))
             for event in waiting:
                 await event.wait()
             started.cluster = cluster

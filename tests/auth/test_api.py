@@ -415,3 +415,11 @@ async def test_events_for_an_unknown_leaf_are_refused(root_proxy: APIClient,
     with pytest.raises(AccessDenied, match="not a leaf"):
         await root_proxy.post("/v1/remote_events/elsewhere",
                               {"events": [leaf_item("exec", clock.now())]})
+
+
+async def test_a_resent_host_event_is_stored_once(node: APIClient, server: AuthServer,
+                                                  clock: FakeClock) -> None:
+    ev = event("session.end", clock.now(), user="alice")
+    assert await post(node, ev) == {"stored": 1, "rejected": 0}
+    assert await post(node, ev) == {"stored": 1, "rejected": 0}  # after a lost reply
+    assert len(await server.audit.search(types=["session.end"])) == 1

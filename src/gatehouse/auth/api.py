@@ -17,7 +17,8 @@ from gatehouse import rbac
 from gatehouse.auth.identify import Caller, authorize, caller_roles, identify
 from gatehouse.auth.server import AuthServer, JoinRequest
 from gatehouse.auth.trust import PublicCA
-from gatehouse.errors import AccessDenied, BadParameter, GatehouseError, NotFound
+from gatehouse.backend import Item
+from gatehouse.errors import AccessDenied, AlreadyExists, BadParameter, GatehouseError, NotFound
 from gatehouse.proxy.web import CLIENT_CERT_HEADER, REMOTE_ADDR_HEADER
 from gatehouse.services.events import CODES, AuditEvent
 from gatehouse.services.recordings import CHUNK, check_session_id
@@ -36,6 +37,7 @@ _SERVER: web.AppKey[AuthServer] = web.AppKey("server", AuthServer)
 KEEPALIVE = 15.0
 EVENT_SKEW = dt.timedelta(minutes=5)
 MAX_BATCH = 1000
+SEEN_FOR = dt.timedelta(days=7)
 MAX_MESSAGE = 2000
 MAX_FIELDS = 8192
 # What each kind of host may report; the auth stamps time, id, cluster and node itself.
@@ -307,6 +309,13 @@ async def post_events(request: web.Request) -> web.Response:
         except (BadParameter, TypeError, ValueError) as exc:  # one bad event, not the batch
             log.warning("rejected audit event from host %s: %s", host_id, exc)
             rejected += 1
+            continue
+        # A host resends what it is not sure arrived: its event id, once per host.
+        try:
+            await server.backend.create(Item(key=f"/event_seen/{host_id}/{ev.id}".encode(),
+                                             value=b"", expires=now + SEEN_FOR))
+        except AlreadyExists:
+            stored += 1
             continue
         # The auth, not the host, says which cluster and node an event comes from, and
         # gives it its id.

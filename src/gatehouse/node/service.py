@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from gatehouse.keystore import StoredIdentity
 from gatehouse.node import sshserver
 from gatehouse.node.recorder import SessionRecorder, recover
 from gatehouse.node.session import SessionInfo
+from gatehouse.node.spool import AuditSpool
 from gatehouse.node.uploader import upload_with_retries
 from gatehouse.types.resource import split_host_port
 
@@ -32,8 +34,6 @@ __all__ = ["HEARTBEAT_INTERVAL", "NodeService"]
 log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL = 10.0
-AUDIT_QUEUE = 10_000
-
 
 class NodeService:
     def __init__(
@@ -43,7 +43,7 @@ class NodeService:
         identity: StoredIdentity,
         api: APIClient,
         clock: Clock,
-        recordings: Path,
+        state: Path,
     ) -> None:
         self._cfg = cfg
         self._nodename = nodename
@@ -51,9 +51,9 @@ class NodeService:
         self._api = api
         self._clock = clock
         self._trust = TrustWatcher(api)
-        self._audit_queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(AUDIT_QUEUE)
         self.host_id = identity.identity().name
-        self._recordings = recordings
+        self._recordings = state / "recordings"
+        self._spool = AuditSpool(state / "audit")
         self._live: set[SessionRecorder] = set()
         self._tg: asyncio.TaskGroup | None = None
 
@@ -89,11 +89,9 @@ class NodeService:
             "message": "the node stopped during the session; its recording ends there"})
 
     def _audit(self, event: str, fields: dict[str, Any]) -> None:
-        record = {"event": event, "time": self._clock.now().isoformat(), "cluster": "", **fields}
-        try:
-            self._audit_queue.put_nowait(record)
-        except asyncio.QueueFull:
-            log.error("audit queue full; dropping %s event", event)
+        record = {"event": event, "time": self._clock.now().isoformat(), "cluster": "",
+                  "id": str(uuid.uuid4()), **fields}
+        self._spool.append(record)
 
     async def run(self, started: Callable[[str], None]) -> None:
         """Serve until cancelled; ``started`` gets the listening address once ready."""
@@ -122,7 +120,8 @@ class NodeService:
             try:
                 await self._heartbeat()
                 tg.create_task(self._heartbeats())
-                tg.create_task(self._send_audit())
+                tg.create_task(self._spool.run(
+                    lambda batch: self._api.post("/v1/events", {"events": batch})))
                 started(self._cfg.advertised_addr())
                 await asyncio.Future()  # until cancelled
             finally:
@@ -144,19 +143,3 @@ class NodeService:
                 await self._heartbeat()
             except GatehouseError as exc:
                 log.warning("heartbeat failed: %s", exc)
-
-    async def _send_audit(self) -> None:
-        while True:
-            batch = [await self._audit_queue.get()]
-            while not self._audit_queue.empty() and len(batch) < 500:
-                batch.append(self._audit_queue.get_nowait())
-            for attempt in range(30):
-                try:
-                    await self._api.post("/v1/events", {"events": batch})
-                    break
-                except ConnectionProblem as exc:
-                    log.warning("audit upload failed (%s); retrying", exc)
-                    await asyncio.sleep(min(0.5 * 2**attempt, 10))
-                except GatehouseError as exc:
-                    log.error("auth refused %d audit events: %s", len(batch), exc)
-                    break

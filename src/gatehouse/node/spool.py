@@ -1,0 +1,106 @@
+"""The node's audit spool: events go to a local append-only file before they go anywhere.
+
+``append`` writes a JSON line at once (a killed process loses nothing the OS
+has; the sender fsyncs before each upload). The sender uploads in order and,
+once the auth has acknowledged, records how far it got; after a restart it
+resends from there. The auth drops an event id it already stored, so a resend
+after a crash between upload and acknowledgement stores nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from gatehouse.errors import ConnectionProblem, GatehouseError
+from gatehouse.keystore import write_private
+
+__all__ = ["AuditSpool"]
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+COMPACT_AT = 1 << 20  # rewrite the file once this many acknowledged bytes precede the rest
+
+Upload = Callable[[list[dict[str, Any]]], Awaitable[None]]
+
+
+class AuditSpool:
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._path = directory / "audit.jsonl"
+        self._cursor_path = directory / "audit.sent"
+        self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._ready = asyncio.Event()
+        self._ready.set()  # anything left from before a restart is sent first
+
+    def append(self, record: dict[str, Any]) -> None:
+        os.write(self._fd, json.dumps(record, separators=(",", ":")).encode() + b"\n")
+        self._ready.set()
+
+    def _sent(self) -> int:
+        try:
+            return int(self._cursor_path.read_text())
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    def _pending(self, offset: int) -> tuple[list[dict[str, Any]], int]:
+        with self._path.open("rb") as f:
+            f.seek(offset)
+            records: list[dict[str, Any]] = []
+            for line in f:
+                if not line.endswith(b"\n") or len(records) >= BATCH:
+                    break  # a line still being written, or enough for one upload
+                offset += len(line)
+                try:
+                    records.append(json.loads(line))
+                except ValueError:
+                    log.error("skipping a corrupt line in the audit spool")
+        return records, offset
+
+    async def run(self, upload: Upload) -> None:
+        """Upload forever, in order, retrying while the auth is unreachable."""
+        delay = 0.5
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            while True:
+                sent = self._sent()
+                records, end = self._pending(sent)
+                if not records:
+                    if end > sent:
+                        write_private(self._cursor_path, str(end))
+                    break
+                os.fsync(self._fd)
+                try:
+                    await upload(records)
+                except ConnectionProblem as exc:
+                    log.warning("audit upload failed (%s); retrying", exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 10.0)
+                    continue
+                except GatehouseError as exc:  # refused: keep going, do not block the rest
+                    log.error("auth refused %d audit events: %s", len(records), exc)
+                delay = 0.5
+                write_private(self._cursor_path, str(end))
+                if end >= COMPACT_AT:
+                    self._compact(end)
+
+    def _compact(self, sent: int) -> None:
+        """Drop the acknowledged head of the file (events appended meanwhile are kept)."""
+        with self._path.open("rb") as f:
+            f.seek(sent)
+            rest = f.read()
+        write_private(self._path.with_suffix(".tmp"), rest)
+        os.replace(self._path.with_suffix(".tmp"), self._path)
+        write_private(self._cursor_path, "0")
+        os.close(self._fd)
+        self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+    def close(self) -> None:
+        os.close(self._fd)

@@ -1,0 +1,93 @@
+"""The node's audit spool: nothing emitted is lost, order is kept, restarts resume."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gatehouse.errors import ConnectionProblem
+from gatehouse.node import spool as spool_module
+from gatehouse.node.spool import AuditSpool
+
+
+class Auth:
+    """Stands in for the auth's POST /v1/events: records batches, fails on demand."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.got: list[dict[str, Any]] = []
+        self.arrived = asyncio.Event()
+
+    async def upload(self, batch: list[dict[str, Any]]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionProblem("auth unreachable")
+        self.got += batch
+        self.arrived.set()
+
+
+async def _deliver(spool: AuditSpool, auth: Auth, count: int) -> None:
+    task = asyncio.create_task(spool.run(auth.upload))
+    try:
+        async with asyncio.timeout(15):
+            while len(auth.got) < count:
+                auth.arrived.clear()
+                await auth.arrived.wait()
+            await asyncio.sleep(0.05)  # let the cursor be written
+    finally:
+        task.cancel()
+
+
+async def test_events_arrive_in_order_despite_failures(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spool_module, "BATCH", 3)
+    spool = AuditSpool(tmp_path)
+    for i in range(10):
+        spool.append({"event": "exec", "n": i})
+    auth = Auth(failures=2)
+    await _deliver(spool, auth, 10)
+    assert [e["n"] for e in auth.got] == list(range(10))
+    spool.close()
+
+
+async def test_a_restart_resumes_after_the_acknowledged_events(tmp_path: Path) -> None:
+    first = AuditSpool(tmp_path)
+    for i in range(3):
+        first.append({"n": i})
+    auth = Auth()
+    await _deliver(first, auth, 3)
+    first.close()
+    second = AuditSpool(tmp_path)  # the node restarted: what was sent is not sent again
+    second.append({"n": 3})
+    later = Auth()
+    await _deliver(second, later, 1)
+    assert [e["n"] for e in later.got] == [3]
+    second.close()
+
+
+async def test_events_appended_before_a_crash_are_sent_after_it(tmp_path: Path) -> None:
+    crashed = AuditSpool(tmp_path)
+    crashed.append({"event": "session.end", "n": 0})  # then kill -9: no upload happened
+    crashed.close()
+    auth = Auth()
+    await _deliver(AuditSpool(tmp_path), auth, 1)
+    assert auth.got == [{"event": "session.end", "n": 0}]
+
+
+async def test_compaction_keeps_what_was_not_sent(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spool_module, "COMPACT_AT", 100)
+    spool = AuditSpool(tmp_path)
+    for i in range(20):
+        spool.append({"n": i, "pad": "x" * 20})
+    auth = Auth()
+    await _deliver(spool, auth, 20)
+    assert (tmp_path / "audit.jsonl").stat().st_size < 100
+    spool.append({"n": 20})
+    more = Auth()
+    await _deliver(spool, more, 1)
+    assert [e["n"] for e in more.got] == [20]
+    spool.close()
