@@ -10,7 +10,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gatehouse.errors import BadParameter
-from gatehouse.types.resource import LabelKey, split_host_port
+from gatehouse.hostport import split_host_port
+from gatehouse.types.resource import LabelKey
 
 __all__ = [
     "DEFAULT_AUTH_ADDR",

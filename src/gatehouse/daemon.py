@@ -32,10 +32,10 @@ from gatehouse.client.join import join_cluster
 from gatehouse.clock import Clock, SystemClock
 from gatehouse.config import Config
 from gatehouse.errors import BadParameter
+from gatehouse.hostport import split_host_port
 from gatehouse.keystore import StoredIdentity, write_private
 from gatehouse.node.service import NodeService
 from gatehouse.proxy.service import ProxyService
-from gatehouse.types.resource import split_host_port
 
 __all__ = ["Started", "run"]
 

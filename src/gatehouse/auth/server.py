@@ -28,12 +28,13 @@ from gatehouse.auth.trust import PublicCA, TrustStore
 from gatehouse.backend import Backend, Item
 from gatehouse.clock import Clock
 from gatehouse.errors import AccessDenied, AlreadyExists, BadParameter, GatehouseError, NotFound
+from gatehouse.hostport import split_host_port
 from gatehouse.jointoken import JoinToken
 from gatehouse.services.events import AuditLog
 from gatehouse.services.recordings import RecordingStore
 from gatehouse.services.resources import ResourceStore
 from gatehouse.types.node import Node, NodeSpec, NodeStatus
-from gatehouse.types.resource import NAME_PATTERN, Metadata, split_host_port
+from gatehouse.types.resource import NAME_PATTERN, Metadata
 from gatehouse.types.role import Role, preset_roles
 from gatehouse.types.token import Token, TokenMetadata, TokenSpec, TokenType
 from gatehouse.types.trusted_cluster import TrustedCluster

@@ -10,8 +10,8 @@ from gatehouse import x509
 from gatehouse.client.api import APIClient
 from gatehouse.config import DEFAULT_AUTH_ADDR, Config, load_config
 from gatehouse.errors import BadParameter, NotFound
+from gatehouse.hostport import split_host_port
 from gatehouse.keystore import StoredIdentity
-from gatehouse.types.resource import split_host_port
 
 __all__ = ["AdminTarget", "admin_target", "identity_bundle"]
 

@@ -13,7 +13,7 @@ from typing import TypeVar
 
 from gatehouse.dialwire import MAX_LINE, DialReply, DialRequest
 from gatehouse.errors import AccessDenied, ConnectionProblem, GatehouseError
-from gatehouse.types.resource import split_host_port
+from gatehouse.hostport import split_host_port
 
 __all__ = ["ProxyTunnel", "dial", "open_stream"]
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from gatehouse.client.admin import AdminTarget
 from gatehouse.client.api import APIClient
 from gatehouse.errors import GatehouseError
-from gatehouse.types.resource import split_host_port
+from gatehouse.hostport import split_host_port
 
 __all__ = ["Check", "check_services"]
 

@@ -11,8 +11,8 @@ from gatehouse import sshcert, tls
 from gatehouse.client.api import APIClient
 from gatehouse.client.profile import Profile
 from gatehouse.errors import BadParameter
+from gatehouse.hostport import split_host_port
 from gatehouse.proxy.web import CLUSTER_HEADER
-from gatehouse.types.resource import split_host_port
 
 __all__ = ["list_nodes", "login_with_password", "select_cluster"]
 

@@ -21,13 +21,13 @@ from gatehouse.client.trust import TrustWatcher
 from gatehouse.clock import Clock
 from gatehouse.config import SSHService
 from gatehouse.errors import BadParameter, ConnectionProblem, GatehouseError
+from gatehouse.hostport import split_host_port
 from gatehouse.keystore import StoredIdentity
 from gatehouse.node import sshserver
 from gatehouse.node.recorder import SessionRecorder, recover
 from gatehouse.node.session import SessionInfo
 from gatehouse.node.spool import AuditSpool
 from gatehouse.node.uploader import upload_with_retries
-from gatehouse.types.resource import split_host_port
 
 __all__ = ["HEARTBEAT_INTERVAL", "NodeService"]
 

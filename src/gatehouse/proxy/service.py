@@ -18,13 +18,13 @@ from gatehouse.clock import Clock
 from gatehouse.config import ProxyService as ProxyConfig
 from gatehouse.dialwire import ALPN_SSH
 from gatehouse.errors import BadParameter, ConnectionProblem, GatehouseError
+from gatehouse.hostport import split_host_port
 from gatehouse.keystore import StoredIdentity
 from gatehouse.proxy.router import ALPNRouter
 from gatehouse.proxy.sshproxy import SSHProxy
 from gatehouse.proxy.web import AuthForwarder, make_web_app
 from gatehouse.tunnel.agent import TunnelAgent
 from gatehouse.tunnel.server import ALPN_TUNNEL, TunnelServer
-from gatehouse.types.resource import split_host_port
 
 __all__ = ["ProxyService"]
 

@@ -21,10 +21,10 @@ from gatehouse import x509
 from gatehouse.clock import Clock
 from gatehouse.dialwire import MAX_LINE, DialReply, DialRequest
 from gatehouse.errors import AccessDenied, GatehouseError
+from gatehouse.hostport import split_host_port
 from gatehouse.streams import splice
 from gatehouse.tls import peer_der
 from gatehouse.tunnel import mux
-from gatehouse.types.resource import split_host_port
 
 __all__ = ["SSHProxy"]
 

@@ -26,11 +26,11 @@ from gatehouse import tls
 from gatehouse.client.api import APIClient
 from gatehouse.client.trust import RootCluster, TrustSnapshot
 from gatehouse.errors import ConnectionProblem, GatehouseError
+from gatehouse.hostport import split_host_port
 from gatehouse.keystore import StoredIdentity
 from gatehouse.proxy.web import AuthForwarder, ForwardedCall
 from gatehouse.tunnel.mux import MuxSession, MuxStream, splice
 from gatehouse.tunnel.server import ALPN_TUNNEL, read_all
-from gatehouse.types.resource import split_host_port
 
 __all__ = ["TunnelAgent"]
 

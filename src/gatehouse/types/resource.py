@@ -25,6 +25,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from gatehouse.errors import BadParameter
+from gatehouse.hostport import split_host_port
 
 __all__ = [
     "NAME_PATTERN",
@@ -125,20 +126,6 @@ Duration = Annotated[
 
 
 # --- addresses ----------------------------------------------------------------------------
-
-
-def split_host_port(addr: str) -> tuple[str, int]:
-    """``"host:port"`` (IPv6 hosts in brackets) as ``(host, port)``; BadParameter otherwise."""
-    host, sep, port = addr.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise BadParameter(f"invalid address {addr!r}: put an IPv6 host in brackets, '[::1]:3022'")
-    if not sep or not host or any(c.isspace() or c in "/[]" for c in host):
-        raise BadParameter(f"invalid address {addr!r}: expected host:port")
-    if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
-        raise BadParameter(f"invalid address {addr!r}: port must be a number from 1 to 65535")
-    return host, int(port)
 
 
 def _check_host_port(value: str) -> str:
