@@ -17,6 +17,8 @@ from gatehouse.errors import ConnectionProblem, GatehouseError, from_status
 
 __all__ = ["APIClient"]
 
+MAX_LINE = 256 << 20
+
 
 class APIClient:
     def __init__(
@@ -139,8 +141,16 @@ class APIClient:
                     data = await resp.json(content_type=None)
                     message = data.get("error") if isinstance(data, dict) else None
                     raise from_status(resp.status, message or f"HTTP {resp.status} from {path}")
-                async for line in resp.content:
-                    yield line
+                # Lines can be large (a trust snapshot of a root with many leaves):
+                # split them ourselves instead of aiohttp's 512 KiB readline limit.
+                pending = b""
+                async for chunk in resp.content.iter_any():
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        yield line + b"\n"
+                    if len(pending) > MAX_LINE:
+                        raise ConnectionProblem(f"a line from {path} exceeds {MAX_LINE} bytes")
         except GatehouseError:
             raise
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:

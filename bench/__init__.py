@@ -1,0 +1,1 @@
+"""Gatehouse against OpenSSH on one machine: the harness behind `bench/run` (issue 5)."""

@@ -1,0 +1,54 @@
+"""Row 9: user certificates issued per second by one auth, measured in-process.
+
+`/v1/login` is dominated by the argon2 password check (deliberately slow), so
+this measures issuance itself: ``AuthServer.issue_user_certs`` (role lookup,
+an SSH and an X.509 certificate, the cert.create audit event) on an
+in-memory backend, one after the other in one event loop, for a fixed time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from bench.figures import Figure, absolute_figure
+from gatehouse.auth.server import AuthServer
+from gatehouse.backend import MemoryBackend
+from gatehouse.clock import SystemClock
+from gatehouse.types.resource import Metadata
+from gatehouse.types.user import User, UserSpec
+
+TARGET = 2000.0
+
+
+async def _rates(seconds: float, repeats: int) -> list[float]:
+    clock = SystemClock()
+    backend = await MemoryBackend.open(clock=clock)
+    try:
+        auth = await AuthServer.open(backend, clock, "bench-issuance")
+        user = User(metadata=Metadata(name="bench"),
+                    spec=UserSpec(roles=["access"], traits={"logins": ["root"]}))
+        await auth.users.create(user)
+        key = ed25519.Ed25519PrivateKey.generate().public_key()
+        await auth.issue_user_certs(user, key, ttl=None)  # warm-up
+        rates = []
+        for _ in range(repeats):
+            count, start = 0, time.perf_counter()
+            while (elapsed := time.perf_counter() - start) < seconds:
+                await auth.issue_user_certs(user, key, ttl=None)
+                count += 1
+            rates.append(count / elapsed)
+        return rates
+    finally:
+        await backend.close()
+
+
+def measure(seconds: float, repeats: int) -> list[Figure]:
+    rates = asyncio.run(_rates(seconds, repeats))
+    return [absolute_figure(
+        "cert_issuance", "user certificates issued per second (one auth)", rates, "certs/s",
+        limit=TARGET, better="higher",
+        note=f"in-process AuthServer.issue_user_certs on a memory backend, {seconds:g} s per "
+             "repeat (SSH + X.509 certificate and its audit event; login's argon2 excluded)")]

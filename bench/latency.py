@@ -1,0 +1,50 @@
+"""Rows 1-3: connect + run `true` + exit, as a user types it, timed from the outside.
+
+Each repeat runs every command once, in turn (Gatehouse and OpenSSH
+interleaved, so that drift in the machine's load hits both alike). Caches are
+warm already: set-up ran each path once to check it works. The wall time
+includes process start-up: that is what a user waits for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from bench.clusters import LEAF, NODE, Gatehouse
+from bench.figures import Figure, ratio_figure
+from bench.procs import BenchError, Result, run
+from bench.sshd import CIPHER, OpenSSH
+
+
+def _time(name: str, command: Callable[[], Result]) -> float:
+    res = command()
+    if res.rc != 0:
+        last = (res.err.strip().splitlines() or ["(no stderr)"])[-1]
+        raise BenchError(f"{name} exited {res.rc}: {last}")
+    return res.seconds * 1000
+
+
+def measure(gh: Gatehouse, sshd: OpenSSH, repeats: int) -> list[Figure]:
+    openssh_via_config = ["ssh", "-F", str(gh.ssh_config), "-o", "BatchMode=yes",
+                          "-o", "GlobalKnownHostsFile=/dev/null", "-o", f"Ciphers={CIPHER}",
+                          f"root@{NODE}.{LEAF}", "true"]
+    commands: dict[str, Callable[[], Result]] = {
+        "gsh direct": lambda: gh.gsh("ssh", f"root@{NODE}", "true"),
+        "gsh leaf": lambda: gh.gsh("ssh", f"--cluster={LEAF}", f"root@{NODE}", "true"),
+        "ssh -F leaf": lambda: run(openssh_via_config, env=gh.env()),
+        "ssh": lambda: run(sshd.ssh("true")),
+        "ssh -J": lambda: run(sshd.ssh("true", jump=True)),
+    }
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(repeats):
+        for name, command in commands.items():
+            times[name].append(_time(name, command))
+    return [
+        ratio_figure("connect_direct", "`gsh ssh node true`, direct node via proxy",
+                     times["gsh direct"], times["ssh"], "ms", limit=1.0, better="lower"),
+        ratio_figure("connect_leaf", "`gsh ssh` to a leaf node (tunnel) vs `ssh -J`",
+                     times["gsh leaf"], times["ssh -J"], "ms", limit=1.0, better="lower"),
+        ratio_figure("connect_openssh_config",
+                     "`ssh -F <gsh config> root@node.leaf true` vs `ssh -J`",
+                     times["ssh -F leaf"], times["ssh -J"], "ms", limit=1.2, better="lower"),
+    ]

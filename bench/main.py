@@ -1,0 +1,251 @@
+"""`bench/run [--quick] [--json FILE]`: start everything, measure every row, stop it all.
+
+Exit status 0 when the run completed (whether or not targets were met: a row
+that could not be measured is reported as such, with why); 2 with one line on
+stderr when the harness itself cannot run (setup failed); 130 when interrupted.
+Every process it starts is stopped at the end, however the run ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from bench import issuance, latency, listing, load, stream, tunnels
+from bench.clusters import ROOT, Gatehouse, start_gatehouse
+from bench.figures import Figure, missing_figure, table, write_json
+from bench.fill import FakeLeaves, fill, restore, save
+from bench.procs import BenchError, stop_all
+from bench.sshd import OpenSSH, start_sshd
+
+
+@dataclass(frozen=True)
+class Sizes:
+    repeats: int  # rows 1-3, 4, 8, 9
+    connect_repeats: int  # rows 1-3 (short and noisy: more of them)
+    stream_bytes: int
+    load_seconds: float  # per side
+    tunnels: int
+    tunnel_window: float  # seconds of idle measurement
+    nodes: int
+    issue_seconds: float  # per repeat
+
+
+QUICK = Sizes(repeats=3, connect_repeats=3, stream_bytes=64 << 20, load_seconds=5.0,
+              tunnels=1_000, tunnel_window=3.0, nodes=10_000, issue_seconds=0.5)
+FULL = Sizes(repeats=5, connect_repeats=10, stream_bytes=1 << 30, load_seconds=30.0,
+             tunnels=10_000, tunnel_window=20.0, nodes=100_000, issue_seconds=3.0)
+
+FALLBACK_LEAVES = 500  # when the root cannot start with as many leaves as asked
+
+# Every row, for when a group of rows cannot be measured: (id, name, unit, target).
+ROWS = {
+    "latency": [("connect_direct", "`gsh ssh node true`, direct node via proxy", "ms",
+                 "≤ 1x OpenSSH"),
+                ("connect_leaf", "`gsh ssh` to a leaf node (tunnel) vs `ssh -J`", "ms",
+                 "≤ 1x OpenSSH"),
+                ("connect_openssh_config",
+                 "`ssh -F <gsh config> root@node.leaf true` vs `ssh -J`", "ms",
+                 "≤ 1.2x OpenSSH")],
+    "stream": [("stream_leaf", "stream from a leaf node vs `ssh -J`", "MB/s", "≥ 0.8x OpenSSH"),
+               ("stream_recording", "the same stream, recording on vs off", "x",
+                "≥ 0.9x of recording off")],
+    "load": [("session_rate", "new sessions/s via root proxy → leaf node", "sessions/s",
+              "≥ 250/s with p99 ≤ 250 ms"),
+             ("session_p99", "p99 session setup latency at that load", "ms",
+              "≤ 250 ms at ≥ 250/s")],
+    "tunnels": [("tunnels_rss", "root proxy RSS, 10,000 idle tunnels", "MiB", "≤ 1024 MiB"),
+                ("tunnels_cpu", "root proxy CPU, 10,000 idle tunnels", "% of a core", "≤ 5")],
+    "listing": [("ls_limit", "`gsh ls --limit=100`, 100,000 nodes", "s", "≤ 1 s"),
+                ("ls_json", "`gsh ls --format=json`, 100,000 nodes", "s", "≤ 3 s")],
+    "issuance": [("cert_issuance", "user certificates issued per second (one auth)",
+                  "certs/s", "≥ 2000 certs/s")],
+}
+
+
+def say(text: str) -> None:
+    print(f"bench: {text}", file=sys.stderr, flush=True)
+
+
+class Run:
+    """The figures of one run, group by group; a group that fails is reported, not fatal."""
+
+    def __init__(self) -> None:
+        self.figures: list[Figure] = []
+
+    def group(self, name: str, measure: Callable[[], list[Figure]]) -> None:
+        say(f"measuring {name}")
+        start = time.monotonic()
+        try:
+            self.figures += measure()
+        except BenchError as exc:
+            say(f"{name}: not measured: {exc}")
+            self.figures += [missing_figure(id, row, unit, target, f"not measured: {exc}")
+                             for id, row, unit, target in ROWS[name]]
+        say(f"{name} took {time.monotonic() - start:.1f} s")
+
+
+def _clusters_rows(run: Run, gh: Gatehouse, sshd: OpenSSH, dir: Path, sizes: Sizes) -> None:
+    """Everything that needs the clusters running, in an order that keeps rows apart."""
+    base: dict[str, list[float]] = {}
+    quiet = [d.pid for c in (gh.root, gh.leaf) for d in c.daemons.values()]
+
+    def baseline() -> list[Figure]:
+        base.update(listing.time_listings(gh, max(2, sizes.repeats // 2)))
+        return []
+
+    run.group("listing", baseline)
+    run.group("latency", lambda: latency.measure(gh, sshd, sizes.connect_repeats))
+    run.group("stream", lambda: stream.measure(gh, sshd, sizes.stream_bytes, sizes.repeats,
+                                               quiet))
+    run.group("load", lambda: load.measure(gh, sshd, dir, seconds=sizes.load_seconds,
+                                           windows=sizes.repeats))
+    leaves, shortfall = _fill_root(gh, dir, sizes)
+    run.group("tunnels", lambda: tunnels.measure(
+        gh.root.daemons["main"].pid, gh.root.proxy_addr, leaves, dir,
+        window=sizes.tunnel_window, repeats=sizes.repeats, shortfall=shortfall))
+    if base:
+        run.group("listing", lambda: listing.measure(gh, base, sizes.nodes, sizes.repeats))
+
+
+def _start_all(dir: Path) -> tuple[OpenSSH, Gatehouse]:
+    """sshd and the clusters, side by side (sshd in a thread: it mostly waits)."""
+    found: list[OpenSSH] = []
+    errors: list[BenchError] = []
+
+    def sshd() -> None:
+        try:
+            found.append(start_sshd(dir / "sshd"))
+        except BenchError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=sshd, daemon=True)
+    thread.start()
+    try:
+        gh = start_gatehouse(dir / "gatehouse")
+    finally:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return found[0], gh
+
+
+def _fill_root(gh: Gatehouse, dir: Path, sizes: Sizes) -> tuple[FakeLeaves, str]:
+    """Stop the root's auth, fill its backend, start it again. If it cannot start with
+    that many leaves, fall back to the first FALLBACK_LEAVES (the backend as it was
+    before the rest were added); returns (leaves, why fewer)."""
+    say(f"filling the root with {sizes.nodes:,} nodes and {sizes.tunnels:,} leaves (offline)")
+    start = time.monotonic()
+    path, out = gh.root.backend_path, dir / "fake-leaves"
+    gh.root.stop_main()
+    first = min(sizes.tunnels, FALLBACK_LEAVES)
+    leaves = fill(path, ROOT, nodes=sizes.nodes, leaves=range(first), out=out)
+    if sizes.tunnels > first:
+        save(path, dir / "backend-saved")
+        leaves += fill(path, ROOT, nodes=0, leaves=range(first, sizes.tunnels), out=out)
+    say(f"filled in {time.monotonic() - start:.1f} s")
+    try:
+        gh.root.restart_main()
+        return leaves, ""
+    except BenchError as exc:
+        if sizes.tunnels <= first:
+            raise
+        why = re.sub(r"\s*\(log: [^)]*\)$", "", str(exc))  # the log goes with the run
+        shortfall = f"the root's auth+proxy did not start with {sizes.tunnels:,} leaves: {why}"
+    say(f"{shortfall}; trying again with {first}")
+    gh.root.stop_main()
+    restore(path, dir / "backend-saved")
+    gh.root.restart_main()
+    return FakeLeaves(leaves.names[:first], leaves.cert_files[:first], leaves.key_file), shortfall
+
+
+def _order(figures: list[Figure]) -> list[Figure]:
+    """Rows in the issue's order, whatever order they were measured in."""
+    order = [id for rows in ROWS.values() for id, *_ in rows]
+    return sorted(figures, key=lambda f: order.index(f.id) if f.id in order else len(order))
+
+
+def _on_term(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except Exception as exc:  # a bug here, or something unforeseen: one line, not a trace
+        print(f"bench: cannot run: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None) -> int:
+    p = argparse.ArgumentParser(prog="bench/run", description=(
+        "Measure Gatehouse against OpenSSH on this machine (issue 5): starts sshd, a root "
+        "and a leaf cluster on loopback, prints a table, stops everything."))
+    p.add_argument("--quick", action="store_true",
+                   help="reduced sizes, about a minute (CI's smoke check)")
+    p.add_argument("--json", type=Path, metavar="FILE", help="also write the figures as JSON")
+    p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    args = p.parse_args(argv)
+    sizes, mode = (QUICK, "quick") if args.quick else (FULL, "full")
+    signal.signal(signal.SIGTERM, _on_term)
+    signal.signal(signal.SIGHUP, _on_term)
+    dir = Path(tempfile.mkdtemp(prefix="gatehouse-bench-"))
+    started = time.monotonic()
+    run = Run()
+    keep = args.keep
+    try:
+        say(f"{mode} run; work directory {dir}")
+        try:
+            sshd, gh = _start_all(dir)
+        except BenchError as exc:
+            keep = True
+            print(f"bench: cannot run: {exc} (logs in {dir})", file=sys.stderr)
+            return 2
+        say(f"sshd and both clusters up in {time.monotonic() - started:.1f} s")
+        try:
+            _clusters_rows(run, gh, sshd, dir, sizes)
+        except BenchError as exc:  # the fill or the restart: the rest is still reported
+            keep = True
+            say(f"stopped early: {exc} (logs in {dir})")
+        finally:
+            stop_all()
+        run.group("issuance", lambda: issuance.measure(sizes.issue_seconds, sizes.repeats))
+    except KeyboardInterrupt:
+        print(f"bench: interrupted; every process it started is stopped (logs in {dir})",
+              file=sys.stderr)
+        keep = True
+        return 130
+    except Exception:
+        keep = True
+        (dir / "error.txt").write_text(traceback.format_exc())
+        say(f"the traceback is in {dir / 'error.txt'}")
+        raise
+    finally:
+        stop_all(final=True)
+        if not keep:
+            shutil.rmtree(dir, ignore_errors=True)
+    present = {f.id for f in run.figures}
+    for rows in ROWS.values():
+        run.figures += [missing_figure(id, name, unit, target, "not measured: the run "
+                                       "stopped before this row (see above)")
+                        for id, name, unit, target in rows if id not in present]
+    figures = _order(run.figures)
+    print(table(figures))
+    print(f"\n{mode} run: {time.monotonic() - started:.0f} s on {os.cpu_count()} cores; "
+          f"{sum(f.met for f in figures)} of {len(figures)} targets met")
+    if args.json:
+        write_json(args.json, mode, figures)
+    return 0
+

@@ -1,0 +1,86 @@
+"""Rows 4-5: throughput of one stream from a leaf node, against `ssh -J`.
+
+The node runs `head -c N /dev/zero`; the client's stdout is a pipe that this
+process drains and counts (what `| wc -c` does). The rate is taken from the
+first byte to the last, so that connection set-up (rows 1-3) does not dilute
+it. Between repeats the harness waits for the Gatehouse processes to go quiet
+(the node uploads each session's recording to its auth when it ends).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import select
+import subprocess
+import time
+
+from bench.clusters import LEAF, NODE, Gatehouse
+from bench.figures import Figure, missing_figure, ratio_figure
+from bench.procs import BenchError, settle
+from bench.sshd import OpenSSH
+
+F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux), not exported before Python 3.13
+PIPE_SIZE = 1 << 20
+CHUNK = 1 << 20
+MIN_RATE = 2e6  # bytes/s: slower than this and the stream is given up on
+
+
+def stream_rate(argv: list[str], size: int, env: dict[str, str] | None = None) -> float:
+    """MB/s (10^6 bytes) from first to last byte of ``size`` bytes on argv's stdout."""
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, start_new_session=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    fd = proc.stdout.fileno()
+    try:
+        fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
+        deadline = time.monotonic() + 30 + size / MIN_RATE
+        got, first_len, first_at = 0, 0, 0.0
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BenchError(f"`{' '.join(argv)}` streamed {got} of {size} bytes in time")
+            if not select.select([fd], [], [], left)[0]:
+                continue
+            data = os.read(fd, CHUNK)
+            if not data:
+                break
+            if not got:
+                first_at, first_len = time.perf_counter(), len(data)
+            got += len(data)
+        last_at = time.perf_counter()
+        rc = proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        err = proc.stderr.read().decode(errors="replace").strip()
+        proc.stdout.close()
+        proc.stderr.close()
+    if rc != 0 or got != size:
+        raise BenchError(f"`{' '.join(argv)}` exited {rc} after {got} of {size} bytes: "
+                         f"{(err.splitlines() or ['(no stderr)'])[-1]}")
+    return (got - first_len) / (last_at - first_at) / 1e6
+
+
+def measure(gh: Gatehouse, sshd: OpenSSH, size: int, repeats: int,
+            quiet_pids: list[int]) -> list[Figure]:
+    command = f"head -c {size} /dev/zero"
+    ours, theirs = [], []
+    for _ in range(repeats):
+        ours.append(stream_rate([str(gh.gsh_path), "ssh", f"--cluster={LEAF}", f"root@{NODE}",
+                                 command], size, gh.env()))
+        settle(quiet_pids, timeout=20)
+        theirs.append(stream_rate(sshd.ssh(command, jump=True), size))
+    mib = size >> 20
+    return [
+        ratio_figure("stream_leaf", f"stream {mib:,} MiB from a leaf node vs `ssh -J`",
+                     ours, theirs, "MB/s", limit=0.8, better="higher",
+                     note="every Gatehouse session is recorded on the node (always on), "
+                          "so this stream includes recording"),
+        missing_figure("stream_recording", "the same stream, recording on vs off", "x",
+                       "≥ 0.9x of recording off",
+                       "not measured: session recording is always on and Gatehouse has no "
+                       "switch to turn it off, so there is no 'off' to compare against "
+                       "(the row above is measured with recording on)"),
+    ]

@@ -1,0 +1,155 @@
+"""A light client that holds many idle reverse tunnels to a root proxy (run as
+``python -m bench.tunnelclient``), each as a different leaf cluster.
+
+Each tunnel is what a leaf proxy's agent opens: TLS with ALPN
+``gatehouse-tunnel/1`` and that leaf's proxy certificate, then Gatehouse's
+multiplexer (``MuxSession``), which answers the root's pings; like the agent,
+it also pings the root every ``PING_INTERVAL``. It opens no streams and
+refuses the root's. (It does not check the root's certificate: it stands in
+for the leaves, and is not what is being measured.)
+
+It writes ``{"up", "failed", "errors", "seconds"}`` to ``--out`` once every
+tunnel was tried, then again every second ("up" = tunnels still open), and
+holds them until SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import ssl
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from gatehouse.tunnel.mux import MuxSession
+from gatehouse.tunnel.server import ALPN_TUNNEL, PING_INTERVAL
+from gatehouse.types.resource import split_host_port
+
+HANDSHAKES_AT_ONCE = 32
+ATTEMPTS = 5
+SETTLED = 0.5  # a tunnel still open this long after connecting was accepted
+
+
+def _context(cert: Path, key: Path) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.load_cert_chain(cert, key)
+    ctx.set_alpn_protocols([ALPN_TUNNEL])
+    return ctx
+
+
+class Tunnels:
+    def __init__(self, proxy: str, certs: list[Path], key: Path) -> None:
+        self.host, self.port = split_host_port(proxy)
+        self.certs = certs
+        self.key = key
+        self.sessions: list[MuxSession] = []
+        self.errors: Counter[str] = Counter()
+
+    async def connect(self, cert: Path) -> MuxSession:
+        loop = asyncio.get_running_loop()
+        _, session = await asyncio.wait_for(loop.create_connection(
+            lambda: MuxSession(dialer=True), self.host, self.port,
+            ssl=_context(cert, self.key), server_hostname=self.host), 15)
+        return session
+
+    @staticmethod
+    async def accepted(session: MuxSession) -> MuxSession:
+        """The session, once it outlived SETTLED (the root closes a refused one at once)."""
+        done, _ = await asyncio.wait([session.closed], timeout=SETTLED)
+        if done:
+            raise ConnectionError(f"closed by the root: {session.closed.result()}")
+        return session
+
+    async def dial(self, cert: Path) -> MuxSession:
+        return await self.accepted(await self.connect(cert))
+
+    async def dial_retrying(self, cert: Path, slots: asyncio.Semaphore) -> None:
+        for attempt in range(ATTEMPTS):
+            try:
+                async with slots:  # only the handshake takes a slot
+                    session = await self.connect(cert)
+                self.sessions.append(await self.accepted(session))
+                return
+            except (OSError, TimeoutError, ConnectionError) as exc:
+                if attempt == ATTEMPTS - 1:
+                    self.errors[f"{type(exc).__name__}: {exc}"[:200]] += 1
+                await asyncio.sleep(0.2 * 2**attempt)
+
+    async def probe(self, timeout: float) -> None:
+        """Wait until the root accepts the first leaf (it learns the leaves from its auth)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                (await self.dial(self.certs[0])).close("probe done")
+                return
+            except (OSError, TimeoutError, ConnectionError):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.3)
+
+    async def keepalive(self) -> None:
+        """Ping the root from every tunnel each PING_INTERVAL, spread over the interval."""
+        while True:
+            live = [s for s in self.sessions if not s.closed.done()]
+            gap = PING_INTERVAL / max(1, len(live))
+            for s in live:
+                task = asyncio.ensure_future(s.ping(PING_INTERVAL * 2))
+                task.add_done_callback(lambda t: t.cancelled() or t.exception())
+                await asyncio.sleep(gap)
+            if not live:
+                await asyncio.sleep(PING_INTERVAL)
+
+    def status(self, started: float) -> dict[str, Any]:
+        return {"up": sum(1 for s in self.sessions if not s.closed.done()),
+                "failed": sum(self.errors.values()), "errors": dict(self.errors),
+                "seconds": time.monotonic() - started}
+
+
+def _write(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
+
+
+async def hold(tunnels: Tunnels, out: Path, probe_timeout: float) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    started = time.monotonic()
+    await tunnels.probe(probe_timeout)
+    slots = asyncio.Semaphore(HANDSHAKES_AT_ONCE)
+    await asyncio.gather(*(tunnels.dial_retrying(c, slots) for c in tunnels.certs))
+    pinger = asyncio.create_task(tunnels.keepalive())
+    while not stop.is_set():
+        _write(out, tunnels.status(started))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+    pinger.cancel()
+    for s in tunnels.sessions:
+        s.close("bench done")
+    await asyncio.sleep(0.2)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.tunnelclient", description=__doc__)
+    p.add_argument("--proxy", required=True, help="root proxy host:port")
+    p.add_argument("--certs", type=Path, required=True, help="file listing cert paths")
+    p.add_argument("--key", type=Path, required=True)
+    p.add_argument("--probe-timeout", type=float, default=30.0)
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args()
+    certs = [Path(line) for line in args.certs.read_text().split()]
+    asyncio.run(hold(Tunnels(args.proxy, certs, args.key), args.out, args.probe_timeout))
+
+
+if __name__ == "__main__":
+    main()

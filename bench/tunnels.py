@@ -1,0 +1,102 @@
+"""Row 7: idle reverse tunnels one root proxy holds: its memory, and its CPU while idle.
+
+The tunnels come from ``bench.tunnelclient``, one per fake leaf cluster that
+``bench.fill`` joined to the root (the root keeps one tunnel per leaf, so many
+tunnels need many leaves). The root's proxy shares its process with the
+root's auth (see bench/clusters.py), so the figures are that process's: VmRSS
+from /proc/PID/status, CPU from utime+stime in /proc/PID/stat over an idle
+window (cut into one sub-window per repeat). Both are read before the tunnels
+too (the baseline), and at a reduced count the figure is projected linearly
+to the target's count: baseline + (with - baseline) x target / count.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from bench.figures import Figure, absolute_figure
+from bench.fill import FakeLeaves
+from bench.procs import BenchError, Daemon, cpu_seconds, rss_bytes, settle
+
+TARGET_COUNT = 10_000
+TARGET_RSS_MIB = 1024.0
+TARGET_CPU_PCT = 5.0
+SETTLE_AFTER_OPEN = 2.0  # seconds: let the burst of "online" reports pass
+
+
+def _sample(pid: int, window: float, repeats: int) -> tuple[list[float], list[float]]:
+    """(CPU % of one core, RSS MiB) per sub-window of ``window`` seconds."""
+    cpu, rss = [], []
+    for _ in range(repeats):
+        before, start = cpu_seconds(pid), time.monotonic()
+        time.sleep(window / repeats)
+        cpu.append(100 * (cpu_seconds(pid) - before) / (time.monotonic() - start))
+        rss.append(rss_bytes(pid) / 2**20)
+    return cpu, rss
+
+
+def _wait_status(client: Daemon, out: Path, timeout: float) -> dict[str, int]:
+    deadline = time.monotonic() + timeout
+    while not out.exists():
+        if not client.alive():
+            raise BenchError(f"the tunnel client exited: {client.last_line()} "
+                             f"(log: {client.log})")
+        if time.monotonic() > deadline:
+            raise BenchError(f"the tunnel client did not finish dialing within {timeout:.0f} s")
+        time.sleep(0.2)
+    return dict(json.loads(out.read_text()))
+
+
+def measure(root_pid: int, proxy: str, leaves: FakeLeaves, dir: Path, *, window: float,
+            repeats: int, shortfall: str = "") -> list[Figure]:
+    """The two figures; ``shortfall`` says why fewer leaves than asked were joined (then
+    the targets count as not met, whatever the projection says)."""
+    count = len(leaves.names)
+    settle([root_pid], timeout=15)
+    cpu0, rss0 = _sample(root_pid, window / 2, repeats)
+    listing = dir / "tunnel-certs.txt"
+    listing.write_text("\n".join(str(p) for p in leaves.cert_files) + "\n")
+    out = dir / "tunnels.json"
+    client = Daemon("tunnel client", [
+        sys.executable, "-m", "bench.tunnelclient", "--proxy", proxy, "--certs", str(listing),
+        "--key", str(leaves.key_file), "--out", str(out)], dir / "tunnel-client.log",
+        cwd=Path(__file__).parent.parent)
+    try:
+        status = _wait_status(client, out, 60 + count / 20)
+        time.sleep(SETTLE_AFTER_OPEN)
+        cpu, rss = _sample(root_pid, window, repeats)
+        held = dict(json.loads(out.read_text()))["up"]
+    finally:
+        client.stop()
+    if held == 0:
+        raise BenchError(f"no tunnel stayed up ({status['failed']} failed: "
+                         f"{next(iter(status['errors']), '?')})")
+    base_cpu, base_rss = statistics.median(cpu0), statistics.median(rss0)
+    scale = TARGET_COUNT / held
+    proj_cpu = [base_cpu + (c - base_cpu) * scale for c in cpu]
+    proj_rss = [base_rss + (r - base_rss) * scale for r in rss]
+    per_tunnel = (statistics.median(rss) - base_rss) * 1024 / held
+    projected = held != TARGET_COUNT
+    how = f" (projected from {held:,})" if projected else ""
+    note = (f"NOT MET at any projection: {shortfall}. " if shortfall else "") + (
+            f"{held:,} of {count:,} tunnels held (opened in {status['seconds']:.1f} s"
+            f"{', ' + str(status['failed']) + ' failed' if status['failed'] else ''}), "
+            f"simulated leaf proxies (TLS + Gatehouse mux, pinging as the leaf agent does); "
+            f"the root's auth+proxy process: RSS {base_rss:.0f} MiB before, "
+            f"{statistics.median(rss):.0f} MiB with them ({per_tunnel:.0f} KiB per tunnel), "
+            f"CPU {base_cpu:.1f}% before, {statistics.median(cpu):.1f}% with them, "
+            f"over {window:g} s idle")
+    figures = [
+        absolute_figure("tunnels_rss", f"root proxy RSS, {TARGET_COUNT:,} idle tunnels{how}",
+                        proj_rss, "MiB", limit=TARGET_RSS_MIB, better="lower", note=note),
+        absolute_figure("tunnels_cpu", f"root proxy CPU, {TARGET_COUNT:,} idle tunnels{how}",
+                        proj_cpu, "% of a core", limit=TARGET_CPU_PCT, better="lower"),
+    ]
+    if shortfall or held < count:
+        for f in figures:
+            f.met = False
+    return figures
