@@ -65,18 +65,25 @@ class Cluster:
         return self.gatectl("tokens", "add", f"--type={kind}").check().out.splitlines()[0]
 
     def start_main(self) -> None:
-        """The auth + proxy process (ports picked now)."""
-        auth_port, proxy_port = free_ports(2)
-        self.auth_addr = f"127.0.0.1:{auth_port}"
-        self.proxy_addr = f"127.0.0.1:{proxy_port}"
-        self.admin = self.dir / "main.yaml"
-        self.start_daemon("main", {
-            "gatehouse": {"nodename": "proxy", "data_dir": str(self.data_dir)},
-            "auth_service": {"enabled": True, "cluster_name": self.name,
-                             "listen_addr": self.auth_addr},
-            "proxy_service": {"enabled": True, "listen_addr": self.proxy_addr},
-        })
-        self.wait_main()
+        """The auth + proxy process (ports picked now; again if one was taken meanwhile)."""
+        for attempt in range(3):
+            auth_port, proxy_port = free_ports(2)
+            self.auth_addr = f"127.0.0.1:{auth_port}"
+            self.proxy_addr = f"127.0.0.1:{proxy_port}"
+            self.admin = self.dir / "main.yaml"
+            daemon = self.start_daemon("main", {
+                "gatehouse": {"nodename": "proxy", "data_dir": str(self.data_dir)},
+                "auth_service": {"enabled": True, "cluster_name": self.name,
+                                 "listen_addr": self.auth_addr},
+                "proxy_service": {"enabled": True, "listen_addr": self.proxy_addr},
+            })
+            try:
+                self.wait_main()
+                return
+            except BenchError:
+                if attempt == 2 or daemon.alive() or "already in use" not in daemon.log_text():
+                    raise
+                daemon.wait_stopped()
 
     def wait_main(self) -> None:
         self.wait_up("main")

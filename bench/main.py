@@ -28,7 +28,7 @@ from bench.clusters import ROOT, Gatehouse, start_gatehouse
 from bench.figures import Figure, missing_figure, table, write_json
 from bench.fill import FakeLeaves, fill, restore, save
 from bench.procs import BenchError, stop_all
-from bench.sshd import OpenSSH, start_sshd
+from bench.sshd import OpenSSH, find_sshd, start_sshd
 
 
 @dataclass(frozen=True)
@@ -122,6 +122,7 @@ def _clusters_rows(run: Run, gh: Gatehouse, sshd: OpenSSH, dir: Path, sizes: Siz
 
 def _start_all(dir: Path) -> tuple[OpenSSH, Gatehouse]:
     """sshd and the clusters, side by side (sshd in a thread: it mostly waits)."""
+    find_sshd()  # fail at once, not after the clusters started
     found: list[OpenSSH] = []
     errors: list[BenchError] = []
 
@@ -199,8 +200,8 @@ def _main(argv: list[str] | None) -> int:
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = p.parse_args(argv)
     sizes, mode = (QUICK, "quick") if args.quick else (FULL, "full")
-    signal.signal(signal.SIGTERM, _on_term)
-    signal.signal(signal.SIGHUP, _on_term)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGINT too: a shell may
+        signal.signal(sig, _on_term)  # have started us with it ignored (a background job)
     dir = Path(tempfile.mkdtemp(prefix="gatehouse-bench-"))
     started = time.monotonic()
     run = Run()

@@ -60,6 +60,10 @@ Host *
 
 
 def find_sshd() -> str:
+    """sshd's path; BenchError (before anything starts) if OpenSSH is not all there."""
+    for tool in ("ssh", "ssh-keygen"):
+        if shutil.which(tool) is None:
+            raise BenchError(f"OpenSSH's {tool} is not installed (run scripts/setup.sh)")
     for path in ("/usr/sbin/sshd", shutil.which("sshd")):
         if path and Path(path).exists():
             return path
@@ -99,8 +103,6 @@ class OpenSSH:
 
 def start_sshd(dir: Path) -> OpenSSH:
     """Keys, configs, and sshd itself, listening once this returns."""
-    if shutil.which("ssh") is None or shutil.which("ssh-keygen") is None:
-        raise BenchError("OpenSSH's ssh client is not installed (run scripts/setup.sh)")
     sshd = find_sshd()
     dir.mkdir(parents=True, exist_ok=True)
     Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # its privilege-separation dir

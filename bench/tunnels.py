@@ -82,7 +82,7 @@ def measure(root_pid: int, proxy: str, leaves: FakeLeaves, dir: Path, *, window:
     per_tunnel = (statistics.median(rss) - base_rss) * 1024 / held
     projected = held != TARGET_COUNT
     how = f" (projected from {held:,})" if projected else ""
-    note = (f"NOT MET at any projection: {shortfall}. " if shortfall else "") + (
+    note = (f"NOT MET at any projection: {shortfall.rstrip('.')}. " if shortfall else "") + (
             f"{held:,} of {count:,} tunnels held (opened in {status['seconds']:.1f} s"
             f"{', ' + str(status['failed']) + ' failed' if status['failed'] else ''}), "
             f"simulated leaf proxies (TLS + Gatehouse mux, pinging as the leaf agent does); "
