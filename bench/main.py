@@ -27,7 +27,7 @@ from bench import issuance, latency, listing, load, stream, tunnels
 from bench.clusters import ROOT, Gatehouse, start_gatehouse
 from bench.figures import Figure, missing_figure, table, write_json
 from bench.fill import FakeLeaves, fill, restore, save
-from bench.procs import BenchError, stop_all
+from bench.procs import BenchError, settle, stop_all
 from bench.sshd import OpenSSH, find_sshd, start_sshd
 
 
@@ -110,8 +110,12 @@ def _clusters_rows(run: Run, gh: Gatehouse, sshd: OpenSSH, dir: Path, sizes: Siz
     run.group("latency", lambda: latency.measure(gh, sshd, sizes.connect_repeats))
     run.group("stream", lambda: stream.measure(gh, sshd, sizes.stream_bytes, sizes.repeats,
                                                quiet))
-    run.group("load", lambda: load.measure(gh, sshd, dir, seconds=sizes.load_seconds,
-                                           windows=sizes.repeats))
+
+    def session_load() -> list[Figure]:
+        settle(quiet, timeout=60)  # the last stream's recording may still be uploading
+        return load.measure(gh, sshd, dir, seconds=sizes.load_seconds, windows=sizes.repeats)
+
+    run.group("load", session_load)
     leaves, shortfall = _fill_root(gh, dir, sizes)
     run.group("tunnels", lambda: tunnels.measure(
         gh.root.daemons["main"].pid, gh.root.proxy_addr, leaves, dir,

@@ -24,6 +24,7 @@ F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux), not exported before Python 3.
 PIPE_SIZE = 1 << 20
 CHUNK = 1 << 20
 MIN_RATE = 2e6  # bytes/s: slower than this and the stream is given up on
+UPLOAD_RATE = 10e6  # bytes/s: the least we wait for, for the recording to leave the node
 
 
 def stream_rate(argv: list[str], size: int, env: dict[str, str] | None = None) -> float:
@@ -70,7 +71,7 @@ def measure(gh: Gatehouse, sshd: OpenSSH, size: int, repeats: int,
     for _ in range(repeats):
         ours.append(stream_rate([str(gh.gsh_path), "ssh", f"--cluster={LEAF}", f"root@{NODE}",
                                  command], size, gh.env()))
-        settle(quiet_pids, timeout=20)
+        settle(quiet_pids, timeout=20 + size / UPLOAD_RATE)
         theirs.append(stream_rate(sshd.ssh(command, jump=True), size))
     mib = size >> 20
     return [
