@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from gatehouse.cli import connect
 from gatehouse.cli.common import Format, die, print_json, print_table, run_async, setup_logging
 from gatehouse.client.profile import Profile, gatehouse_home
 from gatehouse.errors import GatehouseError
@@ -52,10 +53,10 @@ def _profile(*, fresh: bool = False, error_code: int = 1) -> Profile:
 
 
 def _split_target(target: str) -> tuple[str, str]:
-    login, sep, node = target.partition("@")
-    if not sep or not login or not node:
+    login_node = connect.split_target(target)
+    if login_node is None:
         raise typer.BadParameter(f"expected LOGIN@NODE, got {target!r}")
-    return login, node
+    return login_node
 
 
 @app.command()
@@ -188,16 +189,7 @@ def ssh(
     tty: Annotated[bool, typer.Option("-t", help="Request a PTY for a command.")] = False,
 ) -> None:
     """Run COMMAND (or an interactive shell) on NODE as LOGIN; exits with its status."""
-    from gatehouse.client.ssh import run_ssh
-
-    login_name, node = _split_target(target)
-    profile = _profile(fresh=True, error_code=255)
-    status_code = run_async(
-        run_ssh(profile, login_name, node, list(command or []),
-                cluster=cluster or profile.selected, force_tty=tty),
-        error_code=255,
-    )
-    raise SystemExit(status_code)
+    raise SystemExit(connect.ssh(_split_target(target), list(command or []), cluster, tty))
 
 
 @app.command()
@@ -223,17 +215,7 @@ def proxy_ssh(
     cluster: Annotated[str, typer.Option(help="Cluster of the node.")] = "",
 ) -> None:
     """Connect stdin/stdout to NODE's SSH server through the proxy (for ProxyCommand)."""
-    from gatehouse.client.proxycmd import proxy_stdio
-
-    _, hostport = _split_target(target)
-    host, _, port = hostport.partition(":")
-    profile = _profile(fresh=True, error_code=255)
-    node, node_cluster = host, cluster
-    if not node_cluster:
-        node, node_cluster = profile.split_host(host)
-    if port and not port.isdigit():
-        die(f"bad port in {target!r}", 255)
-    run_async(proxy_stdio(profile, node, node_cluster, int(port or 0)), error_code=255)
+    raise SystemExit(connect.proxy_ssh(_split_target(target)[1], cluster))
 
 
 @recordings_app.command("ls")
@@ -280,6 +262,3 @@ def play(
     else:
         sys.stdout.buffer.write(recording.output_bytes(rec))
 
-
-def main() -> None:
-    app()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from gatehouse.dialwire import MAX_LINE, DialReply, DialRequest
 from gatehouse.errors import AccessDenied, ConnectionProblem, GatehouseError
@@ -31,9 +31,9 @@ class _Handshake(asyncio.Protocol):
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        transport.write(self._request.encode())
+        # a cast, not an isinstance check: uvloop's TLS transport is not a subclass
+        self._transport = cast(asyncio.Transport, transport)
+        self._transport.write(self._request.encode())
 
     def data_received(self, data: bytes) -> None:
         if self.done.done():

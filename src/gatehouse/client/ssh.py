@@ -16,8 +16,7 @@ import termios
 import tty
 from collections.abc import AsyncIterator, Iterator
 
-import asyncssh
-
+from gatehouse.client._asyncssh import asyncssh
 from gatehouse.client.dialer import ProxyTunnel
 from gatehouse.client.profile import Profile
 from gatehouse.dialwire import ALPN_SSH, DialRequest

@@ -16,7 +16,7 @@ import os
 import struct
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from gatehouse.errors import ConnectionProblem
 from gatehouse.tunnel.frames import (
@@ -154,8 +154,8 @@ class MuxSession(asyncio.Protocol):
     # --- asyncio.Protocol -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # a cast, not an isinstance check: uvloop's TLS transport is not a subclass
+        self._transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self.last_seen = time.monotonic()

@@ -1,0 +1,57 @@
+"""`gsh ssh` / `gsh proxy ssh` parsed without typer: the same calls as typer makes, or
+nothing (typer then answers: help, usage errors)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from gatehouse.cli import connect
+from gatehouse.cli.connect import Invocation, parse
+from gatehouse.cli.gsh import app
+
+SAME_AS_TYPER = [
+    ["ssh", "root@n1", "true"],
+    ["ssh", "root@n1"],
+    ["ssh", "--cluster=leaf", "root@n1", "uname", "-a"],
+    ["ssh", "--cluster", "leaf", "-t", "root@n1", "top"],
+    ["ssh", "-t", "root@n1", "--cluster=x", "-t"],  # after LOGIN@NODE: the command
+    ["ssh", "root@n1", "--", "ls"],
+    ["--debug", "ssh", "root@n1", "true"],
+    ["proxy", "ssh", "root@n1.leaf"],
+    ["proxy", "ssh", "root@n1:2222", "--cluster=leaf"],
+    ["proxy", "ssh", "--cluster", "leaf", "root@n1"],
+]
+
+
+@pytest.mark.parametrize("argv", SAME_AS_TYPER, ids=" ".join)
+def test_fast_path_makes_the_call_typer_makes(argv: list[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(connect, "ssh", lambda *a: calls.append(("ssh", *a)) or 0)
+    monkeypatch.setattr(connect, "proxy_ssh", lambda *a: calls.append(("proxy", *a)) or 0)
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    invocation = parse(argv)
+    assert invocation is not None
+    assert invocation.run() == 0
+    assert len(calls) == 2 and calls[0] == calls[1]
+
+
+def test_what_it_recognises() -> None:
+    assert parse(["--debug", "ssh", "--cluster=leaf", "-t", "alice@db", "ls", "-l"]) == \
+        Invocation("ssh", ("alice", "db"), "leaf", ["ls", "-l"], tty=True, debug=True)
+    assert parse(["proxy", "ssh", "root@n.leaf:22"]) == \
+        Invocation("proxy ssh", ("root", "n.leaf:22"))
+
+
+@pytest.mark.parametrize("argv", [
+    [], ["ls"], ["ssh"], ["ssh", "--help"], ["ssh", "-h", "root@n"], ["ssh", "--bogus", "a@b"],
+    ["ssh", "--cluster"], ["ssh", "-t=yes", "a@b"], ["ssh", "nobody"], ["ssh", "@node"],
+    ["ssh", "root@"], ["proxy", "ssh"], ["proxy", "ssh", "a@b", "c@d"],
+    ["proxy", "ssh", "a@b", "--help"], ["proxy", "ls"], ["--verbose", "ssh", "a@b"],
+], ids=lambda argv: " ".join(argv) or "(nothing)")
+def test_anything_else_is_left_to_typer(argv: list[str]) -> None:
+    assert parse(argv) is None
