@@ -92,9 +92,13 @@ class Cluster:
     def stop_main(self) -> None:
         self.daemons["main"].stop()
 
-    def restart_main(self) -> None:
-        """Start the auth + proxy process again, from the same config and data."""
-        self.start_daemon("main", yaml.safe_load(self.admin.read_text()))
+    def restart_main(self, *, session_recording: str | None = None) -> None:
+        """Start the auth + proxy process again, from the same config and data (with
+        ``auth_service.session_recording`` changed if given)."""
+        config = yaml.safe_load(self.admin.read_text())
+        if session_recording is not None:
+            config["auth_service"]["session_recording"] = session_recording
+        self.start_daemon("main", config)
         self.wait_main()
 
     @property
@@ -128,6 +132,10 @@ class Gatehouse:
     root: Cluster
     leaf: Cluster
     home: Path  # the user's GATEHOUSE_HOME
+
+    def quiet_pids(self) -> list[int]:
+        """Every Gatehouse process, to wait for them to go idle between measurements."""
+        return [d.pid for c in (self.root, self.leaf) for d in c.daemons.values()]
 
     def env(self) -> dict[str, str]:
         return base_env(GATEHOUSE_HOME=str(self.home), HOME=str(self.home))
@@ -180,6 +188,33 @@ def _in_parallel(*jobs: Any) -> None:
         raise errors[0]
 
 
+def wait_leaf_online(root: Cluster) -> None:
+    def online() -> bool:
+        res = root.gatectl("get", f"rc/{LEAF}", "--format=json")
+        return res.rc == 0 and json.loads(res.out)[0]["status"]["connection"] == "online"
+
+    wait_for(f"{LEAF} online at the root", online, READY, interval=0.2)
+
+
+def set_leaf_recording(gh: Gatehouse, mode: str) -> None:
+    """Restart the leaf's auth with ``session_recording: mode``; return once a session
+    to the leaf node is audited as recorded (or not) accordingly, so the node has it."""
+    gh.leaf.stop_main()
+    gh.leaf.restart_main(session_recording=mode)
+    wait_leaf_online(gh.root)
+
+    def applied() -> bool:
+        if gh.gsh("ssh", f"--cluster={LEAF}", f"root@{NODE}", "true").rc != 0:
+            return False
+        res = gh.leaf.gatectl("events", "--type=session.start", "--since=1m",
+                              "--format=json")
+        events = json.loads(res.out) if res.rc == 0 else []
+        return bool(events) and events[-1]["fields"].get("recorded") == (mode != "off")
+
+    wait_for(f"the leaf node recording {'nothing' if mode == 'off' else 'sessions'}",
+             applied, READY, interval=1.0)
+
+
 def start_gatehouse(dir: Path) -> Gatehouse:
     """Start both clusters, join the leaf, log the user in; check both nodes answer."""
     root, leaf = Cluster(ROOT, dir / "root"), Cluster(LEAF, dir / "leaf")
@@ -193,11 +228,7 @@ def start_gatehouse(dir: Path) -> Gatehouse:
                  "role_map": [{"remote": "access", "local": ["access"]}]},
     })).check()
 
-    def online() -> bool:
-        res = root.gatectl("get", f"rc/{LEAF}", "--format=json")
-        return res.rc == 0 and json.loads(res.out)[0]["status"]["connection"] == "online"
-
-    wait_for(f"{LEAF} online at the root", online, READY, interval=0.2)
+    wait_leaf_online(root)
     gh = Gatehouse(root, leaf, dir / "home")
     gh.home.mkdir()
     run([str(BIN / "gsh"), "login", f"--proxy={root.proxy_addr}", f"--user={USER}",

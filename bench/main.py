@@ -100,7 +100,6 @@ class Run:
 def _clusters_rows(run: Run, gh: Gatehouse, sshd: OpenSSH, dir: Path, sizes: Sizes) -> None:
     """Everything that needs the clusters running, in an order that keeps rows apart."""
     base: dict[str, list[float]] = {}
-    quiet = [d.pid for c in (gh.root, gh.leaf) for d in c.daemons.values()]
 
     def baseline() -> list[Figure]:
         base.update(listing.time_listings(gh, max(2, sizes.repeats // 2)))
@@ -108,11 +107,10 @@ def _clusters_rows(run: Run, gh: Gatehouse, sshd: OpenSSH, dir: Path, sizes: Siz
 
     run.group("listing", baseline)
     run.group("latency", lambda: latency.measure(gh, sshd, sizes.connect_repeats))
-    run.group("stream", lambda: stream.measure(gh, sshd, sizes.stream_bytes, sizes.repeats,
-                                               quiet))
+    run.group("stream", lambda: stream.measure(gh, sshd, sizes.stream_bytes, sizes.repeats))
 
     def session_load() -> list[Figure]:
-        settle(quiet, timeout=60)  # the last stream's recording may still be uploading
+        settle(gh.quiet_pids(), timeout=60)  # the last stream's recording may still be uploading
         return load.measure(gh, sshd, dir, seconds=sizes.load_seconds, windows=sizes.repeats)
 
     run.group("load", session_load)

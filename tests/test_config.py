@@ -118,6 +118,8 @@ def test_unknown_key_names_its_path(tmp_path: Path, text: str, key: str) -> None
          "gatehouse.storage.type"),
         ("auth_service: {enabled: true}\nssh_service: {labels: {env: [a, b]}}\n",
          "ssh_service.labels.env"),
+        ("auth_service: {enabled: true, session_recording: proxy}\n",
+         "auth_service.session_recording"),
     ],
 )
 def test_bad_value_names_its_path(tmp_path: Path, text: str, where: str) -> None:

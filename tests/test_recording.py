@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import mmap
 import uuid
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from gatehouse.recording import (
     decode_header,
     is_session_id,
     output_bytes,
+    summarize,
     to_asciicast,
     to_json,
 )
@@ -141,6 +143,23 @@ def test_truncation_at_every_offset_keeps_the_complete_prefix() -> None:
         assert rec.meta == meta
         assert rec.frames == frames[:complete]
         assert rec.truncated == (cut not in boundaries)
+
+
+def test_summary_agrees_with_decode_at_every_cut(tmp_path: Path) -> None:
+    meta, frames = sample()
+    data = encode(meta, frames) + b"r" + b"\0" * 20
+    _, first = decode_header(data)
+    for cut in range(first, len(data) + 1):
+        rec = decode(data[:cut])
+        summary = summarize(data[:cut])
+        assert (summary.meta, summary.duration, summary.truncated) == \
+            (rec.meta, rec.duration, rec.truncated)
+    path = tmp_path / "r.rec"
+    path.write_bytes(data)
+    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        assert summarize(mapped) == summarize(data)
+    with pytest.raises(BadParameter):
+        summarize(data[:first - 1])
 
 
 @pytest.mark.parametrize("tail", [b"\0" * 64, b"x" + b"\0" * 12, b"r" + b"\0" * 8 + b"\0\0\0\3abc"])

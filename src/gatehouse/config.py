@@ -63,6 +63,8 @@ class AuthService(_Strict):
     enabled: bool = False
     cluster_name: str = "gatehouse.local"
     listen_addr: str = DEFAULT_AUTH_ADDR
+    # "node": the cluster's nodes record every session; "off": they record none
+    session_recording: Literal["node", "off"] = "node"
 
     _addrs = field_validator("listen_addr")(_check_addr)
 

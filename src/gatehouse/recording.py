@@ -20,8 +20,10 @@ import base64
 import codecs
 import datetime as dt
 import json
+import mmap
 import struct
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -33,10 +35,12 @@ __all__ = [
     "Recording",
     "RecordingMeta",
     "RecordingWriter",
+    "Summary",
     "decode",
     "decode_header",
     "is_session_id",
     "output_bytes",
+    "summarize",
     "to_asciicast",
     "to_json",
 ]
@@ -139,6 +143,15 @@ class Recording:
         return self.frames[-1].t if self.frames else 0.0
 
 
+@dataclass(frozen=True)
+class Summary:
+    """A recording's header, duration and whether it is truncated (see ``summarize``)."""
+
+    meta: RecordingMeta
+    duration: float
+    truncated: bool
+
+
 class RecordingWriter:
     """Encodes a recording piece by piece; the caller appends the bytes to its file.
 
@@ -191,28 +204,43 @@ def decode_header(data: bytes) -> tuple[RecordingMeta, int]:
     return RecordingMeta.from_dict(obj), start + length
 
 
+def _frames(data: bytes | mmap.mmap, pos: int) -> Iterator[tuple[int, int, int, int]]:
+    """(type, t_ms, payload offset, payload length) of each complete frame from ``pos``
+    on, stopping at the first that is cut short or not a frame this version writes."""
+    end = len(data)
+    while end - pos >= _FRAME.size:
+        kind, ms, length = _FRAME.unpack_from(data, pos)
+        body = pos + _FRAME.size
+        if body + length > end or not (kind == _OUTPUT or
+                                        (kind == _RESIZE and length == _SIZE.size)):
+            return
+        yield kind, ms, body, length
+        pos = body + length
+
+
 def decode(data: bytes) -> Recording:
     """Every complete frame; a damaged tail ends the frames and sets ``truncated``."""
     meta, pos = decode_header(data)
     view = memoryview(data)
     frames: list[Frame] = []
-    end = len(data)
-    while pos < end:
-        if end - pos < _FRAME.size:
-            break
-        kind, ms, length = _FRAME.unpack_from(data, pos)
-        body = pos + _FRAME.size
-        if body + length > end:
-            break
+    for kind, ms, body, length in _frames(data, pos):
         if kind == _OUTPUT:
             frames.append(Frame("o", ms / 1000, bytes(view[body:body + length])))
-        elif kind == _RESIZE and length == _SIZE.size:
+        else:
             cols, rows = _SIZE.unpack_from(data, body)
             frames.append(Frame("r", ms / 1000, cols=cols, rows=rows))
-        else:
-            break  # not a frame this version writes: a damaged tail
         pos = body + length
-    return Recording(meta, frames, truncated=pos < end)
+    return Recording(meta, frames, truncated=pos < len(data))
+
+
+def summarize(data: bytes | mmap.mmap) -> Summary:
+    """What ``decode`` tells of a recording but its frames, without copying them: for
+    recordings too large to hold in memory (``data`` may be an mmap of the file)."""
+    meta, pos = decode_header(bytes(data[:len(MAGIC) + _HEAD_LEN.size + MAX_HEADER]))
+    duration = 0.0
+    for _, ms, body, length in _frames(data, pos):
+        duration, pos = ms / 1000, body + length
+    return Summary(meta, duration, truncated=pos < len(data))
 
 
 def output_bytes(rec: Recording) -> bytes:

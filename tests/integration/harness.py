@@ -251,6 +251,7 @@ class Cluster:
     name: str = CLUSTER
     nodename: str = "node1"
     labels: dict[str, str] = field(default_factory=lambda: {"env": "dev"})
+    session_recording: str = "node"
     auth_port: int = 0
     proxy_port: int = 0
     ssh_port: int = 0
@@ -275,7 +276,8 @@ class Cluster:
             "version": "v1",
             "gatehouse": {"nodename": self.nodename, "data_dir": str(self.data_dir)},
             "auth_service": {"enabled": True, "cluster_name": self.name,
-                             "listen_addr": f"127.0.0.1:{self.auth_port}"},
+                             "listen_addr": f"127.0.0.1:{self.auth_port}",
+                             "session_recording": self.session_recording},
             "proxy_service": {"enabled": True, "listen_addr": self.proxy},
             "ssh_service": {"enabled": True, "listen_addr": f"127.0.0.1:{self.ssh_port}",
                             "labels": self.labels},

@@ -47,6 +47,7 @@ def test_session_events_carry_the_contract_fields(cluster: Cluster, alice: Clien
     start, end = events["session.start"], events["session.end"]
     assert dt.datetime.fromisoformat(start["time"]) <= dt.datetime.fromisoformat(end["time"])
     assert end["fields"]["exit_status"] == 3, end
+    assert start["fields"]["recorded"] is True, start
 
 
 def test_each_session_has_its_own_id(cluster: Cluster, alice: Client) -> None:

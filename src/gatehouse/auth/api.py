@@ -238,6 +238,7 @@ async def _trust_snapshot(server: AuthServer) -> dict[str, Any]:
         "leaf_host_cas": [ca.to_json() for ca in await server.trust.leaf_cas()],
         "roles": [to_json_obj(r) for r in await server.roles.list()],
         "users": [u.metadata.name for u in await server.users.list()],
+        "session_recording": server.session_recording,
     }
 
 

@@ -83,6 +83,7 @@ class AuthServer:
         self.trust = TrustStore(backend, clock, cluster, self.audit)
         self.hosts = HostRegistry(backend)
         self.recordings = RecordingStore(backend)
+        self.session_recording = "node"  # or "off": auth_service.session_recording
 
     @classmethod
     async def open(cls, backend: Backend, clock: Clock, cluster: str) -> AuthServer:

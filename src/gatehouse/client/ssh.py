@@ -25,6 +25,10 @@ from gatehouse.errors import AccessDenied, ConnectionProblem
 __all__ = ["run_ssh"]
 
 CHUNK = 256 * 1024
+# The node may send up to 256 KiB per packet (OpenSSH's limit too), 8 packets in
+# flight: a stream costs a few Python calls per 256 KiB instead of per 32 KiB.
+SESSION_MAX_PACKET = 256 * 1024 - 1024
+SESSION_WINDOW = 8 * SESSION_MAX_PACKET
 
 
 @contextlib.contextmanager
@@ -115,7 +119,7 @@ async def run_ssh(profile: Profile, login: str, node: str, command: list[str], *
             " ".join(command) if command else None,
             term_type=os.environ.get("TERM", "xterm") if want_pty else None,
             term_size=(term_size[0], term_size[1]) if want_pty else None,
-            encoding=None,
+            encoding=None, window=SESSION_WINDOW, max_pktsize=SESSION_MAX_PACKET,
         )
         loop = asyncio.get_running_loop()
         resize = want_pty and sys.stdout.isatty()

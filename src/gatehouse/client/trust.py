@@ -47,6 +47,7 @@ class TrustSnapshot:
     leaf_host_cas: dict[str, str] = field(default_factory=dict)  # leaf cluster -> TLS CA PEM
     roles: dict[str, Role] = field(default_factory=dict)
     users: frozenset[str] = frozenset()
+    record_sessions: bool = True  # False only when the auth says session_recording: off
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> TrustSnapshot:
@@ -71,6 +72,7 @@ class TrustSnapshot:
             leaf_host_cas={ca["cluster"]: ca["tls"] for ca in raw.get("leaf_host_cas", [])},
             roles=roles,
             users=frozenset(raw.get("users", [])),
+            record_sessions=raw.get("session_recording") != "off",
         )
 
 

@@ -62,7 +62,7 @@ log = logging.getLogger(__name__)
 
 EventHook = Callable[[str, dict[str, object]], None]
 
-_READ_CHUNK = 65536
+_READ_CHUNK = 256 * 1024  # the largest SSH packet gsh accepts (client/ssh.py)
 
 
 class SessionTap(Protocol):
@@ -218,6 +218,7 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
                 log.exception("session %s: could not start its recording", self.session_id)
         self._emit("session.start", {
             "login": policy.login,
+            "recorded": self._tap is not None,
             "pty": pty is not None,
             "command": self._command,
             "term": pty.term if pty else None,

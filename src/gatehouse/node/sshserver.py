@@ -157,9 +157,11 @@ class NodeSSHServer(asyncssh.SSHServer):
             self._audit(event, {**base, "fields": fields,
                                 "session_id": str(fields.get("session_id", ""))})
 
+        record = self._trust().record_sessions
         policy = SessionPolicy(login=grant.login, permit_pty=grant.permit_pty,
                                env_allowed=None, on_event=on_event,
-                               tap_factory=lambda info: self._record(grant, info))
+                               tap_factory=(lambda info: self._record(grant, info))
+                               if record else None)
         return make_session_factory(policy)()
 
     def connection_requested(

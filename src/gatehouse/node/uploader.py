@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import mmap
+import os
 from pathlib import Path
 
 from gatehouse import recording
@@ -20,16 +22,21 @@ log = logging.getLogger(__name__)
 
 
 async def upload(api: APIClient, path: Path) -> None:
-    data = await asyncio.to_thread(path.read_bytes)
-    rec = recording.decode(data)
-    meta = rec.meta
-    for index, offset in enumerate(range(0, max(len(data), 1), CHUNK)):
-        await api.put_bytes(f"/v1/recordings/{meta.session_id}/chunks/{index}",
-                            data[offset:offset + CHUNK])
-    end = meta.start + dt.timedelta(seconds=rec.duration)
+    """Send one recording, a chunk at a time from a map of the file: a session of any
+    length costs the node one chunk of memory, not the whole recording."""
+    with path.open("rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            raise BadParameter("empty file")
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            summary = await asyncio.to_thread(recording.summarize, data)
+            meta = summary.meta
+            for index, offset in enumerate(range(0, len(data), CHUNK)):
+                chunk = await asyncio.to_thread(data.__getitem__, slice(offset, offset + CHUNK))
+                await api.put_bytes(f"/v1/recordings/{meta.session_id}/chunks/{index}", chunk)
+    end = meta.start + dt.timedelta(seconds=summary.duration)
     await api.post(f"/v1/recordings/{meta.session_id}/complete", {
         "user": meta.user, "login": meta.login, "command": meta.command,
-        "start": meta.start.isoformat(), "end": end.isoformat(), "truncated": rec.truncated,
+        "start": meta.start.isoformat(), "end": end.isoformat(), "truncated": summary.truncated,
     })
     path.unlink()
 
