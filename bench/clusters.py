@@ -26,6 +26,7 @@ ROOT = "bench-root"
 LEAF = "bench-leaf"
 NODE = "node1"
 USER = "bench"
+LIGHT_LOGIN = "gh-bench"  # see bench/load.py
 PASSWORD = "bench-password-0123"  # >= 12 characters
 READY = 30.0
 
@@ -157,7 +158,7 @@ def _start_root(root: Cluster) -> None:
     root.start_node()
     root.wait_up("node")
     root.wait_node_listed()
-    root.gatectl("users", "add", USER, "--roles=access", "--logins=root").check()
+    root.gatectl("users", "add", USER, "--roles=access", f"--logins=root,{LIGHT_LOGIN}").check()
     root.gatectl("users", "set-password", USER, "--password-stdin",
                  input=PASSWORD + "\n").check()
 

@@ -14,19 +14,22 @@ never got set up counts as the whole run long).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import pwd
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.clusters import LEAF, NODE, Gatehouse
+from bench.clusters import LEAF, LIGHT_LOGIN, NODE, Gatehouse
 from bench.figures import Figure, absolute_figure
-from bench.procs import BenchError, Daemon
+from bench.procs import BenchError, Daemon, run
 from bench.sshd import OpenSSH
 
 TARGET_RATE = 250.0
@@ -111,16 +114,46 @@ def _describe(side: str, r: LoadResult) -> str:
     return text
 
 
+@contextlib.contextmanager
+def light_login() -> Iterator[str]:
+    """A login whose shell is /bin/sh with no start-up files, for the duration.
+
+    root's bash on this machine sources ~/.bashrc for every SSH command (Debian's
+    bash does when SSH_CLIENT is set, under sshd and a Gatehouse node alike), and
+    that .bashrc runs `pyenv init`: ~120 ms of CPU and ~250 ms per session, which
+    would cap both sides near 10 sessions/s and measure bash, not the access plane.
+    The login is made here (system account, not locked, no home) if missing, and
+    removed again if it was made here.
+    """
+    try:
+        pwd.getpwnam(LIGHT_LOGIN)
+        made = False
+    except KeyError:
+        run(["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
+             "--shell", "/bin/sh", "--password", "*", LIGHT_LOGIN]).check()
+        made = True
+    try:
+        yield LIGHT_LOGIN
+    finally:
+        if made:
+            run(["userdel", LIGHT_LOGIN])
+
+
 def measure(gh: Gatehouse, sshd: OpenSSH, dir: Path, *, seconds: float,
             windows: int) -> list[Figure]:
-    ours = run_load(dir, "gatehouse", ["--node", NODE, "--cluster", LEAF], gh.env(),
-                    seconds=seconds, windows=windows)
-    theirs = run_load(dir, "openssh", ["--port", str(sshd.port), "--key", str(sshd.client_key),
-                                       "--host-key", str(sshd.host_key_pub)], None,
-                      seconds=seconds, windows=windows)
+    with light_login() as login:
+        ours = run_load(dir, "gatehouse", ["--node", NODE, "--cluster", LEAF,
+                                           "--login", login], gh.env(),
+                        seconds=seconds, windows=windows)
+        theirs = run_load(dir, "openssh", ["--port", str(sshd.port),
+                                           "--key", str(sshd.client_key),
+                                           "--host-key", str(sshd.host_key_pub),
+                                           "--login", login], None,
+                          seconds=seconds, windows=windows)
     note = (f"{CONCURRENCY} sessions at once (closed loop) for {seconds:g} s per side, "
             f"{os.cpu_count()} generator processes on the same cores; session = connect, "
-            f"auth, exec `true`, exit; OpenSSH through one sshd jump; "
+            f"auth, exec `true` as login {LIGHT_LOGIN} (/bin/sh, see bench/load.py), exit; "
+            f"OpenSSH through one sshd jump; "
             f"{_describe('Gatehouse', ours)}; {_describe('OpenSSH', theirs)}")
     rate = absolute_figure(
         "session_rate", "new sessions/s via root proxy → leaf node", ours.rates, "sessions/s",

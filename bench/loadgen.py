@@ -44,7 +44,7 @@ async def _exec_true(conn: asyncssh.SSHClientConnection) -> float:
     return setup
 
 
-def gatehouse_session(node: str, cluster: str) -> Session:
+def gatehouse_session(node: str, cluster: str, login: str) -> Session:
     from gatehouse.client.dialer import ProxyTunnel
     from gatehouse.client.profile import Profile
     from gatehouse.dialwire import ALPN_SSH, DialRequest
@@ -60,7 +60,7 @@ def gatehouse_session(node: str, cluster: str) -> Session:
         tunnel = ProxyTunnel(profile.proxy, ctx, profile.server_name,
                              DialRequest(target=node, cluster=cluster))
         conn = await asyncssh.connect(
-            node, 22, tunnel=tunnel, username="root", client_keys=[(key, cert)],
+            node, 22, tunnel=tunnel, username=login, client_keys=[(key, cert)],
             known_hosts=([], [host_ca], []), agent_path=None, config=None,
             preferred_auth=["publickey"], connect_timeout=30, encryption_algs=CIPHERS)
         return await _exec_true(conn)
@@ -68,11 +68,11 @@ def gatehouse_session(node: str, cluster: str) -> Session:
     return session
 
 
-def openssh_session(port: int, key_file: Path, host_key_file: Path) -> Session:
+def openssh_session(port: int, key_file: Path, host_key_file: Path, login: str) -> Session:
     key = asyncssh.read_private_key(key_file)
     host_key = asyncssh.read_public_key(host_key_file)
     opts: dict[str, Any] = dict(
-        port=port, username="root", client_keys=[key], known_hosts=([host_key], [], []),
+        port=port, username=login, client_keys=[key], known_hosts=([host_key], [], []),
         agent_path=None, config=None, preferred_auth=["publickey"], connect_timeout=30,
         encryption_algs=CIPHERS)
 
@@ -120,6 +120,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, required=True)
     p.add_argument("--start-at", type=float, default=0.0, help="Unix time to start at")
     p.add_argument("--grace", type=float, default=5.0, help="wait for stragglers (s)")
+    p.add_argument("--login", default="root")
     p.add_argument("--node", default="node1")
     p.add_argument("--cluster", default="")
     p.add_argument("--port", type=int, default=22)
@@ -128,9 +129,9 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     if args.side == "gatehouse":
-        session = gatehouse_session(args.node, args.cluster)
+        session = gatehouse_session(args.node, args.cluster, args.login)
     else:
-        session = openssh_session(args.port, args.key, args.host_key)
+        session = openssh_session(args.port, args.key, args.host_key, args.login)
     result = asyncio.run(generate(session, workers=args.workers, seconds=args.seconds,
                                   start_at=args.start_at, grace=args.grace))
     args.out.write_text(json.dumps(result))

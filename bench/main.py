@@ -205,6 +205,7 @@ def _main(argv: list[str] | None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGINT too: a shell may
         signal.signal(sig, _on_term)  # have started us with it ignored (a background job)
     dir = Path(tempfile.mkdtemp(prefix="gatehouse-bench-"))
+    dir.chmod(0o711)  # sshd reads authorized_keys as the light login (bench/load.py)
     started = time.monotonic()
     run = Run()
     keep = args.keep
