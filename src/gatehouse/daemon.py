@@ -208,3 +208,6 @@ async def run(
                 await event.wait()
             started.cluster = cluster
             on_started(started)
+            # Serve until cancelled; an auth alone started no task for the group to wait on.
+            # A failing service's task cancels this wait, and the group raises its error.
+            await asyncio.Event().wait()
