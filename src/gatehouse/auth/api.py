@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _SERVER: web.AppKey[AuthServer] = web.AppKey("server", AuthServer)
+# The tasks serving watch streams: they end only when told to (see _end_watches).
+_WATCHES: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("watches", set)
 KEEPALIVE = 15.0
 EVENT_SKEW = dt.timedelta(minutes=5)
 MAX_BATCH = 1000
@@ -251,7 +253,12 @@ async def trust(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await response.prepare(request)
     prefixes = [b"/roles/", b"/users/", b"/authorities/", b"/trusted_clusters/"]
-    async with server.backend.watch(prefixes) as watcher:
+    task = asyncio.current_task()
+    assert task is not None
+    request.app[_WATCHES].add(task)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.callback(request.app[_WATCHES].discard, task)
+        watcher = await stack.enter_async_context(server.backend.watch(prefixes))
         await response.write(json.dumps(await _trust_snapshot(server)).encode() + b"\n")
         changes = aiter(watcher)
         while True:
@@ -653,9 +660,18 @@ async def delete_resource(request: web.Request) -> web.Response:
     return web.json_response({"deleted": f"{kind}/{name}"})
 
 
+async def _end_watches(app: web.Application) -> None:
+    """On shutdown: a watch stream waits for changes that will not come, and would hold
+    the shutdown for its whole grace period."""
+    for task in app[_WATCHES]:
+        task.cancel()
+
+
 def make_api_app(server: AuthServer) -> web.Application:
     app = web.Application(middlewares=[_errors], client_max_size=CHUNK + 4096)
     app[_SERVER] = server
+    app[_WATCHES] = set()
+    app.on_shutdown.append(_end_watches)
     r = app.router
     r.add_get("/v1/ping", ping)
     r.add_post("/v1/login", login)
