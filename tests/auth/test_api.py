@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import itertools
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,10 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from gatehouse import tls
 from gatehouse.auth.api import EVENT_SKEW, MAX_FIELDS, MAX_MESSAGE, make_api_app
-from gatehouse.auth.server import AuthServer
+from gatehouse.auth.server import NODE_TTL, AuthServer
 from gatehouse.client.api import APIClient
 from gatehouse.clock import FakeClock
-from gatehouse.errors import AccessDenied, NotFound
+from gatehouse.errors import AccessDenied, BadParameter, NotFound
 from gatehouse.keystore import StoredIdentity
 from gatehouse.proxy.web import CLIENT_CERT_HEADER
 from gatehouse.services.events import AuditEvent
@@ -195,6 +196,75 @@ async def test_resolving_an_unregistered_target_is_not_found(api: API) -> None:
     client = await api.user("alice", ["access"])
     with pytest.raises(NotFound):
         await client.get("/v1/nodes/resolve", target="10.0.0.99:22")
+
+
+# --- /v1/nodes: the listing -----------------------------------------------------------------
+
+
+@pytest.fixture
+async def fleet(server: AuthServer) -> None:
+    """Six heartbeating nodes, db-1..3 (env=dev) and web-1..3 (env=prod), registered in an
+    order unlike the listing's; a role that sees only dev."""
+    for i, (hostname, env) in enumerate([("web-2", "prod"), ("db-3", "dev"), ("web-1", "prod"),
+                                         ("db-1", "dev"), ("web-3", "prod"), ("db-2", "dev")]):
+        addr = f"10.0.1.{i}:22"
+        await certify(server, f"hid-{i}", hostname, [addr])
+        await server.heartbeat(f"hid-{i}", hostname, addr, {"env": env})
+    await add_role(server, "dev", allow={"node_labels": {"env": "dev"},
+                                         "rules": [{"resources": ["node"], "verbs": ["list"]}]})
+
+
+def hostnames(nodes: list[dict[str, Any]]) -> list[str]:
+    return [n["spec"]["hostname"] for n in nodes]
+
+
+DBS, WEBS = ["db-1", "db-2", "db-3"], ["web-1", "web-2", "web-3"]
+
+
+@pytest.mark.usefixtures("fleet")
+async def test_the_listing_is_node_resources_by_hostname(api: API, server: AuthServer) -> None:
+    nodes = await api.admin().get("/v1/nodes")
+    assert hostnames(nodes) == DBS + WEBS
+    assert nodes == [to_json_obj(await server.nodes.get(n["metadata"]["name"])) for n in nodes]
+
+
+@pytest.mark.usefixtures("fleet")
+async def test_a_user_lists_only_the_nodes_their_roles_select(api: API) -> None:
+    bob = await api.user("bob", ["dev"])
+    assert hostnames(await bob.get("/v1/nodes")) == DBS
+    assert hostnames(await bob.get("/v1/nodes", limit="2")) == DBS[:2]
+    assert await bob.get("/v1/nodes", labels=json.dumps({"env": "prod"})) == []
+
+
+@pytest.mark.usefixtures("fleet")
+async def test_a_listing_filters_by_labels_then_stops_at_the_limit(api: API) -> None:
+    alice = await api.user("alice", ["access"])
+    assert hostnames(await alice.get("/v1/nodes", limit="0")) == DBS + WEBS
+    assert hostnames(await alice.get("/v1/nodes", limit="1")) == DBS[:1]
+    assert hostnames(await alice.get("/v1/nodes", labels=json.dumps({"env": "prod"}),
+                                     limit="2")) == WEBS[:2]
+    assert await alice.get("/v1/nodes", labels=json.dumps({"env": "prod", "x": "y"})) == []
+
+
+@pytest.mark.usefixtures("fleet")
+async def test_nodes_that_stopped_heartbeating_are_not_listed(api: API, server: AuthServer,
+                                                              clock: FakeClock) -> None:
+    clock.advance(NODE_TTL - dt.timedelta(seconds=1))
+    await server.heartbeat("hid-2", "web-1", "10.0.1.2:22", {"env": "prod"})
+    clock.advance(dt.timedelta(seconds=1))
+    assert hostnames(await api.admin().get("/v1/nodes")) == ["web-1"]
+
+
+@pytest.mark.parametrize("query", [{"limit": "many"}, {"labels": "[1]"}, {"labels": "{"}])
+async def test_a_malformed_node_query_is_bad_parameter(api: API, query: dict[str, str]) -> None:
+    with pytest.raises(BadParameter, match="bad node query"):
+        await api.admin().get("/v1/nodes", **query)
+
+
+@pytest.mark.usefixtures("fleet")
+async def test_status_counts_the_nodes(api: API) -> None:
+    status = await api.admin().get("/v1/status")
+    assert status["counts"]["nodes"] == 6
 
 
 # --- heartbeats and removal through the API ---------------------------------------------

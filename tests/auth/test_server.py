@@ -21,6 +21,8 @@ from gatehouse.backend import Backend
 from gatehouse.clock import FakeClock
 from gatehouse.errors import AccessDenied, BadParameter, LimitExceeded, NotFound
 from gatehouse.services.events import AuditEvent
+from gatehouse.services.resources import ResourceStore
+from gatehouse.types.node import Node, NodeSpec
 from gatehouse.types.resource import Metadata
 from gatehouse.types.role import Role, RoleConditions, RoleOptions, RoleSpec
 from gatehouse.types.user import User, UserSpec
@@ -532,6 +534,37 @@ async def test_resolve_ambiguous_hostname_is_bad_parameter(server: AuthServer) -
     with pytest.raises(BadParameter, match=r"ambiguous.*use its host id"):
         await server.resolve_node("db1")
     assert (await server.resolve_node("hid-2")).spec.addr == "10.0.0.8:3022"
+
+
+async def test_resolve_follows_a_nodes_current_address(server: AuthServer) -> None:
+    await certify(server, "hid-1", "db1", [NODE_ADDR, "10.0.0.9:3022"])
+    await server.heartbeat("hid-1", "db1", NODE_ADDR, {})
+    await server.heartbeat("hid-1", "db1", "10.0.0.9:3022", {})
+    with pytest.raises(NotFound):
+        await server.resolve_node(NODE_ADDR)
+    assert (await server.resolve_node("10.0.0.9:3022")).metadata.name == "hid-1"
+    assert (await server.resolve_node("db1")).spec.addr == "10.0.0.9:3022"
+
+
+async def test_resolve_matches_whole_names_only(server: AuthServer) -> None:
+    await two_nodes(server, second_name="db10")
+    assert (await server.resolve_node("db1")).metadata.name == "hid-1"
+    await server.delete_node("hid-1")
+    with pytest.raises(NotFound):
+        await server.resolve_node("db1")
+    assert (await server.resolve_node("db10")).metadata.name == "hid-2"
+
+
+async def test_nodes_stored_by_an_earlier_version_resolve_after_a_restart(
+        backend: Backend, clock: FakeClock) -> None:
+    # An earlier version stored nodes without the indexes (a plain resource store).
+    unindexed = ResourceStore(backend, "node", Node)
+    await unindexed.upsert(Node(metadata=Metadata(name="hid-1"),
+                                spec=NodeSpec(hostname="db1", addr=NODE_ADDR, cluster=CLUSTER,
+                                              host_id="hid-1")))
+    server = await AuthServer.open(backend, clock, CLUSTER)
+    assert (await server.resolve_node("db1")).metadata.name == "hid-1"
+    assert (await server.resolve_node(NODE_ADDR)).metadata.name == "hid-1"
 
 
 async def test_a_host_id_beats_another_nodes_hostname(server: AuthServer) -> None:

@@ -20,6 +20,7 @@ from gatehouse.backend import (
     MemoryBackend,
     SQLiteBackend,
     Watcher,
+    Write,
     open_backend,
     prefix_end,
 )
@@ -119,6 +120,43 @@ async def test_compare_and_swap(backend: Backend) -> None:
     assert await backend.get(b"/a") == swapped
     with pytest.raises(CompareFailed):  # the old value no longer matches
         await backend.compare_and_swap(first, Item(b"/a", b"3"))
+
+
+async def test_atomic_write_applies_every_write_in_order(backend: Backend) -> None:
+    before = await backend.put(Item(b"/old", b"x"))
+    async with backend.watch([b"/"]) as watcher:
+        await backend.atomic_write([Write(b"/n/1", Item(b"/n/1", b"a")), Write(b"/old"),
+                                    Write(b"/gone"), Write(b"/i/a", Item(b"/i/a", b"b"))])
+        events = await take(watcher, 3)
+    assert summary(events) == [("put", b"/n/1", b"a"), ("delete", b"/old", b""),
+                               ("put", b"/i/a", b"b")]
+    revisions = [e.item.revision for e in events]
+    assert before.revision < revisions[0] < revisions[1] < revisions[2]
+    assert await backend.get_range(b"/", b"0") == [events[2].item, events[0].item]
+
+
+async def test_atomic_write_changes_nothing_unless_every_expectation_holds(
+        backend: Backend, clock: FakeClock) -> None:
+    a = await backend.put(Item(b"/a", b"1"))
+    await backend.put(Item(b"/e", b"1", expires=clock.now() + dt.timedelta(seconds=1)))
+    clock.advance(dt.timedelta(seconds=1))  # an expired item counts as absent
+    async with backend.watch([b"/"]) as watcher:
+        for expect in (0, a.revision + 1):
+            with pytest.raises(CompareFailed):
+                await backend.atomic_write([Write(b"/b", Item(b"/b", b"new")),
+                                            Write(b"/a", Item(b"/a", b"2"), expect)])
+        with pytest.raises(CompareFailed):
+            await backend.atomic_write([Write(b"/a"), Write(b"/c", None, 1)])
+        assert await backend.get_range(b"/", b"0") == [a]
+        await backend.atomic_write([Write(b"/a", Item(b"/a", b"2"), a.revision),
+                                    Write(b"/e", Item(b"/e", b"2"), 0)])
+        assert summary(await take(watcher, 2)) == [("put", b"/a", b"2"), ("put", b"/e", b"2")]
+    with pytest.raises(BadParameter, match="more than once"):
+        await backend.atomic_write([Write(b"/a"), Write(b"/a", Item(b"/a", b""))])
+    with pytest.raises(BadParameter, match="carries an item"):
+        Write(b"/a", Item(b"/b", b""))
+    with pytest.raises(BadParameter, match="negative"):
+        Write(b"/a", None, -1)
 
 
 async def test_delete(backend: Backend) -> None:
@@ -335,6 +373,8 @@ TTLS = st.none() | st.integers(1, 3)
 OPS = st.lists(st.one_of(
     st.tuples(st.sampled_from(["put", "create", "update"]), KEYS, VALUES, TTLS),
     st.tuples(st.just("cas"), KEYS, VALUES, VALUES, TTLS),
+    st.tuples(st.just("atomic"), KEYS, VALUES, TTLS, st.sampled_from(["any", "absent", "same",
+                                                                      "other"]), KEYS),
     st.tuples(st.sampled_from(["get", "delete"]), KEYS),
     st.tuples(st.just("range"), PREFIXES, st.integers(0, 3)),
     st.tuples(st.just("delete_range"), PREFIXES),
@@ -415,6 +455,23 @@ async def test_matches_a_dict_model(make_backend: MakeBackend, ops: list[tuple[o
                     assert got is CompareFailed
                 else:
                     model.stored(got, item)
+            case ("atomic", bytes(key), bytes(value), int() | None as ttl, str(expect),
+                  bytes(doomed)):
+                # Put key (on a condition) and delete doomed, together or not at all.
+                item, current = Item(key, value, model.expires(ttl)), model.live(key)
+                revision = {"any": None, "absent": 0, "other": model.revision + 1,
+                            "same": current.revision if current else 0}[expect]
+                got = await outcome(backend.atomic_write([Write(key, item, revision),
+                                                          Write(doomed)]))
+                if key == doomed:
+                    assert got is BadParameter
+                elif expect == "other" or (expect == "absent" and current):
+                    assert got is CompareFailed
+                else:
+                    assert got is None
+                    model.stored(await backend.get(key), item)
+                    if model.live(doomed):
+                        model.removed([doomed])
             case ("get", bytes(key)):
                 assert await outcome(backend.get(key)) == (model.live(key) or NotFound)
             case ("delete", bytes(key)):

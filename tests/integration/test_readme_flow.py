@@ -77,6 +77,18 @@ def test_ls_label_filter_and_limit(alice: Client) -> None:
     assert len(one) == 1
 
 
+def test_ls_limit_takes_the_first_nodes_in_hostname_order(alice: Client) -> None:
+    def hostnames(*args: str) -> list[str]:
+        return [n["spec"]["hostname"] for n in alice.gsh("ls", "--format=json", *args).ok().json()]
+
+    assert hostnames() == ["node1", "node2"]
+    assert hostnames("--limit=1") == ["node1"]
+    assert hostnames("--limit=2") == hostnames("--limit=3") == ["node1", "node2"]
+    assert hostnames("env=prod", "--limit=1") == ["node2"]
+    table = alice.gsh("ls", "--limit=1").ok().out
+    assert [line.split()[0] for line in table.splitlines()[1:] if line.strip()] == ["node1"]
+
+
 def test_ssh_command_output_is_exact(alice: Client) -> None:
     res = alice.ssh("root@node1", "echo hi")
     assert (res.rc, res.out) == (0, "hi\n"), res

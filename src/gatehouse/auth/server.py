@@ -31,6 +31,7 @@ from gatehouse.errors import AccessDenied, AlreadyExists, BadParameter, Gatehous
 from gatehouse.hostport import split_host_port
 from gatehouse.jointoken import JoinToken
 from gatehouse.services.events import AuditLog
+from gatehouse.services.nodes import NodeStore
 from gatehouse.services.recordings import RecordingStore
 from gatehouse.services.resources import ResourceStore
 from gatehouse.types.node import Node, NodeSpec, NodeStatus
@@ -77,7 +78,7 @@ class AuthServer:
         self.users = ResourceStore(backend, "user", User)
         self.roles = ResourceStore(backend, "role", Role)
         self.tokens = ResourceStore(backend, "token", Token)
-        self.nodes = ResourceStore(backend, "node", Node)
+        self.nodes = NodeStore(backend)
         self.passwords = PasswordStore(backend, clock)
         self.totp = TOTPStore(backend, clock, issuer=f"Gatehouse {cluster}")
         self.trust = TrustStore(backend, clock, cluster, self.audit)
@@ -101,6 +102,9 @@ class AuthServer:
             )
         cas = await authorities.load_or_create(backend, cluster, clock)
         server = cls(backend, clock, cluster, cas)
+        indexed = await server.nodes.index_existing()
+        if indexed:
+            log.info("indexed %d nodes stored by an earlier version", indexed)
         for role in preset_roles():
             # Already there: an admin may have edited it.
             with contextlib.suppress(AlreadyExists):
@@ -337,11 +341,14 @@ class AuthServer:
             raise NotFound(f"node {host_id} not found")
 
     async def resolve_node(self, target: str) -> Node:
-        """A registered node by host id, hostname or advertised address; never anything else."""
-        nodes = await self.nodes.list()
-        matches = [n for n in nodes if target in (n.metadata.name, n.spec.addr)]
-        if not matches:
-            matches = [n for n in nodes if n.spec.hostname == target]
+        """A registered node by host id, hostname or advertised address; never anything else.
+
+        Index reads: every session pays for this, whatever the number of nodes.
+        """
+        found = {n.metadata.name: n for n in await self.nodes.by_addr(target)}
+        with contextlib.suppress(NotFound, BadParameter):  # BadParameter: not a name
+            found.setdefault(target, await self.nodes.get(target))
+        matches = list(found.values()) or await self.nodes.by_hostname(target)
         if not matches:
             raise NotFound(f"node {target} is not registered in cluster {self.cluster}")
         if len(matches) > 1:

@@ -7,7 +7,16 @@ from pathlib import Path
 from gatehouse.clock import Clock
 from gatehouse.errors import BadParameter
 
-from .base import WATCH_QUEUE_SIZE, Backend, Event, EventType, Item, Watcher, prefix_end
+from .base import (
+    WATCH_QUEUE_SIZE,
+    Backend,
+    Event,
+    EventType,
+    Item,
+    Watcher,
+    Write,
+    prefix_end,
+)
 from .memory import MemoryBackend
 from .sqlite import SQLiteBackend
 
@@ -21,6 +30,7 @@ __all__ = [
     "MemoryBackend",
     "SQLiteBackend",
     "Watcher",
+    "Write",
     "open_backend",
     "prefix_end",
 ]

@@ -34,6 +34,7 @@ __all__ = [
     "Item",
     "Sweeper",
     "Watcher",
+    "Write",
     "prefix_end",
 ]
 
@@ -65,6 +66,27 @@ class Item:
 
     def expired(self, now: dt.datetime) -> bool:
         return self.expires is not None and self.expires <= now
+
+
+@dataclass(frozen=True)
+class Write:
+    """One key's part of an ``atomic_write``: a condition on the key, then a change.
+
+    ``expect_revision``: None, whatever is there; 0, no live item; n, the live item
+    has revision n. ``item``: the item to store at key, or None to remove whatever
+    live item is there (nothing there is fine, and changes nothing).
+    """
+
+    key: bytes
+    item: Item | None = None
+    expect_revision: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.item is not None and self.item.key != self.key:
+            raise BadParameter(f"write to {self.key!r} carries an item for {self.item.key!r}")
+        if self.expect_revision is not None and self.expect_revision < 0:
+            raise BadParameter(f"write to {self.key!r}: expected revision "
+                               f"{self.expect_revision} is negative")
 
 
 class EventType(enum.Enum):
@@ -126,6 +148,12 @@ class Backend(abc.ABC):
         CompareFailed (also when the item is missing); keys must match (BadParameter)."""
 
     @abc.abstractmethod
+    async def atomic_write(self, writes: Sequence[Write]) -> None:
+        """Apply every write, or none: CompareFailed if some write's expectation does
+        not hold. Each change gets its own revision and event, in the order given;
+        the keys must differ (BadParameter)."""
+
+    @abc.abstractmethod
     async def delete(self, key: bytes) -> None:
         """Remove the live item at key, else NotFound."""
 
@@ -159,6 +187,17 @@ class Backend(abc.ABC):
 def check_limit(limit: int) -> None:
     if limit < 0:
         raise BadParameter(f"range limit {limit}: expected 0 (no limit) or more")
+
+
+def check_writes(writes: Sequence[Write]) -> None:
+    keys = {w.key for w in writes}
+    if len(keys) != len(writes):
+        raise BadParameter("atomic_write: a key appears more than once")
+
+
+def unmet(write: Write, revision: int) -> bool:
+    """Whether the live item at write.key (its revision; 0 if none) fails write's expectation."""
+    return write.expect_revision is not None and revision != write.expect_revision
 
 
 def check_swap(expected: Item, replace_with: Item) -> None:

@@ -22,8 +22,11 @@ from .base import (
     Item,
     Sweeper,
     Watcher,
+    Write,
     check_limit,
     check_swap,
+    check_writes,
+    unmet,
 )
 
 __all__ = ["MemoryBackend"]
@@ -92,6 +95,19 @@ class MemoryBackend(Backend):
         if current.value != expected.value:
             raise CompareFailed(f"key {expected.key!r} has changed")
         return self._store(replace_with)
+
+    async def atomic_write(self, writes: Sequence[Write]) -> None:
+        self._check_open()
+        check_writes(writes)
+        for write in writes:
+            current = self._live(write.key)
+            if unmet(write, current.revision if current is not None else 0):
+                raise CompareFailed(f"key {write.key!r} is missing or has changed")
+        for write in writes:
+            if write.item is not None:
+                self._store(write.item)
+            elif self._live(write.key) is not None:
+                self._remove([write.key])
 
     async def delete(self, key: bytes) -> None:
         self._check_open()

@@ -47,8 +47,11 @@ from .base import (
     Item,
     Sweeper,
     Watcher,
+    Write,
     check_limit,
     check_swap,
+    check_writes,
+    unmet,
 )
 
 __all__ = ["SQLiteBackend"]
@@ -157,6 +160,42 @@ class SQLiteBackend(Backend):
             f"{_SET} WHERE key = :key AND value = :expected AND {_LIVE}", replace_with,
             {"expected": expected.value},
             missing=CompareFailed(f"key {expected.key!r} is missing or has changed"))
+
+    async def atomic_write(self, writes: Sequence[Write]) -> None:
+        check_writes(writes)
+
+        async def body(db: aiosqlite.Connection, last: int) -> list[Event]:
+            for write in writes:
+                if write.expect_revision is not None:
+                    rows = list(await db.execute_fetchall(
+                        f"SELECT revision FROM items WHERE key = :key AND {_LIVE}",
+                        self._params({"key": write.key})))
+                    if unmet(write, rows[0][0] if rows else 0):
+                        raise CompareFailed(f"key {write.key!r} is missing or has changed")
+            # Keys differ, so the statements commute: deletes first (which of them
+            # removed something decides the revisions), then every put in one call.
+            removed = set()
+            for write in writes:
+                if write.item is None:
+                    rows = list(await db.execute_fetchall(
+                        f"DELETE FROM items WHERE key = :key AND {_LIVE} RETURNING key",
+                        self._params({"key": write.key})))
+                    if rows:
+                        removed.add(write.key)
+            events: list[Event] = []
+            for write in writes:
+                revision = last + len(events) + 1
+                if write.item is not None:
+                    events.append(Event(EventType.PUT,
+                                        dataclasses.replace(write.item, revision=revision)))
+                elif write.key in removed:
+                    events.append(Event(EventType.DELETE, Item(write.key, b"", revision=revision)))
+            puts = [self._params(_row(e.item)) for e in events if e.type is EventType.PUT]
+            if puts:
+                await db.executemany(_UPSERT, puts)
+            return events
+
+        await self._write(body)
 
     async def delete(self, key: bytes) -> None:
         await self._remove(f"DELETE FROM items WHERE key = :key AND {_LIVE} RETURNING key",
