@@ -299,6 +299,11 @@ async def _prepare(db: aiosqlite.Connection, path: Path) -> int:
     if mode != "wal":
         raise BadParameter(f"sqlite database {path}: cannot use WAL journal (got {mode!r})")
     await db.execute("PRAGMA synchronous = NORMAL")
+    # Reads through a map of the file and a 64 MiB page cache, not a pread() per page
+    # into 2 MiB: recordings make the file large, and every SSH session reads a dozen
+    # items (a leaf's auth: ~38 -> ~25 ms of CPU per session, bench/load.py).
+    await db.execute("PRAGMA cache_size = -65536")
+    await db.execute("PRAGMA mmap_size = 268435456")
     [(version,)] = await db.execute_fetchall("PRAGMA user_version")
     if version > SCHEMA_VERSION:
         raise BadParameter(f"sqlite database {path} has schema version {version}, this "
