@@ -58,14 +58,16 @@ def _addr(i: int) -> str:
 
 async def _add_nodes(auth: AuthServer, count: int) -> None:
     now = auth.clock.now()
+    nodes = []
     for i in range(count):
         host_id = str(uuid.uuid4())
-        await auth.nodes.upsert(Node(
+        nodes.append(Node(
             metadata=Metadata(name=host_id, labels={"env": "bench", "fake": "yes"},
                               expires=now + LISTED_FOR),
             spec=NodeSpec(hostname=f"fake-{i:06d}", addr=_addr(i), cluster=auth.cluster,
                           host_id=host_id),
             status=NodeStatus(last_heartbeat=now)))
+    await auth.nodes.create_many(nodes)
 
 
 async def _add_leaves(auth: AuthServer, indexes: range, out: Path) -> FakeLeaves:

@@ -142,6 +142,17 @@ async def test_a_changed_node_leaves_no_old_index_entries(store: NodeStore,
     assert await store.by_hostname("new") == []
 
 
+async def test_bulk_registration_writes_whole_batches(store: NodeStore,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("gatehouse.services.nodes.INDEX_BATCH", 3)
+    await store.create_many([node(f"n{i}", f"h{i}", f"10.0.0.{i}:22") for i in range(7)])
+    assert names(await store.select(everyone)) == [f"n{i}" for i in range(7)]
+    assert [n.metadata.name for n in await store.by_addr("10.0.0.5:22")] == ["n5"]
+    with pytest.raises(AlreadyExists):  # n7, n8 new, n6 taken: that batch is not written
+        await store.create_many([node("n7", "h7"), node("n6", "h6"), node("n8", "h8")])
+    assert await store.count() == 7 and await store.by_hostname("h7") == []
+
+
 async def test_create_update_delete_keep_their_contracts(store: NodeStore,
                                                          backend: Backend) -> None:
     with pytest.raises(NotFound):
