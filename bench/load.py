@@ -36,6 +36,7 @@ TARGET_RATE = 250.0
 TARGET_P99_MS = 250.0
 START_DELAY = 1.0  # seconds for the generators to import and load keys
 CONCURRENCY = 8  # sessions at once, over all generator processes
+LIGHT_LOGIN_TAG = "gatehouse benchmark (bench/load.py)"
 
 
 @dataclass
@@ -122,21 +123,24 @@ def light_login() -> Iterator[str]:
     bash does when SSH_CLIENT is set, under sshd and a Gatehouse node alike), and
     that .bashrc runs `pyenv init`: ~120 ms of CPU and ~250 ms per session, which
     would cap both sides near 10 sessions/s and measure bash, not the access plane.
-    The login is made here (system account, not locked, no home) if missing, and
-    removed again if it was made here.
+    The login is made here (system account, no home, no password: it can log in
+    only with the bench's own client key) and removed at the end. One left behind
+    by an interrupted run is recognised by its comment and replaced; an account of
+    that name that the bench did not make is never used.
     """
     try:
-        pwd.getpwnam(LIGHT_LOGIN)
-        made = False
+        if pwd.getpwnam(LIGHT_LOGIN).pw_gecos != LIGHT_LOGIN_TAG:
+            raise BenchError(f"a user {LIGHT_LOGIN} exists that the benchmark did not make")
+        run(["userdel", LIGHT_LOGIN]).check()
     except KeyError:
-        run(["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
-             "--shell", "/bin/sh", "--password", "*", LIGHT_LOGIN]).check()
-        made = True
+        pass
+    run(["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
+         "--shell", "/bin/sh", "--password", "*", "--comment", LIGHT_LOGIN_TAG,
+         LIGHT_LOGIN]).check()
     try:
         yield LIGHT_LOGIN
     finally:
-        if made:
-            run(["userdel", LIGHT_LOGIN])
+        run(["userdel", LIGHT_LOGIN]).check()
 
 
 def measure(gh: Gatehouse, sshd: OpenSSH, dir: Path, *, seconds: float,

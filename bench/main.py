@@ -122,7 +122,7 @@ def _clusters_rows(run: Run, gh: Gatehouse, sshd: OpenSSH, dir: Path, sizes: Siz
         run.group("listing", lambda: listing.measure(gh, base, sizes.nodes, sizes.repeats))
 
 
-def _start_all(dir: Path) -> tuple[OpenSSH, Gatehouse]:
+def _start_all(dir: Path, keys: Path) -> tuple[OpenSSH, Gatehouse]:
     """sshd and the clusters, side by side (sshd in a thread: it mostly waits)."""
     find_sshd()  # fail at once, not after the clusters started
     found: list[OpenSSH] = []
@@ -130,7 +130,7 @@ def _start_all(dir: Path) -> tuple[OpenSSH, Gatehouse]:
 
     def sshd() -> None:
         try:
-            found.append(start_sshd(dir / "sshd"))
+            found.append(start_sshd(dir / "sshd", keys))
         except BenchError as exc:
             errors.append(exc)
 
@@ -205,14 +205,14 @@ def _main(argv: list[str] | None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGINT too: a shell may
         signal.signal(sig, _on_term)  # have started us with it ignored (a background job)
     dir = Path(tempfile.mkdtemp(prefix="gatehouse-bench-"))
-    dir.chmod(0o711)  # sshd reads authorized_keys as the light login (bench/load.py)
+    keys = Path(tempfile.mkdtemp(prefix="gatehouse-bench-keys-"))  # see start_sshd
     started = time.monotonic()
     run = Run()
     keep = args.keep
     try:
         say(f"{mode} run; work directory {dir}")
         try:
-            sshd, gh = _start_all(dir)
+            sshd, gh = _start_all(dir, keys)
         except BenchError as exc:
             keep = True
             print(f"bench: cannot run: {exc} (logs in {dir})", file=sys.stderr)
@@ -238,6 +238,7 @@ def _main(argv: list[str] | None) -> int:
         raise
     finally:
         stop_all(final=True)
+        shutil.rmtree(keys, ignore_errors=True)
         if not keep:
             shutil.rmtree(dir, ignore_errors=True)
     present = {f.id for f in run.figures}

@@ -1,8 +1,9 @@
 """CI's smoke check of a benchmark run: `python -m bench.smoke FILE`.
 
 Exit 0 when FILE (written by `bench/run --json FILE`) parses and holds every row
-of the table with the fields issue 5 names; else 1, one line per problem. It
-judges the file's shape, never the figures: targets are not pass/fail in CI.
+of the table, measured, with the fields issue 5 names; else 1, one line per
+problem. A row that could not be measured means the harness broke, and fails
+the check; whether a figure meets its target never does (not pass/fail in CI).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ def problems(path: Path) -> list[str]:
         for field, kind in FIELDS.items():
             if not isinstance(figure.get(field), kind):
                 found.append(f"row {id}: field {field} is {figure.get(field)!r}")
+        if figure.get("value") is None:
+            found.append(f"row {id} was not measured: {figure.get('note', '')}")
     return found
 
 

@@ -25,7 +25,7 @@ ListenAddress 127.0.0.1
 ListenAddress 127.0.0.2
 HostKey {dir}/host_ed25519
 PidFile {dir}/sshd.pid
-AuthorizedKeysFile {dir}/authorized_keys
+AuthorizedKeysFile {keys}/authorized_keys
 StrictModes no
 UseDNS no
 UsePAM no
@@ -101,14 +101,21 @@ class OpenSSH:
                 "127.0.0.2" if jump else "127.0.0.1", *command]
 
 
-def start_sshd(dir: Path) -> OpenSSH:
-    """Keys, configs, and sshd itself, listening once this returns."""
+def start_sshd(dir: Path, keys: Path) -> OpenSSH:
+    """Keys, configs, and sshd itself, listening once this returns.
+
+    ``keys`` holds authorized_keys alone, outside ``dir``: sshd reads it as the
+    login, and the session-rate row logs in as an unprivileged one (bench/load.py),
+    which may traverse ``keys`` (0711) but not the run's directory (0700).
+    """
     sshd = find_sshd()
     dir.mkdir(parents=True, exist_ok=True)
     Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # its privilege-separation dir
     _keygen(dir / "host_ed25519")
     _keygen(dir / "client_ed25519")
-    (dir / "authorized_keys").write_text((dir / "client_ed25519.pub").read_text())
+    keys.chmod(0o711)
+    (keys / "authorized_keys").write_text((dir / "client_ed25519.pub").read_text())
+    (keys / "authorized_keys").chmod(0o644)
     (dir / "ssh_config").write_text(CLIENT_CONFIG.format(dir=dir, cipher=CIPHER))
     host_key = (dir / "host_ed25519.pub").read_text().split()[:2]
     for attempt in range(3):
@@ -116,7 +123,7 @@ def start_sshd(dir: Path) -> OpenSSH:
         (dir / "known_hosts").write_text(
             f"[127.0.0.1]:{port},[127.0.0.2]:{port} {' '.join(host_key)}\n")
         config = dir / "sshd_config"
-        config.write_text(SSHD_CONFIG.format(port=port, dir=dir, cipher=CIPHER))
+        config.write_text(SSHD_CONFIG.format(port=port, dir=dir, keys=keys, cipher=CIPHER))
         run([sshd, "-t", "-f", str(config)]).check()
         daemon = Daemon("sshd", [sshd, "-D", "-e", "-f", str(config)],
                         dir / f"sshd{attempt}.log")

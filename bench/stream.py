@@ -81,8 +81,14 @@ def measure(gh: Gatehouse, sshd: OpenSSH, size: int, repeats: int) -> list[Figur
         for _ in range(repeats):
             settle(gh.quiet_pids(), timeout=upload)
             unrecorded.append(stream_rate(argv, size, gh.env()))
-    finally:
-        set_leaf_recording(gh, "node")
+    except BenchError as exc:
+        try:
+            set_leaf_recording(gh, "node")
+        except BenchError as again:
+            raise BenchError(f"{exc}; then, setting the leaf back to recording: {again}") \
+                from exc
+        raise
+    set_leaf_recording(gh, "node")
     mib = size >> 20
     off = sorted(unrecorded)[len(unrecorded) // 2]
     return [

@@ -59,12 +59,15 @@ class GatehouseSection(_Strict):
     _addrs = field_validator("proxy_server", "auth_server")(_check_addr)
 
 
+# "node": the cluster's nodes record every session; "off": they record none.
+SessionRecording = Literal["node", "off"]
+
+
 class AuthService(_Strict):
     enabled: bool = False
     cluster_name: str = "gatehouse.local"
     listen_addr: str = DEFAULT_AUTH_ADDR
-    # "node": the cluster's nodes record every session; "off": they record none
-    session_recording: Literal["node", "off"] = "node"
+    session_recording: SessionRecording = "node"
 
     _addrs = field_validator("listen_addr")(_check_addr)
 

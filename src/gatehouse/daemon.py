@@ -138,8 +138,8 @@ async def _services(cfg: Config, clock: Clock) -> AsyncIterator[
                 clock=clock,
             )
             stack.push_async_callback(backend.close)
-            auth = await AuthServer.open(backend, clock, cfg.auth_service.cluster_name)
-            auth.session_recording = cfg.auth_service.session_recording
+            auth = await AuthServer.open(backend, clock, cfg.auth_service.cluster_name,
+                                         cfg.auth_service.session_recording)
             await _start_auth(cfg, auth, stack)
             yield auth, auth.cluster, _dial_addr(cfg.auth_service.listen_addr)
         else:

@@ -27,6 +27,7 @@ from gatehouse.auth.totp import TOTPStore
 from gatehouse.auth.trust import PublicCA, TrustStore
 from gatehouse.backend import Backend, Item
 from gatehouse.clock import Clock
+from gatehouse.config import SessionRecording
 from gatehouse.errors import AccessDenied, AlreadyExists, BadParameter, GatehouseError, NotFound
 from gatehouse.hostport import split_host_port
 from gatehouse.jointoken import JoinToken
@@ -69,6 +70,7 @@ class AuthServer:
         clock: Clock,
         cluster: str,
         cas: dict[str, authorities.CertAuthority],
+        session_recording: SessionRecording = "node",
     ) -> None:
         self.backend = backend
         self.clock = clock
@@ -84,10 +86,11 @@ class AuthServer:
         self.trust = TrustStore(backend, clock, cluster, self.audit)
         self.hosts = HostRegistry(backend)
         self.recordings = RecordingStore(backend)
-        self.session_recording = "node"  # or "off": auth_service.session_recording
+        self.session_recording = session_recording  # what the nodes are told to do
 
     @classmethod
-    async def open(cls, backend: Backend, clock: Clock, cluster: str) -> AuthServer:
+    async def open(cls, backend: Backend, clock: Clock, cluster: str,
+                   session_recording: SessionRecording = "node") -> AuthServer:
         """Load (or on first start create) the cluster's name, CAs and preset roles."""
         key = b"/cluster_name"
         try:
@@ -101,7 +104,10 @@ class AuthServer:
                 f"but the config names {cluster!r}"
             )
         cas = await authorities.load_or_create(backend, cluster, clock)
-        server = cls(backend, clock, cluster, cas)
+        server = cls(backend, clock, cluster, cas, session_recording)
+        if session_recording == "off":
+            log.warning("session recording is off (auth_service.session_recording): the "
+                        "cluster's nodes record no session")
         indexed = await server.nodes.index_existing()
         if indexed:
             log.info("indexed %d nodes stored by an earlier version", indexed)

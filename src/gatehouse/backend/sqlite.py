@@ -301,7 +301,9 @@ async def _prepare(db: aiosqlite.Connection, path: Path) -> int:
     await db.execute("PRAGMA synchronous = NORMAL")
     # Reads through a map of the file and a 64 MiB page cache, not a pread() per page
     # into 2 MiB: recordings make the file large, and every SSH session reads a dozen
-    # items (a leaf's auth: ~38 -> ~25 ms of CPU per session, bench/load.py).
+    # items (a leaf's auth: ~38 -> ~25 ms of CPU per session, bench/load.py). The
+    # price (SQLite's mmap notes): a disk read error in the mapped part is a SIGBUS
+    # that stops the process, rather than an error to handle.
     await db.execute("PRAGMA cache_size = -65536")
     await db.execute("PRAGMA mmap_size = 268435456")
     [(version,)] = await db.execute_fetchall("PRAGMA user_version")

@@ -23,6 +23,13 @@ from gatehouse.errors import GatehouseError
 __all__ = ["Invocation", "main", "parse", "proxy_ssh", "split_target", "ssh", "try_fast"]
 
 
+# The options gsh.py declares for the two commands (tests/cli/test_connect.py checks
+# that they agree), and whether each takes a value.
+GLOBAL_FLAGS = ("--debug", "--no-debug")
+SSH_OPTIONS = {"--cluster": True, "-t": False}
+PROXY_SSH_OPTIONS = {"--cluster": True}
+
+
 def split_target(target: str) -> tuple[str, str] | None:
     """LOGIN@NODE -> (login, node), or None when malformed."""
     login, sep, node = target.partition("@")
@@ -119,11 +126,11 @@ def parse(argv: list[str]) -> Invocation | None:
     """The invocation for ``gsh ARGV`` if it is `ssh` or `proxy ssh` in a shape typer
     would accept the same way; else None."""
     debug = False
-    while argv and argv[0] in ("--debug", "--no-debug"):
+    while argv and argv[0] in GLOBAL_FLAGS:
         debug, argv = argv[0] == "--debug", argv[1:]
     if argv[:1] == ["ssh"]:
         # allow_interspersed_args=False: options before LOGIN@NODE, the rest is the command
-        split = _options(argv[1:], {"--cluster": True, "-t": False}, interspersed=False)
+        split = _options(argv[1:], SSH_OPTIONS, interspersed=False)
         if split is None or not split[1]:
             return None
         opts, (target, *command) = split
@@ -133,7 +140,7 @@ def parse(argv: list[str]) -> Invocation | None:
         return Invocation("ssh", login_node, str(opts.get("--cluster", "")), command,
                           bool(opts.get("-t", False)), debug)
     if argv[:2] == ["proxy", "ssh"]:
-        split = _options(argv[2:], {"--cluster": True}, interspersed=True)
+        split = _options(argv[2:], PROXY_SSH_OPTIONS, interspersed=True)
         if split is None or len(split[1]) != 1:
             return None
         opts, (target,) = split

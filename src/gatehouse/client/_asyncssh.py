@@ -1,8 +1,10 @@
-"""asyncssh for gsh, imported without its probe for liboqs.
+"""asyncssh for gsh, imported without its probes for shared libraries.
 
-asyncssh looks for liboqs (sntrup761 key exchange) with ctypes.util.find_library,
-which runs ldconfig and gcc: ~25 ms of every `gsh ssh`. gsh does without it and
-offers mlkem768x25519 (from cryptography) and curve25519 as usual.
+At import asyncssh looks for liboqs (sntrup761 key exchange, and ML-KEM where
+cryptography lacks it) and nettle (UMAC MACs) with ctypes.util.find_library, which
+runs ldconfig and gcc: ~25 ms of every `gsh ssh`. gsh does without both: it
+negotiates aes128-gcm or chacha20-poly1305 (no separate MAC) and, with
+cryptography 50, mlkem768x25519 or curve25519 for the key exchange.
 """
 
 import ctypes.util

@@ -25,9 +25,10 @@ from gatehouse.errors import AccessDenied, ConnectionProblem
 __all__ = ["run_ssh"]
 
 CHUNK = 256 * 1024
-# The node may send up to 256 KiB per packet (OpenSSH's limit too), 8 packets in
-# flight: a stream costs a few Python calls per 256 KiB instead of per 32 KiB.
-SESSION_MAX_PACKET = 256 * 1024 - 1024
+# The node may send up to 256 KiB of data per packet (asyncssh allows 1 KiB more for
+# the packet's own bytes), 8 packets in flight: a stream costs a few Python calls per
+# 256 KiB instead of per 32 KiB. A Gatehouse node reads its child 256 KiB at a time.
+SESSION_MAX_PACKET = 256 * 1024
 SESSION_WINDOW = 8 * SESSION_MAX_PACKET
 
 

@@ -62,7 +62,9 @@ log = logging.getLogger(__name__)
 
 EventHook = Callable[[str, dict[str, object]], None]
 
-_READ_CHUNK = 256 * 1024  # the largest SSH packet gsh accepts (client/ssh.py)
+# The child's output is read this much at a time: the channel data one SSH packet to
+# gsh carries (gsh accepts 256 KiB, client/ssh.py; OpenSSH 32 KiB: asyncssh splits).
+_READ_CHUNK = 256 * 1024
 
 
 class SessionTap(Protocol):

@@ -329,7 +329,8 @@ def spawn(
         else:
             for child_reads in (True, False, False):  # stdin, stdout, stderr
                 r, w = os.pipe2(os.O_CLOEXEC)
-                _widen(w)
+                if not child_reads and as_root:
+                    _widen(w)
                 ours.append(w if child_reads else r)
                 theirs.append(r if child_reads else w)
             stdio = (theirs[0], theirs[1], theirs[2])
@@ -369,8 +370,10 @@ def spawn(
 
 
 def _widen(pipe_fd: int) -> None:
-    """A 1 MiB pipe instead of 64 KiB: a busy stream wakes the node up once per 256 KiB
-    read rather than once per 64 KiB. Best effort: a full pipe budget keeps 64 KiB."""
+    """A 1 MiB pipe instead of 64 KiB for the child's output: a busy stream wakes the
+    node once per 256 KiB read rather than per 64 KiB. Only a node running as root
+    widens pipes: another user's pipes count against pipe-user-pages-soft (64 MiB),
+    past which the kernel gives that user's new pipes 8 KiB. Best effort."""
     with contextlib.suppress(OSError):
         fcntl.fcntl(pipe_fd, F_SETPIPE_SZ, PIPE_SIZE)
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import typer
+from typer.core import TyperCommand, TyperGroup, TyperOption
 from typer.testing import CliRunner
 
 from gatehouse.cli import connect
@@ -55,3 +57,24 @@ def test_what_it_recognises() -> None:
 ], ids=lambda argv: " ".join(argv) or "(nothing)")
 def test_anything_else_is_left_to_typer(argv: list[str]) -> None:
     assert parse(argv) is None
+
+
+def _options(command: TyperCommand | TyperGroup) -> set[str]:
+    return {opt for p in command.params if isinstance(p, TyperOption)
+            for opt in (*p.opts, *p.secondary_opts)} - {"--help"}
+
+
+def test_the_fast_path_knows_exactly_the_options_gsh_declares() -> None:
+    group = typer.main.get_command(app)
+    assert isinstance(group, TyperGroup)
+    ssh, proxy = group.commands["ssh"], group.commands["proxy"]
+    assert isinstance(ssh, TyperCommand) and isinstance(proxy, TyperGroup)
+    proxy_ssh = proxy.commands["ssh"]
+    assert isinstance(proxy_ssh, TyperCommand)
+    assert _options(ssh) == set(connect.SSH_OPTIONS)
+    assert _options(proxy_ssh) == set(connect.PROXY_SSH_OPTIONS)
+    assert _options(group) == set(connect.GLOBAL_FLAGS)
+    for command, known in ((ssh, connect.SSH_OPTIONS), (proxy_ssh, connect.PROXY_SSH_OPTIONS)):
+        takes_value = {o for p in command.params if isinstance(p, TyperOption)
+                       and not p.is_flag for o in p.opts}
+        assert takes_value == {o for o, value in known.items() if value}
