@@ -2,9 +2,9 @@
 
 Each cluster is one process with auth + proxy, and a node process that joins
 through the proxy with a token from `gatectl tokens add` (a node is another
-host in real life: its SSH work stays off the proxy's event loop). (An
-auth-only `gatehouse start` exits right after "is up" at the time of writing,
-so the root's auth and proxy share a process.) The leaf joins the root with a
+host in real life: its SSH work stays off the proxy's event loop). The auth and
+the proxy share a process, as in `gatehouse start`'s default; the idle-tunnel
+figures (bench/tunnels.py) are therefore of both together. The leaf joins the root with a
 trusted_cluster token and resource, and its proxy dials the reverse tunnel.
 A root user logged in with `gsh login` (its own GATEHOUSE_HOME) reaches both
 nodes. Ports are picked at run time; every process is a `gatehouse start -c`.

@@ -3,32 +3,24 @@ and audit events reported by hosts. The caller is whoever the client certificate
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import itertools
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from gatehouse import tls
-from gatehouse.auth.api import EVENT_SKEW, MAX_FIELDS, MAX_MESSAGE, make_api_app
+from gatehouse.auth.api import EVENT_SKEW, MAX_FIELDS, MAX_MESSAGE
 from gatehouse.auth.server import NODE_TTL, AuthServer
 from gatehouse.client.api import APIClient
 from gatehouse.clock import FakeClock
 from gatehouse.errors import AccessDenied, BadParameter, NotFound
-from gatehouse.keystore import StoredIdentity
-from gatehouse.proxy.web import CLIENT_CERT_HEADER
 from gatehouse.services.events import AuditEvent
 from gatehouse.types.remote_cluster import RemoteCluster
 from gatehouse.types.resource import Metadata
 from gatehouse.types.user import User, UserSpec
 from gatehouse.types.yaml_io import to_json_obj
-from tests.auth.samples import CLUSTER, NODE_ADDR, add_role, certify, der
+from tests.auth.conftest import API
+from tests.auth.samples import CLUSTER, NODE_ADDR, add_role, certify
 
 PASSWORD = "correct horse battery"
 
@@ -39,85 +31,6 @@ pytestmark = pytest.mark.usefixtures("fast_hashing")
 def clock() -> FakeClock:
     # The TLS handshake checks certificates against the real time, not this clock.
     return FakeClock(dt.datetime.now(dt.UTC).replace(microsecond=0))
-
-
-class API:
-    """The auth API served over TLS, and clients of it holding various identities."""
-
-    def __init__(self, server: AuthServer, addr: str, directory: Path) -> None:
-        self.server = server
-        self.addr = addr
-        self._directory = directory
-        self._names = itertools.count()
-        self._clients: list[APIClient] = []
-
-    def _client(self, key: ed25519.Ed25519PrivateKey, tls_cert: str,
-                headers: dict[str, str] | None = None) -> APIClient:
-        store = StoredIdentity(self._directory / f"id{next(self._names)}")
-        store.save(key, tls_cert, self.server.cas["host"].tls_cert_pem)
-        ctx = tls.client_context(store.cas_pem(), cert_file=store.tls_cert_file,
-                                 key_file=store.key_pem_file)
-        client = APIClient(self.addr, ctx, server_hostname=f"auth.{CLUSTER}", headers=headers)
-        self._clients.append(client)
-        return client
-
-    async def _login(self, name: str, roles: list[str]) -> tuple[ed25519.Ed25519PrivateKey, str]:
-        """Create (or update) the user; a fresh key and TLS certificate of theirs."""
-        user = User(metadata=Metadata(name=name),
-                    spec=UserSpec(roles=roles, traits={"logins": [name]}))
-        await self.server.users.upsert(user)
-        key = ed25519.Ed25519PrivateKey.generate()
-        return key, (await self.server.issue_user_certs(user, key.public_key(), ttl=None)).tls_cert
-
-    async def user_cert(self, name: str, roles: list[str]) -> str:
-        return (await self._login(name, roles))[1]
-
-    async def user(self, name: str, roles: list[str]) -> APIClient:
-        return self._client(*await self._login(name, roles))
-
-    async def host(self, role: str, host_id: str, nodename: str, addrs: list[str],
-                   headers: dict[str, str] | None = None) -> APIClient:
-        key = ed25519.Ed25519PrivateKey.generate()
-        certs = await self.server.certify_host(role, host_id, nodename, key.public_key(), addrs,
-                                               [])
-        return self._client(key, certs.tls_cert, headers)
-
-    async def proxy_relaying(self, user_tls_cert: str) -> APIClient:
-        """A proxy forwarding a user's call, as proxy/web.AuthForwarder does."""
-        header = base64.b64encode(der(user_tls_cert)).decode()
-        return await self.host("proxy", "proxy-hid", "proxy1", [],
-                               headers={CLIENT_CERT_HEADER: header})
-
-    def admin(self) -> APIClient:
-        key = ed25519.Ed25519PrivateKey.generate()
-        return self._client(key, self.server.issue_admin_certs(key.public_key()).tls_cert)
-
-    async def close(self) -> None:
-        for client in self._clients:
-            await client.close()
-
-
-@pytest.fixture
-async def api(server: AuthServer, tmp_path: Path) -> AsyncIterator[API]:
-    """The auth API as daemon._start_auth serves it, on a free loopback port."""
-    key = ed25519.Ed25519PrivateKey.generate()
-    certs = await server.certify_host("auth", "auth", "auth", key.public_key(), [], [])
-    store = StoredIdentity(tmp_path / "auth")
-    store.save(key, certs.tls_cert, server.cas["host"].tls_cert_pem)
-    ctx = tls.server_context(store.tls_cert_file, store.key_pem_file,
-                             server.cas["host"].tls_cert_pem + server.cas["user"].tls_cert_pem,
-                             alpn=["http/1.1"])
-    runner = web.AppRunner(make_api_app(server), access_log=None, shutdown_timeout=0.1)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
-        await site.start()
-        port = runner.addresses[0][1]
-        harness = API(server, f"127.0.0.1:{port}", tmp_path)
-        yield harness
-        await harness.close()
-    finally:
-        await runner.cleanup()
 
 
 async def denied_events(server: AuthServer) -> list[AuditEvent]:
