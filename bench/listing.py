@@ -29,9 +29,15 @@ def time_listings(gh: Gatehouse, repeats: int, *, expect: int = 0) -> dict[str, 
             if res.rc != 0:
                 raise BenchError(f"`gsh {' '.join(args)}` exited {res.rc}: "
                                  f"{(res.err.strip().splitlines() or ['?'])[-1]}")
-            if key == "json" and len(json.loads(res.out)) < expect:
-                raise BenchError(f"`gsh ls` listed {len(json.loads(res.out))} nodes, "
-                                 f"expected at least {expect}")
+            if key == "json":
+                try:
+                    listed = len(json.loads(res.out))
+                except ValueError as exc:
+                    raise BenchError(f"`gsh ls --format=json` printed {len(res.out)} "
+                                     f"characters that are not JSON: {exc}") from None
+                if listed < expect:
+                    raise BenchError(f"`gsh ls` listed {listed} nodes, expected at least "
+                                     f"{expect}")
             times[key].append(res.seconds)
     return times
 
