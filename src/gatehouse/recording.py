@@ -170,9 +170,13 @@ class RecordingWriter:
         return MAGIC + _HEAD_LEN.pack(len(header)) + header
 
     def frame_output(self, t: float, data: bytes) -> bytes:
-        if len(data) > _U32:
-            raise BadParameter(f"output frame of {len(data)} bytes: limit {_U32}")
-        return _FRAME.pack(_OUTPUT, self._ms(t), len(data)) + data
+        return self.output_header(t, len(data)) + data
+
+    def output_header(self, t: float, length: int) -> bytes:
+        """An output frame's bytes before its ``length`` bytes of payload."""
+        if length > _U32:
+            raise BadParameter(f"output frame of {length} bytes: limit {_U32}")
+        return _FRAME.pack(_OUTPUT, self._ms(t), length)
 
     def frame_resize(self, t: float, cols: int, rows: int) -> bytes:
         if not (0 <= cols <= _U32 and 0 <= rows <= _U32):

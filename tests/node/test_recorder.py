@@ -17,7 +17,7 @@ import pytest
 
 from gatehouse.clock import FakeClock
 from gatehouse.node import recorder as recorder_mod
-from gatehouse.node.recorder import MAX_BUFFER, SessionRecorder, recover
+from gatehouse.node.recorder import DIRECT_WRITE, MAX_BUFFER, SessionRecorder, recover
 from gatehouse.node.session import SessionPolicy, make_session_factory
 from gatehouse.recording import Frame, decode, output_bytes
 
@@ -77,6 +77,23 @@ async def test_records_output_and_resizes_in_order(make: Callable[..., SessionRe
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(rec.directory.stat().st_mode) == 0o700
     assert rec.error is None
+
+
+async def test_a_large_chunk_is_written_at_once_after_what_was_buffered(
+        make: Callable[..., SessionRecorder]) -> None:
+    mono = Mono()
+    rec = make(monotonic=mono, flush_interval=60)  # no periodic flush: only ours
+    rec.start()
+    rec.output(b"prompt$ ")
+    mono.now += 1.0
+    big = os.urandom(DIRECT_WRITE)
+    rec.output(big)
+    assert rec.buffered == 0 and rec.max_buffered < DIRECT_WRITE  # never copied in
+    on_disk = decode(rec.path.read_bytes())  # in the file already, in order
+    assert on_disk.frames == [Frame("o", 0.0, b"prompt$ "), Frame("o", 1.0, big)]
+    assert not on_disk.truncated
+    rec.output(b"$ ")
+    assert decode((await rec.close()).read_bytes()).frames[2:] == [Frame("o", 1.0, b"$ ")]
 
 
 async def test_close_is_idempotent_and_later_output_is_ignored(
