@@ -2,8 +2,9 @@
 
 Timed from the outside like rows 1-3 (process start-up included), before the
 fill (the baseline: the cluster's own node) and after it. At a reduced count
-the figure is projected linearly to the target's count: baseline +
-(after - baseline) x target / count.
+`--format=json` is projected linearly to the target's count: baseline +
+(after - baseline) x target / count; `--limit=100` lists 100 nodes at any
+count and is judged as measured (time per node listed, as issue 5 says).
 """
 
 from __future__ import annotations
@@ -46,15 +47,24 @@ def measure(gh: Gatehouse, base: dict[str, list[float]], count: int,
             repeats: int) -> list[Figure]:
     after = time_listings(gh, repeats, expect=count)
     scale = TARGET_COUNT / count
-    figures = []
-    for key, name in (("limit", "`gsh ls --limit=100`"), ("json", "`gsh ls --format=json`")):
-        t0 = min(base[key])
-        projected = [t0 + (t - t0) * scale for t in after[key]]
-        how = f" (projected from {count:,})" if count != TARGET_COUNT else ""
-        figures.append(absolute_figure(
-            f"ls_{key}", f"{name}, {TARGET_COUNT:,} nodes{how}", projected, "s",
-            limit=LIMITS[key], better="lower",
-            note=(f"measured {sorted(after[key])[len(after[key]) // 2]:.2f} s over "
-                  f"{count:,} nodes, {t0:.2f} s over the cluster's own node") if count !=
-            TARGET_COUNT else ""))
-    return figures
+    median = {key: sorted(times)[len(times) // 2] for key, times in after.items()}
+    reduced = count != TARGET_COUNT
+    t0 = min(base["json"])
+    # --limit=100 lists 100 nodes whatever the count (a page of the hostname index), so
+    # its time per node listed is judged as measured; --format=json lists them all, so
+    # at a reduced count its time above the one-node baseline is scaled to the target.
+    return [
+        absolute_figure(
+            "ls_limit", f"`gsh ls --limit=100`, {count:,} nodes", after["limit"], "s",
+            limit=LIMITS["limit"], better="lower",
+            note=(f"100 nodes listed out of {count:,} (the target is over "
+                  f"{TARGET_COUNT:,}: the same 100 listed); {min(base['limit']):.2f} s over "
+                  "the cluster's own node") if reduced else ""),
+        absolute_figure(
+            "ls_json", f"`gsh ls --format=json`, {TARGET_COUNT:,} nodes"
+            + (f" (projected from {count:,})" if reduced else ""),
+            [t0 + (t - t0) * scale for t in after["json"]], "s",
+            limit=LIMITS["json"], better="lower",
+            note=(f"measured {median['json']:.2f} s over {count:,} nodes, {t0:.2f} s over "
+                  "the cluster's own node") if reduced else ""),
+    ]
