@@ -3,9 +3,10 @@
 
 Each tunnel is what a leaf proxy's agent opens: TLS with ALPN
 ``gatehouse-tunnel/1`` and that leaf's proxy certificate, then Gatehouse's
-multiplexer (``MuxSession``), which answers the root's pings; like the agent,
-it also pings the root every ``PING_INTERVAL``. It opens no streams and
-refuses the root's. (It does not check the root's certificate: it stands in
+multiplexer (``MuxSession``), which answers the root's heartbeat pings; like
+the agent, it sets the same TCP keepalive options on its socket, and closes a
+tunnel on which the root stayed silent for ``ROOT_SILENT_AFTER``. It opens no
+streams and refuses the root's. (It does not check the root's certificate: it stands in
 for the leaves, and is not what is being measured.)
 
 It writes ``{"up", "failed", "errors", "seconds"}`` to ``--out`` once every
@@ -26,8 +27,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from gatehouse.tunnel.liveness import ROOT_SILENT_AFTER, set_keepalive
 from gatehouse.tunnel.mux import MuxSession
-from gatehouse.tunnel.server import ALPN_TUNNEL, PING_INTERVAL
+from gatehouse.tunnel.server import ALPN_TUNNEL
 from gatehouse.types.resource import split_host_port
 
 HANDSHAKES_AT_ONCE = 32
@@ -55,9 +57,10 @@ class Tunnels:
 
     async def connect(self, cert: Path) -> MuxSession:
         loop = asyncio.get_running_loop()
-        _, session = await asyncio.wait_for(loop.create_connection(
+        transport, session = await asyncio.wait_for(loop.create_connection(
             lambda: MuxSession(dialer=True), self.host, self.port,
             ssl=_context(cert, self.key), server_hostname=self.host), 15)
+        set_keepalive(transport.get_extra_info("socket"))
         return session
 
     @staticmethod
@@ -96,16 +99,14 @@ class Tunnels:
                 await asyncio.sleep(0.3)
 
     async def keepalive(self) -> None:
-        """Ping the root from every tunnel each PING_INTERVAL, spread over the interval."""
+        """Close the tunnels the root stopped pinging, as the agent's ``_keepalive`` does
+        (one watchdog for all of them: this process is not what is measured)."""
         while True:
-            live = [s for s in self.sessions if not s.closed.done()]
-            gap = PING_INTERVAL / max(1, len(live))
-            for s in live:
-                task = asyncio.ensure_future(s.ping(PING_INTERVAL * 2))
-                task.add_done_callback(lambda t: t.cancelled() or t.exception())
-                await asyncio.sleep(gap)
-            if not live:
-                await asyncio.sleep(PING_INTERVAL)
+            now = time.monotonic()
+            for s in self.sessions:
+                if not s.closed.done() and now - s.last_seen >= ROOT_SILENT_AFTER:
+                    s.close("no heartbeat from the root")
+            await asyncio.sleep(1.0)
 
     def status(self, started: float) -> dict[str, Any]:
         return {"up": sum(1 for s in self.sessions if not s.closed.done()),
@@ -128,12 +129,12 @@ async def hold(tunnels: Tunnels, out: Path, probe_timeout: float) -> None:
     await tunnels.probe(probe_timeout)
     slots = asyncio.Semaphore(HANDSHAKES_AT_ONCE)
     await asyncio.gather(*(tunnels.dial_retrying(c, slots) for c in tunnels.certs))
-    pinger = asyncio.create_task(tunnels.keepalive())
+    watchdog = asyncio.create_task(tunnels.keepalive())
     while not stop.is_set():
         _write(out, tunnels.status(started))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 1.0)
-    pinger.cancel()
+    watchdog.cancel()
     for s in tunnels.sessions:
         s.close("bench done")
     await asyncio.sleep(0.2)

@@ -5,14 +5,20 @@ The tunnels come from ``bench.tunnelclient``, one per fake leaf cluster that
 tunnels need many leaves). The root's proxy shares its process with the
 root's auth (see bench/clusters.py), so the figures are that process's: VmRSS
 from /proc/PID/status, CPU from utime+stime in /proc/PID/stat over an idle
-window (cut into one sub-window per repeat). Both are read before the tunnels
-too (the baseline), and at a reduced count the figure is projected linearly
-to the target's count: baseline + (with - baseline) x target / count.
+window (cut into one sub-window per repeat). With the tunnels, each CPU
+sub-window spans a whole heartbeat period (the root pings a quiet tunnel once
+per HEARTBEAT_INTERVAL, see gatehouse/tunnel/liveness.py), so that every
+sample holds one round of heartbeats whatever their phase: the sub-windows
+then overlap, each starting ``window / repeats`` after the one before. Both
+are read before the tunnels too (the baseline), and at a reduced count the
+figure is projected linearly to the target's count: baseline + (with -
+baseline) x target / count.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import sys
 import time
@@ -21,22 +27,29 @@ from pathlib import Path
 from bench.figures import Figure, absolute_figure
 from bench.fill import FakeLeaves
 from bench.procs import BenchError, Daemon, cpu_seconds, rss_bytes, settle
+from gatehouse.tunnel.liveness import HEARTBEAT_INTERVAL, SWEEP_INTERVAL
 
 TARGET_COUNT = 10_000
 TARGET_RSS_MIB = 1024.0
 TARGET_CPU_PCT = 5.0
 SETTLE_AFTER_OPEN = 2.0  # seconds: let the burst of "online" reports pass
+HEARTBEAT_PERIOD = HEARTBEAT_INTERVAL + SWEEP_INTERVAL  # each tunnel is pinged once in this
 
 
-def _sample(pid: int, window: float, repeats: int) -> tuple[list[float], list[float]]:
-    """(CPU % of one core, RSS MiB) per sub-window of ``window`` seconds."""
-    cpu, rss = [], []
-    for _ in range(repeats):
-        before, start = cpu_seconds(pid), time.monotonic()
-        time.sleep(window / repeats)
-        cpu.append(100 * (cpu_seconds(pid) - before) / (time.monotonic() - start))
-        rss.append(rss_bytes(pid) / 2**20)
-    return cpu, rss
+def _sample(pid: int, window: float, repeats: int,
+            span: float = 0.0) -> tuple[list[float], list[float]]:
+    """(CPU % of one core, RSS MiB) over ``repeats`` sub-windows of ``window / repeats``
+    seconds each or, if ``span`` is longer, of ``span`` seconds each, overlapping."""
+    step = window / repeats
+    steps = max(1, math.ceil(span / step))  # readings per sub-window
+    marks = []  # (time, CPU seconds, RSS MiB) every step
+    for i in range(repeats + steps):
+        if i:
+            time.sleep(step)
+        marks.append((time.monotonic(), cpu_seconds(pid), rss_bytes(pid) / 2**20))
+    cpu = [100 * (end[1] - start[1]) / (end[0] - start[0])
+           for start, end in zip(marks, marks[steps:], strict=False)]
+    return cpu, [m[2] for m in marks[steps:]]
 
 
 def _wait_status(client: Daemon, out: Path, timeout: float) -> dict[str, int]:
@@ -68,7 +81,7 @@ def measure(root_pid: int, proxy: str, leaves: FakeLeaves, dir: Path, *, window:
     try:
         status = _wait_status(client, out, 60 + count / 20)
         time.sleep(SETTLE_AFTER_OPEN)
-        cpu, rss = _sample(root_pid, window, repeats)
+        cpu, rss = _sample(root_pid, window, repeats, span=HEARTBEAT_PERIOD)
         held = dict(json.loads(out.read_text()))["up"]
     finally:
         client.stop()
@@ -85,11 +98,12 @@ def measure(root_pid: int, proxy: str, leaves: FakeLeaves, dir: Path, *, window:
     note = (f"NOT MET at any projection: {shortfall.rstrip('.')}. " if shortfall else "") + (
             f"{held:,} of {count:,} tunnels held (opened in {status['seconds']:.1f} s"
             f"{', ' + str(status['failed']) + ' failed' if status['failed'] else ''}), "
-            f"simulated leaf proxies (TLS + Gatehouse mux, pinging as the leaf agent does); "
+            f"simulated leaf proxies (TLS + Gatehouse mux, answering heartbeats as the leaf "
+            f"agent does); "
             f"the root's auth+proxy process: RSS {base_rss:.0f} MiB before, "
             f"{statistics.median(rss):.0f} MiB with them ({per_tunnel:.0f} KiB per tunnel), "
             f"CPU {base_cpu:.1f}% before, {statistics.median(cpu):.1f}% with them, "
-            f"over {window:g} s idle")
+            f"over idle windows of one heartbeat period ({HEARTBEAT_PERIOD:g} s)")
     figures = [
         absolute_figure("tunnels_rss", f"root proxy RSS, {TARGET_COUNT:,} idle tunnels{how}",
                         proj_rss, "MiB", limit=TARGET_RSS_MIB, better="lower", note=note),

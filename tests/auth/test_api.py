@@ -406,3 +406,33 @@ async def test_a_resent_host_event_is_stored_once(node: APIClient, server: AuthS
     assert await post(node, ev) == {"stored": 1, "rejected": 0}
     assert await post(node, ev) == {"stored": 1, "rejected": 0}  # after a lost reply
     assert len(await server.audit.search(types=["session.end"])) == 1
+
+
+# --- a root proxy's report of the tunnels it holds ----------------------------------------
+
+
+async def test_a_proxy_reports_every_tunnel_it_holds_in_one_call(root_proxy: APIClient,
+                                                                 server: AuthServer) -> None:
+    await root_proxy.post("/v1/remote_clusters/heartbeat", {"leaves": ["us-east-1a"]})
+    [rc] = await server.trust.remote_clusters()
+    assert rc.status.connection == "online"
+    await root_proxy.post("/v1/remote_clusters/heartbeat", {"leaves": []})
+    [rc] = await server.trust.remote_clusters()
+    assert rc.status.connection == "offline"
+
+
+async def test_only_a_proxy_reports_tunnels(api: API, node: APIClient,
+                                            server: AuthServer) -> None:
+    await server.trust.remotes.create(RemoteCluster(metadata=Metadata(name="us-east-1a")))
+    for caller in (api.admin(), node):
+        with pytest.raises(AccessDenied):
+            await caller.post("/v1/remote_clusters/heartbeat", {"leaves": ["us-east-1a"]})
+    [rc] = await server.trust.remote_clusters()
+    assert rc.status.connection == "offline"
+
+
+@pytest.mark.parametrize("body", [{}, {"leaves": "us-east-1a"}, {"leaves": [1]}])
+async def test_a_malformed_tunnel_report_is_refused(root_proxy: APIClient,
+                                                    body: dict[str, Any]) -> None:
+    with pytest.raises(BadParameter):
+        await root_proxy.post("/v1/remote_clusters/heartbeat", body)

@@ -36,7 +36,7 @@ from .harness import (
     wait_for,
     write_yaml,
 )
-from .trusted import ROOT, trusted_cluster_yaml, wait_online
+from .trusted import ROOT, connection, trusted_cluster_yaml, wait_offline, wait_online
 
 LEAF = "us-east-1a"
 
@@ -183,6 +183,56 @@ def test_leaf_without_ingress_is_reached_through_its_tunnel(
         # Still no way in, with the tunnel up.
         for port in (auth, proxy, ssh):
             assert not _connects(leaf_ip, port)
+    finally:
+        stop_all([leaf])
+        root.stop()
+
+
+def _iptables(ns: str, action: str, root_ip: str) -> None:
+    """Add (-I) or delete (-D) a silent black hole between the leaf and the root: every
+    packet dropped both ways, no FIN or RST ever sent, as when a link is cut."""
+    for rule in (["INPUT", "-s", root_ip, "-j", "DROP"], ["OUTPUT", "-d", root_ip, "-j", "DROP"]):
+        subprocess.run(["ip", "netns", "exec", ns, "iptables", action, *rule], check=True,
+                       capture_output=True, timeout=10)
+
+
+def test_a_silently_lost_tunnel_goes_offline_within_seconds_and_comes_back(
+    namespace: tuple[str, str, str], tmp_path: Path,
+) -> None:
+    ns, root_ip, _ = namespace
+    root = RootOnLink(tmp_path / "root", name=ROOT)
+    root.link_ip = root_ip
+    root.start()
+    leaf_dir = tmp_path / "leaf"
+    leaf_dir.mkdir()
+    auth, proxy, ssh = free_ports(3)
+    config = write_yaml(leaf_dir / "gatehouse.yaml", {
+        "version": "v1",
+        "gatehouse": {"nodename": "node1", "data_dir": str(leaf_dir / "data")},
+        "auth_service": {"enabled": True, "cluster_name": LEAF,
+                         "listen_addr": f"127.0.0.1:{auth}"},
+        "proxy_service": {"enabled": True, "listen_addr": f"127.0.0.1:{proxy}"},
+        "ssh_service": {"enabled": True, "listen_addr": f"127.0.0.1:{ssh}"},
+    })
+    leaf = NamespacedDaemon(ns, "leaf", config, leaf_dir / "gatehouse.log").start()
+    try:
+        leaf.wait_ready(lambda: _leaf_gatectl(ns, config, "status").rc == 0)
+        token = root.token("trusted_cluster")
+        resource = trusted_cluster_yaml(root, token, "{remote: access, local: [access]}",
+                                        proxy_addr=f"{root_ip}:{root.proxy_port}")
+        _leaf_gatectl(ns, config, "create", "-", input=resource).ok()
+        wait_online(root, LEAF, timeout=20)
+
+        # The link goes dark: neither end hears a word, so only liveness checks can tell
+        # (the kernel's TCP keepalive: about 11 s; the root's heartbeats: minutes).
+        _iptables(ns, "-I", root_ip)
+        wait_offline(root, LEAF, timeout=20)
+        assert connection(root, LEAF) == "offline"
+
+        # The link comes back: the leaf, which gave up on its half of the tunnel too,
+        # dials again by itself.
+        _iptables(ns, "-D", root_ip)
+        wait_online(root, LEAF, timeout=45)
     finally:
         stop_all([leaf])
         root.stop()

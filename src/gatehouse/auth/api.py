@@ -280,10 +280,14 @@ async def trust(request: web.Request) -> web.StreamResponse:
 
 
 async def remote_heartbeat(request: web.Request) -> web.Response:
-    await _allowed(request, "remote_cluster", "heartbeat")
-    body = await _body(request)
-    await _server(request).trust.leaf_heartbeat(request.match_info["name"],
-                                                bool(body.get("online")))
+    """A root proxy's report of every leaf whose tunnel it holds (one call for all)."""
+    caller = await _allowed(request, "remote_cluster", "heartbeat")
+    if caller.identity.kind != "host" or caller.identity.system_role != "proxy":
+        raise AccessDenied("only a proxy of this cluster reports the tunnels it holds")
+    leaves = _field(await _body(request), "leaves", list)
+    if not all(isinstance(leaf, str) for leaf in leaves):
+        raise BadParameter("field 'leaves' must be a list of cluster names")
+    await _server(request).trust.tunnels_held(caller.identity.name, leaves)
     return web.json_response({})
 
 
@@ -682,7 +686,7 @@ def make_api_app(server: AuthServer) -> web.Application:
     r.add_post("/v1/join", join)
     r.add_post("/v1/trusted_clusters/join", join_leaf)
     r.add_get("/v1/clusters", clusters)
-    r.add_post("/v1/remote_clusters/{name}/heartbeat", remote_heartbeat)
+    r.add_post("/v1/remote_clusters/heartbeat", remote_heartbeat)
     r.add_get("/v1/status", status)
     r.add_post("/v1/nodes/heartbeat", heartbeat)
     r.add_get("/v1/nodes/resolve", resolve)

@@ -7,7 +7,10 @@ the root's CAs, so nothing the root signed is trusted any more.
 
 Root side: a leaf's join stores the leaf's public host CA (trusted only to
 authenticate that leaf proxy's tunnel) and a ``remote_cluster`` record whose
-status follows the tunnel.
+status follows the tunnel. Each root proxy reports every few seconds, in one call,
+the leaves whose tunnels it holds; the auth keeps that as one item per proxy (with
+when it last held each leaf it no longer holds), so that a leaf costs no write of
+its own: its connection and last heartbeat are read from those items.
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ import contextlib
 import datetime as dt
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from gatehouse.auth.authorities import CertAuthority
 from gatehouse.backend import Backend, Item, prefix_end
-from gatehouse.clock import Clock
+from gatehouse.clock import Clock, utc
 from gatehouse.errors import AccessDenied, AlreadyExists, BadParameter, NotFound
 from gatehouse.services.events import AuditLog
 from gatehouse.services.resources import ResourceStore
@@ -30,12 +34,16 @@ from gatehouse.types.resource import Metadata
 from gatehouse.types.token import Token
 from gatehouse.types.trusted_cluster import TrustedCluster
 
-__all__ = ["ONLINE_WITHIN", "PublicCA", "TrustStore"]
+__all__ = ["ONLINE_WITHIN", "REPORT_KEPT", "PublicCA", "TrustStore"]
 
 log = logging.getLogger(__name__)
 
-# A remote cluster counts as online while its tunnel heartbeats are this fresh.
-ONLINE_WITHIN = dt.timedelta(seconds=10)
+# A leaf is online while a root proxy's report listing its tunnel is this fresh (a proxy
+# reports every tunnel.liveness.REPORT_INTERVAL; this spans a few missed reports).
+ONLINE_WITHIN = dt.timedelta(seconds=15)
+# A proxy's last report outlives the proxy by this much, and remembers a leaf it no
+# longer holds this long, for the last_heartbeat shown.
+REPORT_KEPT = dt.timedelta(days=30)
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,33 @@ class PublicCA:
     @classmethod
     def of(cls, ca: CertAuthority) -> PublicCA:
         return cls(ca.cluster, ca.type, ca.ssh_public_line, ca.tls_cert_pem)
+
+
+@dataclass(frozen=True)
+class _TunnelReport:
+    """What one root proxy last said: the leaves whose tunnels it held then, and when it
+    last held each leaf it held before (times as Unix timestamps: cheap to read)."""
+
+    time: float
+    leaves: frozenset[str]
+    gone: dict[str, float]
+
+    def to_json(self) -> bytes:
+        return json.dumps({"time": self.time, "leaves": list(self.leaves),
+                           "gone": self.gone}).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> _TunnelReport:
+        data = json.loads(raw)
+        return cls(float(data["time"]), frozenset(map(str, data["leaves"])),
+                   {str(k): float(v) for k, v in data["gone"].items()})
+
+    def then(self, now: float, held: frozenset[str]) -> _TunnelReport:
+        """The report that follows this one, holding ``held`` at ``now``."""
+        oldest = now - REPORT_KEPT.total_seconds()
+        gone = {leaf: t for leaf, t in self.gone.items() if leaf not in held and t >= oldest}
+        gone.update((leaf, self.time) for leaf in self.leaves - held)
+        return _TunnelReport(now, held, gone)
 
 
 class TrustStore:
@@ -165,23 +200,58 @@ class TrustStore:
         await self.remotes.delete(leaf)
         await self._backend.delete_range(*_range(f"/authorities/leaves/{leaf}/"))
 
-    async def leaf_heartbeat(self, leaf: str, online: bool) -> None:
-        rc = await self.remotes.get(leaf)
-        now = self._clock.now()
-        status = RemoteClusterStatus(connection="online" if online else "offline",
-                                     last_heartbeat=now if online else
-                                     rc.status.last_heartbeat)
-        await self.remotes.upsert(rc.model_copy(update={"status": status}))
+    @staticmethod
+    def _report_key(proxy: str) -> bytes:
+        if not proxy or "/" in proxy:
+            raise BadParameter(f"invalid proxy name {proxy!r} in a tunnel report")
+        return f"/tunnels/{proxy}".encode()
+
+    async def tunnels_held(self, proxy: str, leaves: Iterable[str]) -> None:
+        """Record that ``proxy`` now holds the tunnels of ``leaves`` (and of no other
+        leaf): one write, however many leaves."""
+        key = self._report_key(proxy)
+        now = self._clock.now().timestamp()
+        held = frozenset(leaves)
+        try:
+            report = _TunnelReport.from_json((await self._backend.get(key)).value).then(now, held)
+        except NotFound:
+            report = _TunnelReport(now, held, {})
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.warning("replacing the unreadable tunnel report of proxy %s: %s", proxy, exc)
+            report = _TunnelReport(now, held, {})
+        await self._backend.put(Item(key=key, value=report.to_json(),
+                                     expires=utc(now) + REPORT_KEPT))
+
+    async def _reports(self) -> list[_TunnelReport]:
+        out = []
+        for item in await self._backend.get_range(*_range("/tunnels/")):
+            try:
+                out.append(_TunnelReport.from_json(item.value))
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                log.warning("ignoring unreadable tunnel report %s: %s", item.key.decode(), exc)
+        return out
 
     async def remote_clusters(self) -> list[RemoteCluster]:
-        """Remote clusters with ``connection`` judged now (stale heartbeats are offline)."""
-        now = self._clock.now()
+        """Remote clusters with ``connection`` judged now: online while a fresh report of
+        a proxy lists the leaf's tunnel; ``last_heartbeat``: the last report that did."""
+        now = self._clock.now().timestamp()
+        online: set[str] = set()
+        beats: dict[str, float] = {}
+        for report in await self._reports():
+            if now - report.time <= ONLINE_WITHIN.total_seconds():
+                online.update(report.leaves)
+            for leaf, t in [*((leaf, report.time) for leaf in report.leaves),
+                            *report.gone.items()]:
+                if t > beats.get(leaf, 0.0):
+                    beats[leaf] = t
         out = []
         for rc in await self.remotes.list():
-            beat = rc.status.last_heartbeat
-            online = (rc.status.connection == "online" and beat is not None
-                      and now - beat <= ONLINE_WITHIN)
-            status = RemoteClusterStatus(connection="online" if online else "offline",
+            name = rc.metadata.name
+            beat = utc(beats[name]) if name in beats else None
+            kept = rc.status.last_heartbeat  # written by versions before these reports
+            if beat is None or (kept is not None and kept > beat):
+                beat = kept
+            status = RemoteClusterStatus(connection="online" if name in online else "offline",
                                          last_heartbeat=beat)
             out.append(rc.model_copy(update={"status": status}))
         return out

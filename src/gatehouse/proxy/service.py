@@ -91,8 +91,9 @@ class ProxyService:
         reply = await self._api.post(f"/v1/remote_events/{leaf}", {"events": batch["events"]})
         return dict(reply)
 
-    async def _report_leaf(self, leaf: str, online: bool) -> None:
-        await self._api.post(f"/v1/remote_clusters/{leaf}/heartbeat", {"online": online})
+    async def _report_tunnels(self, leaves: list[str]) -> None:
+        """Tell the auth every leaf whose tunnel this proxy holds (one call for all)."""
+        await self._api.post("/v1/remote_clusters/heartbeat", {"leaves": leaves})
 
     async def _follow_leaves(self, tunnels: TunnelServer) -> None:
         """Close the tunnel of a leaf as soon as the root's auth forgets it."""
@@ -120,8 +121,8 @@ class ProxyService:
         auth_ssl = tls.client_context(ident.cas_pem(), cert_file=ident.tls_cert_file,
                                       key_file=ident.key_pem_file)
         forwarder = AuthForwarder(self._auth_addr, auth_ssl, f"auth.{self._cluster}")
-        tunnels = TunnelServer(lambda: self._trust.current().leaf_host_cas, self._report_leaf,
-                               self._store_leaf_events, self._clock)
+        tunnels = TunnelServer(lambda: self._trust.current().leaf_host_cas,
+                               self._report_tunnels, self._store_leaf_events, self._clock)
         runner = web.AppRunner(make_web_app(forwarder, self._cluster, tunnels.relay_api),
                                access_log=None, shutdown_timeout=2.0)
         await runner.setup()
@@ -152,6 +153,7 @@ class ProxyService:
             )
             try:
                 tg.create_task(agent.run())
+                tg.create_task(tunnels.run())
                 tg.create_task(self._follow_leaves(tunnels))
                 started(self._cfg.listen_addr)
                 await asyncio.Future()

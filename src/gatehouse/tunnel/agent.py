@@ -6,7 +6,7 @@ by the root's host CA stored at join, and serves the streams the root opens:
 SSH to a registered node of this cluster (never any other address), or an API
 call relayed to this cluster's auth. It follows the trust snapshot: a disabled
 or removed trust closes the tunnel at once. Reconnects back off exponentially
-with jitter.
+with jitter. The root sends the heartbeats; this end answers them (see liveness.py).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from gatehouse.errors import ConnectionProblem, GatehouseError
 from gatehouse.hostport import split_host_port
 from gatehouse.keystore import StoredIdentity
 from gatehouse.proxy.web import AuthForwarder, ForwardedCall
+from gatehouse.tunnel.liveness import ROOT_SILENT_AFTER, set_keepalive
 from gatehouse.tunnel.mux import MuxSession, MuxStream, splice
 from gatehouse.tunnel.server import ALPN_TUNNEL, read_all
 
@@ -40,7 +41,6 @@ Audit = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 MAX_BACKOFF = 10.0
 EVENT_POLL = 1.0
-PING_INTERVAL = 5.0
 HEALTHY_AFTER = 5.0
 
 
@@ -102,9 +102,10 @@ class TunnelAgent:
         while True:
             started = time.monotonic()
             try:
-                _, session = await asyncio.wait_for(loop.create_connection(
+                transport, session = await asyncio.wait_for(loop.create_connection(
                     lambda: MuxSession(dialer=True, on_open=self._serve), host, port,
                     ssl=self._context(root), server_hostname=host), 15)
+                set_keepalive(transport.get_extra_info("socket"))
             except (OSError, TimeoutError, ssl.SSLError) as exc:
                 log.warning("cannot reach root %s at %s: %s", root.name, root.proxy_addr,
                             exc or type(exc).__name__)
@@ -156,15 +157,14 @@ class TunnelAgent:
         return True
 
     async def _keepalive(self, session: MuxSession) -> None:
+        """Redial a root gone silent: it pings a quiet tunnel every HEARTBEAT_INTERVAL,
+        and the MuxSession answers (a dead peer is the kernel's keepalive's to find)."""
         while not session.closed.done():
-            done, _ = await asyncio.wait([session.closed], timeout=PING_INTERVAL)
-            if done:
+            quiet = time.monotonic() - session.last_seen
+            if quiet >= ROOT_SILENT_AFTER:
+                session.close("no heartbeat from the root")
                 return
-            try:
-                await session.ping(PING_INTERVAL * 2)
-            except (GatehouseError, TimeoutError):
-                session.close("ping timed out")
-                return
+            await asyncio.wait([session.closed], timeout=ROOT_SILENT_AFTER - quiet)
 
     async def _serve(self, stream: MuxStream) -> None:
         kind = stream.meta.get("kind")

@@ -2,17 +2,22 @@
 
 A leaf proxy connects with its host certificate; it is accepted only if that
 certificate is a proxy certificate signed by the host CA the leaf registered
-when it joined. One tunnel per leaf: a new one replaces the old. The root
-pings each tunnel and reports the leaf online to its auth while pings return;
-a lost tunnel is reported offline at once.
+when it joined. One tunnel per leaf: a new one replaces the old.
+
+Liveness costs almost nothing per idle tunnel (see liveness.py): the kernel's TCP
+keepalive notices a dead peer, and one task pings, in batches, only the tunnels it
+has not heard from for a while, and reports the leaves held to the auth in one
+call, at once (coalesced) when a tunnel comes or goes, and every few seconds anyway.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,17 +28,23 @@ from gatehouse.clock import Clock
 from gatehouse.errors import AccessDenied, BadParameter, ConnectionProblem, GatehouseError
 from gatehouse.proxy.web import ForwardedCall
 from gatehouse.tls import peer_der
+from gatehouse.tunnel.frames import FrameType
+from gatehouse.tunnel.liveness import (
+    PING_STEPS,
+    SWEEP_INTERVAL,
+    ReportSchedule,
+    set_keepalive,
+    sweep,
+)
 from gatehouse.tunnel.mux import MuxSession, MuxStream
 
-__all__ = ["ALPN_TUNNEL", "PING_INTERVAL", "TunnelServer", "read_all"]
+__all__ = ["ALPN_TUNNEL", "TunnelServer", "read_all"]
 
 log = logging.getLogger(__name__)
 
 ALPN_TUNNEL = "gatehouse-tunnel/1"
-PING_INTERVAL = 2.0
-PING_TIMEOUT = 6.0
 
-Report = Callable[[str, bool], Awaitable[None]]  # (leaf, online)
+Report = Callable[[list[str]], Awaitable[None]]  # every leaf whose tunnel this proxy holds
 StoreEvents = Callable[[str, Any], Awaitable[dict[str, Any]]]  # (leaf, batch) -> ack
 MAX_EVENT_BATCH = 4 << 20
 
@@ -54,6 +65,7 @@ class _TunnelConnection(MuxSession):
         super().__init__(dialer=False, on_open=self._incoming_stream)
         self._server = server
         self.leaf = ""
+        self.pinged: float | None = None  # when our last heartbeat ping went out
 
     async def _incoming_stream(self, stream: MuxStream) -> None:
         """Streams the leaf opens: its audit events, for the root's unified log."""
@@ -81,7 +93,23 @@ class _TunnelConnection(MuxSession):
             log.warning("tunnel refused remote=%s reason=%r", peer, str(exc))
             self.close(f"tunnel refused: {exc}")
             return
+        set_keepalive(transport.get_extra_info("socket"))
         self._server._register(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self._server._unregister(self)
+
+    def heartbeat(self) -> None:
+        """Ask the leaf for a sign of life; its PONG (as any frame) moves ``last_seen``
+        past ``pinged``. Not awaited: the sweep checks for the answer."""
+        self.pinged = time.monotonic()
+        self._send(FrameType.PING, 0, b"beat----")
+
+    def drop(self) -> None:
+        """Close at once, without the TLS goodbye a leaf that stopped answering won't send."""
+        if self._transport is not None:
+            self._transport.abort()
 
 
 class TunnelServer:
@@ -92,7 +120,9 @@ class TunnelServer:
         self._store_events = store_events
         self._clock = clock
         self._sessions: dict[str, _TunnelConnection] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._schedule = ReportSchedule(time.monotonic())
+        self._wake = asyncio.Event()
+        self._idle_reported = False  # the auth knows we hold no tunnel: no need to repeat it
 
     def protocol(self) -> asyncio.BaseProtocol:
         return _TunnelConnection(self)
@@ -117,36 +147,75 @@ class TunnelServer:
         if old is not None:
             old.close("replaced by a newer tunnel")
         log.info("tunnel from leaf %s is up", session.leaf)
-        self._spawn(self._watch(session))
+        self._changed()
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _unregister(self, session: _TunnelConnection) -> None:
+        if session.leaf and self._sessions.get(session.leaf) is session:
+            del self._sessions[session.leaf]
+            reason = session.closed.result() if session.closed.done() else "closed"
+            log.info("tunnel from leaf %s is down: %s", session.leaf, reason)
+            self._changed()
 
-    async def _watch(self, session: _TunnelConnection) -> None:
-        """Ping while it lives; report online/offline to the auth."""
-        leaf = session.leaf
+    def _changed(self) -> None:
+        self._schedule.changed(time.monotonic())
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Heartbeats to quiet tunnels, and reports of the ones held to the auth."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._heartbeats())
+            tg.create_task(self._reports())
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await self.sweep(time.monotonic())
+
+    async def _reports(self) -> None:
+        while True:
+            now = time.monotonic()
+            if self._schedule.wait(now) == 0:
+                await self._report_held(now)
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._schedule.wait(now)):
+                    await self._wake.wait()
+
+    async def _report_held(self, now: float) -> None:
+        self._schedule.sending(now)
+        held = list(self._sessions)
+        if not held and self._idle_reported:
+            return  # a proxy without leaves (most of them) stays quiet
         try:
-            await self._report(leaf, True)
-            while not session.closed.done():
-                try:
-                    await session.ping(PING_TIMEOUT)
-                except (ConnectionProblem, TimeoutError):
-                    session.close("ping timed out")
-                    break
-                await self._report(leaf, True)
-                await asyncio.wait([session.closed], timeout=PING_INTERVAL)
+            await self._report(held)
         except GatehouseError as exc:
-            log.warning("could not report tunnel status of %s: %s", leaf, exc)
-        finally:
-            if self._sessions.get(leaf) is session:
-                del self._sessions[leaf]
-                log.info("tunnel from leaf %s is down", leaf)
-                try:
-                    await self._report(leaf, False)
-                except GatehouseError as exc:
-                    log.warning("could not report %s offline: %s", leaf, exc)
+            log.warning("could not report the tunnels held to the auth: %s", exc)
+            self._schedule.failed(time.monotonic())
+        else:
+            self._idle_reported = not held
+
+    async def sweep(self, now: float, spread: float = SWEEP_INTERVAL) -> None:
+        """One round, ``spread`` seconds long: drop the tunnels that left a heartbeat
+        unanswered, and ping those not heard from for a while, in up to PING_STEPS
+        batches over the round.
+
+        ``now`` is ``time.monotonic()``, the clock of ``last_seen`` and ``pinged``. The
+        batches are spread because the answers to one burst re-arm the TCP keepalive
+        timers of all those tunnels, on both ends, for the same instant, and a burst of
+        thousands of keepalive probes overflows the kernel's backlog (on loopback,
+        net.core.netdev_max_backlog), which drops them: seen as tunnels timing out.
+        """
+        ping, dead = sweep(((s, s.last_seen, s.pinged) for s in self._sessions.values()), now)
+        for session in dead:
+            log.warning("dropping the tunnel from leaf %s: no answer to a heartbeat",
+                        session.leaf)
+            session.drop()
+        steps = max(1, min(PING_STEPS, len(ping)))  # no pings: one sleep, no wake-ups
+        for i in range(steps):
+            for session in ping[i::steps]:
+                session.heartbeat()
+            if spread > 0:
+                await asyncio.sleep(spread / steps)
 
     def drop_unknown(self) -> None:
         """Close tunnels of leaves that are no longer trusted (removed on the auth)."""
@@ -180,5 +249,3 @@ class TunnelServer:
     def close(self) -> None:
         for session in list(self._sessions.values()):
             session.close("root proxy shutting down")
-        for task in self._tasks:
-            task.cancel()

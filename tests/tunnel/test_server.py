@@ -1,0 +1,241 @@
+"""The root's tunnel server with real TLS peers on loopback: who may hold a tunnel, the
+heartbeats it sends only to quiet tunnels, and its reports of the tunnels it holds."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from gatehouse import tls, x509
+from gatehouse.clock import SystemClock
+from gatehouse.errors import ConnectionProblem
+from gatehouse.tunnel import liveness
+from gatehouse.tunnel.liveness import COALESCE, HEARTBEAT_INTERVAL, PING_TIMEOUT, RETRY
+from gatehouse.tunnel.mux import MuxSession
+from gatehouse.tunnel.server import ALPN_TUNNEL, TunnelServer
+
+TIMEOUT = 5.0
+
+
+class Silent(asyncio.Protocol):
+    """A peer that completed TLS and then stopped reading: it never answers a ping."""
+
+    def __init__(self) -> None:
+        self.lost = asyncio.get_running_loop().create_future()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost.set_result(None)
+
+
+class Root:
+    """A root proxy's tunnel server on loopback, trusting the host CAs of ``leaves``."""
+
+    def __init__(self, directory: Path, leaves: list[str]) -> None:
+        self.dir = directory
+        self.now = dt.datetime.now(dt.UTC)
+        self.cas = {leaf: x509.new_ca(leaf, "host", self.now) for leaf in leaves}
+        self.known = set(leaves)  # the leaves the root's auth still lists
+        self.reports: asyncio.Queue[list[str]] = asyncio.Queue()
+        self.failures = 0  # reports to fail before the auth answers again
+        self.tunnels = TunnelServer(
+            lambda: {leaf: x509.pem_cert(self.cas[leaf][1]) for leaf in self.known},
+            self._report, self._store_events, SystemClock())
+        self.port = 0
+
+    async def _report(self, leaves: list[str]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionProblem("the auth is away")
+        await self.reports.put(sorted(leaves))
+
+    async def _store_events(self, leaf: str, batch: object) -> dict[str, object]:
+        return {"stored": 0, "rejected": 0}
+
+    def _files(self, name: str, key: ed25519.Ed25519PrivateKey, cert: str) -> tuple[Path, Path]:
+        cert_file, key_file = self.dir / f"{name}.crt", self.dir / f"{name}.key"
+        cert_file.write_text(cert)
+        key_file.write_text(x509.pem_key(key))
+        return cert_file, key_file
+
+    async def start(self) -> None:
+        ca_key, ca = x509.new_ca("sso.example.com", "host", self.now)
+        key = ed25519.Ed25519PrivateKey.generate()
+        cert = x509.issue(ca_key, ca, key.public_key(),
+                          x509.Identity(kind="host", name="proxy", cluster="sso.example.com",
+                                        roles=("proxy",)),
+                          now=self.now, ttl=dt.timedelta(hours=1), dns_names=["localhost"])
+        ctx = tls.server_context(*self._files("root", key, x509.pem_cert(cert)),
+                                 "".join(x509.pem_cert(c) for _, c in self.cas.values()),
+                                 alpn=[ALPN_TUNNEL])
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(self.tunnels.protocol, "127.0.0.1", 0, ssl=ctx)
+        self.port = self.server.sockets[0].getsockname()[1]
+        self.task = asyncio.create_task(self.tunnels.run())
+
+    async def close(self) -> None:
+        self.task.cancel()
+        self.tunnels.close()
+        self.server.close()
+
+    async def dial(self, leaf: str, role: str = "proxy",
+                   protocol: Callable[[], asyncio.Protocol] | None = None) -> asyncio.Protocol:
+        """A leaf's proxy (or another of its hosts) connecting with its host certificate."""
+        ca_key, ca = self.cas[leaf]
+        key = ed25519.Ed25519PrivateKey.generate()
+        cert = x509.issue(ca_key, ca, key.public_key(),
+                          x509.Identity(kind="host", name=f"{role}-1", cluster=leaf,
+                                        roles=(role,)),
+                          now=self.now, ttl=dt.timedelta(hours=1))
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.load_cert_chain(*self._files(f"{leaf}-{role}", key, x509.pem_cert(cert)))
+        ctx.set_alpn_protocols([ALPN_TUNNEL])
+        loop = asyncio.get_running_loop()
+        _, proto = await loop.create_connection(protocol or (lambda: MuxSession(dialer=True)),
+                                                "127.0.0.1", self.port, ssl=ctx)
+        return proto
+
+    async def report(self) -> list[str]:
+        return await asyncio.wait_for(self.reports.get(), TIMEOUT)
+
+
+@pytest.fixture
+async def root(tmp_path: Path) -> AsyncIterator[Root]:
+    root = Root(tmp_path, ["us-east-1a", "us-east-1b"])
+    await root.start()
+    assert await root.report() == []  # a proxy starts by saying it holds nothing
+    yield root
+    await root.close()
+
+
+async def closed(session: MuxSession) -> None:
+    await asyncio.wait_for(session.closed, TIMEOUT)
+
+
+# --- reports to the auth -----------------------------------------------------------------
+
+
+async def test_a_tunnel_is_reported_when_it_comes_up_and_when_it_drops(root: Root) -> None:
+    started = time.monotonic()
+    leaf = await root.dial("us-east-1a")
+    assert isinstance(leaf, MuxSession)
+    assert await root.report() == ["us-east-1a"]
+    assert time.monotonic() - started < COALESCE + 2  # not at the next periodic report
+    leaf.close("leaf stopping")
+    assert await root.report() == []
+    assert root.tunnels.connected() == []
+
+
+async def test_tunnels_coming_up_together_make_one_report(root: Root) -> None:
+    await asyncio.gather(root.dial("us-east-1a"), root.dial("us-east-1b"))
+    assert await root.report() == ["us-east-1a", "us-east-1b"]
+
+
+async def test_reports_repeat_while_tunnels_are_held_and_stop_when_none_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(liveness, "REPORT_INTERVAL", 0.1)
+    root = Root(tmp_path, ["us-east-1a"])
+    await root.start()
+    try:
+        assert await root.report() == []
+        leaf = await root.dial("us-east-1a")
+        assert isinstance(leaf, MuxSession)
+        assert [await root.report() for _ in range(3)] == [["us-east-1a"]] * 3
+        leaf.close("leaf stopping")
+        assert await root.report() == []
+        await asyncio.sleep(0.5)
+        assert root.reports.empty()  # the auth knows it holds nothing: no more calls
+    finally:
+        await root.close()
+
+
+async def test_a_failed_report_is_sent_again(root: Root) -> None:
+    root.failures = 1
+    started = time.monotonic()
+    await root.dial("us-east-1a")
+    assert await root.report() == ["us-east-1a"]
+    assert time.monotonic() - started >= RETRY  # the first try failed
+
+
+async def test_a_newer_tunnel_replaces_the_older_one(root: Root) -> None:
+    first = await root.dial("us-east-1a")
+    assert await root.report() == ["us-east-1a"]
+    second = await root.dial("us-east-1a")
+    assert isinstance(first, MuxSession) and isinstance(second, MuxSession)
+    await closed(first)
+    assert root.tunnels.connected() == ["us-east-1a"]
+    assert not second.closed.done()
+    assert await root.report() == ["us-east-1a"]  # never reported gone meanwhile
+    await asyncio.sleep(COALESCE + 0.3)
+    assert root.reports.empty()
+
+
+# --- who may hold a tunnel ---------------------------------------------------------------
+
+
+async def test_only_a_proxy_of_the_leaf_may_open_its_tunnel(
+    root: Root, caplog: pytest.LogCaptureFixture,
+) -> None:
+    node = await root.dial("us-east-1a", role="node")
+    assert isinstance(node, MuxSession)
+    await closed(node)
+    assert "only a proxy of us-east-1a may open its tunnel" in caplog.text
+    assert root.tunnels.connected() == []
+
+
+async def test_a_removed_leaf_loses_its_tunnel_and_may_not_open_another(
+    root: Root, caplog: pytest.LogCaptureFixture,
+) -> None:
+    leaf = await root.dial("us-east-1a")
+    assert isinstance(leaf, MuxSession)
+    assert await root.report() == ["us-east-1a"]
+    root.known.discard("us-east-1a")
+    root.tunnels.drop_unknown()
+    await closed(leaf)
+    assert await root.report() == []
+    again = await root.dial("us-east-1a")
+    assert isinstance(again, MuxSession)
+    await closed(again)
+    assert "cluster us-east-1a is not a leaf of this cluster" in caplog.text
+    assert root.tunnels.connected() == []
+
+
+# --- heartbeats ----------------------------------------------------------------------------
+
+
+async def test_a_quiet_leaf_that_answers_heartbeats_keeps_its_tunnel(root: Root) -> None:
+    leaf = await root.dial("us-east-1a")
+    assert isinstance(leaf, MuxSession)
+    assert await root.report() == ["us-east-1a"]
+    heard_before = leaf.last_seen
+    await root.tunnels.sweep(time.monotonic() + HEARTBEAT_INTERVAL, spread=0)
+    for _ in range(100):  # the leaf hears the root's ping (and its MuxSession answers)
+        if leaf.last_seen > heard_before:
+            break
+        await asyncio.sleep(0.02)
+    assert leaf.last_seen > heard_before
+    await asyncio.sleep(0.1)  # the answer's way back
+    await root.tunnels.sweep(time.monotonic() + PING_TIMEOUT, spread=0)
+    assert root.tunnels.connected() == ["us-east-1a"]
+    assert not leaf.closed.done()
+
+
+async def test_a_leaf_that_does_not_answer_is_dropped_and_reported(root: Root) -> None:
+    silent = await root.dial("us-east-1a", protocol=Silent)
+    assert isinstance(silent, Silent)
+    assert await root.report() == ["us-east-1a"]
+    await root.tunnels.sweep(time.monotonic(), spread=0)
+    assert root.tunnels.connected() == ["us-east-1a"]  # heard from at connect: no ping yet
+    await root.tunnels.sweep(time.monotonic() + HEARTBEAT_INTERVAL, spread=0)  # pinged
+    await root.tunnels.sweep(time.monotonic() + PING_TIMEOUT, spread=0)  # no answer
+    assert await root.report() == []
+    await asyncio.wait_for(silent.lost, TIMEOUT)
