@@ -136,25 +136,44 @@ def _connects(addr: str, port: int) -> bool:
         return False
 
 
-def test_leaf_without_ingress_is_reached_through_its_tunnel(
-    namespace: tuple[str, str, str], tmp_path: Path,
-) -> None:
-    ns, root_ip, leaf_ip = namespace
-    root = RootOnLink(tmp_path / "root", name=ROOT)
+def _root_on_link(root_ip: str, workdir: Path) -> RootOnLink:
+    root = RootOnLink(workdir, name=ROOT)
     root.link_ip = root_ip
     root.start()
-    leaf_dir = tmp_path / "leaf"
+    return root
+
+
+def _leaf_config(leaf_dir: Path, host: str) -> tuple[Path, tuple[int, int, int]]:
+    """A one-process leaf listening on ``host``; (config, (auth, proxy, ssh) ports)."""
     leaf_dir.mkdir()
     auth, proxy, ssh = free_ports(3)
     config = write_yaml(leaf_dir / "gatehouse.yaml", {
         "version": "v1",
         "gatehouse": {"nodename": "node1", "data_dir": str(leaf_dir / "data")},
         "auth_service": {"enabled": True, "cluster_name": LEAF,
-                         "listen_addr": f"0.0.0.0:{auth}"},
-        "proxy_service": {"enabled": True, "listen_addr": f"0.0.0.0:{proxy}"},
-        "ssh_service": {"enabled": True, "listen_addr": f"0.0.0.0:{ssh}"},
+                         "listen_addr": f"{host}:{auth}"},
+        "proxy_service": {"enabled": True, "listen_addr": f"{host}:{proxy}"},
+        "ssh_service": {"enabled": True, "listen_addr": f"{host}:{ssh}"},
     })
-    leaf = NamespacedDaemon(ns, "leaf", config, leaf_dir / "gatehouse.log").start()
+    return config, (auth, proxy, ssh)
+
+
+def _join(ns: str, config: Path, root: Cluster, root_ip: str) -> None:
+    """Join the leaf (in ``ns``) to the root over the link, and wait for its tunnel."""
+    token = root.token("trusted_cluster")
+    resource = trusted_cluster_yaml(root, token, "{remote: access, local: [access]}",
+                                    proxy_addr=f"{root_ip}:{root.proxy_port}")
+    _leaf_gatectl(ns, config, "create", "-", input=resource).ok()
+    wait_online(root, LEAF, timeout=20)
+
+
+def test_leaf_without_ingress_is_reached_through_its_tunnel(
+    namespace: tuple[str, str, str], tmp_path: Path,
+) -> None:
+    ns, root_ip, leaf_ip = namespace
+    root = _root_on_link(root_ip, tmp_path / "root")
+    config, (auth, proxy, ssh) = _leaf_config(tmp_path / "leaf", "0.0.0.0")
+    leaf = NamespacedDaemon(ns, "leaf", config, tmp_path / "leaf" / "gatehouse.log").start()
     try:
         leaf.wait_ready(lambda: _leaf_gatectl(ns, config, "status").rc == 0)
 
@@ -164,11 +183,7 @@ def test_leaf_without_ingress_is_reached_through_its_tunnel(
         # ...while the leaf's services are up, and the leaf can reach the root.
         assert _leaf_gatectl(ns, config, "status").rc == 0
 
-        token = root.token("trusted_cluster")
-        resource = trusted_cluster_yaml(root, token, "{remote: access, local: [access]}",
-                                        proxy_addr=f"{root_ip}:{root.proxy_port}")
-        _leaf_gatectl(ns, config, "create", "-", input=resource).ok()
-        wait_online(root, LEAF, timeout=20)
+        _join(ns, config, root, root_ip)
 
         root.add_user("alice", roles="access", logins="root")
         home = tmp_path / "alice"
@@ -200,28 +215,12 @@ def test_a_silently_lost_tunnel_goes_offline_within_seconds_and_comes_back(
     namespace: tuple[str, str, str], tmp_path: Path,
 ) -> None:
     ns, root_ip, _ = namespace
-    root = RootOnLink(tmp_path / "root", name=ROOT)
-    root.link_ip = root_ip
-    root.start()
-    leaf_dir = tmp_path / "leaf"
-    leaf_dir.mkdir()
-    auth, proxy, ssh = free_ports(3)
-    config = write_yaml(leaf_dir / "gatehouse.yaml", {
-        "version": "v1",
-        "gatehouse": {"nodename": "node1", "data_dir": str(leaf_dir / "data")},
-        "auth_service": {"enabled": True, "cluster_name": LEAF,
-                         "listen_addr": f"127.0.0.1:{auth}"},
-        "proxy_service": {"enabled": True, "listen_addr": f"127.0.0.1:{proxy}"},
-        "ssh_service": {"enabled": True, "listen_addr": f"127.0.0.1:{ssh}"},
-    })
-    leaf = NamespacedDaemon(ns, "leaf", config, leaf_dir / "gatehouse.log").start()
+    root = _root_on_link(root_ip, tmp_path / "root")
+    config, _ = _leaf_config(tmp_path / "leaf", "127.0.0.1")
+    leaf = NamespacedDaemon(ns, "leaf", config, tmp_path / "leaf" / "gatehouse.log").start()
     try:
         leaf.wait_ready(lambda: _leaf_gatectl(ns, config, "status").rc == 0)
-        token = root.token("trusted_cluster")
-        resource = trusted_cluster_yaml(root, token, "{remote: access, local: [access]}",
-                                        proxy_addr=f"{root_ip}:{root.proxy_port}")
-        _leaf_gatectl(ns, config, "create", "-", input=resource).ok()
-        wait_online(root, LEAF, timeout=20)
+        _join(ns, config, root, root_ip)
 
         # The link goes dark: neither end hears a word, so only liveness checks can tell
         # (the kernel's TCP keepalive: about 11 s; the root's heartbeats: minutes).

@@ -50,10 +50,6 @@ class ResourceStore(Generic[R]):
         items = await self._backend.get_range(self._prefix, prefix_end(self._prefix), limit)
         return [self._load(i) for i in items]
 
-    async def count(self) -> int:
-        """How many are stored (live), without reading them into models."""
-        return len(await self._backend.get_range(self._prefix, prefix_end(self._prefix)))
-
     async def create(self, res: R) -> R:
         try:
             await self._backend.create(self._item(res))
