@@ -21,3 +21,6 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+# Byte-compile our own sources now: an editable install leaves them uncompiled, and
+# where PYTHONDONTWRITEBYTECODE is set every `gsh` start would compile them again.
+.venv/bin/python -m compileall -q src >/dev/null

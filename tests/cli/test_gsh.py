@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import io
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -23,10 +23,12 @@ JSON = st.recursive(
 
 
 def printed(how: Callable[[Any], None], data: Any) -> str:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        how(data)
-    return out.getvalue()
+    """What ``how`` writes to stdout (a real file: the printers write to its descriptor)."""
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as out:
+        with contextlib.redirect_stdout(out):
+            how(data)
+        out.seek(0)
+        return out.read()
 
 
 @given(data=st.lists(JSON, max_size=4))

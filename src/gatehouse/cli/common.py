@@ -12,8 +12,10 @@ from typing import Any, NoReturn, TypeVar
 import uvloop
 
 from gatehouse.errors import GatehouseError
+from gatehouse.fdio import write_all
 
-__all__ = ["Format", "die", "print_json", "print_table", "run_async", "setup_logging"]
+__all__ = ["Format", "die", "print_json", "print_table", "run_async", "setup_logging",
+           "write_stdout"]
 
 T = TypeVar("T")
 
@@ -75,9 +77,14 @@ def _gatehouse_error(exc: BaseException) -> GatehouseError | None:
     return None
 
 
+def write_stdout(data: str | bytes) -> None:
+    """All of ``data`` to stdout (text as UTF-8), after whatever was printed before it."""
+    sys.stdout.flush()
+    write_all(sys.stdout.fileno(), data.encode() if isinstance(data, str) else data)
+
+
 def print_json(data: object) -> None:
-    json.dump(data, sys.stdout, indent=2, sort_keys=False, default=str)
-    sys.stdout.write("\n")
+    write_stdout(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
@@ -89,4 +96,7 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> Non
         table.add_column(h)
     for row in rows:
         table.add_row(*(str(c) for c in row))
-    Console(soft_wrap=True).print(table)
+    console = Console(soft_wrap=True)
+    with console.capture() as captured:
+        console.print(table)
+    write_stdout(captured.get())

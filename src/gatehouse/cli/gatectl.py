@@ -8,7 +8,15 @@ from typing import Annotated, Any
 
 import typer
 
-from gatehouse.cli.common import Format, die, print_json, print_table, run_async, setup_logging
+from gatehouse.cli.common import (
+    Format,
+    die,
+    print_json,
+    print_table,
+    run_async,
+    setup_logging,
+    write_stdout,
+)
 from gatehouse.client.admin import AdminTarget, admin_target
 from gatehouse.errors import BadParameter, GatehouseError
 from gatehouse.types.resource import Metadata
@@ -180,7 +188,7 @@ def _show(items: list[dict[str, Any]], fmt: Format) -> None:
     if fmt == Format.json:
         print_json(items)
     elif fmt == Format.yaml:
-        sys.stdout.write(dump_yaml([from_json_obj(i) for i in items]))
+        write_stdout(dump_yaml([from_json_obj(i) for i in items]))
     else:
         rows = []
         for i in items:

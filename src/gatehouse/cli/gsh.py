@@ -14,7 +14,15 @@ from typing import Annotated, Any
 import typer
 
 from gatehouse.cli import connect
-from gatehouse.cli.common import Format, die, print_json, print_table, run_async, setup_logging
+from gatehouse.cli.common import (
+    Format,
+    die,
+    print_json,
+    print_table,
+    run_async,
+    setup_logging,
+    write_stdout,
+)
 from gatehouse.client.profile import Profile, gatehouse_home
 from gatehouse.errors import GatehouseError
 
@@ -201,7 +209,7 @@ def _print_nodes_json(nodes: list[Any]) -> None:
         return
     if not text.isascii() or "\x7f" in text:
         text = _NOT_ASCII.sub(lambda m: json.dumps(m.group())[1:-1], text)
-    sys.stdout.write(text + "\n")
+    write_stdout(text + "\n")
 
 
 @app.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
@@ -277,11 +285,11 @@ def play(
     if fmt == PlayFormat.json:
         print_json(recording.to_json(rec))
     elif fmt == PlayFormat.asciicast:
-        sys.stdout.write(recording.to_asciicast(rec))
+        write_stdout(recording.to_asciicast(rec))
     elif sys.stdout.isatty():
         from gatehouse.client.playback import play as replay
 
         replay(rec, speed)
     else:
-        sys.stdout.buffer.write(recording.output_bytes(rec))
+        write_stdout(recording.output_bytes(rec))
 

@@ -16,6 +16,7 @@ import time
 import tty
 from collections.abc import Iterator
 
+from gatehouse.fdio import write_all
 from gatehouse.recording import Recording
 
 __all__ = ["play"]
@@ -43,7 +44,6 @@ def _read_key(fd: int, timeout: float) -> str:
 
 def play(rec: Recording, speed: float = 1.0) -> None:
     """Write the recording's output to the terminal at its pace (``speed`` times faster)."""
-    out = sys.stdout.buffer
     keys = sys.stdin.fileno() if sys.stdin.isatty() else -1
     ctx = _keys(keys) if keys >= 0 else contextlib.nullcontext()
     frames = [f for f in rec.frames if f.type == "o"]
@@ -76,6 +76,5 @@ def play(rec: Recording, speed: float = 1.0) -> None:
             if key == "." and paused:
                 clock = frame.t
             if clock + 1e-9 >= frame.t or (key == "." and paused):
-                out.write(frame.data)
-                out.flush()
+                write_all(sys.stdout.fileno(), frame.data)
                 i += 1

@@ -21,6 +21,7 @@ from gatehouse.client.dialer import ProxyTunnel
 from gatehouse.client.profile import Profile
 from gatehouse.dialwire import ALPN_SSH, DialRequest
 from gatehouse.errors import AccessDenied, ConnectionProblem
+from gatehouse.fdio import write_all
 
 __all__ = ["run_ssh"]
 
@@ -103,9 +104,7 @@ async def _pump_stdin(process: asyncssh.SSHClientProcess[bytes]) -> None:
 async def _pump_out(stream: asyncssh.SSHReader[bytes], fd: int) -> None:
     """Copy to a local fd; a blocking write only stalls this one-session client."""
     while data := await stream.read(CHUNK):
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        write_all(fd, data)
 
 
 async def run_ssh(profile: Profile, login: str, node: str, command: list[str], *,
