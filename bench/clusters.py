@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from bench.procs import BIN, BenchError, Daemon, Result, base_env, free_ports, r
 
 ROOT = "bench-root"
 LEAF = "bench-leaf"
+LEAF_UNRECORDED = "bench-leaf-norec"  # the same as LEAF, with session_recording: off
 NODE = "node1"
 USER = "bench"
 LIGHT_LOGIN = "gh-bench"  # see bench/load.py
@@ -45,6 +47,7 @@ class Cluster:
     auth_addr: str = ""
     proxy_addr: str = ""
     admin: Path = Path()
+    session_recording: str = "node"
     daemons: dict[str, Daemon] = field(default_factory=dict)
 
     def gatectl(self, *args: str, input: str | None = None) -> Result:
@@ -75,7 +78,8 @@ class Cluster:
             daemon = self.start_daemon("main", {
                 "gatehouse": {"nodename": "proxy", "data_dir": str(self.data_dir)},
                 "auth_service": {"enabled": True, "cluster_name": self.name,
-                                 "listen_addr": self.auth_addr},
+                                 "listen_addr": self.auth_addr,
+                                 "session_recording": self.session_recording},
                 "proxy_service": {"enabled": True, "listen_addr": self.proxy_addr},
             })
             try:
@@ -93,13 +97,9 @@ class Cluster:
     def stop_main(self) -> None:
         self.daemons["main"].stop()
 
-    def restart_main(self, *, session_recording: str | None = None) -> None:
-        """Start the auth + proxy process again, from the same config and data (with
-        ``auth_service.session_recording`` changed if given)."""
-        config = yaml.safe_load(self.admin.read_text())
-        if session_recording is not None:
-            config["auth_service"]["session_recording"] = session_recording
-        self.start_daemon("main", config)
+    def restart_main(self) -> None:
+        """Start the auth + proxy process again, from the same config and data."""
+        self.start_daemon("main", yaml.safe_load(self.admin.read_text()))
         self.wait_main()
 
     @property
@@ -132,11 +132,13 @@ class Cluster:
 class Gatehouse:
     root: Cluster
     leaf: Cluster
+    unrecorded: Cluster  # a second leaf, recording nothing (bench/stream.py)
     home: Path  # the user's GATEHOUSE_HOME
 
     def quiet_pids(self) -> list[int]:
         """Every Gatehouse process, to wait for them to go idle between measurements."""
-        return [d.pid for c in (self.root, self.leaf) for d in c.daemons.values()]
+        return [d.pid for c in (self.root, self.leaf, self.unrecorded)
+                for d in c.daemons.values()]
 
     def env(self) -> dict[str, str]:
         return base_env(GATEHOUSE_HOME=str(self.home), HOME=str(self.home))
@@ -189,53 +191,38 @@ def _in_parallel(*jobs: Any) -> None:
         raise errors[0]
 
 
-def wait_leaf_online(root: Cluster) -> None:
+def wait_leaf_online(root: Cluster, leaf: str) -> None:
     def online() -> bool:
-        res = root.gatectl("get", f"rc/{LEAF}", "--format=json")
+        res = root.gatectl("get", f"rc/{leaf}", "--format=json")
         return res.rc == 0 and json.loads(res.out)[0]["status"]["connection"] == "online"
 
-    wait_for(f"{LEAF} online at the root", online, READY, interval=0.2)
+    wait_for(f"{leaf} online at the root", online, READY, interval=0.2)
 
 
-def set_leaf_recording(gh: Gatehouse, mode: str) -> None:
-    """Restart the leaf's auth with ``session_recording: mode``; return once a session
-    to the leaf node is audited as recorded (or not) accordingly, so the node has it."""
-    gh.leaf.stop_main()
-    gh.leaf.restart_main(session_recording=mode)
-    wait_leaf_online(gh.root)
-
-    def applied() -> bool:
-        if gh.gsh("ssh", f"--cluster={LEAF}", f"root@{NODE}", "true").rc != 0:
-            return False
-        res = gh.leaf.gatectl("events", "--type=session.start", "--since=1m",
-                              "--format=json")
-        events = json.loads(res.out) if res.rc == 0 else []
-        return bool(events) and events[-1]["fields"].get("recorded") == (mode != "off")
-
-    wait_for(f"the leaf node recording {'nothing' if mode == 'off' else 'sessions'}",
-             applied, READY, interval=1.0)
-
-
-def start_gatehouse(dir: Path) -> Gatehouse:
-    """Start both clusters, join the leaf, log the user in; check both nodes answer."""
-    root, leaf = Cluster(ROOT, dir / "root"), Cluster(LEAF, dir / "leaf")
-    for c in (root, leaf):
-        c.dir.mkdir(parents=True)
-    _in_parallel((_start_root, root), (_start_leaf, leaf))
+def _join(root: Cluster, leaf: Cluster) -> None:
     token = root.token("trusted_cluster")
     leaf.gatectl("create", "-", input=yaml.safe_dump({
         "kind": "trusted_cluster", "version": "v1", "metadata": {"name": ROOT},
         "spec": {"enabled": True, "token": token, "proxy_addr": root.proxy_addr,
                  "role_map": [{"remote": "access", "local": ["access"]}]},
     })).check()
+    wait_leaf_online(root, leaf.name)
 
-    wait_leaf_online(root)
-    gh = Gatehouse(root, leaf, dir / "home")
+
+def start_gatehouse(dir: Path) -> Gatehouse:
+    """Start both clusters, join the leaf, log the user in; check both nodes answer."""
+    root, leaf = Cluster(ROOT, dir / "root"), Cluster(LEAF, dir / "leaf")
+    unrecorded = Cluster(LEAF_UNRECORDED, dir / "leaf-norec", session_recording="off")
+    for c in (root, leaf, unrecorded):
+        c.dir.mkdir(parents=True)
+    _in_parallel((_start_root, root), (_start_leaf, leaf), (_start_leaf, unrecorded))
+    _in_parallel((partial(_join, root), leaf), (partial(_join, root), unrecorded))
+    gh = Gatehouse(root, leaf, unrecorded, dir / "home")
     gh.home.mkdir()
     run([str(BIN / "gsh"), "login", f"--proxy={root.proxy_addr}", f"--user={USER}",
          "--password-stdin", "--insecure"], env=gh.env(), input=PASSWORD + "\n").check()
     gh.ssh_config.write_text(gh.gsh("config").check().out)
-    for cluster in (ROOT, LEAF):
+    for cluster in (ROOT, LEAF, LEAF_UNRECORDED):
         res = gh.gsh("ssh", f"--cluster={cluster}", f"root@{NODE}", "true")
         if res.rc != 0:
             raise BenchError(f"`gsh ssh --cluster={cluster} root@{NODE} true` failed: "

@@ -39,16 +39,20 @@ class Sizes:
     load_seconds: float  # per side
     tunnels: int
     tunnel_window: float  # seconds of idle measurement
+    tunnel_baseline: float  # seconds of it before the tunnels
+    heartbeat_rounds: bool  # each idle sample spans a whole heartbeat period (~2 min)
     nodes: int
     issue_seconds: float  # per repeat
 
 
 QUICK = Sizes(repeats=3, connect_repeats=3, stream_bytes=64 << 20, load_seconds=5.0,
-              tunnels=1_000, tunnel_window=3.0, nodes=10_000, issue_seconds=0.5)
+              tunnels=1_000, tunnel_window=3.0, tunnel_baseline=3.0, heartbeat_rounds=False,
+              nodes=10_000, issue_seconds=0.5)
 FULL = Sizes(repeats=5, connect_repeats=10, stream_bytes=1 << 30, load_seconds=30.0,
-             tunnels=10_000, tunnel_window=20.0, nodes=100_000, issue_seconds=3.0)
+             tunnels=10_000, tunnel_window=20.0, tunnel_baseline=30.0, heartbeat_rounds=True,
+             nodes=100_000, issue_seconds=3.0)
 
-FALLBACK_LEAVES = 500  # when the root cannot start with as many leaves as asked
+FALLBACK_LEAVES = 1_000  # when the root cannot start with as many leaves as asked
 
 # Every row, for when a group of rows cannot be measured: (id, name, unit, target).
 ROWS = {
@@ -117,7 +121,8 @@ def _clusters_rows(run: Run, gh: Gatehouse, sshd: OpenSSH, dir: Path, sizes: Siz
     leaves, shortfall = _fill_root(gh, dir, sizes)
     run.group("tunnels", lambda: tunnels.measure(
         gh.root.daemons["main"].pid, gh.root.proxy_addr, leaves, dir,
-        window=sizes.tunnel_window, repeats=sizes.repeats, shortfall=shortfall))
+        window=sizes.tunnel_window, baseline=sizes.tunnel_baseline,
+        heartbeat_rounds=sizes.heartbeat_rounds, repeats=sizes.repeats, shortfall=shortfall))
     if base:
         run.group("listing", lambda: listing.measure(gh, base, sizes.nodes, sizes.repeats))
 

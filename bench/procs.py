@@ -187,10 +187,21 @@ def _kill_leftovers() -> None:
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process so far (from /proc/PID/stat), in seconds."""
-    raw = Path(f"/proc/{pid}/stat").read_text()
-    fields = raw[raw.rindex(")") + 2:].split()  # the name may hold spaces
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU time of a process's live threads so far, in seconds, to the nanosecond.
+
+    From each /proc/PID/task/TID/schedstat (time on a CPU, in ns), not from
+    utime + stime in /proc/PID/stat: those count 10 ms clock ticks, too coarse for
+    an idle process over a few seconds. A thread that exits takes its time with it;
+    Gatehouse's threads (event loop, backend, resolver pool) live as long as it does.
+    """
+    total = 0
+    tasks = Path(f"/proc/{pid}/task")
+    for task in tasks.iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except FileNotFoundError:  # the thread exited meanwhile
+            continue
+    return total / 1e9
 
 
 def rss_bytes(pid: int) -> int:

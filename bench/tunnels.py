@@ -5,14 +5,15 @@ The tunnels come from ``bench.tunnelclient``, one per fake leaf cluster that
 tunnels need many leaves). The root's proxy shares its process with the
 root's auth (see bench/clusters.py), so the figures are that process's: VmRSS
 from /proc/PID/status, CPU from utime+stime in /proc/PID/stat over an idle
-window (cut into one sub-window per repeat). With the tunnels, each CPU
-sub-window spans a whole heartbeat period (the root pings a quiet tunnel once
-per HEARTBEAT_INTERVAL, see gatehouse/tunnel/liveness.py), so that every
-sample holds one round of heartbeats whatever their phase: the sub-windows
-then overlap, each starting ``window / repeats`` after the one before. Both
-are read before the tunnels too (the baseline), and at a reduced count the
-figure is projected linearly to the target's count: baseline + (with -
-baseline) x target / count.
+window (cut into one sub-window per repeat). In the full run, each CPU
+sub-window with the tunnels spans a whole heartbeat period (the root pings a
+quiet tunnel once per HEARTBEAT_INTERVAL, see gatehouse/tunnel/liveness.py),
+so that every sample holds one round of heartbeats whatever their phase: the
+sub-windows then overlap, each starting ``window / repeats`` after the one
+before. The quick run (a minute in all) samples a few seconds between rounds:
+its CPU figure leaves the heartbeats out, and says so. Both are read before the
+tunnels too (the baseline), and at a reduced count the figure is projected
+linearly to the target's count: baseline + (with - baseline) x target / count.
 """
 
 from __future__ import annotations
@@ -33,9 +34,6 @@ TARGET_COUNT = 10_000
 TARGET_RSS_MIB = 1024.0
 TARGET_CPU_PCT = 5.0
 SETTLE_AFTER_OPEN = 2.0  # seconds: let the burst of "online" reports pass
-# The idle root's own periodic work (the backend's expiry sweep, watch keepalives) is
-# uneven over a few seconds, and a count below the target multiplies its noise.
-BASELINE_WINDOW = 30.0
 HEARTBEAT_PERIOD = HEARTBEAT_INTERVAL + SWEEP_INTERVAL  # each tunnel is pinged once in this
 
 
@@ -68,12 +66,15 @@ def _wait_status(client: Daemon, out: Path, timeout: float) -> dict[str, int]:
 
 
 def measure(root_pid: int, proxy: str, leaves: FakeLeaves, dir: Path, *, window: float,
-            repeats: int, shortfall: str = "") -> list[Figure]:
+            baseline: float, heartbeat_rounds: bool, repeats: int,
+            shortfall: str = "") -> list[Figure]:
     """The two figures; ``shortfall`` says why fewer leaves than asked were joined (then
-    the targets count as not met, whatever the projection says)."""
+    the targets count as not met, whatever the projection says). The full run's
+    ``baseline`` is long: the idle root's own periodic work (the backend's expiry
+    sweep, watch keepalives) is uneven over a few seconds."""
     count = len(leaves.names)
     settle([root_pid], timeout=15)
-    cpu0, rss0 = _sample(root_pid, max(window / 2, BASELINE_WINDOW), repeats)
+    cpu0, rss0 = _sample(root_pid, baseline, repeats)
     listing = dir / "tunnel-certs.txt"
     listing.write_text("\n".join(str(p) for p in leaves.cert_files) + "\n")
     out = dir / "tunnels.json"
@@ -84,7 +85,8 @@ def measure(root_pid: int, proxy: str, leaves: FakeLeaves, dir: Path, *, window:
     try:
         status = _wait_status(client, out, 60 + count / 20)
         time.sleep(SETTLE_AFTER_OPEN)
-        cpu, rss = _sample(root_pid, window, repeats, span=HEARTBEAT_PERIOD)
+        cpu, rss = _sample(root_pid, window, repeats,
+                           span=HEARTBEAT_PERIOD if heartbeat_rounds else 0.0)
         held = dict(json.loads(out.read_text()))["up"]
     finally:
         client.stop()
@@ -106,7 +108,10 @@ def measure(root_pid: int, proxy: str, leaves: FakeLeaves, dir: Path, *, window:
             f"the root's auth+proxy process: RSS {base_rss:.0f} MiB before, "
             f"{statistics.median(rss):.0f} MiB with them ({per_tunnel:.0f} KiB per tunnel), "
             f"CPU {base_cpu:.1f}% before, {statistics.median(cpu):.1f}% with them, "
-            f"over idle windows of one heartbeat period ({HEARTBEAT_PERIOD:g} s)")
+            + (f"over idle windows of one heartbeat period ({HEARTBEAT_PERIOD:g} s)"
+               if heartbeat_rounds else
+               f"over {window / repeats:g} s idle windows between heartbeat rounds (the "
+               "quick run leaves the heartbeats out; the full run's windows hold them)"))
     figures = [
         absolute_figure("tunnels_rss", f"root proxy RSS, {TARGET_COUNT:,} idle tunnels{how}",
                         proj_rss, "MiB", limit=TARGET_RSS_MIB, better="lower", note=note),

@@ -12,12 +12,14 @@ authorizes the root user itself, through its role map.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
 import ssl
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -132,6 +134,14 @@ def make_web_app(forwarder: AuthForwarder, cluster: str,
                  relay_to_leaf: RelayToLeaf) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY)
 
+    streams: set[asyncio.Task[Any]] = set()
+
+    async def end_streams(_: web.Application) -> None:
+        """On shutdown: a relayed stream (a node's trust watch) lasts as long as the
+        auth's, and would hold the shutdown for its whole grace period."""
+        for task in streams:
+            task.cancel()
+
     async def on_cleanup(_: web.Application) -> None:
         await forwarder.close()
 
@@ -154,8 +164,18 @@ def make_web_app(forwarder: AuthForwarder, cluster: str,
                 response = web.StreamResponse(status=upstream.status)
                 response.content_type = upstream.content_type
                 await response.prepare(request)
-                async for chunk in upstream.content.iter_any():
-                    await response.write(chunk)
+                task = asyncio.current_task()
+                assert task is not None
+                streams.add(task)
+                try:
+                    async for chunk in upstream.content.iter_any():
+                        await response.write(chunk)
+                except (aiohttp.ClientError, OSError) as exc:
+                    # Cut mid-stream (the auth went away, or we are shutting down): drop
+                    # the caller's connection too, rather than end the body as if whole.
+                    raise ConnectionResetError(f"the auth's stream broke: {exc}") from exc
+                finally:
+                    streams.discard(task)
                 await response.write_eof()
                 return response
         except (aiohttp.ClientError, OSError) as exc:
@@ -163,6 +183,7 @@ def make_web_app(forwarder: AuthForwarder, cluster: str,
                 {"error": f"the proxy cannot reach the auth service: {exc}"}, status=502
             )
 
+    app.on_shutdown.append(end_streams)
     app.on_cleanup.append(on_cleanup)
     app.router.add_route("*", "/v1/{tail:.*}", forward)
     return app
