@@ -13,6 +13,7 @@ import uvloop
 
 from gatehouse.errors import GatehouseError
 from gatehouse.fdio import write_all
+from gatehouse.heap import keep_freed_memory
 
 __all__ = ["Format", "die", "print_json", "print_table", "run_async", "setup_logging",
            "write_stdout"]
@@ -52,8 +53,10 @@ def run_async(coro: Coroutine[Any, Any, T], *, error_code: int = 1) -> T:
 
     uvloop, not asyncio's own loop: its transports move bytes and TLS records
     without per-call Python overhead (the proxy's and the node's hot paths), and it
-    does not touch a 256 KiB read buffer per TLS connection (idle tunnels).
+    does not touch a 256 KiB read buffer per TLS connection (idle tunnels). Freed
+    heap memory is kept for reuse (see gatehouse.heap).
     """
+    keep_freed_memory()
     try:
         return uvloop.run(coro)
     except (GatehouseError, BaseExceptionGroup) as exc:
