@@ -4,7 +4,8 @@ At import asyncssh looks for liboqs (sntrup761 key exchange, and ML-KEM where
 cryptography lacks it) and nettle (UMAC MACs) with ctypes.util.find_library, which
 runs ldconfig and gcc: ~25 ms of every `gsh ssh`. gsh does without both: it
 negotiates aes128-gcm or chacha20-poly1305 (no separate MAC) and, with
-cryptography 50, mlkem768x25519 or curve25519 for the key exchange.
+cryptography 50, mlkem768x25519 or curve25519 for the key exchange. AES-GCM
+packets go through gatehouse.sshgcm (fewer copies).
 """
 
 import ctypes.util
@@ -17,3 +18,7 @@ try:
     import asyncssh
 finally:
     ctypes.util.find_library = _find_library
+
+from gatehouse import sshgcm  # noqa: E402 (after asyncssh, which it patches)
+
+sshgcm.install()

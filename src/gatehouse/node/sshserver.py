@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncssh
 
-from gatehouse import rbac, rolemap, sshcert
+from gatehouse import rbac, rolemap, sshcert, sshgcm
 from gatehouse.client.trust import TrustSnapshot
 from gatehouse.clock import Clock
 from gatehouse.errors import AccessDenied, BadParameter
@@ -30,6 +30,7 @@ from gatehouse.node.session import (
 
 __all__ = ["Grant", "NodeConnection", "NodeSSHServer"]
 
+sshgcm.install()  # AES-GCM packets with fewer copies (see gatehouse.sshgcm)
 log = logging.getLogger(__name__)
 
 Audit = Callable[[str, dict[str, Any]], None]

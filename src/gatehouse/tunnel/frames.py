@@ -79,27 +79,34 @@ class FrameDecoder:
         self._buf = bytearray()
 
     def feed(self, data: bytes) -> list[Frame]:
-        self._buf += data
+        # Payloads are copied once, out of ``data`` itself when no partial frame is
+        # pending (a stream's bytes pass through here at full rate).
+        src: bytes | bytearray = data
+        if self._buf:
+            self._buf += data
+            src = self._buf
         frames: list[Frame] = []
-        buf = self._buf
         offset = 0
-        while len(buf) - offset >= HEADER.size:
-            raw_type, stream, length = HEADER.unpack_from(buf, offset)
-            if length > MAX_PAYLOAD:
-                raise ProtocolError(f"frame of {length} bytes exceeds {MAX_PAYLOAD}")
-            end = offset + HEADER.size + length
-            if len(buf) < end:
-                break
-            try:
-                ftype = FrameType(raw_type)
-            except ValueError:
-                raise ProtocolError(f"unknown frame type {raw_type}") from None
-            if (stream == 0) != (ftype in _CONNECTION_FRAMES):
-                raise ProtocolError(f"{ftype.name} frame on stream {stream}")
-            if ftype == FrameType.WINDOW and length != 4:
-                raise ProtocolError("WINDOW frame payload must be 4 bytes")
-            frames.append(Frame(ftype, stream, bytes(buf[offset + HEADER.size:end])))
-            offset = end
-        if offset:
-            del buf[:offset]
+        with memoryview(src) as view:
+            while len(view) - offset >= HEADER.size:
+                raw_type, stream, length = HEADER.unpack_from(view, offset)
+                if length > MAX_PAYLOAD:
+                    raise ProtocolError(f"frame of {length} bytes exceeds {MAX_PAYLOAD}")
+                end = offset + HEADER.size + length
+                if len(view) < end:
+                    break
+                try:
+                    ftype = FrameType(raw_type)
+                except ValueError:
+                    raise ProtocolError(f"unknown frame type {raw_type}") from None
+                if (stream == 0) != (ftype in _CONNECTION_FRAMES):
+                    raise ProtocolError(f"{ftype.name} frame on stream {stream}")
+                if ftype == FrameType.WINDOW and length != 4:
+                    raise ProtocolError("WINDOW frame payload must be 4 bytes")
+                frames.append(Frame(ftype, stream, bytes(view[offset + HEADER.size:end])))
+                offset = end
+            if src is data:
+                self._buf += view[offset:]
+        if src is self._buf and offset:
+            del self._buf[:offset]
         return frames
