@@ -79,7 +79,9 @@ def openssh_session(port: int, key_file: Path, host_key_file: Path, login: str) 
     async def session() -> float:
         async with await asyncssh.connect("127.0.0.1", **opts) as jump:
             # 127.0.0.2: the same sshd, as `ssh -J` reaches it (see bench/sshd.py).
-            return await _exec_true(await asyncssh.connect("127.0.0.2", tunnel=jump, **opts))
+            seconds: float = await _exec_true(
+                await asyncssh.connect("127.0.0.2", tunnel=jump, **opts))
+        return seconds
 
     return session
 

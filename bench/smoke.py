@@ -15,9 +15,11 @@ from pathlib import Path
 
 from bench.main import ROWS
 
-FIELDS = {"name": str, "value": (int, float, type(None)), "min": (int, float, type(None)),
-          "max": (int, float, type(None)), "unit": str, "openssh": (int, float, type(None)),
-          "ratio": (int, float, type(None)), "target": str, "met": bool}
+NUMBER_OR_NONE = (int, float, type(None))
+FIELDS: dict[str, type | tuple[type, ...]] = {
+    "name": str, "value": NUMBER_OR_NONE, "min": NUMBER_OR_NONE, "max": NUMBER_OR_NONE,
+    "unit": str, "openssh": NUMBER_OR_NONE, "ratio": NUMBER_OR_NONE, "target": str,
+    "met": bool}
 
 
 def problems(path: Path) -> list[str]:

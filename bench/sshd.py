@@ -128,9 +128,12 @@ def start_sshd(dir: Path, keys: Path) -> OpenSSH:
         daemon = Daemon("sshd", [sshd, "-D", "-e", "-f", str(config)],
                         dir / f"sshd{attempt}.log")
         server = OpenSSH(dir, port, daemon)
+
+        def answers(server: OpenSSH = server) -> bool:
+            return run(server.ssh("true"), timeout=10).rc == 0
+
         try:
-            daemon.wait_ready("a working `ssh true`",
-                              lambda s=server: run(s.ssh("true"), timeout=10).rc == 0, 15)
+            daemon.wait_ready("a working `ssh true`", answers, 15)
         except BenchError:
             if daemon.alive():
                 daemon.stop()

@@ -24,6 +24,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.figures import Figure, absolute_figure
 from bench.fill import FakeLeaves
@@ -53,7 +54,7 @@ def _sample(pid: int, window: float, repeats: int,
     return cpu, [m[2] for m in marks[steps:]]
 
 
-def _wait_status(client: Daemon, out: Path, timeout: float) -> dict[str, int]:
+def _wait_status(client: Daemon, out: Path, timeout: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while not out.exists():
         if not client.alive():
