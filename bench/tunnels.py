@@ -10,10 +10,13 @@ sub-window with the tunnels spans a whole heartbeat period (the root pings a
 quiet tunnel once per HEARTBEAT_INTERVAL, see gatehouse/tunnel/liveness.py),
 so that every sample holds one round of heartbeats whatever their phase: the
 sub-windows then overlap, each starting ``window / repeats`` after the one
-before. The quick run (a minute in all) samples a few seconds between rounds:
-its CPU figure leaves the heartbeats out, and says so. Both are read before the
-tunnels too (the baseline), and at a reduced count the figure is projected
-linearly to the target's count: baseline + (with - baseline) x target / count.
+before. The quick run (a minute in all) samples between rounds, over windows
+of one report period (the root's periodic work, such as reporting its tunnels
+to its auth, recurs every REPORT_INTERVAL): its CPU figure leaves the
+heartbeats out, and says so. Both are also read without the tunnels (the
+baseline: RSS before them, CPU after them), and at a reduced count the figure is
+projected linearly to the target's count: baseline + (with - baseline) x target
+/ count.
 """
 
 from __future__ import annotations
@@ -29,12 +32,11 @@ from typing import Any
 from bench.figures import Figure, absolute_figure
 from bench.fill import FakeLeaves
 from bench.procs import BenchError, Daemon, cpu_seconds, rss_bytes, settle
-from gatehouse.tunnel.liveness import HEARTBEAT_INTERVAL, SWEEP_INTERVAL
+from gatehouse.tunnel.liveness import HEARTBEAT_INTERVAL, REPORT_INTERVAL, SWEEP_INTERVAL
 
 TARGET_COUNT = 10_000
 TARGET_RSS_MIB = 1024.0
 TARGET_CPU_PCT = 5.0
-SETTLE_AFTER_OPEN = 2.0  # seconds: let the burst of "online" reports pass
 HEARTBEAT_PERIOD = HEARTBEAT_INTERVAL + SWEEP_INTERVAL  # each tunnel is pinged once in this
 
 
@@ -72,10 +74,12 @@ def measure(root_pid: int, proxy: str, leaves: FakeLeaves, dir: Path, *, window:
     """The two figures; ``shortfall`` says why fewer leaves than asked were joined (then
     the targets count as not met, whatever the projection says). The full run's
     ``baseline`` is long: the idle root's own periodic work (the backend's expiry
-    sweep, watch keepalives) is uneven over a few seconds."""
+    sweep, watch keepalives) is uneven over a few seconds. The baseline's RSS is read
+    before the tunnels; its CPU once they are gone again, when the aftermath of the
+    root's restart (just before this row) is over too."""
     count = len(leaves.names)
     settle([root_pid], timeout=15)
-    cpu0, rss0 = _sample(root_pid, baseline, repeats)
+    base_rss = rss_bytes(root_pid) / 2**20
     listing = dir / "tunnel-certs.txt"
     listing.write_text("\n".join(str(p) for p in leaves.cert_files) + "\n")
     out = dir / "tunnels.json"
@@ -85,16 +89,17 @@ def measure(root_pid: int, proxy: str, leaves: FakeLeaves, dir: Path, *, window:
         cwd=Path(__file__).parent.parent)
     try:
         status = _wait_status(client, out, 60 + count / 20)
-        time.sleep(SETTLE_AFTER_OPEN)
+        settle([root_pid], timeout=30)  # the burst of "online" reports passes
         cpu, rss = _sample(root_pid, window, repeats,
-                           span=HEARTBEAT_PERIOD if heartbeat_rounds else 0.0)
+                           span=HEARTBEAT_PERIOD if heartbeat_rounds else REPORT_INTERVAL)
         held = dict(json.loads(out.read_text()))["up"]
     finally:
         client.stop()
     if held == 0:
         raise BenchError(f"no tunnel stayed up ({status['failed']} failed: "
                          f"{next(iter(status['errors']), '?')})")
-    base_cpu, base_rss = statistics.median(cpu0), statistics.median(rss0)
+    settle([root_pid], timeout=30)  # the tunnels' "offline" reports pass
+    base_cpu = statistics.median(_sample(root_pid, baseline, 1, span=REPORT_INTERVAL)[0])
     scale = TARGET_COUNT / held
     proj_cpu = [base_cpu + (c - base_cpu) * scale for c in cpu]
     proj_rss = [base_rss + (r - base_rss) * scale for r in rss]
@@ -108,11 +113,13 @@ def measure(root_pid: int, proxy: str, leaves: FakeLeaves, dir: Path, *, window:
             f"agent does); "
             f"the root's auth+proxy process: RSS {base_rss:.0f} MiB before, "
             f"{statistics.median(rss):.0f} MiB with them ({per_tunnel:.0f} KiB per tunnel), "
-            f"CPU {base_cpu:.1f}% before, {statistics.median(cpu):.1f}% with them, "
+            f"CPU {base_cpu:.1f}% without them (after they closed), "
+            f"{statistics.median(cpu):.1f}% with them, "
             + (f"over idle windows of one heartbeat period ({HEARTBEAT_PERIOD:g} s)"
                if heartbeat_rounds else
-               f"over {window / repeats:g} s idle windows between heartbeat rounds (the "
-               "quick run leaves the heartbeats out; the full run's windows hold them)"))
+               f"over idle windows of one report period ({REPORT_INTERVAL:g} s) between "
+               "heartbeat rounds (the quick run leaves the heartbeats out; the full "
+               "run's windows hold them)"))
     figures = [
         absolute_figure("tunnels_rss", f"root proxy RSS, {TARGET_COUNT:,} idle tunnels{how}",
                         proj_rss, "MiB", limit=TARGET_RSS_MIB, better="lower", note=note),
