@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import datetime as dt
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -14,15 +12,20 @@ from typing import Any
 from aiohttp import web
 
 from gatehouse import rbac
-from gatehouse.auth.identify import Caller, authorize, caller_roles, identify
+from gatehouse.auth import api_audit
+from gatehouse.auth._apiutil import (
+    SERVER,
+    authorized,
+    caller_of,
+    json_body,
+    required,
+    server_of,
+)
+from gatehouse.auth.identify import caller_roles
 from gatehouse.auth.server import AuthServer, JoinRequest
 from gatehouse.auth.trust import PublicCA
-from gatehouse.backend import Item
-from gatehouse.errors import AccessDenied, AlreadyExists, BadParameter, GatehouseError, NotFound
-from gatehouse.proxy.web import CLIENT_CERT_HEADER, REMOTE_ADDR_HEADER
-from gatehouse.services.events import CODES, AuditEvent
-from gatehouse.services.recordings import CHUNK, check_session_id
-from gatehouse.tls import peer_der
+from gatehouse.errors import AccessDenied, BadParameter, GatehouseError, NotFound
+from gatehouse.services.recordings import CHUNK
 from gatehouse.types.cert_authority import CertAuthority, CertAuthoritySpec
 from gatehouse.types.resource import Metadata, Resource, parse_duration
 from gatehouse.types.trusted_cluster import TrustedCluster
@@ -33,59 +36,9 @@ __all__ = ["make_api_app"]
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_SERVER: web.AppKey[AuthServer] = web.AppKey("server", AuthServer)
 # The tasks serving watch streams: they end only when told to (see _end_watches).
 _WATCHES: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("watches", set)
 KEEPALIVE = 15.0
-EVENT_SKEW = dt.timedelta(minutes=5)
-MAX_BATCH = 1000
-SEEN_FOR = dt.timedelta(days=7)
-MAX_MESSAGE = 2000
-MAX_FIELDS = 8192
-# What each kind of host may report; the auth stamps time, id, cluster and node itself.
-HOST_EVENTS = {
-    "node": frozenset({"session.start", "session.end", "session.abort", "session.rejected",
-                       "exec", "auth", "port_forward", "port_forward.denied"}),
-    "proxy": frozenset({"proxy.dial.denied"}),
-}
-
-
-def _server(request: web.Request) -> AuthServer:
-    return request.app[_SERVER]
-
-
-async def _caller(request: web.Request) -> Caller | None:
-    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
-    return await identify(
-        _server(request),
-        peer_der(ssl_object),
-        request.headers.get(CLIENT_CERT_HEADER),
-        request.remote or "",
-        request.headers.get(REMOTE_ADDR_HEADER),
-    )
-
-
-async def _allowed(request: web.Request, resource: str, verb: str | None) -> Caller:
-    return await authorize(_server(request), await _caller(request), resource, verb)
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    try:
-        data = await request.json()
-    except ValueError:
-        raise BadParameter("request body is not JSON") from None
-    if not isinstance(data, dict):
-        raise BadParameter("request body must be a JSON object")
-    return data
-
-
-def _field(body: dict[str, Any], name: str, kind: type = str) -> Any:
-    value = body.get(name)
-    if not isinstance(value, kind):
-        raise BadParameter(f"field {name!r} is missing or not a {kind.__name__}")
-    return value
-
-
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -118,7 +71,7 @@ def _ca_resources(server: AuthServer) -> list[CertAuthority]:
 
 
 async def ping(request: web.Request) -> web.Response:
-    server = _server(request)
+    server = server_of(request)
     return web.json_response(
         {
             "cluster": server.cluster,
@@ -144,12 +97,12 @@ def _certs_json(server: AuthServer, certs: Any) -> dict[str, Any]:
 
 
 async def login(request: web.Request) -> web.Response:
-    server = _server(request)
-    caller = await _caller(request)
-    body = await _body(request)
+    server = server_of(request)
+    caller = await caller_of(request)
+    body = await json_body(request)
     ttl = parse_duration(str(body["ttl"])) if body.get("ttl") else None
     certs = await server.login(
-        _field(body, "user"), _field(body, "password"), _field(body, "public_key"),
+        required(body, "user"), required(body, "password"), required(body, "public_key"),
         otp=str(body.get("otp") or ""), ttl=ttl,
         remote_addr=caller.remote_addr if caller else (request.remote or ""),
     )
@@ -157,16 +110,16 @@ async def login(request: web.Request) -> web.Response:
 
 
 async def join(request: web.Request) -> web.Response:
-    server = _server(request)
-    caller = await _caller(request)
-    body = await _body(request)
+    server = server_of(request)
+    caller = await caller_of(request)
+    body = await json_body(request)
     req = JoinRequest(
-        token=_field(body, "token"),
-        role=_field(body, "role"),
-        nodename=_field(body, "nodename"),
-        public_key=_field(body, "public_key"),
-        addrs=[str(a) for a in _field(body, "addrs", list)],
-        dns_names=[str(a) for a in _field(body, "dns_names", list)],
+        token=required(body, "token"),
+        role=required(body, "role"),
+        nodename=required(body, "nodename"),
+        public_key=required(body, "public_key"),
+        addrs=[str(a) for a in required(body, "addrs", list)],
+        dns_names=[str(a) for a in required(body, "dns_names", list)],
         remote_addr=caller.remote_addr if caller else (request.remote or ""),
     )
     host_id, certs = await server.join(req)
@@ -175,11 +128,11 @@ async def join(request: web.Request) -> web.Response:
 
 async def join_leaf(request: web.Request) -> web.Response:
     """Root side of a trusted-cluster join (anonymous: the token is the credential)."""
-    server = _server(request)
-    caller = await _caller(request)
-    body = await _body(request)
+    server = server_of(request)
+    caller = await caller_of(request)
+    body = await json_body(request)
     leaf_ca = PublicCA.from_json(body.get("ca"))
-    cas = await server.accept_leaf(_field(body, "token"), leaf_ca,
+    cas = await server.accept_leaf(required(body, "token"), leaf_ca,
                                    caller.remote_addr if caller else (request.remote or ""))
     return web.json_response({"cluster": server.cluster, "cas": [c.to_json() for c in cas]})
 
@@ -188,13 +141,13 @@ async def join_leaf(request: web.Request) -> web.Response:
 
 
 async def heartbeat(request: web.Request) -> web.Response:
-    caller = await _allowed(request, "node", "heartbeat")
-    body = await _body(request)
+    caller = await authorized(request, "node", "heartbeat")
+    body = await json_body(request)
     labels = body.get("labels") or {}
     if not isinstance(labels, dict):
         raise BadParameter("labels must be an object")
-    node = await _server(request).heartbeat(
-        caller.identity.name, _field(body, "hostname"), _field(body, "addr"),
+    node = await server_of(request).heartbeat(
+        caller.identity.name, required(body, "hostname"), required(body, "addr"),
         {str(k): str(v) for k, v in labels.items()},
     )
     return web.json_response(to_json_obj(node))
@@ -206,10 +159,10 @@ async def resolve(request: web.Request) -> web.Response:
     Reaching a node is SSH access (logins and node_labels), not an API rule: a role
     that grants logins on some nodes needs no `rules` for this.
     """
-    caller = await _allowed(request, "node", None)
+    caller = await authorized(request, "node", None)
     if caller.identity.kind != "user":
         raise AccessDenied("only users are resolved to nodes")
-    server = _server(request)
+    server = server_of(request)
     target = request.query.get("target", "")
     node = await server.resolve_node(target)
     if caller.identity.kind == "user":
@@ -246,8 +199,8 @@ async def _trust_snapshot(server: AuthServer) -> dict[str, Any]:
 
 async def trust(request: web.Request) -> web.StreamResponse:
     """What a node needs to decide (CAs, roles, users); ?watch=1 streams a new line per change."""
-    await _allowed(request, "trust", "read")
-    server = _server(request)
+    await authorized(request, "trust", "read")
+    server = server_of(request)
     if request.query.get("watch") != "1":
         return web.json_response(await _trust_snapshot(server))
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
@@ -281,196 +234,17 @@ async def trust(request: web.Request) -> web.StreamResponse:
 
 async def remote_heartbeat(request: web.Request) -> web.Response:
     """A root proxy's report of every leaf whose tunnel it holds (one call for all)."""
-    caller = await _allowed(request, "remote_cluster", "heartbeat")
+    caller = await authorized(request, "remote_cluster", "heartbeat")
     if caller.identity.kind != "host" or caller.identity.system_role != "proxy":
         raise AccessDenied("only a proxy of this cluster reports the tunnels it holds")
-    leaves = _field(await _body(request), "leaves", list)
+    leaves = required(await json_body(request), "leaves", list)
     if not all(isinstance(leaf, str) for leaf in leaves):
         raise BadParameter("field 'leaves' must be a list of cluster names")
-    await _server(request).trust.tunnels_held(caller.identity.name, leaves)
+    await server_of(request).trust.tunnels_held(caller.identity.name, leaves)
     return web.json_response({})
-
-
-async def post_events(request: web.Request) -> web.Response:
-    caller = await _allowed(request, "event", "create")
-    server = _server(request)
-    body = await _body(request)
-    raw_events = _field(body, "events", list)
-    host_id = caller.identity.name
-    try:
-        node = (await server.nodes.get(host_id)).spec.hostname
-    except NotFound:
-        node = host_id
-    allowed = HOST_EVENTS.get(caller.identity.system_role, frozenset())
-    stored = 0
-    now = server.clock.now()
-    rejected = max(0, len(raw_events) - MAX_BATCH)
-    for raw in raw_events[:MAX_BATCH]:
-        try:
-            ev = AuditEvent.from_json_obj(raw if isinstance(raw, dict) else {})
-            if ev.event not in allowed:
-                raise BadParameter(f"a {caller.identity.system_role} may not emit {ev.event!r}")
-            texts = (ev.user, ev.login, ev.remote_addr, ev.session_id, ev.correlation_id,
-                     ev.message)
-            if not all(isinstance(t, str) for t in texts) or not isinstance(ev.fields, dict):
-                raise BadParameter("event fields have the wrong types")
-            if len(ev.message) > MAX_MESSAGE or len(json.dumps(ev.fields)) > MAX_FIELDS:
-                raise BadParameter("event too large")
-            # The host's clock counts only within a few minutes of ours.
-            when = ev.time if abs(ev.time - now) <= EVENT_SKEW else now
-        except (BadParameter, TypeError, ValueError) as exc:  # one bad event, not the batch
-            log.warning("rejected audit event from host %s: %s", host_id, exc)
-            rejected += 1
-            continue
-        # A host resends what it is not sure arrived: its event id, once per host.
-        try:
-            await server.backend.create(Item(key=f"/event_seen/{host_id}/{ev.id}".encode(),
-                                             value=b"", expires=now + SEEN_FOR))
-        except AlreadyExists:
-            stored += 1
-            continue
-        # The auth, not the host, says which cluster and node an event comes from, and
-        # gives it its id.
-        fixed = server.audit.new(
-            ev.event, user=ev.user, login=ev.login, node=node,
-            remote_addr=ev.remote_addr, session_id=ev.session_id,
-            correlation_id=ev.correlation_id, message=ev.message,
-            fields={**ev.fields, "server_id": host_id},
-        )
-        await server.audit.store(dataclasses.replace(fixed, time=when))
-        stored += 1
-    return web.json_response({"stored": stored, "rejected": rejected})
-
-
-async def export_events(request: web.Request) -> web.Response:
-    """A leaf proxy reads this cluster's events in storing order, to forward them."""
-    await _allowed(request, "event", "export")
-    try:
-        limit = min(int(request.query.get("limit", "500")), 1000)
-    except ValueError:
-        raise BadParameter("limit must be a number") from None
-    events, last = await _server(request).audit.export(request.query.get("after", ""), limit)
-    return web.json_response({"events": [{"key": k, "event": e.to_json_obj()} for k, e in events],
-                              "last": last})
-
-
-async def export_cursor(request: web.Request) -> web.Response:
-    """Where forwarding to a root stands: GET reads it, POST moves it (after the root's ack)."""
-    await _allowed(request, "event", "export")
-    audit = _server(request).audit
-    if request.method == "POST":
-        body = await _body(request)
-        root = _field(body, "root")
-        await audit.set_cursor(root, _field(body, "after"))
-    else:
-        root = request.query.get("root", "")
-    return web.json_response({"root": root, "after": await audit.cursor(root)})
-
-
-async def remote_events(request: web.Request) -> web.Response:
-    """A root stores a leaf's events, relayed by the root proxy from the leaf's tunnel.
-
-    The leaf's name comes from the tunnel's authenticated identity (the URL the root
-    proxy built), never from the events: a leaf cannot write another cluster's events.
-    """
-    await _allowed(request, "remote_event", "create")
-    server = _server(request)
-    leaf = request.match_info["leaf"]
-    try:
-        await server.trust.remotes.get(leaf)
-    except NotFound:
-        raise AccessDenied(f"cluster {leaf} is not a leaf of this cluster") from None
-    items = _field(await _body(request), "events", list)
-    stored = rejected = 0
-    for raw in items[:MAX_BATCH]:
-        try:
-            ev = AuditEvent.from_json_obj(raw["event"])
-            if ev.event not in CODES or len(json.dumps(raw["event"])) > MAX_FIELDS * 2:
-                raise BadParameter("unknown or oversized event")
-            await server.audit.store_remote(str(raw["key"]),
-                                            dataclasses.replace(ev, cluster=leaf,
-                                                                code=CODES[ev.event]))
-            stored += 1
-        except (BadParameter, KeyError, TypeError, ValueError) as exc:
-            log.warning("rejected an event from leaf %s: %s", leaf, exc)
-            rejected += 1
-    rejected += max(0, len(items) - MAX_BATCH)
-    return web.json_response({"stored": stored, "rejected": rejected})
-
-
-async def put_recording_chunk(request: web.Request) -> web.Response:
-    """A node uploads a finished session's recording, chunk by chunk."""
-    await _allowed(request, "recording", "upload")
-    try:
-        index = int(request.match_info["index"])
-    except ValueError:
-        raise BadParameter("chunk index must be a number") from None
-    await _server(request).recordings.put_chunk(request.match_info["id"], index,
-                                                await request.read())
-    return web.json_response({})
-
-
-async def complete_recording(request: web.Request) -> web.Response:
-    caller = await _allowed(request, "recording", "upload")
-    server = _server(request)
-    session_id = check_session_id(request.match_info["id"])
-    body = await _body(request)
-    try:
-        node = (await server.nodes.get(caller.identity.name)).spec.hostname
-    except NotFound:
-        node = caller.identity.name
-    meta = {
-        "session_id": session_id, "cluster": server.cluster, "node": node,
-        **{k: str(body.get(k, "")) for k in ("user", "login", "start", "end", "command")},
-        "truncated": bool(body.get("truncated", False)),
-    }
-    await server.recordings.complete(session_id, meta)
-    return web.json_response(meta)
-
-
-async def list_recordings(request: web.Request) -> web.Response:
-    await _allowed(request, "session", "list")
-    return web.json_response(await _server(request).recordings.list())
-
-
-async def get_recording(request: web.Request) -> web.Response:
-    await _allowed(request, "session", "read")
-    data = await _server(request).recordings.read(request.match_info["id"])
-    return web.Response(body=data, content_type="application/octet-stream")
-
-
-async def recording_cluster(request: web.Request) -> web.Response:
-    """Which cluster holds a recording: this one, or the leaf whose audit names it."""
-    await _allowed(request, "session", "read")
-    server = _server(request)
-    session_id = check_session_id(request.match_info["id"])
-    try:
-        await server.recordings.meta(session_id)
-        return web.json_response({"cluster": server.cluster})
-    except NotFound:
-        pass
-    for ev in await server.audit.search(types=["session.end"]):
-        if ev.session_id == session_id:
-            return web.json_response({"cluster": ev.cluster})
-    raise NotFound(f"recording {session_id} not found in {server.cluster} or its leaves")
 
 
 # --- users and admins ---------------------------------------------------------------------
-
-
-async def get_events(request: web.Request) -> web.Response:
-    await _allowed(request, "event", "list")
-    q = request.query
-    since = None
-    if q.get("since"):
-        since = _server(request).clock.now() - parse_duration(q["since"])
-    events = await _server(request).audit.search(
-        since=since,
-        types=[t for t in q.get("type", "").split(",") if t],
-        user=q.get("user", ""),
-        cluster=q.get("cluster", ""),
-    )
-    return web.json_response([e.to_json_obj() for e in events])
 
 
 async def list_nodes(request: web.Request) -> web.Response:
@@ -479,8 +253,8 @@ async def list_nodes(request: web.Request) -> web.Response:
     The store hands back each node's stored JSON, which is already the resource's
     JSON shape, so no node is parsed into a model here (100,000 nodes, issue 5).
     """
-    caller = await _allowed(request, "node", "list")
-    server = _server(request)
+    caller = await authorized(request, "node", "list")
+    server = server_of(request)
     try:
         selector = json.loads(request.query.get("labels", "{}") or "{}")
         limit = int(request.query.get("limit", "0") or 0)
@@ -503,8 +277,8 @@ async def list_nodes(request: web.Request) -> web.Response:
 
 async def clusters(request: web.Request) -> web.Response:
     """This cluster and its leaves, with status and host CAs (for gsh's known_hosts)."""
-    caller = await _allowed(request, "cluster", None)
-    server = _server(request)
+    caller = await authorized(request, "cluster", None)
+    server = server_of(request)
     out: list[dict[str, str | None]] = [
         {"name": server.cluster, "type": "root", "status": "online", "last_heartbeat": None,
          "host_ca_ssh": server.cas["host"].ssh_public_line}]
@@ -521,8 +295,8 @@ async def clusters(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    await _allowed(request, "cluster_name", "read")
-    server = _server(request)
+    await authorized(request, "cluster_name", "read")
+    server = server_of(request)
     return web.json_response(
         {
             "cluster": server.cluster,
@@ -542,12 +316,12 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def set_password(request: web.Request) -> web.Response:
-    caller = await _allowed(request, "user", "update")
-    await _allowed(request, "role", "update")  # or a password reset takes over an editor
-    server = _server(request)
+    caller = await authorized(request, "user", "update")
+    await authorized(request, "role", "update")  # or a password reset takes over an editor
+    server = server_of(request)
     name = request.match_info["name"]
     await server.users.get(name)
-    await server.passwords.set(name, _field(await _body(request), "password"))
+    await server.passwords.set(name, required(await json_body(request), "password"))
     await server.audit.emit("user.password_change", user=caller.identity.name,
                             remote_addr=caller.remote_addr, fields={"target": name})
     return web.json_response({"user": name})
@@ -555,12 +329,12 @@ async def set_password(request: web.Request) -> web.Response:
 
 async def set_totp(request: web.Request) -> web.Response:
     """Enroll (a new secret) or, with {"enabled": false}, remove a user's second factor."""
-    caller = await _allowed(request, "user", "update")
-    await _allowed(request, "role", "update")
-    server = _server(request)
+    caller = await authorized(request, "user", "update")
+    await authorized(request, "role", "update")
+    server = server_of(request)
     name = request.match_info["name"]
     await server.users.get(name)
-    body = await _body(request)
+    body = await json_body(request)
     uri = ""
     if body.get("enabled", True):
         uri = await server.totp.enroll(name)
@@ -573,14 +347,14 @@ async def set_totp(request: web.Request) -> web.Response:
 
 
 async def add_token(request: web.Request) -> web.Response:
-    await _allowed(request, "token", "create")
-    body = await _body(request)
-    token_type = _field(body, "type")
+    await authorized(request, "token", "create")
+    body = await json_body(request)
+    token_type = required(body, "type")
     if token_type not in ("node", "proxy", "trusted_cluster"):
         raise BadParameter(f"unknown token type {token_type!r}: expected node, proxy or "
                            "trusted_cluster")
     ttl = parse_duration(body.get("ttl") or "30m")
-    server = _server(request)
+    server = server_of(request)
     token = await server.create_token(token_type, ttl)
     expires = server.clock.now() + ttl
     return web.json_response({"token": str(token), "type": token_type,
@@ -601,8 +375,8 @@ def _store(server: AuthServer, kind: str) -> Any:
 async def get_resources(request: web.Request) -> web.Response:
     kind = canonical_kind(request.match_info["kind"])
     name = request.match_info.get("name", "")
-    await _allowed(request, kind, "read" if name else "list")
-    server = _server(request)
+    await authorized(request, kind, "read" if name else "list")
+    server = server_of(request)
     items: list[Resource]
     if kind == "cert_authority":
         items = [ca for ca in _ca_resources(server) if not name or ca.metadata.name == name]
@@ -621,12 +395,12 @@ async def get_resources(request: web.Request) -> web.Response:
 
 
 async def put_resource(request: web.Request) -> web.Response:
-    server = _server(request)
-    res = from_json_obj(await _body(request))
+    server = server_of(request)
+    res = from_json_obj(await json_body(request))
     upsert = request.query.get("upsert") == "1"
-    caller = await _allowed(request, res.kind, "update" if upsert else "create")
+    caller = await authorized(request, res.kind, "update" if upsert else "create")
     if res.kind == "user":  # granting roles is as powerful as editing them
-        await _allowed(request, "role", "update")
+        await authorized(request, "role", "update")
     if isinstance(res, TrustedCluster):
         joined = await server.upsert_trusted_cluster(res, force=upsert)
         return web.json_response(to_json_obj(res), status=201 if joined else 200)
@@ -650,8 +424,8 @@ async def put_resource(request: web.Request) -> web.Response:
 async def delete_resource(request: web.Request) -> web.Response:
     kind = canonical_kind(request.match_info["kind"])
     name = request.match_info["name"]
-    caller = await _allowed(request, kind, "delete")
-    server = _server(request)
+    caller = await authorized(request, kind, "delete")
+    server = server_of(request)
     if kind == "user":
         await server.delete_user(name)
     elif kind == "node":
@@ -677,7 +451,7 @@ async def _end_watches(app: web.Application) -> None:
 
 def make_api_app(server: AuthServer) -> web.Application:
     app = web.Application(middlewares=[_errors], client_max_size=CHUNK + 4096)
-    app[_SERVER] = server
+    app[SERVER] = server
     app[_WATCHES] = set()
     app.on_shutdown.append(_end_watches)
     r = app.router
@@ -692,16 +466,7 @@ def make_api_app(server: AuthServer) -> web.Application:
     r.add_get("/v1/nodes/resolve", resolve)
     r.add_get("/v1/nodes", list_nodes)
     r.add_get("/v1/trust", trust)
-    r.add_post("/v1/events", post_events)
-    r.add_get("/v1/events", get_events)
-    r.add_get("/v1/events/export", export_events)
-    r.add_route("*", "/v1/events/export/cursor", export_cursor)
-    r.add_post("/v1/remote_events/{leaf}", remote_events)
-    r.add_put("/v1/recordings/{id}/chunks/{index}", put_recording_chunk)
-    r.add_post("/v1/recordings/{id}/complete", complete_recording)
-    r.add_get("/v1/recordings", list_recordings)
-    r.add_get("/v1/recordings/{id}", get_recording)
-    r.add_get("/v1/recordings/{id}/cluster", recording_cluster)
+    api_audit.add_routes(r)
     r.add_post("/v1/users/{name}/password", set_password)
     r.add_post("/v1/users/{name}/totp", set_totp)
     r.add_post("/v1/tokens", add_token)
