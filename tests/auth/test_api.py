@@ -160,6 +160,15 @@ async def test_a_listing_filters_by_labels_then_stops_at_the_limit(api: API) -> 
 
 
 @pytest.mark.usefixtures("fleet")
+async def test_a_listing_by_hostname_reads_only_that_hostname(api: API) -> None:
+    assert hostnames(await api.admin().get("/v1/nodes", hostname="web-2")) == ["web-2"]
+    assert await api.admin().get("/v1/nodes", hostname="web") == []
+    bob = await api.user("bob", ["dev"])
+    assert hostnames(await bob.get("/v1/nodes", hostname="db-3")) == ["db-3"]
+    assert await bob.get("/v1/nodes", hostname="web-2") == []  # not selected by his roles
+
+
+@pytest.mark.usefixtures("fleet")
 async def test_nodes_that_stopped_heartbeating_are_not_listed(api: API, server: AuthServer,
                                                               clock: FakeClock) -> None:
     clock.advance(NODE_TTL - dt.timedelta(seconds=1))

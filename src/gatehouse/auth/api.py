@@ -252,6 +252,7 @@ async def list_nodes(request: web.Request) -> web.Response:
 
     The store hands back each node's stored JSON, which is already the resource's
     JSON shape, so no node is parsed into a model here (100,000 nodes, issue 5).
+    ``hostname=NAME`` lists only the nodes of that hostname (an index read).
     """
     caller = await authorized(request, "node", "list")
     server = server_of(request)
@@ -271,6 +272,10 @@ async def list_nodes(request: web.Request) -> web.Response:
             return False
         return all(labels.get(k) == v for k, v in selector.items())
 
+    hostname = request.query.get("hostname")
+    if hostname is not None:
+        named = [n for n in await server.nodes.by_hostname(hostname) if wanted(n.metadata.labels)]
+        return web.json_response([to_json_obj(n) for n in named[:max(limit, 0) or None]])
     nodes = await server.nodes.select(wanted, max(limit, 0))
     return web.Response(body=b"[" + b",".join(nodes) + b"]", content_type="application/json")
 

@@ -51,8 +51,7 @@ async def check_services(target: AdminTarget) -> list[Check]:
     if cfg.ssh_service.enabled:
         name = cfg.gatehouse.nodename
         async with target.api() as api:
-            nodes = await api.get("/v1/nodes")
-        mine = [n for n in nodes if n["spec"]["hostname"] == name]
+            mine = await api.get("/v1/nodes", hostname=name)
         if not mine:
             checks.append(Check("ssh", False, f"node {name} is not registered (no heartbeat)"))
         elif not await _ssh_banner(mine[0]["spec"]["addr"]):
