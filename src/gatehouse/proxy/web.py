@@ -170,10 +170,6 @@ def make_web_app(forwarder: AuthForwarder, cluster: str,
                 try:
                     async for chunk in upstream.content.iter_any():
                         await response.write(chunk)
-                except (aiohttp.ClientError, OSError) as exc:
-                    # Cut mid-stream (the auth went away, or we are shutting down): drop
-                    # the caller's connection too, rather than end the body as if whole.
-                    raise ConnectionResetError(f"the auth's stream broke: {exc}") from exc
                 finally:
                     streams.discard(task)
                 await response.write_eof()
