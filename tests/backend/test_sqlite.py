@@ -115,3 +115,61 @@ async def test_a_killed_writer_leaves_a_consistent_prefix(tmp_path: Path) -> Non
         for n, item in enumerate(items):
             assert item == Item(b"/k/%08d" % n, b"%d" % n * 100, None, n + 1)
         assert (await backend.put(Item(b"/after", b""))).revision == len(items) + 1
+
+
+SCHEMA_1 = """
+CREATE TABLE items (key BLOB PRIMARY KEY, value BLOB NOT NULL, expires REAL,
+                    revision INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX items_expires ON items (expires) WHERE expires IS NOT NULL;
+CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT INTO meta (name, value) VALUES ('revision', 7);
+PRAGMA user_version = 1;
+"""
+
+
+async def test_a_schema_1_database_is_migrated_with_every_item(tmp_path: Path) -> None:
+    path = tmp_path / "backend.db"
+    clock = FakeClock()
+    soon = clock.now() + dt.timedelta(minutes=5)
+    with sqlite3.connect(path) as db:
+        db.executescript(SCHEMA_1)
+        db.executemany("INSERT INTO items VALUES (?, ?, ?, ?)", [
+            (b"/users/alice", b"a" * 5000, None, 3),
+            (b"/nodes/n1", b"\x00\xff", soon.timestamp(), 7),
+            (b"/recordings/x/chunk/000000", b"\x01" * (1 << 20), None, 5)])
+    async with await SQLiteBackend.open(path, clock=clock) as backend:
+        assert await backend.get_range(b"/", prefix_end(b"/")) == [
+            Item(b"/nodes/n1", b"\x00\xff", soon, 7),
+            Item(b"/recordings/x/chunk/000000", b"\x01" * (1 << 20), None, 5),
+            Item(b"/users/alice", b"a" * 5000, None, 3)]
+        assert (await backend.put(Item(b"/users/bob", b""))).revision == 8
+        clock.advance(dt.timedelta(minutes=6))
+        assert await backend.sweep_expired() == 1  # the expiry index came along
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchall() == [(2,)]
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+def _bytes_read() -> int:
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no rchar in /proc/self/io")
+
+
+async def test_a_key_lookup_does_not_read_large_values(tmp_path: Path) -> None:
+    """Session set-up reads small items while recordings sit beside them in 1 MiB
+    chunks: finding a key must not page those chunks in (it did in schema 1)."""
+    path = tmp_path / "backend.db"
+    async with await SQLiteBackend.open(path, clock=SystemClock()) as backend:
+        for n in range(64):
+            await backend.put(Item(b"/recordings/%04d/chunk/000000" % n, b"\x01" * (1 << 20)))
+            await backend.put(Item(b"/roles/r%04d" % n, b"r" * 300))
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA mmap_size = 0")  # reads go through read(2), where rchar counts them
+        before = _bytes_read()
+        for n in range(0, 64, 8):
+            for key in (b"/roles/r%04d" % n, b"/recordings/%04d/chunk/000001" % n):
+                db.execute("SELECT key, expires FROM items WHERE key = ?", (key,)).fetchall()
+        read = _bytes_read() - before
+    assert read < 256 << 10, f"16 lookups read {read} bytes"
