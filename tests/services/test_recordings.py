@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
 
-from gatehouse.backend import open_backend
+from gatehouse.backend import Item, open_backend
 from gatehouse.clock import FakeClock
 from gatehouse.errors import BadParameter, NotFound
 from gatehouse.services.recordings import CHUNK, RecordingStore, check_session_id
@@ -44,3 +45,45 @@ async def test_oversized_chunk_is_refused(store: RecordingStore) -> None:
         await store.put_chunk(str(uuid.uuid4()), 0, bytes(CHUNK + 1))
     with pytest.raises(BadParameter):
         await store.put_chunk(str(uuid.uuid4()), -1, b"x")
+
+
+async def test_listing_reads_no_chunk(store: RecordingStore) -> None:
+    """Listing reads the metadata items only: chunks of every recording ever made
+    would otherwise all pass through memory for `gsh recordings ls`."""
+    backend = store._backend
+    read: list[bytes] = []
+    real = backend.get_range
+
+    async def counting(start: bytes, end: bytes, limit: int = 0) -> list[Item]:
+        items = await real(start, end, limit)
+        read.extend(i.key for i in items)
+        return items
+
+    backend.get_range = counting  # type: ignore[method-assign]
+    sids = [str(uuid.uuid4()) for _ in range(3)]
+    for sid in sids:
+        for index in range(4):
+            await store.put_chunk(sid, index, bytes(CHUNK))
+        await store.complete(sid, {"session_id": sid})
+    assert sorted(m["session_id"] for m in await store.list()) == sorted(sids)
+    assert read and not [key for key in read if b"/chunk/" in key]
+
+
+async def test_metadata_stored_beside_the_chunks_moves_once(store: RecordingStore) -> None:
+    backend = store._backend
+    old, new = str(uuid.uuid4()), str(uuid.uuid4())
+    for sid in (old, new):
+        await store.put_chunk(sid, 0, b"bytes of " + sid.encode())
+    await backend.put(Item(f"/recordings/{old}/meta".encode(),
+                           json.dumps({"session_id": old}).encode()))
+    await store.complete(new, {"session_id": new})
+    unfinished = str(uuid.uuid4())
+    await store.put_chunk(unfinished, 0, b"still uploading")
+    assert await store.move_old_metadata() == 1
+    assert await store.move_old_metadata() == 0
+    assert sorted(m["session_id"] for m in await store.list()) == sorted([old, new])
+    assert await store.read(old) == b"bytes of " + old.encode()
+    with pytest.raises(NotFound):
+        await backend.get(f"/recordings/{old}/meta".encode())
+    with pytest.raises(NotFound):
+        await store.read(unfinished)

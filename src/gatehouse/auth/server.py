@@ -105,6 +105,7 @@ class AuthServer:
             )
         cas = await authorities.load_or_create(backend, cluster, clock)
         server = cls(backend, clock, cluster, cas, session_recording)
+        await server.recordings.move_old_metadata()
         if session_recording == "off":
             log.warning("session recording is off (auth_service.session_recording): the "
                         "cluster's nodes record no session")
