@@ -172,7 +172,7 @@ def _start_leaf(leaf: Cluster) -> None:
     leaf.wait_node_listed()
 
 
-def _in_parallel(*jobs: Any) -> None:
+def in_parallel(*jobs: Any) -> None:
     """Run (function, argument) jobs in threads; re-raise the first failure."""
     errors: list[BaseException] = []
 
@@ -215,16 +215,19 @@ def start_gatehouse(dir: Path) -> Gatehouse:
     unrecorded = Cluster(LEAF_UNRECORDED, dir / "leaf-norec", session_recording="off")
     for c in (root, leaf, unrecorded):
         c.dir.mkdir(parents=True)
-    _in_parallel((_start_root, root), (_start_leaf, leaf), (_start_leaf, unrecorded))
-    _in_parallel((partial(_join, root), leaf), (partial(_join, root), unrecorded))
+    in_parallel((_start_root, root), (_start_leaf, leaf), (_start_leaf, unrecorded))
+    in_parallel((partial(_join, root), leaf), (partial(_join, root), unrecorded))
     gh = Gatehouse(root, leaf, unrecorded, dir / "home")
     gh.home.mkdir()
     run([str(BIN / "gsh"), "login", f"--proxy={root.proxy_addr}", f"--user={USER}",
          "--password-stdin", "--insecure"], env=gh.env(), input=PASSWORD + "\n").check()
     gh.ssh_config.write_text(gh.gsh("config").check().out)
-    for cluster in (ROOT, LEAF, LEAF_UNRECORDED):
+
+    def answers(cluster: str) -> None:
         res = gh.gsh("ssh", f"--cluster={cluster}", f"root@{NODE}", "true")
         if res.rc != 0:
             raise BenchError(f"`gsh ssh --cluster={cluster} root@{NODE} true` failed: "
                              f"{(res.err.strip().splitlines() or ['?'])[-1]}")
+
+    in_parallel(*((answers, cluster) for cluster in (ROOT, LEAF, LEAF_UNRECORDED)))
     return gh

@@ -15,8 +15,9 @@ import os
 import select
 import subprocess
 import time
+from functools import partial
 
-from bench.clusters import LEAF, LEAF_UNRECORDED, NODE, Cluster, Gatehouse
+from bench.clusters import LEAF, LEAF_UNRECORDED, NODE, Cluster, Gatehouse, in_parallel
 from bench.figures import Figure, absolute_figure, ratio_figure
 from bench.procs import BenchError, settle
 from bench.sshd import OpenSSH
@@ -89,10 +90,14 @@ def measure(gh: Gatehouse, sshd: OpenSSH, size: int, repeats: int) -> list[Figur
         theirs.append(stream_rate(sshd.ssh(command, jump=True), size))
         unrecorded.append(stream_rate(gsh(LEAF_UNRECORDED), size, gh.env()))
         settle(gh.quiet_pids(), timeout=upload)
-    for cluster, expected in ((gh.leaf, True), (gh.unrecorded, False)):
+
+    def check(cluster: Cluster, expected: bool) -> None:
         if _last_recorded(cluster) is not expected:
             raise BenchError(f"{cluster.name}'s node did not record as configured "
                              f"(session_recording: {cluster.session_recording})")
+
+    in_parallel((partial(check, expected=True), gh.leaf),
+                (partial(check, expected=False), gh.unrecorded))
     mib = size >> 20
     off = sorted(unrecorded)[len(unrecorded) // 2]
     return [

@@ -101,7 +101,9 @@ def measure(root_pid: int, proxy: str, leaves: FakeLeaves, dir: Path, *, window:
     settle([root_pid], timeout=30)  # the tunnels' "offline" reports pass
     base_cpu = statistics.median(_sample(root_pid, baseline, 1, span=REPORT_INTERVAL)[0])
     scale = TARGET_COUNT / held
-    proj_cpu = [base_cpu + (c - base_cpu) * scale for c in cpu]
+    # Tunnels cannot make the process use less CPU: a window that read below the
+    # baseline read noise (quick runs: a fraction of a percent), projected as none.
+    proj_cpu = [base_cpu + max(0.0, c - base_cpu) * scale for c in cpu]
     proj_rss = [base_rss + (r - base_rss) * scale for r in rss]
     per_tunnel = (statistics.median(rss) - base_rss) * 1024 / held
     projected = held != TARGET_COUNT
