@@ -12,6 +12,7 @@ and both ways call them.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from dataclasses import dataclass, field
@@ -49,13 +50,29 @@ def _fresh_profile() -> Profile:
 
 def ssh(target: tuple[str, str], command: list[str], cluster: str, tty: bool) -> int:
     """Run COMMAND (or a shell) on the node; returns its exit status (255: no session)."""
-    from gatehouse.client.ssh import run_ssh
-
     login, node = target
     profile = _fresh_profile()
-    return run_async(run_ssh(profile, login, node, command,
-                             cluster=cluster or profile.selected, force_tty=tty),
+    return run_async(_ssh(profile, login, node, command, cluster or profile.selected, tty),
                      error_code=255)
+
+
+async def _ssh(profile: Profile, login: str, node: str, command: list[str], cluster: str,
+               tty: bool) -> int:
+    # The dial goes out first; asyncssh (the bulk of gsh's start-up) loads while the
+    # proxy looks the node up and connects, and the node sends its first bytes.
+    from gatehouse.client.dialer import ProxyTunnel
+    from gatehouse.dialwire import ALPN_SSH, DialRequest
+
+    tunnel = ProxyTunnel(profile.proxy, profile.ssl_context([ALPN_SSH]), profile.server_name,
+                         DialRequest(target=node, cluster=cluster))
+    try:
+        await tunnel.sent()
+        client = importlib.import_module("gatehouse.client.ssh")
+        status: int = await client.run_ssh(profile, login, node, command, cluster=cluster,
+                                           force_tty=tty, tunnel=tunnel)
+        return status
+    finally:
+        tunnel.close()
 
 
 def proxy_ssh(hostport: str, cluster: str) -> int:

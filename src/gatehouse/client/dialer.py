@@ -24,8 +24,9 @@ class _Handshake(asyncio.Protocol):
     """Sends the dial line, reads the reply line, then holds any session bytes that
     came with it (reading paused) until the session's protocol takes over."""
 
-    def __init__(self, request: DialRequest) -> None:
+    def __init__(self, request: DialRequest, sent: asyncio.Event) -> None:
         self._request = request
+        self._sent = sent
         self._buf = b""
         self.leftover = b""
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -34,6 +35,7 @@ class _Handshake(asyncio.Protocol):
         # a cast, not an isinstance check: uvloop's TLS transport is not a subclass
         self._transport = cast(asyncio.Transport, transport)
         self._transport.write(self._request.encode())
+        self._sent.set()
 
     def data_received(self, data: bytes) -> None:
         if self.done.done():
@@ -62,16 +64,17 @@ class _Handshake(asyncio.Protocol):
             self.done.set_exception(ConnectionProblem("the proxy closed the connection"))
 
 
-async def dial(
-    proxy: str, ssl_context: ssl.SSLContext, server_hostname: str, request: DialRequest,
-    protocol_factory: Callable[[], P],
-) -> tuple[asyncio.Transport, P]:
-    """Connect through the proxy and hand the stream to a new protocol."""
+async def _open(proxy: str, ssl_context: ssl.SSLContext, server_hostname: str,
+                request: DialRequest, sent: asyncio.Event | None = None,
+                ) -> tuple[asyncio.Transport, _Handshake]:
+    """Connect, send the dial line (then set ``sent``), wait for the proxy's yes;
+    reading stays paused."""
+    sent = sent or asyncio.Event()
     host, port = split_host_port(proxy)
     loop = asyncio.get_running_loop()
     try:
         transport, hs = await asyncio.wait_for(
-            loop.create_connection(lambda: _Handshake(request), host, port, ssl=ssl_context,
+            loop.create_connection(lambda: _Handshake(request, sent), host, port, ssl=ssl_context,
                                    server_hostname=server_hostname),
             15,
         )
@@ -80,6 +83,12 @@ async def dial(
         raise ConnectionProblem(f"TLS with proxy {proxy} failed: {exc.reason or exc}") from exc
     except (OSError, TimeoutError) as exc:
         raise ConnectionProblem(f"cannot reach proxy {proxy}: {exc or 'timed out'}") from exc
+    return transport, hs
+
+
+def _hand_over(transport: asyncio.Transport, hs: _Handshake,
+               protocol_factory: Callable[[], P]) -> tuple[asyncio.Transport, P]:
+    """Give a dialed stream, and what arrived on it since the reply, to a new protocol."""
     protocol = protocol_factory()
     transport.set_protocol(protocol)
     protocol.connection_made(transport)
@@ -88,6 +97,15 @@ async def dial(
         protocol.data_received(hs.leftover)
     transport.resume_reading()
     return transport, protocol
+
+
+async def dial(
+    proxy: str, ssl_context: ssl.SSLContext, server_hostname: str, request: DialRequest,
+    protocol_factory: Callable[[], P],
+) -> tuple[asyncio.Transport, P]:
+    """Connect through the proxy and hand the stream to a new protocol."""
+    transport, hs = await _open(proxy, ssl_context, server_hostname, request)
+    return _hand_over(transport, hs, protocol_factory)
 
 
 async def open_stream(
@@ -101,13 +119,50 @@ async def open_stream(
 
 
 class ProxyTunnel:
-    """asyncssh's ``tunnel=`` hook: its SSH connection runs over a proxied stream."""
+    """asyncssh's ``tunnel=`` hook: its SSH connection runs over a proxied stream.
+
+    ``start()`` dials at once, before asyncssh asks: `gsh ssh` waits until its
+    dial line is out (``sent()``), then loads asyncssh while the proxy looks the
+    node up and connects, so that those overlap with the client's own start-up.
+    """
 
     def __init__(self, proxy: str, ssl_context: ssl.SSLContext, server_hostname: str,
                  request: DialRequest) -> None:
         self._args = (proxy, ssl_context, server_hostname, request)
+        self._sent = asyncio.Event()
+        self._opening: asyncio.Task[tuple[asyncio.Transport, _Handshake]] | None = None
+        self._handed = False
+
+    def start(self) -> None:
+        if self._opening is None:
+            self._opening = asyncio.get_running_loop().create_task(
+                _open(*self._args, self._sent))
+
+    async def sent(self) -> None:
+        """Until the dial line is on its way, or the dial failed (then
+        ``create_connection`` raises why)."""
+        self.start()
+        assert self._opening is not None
+        waiting = asyncio.ensure_future(self._sent.wait())
+        try:
+            await asyncio.wait([waiting, self._opening], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting.cancel()
+
+    def close(self) -> None:
+        """Drop a dial that was started but never handed to a session."""
+        if self._opening is None or self._handed:
+            return
+        if not self._opening.done():
+            self._opening.cancel()
+        elif not self._opening.cancelled() and self._opening.exception() is None:
+            self._opening.result()[0].abort()
 
     async def create_connection(
         self, session_factory: Callable[[], P], host: str, port: int
     ) -> tuple[asyncio.Transport, P]:
-        return await dial(*self._args, session_factory)
+        self.start()
+        assert self._opening is not None
+        transport, hs = await self._opening
+        self._handed = True
+        return _hand_over(transport, hs, session_factory)

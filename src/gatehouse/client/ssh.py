@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator, Iterator
 from gatehouse.client._asyncssh import asyncssh
 from gatehouse.client.dialer import ProxyTunnel
 from gatehouse.client.profile import Profile
-from gatehouse.dialwire import ALPN_SSH, DialRequest
 from gatehouse.errors import AccessDenied, ConnectionProblem
 from gatehouse.fdio import write_all
 
@@ -46,16 +45,14 @@ def _raw_terminal(fd: int) -> Iterator[None]:
 
 
 async def _connect(profile: Profile, login: str, node: str, cluster: str,
-                   port: int) -> asyncssh.SSHClientConnection:
+                   tunnel: ProxyTunnel) -> asyncssh.SSHClientConnection:
     ident = profile.identity
     key = asyncssh.import_private_key(ident.key_file.read_bytes())
     cert = asyncssh.import_certificate(ident.ssh_cert_line())
     host_ca = asyncssh.import_public_key(profile.host_ca(cluster))
-    tunnel = ProxyTunnel(profile.proxy, profile.ssl_context([ALPN_SSH]), profile.server_name,
-                         DialRequest(target=node, cluster=cluster, port=port))
     try:
         return await asyncssh.connect(
-            node, port or 22, tunnel=tunnel, username=login, client_keys=[(key, cert)],
+            node, 22, tunnel=tunnel, username=login, client_keys=[(key, cert)],
             known_hosts=([], [host_ca], []), agent_path=None, config=None,
             preferred_auth=["publickey"], connect_timeout=30,
             encryption_algs=["aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com",
@@ -110,9 +107,10 @@ async def _pump_out(stream: asyncssh.SSHReader[bytes], fd: int) -> None:
 
 
 async def run_ssh(profile: Profile, login: str, node: str, command: list[str], *,
-                  cluster: str, force_tty: bool, port: int = 0) -> int:
-    """Run the session; returns the remote exit status (or 255 when it ended otherwise)."""
-    conn = await _connect(profile, login, node, cluster, port)
+                  cluster: str, force_tty: bool, tunnel: ProxyTunnel) -> int:
+    """Run the session over ``tunnel`` (dialing ``node`` of ``cluster``); returns the
+    remote exit status (or 255 when it ended otherwise)."""
+    conn = await _connect(profile, login, node, cluster, tunnel)
     interactive = not command
     want_pty = force_tty or (interactive and sys.stdin.isatty())
     term_size = os.get_terminal_size() if want_pty and sys.stdout.isatty() else (80, 24)
