@@ -120,14 +120,6 @@ class Cluster:
                             "labels": {"env": "bench"}},
         })
 
-    def wait_node_listed(self) -> None:
-        def listed() -> bool:
-            res = self.gatectl("get", "node", "--format=json")
-            return res.rc == 0 and any(n["spec"]["hostname"] == NODE for n in json.loads(res.out))
-
-        self.daemons["node"].wait_ready("its node listed", listed, READY)
-
-
 @dataclass
 class Gatehouse:
     root: Cluster
@@ -158,8 +150,7 @@ class Gatehouse:
 def _start_root(root: Cluster) -> None:
     root.start_main()
     root.start_node()
-    root.wait_up("node")
-    root.wait_node_listed()
+    root.wait_up("node")  # a node says it is up once its first heartbeat registered it
     root.gatectl("users", "add", USER, "--roles=access", f"--logins=root,{LIGHT_LOGIN}").check()
     root.gatectl("users", "set-password", USER, "--password-stdin",
                  input=PASSWORD + "\n").check()
@@ -169,7 +160,6 @@ def _start_leaf(leaf: Cluster) -> None:
     leaf.start_main()
     leaf.start_node()
     leaf.wait_up("node")
-    leaf.wait_node_listed()
 
 
 def in_parallel(*jobs: Any) -> None:

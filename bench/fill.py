@@ -107,7 +107,7 @@ async def _fill(backend_path: Path, cluster: str, nodes: int, leaves: range,
     clock = SystemClock()
     backend = await open_backend("sqlite", path=backend_path, clock=clock)
     try:
-        auth = await AuthServer.open(backend, clock, cluster)
+        auth = await AuthServer.open(backend, clock, cluster, backend_path.parent / "recordings")
         await _add_nodes(auth, nodes)
         return await _add_leaves(auth, leaves, out)
     finally:

@@ -40,8 +40,8 @@ async def backend(clock: FakeClock) -> AsyncIterator[Backend]:
 
 
 @pytest.fixture
-async def server(backend: Backend, clock: FakeClock) -> AuthServer:
-    return await AuthServer.open(backend, clock, CLUSTER)
+async def server(backend: Backend, clock: FakeClock, tmp_path: Path) -> AuthServer:
+    return await AuthServer.open(backend, clock, CLUSTER, tmp_path / "recordings")
 
 
 @pytest.fixture

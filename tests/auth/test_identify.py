@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -27,10 +28,10 @@ CLIENT = "192.0.2.1:40000"
 
 
 @pytest.fixture
-async def foreign(clock: FakeClock) -> AsyncIterator[AuthServer]:
+async def foreign(clock: FakeClock, tmp_path: Path) -> AsyncIterator[AuthServer]:
     """Another cluster's auth with the same name, so the same CA names but other keys."""
     backend = await open_backend("memory", path=None, clock=clock)
-    yield await AuthServer.open(backend, clock, CLUSTER)
+    yield await AuthServer.open(backend, clock, CLUSTER, tmp_path / "recordings")
     await backend.close()
 
 
@@ -105,11 +106,11 @@ async def test_a_foreign_cas_certificates_are_denied(server: AuthServer, foreign
             await identify(server, peer, None, PEER, None)
 
 
-async def test_another_clusters_certificate_is_denied(server: AuthServer, clock: FakeClock
-                                                      ) -> None:
+async def test_another_clusters_certificate_is_denied(server: AuthServer, clock: FakeClock,
+                                                      tmp_path: Path) -> None:
     backend = await open_backend("memory", path=None, clock=clock)
     try:
-        other = await AuthServer.open(backend, clock, "leaf.example.com")
+        other = await AuthServer.open(backend, clock, "leaf.example.com", tmp_path / "recordings")
         with pytest.raises(AccessDenied):
             await identify(server, await user_der(other), None, PEER, None)
     finally:
@@ -383,10 +384,10 @@ ROOT = "root.example.com"
 
 
 @pytest.fixture
-async def root(clock: FakeClock) -> AsyncIterator[AuthServer]:
+async def root(clock: FakeClock, tmp_path: Path) -> AsyncIterator[AuthServer]:
     """A root cluster this one (the leaf) may trust."""
     backend = await open_backend("memory", path=None, clock=clock)
-    yield await AuthServer.open(backend, clock, ROOT)
+    yield await AuthServer.open(backend, clock, ROOT, tmp_path / "recordings")
     await backend.close()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import uuid
+from pathlib import Path
 
 import pytest
 from cryptography import x509 as cx509
@@ -81,9 +82,9 @@ async def test_open_creates_the_cas_and_preset_roles(server: AuthServer) -> None
     assert sorted(r.name for r in await server.roles.list()) == ["access", "auditor", "editor"]
 
 
-async def test_reopening_keeps_the_cas(server: AuthServer, backend: Backend, clock: FakeClock
-                                       ) -> None:
-    again = await AuthServer.open(backend, clock, CLUSTER)
+async def test_reopening_keeps_the_cas(server: AuthServer, backend: Backend, clock: FakeClock,
+                                       tmp_path: Path) -> None:
+    again = await AuthServer.open(backend, clock, CLUSTER, tmp_path / "recordings")
     for ca_type in ("user", "host"):
         assert again.cas[ca_type].tls_fingerprint == server.cas[ca_type].tls_fingerprint
         assert again.cas[ca_type].ssh_fingerprint == server.cas[ca_type].ssh_fingerprint
@@ -91,19 +92,20 @@ async def test_reopening_keeps_the_cas(server: AuthServer, backend: Backend, clo
 
 
 async def test_reopening_keeps_an_edited_preset_role(server: AuthServer, backend: Backend,
-                                                     clock: FakeClock) -> None:
+                                                     clock: FakeClock, tmp_path: Path) -> None:
     access = await server.roles.get("access")
     edited = access.model_copy(update={"spec": RoleSpec(allow=RoleConditions(logins=["ops"]))})
     await server.roles.upsert(edited)
-    again = await AuthServer.open(backend, clock, CLUSTER)
+    again = await AuthServer.open(backend, clock, CLUSTER, tmp_path / "recordings")
     assert (await again.roles.get("access")).spec.allow.logins == ["ops"]
 
 
 async def test_reopening_with_another_cluster_name_is_refused(server: AuthServer,
                                                               backend: Backend,
-                                                              clock: FakeClock) -> None:
+                                                              clock: FakeClock,
+                                                              tmp_path: Path) -> None:
     with pytest.raises(BadParameter, match=f"belongs to cluster '{CLUSTER}'.*'other.example'"):
-        await AuthServer.open(backend, clock, "other.example")
+        await AuthServer.open(backend, clock, "other.example", tmp_path / "recordings")
 
 
 # --- login --------------------------------------------------------------------------------
@@ -556,13 +558,13 @@ async def test_resolve_matches_whole_names_only(server: AuthServer) -> None:
 
 
 async def test_nodes_stored_by_an_earlier_version_resolve_after_a_restart(
-        backend: Backend, clock: FakeClock) -> None:
+        backend: Backend, clock: FakeClock, tmp_path: Path) -> None:
     # An earlier version stored nodes without the indexes (a plain resource store).
     unindexed = ResourceStore(backend, "node", Node)
     await unindexed.upsert(Node(metadata=Metadata(name="hid-1"),
                                 spec=NodeSpec(hostname="db1", addr=NODE_ADDR, cluster=CLUSTER,
                                               host_id="hid-1")))
-    server = await AuthServer.open(backend, clock, CLUSTER)
+    server = await AuthServer.open(backend, clock, CLUSTER, tmp_path / "recordings")
     assert (await server.resolve_node("db1")).metadata.name == "hid-1"
     assert (await server.resolve_node(NODE_ADDR)).metadata.name == "hid-1"
 

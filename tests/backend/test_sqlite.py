@@ -158,8 +158,8 @@ def _bytes_read() -> int:
 
 
 async def test_a_key_lookup_does_not_read_large_values(tmp_path: Path) -> None:
-    """Session set-up reads small items while recordings sit beside them in 1 MiB
-    chunks: finding a key must not page those chunks in (it did in schema 1)."""
+    """Finding a small item must not page in the large values beside it (in schema 1 a
+    lookup read the 1 MiB recording chunks then kept in the backend)."""
     path = tmp_path / "backend.db"
     async with await SQLiteBackend.open(path, clock=SystemClock()) as backend:
         for n in range(64):

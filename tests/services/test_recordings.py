@@ -1,9 +1,12 @@
-"""The auth's recording store: chunked uploads, listing finished ones, safe ids."""
+"""The auth's recording store: chunked uploads into files, listing finished ones, safe ids,
+and recordings an earlier version kept in the backend."""
 
 from __future__ import annotations
 
 import json
+import stat
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -14,8 +17,9 @@ from gatehouse.services.recordings import CHUNK, RecordingStore, check_session_i
 
 
 @pytest.fixture
-async def store() -> RecordingStore:
-    return RecordingStore(await open_backend("memory", path=None, clock=FakeClock()))
+async def store(tmp_path: Path) -> RecordingStore:
+    return RecordingStore(await open_backend("memory", path=None, clock=FakeClock()),
+                          tmp_path / "recordings")
 
 
 async def test_chunks_read_back_in_order_once_complete(store: RecordingStore) -> None:
@@ -47,43 +51,46 @@ async def test_oversized_chunk_is_refused(store: RecordingStore) -> None:
         await store.put_chunk(str(uuid.uuid4()), -1, b"x")
 
 
-async def test_listing_reads_no_chunk(store: RecordingStore) -> None:
-    """Listing reads the metadata items only: chunks of every recording ever made
-    would otherwise all pass through memory for `gsh recordings ls`."""
+async def test_chunks_are_private_files_and_the_backend_holds_metadata_only(
+        store: RecordingStore) -> None:
+    """A recording's bytes stay out of the backend, which every request reads: only its
+    metadata is an item there. Recordings hold whatever crossed users' terminals."""
+    sid = str(uuid.uuid4())
+    await store.put_chunk(sid, 1, b"second")
+    await store.put_chunk(sid, 0, b"first, sent twice")
+    await store.put_chunk(sid, 0, b"first ")  # a retried chunk replaces the first try
+    await store.complete(sid, {"session_id": sid})
+    assert await store.read(sid) == b"first second"
+    items = await store._backend.get_range(b"/", b"0")
+    assert [i.key for i in items] == [f"/recording_meta/{sid}".encode()]
+    directory = store.directory / sid
+    assert sorted(p.name for p in directory.iterdir()) == ["000000", "000001"]
+    for path in (store.directory, directory):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700
+    assert stat.S_IMODE((directory / "000000").stat().st_mode) == 0o600
+
+
+async def test_a_recording_without_chunks_cannot_complete(store: RecordingStore) -> None:
+    with pytest.raises(BadParameter, match="no chunks"):
+        await store.complete(str(uuid.uuid4()), {})
+    assert await store.list() == []
+
+
+async def test_recordings_kept_in_the_backend_move_to_files(store: RecordingStore) -> None:
+    """An earlier version stored chunks and metadata as items under /recordings/."""
     backend = store._backend
-    read: list[bytes] = []
-    real = backend.get_range
-
-    async def counting(start: bytes, end: bytes, limit: int = 0) -> list[Item]:
-        items = await real(start, end, limit)
-        read.extend(i.key for i in items)
-        return items
-
-    backend.get_range = counting  # type: ignore[method-assign]
-    sids = [str(uuid.uuid4()) for _ in range(3)]
-    for sid in sids:
-        for index in range(4):
-            await store.put_chunk(sid, index, bytes(CHUNK))
-        await store.complete(sid, {"session_id": sid})
-    assert sorted(m["session_id"] for m in await store.list()) == sorted(sids)
-    assert read and not [key for key in read if b"/chunk/" in key]
-
-
-async def test_metadata_stored_beside_the_chunks_moves_once(store: RecordingStore) -> None:
-    backend = store._backend
-    old, new = str(uuid.uuid4()), str(uuid.uuid4())
-    for sid in (old, new):
-        await store.put_chunk(sid, 0, b"bytes of " + sid.encode())
-    await backend.put(Item(f"/recordings/{old}/meta".encode(),
-                           json.dumps({"session_id": old}).encode()))
-    await store.complete(new, {"session_id": new})
-    unfinished = str(uuid.uuid4())
-    await store.put_chunk(unfinished, 0, b"still uploading")
-    assert await store.move_old_metadata() == 1
-    assert await store.move_old_metadata() == 0
-    assert sorted(m["session_id"] for m in await store.list()) == sorted([old, new])
-    assert await store.read(old) == b"bytes of " + old.encode()
-    with pytest.raises(NotFound):
-        await backend.get(f"/recordings/{old}/meta".encode())
-    with pytest.raises(NotFound):
-        await store.read(unfinished)
+    done, unfinished = str(uuid.uuid4()), str(uuid.uuid4())
+    parts = [bytes([7]) * CHUNK, b"tail"]
+    for index, part in enumerate(parts):
+        await backend.put(Item(f"/recordings/{done}/chunk/{index:06d}".encode(), part))
+    await backend.put(Item(f"/recordings/{done}/meta".encode(),
+                           json.dumps({"session_id": done}).encode()))
+    await backend.put(Item(f"/recordings/{unfinished}/chunk/000000".encode(), b"partial"))
+    assert await store.move_from_backend() == 1
+    assert await store.list() == [{"session_id": done}]
+    assert await store.read(done) == b"".join(parts)
+    assert await backend.get_range(b"/recordings/", b"/recordings0") == []
+    await store.put_chunk(unfinished, 1, b" and the rest")  # its upload goes on
+    await store.complete(unfinished, {"session_id": unfinished})
+    assert await store.read(unfinished) == b"partial and the rest"
+    assert await store.move_from_backend() == 0

@@ -14,6 +14,7 @@ import logging
 import re
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -70,6 +71,7 @@ class AuthServer:
         clock: Clock,
         cluster: str,
         cas: dict[str, authorities.CertAuthority],
+        recordings: Path,
         session_recording: SessionRecording = "node",
     ) -> None:
         self.backend = backend
@@ -85,13 +87,14 @@ class AuthServer:
         self.totp = TOTPStore(backend, clock, issuer=f"Gatehouse {cluster}")
         self.trust = TrustStore(backend, clock, cluster, self.audit)
         self.hosts = HostRegistry(backend)
-        self.recordings = RecordingStore(backend)
+        self.recordings = RecordingStore(backend, recordings)
         self.session_recording = session_recording  # what the nodes are told to do
 
     @classmethod
-    async def open(cls, backend: Backend, clock: Clock, cluster: str,
+    async def open(cls, backend: Backend, clock: Clock, cluster: str, recordings: Path,
                    session_recording: SessionRecording = "node") -> AuthServer:
-        """Load (or on first start create) the cluster's name, CAs and preset roles."""
+        """Load (or on first start create) the cluster's name, CAs and preset roles;
+        session recordings' chunks are kept in the directory ``recordings``."""
         key = b"/cluster_name"
         try:
             stored = (await backend.get(key)).value.decode()
@@ -104,8 +107,8 @@ class AuthServer:
                 f"but the config names {cluster!r}"
             )
         cas = await authorities.load_or_create(backend, cluster, clock)
-        server = cls(backend, clock, cluster, cas, session_recording)
-        await server.recordings.move_old_metadata()
+        server = cls(backend, clock, cluster, cas, recordings, session_recording)
+        await server.recordings.move_from_backend()
         if session_recording == "off":
             log.warning("session recording is off (auth_service.session_recording): the "
                         "cluster's nodes record no session")

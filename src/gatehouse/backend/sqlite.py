@@ -60,8 +60,8 @@ SCHEMA_VERSION = 2
 
 # Values live in a rowid table, apart from the index on key. (Schema 1 kept them
 # in a WITHOUT ROWID table, where a key lookup that compares against a cell with a
-# large value reads the whole value from its overflow pages: with recordings in
-# 1 MiB chunks, each lookup took ~0.3-0.8 ms instead of ~5 us.)
+# large value reads the whole value from its overflow pages: beside 1 MiB values,
+# each lookup took ~0.3-0.8 ms instead of ~5 us.)
 _ITEMS = """
 CREATE TABLE items (
     id INTEGER PRIMARY KEY,
@@ -322,9 +322,9 @@ async def _prepare(db: aiosqlite.Connection, path: Path) -> int:
         raise BadParameter(f"sqlite database {path}: cannot use WAL journal (got {mode!r})")
     await db.execute("PRAGMA synchronous = NORMAL")
     # Reads through a map of the file and a 64 MiB page cache, not a pread() per page
-    # into 2 MiB: recordings make the file large, and every SSH session reads a dozen
-    # items. The price (SQLite's mmap notes): a disk read error in the mapped part is
-    # a SIGBUS that stops the process, rather than an error to handle.
+    # into 2 MiB: every SSH session reads a dozen items. The price (SQLite's mmap
+    # notes): a disk read error in the mapped part is a SIGBUS that stops the
+    # process, rather than an error to handle.
     await db.execute("PRAGMA cache_size = -65536")
     await db.execute("PRAGMA mmap_size = 268435456")
     [(version,)] = await db.execute_fetchall("PRAGMA user_version")
