@@ -46,7 +46,7 @@ class Sizes:
 
 
 QUICK = Sizes(repeats=3, connect_repeats=3, stream_bytes=64 << 20, load_seconds=5.0,
-              tunnels=1_000, tunnel_window=1.5, tunnel_baseline=2.0, heartbeat_rounds=False,
+              tunnels=1_000, tunnel_window=1.5, tunnel_baseline=5.0, heartbeat_rounds=False,
               nodes=10_000, issue_seconds=0.5)
 FULL = Sizes(repeats=5, connect_repeats=10, stream_bytes=1 << 30, load_seconds=30.0,
              tunnels=10_000, tunnel_window=20.0, tunnel_baseline=30.0, heartbeat_rounds=True,

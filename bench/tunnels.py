@@ -99,9 +99,9 @@ def measure(root_pid: int, proxy: str, leaves: FakeLeaves, dir: Path, *, window:
         raise BenchError(f"no tunnel stayed up ({status['failed']} failed: "
                          f"{next(iter(status['errors']), '?')})")
     settle([root_pid], timeout=30)  # the tunnels' "offline" reports pass
-    # Without tunnels the root sends no reports (and its sweeps wake it every quarter
-    # second): a window need not span a report period.
-    base_cpu = statistics.median(_sample(root_pid, baseline, 1)[0])
+    # Over a whole report period too: a shorter window (2 s) read 0.0% where the
+    # root's own periodic work shows over 5 s, and the projection multiplied that.
+    base_cpu = statistics.median(_sample(root_pid, baseline, 1, span=REPORT_INTERVAL)[0])
     scale = TARGET_COUNT / held
     # Tunnels cannot make the process use less CPU: a window that read below the
     # baseline read noise (quick runs: a fraction of a percent), projected as none.
