@@ -26,6 +26,7 @@ from gatehouse.keystore import StoredIdentity
 from gatehouse.node import sshserver
 from gatehouse.node.recorder import SessionRecorder, recover
 from gatehouse.node.session import SessionInfo
+from gatehouse.node.spawn import unignore_session_signals
 from gatehouse.node.spool import AuditSpool
 from gatehouse.node.uploader import upload_with_retries
 
@@ -95,6 +96,7 @@ class NodeService:
 
     async def run(self, started: Callable[[str], None]) -> None:
         """Serve until cancelled; ``started`` gets the listening address once ready."""
+        unignore_session_signals()
         host, port = split_host_port(self._cfg.listen_addr)
         key = asyncssh.import_private_key(self._identity.key_file.read_bytes())
         cert = asyncssh.import_certificate(self._identity.ssh_cert_line())

@@ -26,6 +26,7 @@ from gatehouse.errors import AccessDenied
 __all__ = [
     "DEFAULT_ENV_ALLOWED",
     "DEFAULT_PATH",
+    "SESSION_SIGNALS",
     "Account",
     "Child",
     "PtyRequest",
@@ -40,6 +41,7 @@ __all__ = [
     "signal_number",
     "spawn",
     "ssh_vars",
+    "unignore_session_signals",
 ]
 
 F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux); in the fcntl module from Python 3.12 on
@@ -90,6 +92,28 @@ def lookup_account(login: str) -> Account:
             f"{_user_name(euid)!r}, not root"
         )
     return account
+
+
+# Signals a session's processes must be able to receive as usual.
+SESSION_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM)
+
+
+def _ignored(signum: int, frame: object) -> None:
+    """Stands in for SIG_IGN in the node; exec resets it to the default."""
+
+
+def unignore_session_signals() -> None:
+    """Call once in the node's main thread, before sessions start.
+
+    A node started with a signal ignored (SIGHUP under nohup, SIGINT and SIGQUIT
+    as a shell's background job) would hand that on to every session: an ignored
+    signal stays ignored across fork and exec, so a client's hang-up or a
+    forwarded HUP would not end the session's shell. A handler that does nothing
+    keeps the node ignoring it, and exec resets a handler to the default.
+    """
+    for signum in SESSION_SIGNALS:
+        if signal.getsignal(signum) == signal.SIG_IGN:
+            signal.signal(signum, _ignored)
 
 
 def check_can_run_as(login: str) -> None:
