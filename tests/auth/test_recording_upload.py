@@ -7,7 +7,10 @@ import datetime as dt
 import uuid
 from pathlib import Path
 
+import pytest
+
 from gatehouse.auth.server import AuthServer
+from gatehouse.errors import AlreadyExists
 from gatehouse.node.uploader import upload_with_retries
 from gatehouse.recording import RecordingMeta, RecordingWriter, decode
 from gatehouse.services.recordings import CHUNK
@@ -52,3 +55,23 @@ async def test_an_empty_or_unreadable_file_is_kept_as_corrupt(api: API, server: 
         await upload_with_retries(node, path)
         assert not path.exists() and path.with_suffix(".corrupt").read_bytes() == content
     assert await server.recordings.list() == []
+
+
+async def test_a_complete_recording_cannot_change(api: API, server: AuthServer,
+                                                  tmp_path: Path) -> None:
+    """Not by a second upload of the same session (a node that crashed before it
+    removed its copy sends it again: that counts as done), nor by a chunk sent later."""
+    node = await api.host("node", "hid-1", "node1", [NODE_ADDR])
+    path = tmp_path / "s.rec"
+    meta = write_recording(path, [b"what the user saw"])
+    kept = path.read_bytes()
+    await upload_with_retries(node, path)
+    path.write_bytes(kept)  # as if the node crashed before it removed the file
+    await upload_with_retries(node, path)
+    assert not path.exists()
+    with pytest.raises(AlreadyExists, match="is complete"):
+        await node.put_bytes(f"/v1/recordings/{meta.session_id}/chunks/0", b"rewritten")
+    with pytest.raises(AlreadyExists, match="is complete"):
+        await node.post(f"/v1/recordings/{meta.session_id}/complete", {"user": "mallory"})
+    assert await server.recordings.read(meta.session_id) == kept
+    assert (await server.recordings.meta(meta.session_id))["user"] == "alice"

@@ -94,3 +94,9 @@ async def test_recordings_kept_in_the_backend_move_to_files(store: RecordingStor
     await store.complete(unfinished, {"session_id": unfinished})
     assert await store.read(unfinished) == b"partial and the rest"
     assert await store.move_from_backend() == 0
+    # A start that moved a recording and stopped before removing the items:
+    await backend.put(Item(f"/recordings/{done}/chunk/000000".encode(), b"stale"))
+    await backend.put(Item(f"/recordings/{done}/meta".encode(), b"{}"))
+    assert await store.move_from_backend() == 0
+    assert await store.read(done) == b"".join(parts)
+    assert await backend.get_range(b"/recordings/", b"/recordings0") == []

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from gatehouse import recording
 from gatehouse.client.api import APIClient
-from gatehouse.errors import BadParameter, ConnectionProblem, GatehouseError
+from gatehouse.errors import AlreadyExists, BadParameter, ConnectionProblem, GatehouseError
 from gatehouse.services.recordings import CHUNK
 
 __all__ = ["upload", "upload_with_retries"]
@@ -47,6 +47,10 @@ async def upload_with_retries(api: APIClient, path: Path, attempts: int = 20) ->
     for attempt in range(attempts):
         try:
             await upload(api, path)
+            return
+        except AlreadyExists:  # an earlier try got through, its answer did not
+            log.info("recording %s was already uploaded", path.name)
+            path.unlink()
             return
         except ConnectionProblem as exc:
             log.warning("upload of %s failed (%s); retrying", path.name, exc)

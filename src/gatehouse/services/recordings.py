@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from gatehouse.backend import Backend, Item, prefix_end
-from gatehouse.errors import BadParameter, NotFound
+from gatehouse.errors import AlreadyExists, BadParameter, NotFound
 
 __all__ = ["CHUNK", "MAX_RECORDING", "RecordingStore", "check_session_id"]
 
@@ -57,9 +57,19 @@ class RecordingStore:
         return f"{_META}{check_session_id(session_id)}".encode()
 
     async def put_chunk(self, session_id: str, index: int, data: bytes) -> None:
+        """Store one chunk; a chunk sent again replaces the first, until the recording
+        is complete: from then on it is AlreadyExists, whoever asks."""
         if not 0 <= index < MAX_RECORDING // CHUNK or len(data) > CHUNK:
             raise BadParameter(f"chunk {index} of {len(data)} bytes is out of bounds")
+        await self._refuse_if_complete(session_id)
         await asyncio.to_thread(self._write_chunk, self._dir(session_id), index, data)
+
+    async def _refuse_if_complete(self, session_id: str) -> None:
+        try:
+            await self._backend.get(self._meta_key(session_id))
+        except NotFound:
+            return
+        raise AlreadyExists(f"recording {session_id} is complete: it cannot change")
 
     def _write_chunk(self, directory: Path, index: int, data: bytes) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -73,14 +83,19 @@ class RecordingStore:
                 view = view[os.write(fd, view):]
         finally:
             os.close(fd)
-        os.replace(tmp, directory / f"{index:06d}")  # a chunk sent again replaces the first
+        os.replace(tmp, directory / f"{index:06d}")
 
     async def complete(self, session_id: str, meta: dict[str, Any]) -> None:
         """Mark an upload finished with the recording's metadata (from its header),
-        once its chunks are on disk."""
+        once its chunks are on disk; AlreadyExists if it was already."""
+        await self._refuse_if_complete(session_id)
         await asyncio.to_thread(_sync_all, self._dir(session_id))
-        await self._backend.put(Item(key=self._meta_key(session_id),
-                                     value=json.dumps(meta).encode()))
+        try:
+            await self._backend.create(Item(key=self._meta_key(session_id),
+                                            value=json.dumps(meta).encode()))
+        except AlreadyExists:
+            raise AlreadyExists(f"recording {session_id} is complete: it cannot change") \
+                from None
 
     async def meta(self, session_id: str) -> dict[str, Any]:
         try:
@@ -105,6 +120,11 @@ class RecordingStore:
         while found := await self._backend.get_range(_OLD, end, limit=1):
             recording = found[0].key[:found[0].key.index(b"/", len(_OLD)) + 1]
             session_id = recording[len(_OLD):-1].decode()
+            try:
+                await self._refuse_if_complete(session_id)
+            except AlreadyExists:  # moved already, by a start that stopped short of the end
+                await self._backend.delete_range(recording, prefix_end(recording))
+                continue
             chunks = recording + b"chunk/"
             start = chunks
             while chunk := await self._backend.get_range(start, prefix_end(chunks), limit=1):
