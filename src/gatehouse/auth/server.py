@@ -108,7 +108,8 @@ class AuthServer:
             )
         cas = await authorities.load_or_create(backend, cluster, clock)
         server = cls(backend, clock, cluster, cas, recordings, session_recording)
-        await server.recordings.move_from_backend()
+        if moved := await server.recordings.move_from_backend():
+            log.info("moved %d session recordings from the backend to %s", moved, recordings)
         if session_recording == "off":
             log.warning("session recording is off (auth_service.session_recording): the "
                         "cluster's nodes record no session")
