@@ -232,7 +232,7 @@ async def test_a_write_error_stops_the_recording_not_the_session(
     def full(fd: int, data: bytes | bytearray) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(recorder_mod, "_write_all", full)
+    monkeypatch.setattr(recorder_mod, "write_all", full)
     rec.output(b"x" * 200)  # over the cap: a synchronous write, which fails quietly
     rec.output(b"after")
     assert isinstance(rec.error, OSError)

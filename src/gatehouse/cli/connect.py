@@ -12,7 +12,6 @@ and both ways call them.
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 from dataclasses import dataclass, field
@@ -67,10 +66,10 @@ async def _ssh(profile: Profile, login: str, node: str, command: list[str], clus
                          DialRequest(target=node, cluster=cluster))
     try:
         await tunnel.sent()
-        client = importlib.import_module("gatehouse.client.ssh")
-        status: int = await client.run_ssh(profile, login, node, command, cluster=cluster,
-                                           force_tty=tty, tunnel=tunnel)
-        return status
+        from gatehouse.client.ssh import run_ssh
+
+        return await run_ssh(profile, login, node, command, cluster=cluster, force_tty=tty,
+                             tunnel=tunnel)
     finally:
         tunnel.close()
 

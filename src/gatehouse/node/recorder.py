@@ -25,6 +25,7 @@ from pathlib import Path
 
 from gatehouse.clock import Clock, SystemClock
 from gatehouse.errors import BadParameter
+from gatehouse.fdio import fsync_directory, write_all
 from gatehouse.recording import (
     MAGIC,
     MAX_HEADER,
@@ -111,7 +112,7 @@ class SessionRecorder:
         fd = os.open(self.path, _CREATE, 0o600)
         try:
             os.fchmod(fd, 0o600)  # whatever the umask
-            _write_all(fd, self._header)
+            write_all(fd, self._header)
         except OSError:
             os.close(fd)
             raise
@@ -165,7 +166,7 @@ class SessionRecorder:
     def _write(self, data: bytes | bytearray) -> None:
         assert self._fd is not None
         try:
-            _write_all(self._fd, data)
+            write_all(self._fd, data)
         except OSError as exc:
             self._fail(exc)
         else:
@@ -219,7 +220,7 @@ class SessionRecorder:
         try:
             await asyncio.to_thread(os.fsync, fd)
             if not self._dir_synced:  # the new file's name, once
-                await asyncio.to_thread(_fsync_directory, self.directory)
+                await asyncio.to_thread(fsync_directory, self.directory)
                 self._dir_synced = True
         except OSError as exc:
             self._fail(exc)
@@ -237,7 +238,7 @@ class SessionRecorder:
         final = self.path.with_suffix(FINAL)
         try:
             os.replace(self.path, final)
-            _fsync_directory(self.directory)
+            fsync_directory(self.directory)
         except OSError as exc:
             self._fail(exc)
             return self.path
@@ -288,24 +289,10 @@ def recover(directory: Path) -> list[Path]:
             continue
         log.info("recording recovered after a crash path=%s", final)
         recovered.append(final)
-    _fsync_directory(directory)
+    fsync_directory(directory)
     return recovered
 
 
 def _prepare_directory(directory: Path) -> None:
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(directory, 0o700)  # recordings hold whatever crossed users' terminals
-
-
-def _write_all(fd: int, data: bytes | bytearray) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

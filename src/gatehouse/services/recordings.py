@@ -24,6 +24,7 @@ from typing import Any
 
 from gatehouse.backend import Backend, Item, prefix_end
 from gatehouse.errors import AlreadyExists, BadParameter, NotFound
+from gatehouse.fdio import fsync_directory, write_all
 
 __all__ = ["CHUNK", "MAX_RECORDING", "RecordingStore", "check_session_id"]
 
@@ -61,15 +62,16 @@ class RecordingStore:
         is complete: from then on it is AlreadyExists, whoever asks."""
         if not 0 <= index < MAX_RECORDING // CHUNK or len(data) > CHUNK:
             raise BadParameter(f"chunk {index} of {len(data)} bytes is out of bounds")
-        await self._refuse_if_complete(session_id)
+        if await self._is_complete(session_id):
+            raise _unchangeable(session_id)
         await asyncio.to_thread(self._write_chunk, self._dir(session_id), index, data)
 
-    async def _refuse_if_complete(self, session_id: str) -> None:
+    async def _is_complete(self, session_id: str) -> bool:
         try:
             await self._backend.get(self._meta_key(session_id))
         except NotFound:
-            return
-        raise AlreadyExists(f"recording {session_id} is complete: it cannot change")
+            return False
+        return True
 
     def _write_chunk(self, directory: Path, index: int, data: bytes) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -78,9 +80,7 @@ class RecordingStore:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW,
                      0o600)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, data)
         finally:
             os.close(fd)
         os.replace(tmp, directory / f"{index:06d}")
@@ -88,14 +88,12 @@ class RecordingStore:
     async def complete(self, session_id: str, meta: dict[str, Any]) -> None:
         """Mark an upload finished with the recording's metadata (from its header),
         once its chunks are on disk; AlreadyExists if it was already."""
-        await self._refuse_if_complete(session_id)
         await asyncio.to_thread(_sync_all, self._dir(session_id))
         try:
             await self._backend.create(Item(key=self._meta_key(session_id),
                                             value=json.dumps(meta).encode()))
         except AlreadyExists:
-            raise AlreadyExists(f"recording {session_id} is complete: it cannot change") \
-                from None
+            raise _unchangeable(session_id) from None
 
     async def meta(self, session_id: str) -> dict[str, Any]:
         try:
@@ -120,9 +118,7 @@ class RecordingStore:
         while found := await self._backend.get_range(_OLD, end, limit=1):
             recording = found[0].key[:found[0].key.index(b"/", len(_OLD)) + 1]
             session_id = recording[len(_OLD):-1].decode()
-            try:
-                await self._refuse_if_complete(session_id)
-            except AlreadyExists:  # moved already, by a start that stopped short of the end
+            if await self._is_complete(session_id):  # moved by a start cut short
                 await self._backend.delete_range(recording, prefix_end(recording))
                 continue
             chunks = recording + b"chunk/"
@@ -142,6 +138,10 @@ class RecordingStore:
         return moved
 
 
+def _unchangeable(session_id: str) -> AlreadyExists:
+    return AlreadyExists(f"recording {session_id} is complete: it cannot change")
+
+
 def _sync_all(directory: Path) -> None:
     if not directory.is_dir():
         raise BadParameter(f"recording {directory.name} has no chunks")
@@ -151,12 +151,8 @@ def _sync_all(directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-    for d in (directory, directory.parent):
-        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    fsync_directory(directory)
+    fsync_directory(directory.parent)
 
 
 def _read_all(directory: Path) -> bytes:
