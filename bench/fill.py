@@ -21,13 +21,13 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from gatehouse import sshcert, x509
 from gatehouse.auth.server import AuthServer
-from gatehouse.auth.trust import PublicCA
 from gatehouse.backend import open_backend
 from gatehouse.clock import SystemClock
+from gatehouse.pki import sshcert, x509
 from gatehouse.types.node import Node, NodeSpec, NodeStatus
 from gatehouse.types.resource import Metadata
+from gatehouse.wire.trust import PublicCA
 
 LISTED_FOR = dt.timedelta(days=1)
 

@@ -47,7 +47,8 @@ async def _exec_true(conn: asyncssh.SSHClientConnection) -> float:
 def gatehouse_session(node: str, cluster: str, login: str) -> Session:
     from gatehouse.client.dialer import ProxyTunnel
     from gatehouse.client.profile import Profile
-    from gatehouse.dialwire import ALPN_SSH, DialRequest
+    from gatehouse.wire.dial import DialRequest
+    from gatehouse.wire.names import ALPN_SSH
 
     profile = Profile.load()
     ident = profile.identity

@@ -29,8 +29,8 @@ from typing import Any
 
 from gatehouse.tunnel.liveness import ROOT_SILENT_AFTER, set_keepalive
 from gatehouse.tunnel.mux import MuxSession
-from gatehouse.tunnel.server import ALPN_TUNNEL
 from gatehouse.types.resource import split_host_port
+from gatehouse.wire.names import ALPN_TUNNEL
 
 HANDSHAKES_AT_ONCE = 32
 ATTEMPTS = 5

@@ -1,4 +1,4 @@
-"""Tests for gatehouse.dialwire: the one-line request and reply that open a proxied stream."""
+"""Tests for gatehouse.wire.dial: the one-line request and reply that open a proxied stream."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gatehouse.dialwire import MAX_LINE, DialReply, DialRequest
 from gatehouse.errors import BadParameter
+from gatehouse.wire.dial import MAX_LINE, DialReply, DialRequest
 
 
 def line(obj: object) -> bytes:

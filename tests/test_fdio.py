@@ -9,7 +9,7 @@ import textwrap
 import threading
 import time
 
-from gatehouse.fdio import write_all
+from gatehouse._sys.fdio import write_all
 
 SIZE = 8 << 20
 

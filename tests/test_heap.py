@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import resource
 
-from gatehouse.heap import keep_freed_memory
+from gatehouse._sys.heap import keep_freed_memory
 
 
 def _minor_faults_per_round(rounds: int) -> float:

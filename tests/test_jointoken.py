@@ -1,4 +1,4 @@
-"""Tests for gatehouse.jointoken: tokens that carry a pin of the cluster's host CA."""
+"""Tests for gatehouse.pki.jointoken: tokens that carry a pin of the cluster's host CA."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gatehouse import x509
 from gatehouse.errors import BadParameter
-from gatehouse.jointoken import JoinToken
+from gatehouse.pki import x509
+from gatehouse.pki.jointoken import JoinToken
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 _, HOST_CA = x509.new_ca("sso.example.com", "host", NOW)

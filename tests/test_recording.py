@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gatehouse.errors import BadParameter
-from gatehouse.recording import (
+from gatehouse.wire.recording import (
     MAGIC,
     Frame,
     Recording,

@@ -1,4 +1,4 @@
-"""Tests for gatehouse.sshcert: round trips, tampering, and interop with real OpenSSH."""
+"""Tests for gatehouse.pki.sshcert: round trips, tampering, and interop with real OpenSSH."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gatehouse import sshcert
 from gatehouse.errors import AccessDenied, BadParameter
-from gatehouse.sshcert import (
+from gatehouse.pki import sshcert
+from gatehouse.pki.sshcert import (
     EXT_CLUSTER,
     EXT_HOST_ROLE,
     EXT_ROLES,

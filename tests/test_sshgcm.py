@@ -8,7 +8,7 @@ import pytest
 from asyncssh.crypto.cipher import GCMCipher
 from asyncssh.encryption import GCMEncryption
 
-from gatehouse import sshgcm
+from gatehouse._sys import sshgcm
 
 ORIGINAL_ENCRYPT = GCMCipher.encrypt_and_sign
 ORIGINAL_DECRYPT = GCMEncryption.decrypt_packet

@@ -1,4 +1,4 @@
-"""Tests for gatehouse.x509: CAs, identity certificates, chain checks, PEM loading."""
+"""Tests for gatehouse.pki.x509: CAs, identity certificates, chain checks, PEM loading."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gatehouse import x509
 from gatehouse.errors import AccessDenied, BadParameter
-from gatehouse.x509 import IDENTITY_OID, Identity
+from gatehouse.pki import x509
+from gatehouse.pki.x509 import IDENTITY_OID, Identity
 
 # Whole seconds: X.509 validity has no sub-second precision.
 NOW = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)

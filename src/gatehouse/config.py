@@ -9,8 +9,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from gatehouse._sys.hostport import split_host_port
 from gatehouse.errors import BadParameter
-from gatehouse.hostport import split_host_port
 from gatehouse.types.resource import LabelKey
 
 __all__ = [

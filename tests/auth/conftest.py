@@ -13,17 +13,17 @@ import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from gatehouse import tls
 from gatehouse.auth import passwords
 from gatehouse.auth.api import make_api_app
 from gatehouse.auth.server import AuthServer
 from gatehouse.backend import Backend, open_backend
 from gatehouse.client.api import APIClient
 from gatehouse.clock import FakeClock
-from gatehouse.keystore import StoredIdentity
-from gatehouse.proxy.web import CLIENT_CERT_HEADER
+from gatehouse.pki import tls
+from gatehouse.pki.keystore import StoredIdentity
 from gatehouse.types.resource import Metadata
 from gatehouse.types.user import User, UserSpec
+from gatehouse.wire.names import CLIENT_CERT_HEADER
 from tests.auth.samples import CLUSTER, der
 
 

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from gatehouse import x509
 from gatehouse.auth.issuer import IssuedCerts
 from gatehouse.auth.server import AuthServer
+from gatehouse.pki import x509
 from gatehouse.types.resource import Metadata
 from gatehouse.types.role import Role, RoleSpec
 

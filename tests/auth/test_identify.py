@@ -10,13 +10,12 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from gatehouse import x509
 from gatehouse.auth.identify import HOST_PERMISSIONS, Caller, authorize, caller_roles, identify
 from gatehouse.auth.server import AuthServer
-from gatehouse.auth.trust import PublicCA
 from gatehouse.backend import open_backend
 from gatehouse.clock import FakeClock
 from gatehouse.errors import AccessDenied
+from gatehouse.pki import x509
 from gatehouse.types.resource import Metadata
 from gatehouse.types.role import RULE_RESOURCES, RULE_VERBS, Role, RoleSpec
 from gatehouse.types.trusted_cluster import TrustedCluster
@@ -404,7 +403,7 @@ def trusted_cluster(enabled: bool = True,
 async def trust(server: AuthServer, root: AuthServer, tc: TrustedCluster | None = None) -> None:
     """The end of a completed trusted-cluster join: the leaf holds the root's public CAs."""
     await server.trust.store_root(tc or trusted_cluster(),
-                                  [PublicCA.of(root.cas["user"]), PublicCA.of(root.cas["host"])])
+                                  [root.cas["user"].public(), root.cas["host"].public()])
 
 
 async def relayed(server: AuthServer, forwarded: bytes) -> Caller:

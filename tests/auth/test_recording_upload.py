@@ -12,8 +12,8 @@ import pytest
 from gatehouse.auth.server import AuthServer
 from gatehouse.errors import AlreadyExists
 from gatehouse.node.uploader import upload_with_retries
-from gatehouse.recording import RecordingMeta, RecordingWriter, decode
-from gatehouse.services.recordings import CHUNK
+from gatehouse.wire.names import RECORDING_CHUNK as CHUNK
+from gatehouse.wire.recording import RecordingMeta, RecordingWriter, decode
 from tests.auth.conftest import API
 from tests.auth.samples import NODE_ADDR
 

@@ -12,10 +12,11 @@ from pathlib import Path
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from gatehouse import tls
 from gatehouse.client.api import APIClient
-from gatehouse.keystore import StoredIdentity
-from gatehouse.proxy.web import AuthForwarder, ForwardedCall, make_web_app
+from gatehouse.client.forward import AuthForwarder, ForwardedCall
+from gatehouse.pki import tls
+from gatehouse.pki.keystore import StoredIdentity
+from gatehouse.proxy.web import make_web_app
 from tests.auth.conftest import API
 from tests.auth.samples import CLUSTER
 

@@ -12,7 +12,6 @@ from cryptography import x509 as cx509
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from gatehouse import sshcert, x509
 from gatehouse.auth import issuer
 from gatehouse.auth.hosts import HostRecord
 from gatehouse.auth.issuer import NO_LOGIN_PRINCIPAL
@@ -21,6 +20,7 @@ from gatehouse.auth.server import DEFAULT_USER_TTL, NODE_TTL, AuthServer, JoinRe
 from gatehouse.backend import Backend
 from gatehouse.clock import FakeClock
 from gatehouse.errors import AccessDenied, BadParameter, LimitExceeded, NotFound
+from gatehouse.pki import sshcert, x509
 from gatehouse.services.events import AuditEvent
 from gatehouse.services.resources import ResourceStore
 from gatehouse.types.node import Node, NodeSpec

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from gatehouse import tls, x509
 from gatehouse.client.dialer import ProxyTunnel
-from gatehouse.dialwire import ALPN_SSH, DialReply, DialRequest
 from gatehouse.errors import AccessDenied, ConnectionProblem
+from gatehouse.pki import tls, x509
+from gatehouse.wire.dial import DialReply, DialRequest
+from gatehouse.wire.names import ALPN_SSH
 
 TIMEOUT = 5.0
 BANNER = b"SSH-2.0-node\r\n"

@@ -19,7 +19,7 @@ from gatehouse.clock import FakeClock
 from gatehouse.node import recorder as recorder_mod
 from gatehouse.node.recorder import DIRECT_WRITE, MAX_BUFFER, SessionRecorder, recover
 from gatehouse.node.session import SessionPolicy, make_session_factory
-from gatehouse.recording import Frame, decode, output_bytes
+from gatehouse.wire.recording import Frame, decode, output_bytes
 
 WAIT = 10.0
 START = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)

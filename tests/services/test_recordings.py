@@ -13,7 +13,9 @@ import pytest
 from gatehouse.backend import Item, open_backend
 from gatehouse.clock import FakeClock
 from gatehouse.errors import BadParameter, NotFound
-from gatehouse.services.recordings import CHUNK, RecordingStore, check_session_id
+from gatehouse.services.recordings import RecordingStore
+from gatehouse.wire.names import RECORDING_CHUNK as CHUNK
+from gatehouse.wire.recording import check_session_id
 
 
 @pytest.fixture

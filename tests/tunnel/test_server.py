@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from gatehouse import tls, x509
 from gatehouse.clock import SystemClock
 from gatehouse.errors import ConnectionProblem
+from gatehouse.pki import tls, x509
 from gatehouse.tunnel import liveness
 from gatehouse.tunnel.liveness import COALESCE, HEARTBEAT_INTERVAL, PING_TIMEOUT, RETRY
 from gatehouse.tunnel.mux import MuxSession
-from gatehouse.tunnel.server import ALPN_TUNNEL, TunnelServer
+from gatehouse.tunnel.server import TunnelServer
+from gatehouse.wire.names import ALPN_TUNNEL
 
 TIMEOUT = 5.0
 

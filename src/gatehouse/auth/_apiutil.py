@@ -9,8 +9,8 @@ from aiohttp import web
 from gatehouse.auth.identify import Caller, authorize, identify
 from gatehouse.auth.server import AuthServer
 from gatehouse.errors import BadParameter
-from gatehouse.proxy.web import CLIENT_CERT_HEADER, REMOTE_ADDR_HEADER
-from gatehouse.tls import peer_der
+from gatehouse.pki.tls import peer_der
+from gatehouse.wire.names import CLIENT_CERT_HEADER, REMOTE_ADDR_HEADER
 
 __all__ = ["SERVER", "authorized", "caller_of", "json_body", "required", "server_of"]
 

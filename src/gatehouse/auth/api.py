@@ -23,13 +23,13 @@ from gatehouse.auth._apiutil import (
 )
 from gatehouse.auth.identify import caller_roles
 from gatehouse.auth.server import AuthServer, JoinRequest
-from gatehouse.auth.trust import PublicCA
 from gatehouse.errors import AccessDenied, BadParameter, GatehouseError, NotFound
-from gatehouse.services.recordings import CHUNK
 from gatehouse.types.cert_authority import CertAuthority, CertAuthoritySpec
 from gatehouse.types.resource import Metadata, Resource, parse_duration
 from gatehouse.types.trusted_cluster import TrustedCluster
 from gatehouse.types.yaml_io import canonical_kind, from_json_obj, to_json_obj
+from gatehouse.wire.names import RECORDING_CHUNK
+from gatehouse.wire.trust import PublicCA
 
 __all__ = ["make_api_app"]
 
@@ -187,7 +187,7 @@ async def _trust_snapshot(server: AuthServer) -> dict[str, Any]:
                       "host_ca_tls": host.tls if host else ""})
     return {
         "cluster": server.cluster,
-        "user_cas": [PublicCA.of(server.cas["user"]).to_json(),
+        "user_cas": [server.cas["user"].public().to_json(),
                      *(ca.to_json() for _, ca in trusted)],
         "trusted_clusters": roots,
         "leaf_host_cas": [ca.to_json() for ca in await server.trust.leaf_cas()],
@@ -455,7 +455,7 @@ async def _end_watches(app: web.Application) -> None:
 
 
 def make_api_app(server: AuthServer) -> web.Application:
-    app = web.Application(middlewares=[_errors], client_max_size=CHUNK + 4096)
+    app = web.Application(middlewares=[_errors], client_max_size=RECORDING_CHUNK + 4096)
     app[SERVER] = server
     app[_WATCHES] = set()
     app.on_shutdown.append(_end_watches)

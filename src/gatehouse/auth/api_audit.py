@@ -14,8 +14,8 @@ from gatehouse.auth._apiutil import authorized, json_body, required, server_of
 from gatehouse.backend import Item
 from gatehouse.errors import AccessDenied, AlreadyExists, BadParameter, NotFound
 from gatehouse.services.events import CODES, AuditEvent
-from gatehouse.services.recordings import check_session_id
 from gatehouse.types.resource import parse_duration
+from gatehouse.wire.recording import check_session_id
 
 __all__ = ["add_routes"]
 

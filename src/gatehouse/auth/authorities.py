@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from cryptography import x509 as cx509
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from gatehouse import sshcert, x509
 from gatehouse.backend import Backend, Item
 from gatehouse.clock import Clock
 from gatehouse.errors import AlreadyExists, NotFound
+from gatehouse.pki import sshcert, x509
+from gatehouse.wire.trust import PublicCA
 
-__all__ = ["CA_TYPES", "CertAuthority", "load_or_create"]
+__all__ = ["CA_TYPES", "SigningAuthority", "load_or_create"]
 
 CA_TYPES = ("user", "host")
 
@@ -28,7 +29,9 @@ def _key_pem(key: ed25519.Ed25519PrivateKey) -> str:
 
 
 @dataclass(frozen=True)
-class CertAuthority:
+class SigningAuthority:
+    """A cluster's CA with its private keys (never leaves the auth)."""
+
     cluster: str
     type: str
     ssh_key: ed25519.Ed25519PrivateKey
@@ -42,6 +45,10 @@ class CertAuthority:
     @property
     def tls_cert_pem(self) -> str:
         return x509.pem_cert(self.tls_cert)
+
+    def public(self) -> PublicCA:
+        """What others may know of it: the public key and certificate."""
+        return PublicCA(self.cluster, self.type, self.ssh_public_line, self.tls_cert_pem)
 
     @property
     def ssh_fingerprint(self) -> str:
@@ -63,7 +70,7 @@ class CertAuthority:
         ).encode()
 
     @classmethod
-    def from_json(cls, raw: bytes) -> CertAuthority:
+    def from_json(cls, raw: bytes) -> SigningAuthority:
         data = json.loads(raw)
         return cls(
             cluster=data["cluster"],
@@ -78,16 +85,17 @@ def _key(ca_type: str) -> bytes:
     return f"/authorities/local/{ca_type}".encode()
 
 
-async def load_or_create(backend: Backend, cluster: str, clock: Clock) -> dict[str, CertAuthority]:
+async def load_or_create(backend: Backend, cluster: str,
+                         clock: Clock) -> dict[str, SigningAuthority]:
     """The local CAs by type, generated atomically on first start."""
-    cas: dict[str, CertAuthority] = {}
+    cas: dict[str, SigningAuthority] = {}
     for ca_type in CA_TYPES:
         key = _key(ca_type)
         try:
             item = await backend.get(key)
         except NotFound:
             tls_key, tls_cert = x509.new_ca(cluster, ca_type, clock.now())
-            ca = CertAuthority(cluster, ca_type, ed25519.Ed25519PrivateKey.generate(),
+            ca = SigningAuthority(cluster, ca_type, ed25519.Ed25519PrivateKey.generate(),
                                tls_key, tls_cert)
             try:
                 await backend.create(Item(key=key, value=ca.to_json()))
@@ -96,6 +104,6 @@ async def load_or_create(backend: Backend, cluster: str, clock: Clock) -> dict[s
             else:
                 cas[ca_type] = ca
                 continue
-        ca = CertAuthority.from_json(item.value)
+        ca = SigningAuthority.from_json(item.value)
         cas[ca_type] = ca
     return cas

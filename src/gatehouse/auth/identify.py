@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 from cryptography import x509 as cx509
 
-from gatehouse import rbac, rolemap, x509
+from gatehouse import rbac, rolemap
 from gatehouse.auth.server import AuthServer
 from gatehouse.errors import AccessDenied, NotFound
+from gatehouse.pki import x509
 from gatehouse.types.role import Role
 
 __all__ = ["HOST_PERMISSIONS", "Caller", "authorize", "caller_roles", "identify"]

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from gatehouse import sshcert, x509
-from gatehouse.auth.authorities import CertAuthority
+from gatehouse.auth.authorities import SigningAuthority
 from gatehouse.errors import BadParameter
+from gatehouse.pki import sshcert, x509
 
 __all__ = ["NO_LOGIN_PRINCIPAL", "IssuedCerts", "issue_host", "issue_user", "parse_public_key"]
 
@@ -42,7 +42,7 @@ def parse_public_key(line: str) -> ed25519.Ed25519PublicKey:
 
 
 def issue_user(
-    ca: CertAuthority,
+    ca: SigningAuthority,
     public_key: ed25519.Ed25519PublicKey,
     ident: x509.Identity,
     *,
@@ -80,7 +80,7 @@ def issue_user(
 
 
 def issue_host(
-    ca: CertAuthority,
+    ca: SigningAuthority,
     public_key: ed25519.Ed25519PublicKey,
     ident: x509.Identity,
     *,

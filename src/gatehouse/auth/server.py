@@ -13,25 +13,26 @@ import ipaddress
 import logging
 import re
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from gatehouse import rbac, sshcert, x509
+from gatehouse import rbac
+from gatehouse._sys.hostport import split_host_port
 from gatehouse.auth import authorities, issuer
 from gatehouse.auth.hosts import HostRecord, HostRegistry
 from gatehouse.auth.passwords import PasswordStore
-from gatehouse.auth.rootjoin import join_root
 from gatehouse.auth.totp import TOTPStore
-from gatehouse.auth.trust import PublicCA, TrustStore
+from gatehouse.auth.trust import TrustStore
 from gatehouse.backend import Backend, Item
 from gatehouse.clock import Clock
 from gatehouse.config import SessionRecording
 from gatehouse.errors import AccessDenied, AlreadyExists, BadParameter, GatehouseError, NotFound
-from gatehouse.hostport import split_host_port
-from gatehouse.jointoken import JoinToken
+from gatehouse.pki import sshcert, x509
+from gatehouse.pki.jointoken import JoinToken
 from gatehouse.services.events import AuditLog
 from gatehouse.services.nodes import NodeStore
 from gatehouse.services.recordings import RecordingStore
@@ -42,8 +43,9 @@ from gatehouse.types.role import Role, preset_roles
 from gatehouse.types.token import Token, TokenMetadata, TokenSpec, TokenType
 from gatehouse.types.trusted_cluster import TrustedCluster
 from gatehouse.types.user import User
+from gatehouse.wire.trust import PublicCA
 
-__all__ = ["DEFAULT_USER_TTL", "HOST_TTL", "NODE_TTL", "AuthServer", "JoinRequest"]
+__all__ = ["DEFAULT_USER_TTL", "HOST_TTL", "NODE_TTL", "AuthServer", "JoinRequest", "JoinRoot"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,14 @@ DEFAULT_USER_TTL = dt.timedelta(hours=12)
 HOST_TTL = dt.timedelta(days=365)
 NODE_TTL = dt.timedelta(seconds=30)  # a node vanishes from listings 30 s after its last heartbeat
 ADMIN_TTL = dt.timedelta(days=365)
+
+# The leaf's half of a trusted-cluster join, over the network (client.rootjoin): handed
+# in, so that the auth's logic makes no network call of its own.
+JoinRoot = Callable[[TrustedCluster, PublicCA], Awaitable[list[PublicCA]]]
+
+
+async def _no_root_dialer(tc: TrustedCluster, ca: PublicCA) -> list[PublicCA]:
+    raise BadParameter(f"this auth cannot dial root {tc.metadata.name}: no root dialer")
 
 
 @dataclass(frozen=True)
@@ -70,10 +80,12 @@ class AuthServer:
         backend: Backend,
         clock: Clock,
         cluster: str,
-        cas: dict[str, authorities.CertAuthority],
+        cas: dict[str, authorities.SigningAuthority],
         recordings: Path,
         session_recording: SessionRecording = "node",
+        join_root: JoinRoot = _no_root_dialer,
     ) -> None:
+        self._join_root = join_root
         self.backend = backend
         self.clock = clock
         self.cluster = cluster
@@ -92,7 +104,8 @@ class AuthServer:
 
     @classmethod
     async def open(cls, backend: Backend, clock: Clock, cluster: str, recordings: Path,
-                   session_recording: SessionRecording = "node") -> AuthServer:
+                   session_recording: SessionRecording = "node",
+                   join_root: JoinRoot = _no_root_dialer) -> AuthServer:
         """Load (or on first start create) the cluster's name, CAs and preset roles;
         session recordings' chunks are kept in the directory ``recordings``."""
         key = b"/cluster_name"
@@ -107,7 +120,7 @@ class AuthServer:
                 f"but the config names {cluster!r}"
             )
         cas = await authorities.load_or_create(backend, cluster, clock)
-        server = cls(backend, clock, cluster, cas, recordings, session_recording)
+        server = cls(backend, clock, cluster, cas, recordings, session_recording, join_root)
         if moved := await server.recordings.move_from_backend():
             log.info("moved %d session recordings from the backend to %s", moved, recordings)
         if session_recording == "off":
@@ -388,7 +401,7 @@ class AuthServer:
                                 "to change enabled or role_map")
         joined = bool(await self.trust.root_cas(name))
         if not joined:
-            cas = await join_root(tc, PublicCA.of(self.cas["host"]))
+            cas = await self._join_root(tc, self.cas["host"].public())
             await self.trust.store_root(tc, cas)
             await self.audit.emit("trusted_cluster.create", fields={"root": name,
                                   "proxy_addr": tc.spec.proxy_addr, "enabled": tc.spec.enabled})
@@ -406,7 +419,7 @@ class AuthServer:
     async def accept_leaf(self, token: str, leaf_ca: PublicCA, remote_addr: str) -> list[PublicCA]:
         """Root side of a join; returns this cluster's public user and host CAs."""
         await self.trust.accept_leaf(token, leaf_ca, remote_addr)
-        return [PublicCA.of(self.cas["user"]), PublicCA.of(self.cas["host"])]
+        return [self.cas["user"].public(), self.cas["host"].public()]
 
     async def delete_remote_cluster(self, name: str) -> None:
         await self.trust.remove_leaf(name)

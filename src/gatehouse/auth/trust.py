@@ -21,9 +21,7 @@ import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
-from gatehouse.auth.authorities import CertAuthority
 from gatehouse.backend import Backend, Item, prefix_end
 from gatehouse.clock import Clock, utc
 from gatehouse.errors import AccessDenied, AlreadyExists, BadParameter, NotFound
@@ -33,8 +31,9 @@ from gatehouse.types.remote_cluster import RemoteCluster, RemoteClusterStatus
 from gatehouse.types.resource import Metadata
 from gatehouse.types.token import Token
 from gatehouse.types.trusted_cluster import TrustedCluster
+from gatehouse.wire.trust import PublicCA
 
-__all__ = ["ONLINE_WITHIN", "REPORT_KEPT", "PublicCA", "TrustStore"]
+__all__ = ["ONLINE_WITHIN", "REPORT_KEPT", "TrustStore"]
 
 log = logging.getLogger(__name__)
 
@@ -44,28 +43,6 @@ ONLINE_WITHIN = dt.timedelta(seconds=15)
 # A proxy's last report outlives the proxy by this much, and remembers a leaf it no
 # longer holds this long, for the last_heartbeat shown.
 REPORT_KEPT = dt.timedelta(days=30)
-
-
-@dataclass(frozen=True)
-class PublicCA:
-    cluster: str
-    type: str
-    ssh: str  # "ssh-ed25519 AAAA..."
-    tls: str  # PEM
-
-    def to_json(self) -> dict[str, str]:
-        return {"cluster": self.cluster, "type": self.type, "ssh": self.ssh, "tls": self.tls}
-
-    @classmethod
-    def from_json(cls, raw: Any) -> PublicCA:
-        try:
-            return cls(str(raw["cluster"]), str(raw["type"]), str(raw["ssh"]), str(raw["tls"]))
-        except (KeyError, TypeError) as exc:
-            raise BadParameter(f"malformed certificate authority: {exc}") from exc
-
-    @classmethod
-    def of(cls, ca: CertAuthority) -> PublicCA:
-        return cls(ca.cluster, ca.type, ca.ssh_public_line, ca.tls_cert_pem)
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ from typing import Any, NoReturn, TypeVar
 
 import uvloop
 
+from gatehouse._sys.fdio import write_all
+from gatehouse._sys.heap import keep_freed_memory
 from gatehouse.errors import GatehouseError
-from gatehouse.fdio import write_all
-from gatehouse.heap import keep_freed_memory
 
 __all__ = ["Format", "die", "print_json", "print_table", "run_async", "setup_logging",
            "write_stdout"]
@@ -54,7 +54,7 @@ def run_async(coro: Coroutine[Any, Any, T], *, error_code: int = 1) -> T:
     uvloop, not asyncio's own loop: its transports move bytes and TLS records
     without per-call Python overhead (the proxy's and the node's hot paths), and it
     does not touch a 256 KiB read buffer per TLS connection (idle tunnels). Freed
-    heap memory is kept for reuse (see gatehouse.heap).
+    heap memory is kept for reuse (see gatehouse._sys.heap).
     """
     keep_freed_memory()
     try:

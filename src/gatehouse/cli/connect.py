@@ -3,7 +3,7 @@
 Both are defined (with their --help) in gsh.py, through typer. But typer imports
 click and pydantic and builds a pydantic adapter per parameter on every run:
 ~100 ms on this machine, a third of what plain `ssh host true` takes. So
-:func:`main` first tries :func:`parse`, which accepts exactly the argument shapes
+`gsh_main.main` first tries :func:`parse`, which accepts exactly the argument shapes
 those typer definitions accept and nothing else; anything it does not recognise
 (``--help``, an unknown option, a malformed target) goes to typer, so help and
 usage errors read the same either way. The commands themselves live here once,
@@ -20,7 +20,7 @@ from gatehouse.cli.common import die, run_async, setup_logging
 from gatehouse.client.profile import Profile
 from gatehouse.errors import GatehouseError
 
-__all__ = ["Invocation", "main", "parse", "proxy_ssh", "split_target", "ssh", "try_fast"]
+__all__ = ["Invocation", "parse", "proxy_ssh", "split_target", "ssh", "try_fast"]
 
 
 # The options gsh.py declares for the two commands (tests/cli/test_connect.py checks
@@ -60,7 +60,8 @@ async def _ssh(profile: Profile, login: str, node: str, command: list[str], clus
     # The dial goes out first; asyncssh (the bulk of gsh's start-up) loads while the
     # proxy looks the node up and connects, and the node sends its first bytes.
     from gatehouse.client.dialer import ProxyTunnel
-    from gatehouse.dialwire import ALPN_SSH, DialRequest
+    from gatehouse.wire.dial import DialRequest
+    from gatehouse.wire.names import ALPN_SSH
 
     tunnel = ProxyTunnel(profile.proxy, profile.ssl_context([ALPN_SSH]), profile.server_name,
                          DialRequest(target=node, cluster=cluster))
@@ -165,14 +166,6 @@ def parse(argv: list[str]) -> Invocation | None:
             return None
         return Invocation("proxy ssh", login_node, str(opts.get("--cluster", "")), debug=debug)
     return None
-
-
-def main() -> None:
-    """The `gsh` entry point: the fast path when it applies, else typer (gsh.py)."""
-    try_fast(sys.argv[1:])
-    from gatehouse.cli.gsh import app
-
-    app()
 
 
 def try_fast(argv: list[str]) -> None:

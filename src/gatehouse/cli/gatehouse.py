@@ -26,7 +26,7 @@ def _main(
 
 
 def _next_steps(cfg: Config, started: object, config: Path | None) -> str:
-    from gatehouse.daemon import Started
+    from gatehouse.process.daemon import Started
 
     assert isinstance(started, Started)
     lines = [f"gatehouse: cluster {started.cluster} is up ("
@@ -50,7 +50,7 @@ def start(
     config: Annotated[Path | None, typer.Option("-c", "--config", help="gatehouse.yaml")] = None,
 ) -> None:
     """Start the services the config enables (no config: a one-node cluster on loopback)."""
-    from gatehouse import daemon
+    from gatehouse.process import daemon
 
     try:
         cfg = load_config(config) if config else Config.single_node()
@@ -79,7 +79,7 @@ def demo(
 ) -> None:
     """Run the seed's example for real: root sso.example.com, leaves us-east-1a and
     us-east-1b (each auth + proxy + node), joined by tokens, with a logged-in user."""
-    from gatehouse.demo import run_demo
+    from gatehouse.cli.demo import run_demo
 
     try:
         run_demo(directory.absolute())

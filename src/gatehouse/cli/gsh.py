@@ -275,8 +275,8 @@ def play(
 ) -> None:
     """Replay a session: in a terminal with its timing (space pauses, → skips, q quits);
     otherwise its output bytes at once; or as JSON, or asciicast v2 for asciinema."""
-    from gatehouse import recording
     from gatehouse.client.recordings import fetch_recording
+    from gatehouse.wire import recording
 
     if speed <= 0:
         die("--speed must be positive")

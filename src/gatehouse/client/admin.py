@@ -6,12 +6,12 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-from gatehouse import x509
+from gatehouse._sys.hostport import split_host_port
 from gatehouse.client.api import APIClient
 from gatehouse.config import DEFAULT_AUTH_ADDR, Config, load_config
 from gatehouse.errors import BadParameter, NotFound
-from gatehouse.hostport import split_host_port
-from gatehouse.keystore import StoredIdentity
+from gatehouse.pki import x509
+from gatehouse.pki.keystore import StoredIdentity
 
 __all__ = ["AdminTarget", "admin_target", "identity_bundle"]
 

@@ -11,9 +11,9 @@ import ssl
 from collections.abc import Callable
 from typing import TypeVar, cast
 
-from gatehouse.dialwire import MAX_LINE, DialReply, DialRequest
+from gatehouse._sys.hostport import split_host_port
 from gatehouse.errors import AccessDenied, ConnectionProblem, GatehouseError
-from gatehouse.hostport import split_host_port
+from gatehouse.wire.dial import MAX_LINE, DialReply, DialRequest
 
 __all__ = ["ProxyTunnel", "dial", "open_stream"]
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from gatehouse._sys.hostport import split_host_port
 from gatehouse.client.admin import AdminTarget
 from gatehouse.client.api import APIClient
 from gatehouse.errors import GatehouseError
-from gatehouse.hostport import split_host_port
 
 __all__ = ["Check", "check_services"]
 

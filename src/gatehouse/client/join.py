@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from gatehouse import sshcert, tls, x509
 from gatehouse.client.api import APIClient
 from gatehouse.config import GatehouseSection
 from gatehouse.errors import AccessDenied, BadParameter
-from gatehouse.jointoken import JoinToken
-from gatehouse.keystore import StoredIdentity
+from gatehouse.pki import sshcert, tls, x509
+from gatehouse.pki.jointoken import JoinToken
+from gatehouse.pki.keystore import StoredIdentity
 
 __all__ = ["join_cluster", "pinned_ping"]
 

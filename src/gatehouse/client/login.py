@@ -7,12 +7,12 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from gatehouse import sshcert, tls
+from gatehouse._sys.hostport import split_host_port
 from gatehouse.client.api import APIClient
 from gatehouse.client.profile import Profile
 from gatehouse.errors import BadParameter
-from gatehouse.hostport import split_host_port
-from gatehouse.proxy.web import CLUSTER_HEADER
+from gatehouse.pki import sshcert, tls
+from gatehouse.wire.names import CLUSTER_HEADER
 
 __all__ = ["list_nodes", "login_with_password", "select_cluster"]
 

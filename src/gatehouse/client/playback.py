@@ -16,8 +16,8 @@ import time
 import tty
 from collections.abc import Iterator
 
-from gatehouse.fdio import write_all
-from gatehouse.recording import Recording
+from gatehouse._sys.fdio import write_all
+from gatehouse.wire.recording import Recording
 
 __all__ = ["play"]
 

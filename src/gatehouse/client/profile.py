@@ -3,7 +3,7 @@
 Lives in ``$GATEHOUSE_HOME`` or ``~/.gatehouse``:
 
     profile.json     proxy, user, cluster, selected cluster, TLS server name
-    keys/            the certified identity (see gatehouse.keystore)
+    keys/            the certified identity (see gatehouse.pki.keystore)
     known_hosts      @cert-authority lines for the clusters' host CAs (OpenSSH)
 """
 
@@ -17,9 +17,9 @@ import ssl
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from gatehouse import tls
 from gatehouse.errors import AccessDenied, NotFound
-from gatehouse.keystore import StoredIdentity, write_private
+from gatehouse.pki import tls
+from gatehouse.pki.keystore import StoredIdentity, write_private
 
 __all__ = ["Profile", "gatehouse_home"]
 

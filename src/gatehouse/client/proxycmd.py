@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 
+from gatehouse._sys.streams import pump
 from gatehouse.client.dialer import open_stream
 from gatehouse.client.profile import Profile
-from gatehouse.dialwire import ALPN_SSH, DialRequest
-from gatehouse.streams import pump
+from gatehouse.wire.dial import DialRequest
+from gatehouse.wire.names import ALPN_SSH
 
 __all__ = ["proxy_stdio"]
 

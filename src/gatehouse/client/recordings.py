@@ -6,7 +6,7 @@ from typing import Any
 
 from gatehouse.client.login import api_for
 from gatehouse.client.profile import Profile
-from gatehouse.services.recordings import check_session_id
+from gatehouse.wire.recording import check_session_id
 
 __all__ = ["fetch_recording", "list_recordings"]
 

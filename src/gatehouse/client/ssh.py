@@ -16,11 +16,11 @@ import termios
 import tty
 from collections.abc import AsyncIterator, Iterator
 
+from gatehouse._sys.fdio import write_all
 from gatehouse.client._asyncssh import asyncssh
 from gatehouse.client.dialer import ProxyTunnel
 from gatehouse.client.profile import Profile
 from gatehouse.errors import AccessDenied, ConnectionProblem
-from gatehouse.fdio import write_all
 
 __all__ = ["run_ssh"]
 

@@ -23,10 +23,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from gatehouse._sys.fdio import fsync_directory, write_all
 from gatehouse.clock import Clock, SystemClock
 from gatehouse.errors import BadParameter
-from gatehouse.fdio import fsync_directory, write_all
-from gatehouse.recording import (
+from gatehouse.wire.recording import (
     MAGIC,
     MAX_HEADER,
     RecordingMeta,

@@ -15,20 +15,20 @@ from typing import Any
 
 import asyncssh
 
-from gatehouse import recording
+from gatehouse._sys.hostport import split_host_port
 from gatehouse.client.api import APIClient
 from gatehouse.client.trust import TrustWatcher
 from gatehouse.clock import Clock
 from gatehouse.config import SSHService
 from gatehouse.errors import BadParameter, ConnectionProblem, GatehouseError
-from gatehouse.hostport import split_host_port
-from gatehouse.keystore import StoredIdentity
 from gatehouse.node import sshserver
 from gatehouse.node.recorder import SessionRecorder, recover
 from gatehouse.node.session import SessionInfo
 from gatehouse.node.spawn import unignore_session_signals
 from gatehouse.node.spool import AuditSpool
 from gatehouse.node.uploader import upload_with_retries
+from gatehouse.pki.keystore import StoredIdentity
+from gatehouse.wire import recording
 
 __all__ = ["HEARTBEAT_INTERVAL", "NodeService"]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gatehouse.errors import ConnectionProblem, GatehouseError
-from gatehouse.keystore import write_private
+from gatehouse.pki.keystore import write_private
 
 __all__ = ["AuditSpool"]
 

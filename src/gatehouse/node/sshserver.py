@@ -16,7 +16,8 @@ from typing import Any
 
 import asyncssh
 
-from gatehouse import rbac, rolemap, sshcert, sshgcm
+from gatehouse import rbac, rolemap
+from gatehouse._sys import sshgcm
 from gatehouse.client.trust import TrustSnapshot
 from gatehouse.clock import Clock
 from gatehouse.errors import AccessDenied, BadParameter
@@ -27,10 +28,11 @@ from gatehouse.node.session import (
     check_can_run_as,
     make_session_factory,
 )
+from gatehouse.pki import sshcert
 
 __all__ = ["Grant", "NodeConnection", "NodeSSHServer"]
 
-sshgcm.install()  # AES-GCM packets with fewer copies (see gatehouse.sshgcm)
+sshgcm.install()  # AES-GCM packets with fewer copies (see gatehouse._sys.sshgcm)
 log = logging.getLogger(__name__)
 
 Audit = Callable[[str, dict[str, Any]], None]

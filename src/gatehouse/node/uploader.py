@@ -11,10 +11,10 @@ import mmap
 import os
 from pathlib import Path
 
-from gatehouse import recording
 from gatehouse.client.api import APIClient
 from gatehouse.errors import AlreadyExists, BadParameter, ConnectionProblem, GatehouseError
-from gatehouse.services.recordings import CHUNK
+from gatehouse.wire import recording
+from gatehouse.wire.names import RECORDING_CHUNK
 
 __all__ = ["upload", "upload_with_retries"]
 
@@ -30,8 +30,9 @@ async def upload(api: APIClient, path: Path) -> None:
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
             summary = await asyncio.to_thread(recording.summarize, data)
             meta = summary.meta
-            for index, offset in enumerate(range(0, len(data), CHUNK)):
-                chunk = await asyncio.to_thread(data.__getitem__, slice(offset, offset + CHUNK))
+            for index, offset in enumerate(range(0, len(data), RECORDING_CHUNK)):
+                chunk = await asyncio.to_thread(data.__getitem__,
+                                                slice(offset, offset + RECORDING_CHUNK))
                 await api.put_bytes(f"/v1/recordings/{meta.session_id}/chunks/{index}", chunk)
     end = meta.start + dt.timedelta(seconds=summary.duration)
     await api.post(f"/v1/recordings/{meta.session_id}/complete", {

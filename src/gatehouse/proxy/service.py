@@ -11,20 +11,21 @@ from typing import Any
 
 from aiohttp import web
 
-from gatehouse import tls, x509
+from gatehouse._sys.hostport import split_host_port
 from gatehouse.client.api import APIClient
+from gatehouse.client.forward import AuthForwarder
 from gatehouse.client.trust import TrustWatcher
 from gatehouse.clock import Clock
 from gatehouse.config import ProxyService as ProxyConfig
-from gatehouse.dialwire import ALPN_SSH
 from gatehouse.errors import BadParameter, ConnectionProblem, GatehouseError
-from gatehouse.hostport import split_host_port
-from gatehouse.keystore import StoredIdentity
+from gatehouse.pki import tls, x509
+from gatehouse.pki.keystore import StoredIdentity
 from gatehouse.proxy.router import ALPNRouter
 from gatehouse.proxy.sshproxy import SSHProxy
-from gatehouse.proxy.web import AuthForwarder, make_web_app
+from gatehouse.proxy.web import make_web_app
 from gatehouse.tunnel.agent import TunnelAgent
-from gatehouse.tunnel.server import ALPN_TUNNEL, TunnelServer
+from gatehouse.tunnel.server import TunnelServer
+from gatehouse.wire.names import ALPN_HTTP, ALPN_SSH, ALPN_TUNNEL
 
 __all__ = ["ProxyService"]
 
@@ -69,7 +70,7 @@ class ProxyService:
             self._ctx = tls.server_context(
                 ident.tls_cert_file, ident.key_pem_file,
                 ident.cas_pem() + "".join(leaves.values()),
-                alpn=[ALPN_SSH, ALPN_TUNNEL, "http/1.1"],
+                alpn=[ALPN_SSH, ALPN_TUNNEL, ALPN_HTTP],
             )
             self._ctx_leaves = dict(leaves)
         return self._ctx
@@ -132,7 +133,7 @@ class ProxyService:
         web_server = runner.server
         assert web_server is not None
         handlers = {ALPN_SSH: self._spawn_handler(ssh_proxy), ALPN_TUNNEL: tunnels.protocol,
-                    "http/1.1": lambda: web_server()}
+                    ALPN_HTTP: lambda: web_server()}
         agent = TunnelAgent(ident, self._trust.current, self._trust.subscribe(), forwarder,
                             self._api, self._audit)
         async with asyncio.TaskGroup() as tg:
@@ -148,7 +149,7 @@ class ProxyService:
             host, port = split_host_port(self._cfg.listen_addr)
             loop = asyncio.get_running_loop()
             server = await loop.create_server(
-                lambda: ALPNRouter(handlers, default="http/1.1"), host, port,
+                lambda: ALPNRouter(handlers, default=ALPN_HTTP), host, port,
                 ssl=ctx, reuse_address=True, backlog=1024,
             )
             try:

@@ -17,14 +17,14 @@ from typing import Any
 
 from cryptography import x509 as cx509
 
-from gatehouse import x509
+from gatehouse._sys.hostport import split_host_port
+from gatehouse._sys.streams import splice
 from gatehouse.clock import Clock
-from gatehouse.dialwire import MAX_LINE, DialReply, DialRequest
 from gatehouse.errors import AccessDenied, GatehouseError
-from gatehouse.hostport import split_host_port
-from gatehouse.streams import splice
-from gatehouse.tls import peer_der
+from gatehouse.pki import x509
+from gatehouse.pki.tls import peer_der
 from gatehouse.tunnel import mux
+from gatehouse.wire.dial import MAX_LINE, DialReply, DialRequest
 
 __all__ = ["SSHProxy"]
 

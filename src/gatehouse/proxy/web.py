@@ -13,118 +13,20 @@ authorizes the root user itself, through its role map.
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
-import json
-import ssl
-import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
-from gatehouse.errors import GatehouseError, from_status
-from gatehouse.tls import peer_der
+from gatehouse.client.forward import AuthForwarder, ForwardedCall, error_body
+from gatehouse.errors import GatehouseError
+from gatehouse.pki.tls import peer_der
+from gatehouse.wire.names import CLUSTER_HEADER
 
-__all__ = [
-    "CLIENT_CERT_HEADER",
-    "CLUSTER_HEADER",
-    "REMOTE_ADDR_HEADER",
-    "AuthForwarder",
-    "ForwardedCall",
-    "make_web_app",
-]
+__all__ = ["RelayToLeaf", "make_web_app"]
 
-CLIENT_CERT_HEADER = "X-Gatehouse-Client-Cert"
-REMOTE_ADDR_HEADER = "X-Gatehouse-Remote-Addr"
-CLUSTER_HEADER = "X-Gatehouse-Cluster"
 MAX_BODY = (1 << 20) + 65536  # a recording chunk and its framing
-MAX_RELAYED_RESPONSE = 64 << 20
-
-
-class ForwardedCall:
-    """One API call as relayed: what the caller asked, and who the caller is."""
-
-    def __init__(self, method: str, path: str, body: bytes, client_der: bytes | None,
-                 remote: str) -> None:
-        self.method = method
-        self.path = path
-        self.body = body
-        self.client_der = client_der
-        self.remote = remote
-
-    def headers(self) -> dict[str, str]:
-        # Always set, empty for an anonymous client: the auth must never mistake a
-        # forwarded request for one the proxy makes in its own name.
-        return {
-            "Content-Type": "application/json",
-            CLIENT_CERT_HEADER: base64.b64encode(self.client_der).decode()
-            if self.client_der else "",
-            REMOTE_ADDR_HEADER: self.remote,
-        }
-
-
-class AuthForwarder:
-    """Relays calls to this cluster's auth with the caller's certificate attached."""
-
-    def __init__(self, auth_addr: str, auth_ssl: ssl.SSLContext, auth_hostname: str) -> None:
-        self._base = f"https://{auth_addr}"
-        self._ssl = auth_ssl
-        self._hostname = auth_hostname
-        self._session: aiohttp.ClientSession | None = None
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                # No pool limit: trust watches of nodes joined through this proxy hold
-                # connections for as long as they live.
-                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=0),
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
-                auto_decompress=False,
-            )
-        return self._session
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    @contextlib.asynccontextmanager
-    async def open(self, call: ForwardedCall) -> AsyncIterator[aiohttp.ClientResponse]:
-        async with self._http().request(
-            call.method, self._base + call.path, data=call.body or None,
-            headers=call.headers(), server_hostname=self._hostname,
-        ) as upstream:
-            yield upstream
-
-    async def resolve_node(self, target: str, client_der: bytes | None, remote: str) -> str:
-        """Ask the auth, as the user, which node ``target`` is; returns its address.
-
-        The auth answers only for a registered node that the user's roles select.
-        """
-        path = "/v1/nodes/resolve?" + urllib.parse.urlencode({"target": target})
-        status, body = await self.call(ForwardedCall("GET", path, b"", client_der, remote))
-        try:
-            data = json.loads(body)
-        except ValueError:
-            data = {}
-        if status != 200:
-            raise from_status(status, str(data.get("error") or f"cannot resolve {target}"))
-        return str(data["spec"]["addr"])
-
-    async def call(self, call: ForwardedCall) -> tuple[int, bytes]:
-        """A buffered call (status, body); for relaying over a tunnel."""
-        try:
-            async with self.open(call) as upstream:
-                body = await upstream.content.read(MAX_RELAYED_RESPONSE)
-                return upstream.status, body
-        except (aiohttp.ClientError, OSError) as exc:
-            return 502, _error_body(f"the proxy cannot reach the auth service: {exc}")
-
-
-def _error_body(message: str) -> bytes:
-    return json.dumps({"error": message}).encode()
 
 
 RelayToLeaf = Callable[[str, ForwardedCall], Awaitable[tuple[int, bytes]]]
@@ -157,7 +59,7 @@ def make_web_app(forwarder: AuthForwarder, cluster: str,
             try:
                 status, body = await relay_to_leaf(target, call)
             except GatehouseError as exc:
-                status, body = exc.status, _error_body(str(exc))
+                status, body = exc.status, error_body(str(exc))
             return web.Response(status=status, body=body, content_type="application/json")
         try:
             async with forwarder.open(call) as upstream:

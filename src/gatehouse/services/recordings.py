@@ -1,6 +1,6 @@
 """Session recordings kept by the auth: uploaded by nodes in chunks, listed and read back.
 
-A recording's chunks (at most CHUNK bytes each) are files in a directory of
+A recording's chunks (at most RECORDING_CHUNK bytes each) are files in a directory of
 its own under the auth's recordings directory; its metadata is an item in the
 backend, written last, once the chunks are on disk (a recording without
 metadata is an upload in progress and is neither listed nor read). Listing
@@ -18,31 +18,21 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
+from gatehouse._sys.fdio import fsync_directory, write_all
 from gatehouse.backend import Backend, Item, prefix_end
 from gatehouse.errors import AlreadyExists, BadParameter, NotFound
-from gatehouse.fdio import fsync_directory, write_all
+from gatehouse.wire.names import RECORDING_CHUNK
+from gatehouse.wire.recording import check_session_id
 
-__all__ = ["CHUNK", "MAX_RECORDING", "RecordingStore", "check_session_id"]
+__all__ = ["MAX_RECORDING", "RecordingStore"]
 
-CHUNK = 1 << 20
 MAX_RECORDING = 4 << 30
 _META = "/recording_meta/"
 # Recordings used to be backend items: <_OLD>ID/chunk/NNNNNN and <_OLD>ID/meta.
 _OLD = b"/recordings/"
-
-
-def check_session_id(text: str) -> str:
-    """The id if it is a canonical UUID; BadParameter (naming it) otherwise."""
-    try:
-        if str(uuid.UUID(text)) == text:
-            return text
-    except ValueError:
-        pass
-    raise BadParameter(f"{text[:80]!r} is not a session id (expected a UUID)")
 
 
 class RecordingStore:
@@ -60,7 +50,7 @@ class RecordingStore:
     async def put_chunk(self, session_id: str, index: int, data: bytes) -> None:
         """Store one chunk; a chunk sent again replaces the first, until the recording
         is complete: from then on it is AlreadyExists, whoever asks."""
-        if not 0 <= index < MAX_RECORDING // CHUNK or len(data) > CHUNK:
+        if not 0 <= index < MAX_RECORDING // RECORDING_CHUNK or len(data) > RECORDING_CHUNK:
             raise BadParameter(f"chunk {index} of {len(data)} bytes is out of bounds")
         if await self._is_complete(session_id):
             raise _unchangeable(session_id)

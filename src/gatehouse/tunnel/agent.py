@@ -22,16 +22,17 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from gatehouse import tls
+from gatehouse._sys.hostport import split_host_port
 from gatehouse.client.api import APIClient
+from gatehouse.client.forward import AuthForwarder, ForwardedCall
 from gatehouse.client.trust import RootCluster, TrustSnapshot
 from gatehouse.errors import ConnectionProblem, GatehouseError
-from gatehouse.hostport import split_host_port
-from gatehouse.keystore import StoredIdentity
-from gatehouse.proxy.web import AuthForwarder, ForwardedCall
+from gatehouse.pki import tls
+from gatehouse.pki.keystore import StoredIdentity
 from gatehouse.tunnel.liveness import ROOT_SILENT_AFTER, set_keepalive
 from gatehouse.tunnel.mux import MuxSession, MuxStream, splice
-from gatehouse.tunnel.server import ALPN_TUNNEL, read_all
+from gatehouse.tunnel.server import read_all
+from gatehouse.wire.names import ALPN_TUNNEL
 
 __all__ = ["TunnelAgent"]
 

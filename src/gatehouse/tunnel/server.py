@@ -23,11 +23,11 @@ from typing import Any
 
 from cryptography import x509 as cx509
 
-from gatehouse import x509
+from gatehouse.client.forward import ForwardedCall
 from gatehouse.clock import Clock
 from gatehouse.errors import AccessDenied, BadParameter, ConnectionProblem, GatehouseError
-from gatehouse.proxy.web import ForwardedCall
-from gatehouse.tls import peer_der
+from gatehouse.pki import x509
+from gatehouse.pki.tls import peer_der
 from gatehouse.tunnel.frames import FrameType
 from gatehouse.tunnel.liveness import (
     PING_STEPS,
@@ -38,11 +38,10 @@ from gatehouse.tunnel.liveness import (
 )
 from gatehouse.tunnel.mux import MuxSession, MuxStream
 
-__all__ = ["ALPN_TUNNEL", "TunnelServer", "read_all"]
+__all__ = ["TunnelServer", "read_all"]
 
 log = logging.getLogger(__name__)
 
-ALPN_TUNNEL = "gatehouse-tunnel/1"
 
 Report = Callable[[list[str]], Awaitable[None]]  # every leaf whose tunnel this proxy holds
 StoreEvents = Callable[[str, Any], Awaitable[dict[str, Any]]]  # (leaf, batch) -> ack

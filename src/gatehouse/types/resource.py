@@ -24,8 +24,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from gatehouse._sys.hostport import split_host_port
 from gatehouse.errors import BadParameter
-from gatehouse.hostport import split_host_port
 
 __all__ = [
     "NAME_PATTERN",

@@ -22,20 +22,22 @@ from pathlib import Path
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from gatehouse import tls
+from gatehouse._sys.hostport import split_host_port
 from gatehouse.auth.api import make_api_app
 from gatehouse.auth.server import AuthServer
 from gatehouse.backend import open_backend
 from gatehouse.client.admin import identity_bundle
 from gatehouse.client.api import APIClient
 from gatehouse.client.join import join_cluster
+from gatehouse.client.rootjoin import join_root
 from gatehouse.clock import Clock, SystemClock
 from gatehouse.config import Config
 from gatehouse.errors import BadParameter
-from gatehouse.hostport import split_host_port
-from gatehouse.keystore import StoredIdentity, write_private
 from gatehouse.node.service import NodeService
+from gatehouse.pki import tls
+from gatehouse.pki.keystore import StoredIdentity, write_private
 from gatehouse.proxy.service import ProxyService
+from gatehouse.wire.names import ALPN_HTTP
 
 __all__ = ["Started", "run"]
 
@@ -113,7 +115,7 @@ async def _start_auth(cfg: Config, auth: AuthServer, stack: contextlib.AsyncExit
     write_private(admin.directory / "identity.pem", identity_bundle(admin))
     ctx = tls.server_context(store.tls_cert_file, store.key_pem_file,
                              auth.cas["host"].tls_cert_pem + auth.cas["user"].tls_cert_pem,
-                             alpn=["http/1.1"])
+                             alpn=[ALPN_HTTP])
     runner = web.AppRunner(make_api_app(auth), access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
@@ -140,7 +142,7 @@ async def _services(cfg: Config, clock: Clock) -> AsyncIterator[
             stack.push_async_callback(backend.close)
             auth = await AuthServer.open(backend, clock, cfg.auth_service.cluster_name,
                                          cfg.data_dir / "recordings",
-                                         cfg.auth_service.session_recording)
+                                         cfg.auth_service.session_recording, join_root)
             await _start_auth(cfg, auth, stack)
             yield auth, auth.cluster, _dial_addr(cfg.auth_service.listen_addr)
         else:

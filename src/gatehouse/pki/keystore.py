@@ -19,8 +19,8 @@ from cryptography import x509 as cx509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from gatehouse import x509
 from gatehouse.errors import NotFound
+from gatehouse.pki import x509
 
 __all__ = ["StoredIdentity", "write_private"]
 

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 
 from gatehouse.errors import BadParameter
 
-__all__ = ["ALPN_SSH", "MAX_LINE", "DialReply", "DialRequest"]
+__all__ = ["MAX_LINE", "DialReply", "DialRequest"]
 
-ALPN_SSH = "gatehouse-ssh/1"
 MAX_LINE = 4096
 
 

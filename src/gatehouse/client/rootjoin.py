@@ -1,15 +1,17 @@
 """The leaf's half of a trusted-cluster join: verify the root by the token's pin, then
-send the token and the leaf's public host CA; receive the root's public CAs."""
+send the token and the leaf's public host CA; receive the root's public CAs.
+
+The leaf's auth is handed this function (its logic makes no network calls itself)."""
 
 from __future__ import annotations
 
-from gatehouse import tls
-from gatehouse.auth.trust import PublicCA
 from gatehouse.client.api import APIClient
 from gatehouse.client.join import pinned_ping
 from gatehouse.errors import BadParameter
-from gatehouse.jointoken import JoinToken
+from gatehouse.pki import tls
+from gatehouse.pki.jointoken import JoinToken
 from gatehouse.types.trusted_cluster import TrustedCluster
+from gatehouse.wire.trust import PublicCA
 
 __all__ = ["join_root"]
 

@@ -36,6 +36,7 @@ __all__ = [
     "RecordingMeta",
     "RecordingWriter",
     "Summary",
+    "check_session_id",
     "decode",
     "decode_header",
     "is_session_id",
@@ -64,6 +65,13 @@ def is_session_id(text: object) -> bool:
         return str(uuid.UUID(text)) == text
     except ValueError:
         return False
+
+
+def check_session_id(text: str) -> str:
+    """The id if it is a canonical UUID; BadParameter (naming it) otherwise."""
+    if is_session_id(text):
+        return text
+    raise BadParameter(f"{text[:80]!r} is not a session id (expected a UUID)")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Private plumbing: file descriptors, heap tuning, byte pumps, asyncssh's AES-GCM shim."""

@@ -1,0 +1,27 @@
+"""Names and sizes that processes agree on: ALPN protocols on the proxy's single TLS
+port, the headers a proxy relays an identity in, and the recording upload's chunk."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ALPN_HTTP",
+    "ALPN_SSH",
+    "ALPN_TUNNEL",
+    "CLIENT_CERT_HEADER",
+    "CLUSTER_HEADER",
+    "RECORDING_CHUNK",
+    "REMOTE_ADDR_HEADER",
+]
+
+ALPN_SSH = "gatehouse-ssh/1"  # a user's SSH session to a node (see wire.dial)
+ALPN_TUNNEL = "gatehouse-tunnel/1"  # a reverse tunnel from a leaf proxy or a node
+ALPN_HTTP = "http/1.1"  # the web/API front
+
+# A proxy relays its client's certificate (DER, base64) and address; the auth
+# believes them only from a connection authenticated as a proxy of its cluster.
+CLIENT_CERT_HEADER = "X-Gatehouse-Client-Cert"
+REMOTE_ADDR_HEADER = "X-Gatehouse-Remote-Addr"
+# Which cluster a call is for: another than the proxy's own goes through that leaf's tunnel.
+CLUSTER_HEADER = "X-Gatehouse-Cluster"
+
+RECORDING_CHUNK = 1 << 20  # the most bytes of a recording one upload call carries
