@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gatehouse.client.trust import TrustSnapshot
+from gatehouse.wire.trust import TrustSnapshot
 
 
 @pytest.mark.parametrize(("value", "record"), [

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gatehouse.auth.api_audit import EVENT_SKEW, MAX_FIELDS, MAX_MESSAGE
+from gatehouse.auth.intake import EVENT_SKEW, MAX_FIELDS, MAX_MESSAGE
 from gatehouse.auth.server import NODE_TTL, AuthServer
 from gatehouse.client.api import APIClient
 from gatehouse.clock import FakeClock

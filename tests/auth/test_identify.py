@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from gatehouse.auth.identify import HOST_PERMISSIONS, Caller, authorize, caller_roles, identify
+from gatehouse.auth.authz import HOST_PERMISSIONS, authorize
+from gatehouse.auth.identify import Caller, caller_roles, identify
 from gatehouse.auth.server import AuthServer
 from gatehouse.backend import open_backend
 from gatehouse.clock import FakeClock

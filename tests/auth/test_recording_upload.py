@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from gatehouse.auth.server import AuthServer
+from gatehouse.client.authclient import AuthClient
 from gatehouse.errors import AlreadyExists
 from gatehouse.node.uploader import upload_with_retries
 from gatehouse.wire.names import RECORDING_CHUNK as CHUNK
@@ -36,7 +37,7 @@ async def test_a_recording_of_several_chunks_arrives_whole(api: API, server: Aut
     outputs = [bytes([i]) * (CHUNK // 2 + 7) for i in range(5)]  # ~2.5 chunks
     meta = write_recording(path, outputs)
     sent = path.read_bytes()
-    await upload_with_retries(node, path)
+    await upload_with_retries(AuthClient(node), path)
     assert not path.exists()
     stored = await server.recordings.read(meta.session_id)
     assert stored == sent and len(stored) > 2 * CHUNK
@@ -52,7 +53,7 @@ async def test_an_empty_or_unreadable_file_is_kept_as_corrupt(api: API, server: 
     for name, content in (("empty.rec", b""), ("junk.rec", b"not a recording")):
         path = tmp_path / name
         path.write_bytes(content)
-        await upload_with_retries(node, path)
+        await upload_with_retries(AuthClient(node), path)
         assert not path.exists() and path.with_suffix(".corrupt").read_bytes() == content
     assert await server.recordings.list() == []
 
@@ -65,9 +66,9 @@ async def test_a_complete_recording_cannot_change(api: API, server: AuthServer,
     path = tmp_path / "s.rec"
     meta = write_recording(path, [b"what the user saw"])
     kept = path.read_bytes()
-    await upload_with_retries(node, path)
+    await upload_with_retries(AuthClient(node), path)
     path.write_bytes(kept)  # as if the node crashed before it removed the file
-    await upload_with_retries(node, path)
+    await upload_with_retries(AuthClient(node), path)
     assert not path.exists()
     with pytest.raises(AlreadyExists, match="is complete"):
         await node.put_bytes(f"/v1/recordings/{meta.session_id}/chunks/0", b"rewritten")

@@ -1,39 +1,41 @@
-"""What the auth API's handlers share: who is calling, and the request's JSON body."""
+"""What the auth API's handlers share: the caller's authorized view of the auth, and
+the request's JSON body parsed into its model."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
+from pydantic import BaseModel, ValidationError
 
-from gatehouse.auth.identify import Caller, authorize, identify
+from gatehouse.auth.authz import AuthWithRoles
+from gatehouse.auth.identify import identify
 from gatehouse.auth.server import AuthServer
 from gatehouse.errors import BadParameter
 from gatehouse.pki.tls import peer_der
 from gatehouse.wire.names import CLIENT_CERT_HEADER, REMOTE_ADDR_HEADER
 
-__all__ = ["SERVER", "authorized", "caller_of", "json_body", "required", "server_of"]
+__all__ = ["SERVER", "api_of", "body_of", "json_body", "server_of"]
 
 SERVER: web.AppKey[AuthServer] = web.AppKey("server", AuthServer)
+_M = TypeVar("_M", bound=BaseModel)
 
 
 def server_of(request: web.Request) -> AuthServer:
     return request.app[SERVER]
 
 
-async def caller_of(request: web.Request) -> Caller | None:
+async def api_of(request: web.Request) -> AuthWithRoles:
+    """The auth as the caller its TLS certificate (or a relaying proxy's header) proves."""
     ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
-    return await identify(
+    caller = await identify(
         server_of(request),
         peer_der(ssl_object),
         request.headers.get(CLIENT_CERT_HEADER),
         request.remote or "",
         request.headers.get(REMOTE_ADDR_HEADER),
     )
-
-
-async def authorized(request: web.Request, resource: str, verb: str | None) -> Caller:
-    return await authorize(server_of(request), await caller_of(request), resource, verb)
+    return AuthWithRoles(server_of(request), caller, request.remote or "")
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:
@@ -46,8 +48,11 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     return data
 
 
-def required(body: dict[str, Any], name: str, kind: type = str) -> Any:
-    value = body.get(name)
-    if not isinstance(value, kind):
-        raise BadParameter(f"field {name!r} is missing or not a {kind.__name__}")
-    return value
+async def body_of(request: web.Request, model: type[_M]) -> _M:
+    """The JSON body as ``model``; BadParameter naming the first bad field otherwise."""
+    try:
+        return model.model_validate(await json_body(request))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        raise BadParameter(f"field {where!r}: {err['msg']}") from None

@@ -1,4 +1,4 @@
-"""Who is calling the auth API, and may they do this? (deny by default)
+"""Who is calling the auth API, and which roles they hold here (deny by default).
 
 A caller is identified by its TLS client certificate, checked against the
 cluster's own CAs (user certificates by the user CA, host certificates by the
@@ -15,25 +15,15 @@ from dataclasses import dataclass
 
 from cryptography import x509 as cx509
 
-from gatehouse import rbac, rolemap
+from gatehouse import rolemap
 from gatehouse.auth.server import AuthServer
 from gatehouse.errors import AccessDenied, NotFound
 from gatehouse.pki import x509
 from gatehouse.types.role import Role
 
-__all__ = ["HOST_PERMISSIONS", "Caller", "authorize", "caller_roles", "identify"]
+__all__ = ["Caller", "caller_roles", "identify"]
 
 log = logging.getLogger(__name__)
-
-# What each kind of host may do through the API, beyond which everything is denied.
-HOST_PERMISSIONS: dict[str, frozenset[tuple[str, str]]] = {
-    "node": frozenset({("node", "heartbeat"), ("trust", "read"), ("event", "create"),
-                       ("recording", "upload")}),
-    "proxy": frozenset({("node", "list"), ("event", "create"), ("trust", "read"),
-                        ("remote_cluster", "heartbeat"), ("event", "export"),
-                        ("remote_event", "create")}),
-}
-
 
 @dataclass(frozen=True)
 class Caller:
@@ -135,42 +125,3 @@ async def caller_roles(server: AuthServer, ident: x509.Identity) -> list[Role]:
         log.warning("role map of %s names missing roles: %s", ident.cluster,
                     ", ".join(mapped.missing))
     return await server.roles_named(rolemap.require_mapped(mapped, ident.name, ident.cluster))
-
-
-async def authorize(
-    server: AuthServer, caller: Caller | None, resource: str, verb: str | None
-) -> Caller:
-    """Allow or raise AccessDenied (audited) with the reason.
-
-    ``verb`` None asks only that the caller be who they claim and still exist
-    (calls every user may make, such as listing the clusters they can reach).
-    """
-    try:
-        if caller is None or not caller.identity.name:
-            raise AccessDenied("this call needs a certificate: run `gsh login` or use gatectl -c")
-        ident = caller.identity
-        if verb is None:
-            if ident.kind == "user":
-                await caller_roles(server, ident)
-            return caller
-        if ident.kind == "host":
-            role = ident.system_role
-            if role in HOST_PERMISSIONS:
-                await server.hosts.get(ident.name)  # a removed host has no standing
-            if role == "admin" or (resource, verb) in HOST_PERMISSIONS.get(role, frozenset()):
-                return caller
-            raise AccessDenied(f"a {role} may not {verb} {resource}")
-        roles = await caller_roles(server, ident)
-        decision = rbac.check_rule(roles, resource=resource, verb=verb)
-        if not decision.allowed:
-            raise AccessDenied(decision.reason)
-        return caller
-    except AccessDenied as exc:
-        who = caller.identity.name if caller else ""
-        log.warning("api access denied user=%s resource=%s verb=%s reason=%r",
-                    who, resource, verb, str(exc))
-        await server.audit.emit(
-            "access.denied", user=who, remote_addr=caller.remote_addr if caller else "",
-            message=str(exc), fields={"resource": resource, "verb": verb},
-        )
-        raise

@@ -147,6 +147,25 @@ class AuthServer:
                 log.warning("role %s named by a certificate or user does not exist", name)
         return found
 
+    async def set_password(self, name: str, password: str, *, by: str, remote_addr: str) -> None:
+        await self.users.get(name)
+        await self.passwords.set(name, password)
+        await self.audit.emit("user.password_change", user=by, remote_addr=remote_addr,
+                              fields={"target": name})
+
+    async def set_totp(self, name: str, enabled: bool, *, by: str, remote_addr: str) -> str:
+        """Enroll a user in one-time codes (the otpauth:// URI of a new secret), or with
+        ``enabled`` False remove their second factor ("")."""
+        await self.users.get(name)
+        uri = ""
+        if enabled:
+            uri = await self.totp.enroll(name)
+        else:
+            await self.totp.remove(name)
+        await self.audit.emit("user.update", user=by, remote_addr=remote_addr,
+                              fields={"target": name, "totp": bool(uri)})
+        return uri
+
     async def delete_user(self, name: str) -> None:
         await self.users.delete(name)
         await self.passwords.delete(name)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -18,10 +19,12 @@ from gatehouse.cli.common import (
     write_stdout,
 )
 from gatehouse.client.admin import AdminTarget, admin_target
+from gatehouse.client.authclient import AuthClient
 from gatehouse.errors import BadParameter, GatehouseError
-from gatehouse.types.resource import Metadata
+from gatehouse.types.resource import Metadata, Resource
 from gatehouse.types.user import User, UserSpec
-from gatehouse.types.yaml_io import canonical_kind, dump_yaml, from_json_obj, parse_resources
+from gatehouse.types.yaml_io import canonical_kind, dump_yaml, parse_resources, to_json_obj
+from gatehouse.wire.authapi import EventQuery, TokenRequest
 
 app = typer.Typer(
     help="Gatehouse admin tool. Talks to the running auth service (it never opens the "
@@ -34,6 +37,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(tokens_app, name="tokens")
 
 _target: dict[str, AdminTarget] = {}
+_T = TypeVar("_T")
 
 
 @app.callback()
@@ -50,10 +54,11 @@ def _main(
         die(str(exc))
 
 
-def _call(method: str, path: str, body: object = None, **params: str) -> Any:
-    async def go() -> Any:
+def _call(call: Callable[[AuthClient], Awaitable[_T]]) -> _T:
+    """One call of the auth's typed API with this invocation's credentials."""
+    async def go() -> _T:
         async with _target["t"].api() as api:
-            return await api.request(method, path, body=body, params=params or None)
+            return await call(api)
 
     return run_async(go())
 
@@ -63,7 +68,7 @@ def status(fmt: Annotated[Format, typer.Option("--format")] = Format.text) -> No
     """Cluster name, CA fingerprints, counts; exit 0 only if every enabled service serves."""
     from gatehouse.client.health import check_services
 
-    info = _call("GET", "/v1/status")
+    info: dict[str, Any] = _call(lambda api: api.status()).model_dump()
     target = _target["t"]
     checks = run_async(check_services(target)) if target.config else []
     info["services"] = [{"service": c.service, "ok": c.ok, "detail": c.detail} for c in checks]
@@ -95,7 +100,7 @@ def users_add(
                                   traits={"logins": [x for x in logins.split(",") if x]}))
     except ValueError as exc:
         die(f"invalid user: {exc}".splitlines()[0])
-    _call("POST", "/v1/resources", user.model_dump(mode="json"))
+    _call(lambda api: api.put_resource(user, upsert=False))
     print(f"user {name} created; set a password with: gatectl users set-password {name} "
           "--password-stdin")
 
@@ -112,7 +117,7 @@ def users_set_password(
         import getpass
 
         password = getpass.getpass(f"New password for {name}: ")
-    _call("POST", f"/v1/users/{name}/password", {"password": password})
+    _call(lambda api: api.set_password(name, password))
     print(f"password for {name} set")
 
 
@@ -122,18 +127,18 @@ def users_set_totp(
     off: Annotated[bool, typer.Option("--off", help="Remove the second factor.")] = False,
 ) -> None:
     """Require a one-time code (TOTP) at login; prints the otpauth:// URI to enroll an app."""
-    resp = _call("POST", f"/v1/users/{name}/totp", {"enabled": not off})
+    uri = _call(lambda api: api.set_totp(name, not off))
     if off:
         print(f"one-time codes no longer required for {name}")
     else:
-        print(resp["otpauth_uri"])
+        print(uri)
         print(f"# {name} must now log in with `gsh login --otp=CODE`", file=sys.stderr)
 
 
 @users_app.command("ls")
 def users_ls(fmt: Annotated[Format, typer.Option("--format")] = Format.text) -> None:
     """List users."""
-    _show(_call("GET", "/v1/resources/user"), fmt)
+    _show(_call(lambda api: api.get_resources("user")), fmt)
 
 
 @tokens_app.command("add")
@@ -142,16 +147,16 @@ def tokens_add(
     ttl: Annotated[str, typer.Option(help="Lifetime, e.g. 15m.")] = "30m",
 ) -> None:
     """Print a single-use join token alone on the first line of stdout."""
-    resp = _call("POST", "/v1/tokens", {"type": token_type, "ttl": ttl})
-    print(resp["token"])
-    print(f"# a {token_type} token, single use, valid until {resp['expires']}; it carries a pin "
+    token = _call(lambda api: api.add_token(TokenRequest(type=token_type, ttl=ttl)))
+    print(token.token)
+    print(f"# a {token_type} token, single use, valid until {token.expires}; it carries a pin "
           "of this cluster's host CA", file=sys.stderr)
 
 
 @tokens_app.command("ls")
 def tokens_ls(fmt: Annotated[Format, typer.Option("--format")] = Format.text) -> None:
     """List unused join tokens."""
-    _show(_call("GET", "/v1/resources/token"), fmt)
+    _show(_call(lambda api: api.get_resources("token")), fmt)
 
 
 @app.command()
@@ -171,8 +176,7 @@ def create(
     if not resources:
         die(f"{file}: no resources found")
     for res in resources:
-        _call("POST", "/v1/resources", res.model_dump(mode="json"),
-              **({"upsert": "1"} if force else {}))
+        _call(lambda api, res=res: api.put_resource(res, upsert=force))  # type: ignore[misc]
         print(f"{res.kind} {res.metadata.name} {'updated' if force else 'created'}")
 
 
@@ -184,11 +188,12 @@ def _kind_name(ref: str) -> tuple[str, str]:
         die(str(exc))
 
 
-def _show(items: list[dict[str, Any]], fmt: Format) -> None:
+def _show(resources: list[Resource], fmt: Format) -> None:
+    items = [to_json_obj(r) for r in resources]
     if fmt == Format.json:
         print_json(items)
     elif fmt == Format.yaml:
-        write_stdout(dump_yaml([from_json_obj(i) for i in items]))
+        write_stdout(dump_yaml(resources))
     else:
         rows = []
         for i in items:
@@ -208,7 +213,7 @@ def get(
 ) -> None:
     """Show resources."""
     kind, name = _kind_name(ref)
-    _show(_call("GET", f"/v1/resources/{kind}" + (f"/{name}" if name else "")), fmt)
+    _show(_call(lambda api: api.get_resources(kind, name)), fmt)
 
 
 @app.command()
@@ -217,7 +222,7 @@ def rm(ref: Annotated[str, typer.Argument(help="KIND/NAME, e.g. user/alice")]) -
     kind, name = _kind_name(ref)
     if not name:
         die(f"give KIND/NAME, e.g. {kind}/NAME")
-    _call("DELETE", f"/v1/resources/{kind}/{name}")
+    _call(lambda api: api.delete_resource(kind, name))
     print(f"{kind} {name} deleted")
 
 
@@ -230,9 +235,9 @@ def events(
     fmt: Annotated[Format, typer.Option("--format")] = Format.text,
 ) -> None:
     """Search the audit log."""
-    params = {k: v for k, v in (("since", since), ("type", event_type), ("user", user),
-                                ("cluster", cluster)) if v}
-    found = _call("GET", "/v1/events", **params)
+    query = EventQuery(since=since, types=[t for t in event_type.split(",") if t], user=user,
+                       cluster=cluster)
+    found = _call(lambda api: api.search_events(query))
     if fmt == Format.json:
         print_json(found)
         return

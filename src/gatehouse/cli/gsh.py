@@ -134,10 +134,8 @@ def clusters(fmt: Annotated[Format, typer.Option("--format")] = Format.text) -> 
     from gatehouse.client.login import refresh_clusters
 
     profile = _profile(fresh=True)
-    rows = run_async(refresh_clusters(profile))
-    for r in rows:
-        r["selected"] = r["name"] == profile.selected
-        r.pop("host_ca_ssh", None)
+    rows = [{**c.model_dump(exclude={"host_ca_ssh"}), "selected": c.name == profile.selected}
+            for c in run_async(refresh_clusters(profile))]
     if fmt == Format.json:
         print_json(rows)
         return

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from gatehouse._sys.hostport import split_host_port
 from gatehouse.client.api import APIClient
+from gatehouse.client.authclient import AuthClient
 from gatehouse.config import DEFAULT_AUTH_ADDR, Config, load_config
 from gatehouse.errors import BadParameter, NotFound
 from gatehouse.pki import x509
@@ -23,8 +24,9 @@ class AdminTarget:
     ssl_context: ssl.SSLContext
     config: Config | None
 
-    def api(self) -> APIClient:
-        return APIClient(self.addr, self.ssl_context, server_hostname=f"auth.{self.cluster}")
+    def api(self) -> AuthClient:
+        return AuthClient(APIClient(self.addr, self.ssl_context,
+                                    server_hostname=f"auth.{self.cluster}"))
 
 
 def _pem_blocks(text: str, label: str) -> list[str]:

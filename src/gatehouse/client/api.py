@@ -1,4 +1,4 @@
-"""HTTPS client for the auth API (directly, or forwarded by a proxy).
+"""The HTTPS transport under client.authclient (directly, or forwarded by a proxy).
 
 Errors come back as the same kinds the server raised (gatehouse.errors), with
 the server's one-line message; an unreachable server is ConnectionProblem.
@@ -67,6 +67,19 @@ class APIClient:
         params: dict[str, str] | None = None,
         data: bytes | None = None,
     ) -> Any:
+        """The reply's JSON."""
+        return (await self.exchange(method, path, body=body, params=params, data=data))[1]
+
+    async def exchange(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: object = None,
+        params: dict[str, str] | None = None,
+        data: bytes | None = None,
+    ) -> tuple[int, Any]:
+        """The reply's status and JSON."""
         try:
             async with self._http().request(
                 method,
@@ -77,13 +90,13 @@ class APIClient:
                 server_hostname=self._server_hostname,
             ) as resp:
                 try:
-                    data = await resp.json(content_type=None)
+                    reply = await resp.json(content_type=None)
                 except ValueError:
-                    data = None
+                    reply = None
                 if resp.status >= 400:
-                    message = data.get("error") if isinstance(data, dict) else None
+                    message = reply.get("error") if isinstance(reply, dict) else None
                     raise from_status(resp.status, message or f"HTTP {resp.status} from {path}")
-                return data
+                return resp.status, reply
         except GatehouseError:
             raise
         except aiohttp.ClientConnectorCertificateError as exc:
@@ -121,9 +134,6 @@ class APIClient:
 
     async def post(self, path: str, body: object) -> Any:
         return await self.request("POST", path, body=body)
-
-    async def put(self, path: str, body: object) -> Any:
-        return await self.request("PUT", path, body=body)
 
     async def delete(self, path: str) -> Any:
         return await self.request("DELETE", path)

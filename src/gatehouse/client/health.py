@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from gatehouse._sys.hostport import split_host_port
 from gatehouse.client.admin import AdminTarget
 from gatehouse.client.api import APIClient
+from gatehouse.client.authclient import AuthClient
 from gatehouse.errors import GatehouseError
+from gatehouse.wire.authapi import NodeQuery
 
 __all__ = ["Check", "check_services"]
 
@@ -42,16 +44,16 @@ async def check_services(target: AdminTarget) -> list[Check]:
         host, port = split_host_port(cfg.proxy_service.listen_addr)
         addr = f"{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
         try:
-            async with APIClient(addr, target.ssl_context,
-                                 server_hostname=f"proxy.{target.cluster}") as api:
-                await api.get("/v1/ping")
+            async with AuthClient(APIClient(addr, target.ssl_context,
+                                            server_hostname=f"proxy.{target.cluster}")) as api:
+                await api.ping()
             checks.append(Check("proxy", True, f"serving on {addr}"))
         except GatehouseError as exc:
             checks.append(Check("proxy", False, str(exc)))
     if cfg.ssh_service.enabled:
         name = cfg.gatehouse.nodename
         async with target.api() as api:
-            mine = await api.get("/v1/nodes", hostname=name)
+            mine = await api.list_nodes(NodeQuery(hostname=name))
         if not mine:
             checks.append(Check("ssh", False, f"node {name} is not registered (no heartbeat)"))
         elif not await _ssh_banner(mine[0]["spec"]["addr"]):

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from gatehouse._sys.hostport import split_host_port
 from gatehouse.client.api import APIClient
+from gatehouse.client.authclient import AuthClient
 from gatehouse.client.profile import Profile
 from gatehouse.errors import BadParameter
 from gatehouse.pki import sshcert, tls
+from gatehouse.wire.authapi import ClusterInfo, LoginRequest, NodeQuery
 from gatehouse.wire.names import CLUSTER_HEADER
 
 __all__ = ["list_nodes", "login_with_password", "select_cluster"]
@@ -28,17 +29,15 @@ async def login_with_password(
     server_name = split_host_port(proxy)[0]
     ctx = tls.client_context(ca_pem)
     key = ed25519.Ed25519PrivateKey.generate()
-    async with APIClient(proxy, ctx, server_hostname=server_name) as api:
-        resp = await api.post(
-            "/v1/login",
-            {"user": user, "password": password, "otp": otp, "ttl": ttl or None,
-             "public_key": sshcert.public_key_line(key.public_key())},
-        )
-    profile = Profile(proxy=proxy, user=user, cluster=resp["cluster"],
-                      selected=resp["cluster"], server_name=server_name,
-                      host_ca_ssh=resp["host_ca_ssh"])
+    async with AuthClient(APIClient(proxy, ctx, server_hostname=server_name)) as api:
+        certs = await api.login(LoginRequest(
+            user=user, password=password, otp=otp, ttl=ttl or None,
+            public_key=sshcert.public_key_line(key.public_key())))
+    profile = Profile(proxy=proxy, user=user, cluster=certs.cluster,
+                      selected=certs.cluster, server_name=server_name,
+                      host_ca_ssh=certs.host_ca_ssh)
     Profile.remove()
-    profile.identity.save(key, resp["tls_cert"], resp["host_ca_tls"], resp["ssh_cert"])
+    profile.identity.save(key, certs.tls_cert, certs.host_ca_tls, certs.ssh_cert)
     profile.save()
     await refresh_clusters(profile)
     if cluster:
@@ -47,12 +46,11 @@ async def login_with_password(
     return profile
 
 
-async def refresh_clusters(profile: Profile) -> list[dict[str, Any]]:
+async def refresh_clusters(profile: Profile) -> list[ClusterInfo]:
     """Ask the root for its leaves (and their host CAs); remember them in the profile."""
     async with api_for(profile) as api:
-        found = list(await api.get("/v1/clusters"))
-    profile.leaves = {c["name"]: c["host_ca_ssh"] for c in found
-                      if c["type"] == "leaf" and c["host_ca_ssh"]}
+        found = await api.clusters()
+    profile.leaves = {c.name: c.host_ca_ssh for c in found if c.type == "leaf" and c.host_ca_ssh}
     profile.save()
     return found
 
@@ -67,14 +65,14 @@ async def select_cluster(profile: Profile, cluster: str) -> None:
     profile.save()
 
 
-def api_for(profile: Profile, cluster: str = "") -> APIClient:
+def api_for(profile: Profile, cluster: str = "") -> AuthClient:
     """The API through the profile's proxy; ``cluster`` routes to a leaf."""
-    return APIClient(profile.proxy, profile.ssl_context(), server_hostname=profile.server_name,
-                     headers={CLUSTER_HEADER: cluster} if cluster else None)
+    return AuthClient(APIClient(profile.proxy, profile.ssl_context(),
+                                server_hostname=profile.server_name,
+                                headers={CLUSTER_HEADER: cluster} if cluster else None))
 
 
 async def list_nodes(profile: Profile, cluster: str, selector: dict[str, str],
-                     limit: int) -> list[Any]:
+                     limit: int) -> list[dict[str, Any]]:
     async with api_for(profile, cluster) as api:
-        nodes = await api.get("/v1/nodes", labels=json.dumps(selector), limit=str(limit))
-    return list(nodes)
+        return await api.list_nodes(NodeQuery(labels=selector, limit=limit))

@@ -13,7 +13,7 @@ __all__ = ["fetch_recording", "list_recordings"]
 
 async def list_recordings(profile: Profile, cluster: str) -> list[dict[str, Any]]:
     async with api_for(profile, "" if cluster == profile.cluster else cluster) as api:
-        found = await api.get("/v1/recordings")
+        found = await api.list_recordings()
     return sorted(found, key=lambda r: str(r.get("start", "")))
 
 
@@ -22,6 +22,6 @@ async def fetch_recording(profile: Profile, session_id: str) -> bytes:
     clusters: the root knows a leaf's sessions from the leaf's forwarded audit)."""
     check_session_id(session_id)
     async with api_for(profile) as api:
-        where = (await api.get(f"/v1/recordings/{session_id}/cluster"))["cluster"]
+        where = await api.recording_cluster(session_id)
     async with api_for(profile, "" if where == profile.cluster else where) as api:
-        return await api.get_bytes(f"/v1/recordings/{session_id}")
+        return await api.get_recording(session_id)

@@ -1,7 +1,8 @@
 """The SSH service: listens, heartbeats its presence, reports audit events.
 
-It reaches its auth only through the API (directly or via a proxy), with the
-host certificate it received when it joined.
+It reaches its auth only through the typed auth interface: over HTTPS (directly or
+via a proxy) with the host certificate it received when it joined, or in-process
+when it shares a process with its auth.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import Any
 import asyncssh
 
 from gatehouse._sys.hostport import split_host_port
-from gatehouse.client.api import APIClient
 from gatehouse.client.trust import TrustWatcher
 from gatehouse.clock import Clock
 from gatehouse.config import SSHService
@@ -29,6 +29,7 @@ from gatehouse.node.spool import AuditSpool
 from gatehouse.node.uploader import upload_with_retries
 from gatehouse.pki.keystore import StoredIdentity
 from gatehouse.wire import recording
+from gatehouse.wire.authapi import AuthAPI, Heartbeat
 
 __all__ = ["HEARTBEAT_INTERVAL", "NodeService"]
 
@@ -42,7 +43,7 @@ class NodeService:
         cfg: SSHService,
         nodename: str,
         identity: StoredIdentity,
-        api: APIClient,
+        api: AuthAPI,
         clock: Clock,
         state: Path,
     ) -> None:
@@ -110,7 +111,7 @@ class NodeService:
                 await asyncio.wait_for(self._trust.ready.wait(), 30)
             except TimeoutError:
                 raise ConnectionProblem(
-                    f"the ssh service could not fetch its trust from the auth at {self._api.addr}"
+                    "the ssh service could not fetch its trust from its auth in 30 s"
                 ) from None
             server = await sshserver.listen(
                 host, port, host_key=key, host_cert=cert,
@@ -123,7 +124,7 @@ class NodeService:
                 await self._heartbeat()
                 tg.create_task(self._heartbeats())
                 tg.create_task(self._spool.run(
-                    lambda batch: self._api.post("/v1/events", {"events": batch})))
+                    self._api.post_events))
                 started(self._cfg.advertised_addr())
                 await asyncio.Future()  # until cancelled
             finally:
@@ -132,11 +133,9 @@ class NodeService:
                     rec.end()
 
     async def _heartbeat(self) -> None:
-        await self._api.post(
-            "/v1/nodes/heartbeat",
-            {"hostname": self._nodename, "addr": self._cfg.advertised_addr(),
-             "labels": self._cfg.labels},
-        )
+        await self._api.heartbeat(Heartbeat(hostname=self._nodename,
+                                            addr=self._cfg.advertised_addr(),
+                                            labels=self._cfg.labels))
 
     async def _heartbeats(self) -> None:
         while True:

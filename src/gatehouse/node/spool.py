@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 BATCH = 500
 COMPACT_AT = 1 << 20  # rewrite the file once this many acknowledged bytes precede the rest
 
-Upload = Callable[[list[dict[str, Any]]], Awaitable[None]]
+Upload = Callable[[list[dict[str, Any]]], Awaitable[object]]
 
 
 class AuditSpool:

@@ -18,7 +18,6 @@ import asyncssh
 
 from gatehouse import rbac, rolemap
 from gatehouse._sys import sshgcm
-from gatehouse.client.trust import TrustSnapshot
 from gatehouse.clock import Clock
 from gatehouse.errors import AccessDenied, BadParameter
 from gatehouse.node.session import (
@@ -29,6 +28,7 @@ from gatehouse.node.session import (
     make_session_factory,
 )
 from gatehouse.pki import sshcert
+from gatehouse.wire.trust import TrustSnapshot
 
 __all__ = ["Grant", "NodeConnection", "NodeSSHServer"]
 

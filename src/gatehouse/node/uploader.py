@@ -11,9 +11,9 @@ import mmap
 import os
 from pathlib import Path
 
-from gatehouse.client.api import APIClient
 from gatehouse.errors import AlreadyExists, BadParameter, ConnectionProblem, GatehouseError
 from gatehouse.wire import recording
+from gatehouse.wire.authapi import AuthAPI, RecordingDone
 from gatehouse.wire.names import RECORDING_CHUNK
 
 __all__ = ["upload", "upload_with_retries"]
@@ -21,7 +21,7 @@ __all__ = ["upload", "upload_with_retries"]
 log = logging.getLogger(__name__)
 
 
-async def upload(api: APIClient, path: Path) -> None:
+async def upload(api: AuthAPI, path: Path) -> None:
     """Send one recording, a chunk at a time from a map of the file: a session of any
     length costs the node one chunk of memory, not the whole recording."""
     with path.open("rb") as f:
@@ -33,16 +33,15 @@ async def upload(api: APIClient, path: Path) -> None:
             for index, offset in enumerate(range(0, len(data), RECORDING_CHUNK)):
                 chunk = await asyncio.to_thread(data.__getitem__,
                                                 slice(offset, offset + RECORDING_CHUNK))
-                await api.put_bytes(f"/v1/recordings/{meta.session_id}/chunks/{index}", chunk)
+                await api.put_recording_chunk(meta.session_id, index, chunk)
     end = meta.start + dt.timedelta(seconds=summary.duration)
-    await api.post(f"/v1/recordings/{meta.session_id}/complete", {
-        "user": meta.user, "login": meta.login, "command": meta.command,
-        "start": meta.start.isoformat(), "end": end.isoformat(), "truncated": summary.truncated,
-    })
+    await api.complete_recording(meta.session_id, RecordingDone(
+        user=meta.user, login=meta.login, command=meta.command,
+        start=meta.start.isoformat(), end=end.isoformat(), truncated=summary.truncated))
     path.unlink()
 
 
-async def upload_with_retries(api: APIClient, path: Path, attempts: int = 20) -> None:
+async def upload_with_retries(api: AuthAPI, path: Path, attempts: int = 20) -> None:
     """Upload, retrying while the auth is unreachable; a file that cannot be read as a
     recording is kept (renamed .corrupt) for a person to look at."""
     for attempt in range(attempts):

@@ -28,6 +28,7 @@ from gatehouse.auth.server import AuthServer
 from gatehouse.backend import open_backend
 from gatehouse.client.admin import identity_bundle
 from gatehouse.client.api import APIClient
+from gatehouse.client.authclient import AuthClient
 from gatehouse.client.join import join_cluster
 from gatehouse.client.rootjoin import join_root
 from gatehouse.clock import Clock, SystemClock
@@ -122,10 +123,10 @@ async def _start_auth(cfg: Config, auth: AuthServer, stack: contextlib.AsyncExit
     await web.TCPSite(runner, host, port, ssl_context=ctx, backlog=1024).start()
 
 
-def _api_for(store: StoredIdentity, addr: str, hostname: str) -> APIClient:
+def _api_for(store: StoredIdentity, addr: str, hostname: str) -> AuthClient:
     ctx = tls.client_context(store.cas_pem(), cert_file=store.tls_cert_file,
                              key_file=store.key_pem_file)
-    return APIClient(addr, ctx, server_hostname=hostname)
+    return AuthClient(APIClient(addr, ctx, server_hostname=hostname))
 
 
 @contextlib.asynccontextmanager

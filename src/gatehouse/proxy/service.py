@@ -12,7 +12,6 @@ from typing import Any
 from aiohttp import web
 
 from gatehouse._sys.hostport import split_host_port
-from gatehouse.client.api import APIClient
 from gatehouse.client.forward import AuthForwarder
 from gatehouse.client.trust import TrustWatcher
 from gatehouse.clock import Clock
@@ -25,6 +24,7 @@ from gatehouse.proxy.sshproxy import SSHProxy
 from gatehouse.proxy.web import make_web_app
 from gatehouse.tunnel.agent import TunnelAgent
 from gatehouse.tunnel.server import TunnelServer
+from gatehouse.wire.authapi import AuthAPI
 from gatehouse.wire.names import ALPN_HTTP, ALPN_SSH, ALPN_TUNNEL
 
 __all__ = ["ProxyService"]
@@ -42,7 +42,7 @@ class ProxyService:
         self,
         cfg: ProxyConfig,
         identity: StoredIdentity,
-        api: APIClient,
+        api: AuthAPI,
         auth_addr: str,
         clock: Clock,
     ) -> None:
@@ -81,7 +81,7 @@ class ProxyService:
     async def _audit(self, event: str, fields: dict[str, Any]) -> None:
         record = {"event": event, "time": self._clock.now().isoformat(), "cluster": "", **fields}
         try:
-            await self._api.post("/v1/events", {"events": [record]})
+            await self._api.post_events([record])
         except GatehouseError as exc:
             log.error("could not record %s event: %s", event, exc)
 
@@ -89,12 +89,11 @@ class ProxyService:
         """Hand a leaf's events to this (root) cluster's auth, tagged with the leaf's name."""
         if not isinstance(batch, dict) or not isinstance(batch.get("events"), list):
             raise BadParameter("an event batch is an object with an events list")
-        reply = await self._api.post(f"/v1/remote_events/{leaf}", {"events": batch["events"]})
-        return dict(reply)
+        return (await self._api.store_leaf_events(leaf, batch["events"])).model_dump()
 
     async def _report_tunnels(self, leaves: list[str]) -> None:
         """Tell the auth every leaf whose tunnel this proxy holds (one call for all)."""
-        await self._api.post("/v1/remote_clusters/heartbeat", {"leaves": leaves})
+        await self._api.report_tunnels(leaves)
 
     async def _follow_leaves(self, tunnels: TunnelServer) -> None:
         """Close the tunnel of a leaf as soon as the root's auth forgets it."""
@@ -142,7 +141,7 @@ class ProxyService:
                 await asyncio.wait_for(self._trust.ready.wait(), 30)
             except TimeoutError:
                 raise ConnectionProblem(
-                    f"the proxy could not fetch its trust from the auth at {self._api.addr}"
+                    f"the proxy could not fetch its trust from the auth at {self._auth_addr}"
                 ) from None
             ctx = self._server_context()
             ctx.sni_callback = self._sni

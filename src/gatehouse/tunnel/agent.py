@@ -23,16 +23,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gatehouse._sys.hostport import split_host_port
-from gatehouse.client.api import APIClient
 from gatehouse.client.forward import AuthForwarder, ForwardedCall
-from gatehouse.client.trust import RootCluster, TrustSnapshot
 from gatehouse.errors import ConnectionProblem, GatehouseError
 from gatehouse.pki import tls
 from gatehouse.pki.keystore import StoredIdentity
 from gatehouse.tunnel.liveness import ROOT_SILENT_AFTER, set_keepalive
 from gatehouse.tunnel.mux import MuxSession, MuxStream, splice
 from gatehouse.tunnel.server import read_all
+from gatehouse.wire.authapi import AuthAPI
 from gatehouse.wire.names import ALPN_TUNNEL
+from gatehouse.wire.trust import RootCluster, TrustSnapshot
 
 __all__ = ["TunnelAgent"]
 
@@ -56,7 +56,7 @@ class TunnelAgent:
         trust: Callable[[], TrustSnapshot],
         updated: asyncio.Event,
         forwarder: AuthForwarder,
-        api: APIClient,
+        api: AuthAPI,
         audit: Audit,
     ) -> None:
         self._api = api
@@ -141,20 +141,20 @@ class TunnelAgent:
 
     async def _forward_page(self, root: str, session: MuxSession) -> bool:
         """Forward one page of events; False when there was nothing new."""
-        after = (await self._api.get("/v1/events/export/cursor", root=root))["after"]
-        page = await self._api.get("/v1/events/export", after=after, limit="500")
-        if page["last"] == after:
+        after = await self._api.export_cursor(root)
+        page = await self._api.export_events(after, 500)
+        if page.last == after:
             return False
-        if page["events"]:
+        if page.events:
             stream = await session.open({"kind": "events"})
-            await stream.write(json.dumps({"events": page["events"]}).encode())
+            await stream.write(json.dumps({"events": page.events}).encode())
             stream.write_eof()
             ack = json.loads(await read_all(stream, 1 << 20))
             if ack.get("error"):
                 raise ConnectionProblem(f"the root refused events: {ack['error']}")
         # Only after the root acknowledged: a crash before this re-sends the page, and
         # the root stores each event once (keys of the leaf's).
-        await self._api.post("/v1/events/export/cursor", {"root": root, "after": page["last"]})
+        await self._api.set_export_cursor(root, page.last)
         return True
 
     async def _keepalive(self, session: MuxSession) -> None:

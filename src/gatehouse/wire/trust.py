@@ -1,17 +1,29 @@
-"""The trust a cluster shares: certificate authorities' public parts (pure)."""
+"""What nodes and proxies decide with, as their auth shares it (pure).
+
+The trust snapshot holds the user CAs to accept (the cluster's own and each
+enabled trusted root's), the roots a leaf dials with their role maps, the
+leaves' host CAs a root proxy accepts tunnels from, the roles and users, and
+whether sessions are recorded. The auth builds it (auth.trustview) and pushes a
+new one on every change; this module is the one place it is encoded and parsed.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gatehouse.errors import BadParameter
+from gatehouse.types.role import Role
+from gatehouse.types.trusted_cluster import RoleMapping
+from gatehouse.types.yaml_io import from_json_obj, to_json_obj
 
-__all__ = ["PublicCA"]
+__all__ = ["PublicCA", "RootCluster", "TrustSnapshot"]
 
 
 @dataclass(frozen=True)
 class PublicCA:
+    """The public parts of a cluster's CA: what others pin."""
+
     cluster: str
     type: str
     ssh: str  # "ssh-ed25519 AAAA..."
@@ -26,3 +38,74 @@ class PublicCA:
             return cls(str(raw["cluster"]), str(raw["type"]), str(raw["ssh"]), str(raw["tls"]))
         except (KeyError, TypeError) as exc:
             raise BadParameter(f"malformed certificate authority: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class RootCluster:
+    """A root this (leaf) cluster trusts."""
+
+    name: str
+    enabled: bool
+    proxy_addr: str
+    role_map: tuple[RoleMapping, ...]
+    host_ca_tls: str
+
+
+@dataclass(frozen=True)
+class TrustSnapshot:
+    cluster: str = ""
+    user_cas: tuple[PublicCA, ...] = ()  # this cluster's, then each enabled root's
+    roots: dict[str, RootCluster] = field(default_factory=dict)
+    leaf_host_cas: dict[str, str] = field(default_factory=dict)  # leaf cluster -> TLS CA PEM
+    roles: dict[str, Role] = field(default_factory=dict)
+    users: frozenset[str] = frozenset()
+    record_sessions: bool = True  # False only when the auth says session_recording: off
+    user_ca_lines: dict[str, str] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # "ssh-ed25519 AAAA" -> its cluster: what a node looks a certificate's signer up in.
+        lines = {" ".join(ca.ssh.split()[:2]): ca.cluster for ca in self.user_cas}
+        object.__setattr__(self, "user_ca_lines", lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cluster": self.cluster,
+            "user_cas": [ca.to_json() for ca in self.user_cas],
+            "trusted_clusters": [
+                {"name": r.name, "enabled": r.enabled, "proxy_addr": r.proxy_addr,
+                 "role_map": [m.model_dump() for m in r.role_map], "host_ca_tls": r.host_ca_tls}
+                for r in self.roots.values()],
+            "leaf_host_cas": [{"cluster": name, "type": "host", "ssh": "", "tls": pem}
+                              for name, pem in self.leaf_host_cas.items()],
+            "roles": [to_json_obj(r) for r in self.roles.values()],
+            "users": sorted(self.users),
+            "session_recording": "node" if self.record_sessions else "off",
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> TrustSnapshot:
+        try:
+            roles: dict[str, Role] = {}
+            for obj in raw.get("roles", []):
+                res = from_json_obj(obj)
+                if isinstance(res, Role):
+                    roles[res.metadata.name] = res
+            roots = {
+                r["name"]: RootCluster(
+                    name=r["name"], enabled=bool(r["enabled"]), proxy_addr=r["proxy_addr"],
+                    role_map=tuple(RoleMapping.model_validate(m) for m in r["role_map"]),
+                    host_ca_tls=r["host_ca_tls"],
+                )
+                for r in raw.get("trusted_clusters", [])
+            }
+            return cls(
+                cluster=str(raw.get("cluster", "")),
+                user_cas=tuple(PublicCA.from_json(ca) for ca in raw.get("user_cas", [])),
+                roots=roots,
+                leaf_host_cas={ca["cluster"]: ca["tls"] for ca in raw.get("leaf_host_cas", [])},
+                roles=roles,
+                users=frozenset(raw.get("users", [])),
+                record_sessions=raw.get("session_recording") != "off",
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BadParameter(f"malformed trust snapshot: {exc}") from exc

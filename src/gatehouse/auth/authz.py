@@ -1,0 +1,315 @@
+"""The one authorization layer: every call of the auth API, checked for its caller, then
+handed to the auth's logic (as Teleport's ServerWithRoles wraps auth.Server).
+
+``AuthWithRoles(server, caller)`` implements wire.authapi.AuthAPI. The HTTPS handlers
+make one per request for the caller its certificate proves; a proxy or node that
+shares a process with its auth holds one for its own host identity. Both go through
+the same checks, so nothing reaches the logic around them. Deny by default: a host
+may do what HOST_PERMISSIONS lists, a user what their roles' rules allow, and every
+refusal is logged and audited with its reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from typing import Any, cast
+
+from gatehouse import rbac
+from gatehouse.auth import catalog, intake, trustview
+from gatehouse.auth.identify import Caller, caller_roles
+from gatehouse.auth.server import AuthServer
+from gatehouse.auth.server import JoinRequest as HostJoin
+from gatehouse.errors import AccessDenied, BadParameter, NotFound
+from gatehouse.types.node import Node
+from gatehouse.types.resource import Resource, parse_duration
+from gatehouse.types.token import TokenType
+from gatehouse.types.trusted_cluster import TrustedCluster
+from gatehouse.wire.authapi import (
+    Certs,
+    ClusterInfo,
+    ClusterStatus,
+    EventPage,
+    EventQuery,
+    EventsStored,
+    Heartbeat,
+    JoinReply,
+    JoinRequest,
+    LeafJoinReply,
+    LeafJoinRequest,
+    LoginRequest,
+    NodeQuery,
+    Ping,
+    RecordingDone,
+    TokenReply,
+    TokenRequest,
+)
+from gatehouse.wire.recording import check_session_id
+from gatehouse.wire.trust import TrustSnapshot
+
+__all__ = ["HOST_PERMISSIONS", "AuthWithRoles", "authorize"]
+
+log = logging.getLogger(__name__)
+
+# What each kind of host may do through the API, beyond which everything is denied.
+HOST_PERMISSIONS: dict[str, frozenset[tuple[str, str]]] = {
+    "node": frozenset({("node", "heartbeat"), ("trust", "read"), ("event", "create"),
+                       ("recording", "upload")}),
+    "proxy": frozenset({("node", "list"), ("event", "create"), ("trust", "read"),
+                        ("remote_cluster", "heartbeat"), ("event", "export"),
+                        ("remote_event", "create")}),
+}
+
+
+async def authorize(
+    server: AuthServer, caller: Caller | None, resource: str, verb: str | None
+) -> Caller:
+    """Allow or raise AccessDenied (logged and audited) with the reason.
+
+    ``verb`` None asks only that the caller be who they claim and still exist
+    (calls every user may make, such as listing the clusters they can reach).
+    """
+    try:
+        if caller is None or not caller.identity.name:
+            raise AccessDenied("this call needs a certificate: run `gsh login` or use gatectl -c")
+        ident = caller.identity
+        if verb is None:
+            if ident.kind == "user":
+                await caller_roles(server, ident)
+            return caller
+        if ident.kind == "host":
+            role = ident.system_role
+            if role in HOST_PERMISSIONS:
+                await server.hosts.get(ident.name)  # a removed host has no standing
+            if role == "admin" or (resource, verb) in HOST_PERMISSIONS.get(role, frozenset()):
+                return caller
+            raise AccessDenied(f"a {role} may not {verb} {resource}")
+        roles = await caller_roles(server, ident)
+        decision = rbac.check_rule(roles, resource=resource, verb=verb)
+        if not decision.allowed:
+            raise AccessDenied(decision.reason)
+        return caller
+    except AccessDenied as exc:
+        who = caller.identity.name if caller else ""
+        log.warning("api access denied user=%s resource=%s verb=%s reason=%r",
+                    who, resource, verb, str(exc))
+        await server.audit.emit(
+            "access.denied", user=who, remote_addr=caller.remote_addr if caller else "",
+            message=str(exc), fields={"resource": resource, "verb": verb},
+        )
+        raise
+
+
+class AuthWithRoles:
+    """The auth API for one caller (None: anonymous, who may ping, log in and join)."""
+
+    def __init__(self, server: AuthServer, caller: Caller | None, remote_addr: str = "") -> None:
+        self._server = server
+        self._caller = caller
+        self._remote = caller.remote_addr if caller else remote_addr
+
+    async def _check(self, resource: str, verb: str | None) -> Caller:
+        return await authorize(self._server, self._caller, resource, verb)
+
+    # anonymous: the credential is in the request ------------------------------------------
+
+    async def ping(self) -> Ping:
+        return Ping.model_validate(catalog.ca_fields(self._server))
+
+    async def _certs(self, certs: Any) -> dict[str, Any]:
+        return {**catalog.ca_fields(self._server), "ssh_cert": certs.ssh_cert,
+                "tls_cert": certs.tls_cert, "expires": certs.expires}
+
+    async def login(self, req: LoginRequest) -> Certs:
+        ttl = parse_duration(req.ttl) if req.ttl else None
+        certs = await self._server.login(req.user, req.password, req.public_key, otp=req.otp,
+                                         ttl=ttl, remote_addr=self._remote)
+        return Certs.model_validate(await self._certs(certs))
+
+    async def join(self, req: JoinRequest) -> JoinReply:
+        host_id, certs = await self._server.join(HostJoin(
+            token=req.token, role=req.role, nodename=req.nodename, public_key=req.public_key,
+            addrs=req.addrs, dns_names=req.dns_names, remote_addr=self._remote))
+        return JoinReply.model_validate({**await self._certs(certs), "host_id": host_id})
+
+    async def join_leaf(self, req: LeafJoinRequest) -> LeafJoinReply:
+        cas = await self._server.accept_leaf(req.token, req.ca, self._remote)
+        return LeafJoinReply(cluster=self._server.cluster, cas=cas)
+
+    # hosts ---------------------------------------------------------------------------------
+
+    async def heartbeat(self, beat: Heartbeat) -> Node:
+        caller = await self._check("node", "heartbeat")
+        return await self._server.heartbeat(caller.identity.name, beat.hostname, beat.addr,
+                                            dict(beat.labels))
+
+    async def trust(self) -> TrustSnapshot:
+        await self._check("trust", "read")
+        return await trustview.build_snapshot(self._server)
+
+    async def watch_trust(self) -> AsyncIterator[TrustSnapshot]:
+        async for snapshot in self.watch_trust_with_keepalives():
+            if snapshot is not None:
+                yield snapshot
+
+    async def watch_trust_with_keepalives(self) -> AsyncGenerator[TrustSnapshot | None]:
+        """As watch_trust, with a None after each quiet KEEPALIVE (for the HTTPS stream)."""
+        await self._check("trust", "read")
+        async with contextlib.aclosing(trustview.snapshots(self._server)) as stream:
+            async for snapshot in stream:
+                yield snapshot
+
+    async def report_tunnels(self, leaves: list[str]) -> None:
+        caller = await self._check("remote_cluster", "heartbeat")
+        if caller.identity.kind != "host" or caller.identity.system_role != "proxy":
+            raise AccessDenied("only a proxy of this cluster reports the tunnels it holds")
+        await self._server.trust.tunnels_held(caller.identity.name, leaves)
+
+    async def post_events(self, events: list[dict[str, Any]]) -> EventsStored:
+        caller = await self._check("event", "create")
+        return await intake.store_host_events(self._server, caller.identity.name,
+                                              caller.identity.system_role, events)
+
+    async def export_events(self, after: str, limit: int) -> EventPage:
+        await self._check("event", "export")
+        events, last = await self._server.audit.export(after, max(1, min(limit, 1000)))
+        return EventPage(events=[{"key": k, "event": e.to_json_obj()} for k, e in events],
+                         last=last)
+
+    async def export_cursor(self, root: str) -> str:
+        await self._check("event", "export")
+        return await self._server.audit.cursor(root)
+
+    async def set_export_cursor(self, root: str, after: str) -> None:
+        await self._check("event", "export")
+        await self._server.audit.set_cursor(root, after)
+
+    async def store_leaf_events(self, leaf: str, events: list[Any]) -> EventsStored:
+        await self._check("remote_event", "create")
+        return await intake.store_leaf_events(self._server, leaf, events)
+
+    async def put_recording_chunk(self, session_id: str, index: int, data: bytes) -> None:
+        await self._check("recording", "upload")
+        await self._server.recordings.put_chunk(session_id, index, data)
+
+    async def complete_recording(self, session_id: str, done: RecordingDone) -> dict[str, Any]:
+        caller = await self._check("recording", "upload")
+        session_id = check_session_id(session_id)
+        try:
+            node = (await self._server.nodes.get(caller.identity.name)).spec.hostname
+        except NotFound:
+            node = caller.identity.name
+        meta = {"session_id": session_id, "cluster": self._server.cluster, "node": node,
+                **done.model_dump()}
+        await self._server.recordings.complete(session_id, meta)
+        return meta
+
+    # users and admins ----------------------------------------------------------------------
+
+    async def resolve_node(self, target: str) -> Node:
+        """The node a user asks a proxy to dial: registered here, and selected by their
+        roles. Reaching a node is SSH access (logins and node_labels), not an API rule:
+        a role that grants logins on some nodes needs no `rules` for this."""
+        caller = await self._check("node", None)
+        if caller.identity.kind != "user":
+            raise AccessDenied("only users are resolved to nodes")
+        node = await self._server.resolve_node(target)
+        roles = await caller_roles(self._server, caller.identity)
+        if not rbac.can_see_node(roles, node.metadata.labels):
+            await self._server.audit.emit("access.denied", user=caller.identity.name,
+                                          remote_addr=caller.remote_addr,
+                                          message=f"no role selects node {target}")
+            raise AccessDenied(f"user {caller.identity.name} may not access node {target}")
+        return node
+
+    async def list_nodes_json(self, query: NodeQuery) -> bytes:
+        """The nodes the caller may see, as a JSON array (stored JSON, unparsed: listing
+        100,000 nodes parses none of them into models)."""
+        caller = await self._check("node", "list")
+        ident = caller.identity
+        # A user sees the nodes their roles select; a host or the admin sees every node.
+        roles = await caller_roles(self._server, ident) if ident.kind == "user" else None
+
+        def wanted(labels: Mapping[str, str]) -> bool:
+            if roles is not None and not rbac.can_see_node(roles, labels):
+                return False
+            return all(labels.get(k) == v for k, v in query.labels.items())
+
+        return await catalog.nodes_json(self._server, wanted, query)
+
+    async def list_nodes(self, query: NodeQuery) -> list[dict[str, Any]]:
+        return list(json.loads(await self.list_nodes_json(query)))
+
+    async def clusters(self) -> list[ClusterInfo]:
+        caller = await self._check("cluster", None)
+        return await catalog.clusters(self._server,
+                                      with_leaves=caller.identity.cluster == self._server.cluster)
+
+    async def status(self) -> ClusterStatus:
+        await self._check("cluster_name", "read")
+        return await catalog.status(self._server)
+
+    async def _user_admin(self) -> Caller:
+        caller = await self._check("user", "update")
+        await self._check("role", "update")  # or a password reset takes over an editor
+        return caller
+
+    async def set_password(self, name: str, password: str) -> None:
+        caller = await self._user_admin()
+        await self._server.set_password(name, password, by=caller.identity.name,
+                                        remote_addr=caller.remote_addr)
+
+    async def set_totp(self, name: str, enabled: bool) -> str:
+        caller = await self._user_admin()
+        return await self._server.set_totp(name, enabled, by=caller.identity.name,
+                                           remote_addr=caller.remote_addr)
+
+    async def add_token(self, req: TokenRequest) -> TokenReply:
+        await self._check("token", "create")
+        if req.type not in ("node", "proxy", "trusted_cluster"):
+            raise BadParameter(f"unknown token type {req.type!r}: expected node, proxy or "
+                               "trusted_cluster")
+        ttl = parse_duration(req.ttl or "30m")
+        token = await self._server.create_token(cast(TokenType, req.type), ttl)
+        return TokenReply(token=str(token), type=req.type,
+                          expires=(self._server.clock.now() + ttl).isoformat())
+
+    async def get_resources(self, kind: str, name: str = "") -> list[Resource]:
+        await self._check(kind, "read" if name else "list")
+        return await catalog.get_resources(self._server, kind, name)
+
+    async def put_resource(self, res: Resource, *, upsert: bool) -> bool:
+        caller = await self._check(res.kind, "update" if upsert else "create")
+        if res.kind == "user":  # granting roles is as powerful as editing them
+            await self._check("role", "update")
+        if isinstance(res, TrustedCluster):
+            return await self._server.upsert_trusted_cluster(res, force=upsert)
+        return await catalog.put_resource(self._server, res, upsert=upsert,
+                                          by=caller.identity.name, remote_addr=caller.remote_addr)
+
+    async def delete_resource(self, kind: str, name: str) -> None:
+        caller = await self._check(kind, "delete")
+        await catalog.delete_resource(self._server, kind, name, by=caller.identity.name,
+                                      remote_addr=caller.remote_addr)
+
+    async def search_events(self, query: EventQuery) -> list[dict[str, Any]]:
+        await self._check("event", "list")
+        since = self._server.clock.now() - parse_duration(query.since) if query.since else None
+        events = await self._server.audit.search(since=since, types=query.types,
+                                                 user=query.user, cluster=query.cluster)
+        return [e.to_json_obj() for e in events]
+
+    async def list_recordings(self) -> list[dict[str, Any]]:
+        await self._check("session", "list")
+        return await self._server.recordings.list()
+
+    async def get_recording(self, session_id: str) -> bytes:
+        await self._check("session", "read")
+        return await self._server.recordings.read(session_id)
+
+    async def recording_cluster(self, session_id: str) -> str:
+        """Which cluster holds a recording: this one, or the leaf whose audit names it."""
+        await self._check("session", "read")
+        return await catalog.recording_cluster(self._server, check_session_id(session_id))

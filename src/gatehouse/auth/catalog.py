@@ -1,0 +1,151 @@
+"""What the auth shows and manages for people: its CAs, clusters, status, nodes and
+the generic resources (users, roles, tokens, nodes, trust), with the audit of each
+change. Callers are authorized first (auth.authz)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from gatehouse.auth.server import AuthServer
+from gatehouse.errors import BadParameter, NotFound
+from gatehouse.types.cert_authority import CertAuthority, CertAuthoritySpec
+from gatehouse.types.resource import Metadata, Resource
+from gatehouse.types.yaml_io import to_json_obj
+from gatehouse.wire.authapi import CAStatus, ClusterInfo, ClusterStatus, NodeQuery
+
+__all__ = ["ca_fields", "clusters", "delete_resource", "get_resources", "nodes_json",
+           "put_resource", "recording_cluster", "status"]
+
+
+def ca_fields(server: AuthServer) -> dict[str, str]:
+    """The cluster and its CAs' public parts, as a ping and every certificate reply carry."""
+    host, user = server.cas["host"], server.cas["user"]
+    return {"cluster": server.cluster, "host_ca_tls": host.tls_cert_pem,
+            "host_ca_ssh": host.ssh_public_line, "user_ca_ssh": user.ssh_public_line,
+            "user_ca_tls": user.tls_cert_pem}
+
+
+async def nodes_json(server: AuthServer, wanted: Callable[[Mapping[str, str]], bool],
+                     query: NodeQuery) -> bytes:
+    """The wanted nodes as a JSON array, by hostname then name (``query.hostname``: an
+    index read of that hostname's nodes only)."""
+    limit = max(query.limit, 0)
+    if query.hostname is not None:
+        named = [n for n in await server.nodes.by_hostname(query.hostname)
+                 if wanted(n.metadata.labels)]
+        return json.dumps([to_json_obj(n) for n in named[:limit or None]]).encode()
+    return b"[" + b",".join(await server.nodes.select(wanted, limit)) + b"]"
+
+
+async def clusters(server: AuthServer, *, with_leaves: bool) -> list[ClusterInfo]:
+    """This cluster and, for its own users, its leaves with status and host CAs."""
+    out = [ClusterInfo(name=server.cluster, type="root", status="online", last_heartbeat=None,
+                       host_ca_ssh=server.cas["host"].ssh_public_line)]
+    if with_leaves:
+        cas = {ca.cluster: ca for ca in await server.trust.leaf_cas()}
+        for rc in await server.trust.remote_clusters():
+            ca = cas.get(rc.metadata.name)
+            beat = rc.status.last_heartbeat
+            out.append(ClusterInfo(name=rc.metadata.name, type="leaf",
+                                   status=rc.status.connection,
+                                   last_heartbeat=beat.isoformat() if beat else None,
+                                   host_ca_ssh=ca.ssh if ca else ""))
+    return out
+
+
+async def status(server: AuthServer) -> ClusterStatus:
+    return ClusterStatus(
+        cluster=server.cluster,
+        cas=[CAStatus(type=ca.type, ssh_fingerprint=ca.ssh_fingerprint,
+                      tls_fingerprint=ca.tls_fingerprint) for ca in server.cas.values()],
+        counts={"users": len(await server.users.list()), "roles": len(await server.roles.list()),
+                "nodes": await server.nodes.count(), "tokens": len(await server.tokens.list())},
+    )
+
+
+def _store(server: AuthServer, kind: str) -> Any:
+    stores = {"user": server.users, "role": server.roles, "token": server.tokens,
+              "node": server.nodes, "trusted_cluster": server.trust.trusted}
+    if kind not in stores:
+        raise BadParameter(f"resources of kind {kind!r} cannot be managed here")
+    return stores[kind]
+
+
+def _ca_resources(server: AuthServer) -> list[CertAuthority]:
+    return [
+        CertAuthority(
+            metadata=Metadata(name=f"{server.cluster}-{ca.type}"),
+            spec=CertAuthoritySpec(
+                cluster_name=server.cluster, type=ca.type,  # type: ignore[arg-type]
+                ssh_public_keys=[ca.ssh_public_line], tls_certs=[ca.tls_cert_pem],
+            ),
+        )
+        for ca in server.cas.values()
+    ]
+
+
+async def get_resources(server: AuthServer, kind: str, name: str) -> list[Resource]:
+    items: list[Resource]
+    if kind == "cert_authority":
+        items = [ca for ca in _ca_resources(server) if not name or ca.metadata.name == name]
+    elif kind == "remote_cluster":
+        items = [rc for rc in await server.trust.remote_clusters()
+                 if not name or rc.metadata.name == name]
+    elif name:
+        return [await _store(server, kind).get(name)]
+    else:
+        return list(await _store(server, kind).list())
+    if name and not items:
+        raise NotFound(f"{kind} {name} not found")
+    return items
+
+
+async def put_resource(server: AuthServer, res: Resource, *, upsert: bool, by: str,
+                       remote_addr: str) -> bool:
+    """Create (or with ``upsert`` replace) a resource; True when it was created."""
+    store = _store(server, res.kind)
+    existed = True
+    try:
+        await store.get(res.metadata.name)
+    except NotFound:
+        existed = False
+    if upsert:
+        await store.upsert(res)
+    else:
+        await store.create(res)
+    event = {"user": "user.update" if existed else "user.create"}.get(
+        res.kind, "resource.update" if existed else "resource.create")
+    await server.audit.emit(event, user=by, remote_addr=remote_addr,
+                            fields={"kind": res.kind, "name": res.metadata.name})
+    return not existed
+
+
+async def delete_resource(server: AuthServer, kind: str, name: str, *, by: str,
+                          remote_addr: str) -> None:
+    if kind == "user":
+        await server.delete_user(name)
+    elif kind == "node":
+        await server.delete_node(name)
+    elif kind == "trusted_cluster":
+        await server.delete_trusted_cluster(name)
+    elif kind == "remote_cluster":
+        await server.delete_remote_cluster(name)
+    else:
+        await _store(server, kind).delete(name)
+    await server.audit.emit("user.delete" if kind == "user" else "resource.delete",
+                            user=by, remote_addr=remote_addr, fields={"kind": kind, "name": name})
+
+
+async def recording_cluster(server: AuthServer, session_id: str) -> str:
+    """This cluster if it holds the recording, else the leaf whose audit names it."""
+    try:
+        await server.recordings.meta(session_id)
+        return server.cluster
+    except NotFound:
+        pass
+    for ev in await server.audit.search(types=["session.end"]):
+        if ev.session_id == session_id:
+            return ev.cluster
+    raise NotFound(f"recording {session_id} not found in {server.cluster} or its leaves")

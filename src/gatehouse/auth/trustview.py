@@ -1,0 +1,59 @@
+"""The trust snapshot (wire.trust) as this auth sees it: the one place it is built, and
+a stream of new ones on every change, for nodes' and proxies' watches."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator
+
+from gatehouse.auth.server import AuthServer
+from gatehouse.wire.trust import RootCluster, TrustSnapshot
+
+__all__ = ["COALESCE", "KEEPALIVE", "build_snapshot", "snapshots"]
+
+KEEPALIVE = 15.0  # a watch with no change yields None this often (HTTP keepalive lines)
+COALESCE = 0.05  # a burst of changes within this many seconds makes one snapshot
+_PREFIXES = [b"/roles/", b"/users/", b"/authorities/", b"/trusted_clusters/"]
+
+
+async def build_snapshot(server: AuthServer) -> TrustSnapshot:
+    """Everything nodes and proxies decide with."""
+    trusted = await server.trust.trusted_user_cas()
+    roots = {}
+    for tc in await server.trust.trusted.list():
+        host = (await server.trust.root_cas(tc.metadata.name)).get("host")
+        roots[tc.metadata.name] = RootCluster(
+            name=tc.metadata.name, enabled=tc.spec.enabled, proxy_addr=tc.spec.proxy_addr,
+            role_map=tuple(tc.spec.role_map), host_ca_tls=host.tls if host else "")
+    return TrustSnapshot(
+        cluster=server.cluster,
+        user_cas=(server.cas["user"].public(), *(ca for _, ca in trusted)),
+        roots=roots,
+        leaf_host_cas={ca.cluster: ca.tls for ca in await server.trust.leaf_cas()},
+        roles={r.metadata.name: r for r in await server.roles.list()},
+        users=frozenset(u.metadata.name for u in await server.users.list()),
+        record_sessions=server.session_recording != "off",
+    )
+
+
+async def snapshots(server: AuthServer) -> AsyncGenerator[TrustSnapshot | None]:
+    """The current snapshot, then a new one after every change (None: no change for
+    KEEPALIVE seconds, so that a server can notice a vanished client)."""
+    async with server.backend.watch(_PREFIXES) as watcher:
+        yield await build_snapshot(server)
+        changes = aiter(watcher)
+        while True:
+            try:
+                async with asyncio.timeout(KEEPALIVE):
+                    await anext(changes)
+            except TimeoutError:
+                yield None
+                continue
+            except StopAsyncIteration:
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(COALESCE):
+                    async for _ in watcher:
+                        pass
+            yield await build_snapshot(server)

@@ -1,0 +1,248 @@
+"""The auth API as a typed interface: every call a service, agent or CLI makes of an
+auth, with its request and reply models, and the HTTPS route that carries it.
+
+Two implementations: ``client.authclient.AuthClient`` (HTTPS, what a remote process
+uses) and ``auth.authz.AuthWithRoles`` (in-process, what a proxy or node uses when
+it shares a process with its auth). Both pass through the same authorization, so a
+caller tells them apart only by speed. The JSON shapes on the wire are the models'.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from typing import Any, NamedTuple, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from gatehouse.types.node import Node
+from gatehouse.types.resource import Resource
+from gatehouse.wire.trust import PublicCA, TrustSnapshot
+
+__all__ = [
+    "ROUTES",
+    "AuthAPI",
+    "CAStatus",
+    "Certs",
+    "ClusterInfo",
+    "ClusterStatus",
+    "EventPage",
+    "EventQuery",
+    "EventsStored",
+    "Heartbeat",
+    "JoinReply",
+    "JoinRequest",
+    "LeafJoinReply",
+    "LeafJoinRequest",
+    "LoginRequest",
+    "NodeQuery",
+    "Ping",
+    "RecordingDone",
+    "Route",
+    "TokenReply",
+    "TokenRequest",
+]
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Ping(_Message):
+    """Who this auth is (anonymous): its cluster and the public parts of its CAs."""
+
+    cluster: str
+    host_ca_tls: str
+    host_ca_ssh: str
+    user_ca_ssh: str
+    user_ca_tls: str
+
+
+class Certs(Ping):
+    """Certificates just issued, with the CAs to pin."""
+
+    ssh_cert: str
+    tls_cert: str
+    expires: dt.datetime
+
+
+class JoinReply(Certs):
+    host_id: str
+
+
+class LoginRequest(_Message):
+    user: str
+    password: str
+    public_key: str  # OpenSSH line
+    otp: str = ""
+    ttl: str | None = None  # a duration ("8h"); None: the roles' default
+
+
+class JoinRequest(_Message):
+    token: str  # the secret part
+    role: str  # node | proxy
+    nodename: str
+    public_key: str
+    addrs: list[str]  # where it can be reached (host:port), for principals
+    dns_names: list[str]  # proxies: the names their TLS certificate must carry
+
+
+class LeafJoinRequest(_Message):
+    token: str
+    ca: PublicCA  # the leaf's host CA
+
+
+class LeafJoinReply(_Message):
+    cluster: str
+    cas: list[PublicCA]  # the root's user and host CAs
+
+
+class Heartbeat(_Message):
+    hostname: str
+    addr: str
+    labels: dict[str, str] = {}
+
+
+class NodeQuery(_Message):
+    labels: dict[str, str] = {}
+    limit: int = 0  # 0: all
+    hostname: str | None = None  # only the nodes of this hostname (an index read)
+
+
+class ClusterInfo(_Message):
+    name: str
+    type: str  # root | leaf
+    status: str  # online | offline
+    last_heartbeat: str | None
+    host_ca_ssh: str
+
+
+class CAStatus(_Message):
+    type: str
+    ssh_fingerprint: str
+    tls_fingerprint: str
+
+
+class ClusterStatus(_Message):
+    cluster: str
+    cas: list[CAStatus]
+    counts: dict[str, int]
+
+
+class TokenRequest(_Message):
+    type: str
+    ttl: str = "30m"
+
+
+class TokenReply(_Message):
+    token: str
+    type: str
+    expires: str
+
+
+class EventsStored(_Message):
+    stored: int
+    rejected: int
+
+
+class EventPage(_Message):
+    """A page of this cluster's events in storing order: ``{"key", "event"}`` each."""
+
+    events: list[dict[str, Any]]
+    last: str
+
+
+class EventQuery(_Message):
+    since: str = ""  # a duration back from now ("1h"); "" for all
+    types: list[str] = []
+    user: str = ""
+    cluster: str = ""
+
+
+class RecordingDone(_Message):
+    """What a node says of a recording it finished uploading."""
+
+    user: str = ""
+    login: str = ""
+    start: str = ""
+    end: str = ""
+    command: str = ""
+    truncated: bool = False
+
+
+class Route(NamedTuple):
+    method: str
+    path: str  # {name} parts are URL-quoted by the client
+
+
+ROUTES: dict[str, Route] = {
+    "ping": Route("GET", "/v1/ping"),
+    "login": Route("POST", "/v1/login"),
+    "join": Route("POST", "/v1/join"),
+    "join_leaf": Route("POST", "/v1/trusted_clusters/join"),
+    "clusters": Route("GET", "/v1/clusters"),
+    "report_tunnels": Route("POST", "/v1/remote_clusters/heartbeat"),
+    "status": Route("GET", "/v1/status"),
+    "heartbeat": Route("POST", "/v1/nodes/heartbeat"),
+    "resolve_node": Route("GET", "/v1/nodes/resolve"),
+    "list_nodes": Route("GET", "/v1/nodes"),
+    "trust": Route("GET", "/v1/trust"),
+    "post_events": Route("POST", "/v1/events"),
+    "search_events": Route("GET", "/v1/events"),
+    "export_events": Route("GET", "/v1/events/export"),
+    "export_cursor": Route("GET", "/v1/events/export/cursor"),
+    "set_export_cursor": Route("POST", "/v1/events/export/cursor"),
+    "store_leaf_events": Route("POST", "/v1/remote_events/{leaf}"),
+    "put_recording_chunk": Route("PUT", "/v1/recordings/{id}/chunks/{index}"),
+    "complete_recording": Route("POST", "/v1/recordings/{id}/complete"),
+    "list_recordings": Route("GET", "/v1/recordings"),
+    "get_recording": Route("GET", "/v1/recordings/{id}"),
+    "recording_cluster": Route("GET", "/v1/recordings/{id}/cluster"),
+    "set_password": Route("POST", "/v1/users/{name}/password"),
+    "set_totp": Route("POST", "/v1/users/{name}/totp"),
+    "add_token": Route("POST", "/v1/tokens"),
+    "get_resources": Route("GET", "/v1/resources/{kind}"),
+    "get_resource": Route("GET", "/v1/resources/{kind}/{name}"),
+    "put_resource": Route("POST", "/v1/resources"),
+    "delete_resource": Route("DELETE", "/v1/resources/{kind}/{name}"),
+}
+
+
+class AuthAPI(Protocol):
+    """Everything a caller may ask of an auth; each call is authorized for the caller."""
+
+    # anonymous: the credential is in the request
+    async def ping(self) -> Ping: ...
+    async def login(self, req: LoginRequest) -> Certs: ...
+    async def join(self, req: JoinRequest) -> JoinReply: ...
+    async def join_leaf(self, req: LeafJoinRequest) -> LeafJoinReply: ...
+
+    # hosts
+    async def heartbeat(self, beat: Heartbeat) -> Node: ...
+    async def trust(self) -> TrustSnapshot: ...
+    def watch_trust(self) -> AsyncIterator[TrustSnapshot]: ...
+    async def report_tunnels(self, leaves: list[str]) -> None: ...
+    async def post_events(self, events: list[dict[str, Any]]) -> EventsStored: ...
+    async def export_events(self, after: str, limit: int) -> EventPage: ...
+    async def export_cursor(self, root: str) -> str: ...
+    async def set_export_cursor(self, root: str, after: str) -> None: ...
+    async def store_leaf_events(self, leaf: str, events: list[Any]) -> EventsStored: ...
+    async def put_recording_chunk(self, session_id: str, index: int, data: bytes) -> None: ...
+    async def complete_recording(self, session_id: str,
+                                 done: RecordingDone) -> dict[str, Any]: ...
+
+    # users and admins
+    async def resolve_node(self, target: str) -> Node: ...
+    async def list_nodes(self, query: NodeQuery) -> list[dict[str, Any]]: ...
+    async def clusters(self) -> list[ClusterInfo]: ...
+    async def status(self) -> ClusterStatus: ...
+    async def set_password(self, name: str, password: str) -> None: ...
+    async def set_totp(self, name: str, enabled: bool) -> str: ...
+    async def add_token(self, req: TokenRequest) -> TokenReply: ...
+    async def get_resources(self, kind: str, name: str = "") -> list[Resource]: ...
+    async def put_resource(self, res: Resource, *, upsert: bool) -> bool: ...
+    async def delete_resource(self, kind: str, name: str) -> None: ...
+    async def search_events(self, query: EventQuery) -> list[dict[str, Any]]: ...
+    async def list_recordings(self) -> list[dict[str, Any]]: ...
+    async def get_recording(self, session_id: str) -> bytes: ...
+    async def recording_cluster(self, session_id: str) -> str: ...
