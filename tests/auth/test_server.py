@@ -13,7 +13,6 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from gatehouse.auth import issuer
-from gatehouse.auth.hosts import HostRecord
 from gatehouse.auth.issuer import NO_LOGIN_PRINCIPAL
 from gatehouse.auth.passwords import LOCK_AFTER
 from gatehouse.auth.server import DEFAULT_USER_TTL, NODE_TTL, AuthServer, JoinRequest
@@ -22,6 +21,7 @@ from gatehouse.clock import FakeClock
 from gatehouse.errors import AccessDenied, BadParameter, LimitExceeded, NotFound
 from gatehouse.pki import sshcert, x509
 from gatehouse.services.events import AuditEvent
+from gatehouse.services.hosts import HostRecord
 from gatehouse.services.resources import ResourceStore
 from gatehouse.types.node import Node, NodeSpec
 from gatehouse.types.resource import Metadata

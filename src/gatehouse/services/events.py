@@ -11,7 +11,7 @@ from typing import Any
 
 from gatehouse.backend import Backend, Item, prefix_end
 from gatehouse.clock import Clock
-from gatehouse.errors import BadParameter, NotFound
+from gatehouse.errors import AlreadyExists, BadParameter, NotFound
 
 __all__ = ["CODES", "AuditEvent", "AuditLog"]
 
@@ -122,6 +122,17 @@ class AuditLog:
             raise BadParameter(f"malformed event key {source_key!r}")
         key = _PREFIX + f"{ts}/~{ev.cluster}/{ev.id}".encode()
         await self._backend.put(Item(key=key, value=json.dumps(ev.to_json_obj()).encode()))
+
+    async def first_sighting(self, host_id: str, event_id: str, expires: dt.datetime) -> bool:
+        """Whether ``host_id`` reports event ``event_id`` for the first time (remembered
+        until ``expires``): a host resends what it is not sure arrived, and each event
+        must be stored once."""
+        try:
+            await self._backend.create(Item(key=f"/event_seen/{host_id}/{event_id}".encode(),
+                                            value=b"", expires=expires))
+        except AlreadyExists:
+            return False
+        return True
 
     async def export(self, after: str, limit: int = 500
                      ) -> tuple[list[tuple[str, AuditEvent]], str]:

@@ -1,65 +1,62 @@
-"""Optional second factor: RFC 6238 time-based one-time codes (pyotp), one use per code."""
+"""One-time code secrets in storage: each user's secret and the last time step used
+(auth.totp verifies codes). Marking a step used is a compare-and-swap, so that two
+logins racing with one code cannot both win."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-
-import pyotp
+from dataclasses import dataclass, field
 
 from gatehouse.backend import Backend, Item
-from gatehouse.clock import Clock
-from gatehouse.errors import AccessDenied, CompareFailed, NotFound
+from gatehouse.errors import CompareFailed, NotFound
 
-__all__ = ["TOTPStore"]
+__all__ = ["TOTPSecret", "TOTPStore"]
 
-STEP = 30
+
+@dataclass(frozen=True)
+class TOTPSecret:
+    """A user's secret (base32) and the last time step a code of theirs was used at, as
+    read from storage (``_stored``: what ``mark_used`` compares against)."""
+
+    secret: str
+    last: int
+    _stored: Item = field(repr=False, compare=False)
 
 
 class TOTPStore:
-    def __init__(self, backend: Backend, clock: Clock, issuer: str) -> None:
+    def __init__(self, backend: Backend) -> None:
         self._backend = backend
-        self._clock = clock
-        self._issuer = issuer
 
-    def _key(self, user: str) -> bytes:
+    @staticmethod
+    def _key(user: str) -> bytes:
         return f"/totp/{user}".encode()
 
-    async def enroll(self, user: str) -> str:
-        """A new secret for ``user`` (replacing any old one); returns the otpauth:// URI."""
-        secret = pyotp.random_base32()
-        await self._backend.put(
-            Item(key=self._key(user), value=json.dumps({"secret": secret, "last": 0}).encode())
-        )
-        return str(pyotp.TOTP(secret, interval=STEP).provisioning_uri(
-            name=user, issuer_name=self._issuer))
+    @staticmethod
+    def _value(secret: str, last: int) -> bytes:
+        return json.dumps({"secret": secret, "last": last}).encode()
+
+    async def put(self, user: str, secret: str) -> None:
+        """Give ``user`` this secret (replacing any old one), no step used yet."""
+        await self._backend.put(Item(key=self._key(user), value=self._value(secret, 0)))
+
+    async def get(self, user: str) -> TOTPSecret:
+        """The user's secret; NotFound if they have none."""
+        item = await self._backend.get(self._key(user))
+        state = json.loads(item.value)
+        return TOTPSecret(str(state["secret"]), int(state["last"]), item)
 
     async def remove(self, user: str) -> None:
+        """Forget the user's secret; none is fine."""
         with contextlib.suppress(NotFound):
             await self._backend.delete(self._key(user))
 
-    async def enrolled(self, user: str) -> bool:
+    async def mark_used(self, read: TOTPSecret, step: int) -> bool:
+        """Record ``step`` as used, if the secret is still as ``read`` (from ``get``);
+        False if it changed in between (another login used a code, or re-enrolment)."""
         try:
-            await self._backend.get(self._key(user))
-        except NotFound:
+            await self._backend.compare_and_swap(
+                read._stored, Item(key=read._stored.key, value=self._value(read.secret, step)))
+        except CompareFailed:
             return False
         return True
-
-    async def check(self, user: str, code: str) -> None:
-        """Accept a current code (one step of drift either way) that was not used before."""
-        item = await self._backend.get(self._key(user))
-        state = json.loads(item.value)
-        totp = pyotp.TOTP(state["secret"], interval=STEP)
-        now = self._clock.now()
-        counter = int(now.timestamp()) // STEP
-        for step in (counter - 1, counter, counter + 1):
-            if step > state["last"] and code.strip() == totp.at(step * STEP):
-                state["last"] = step
-                # Compare-and-swap: two logins racing with one code cannot both win.
-                try:
-                    await self._backend.compare_and_swap(
-                        item, Item(key=item.key, value=json.dumps(state).encode()))
-                except CompareFailed:
-                    break
-                return
-        raise AccessDenied("invalid or already used one-time code")

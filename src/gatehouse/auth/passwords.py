@@ -1,0 +1,92 @@
+"""Passwords: the length rule, argon2id hashes, and the lock after repeated failures.
+
+Every attempt is recorded BEFORE the password is verified, as its own expiring
+item, and counted: parallel guesses cannot all slip past the lock before any
+of them is counted. A verified attempt is taken back. The fifth failure within
+LOCK_FOR sets a lock that lasts LOCK_FOR from that failure; attempts while
+locked are refused without being counted (they do not extend the lock). What
+is stored, and how, is services.passwords'.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import functools
+import uuid
+
+import argon2
+
+from gatehouse.clock import Clock
+from gatehouse.errors import AccessDenied, BadParameter, LimitExceeded
+from gatehouse.services.passwords import PasswordStore
+
+__all__ = ["LOCK_AFTER", "LOCK_FOR", "MIN_LENGTH", "Passwords"]
+
+MIN_LENGTH = 12
+LOCK_AFTER = 5
+LOCK_FOR = dt.timedelta(minutes=20)
+
+_hasher = argon2.PasswordHasher()
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    return _hasher.hash("not a password anyone has: " + uuid.uuid4().hex)
+
+
+class Passwords:
+    def __init__(self, store: PasswordStore, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+
+    async def set(self, user: str, password: str) -> None:
+        if len(password) < MIN_LENGTH:
+            raise BadParameter(f"password must be at least {MIN_LENGTH} characters")
+        await self._store.set_hash(user, await asyncio.to_thread(_hasher.hash, password))
+        await self.clear_failures(user)
+
+    async def delete(self, user: str) -> None:
+        await self._store.delete_hash(user)
+        await self.clear_failures(user)
+
+    async def check(self, user: str, password: str) -> None:
+        """Raise AccessDenied (wrong) or LimitExceeded (locked); both say why in one line.
+
+        Failures stay counted until ``clear_failures``: the caller clears once
+        every factor has passed.
+        """
+        await self._refuse_if_locked(user)
+        attempt = await self._store.add_attempt(user, self._clock.now() + LOCK_FOR)
+        if await self._store.count_attempts(user) > LOCK_AFTER:
+            await self._lock(user)
+            await self._refuse_if_locked(user)
+        stored = await self._store.hash(user)
+        try:
+            # Off the event loop; an unknown user costs the same hash (no timing oracle).
+            await asyncio.to_thread(_hasher.verify, stored or _dummy_hash(), password)
+            if not stored:
+                raise argon2.exceptions.VerificationError("no such user")
+        except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError) as exc:
+            if await self._store.count_attempts(user) >= LOCK_AFTER:
+                await self._lock(user)
+            raise AccessDenied("invalid user name or password") from exc
+        await self._store.take_back_attempt(user, attempt)  # a right password is not a failure
+
+    async def record_failure(self, user: str) -> None:
+        """Count a failure of another factor (a wrong one-time code) toward the lock."""
+        await self._store.add_attempt(user, self._clock.now() + LOCK_FOR)
+        if await self._store.count_attempts(user) >= LOCK_AFTER:
+            await self._lock(user)
+
+    async def clear_failures(self, user: str) -> None:
+        await self._store.clear_attempts(user)
+
+    async def _lock(self, user: str) -> None:
+        await self._store.lock(user, self._clock.now() + LOCK_FOR)
+
+    async def _refuse_if_locked(self, user: str) -> None:
+        until = await self._store.locked_until(user)
+        if until is not None:
+            raise LimitExceeded(f"user {user} is locked after {LOCK_AFTER} failed logins "
+                                f"until {until.isoformat(timespec='seconds')}")
