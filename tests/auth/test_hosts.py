@@ -1,4 +1,4 @@
-"""Tests for host registration (gatehouse.auth.hosts via AuthServer): what a host is
+"""Tests for host registration (gatehouse.services.hosts via AuthServer): what a host is
 certified as is all it may claim afterwards, and removing it revokes it."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import pytest
 from cryptography import x509 as cx509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from gatehouse.auth.hosts import HostRecord
 from gatehouse.auth.server import NODE_TTL, AuthServer, JoinRequest
 from gatehouse.clock import FakeClock
 from gatehouse.errors import AccessDenied, BadParameter
 from gatehouse.pki import sshcert, x509
+from gatehouse.services.hosts import HostRecord
 from tests.auth.samples import CLUSTER, NODE_ADDR, certify, new_key
 
 OTHER_ADDR = "10.0.0.8:3022"

@@ -1,4 +1,5 @@
-"""Tests for gatehouse.auth.passwords: argon2id hashes and the lock after repeated failures."""
+"""Tests for gatehouse.auth.passwords: argon2id hashes and the lock after repeated failures
+(what is stored is read back through services.passwords, never by key)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from gatehouse.auth.passwords import LOCK_AFTER, LOCK_FOR, MIN_LENGTH, PasswordStore
-from gatehouse.backend import Backend, Item, open_backend
+from gatehouse.auth.passwords import LOCK_AFTER, LOCK_FOR, MIN_LENGTH, Passwords
+from gatehouse.backend import Backend, open_backend
 from gatehouse.clock import FakeClock
-from gatehouse.errors import AccessDenied, BadParameter, LimitExceeded, NotFound
+from gatehouse.errors import AccessDenied, BadParameter, LimitExceeded
+from gatehouse.services.passwords import PasswordStore
 
 GOOD = "correct horse battery"
 BAD = "wrong horse battery!"
@@ -20,13 +22,13 @@ SECOND = dt.timedelta(seconds=1)
 
 
 @pytest.fixture
-async def store(backend: Backend, clock: FakeClock, fast_hashing: None) -> PasswordStore:
-    store = PasswordStore(backend, clock)
+async def store(backend: Backend, clock: FakeClock, fast_hashing: None) -> Passwords:
+    store = Passwords(PasswordStore(backend), clock)
     await store.set("alice", GOOD)
     return store
 
 
-async def fail(store: PasswordStore, user: str = "alice", times: int = 1) -> None:
+async def fail(store: Passwords, user: str = "alice", times: int = 1) -> None:
     for _ in range(times):
         with pytest.raises(AccessDenied, match="invalid user name or password"):
             await store.check(user, BAD)
@@ -34,50 +36,49 @@ async def fail(store: PasswordStore, user: str = "alice", times: int = 1) -> Non
 
 async def test_set_stores_an_argon2id_hash_that_checks(backend: Backend, clock: FakeClock
                                                         ) -> None:
-    store = PasswordStore(backend, clock)  # the real, slow parameters, once
+    store = Passwords(PasswordStore(backend), clock)  # the real, slow parameters, once
     await store.set("alice", GOOD)
-    stored = (await backend.get(b"/passwords/alice")).value
-    assert stored.startswith(b"$argon2id$")
-    assert GOOD.encode() not in stored
+    stored = await PasswordStore(backend).hash("alice")
+    assert stored.startswith("$argon2id$")
+    assert GOOD not in stored
     await store.check("alice", GOOD)
 
 
-async def test_right_password_passes(store: PasswordStore) -> None:
+async def test_right_password_passes(store: Passwords) -> None:
     await store.check("alice", GOOD)
     await store.check("alice", GOOD)
 
 
 @pytest.mark.parametrize("password", [BAD, "", GOOD.upper(), GOOD + " ", GOOD[:-1]])
-async def test_wrong_password_is_denied(store: PasswordStore, password: str) -> None:
+async def test_wrong_password_is_denied(store: Passwords, password: str) -> None:
     with pytest.raises(AccessDenied, match="invalid user name or password"):
         await store.check("alice", password)
 
 
 async def test_short_password_is_refused(backend: Backend, clock: FakeClock, fast_hashing: None
                                          ) -> None:
-    store = PasswordStore(backend, clock)
+    store = Passwords(PasswordStore(backend), clock)
     with pytest.raises(BadParameter, match=f"at least {MIN_LENGTH} characters"):
         await store.set("bob", "x" * (MIN_LENGTH - 1))
-    with pytest.raises(NotFound):
-        await backend.get(b"/passwords/bob")
+    assert await PasswordStore(backend).hash("bob") == ""
     await store.set("bob", "x" * MIN_LENGTH)
     await store.check("bob", "x" * MIN_LENGTH)
 
 
-async def test_a_short_password_leaves_the_old_one_in_place(store: PasswordStore) -> None:
+async def test_a_short_password_leaves_the_old_one_in_place(store: Passwords) -> None:
     with pytest.raises(BadParameter):
         await store.set("alice", "short")
     await store.check("alice", GOOD)
 
 
-async def test_set_replaces_the_password(store: PasswordStore) -> None:
+async def test_set_replaces_the_password(store: Passwords) -> None:
     await store.set("alice", "another long password")
     await store.check("alice", "another long password")
     with pytest.raises(AccessDenied):
         await store.check("alice", GOOD)
 
 
-async def test_five_failures_lock_even_the_right_password(store: PasswordStore,
+async def test_five_failures_lock_even_the_right_password(store: Passwords,
                                                           clock: FakeClock) -> None:
     await fail(store, times=LOCK_AFTER - 1)
     await store.check("alice", GOOD)  # four failures do not lock
@@ -90,7 +91,7 @@ async def test_five_failures_lock_even_the_right_password(store: PasswordStore,
         await store.check("alice", BAD)
 
 
-async def test_lock_expires_after_lock_for(store: PasswordStore, clock: FakeClock) -> None:
+async def test_lock_expires_after_lock_for(store: Passwords, clock: FakeClock) -> None:
     await fail(store, times=LOCK_AFTER)
     clock.advance(LOCK_FOR - SECOND)
     with pytest.raises(LimitExceeded):
@@ -101,7 +102,7 @@ async def test_lock_expires_after_lock_for(store: PasswordStore, clock: FakeCloc
     await store.check("alice", GOOD)
 
 
-async def test_lock_runs_from_the_last_failure(store: PasswordStore, clock: FakeClock) -> None:
+async def test_lock_runs_from_the_last_failure(store: Passwords, clock: FakeClock) -> None:
     await fail(store, times=LOCK_AFTER - 1)
     clock.advance(dt.timedelta(minutes=5))
     await fail(store)
@@ -112,7 +113,7 @@ async def test_lock_runs_from_the_last_failure(store: PasswordStore, clock: Fake
     await store.check("alice", GOOD)
 
 
-async def test_attempts_while_locked_do_not_extend_the_lock(store: PasswordStore,
+async def test_attempts_while_locked_do_not_extend_the_lock(store: Passwords,
                                                             clock: FakeClock) -> None:
     await fail(store, times=LOCK_AFTER)
     for _ in range(3):
@@ -123,25 +124,23 @@ async def test_attempts_while_locked_do_not_extend_the_lock(store: PasswordStore
     await store.check("alice", GOOD)
 
 
-async def test_lock_expiry_is_the_failure_items_expiry(store: PasswordStore, backend: Backend,
+async def test_lock_expiry_is_the_failure_items_expiry(store: Passwords, backend: Backend,
                                                        clock: FakeClock) -> None:
     await fail(store, times=LOCK_AFTER)
-    item = await backend.get(b"/login_locks/alice")
-    assert item.expires == clock.now() + LOCK_FOR
+    assert await PasswordStore(backend).locked_until("alice") == clock.now() + LOCK_FOR
     clock.advance(LOCK_FOR)
-    with pytest.raises(NotFound):  # invisible at once, before any sweep
-        await backend.get(b"/login_locks/alice")
+    assert await PasswordStore(backend).locked_until("alice") is None  # before any sweep
     assert await backend.sweep_expired() == 1 + LOCK_AFTER  # the lock and each failure
 
 
-async def test_old_failures_are_forgotten(store: PasswordStore, clock: FakeClock) -> None:
+async def test_old_failures_are_forgotten(store: Passwords, clock: FakeClock) -> None:
     await fail(store, times=LOCK_AFTER - 1)
     clock.advance(LOCK_FOR)
     await fail(store, times=LOCK_AFTER - 1)
     await store.check("alice", GOOD)
 
 
-async def test_success_alone_keeps_failures_until_cleared(store: PasswordStore) -> None:
+async def test_success_alone_keeps_failures_until_cleared(store: Passwords) -> None:
     # check() leaves clearing to the caller, which knows when every factor has passed.
     await fail(store, times=LOCK_AFTER - 1)
     await store.check("alice", GOOD)
@@ -150,7 +149,7 @@ async def test_success_alone_keeps_failures_until_cleared(store: PasswordStore) 
         await store.check("alice", GOOD)
 
 
-async def test_clear_failures_resets_the_count(store: PasswordStore) -> None:
+async def test_clear_failures_resets_the_count(store: Passwords) -> None:
     await fail(store, times=LOCK_AFTER - 1)
     await store.check("alice", GOOD)
     await store.clear_failures("alice")
@@ -159,20 +158,20 @@ async def test_clear_failures_resets_the_count(store: PasswordStore) -> None:
     await store.clear_failures("nobody")  # nothing to clear is fine
 
 
-async def test_setting_a_password_unlocks(store: PasswordStore) -> None:
+async def test_setting_a_password_unlocks(store: Passwords) -> None:
     await fail(store, times=LOCK_AFTER)
     await store.set("alice", "a brand new password")
     await store.check("alice", "a brand new password")
 
 
-async def test_record_failure_counts_like_a_wrong_password(store: PasswordStore) -> None:
+async def test_record_failure_counts_like_a_wrong_password(store: Passwords) -> None:
     for _ in range(LOCK_AFTER):
         await store.record_failure("alice")
     with pytest.raises(LimitExceeded):
         await store.check("alice", GOOD)
 
 
-async def test_unknown_user_is_denied_like_a_wrong_password(store: PasswordStore) -> None:
+async def test_unknown_user_is_denied_like_a_wrong_password(store: Passwords) -> None:
     with pytest.raises(AccessDenied) as unknown:
         await store.check("mallory", GOOD)
     with pytest.raises(AccessDenied) as wrong:
@@ -180,14 +179,14 @@ async def test_unknown_user_is_denied_like_a_wrong_password(store: PasswordStore
     assert str(unknown.value) == str(wrong.value)
 
 
-async def test_unknown_user_counts_failures_and_locks(store: PasswordStore) -> None:
+async def test_unknown_user_counts_failures_and_locks(store: Passwords) -> None:
     await fail(store, "mallory", times=LOCK_AFTER)
     with pytest.raises(LimitExceeded, match="user mallory is locked"):
         await store.check("mallory", GOOD)
     await store.check("alice", GOOD)  # other users are not affected
 
 
-async def test_failures_are_per_user(store: PasswordStore) -> None:
+async def test_failures_are_per_user(store: Passwords) -> None:
     await store.set("bob", "bob's long password")
     await fail(store, "bob", times=LOCK_AFTER)
     await store.check("alice", GOOD)
@@ -195,21 +194,19 @@ async def test_failures_are_per_user(store: PasswordStore) -> None:
         await store.check("bob", "bob's long password")
 
 
-async def test_delete_removes_password_and_failures(store: PasswordStore, backend: Backend
+async def test_delete_removes_password_and_failures(store: Passwords, backend: Backend
                                                     ) -> None:
     await fail(store, times=2)
     await store.delete("alice")
-    for key in (b"/passwords/alice", b"/login_failures/alice"):
-        with pytest.raises(NotFound):
-            await backend.get(key)
+    stored = PasswordStore(backend)
+    assert (await stored.hash("alice"), await stored.count_attempts("alice")) == ("", 0)
     with pytest.raises(AccessDenied):
         await store.check("alice", GOOD)
     await store.delete("alice")  # twice is fine
 
 
-async def test_a_corrupt_stored_hash_is_denied(store: PasswordStore, backend: Backend) -> None:
-    item = await backend.get(b"/passwords/alice")
-    await backend.put(Item(key=item.key, value=b"not a hash"))
+async def test_a_corrupt_stored_hash_is_denied(store: Passwords, backend: Backend) -> None:
+    await PasswordStore(backend).set_hash("alice", "not a hash")
     with pytest.raises(AccessDenied):
         await store.check("alice", GOOD)
 
@@ -218,7 +215,7 @@ async def test_concurrent_guesses_cannot_bypass_the_lock(tmp_path: Path, clock: 
                                                          fast_hashing: None) -> None:
     backend = await open_backend("sqlite", path=tmp_path / "backend.sqlite", clock=clock)
     try:
-        store = PasswordStore(backend, clock)
+        store = Passwords(PasswordStore(backend), clock)
         await store.set("alice", GOOD)
         results = await asyncio.gather(
             *(store.check("alice", f"guess number {i:04d}") for i in range(4 * LOCK_AFTER)),

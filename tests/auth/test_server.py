@@ -13,20 +13,21 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from gatehouse.auth import issuer
-from gatehouse.auth.hosts import HostRecord
 from gatehouse.auth.issuer import NO_LOGIN_PRINCIPAL
 from gatehouse.auth.passwords import LOCK_AFTER
 from gatehouse.auth.server import DEFAULT_USER_TTL, NODE_TTL, AuthServer, JoinRequest
 from gatehouse.backend import Backend
 from gatehouse.clock import FakeClock
-from gatehouse.errors import AccessDenied, BadParameter, LimitExceeded, NotFound
+from gatehouse.errors import AccessDenied, AlreadyExists, BadParameter, LimitExceeded, NotFound
 from gatehouse.pki import sshcert, x509
 from gatehouse.services.events import AuditEvent
+from gatehouse.services.hosts import HostRecord
 from gatehouse.services.resources import ResourceStore
 from gatehouse.types.node import Node, NodeSpec
 from gatehouse.types.resource import Metadata
 from gatehouse.types.role import Role, RoleConditions, RoleOptions, RoleSpec
 from gatehouse.types.user import User, UserSpec
+from gatehouse.wire.trust import PublicCA
 from tests.auth.samples import CLUSTER, NODE_ADDR, add_role, certify
 
 PASSWORD = "correct horse battery"
@@ -463,6 +464,50 @@ async def test_a_bad_host_name_does_not_consume_the_token(server: AuthServer, no
         await server.join(join_request(token.secret, nodename=nodename, addrs=addrs))
     assert len(await events(server, "join.failure")) == 1
     await server.join(join_request(token.secret))
+
+
+# --- a leaf joining this cluster (root side) ----------------------------------------------
+
+
+def leaf_host_ca(cluster: str = "leaf-a") -> PublicCA:
+    return PublicCA(cluster, "host", public_line(), "-----BEGIN CERTIFICATE-----")
+
+
+async def test_a_leaf_joins_with_a_trusted_cluster_token(server: AuthServer) -> None:
+    token = await server.create_token("trusted_cluster", dt.timedelta(minutes=15))
+    leaf = leaf_host_ca()
+    cas = await server.accept_leaf(token.secret, leaf, "10.0.0.9")
+    assert cas == [server.cas["user"].public(), server.cas["host"].public()]
+    assert await server.trust.leaf_cas() == [leaf]
+    assert [rc.metadata.name for rc in await server.trust.remotes.list()] == ["leaf-a"]
+    assert await server.tokens.list() == []  # single use
+    [ev] = await events(server, "trusted_cluster.join")
+    assert ev.fields == {"leaf": "leaf-a"}
+
+
+async def test_a_leaf_join_is_refused_before_its_token_is_spent(server: AuthServer) -> None:
+    node_token = await server.create_token("node", dt.timedelta(minutes=15))
+    with pytest.raises(AccessDenied, match="a node token cannot join a trusted cluster"):
+        await server.accept_leaf(node_token.secret, leaf_host_ca(), "10.0.0.9")
+    token = await server.create_token("trusted_cluster", dt.timedelta(minutes=15))
+    with pytest.raises(AccessDenied, match="cannot share the root's name"):
+        await server.accept_leaf(token.secret, leaf_host_ca(CLUSTER), "10.0.0.9")
+    await server.accept_leaf(token.secret, leaf_host_ca(), "10.0.0.9")
+    assert [t.metadata.name for t in await server.tokens.list()] == [node_token.secret]
+    assert len(await events(server, "trusted_cluster.join.failure")) == 2
+
+
+async def test_a_second_leaf_of_one_name_is_refused_to_token_holders_only(server: AuthServer
+                                                                         ) -> None:
+    token = await server.create_token("trusted_cluster", dt.timedelta(minutes=15))
+    await server.accept_leaf(token.secret, leaf_host_ca(), "10.0.0.9")
+    # Without a valid token, nothing is said of which names have joined.
+    with pytest.raises(AccessDenied, match="join token is invalid"):
+        await server.accept_leaf("not-a-token", leaf_host_ca(), "10.0.0.66")
+    token = await server.create_token("trusted_cluster", dt.timedelta(minutes=15))
+    with pytest.raises(AlreadyExists, match="already joined with a different host CA"):
+        await server.accept_leaf(token.secret, leaf_host_ca(), "10.0.0.66")
+    assert len(await server.tokens.list()) == 1  # not spent on a refusal
 
 
 # --- presence -----------------------------------------------------------------------------

@@ -8,10 +8,11 @@ import urllib.parse
 import pyotp
 import pytest
 
-from gatehouse.auth.totp import STEP, TOTPStore
+from gatehouse.auth.totp import STEP, OneTimeCodes
 from gatehouse.backend import open_backend
 from gatehouse.clock import FakeClock
 from gatehouse.errors import AccessDenied
+from gatehouse.services.totp import TOTPStore
 
 
 def _secret(uri: str) -> str:
@@ -19,13 +20,13 @@ def _secret(uri: str) -> str:
 
 
 @pytest.fixture
-async def store() -> tuple[TOTPStore, FakeClock]:
+async def store() -> tuple[OneTimeCodes, FakeClock]:
     clock = FakeClock()
     backend = await open_backend("memory", path=None, clock=clock)
-    return TOTPStore(backend, clock, issuer="Gatehouse test"), clock
+    return OneTimeCodes(TOTPStore(backend), clock, issuer="Gatehouse test"), clock
 
 
-async def test_enroll_then_code_verifies_once(store: tuple[TOTPStore, FakeClock]) -> None:
+async def test_enroll_then_code_verifies_once(store: tuple[OneTimeCodes, FakeClock]) -> None:
     totp, clock = store
     uri = await totp.enroll("alice")
     assert uri.startswith("otpauth://totp/") and "alice" in uri
@@ -35,7 +36,8 @@ async def test_enroll_then_code_verifies_once(store: tuple[TOTPStore, FakeClock]
         await totp.check("alice", code)
 
 
-async def test_drift_of_one_step_is_accepted_two_is_not(store: tuple[TOTPStore, FakeClock]) -> None:
+async def test_drift_of_one_step_is_accepted_two_is_not(
+        store: tuple[OneTimeCodes, FakeClock]) -> None:
     totp, clock = store
     gen = pyotp.TOTP(_secret(await totp.enroll("alice")), interval=STEP)
     previous = gen.at(clock.now() - dt.timedelta(seconds=STEP))
@@ -46,7 +48,7 @@ async def test_drift_of_one_step_is_accepted_two_is_not(store: tuple[TOTPStore, 
         await totp.check("alice", stale)
 
 
-async def test_wrong_secret_and_removal(store: tuple[TOTPStore, FakeClock]) -> None:
+async def test_wrong_secret_and_removal(store: tuple[OneTimeCodes, FakeClock]) -> None:
     totp, clock = store
     await totp.enroll("alice")
     other = pyotp.TOTP(pyotp.random_base32(), interval=STEP).at(clock.now())
@@ -57,7 +59,7 @@ async def test_wrong_secret_and_removal(store: tuple[TOTPStore, FakeClock]) -> N
     assert not await totp.enrolled("alice")
 
 
-async def test_reenroll_replaces_secret(store: tuple[TOTPStore, FakeClock]) -> None:
+async def test_reenroll_replaces_secret(store: tuple[OneTimeCodes, FakeClock]) -> None:
     totp, clock = store
     old = pyotp.TOTP(_secret(await totp.enroll("alice")), interval=STEP)
     await totp.enroll("alice")

@@ -6,9 +6,9 @@ from __future__ import annotations
 import datetime as dt
 
 from gatehouse.auth.server import AuthServer
-from gatehouse.auth.trust import ONLINE_WITHIN, REPORT_KEPT
 from gatehouse.backend import Backend
 from gatehouse.clock import FakeClock
+from gatehouse.services.trust import ONLINE_WITHIN, REPORT_KEPT
 from gatehouse.types.remote_cluster import RemoteCluster
 from gatehouse.types.resource import Metadata
 

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from gatehouse.auth.authorities import SigningAuthority
 from gatehouse.errors import BadParameter
 from gatehouse.pki import sshcert, x509
+from gatehouse.services.authorities import SigningAuthority
 
 __all__ = ["NO_LOGIN_PRINCIPAL", "IssuedCerts", "issue_host", "issue_user", "parse_public_key"]
 

@@ -22,21 +22,24 @@ from pydantic import ValidationError
 
 from gatehouse import rbac
 from gatehouse._sys.hostport import split_host_port
-from gatehouse.auth import authorities, issuer
-from gatehouse.auth.hosts import HostRecord, HostRegistry
-from gatehouse.auth.passwords import PasswordStore
-from gatehouse.auth.totp import TOTPStore
-from gatehouse.auth.trust import TrustStore
-from gatehouse.backend import Backend, Item
+from gatehouse.auth import issuer
+from gatehouse.auth.passwords import Passwords
+from gatehouse.auth.totp import OneTimeCodes
+from gatehouse.backend import Backend
 from gatehouse.clock import Clock
 from gatehouse.config import SessionRecording
 from gatehouse.errors import AccessDenied, AlreadyExists, BadParameter, GatehouseError, NotFound
 from gatehouse.pki import sshcert, x509
 from gatehouse.pki.jointoken import JoinToken
+from gatehouse.services import authorities, cluster_name
 from gatehouse.services.events import AuditLog
+from gatehouse.services.hosts import HostRecord, HostRegistry
 from gatehouse.services.nodes import NodeStore
+from gatehouse.services.passwords import PasswordStore
 from gatehouse.services.recordings import RecordingStore
 from gatehouse.services.resources import ResourceStore
+from gatehouse.services.totp import TOTPStore
+from gatehouse.services.trust import TrustStore
 from gatehouse.types.node import Node, NodeSpec, NodeStatus
 from gatehouse.types.resource import NAME_PATTERN, Metadata
 from gatehouse.types.role import Role, preset_roles
@@ -95,9 +98,9 @@ class AuthServer:
         self.roles = ResourceStore(backend, "role", Role)
         self.tokens = ResourceStore(backend, "token", Token)
         self.nodes = NodeStore(backend)
-        self.passwords = PasswordStore(backend, clock)
-        self.totp = TOTPStore(backend, clock, issuer=f"Gatehouse {cluster}")
-        self.trust = TrustStore(backend, clock, cluster, self.audit)
+        self.passwords = Passwords(PasswordStore(backend), clock)
+        self.totp = OneTimeCodes(TOTPStore(backend), clock, issuer=f"Gatehouse {cluster}")
+        self.trust = TrustStore(backend, clock)
         self.hosts = HostRegistry(backend)
         self.recordings = RecordingStore(backend, recordings)
         self.session_recording = session_recording  # what the nodes are told to do
@@ -108,12 +111,7 @@ class AuthServer:
                    join_root: JoinRoot = _no_root_dialer) -> AuthServer:
         """Load (or on first start create) the cluster's name, CAs and preset roles;
         session recordings' chunks are kept in the directory ``recordings``."""
-        key = b"/cluster_name"
-        try:
-            stored = (await backend.get(key)).value.decode()
-        except NotFound:
-            await backend.create(Item(key=key, value=cluster.encode()))
-            stored = cluster
+        stored = await cluster_name.claim(backend, cluster)
         if stored != cluster:
             raise BadParameter(
                 f"this data directory belongs to cluster {stored!r}, "
@@ -314,6 +312,22 @@ class AuthServer:
         await self.audit.emit("token.create", fields={"type": token_type, "expires": expires})
         return token
 
+    async def _check_token(self, secret: str, token_type: str, joiner: str) -> None:
+        """AccessDenied unless ``secret`` is a live token of ``token_type`` (for ``joiner``)."""
+        try:
+            token = await self.tokens.get(secret)
+        except NotFound:
+            raise AccessDenied("join token is invalid, expired or already used") from None
+        if token.spec.type != token_type:
+            raise AccessDenied(f"a {token.spec.type} token cannot join {joiner}")
+
+    async def _spend_token(self, secret: str) -> None:
+        """Use up a checked single-use token: whoever deletes it first joins."""
+        try:
+            await self.tokens.delete(secret)
+        except NotFound:
+            raise AccessDenied("join token is invalid, expired or already used") from None
+
     async def join(self, req: JoinRequest) -> tuple[str, issuer.IssuedCerts]:
         """Consume a single-use token and certify the host; returns (host id, certs)."""
         try:
@@ -323,16 +337,8 @@ class AuthServer:
             self._check_host_names(req.role, req.nodename, req.addrs,
                                    req.dns_names if req.role == "proxy" else [])
             key = issuer.parse_public_key(req.public_key)
-            try:
-                token = await self.tokens.get(req.token)
-            except NotFound:
-                raise AccessDenied("join token is invalid, expired or already used") from None
-            if token.spec.type != req.role:
-                raise AccessDenied(f"a {token.spec.type} token cannot join a {req.role}")
-            try:  # single use: whoever deletes it first joins
-                await self.tokens.delete(req.token)
-            except NotFound:
-                raise AccessDenied("join token is invalid, expired or already used") from None
+            await self._check_token(req.token, req.role, f"a {req.role}")
+            await self._spend_token(req.token)
         except GatehouseError as exc:
             await self.audit.emit("join.failure", node=req.nodename, remote_addr=req.remote_addr,
                                   message=str(exc), fields={"role": req.role})
@@ -436,8 +442,29 @@ class AuthServer:
         await self.audit.emit("trusted_cluster.delete", fields={"root": name})
 
     async def accept_leaf(self, token: str, leaf_ca: PublicCA, remote_addr: str) -> list[PublicCA]:
-        """Root side of a join; returns this cluster's public user and host CAs."""
-        await self.trust.accept_leaf(token, leaf_ca, remote_addr)
+        """Root side of a join: validate it and remember the leaf's host CA (raises on any
+        refusal); returns this cluster's public user and host CAs."""
+        leaf = leaf_ca.cluster
+        try:
+            if leaf_ca.type != "host":
+                raise BadParameter("a leaf must send its host CA")
+            if leaf == self.cluster:
+                raise AccessDenied(f"a leaf cannot share the root's name {self.cluster!r}")
+            await self._check_token(token, "trusted_cluster", "a trusted cluster")
+            held = await self.trust.leaf_ca(leaf)
+            if held is not None and (held.ssh, held.tls) != (leaf_ca.ssh, leaf_ca.tls):
+                raise AlreadyExists(f"cluster {leaf} is already joined with a different host "
+                                    f"CA; remove it first with `gatectl rm rc/{leaf}`")
+            await self._spend_token(token)
+        except (AccessDenied, AlreadyExists, BadParameter) as exc:
+            await self.audit.emit("trusted_cluster.join.failure", remote_addr=remote_addr,
+                                  message=str(exc), fields={"leaf": leaf})
+            log.warning("leaf join refused leaf=%s remote=%s reason=%r", leaf, remote_addr,
+                        str(exc))
+            raise
+        await self.trust.store_leaf(leaf_ca)
+        await self.audit.emit("trusted_cluster.join", remote_addr=remote_addr,
+                              fields={"leaf": leaf})
         return [self.cas["user"].public(), self.cas["host"].public()]
 
     async def delete_remote_cluster(self, name: str) -> None:

@@ -1,65 +1,53 @@
-"""Optional second factor: RFC 6238 time-based one-time codes (pyotp), one use per code."""
+"""Optional second factor: RFC 6238 time-based one-time codes (pyotp), one use per code.
+
+A code is accepted within one step of drift either way, once: a step at or before
+the last used one is refused. The secrets are kept by services.totp.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import json
-
 import pyotp
 
-from gatehouse.backend import Backend, Item
 from gatehouse.clock import Clock
-from gatehouse.errors import AccessDenied, CompareFailed, NotFound
+from gatehouse.errors import AccessDenied, NotFound
+from gatehouse.services.totp import TOTPStore
 
-__all__ = ["TOTPStore"]
+__all__ = ["STEP", "OneTimeCodes"]
 
 STEP = 30
 
 
-class TOTPStore:
-    def __init__(self, backend: Backend, clock: Clock, issuer: str) -> None:
-        self._backend = backend
+class OneTimeCodes:
+    def __init__(self, store: TOTPStore, clock: Clock, issuer: str) -> None:
+        self._store = store
         self._clock = clock
         self._issuer = issuer
-
-    def _key(self, user: str) -> bytes:
-        return f"/totp/{user}".encode()
 
     async def enroll(self, user: str) -> str:
         """A new secret for ``user`` (replacing any old one); returns the otpauth:// URI."""
         secret = pyotp.random_base32()
-        await self._backend.put(
-            Item(key=self._key(user), value=json.dumps({"secret": secret, "last": 0}).encode())
-        )
+        await self._store.put(user, secret)
         return str(pyotp.TOTP(secret, interval=STEP).provisioning_uri(
             name=user, issuer_name=self._issuer))
 
     async def remove(self, user: str) -> None:
-        with contextlib.suppress(NotFound):
-            await self._backend.delete(self._key(user))
+        await self._store.remove(user)
 
     async def enrolled(self, user: str) -> bool:
         try:
-            await self._backend.get(self._key(user))
+            await self._store.get(user)
         except NotFound:
             return False
         return True
 
     async def check(self, user: str, code: str) -> None:
         """Accept a current code (one step of drift either way) that was not used before."""
-        item = await self._backend.get(self._key(user))
-        state = json.loads(item.value)
-        totp = pyotp.TOTP(state["secret"], interval=STEP)
-        now = self._clock.now()
-        counter = int(now.timestamp()) // STEP
+        stored = await self._store.get(user)
+        totp = pyotp.TOTP(stored.secret, interval=STEP)
+        counter = int(self._clock.now().timestamp()) // STEP
         for step in (counter - 1, counter, counter + 1):
-            if step > state["last"] and code.strip() == totp.at(step * STEP):
-                state["last"] = step
-                # Compare-and-swap: two logins racing with one code cannot both win.
-                try:
-                    await self._backend.compare_and_swap(
-                        item, Item(key=item.key, value=json.dumps(state).encode()))
-                except CompareFailed:
-                    break
+            if step > stored.last and code.strip() == totp.at(step * STEP):
+                if not await self._store.mark_used(stored, step):
+                    break  # another login used a code meanwhile
                 return
         raise AccessDenied("invalid or already used one-time code")

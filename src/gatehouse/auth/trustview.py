@@ -14,7 +14,6 @@ __all__ = ["COALESCE", "KEEPALIVE", "build_snapshot", "snapshots"]
 
 KEEPALIVE = 15.0  # a watch with no change yields None this often (HTTP keepalive lines)
 COALESCE = 0.05  # a burst of changes within this many seconds makes one snapshot
-_PREFIXES = [b"/roles/", b"/users/", b"/authorities/", b"/trusted_clusters/"]
 
 
 async def build_snapshot(server: AuthServer) -> TrustSnapshot:
@@ -40,9 +39,8 @@ async def build_snapshot(server: AuthServer) -> TrustSnapshot:
 async def snapshots(server: AuthServer) -> AsyncGenerator[TrustSnapshot | None]:
     """The current snapshot, then a new one after every change (None: no change for
     KEEPALIVE seconds, so that a server can notice a vanished client)."""
-    async with server.backend.watch(_PREFIXES) as watcher:
+    async with server.trust.watch() as changes:
         yield await build_snapshot(server)
-        changes = aiter(watcher)
         while True:
             try:
                 async with asyncio.timeout(KEEPALIVE):
@@ -54,6 +52,6 @@ async def snapshots(server: AuthServer) -> AsyncGenerator[TrustSnapshot | None]:
                 return
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(COALESCE):
-                    async for _ in watcher:
+                    async for _ in changes:
                         pass
             yield await build_snapshot(server)

@@ -124,8 +124,9 @@ class AuditLog:
         await self._backend.put(Item(key=key, value=json.dumps(ev.to_json_obj()).encode()))
 
     async def first_sighting(self, host_id: str, event_id: str, expires: dt.datetime) -> bool:
-        """True the first time a host reports this event id (a host resends what it is
-        not sure arrived); remembered until ``expires``."""
+        """Whether ``host_id`` reports event ``event_id`` for the first time (remembered
+        until ``expires``): a host resends what it is not sure arrived, and each event
+        must be stored once."""
         try:
             await self._backend.create(Item(key=f"/event_seen/{host_id}/{event_id}".encode(),
                                             value=b"", expires=expires))

@@ -10,9 +10,14 @@ from gatehouse.backend import Backend, Item, prefix_end
 from gatehouse.errors import AlreadyExists, BadParameter, NotFound
 from gatehouse.types.resource import Resource
 
-__all__ = ["ResourceStore"]
+__all__ = ["ResourceStore", "kind_prefix"]
 
 R = TypeVar("R", bound=Resource)
+
+
+def kind_prefix(kind: str) -> bytes:
+    """Where the resources of ``kind`` are kept: every key starts with this."""
+    return f"/{kind}s/".encode()
 
 
 class ResourceStore(Generic[R]):
@@ -20,7 +25,7 @@ class ResourceStore(Generic[R]):
         self._backend = backend
         self.kind = kind
         self._model = model
-        self._prefix = f"/{kind}s/".encode()
+        self._prefix = kind_prefix(kind)
 
     def _key(self, name: str) -> bytes:
         if not name or "/" in name:

@@ -20,7 +20,7 @@ Three layers, cheapest first:
 - The root proxy tells its auth which tunnels it holds in one call for all of them
   (``ReportSchedule``): at once when the set changes (coalesced over COALESCE), and
   every REPORT_INTERVAL in any case. The auth counts a leaf online while it is listed
-  in a report fresher than ``auth.trust.ONLINE_WITHIN`` (a few intervals).
+  in a report fresher than ``services.trust.ONLINE_WITHIN`` (a few intervals).
 """
 
 from __future__ import annotations

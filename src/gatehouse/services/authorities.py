@@ -2,7 +2,9 @@
 
 Each CA ("user", "host") has two Ed25519 keys: one signs SSH certificates, one
 signs X.509 certificates. Private keys never leave the auth service; the
-public parts are what every other party pins.
+public parts are what every other party pins. Every CA a cluster holds is kept
+under PREFIX: its own (``local/``, here) and other clusters' public parts
+(services.trust).
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from gatehouse.errors import AlreadyExists, NotFound
 from gatehouse.pki import sshcert, x509
 from gatehouse.wire.trust import PublicCA
 
-__all__ = ["CA_TYPES", "SigningAuthority", "load_or_create"]
+__all__ = ["CA_TYPES", "PREFIX", "SigningAuthority", "load_or_create"]
 
 CA_TYPES = ("user", "host")
+PREFIX = "/authorities/"
 
 
 def _key_pem(key: ed25519.Ed25519PrivateKey) -> str:
@@ -82,7 +85,7 @@ class SigningAuthority:
 
 
 def _key(ca_type: str) -> bytes:
-    return f"/authorities/local/{ca_type}".encode()
+    return f"{PREFIX}local/{ca_type}".encode()
 
 
 async def load_or_create(backend: Backend, cluster: str,

@@ -1,16 +1,17 @@
-"""Trusted clusters, both ends (ARCHITECTURE §3).
+"""Trusted clusters in storage, both ends (ARCHITECTURE §3); auth.server decides joins.
 
-Leaf side: a ``trusted_cluster`` resource names a root; creating it joins the
-root (pin-verified, token sent only then) and stores the root's public CAs.
-Editing it changes ``enabled`` and ``role_map`` in place; deleting it removes
-the root's CAs, so nothing the root signed is trusted any more.
+Leaf side: the ``trusted_cluster`` resources and, for each, the root's public CAs;
+removing a root removes its CAs, so nothing the root signed is trusted any more.
 
-Root side: a leaf's join stores the leaf's public host CA (trusted only to
-authenticate that leaf proxy's tunnel) and a ``remote_cluster`` record whose
-status follows the tunnel. Each root proxy reports every few seconds, in one call,
-the leaves whose tunnels it holds; the auth keeps that as one item per proxy (with
-when it last held each leaf it no longer holds), so that a leaf costs no write of
-its own: its connection and last heartbeat are read from those items.
+Root side: each joined leaf's public host CA (trusted only to authenticate that
+leaf proxy's tunnel) and a ``remote_cluster`` record whose status follows the
+tunnel. Each root proxy reports every few seconds, in one call, the leaves whose
+tunnels it holds; that is kept as one item per proxy (with when it last held each
+leaf it no longer holds), so that a leaf costs no write of its own: its connection
+and last heartbeat are read from those items.
+
+``watch`` tells of every change to what a trust snapshot is made of (roles, users,
+every CA, trusted clusters), so that nodes and proxies are told at once.
 """
 
 from __future__ import annotations
@@ -21,19 +22,20 @@ import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
 
-from gatehouse.backend import Backend, Item, prefix_end
+from gatehouse.backend import Backend, Item, Watcher, prefix_end
 from gatehouse.clock import Clock, utc
-from gatehouse.errors import AccessDenied, AlreadyExists, BadParameter, NotFound
-from gatehouse.services.events import AuditLog
-from gatehouse.services.resources import ResourceStore
+from gatehouse.errors import AlreadyExists, BadParameter, NotFound
+from gatehouse.services.authorities import PREFIX as AUTHORITIES
+from gatehouse.services.resources import ResourceStore, kind_prefix
 from gatehouse.types.remote_cluster import RemoteCluster, RemoteClusterStatus
 from gatehouse.types.resource import Metadata
-from gatehouse.types.token import Token
 from gatehouse.types.trusted_cluster import TrustedCluster
 from gatehouse.wire.trust import PublicCA
 
-__all__ = ["ONLINE_WITHIN", "REPORT_KEPT", "TrustStore"]
+__all__ = ["ONLINE_WITHIN", "REPORT_KEPT", "TrustChanges", "TrustStore"]
 
 log = logging.getLogger(__name__)
 
@@ -72,21 +74,52 @@ class _TunnelReport:
         return _TunnelReport(now, held, gone)
 
 
+class TrustChanges:
+    """Notice of changes to what trust snapshots are made of, one per change, without
+    saying which (read the snapshot again). Leaving the context stops the watch.
+
+    Iterating raises LimitExceeded if more changes went unread than the backend's watch
+    queue holds: nothing was missed silently; read again and watch anew.
+    """
+
+    def __init__(self, watcher: Watcher) -> None:
+        self._watcher = watcher
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._watcher.close()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> None:
+        await anext(self._watcher)
+
+
 class TrustStore:
-    def __init__(self, backend: Backend, clock: Clock, cluster: str, audit: AuditLog) -> None:
+    def __init__(self, backend: Backend, clock: Clock) -> None:
         self._backend = backend
         self._clock = clock
-        self._cluster = cluster
-        self._audit = audit
         self.trusted = ResourceStore(backend, "trusted_cluster", TrustedCluster)
         self.remotes = ResourceStore(backend, "remote_cluster", RemoteCluster)
-        self.tokens = ResourceStore(backend, "token", Token)
+
+    def watch(self) -> TrustChanges:
+        """Changes from now on to roles, users, any CA (this cluster's, roots', leaves')
+        and trusted clusters: everything a trust snapshot is made of."""
+        return TrustChanges(self._backend.watch([
+            kind_prefix("role"), kind_prefix("user"), kind_prefix("trusted_cluster"),
+            AUTHORITIES.encode()]))
 
     # --- leaf side ------------------------------------------------------------------------
 
     @staticmethod
     def _root_key(root: str, ca_type: str) -> bytes:
-        return f"/authorities/trusted/{root}/{ca_type}".encode()
+        return f"{AUTHORITIES}trusted/{root}/{ca_type}".encode()
 
     async def root_cas(self, root: str) -> dict[str, PublicCA]:
         cas = {}
@@ -110,7 +143,7 @@ class TrustStore:
 
     async def remove_root(self, root: str) -> None:
         await self.trusted.delete(root)
-        await self._backend.delete_range(*_range(f"/authorities/trusted/{root}/"))
+        await self._backend.delete_range(*_range(f"{AUTHORITIES}trusted/{root}/"))
 
     async def trusted_user_cas(self) -> list[tuple[TrustedCluster, PublicCA]]:
         """The user CAs of every ENABLED trusted cluster, with its resource."""
@@ -127,55 +160,30 @@ class TrustStore:
 
     @staticmethod
     def _leaf_key(leaf: str) -> bytes:
-        return f"/authorities/leaves/{leaf}/host".encode()
+        return f"{AUTHORITIES}leaves/{leaf}/host".encode()
 
-    async def accept_leaf(self, token_secret: str, leaf_ca: PublicCA, remote_addr: str) -> None:
-        """Validate a leaf's join and remember its host CA; raises on any refusal."""
+    async def leaf_ca(self, leaf: str) -> PublicCA | None:
+        """The host CA leaf ``leaf`` joined with; None if it has not joined."""
         try:
-            if leaf_ca.type != "host":
-                raise BadParameter("a leaf must send its host CA")
-            if leaf_ca.cluster == self._cluster:
-                raise AccessDenied(f"a leaf cannot share the root's name {self._cluster!r}")
-            try:
-                token = await self.tokens.get(token_secret)
-            except NotFound:
-                raise AccessDenied("join token is invalid, expired or already used") from None
-            if token.spec.type != "trusted_cluster":
-                raise AccessDenied(f"a {token.spec.type} token cannot join a trusted cluster")
-            try:
-                held = PublicCA.from_json(json.loads(
-                    (await self._backend.get(self._leaf_key(leaf_ca.cluster))).value))
-            except NotFound:
-                held = None
-            if held is not None and (held.ssh, held.tls) != (leaf_ca.ssh, leaf_ca.tls):
-                raise AlreadyExists(
-                    f"cluster {leaf_ca.cluster} is already joined with a different host CA; "
-                    f"remove it first with `gatectl rm rc/{leaf_ca.cluster}`"
-                )
-            try:
-                await self.tokens.delete(token_secret)
-            except NotFound:
-                raise AccessDenied("join token is invalid, expired or already used") from None
-        except (AccessDenied, AlreadyExists, BadParameter) as exc:
-            await self._audit.emit("trusted_cluster.join.failure", remote_addr=remote_addr,
-                                   message=str(exc), fields={"leaf": leaf_ca.cluster})
-            log.warning("leaf join refused leaf=%s remote=%s reason=%r", leaf_ca.cluster,
-                        remote_addr, str(exc))
-            raise
+            item = await self._backend.get(self._leaf_key(leaf))
+        except NotFound:
+            return None
+        return PublicCA.from_json(json.loads(item.value))
+
+    async def store_leaf(self, leaf_ca: PublicCA) -> None:
+        """Record a leaf's join: its host CA, and its remote_cluster unless it has one."""
         await self._backend.put(Item(key=self._leaf_key(leaf_ca.cluster),
                                      value=json.dumps(leaf_ca.to_json()).encode()))
         with contextlib.suppress(AlreadyExists):
             await self.remotes.create(RemoteCluster(metadata=Metadata(name=leaf_ca.cluster)))
-        await self._audit.emit("trusted_cluster.join", remote_addr=remote_addr,
-                               fields={"leaf": leaf_ca.cluster})
 
     async def leaf_cas(self) -> list[PublicCA]:
-        items = await self._backend.get_range(*_range("/authorities/leaves/"))
+        items = await self._backend.get_range(*_range(f"{AUTHORITIES}leaves/"))
         return [PublicCA.from_json(json.loads(i.value)) for i in items]
 
     async def remove_leaf(self, leaf: str) -> None:
         await self.remotes.delete(leaf)
-        await self._backend.delete_range(*_range(f"/authorities/leaves/{leaf}/"))
+        await self._backend.delete_range(*_range(f"{AUTHORITIES}leaves/{leaf}/"))
 
     @staticmethod
     def _report_key(proxy: str) -> bytes:

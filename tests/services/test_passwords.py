@@ -1,0 +1,57 @@
+"""The password store: hashes, attempts that expire one by one, a lock that keeps its end."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from gatehouse.backend import Backend
+from gatehouse.clock import FakeClock
+from gatehouse.services.passwords import PasswordStore
+
+MINUTE = dt.timedelta(minutes=1)
+
+
+async def test_a_hash_is_kept_until_deleted(backend: Backend) -> None:
+    store = PasswordStore(backend)
+    assert await store.hash("alice") == ""
+    await store.set_hash("alice", "$argon2id$...")
+    assert await store.hash("alice") == "$argon2id$..."
+    await store.delete_hash("alice")
+    await store.delete_hash("alice")  # none is fine
+    assert await store.hash("alice") == ""
+
+
+async def test_attempts_count_until_each_expires_or_is_taken_back(backend: Backend,
+                                                                  clock: FakeClock) -> None:
+    store = PasswordStore(backend)
+    await store.add_attempt("alice", clock.now() + MINUTE)
+    second = await store.add_attempt("alice", clock.now() + 2 * MINUTE)
+    await store.add_attempt("bob", clock.now() + MINUTE)
+    assert await store.count_attempts("alice") == 2
+    clock.advance(MINUTE)
+    assert await store.count_attempts("alice") == 1
+    await store.take_back_attempt("alice", second)
+    await store.take_back_attempt("alice", second)  # gone already is fine
+    assert (await store.count_attempts("alice"), await store.count_attempts("bob")) == (0, 0)
+
+
+async def test_a_lock_keeps_the_end_it_was_set_with(backend: Backend, clock: FakeClock) -> None:
+    store = PasswordStore(backend)
+    assert await store.locked_until("alice") is None
+    until = clock.now() + 2 * MINUTE
+    await store.lock("alice", until)
+    await store.lock("alice", until + MINUTE)  # held already: it does not move
+    assert await store.locked_until("alice") == until
+    clock.advance(2 * MINUTE)
+    assert await store.locked_until("alice") is None
+
+
+async def test_clearing_forgets_attempts_and_lifts_the_lock(backend: Backend,
+                                                            clock: FakeClock) -> None:
+    store = PasswordStore(backend)
+    await store.add_attempt("alice", clock.now() + MINUTE)
+    await store.lock("alice", clock.now() + MINUTE)
+    await store.clear_attempts("alice")
+    assert await store.count_attempts("alice") == 0
+    assert await store.locked_until("alice") is None
+    await store.clear_attempts("nobody")
