@@ -31,11 +31,6 @@ class TunnelAgent:
         self._links = TaskOwner("the tunnel agent")
         self._running: dict[str, tuple[Root, asyncio.Task[None]]] = {}
 
-    @property
-    def running(self) -> dict[str, Root]:
-        """The roots a tunnel is kept to now."""
-        return {name: root for name, (root, _) in self._running.items()}
-
     async def run(self) -> None:
         """Follow the roots to dial until cancelled; then stop every tunnel."""
         try:
