@@ -45,7 +45,7 @@ class TaskOwner:
     def cancel(self) -> None:
         """Ask every task to stop (from a synchronous callback); ``close`` awaits them."""
         for task in self._tasks:
-            task.cancel()
+            _cancel_once(task)
 
     async def stop(self, tasks: Iterable[asyncio.Task[None]],
                    grace: float = SHUTDOWN_GRACE) -> None:
@@ -60,8 +60,15 @@ class TaskOwner:
         if not tasks:
             return
         for task in tasks:
-            task.cancel()
+            _cancel_once(task)
         _, pending = await asyncio.wait(tasks, timeout=grace)
         if pending:
             log.error("%d task(s) of %s ignored cancellation for %g s", len(pending),
                       self._what, grace)
+
+
+def _cancel_once(task: asyncio.Task[None]) -> None:
+    """Cancel a task not yet asked to stop: a second request would interrupt the
+    clean-up the first one started (a ``finally`` that awaits)."""
+    if not task.cancelling():
+        task.cancel()
