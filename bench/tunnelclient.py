@@ -27,6 +27,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from gatehouse.clock import SystemMonotonic
 from gatehouse.tunnel.liveness import ROOT_SILENT_AFTER, set_keepalive
 from gatehouse.tunnel.mux import MuxSession
 from gatehouse.types.resource import split_host_port
@@ -54,11 +55,12 @@ class Tunnels:
         self.key = key
         self.sessions: list[MuxSession] = []
         self.errors: Counter[str] = Counter()
+        self.clock = SystemMonotonic()
 
     async def connect(self, cert: Path) -> MuxSession:
         loop = asyncio.get_running_loop()
         transport, session = await asyncio.wait_for(loop.create_connection(
-            lambda: MuxSession(dialer=True), self.host, self.port,
+            lambda: MuxSession(dialer=True, clock=self.clock), self.host, self.port,
             ssl=_context(cert, self.key), server_hostname=self.host), 15)
         set_keepalive(transport.get_extra_info("socket"))
         return session
@@ -99,7 +101,7 @@ class Tunnels:
                 await asyncio.sleep(0.3)
 
     async def keepalive(self) -> None:
-        """Close the tunnels the root stopped pinging, as the agent's ``_keepalive`` does
+        """Close the tunnels the root stopped pinging, as the leaf's ``RootLink`` does
         (one watchdog for all of them: this process is not what is measured)."""
         while True:
             now = time.monotonic()

@@ -1,4 +1,5 @@
-"""The multiplexer over a real loopback TCP connection: streams, flow control, failures."""
+"""The multiplexer over a real loopback TCP connection: streams, flow control, failures.
+Time is a fake monotonic clock: the timeouts fire when the test moves it."""
 
 from __future__ import annotations
 
@@ -9,30 +10,52 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
+from gatehouse.clock import FakeMonotonic
 from gatehouse.errors import ConnectionProblem
 from gatehouse.tunnel.frames import HEADER, INITIAL_WINDOW, FrameType, encode
 from gatehouse.tunnel.mux import MuxSession, MuxStream
 
 Handler = Callable[[MuxStream], Awaitable[None]]
+TIMEOUT = 5.0  # real seconds, for real I/O only
 
 
-async def _pair(handler: Handler | None) -> tuple[MuxSession, MuxSession, asyncio.Server]:
+class Mute(asyncio.Protocol):
+    """A peer that reads frames and never answers one."""
+
+
+async def _pair(handler: Handler | None, clock: FakeMonotonic,
+                acceptor: Callable[[], asyncio.Protocol] | None = None,
+                ) -> tuple[MuxSession, asyncio.Protocol, asyncio.Server]:
     loop = asyncio.get_running_loop()
-    accepted: asyncio.Future[MuxSession] = loop.create_future()
+    accepted: asyncio.Future[asyncio.Protocol] = loop.create_future()
 
-    def factory() -> MuxSession:
-        session = MuxSession(dialer=False, on_open=handler)
+    def factory() -> asyncio.Protocol:
+        session = acceptor() if acceptor else MuxSession(dialer=False, clock=clock,
+                                                         on_open=handler)
         accepted.set_result(session)
         return session
 
     server = await loop.create_server(factory, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    _, dialer = await loop.create_connection(lambda: MuxSession(dialer=True), "127.0.0.1", port)
+    _, dialer = await loop.create_connection(lambda: MuxSession(dialer=True, clock=clock),
+                                             "127.0.0.1", port)
     return dialer, await accepted, server
 
 
+async def _sessions(handler: Handler | None,
+                    clock: FakeMonotonic) -> tuple[MuxSession, MuxSession, asyncio.Server]:
+    dialer, acceptor, server = await _pair(handler, clock)
+    assert isinstance(acceptor, MuxSession)
+    return dialer, acceptor, server
+
+
 @pytest.fixture
-async def echo() -> AsyncIterator[tuple[MuxSession, MuxSession]]:
+def clock() -> FakeMonotonic:
+    return FakeMonotonic()
+
+
+@pytest.fixture
+async def echo(clock: FakeMonotonic) -> AsyncIterator[tuple[MuxSession, MuxSession]]:
     async def handle(stream: MuxStream) -> None:
         if stream.meta.get("refuse"):
             stream.refuse("not today")
@@ -42,9 +65,10 @@ async def echo() -> AsyncIterator[tuple[MuxSession, MuxSession]]:
             await stream.write(data)
         stream.write_eof()
 
-    dialer, acceptor, server = await _pair(handle)
+    dialer, acceptor, server = await _sessions(handle, clock)
     yield dialer, acceptor
-    dialer.close()
+    await dialer.aclose()
+    await acceptor.wait_closed()
     server.close()
 
 
@@ -54,12 +78,19 @@ async def _roundtrip(stream: MuxStream, payload: bytes) -> bytes:
             await stream.write(payload[i:i + 100_000])
         stream.write_eof()
 
-    sender = asyncio.create_task(send())
-    got = bytearray()
-    while data := await stream.read():
-        got += data
-    await sender
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(send())
+        got = bytearray()
+        while data := await stream.read():
+            got += data
     return bytes(got)
+
+
+async def _eventually(check: Callable[[], bool]) -> None:
+    """Wait (real time, bounded) for the far side's I/O to show."""
+    async with asyncio.timeout(TIMEOUT):
+        while not check():
+            await asyncio.sleep(0.005)
 
 
 async def test_streams_carry_bytes_both_ways(echo: tuple[MuxSession, MuxSession]) -> None:
@@ -67,7 +98,8 @@ async def test_streams_carry_bytes_both_ways(echo: tuple[MuxSession, MuxSession]
     streams = [await dialer.open({"n": i}) for i in range(5)]
     assert [s.id for s in streams] == [1, 3, 5, 7, 9]
     results = await asyncio.wait_for(
-        asyncio.gather(*(_roundtrip(s, f"stream {s.id}".encode() * 1000) for s in streams)), 10)
+        asyncio.gather(*(_roundtrip(s, f"stream {s.id}".encode() * 1000) for s in streams)),
+        TIMEOUT)
     assert results == [f"stream {s.id}".encode() * 1000 for s in streams]
 
 
@@ -79,19 +111,28 @@ async def test_large_transfer_respects_flow_control(echo: tuple[MuxSession, MuxS
     assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
 
 
-async def test_sender_stops_at_the_window_when_nobody_reads() -> None:
-    async def accept_and_never_read(stream: MuxStream) -> None:
-        stream.accept()
-        await asyncio.sleep(30)
+async def test_sender_stops_at_the_window_until_the_reader_reads(clock: FakeMonotonic) -> None:
+    far: asyncio.Future[MuxStream] = asyncio.get_running_loop().create_future()
+    reading = asyncio.Event()
 
-    dialer, _, server = await _pair(accept_and_never_read)
+    async def accept_and_read_when_told(stream: MuxStream) -> None:
+        stream.accept()
+        far.set_result(stream)
+        await reading.wait()
+        while await stream.read():
+            pass
+
+    dialer, acceptor, server = await _sessions(accept_and_read_when_told, clock)
     stream = await dialer.open({})
     write = asyncio.create_task(stream.write(bytes(INITIAL_WINDOW + 1)))
-    await asyncio.sleep(0.3)
-    assert not write.done()  # blocked on credit, not buffered without bound
+    other = await far
+    await _eventually(lambda: other._unacked == INITIAL_WINDOW)  # the whole window arrived
     assert stream._send_window == 0
-    write.cancel()
-    dialer.close()
+    assert not write.done()  # blocked on credit, not buffered without bound
+    reading.set()
+    await asyncio.wait_for(write, TIMEOUT)  # credit came back as the far side read
+    await dialer.aclose()
+    await acceptor.wait_closed()
     server.close()
 
 
@@ -102,10 +143,72 @@ async def test_refused_stream_raises_with_reason(echo: tuple[MuxSession, MuxSess
     assert dialer.stream_count == 0
 
 
-async def test_ping_measures_round_trip(echo: tuple[MuxSession, MuxSession]) -> None:
+async def test_ping_measures_round_trip(echo: tuple[MuxSession, MuxSession],
+                                        clock: FakeMonotonic) -> None:
     dialer, acceptor = echo
-    assert 0 <= await dialer.ping() < 5
-    assert 0 <= await acceptor.ping() < 5
+    assert await dialer.ping() == 0  # the fake clock did not move meanwhile
+    assert await acceptor.ping() == 0
+
+
+async def test_an_unanswered_ping_times_out_on_the_clock(clock: FakeMonotonic) -> None:
+    dialer, _, server = await _pair(None, clock, acceptor=Mute)
+    ping = asyncio.create_task(dialer.ping(timeout=10))
+    await asyncio.wait_for(clock.until_sleeping(), TIMEOUT)
+    clock.advance(9.9)
+    await asyncio.sleep(0)
+    assert not ping.done()
+    clock.advance(0.1)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(ping, TIMEOUT)
+    assert dialer._pings == {}
+    await dialer.aclose()
+    server.close()
+
+
+async def test_an_unanswered_open_times_out_and_resets_the_stream(clock: FakeMonotonic) -> None:
+    dialer, _, server = await _pair(None, clock, acceptor=Mute)
+    opening = asyncio.create_task(dialer.open({}, timeout=15))
+    await asyncio.wait_for(clock.until_sleeping(), TIMEOUT)
+    clock.advance(15)
+    with pytest.raises(ConnectionProblem, match="did not answer"):
+        await asyncio.wait_for(opening, TIMEOUT)
+    assert dialer.stream_count == 0
+    await dialer.aclose()
+    server.close()
+
+
+async def test_last_seen_is_when_a_frame_last_came_in(echo: tuple[MuxSession, MuxSession],
+                                                      clock: FakeMonotonic) -> None:
+    dialer, acceptor = echo
+    assert acceptor.last_seen == clock.monotonic()
+    clock.advance(30)
+    await dialer.ping()  # the acceptor hears the PING
+    assert acceptor.last_seen == clock.monotonic()
+
+
+async def test_closing_cancels_and_awaits_the_stream_handlers(clock: FakeMonotonic) -> None:
+    started = asyncio.Event()
+    finished: list[str] = []
+
+    async def hold(stream: MuxStream) -> None:
+        stream.accept()
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            for _ in range(20):  # a handler that still has work to do when cancelled
+                await asyncio.sleep(0)
+            finished.append("handler")
+
+    dialer, acceptor, server = await _sessions(hold, clock)
+    await dialer.open({})
+    await asyncio.wait_for(started.wait(), TIMEOUT)
+    await dialer.aclose("done")
+    await asyncio.wait_for(asyncio.shield(acceptor.closed), TIMEOUT)
+    assert finished == []  # cancelled as the connection was lost, still finishing
+    await acceptor.wait_closed()
+    assert finished == ["handler"]
+    server.close()
 
 
 async def test_losing_the_connection_resets_open_streams(
@@ -115,39 +218,39 @@ async def test_losing_the_connection_resets_open_streams(
     stream = await dialer.open({})
     acceptor.close("going away")
     with pytest.raises(ConnectionProblem):
-        await asyncio.wait_for(stream.read(), 5)
-    assert "going away" in await asyncio.wait_for(dialer.closed, 5) or dialer.closed.done()
+        await asyncio.wait_for(stream.read(), TIMEOUT)
+    await asyncio.wait_for(dialer.wait_closed(), TIMEOUT)
     with pytest.raises(ConnectionProblem):
         await dialer.open({})
 
 
-async def test_protocol_error_closes_the_connection() -> None:
-    dialer, acceptor, server = await _pair(None)
+async def test_protocol_error_closes_the_connection(clock: FakeMonotonic) -> None:
+    dialer, acceptor, server = await _sessions(None, clock)
     assert dialer._transport is not None
     dialer._transport.write(HEADER.pack(42, 1, 0))  # unknown frame type
-    reason = await asyncio.wait_for(acceptor.closed, 5)
+    reason = await asyncio.wait_for(acceptor.closed, TIMEOUT)
     assert "closed" in reason or "lost" in reason
     server.close()
 
 
-async def test_data_beyond_the_window_is_a_protocol_error() -> None:
+async def test_data_beyond_the_window_is_a_protocol_error(clock: FakeMonotonic) -> None:
     async def accept(stream: MuxStream) -> None:
         stream.accept()
-        await asyncio.sleep(30)
+        await asyncio.Event().wait()
 
-    dialer, acceptor, server = await _pair(accept)
+    dialer, acceptor, server = await _sessions(accept, clock)
     stream = await dialer.open({})
     assert dialer._transport is not None
     chunk = bytes(256 * 1024)
     for _ in range(INITIAL_WINDOW // len(chunk) + 1):  # ignore credit on purpose
         dialer._transport.write(encode(FrameType.DATA, stream.id, chunk))
-    await asyncio.wait_for(acceptor.closed, 5)
+    await asyncio.wait_for(acceptor.wait_closed(), TIMEOUT)
     server.close()
 
 
-async def test_acceptor_without_handler_refuses() -> None:
-    dialer, _, server = await _pair(None)
+async def test_acceptor_without_handler_refuses(clock: FakeMonotonic) -> None:
+    dialer, _, server = await _sessions(None, clock)
     with pytest.raises(ConnectionProblem, match="does not accept"):
         await dialer.open({})
-    dialer.close()
+    await dialer.aclose()
     server.close()

@@ -1,28 +1,33 @@
 """The root's tunnel server with real TLS peers on loopback: who may hold a tunnel, the
-heartbeats it sends only to quiet tunnels, and its reports of the tunnels it holds."""
+heartbeats it sends only to quiet tunnels, and its reports of the tunnels it holds. Time is
+a fake monotonic clock that the tests move: no test waits for a timer on the wall clock."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import ssl
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from gatehouse.clock import SystemClock
+from gatehouse.clock import FakeMonotonic, SystemClock
 from gatehouse.errors import ConnectionProblem
 from gatehouse.pki import tls, x509
-from gatehouse.tunnel import liveness
-from gatehouse.tunnel.liveness import COALESCE, HEARTBEAT_INTERVAL, PING_TIMEOUT, RETRY
+from gatehouse.tunnel.liveness import (
+    COALESCE,
+    HEARTBEAT_INTERVAL,
+    PING_TIMEOUT,
+    REPORT_INTERVAL,
+    RETRY,
+)
 from gatehouse.tunnel.mux import MuxSession
 from gatehouse.tunnel.server import TunnelServer
 from gatehouse.wire.names import ALPN_TUNNEL
 
-TIMEOUT = 5.0
+TIMEOUT = 5.0  # real seconds, for real I/O only
 
 
 class Silent(asyncio.Protocol):
@@ -45,9 +50,10 @@ class Root:
         self.known = set(leaves)  # the leaves the root's auth still lists
         self.reports: asyncio.Queue[list[str]] = asyncio.Queue()
         self.failures = 0  # reports to fail before the auth answers again
+        self.clock = FakeMonotonic()  # the root's and its leaves' monotonic time
         self.tunnels = TunnelServer(
             lambda: {leaf: x509.pem_cert(self.cas[leaf][1]) for leaf in self.known},
-            self._report, self._store_events, SystemClock())
+            self._report, self._store_events, SystemClock(), self.clock)
         self.port = 0
 
     async def _report(self, leaves: list[str]) -> None:
@@ -81,8 +87,8 @@ class Root:
         self.task = asyncio.create_task(self.tunnels.run())
 
     async def close(self) -> None:
-        self.task.cancel()
-        self.tunnels.close()
+        self.task.cancel()  # run closes every tunnel and awaits what ran on them
+        await asyncio.gather(self.task, return_exceptions=True)
         self.server.close()
 
     async def dial(self, leaf: str, role: str = "proxy",
@@ -100,12 +106,30 @@ class Root:
         ctx.load_cert_chain(*self._files(f"{leaf}-{role}", key, x509.pem_cert(cert)))
         ctx.set_alpn_protocols([ALPN_TUNNEL])
         loop = asyncio.get_running_loop()
-        _, proto = await loop.create_connection(protocol or (lambda: MuxSession(dialer=True)),
-                                                "127.0.0.1", self.port, ssl=ctx)
+        _, proto = await loop.create_connection(
+            protocol or (lambda: MuxSession(dialer=True, clock=self.clock)),
+            "127.0.0.1", self.port, ssl=ctx)
         return proto
 
     async def report(self) -> list[str]:
         return await asyncio.wait_for(self.reports.get(), TIMEOUT)
+
+    async def holds(self, leaves: list[str]) -> None:
+        """Wait (real time, bounded) until the server holds the tunnels of ``leaves``."""
+        async with asyncio.timeout(TIMEOUT):
+            while self.tunnels.connected() != leaves:
+                await asyncio.sleep(0.005)
+
+    async def quiet(self) -> None:
+        """Wait until the server's heartbeat and report loops both sleep on the clock: it
+        did all that was due by now."""
+        await asyncio.wait_for(self.clock.until_sleeping(2), TIMEOUT)
+
+    async def advance(self, seconds: float) -> None:
+        """Move time once the server waits for it (a loop that read the time before the
+        move, and went to sleep after it, would sleep too long)."""
+        await self.quiet()
+        self.clock.advance(seconds)
 
 
 @pytest.fixture
@@ -125,58 +149,77 @@ async def closed(session: MuxSession) -> None:
 
 
 async def test_a_tunnel_is_reported_when_it_comes_up_and_when_it_drops(root: Root) -> None:
-    started = time.monotonic()
     leaf = await root.dial("us-east-1a")
     assert isinstance(leaf, MuxSession)
-    assert await root.report() == ["us-east-1a"]
-    assert time.monotonic() - started < COALESCE + 2  # not at the next periodic report
+    await root.holds(["us-east-1a"])
+    await root.advance(COALESCE * 0.9)
+    await root.quiet()
+    assert root.reports.empty()  # changes coalesce...
+    await root.advance(COALESCE * 0.1)
+    assert await root.report() == ["us-east-1a"]  # ...but not until the periodic report
     leaf.close("leaf stopping")
+    await root.holds([])
+    await root.advance(COALESCE)
     assert await root.report() == []
-    assert root.tunnels.connected() == []
 
 
 async def test_tunnels_coming_up_together_make_one_report(root: Root) -> None:
     await asyncio.gather(root.dial("us-east-1a"), root.dial("us-east-1b"))
+    await root.holds(["us-east-1a", "us-east-1b"])
+    await root.advance(COALESCE)
     assert await root.report() == ["us-east-1a", "us-east-1b"]
+    await root.quiet()
+    assert root.reports.empty()
 
 
-async def test_reports_repeat_while_tunnels_are_held_and_stop_when_none_are(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(liveness, "REPORT_INTERVAL", 0.1)
-    root = Root(tmp_path, ["us-east-1a"])
-    await root.start()
-    try:
-        assert await root.report() == []
-        leaf = await root.dial("us-east-1a")
-        assert isinstance(leaf, MuxSession)
-        assert [await root.report() for _ in range(3)] == [["us-east-1a"]] * 3
-        leaf.close("leaf stopping")
-        assert await root.report() == []
-        await asyncio.sleep(0.5)
-        assert root.reports.empty()  # the auth knows it holds nothing: no more calls
-    finally:
-        await root.close()
+async def test_reports_repeat_while_tunnels_are_held_and_stop_when_none_are(root: Root) -> None:
+    leaf = await root.dial("us-east-1a")
+    assert isinstance(leaf, MuxSession)
+    await root.holds(["us-east-1a"])
+    await root.advance(COALESCE)
+    assert await root.report() == ["us-east-1a"]
+    for _ in range(2):
+        await root.advance(REPORT_INTERVAL)
+        assert await root.report() == ["us-east-1a"]
+    leaf.close("leaf stopping")
+    await root.holds([])
+    await root.advance(COALESCE)
+    assert await root.report() == []
+    for _ in range(3):
+        await root.advance(REPORT_INTERVAL)
+    await root.quiet()
+    assert root.reports.empty()  # the auth knows it holds nothing: no more calls
 
 
 async def test_a_failed_report_is_sent_again(root: Root) -> None:
     root.failures = 1
-    started = time.monotonic()
     await root.dial("us-east-1a")
+    await root.holds(["us-east-1a"])
+    await root.advance(COALESCE)
+    async with asyncio.timeout(TIMEOUT):
+        while root.failures:  # the first try failed
+            await asyncio.sleep(0.005)
+    await root.advance(RETRY * 0.9)
+    await root.quiet()
+    assert root.reports.empty()
+    await root.advance(RETRY * 0.1)
     assert await root.report() == ["us-east-1a"]
-    assert time.monotonic() - started >= RETRY  # the first try failed
 
 
 async def test_a_newer_tunnel_replaces_the_older_one(root: Root) -> None:
     first = await root.dial("us-east-1a")
+    await root.holds(["us-east-1a"])
+    await root.advance(COALESCE)
     assert await root.report() == ["us-east-1a"]
     second = await root.dial("us-east-1a")
     assert isinstance(first, MuxSession) and isinstance(second, MuxSession)
     await closed(first)
     assert root.tunnels.connected() == ["us-east-1a"]
     assert not second.closed.done()
+    await root.advance(COALESCE)
     assert await root.report() == ["us-east-1a"]  # never reported gone meanwhile
-    await asyncio.sleep(COALESCE + 0.3)
+    await root.advance(COALESCE)
+    await root.quiet()
     assert root.reports.empty()
 
 
@@ -198,10 +241,14 @@ async def test_a_removed_leaf_loses_its_tunnel_and_may_not_open_another(
 ) -> None:
     leaf = await root.dial("us-east-1a")
     assert isinstance(leaf, MuxSession)
+    await root.holds(["us-east-1a"])
+    await root.advance(COALESCE)
     assert await root.report() == ["us-east-1a"]
     root.known.discard("us-east-1a")
     root.tunnels.drop_unknown()
     await closed(leaf)
+    await root.holds([])
+    await root.advance(COALESCE)
     assert await root.report() == []
     again = await root.dial("us-east-1a")
     assert isinstance(again, MuxSession)
@@ -216,16 +263,18 @@ async def test_a_removed_leaf_loses_its_tunnel_and_may_not_open_another(
 async def test_a_quiet_leaf_that_answers_heartbeats_keeps_its_tunnel(root: Root) -> None:
     leaf = await root.dial("us-east-1a")
     assert isinstance(leaf, MuxSession)
-    assert await root.report() == ["us-east-1a"]
+    await root.holds(["us-east-1a"])
+    held = root.tunnels._sessions["us-east-1a"]
     heard_before = leaf.last_seen
-    await root.tunnels.sweep(time.monotonic() + HEARTBEAT_INTERVAL, spread=0)
-    for _ in range(100):  # the leaf hears the root's ping (and its MuxSession answers)
-        if leaf.last_seen > heard_before:
-            break
-        await asyncio.sleep(0.02)
+    await root.advance(HEARTBEAT_INTERVAL)
+    await root.tunnels.sweep(root.clock.monotonic(), spread=0)
+    assert held.pinged == root.clock.monotonic()
+    async with asyncio.timeout(TIMEOUT):  # the leaf hears the ping, and its answer comes back
+        while held.last_seen < held.pinged:
+            await asyncio.sleep(0.005)
     assert leaf.last_seen > heard_before
-    await asyncio.sleep(0.1)  # the answer's way back
-    await root.tunnels.sweep(time.monotonic() + PING_TIMEOUT, spread=0)
+    await root.advance(PING_TIMEOUT)
+    await root.tunnels.sweep(root.clock.monotonic(), spread=0)
     assert root.tunnels.connected() == ["us-east-1a"]
     assert not leaf.closed.done()
 
@@ -233,10 +282,18 @@ async def test_a_quiet_leaf_that_answers_heartbeats_keeps_its_tunnel(root: Root)
 async def test_a_leaf_that_does_not_answer_is_dropped_and_reported(root: Root) -> None:
     silent = await root.dial("us-east-1a", protocol=Silent)
     assert isinstance(silent, Silent)
+    await root.holds(["us-east-1a"])
+    await root.advance(COALESCE)
     assert await root.report() == ["us-east-1a"]
-    await root.tunnels.sweep(time.monotonic(), spread=0)
-    assert root.tunnels.connected() == ["us-east-1a"]  # heard from at connect: no ping yet
-    await root.tunnels.sweep(time.monotonic() + HEARTBEAT_INTERVAL, spread=0)  # pinged
-    await root.tunnels.sweep(time.monotonic() + PING_TIMEOUT, spread=0)  # no answer
-    assert await root.report() == []
+    await root.tunnels.sweep(root.clock.monotonic(), spread=0)
+    assert root.tunnels._sessions["us-east-1a"].pinged is None  # heard from at connect
+    await root.advance(HEARTBEAT_INTERVAL)
+    await root.tunnels.sweep(root.clock.monotonic(), spread=0)  # pinged
+    assert root.tunnels.connected() == ["us-east-1a"]
+    await root.advance(PING_TIMEOUT)
+    await root.tunnels.sweep(root.clock.monotonic(), spread=0)  # no answer
+    await root.holds([])
+    await root.advance(COALESCE)
+    while await root.report():  # after the periodic reports of the 135 s that passed
+        pass
     await asyncio.wait_for(silent.lost, TIMEOUT)

@@ -31,7 +31,7 @@ from gatehouse.client.api import APIClient
 from gatehouse.client.authclient import AuthClient
 from gatehouse.client.join import join_cluster
 from gatehouse.client.rootjoin import join_root
-from gatehouse.clock import Clock, SystemClock
+from gatehouse.clock import Clock, SystemClock, SystemMonotonic
 from gatehouse.config import Config
 from gatehouse.errors import BadParameter
 from gatehouse.node.service import NodeService
@@ -191,7 +191,8 @@ async def run(
                 cluster = store.identity().cluster
                 api = await clients.enter_async_context(
                     _api_for(store, auth_addr, f"auth.{cluster}"))
-                tg.create_task(ProxyService(cfg.proxy_service, store, api, auth_addr, clock)
+                tg.create_task(ProxyService(cfg.proxy_service, store, api, auth_addr, clock,
+                                            SystemMonotonic())
                                .run(watcher("proxy")))
             if cfg.ssh_service.enabled:
                 store = StoredIdentity(data_dir / "node")

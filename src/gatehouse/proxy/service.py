@@ -5,24 +5,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
 
 from gatehouse._sys.hostport import split_host_port
+from gatehouse._sys.tasks import TaskOwner
 from gatehouse.client.forward import AuthForwarder
 from gatehouse.client.trust import TrustWatcher
-from gatehouse.clock import Clock
+from gatehouse.clock import Clock, Monotonic
 from gatehouse.config import ProxyService as ProxyConfig
 from gatehouse.errors import BadParameter, ConnectionProblem, GatehouseError
 from gatehouse.pki import tls, x509
 from gatehouse.pki.keystore import StoredIdentity
+from gatehouse.proxy.leafauth import LeafAuth, roots_to_dial
 from gatehouse.proxy.router import ALPNRouter
 from gatehouse.proxy.sshproxy import SSHProxy
 from gatehouse.proxy.web import make_web_app
 from gatehouse.tunnel.agent import TunnelAgent
+from gatehouse.tunnel.link import RootLink
+from gatehouse.tunnel.needs import Root
+from gatehouse.tunnel.serve import StreamServer
 from gatehouse.tunnel.server import TunnelServer
 from gatehouse.wire.authapi import AuthAPI
 from gatehouse.wire.names import ALPN_HTTP, ALPN_SSH, ALPN_TUNNEL
@@ -45,15 +51,17 @@ class ProxyService:
         api: AuthAPI,
         auth_addr: str,
         clock: Clock,
+        timer: Monotonic,
     ) -> None:
         self._cfg = cfg
         self._identity = identity
         self._api = api
         self._auth_addr = auth_addr
         self._clock = clock
+        self._timer = timer
         self._cluster = identity.identity().cluster
         self._trust = TrustWatcher(api)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._handlers = TaskOwner("the SSH proxy")  # one task per SSH connection
         self._ctx: ssl.SSLContext | None = None
         self._ctx_leaves: dict[str, str] = {}
 
@@ -108,9 +116,7 @@ class ProxyService:
             reader = asyncio.StreamReader(limit=64 * 1024)
 
             def on_connect(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-                task = asyncio.ensure_future(handler.handle(r, w))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._handlers.spawn(handler.handle(r, w))
 
             return asyncio.StreamReaderProtocol(reader, on_connect)
 
@@ -122,7 +128,8 @@ class ProxyService:
                                       key_file=ident.key_pem_file)
         forwarder = AuthForwarder(self._auth_addr, auth_ssl, f"auth.{self._cluster}")
         tunnels = TunnelServer(lambda: self._trust.current().leaf_host_cas,
-                               self._report_tunnels, self._store_leaf_events, self._clock)
+                               self._report_tunnels, self._store_leaf_events, self._clock,
+                               self._timer)
         runner = web.AppRunner(make_web_app(forwarder, self._cluster, tunnels.relay_api),
                                access_log=None, shutdown_timeout=2.0)
         await runner.setup()
@@ -133,8 +140,15 @@ class ProxyService:
         assert web_server is not None
         handlers = {ALPN_SSH: self._spawn_handler(ssh_proxy), ALPN_TUNNEL: tunnels.protocol,
                     ALPN_HTTP: lambda: web_server()}
-        agent = TunnelAgent(ident, self._trust.current, self._trust.subscribe(), forwarder,
-                            self._api, self._audit)
+        leaf_auth = LeafAuth(self._api, forwarder)
+        serve = StreamServer(leaf_auth, leaf_auth, self._audit, self._timer)
+
+        def keep_tunnel(root: Root) -> Coroutine[Any, Any, None]:
+            return RootLink(root, ident, serve=serve, events=leaf_auth, clock=self._timer,
+                            rng=random.Random()).run()
+
+        agent = TunnelAgent(lambda: roots_to_dial(self._trust.current()),
+                            self._trust.subscribe(), keep_tunnel)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._trust.run())
             try:
@@ -158,8 +172,7 @@ class ProxyService:
                 started(self._cfg.listen_addr)
                 await asyncio.Future()
             finally:
+                # The tunnels close as the task group stops tunnels.run and agent.run.
                 server.close()
-                tunnels.close()
-                for task in list(self._tasks):
-                    task.cancel()
+                await self._handlers.close()
                 await runner.cleanup()

@@ -40,7 +40,9 @@ def make_web_app(forwarder: AuthForwarder, cluster: str,
 
     async def end_streams(_: web.Application) -> None:
         """On shutdown: a relayed stream (a node's trust watch) lasts as long as the
-        auth's, and would hold the shutdown for its whole grace period."""
+        auth's, and would hold the shutdown for its whole grace period. These are
+        aiohttp's request tasks: the runner's cleanup awaits them (within its
+        shutdown_timeout) after this hook."""
         for task in streams:
             task.cancel()
 

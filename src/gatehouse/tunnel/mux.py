@@ -2,8 +2,10 @@
 
 A MuxSession is an asyncio Protocol on the tunnel's TLS transport. Either side
 opens streams (``open``); the other side's ``on_open`` callback receives each
-new stream and must ``accept()`` or ``refuse()`` it. Streams read and write
-like asyncio streams, within the peer's credit (see frames.py).
+new stream and must ``accept()`` or ``refuse()`` it, in a task the session owns:
+losing the connection cancels the handlers, and ``wait_closed`` awaits them. Streams
+read and write like asyncio streams, within the peer's credit (see frames.py). Time
+(``last_seen``, the open and ping timeouts) is read from an injected clock.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import json
 import logging
 import os
 import struct
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-from gatehouse.errors import ConnectionProblem
+from gatehouse._sys.tasks import TaskOwner
+from gatehouse.clock import Monotonic, wait_for
+from gatehouse.errors import BadParameter, ConnectionProblem
 from gatehouse.tunnel.frames import (
     INITIAL_WINDOW,
     MAX_PAYLOAD,
@@ -30,11 +33,13 @@ from gatehouse.tunnel.frames import (
     window_payload,
 )
 
-__all__ = ["MuxSession", "MuxStream", "splice"]
+__all__ = ["CLOSE_GRACE", "MuxSession", "MuxStream", "OnOpen", "read_all", "splice"]
 
 log = logging.getLogger(__name__)
 
 OnOpen = Callable[["MuxStream"], Awaitable[None]]
+
+CLOSE_GRACE = 2.0  # seconds ``aclose`` waits for the TLS goodbye before it aborts
 
 
 class MuxStream:
@@ -138,7 +143,8 @@ class MuxStream:
 
 
 class MuxSession(asyncio.Protocol):
-    def __init__(self, *, dialer: bool, on_open: OnOpen | None = None) -> None:
+    def __init__(self, *, dialer: bool, clock: Monotonic, on_open: OnOpen | None = None) -> None:
+        self._clock = clock
         self._next_id = 1 if dialer else 2
         self._on_open = on_open
         self._decoder = FrameDecoder()
@@ -147,9 +153,9 @@ class MuxSession(asyncio.Protocol):
         self._can_write = asyncio.Event()
         self._can_write.set()
         self._pings: dict[bytes, asyncio.Future[float]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._handlers = TaskOwner("a tunnel's stream handlers")
         self.closed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self.last_seen = time.monotonic()
+        self.last_seen = clock.monotonic()
 
     # --- asyncio.Protocol -----------------------------------------------------------------
 
@@ -158,7 +164,7 @@ class MuxSession(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        self.last_seen = time.monotonic()
+        self.last_seen = self._clock.monotonic()
         try:
             for frame in self._decoder.feed(data):
                 self._dispatch(frame)
@@ -174,8 +180,7 @@ class MuxSession(asyncio.Protocol):
         for fut in self._pings.values():
             if not fut.done():
                 fut.set_exception(ConnectionProblem(reason))
-        for task in self._tasks:
-            task.cancel()
+        self._handlers.cancel()  # awaited by wait_closed
         self._can_write.set()
         if not self.closed.done():
             self.closed.set_result(reason)
@@ -209,7 +214,7 @@ class MuxSession(asyncio.Protocol):
         if t == FrameType.PONG:
             fut = self._pings.pop(frame.payload, None)
             if fut is not None and not fut.done():
-                fut.set_result(time.monotonic())
+                fut.set_result(self._clock.monotonic())
             return
         if t == FrameType.GOAWAY:
             self.close(frame.payload.decode(errors="replace") or "peer said goodbye")
@@ -251,9 +256,7 @@ class MuxSession(asyncio.Protocol):
         if self._on_open is None:
             stream.refuse("this side does not accept streams")
             return
-        task = asyncio.ensure_future(self._run_handler(stream))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._handlers.spawn(self._run_handler(stream))
 
     async def _run_handler(self, stream: MuxStream) -> None:
         assert self._on_open is not None
@@ -274,7 +277,7 @@ class MuxSession(asyncio.Protocol):
         self._streams[stream.id] = stream
         self._send(FrameType.OPEN, stream.id, json.dumps(meta).encode())
         try:
-            await asyncio.wait_for(asyncio.shield(stream.opened), timeout)
+            await wait_for(self._clock, asyncio.shield(stream.opened), timeout)
         except TimeoutError:
             stream.reset("open timed out")
             raise ConnectionProblem("the far side of the tunnel did not answer") from None
@@ -285,10 +288,10 @@ class MuxSession(asyncio.Protocol):
         token = os.urandom(8)
         fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         self._pings[token] = fut
-        start = time.monotonic()
+        start = self._clock.monotonic()
         self._send(FrameType.PING, 0, token)
         try:
-            return await asyncio.wait_for(fut, timeout) - start
+            return await wait_for(self._clock, fut, timeout) - start
         finally:
             self._pings.pop(token, None)
 
@@ -297,9 +300,39 @@ class MuxSession(asyncio.Protocol):
             self._send(FrameType.GOAWAY, 0, reason.encode()[:4096])
             self._transport.close()
 
+    def abort(self) -> None:
+        """Close at once, without the TLS goodbye a peer that stopped answering won't send."""
+        if self._transport is not None:
+            self._transport.abort()
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection is gone and every stream handler has finished."""
+        await asyncio.shield(self.closed)
+        await self._handlers.close()
+
+    async def aclose(self, reason: str = "closing", grace: float = CLOSE_GRACE) -> None:
+        """Close, wait up to ``grace`` for the TLS goodbye (then abort), and await the
+        stream handlers: nothing of this session runs after this returns."""
+        self.close(reason)
+        try:
+            await wait_for(self._clock, asyncio.shield(self.closed), grace)
+        except TimeoutError:
+            self.abort()
+        await self.wait_closed()
+
     @property
     def stream_count(self) -> int:
         return len(self._streams)
+
+
+async def read_all(stream: MuxStream, limit: int = 64 << 20) -> bytes:
+    """Everything until the stream's EOF; BadParameter past ``limit`` bytes."""
+    out = bytearray()
+    while data := await stream.read():
+        out += data
+        if len(out) > limit:
+            raise BadParameter("tunnel message too large")
+    return bytes(out)
 
 
 async def splice(stream: MuxStream, reader: asyncio.StreamReader,

@@ -8,6 +8,9 @@ Liveness costs almost nothing per idle tunnel (see liveness.py): the kernel's TC
 keepalive notices a dead peer, and one task pings, in batches, only the tunnels it
 has not heard from for a while, and reports the leaves held to the auth in one
 call, at once (coalesced) when a tunnel comes or goes, and every few seconds anyway.
+Those timings read an injected monotonic clock; certificates are checked on the wall
+clock. ``run`` owns the server's work: when it stops, every tunnel is closed and its
+stream handlers awaited.
 """
 
 from __future__ import annotations
@@ -17,14 +20,12 @@ import base64
 import contextlib
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from cryptography import x509 as cx509
 
-from gatehouse.client.forward import ForwardedCall
-from gatehouse.clock import Clock
+from gatehouse.clock import Clock, Monotonic, wait_for
 from gatehouse.errors import AccessDenied, BadParameter, ConnectionProblem, GatehouseError
 from gatehouse.pki import x509
 from gatehouse.pki.tls import peer_der
@@ -36,9 +37,10 @@ from gatehouse.tunnel.liveness import (
     set_keepalive,
     sweep,
 )
-from gatehouse.tunnel.mux import MuxSession, MuxStream
+from gatehouse.tunnel.mux import MuxSession, MuxStream, read_all
+from gatehouse.tunnel.needs import APICall
 
-__all__ = ["TunnelServer", "read_all"]
+__all__ = ["TunnelServer"]
 
 log = logging.getLogger(__name__)
 
@@ -48,20 +50,11 @@ StoreEvents = Callable[[str, Any], Awaitable[dict[str, Any]]]  # (leaf, batch) -
 MAX_EVENT_BATCH = 4 << 20
 
 
-async def read_all(stream: MuxStream, limit: int = 64 << 20) -> bytes:
-    out = bytearray()
-    while data := await stream.read():
-        out += data
-        if len(out) > limit:
-            raise BadParameter("tunnel message too large")
-    return bytes(out)
-
-
 class _TunnelConnection(MuxSession):
     """One leaf's tunnel: authenticated in connection_made, before any frame is read."""
 
     def __init__(self, server: TunnelServer) -> None:
-        super().__init__(dialer=False, on_open=self._incoming_stream)
+        super().__init__(dialer=False, clock=server._timer, on_open=self._incoming_stream)
         self._server = server
         self.leaf = ""
         self.pinged: float | None = None  # when our last heartbeat ping went out
@@ -98,28 +91,26 @@ class _TunnelConnection(MuxSession):
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         self._server._unregister(self)
+        self._server._ended.put_nowait(self)
 
     def heartbeat(self) -> None:
         """Ask the leaf for a sign of life; its PONG (as any frame) moves ``last_seen``
         past ``pinged``. Not awaited: the sweep checks for the answer."""
-        self.pinged = time.monotonic()
+        self.pinged = self._clock.monotonic()
         self._send(FrameType.PING, 0, b"beat----")
-
-    def drop(self) -> None:
-        """Close at once, without the TLS goodbye a leaf that stopped answering won't send."""
-        if self._transport is not None:
-            self._transport.abort()
 
 
 class TunnelServer:
     def __init__(self, leaf_cas: Callable[[], dict[str, str]], report: Report,
-                 store_events: StoreEvents, clock: Clock) -> None:
+                 store_events: StoreEvents, clock: Clock, timer: Monotonic) -> None:
         self._leaf_cas = leaf_cas  # leaf cluster -> its host CA (TLS PEM)
         self._report = report
         self._store_events = store_events
         self._clock = clock
+        self._timer = timer
         self._sessions: dict[str, _TunnelConnection] = {}
-        self._schedule = ReportSchedule(time.monotonic())
+        self._ended: asyncio.Queue[_TunnelConnection] = asyncio.Queue()  # for _reap
+        self._schedule = ReportSchedule(timer.monotonic())
         self._wake = asyncio.Event()
         self._idle_reported = False  # the auth knows we hold no tunnel: no need to repeat it
 
@@ -156,29 +147,43 @@ class TunnelServer:
             self._changed()
 
     def _changed(self) -> None:
-        self._schedule.changed(time.monotonic())
+        self._schedule.changed(self._timer.monotonic())
         self._wake.set()
 
     async def run(self) -> None:
-        """Heartbeats to quiet tunnels, and reports of the ones held to the auth."""
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._heartbeats())
-            tg.create_task(self._reports())
+        """Heartbeats to quiet tunnels, and reports of the ones held to the auth, until
+        cancelled; then close every tunnel and await what ran on them."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._heartbeats())
+                tg.create_task(self._reports())
+                tg.create_task(self._reap())
+        finally:
+            await asyncio.gather(*(s.aclose("root proxy shutting down")
+                                   for s in list(self._sessions.values())))
+            while not self._ended.empty():
+                await self._ended.get_nowait().wait_closed()
 
     async def _heartbeats(self) -> None:
         while True:
-            await self.sweep(time.monotonic())
+            await self.sweep(self._timer.monotonic())
 
     async def _reports(self) -> None:
         while True:
-            now = time.monotonic()
+            now = self._timer.monotonic()
             if self._schedule.wait(now) == 0:
                 await self._report_held(now)
                 continue
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._schedule.wait(now)):
-                    await self._wake.wait()
+                await wait_for(self._timer, self._wake.wait(), self._schedule.wait(now))
+
+    async def _reap(self) -> None:
+        """Await the stream handlers of each tunnel that ended (cancelled as it ended):
+        one task for all, where a task per tunnel would cost memory per idle tunnel."""
+        while True:
+            session = await self._ended.get()
+            await session.wait_closed()
 
     async def _report_held(self, now: float) -> None:
         self._schedule.sending(now)
@@ -189,7 +194,7 @@ class TunnelServer:
             await self._report(held)
         except GatehouseError as exc:
             log.warning("could not report the tunnels held to the auth: %s", exc)
-            self._schedule.failed(time.monotonic())
+            self._schedule.failed(self._timer.monotonic())
         else:
             self._idle_reported = not held
 
@@ -198,7 +203,7 @@ class TunnelServer:
         unanswered, and ping those not heard from for a while, in up to PING_STEPS
         batches over the round.
 
-        ``now`` is ``time.monotonic()``, the clock of ``last_seen`` and ``pinged``. The
+        ``now`` is the server's monotonic clock, the clock of ``last_seen`` and ``pinged``. The
         batches are spread because the answers to one burst re-arm the TCP keepalive
         timers of all those tunnels, on both ends, for the same instant, and a burst of
         thousands of keepalive probes overflows the kernel's backlog (on loopback,
@@ -208,13 +213,13 @@ class TunnelServer:
         for session in dead:
             log.warning("dropping the tunnel from leaf %s: no answer to a heartbeat",
                         session.leaf)
-            session.drop()
+            session.abort()
         steps = max(1, min(PING_STEPS, len(ping)))  # no pings: one sleep, no wake-ups
         for i in range(steps):
             for session in ping[i::steps]:
                 session.heartbeat()
             if spread > 0:
-                await asyncio.sleep(spread / steps)
+                await self._timer.sleep(spread / steps)
 
     def drop_unknown(self) -> None:
         """Close tunnels of leaves that are no longer trusted (removed on the auth)."""
@@ -234,7 +239,7 @@ class TunnelServer:
             raise BadParameter(f"unknown cluster {leaf}")
         return await session.open(meta)
 
-    async def relay_api(self, leaf: str, call: ForwardedCall) -> tuple[int, bytes]:
+    async def relay_api(self, leaf: str, call: APICall) -> tuple[int, bytes]:
         """Relay an API call to ``leaf``'s auth over its tunnel."""
         stream = await self.open(leaf, {
             "kind": "api", "method": call.method, "path": call.path, "remote": call.remote,
@@ -244,7 +249,3 @@ class TunnelServer:
         stream.write_eof()
         reply = json.loads(await read_all(stream))
         return int(reply["status"]), base64.b64decode(reply["body"])
-
-    def close(self) -> None:
-        for session in list(self._sessions.values()):
-            session.close("root proxy shutting down")

@@ -1,0 +1,45 @@
+"""What the tunnel needs from this cluster's auth (tunnel/needs.py), met by the proxy's
+ways to it: the typed auth interface (in the proxy's own name) for forwarding events,
+the forwarder (in a user's name) for resolving a node and relaying a call."""
+
+from __future__ import annotations
+
+from gatehouse.client.forward import AuthForwarder, ForwardedCall, error_body
+from gatehouse.tunnel.needs import EventPage, Root
+from gatehouse.wire.authapi import AuthAPI
+from gatehouse.wire.trust import TrustSnapshot
+
+__all__ = ["LeafAuth", "roots_to_dial"]
+
+
+class LeafAuth:
+    """Implements the tunnel's EventExport, NodeResolver and AuthRelay."""
+
+    def __init__(self, api: AuthAPI, forwarder: AuthForwarder) -> None:
+        self._api = api
+        self._forwarder = forwarder
+
+    async def cursor(self, root: str) -> str:
+        return await self._api.export_cursor(root)
+
+    async def page(self, after: str, limit: int) -> EventPage:
+        page = await self._api.export_events(after, limit)
+        return EventPage(events=page.events, last=page.last)
+
+    async def move_cursor(self, root: str, after: str) -> None:
+        await self._api.set_export_cursor(root, after)
+
+    async def resolve_node(self, target: str, client_der: bytes | None, remote: str) -> str:
+        return await self._forwarder.resolve_node(target, client_der, remote)
+
+    async def relay(self, method: str, path: str, body: bytes, client_der: bytes | None,
+                    remote: str) -> tuple[int, bytes]:
+        if not path.startswith("/v1/"):
+            return 400, error_body("not an API path")
+        return await self._forwarder.call(ForwardedCall(method, path, body, client_der, remote))
+
+
+def roots_to_dial(trust: TrustSnapshot) -> dict[str, Root]:
+    """The enabled roots of a trust snapshot, as the tunnel agent dials them."""
+    return {name: Root(name=name, proxy_addr=r.proxy_addr, host_ca_tls=r.host_ca_tls)
+            for name, r in trust.roots.items() if r.enabled}

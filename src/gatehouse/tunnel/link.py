@@ -1,0 +1,124 @@
+"""One leaf-to-root tunnel, kept up: dial, hold until it closes, back off, redial.
+
+The leaf dials the root proxy's single TLS port (ALPN ``gatehouse-tunnel/1``)
+with its host certificate and verifies the root by the root's host CA stored at
+join. While the tunnel is up it forwards this cluster's events (eventsend.py) and
+serves the streams the root opens (serve.py). The root sends the heartbeats and
+this end answers them (see liveness.py); a root silent for ROOT_SILENT_AFTER is
+redialed. Redials back off exponentially with jitter; time and randomness are
+injected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+
+from gatehouse._sys.hostport import split_host_port
+from gatehouse.clock import Monotonic, wait_for
+from gatehouse.pki import tls
+from gatehouse.pki.keystore import StoredIdentity
+from gatehouse.tunnel.eventsend import EventSender
+from gatehouse.tunnel.liveness import ROOT_SILENT_AFTER, set_keepalive
+from gatehouse.tunnel.mux import MuxSession, OnOpen
+from gatehouse.tunnel.needs import EventExport, Root
+from gatehouse.wire.names import ALPN_TUNNEL
+
+__all__ = ["DIAL_TIMEOUT", "FIRST_BACKOFF", "HEALTHY_AFTER", "MAX_BACKOFF", "Backoff",
+           "RootLink"]
+
+log = logging.getLogger(__name__)
+
+DIAL_TIMEOUT = 15.0  # seconds for TCP and TLS
+FIRST_BACKOFF = 0.2
+MAX_BACKOFF = 10.0
+HEALTHY_AFTER = 5.0  # a tunnel that lasted this long starts the backoff over
+
+
+class Backoff:
+    """Delays between redials: FIRST_BACKOFF doubling up to MAX_BACKOFF, each scaled by
+    a random factor in [0.5, 1.5) so that leaves cut off together do not redial together."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+        self._base = FIRST_BACKOFF
+
+    def next(self) -> float:
+        delay = self._base * self._rng.uniform(0.5, 1.5)
+        self._base = min(self._base * 2, MAX_BACKOFF)
+        return delay
+
+    def reset(self) -> None:
+        self._base = FIRST_BACKOFF
+
+
+class RootLink:
+    """Keeps a tunnel to ``root`` up until cancelled; nothing of it runs after that."""
+
+    def __init__(self, root: Root, identity: StoredIdentity, *, serve: OnOpen,
+                 events: EventExport, clock: Monotonic, rng: random.Random) -> None:
+        self._root = root
+        self._identity = identity
+        self._serve = serve
+        self._events = EventSender(events, root.name, clock)
+        self._clock = clock
+        self._backoff = Backoff(rng)
+
+    async def run(self) -> None:
+        while True:
+            started = self._clock.monotonic()
+            session = await self._dial()
+            if session is not None:
+                await self._hold(session)
+            if self._clock.monotonic() - started > HEALTHY_AFTER:
+                self._backoff.reset()
+            await self._clock.sleep(self._backoff.next())
+
+    def _context(self) -> ssl.SSLContext:
+        ident = self._identity
+        return tls.client_context(self._root.host_ca_tls, cert_file=ident.tls_cert_file,
+                                  key_file=ident.key_pem_file, alpn=[ALPN_TUNNEL])
+
+    async def _dial(self) -> MuxSession | None:
+        """A new tunnel, or None (logged) if the root cannot be reached."""
+        root = self._root
+        host, port = split_host_port(root.proxy_addr)
+        loop = asyncio.get_running_loop()
+        try:
+            transport, session = await wait_for(self._clock, loop.create_connection(
+                lambda: MuxSession(dialer=True, clock=self._clock, on_open=self._serve),
+                host, port, ssl=self._context(), server_hostname=host), DIAL_TIMEOUT)
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            log.warning("cannot reach root %s at %s: %s", root.name, root.proxy_addr,
+                        exc or type(exc).__name__)
+            return None
+        set_keepalive(transport.get_extra_info("socket"))
+        log.info("tunnel to root %s at %s is up", root.name, root.proxy_addr)
+        return session
+
+    async def _hold(self, session: MuxSession) -> None:
+        """Forward events over the tunnel until it closes or the root goes silent."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                sender = tg.create_task(self._events.run(session))
+                await self._watch(session)
+                sender.cancel()
+        finally:
+            await session.aclose("leaf agent stopping")
+        log.warning("tunnel to root %s closed: %s", self._root.name, session.closed.result())
+
+    async def _watch(self, session: MuxSession) -> None:
+        """Return when the tunnel closes, or close a tunnel on which the root went silent:
+        it pings a quiet tunnel every HEARTBEAT_INTERVAL, and the session answers (a dead
+        peer is the kernel's keepalive's to find)."""
+        while not session.closed.done():
+            quiet = self._clock.monotonic() - session.last_seen
+            if quiet >= ROOT_SILENT_AFTER:
+                session.close("no heartbeat from the root")
+                return
+            with contextlib.suppress(TimeoutError):
+                await wait_for(self._clock, asyncio.shield(session.closed),
+                               ROOT_SILENT_AFTER - quiet)

@@ -1,0 +1,100 @@
+"""What the tunnel needs from the rest of its proxy, declared here and handed in.
+
+The leaf's agent follows the roots to dial (``Root``, from the trust snapshot), forwards
+this cluster's audit events (``EventExport``), dials a node the root user may reach
+(``NodeResolver``), relays an API call to this cluster's auth (``AuthRelay``) and
+records what it refused (``Audit``). The root's server relays a call it is handed
+(``APICall``). The proxy builds the implementations (proxy/leafauth.py) on its clients
+of the auth; nothing in tunnel/ knows the auth's API paths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+__all__ = [
+    "APICall",
+    "Audit",
+    "AuthRelay",
+    "EventExport",
+    "EventPage",
+    "NodeResolver",
+    "Root",
+    "RootsToDial",
+]
+
+
+@dataclass(frozen=True)
+class Root:
+    """A root cluster to hold a tunnel to: its proxy's address, and the host CA (TLS PEM)
+    its certificate must be issued by."""
+
+    name: str
+    proxy_addr: str
+    host_ca_tls: str
+
+
+RootsToDial = Callable[[], Mapping[str, Root]]  # the enabled roots, by name, as of now
+
+Audit = Callable[[str, dict[str, Any]], Awaitable[None]]  # (event, fields) to this cluster
+
+
+@dataclass(frozen=True)
+class EventPage:
+    """Events in storing order after a cursor, as the auth exports them, and the cursor
+    after the last of them (the same cursor when there was nothing new)."""
+
+    events: list[Any]
+    last: str
+
+
+class EventExport(Protocol):
+    """This cluster's audit log, read in order to forward it to a root."""
+
+    async def cursor(self, root: str) -> str:
+        """Where forwarding to ``root`` stands: the root acknowledged everything before."""
+        ...
+
+    async def page(self, after: str, limit: int) -> EventPage:
+        """Up to ``limit`` events stored after the cursor ``after``."""
+        ...
+
+    async def move_cursor(self, root: str, after: str) -> None:
+        """Record that ``root`` acknowledged every event up to ``after``."""
+        ...
+
+
+class NodeResolver(Protocol):
+    async def resolve_node(self, target: str, client_der: bytes | None, remote: str) -> str:
+        """The "host:port" of node ``target``, asked as the user of the certificate
+        ``client_der``: only a registered node of this cluster their roles select."""
+        ...
+
+
+class AuthRelay(Protocol):
+    async def relay(self, method: str, path: str, body: bytes, client_der: bytes | None,
+                    remote: str) -> tuple[int, bytes]:
+        """(status, body) of an API call to this cluster's auth, in the name of the user
+        of ``client_der``; a call that is not an API call is refused, never sent."""
+        ...
+
+
+class APICall(Protocol):
+    """An API call a root relays to a leaf: what the caller asked, and who the caller is."""
+
+    @property
+    def method(self) -> str: ...
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def body(self) -> bytes: ...
+
+    @property
+    def client_der(self) -> bytes | None: ...
+
+    @property
+    def remote(self) -> str: ...
