@@ -33,8 +33,8 @@ def _start_and_wait_exit(cluster: Cluster, nodename: str, token: str) -> tuple[i
     """Start a node (joining through the proxy) that should fail; its exit status and output."""
     node = cluster.start_node(nodename, token, {"env": "prod"})
     try:
-        assert node.proc is not None
-        rc = node.proc.wait(JOIN_TIMEOUT)
+        rc = node.wait(JOIN_TIMEOUT)
+        assert rc is not None, f"{nodename} still running after {JOIN_TIMEOUT} s"
     finally:
         node.stop()
     return rc, node.log_text()

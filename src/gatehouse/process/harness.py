@@ -293,17 +293,26 @@ class Process:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.send_signal(signal.SIGTERM)
 
-    def wait_stopped(self, timeout: float = STOP_TIMEOUT) -> int:
-        """Wait for the exit; SIGKILL its process group past ``timeout``. Its exit status."""
+    def wait(self, timeout: float) -> int | None:
+        """Its exit status once it exits within ``timeout``; None if it is still running."""
         assert self.proc is not None, f"{self.name} was never started"
         try:
             rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            rc = self.proc.wait(timeout)
+            return None
         if self in RUNNING:
             RUNNING.remove(self)
+        return rc
+
+    def wait_stopped(self, timeout: float = STOP_TIMEOUT) -> int:
+        """Wait for the exit; SIGKILL its process group past ``timeout``. Its exit status."""
+        rc = self.wait(timeout)
+        if rc is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGKILL)
+            rc = self.wait(timeout)
+        if rc is None:
+            raise HarnessError(f"{self.name} (pid {self.pid}) outlived SIGKILL by {timeout:.0f} s")
         return rc
 
     def stop(self) -> int:
