@@ -12,15 +12,15 @@ from collections.abc import Callable
 
 from bench.clusters import LEAF, NODE, Gatehouse
 from bench.figures import Figure, ratio_figure
-from bench.procs import BenchError, Result, run
 from bench.sshd import CIPHER, OpenSSH
+from gatehouse.process.harness import HarnessError, Result, run
 
 
 def _time(name: str, command: Callable[[], Result]) -> float:
     res = command()
     if res.rc != 0:
         last = (res.err.strip().splitlines() or ["(no stderr)"])[-1]
-        raise BenchError(f"{name} exited {res.rc}: {last}")
+        raise HarnessError(f"{name} exited {res.rc}: {last}")
     return res.seconds * 1000
 
 
@@ -29,9 +29,9 @@ def measure(gh: Gatehouse, sshd: OpenSSH, repeats: int) -> list[Figure]:
                           "-o", "GlobalKnownHostsFile=/dev/null", "-o", f"Ciphers={CIPHER}",
                           f"root@{NODE}.{LEAF}", "true"]
     commands: dict[str, Callable[[], Result]] = {
-        "gsh direct": lambda: gh.gsh("ssh", f"root@{NODE}", "true"),
-        "gsh leaf": lambda: gh.gsh("ssh", f"--cluster={LEAF}", f"root@{NODE}", "true"),
-        "ssh -F leaf": lambda: run(openssh_via_config, env=gh.env()),
+        "gsh direct": lambda: gh.client.gsh("ssh", f"root@{NODE}", "true"),
+        "gsh leaf": lambda: gh.client.gsh("ssh", f"--cluster={LEAF}", f"root@{NODE}", "true"),
+        "ssh -F leaf": lambda: run(openssh_via_config, env=gh.client.env()),
         "ssh": lambda: run(sshd.ssh("true")),
         "ssh -J": lambda: run(sshd.ssh("true", jump=True)),
     }

@@ -13,7 +13,7 @@ import json
 
 from bench.clusters import Gatehouse
 from bench.figures import Figure, absolute_figure
-from bench.procs import BenchError
+from gatehouse.process.harness import HarnessError
 
 TARGET_COUNT = 100_000
 COMMANDS = {"limit": ["ls", "--limit=100"], "json": ["ls", "--format=json"]}
@@ -26,18 +26,18 @@ def time_listings(gh: Gatehouse, repeats: int, *, expect: int = 0) -> dict[str, 
     times: dict[str, list[float]] = {k: [] for k in COMMANDS}
     for _ in range(repeats):
         for key, args in COMMANDS.items():
-            res = gh.gsh(*args, timeout=TIMEOUT)
+            res = gh.client.gsh(*args, timeout=TIMEOUT)
             if res.rc != 0:
-                raise BenchError(f"`gsh {' '.join(args)}` exited {res.rc}: "
+                raise HarnessError(f"`gsh {' '.join(args)}` exited {res.rc}: "
                                  f"{(res.err.strip().splitlines() or ['?'])[-1]}")
             if key == "json":
                 try:
                     listed = len(json.loads(res.out))
                 except ValueError as exc:
-                    raise BenchError(f"`gsh ls --format=json` printed {len(res.out)} "
+                    raise HarnessError(f"`gsh ls --format=json` printed {len(res.out)} "
                                      f"characters that are not JSON: {exc}") from None
                 if listed < expect:
-                    raise BenchError(f"`gsh ls` listed {listed} nodes, expected at least "
+                    raise HarnessError(f"`gsh ls` listed {listed} nodes, expected at least "
                                      f"{expect}")
             times[key].append(res.seconds)
     return times

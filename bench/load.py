@@ -29,8 +29,8 @@ from typing import Any
 
 from bench.clusters import LEAF, LIGHT_LOGIN, NODE, Gatehouse
 from bench.figures import Figure, absolute_figure
-from bench.procs import BenchError, Daemon, run
 from bench.sshd import OpenSSH
+from gatehouse.process.harness import HarnessError, Process, run
 
 TARGET_RATE = 250.0
 TARGET_P99_MS = 250.0
@@ -66,20 +66,18 @@ def run_load(dir: Path, side: str, extra: list[str], env: dict[str, str] | None,
         argv = [sys.executable, "-m", "bench.loadgen", side, "--workers", str(workers),
                 "--seconds", str(seconds), "--start-at", str(start_at),
                 "--grace", str(grace), "--out", str(out), *extra]
-        gens.append((Daemon(f"load generator {side} {k}", argv, dir / f"load-{side}-{k}.log",
-                            env=env, cwd=Path(__file__).parent.parent), out))
+        gens.append((Process(f"load generator {side} {k}", argv, dir / f"load-{side}-{k}.log",
+                             env=env, cwd=Path(__file__).parent.parent).start(), out))
     samples: list[list[Any]] = []
     errors: Counter[str] = Counter()
     cpu = 0.0
     for daemon, out in gens:
-        try:
-            daemon.proc.wait(START_DELAY + seconds + grace + 30)
-        except Exception:
+        rc = daemon.wait(START_DELAY + seconds + grace + 30)
+        if rc is None:
             daemon.stop()
-            raise BenchError(f"{daemon.name} did not finish (log: {daemon.log})") from None
-        daemon.wait_stopped()
-        if daemon.proc.returncode != 0 or not out.exists():
-            raise BenchError(f"{daemon.name} failed: {daemon.last_line()} (log: {daemon.log})")
+            raise HarnessError(f"{daemon.name} did not finish (log: {daemon.log})")
+        if rc != 0 or not out.exists():
+            raise HarnessError(f"{daemon.name} failed: {daemon.last_line()} (log: {daemon.log})")
         result = json.loads(out.read_text())
         samples += result["samples"]
         errors.update(result["errors"])
@@ -130,24 +128,24 @@ def light_login() -> Iterator[str]:
     """
     try:
         if pwd.getpwnam(LIGHT_LOGIN).pw_gecos != LIGHT_LOGIN_TAG:
-            raise BenchError(f"a user {LIGHT_LOGIN} exists that the benchmark did not make")
-        run(["userdel", LIGHT_LOGIN]).check()
+            raise HarnessError(f"a user {LIGHT_LOGIN} exists that the benchmark did not make")
+        run(["userdel", LIGHT_LOGIN]).ok()
     except KeyError:
         pass
     run(["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
          "--shell", "/bin/sh", "--password", "*", "--comment", LIGHT_LOGIN_TAG,
-         LIGHT_LOGIN]).check()
+         LIGHT_LOGIN]).ok()
     try:
         yield LIGHT_LOGIN
     finally:
-        run(["userdel", LIGHT_LOGIN]).check()
+        run(["userdel", LIGHT_LOGIN]).ok()
 
 
 def measure(gh: Gatehouse, sshd: OpenSSH, dir: Path, *, seconds: float,
             windows: int) -> list[Figure]:
     with light_login() as login:
         ours = run_load(dir, "gatehouse", ["--node", NODE, "--cluster", LEAF,
-                                           "--login", login], gh.env(),
+                                           "--login", login], gh.client.env(),
                         seconds=seconds, windows=windows)
         theirs = run_load(dir, "openssh", ["--port", str(sshd.port),
                                            "--key", str(sshd.client_key),

@@ -27,8 +27,9 @@ from bench import issuance, latency, listing, load, stream, tunnels
 from bench.clusters import ROOT, Gatehouse, start_gatehouse
 from bench.figures import Figure, missing_figure, table, write_json
 from bench.fill import FakeLeaves, fill, restore, save
-from bench.procs import BenchError, settle, stop_all
+from bench.sampling import settle
 from bench.sshd import OpenSSH, find_sshd, start_sshd
+from gatehouse.process.harness import HarnessError, stop_all
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ class Run:
         start = time.monotonic()
         try:
             self.figures += measure()
-        except BenchError as exc:
+        except HarnessError as exc:
             say(f"{name}: not measured: {exc}")
             self.figures += [missing_figure(id, row, unit, target, f"not measured: {exc}")
                              for id, row, unit, target in ROWS[name]]
@@ -119,8 +120,10 @@ def _clusters_rows(run: Run, gh: Gatehouse, sshd: OpenSSH, dir: Path, sizes: Siz
 
     run.group("load", session_load)
     leaves, shortfall = _fill_root(gh, dir, sizes)
+    root = gh.root.daemon
+    assert root is not None  # started by start_gatehouse
     run.group("tunnels", lambda: tunnels.measure(
-        gh.root.daemons["main"].pid, gh.root.proxy_addr, leaves, dir,
+        root.pid, gh.root.proxy, leaves, dir,
         window=sizes.tunnel_window, baseline=sizes.tunnel_baseline,
         heartbeat_rounds=sizes.heartbeat_rounds, repeats=sizes.repeats, shortfall=shortfall))
     if base:
@@ -131,12 +134,12 @@ def _start_all(dir: Path, keys: Path) -> tuple[OpenSSH, Gatehouse]:
     """sshd and the clusters, side by side (sshd in a thread: it mostly waits)."""
     find_sshd()  # fail at once, not after the clusters started
     found: list[OpenSSH] = []
-    errors: list[BenchError] = []
+    errors: list[HarnessError] = []
 
     def sshd() -> None:
         try:
             found.append(start_sshd(dir / "sshd", keys))
-        except BenchError as exc:
+        except HarnessError as exc:
             errors.append(exc)
 
     thread = threading.Thread(target=sshd, daemon=True)
@@ -156,8 +159,10 @@ def _fill_root(gh: Gatehouse, dir: Path, sizes: Sizes) -> tuple[FakeLeaves, str]
     before the rest were added); returns (leaves, why fewer)."""
     say(f"filling the root with {sizes.nodes:,} nodes and {sizes.tunnels:,} leaves (offline)")
     start = time.monotonic()
-    path, out = gh.root.backend_path, dir / "fake-leaves"
-    gh.root.stop_main()
+    root = gh.root.daemon
+    assert root is not None  # started by start_gatehouse
+    path, out = gh.root.data_dir / "backend.sqlite", dir / "fake-leaves"
+    root.stop()
     first = min(sizes.tunnels, FALLBACK_LEAVES)
     leaves = fill(path, ROOT, nodes=sizes.nodes, leaves=range(first), out=out)
     if sizes.tunnels > first:
@@ -165,17 +170,17 @@ def _fill_root(gh: Gatehouse, dir: Path, sizes: Sizes) -> tuple[FakeLeaves, str]
         leaves += fill(path, ROOT, nodes=0, leaves=range(first, sizes.tunnels), out=out)
     say(f"filled in {time.monotonic() - start:.1f} s")
     try:
-        gh.root.restart_main()
+        gh.root.restart()
         return leaves, ""
-    except BenchError as exc:
+    except HarnessError as exc:
         if sizes.tunnels <= first:
             raise
         why = re.sub(r"\s*\(log: [^)]*\)$", "", str(exc))  # the log goes with the run
         shortfall = f"the root's auth+proxy did not start with {sizes.tunnels:,} leaves: {why}"
     say(f"{shortfall}; trying again with {first}")
-    gh.root.stop_main()
+    root.stop()
     restore(path, dir / "backend-saved")
-    gh.root.restart_main()
+    gh.root.restart()
     return FakeLeaves(leaves.names[:first], leaves.cert_files[:first], leaves.key_file), shortfall
 
 
@@ -218,14 +223,14 @@ def _main(argv: list[str] | None) -> int:
         say(f"{mode} run; work directory {dir}")
         try:
             sshd, gh = _start_all(dir, keys)
-        except BenchError as exc:
+        except HarnessError as exc:
             keep = True
             print(f"bench: cannot run: {exc} (logs in {dir})", file=sys.stderr)
             return 2
         say(f"sshd and both clusters up in {time.monotonic() - started:.1f} s")
         try:
             _clusters_rows(run, gh, sshd, dir, sizes)
-        except BenchError as exc:  # the fill or the restart: the rest is still reported
+        except HarnessError as exc:  # the fill or the restart: the rest is still reported
             keep = True
             say(f"stopped early: {exc} (logs in {dir})")
         finally:

@@ -15,7 +15,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.procs import BenchError, Daemon, free_ports, run
+from gatehouse.process.harness import HarnessError, Process, free_ports, run
 
 CIPHER = "aes128-gcm@openssh.com"
 
@@ -60,18 +60,18 @@ Host *
 
 
 def find_sshd() -> str:
-    """sshd's path; BenchError (before anything starts) if OpenSSH is not all there."""
+    """sshd's path; HarnessError (before anything starts) if OpenSSH is not all there."""
     for tool in ("ssh", "ssh-keygen"):
         if shutil.which(tool) is None:
-            raise BenchError(f"OpenSSH's {tool} is not installed (run scripts/setup.sh)")
+            raise HarnessError(f"OpenSSH's {tool} is not installed (run scripts/setup.sh)")
     for path in ("/usr/sbin/sshd", shutil.which("sshd")):
         if path and Path(path).exists():
             return path
-    raise BenchError("OpenSSH's sshd is not installed (run scripts/setup.sh)")
+    raise HarnessError("OpenSSH's sshd is not installed (run scripts/setup.sh)")
 
 
 def _keygen(path: Path) -> None:
-    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bench", "-f", str(path)]).check()
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bench", "-f", str(path)]).ok()
 
 
 @dataclass
@@ -80,7 +80,7 @@ class OpenSSH:
 
     dir: Path
     port: int
-    daemon: Daemon
+    daemon: Process
 
     @property
     def client_key(self) -> Path:
@@ -124,9 +124,9 @@ def start_sshd(dir: Path, keys: Path) -> OpenSSH:
             f"[127.0.0.1]:{port},[127.0.0.2]:{port} {' '.join(host_key)}\n")
         config = dir / "sshd_config"
         config.write_text(SSHD_CONFIG.format(port=port, dir=dir, keys=keys, cipher=CIPHER))
-        run([sshd, "-t", "-f", str(config)]).check()
-        daemon = Daemon("sshd", [sshd, "-D", "-e", "-f", str(config)],
-                        dir / f"sshd{attempt}.log")
+        run([sshd, "-t", "-f", str(config)]).ok()
+        daemon = Process("sshd", [sshd, "-D", "-e", "-f", str(config)],
+                         dir / f"sshd{attempt}.log").start()
         server = OpenSSH(dir, port, daemon)
 
         def answers(server: OpenSSH = server) -> bool:
@@ -134,7 +134,7 @@ def start_sshd(dir: Path, keys: Path) -> OpenSSH:
 
         try:
             daemon.wait_ready("a working `ssh true`", answers, 15)
-        except BenchError:
+        except HarnessError:
             if daemon.alive():
                 daemon.stop()
                 raise
@@ -142,4 +142,4 @@ def start_sshd(dir: Path, keys: Path) -> OpenSSH:
                 raise
             continue
         return server
-    raise BenchError("could not find a free port for sshd")
+    raise HarnessError("could not find a free port for sshd")

@@ -17,10 +17,11 @@ import subprocess
 import time
 from functools import partial
 
-from bench.clusters import LEAF, LEAF_UNRECORDED, NODE, Cluster, Gatehouse, in_parallel
+from bench.clusters import LEAF, LEAF_UNRECORDED, NODE, Gatehouse
 from bench.figures import Figure, absolute_figure, ratio_figure
-from bench.procs import BenchError, settle
+from bench.sampling import settle
 from bench.sshd import OpenSSH
+from gatehouse.process.harness import GSH, Cluster, HarnessError, in_parallel
 
 F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux), not exported before Python 3.13
 PIPE_SIZE = 1 << 20
@@ -42,7 +43,7 @@ def stream_rate(argv: list[str], size: int, env: dict[str, str] | None = None) -
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise BenchError(f"`{' '.join(argv)}` streamed {got} of {size} bytes in time")
+                raise HarnessError(f"`{' '.join(argv)}` streamed {got} of {size} bytes in time")
             if not select.select([fd], [], [], left)[0]:
                 continue
             data = os.read(fd, CHUNK)
@@ -61,7 +62,7 @@ def stream_rate(argv: list[str], size: int, env: dict[str, str] | None = None) -
         proc.stdout.close()
         proc.stderr.close()
     if rc != 0 or got != size:
-        raise BenchError(f"`{' '.join(argv)}` exited {rc} after {got} of {size} bytes: "
+        raise HarnessError(f"`{' '.join(argv)}` exited {rc} after {got} of {size} bytes: "
                          f"{(err.splitlines() or ['(no stderr)'])[-1]}")
     return (got - first_len) / (last_at - first_at) / 1e6
 
@@ -80,24 +81,23 @@ def measure(gh: Gatehouse, sshd: OpenSSH, size: int, repeats: int) -> list[Figur
     command = f"head -c {size} /dev/zero"
 
     def gsh(cluster: str) -> list[str]:
-        return [str(gh.gsh_path), "ssh", f"--cluster={cluster}", f"root@{NODE}", command]
+        return [str(GSH), "ssh", f"--cluster={cluster}", f"root@{NODE}", command]
 
     upload = 20 + size / UPLOAD_RATE
     recorded, theirs, unrecorded = [], [], []
     for _ in range(repeats):
-        recorded.append(stream_rate(gsh(LEAF), size, gh.env()))
+        recorded.append(stream_rate(gsh(LEAF), size, gh.client.env()))
         settle(gh.quiet_pids(), timeout=upload)
         theirs.append(stream_rate(sshd.ssh(command, jump=True), size))
-        unrecorded.append(stream_rate(gsh(LEAF_UNRECORDED), size, gh.env()))
+        unrecorded.append(stream_rate(gsh(LEAF_UNRECORDED), size, gh.client.env()))
         settle(gh.quiet_pids(), timeout=upload)
 
     def check(cluster: Cluster, expected: bool) -> None:
         if _last_recorded(cluster) is not expected:
-            raise BenchError(f"{cluster.name}'s node did not record as configured "
+            raise HarnessError(f"{cluster.name}'s node did not record as configured "
                              f"(session_recording: {cluster.session_recording})")
 
-    in_parallel((partial(check, expected=True), gh.leaf),
-                (partial(check, expected=False), gh.unrecorded))
+    in_parallel(partial(check, gh.leaf, True), partial(check, gh.unrecorded, False))
     mib = size >> 20
     off = sorted(unrecorded)[len(unrecorded) // 2]
     return [

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from gatehouse.clock import SystemMonotonic
+from gatehouse.pki import tls
 from gatehouse.tunnel.liveness import ROOT_SILENT_AFTER, set_keepalive
 from gatehouse.tunnel.mux import MuxSession
 from gatehouse.types.resource import split_host_port
@@ -39,13 +40,8 @@ SETTLED = 0.5  # a tunnel still open this long after connecting was accepted
 
 
 def _context(cert: Path, key: Path) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    ctx.load_cert_chain(cert, key)
-    ctx.set_alpn_protocols([ALPN_TUNNEL])
-    return ctx
+    """The leaf proxy's client side, unverified (the root's CA is not the point here)."""
+    return tls.client_context(None, cert_file=cert, key_file=key, alpn=[ALPN_TUNNEL])
 
 
 class Tunnels:

@@ -31,7 +31,8 @@ from typing import Any
 
 from bench.figures import Figure, absolute_figure
 from bench.fill import FakeLeaves
-from bench.procs import BenchError, Daemon, cpu_seconds, rss_bytes, settle
+from bench.sampling import cpu_seconds, rss_bytes, settle
+from gatehouse.process.harness import HarnessError, Process
 from gatehouse.tunnel.liveness import HEARTBEAT_INTERVAL, REPORT_INTERVAL, SWEEP_INTERVAL
 
 TARGET_COUNT = 10_000
@@ -56,14 +57,14 @@ def _sample(pid: int, window: float, repeats: int,
     return cpu, [m[2] for m in marks[steps:]]
 
 
-def _wait_status(client: Daemon, out: Path, timeout: float) -> dict[str, Any]:
+def _wait_status(client: Process, out: Path, timeout: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while not out.exists():
         if not client.alive():
-            raise BenchError(f"the tunnel client exited: {client.last_line()} "
+            raise HarnessError(f"the tunnel client exited: {client.last_line()} "
                              f"(log: {client.log})")
         if time.monotonic() > deadline:
-            raise BenchError(f"the tunnel client did not finish dialing within {timeout:.0f} s")
+            raise HarnessError(f"the tunnel client did not finish dialing within {timeout:.0f} s")
         time.sleep(0.2)
     return dict(json.loads(out.read_text()))
 
@@ -83,10 +84,10 @@ def measure(root_pid: int, proxy: str, leaves: FakeLeaves, dir: Path, *, window:
     listing = dir / "tunnel-certs.txt"
     listing.write_text("\n".join(str(p) for p in leaves.cert_files) + "\n")
     out = dir / "tunnels.json"
-    client = Daemon("tunnel client", [
+    client = Process("tunnel client", [
         sys.executable, "-m", "bench.tunnelclient", "--proxy", proxy, "--certs", str(listing),
         "--key", str(leaves.key_file), "--out", str(out)], dir / "tunnel-client.log",
-        cwd=Path(__file__).parent.parent)
+        cwd=Path(__file__).parent.parent).start()
     try:
         status = _wait_status(client, out, 60 + count / 20)
         settle([root_pid], timeout=30)  # the burst of "online" reports passes
@@ -96,7 +97,7 @@ def measure(root_pid: int, proxy: str, leaves: FakeLeaves, dir: Path, *, window:
     finally:
         client.stop()
     if held == 0:
-        raise BenchError(f"no tunnel stayed up ({status['failed']} failed: "
+        raise HarnessError(f"no tunnel stayed up ({status['failed']} failed: "
                          f"{next(iter(status['errors']), '?')})")
     settle([root_pid], timeout=30)  # the tunnels' "offline" reports pass
     # Over a whole report period too: a shorter window (2 s) read 0.0% where the

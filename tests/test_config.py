@@ -5,15 +5,18 @@ from __future__ import annotations
 import socket
 import textwrap
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
+from gatehouse.backend import KINDS
 from gatehouse.config import (
     DEFAULT_AUTH_ADDR,
     DEFAULT_PROXY_ADDR,
     DEFAULT_SSH_ADDR,
     Config,
     SSHService,
+    StorageType,
     load_config,
 )
 from gatehouse.errors import BadParameter
@@ -254,3 +257,18 @@ def test_single_node_enables_the_three_services_on_loopback() -> None:
     assert cfg.proxy_service.listen_addr == DEFAULT_PROXY_ADDR
     assert cfg.ssh_service.advertised_addr() == DEFAULT_SSH_ADDR
     assert cfg.gatehouse.storage.type == "sqlite"
+
+
+# --- storage ------------------------------------------------------------------------------
+
+
+def test_an_unknown_storage_type_is_one_line_naming_field_and_value(tmp_path: Path) -> None:
+    path = write(tmp_path, "gatehouse: {storage: {type: postgres}}\n"
+                           "auth_service: {enabled: true}\n")
+    with pytest.raises(BadParameter) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: gatehouse.storage.type: 'postgres' is not one of 'sqlite'"
+
+
+def test_every_storage_type_has_a_backend() -> None:
+    assert set(get_args(StorageType)) <= set(KINDS)

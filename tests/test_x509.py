@@ -306,3 +306,14 @@ def test_load_key_of_an_encrypted_key_is_bad_parameter() -> None:
     )
     with pytest.raises(BadParameter):
         x509.load_key(pem)
+
+
+# --- PEM ----------------------------------------------------------------------------------
+
+
+def test_pem_blocks_picks_the_certificates_of_a_bundle_in_order() -> None:
+    cert, ca = x509.pem_cert(issue_alice()), x509.pem_cert(USER_CA)
+    bundle = x509.pem_key(SUBJECT_KEY) + cert + ca.rstrip("\n") + "\n\ntrailing text\n"
+    assert x509.pem_blocks(bundle) == [cert, ca]
+    assert x509.pem_blocks(bundle, "PRIVATE KEY") == [x509.pem_key(SUBJECT_KEY)]
+    assert x509.pem_blocks("no pem here") == []

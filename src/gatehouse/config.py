@@ -9,7 +9,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from gatehouse._sys.hostport import split_host_port
+from gatehouse._sys.hostport import dial_addr, split_host_port
 from gatehouse.errors import BadParameter
 from gatehouse.types.resource import LabelKey
 
@@ -22,6 +22,7 @@ __all__ = [
     "GatehouseSection",
     "ProxyService",
     "SSHService",
+    "StorageType",
     "load_config",
 ]
 
@@ -43,8 +44,13 @@ def _check_addr(value: str | None) -> str | None:
     return value
 
 
+# The backends `gatehouse start` can open (gatehouse.backend.open_backend names them):
+# a state that must outlive the process, so not "memory".
+StorageType = Literal["sqlite"]
+
+
 class Storage(_Strict):
-    type: Literal["sqlite"] = "sqlite"
+    type: StorageType = "sqlite"
     path: str | None = None  # default: <data_dir>/backend.sqlite
 
 
@@ -90,12 +96,7 @@ class SSHService(_Strict):
 
     def advertised_addr(self) -> str:
         """The address the proxy dials: public_addr, else listen_addr (0.0.0.0 -> 127.0.0.1)."""
-        if self.public_addr:
-            return self.public_addr
-        host, port = split_host_port(self.listen_addr)
-        if host in ("0.0.0.0", "::", ""):
-            host = "127.0.0.1"
-        return f"{host}:{port}"
+        return self.public_addr or dial_addr(self.listen_addr)
 
 
 class Config(_Strict):
@@ -135,6 +136,8 @@ def _error_line(path: Path, exc: ValidationError) -> str:
     where = ".".join(str(p) for p in err["loc"]) or "(top level)"
     if err["type"] == "extra_forbidden":
         return f"{path}: unknown key {where}"
+    if err["type"] == "literal_error":  # name the value: it may be a typo
+        return f"{path}: {where}: {err['input']!r} is not one of {err['ctx']['expected']}"
     return f"{path}: {where}: {err['msg']}"
 
 

@@ -1,4 +1,5 @@
-"""Fixtures: whole clusters of real `gatehouse` processes in a few lines.
+"""Fixtures: whole clusters of real `gatehouse` processes in a few lines (on
+``gatehouse.process.harness``).
 
 - ``cluster``: one cluster per test module (auth + proxy + ssh service ``node1``),
   shared by tests that do not disturb each other (each uses its own users).
@@ -9,8 +10,8 @@
 - ``client`` / ``make_client``: gsh profiles (GATEHOUSE_HOME) private to the test;
   ``username``: a user name no other test uses.
 
-When a test fails, the logs of every process still running are attached to its
-report. Clusters are sent SIGTERM when their scope ends and reaped (SIGKILL past
+When a test fails, the logs of every process not stopped on purpose are attached
+to its report. Clusters are sent SIGTERM when their scope ends and reaped (SIGKILL past
 a deadline) before the session ends.
 """
 
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import RUNNING, Client, Cluster, reap_stopping, running_cluster, stop_all
+from gatehouse.process.harness import RUNNING, Client, Cluster, stop_all
 
 _LOG_TAIL = 8000  # characters of each process log shown in a failure report
 
@@ -33,7 +34,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     outcome = yield
     report = outcome.get_result()
     if report.failed and not hasattr(report, "wasxfail"):
-        for daemon in RUNNING:
+        for daemon in [p for p in RUNNING if not p.stopping]:
             report.sections.append(
                 (f"log of {daemon.name} (pid {daemon.pid}, {daemon.log})",
                  daemon.log_text()[-_LOG_TAIL:])
@@ -43,14 +44,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
 @pytest.fixture(scope="session", autouse=True)
 def _reap_processes() -> Iterator[None]:
     yield
-    stop_all(list(RUNNING))
-    reap_stopping()
+    stop_all()
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A running one-node cluster shared by the tests of one module."""
-    with running_cluster(tmp_path_factory.mktemp("cluster")) as c:
+    with Cluster(tmp_path_factory.mktemp("cluster")).running(wait=False) as c:
         yield c
 
 
@@ -66,7 +66,7 @@ def alice(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Client:
 @pytest.fixture
 def fresh_cluster(tmp_path: Path) -> Iterator[Cluster]:
     """A running one-node cluster of this test's own."""
-    with running_cluster(tmp_path / "cluster") as c:
+    with Cluster(tmp_path / "cluster").running(wait=False) as c:
         yield c
 
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from .harness import Client, Cluster, wait_for
+from gatehouse.process.harness import Client, Cluster, wait_for
 
 
 def _auth_event(cluster: Cluster, user: str, login: str) -> dict[str, object]:

@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from .harness import Client, Cluster, wait_for
+from gatehouse.process.harness import Client, Cluster, wait_for
 
 FIELDS = ("event", "code", "time", "cluster", "user", "login", "node", "session_id",
           "correlation_id")

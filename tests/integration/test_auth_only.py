@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .harness import GATECTL, Daemon, base_env, free_ports, run, write_yaml
+from gatehouse.process.harness import GATECTL, GATEHOUSE, Process, free_ports, run, write_yaml
 
 
 def test_an_auth_alone_keeps_serving(tmp_path: Path) -> None:
@@ -17,12 +17,12 @@ def test_an_auth_alone_keeps_serving(tmp_path: Path) -> None:
         "auth_service": {"enabled": True, "cluster_name": "lonely.example.com",
                          "listen_addr": f"127.0.0.1:{port}"},
     })
-    daemon = Daemon("auth", config, tmp_path / "auth.log").start()
+    daemon = Process("auth", [str(GATEHOUSE), "start", "-c", str(config)],
+                     tmp_path / "auth.log").start()
     try:
-        status = [str(GATECTL), "-c", str(config), "status"]
-        daemon.wait_ready(lambda: run(status, env=base_env()).rc == 0)
+        daemon.wait_up()
         time.sleep(2)  # it used to exit right after saying it was up
         assert daemon.alive(), daemon.log_text()
-        assert "lonely.example.com" in run(status, env=base_env()).ok().out
+        assert "lonely.example.com" in run([str(GATECTL), "-c", str(config), "status"]).ok().out
     finally:
         assert daemon.stop() == 0, daemon.log_text()

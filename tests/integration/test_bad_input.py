@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .harness import GATEHOUSE, GSH, Client, Cluster, base_env, run
+from gatehouse.process.harness import GATEHOUSE, GSH, Client, Cluster, base_env, run
 
 WRONG = "wrong-password-123"
 

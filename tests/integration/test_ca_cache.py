@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from .harness import Client, Cluster, run, stop_all
+from gatehouse.process.harness import Client, Cluster, run, stop_all
 
 
 def test_node_keeps_working_while_its_auth_is_down(

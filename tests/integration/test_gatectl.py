@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from .harness import Client, Cluster
+from gatehouse.process.harness import Client, Cluster
 
 ROLE = """kind: role
 version: v1

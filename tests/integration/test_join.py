@@ -11,31 +11,30 @@ import socket
 
 import pytest
 
-from .harness import Client, Cluster, Daemon, wait_for
+from gatehouse.process.harness import Client, Cluster, Process, wait_for
 
 JOIN_TIMEOUT = 30.0
 
 
 
 @pytest.fixture(scope="module")
-def node2(cluster: Cluster) -> Daemon:
+def node2(cluster: Cluster) -> Process:
     """Joined through the proxy, as the README shows."""
     return cluster.join_node("node2", {"env": "prod", "team": "payments"}, via="proxy")
 
 
 @pytest.fixture(scope="module")
-def node3(cluster: Cluster) -> Daemon:
+def node3(cluster: Cluster) -> Process:
     """Joined straight with the auth (gatehouse.auth_server)."""
     return cluster.join_node("node3", {"env": "staging", "team": "search"}, via="auth")
 
 
 def _start_and_wait_exit(cluster: Cluster, nodename: str, token: str) -> tuple[int, str]:
     """Start a node (joining through the proxy) that should fail; its exit status and output."""
-    path = cluster.node_config(nodename, token, {"env": "prod"})
-    node = Daemon(nodename, path, cluster.workdir / f"{nodename}.log").start()
+    node = cluster.start_node(nodename, token, {"env": "prod"})
     try:
-        assert node.proc is not None
-        rc = node.proc.wait(JOIN_TIMEOUT)
+        rc = node.wait(JOIN_TIMEOUT)
+        assert rc is not None, f"{nodename} still running after {JOIN_TIMEOUT} s"
     finally:
         node.stop()
     return rc, node.log_text()
@@ -53,7 +52,7 @@ def test_token_is_alone_on_the_first_line(cluster: Cluster) -> None:
     assert any(first.startswith(name) for name in _unused_tokens(cluster))
 
 
-def test_node_joined_via_auth_is_listed_with_its_labels(cluster: Cluster, node3: Daemon,
+def test_node_joined_via_auth_is_listed_with_its_labels(cluster: Cluster, node3: Process,
                                                         alice: Client) -> None:
     nodes = {n["spec"]["hostname"]: n for n in cluster.node_list()}
     assert {"node1", "node3"} <= set(nodes)
@@ -64,13 +63,13 @@ def test_node_joined_via_auth_is_listed_with_its_labels(cluster: Cluster, node3:
     assert [n["spec"]["hostname"] for n in listed] == ["node3"]
 
 
-def test_ssh_to_node_joined_via_auth(cluster: Cluster, node3: Daemon, alice: Client) -> None:
+def test_ssh_to_node_joined_via_auth(cluster: Cluster, node3: Process, alice: Client) -> None:
     addr = cluster.node_named("node3")["spec"]["addr"]  # type: ignore[index]
     res = alice.ssh("root@node3", "echo $SSH_CONNECTION")
     assert res.rc == 0 and res.out.split()[2:] == addr.split(":"), res
 
 
-def test_node_joined_via_proxy_is_listed_with_its_labels(cluster: Cluster, node2: Daemon,
+def test_node_joined_via_proxy_is_listed_with_its_labels(cluster: Cluster, node2: Process,
                                                          alice: Client) -> None:
     nodes = {n["spec"]["hostname"]: n for n in cluster.node_list()}
     assert nodes["node2"]["metadata"]["labels"] == {"env": "prod", "team": "payments"}
@@ -80,7 +79,7 @@ def test_node_joined_via_proxy_is_listed_with_its_labels(cluster: Cluster, node2
     assert "node2" in alice.gsh("ls").ok().out
 
 
-def test_ssh_to_node_joined_via_proxy(cluster: Cluster, node2: Daemon, alice: Client) -> None:
+def test_ssh_to_node_joined_via_proxy(cluster: Cluster, node2: Process, alice: Client) -> None:
     res = alice.ssh("root@node2", "hostname")
     assert (res.rc, res.out) == (0, socket.gethostname() + "\n"), res
     # The session really ends on node2's SSH listener, not node1's.

@@ -16,29 +16,29 @@ import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-import yaml
 
-from .harness import (
-    CMD_TIMEOUT,
+from gatehouse.process.harness import (
     GATECTL,
     GATEHOUSE,
-    RUNNING,
     Client,
     Cluster,
-    Daemon,
+    Process,
     Result,
-    base_env,
+    connection,
     free_ports,
     run,
     stop_all,
+    trusted_cluster_yaml,
     wait_for,
+    wait_offline,
+    wait_online,
     write_yaml,
 )
-from .trusted import ROOT, connection, trusted_cluster_yaml, wait_offline, wait_online
 
-LEAF = "us-east-1a"
+ROOT, LEAF = "sso.example.com", "us-east-1a"
 
 
 def _ip(*args: str) -> None:
@@ -97,35 +97,23 @@ class RootOnLink(Cluster):
 
     link_ip = ""
 
-    def write_config(self) -> None:
-        super().write_config()
-        data = yaml.safe_load(self.config.read_text())
+    def settings(self) -> dict[str, Any]:
+        data = super().settings()
         data["proxy_service"]["listen_addr"] = f"0.0.0.0:{self.proxy_port}"
         data["proxy_service"]["public_addr"] = f"{self.link_ip}:{self.proxy_port}"
-        write_yaml(self.config, data)
+        return data
 
 
-class NamespacedDaemon(Daemon):
-    """A `gatehouse start` inside a network namespace."""
-
-    def __init__(self, ns: str, *args: object) -> None:
-        super().__init__(*args)  # type: ignore[arg-type]
-        self.ns = ns
-
-    def start(self) -> NamespacedDaemon:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                ["ip", "netns", "exec", self.ns, str(GATEHOUSE), "start", "-c", str(self.config)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=base_env(),
-                cwd=self.config.parent, start_new_session=True,
-            )
-        RUNNING.append(self)
-        return self
+def _start_leaf(ns: str, config: Path) -> Process:
+    """The leaf's `gatehouse start`, inside the network namespace; up once this returns."""
+    leaf = Process("leaf", ["ip", "netns", "exec", ns, str(GATEHOUSE), "start", "-c",
+                            str(config)], config.parent / "gatehouse.log", cwd=config.parent)
+    leaf.start().wait_up()
+    return leaf
 
 
 def _leaf_gatectl(ns: str, config: Path, *args: str, input: str | None = None) -> Result:
-    return run(["ip", "netns", "exec", ns, str(GATECTL), "-c", str(config), *args],
-               env=base_env(), input=input, timeout=CMD_TIMEOUT)
+    return run(["ip", "netns", "exec", ns, str(GATECTL), "-c", str(config), *args], input=input)
 
 
 def _connects(addr: str, port: int) -> bool:
@@ -173,10 +161,8 @@ def test_leaf_without_ingress_is_reached_through_its_tunnel(
     ns, root_ip, leaf_ip = namespace
     root = _root_on_link(root_ip, tmp_path / "root")
     config, (auth, proxy, ssh) = _leaf_config(tmp_path / "leaf", "0.0.0.0")
-    leaf = NamespacedDaemon(ns, "leaf", config, tmp_path / "leaf" / "gatehouse.log").start()
+    leaf = _start_leaf(ns, config)
     try:
-        leaf.wait_ready(lambda: _leaf_gatectl(ns, config, "status").rc == 0)
-
         # From the root's side, not one leaf port accepts a connection...
         for port in (auth, proxy, ssh):
             assert not _connects(leaf_ip, port), f"leaf port {port} is reachable from the root"
@@ -217,9 +203,8 @@ def test_a_silently_lost_tunnel_goes_offline_within_seconds_and_comes_back(
     ns, root_ip, _ = namespace
     root = _root_on_link(root_ip, tmp_path / "root")
     config, _ = _leaf_config(tmp_path / "leaf", "127.0.0.1")
-    leaf = NamespacedDaemon(ns, "leaf", config, tmp_path / "leaf" / "gatehouse.log").start()
+    leaf = _start_leaf(ns, config)
     try:
-        leaf.wait_ready(lambda: _leaf_gatectl(ns, config, "status").rc == 0)
         _join(ns, config, root, root_ip)
 
         # The link goes dark: neither end hears a word, so only liveness checks can tell

@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from .harness import Client, Cluster
+from gatehouse.process.harness import Client, Cluster
 
 pytestmark = pytest.mark.skipif(shutil.which("ssh") is None,
                                 reason="OpenSSH client `ssh` is not installed")

@@ -11,7 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from .harness import GSH, Client, Cluster, wait_for
+from gatehouse.process.harness import GSH, Client, Cluster, wait_for
+
 from .test_pty import Terminal, _set_size, _take_terminal
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from .harness import Client, Cluster, run
+from gatehouse.process.harness import Client, Cluster, run
 
 FORWARDER = """kind: role
 version: v1

@@ -7,7 +7,7 @@ import socket
 import ssl
 import time
 
-from .harness import Cluster
+from gatehouse.process.harness import Cluster
 
 ALPN_SSH = "gatehouse-ssh/1"
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from .harness import GSH, Client
+from gatehouse.process.harness import GSH, Client
 
 WAIT = 15.0
 

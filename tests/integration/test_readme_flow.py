@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .harness import Client, Cluster, running_cluster
+from gatehouse.process.harness import Client, Cluster
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +16,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
     node2 joins through gatehouse.auth_server; test_join covers the proxy_server way.
     """
-    with running_cluster(tmp_path_factory.mktemp("cluster")) as c:
+    with Cluster(tmp_path_factory.mktemp("cluster")).running(wait=False) as c:
         c.join_node("node2", {"env": "prod"}, via="auth")
         yield c
 

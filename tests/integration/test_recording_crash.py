@@ -9,7 +9,7 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from .harness import GSH, Client, Cluster, wait_for
+from gatehouse.process.harness import GSH, Client, Cluster, wait_for
 
 
 def test_node_killed_mid_session_leaves_a_playable_recording(

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from .harness import Client, Cluster, running_cluster, wait_for
+from gatehouse.process.harness import Client, Cluster, wait_for
 
 
 @pytest.fixture(scope="module")
 def unrecorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with running_cluster(tmp_path_factory.mktemp("norec"), session_recording="off") as c:
+    with Cluster(tmp_path_factory.mktemp("norec"),
+                 session_recording="off").running(wait=False) as c:
         yield c
 
 

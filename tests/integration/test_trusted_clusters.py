@@ -13,10 +13,20 @@ from pathlib import Path
 
 import pytest
 
-from .harness import Client, Cluster, stop_all, wait_for
-from .trusted import ROOT, connection, join, trusted_cluster_yaml, wait_offline, wait_online
+from gatehouse.process.harness import (
+    Client,
+    Cluster,
+    connection,
+    in_parallel,
+    join,
+    stop_all,
+    trusted_cluster_yaml,
+    wait_for,
+    wait_offline,
+    wait_online,
+)
 
-LEAF_A, LEAF_B = "us-east-1a", "us-east-1b"
+ROOT, LEAF_A, LEAF_B = "sso.example.com", "us-east-1a", "us-east-1b"
 MAP_A = """{remote: access, local: [access]}
 {remote: "^dev-(.*)$", local: ["team-$1"]}"""
 MAP_B = "{remote: admin, local: [access]}"
@@ -46,8 +56,7 @@ class Seed:
 def seed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seed]:
     s = Seed(tmp_path_factory.mktemp("seed"))
     try:
-        for c in s.clusters():
-            c.start()
+        in_parallel(*(c.start for c in s.clusters()))
         s.root.create(DEV_ROLE).ok()
         s.a.create(TEAM_ROLE).ok()
         join(s.a, s.root, MAP_A)
@@ -184,8 +193,7 @@ def test_root_restart_brings_the_tunnel_back(seed: Seed, alice: Client) -> None:
     stop_all([daemon])
     leaf_log = seed.a.daemon.log_text if seed.a.daemon else (lambda: "")
     wait_for("the leaf noticed", lambda: f"tunnel to root {ROOT} closed" in leaf_log())
-    daemon.start()
-    daemon.wait_ready(lambda: seed.root.gatectl("status").rc == 0)
+    seed.root.restart()
     wait_online(seed.root, LEAF_A, timeout=20)
     wait_for("access restored after the root restart",
              lambda: alice.gsh("ssh", f"--cluster={LEAF_A}", "root@node1",
@@ -232,8 +240,7 @@ def test_events_made_while_the_root_is_away_arrive_once_and_in_order(
     stop_all([seed.root.daemon])
     for i in range(5):
         assert dave.gsh("ssh", "root@node1", f"echo {i}").out == f"{i}\n"
-    seed.root.daemon.start()
-    seed.root.daemon.wait_ready(lambda: seed.root.gatectl("status").rc == 0)
+    seed.root.restart()
     wait_online(seed.root, LEAF_A, timeout=20)
 
     def leaf_ids() -> list[str]:

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from gatehouse.errors import BadParameter
 
-__all__ = ["split_host_port"]
+__all__ = ["dial_addr", "split_host_port"]
+
+# Hosts a listener binds to mean "every address"; no one can dial them.
+_WILDCARDS = ("0.0.0.0", "::")
 
 
 def split_host_port(addr: str) -> tuple[str, int]:
@@ -20,3 +23,12 @@ def split_host_port(addr: str) -> tuple[str, int]:
     if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
         raise BadParameter(f"invalid address {addr!r}: port must be a number from 1 to 65535")
     return host, int(port)
+
+
+def dial_addr(listen_addr: str) -> str:
+    """Where a client on this host reaches a listener: a wildcard host (``0.0.0.0``,
+    ``[::]``) becomes ``127.0.0.1``; any other address is dialed as it is."""
+    host, port = split_host_port(listen_addr)
+    if host in _WILDCARDS:
+        return f"127.0.0.1:{port}"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

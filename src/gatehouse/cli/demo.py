@@ -3,24 +3,21 @@
 A root ``sso.example.com`` and two leaves ``us-east-1a`` and ``us-east-1b``,
 each its own `gatehouse start` process (auth + proxy + one node), joined with
 real trusted-cluster tokens through the same commands an operator types, and a
-root user who reaches every node. It drives the real CLIs and leaves their
-state in one directory so the printed commands work afterwards.
+root user who reaches every node. It drives the real CLIs through the process
+harness and leaves their state in one directory so the printed commands work
+afterwards.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import signal
-import socket
-import subprocess
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from gatehouse.errors import ConnectionProblem, GatehouseError
+from gatehouse.errors import GatehouseError
+from gatehouse.process.harness import Client, Cluster, in_parallel, join, stop_all
 
 __all__ = ["CLUSTERS", "run_demo"]
 
@@ -31,9 +28,9 @@ USER = "alice"
 
 # The role maps of the seed's example, one flavour per leaf.
 ROLE_MAPS = {
-    "us-east-1a": '    - {remote: access, local: [access]}\n',
-    "us-east-1b": ('    - {remote: "^acc(.*)$", local: [access]}\n'
-                   '    - {remote: "*", local: [visitor]}\n'),
+    "us-east-1a": "{remote: access, local: [access]}",
+    "us-east-1b": ('{remote: "^acc(.*)$", local: [access]}\n'
+                   '{remote: "*", local: [visitor]}'),
 }
 VISITOR_ROLE = """kind: role
 version: v1
@@ -45,123 +42,32 @@ spec:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class _Cluster:
-    name: str
-    config: Path
-    proxy: str
-    process: subprocess.Popen[bytes] | None = None
-
-
-def _bin(name: str) -> str:
-    here = Path(sys.executable).parent / name
-    return str(here) if here.exists() else (shutil.which(name) or name)
-
-
-def _write_config(base: Path, name: str) -> _Cluster:
-    data = base / name
-    data.mkdir(parents=True, exist_ok=True)
-    auth, proxy, ssh = _free_port(), _free_port(), _free_port()
-    config = data / "gatehouse.yaml"
-    config.write_text(
-        "version: v1\n"
-        f"gatehouse: {{nodename: node1, data_dir: {data / 'data'}}}\n"
-        f"auth_service: {{enabled: true, cluster_name: {name}, listen_addr: 127.0.0.1:{auth}}}\n"
-        f"proxy_service: {{enabled: true, listen_addr: 127.0.0.1:{proxy}}}\n"
-        f"ssh_service: {{enabled: true, listen_addr: 127.0.0.1:{ssh}, "
-        f"labels: {{cluster: {name}}}}}\n"
-    )
-    return _Cluster(name, config, f"127.0.0.1:{proxy}")
-
-
 class _Demo:
     def __init__(self, base: Path) -> None:
         self.base = base
         # The demo user's gsh profile: $GATEHOUSE_HOME if set, else inside the demo directory
         # (so that the demo never replaces a real ~/.gatehouse profile).
         self.home = Path(os.environ.get("GATEHOUSE_HOME") or base / "home")
-        self.env = {**os.environ, "GATEHOUSE_HOME": str(self.home)}
-        self.clusters = {name: _write_config(base, name) for name in CLUSTERS}
-
-    def run(self, *args: str, stdin: str = "") -> str:
-        done = subprocess.run([_bin(args[0]), *args[1:]], input=stdin.encode(),
-                              capture_output=True, env=self.env, timeout=60, check=False)
-        if done.returncode != 0:
-            raise ConnectionProblem(f"`{' '.join(args)}` failed: "
-                                    f"{done.stderr.decode().strip() or done.returncode}")
-        return done.stdout.decode()
-
-    def gatectl(self, cluster: str, *args: str, stdin: str = "") -> str:
-        return self.run("gatectl", "-c", str(self.clusters[cluster].config), *args, stdin=stdin)
+        self.clusters = {name: Cluster(base / name, name=name, labels={"cluster": name})
+                         for name in CLUSTERS}
 
     def start(self) -> None:
-        for c in self.clusters.values():
-            log = (c.config.parent / "gatehouse.log").open("wb")
-            c.process = subprocess.Popen([_bin("gatehouse"), "start", "-c", str(c.config)],
-                                         stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                         start_new_session=True)
-        deadline = time.monotonic() + 60
-        for name in CLUSTERS:
-            while True:
-                try:
-                    self.gatectl(name, "status")
-                    break
-                except ConnectionProblem:
-                    proc = self.clusters[name].process
-                    if proc is not None and proc.poll() is not None:
-                        raise ConnectionProblem(
-                            f"cluster {name} exited; see {self.clusters[name].config.parent}"
-                            "/gatehouse.log") from None
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.3)
+        in_parallel(*(c.start for c in self.clusters.values()))
 
     def join_leaves(self) -> None:
-        for leaf in LEAVES:
-            token = self.gatectl(ROOT, "tokens", "add", "--type=trusted_cluster",
-                                 "--ttl=15m").splitlines()[0]
-            if leaf == "us-east-1b":
-                self.gatectl(leaf, "create", "-", stdin=VISITOR_ROLE)
-            resource = (
-                "kind: trusted_cluster\nversion: v1\n"
-                f"metadata: {{name: {ROOT}}}\n"
-                "spec:\n  enabled: true\n"
-                f"  token: {token}\n  proxy_addr: {self.clusters[ROOT].proxy}\n"
-                "  role_map:\n" + ROLE_MAPS[leaf]
-            )
-            (self.clusters[leaf].config.parent / "trusted_cluster.yaml").write_text(resource)
-            self.gatectl(leaf, "create", "-", stdin=resource)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            status = self.gatectl(ROOT, "get", "rc", "--format=json")
-            if status.count('"online"') == len(LEAVES):
-                return
-            time.sleep(0.3)
-        raise ConnectionProblem("the leaves' tunnels did not come up within 30 s")
+        root = self.clusters[ROOT]
+        for name in LEAVES:
+            leaf = self.clusters[name]
+            if name == "us-east-1b":
+                leaf.create(VISITOR_ROLE).ok()
+            resource = join(leaf, root, ROLE_MAPS[name])
+            (leaf.workdir / "trusted_cluster.yaml").write_text(resource)
 
     def add_user(self, password: str) -> None:
-        self.gatectl(ROOT, "users", "add", USER, "--roles=access", "--logins=root")
-        self.gatectl(ROOT, "users", "set-password", USER, "--password-stdin",
-                     stdin=password + "\n")
-        self.run("gsh", "login", f"--proxy={self.clusters[ROOT].proxy}", f"--user={USER}",
-                 "--password-stdin", "--insecure", stdin=password + "\n")
-
-    def stop(self) -> None:
-        for c in self.clusters.values():
-            if c.process is not None and c.process.poll() is None:
-                os.killpg(c.process.pid, signal.SIGTERM)
-        for c in self.clusters.values():
-            if c.process is not None:
-                try:
-                    c.process.wait(10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(c.process.pid, signal.SIGKILL)
+        root = self.clusters[ROOT]
+        root.add_user(USER, roles="access", logins="root", password=password)
+        self.home.mkdir(parents=True, exist_ok=True)
+        Client(self.home, root.proxy).login(USER, password).ok()
 
     def next_steps(self, password: str) -> str:
         root = self.clusters[ROOT]
@@ -202,4 +108,4 @@ def run_demo(base: Path, *, wait: bool = True) -> None:
             signal.pthread_sigmask(signal.SIG_BLOCK, stop)
             signal.sigwait(stop)
     finally:
-        demo.stop()
+        stop_all()  # every process this program started

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from gatehouse._sys.hostport import dial_addr
 from gatehouse.cli.common import die, run_async, setup_logging
 from gatehouse.config import Config, load_config
 from gatehouse.errors import GatehouseError
@@ -33,8 +34,7 @@ def _next_steps(cfg: Config, started: object, config: Path | None) -> str:
              + ", ".join(f"{k} on {v}" for k, v in started.addrs.items()) + ")"]
     if "proxy" in started.addrs:
         c = f" -c {config}" if config else ""
-        proxy = cfg.proxy_service.public_addr or started.addrs["proxy"].replace("0.0.0.0",
-                                                                                "127.0.0.1")
+        proxy = cfg.proxy_service.public_addr or dial_addr(started.addrs["proxy"])
         lines += [
             "next steps:",
             f"  gatectl{c} users add alice --roles=access --logins=root,alice",

@@ -6,12 +6,12 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-from gatehouse._sys.hostport import split_host_port
+from gatehouse._sys.hostport import dial_addr, split_host_port
 from gatehouse.client.api import APIClient
 from gatehouse.client.authclient import AuthClient
 from gatehouse.config import DEFAULT_AUTH_ADDR, Config, load_config
 from gatehouse.errors import BadParameter, NotFound
-from gatehouse.pki import x509
+from gatehouse.pki import tls, x509
 from gatehouse.pki.keystore import StoredIdentity
 
 __all__ = ["AdminTarget", "admin_target", "identity_bundle"]
@@ -29,12 +29,6 @@ class AdminTarget:
                                     server_hostname=f"auth.{self.cluster}"))
 
 
-def _pem_blocks(text: str, label: str) -> list[str]:
-    end = f"-----END {label}-----"
-    return [b.strip() + "\n" + end + "\n" for b in text.split(end)
-            if f"-----BEGIN {label}-----" in b]
-
-
 def identity_bundle(store: StoredIdentity) -> str:
     """One file with key, certificate and trusted CAs, for `gatectl --identity`."""
     return (store.key_pem_file.read_text() + store.tls_cert_file.read_text()
@@ -46,14 +40,12 @@ def _from_bundle(path: Path, addr: str) -> AdminTarget:
         text = path.read_text()
     except OSError as exc:
         raise BadParameter(f"cannot read identity file {path}: {exc.strerror}") from exc
-    certs = _pem_blocks(text, "CERTIFICATE")
+    certs = x509.pem_blocks(text)
     if not certs or "PRIVATE KEY-----" not in text:
         raise BadParameter(f"identity file {path} needs a private key and a certificate")
     ident = x509.identity_of(x509.load_cert(certs[0]))
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-    ctx.load_cert_chain(path)
-    ctx.load_verify_locations(cadata="".join(certs[1:]))
+    # The bundle holds the key and the certificate: it is both files of the chain.
+    ctx = tls.client_context("".join(certs[1:]), cert_file=path, key_file=path)
     return AdminTarget(addr, ident.cluster, ctx, None)
 
 
@@ -71,9 +63,6 @@ def admin_target(config: Path | None, identity: Path | None, auth_server: str) -
     if not store.exists():
         raise NotFound(f"no admin credentials in {store.directory}: "
                        "has `gatehouse start` run with this config?")
-    host, port = split_host_port(auth_server or cfg.auth_service.listen_addr or DEFAULT_AUTH_ADDR)
-    if host in ("0.0.0.0", "::"):
-        host = "127.0.0.1"
-    return AdminTarget(f"{host}:{port}", store.identity().cluster,
-                       _from_bundle(store.directory / "identity.pem", f"{host}:{port}")
-                       .ssl_context, cfg)
+    addr = dial_addr(auth_server or cfg.auth_service.listen_addr or DEFAULT_AUTH_ADDR)
+    return AdminTarget(addr, store.identity().cluster,
+                       _from_bundle(store.directory / "identity.pem", addr).ssl_context, cfg)

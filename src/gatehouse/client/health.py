@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from gatehouse._sys.hostport import split_host_port
+from gatehouse._sys.hostport import dial_addr, split_host_port
 from gatehouse.client.admin import AdminTarget
 from gatehouse.client.api import APIClient
 from gatehouse.client.authclient import AuthClient
@@ -41,8 +41,7 @@ async def check_services(target: AdminTarget) -> list[Check]:
     assert cfg is not None
     checks = [Check("auth", True, f"serving on {target.addr}")]
     if cfg.proxy_service.enabled:
-        host, port = split_host_port(cfg.proxy_service.listen_addr)
-        addr = f"{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+        addr = dial_addr(cfg.proxy_service.listen_addr)
         try:
             async with AuthClient(APIClient(addr, target.ssl_context,
                                             server_hostname=f"proxy.{target.cluster}")) as api:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -32,6 +33,7 @@ __all__ = [
     "load_cert",
     "load_key",
     "new_ca",
+    "pem_blocks",
     "pem_cert",
     "pem_key",
     "verify_issued_by",
@@ -241,6 +243,13 @@ def pem_key(key: ed25519.Ed25519PrivateKey) -> str:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     ).decode()
+
+
+def pem_blocks(text: str, label: str = "CERTIFICATE") -> list[str]:
+    """The PEM blocks of ``label`` in ``text``, in order, each ending in a newline
+    (RFC 7468 textual encoding: a bundle of a key, a certificate and its CAs)."""
+    pattern = rf"-----BEGIN {re.escape(label)}-----.*?-----END {re.escape(label)}-----"
+    return [m.group(0) + "\n" for m in re.finditer(pattern, text, re.DOTALL)]
 
 
 def load_cert(pem: str | bytes) -> x509.Certificate:

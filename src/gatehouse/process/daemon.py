@@ -22,7 +22,7 @@ from pathlib import Path
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from gatehouse._sys.hostport import split_host_port
+from gatehouse._sys.hostport import dial_addr, split_host_port
 from gatehouse.auth.api import make_api_app
 from gatehouse.auth.server import AuthServer
 from gatehouse.backend import open_backend
@@ -72,14 +72,6 @@ def _lock_data_dir(data_dir: Path) -> Iterator[Path]:
         yield path
     finally:
         os.close(fd)
-
-
-def _dial_addr(listen_addr: str) -> str:
-    """Where this process reaches its own listener (0.0.0.0 -> 127.0.0.1)."""
-    host, port = split_host_port(listen_addr)
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    return f"{host}:{port}"
 
 
 def _proxy_names(cfg: Config) -> list[str]:
@@ -136,8 +128,9 @@ async def _services(cfg: Config, clock: Clock) -> AsyncIterator[
     async with contextlib.AsyncExitStack() as stack:
         auth: AuthServer | None = None
         if cfg.auth_service.enabled:
+            storage = cfg.gatehouse.storage
             backend = await open_backend(
-                "sqlite", path=Path(cfg.gatehouse.storage.path or cfg.data_dir / "backend.sqlite"),
+                storage.type, path=Path(storage.path or cfg.data_dir / "backend.sqlite"),
                 clock=clock,
             )
             stack.push_async_callback(backend.close)
@@ -145,7 +138,7 @@ async def _services(cfg: Config, clock: Clock) -> AsyncIterator[
                                          cfg.data_dir / "recordings",
                                          cfg.auth_service.session_recording, join_root)
             await _start_auth(cfg, auth, stack)
-            yield auth, auth.cluster, _dial_addr(cfg.auth_service.listen_addr)
+            yield auth, auth.cluster, dial_addr(cfg.auth_service.listen_addr)
         else:
             yield None, "", cfg.gatehouse.auth_server or cfg.gatehouse.proxy_server or ""
 

@@ -38,11 +38,6 @@ __all__ = ["ProxyService"]
 log = logging.getLogger(__name__)
 
 
-def _pem_certs(pem: str) -> list[str]:
-    end = "-----END CERTIFICATE-----"
-    return [b.strip() + "\n" + end + "\n" for b in pem.split(end) if b.strip()]
-
-
 class ProxyService:
     def __init__(
         self,
@@ -67,7 +62,7 @@ class ProxyService:
 
     def _user_cas(self) -> list[Any]:
         """The user CAs among the CAs this proxy trusts (host certificates never open sessions)."""
-        certs = map(x509.load_cert, _pem_certs(self._identity.cas_pem()))
+        certs = map(x509.load_cert, x509.pem_blocks(self._identity.cas_pem()))
         return [c for c in certs if x509.ca_type(c) == "user"]
 
     def _server_context(self) -> ssl.SSLContext:

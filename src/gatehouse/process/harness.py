@@ -1,0 +1,584 @@
+"""Real Gatehouse processes on loopback, for `gatehouse demo`, the integration tests and
+the benchmark: one way to write configs, start and stop `gatehouse start`, and drive
+gatectl and gsh.
+
+- ``Process``: one child process with its output in a log file (a `gatehouse start`, or
+  anything else a caller runs alongside: sshd, load generators).
+- ``Cluster``: one `gatehouse start` process with auth + proxy (+ the ssh service of
+  ``nodename``) on ports picked at run time, plus node processes joined with tokens;
+  gatectl, tokens and users through its admin config.
+- ``Client``: one user's gsh profile (``GATEHOUSE_HOME``).
+- ``join``: a leaf joined to a root with a trusted_cluster token and resource.
+
+Readiness is what the daemon signals: the " is up (" line it prints once every
+service it runs is serving (a node's, once its first heartbeat registered it).
+Every command has a timeout and every wait a deadline. Every process started is
+registered until it is stopped (SIGTERM, then SIGKILL past ``STOP_TIMEOUT``) and an
+``atexit`` hook kills what is left, so nothing outlives the program that started it.
+Processes run in their own session: a Ctrl-C in the terminal reaches only the
+program, which then stops them. Failures raise ``HarnessError``: one line naming the
+command or process (and its log); a failed command's whole output is added as a note.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from gatehouse.errors import GatehouseError
+
+__all__ = [
+    "BIN",
+    "CMD_TIMEOUT",
+    "GATECTL",
+    "GATEHOUSE",
+    "GSH",
+    "PASSWORD",
+    "READY_TIMEOUT",
+    "RUNNING",
+    "Client",
+    "Cluster",
+    "HarnessError",
+    "Process",
+    "Result",
+    "base_env",
+    "connection",
+    "free_ports",
+    "in_parallel",
+    "join",
+    "run",
+    "stop_all",
+    "trusted_cluster_yaml",
+    "wait_for",
+    "wait_offline",
+    "wait_online",
+    "write_yaml",
+]
+
+BIN = Path(sys.executable).parent  # the virtualenv's scripts, next to this Python
+GATEHOUSE = BIN / "gatehouse"
+GATECTL = BIN / "gatectl"
+GSH = BIN / "gsh"
+
+PASSWORD = "correct-horse-battery"  # users' default password (>= 12 characters)
+READY_TIMEOUT = 30.0  # a process must be serving within this
+STOP_TIMEOUT = 10.0  # SIGTERM grace before SIGKILL
+CMD_TIMEOUT = 60.0  # any single command
+UP_LINE = " is up ("  # what `gatehouse start` prints once every service serves
+
+T = TypeVar("T")
+
+
+class HarnessError(GatehouseError):
+    """A process or command the harness drives failed or timed out; str() is one line."""
+
+
+def free_ports(count: int) -> list[int]:
+    """Loopback ports nobody listens on right now (held together so that they differ)."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    """The environment for every child: the venv's scripts first, no stray gsh profile."""
+    env = dict(os.environ)
+    env.pop("GATEHOUSE_HOME", None)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}"
+    env.update(extra)
+    return env
+
+
+def write_yaml(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a command did: exit status, stdout, stderr (text), and how long it took."""
+
+    argv: tuple[str, ...]
+    rc: int
+    out: str
+    err: str
+    seconds: float
+
+    @property
+    def err_lines(self) -> list[str]:
+        return [line for line in self.err.splitlines() if line.strip()]
+
+    def ok(self) -> Result:
+        """Self if it succeeded; HarnessError naming the command and its last stderr line."""
+        if self.rc != 0:
+            last = (self.err_lines or ["(no stderr)"])[-1].strip()
+            exc = HarnessError(f"`{' '.join(self.argv)}` exited {self.rc}: {last}")
+            exc.add_note(str(self))
+            raise exc
+        return self
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+    def __str__(self) -> str:
+        return (f"`{' '.join(self.argv)}` -> rc={self.rc}\n--- stdout:\n{self.out}"
+                f"\n--- stderr:\n{self.err}")
+
+
+def run(argv: list[str], *, env: dict[str, str] | None = None, input: str | bytes | None = None,
+        timeout: float = CMD_TIMEOUT, cwd: Path | None = None) -> Result:
+    """Run a command to completion (HarnessError past ``timeout``), capturing its output.
+    ``env`` defaults to ``base_env()``; bytes ``input`` makes the output bytes-decoded."""
+    argv = [str(a) for a in argv]
+    text = not isinstance(input, bytes)
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            argv, input=input, capture_output=True, text=text, env=env or base_env(),
+            timeout=timeout, cwd=cwd, stdin=None if input is not None else subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired as exc:
+        error = HarnessError(f"`{' '.join(argv)}` did not finish within {timeout:.0f} s")
+        error.add_note(f"stdout: {exc.stdout!r}\nstderr: {exc.stderr!r}")
+        raise error from None
+    except OSError as exc:
+        raise HarnessError(f"cannot run {argv[0]}: {exc.strerror}") from None
+    out = proc.stdout if text else proc.stdout.decode(errors="replace")
+    err = proc.stderr if text else proc.stderr.decode(errors="replace")
+    return Result(tuple(argv), proc.returncode, out, err, time.perf_counter() - start)
+
+
+def wait_for(what: str, check: Callable[[], T | None], timeout: float = 15.0,
+             interval: float = 0.2) -> T:
+    """Poll ``check`` until it returns something truthy (returned); HarnessError after
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise HarnessError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def in_parallel(*calls: Callable[[], object]) -> None:
+    """Run the calls in threads (starting processes mostly waits); re-raise the first
+    failure once all are done."""
+    errors: list[BaseException] = []
+
+    def wrap(call: Callable[[], object]) -> None:
+        try:
+            call()
+        except BaseException as exc:  # re-raised below, in the caller's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=wrap, args=(call,), daemon=True) for call in calls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+# Every process started and not yet reaped: their logs go into test failure reports.
+RUNNING: list[Process] = []
+_closing = threading.Event()  # set by stop_all(final=True): nothing may start after it
+
+
+class Process:
+    """A child process (argv) with stdout and stderr appended to ``log``."""
+
+    def __init__(self, name: str, argv: list[str], log: Path, *,
+                 env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
+        self.name = name
+        self.argv = [str(a) for a in argv]
+        self.log = log
+        self.env = env
+        self.cwd = cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.stopping = False  # sent SIGTERM by us: not a failure if it is gone
+        self._log_start = 0  # where this start's output begins in the log
+
+    def start(self) -> Process:
+        """Start (or start again, appending to the log); returns self."""
+        if _closing.is_set():  # a set-up thread still going after the program stopped all
+            raise HarnessError(f"not starting {self.name}: everything is being stopped")
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as out:
+            self._log_start = out.tell()
+            self.proc = subprocess.Popen(
+                self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                env=self.env or base_env(), cwd=self.cwd, start_new_session=True)
+        self.stopping = False
+        if self not in RUNNING:
+            RUNNING.append(self)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, f"{self.name} was never started"
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_text(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def output(self) -> str:
+        """The log since the latest start."""
+        try:
+            with self.log.open("rb") as f:
+                f.seek(self._log_start)
+                return f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def last_line(self) -> str:
+        """The output's last line that says something (not a traceback's box drawing)."""
+        lines = [line.strip(" |+") for line in self.output().splitlines()]
+        lines = [line for line in lines if any(c.isalpha() for c in line)]
+        text = lines[-1] if lines else "(empty log)"
+        return text if len(text) <= 160 else text[:157] + "..."
+
+    def wait_ready(self, what: str, check: Callable[[], object],
+                   timeout: float = READY_TIMEOUT) -> None:
+        """Poll ``check``; fail early, naming the log's last line, if the process died."""
+        deadline = time.monotonic() + timeout
+        while not check():
+            if not self.alive():
+                rc = self.proc.returncode if self.proc else None
+                raise HarnessError(f"{self.name} exited with {rc} before {what}: "
+                                   f"{self.last_line()} (log: {self.log})")
+            if time.monotonic() > deadline:
+                raise HarnessError(f"{self.name}: no {what} within {timeout:.0f} s "
+                                   f"(log: {self.log})")
+            time.sleep(0.05)
+
+    def wait_up(self, timeout: float = READY_TIMEOUT) -> None:
+        """Wait for a `gatehouse start`'s readiness line (of this start, not an earlier)."""
+        self.wait_ready("its 'is up' line", lambda: UP_LINE in self.output(), timeout)
+
+    def terminate(self) -> None:
+        """Ask it to stop (SIGTERM); ``wait_stopped`` finishes the job."""
+        self.stopping = True
+        if self.alive():
+            assert self.proc is not None
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float) -> int | None:
+        """Its exit status once it exits within ``timeout``; None if it is still running."""
+        assert self.proc is not None, f"{self.name} was never started"
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        if self in RUNNING:
+            RUNNING.remove(self)
+        return rc
+
+    def wait_stopped(self, timeout: float = STOP_TIMEOUT) -> int:
+        """Wait for the exit; SIGKILL its process group past ``timeout``. Its exit status."""
+        rc = self.wait(timeout)
+        if rc is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGKILL)
+            rc = self.wait(timeout)
+        if rc is None:
+            raise HarnessError(f"{self.name} (pid {self.pid}) outlived SIGKILL by {timeout:.0f} s")
+        return rc
+
+    def stop(self) -> int:
+        self.terminate()
+        return self.wait_stopped()
+
+
+def stop_all(processes: Iterable[Process] | None = None, *, wait: bool = True,
+             final: bool = False) -> None:
+    """Stop processes (default: every one running), SIGTERM to all at once, then wait for
+    each (SIGKILL past STOP_TIMEOUT). ``wait=False`` only signals them: a later
+    ``stop_all()`` reaps them. ``final``: no process may start after this."""
+    if final:
+        _closing.set()
+    chosen = list(reversed(RUNNING)) if processes is None else list(processes)
+    for p in chosen:
+        p.terminate()
+    if wait:
+        for p in chosen:
+            if p.proc is not None:
+                p.wait_stopped()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    """Last resort (e.g. the program was interrupted): no process outlives it."""
+    for p in RUNNING:
+        if p.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+
+
+def _start_gatehouse(name: str, config: Path, log: Path) -> Process:
+    return Process(name, [str(GATEHOUSE), "start", "-c", str(config)], log,
+                   cwd=config.parent).start()
+
+
+@dataclass
+class Cluster:
+    """A cluster in ``workdir``: a `gatehouse start` process (``daemon``) with auth + proxy
+    and, if ``ssh``, the ssh service of ``nodename``; plus joined ``nodes``. Its config,
+    data and log are ``workdir``'s gatehouse.yaml, data/ and gatehouse.log."""
+
+    workdir: Path
+    name: str = "test.example.com"
+    nodename: str = "node1"
+    labels: dict[str, str] = field(default_factory=lambda: {"env": "dev"})
+    ssh: bool = True
+    session_recording: str = "node"
+    auth_port: int = 0
+    proxy_port: int = 0
+    ssh_port: int = 0
+    daemon: Process | None = None
+    nodes: dict[str, Process] = field(default_factory=dict)
+
+    @property
+    def config(self) -> Path:
+        return self.workdir / "gatehouse.yaml"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.workdir / "data"
+
+    @property
+    def proxy(self) -> str:
+        return f"127.0.0.1:{self.proxy_port}"
+
+    def settings(self) -> dict[str, Any]:
+        """The config's contents (a subclass may change them)."""
+        data: dict[str, Any] = {
+            "version": "v1",
+            "gatehouse": {"nodename": self.nodename, "data_dir": str(self.data_dir)},
+            "auth_service": {"enabled": True, "cluster_name": self.name,
+                             "listen_addr": f"127.0.0.1:{self.auth_port}",
+                             "session_recording": self.session_recording},
+            "proxy_service": {"enabled": True, "listen_addr": self.proxy},
+        }
+        if self.ssh:
+            data["ssh_service"] = {"enabled": True, "listen_addr": f"127.0.0.1:{self.ssh_port}",
+                                   "labels": self.labels}
+        return data
+
+    def write_config(self) -> None:
+        """Pick free ports and write the config."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.auth_port, self.proxy_port, self.ssh_port = free_ports(3)
+        write_yaml(self.config, self.settings())
+
+    def start(self) -> Cluster:
+        """Start the cluster's process and wait until it is up; new ports if one was taken
+        between picking it and binding it."""
+        attempts = 3
+        while True:
+            attempts -= 1
+            self.write_config()
+            self.daemon = _start_gatehouse(self.name, self.config, self.workdir / "gatehouse.log")
+            try:
+                self.daemon.wait_up()
+                return self
+            except HarnessError:
+                if (not attempts or self.daemon.alive()
+                        or "already in use" not in self.daemon.output()):
+                    raise
+                self.daemon.wait_stopped()
+
+    def restart(self) -> None:
+        """Start the cluster's process again (after a stop), from the same config and data."""
+        assert self.daemon is not None, f"{self.name} was never started"
+        self.daemon.start().wait_up()
+
+    def stop(self, *, wait: bool = True) -> None:
+        """Stop the nodes and the cluster's process (``wait``: see ``stop_all``)."""
+        stop_all([*self.nodes.values(), *([self.daemon] if self.daemon else [])], wait=wait)
+
+    @contextlib.contextmanager
+    def running(self, *, wait: bool = True) -> Iterator[Cluster]:
+        """Started, and stopped on exit (``wait=False``: reaped by a later ``stop_all()``)."""
+        try:
+            yield self.start()
+        finally:
+            self.stop(wait=wait)
+
+    # --- admin ------------------------------------------------------------------------------
+
+    def gatectl(self, *args: str, input: str | None = None,
+                timeout: float = CMD_TIMEOUT) -> Result:
+        return run([str(GATECTL), "-c", str(self.config), *args], input=input, timeout=timeout)
+
+    def add_user(self, name: str, *, roles: str = "access", logins: str = "root",
+                 password: str = PASSWORD) -> str:
+        """Create a user with a password; returns the password."""
+        self.gatectl("users", "add", name, f"--roles={roles}", f"--logins={logins}").ok()
+        self.gatectl("users", "set-password", name, "--password-stdin",
+                     input=password + "\n").ok()
+        return password
+
+    def create(self, text: str, *, force: bool = False) -> Result:
+        """`gatectl create [-f] -` with ``text`` on stdin."""
+        return self.gatectl("create", *(["-f"] if force else []), "-", input=text)
+
+    def token(self, kind: str = "node") -> str:
+        """A fresh join token of ``kind`` (node, proxy, trusted_cluster)."""
+        return self.gatectl("tokens", "add", f"--type={kind}").ok().out.splitlines()[0]
+
+    def node_list(self) -> list[dict[str, Any]]:
+        return list(self.gatectl("get", "node", "--format=json").ok().json())
+
+    def node_named(self, hostname: str) -> dict[str, Any] | None:
+        return next((n for n in self.node_list() if n["spec"]["hostname"] == hostname), None)
+
+    def events(self, *args: str) -> list[dict[str, Any]]:
+        return list(self.gatectl("events", "--format=json", *args).ok().json())
+
+    def wait_event(self, what: str, match: Callable[[dict[str, Any]], bool],
+                   timeout: float = 15.0) -> dict[str, Any]:
+        """The first audit event ``match`` accepts (nodes upload theirs asynchronously)."""
+        return wait_for(what, lambda: next((e for e in self.events() if match(e)), None),
+                        timeout=timeout, interval=0.3)
+
+    # --- more nodes -------------------------------------------------------------------------
+
+    def node_config(self, nodename: str, token: str, labels: dict[str, str], *,
+                    via: str = "proxy") -> Path:
+        """A node-only config joining through the proxy (as the README shows) or the auth."""
+        (port,) = free_ports(1)
+        server = ({"proxy_server": self.proxy} if via == "proxy"
+                  else {"auth_server": f"127.0.0.1:{self.auth_port}"})
+        return write_yaml(self.workdir / f"{nodename}.yaml", {
+            "version": "v1",
+            "gatehouse": {"nodename": nodename, "data_dir": str(self.workdir / f"{nodename}-data"),
+                          "join_token": token, **server},
+            "ssh_service": {"enabled": True, "listen_addr": f"127.0.0.1:{port}",
+                            "labels": labels},
+        })
+
+    def start_node(self, nodename: str, token: str, labels: dict[str, str], *,
+                   via: str = "proxy") -> Process:
+        """Start a node process joining with ``token`` (not waiting for it)."""
+        path = self.node_config(nodename, token, labels, via=via)
+        node = _start_gatehouse(f"{self.name} {nodename}", path, self.workdir / f"{nodename}.log")
+        self.nodes[nodename] = node
+        return node
+
+    def join_node(self, nodename: str, labels: dict[str, str], *, token: str | None = None,
+                  via: str = "proxy") -> Process:
+        """A node process joined with a fresh (or the given) token, up once its first
+        heartbeat registered it with the cluster."""
+        node = self.start_node(nodename, token or self.token("node"), labels, via=via)
+        node.wait_up()
+        return node
+
+
+# --- trusted clusters -------------------------------------------------------------------------
+
+def trusted_cluster_yaml(root: Cluster, token: str, role_map: str, *, enabled: bool = True,
+                         proxy_addr: str = "") -> str:
+    """A trusted_cluster resource; ``role_map`` is YAML flow mappings, one rule per line."""
+    rules = "".join(f"    - {line}\n" for line in role_map.strip().splitlines())
+    return (
+        "kind: trusted_cluster\nversion: v1\n"
+        f"metadata: {{name: {root.name}}}\n"
+        f"spec:\n  enabled: {'true' if enabled else 'false'}\n  token: {token}\n"
+        f"  proxy_addr: {proxy_addr or root.proxy}\n  role_map:\n{rules}"
+    )
+
+
+def join(leaf: Cluster, root: Cluster, role_map: str, *, proxy_addr: str = "") -> str:
+    """Join ``leaf`` to ``root`` with a fresh token, wait for its tunnel; returns the
+    resource created on the leaf."""
+    text = trusted_cluster_yaml(root, root.token("trusted_cluster"), role_map,
+                                proxy_addr=proxy_addr)
+    leaf.create(text).ok()
+    wait_online(root, leaf.name)
+    return text
+
+
+def connection(root: Cluster, leaf: str) -> str:
+    """The leaf's connection as the root sees it: online, offline, or absent."""
+    found = root.gatectl("get", f"rc/{leaf}", "--format=json")
+    if found.rc != 0:
+        return "absent"
+    return str(found.json()[0]["status"]["connection"])
+
+
+def wait_online(root: Cluster, leaf: str, timeout: float = READY_TIMEOUT) -> None:
+    wait_for(f"{leaf} online at the root", lambda: connection(root, leaf) == "online",
+             timeout=timeout)
+
+
+def wait_offline(root: Cluster, leaf: str, timeout: float = 15.0) -> None:
+    wait_for(f"{leaf} offline at the root", lambda: connection(root, leaf) != "online",
+             timeout=timeout)
+
+
+@dataclass
+class Client:
+    """One user's gsh: its own profile directory (GATEHOUSE_HOME, and HOME)."""
+
+    home: Path
+    proxy: str
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return base_env(GATEHOUSE_HOME=str(self.home), HOME=str(self.home), **extra)
+
+    def gsh(self, *args: str, input: str | bytes | None = None,
+            timeout: float = CMD_TIMEOUT) -> Result:
+        return run([str(GSH), *args], env=self.env(), input=input, timeout=timeout)
+
+    def login(self, user: str, password: str = PASSWORD, *extra: str) -> Result:
+        return self.gsh("login", f"--proxy={self.proxy}", f"--user={user}", "--password-stdin",
+                        "--insecure", *extra, input=password + "\n")
+
+    def ssh(self, target: str, *command: str, input: str | bytes | None = None,
+            timeout: float = CMD_TIMEOUT) -> Result:
+        return self.gsh("ssh", target, *command, input=input, timeout=timeout)
+
+    def openssh_config(self) -> Path:
+        """`gsh config` written to ``home``/ssh_config."""
+        path = self.home / "ssh_config"
+        path.write_text(self.gsh("config").ok().out)
+        return path
+
+    def openssh(self, config: Path, target: str, *command: str,
+                options: tuple[str, ...] = ()) -> Result:
+        """OpenSSH's ssh with ``-F config``; never prompts, never reads ~/.ssh."""
+        opts: list[str] = []
+        for opt in ("BatchMode=yes", "GlobalKnownHostsFile=/dev/null", *options):
+            opts += ["-o", opt]
+        return run(["ssh", "-F", str(config), *opts, target, *command], env=self.env())
