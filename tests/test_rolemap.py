@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gatehouse.errors import AccessDenied, BadParameter
-from gatehouse.rolemap import expand, map_roles, require_mapped
+from gatehouse.rolemap import expand, map_roles, require_mapped, resolve_roles
 from gatehouse.types.trusted_cluster import RoleMapping
 from gatehouse.types.yaml_io import parse_resources
 
@@ -116,3 +117,50 @@ def test_mapping_is_monotonic_in_rules(remote: list[str]) -> None:
 def test_hostile_role_names_never_raise(value: str) -> None:
     rules = [RoleMapping(remote="^(a+)+$", local=["$1"]), *SEED_MAP]
     map_roles(rules, [value, "a" * 5000 + "!"], LEAF_ROLES)
+
+
+# --- resolve_roles: the one rule the auth and the nodes both decide with -------------------
+
+
+@dataclass(frozen=True)
+class _Root:
+    enabled: bool
+    role_map: tuple[RoleMapping, ...]
+
+
+_ADMIN_TO_ACCESS = (RoleMapping(remote="admin", local=["access"]),)
+
+
+def _resolve(cluster: str, *, exists: bool = True, root: _Root | None = None,
+             roles: tuple[str, ...] = ("admin",)) -> tuple[str, ...]:
+    return resolve_roles(user="alice", user_cluster=cluster, cert_roles=roles,
+                         local_cluster="leaf", user_exists=exists, root=root,
+                         existing={"access", "auditor"})
+
+
+def test_a_local_user_keeps_the_certificates_roles_while_they_exist() -> None:
+    assert _resolve("leaf", roles=("access", "ghost")) == ("access", "ghost")
+    with pytest.raises(AccessDenied, match="user alice no longer exists"):
+        _resolve("leaf", exists=False)
+
+
+def test_a_root_user_is_mapped_only_through_an_enabled_trust() -> None:
+    assert _resolve("root", root=_Root(True, _ADMIN_TO_ACCESS)) == ("access",)
+    with pytest.raises(AccessDenied, match="cluster root is not trusted here"):
+        _resolve("root", root=None)
+    with pytest.raises(AccessDenied, match="trust in cluster root is disabled"):
+        _resolve("root", root=_Root(False, _ADMIN_TO_ACCESS))
+
+
+def test_a_root_user_whom_no_rule_maps_is_denied_with_the_reason() -> None:
+    with pytest.raises(AccessDenied, match="no roles mapped for remote user alice"):
+        _resolve("root", root=_Root(True, _ADMIN_TO_ACCESS), roles=("dev",))
+    missing = (RoleMapping(remote="admin", local=["nope"]),)
+    with pytest.raises(AccessDenied, match="nope, which do not exist here"):
+        _resolve("root", root=_Root(True, missing))
+
+
+def test_a_user_exists_flag_does_not_let_a_root_user_skip_the_map() -> None:
+    # The root's name never counts as this cluster's, whatever the certificate says.
+    with pytest.raises(AccessDenied):
+        _resolve("root", exists=True, root=None, roles=("access",))

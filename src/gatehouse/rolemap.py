@@ -9,15 +9,19 @@ and reported. Nothing mapped means access denied.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from gatehouse.errors import AccessDenied
 from gatehouse.types.pattern import compile_pattern, is_regex, match_pattern
 from gatehouse.types.trusted_cluster import RoleMapping
 
-__all__ = ["MappedRoles", "expand", "map_roles", "require_mapped"]
+__all__ = ["MappedRoles", "Trust", "expand", "map_roles", "require_mapped", "resolve_roles"]
+
+log = logging.getLogger(__name__)
 
 _GROUP = re.compile(r"\$(?:(\d+)|\{(\d+)\})")
 
@@ -77,3 +81,41 @@ def require_mapped(mapped: MappedRoles, user: str, cluster: str) -> tuple[str, .
     if mapped.missing:
         reason += f" (the role map names {', '.join(mapped.missing)}, which do not exist here)"
     raise AccessDenied(reason)
+
+
+class Trust(Protocol):
+    """What a leaf knows of a root it trusts, for resolving that root's users."""
+
+    @property
+    def enabled(self) -> bool: ...
+    @property
+    def role_map(self) -> Sequence[RoleMapping]: ...
+
+
+def resolve_roles(
+    *,
+    user: str,
+    user_cluster: str,
+    cert_roles: Iterable[str],
+    local_cluster: str,
+    user_exists: bool,
+    root: Trust | None,
+    existing: Container[str],
+) -> tuple[str, ...]:
+    """The names of a certificate holder's roles on this cluster (the one rule, for the
+    auth and the nodes alike): a local user's own roles while the user exists; a root
+    user's roles mapped by that root's role map while the trust is enabled. AccessDenied
+    says why not. ``root`` is the trust in ``user_cluster`` (None: not trusted here)."""
+    if user_cluster == local_cluster:
+        if not user_exists:
+            raise AccessDenied(f"user {user} no longer exists")
+        return tuple(cert_roles)
+    if root is None:
+        raise AccessDenied(f"cluster {user_cluster} is not trusted here")
+    if not root.enabled:
+        raise AccessDenied(f"trust in cluster {user_cluster} is disabled")
+    mapped = map_roles(root.role_map, cert_roles, existing)
+    if mapped.missing:
+        log.warning("role map of %s names missing roles: %s", user_cluster,
+                    ", ".join(mapped.missing))
+    return require_mapped(mapped, user, user_cluster)

@@ -17,7 +17,7 @@ async def test_a_relayed_call_outside_the_api_is_refused_unsent() -> None:
     # Nothing listens at port 1: a call that went out would fail with 502, not 400.
     ctx = ssl.create_default_context()
     forwarder = AuthForwarder("127.0.0.1:1", ctx, "auth.leaf")
-    auth = LeafAuth(AuthClient(APIClient("127.0.0.1:1", ctx)), forwarder)
+    auth = LeafAuth(AuthClient(APIClient("127.0.0.1:1", ctx)), forwarder, forwarder)
     status, body = await auth.relay("GET", "/metrics", b"", None, "")
     assert (status, json.loads(body)) == (400, {"error": "not an API path"})
     await forwarder.close()

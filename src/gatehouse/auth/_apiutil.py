@@ -9,15 +9,17 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from gatehouse.auth.authz import AuthWithRoles
-from gatehouse.auth.identify import identify
+from gatehouse.auth.identify import identify, relayed
 from gatehouse.auth.server import AuthServer
 from gatehouse.errors import BadParameter
 from gatehouse.pki.tls import peer_der
 from gatehouse.wire.names import CLIENT_CERT_HEADER, REMOTE_ADDR_HEADER
 
-__all__ = ["SERVER", "api_of", "body_of", "json_body", "server_of"]
+__all__ = ["RELAYED", "SERVER", "api_of", "body_of", "json_body", "server_of"]
 
 SERVER: web.AppKey[AuthServer] = web.AppKey("server", AuthServer)
+# Served on a co-located proxy's port: every connection's client is one the proxy relays.
+RELAYED: web.AppKey[bool] = web.AppKey("relayed", bool)
 _M = TypeVar("_M", bound=BaseModel)
 
 
@@ -28,6 +30,9 @@ def server_of(request: web.Request) -> AuthServer:
 async def api_of(request: web.Request) -> AuthWithRoles:
     """The auth as the caller its TLS certificate (or a relaying proxy's header) proves."""
     ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+    if request.app[RELAYED]:
+        client = await relayed(server_of(request), peer_der(ssl_object), request.remote or "")
+        return AuthWithRoles(server_of(request), client)
     caller = await identify(
         server_of(request),
         peer_der(ssl_object),

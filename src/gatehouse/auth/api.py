@@ -14,7 +14,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from gatehouse.auth import api_audit
-from gatehouse.auth._apiutil import SERVER, api_of, body_of, json_body, server_of
+from gatehouse.auth._apiutil import RELAYED, SERVER, api_of, body_of, json_body, server_of
 from gatehouse.auth.authz import AuthWithRoles
 from gatehouse.auth.server import AuthServer
 from gatehouse.errors import BadParameter, GatehouseError
@@ -209,9 +209,11 @@ _HANDLERS: dict[str, Handler] = {
 }
 
 
-def make_api_app(server: AuthServer) -> web.Application:
+def make_api_app(server: AuthServer, *, relayed: bool = False) -> web.Application:
+    """The API app; ``relayed``: served on a co-located proxy's port (auth.local)."""
     app = web.Application(middlewares=[_errors], client_max_size=RECORDING_CHUNK + 4096)
     app[SERVER] = server
+    app[RELAYED] = relayed
     app[_WATCHES] = set()
     app.on_shutdown.append(_end_watches)
     for call, route in ROUTES.items():

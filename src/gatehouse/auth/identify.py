@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -17,11 +18,12 @@ from cryptography import x509 as cx509
 
 from gatehouse import rolemap
 from gatehouse.auth.server import AuthServer
-from gatehouse.errors import AccessDenied, NotFound
+from gatehouse.errors import AccessDenied, BadParameter, NotFound
 from gatehouse.pki import x509
 from gatehouse.types.role import Role
+from gatehouse.types.trusted_cluster import TrustedClusterSpec
 
-__all__ = ["Caller", "caller_roles", "identify"]
+__all__ = ["Caller", "caller_roles", "identify", "relayed"]
 
 log = logging.getLogger(__name__)
 
@@ -83,13 +85,20 @@ async def identify(
     if ident.system_role != "proxy":
         raise AccessDenied("only a proxy may forward a client's identity")
     await server.hosts.get(ident.name)  # a removed proxy relays nothing
-    remote = forwarded_addr or peer_addr
     if not forwarded_der:
-        return Caller(x509.Identity(kind="host", name="", cluster=""), remote)
+        return await relayed(server, None, forwarded_addr or peer_addr)
     try:
         der = base64.b64decode(forwarded_der, validate=True)
     except binascii.Error as exc:
         raise AccessDenied("forwarded client certificate is malformed") from exc
+    return await relayed(server, der, forwarded_addr or peer_addr)
+
+
+async def relayed(server: AuthServer, der: bytes | None, remote: str) -> Caller:
+    """The client a proxy of this cluster relays, by the certificate it presented to the
+    proxy (None: anonymous, who may only ping, log in and join)."""
+    if not der:
+        return Caller(x509.Identity(kind="host", name="", cluster=""), remote)
     cert = _load(der)
     try:
         forwarded = _verify_local(server, cert)
@@ -107,21 +116,18 @@ async def identify(
 
 async def caller_roles(server: AuthServer, ident: x509.Identity) -> list[Role]:
     """A user's roles on this cluster: their own, or a root user's mapped by the role map."""
+    user_exists = False
+    root: TrustedClusterSpec | None = None
     if ident.cluster == server.cluster:
-        try:
+        with contextlib.suppress(NotFound):
             await server.users.get(ident.name)
-        except NotFound:
-            raise AccessDenied(f"user {ident.name} no longer exists") from None
-        return await server.roles_named(ident.roles)
-    try:
-        tc = await server.trust.trusted.get(ident.cluster)
-    except NotFound:
-        raise AccessDenied(f"cluster {ident.cluster} is not trusted here") from None
-    if not tc.spec.enabled:
-        raise AccessDenied(f"trust in cluster {ident.cluster} is disabled")
-    existing = {r.metadata.name for r in await server.roles.list()}
-    mapped = rolemap.map_roles(tc.spec.role_map, ident.roles, existing)
-    if mapped.missing:
-        log.warning("role map of %s names missing roles: %s", ident.cluster,
-                    ", ".join(mapped.missing))
-    return await server.roles_named(rolemap.require_mapped(mapped, ident.name, ident.cluster))
+            user_exists = True
+    else:
+        with contextlib.suppress(NotFound, BadParameter):  # BadParameter: not a name
+            root = (await server.trust.trusted.get(ident.cluster)).spec
+    names = rolemap.resolve_roles(
+        user=ident.name, user_cluster=ident.cluster, cert_roles=ident.roles,
+        local_cluster=server.cluster, user_exists=user_exists, root=root,
+        existing={r.metadata.name for r in await server.roles.list()} if root else (),
+    )
+    return await server.roles_named(names)

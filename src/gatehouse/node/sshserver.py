@@ -116,19 +116,11 @@ class NodeSSHServer(asyncssh.SSHServer):
         cluster = trust.user_ca_lines.get(ca_line)
         if cluster is None:
             raise AccessDenied("certificate is not signed by a trusted user CA")
-        if cluster == trust.cluster:
-            if cert.key_id not in trust.users:
-                raise AccessDenied(f"user {cert.key_id} no longer exists")
-            names: tuple[str, ...] = cert.roles
-        else:  # a root cluster's user: the leaf's role map decides what they are here
-            root = trust.roots.get(cluster)
-            if root is None or not root.enabled:
-                raise AccessDenied(f"cluster {cluster} is not trusted here")
-            mapped = rolemap.map_roles(root.role_map, cert.roles, trust.roles)
-            if mapped.missing:
-                log.warning("role map of %s names missing roles: %s", cluster,
-                            ", ".join(mapped.missing))
-            names = rolemap.require_mapped(mapped, cert.key_id, cluster)
+        # A local user's own roles, or a root user's through the leaf's role map.
+        names = rolemap.resolve_roles(
+            user=cert.key_id, user_cluster=cluster, cert_roles=cert.roles,
+            local_cluster=trust.cluster, user_exists=cert.key_id in trust.users,
+            root=trust.roots.get(cluster), existing=trust.roles)
         roles = [trust.roles[name] for name in names if name in trust.roles]
         if not roles:
             raise AccessDenied(f"user {cert.key_id} has no roles known on this cluster")

@@ -1,7 +1,8 @@
 """`gatehouse start`: compose the services a config enables into one process.
 
 Services in this process that need a host identity get it from the local auth
-directly; otherwise they join with ``gatehouse.join_token`` through
+directly, and call it in-process through the same authorization as remote callers
+(auth.local); otherwise they join with ``gatehouse.join_token`` through
 ``proxy_server`` (or ``auth_server``), verifying the cluster against the CA pin
 inside the token before the token is sent.
 """
@@ -24,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from gatehouse._sys.hostport import dial_addr, split_host_port
 from gatehouse.auth.api import make_api_app
+from gatehouse.auth.local import LocalAuth
 from gatehouse.auth.server import AuthServer
 from gatehouse.backend import open_backend
 from gatehouse.client.admin import identity_bundle
@@ -182,10 +184,12 @@ async def run(
                         await join_cluster(cfg.gatehouse, auth_addr, "proxy", nodename, [],
                                            _proxy_names(cfg), store)
                 cluster = store.identity().cluster
-                api = await clients.enter_async_context(
-                    _api_for(store, auth_addr, f"auth.{cluster}"))
+                local = LocalAuth(auth) if auth is not None and auth.cluster == cluster else None
+                api = local.as_host(store.identity()) if local else \
+                    await clients.enter_async_context(
+                        _api_for(store, auth_addr, f"auth.{cluster}"))
                 tg.create_task(ProxyService(cfg.proxy_service, store, api, auth_addr, clock,
-                                            SystemMonotonic())
+                                            SystemMonotonic(), local)
                                .run(watcher("proxy")))
             if cfg.ssh_service.enabled:
                 store = StoredIdentity(data_dir / "node")
@@ -198,8 +202,9 @@ async def run(
                                            store)
                 cluster = store.identity().cluster
                 server_name = f"proxy.{cluster}" if via_proxy else f"auth.{cluster}"
-                api = await clients.enter_async_context(
-                    _api_for(store, auth_addr, server_name))
+                api = LocalAuth(auth).as_host(store.identity()) \
+                    if auth is not None and auth.cluster == cluster else \
+                    await clients.enter_async_context(_api_for(store, auth_addr, server_name))
                 tg.create_task(NodeService(cfg.ssh_service, nodename, store, api, clock,
                                            data_dir).run(watcher("ssh")))
             for event in waiting:

@@ -1,11 +1,12 @@
 """What the tunnel needs from this cluster's auth (tunnel/needs.py), met by the proxy's
 ways to it: the typed auth interface (in the proxy's own name) for forwarding events,
-the forwarder (in a user's name) for resolving a node and relaying a call."""
+a resolver (the auth in-process, or the forwarder) for resolving a node in a user's
+name, and the forwarder for relaying a call."""
 
 from __future__ import annotations
 
 from gatehouse.client.forward import AuthForwarder, ForwardedCall, error_body
-from gatehouse.tunnel.needs import EventPage, Root
+from gatehouse.tunnel.needs import EventPage, NodeResolver, Root
 from gatehouse.wire.authapi import AuthAPI
 from gatehouse.wire.trust import TrustSnapshot
 
@@ -15,8 +16,9 @@ __all__ = ["LeafAuth", "roots_to_dial"]
 class LeafAuth:
     """Implements the tunnel's EventExport, NodeResolver and AuthRelay."""
 
-    def __init__(self, api: AuthAPI, forwarder: AuthForwarder) -> None:
+    def __init__(self, api: AuthAPI, resolver: NodeResolver, forwarder: AuthForwarder) -> None:
         self._api = api
+        self._resolver = resolver
         self._forwarder = forwarder
 
     async def cursor(self, root: str) -> str:
@@ -30,7 +32,7 @@ class LeafAuth:
         await self._api.set_export_cursor(root, after)
 
     async def resolve_node(self, target: str, client_der: bytes | None, remote: str) -> str:
-        return await self._forwarder.resolve_node(target, client_der, remote)
+        return await self._resolver.resolve_node(target, client_der, remote)
 
     async def relay(self, method: str, path: str, body: bytes, client_der: bytes | None,
                     remote: str) -> tuple[int, bytes]:

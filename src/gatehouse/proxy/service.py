@@ -8,7 +8,7 @@ import logging
 import random
 import ssl
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -38,6 +38,15 @@ __all__ = ["ProxyService"]
 log = logging.getLogger(__name__)
 
 
+class InProcessAuth(Protocol):
+    """The auth in this proxy's process (auth.local.LocalAuth), as the proxy relays its
+    clients to it without a hop."""
+
+    async def resolve_node(self, target: str, client_der: bytes | None,
+                           remote: str) -> str: ...
+    def api_app(self) -> web.Application: ...
+
+
 class ProxyService:
     def __init__(
         self,
@@ -47,10 +56,12 @@ class ProxyService:
         auth_addr: str,
         clock: Clock,
         timer: Monotonic,
+        local: InProcessAuth | None = None,
     ) -> None:
         self._cfg = cfg
         self._identity = identity
         self._api = api
+        self._local = local
         self._auth_addr = auth_addr
         self._clock = clock
         self._timer = timer
@@ -125,17 +136,20 @@ class ProxyService:
         tunnels = TunnelServer(lambda: self._trust.current().leaf_host_cas,
                                self._report_tunnels, self._store_leaf_events, self._clock,
                                self._timer)
-        runner = web.AppRunner(make_web_app(forwarder, self._cluster, tunnels.relay_api),
-                               access_log=None, shutdown_timeout=2.0)
+        local = self._local
+        front = make_web_app(forwarder, self._cluster, tunnels.relay_api,
+                             local.api_app() if local else None)
+        runner = web.AppRunner(front, access_log=None, shutdown_timeout=2.0)
         await runner.setup()
+        resolver = local or forwarder
         ssh_proxy = SSHProxy(cluster=self._cluster, user_cas=self._user_cas,
-                             resolve=forwarder.resolve_node, open_remote=tunnels.open,
+                             resolve=resolver.resolve_node, open_remote=tunnels.open,
                              audit=self._audit, clock=self._clock)
         web_server = runner.server
         assert web_server is not None
         handlers = {ALPN_SSH: self._spawn_handler(ssh_proxy), ALPN_TUNNEL: tunnels.protocol,
                     ALPN_HTTP: lambda: web_server()}
-        leaf_auth = LeafAuth(self._api, forwarder)
+        leaf_auth = LeafAuth(self._api, resolver, forwarder)
         serve = StreamServer(leaf_auth, leaf_auth, self._audit, self._timer)
 
         def keep_tunnel(root: Root) -> Coroutine[Any, Any, None]:

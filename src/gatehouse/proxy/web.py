@@ -1,4 +1,6 @@
-"""The proxy's web/API front: forwards /v1/* to the auth service, or to a leaf.
+"""The proxy's web/API front: forwards /v1/* to the auth service, or to a leaf. When the
+auth shares the proxy's process, the front is the auth's own API app instead (each
+client relayed by the certificate it presented here: auth.local), with no hop.
 
 The proxy passes on the caller's client certificate (DER, base64) so that the
 auth re-verifies it against its own CAs: a proxy can relay identities it has
@@ -26,15 +28,52 @@ from gatehouse.wire.names import CLUSTER_HEADER
 
 __all__ = ["RelayToLeaf", "make_web_app"]
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
 MAX_BODY = (1 << 20) + 65536  # a recording chunk and its framing
 
 
 RelayToLeaf = Callable[[str, ForwardedCall], Awaitable[tuple[int, bytes]]]
 
 
-def make_web_app(forwarder: AuthForwarder, cluster: str,
-                 relay_to_leaf: RelayToLeaf) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY)
+def _call_of(request: web.Request, body: bytes) -> ForwardedCall:
+    transport = request.transport
+    return ForwardedCall(
+        request.method, str(request.rel_url), body,
+        peer_der(transport.get_extra_info("ssl_object") if transport else None),
+        request.remote or "",
+    )
+
+
+def _leaf_routing(cluster: str, relay_to_leaf: RelayToLeaf) -> Any:
+    """A request for another cluster goes through that leaf's tunnel."""
+
+    @web.middleware
+    async def route(request: web.Request, handler: Handler) -> web.StreamResponse:
+        target = request.headers.get(CLUSTER_HEADER, "")
+        if not target or target == cluster:
+            return await handler(request)
+        try:
+            status, body = await relay_to_leaf(target, _call_of(request, await request.read()))
+        except GatehouseError as exc:
+            status, body = exc.status, error_body(str(exc))
+        return web.Response(status=status, body=body, content_type="application/json")
+
+    return route
+
+
+def make_web_app(forwarder: AuthForwarder, cluster: str, relay_to_leaf: RelayToLeaf,
+                 local: web.Application | None = None) -> web.Application:
+    """The front: ``local`` (the co-located auth's API app) or a relay to the auth."""
+    async def on_cleanup(_: web.Application) -> None:
+        await forwarder.close()
+
+    if local is not None:
+        local.middlewares.insert(0, _leaf_routing(cluster, relay_to_leaf))
+        local.on_cleanup.append(on_cleanup)
+        return local
+    app = web.Application(middlewares=[_leaf_routing(cluster, relay_to_leaf)],
+                          client_max_size=MAX_BODY)
 
     streams: set[asyncio.Task[Any]] = set()
 
@@ -46,23 +85,8 @@ def make_web_app(forwarder: AuthForwarder, cluster: str,
         for task in streams:
             task.cancel()
 
-    async def on_cleanup(_: web.Application) -> None:
-        await forwarder.close()
-
     async def forward(request: web.Request) -> web.StreamResponse:
-        transport = request.transport
-        call = ForwardedCall(
-            request.method, str(request.rel_url), await request.read(),
-            peer_der(transport.get_extra_info("ssl_object") if transport else None),
-            request.remote or "",
-        )
-        target = request.headers.get(CLUSTER_HEADER, "")
-        if target and target != cluster:
-            try:
-                status, body = await relay_to_leaf(target, call)
-            except GatehouseError as exc:
-                status, body = exc.status, error_body(str(exc))
-            return web.Response(status=status, body=body, content_type="application/json")
+        call = _call_of(request, await request.read())
         try:
             async with forwarder.open(call) as upstream:
                 response = web.StreamResponse(status=upstream.status)
