@@ -15,7 +15,7 @@ from gatehouse.config import (
     DEFAULT_PROXY_ADDR,
     DEFAULT_SSH_ADDR,
     Config,
-    SSHService,
+    SSHSection,
     StorageType,
     load_config,
 )
@@ -224,7 +224,7 @@ def test_joining_through_a_proxy_is_enough(tmp_path: Path) -> None:
 
 
 def test_public_addr_wins() -> None:
-    svc = SSHService(listen_addr="0.0.0.0:3022", public_addr="10.0.0.7:2222")
+    svc = SSHSection(listen_addr="0.0.0.0:3022", public_addr="10.0.0.7:2222")
     assert svc.advertised_addr() == "10.0.0.7:2222"
 
 
@@ -240,11 +240,11 @@ def test_public_addr_wins() -> None:
 )
 def test_listen_addr_is_advertised_with_wildcards_as_loopback(listen: str, advertised: str
                                                               ) -> None:
-    assert SSHService(listen_addr=listen).advertised_addr() == advertised
+    assert SSHSection(listen_addr=listen).advertised_addr() == advertised
 
 
 def test_default_ssh_service_advertises_its_default_listen_addr() -> None:
-    assert SSHService().advertised_addr() == DEFAULT_SSH_ADDR
+    assert SSHSection().advertised_addr() == DEFAULT_SSH_ADDR
 
 
 # --- single_node --------------------------------------------------------------------------

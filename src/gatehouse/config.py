@@ -17,11 +17,11 @@ __all__ = [
     "DEFAULT_AUTH_ADDR",
     "DEFAULT_PROXY_ADDR",
     "DEFAULT_SSH_ADDR",
-    "AuthService",
+    "AuthSection",
     "Config",
     "GatehouseSection",
-    "ProxyService",
-    "SSHService",
+    "ProxySection",
+    "SSHSection",
     "StorageType",
     "load_config",
 ]
@@ -69,7 +69,7 @@ class GatehouseSection(_Strict):
 SessionRecording = Literal["node", "off"]
 
 
-class AuthService(_Strict):
+class AuthSection(_Strict):
     enabled: bool = False
     cluster_name: str = "gatehouse.local"
     listen_addr: str = DEFAULT_AUTH_ADDR
@@ -78,7 +78,7 @@ class AuthService(_Strict):
     _addrs = field_validator("listen_addr")(_check_addr)
 
 
-class ProxyService(_Strict):
+class ProxySection(_Strict):
     enabled: bool = False
     listen_addr: str = DEFAULT_PROXY_ADDR
     public_addr: str | None = None
@@ -86,7 +86,7 @@ class ProxyService(_Strict):
     _addrs = field_validator("listen_addr", "public_addr")(_check_addr)
 
 
-class SSHService(_Strict):
+class SSHSection(_Strict):
     enabled: bool = False
     listen_addr: str = DEFAULT_SSH_ADDR
     public_addr: str | None = None
@@ -102,9 +102,9 @@ class SSHService(_Strict):
 class Config(_Strict):
     version: Literal["v1"] = "v1"
     gatehouse: GatehouseSection = Field(default_factory=GatehouseSection)
-    auth_service: AuthService = Field(default_factory=AuthService)
-    proxy_service: ProxyService = Field(default_factory=ProxyService)
-    ssh_service: SSHService = Field(default_factory=SSHService)
+    auth_service: AuthSection = Field(default_factory=AuthSection)
+    proxy_service: ProxySection = Field(default_factory=ProxySection)
+    ssh_service: SSHSection = Field(default_factory=SSHSection)
 
     @property
     def data_dir(self) -> Path:
@@ -114,9 +114,9 @@ class Config(_Strict):
     def single_node(cls) -> Config:
         """What `gatehouse start` runs without a config: everything, on loopback."""
         return cls(
-            auth_service=AuthService(enabled=True),
-            proxy_service=ProxyService(enabled=True),
-            ssh_service=SSHService(enabled=True),
+            auth_service=AuthSection(enabled=True),
+            proxy_service=ProxySection(enabled=True),
+            ssh_service=SSHSection(enabled=True),
         )
 
     def enabled_services(self) -> list[str]:

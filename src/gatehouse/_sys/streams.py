@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-__all__ = ["CHUNK", "pump", "splice"]
+__all__ = ["PUMP_CHUNK", "pump", "splice"]
 
-CHUNK = 256 * 1024
+PUMP_CHUNK = 256 * 1024
 
 
 async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """Copy until EOF, then half-close the writer, or close it where TLS cannot half-close."""
     try:
-        while data := await reader.read(CHUNK):
+        while data := await reader.read(PUMP_CHUNK):
             writer.write(data)
             await writer.drain()
         if writer.can_write_eof():

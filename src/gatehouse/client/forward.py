@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 
 from gatehouse.errors import from_status
+from gatehouse.wire.authapi import ROUTES
 from gatehouse.wire.names import CLIENT_CERT_HEADER, REMOTE_ADDR_HEADER
 
 __all__ = ["MAX_RELAYED_RESPONSE", "AuthForwarder", "ForwardedCall", "error_body"]
@@ -85,7 +86,7 @@ class AuthForwarder:
 
         The auth answers only for a registered node that the user's roles select.
         """
-        path = "/v1/nodes/resolve?" + urllib.parse.urlencode({"target": target})
+        path = ROUTES["resolve_node"].path + "?" + urllib.parse.urlencode({"target": target})
         status, body = await self.call(ForwardedCall("GET", path, b"", client_der, remote))
         try:
             data = json.loads(body)

@@ -17,6 +17,7 @@ import tty
 from collections.abc import AsyncIterator, Iterator
 
 from gatehouse._sys.fdio import write_all
+from gatehouse._sys.streams import PUMP_CHUNK
 from gatehouse.client._asyncssh import asyncssh
 from gatehouse.client.dialer import ProxyTunnel
 from gatehouse.client.profile import Profile
@@ -24,7 +25,6 @@ from gatehouse.errors import AccessDenied, ConnectionProblem
 
 __all__ = ["run_ssh"]
 
-CHUNK = 256 * 1024
 # The node may send up to 256 KiB of data per packet (asyncssh allows 1 KiB more for
 # the packet's own bytes): a stream costs a few Python calls per 256 KiB instead of
 # per 32 KiB. A Gatehouse node reads its child 256 KiB at a time. The window (16 MiB
@@ -77,14 +77,14 @@ def _pollable(fd: int) -> bool:
 async def _read_chunks(fd: int) -> AsyncIterator[bytes]:
     loop = asyncio.get_running_loop()
     if not _pollable(fd):
-        while data := await loop.run_in_executor(None, os.read, fd, CHUNK):
+        while data := await loop.run_in_executor(None, os.read, fd, PUMP_CHUNK):
             yield data
         return
-    reader = asyncio.StreamReader(limit=CHUNK)
+    reader = asyncio.StreamReader(limit=PUMP_CHUNK)
     transport, _ = await loop.connect_read_pipe(
         lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(os.dup(fd), "rb", 0))
     try:
-        while data := await reader.read(CHUNK):
+        while data := await reader.read(PUMP_CHUNK):
             yield data
     finally:
         transport.close()
@@ -102,7 +102,7 @@ async def _pump_stdin(process: asyncssh.SSHClientProcess[bytes]) -> None:
 
 async def _pump_out(stream: asyncssh.SSHReader[bytes], fd: int) -> None:
     """Copy to a local fd; a blocking write only stalls this one-session client."""
-    while data := await stream.read(CHUNK):
+    while data := await stream.read(PUMP_CHUNK):
         write_all(fd, data)
 
 

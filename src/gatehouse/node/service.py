@@ -19,7 +19,7 @@ import asyncssh
 from gatehouse._sys.hostport import split_host_port
 from gatehouse.client.trust import TrustWatcher
 from gatehouse.clock import Clock
-from gatehouse.config import SSHService
+from gatehouse.config import SSHSection
 from gatehouse.errors import BadParameter, ConnectionProblem, GatehouseError
 from gatehouse.node import sshserver
 from gatehouse.node.recorder import SessionRecorder, recover
@@ -40,7 +40,7 @@ HEARTBEAT_INTERVAL = 10.0
 class NodeService:
     def __init__(
         self,
-        cfg: SSHService,
+        cfg: SSHSection,
         nodename: str,
         identity: StoredIdentity,
         api: AuthAPI,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from gatehouse.client.forward import AuthForwarder, ForwardedCall, error_body
 from gatehouse.tunnel.needs import EventPage, NodeResolver, Root
-from gatehouse.wire.authapi import AuthAPI
+from gatehouse.wire.authapi import API_PREFIX, AuthAPI
 from gatehouse.wire.trust import TrustSnapshot
 
 __all__ = ["LeafAuth", "roots_to_dial"]
@@ -36,7 +36,7 @@ class LeafAuth:
 
     async def relay(self, method: str, path: str, body: bytes, client_der: bytes | None,
                     remote: str) -> tuple[int, bytes]:
-        if not path.startswith("/v1/"):
+        if not path.startswith(API_PREFIX):
             return 400, error_body("not an API path")
         return await self._forwarder.call(ForwardedCall(method, path, body, client_der, remote))
 

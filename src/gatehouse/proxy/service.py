@@ -17,7 +17,7 @@ from gatehouse._sys.tasks import TaskOwner
 from gatehouse.client.forward import AuthForwarder
 from gatehouse.client.trust import TrustWatcher
 from gatehouse.clock import Clock, Monotonic
-from gatehouse.config import ProxyService as ProxyConfig
+from gatehouse.config import ProxySection
 from gatehouse.errors import BadParameter, ConnectionProblem, GatehouseError
 from gatehouse.pki import tls, x509
 from gatehouse.pki.keystore import StoredIdentity
@@ -50,7 +50,7 @@ class InProcessAuth(Protocol):
 class ProxyService:
     def __init__(
         self,
-        cfg: ProxyConfig,
+        cfg: ProxySection,
         identity: StoredIdentity,
         api: AuthAPI,
         auth_addr: str,

@@ -74,7 +74,7 @@ class SSHProxy:
                     "user": user, "remote": remote,
                     "client_cert": base64.b64encode(der).decode()})
                 writer.write(DialReply().encode())
-                await mux.splice(stream, reader, writer)
+                await mux.splice_stream(stream, reader, writer)
                 return
             addr = await self._resolve(request.target, der, remote)
             host, port = split_host_port(addr)

@@ -24,6 +24,7 @@ from aiohttp import web
 from gatehouse.client.forward import AuthForwarder, ForwardedCall, error_body
 from gatehouse.errors import GatehouseError
 from gatehouse.pki.tls import peer_der
+from gatehouse.wire.authapi import API_PREFIX
 from gatehouse.wire.names import CLUSTER_HEADER
 
 __all__ = ["RelayToLeaf", "make_web_app"]
@@ -109,5 +110,5 @@ def make_web_app(forwarder: AuthForwarder, cluster: str, relay_to_leaf: RelayToL
 
     app.on_shutdown.append(end_streams)
     app.on_cleanup.append(on_cleanup)
-    app.router.add_route("*", "/v1/{tail:.*}", forward)
+    app.router.add_route("*", API_PREFIX + "{tail:.*}", forward)
     return app

@@ -33,7 +33,7 @@ from gatehouse.tunnel.frames import (
     window_payload,
 )
 
-__all__ = ["CLOSE_GRACE", "MuxSession", "MuxStream", "OnOpen", "read_all", "splice"]
+__all__ = ["CLOSE_GRACE", "MuxSession", "MuxStream", "OnOpen", "read_all", "splice_stream"]
 
 log = logging.getLogger(__name__)
 
@@ -335,7 +335,7 @@ async def read_all(stream: MuxStream, limit: int = 64 << 20) -> bytes:
     return bytes(out)
 
 
-async def splice(stream: MuxStream, reader: asyncio.StreamReader,
+async def splice_stream(stream: MuxStream, reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter) -> None:
     """Copy between a tunnel stream and a socket both ways, then close both."""
 

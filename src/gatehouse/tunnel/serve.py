@@ -17,7 +17,7 @@ import logging
 from gatehouse._sys.hostport import split_host_port
 from gatehouse.clock import Monotonic, wait_for
 from gatehouse.errors import GatehouseError
-from gatehouse.tunnel.mux import MuxStream, read_all, splice
+from gatehouse.tunnel.mux import MuxStream, read_all, splice_stream
 from gatehouse.tunnel.needs import Audit, AuthRelay, NodeResolver
 
 __all__ = ["DIAL_TIMEOUT", "StreamServer"]
@@ -65,7 +65,7 @@ class StreamServer:
             stream.refuse(reason)
             return
         stream.accept()
-        await splice(stream, reader, writer)
+        await splice_stream(stream, reader, writer)
 
     async def _serve_api(self, stream: MuxStream) -> None:
         meta = stream.meta

@@ -20,6 +20,7 @@ from gatehouse.types.resource import Resource
 from gatehouse.wire.trust import PublicCA, TrustSnapshot
 
 __all__ = [
+    "API_PREFIX",
     "ROUTES",
     "AuthAPI",
     "CAStatus",
@@ -168,6 +169,9 @@ class RecordingDone(_Message):
     end: str = ""
     command: str = ""
     truncated: bool = False
+
+
+API_PREFIX = "/v1/"  # every route's path starts so; a proxy relays nothing else
 
 
 class Route(NamedTuple):
