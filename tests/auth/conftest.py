@@ -1,4 +1,4 @@
-"""Fixtures of the auth tests: a fake clock, an in-memory backend, an auth server on it,
+"""Fixtures of the auth tests (the clock and backend are tests/conftest.py's): an auth server,
 cheap password hashing, and that server's HTTPS API with clients of various identities."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from gatehouse.auth import passwords
 from gatehouse.auth.api import make_api_app
 from gatehouse.auth.server import AuthServer
-from gatehouse.backend import Backend, open_backend
+from gatehouse.backend import Backend
 from gatehouse.client.api import APIClient
 from gatehouse.clock import FakeClock
 from gatehouse.pki import tls
@@ -25,18 +25,6 @@ from gatehouse.types.resource import Metadata
 from gatehouse.types.user import User, UserSpec
 from gatehouse.wire.names import CLIENT_CERT_HEADER
 from tests.auth.samples import CLUSTER, der
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def backend(clock: FakeClock) -> AsyncIterator[Backend]:
-    backend = await open_backend("memory", path=None, clock=clock)
-    yield backend
-    await backend.close()
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Fixtures of the services tests: a fake clock and an in-memory backend on it."""
+"""Fixtures every unit test may use: a fake clock and an in-memory backend on it."""
 
 from __future__ import annotations
 
