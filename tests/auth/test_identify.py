@@ -492,3 +492,38 @@ async def test_a_mapped_root_user_is_authorized_by_the_mapped_roles(
     await authorize(server, caller, "node", "list")  # access allows it
     with pytest.raises(AccessDenied, match="not allowed by roles access"):
         await authorize(server, caller, "user", "create")
+
+
+# --- verified certificates are remembered, never beyond their validity or their auth ------
+
+
+async def test_a_remembered_certificate_still_expires(server: AuthServer,
+                                                     clock: FakeClock) -> None:
+    alice = await user_der(server)
+    assert (await caller_of(server, alice)).identity.name == "alice"  # verified, remembered
+    clock.advance(dt.timedelta(hours=13))  # past the user certificate's 12 h
+    with pytest.raises(AccessDenied, match="expired"):
+        await identify(server, alice, None, PEER, None)
+
+
+async def test_a_certificate_remembered_by_one_auth_is_not_taken_by_another(
+        server: AuthServer, foreign: AuthServer) -> None:
+    # Same cluster name, other keys: what one auth verified means nothing to the other.
+    alice = await user_der(server)
+    await caller_of(server, alice)
+    with pytest.raises(AccessDenied):
+        await identify(foreign, alice, None, PEER, None)
+    relayed_der = base64.b64encode(alice).decode()
+    proxy = await host_der(foreign, "proxy", "proxy-hid")
+    with pytest.raises(AccessDenied):
+        await identify(foreign, proxy, relayed_der, PEER, CLIENT)
+
+
+async def test_a_root_user_verified_before_is_refused_once_the_trust_is_disabled(
+        server: AuthServer, root: AuthServer) -> None:
+    await trust(server, root)
+    alice = await user_der(root, roles=("admin",))
+    assert (await relayed(server, alice)).identity.cluster == ROOT  # verified, remembered
+    await server.trust.trusted.upsert(trusted_cluster(enabled=False))
+    with pytest.raises(AccessDenied, match="not signed by a trusted"):
+        await relayed(server, alice)

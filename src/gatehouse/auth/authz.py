@@ -25,6 +25,7 @@ from gatehouse.auth.server import JoinRequest as HostJoin
 from gatehouse.errors import AccessDenied, BadParameter, NotFound
 from gatehouse.types.node import Node
 from gatehouse.types.resource import Resource, parse_duration
+from gatehouse.types.role import Role
 from gatehouse.types.token import TokenType
 from gatehouse.types.trusted_cluster import TrustedCluster
 from gatehouse.wire.authapi import (
@@ -49,7 +50,7 @@ from gatehouse.wire.authapi import (
 from gatehouse.wire.recording import check_session_id
 from gatehouse.wire.trust import TrustSnapshot
 
-__all__ = ["HOST_PERMISSIONS", "AuthWithRoles", "authorize"]
+__all__ = ["HOST_PERMISSIONS", "AuthWithRoles", "authorize", "authorized_roles"]
 
 log = logging.getLogger(__name__)
 
@@ -71,26 +72,35 @@ async def authorize(
     ``verb`` None asks only that the caller be who they claim and still exist
     (calls every user may make, such as listing the clusters they can reach).
     """
+    await authorized_roles(server, caller, resource, verb)
+    assert caller is not None
+    return caller
+
+
+async def authorized_roles(
+    server: AuthServer, caller: Caller | None, resource: str, verb: str | None
+) -> list[Role]:
+    """As :func:`authorize`; returns a user's roles on this cluster ([] for a host), so
+    that a call deciding more by them need not resolve them again."""
     try:
         if caller is None or not caller.identity.name:
             raise AccessDenied("this call needs a certificate: run `gsh login` or use gatectl -c")
         ident = caller.identity
-        if verb is None:
-            if ident.kind == "user":
-                await caller_roles(server, ident)
-            return caller
         if ident.kind == "host":
+            if verb is None:
+                return []
             role = ident.system_role
             if role in HOST_PERMISSIONS:
                 await server.hosts.get(ident.name)  # a removed host has no standing
             if role == "admin" or (resource, verb) in HOST_PERMISSIONS.get(role, frozenset()):
-                return caller
+                return []
             raise AccessDenied(f"a {role} may not {verb} {resource}")
         roles = await caller_roles(server, ident)
-        decision = rbac.check_rule(roles, resource=resource, verb=verb)
-        if not decision.allowed:
-            raise AccessDenied(decision.reason)
-        return caller
+        if verb is not None:
+            decision = rbac.check_rule(roles, resource=resource, verb=verb)
+            if not decision.allowed:
+                raise AccessDenied(decision.reason)
+        return roles
     except AccessDenied as exc:
         who = caller.identity.name if caller else ""
         log.warning("api access denied user=%s resource=%s verb=%s reason=%r",
@@ -212,11 +222,12 @@ class AuthWithRoles:
         """The node a user asks a proxy to dial: registered here, and selected by their
         roles. Reaching a node is SSH access (logins and node_labels), not an API rule:
         a role that grants logins on some nodes needs no `rules` for this."""
-        caller = await self._check("node", None)
+        roles = await authorized_roles(self._server, self._caller, "node", None)
+        caller = self._caller
+        assert caller is not None
         if caller.identity.kind != "user":
             raise AccessDenied("only users are resolved to nodes")
         node = await self._server.resolve_node(target)
-        roles = await caller_roles(self._server, caller.identity)
         if not rbac.can_see_node(roles, node.metadata.labels):
             await self._server.audit.emit("access.denied", user=caller.identity.name,
                                           remote_addr=caller.remote_addr,
@@ -227,10 +238,12 @@ class AuthWithRoles:
     async def list_nodes_json(self, query: NodeQuery) -> bytes:
         """The nodes the caller may see, as a JSON array (stored JSON, unparsed: listing
         100,000 nodes parses none of them into models)."""
-        caller = await self._check("node", "list")
-        ident = caller.identity
+        roles: list[Role] | None = await authorized_roles(self._server, self._caller, "node",
+                                                          "list")
+        assert self._caller is not None
         # A user sees the nodes their roles select; a host or the admin sees every node.
-        roles = await caller_roles(self._server, ident) if ident.kind == "user" else None
+        if self._caller.identity.kind != "user":
+            roles = None
 
         def wanted(labels: Mapping[str, str]) -> bool:
             if roles is not None and not rbac.can_see_node(roles, labels):

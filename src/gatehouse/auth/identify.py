@@ -11,7 +11,11 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import datetime as dt
 import logging
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography import x509 as cx509
@@ -40,6 +44,44 @@ def _load(der: bytes) -> cx509.Certificate:
         raise AccessDenied("client certificate is malformed") from exc
 
 
+# Certificates already verified, per auth, by the CA that signed them ("" for this
+# cluster's own user and host CAs, else a trusted root's user CA in PEM): a signature
+# checked once stays checked (~140 us saved on each call). Validity is checked on every
+# use; which roots are trusted is read afresh on every use (so a disabled trust counts
+# at once); removal of a host or user is the authorization's to check, never this.
+_Verified = tuple[x509.Identity, dt.datetime, dt.datetime]
+_VERIFIED: weakref.WeakKeyDictionary[AuthServer, OrderedDict[tuple[bytes, str], _Verified]] = \
+    weakref.WeakKeyDictionary()
+MAX_VERIFIED = 4096
+
+
+def _remembered(server: AuthServer, der: bytes, issuer: str,
+                verify: Callable[[cx509.Certificate], x509.Identity]) -> x509.Identity:
+    """``verify(certificate)``, or what it said of this certificate before."""
+    cache = _VERIFIED.setdefault(server, OrderedDict())
+    hit = cache.get((der, issuer))
+    if hit is None:
+        cert = _load(der)
+        ident = verify(cert)
+        cache[(der, issuer)] = (ident, cert.not_valid_before_utc, cert.not_valid_after_utc)
+        if len(cache) > MAX_VERIFIED:
+            cache.popitem(last=False)
+        return ident
+    ident, not_before, not_after = hit
+    now = server.clock.now()
+    if now > not_after:
+        raise AccessDenied(f"certificate expired at {not_after.isoformat()}")
+    if now < not_before:
+        raise AccessDenied("certificate is not valid yet")
+    cache.move_to_end((der, issuer))
+    return ident
+
+
+def _local_identity(server: AuthServer, der: bytes) -> x509.Identity:
+    """The identity of a certificate signed by this cluster's user or host CA."""
+    return _remembered(server, der, "", lambda cert: _verify_local(server, cert))
+
+
 def _verify_local(server: AuthServer, cert: cx509.Certificate) -> x509.Identity:
     ca = x509.verify_issued_by(
         cert, [server.cas["user"].tls_cert, server.cas["host"].tls_cert], server.clock.now()
@@ -51,14 +93,17 @@ def _verify_local(server: AuthServer, cert: cx509.Certificate) -> x509.Identity:
     return ident
 
 
-async def _verify_trusted(server: AuthServer, cert: cx509.Certificate) -> x509.Identity:
+async def _verify_trusted(server: AuthServer, der: bytes) -> x509.Identity:
     """A user certificate signed by the user CA of an enabled trusted (root) cluster."""
     for tc, ca in await server.trust.trusted_user_cas():
+        def by_root(cert: cx509.Certificate, pem: str = ca.tls) -> x509.Identity:
+            x509.verify_issued_by(cert, [x509.load_cert(pem)], server.clock.now())
+            return x509.identity_of(cert)
+
         try:
-            x509.verify_issued_by(cert, [x509.load_cert(ca.tls)], server.clock.now())
+            ident = _remembered(server, der, ca.tls, by_root)
         except AccessDenied:
             continue
-        ident = x509.identity_of(cert)
         if ident.kind != "user" or ident.cluster != tc.metadata.name:
             raise AccessDenied("client certificate does not match its issuing authority")
         return ident
@@ -79,7 +124,7 @@ async def identify(
     """
     if not peer_der:
         return None
-    ident = _verify_local(server, _load(peer_der))
+    ident = _local_identity(server, peer_der)
     if forwarded_der is None:
         return Caller(ident, peer_addr)
     if ident.system_role != "proxy":
@@ -99,12 +144,11 @@ async def relayed(server: AuthServer, der: bytes | None, remote: str) -> Caller:
     proxy (None: anonymous, who may only ping, log in and join)."""
     if not der:
         return Caller(x509.Identity(kind="host", name="", cluster=""), remote)
-    cert = _load(der)
     try:
-        forwarded = _verify_local(server, cert)
+        forwarded = _local_identity(server, der)
     except AccessDenied as local_reason:
         try:
-            forwarded = await _verify_trusted(server, cert)
+            forwarded = await _verify_trusted(server, der)
         except AccessDenied:
             raise local_reason from None
     if forwarded.kind != "user" and forwarded.system_role != "node":

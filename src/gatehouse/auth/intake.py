@@ -68,15 +68,15 @@ async def store_host_events(server: AuthServer, host_id: str, system_role: str,
             log.warning("rejected audit event from host %s: %s", host_id, exc)
             rejected += 1
             continue
-        if await server.audit.first_sighting(host_id, ev.id, now + SEEN_FOR):
-            fixed = server.audit.new(
-                ev.event, user=ev.user, login=ev.login, node=node,
-                remote_addr=ev.remote_addr, session_id=ev.session_id,
-                correlation_id=ev.correlation_id, message=ev.message,
-                fields={**ev.fields, "server_id": host_id},
-            )
-            await server.audit.store(dataclasses.replace(fixed, time=when))
-        stored += 1
+        fixed = server.audit.new(
+            ev.event, user=ev.user, login=ev.login, node=node,
+            remote_addr=ev.remote_addr, session_id=ev.session_id,
+            correlation_id=ev.correlation_id, message=ev.message,
+            fields={**ev.fields, "server_id": host_id},
+        )
+        await server.audit.store_once(host_id, ev.id, dataclasses.replace(fixed, time=when),
+                                      now + SEEN_FOR)
+        stored += 1  # stored now, or before: either way the host may forget it
     return EventsStored(stored=stored, rejected=rejected)
 
 

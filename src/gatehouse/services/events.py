@@ -9,9 +9,9 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from gatehouse.backend import Backend, Item, prefix_end
+from gatehouse.backend import Backend, Item, Write, prefix_end
 from gatehouse.clock import Clock
-from gatehouse.errors import AlreadyExists, BadParameter, NotFound
+from gatehouse.errors import BadParameter, CompareFailed, NotFound
 
 __all__ = ["CODES", "AuditEvent", "AuditLog"]
 
@@ -107,12 +107,15 @@ class AuditLog:
         """Store a local event; returns its key. Keys follow the order of storing (the
         auth's clock, strictly increasing), so that an export cursor never skips an
         event that a node reported late."""
-        ts = max(int(self._clock.now().timestamp() * 1_000_000), self._last_ts + 1)
-        self._last_ts = ts
-        key = f"{ts:020d}/{ev.id}"
+        key = self._next_key(ev)
         await self._backend.put(Item(key=_PREFIX + key.encode(),
                                      value=json.dumps(ev.to_json_obj()).encode()))
         return key
+
+    def _next_key(self, ev: AuditEvent) -> str:
+        ts = max(int(self._clock.now().timestamp() * 1_000_000), self._last_ts + 1)
+        self._last_ts = ts
+        return f"{ts:020d}/{ev.id}"
 
     async def store_remote(self, source_key: str, ev: AuditEvent) -> None:
         """Store a leaf's event under a key made from the leaf's own key: delivering the
@@ -123,14 +126,19 @@ class AuditLog:
         key = _PREFIX + f"{ts}/~{ev.cluster}/{ev.id}".encode()
         await self._backend.put(Item(key=key, value=json.dumps(ev.to_json_obj()).encode()))
 
-    async def first_sighting(self, host_id: str, event_id: str, expires: dt.datetime) -> bool:
-        """Whether ``host_id`` reports event ``event_id`` for the first time (remembered
-        until ``expires``): a host resends what it is not sure arrived, and each event
-        must be stored once."""
+    async def store_once(self, host_id: str, host_event_id: str, ev: AuditEvent,
+                         expires: dt.datetime) -> bool:
+        """Store an event a host reported unless that host reported ``host_event_id``
+        before (a host resends what it is not sure arrived; the id is remembered until
+        ``expires``): True when stored. The check and the write are one transaction."""
+        seen = f"/event_seen/{host_id}/{host_event_id}".encode()
+        key = _PREFIX + self._next_key(ev).encode()
         try:
-            await self._backend.create(Item(key=f"/event_seen/{host_id}/{event_id}".encode(),
-                                            value=b"", expires=expires))
-        except AlreadyExists:
+            await self._backend.atomic_write([
+                Write(seen, Item(key=seen, value=b"", expires=expires), expect_revision=0),
+                Write(key, Item(key=key, value=json.dumps(ev.to_json_obj()).encode())),
+            ])
+        except CompareFailed:
             return False
         return True
 
