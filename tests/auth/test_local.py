@@ -5,15 +5,20 @@ auth.authz. The HTTPS side runs over real TLS on loopback."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from gatehouse.auth.local import LocalAuth
 from gatehouse.auth.server import AuthServer
 from gatehouse.client.authclient import AuthClient
 from gatehouse.clock import FakeClock
 from gatehouse.errors import AccessDenied, GatehouseError
-from gatehouse.pki import x509
+from gatehouse.pki import tls, x509
+from gatehouse.pki.keystore import StoredIdentity
 from gatehouse.wire.authapi import AuthAPI, Heartbeat, NodeQuery, TokenRequest
 from tests.auth.conftest import API
 from tests.auth.samples import NODE_ADDR, add_role, certify, der
@@ -91,3 +96,36 @@ async def test_a_relayed_user_is_resolved_only_to_nodes_their_roles_select(
         await local.resolve_node("db1", dev, "10.1.1.1:5000")
     with pytest.raises(AccessDenied, match="needs a certificate"):
         await local.resolve_node("db1", None, "10.1.1.1:5000")
+
+
+@pytest.fixture
+async def proxy_port(server: AuthServer, tmp_path: Path) -> AsyncIterator[API]:
+    """The auth's API as a co-located proxy serves it on its own port (auth.local)."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    # Served under the auth's TLS name, as the test clients expect; what is under test is
+    # the app: every connection's client taken as relayed.
+    certs = await server.certify_host("auth", "auth", "auth", key.public_key(), [], [])
+    store = StoredIdentity(tmp_path / "proxy")
+    store.save(key, certs.tls_cert, server.cas["host"].tls_cert_pem)
+    ctx = tls.server_context(store.tls_cert_file, store.key_pem_file,
+                             server.cas["host"].tls_cert_pem + server.cas["user"].tls_cert_pem,
+                             alpn=["http/1.1"])
+    runner = web.AppRunner(LocalAuth(server).api_app(), access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx).start()
+        harness = API(server, f"127.0.0.1:{runner.addresses[0][1]}", tmp_path)
+        yield harness
+        await harness.close()
+    finally:
+        await runner.cleanup()
+
+
+async def test_the_proxy_port_takes_each_client_as_one_it_relays(proxy_port: API) -> None:
+    # A user is served; the admin credentials, which a proxy never relays, are refused
+    # there (the auth's own port would take them).
+    alice = AuthClient(await proxy_port.user("alice", ["editor"]))
+    assert (await alice.status()).cluster == proxy_port.server.cluster
+    admin = AuthClient(proxy_port.admin())
+    with pytest.raises(AccessDenied, match="may relay only user and node certificates"):
+        await admin.status()

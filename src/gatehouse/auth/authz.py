@@ -20,6 +20,7 @@ from typing import Any, cast
 from gatehouse import rbac
 from gatehouse.auth import catalog, intake, trustview
 from gatehouse.auth.identify import Caller, caller_roles
+from gatehouse.auth.issuer import IssuedCerts
 from gatehouse.auth.server import AuthServer
 from gatehouse.auth.server import JoinRequest as HostJoin
 from gatehouse.errors import AccessDenied, BadParameter, NotFound
@@ -128,7 +129,7 @@ class AuthWithRoles:
     async def ping(self) -> Ping:
         return Ping.model_validate(catalog.ca_fields(self._server))
 
-    async def _certs(self, certs: Any) -> dict[str, Any]:
+    def _certs(self, certs: IssuedCerts) -> dict[str, Any]:
         return {**catalog.ca_fields(self._server), "ssh_cert": certs.ssh_cert,
                 "tls_cert": certs.tls_cert, "expires": certs.expires}
 
@@ -136,13 +137,13 @@ class AuthWithRoles:
         ttl = parse_duration(req.ttl) if req.ttl else None
         certs = await self._server.login(req.user, req.password, req.public_key, otp=req.otp,
                                          ttl=ttl, remote_addr=self._remote)
-        return Certs.model_validate(await self._certs(certs))
+        return Certs.model_validate(self._certs(certs))
 
     async def join(self, req: JoinRequest) -> JoinReply:
         host_id, certs = await self._server.join(HostJoin(
             token=req.token, role=req.role, nodename=req.nodename, public_key=req.public_key,
             addrs=req.addrs, dns_names=req.dns_names, remote_addr=self._remote))
-        return JoinReply.model_validate({**await self._certs(certs), "host_id": host_id})
+        return JoinReply.model_validate({**self._certs(certs), "host_id": host_id})
 
     async def join_leaf(self, req: LeafJoinRequest) -> LeafJoinReply:
         cas = await self._server.accept_leaf(req.token, req.ca, self._remote)

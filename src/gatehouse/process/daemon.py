@@ -123,6 +123,12 @@ def _api_for(store: StoredIdentity, addr: str, hostname: str) -> AuthClient:
     return AuthClient(APIClient(addr, ctx, server_hostname=hostname))
 
 
+def _in_process(auth: AuthServer | None, store: StoredIdentity) -> LocalAuth | None:
+    """The auth of this process, if it is the one that certified ``store``'s host."""
+    return LocalAuth(auth) if auth is not None and auth.cluster == store.identity().cluster \
+        else None
+
+
 @contextlib.asynccontextmanager
 async def _services(cfg: Config, clock: Clock) -> AsyncIterator[
         tuple[AuthServer | None, str, str]]:
@@ -184,7 +190,7 @@ async def run(
                         await join_cluster(cfg.gatehouse, auth_addr, "proxy", nodename, [],
                                            _proxy_names(cfg), store)
                 cluster = store.identity().cluster
-                local = LocalAuth(auth) if auth is not None and auth.cluster == cluster else None
+                local = _in_process(auth, store)
                 api = local.as_host(store.identity()) if local else \
                     await clients.enter_async_context(
                         _api_for(store, auth_addr, f"auth.{cluster}"))
@@ -202,8 +208,8 @@ async def run(
                                            store)
                 cluster = store.identity().cluster
                 server_name = f"proxy.{cluster}" if via_proxy else f"auth.{cluster}"
-                api = LocalAuth(auth).as_host(store.identity()) \
-                    if auth is not None and auth.cluster == cluster else \
+                local = _in_process(auth, store)
+                api = local.as_host(store.identity()) if local else \
                     await clients.enter_async_context(_api_for(store, auth_addr, server_name))
                 tg.create_task(NodeService(cfg.ssh_service, nodename, store, api, clock,
                                            data_dir).run(watcher("ssh")))

@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from gatehouse.client.forward import AuthForwarder, ForwardedCall, error_body
 from gatehouse.errors import GatehouseError
@@ -46,7 +47,7 @@ def _call_of(request: web.Request, body: bytes) -> ForwardedCall:
     )
 
 
-def _leaf_routing(cluster: str, relay_to_leaf: RelayToLeaf) -> Any:
+def _leaf_routing(cluster: str, relay_to_leaf: RelayToLeaf) -> Middleware:
     """A request for another cluster goes through that leaf's tunnel."""
 
     @web.middleware
