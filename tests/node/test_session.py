@@ -372,7 +372,7 @@ async def test_runs_as_another_login_with_a_clean_environment(
         node,
         'id -un; id -u; pwd; echo "$HOME|$USER|$LOGNAME|$SHELL|$PATH"; '
         'echo "${SSH_CLIENT:+set}|${SSH_CONNECTION:+set}|${SSH_TTY-unset}"; '
-        'env | grep -c "^GATEHOUSE\\|^PYTEST" || true',
+        'env | grep -c "^GATEHOUSE\\|^PYTEST" || true; id -G; id -g',
         user=throwaway_user)
     lines = result.stdout.decode().splitlines()
     assert lines[0] == throwaway_user and lines[1] != "0"
@@ -381,6 +381,10 @@ async def test_runs_as_another_login_with_a_clean_environment(
         f"/bin/sh|{DEFAULT_PATH}"
     assert lines[4] == "set|set|unset"
     assert lines[5] == "0"  # nothing leaks from the server's environment
+    entry = pwd.getpwnam(throwaway_user)  # its own groups only, none of the node's
+    assert sorted(map(int, lines[6].split())) == sorted(os.getgrouplist(throwaway_user,
+                                                                        entry.pw_gid))
+    assert int(lines[7]) == entry.pw_gid
 
 
 async def test_unknown_login_is_refused_with_a_clear_message(node: Node) -> None:

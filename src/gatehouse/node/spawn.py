@@ -44,6 +44,7 @@ __all__ = [
     "unignore_session_signals",
 ]
 
+SETPRIV = "/usr/bin/setpriv"  # util-linux, Essential in Debian
 F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux); in the fcntl module from Python 3.12 on
 PIPE_SIZE = 1 << 20
 
@@ -358,9 +359,12 @@ def spawn(
                 ours.append(w if child_reads else r)
                 theirs.append(r if child_reads else w)
             stdio = (theirs[0], theirs[1], theirs[2])
+        program, args, as_login = account.shell, list(argv), as_root
+        if as_root and preexec is None and not args[0].startswith("-"):
+            program, args, as_login = SETPRIV, _setpriv_argv(account, args), False
         popen = subprocess.Popen(
-            list(argv),
-            executable=account.shell,
+            args,
+            executable=program,
             stdin=stdio[0],
             stdout=stdio[1],
             stderr=stdio[2],
@@ -369,9 +373,9 @@ def spawn(
             start_new_session=True,
             preexec_fn=preexec,
             umask=0o022,
-            user=account.uid if as_root else None,
-            group=account.gid if as_root else None,
-            extra_groups=os.getgrouplist(account.name, account.gid) if as_root else None,
+            user=account.uid if as_login else None,
+            group=account.gid if as_login else None,
+            extra_groups=os.getgrouplist(account.name, account.gid) if as_login else None,
         )
         try:
             pidfd = os.pidfd_open(popen.pid)
@@ -391,6 +395,21 @@ def spawn(
     if pty is not None:
         return Child(popen.pid, pidfd, ours[0], ours[0], -1, tty_name, popen)
     return Child(popen.pid, pidfd, ours[0], ours[1], ours[2], None, popen)
+
+
+def _setpriv_argv(account: Account, argv: list[str]) -> list[str]:
+    """``shell -c COMMAND`` run through setpriv(1), which takes the login's ids and execs it.
+
+    Popen cannot vfork when it must change ids itself, and a fork copies the page
+    tables of the whole node (~80 MB): measured here, 2.7 ms of the node's CPU and
+    2.8 ms in the child per session, against 0.14 ms and 1.7 ms (two execs) this
+    way. Only for a command without a terminal: a login shell needs its argv[0]
+    ("-bash"), which setpriv cannot give, and a terminal needs Python in the child
+    anyway. The shell sees its full path as $0 here, where sshd gives its name.
+    """
+    groups = ",".join(str(g) for g in os.getgrouplist(account.name, account.gid))
+    return [SETPRIV, f"--reuid={account.uid}", f"--regid={account.gid}",
+            f"--groups={groups}", "--", account.shell, *argv[1:]]
 
 
 def _widen(pipe_fd: int) -> None:
