@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 
 from cryptography.hazmat.primitives import serialization
@@ -9,9 +10,10 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from gatehouse.auth.issuer import IssuedCerts
 from gatehouse.auth.server import AuthServer
-from gatehouse.pki import x509
+from gatehouse.pki import sshcert, x509
 from gatehouse.types.resource import Metadata
 from gatehouse.types.role import Role, RoleSpec
+from gatehouse.wire.trust import PublicCA
 
 CLUSTER = "sso.example.com"
 NODE_ADDR = "10.0.0.7:3022"
@@ -36,3 +38,10 @@ async def certify(server: AuthServer, host_id: str = "hid-1", nodename: str = "d
 async def add_role(server: AuthServer, name: str, **spec: object) -> Role:
     return await server.roles.create(Role(metadata=Metadata(name=name),
                                           spec=RoleSpec.model_validate(spec)))
+
+
+def leaf_host_ca(cluster: str = "leaf-a") -> PublicCA:
+    """The public host CA a leaf named ``cluster`` sends when it joins, as a real one is made."""
+    key, cert = x509.new_ca(cluster, "host", dt.datetime.now(dt.UTC))
+    return PublicCA(cluster, "host", sshcert.public_key_line(key.public_key()),
+                    x509.pem_cert(cert))

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from gatehouse.client.api import APIClient
 from gatehouse.client.forward import AuthForwarder, ForwardedCall
-from gatehouse.pki import tls
+from gatehouse.pki import tls, x509
 from gatehouse.pki.keystore import StoredIdentity
 from gatehouse.proxy.web import make_web_app
 from tests.auth.conftest import API
@@ -36,6 +36,10 @@ async def _no_leaves(leaf: str, call: ForwardedCall) -> tuple[int, bytes]:
     raise AssertionError("no leaf in this test")
 
 
+def _no_users(der: bytes) -> x509.Identity:
+    raise AssertionError("no request for a leaf in this test")
+
+
 async def test_a_relayed_watch_does_not_hold_the_proxys_shutdown(api: API,
                                                                   tmp_path: Path) -> None:
     proxy = await _identity(api, tmp_path, "proxy", "proxy1")
@@ -43,7 +47,7 @@ async def test_a_relayed_watch_does_not_hold_the_proxys_shutdown(api: API,
     forwarder = AuthForwarder(api.addr, tls.client_context(
         proxy.cas_pem(), cert_file=proxy.tls_cert_file, key_file=proxy.key_pem_file),
         f"auth.{CLUSTER}")
-    runner = web.AppRunner(make_web_app(forwarder, CLUSTER, _no_leaves), access_log=None,
+    runner = web.AppRunner(make_web_app(forwarder, CLUSTER, _no_leaves, _no_users), access_log=None,
                            shutdown_timeout=GRACE)
     await runner.setup()
     ca_pems = api.server.cas["host"].tls_cert_pem + api.server.cas["user"].tls_cert_pem

@@ -27,8 +27,7 @@ from gatehouse.types.node import Node, NodeSpec
 from gatehouse.types.resource import Metadata
 from gatehouse.types.role import Role, RoleConditions, RoleOptions, RoleSpec
 from gatehouse.types.user import User, UserSpec
-from gatehouse.wire.trust import PublicCA
-from tests.auth.samples import CLUSTER, NODE_ADDR, add_role, certify
+from tests.auth.samples import CLUSTER, NODE_ADDR, add_role, certify, leaf_host_ca
 
 PASSWORD = "correct horse battery"
 MINUTE = dt.timedelta(minutes=1)
@@ -467,10 +466,6 @@ async def test_a_bad_host_name_does_not_consume_the_token(server: AuthServer, no
 
 
 # --- a leaf joining this cluster (root side) ----------------------------------------------
-
-
-def leaf_host_ca(cluster: str = "leaf-a") -> PublicCA:
-    return PublicCA(cluster, "host", public_line(), "-----BEGIN CERTIFICATE-----")
 
 
 async def test_a_leaf_joins_with_a_trusted_cluster_token(server: AuthServer) -> None:

@@ -6,14 +6,19 @@ leaf maps their roles with its own role map and applies its own roles.
 
 from __future__ import annotations
 
+import http.client
 import json
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from gatehouse.pki import sshcert
 from gatehouse.process.harness import (
+    PASSWORD,
     Client,
     Cluster,
     connection,
@@ -25,6 +30,7 @@ from gatehouse.process.harness import (
     wait_offline,
     wait_online,
 )
+from gatehouse.wire.names import CLUSTER_HEADER
 
 ROOT, LEAF_A, LEAF_B = "sso.example.com", "us-east-1a", "us-east-1b"
 MAP_A = """{remote: access, local: [access]}
@@ -147,6 +153,39 @@ def test_root_never_accepts_a_leaf_signed_user_certificate(seed: Seed, tmp_path:
     res = carol.gsh("ssh", f"--cluster={LEAF_A}", "root@node1", "true")
     assert res.rc == 255, res
     assert carol.gsh("ls").rc != 0
+
+
+def _anonymous_post(proxy: str, path: str, body: dict[str, str], headers: dict[str, str]
+                    ) -> tuple[int, str]:
+    """A stranger's HTTPS request: no client certificate, no check of the server's."""
+    host, port = proxy.rsplit(":", 1)
+    conn = http.client.HTTPSConnection(host, int(port), timeout=15,
+                                       context=ssl._create_unverified_context())
+    try:
+        conn.request("POST", path, json.dumps(body),
+                     {"Content-Type": "application/json", **headers})
+        reply = conn.getresponse()
+        return reply.status, reply.read().decode()
+    finally:
+        conn.close()
+
+
+def test_a_stranger_at_the_root_reaches_no_leaf_endpoint(seed: Seed) -> None:
+    """Review finding: an anonymous request to the root proxy naming a leaf was relayed
+    to the leaf's /v1/login (password guessing and lockout of leaf-local users)."""
+    seed.a.add_user("dave", roles="access", logins="root")
+    key = sshcert.public_key_line(ed25519.Ed25519PrivateKey.generate().public_key())
+    for password in ("not-the-password-1", PASSWORD):
+        status, reply = _anonymous_post(
+            seed.root.proxy, "/v1/login", {"user": "dave", "password": password,
+                                           "public_key": key}, {CLUSTER_HEADER: LEAF_A})
+        assert status == 403 and "need a user certificate of sso.example.com" in reply, reply
+    assert not [e for e in seed.a.events("--type=user.login.failure") if e["user"] == "dave"]
+    assert not [e for e in seed.a.events("--type=user.login") if e["user"] == "dave"]
+    # The root's own endpoints are unchanged for strangers: a login there is its own.
+    status, _ = _anonymous_post(seed.root.proxy, "/v1/login",
+                                {"user": "nobody", "password": "x" * 12, "public_key": key}, {})
+    assert status == 403
 
 
 def test_role_map_edit_disable_enable_remove_and_rejoin(seed: Seed, tmp_path: Path) -> None:

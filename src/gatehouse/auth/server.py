@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from gatehouse import rbac
 from gatehouse._sys.hostport import split_host_port
 from gatehouse.auth import issuer
+from gatehouse.auth.leafcheck import check_leaf_ca
 from gatehouse.auth.passwords import Passwords
 from gatehouse.auth.totp import OneTimeCodes
 from gatehouse.backend import Backend
@@ -446,10 +447,7 @@ class AuthServer:
         refusal); returns this cluster's public user and host CAs."""
         leaf = leaf_ca.cluster
         try:
-            if leaf_ca.type != "host":
-                raise BadParameter("a leaf must send its host CA")
-            if leaf == self.cluster:
-                raise AccessDenied(f"a leaf cannot share the root's name {self.cluster!r}")
+            check_leaf_ca(leaf_ca, self.cluster)
             await self._check_token(token, "trusted_cluster", "a trusted cluster")
             held = await self.trust.leaf_ca(leaf)
             if held is not None and (held.ssh, held.tls) != (leaf_ca.ssh, leaf_ca.tls):
@@ -458,8 +456,8 @@ class AuthServer:
             await self._spend_token(token)
         except (AccessDenied, AlreadyExists, BadParameter) as exc:
             await self.audit.emit("trusted_cluster.join.failure", remote_addr=remote_addr,
-                                  message=str(exc), fields={"leaf": leaf})
-            log.warning("leaf join refused leaf=%s remote=%s reason=%r", leaf, remote_addr,
+                                  message=str(exc), fields={"leaf": leaf[:256]})
+            log.warning("leaf join refused leaf=%r remote=%s reason=%r", leaf[:256], remote_addr,
                         str(exc))
             raise
         await self.trust.store_leaf(leaf_ca)
@@ -468,6 +466,7 @@ class AuthServer:
         return [self.cas["user"].public(), self.cas["host"].public()]
 
     async def delete_remote_cluster(self, name: str) -> None:
+        """Forget a leaf: its remote_cluster and its host CA, whichever is left."""
         await self.trust.remove_leaf(name)
         await self.audit.emit("remote_cluster.delete", fields={"leaf": name})
 

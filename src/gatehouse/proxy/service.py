@@ -24,6 +24,7 @@ from gatehouse.pki.keystore import StoredIdentity
 from gatehouse.proxy.leafauth import LeafAuth, roots_to_dial
 from gatehouse.proxy.router import ALPNRouter
 from gatehouse.proxy.sshproxy import SSHProxy
+from gatehouse.proxy.usercert import authenticate_user
 from gatehouse.proxy.web import make_web_app
 from gatehouse.tunnel.agent import TunnelAgent
 from gatehouse.tunnel.link import RootLink
@@ -138,6 +139,8 @@ class ProxyService:
                                self._timer)
         local = self._local
         front = make_web_app(forwarder, self._cluster, tunnels.relay_api,
+                             lambda der: authenticate_user(der, self._user_cas(),
+                                                           self._clock.now()),
                              local.api_app() if local else None)
         runner = web.AppRunner(front, access_log=None, shutdown_timeout=2.0)
         await runner.setup()

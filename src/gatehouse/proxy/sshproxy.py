@@ -20,9 +20,9 @@ from cryptography import x509 as cx509
 from gatehouse._sys.hostport import split_host_port
 from gatehouse._sys.streams import splice
 from gatehouse.clock import Clock
-from gatehouse.errors import AccessDenied, GatehouseError
-from gatehouse.pki import x509
+from gatehouse.errors import GatehouseError
 from gatehouse.pki.tls import peer_der
+from gatehouse.proxy.usercert import authenticate_user
 from gatehouse.tunnel import mux
 from gatehouse.wire.dial import MAX_LINE, DialReply, DialRequest
 
@@ -62,7 +62,7 @@ class SSHProxy:
         user = ""
         der = peer_der(writer.get_extra_info("ssl_object")) or b""
         try:
-            ident = self._authenticate(der)
+            ident = authenticate_user(der, self._user_cas(), self._clock.now())
             user = ident.name
             line = await asyncio.wait_for(reader.readuntil(b"\n"), HANDSHAKE_TIMEOUT)
             request = DialRequest.decode(line)
@@ -98,15 +98,6 @@ class SSHProxy:
         writer.write(DialReply().encode())
         await splice((reader, writer), node)
 
-    def _authenticate(self, der: bytes) -> x509.Identity:
-        if not der:
-            raise AccessDenied("a user certificate is required: run `gsh login` first")
-        cert = cx509.load_der_x509_certificate(der)
-        x509.verify_issued_by(cert, self._user_cas(), self._clock.now())
-        ident = x509.identity_of(cert)
-        if ident.kind != "user":
-            raise AccessDenied("only user certificates may open SSH sessions")
-        return ident
 
 
 def _reason(exc: BaseException) -> str:

@@ -9,12 +9,15 @@ connection authenticated as a proxy of its cluster.
 
 A request carrying ``X-Gatehouse-Cluster: LEAF`` goes through LEAF's reverse
 tunnel to LEAF's proxy, which relays it to LEAF's auth the same way: the leaf
-authorizes the root user itself, through its role map.
+authorizes the root user itself, through its role map. Only a request with a
+valid user certificate of this cluster is relayed: a leaf behind a firewall
+shows none of its endpoints (login, join) to strangers who reach the root.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,7 +26,8 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from gatehouse.client.forward import AuthForwarder, ForwardedCall, error_body
-from gatehouse.errors import GatehouseError
+from gatehouse.errors import AccessDenied, GatehouseError
+from gatehouse.pki import x509
 from gatehouse.pki.tls import peer_der
 from gatehouse.wire.authapi import API_PREFIX
 from gatehouse.wire.names import CLUSTER_HEADER
@@ -32,10 +36,13 @@ __all__ = ["RelayToLeaf", "make_web_app"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+log = logging.getLogger(__name__)
+
 MAX_BODY = (1 << 20) + 65536  # a recording chunk and its framing
 
 
 RelayToLeaf = Callable[[str, ForwardedCall], Awaitable[tuple[int, bytes]]]
+Authenticate = Callable[[bytes], x509.Identity]  # a client certificate (DER) -> its user
 
 
 def _call_of(request: web.Request, body: bytes) -> ForwardedCall:
@@ -47,8 +54,10 @@ def _call_of(request: web.Request, body: bytes) -> ForwardedCall:
     )
 
 
-def _leaf_routing(cluster: str, relay_to_leaf: RelayToLeaf) -> Middleware:
-    """A request for another cluster goes through that leaf's tunnel."""
+def _leaf_routing(cluster: str, relay_to_leaf: RelayToLeaf,
+                  authenticate: Authenticate) -> Middleware:
+    """A request of one of this cluster's users for another cluster goes through that
+    leaf's tunnel."""
 
     @web.middleware
     async def route(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -56,7 +65,15 @@ def _leaf_routing(cluster: str, relay_to_leaf: RelayToLeaf) -> Middleware:
         if not target or target == cluster:
             return await handler(request)
         try:
-            status, body = await relay_to_leaf(target, _call_of(request, await request.read()))
+            call = _call_of(request, await request.read())
+            try:
+                authenticate(call.client_der or b"")
+            except AccessDenied as exc:
+                log.warning("leaf relay refused cluster=%r remote=%s path=%r reason=%r",
+                            target[:80], call.remote, call.path[:80], str(exc))
+                raise AccessDenied(f"requests for cluster {target[:80]!r} need a user "
+                                   f"certificate of {cluster}: {exc}") from None
+            status, body = await relay_to_leaf(target, call)
         except GatehouseError as exc:
             status, body = exc.status, error_body(str(exc))
         return web.Response(status=status, body=body, content_type="application/json")
@@ -65,16 +82,18 @@ def _leaf_routing(cluster: str, relay_to_leaf: RelayToLeaf) -> Middleware:
 
 
 def make_web_app(forwarder: AuthForwarder, cluster: str, relay_to_leaf: RelayToLeaf,
-                 local: web.Application | None = None) -> web.Application:
-    """The front: ``local`` (the co-located auth's API app) or a relay to the auth."""
+                 authenticate: Authenticate, local: web.Application | None = None
+                 ) -> web.Application:
+    """The front: ``local`` (the co-located auth's API app) or a relay to the auth;
+    ``authenticate`` vouches for the users whose requests go on to leaves."""
     async def on_cleanup(_: web.Application) -> None:
         await forwarder.close()
 
     if local is not None:
-        local.middlewares.insert(0, _leaf_routing(cluster, relay_to_leaf))
+        local.middlewares.insert(0, _leaf_routing(cluster, relay_to_leaf, authenticate))
         local.on_cleanup.append(on_cleanup)
         return local
-    app = web.Application(middlewares=[_leaf_routing(cluster, relay_to_leaf)],
+    app = web.Application(middlewares=[_leaf_routing(cluster, relay_to_leaf, authenticate)],
                           client_max_size=MAX_BODY)
 
     streams: set[asyncio.Task[Any]] = set()

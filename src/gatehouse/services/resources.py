@@ -6,7 +6,7 @@ from typing import Generic, TypeVar
 
 from pydantic import ValidationError
 
-from gatehouse.backend import Backend, Item, prefix_end
+from gatehouse.backend import Backend, Item, Write, prefix_end
 from gatehouse.errors import AlreadyExists, BadParameter, NotFound
 from gatehouse.types.resource import Resource
 
@@ -31,6 +31,14 @@ class ResourceStore(Generic[R]):
         if not name or "/" in name:
             raise BadParameter(f"invalid {self.kind} name {name!r}")
         return self._prefix + name.encode()
+
+    def create_write(self, res: R) -> Write:
+        """Creating ``res`` as one write of an atomic_write (fails if it exists)."""
+        return Write(self._key(res.metadata.name), self._item(res), expect_revision=0)
+
+    def delete_write(self, name: str) -> Write:
+        """Removing ``name``, if it is there, as one write of an atomic_write."""
+        return Write(self._key(name))
 
     def _item(self, res: R) -> Item:
         return Item(

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
-from gatehouse.backend import Backend, Item, Watcher, prefix_end
+from gatehouse.backend import Backend, Item, Watcher, Write, prefix_end
 from gatehouse.clock import Clock, utc
-from gatehouse.errors import AlreadyExists, BadParameter, NotFound
+from gatehouse.errors import BadParameter, NotFound
 from gatehouse.services.authorities import PREFIX as AUTHORITIES
 from gatehouse.services.resources import ResourceStore, kind_prefix
 from gatehouse.types.remote_cluster import RemoteCluster, RemoteClusterStatus
@@ -160,6 +160,8 @@ class TrustStore:
 
     @staticmethod
     def _leaf_key(leaf: str) -> bytes:
+        if not leaf or "/" in leaf:
+            raise BadParameter(f"invalid cluster name {leaf[:80]!r}")
         return f"{AUTHORITIES}leaves/{leaf}/host".encode()
 
     async def leaf_ca(self, leaf: str) -> PublicCA | None:
@@ -171,19 +173,31 @@ class TrustStore:
         return PublicCA.from_json(json.loads(item.value))
 
     async def store_leaf(self, leaf_ca: PublicCA) -> None:
-        """Record a leaf's join: its host CA, and its remote_cluster unless it has one."""
-        await self._backend.put(Item(key=self._leaf_key(leaf_ca.cluster),
-                                     value=json.dumps(leaf_ca.to_json()).encode()))
-        with contextlib.suppress(AlreadyExists):
-            await self.remotes.create(RemoteCluster(metadata=Metadata(name=leaf_ca.cluster)))
+        """Record a leaf's join in one transaction: its host CA, and its remote_cluster
+        unless it has one."""
+        name = leaf_ca.cluster
+        writes = [Write(self._leaf_key(name), Item(key=self._leaf_key(name),
+                                                  value=json.dumps(leaf_ca.to_json()).encode()))]
+        try:
+            await self.remotes.get(name)
+        except NotFound:
+            writes.append(self.remotes.create_write(RemoteCluster(metadata=Metadata(name=name))))
+        await self._backend.atomic_write(writes)
 
     async def leaf_cas(self) -> list[PublicCA]:
         items = await self._backend.get_range(*_range(f"{AUTHORITIES}leaves/"))
         return [PublicCA.from_json(json.loads(i.value)) for i in items]
 
     async def remove_leaf(self, leaf: str) -> None:
-        await self.remotes.delete(leaf)
-        await self._backend.delete_range(*_range(f"{AUTHORITIES}leaves/{leaf}/"))
+        """Forget a leaf in one transaction: its remote_cluster and its host CA, whichever
+        is there (NotFound only when neither is)."""
+        try:
+            await self.remotes.get(leaf)
+        except NotFound:
+            if await self.leaf_ca(leaf) is None:
+                raise NotFound(f"remote_cluster {leaf} not found") from None
+        await self._backend.atomic_write([self.remotes.delete_write(leaf),
+                                          Write(self._leaf_key(leaf))])
 
     @staticmethod
     def _report_key(proxy: str) -> bytes:

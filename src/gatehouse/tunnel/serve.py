@@ -2,8 +2,8 @@
 
 Both act in the name of the root user whose certificate the stream carries: the
 leaf's auth resolves only its own registered nodes that the user's mapped roles
-select (no open relay), and authorizes a relayed call itself. Any other kind of
-stream is refused.
+select (no open relay), and authorizes a relayed call itself. A stream without
+a certificate, or of any other kind, is refused.
 """
 
 from __future__ import annotations
@@ -73,6 +73,12 @@ class StreamServer:
             der = base64.b64decode(str(meta.get("client_cert", "")), validate=True)
         except binascii.Error:
             stream.refuse("malformed client certificate")
+            return
+        if not der:  # the root relays only its users' calls; never a stranger's
+            log.warning("relayed call refused path=%r remote=%s reason=%r",
+                        str(meta.get("path", ""))[:80], meta.get("remote", ""),
+                        "no user certificate")
+            stream.refuse("a relayed call needs the certificate of a root cluster user")
             return
         stream.accept()
         body = await read_all(stream, MAX_CALL)

@@ -1,0 +1,115 @@
+"""A joining leaf's name and CA are checked before the root stores anything, and a
+leaf's name reaches the API as one path part (review finding 1 of the hardening issue).
+
+Before the fix, a leaf calling itself ``us-east-1b?`` had its CA stored, spent the
+token on a 500, went unaudited, and ``rm rc/us-east-1b?`` removed ``us-east-1b``."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import replace
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from gatehouse.auth.server import AuthServer
+from gatehouse.auth.trustview import build_snapshot
+from gatehouse.client.authclient import AuthClient
+from gatehouse.errors import AccessDenied, BadParameter, NotFound
+from gatehouse.pki import x509
+from gatehouse.wire.trust import PublicCA
+from tests.auth.conftest import API
+from tests.auth.samples import CLUSTER, leaf_host_ca
+
+BAD_NAMES = ["us-east-1b?", "us-east-1b/../us-east-1a", "../x", "a/b", "", "-leaf",
+             "leaf a", "leaf%3Fa", "x" * 254, "leaf\n", "ünicode"]
+
+
+async def _nothing_stored(server: AuthServer, token: str) -> None:
+    assert await server.trust.leaf_cas() == []
+    assert await server.trust.remotes.list() == []
+    assert [t.metadata.name for t in await server.tokens.list()] == [token]  # not spent
+    assert (await build_snapshot(server)).leaf_host_cas == {}
+
+
+async def _refusal(server: AuthServer) -> str:
+    [ev] = await server.audit.search(types=["trusted_cluster.join.failure"])
+    assert ev.remote_addr == "10.0.0.66"
+    return ev.message
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+async def test_a_leaf_with_an_invalid_name_stores_nothing(server: AuthServer, name: str
+                                                         ) -> None:
+    token = await server.create_token("trusted_cluster", dt.timedelta(minutes=15))
+    leaf = replace(leaf_host_ca("leaf-a"), cluster=name)
+    with pytest.raises(BadParameter, match="is not a valid cluster name"):
+        await server.accept_leaf(token.secret, leaf, "10.0.0.66")
+    await _nothing_stored(server, token.secret)
+    assert "is not a valid cluster name" in await _refusal(server)
+
+
+def _ca_variants() -> dict[str, PublicCA]:
+    good = leaf_host_ca("leaf-a")
+    now = dt.datetime.now(dt.UTC)
+    key, user_ca = x509.new_ca("leaf-a", "user", now)
+    _, other = x509.new_ca("us-east-1b", "host", now)
+    _, not_ca = x509.new_ca("leaf-a", "host", now)
+    leaf_cert = x509.issue(key, user_ca, ed25519.Ed25519PrivateKey.generate().public_key(),
+                           x509.Identity(kind="host", name="p", cluster="leaf-a",
+                                         roles=("proxy",)),
+                           now=now, ttl=dt.timedelta(hours=1))
+    rsa_line = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQDZ"
+    return {
+        "a user CA": replace(good, tls=x509.pem_cert(user_ca)),
+        "another cluster's CA": replace(good, tls=x509.pem_cert(other)),
+        "a certificate that is no CA": replace(good, tls=x509.pem_cert(leaf_cert)),
+        "two certificates": replace(good, tls=good.tls + x509.pem_cert(not_ca)),
+        "no certificate": replace(good, tls="-----BEGIN CERTIFICATE-----"),
+        "a truncated RSA key": replace(good, ssh=rsa_line),
+        "garbage for an SSH key": replace(good, ssh="garbage"),
+        "the type user": replace(good, type="user"),
+    }
+
+
+@pytest.mark.parametrize("what", sorted(_ca_variants()))
+async def test_a_leaf_ca_that_is_not_its_host_ca_stores_nothing(server: AuthServer, what: str
+                                                               ) -> None:
+    token = await server.create_token("trusted_cluster", dt.timedelta(minutes=15))
+    with pytest.raises(BadParameter):
+        await server.accept_leaf(token.secret, _ca_variants()[what], "10.0.0.66")
+    await _nothing_stored(server, token.secret)
+    await _refusal(server)
+
+
+async def test_the_roots_own_name_is_refused_before_the_token_is_looked_at(
+        server: AuthServer) -> None:
+    with pytest.raises(AccessDenied, match="cannot share the root's name"):
+        await server.accept_leaf("not-a-token", leaf_host_ca(CLUSTER), "10.0.0.66")
+    assert await server.trust.leaf_cas() == []
+
+
+async def test_a_remote_cluster_whose_record_is_gone_still_loses_its_ca(server: AuthServer
+                                                                       ) -> None:
+    token = await server.create_token("trusted_cluster", dt.timedelta(minutes=15))
+    await server.accept_leaf(token.secret, leaf_host_ca("leaf-a"), "10.0.0.9")
+    await server.trust.remotes.delete("leaf-a")  # as a crash half-way through used to leave it
+    assert "leaf-a" in (await build_snapshot(server)).leaf_host_cas
+    await server.delete_remote_cluster("leaf-a")
+    assert await server.trust.leaf_cas() == []
+    assert "leaf-a" not in (await build_snapshot(server)).leaf_host_cas
+    with pytest.raises(NotFound, match="remote_cluster leaf-a not found"):
+        await server.delete_remote_cluster("leaf-a")
+
+
+@pytest.mark.parametrize("name", ["us-east-1b?", "us-east-1b/../us-east-1b", "us-east-1b#x",
+                                  "us-east-1b%3F"])
+async def test_a_name_with_url_characters_names_no_other_leaf(api: API, name: str) -> None:
+    server = api.server
+    token = await server.create_token("trusted_cluster", dt.timedelta(minutes=15))
+    await server.accept_leaf(token.secret, leaf_host_ca("us-east-1b"), "10.0.0.9")
+    admin = AuthClient(api.admin())
+    with pytest.raises((NotFound, BadParameter)):  # not found, or not a name at all
+        await admin.delete_resource("remote_cluster", name)
+    assert [rc.metadata.name for rc in await server.trust.remotes.list()] == ["us-east-1b"]
+    assert [ca.cluster for ca in await server.trust.leaf_cas()] == ["us-east-1b"]

@@ -1,0 +1,89 @@
+"""The leaf side of the streams a root opens: an API call is relayed only in the name of
+a user certificate the stream carries (review finding 2 of the hardening issue: a
+stranger at the root reached the leaf's login through an anonymous stream)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from gatehouse.clock import FakeMonotonic
+from gatehouse.errors import ConnectionProblem
+from gatehouse.tunnel.mux import MuxSession, read_all
+from gatehouse.tunnel.serve import StreamServer
+
+
+class Relay:
+    """The leaf's auth as the stream server reaches it: records what it was asked."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, bytes | None]] = []
+
+    async def relay(self, method: str, path: str, body: bytes, client_der: bytes | None,
+                    remote: str) -> tuple[int, bytes]:
+        self.calls.append((method, path, client_der))
+        return 200, b'{"ok": true}'
+
+    async def resolve_node(self, target: str, client_der: bytes | None, remote: str) -> str:
+        raise AssertionError("no SSH streams here")
+
+
+@pytest.fixture
+async def tunnel() -> AsyncIterator[tuple[MuxSession, Relay, list[tuple[str, Any]]]]:
+    relay, audited = Relay(), []
+
+    async def audit(event: str, fields: dict[str, Any]) -> None:
+        audited.append((event, fields))
+
+    clock = FakeMonotonic()
+    server = StreamServer(relay, relay, audit, clock)
+    loop = asyncio.get_running_loop()
+    accepted: asyncio.Future[MuxSession] = loop.create_future()
+
+    def factory() -> MuxSession:
+        session = MuxSession(dialer=False, clock=clock, on_open=server)
+        accepted.set_result(session)
+        return session
+
+    listener = await loop.create_server(factory, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    _, root = await loop.create_connection(lambda: MuxSession(dialer=True, clock=clock),
+                                           "127.0.0.1", port)
+    leaf = await accepted
+    yield root, relay, audited
+    await root.aclose()
+    await leaf.wait_closed()
+    listener.close()
+
+
+def _api(cert: bytes) -> dict[str, Any]:
+    return {"kind": "api", "method": "POST", "path": "/v1/login", "remote": "198.51.100.7:1",
+            "client_cert": base64.b64encode(cert).decode()}
+
+
+async def test_an_api_stream_without_a_certificate_is_refused_unsent(
+        tunnel: tuple[MuxSession, Relay, list[tuple[str, Any]]]) -> None:
+    root, relay, _ = tunnel
+    with pytest.raises(ConnectionProblem, match="needs the certificate of a root cluster user"):
+        await root.open(_api(b""))
+    meta = _api(b"")
+    del meta["client_cert"]
+    with pytest.raises(ConnectionProblem, match="needs the certificate"):
+        await root.open(meta)
+    assert relay.calls == []
+
+
+async def test_an_api_stream_with_a_certificate_is_relayed_in_its_name(
+        tunnel: tuple[MuxSession, Relay, list[tuple[str, Any]]]) -> None:
+    root, relay, _ = tunnel
+    stream = await root.open(_api(b"\x30\x03der"))
+    await stream.write(b"{}")
+    stream.write_eof()
+    reply = json.loads(await read_all(stream))
+    assert reply["status"] == 200
+    assert relay.calls == [("POST", "/v1/login", b"\x30\x03der")]
