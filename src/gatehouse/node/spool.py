@@ -4,7 +4,9 @@
 has; the sender fsyncs before each upload). The sender uploads in order and,
 once the auth has acknowledged, records how far it got; after a restart it
 resends from there. The auth drops an event id it already stored, so a resend
-after a crash between upload and acknowledgement stores nothing twice.
+after a crash between upload and acknowledgement stores nothing twice. For the
+same reason the cursor is overwritten in place and never fsynced: one that a
+power cut leaves behind only makes the node send some events again.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class AuditSpool:
         self._path = directory / "audit.jsonl"
         self._cursor_path = directory / "audit.sent"
         self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._sent = self._read_cursor()
+        self._cursor_fd = os.open(self._cursor_path, os.O_WRONLY | os.O_CREAT, 0o600)
         self._ready = asyncio.Event()
         self._ready.set()  # anything left from before a restart is sent first
 
@@ -43,11 +47,16 @@ class AuditSpool:
         os.write(self._fd, json.dumps(record, separators=(",", ":")).encode() + b"\n")
         self._ready.set()
 
-    def _sent(self) -> int:
+    def _read_cursor(self) -> int:
         try:
             return int(self._cursor_path.read_text())
         except (FileNotFoundError, ValueError):
             return 0
+
+    def _move_cursor(self, offset: int) -> None:
+        """Record that everything before ``offset`` was sent (fixed width: one write)."""
+        os.pwrite(self._cursor_fd, b"%020d\n" % offset, 0)
+        self._sent = offset
 
     def _pending(self, offset: int) -> tuple[list[dict[str, Any]], int]:
         with self._path.open("rb") as f:
@@ -70,11 +79,10 @@ class AuditSpool:
             await self._ready.wait()
             self._ready.clear()
             while True:
-                sent = self._sent()
-                records, end = self._pending(sent)
+                records, end = self._pending(self._sent)
                 if not records:
-                    if end > sent:
-                        write_private(self._cursor_path, str(end))
+                    if end > self._sent:
+                        self._move_cursor(end)
                     break
                 os.fsync(self._fd)
                 try:
@@ -87,7 +95,7 @@ class AuditSpool:
                 except GatehouseError as exc:  # refused: keep going, do not block the rest
                     log.error("auth refused %d audit events: %s", len(records), exc)
                 delay = 0.5
-                write_private(self._cursor_path, str(end))
+                self._move_cursor(end)
                 if end >= COMPACT_AT:
                     self._compact(end)
 
@@ -97,10 +105,12 @@ class AuditSpool:
             f.seek(sent)
             rest = f.read()
         write_private(self._path.with_suffix(".tmp"), rest)
+        self._move_cursor(0)  # durably first: a crash from here on resends, never skips
+        os.fsync(self._cursor_fd)
         os.replace(self._path.with_suffix(".tmp"), self._path)
-        write_private(self._cursor_path, "0")
         os.close(self._fd)
         self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
     def close(self) -> None:
         os.close(self._fd)
+        os.close(self._cursor_fd)
