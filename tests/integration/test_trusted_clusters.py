@@ -173,15 +173,15 @@ def _anonymous_post(proxy: str, path: str, body: dict[str, str], headers: dict[s
 def test_a_stranger_at_the_root_reaches_no_leaf_endpoint(seed: Seed) -> None:
     """Review finding: an anonymous request to the root proxy naming a leaf was relayed
     to the leaf's /v1/login (password guessing and lockout of leaf-local users)."""
-    seed.a.add_user("dave", roles="access", logins="root")
+    seed.a.add_user("erin", roles="access", logins="root")
     key = sshcert.public_key_line(ed25519.Ed25519PrivateKey.generate().public_key())
     for password in ("not-the-password-1", PASSWORD):
         status, reply = _anonymous_post(
-            seed.root.proxy, "/v1/login", {"user": "dave", "password": password,
+            seed.root.proxy, "/v1/login", {"user": "erin", "password": password,
                                            "public_key": key}, {CLUSTER_HEADER: LEAF_A})
         assert status == 403 and "need a user certificate of sso.example.com" in reply, reply
-    assert not [e for e in seed.a.events("--type=user.login.failure") if e["user"] == "dave"]
-    assert not [e for e in seed.a.events("--type=user.login") if e["user"] == "dave"]
+    assert not [e for e in seed.a.events("--type=user.login.failure") if e["user"] == "erin"]
+    assert not [e for e in seed.a.events("--type=user.login") if e["user"] == "erin"]
     # The root's own endpoints are unchanged for strangers: a login there is its own.
     status, _ = _anonymous_post(seed.root.proxy, "/v1/login",
                                 {"user": "nobody", "password": "x" * 12, "public_key": key}, {})
