@@ -3,17 +3,21 @@ chunk from a map of the file, whole on the auth, the local file gone after."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import uuid
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
 from gatehouse.auth.server import AuthServer
 from gatehouse.client.authclient import AuthClient
-from gatehouse.errors import AlreadyExists
+from gatehouse.errors import AlreadyExists, BadParameter
 from gatehouse.node.uploader import upload_with_retries
+from gatehouse.wire.authapi import AuthAPI, RecordingDone
 from gatehouse.wire.names import RECORDING_CHUNK as CHUNK
+from gatehouse.wire.names import RECORDING_TAIL
 from gatehouse.wire.recording import RecordingMeta, RecordingWriter, decode
 from tests.auth.conftest import API
 from tests.auth.samples import NODE_ADDR
@@ -76,3 +80,54 @@ async def test_a_complete_recording_cannot_change(api: API, server: AuthServer,
         await node.post(f"/v1/recordings/{meta.session_id}/complete", {"user": "mallory"})
     assert await server.recordings.read(meta.session_id) == kept
     assert (await server.recordings.meta(meta.session_id))["user"] == "alice"
+    with pytest.raises(AlreadyExists, match="is complete"):  # nor by a tail sent later
+        await node.post(f"/v1/recordings/{meta.session_id}/complete",
+                        {"user": "mallory", "tail": base64.b64encode(b"x").decode()})
+    assert await server.recordings.read(meta.session_id) == kept
+
+
+class CountingAPI:
+    """The node's client of the auth, counting the recording calls it makes."""
+
+    def __init__(self, api: AuthClient) -> None:
+        self._api = api
+        self.calls: list[str] = []
+
+    async def put_recording_chunk(self, session_id: str, index: int, data: bytes) -> None:
+        self.calls.append(f"chunk {index} {len(data)}")
+        await self._api.put_recording_chunk(session_id, index, data)
+
+    async def complete_recording(self, session_id: str, done: RecordingDone) -> dict[str, Any]:
+        self.calls.append(f"complete {done.tail_index} {len(base64.b64decode(done.tail))}")
+        return await self._api.complete_recording(session_id, done)
+
+
+@pytest.mark.parametrize("size", [100, RECORDING_TAIL - 200, RECORDING_TAIL + 5000,
+                                  CHUNK + RECORDING_TAIL + 1])
+async def test_the_last_bytes_go_with_the_completion(api: API, server: AuthServer,
+                                                     tmp_path: Path, size: int) -> None:
+    node = await api.host("node", "hid-1", "node1", [NODE_ADDR])
+    path = tmp_path / "s.rec"
+    meta = write_recording(path, [b"o" * size])
+    sent = path.read_bytes()
+    counting = CountingAPI(AuthClient(node))
+    await upload_with_retries(cast(AuthAPI, counting), path)
+    assert await server.recordings.read(meta.session_id) == sent
+    assert counting.calls[-1] == f"complete {len(counting.calls) - 1} {RECORDING_TAIL}" \
+        if len(sent) > RECORDING_TAIL else counting.calls == [f"complete 0 {len(sent)}"]
+    assert all(int(c.split()[2]) <= CHUNK for c in counting.calls)
+
+
+async def test_a_tail_that_is_too_long_or_not_base64_is_refused(api: API, server: AuthServer
+                                                               ) -> None:
+    node = await api.host("node", "hid-1", "node1", [NODE_ADDR])
+    session = str(uuid.uuid4())
+    for tail, why in ((base64.b64encode(b"x" * (RECORDING_TAIL + 1)).decode(), "at most"),
+                      ("not base64!", "must be base64")):
+        with pytest.raises(BadParameter, match=why):
+            await node.post(f"/v1/recordings/{session}/complete",
+                            {"user": "mallory", "tail": tail})
+    with pytest.raises(BadParameter, match="out of bounds"):
+        await node.post(f"/v1/recordings/{session}/complete",
+                        {"tail": "eA==", "tail_index": -1})
+    assert await server.recordings.list() == []

@@ -5,6 +5,7 @@ removed only once the auth has it all."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import logging
 import mmap
@@ -14,7 +15,7 @@ from pathlib import Path
 from gatehouse.errors import AlreadyExists, BadParameter, ConnectionProblem, GatehouseError
 from gatehouse.wire import recording
 from gatehouse.wire.authapi import AuthAPI, RecordingDone
-from gatehouse.wire.names import RECORDING_CHUNK
+from gatehouse.wire.names import RECORDING_CHUNK, RECORDING_TAIL
 
 __all__ = ["upload", "upload_with_retries"]
 
@@ -23,21 +24,28 @@ log = logging.getLogger(__name__)
 
 async def upload(api: AuthAPI, path: Path) -> None:
     """Send one recording, a chunk at a time from a map of the file: a session of any
-    length costs the node one chunk of memory, not the whole recording."""
+    length costs the node one chunk of memory, not the whole recording. The last
+    bytes go with the completion: a short session's recording is one call."""
     with path.open("rb") as f:
         if os.fstat(f.fileno()).st_size == 0:
             raise BadParameter("empty file")
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            summary = await asyncio.to_thread(recording.summarize, data)
+            small = len(data) <= RECORDING_TAIL  # read at once, no worker thread
+            summary = (recording.summarize(data) if small
+                       else await asyncio.to_thread(recording.summarize, data))
             meta = summary.meta
-            for index, offset in enumerate(range(0, len(data), RECORDING_CHUNK)):
-                chunk = await asyncio.to_thread(data.__getitem__,
-                                                slice(offset, offset + RECORDING_CHUNK))
+            tail_at = len(data) - min(len(data), RECORDING_TAIL)
+            offsets = range(0, tail_at, RECORDING_CHUNK)
+            for index, offset in enumerate(offsets):
+                chunk = await asyncio.to_thread(
+                    data.__getitem__, slice(offset, min(offset + RECORDING_CHUNK, tail_at)))
                 await api.put_recording_chunk(meta.session_id, index, chunk)
+            tail = base64.b64encode(data[tail_at:]).decode()
     end = meta.start + dt.timedelta(seconds=summary.duration)
     await api.complete_recording(meta.session_id, RecordingDone(
         user=meta.user, login=meta.login, command=meta.command,
-        start=meta.start.isoformat(), end=end.isoformat(), truncated=summary.truncated))
+        start=meta.start.isoformat(), end=end.isoformat(), truncated=summary.truncated,
+        tail=tail, tail_index=len(offsets)))
     path.unlink()
 
 

@@ -50,11 +50,15 @@ class RecordingStore:
     async def put_chunk(self, session_id: str, index: int, data: bytes) -> None:
         """Store one chunk; a chunk sent again replaces the first, until the recording
         is complete: from then on it is AlreadyExists, whoever asks."""
-        if not 0 <= index < MAX_RECORDING // RECORDING_CHUNK or len(data) > RECORDING_CHUNK:
-            raise BadParameter(f"chunk {index} of {len(data)} bytes is out of bounds")
+        self._check_chunk(index, data)
         if await self._is_complete(session_id):
             raise _unchangeable(session_id)
         await asyncio.to_thread(self._write_chunk, self._dir(session_id), index, data)
+
+    @staticmethod
+    def _check_chunk(index: int, data: bytes) -> None:
+        if not 0 <= index < MAX_RECORDING // RECORDING_CHUNK or len(data) > RECORDING_CHUNK:
+            raise BadParameter(f"chunk {index} of {len(data)} bytes is out of bounds")
 
     async def _is_complete(self, session_id: str) -> bool:
         try:
@@ -75,10 +79,24 @@ class RecordingStore:
             os.close(fd)
         os.replace(tmp, directory / f"{index:06d}")
 
-    async def complete(self, session_id: str, meta: dict[str, Any]) -> None:
+    async def complete(self, session_id: str, meta: dict[str, Any],
+                       tail: tuple[int, bytes] | None = None) -> None:
         """Mark an upload finished with the recording's metadata (from its header),
-        once its chunks are on disk; AlreadyExists if it was already."""
-        await asyncio.to_thread(_sync_all, self._dir(session_id))
+        once its chunks (and ``tail``: its last chunk, (index, bytes)) are on disk;
+        AlreadyExists if it was already."""
+        directory = self._dir(session_id)
+        if tail is not None:
+            index, data = tail
+            self._check_chunk(index, data)
+            if await self._is_complete(session_id):
+                raise _unchangeable(session_id)
+
+        def store() -> None:
+            if tail is not None:
+                self._write_chunk(directory, *tail)
+            _sync_all(directory)
+
+        await asyncio.to_thread(store)
         try:
             await self._backend.create(Item(key=self._meta_key(session_id),
                                             value=json.dumps(meta).encode()))

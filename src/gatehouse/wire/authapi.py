@@ -161,7 +161,9 @@ class EventQuery(_Message):
 
 
 class RecordingDone(_Message):
-    """What a node says of a recording it finished uploading."""
+    """What a node says of a recording it finished uploading; it may carry the last
+    bytes (at most RECORDING_TAIL, base64) as chunk ``tail_index``, so that a short
+    session's recording takes one call."""
 
     user: str = ""
     login: str = ""
@@ -169,6 +171,8 @@ class RecordingDone(_Message):
     end: str = ""
     command: str = ""
     truncated: bool = False
+    tail: str = ""
+    tail_index: int = 0
 
 
 API_PREFIX = "/v1/"  # every route's path starts so; a proxy relays nothing else

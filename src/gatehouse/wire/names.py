@@ -10,6 +10,7 @@ __all__ = [
     "CLIENT_CERT_HEADER",
     "CLUSTER_HEADER",
     "RECORDING_CHUNK",
+    "RECORDING_TAIL",
     "REMOTE_ADDR_HEADER",
 ]
 
@@ -25,3 +26,4 @@ REMOTE_ADDR_HEADER = "X-Gatehouse-Remote-Addr"
 CLUSTER_HEADER = "X-Gatehouse-Cluster"
 
 RECORDING_CHUNK = 1 << 20  # the most bytes of a recording one upload call carries
+RECORDING_TAIL = 64 << 10  # the most a recording's completion carries of its last bytes
