@@ -63,8 +63,9 @@ def start_gatehouse(dir: Path) -> Gatehouse:
     root, leaf = _cluster(ROOT, dir / "root"), _cluster(LEAF, dir / "leaf")
     unrecorded = _cluster(LEAF_UNRECORDED, dir / "leaf-norec", session_recording="off")
     in_parallel(partial(_start, root), partial(_start, leaf), partial(_start, unrecorded))
-    root.add_user(USER, roles="access", logins=f"root,{LIGHT_LOGIN}", password=PASSWORD)
-    in_parallel(partial(join, leaf, root, ROLE_MAP), partial(join, unrecorded, root, ROLE_MAP))
+    in_parallel(partial(root.add_user, USER, roles="access", logins=f"root,{LIGHT_LOGIN}",
+                        password=PASSWORD),
+                partial(join, leaf, root, ROLE_MAP), partial(join, unrecorded, root, ROLE_MAP))
     (dir / "home").mkdir()
     gh = Gatehouse(root, leaf, unrecorded, Client(dir / "home", root.proxy))
     gh.client.login(USER, PASSWORD).ok()
