@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -14,39 +14,13 @@ from gatehouse.clock import FakeMonotonic
 from gatehouse.errors import ConnectionProblem
 from gatehouse.tunnel.frames import HEADER, INITIAL_WINDOW, FrameType, encode
 from gatehouse.tunnel.mux import MuxSession, MuxStream
+from tests.tunnel.loopback import pair, sessions
 
-Handler = Callable[[MuxStream], Awaitable[None]]
 TIMEOUT = 5.0  # real seconds, for real I/O only
 
 
 class Mute(asyncio.Protocol):
     """A peer that reads frames and never answers one."""
-
-
-async def _pair(handler: Handler | None, clock: FakeMonotonic,
-                acceptor: Callable[[], asyncio.Protocol] | None = None,
-                ) -> tuple[MuxSession, asyncio.Protocol, asyncio.Server]:
-    loop = asyncio.get_running_loop()
-    accepted: asyncio.Future[asyncio.Protocol] = loop.create_future()
-
-    def factory() -> asyncio.Protocol:
-        session = acceptor() if acceptor else MuxSession(dialer=False, clock=clock,
-                                                         on_open=handler)
-        accepted.set_result(session)
-        return session
-
-    server = await loop.create_server(factory, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    _, dialer = await loop.create_connection(lambda: MuxSession(dialer=True, clock=clock),
-                                             "127.0.0.1", port)
-    return dialer, await accepted, server
-
-
-async def _sessions(handler: Handler | None,
-                    clock: FakeMonotonic) -> tuple[MuxSession, MuxSession, asyncio.Server]:
-    dialer, acceptor, server = await _pair(handler, clock)
-    assert isinstance(acceptor, MuxSession)
-    return dialer, acceptor, server
 
 
 @pytest.fixture
@@ -65,7 +39,7 @@ async def echo(clock: FakeMonotonic) -> AsyncIterator[tuple[MuxSession, MuxSessi
             await stream.write(data)
         stream.write_eof()
 
-    dialer, acceptor, server = await _sessions(handle, clock)
+    dialer, acceptor, server = await sessions(handle, clock)
     yield dialer, acceptor
     await dialer.aclose()
     await acceptor.wait_closed()
@@ -122,7 +96,7 @@ async def test_sender_stops_at_the_window_until_the_reader_reads(clock: FakeMono
         while await stream.read():
             pass
 
-    dialer, acceptor, server = await _sessions(accept_and_read_when_told, clock)
+    dialer, acceptor, server = await sessions(accept_and_read_when_told, clock)
     stream = await dialer.open({})
     write = asyncio.create_task(stream.write(bytes(INITIAL_WINDOW + 1)))
     other = await far
@@ -151,7 +125,7 @@ async def test_ping_measures_round_trip(echo: tuple[MuxSession, MuxSession],
 
 
 async def test_an_unanswered_ping_times_out_on_the_clock(clock: FakeMonotonic) -> None:
-    dialer, _, server = await _pair(None, clock, acceptor=Mute)
+    dialer, _, server = await pair(None, clock, acceptor=Mute)
     ping = asyncio.create_task(dialer.ping(timeout=10))
     await asyncio.wait_for(clock.until_sleeping(), TIMEOUT)
     clock.advance(9.9)
@@ -166,7 +140,7 @@ async def test_an_unanswered_ping_times_out_on_the_clock(clock: FakeMonotonic) -
 
 
 async def test_an_unanswered_open_times_out_and_resets_the_stream(clock: FakeMonotonic) -> None:
-    dialer, _, server = await _pair(None, clock, acceptor=Mute)
+    dialer, _, server = await pair(None, clock, acceptor=Mute)
     opening = asyncio.create_task(dialer.open({}, timeout=15))
     await asyncio.wait_for(clock.until_sleeping(), TIMEOUT)
     clock.advance(15)
@@ -200,7 +174,7 @@ async def test_closing_cancels_and_awaits_the_stream_handlers(clock: FakeMonoton
                 await asyncio.sleep(0)
             finished.append("handler")
 
-    dialer, acceptor, server = await _sessions(hold, clock)
+    dialer, acceptor, server = await sessions(hold, clock)
     await dialer.open({})
     await asyncio.wait_for(started.wait(), TIMEOUT)
     await dialer.aclose("done")
@@ -225,7 +199,7 @@ async def test_losing_the_connection_resets_open_streams(
 
 
 async def test_protocol_error_closes_the_connection(clock: FakeMonotonic) -> None:
-    dialer, acceptor, server = await _sessions(None, clock)
+    dialer, acceptor, server = await sessions(None, clock)
     assert dialer._transport is not None
     dialer._transport.write(HEADER.pack(42, 1, 0))  # unknown frame type
     reason = await asyncio.wait_for(acceptor.closed, TIMEOUT)
@@ -238,7 +212,7 @@ async def test_data_beyond_the_window_is_a_protocol_error(clock: FakeMonotonic) 
         stream.accept()
         await asyncio.Event().wait()
 
-    dialer, acceptor, server = await _sessions(accept, clock)
+    dialer, acceptor, server = await sessions(accept, clock)
     stream = await dialer.open({})
     assert dialer._transport is not None
     chunk = bytes(256 * 1024)
@@ -249,7 +223,7 @@ async def test_data_beyond_the_window_is_a_protocol_error(clock: FakeMonotonic) 
 
 
 async def test_acceptor_without_handler_refuses(clock: FakeMonotonic) -> None:
-    dialer, _, server = await _sessions(None, clock)
+    dialer, _, server = await sessions(None, clock)
     with pytest.raises(ConnectionProblem, match="does not accept"):
         await dialer.open({})
     await dialer.aclose()

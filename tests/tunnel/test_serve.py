@@ -4,7 +4,6 @@ stranger at the root reached the leaf's login through an anonymous stream)."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
@@ -16,6 +15,7 @@ from gatehouse.clock import FakeMonotonic
 from gatehouse.errors import ConnectionProblem
 from gatehouse.tunnel.mux import MuxSession, read_all
 from gatehouse.tunnel.serve import StreamServer
+from tests.tunnel.loopback import sessions
 
 
 class Relay:
@@ -42,19 +42,7 @@ async def tunnel() -> AsyncIterator[tuple[MuxSession, Relay, list[tuple[str, Any
 
     clock = FakeMonotonic()
     server = StreamServer(relay, relay, audit, clock)
-    loop = asyncio.get_running_loop()
-    accepted: asyncio.Future[MuxSession] = loop.create_future()
-
-    def factory() -> MuxSession:
-        session = MuxSession(dialer=False, clock=clock, on_open=server)
-        accepted.set_result(session)
-        return session
-
-    listener = await loop.create_server(factory, "127.0.0.1", 0)
-    port = listener.sockets[0].getsockname()[1]
-    _, root = await loop.create_connection(lambda: MuxSession(dialer=True, clock=clock),
-                                           "127.0.0.1", port)
-    leaf = await accepted
+    root, leaf, listener = await sessions(server, clock)
     yield root, relay, audited
     await root.aclose()
     await leaf.wait_closed()

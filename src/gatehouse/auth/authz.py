@@ -11,8 +11,6 @@ refusal is logged and audited with its reason.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import json
 import logging
@@ -50,7 +48,6 @@ from gatehouse.wire.authapi import (
     TokenReply,
     TokenRequest,
 )
-from gatehouse.wire.names import RECORDING_TAIL
 from gatehouse.wire.recording import check_session_id
 from gatehouse.wire.trust import TrustSnapshot
 
@@ -217,15 +214,7 @@ class AuthWithRoles:
             node = caller.identity.name
         meta = {"session_id": session_id, "cluster": self._server.cluster, "node": node,
                 **done.model_dump(exclude={"tail", "tail_index"})}
-        tail = None
-        if done.tail:
-            try:
-                tail = (done.tail_index, base64.b64decode(done.tail, validate=True))
-            except binascii.Error:
-                raise BadParameter("a recording's tail must be base64") from None
-            if len(tail[1]) > RECORDING_TAIL:
-                raise BadParameter(f"a recording's tail is at most {RECORDING_TAIL} bytes")
-        await self._server.recordings.complete(session_id, meta, tail)
+        await self._server.recordings.complete(session_id, meta, done.tail_chunk())
         return meta
 
     # users and admins ----------------------------------------------------------------------

@@ -9,8 +9,6 @@ very name, as an ssh-ed25519 line and a self-signed X.509 CA certificate.
 
 from __future__ import annotations
 
-import re
-
 from cryptography import x509 as cx509
 from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import NameOID
@@ -18,22 +16,17 @@ from cryptography.x509.oid import NameOID
 from gatehouse.auth.issuer import parse_public_key
 from gatehouse.errors import AccessDenied, BadParameter
 from gatehouse.pki import x509
-from gatehouse.types.resource import NAME_PATTERN
+from gatehouse.types.resource import NAME_RULE, is_name
 from gatehouse.wire.trust import PublicCA
 
 __all__ = ["check_leaf_ca"]
-
-_NAME_RE = re.compile(NAME_PATTERN)
-
 
 def check_leaf_ca(leaf_ca: PublicCA, root: str) -> None:
     """Raise BadParameter (malformed) or AccessDenied (the root's own name) unless
     ``leaf_ca`` is a well-formed host CA of a validly named cluster other than ``root``."""
     name = leaf_ca.cluster
-    if _NAME_RE.fullmatch(name) is None:
-        raise BadParameter(f"leaf name {name[:80]!r} is not a valid cluster name: use "
-                           "letters, digits and . _ @ -, starting with a letter or digit, "
-                           "at most 253 characters")
+    if not is_name(name):
+        raise BadParameter(f"leaf name {name[:80]!r} is not a valid cluster name: {NAME_RULE}")
     if name == root:
         raise AccessDenied(f"a leaf cannot share the root's name {root!r}")
     if leaf_ca.type != "host":

@@ -42,7 +42,7 @@ from gatehouse.services.resources import ResourceStore
 from gatehouse.services.totp import TOTPStore
 from gatehouse.services.trust import TrustStore
 from gatehouse.types.node import Node, NodeSpec, NodeStatus
-from gatehouse.types.resource import NAME_PATTERN, Metadata
+from gatehouse.types.resource import Metadata, is_name
 from gatehouse.types.role import Role, preset_roles
 from gatehouse.types.token import Token, TokenMetadata, TokenSpec, TokenType
 from gatehouse.types.trusted_cluster import TrustedCluster
@@ -249,7 +249,7 @@ class AuthServer:
                           dns_names: list[str]) -> None:
         """Hosts do not choose arbitrary names for their certificates: no wildcards,
         no names reserved for the cluster's own services (BadParameter otherwise)."""
-        if not re.fullmatch(NAME_PATTERN, nodename):
+        if not is_name(nodename):
             raise BadParameter(f"invalid node name {nodename!r}")
         for addr in addrs:
             host = split_host_port(addr)[0]

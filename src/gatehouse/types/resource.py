@@ -29,6 +29,7 @@ from gatehouse.errors import BadParameter
 
 __all__ = [
     "NAME_PATTERN",
+    "NAME_RULE",
     "Duration",
     "HostPort",
     "LabelKey",
@@ -38,11 +39,14 @@ __all__ = [
     "Resource",
     "format_duration",
     "invalid",
+    "is_name",
     "parse_duration",
     "split_host_port",
 ]
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,252}$"
+NAME_RULE = ("use letters, digits and . _ @ -, starting with a letter or digit, "
+             "at most 253 characters")
 _NAME_RE = re.compile(NAME_PATTERN)
 # Label keys in the spirit of Kubernetes/Teleport ones; "*" is reserved for selectors.
 _LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9/._:-]{1,253}$")
@@ -60,12 +64,14 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def is_name(value: str) -> bool:
+    """Whether ``value`` may name a resource (NAME_RULE says what may)."""
+    return _NAME_RE.fullmatch(value) is not None
+
+
 def _check_name(value: str) -> str:
-    if _NAME_RE.fullmatch(value) is None:
-        raise invalid(
-            f"{value!r} is not a valid name: use letters, digits and . _ @ -, "
-            "starting with a letter or digit, at most 253 characters"
-        )
+    if not is_name(value):
+        raise invalid(f"{value!r} is not a valid name: {NAME_RULE}")
     return value
 
 

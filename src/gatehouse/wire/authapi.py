@@ -9,14 +9,18 @@ caller tells them apart only by speed. The JSON shapes on the wire are the model
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Any, NamedTuple, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from gatehouse.errors import BadParameter
 from gatehouse.types.node import Node
 from gatehouse.types.resource import Resource
+from gatehouse.wire.names import RECORDING_TAIL
 from gatehouse.wire.trust import PublicCA, TrustSnapshot
 
 __all__ = [
@@ -173,6 +177,18 @@ class RecordingDone(_Message):
     truncated: bool = False
     tail: str = ""
     tail_index: int = 0
+
+    def tail_chunk(self) -> tuple[int, bytes] | None:
+        """The last chunk it carries as (index, bytes), if any; BadParameter if malformed."""
+        if not self.tail:
+            return None
+        try:
+            data = base64.b64decode(self.tail, validate=True)
+        except binascii.Error:
+            raise BadParameter("a recording's tail must be base64") from None
+        if len(data) > RECORDING_TAIL:
+            raise BadParameter(f"a recording's tail is at most {RECORDING_TAIL} bytes")
+        return self.tail_index, data
 
 
 API_PREFIX = "/v1/"  # every route's path starts so; a proxy relays nothing else
