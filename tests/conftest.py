@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import AsyncIterator
 
 import pytest
@@ -12,7 +13,9 @@ from gatehouse.clock import FakeClock
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    # Starts at the real time: certificates issued on it also meet real TLS stacks,
+    # which check validity against the system clock.
+    return FakeClock(dt.datetime.now(dt.UTC).replace(microsecond=0))
 
 
 @pytest.fixture

@@ -86,9 +86,10 @@ class API:
         return await self.host("proxy", "proxy-hid", "proxy1", [],
                                headers={CLIENT_CERT_HEADER: header})
 
-    def admin(self) -> APIClient:
+    async def admin(self) -> APIClient:
         key = ed25519.Ed25519PrivateKey.generate()
-        return self._client(key, self.server.issue_admin_certs(key.public_key()).tls_cert)
+        certs = await self.server.issue_admin_certs(key.public_key())
+        return self._client(key, certs.tls_cert)
 
     async def close(self) -> None:
         for client in self._clients:

@@ -136,7 +136,7 @@ DBS, WEBS = ["db-1", "db-2", "db-3"], ["web-1", "web-2", "web-3"]
 
 @pytest.mark.usefixtures("fleet")
 async def test_the_listing_is_node_resources_by_hostname(api: API, server: AuthServer) -> None:
-    nodes = await api.admin().get("/v1/nodes")
+    nodes = await (await api.admin()).get("/v1/nodes")
     assert hostnames(nodes) == DBS + WEBS
     assert nodes == [to_json_obj(await server.nodes.get(n["metadata"]["name"])) for n in nodes]
 
@@ -161,8 +161,8 @@ async def test_a_listing_filters_by_labels_then_stops_at_the_limit(api: API) -> 
 
 @pytest.mark.usefixtures("fleet")
 async def test_a_listing_by_hostname_reads_only_that_hostname(api: API) -> None:
-    assert hostnames(await api.admin().get("/v1/nodes", hostname="web-2")) == ["web-2"]
-    assert await api.admin().get("/v1/nodes", hostname="web") == []
+    assert hostnames(await (await api.admin()).get("/v1/nodes", hostname="web-2")) == ["web-2"]
+    assert await (await api.admin()).get("/v1/nodes", hostname="web") == []
     bob = await api.user("bob", ["dev"])
     assert hostnames(await bob.get("/v1/nodes", hostname="db-3")) == ["db-3"]
     assert await bob.get("/v1/nodes", hostname="web-2") == []  # not selected by his roles
@@ -174,18 +174,18 @@ async def test_nodes_that_stopped_heartbeating_are_not_listed(api: API, server: 
     clock.advance(NODE_TTL - dt.timedelta(seconds=1))
     await server.heartbeat("hid-2", "web-1", "10.0.1.2:22", {"env": "prod"})
     clock.advance(dt.timedelta(seconds=1))
-    assert hostnames(await api.admin().get("/v1/nodes")) == ["web-1"]
+    assert hostnames(await (await api.admin()).get("/v1/nodes")) == ["web-1"]
 
 
 @pytest.mark.parametrize("query", [{"limit": "many"}, {"labels": "[1]"}, {"labels": "{"}])
 async def test_a_malformed_node_query_is_bad_parameter(api: API, query: dict[str, str]) -> None:
     with pytest.raises(BadParameter, match="bad node query"):
-        await api.admin().get("/v1/nodes", **query)
+        await (await api.admin()).get("/v1/nodes", **query)
 
 
 @pytest.mark.usefixtures("fleet")
 async def test_status_counts_the_nodes(api: API) -> None:
-    status = await api.admin().get("/v1/status")
+    status = await (await api.admin()).get("/v1/status")
     assert status["counts"]["nodes"] == 6
 
 
@@ -202,7 +202,7 @@ async def test_a_node_removed_by_the_admin_is_refused(api: API) -> None:
     node = await api.host("node", "hid-1", "db1", [NODE_ADDR])
     beat = {"hostname": "db1", "addr": NODE_ADDR}
     await node.post("/v1/nodes/heartbeat", beat)
-    await api.admin().delete("/v1/resources/node/hid-1")
+    await (await api.admin()).delete("/v1/resources/node/hid-1")
     with pytest.raises(AccessDenied, match="not registered"):
         await node.post("/v1/nodes/heartbeat", beat)
 
@@ -433,7 +433,7 @@ async def test_a_proxy_reports_every_tunnel_it_holds_in_one_call(root_proxy: API
 async def test_only_a_proxy_reports_tunnels(api: API, node: APIClient,
                                             server: AuthServer) -> None:
     await server.trust.remotes.create(RemoteCluster(metadata=Metadata(name="us-east-1a")))
-    for caller in (api.admin(), node):
+    for caller in (await api.admin(), node):
         with pytest.raises(AccessDenied):
             await caller.post("/v1/remote_clusters/heartbeat", {"leaves": ["us-east-1a"]})
     [rc] = await server.trust.remote_clusters()

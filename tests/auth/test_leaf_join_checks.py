@@ -108,7 +108,7 @@ async def test_a_name_with_url_characters_names_no_other_leaf(api: API, name: st
     server = api.server
     token = await server.create_token("trusted_cluster", dt.timedelta(minutes=15))
     await server.accept_leaf(token.secret, leaf_host_ca("us-east-1b"), "10.0.0.9")
-    admin = AuthClient(api.admin())
+    admin = AuthClient(await api.admin())
     with pytest.raises((NotFound, BadParameter)):  # not found, or not a name at all
         await admin.delete_resource("remote_cluster", name)
     assert [rc.metadata.name for rc in await server.trust.remotes.list()] == ["us-east-1b"]

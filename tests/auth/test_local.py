@@ -126,6 +126,6 @@ async def test_the_proxy_port_takes_each_client_as_one_it_relays(proxy_port: API
     # there (the auth's own port would take them).
     alice = AuthClient(await proxy_port.user("alice", ["editor"]))
     assert (await alice.status()).cluster == proxy_port.server.cluster
-    admin = AuthClient(proxy_port.admin())
+    admin = AuthClient(await proxy_port.admin())
     with pytest.raises(AccessDenied, match="may relay only user and node certificates"):
         await admin.status()

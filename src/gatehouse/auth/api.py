@@ -26,6 +26,7 @@ from gatehouse.wire.authapi import (
     LeafJoinRequest,
     LoginRequest,
     NodeQuery,
+    RenewRequest,
     TokenRequest,
 )
 from gatehouse.wire.names import RECORDING_CHUNK
@@ -83,6 +84,11 @@ async def join_leaf(request: web.Request) -> web.Response:
 async def heartbeat(request: web.Request) -> web.Response:
     beat = await body_of(request, Heartbeat)
     return web.json_response(to_json_obj(await (await api_of(request)).heartbeat(beat)))
+
+
+async def renew(request: web.Request) -> web.Response:
+    req = await body_of(request, RenewRequest)
+    return _reply(await (await api_of(request)).renew(req))
 
 
 async def resolve(request: web.Request) -> web.Response:
@@ -201,6 +207,7 @@ async def _end_watches(app: web.Application) -> None:
 _HANDLERS: dict[str, Handler] = {
     "ping": ping, "login": login, "join": join, "join_leaf": join_leaf, "clusters": clusters,
     "report_tunnels": remote_heartbeat, "status": status, "heartbeat": heartbeat,
+    "renew": renew,
     "resolve_node": resolve, "list_nodes": list_nodes, "trust": trust,
     "set_password": set_password, "set_totp": set_totp, "add_token": add_token,
     "get_resources": get_resources, "get_resource": get_resources,

@@ -20,7 +20,7 @@ from typing import Any, cast
 from gatehouse import rbac
 from gatehouse.auth import catalog, intake, trustview
 from gatehouse.auth.identify import Caller, caller_roles
-from gatehouse.auth.issuer import IssuedCerts
+from gatehouse.auth.issuer import IssuedCerts, parse_public_key
 from gatehouse.auth.server import AuthServer
 from gatehouse.auth.server import JoinRequest as HostJoin
 from gatehouse.errors import AccessDenied, BadParameter, NotFound
@@ -45,6 +45,7 @@ from gatehouse.wire.authapi import (
     NodeQuery,
     Ping,
     RecordingDone,
+    RenewRequest,
     TokenReply,
     TokenRequest,
 )
@@ -58,8 +59,9 @@ log = logging.getLogger(__name__)
 # What each kind of host may do through the API, beyond which everything is denied.
 HOST_PERMISSIONS: dict[str, frozenset[tuple[str, str]]] = {
     "node": frozenset({("node", "heartbeat"), ("trust", "read"), ("event", "create"),
-                       ("recording", "upload")}),
+                       ("recording", "upload"), ("host", "renew")}),
     "proxy": frozenset({("node", "list"), ("event", "create"), ("trust", "read"),
+                        ("host", "renew"),
                         ("remote_cluster", "heartbeat"), ("event", "export"),
                         ("remote_event", "create")}),
 }
@@ -91,8 +93,9 @@ async def authorized_roles(
             if verb is None:
                 return []
             role = ident.system_role
-            if role in HOST_PERMISSIONS:
-                await server.hosts.get(ident.name)  # a removed host has no standing
+            if role in HOST_PERMISSIONS or role == "admin":
+                # A removed host, or replaced admin credentials, have no standing.
+                await server.hosts.get(ident.name)
             if role == "admin" or (resource, verb) in HOST_PERMISSIONS.get(role, frozenset()):
                 return []
             raise AccessDenied(f"a {role} may not {verb} {resource}")
@@ -155,6 +158,12 @@ class AuthWithRoles:
         caller = await self._check("node", "heartbeat")
         return await self._server.heartbeat(caller.identity.name, beat.hostname, beat.addr,
                                             dict(beat.labels))
+
+    async def renew(self, req: RenewRequest) -> Certs:
+        caller = await self._check("host", "renew")
+        key = parse_public_key(req.public_key)
+        return Certs.model_validate(self._certs(
+            await self._server.renew_host(caller.identity.name, key)))
 
     async def trust(self) -> TrustSnapshot:
         await self._check("trust", "read")

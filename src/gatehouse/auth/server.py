@@ -54,9 +54,9 @@ __all__ = ["DEFAULT_USER_TTL", "HOST_TTL", "NODE_TTL", "AuthServer", "JoinReques
 log = logging.getLogger(__name__)
 
 DEFAULT_USER_TTL = dt.timedelta(hours=12)
-HOST_TTL = dt.timedelta(days=365)
+HOST_TTL = dt.timedelta(days=30)  # renewed at two thirds (process.renewal)
 NODE_TTL = dt.timedelta(seconds=30)  # a node vanishes from listings 30 s after its last heartbeat
-ADMIN_TTL = dt.timedelta(days=365)
+ADMIN_TTL = dt.timedelta(days=30)  # renewed at two thirds, the replaced ones revoked
 
 # The leaf's half of a trusted-cluster join, over the network (client.rootjoin): handed
 # in, so that the auth's logic makes no network call of its own.
@@ -271,8 +271,20 @@ class AuthServer:
     ) -> issuer.IssuedCerts:
         """Register a host (what it may claim in heartbeats) and sign its certificates."""
         self._check_host_names(role, nodename, addrs, dns_names)
-        await self.hosts.put(host_id, HostRecord(role=role, nodename=nodename, addrs=addrs))
+        await self.hosts.put(host_id, HostRecord(role=role, nodename=nodename, addrs=addrs,
+                                                 dns_names=dns_names))
         return self._issue_host_certs(role, host_id, nodename, key, addrs, dns_names)
+
+    async def renew_host(self, host_id: str, key: Any) -> issuer.IssuedCerts:
+        """Fresh certificates for a registered host, exactly as it was certified: a removed
+        host has no record, so its certificate, however valid, renews nothing."""
+        record = await self.hosts.get(host_id)
+        certs = self._issue_host_certs(record.role, host_id, record.nodename, key,
+                                       record.addrs, record.dns_names)
+        await self.audit.emit("cert.renew", node=record.nodename,
+                              fields={"role": record.role, "host_id": host_id,
+                                      "expires": certs.expires.isoformat()})
+        return certs
 
     def _issue_host_certs(
         self,
@@ -293,12 +305,25 @@ class AuthServer:
             principals=principals, dns_names=names,
         )
 
-    def issue_admin_certs(self, key: Any) -> issuer.IssuedCerts:
-        """The local administrator credentials gatectl -c uses (kept in data_dir, 0600)."""
-        ident = x509.Identity(kind="host", name="admin", cluster=self.cluster, roles=("admin",))
+    async def issue_admin_certs(self, key: Any, replaces: str = "") -> issuer.IssuedCerts:
+        """The local administrator credentials gatectl -c uses (kept in data_dir, 0600).
+
+        Each issue is registered under a fresh id, like a host; the credentials it
+        ``replaces`` (their id) are revoked, however long they had left.
+        """
+        admin_id = f"admin-{uuid.uuid4().hex[:12]}"
+        await self.hosts.put(admin_id, HostRecord(role="admin", nodename="admin"))
+        ident = x509.Identity(kind="host", name=admin_id, cluster=self.cluster,
+                              roles=("admin",))
         now = self.clock.now()
         tls = x509.issue(self.cas["host"].tls_key, self.cas["host"].tls_cert, key, ident,
                          now=now, ttl=ADMIN_TTL)
+        fields = {"host_id": admin_id, "expires": (now + ADMIN_TTL).isoformat()}
+        if replaces:
+            with contextlib.suppress(NotFound):
+                await self.hosts.delete(replaces)
+            fields["revoked"] = replaces
+        await self.audit.emit("cert.create", user=admin_id, fields=fields)
         return issuer.IssuedCerts(ssh_cert="", tls_cert=x509.pem_cert(tls), expires=now + ADMIN_TTL)
 
     async def create_token(self, token_type: TokenType, ttl: dt.timedelta) -> JoinToken:

@@ -36,6 +36,7 @@ from gatehouse.wire.authapi import (
     NodeQuery,
     Ping,
     RecordingDone,
+    RenewRequest,
     TokenReply,
     TokenRequest,
 )
@@ -91,6 +92,9 @@ class AuthClient:
 
     async def heartbeat(self, beat: Heartbeat) -> Node:
         return _resource(Node, await self._call("heartbeat", beat.model_dump(mode="json")))
+
+    async def renew(self, req: RenewRequest) -> Certs:
+        return _parse(Certs, await self._call("renew", req.model_dump(mode="json")))
 
     async def trust(self) -> TrustSnapshot:
         return TrustSnapshot.from_json(await self._call("trust"))

@@ -58,6 +58,7 @@ class NodeService:
         self._spool = AuditSpool(state / "audit")
         self._live: set[SessionRecorder] = set()
         self._tg: asyncio.TaskGroup | None = None
+        self._listener: sshserver.Listener | None = None
 
     def _start_recording(self, grant: sshserver.Grant, info: SessionInfo) -> SessionRecorder:
         """Record the session on this node; upload it to the auth when it ends."""
@@ -99,8 +100,7 @@ class NodeService:
         """Serve until cancelled; ``started`` gets the listening address once ready."""
         unignore_session_signals()
         host, port = split_host_port(self._cfg.listen_addr)
-        key = asyncssh.import_private_key(self._identity.key_file.read_bytes())
-        cert = asyncssh.import_certificate(self._identity.ssh_cert_line())
+        key, cert = self._host_credentials()
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
             tg.create_task(self._trust.run())
@@ -113,7 +113,7 @@ class NodeService:
                 raise ConnectionProblem(
                     "the ssh service could not fetch its trust from its auth in 30 s"
                 ) from None
-            server = await sshserver.listen(
+            self._listener = server = await sshserver.listen(
                 host, port, host_key=key, host_cert=cert,
                 server_factory=lambda: sshserver.NodeSSHServer(
                     trust=self._trust.current, labels=self._cfg.labels, clock=self._clock,
@@ -131,6 +131,15 @@ class NodeService:
                 server.close()
                 for rec in list(self._live):  # sessions cut short by the shutdown
                     rec.end()
+
+    def _host_credentials(self) -> tuple[asyncssh.SSHKey, asyncssh.SSHCertificate]:
+        return (asyncssh.import_private_key(self._identity.key_file.read_bytes()),
+                asyncssh.import_certificate(self._identity.ssh_cert_line()))
+
+    def reload_identity(self) -> None:
+        """Present the renewed host certificate to the connections accepted from now."""
+        if self._listener is not None:
+            self._listener.use_host_cert(*self._host_credentials())
 
     async def _heartbeat(self) -> None:
         await self._api.heartbeat(Heartbeat(hostname=self._nodename,

@@ -30,7 +30,7 @@ from gatehouse.node.session import (
 from gatehouse.pki import sshcert
 from gatehouse.wire.trust import TrustSnapshot
 
-__all__ = ["Grant", "NodeConnection", "NodeSSHServer"]
+__all__ = ["Grant", "Listener", "NodeConnection", "NodeSSHServer", "listen"]
 
 sshgcm.install()  # AES-GCM packets with fewer copies (see gatehouse._sys.sshgcm)
 log = logging.getLogger(__name__)
@@ -202,6 +202,36 @@ class NodeConnection(asyncssh.SSHServerConnection):
         return await super().validate_public_key(username, key_data, msg, signature)
 
 
+class Listener:
+    """The node's SSH listener; its host certificate can be replaced while it serves
+    (renewal): connections accepted after :meth:`use_host_cert` present the new one."""
+
+    def __init__(self, server: asyncio.Server, options: asyncssh.SSHServerConnectionOptions,
+                 server_factory: Callable[[], NodeSSHServer]) -> None:
+        self.server = server
+        self.options = options
+        self._factory = server_factory
+
+    def use_host_cert(self, host_key: asyncssh.SSHKey,
+                      host_cert: asyncssh.SSHCertificate) -> None:
+        self.options = _options(host_key, host_cert, self._factory)
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def _options(host_key: asyncssh.SSHKey, host_cert: asyncssh.SSHCertificate,
+             server_factory: Callable[[], NodeSSHServer]) -> asyncssh.SSHServerConnectionOptions:
+    # Built in the loop: the keys are objects already, nothing here reads a file.
+    return asyncssh.SSHServerConnectionOptions(
+        server_factory=server_factory,
+        server_host_keys=[(host_key, host_cert)],
+        allow_scp=False,
+        login_timeout=30,
+        keepalive_interval=30,
+    )
+
+
 async def listen(
     host: str,
     port: int,
@@ -209,16 +239,16 @@ async def listen(
     host_key: asyncssh.SSHKey,
     host_cert: asyncssh.SSHCertificate,
     server_factory: Callable[[], NodeSSHServer],
-) -> asyncio.Server:
+) -> Listener:
     """Start accepting SSH connections on host:port."""
-    options = await asyncssh.SSHServerConnectionOptions.construct(
-        None,
-        server_factory=server_factory,
-        server_host_keys=[(host_key, host_cert)],
-        allow_scp=False,
-        login_timeout=30,
-        keepalive_interval=30,
-    )
+    options = _options(host_key, host_cert, server_factory)
     loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: NodeConnection(loop, options), host, port,
-                                    reuse_address=True)
+    listener: Listener | None = None
+
+    def connection() -> NodeConnection:
+        assert listener is not None
+        return NodeConnection(loop, listener.options)
+
+    server = await loop.create_server(connection, host, port, reuse_address=True)
+    listener = Listener(server, options, server_factory)
+    return listener

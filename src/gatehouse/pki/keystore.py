@@ -86,6 +86,12 @@ class StoredIdentity:
         if ssh_cert_line is not None:
             write_private(self.ssh_cert_file, ssh_cert_line.strip() + "\n")
 
+    def save_certs(self, tls_cert_pem: str, ssh_cert_line: str | None = None) -> None:
+        """Renewed certificates for the stored key (each file replaced atomically)."""
+        write_private(self.tls_cert_file, tls_cert_pem)
+        if ssh_cert_line is not None:
+            write_private(self.ssh_cert_file, ssh_cert_line.strip() + "\n")
+
     def _read(self, path: Path) -> str:
         try:
             return path.read_text()

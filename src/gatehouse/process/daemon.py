@@ -16,7 +16,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,13 +33,15 @@ from gatehouse.client.api import APIClient
 from gatehouse.client.authclient import AuthClient
 from gatehouse.client.join import join_cluster
 from gatehouse.client.rootjoin import join_root
-from gatehouse.clock import Clock, SystemClock, SystemMonotonic
+from gatehouse.clock import Clock, Monotonic, SystemClock, SystemMonotonic
 from gatehouse.config import Config
-from gatehouse.errors import BadParameter
+from gatehouse.errors import AccessDenied, BadParameter
 from gatehouse.node.service import NodeService
-from gatehouse.pki import tls
+from gatehouse.pki import sshcert, tls
 from gatehouse.pki.keystore import StoredIdentity, write_private
+from gatehouse.process.renewal import Fresh, Renewal, renewal_due
 from gatehouse.proxy.service import ProxyService
+from gatehouse.wire.authapi import AuthAPI, RenewRequest
 from gatehouse.wire.names import ALPN_HTTP
 
 __all__ = ["Started", "run"]
@@ -97,17 +99,65 @@ async def _save_local(auth: AuthServer, store: StoredIdentity, role: str, nodena
     store.save(key, certs.tls_cert, cas, certs.ssh_cert)
 
 
-async def _start_auth(cfg: Config, auth: AuthServer, stack: contextlib.AsyncExitStack) -> None:
+def _renew_with(api: AuthAPI) -> Callable[[StoredIdentity], Awaitable[Fresh]]:
+    """Renewal through the typed API, in the host's own name."""
+    async def renew(store: StoredIdentity) -> Fresh:
+        public = sshcert.public_key_line(store.key().public_key())
+        certs = await api.renew(RenewRequest(public_key=public))
+        return Fresh(certs.tls_cert, certs.ssh_cert)
+    return renew
+
+
+def _admin_current(auth: AuthServer, admin: StoredIdentity, clock: Clock) -> str:
+    """The id of the admin credentials in ``admin`` if they can be kept, else ""."""
+    if not admin.exists():
+        return ""
+    ident = admin.identity()
+    cert = admin.tls_cert()
+    if ident.system_role != "admin" or ident.cluster != auth.cluster or \
+            clock.now() >= renewal_due(cert.not_valid_before_utc, cert.not_valid_after_utc):
+        return ""
+    return ident.name
+
+
+async def _admin_credentials(auth: AuthServer, admin: StoredIdentity, clock: Clock) -> None:
+    """Keep the admin credentials while valid and registered; otherwise issue new ones
+    (revoking the ones they replace)."""
+    kept = _admin_current(auth, admin, clock)
+    if kept:
+        with contextlib.suppress(AccessDenied):
+            await auth.hosts.get(kept)
+            return
+    old = admin.identity().name if admin.exists() else ""
+    key = ed25519.Ed25519PrivateKey.generate()
+    certs = await auth.issue_admin_certs(key.public_key(), replaces=old)
+    admin.save(key, certs.tls_cert, auth.cas["host"].tls_cert_pem)
+    write_private(admin.directory / "identity.pem", identity_bundle(admin))
+
+
+def _admin_renewal(auth: AuthServer, admin: StoredIdentity, clock: Clock,
+                   timer: Monotonic) -> Renewal:
+    async def renew(store: StoredIdentity) -> Fresh:
+        certs = await auth.issue_admin_certs(store.key().public_key(),
+                                             replaces=store.identity().name)
+        return Fresh(certs.tls_cert, None)
+
+    renewal = Renewal("admin", admin, renew, clock, timer)
+    renewal.on_renewed(lambda: write_private(admin.directory / "identity.pem",
+                                             identity_bundle(admin)))
+    return renewal
+
+
+async def _start_auth(cfg: Config, auth: AuthServer, stack: contextlib.AsyncExitStack,
+                      clock: Clock, timer: Monotonic) -> list[Renewal]:
+    """Serve the auth's API; returns the renewals of its own and the admin credentials."""
     data_dir = cfg.data_dir
     host, port = split_host_port(cfg.auth_service.listen_addr)
     store = StoredIdentity(data_dir / "auth")
     names = ["localhost", "127.0.0.1", host]
     await _save_local(auth, store, "auth", "auth", [], names, host_id="auth")
     admin = StoredIdentity(data_dir / "admin")
-    key = ed25519.Ed25519PrivateKey.generate()
-    admin.save(key, auth.issue_admin_certs(key.public_key()).tls_cert,
-               auth.cas["host"].tls_cert_pem)
-    write_private(admin.directory / "identity.pem", identity_bundle(admin))
+    await _admin_credentials(auth, admin, clock)
     ctx = tls.server_context(store.tls_cert_file, store.key_pem_file,
                              auth.cas["host"].tls_cert_pem + auth.cas["user"].tls_cert_pem,
                              alpn=[ALPN_HTTP])
@@ -116,11 +166,13 @@ async def _start_auth(cfg: Config, auth: AuthServer, stack: contextlib.AsyncExit
     stack.push_async_callback(runner.cleanup)
     await web.TCPSite(runner, host, port, ssl_context=ctx, backlog=1024).start()
 
+    async def renew_own(own: StoredIdentity) -> Fresh:
+        certs = await auth.renew_host("auth", own.key().public_key())
+        return Fresh(certs.tls_cert, certs.ssh_cert)
 
-def _api_for(store: StoredIdentity, addr: str, hostname: str) -> AuthClient:
-    ctx = tls.client_context(store.cas_pem(), cert_file=store.tls_cert_file,
-                             key_file=store.key_pem_file)
-    return AuthClient(APIClient(addr, ctx, server_hostname=hostname))
+    own = Renewal("auth", store, renew_own, clock, timer)
+    own.reload_context(ctx)
+    return [own, _admin_renewal(auth, admin, clock, timer)]
 
 
 def _in_process(auth: AuthServer | None, store: StoredIdentity) -> LocalAuth | None:
@@ -129,10 +181,29 @@ def _in_process(auth: AuthServer | None, store: StoredIdentity) -> LocalAuth | N
         else None
 
 
+async def _host_api(
+    name: str, store: StoredIdentity, auth: AuthServer | None, auth_addr: str,
+    server_name: str, clients: contextlib.AsyncExitStack, clock: Clock, timer: Monotonic,
+) -> tuple[AuthAPI, LocalAuth | None, Renewal]:
+    """A host's typed API (in-process if its auth is here) and its certificates' renewal."""
+    local = _in_process(auth, store)
+    if local is not None:
+        return local.as_host(store.identity()), local, \
+            Renewal(name, store, _renew_with(local.as_host(store.identity())), clock, timer)
+    ctx = tls.client_context(store.cas_pem(), cert_file=store.tls_cert_file,
+                             key_file=store.key_pem_file)
+    api = await clients.enter_async_context(
+        AuthClient(APIClient(auth_addr, ctx, server_hostname=server_name)))
+    renewal = Renewal(name, store, _renew_with(api), clock, timer)
+    renewal.reload_context(ctx)
+    return api, None, renewal
+
+
 @contextlib.asynccontextmanager
-async def _services(cfg: Config, clock: Clock) -> AsyncIterator[
-        tuple[AuthServer | None, str, str]]:
-    """Open the auth (if enabled); yield (auth, cluster name, auth API address + hostname)."""
+async def _services(cfg: Config, clock: Clock, timer: Monotonic) -> AsyncIterator[
+        tuple[AuthServer | None, str, str, list[Renewal]]]:
+    """Open the auth (if enabled); yield (auth, cluster name, auth API address + hostname,
+    the renewals of the auth's own credentials)."""
     async with contextlib.AsyncExitStack() as stack:
         auth: AuthServer | None = None
         if cfg.auth_service.enabled:
@@ -145,21 +216,23 @@ async def _services(cfg: Config, clock: Clock) -> AsyncIterator[
             auth = await AuthServer.open(backend, clock, cfg.auth_service.cluster_name,
                                          cfg.data_dir / "recordings",
                                          cfg.auth_service.session_recording, join_root)
-            await _start_auth(cfg, auth, stack)
-            yield auth, auth.cluster, dial_addr(cfg.auth_service.listen_addr)
+            renewals = await _start_auth(cfg, auth, stack, clock, timer)
+            yield auth, auth.cluster, dial_addr(cfg.auth_service.listen_addr), renewals
         else:
-            yield None, "", cfg.gatehouse.auth_server or cfg.gatehouse.proxy_server or ""
+            yield None, "", cfg.gatehouse.auth_server or cfg.gatehouse.proxy_server or "", []
 
 
 async def run(
-    cfg: Config, on_started: Callable[[Started], None], clock: Clock | None = None
+    cfg: Config, on_started: Callable[[Started], None], clock: Clock | None = None,
+    timer: Monotonic | None = None,
 ) -> None:
     """Run every enabled service until cancelled."""
     clock = clock or SystemClock()
+    timer = timer or SystemMonotonic()
     data_dir = cfg.data_dir
     with _lock_data_dir(data_dir):
         async with (
-            _services(cfg, clock) as (auth, cluster, auth_addr),
+            _services(cfg, clock, timer) as (auth, cluster, auth_addr, renewals),
             contextlib.AsyncExitStack() as clients,
             asyncio.TaskGroup() as tg,
         ):
@@ -190,13 +263,13 @@ async def run(
                         await join_cluster(cfg.gatehouse, auth_addr, "proxy", nodename, [],
                                            _proxy_names(cfg), store)
                 cluster = store.identity().cluster
-                local = _in_process(auth, store)
-                api = local.as_host(store.identity()) if local else \
-                    await clients.enter_async_context(
-                        _api_for(store, auth_addr, f"auth.{cluster}"))
-                tg.create_task(ProxyService(cfg.proxy_service, store, api, auth_addr, clock,
-                                            SystemMonotonic(), local)
-                               .run(watcher("proxy")))
+                api, local, renewal = await _host_api("proxy", store, auth, auth_addr,
+                                                      f"auth.{cluster}", clients, clock, timer)
+                proxy = ProxyService(cfg.proxy_service, store, api, auth_addr, clock, timer,
+                                     local)
+                renewal.on_renewed(proxy.reload_identity)
+                renewals.append(renewal)
+                tg.create_task(proxy.run(watcher("proxy")))
             if cfg.ssh_service.enabled:
                 store = StoredIdentity(data_dir / "node")
                 addr = cfg.ssh_service.advertised_addr()
@@ -208,13 +281,16 @@ async def run(
                                            store)
                 cluster = store.identity().cluster
                 server_name = f"proxy.{cluster}" if via_proxy else f"auth.{cluster}"
-                local = _in_process(auth, store)
-                api = local.as_host(store.identity()) if local else \
-                    await clients.enter_async_context(_api_for(store, auth_addr, server_name))
-                tg.create_task(NodeService(cfg.ssh_service, nodename, store, api, clock,
-                                           data_dir).run(watcher("ssh")))
+                api, _, renewal = await _host_api("node", store, auth, auth_addr, server_name,
+                                                  clients, clock, timer)
+                node = NodeService(cfg.ssh_service, nodename, store, api, clock, data_dir)
+                renewal.on_renewed(node.reload_identity)
+                renewals.append(renewal)
+                tg.create_task(node.run(watcher("ssh")))
             for event in waiting:
                 await event.wait()
+            for renewal in renewals:
+                tg.create_task(renewal.run())
             started.cluster = cluster
             on_started(started)
             # Serve until cancelled; an auth alone started no task for the group to wait on.

@@ -71,6 +71,7 @@ class ProxyService:
         self._handlers = TaskOwner("the SSH proxy")  # one task per SSH connection
         self._ctx: ssl.SSLContext | None = None
         self._ctx_leaves: dict[str, str] = {}
+        self._auth_ssl: ssl.SSLContext | None = None
 
     def _user_cas(self) -> list[Any]:
         """The user CAs among the CAs this proxy trusts (host certificates never open sessions)."""
@@ -89,6 +90,14 @@ class ProxyService:
             )
             self._ctx_leaves = dict(leaves)
         return self._ctx
+
+    def reload_identity(self) -> None:
+        """Present the renewed certificate from the next handshake on (the tunnels to a
+        root read it at each dial)."""
+        ident = self._identity
+        for ctx in (self._ctx, self._auth_ssl):
+            if ctx is not None:
+                ctx.load_cert_chain(ident.tls_cert_file, ident.key_pem_file)
 
     def _sni(self, sslobj: ssl.SSLObject, name: str | None, ctx: ssl.SSLContext) -> None:
         sslobj.context = self._server_context()
@@ -131,8 +140,8 @@ class ProxyService:
 
     async def run(self, started: Callable[[str], None]) -> None:
         ident = self._identity
-        auth_ssl = tls.client_context(ident.cas_pem(), cert_file=ident.tls_cert_file,
-                                      key_file=ident.key_pem_file)
+        self._auth_ssl = auth_ssl = tls.client_context(
+            ident.cas_pem(), cert_file=ident.tls_cert_file, key_file=ident.key_pem_file)
         forwarder = AuthForwarder(self._auth_addr, auth_ssl, f"auth.{self._cluster}")
         tunnels = TunnelServer(lambda: self._trust.current().leaf_host_cas,
                                self._report_tunnels, self._store_leaf_events, self._clock,

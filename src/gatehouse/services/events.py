@@ -24,6 +24,7 @@ CODES: dict[str, str] = {
     "user.delete": "T1004I",
     "user.password_change": "T1005I",
     "cert.create": "TC000I",
+    "cert.renew": "TC001I",
     "session.start": "T2000I",
     "session.end": "T2004I",
     "session.abort": "T2005W",

@@ -21,6 +21,7 @@ class HostRecord:
     role: str
     nodename: str
     addrs: list[str] = field(default_factory=list)
+    dns_names: list[str] = field(default_factory=list)  # a server's TLS names
 
 
 class HostRegistry:

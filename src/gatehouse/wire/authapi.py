@@ -43,6 +43,7 @@ __all__ = [
     "NodeQuery",
     "Ping",
     "RecordingDone",
+    "RenewRequest",
     "Route",
     "TokenReply",
     "TokenRequest",
@@ -90,6 +91,12 @@ class JoinRequest(_Message):
     public_key: str
     addrs: list[str]  # where it can be reached (host:port), for principals
     dns_names: list[str]  # proxies: the names their TLS certificate must carry
+
+
+class RenewRequest(_Message):
+    """A registered host asks for fresh certificates for ``public_key`` (its own)."""
+
+    public_key: str
 
 
 class LeafJoinRequest(_Message):
@@ -208,6 +215,7 @@ ROUTES: dict[str, Route] = {
     "report_tunnels": Route("POST", "/v1/remote_clusters/heartbeat"),
     "status": Route("GET", "/v1/status"),
     "heartbeat": Route("POST", "/v1/nodes/heartbeat"),
+    "renew": Route("POST", "/v1/hosts/renew"),
     "resolve_node": Route("GET", "/v1/nodes/resolve"),
     "list_nodes": Route("GET", "/v1/nodes"),
     "trust": Route("GET", "/v1/trust"),
@@ -243,6 +251,7 @@ class AuthAPI(Protocol):
 
     # hosts
     async def heartbeat(self, beat: Heartbeat) -> Node: ...
+    async def renew(self, req: RenewRequest) -> Certs: ...
     async def trust(self) -> TrustSnapshot: ...
     def watch_trust(self) -> AsyncIterator[TrustSnapshot]: ...
     async def report_tunnels(self, leaves: list[str]) -> None: ...
