@@ -71,7 +71,7 @@ def _last_recorded(cluster: Cluster) -> bool | None:
     """Whether the cluster's last session.start says the session was recorded."""
     res = cluster.gatectl("events", "--type=session.start", "--since=10m", "--format=json")
     events = json.loads(res.out) if res.rc == 0 else []
-    return events[-1]["fields"].get("recorded") if events else None
+    return events[0]["fields"].get("recorded") if events else None  # newest first
 
 
 def measure(gh: Gatehouse, sshd: OpenSSH, size: int, repeats: int) -> list[Figure]:

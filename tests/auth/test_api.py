@@ -34,7 +34,7 @@ def clock() -> FakeClock:
 
 
 async def denied_events(server: AuthServer) -> list[AuditEvent]:
-    return await server.audit.search(types=["access.denied"])
+    return (await server.audit.search(types=["access.denied"])).events
 
 
 # --- /v1/nodes/resolve --------------------------------------------------------------------
@@ -278,7 +278,7 @@ async def post(client: APIClient, *events: object) -> dict[str, int]:
 
 
 async def stored(server: AuthServer, name: str) -> AuditEvent:
-    [ev] = await server.audit.search(types=[name])
+    [ev] = (await server.audit.search(types=[name])).events
     return ev
 
 
@@ -332,7 +332,7 @@ async def test_each_host_role_emits_only_its_own_events(api: API, clock: FakeClo
 async def test_a_forbidden_event_is_not_stored(node: APIClient, server: AuthServer,
                                                clock: FakeClock) -> None:
     await post(node, event("user.login", clock.now(), user="root"))
-    assert await server.audit.search(types=["user.login"]) == []
+    assert (await server.audit.search(types=["user.login"])).events == []
 
 
 @pytest.mark.parametrize("big", [{"message": "x" * (MAX_MESSAGE + 1)},
@@ -384,7 +384,7 @@ async def test_leaf_events_are_stored_once_under_the_leafs_name(
     for _ in range(2):  # delivered twice (a lost acknowledgement)
         reply = await root_proxy.post("/v1/remote_events/us-east-1a", {"events": [item]})
         assert reply == {"stored": 1, "rejected": 0}
-    found = await server.audit.search(types=["session.start"])
+    found = (await server.audit.search(types=["session.start"])).events
     assert [(e.cluster, e.user) for e in found] == [("us-east-1a", "alice")]
 
 
@@ -399,7 +399,7 @@ async def test_malformed_or_oversized_leaf_events_are_rejected_alone(
     reply = await root_proxy.post("/v1/remote_events/us-east-1a", {
         "events": [good, huge, unknown, bad_key, "not an object", {"key": "x"}]})
     assert reply == {"stored": 1, "rejected": 5}
-    assert len(await server.audit.search(types=["exec"])) == 1
+    assert len((await server.audit.search(types=["exec"])).events) == 1
 
 
 async def test_events_for_an_unknown_leaf_are_refused(root_proxy: APIClient,
@@ -414,7 +414,7 @@ async def test_a_resent_host_event_is_stored_once(node: APIClient, server: AuthS
     ev = event("session.end", clock.now(), user="alice")
     assert await post(node, ev) == {"stored": 1, "rejected": 0}
     assert await post(node, ev) == {"stored": 1, "rejected": 0}  # after a lost reply
-    assert len(await server.audit.search(types=["session.end"])) == 1
+    assert len((await server.audit.search(types=["session.end"])).events) == 1
 
 
 # --- a root proxy's report of the tunnels it holds ----------------------------------------

@@ -64,7 +64,7 @@ async def denials(server: AuthServer) -> list[tuple[str, str, str, str]]:
     """(user, resource, verb, remote) of each access.denied event, sorted: events of one
     instant are not stored in emission order."""
     return sorted((e.user, e.fields["resource"], e.fields["verb"], e.remote_addr)
-                  for e in await server.audit.search(types=["access.denied"]))
+                  for e in (await server.audit.search(types=["access.denied"])).events)
 
 
 # --- identify -----------------------------------------------------------------------------
@@ -351,7 +351,7 @@ async def test_a_denial_is_audited_with_its_reason(server: AuthServer) -> None:
     caller = await caller_of(server, await user_der(server, roles=("access",)))
     with pytest.raises(AccessDenied) as info:
         await authorize(server, caller, "user", "create")
-    [event] = await server.audit.search(types=["access.denied"])
+    [event] = (await server.audit.search(types=["access.denied"])).events
     assert event.code == "TA001W"
     assert event.cluster == CLUSTER
     assert event.user == "alice"

@@ -33,7 +33,7 @@ async def _nothing_stored(server: AuthServer, token: str) -> None:
 
 
 async def _refusal(server: AuthServer) -> str:
-    [ev] = await server.audit.search(types=["trusted_cluster.join.failure"])
+    [ev] = (await server.audit.search(types=["trusted_cluster.join.failure"])).events
     assert ev.remote_addr == "10.0.0.66"
     return ev.message
 

@@ -55,7 +55,7 @@ def ssh_cert(line: str) -> sshcert.Certificate:
 
 
 async def events(server: AuthServer, event: str) -> list[AuditEvent]:
-    return await server.audit.search(types=[event])
+    return (await server.audit.search(types=[event])).events
 
 
 def join_request(secret: str, role: str = "node", nodename: str = "node1",

@@ -181,6 +181,13 @@ async def test_get_range_is_ordered_and_limited(backend: Backend) -> None:
         b"/a/a", b"/a/b"]
     assert [i.key for i in await backend.get_range(b"/a0", b"/b")] == [b"/a0", b"/ab"]
     assert await backend.get_range(b"/b", b"/a") == []
+    backwards = await backend.get_range(b"/a/", prefix_end(b"/a/"), reverse=True)
+    assert backwards == under_a[::-1]
+    assert [i.key for i in await backend.get_range(b"/a/", prefix_end(b"/a/"), limit=2,
+                                                   reverse=True)] == [b"/a/\xff", b"/a/b/c"]
+    assert [i.key for i in await backend.get_range(b"/a0", b"/b", reverse=True)] == [
+        b"/ab", b"/a0"]
+    assert await backend.get_range(b"/b", b"/a", reverse=True) == []
     with pytest.raises(BadParameter):
         await backend.get_range(b"/", b"0", limit=-1)
 
@@ -376,7 +383,7 @@ OPS = st.lists(st.one_of(
     st.tuples(st.just("atomic"), KEYS, VALUES, TTLS, st.sampled_from(["any", "absent", "same",
                                                                       "other"]), KEYS),
     st.tuples(st.sampled_from(["get", "delete"]), KEYS),
-    st.tuples(st.just("range"), PREFIXES, st.integers(0, 3)),
+    st.tuples(st.just("range"), PREFIXES, st.integers(0, 3), st.booleans()),
     st.tuples(st.just("delete_range"), PREFIXES),
     st.tuples(st.just("advance"), st.integers(1, 2)),
     st.tuples(st.just("sweep")),
@@ -481,9 +488,11 @@ async def test_matches_a_dict_model(make_backend: MakeBackend, ops: list[tuple[o
                     model.removed([key])
                 else:
                     assert got is NotFound
-            case ("range", bytes(prefix), int(limit)):
-                got = await backend.get_range(prefix, prefix_end(prefix), limit)
-                assert got == model.live_range(prefix)[:limit or None]
+            case ("range", bytes(prefix), int(limit), bool(reverse)):
+                got = await backend.get_range(prefix, prefix_end(prefix), limit,
+                                              reverse=reverse)
+                ordered = model.live_range(prefix)[::-1 if reverse else 1]
+                assert got == ordered[:limit or None]
             case ("delete_range", bytes(prefix)):
                 got = await backend.delete_range(prefix, prefix_end(prefix))
                 assert got == model.removed([i.key for i in model.live_range(prefix)])

@@ -1,8 +1,10 @@
-"""The audit log of an SSH session: start, exec and end, with the §7 fields."""
+"""The audit log of an SSH session: start, exec and end, with the §7 fields; `gatectl
+events` lists the newest first, a page at a time."""
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from typing import Any
 
@@ -70,3 +72,22 @@ def test_events_filters(cluster: Cluster, alice: Client) -> None:
     assert logins and logins[0]["code"] == "T1000I"
     text = cluster.gatectl("events", "--type=session.start", "--user=alice").ok().out
     assert "session.start" in text and "alice" in text
+
+
+def test_events_come_newest_first_a_page_at_a_time(cluster: Cluster, alice: Client) -> None:
+    marker = f"audit-{uuid.uuid4().hex[:8]}"
+    alice.ssh("root@node1", f"echo {marker}").ok()
+    session = _session_events(cluster, marker)
+    listed = [e["id"] for e in cluster.events("--type=session.start,session.end")]
+    assert listed.index(session["session.end"]["id"]) < listed.index(
+        session["session.start"]["id"])
+    first = cluster.gatectl("events", "--limit=1", "--format=json").ok()
+    [newest] = first.json()
+    [hint] = first.err_lines
+    cursor = re.fullmatch(r"# more events: add --cursor=(\S+) for the next page", hint)
+    assert cursor, hint
+    [older] = cluster.events("--limit=1", f"--cursor={cursor[1]}")
+    ids = [e["id"] for e in cluster.events()]  # newer events may have come: they go on top
+    assert ids[ids.index(newest["id"]) + 1] == older["id"]
+    bad = cluster.gatectl("events", "--limit=0")
+    assert bad.rc != 0 and len(bad.err_lines) == 1 and "event limit 0" in bad.err, bad

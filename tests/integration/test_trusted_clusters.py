@@ -6,6 +6,7 @@ leaf maps their roles with its own role map and applies its own roles.
 
 from __future__ import annotations
 
+import datetime as dt
 import http.client
 import json
 import ssl
@@ -253,12 +254,16 @@ def test_join_with_a_wrong_pin_sends_nothing(seed: Seed, tmp_path: Path) -> None
         other.stop()
 
 
+def _when(iso: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(iso)
+
+
 def test_leaf_audit_reaches_the_root_with_the_login_correlation(seed: Seed,
                                                                  tmp_path: Path) -> None:
     me = _login(seed, tmp_path / "me", "alice")
     me.gsh("ssh", f"--cluster={LEAF_A}", "root@node1", "true").ok()
     logins = [e for e in seed.root.events("--type=user.login") if e["user"] == "alice"]
-    correlation = logins[-1]["correlation_id"]
+    correlation = logins[0]["correlation_id"]  # the newest
     assert correlation.startswith("alice:")
     at_leaf = seed.a.wait_event("the session on the leaf", lambda e: e["event"] ==
                                 "session.start" and e["correlation_id"] == correlation)
@@ -266,6 +271,9 @@ def test_leaf_audit_reaches_the_root_with_the_login_correlation(seed: Seed,
                                    "session.start" and e["correlation_id"] == correlation)
     assert at_root["cluster"] == LEAF_A and at_root["id"] == at_leaf["id"]
     assert at_root["session_id"] == at_leaf["session_id"] and at_root["node"] == "node1"
+    # `time` is when the root received it, the leaf's own stays beside it
+    assert at_root["leaf_time"] == at_leaf["time"] and at_leaf["leaf_time"] is None
+    assert _when(at_root["time"]) >= _when(at_leaf["time"])
 
 
 def test_events_made_while_the_root_is_away_arrive_once_and_in_order(
@@ -295,7 +303,9 @@ def test_events_made_while_the_root_is_away_arrive_once_and_in_order(
     daves = [e for e in seed.root.events(f"--cluster={LEAF_A}", "--type=session.start")
              if e["user"] == "dave"]
     assert len(daves) == 5
-    assert [e["time"] for e in daves] == sorted(e["time"] for e in daves)
+    for field in ("time", "leaf_time"):  # newest first, by the root's clock and the leaf's
+        times = [_when(e[field]) for e in daves]
+        assert times == sorted(times, reverse=True), field
 
 
 def _recording_of(client: Client, cluster: str, marker: str) -> str:

@@ -1,12 +1,21 @@
-"""The audit log's memory of hosts' event ids: an event resent is stored once."""
+"""The audit log: an event a host resends is stored once; a search reads newest first, a
+bounded page at a time, and still lists events stored under earlier keys."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import re
+import uuid
+from typing import Any
 
-from gatehouse.backend import Backend
+import pytest
+
+from gatehouse.backend import Backend, Item
 from gatehouse.clock import FakeClock
-from gatehouse.services.events import AuditLog
+from gatehouse.errors import BadParameter
+from gatehouse.services import events
+from gatehouse.services.events import AuditEvent, AuditLog
 
 DAY = dt.timedelta(days=1)
 
@@ -22,7 +31,68 @@ async def test_a_host_event_is_stored_once_per_host_id_until_forgotten(
     assert await report("hid-1", "ev-1")
     assert not await report("hid-1", "ev-1")  # resent: not stored again
     assert await report("hid-2", "ev-1")  # another host's id
-    assert [e.user for e in await audit.search(types=["exec"])] == ["hid-1", "hid-2"]
+    assert [e.user for e in (await audit.search(types=["exec"])).events] == ["hid-2", "hid-1"]
     clock.advance(DAY)
     assert await report("hid-1", "ev-1")  # forgotten after its time
-    assert len(await audit.search(types=["exec"])) == 3
+    assert len((await audit.search(types=["exec"])).events) == 3
+
+
+async def test_search_pages_newest_first_with_a_cursor(backend: Backend,
+                                                       clock: FakeClock) -> None:
+    audit = AuditLog(backend, clock, "root.example")
+    for i in range(7):
+        await audit.emit("exec", user=f"u{i}")
+        await audit.emit("user.login", user=f"u{i}")
+        clock.advance(dt.timedelta(seconds=1))
+    seen: list[str] = []
+    page = await audit.search(types=["exec"], limit=3)
+    for _ in range(5):  # 7 events, 3 a page
+        seen += [e.user for e in page.events]
+        if not page.next:
+            break
+        page = await audit.search(types=["exec"], limit=3, cursor=page.next)
+    assert seen == [f"u{i}" for i in reversed(range(7))]
+    recent = await audit.search(since=clock.now() - dt.timedelta(seconds=2), types=["exec"])
+    assert ([e.user for e in recent.events], recent.next) == (["u6", "u5"], "")
+
+
+async def test_a_search_reads_a_bounded_number_of_events_per_page(
+        backend: Backend, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(events, "MAX_SCAN", 4)
+    audit = AuditLog(backend, clock, "root.example")
+    for name in ("exec", "user.login", "user.login", "user.login", "user.login", "exec"):
+        await audit.emit(name)
+    first = await audit.search(types=["exec"])
+    assert len(first.events) == 1 and first.next  # read 4 events, found 1: more may follow
+    rest = await audit.search(types=["exec"], cursor=first.next)
+    assert (len(rest.events), rest.next) == (1, "")
+
+
+@pytest.mark.parametrize(("query", "message"), [
+    ({"limit": 0}, "event limit 0: expected 1 to 10000"),
+    ({"limit": 10_001}, "event limit 10001"),
+    ({"cursor": "../x"}, "event cursor '../x'"),
+])
+async def test_a_search_refuses_a_bad_limit_or_cursor(backend: Backend, clock: FakeClock,
+                                                      query: dict[str, Any],
+                                                      message: str) -> None:
+    with pytest.raises(BadParameter, match=re.escape(message)):
+        await AuditLog(backend, clock, "root.example").search(**query)
+
+
+async def test_leaf_events_stored_under_the_leafs_time_are_still_listed(
+        backend: Backend, clock: FakeClock) -> None:
+    """Before keys were the root's receive time, a leaf's event sat under the leaf's."""
+    audit = AuditLog(backend, clock, "root.example")
+    session_id = str(uuid.uuid4())
+    old = AuditEvent(event="session.end", code="T2004I", time=clock.now(),
+                     cluster="leaf.example", session_id=session_id)
+    leaf_ts = int((clock.now() - DAY).timestamp() * 1_000_000)
+    await backend.put(Item(f"/events/{leaf_ts:020d}/~leaf.example/{old.id}".encode(),
+                           json.dumps(old.to_json_obj()).encode()))
+    await audit.emit("user.login", user="alice")
+    listed = (await audit.search()).events
+    assert [(e.event, e.cluster) for e in listed] == [("user.login", "root.example"),
+                                                      ("session.end", "leaf.example")]
+    await backend.put(Item(f"/events/{leaf_ts + 1:020d}/~leaf.example/x".encode(), b"{"))
+    assert [s async for s in audit.other_clusters_sessions()] == [(session_id, "leaf.example")]

@@ -11,6 +11,7 @@ from aiohttp import web
 from gatehouse.auth._apiutil import api_of, body_of, json_body
 from gatehouse.errors import BadParameter
 from gatehouse.wire.authapi import EventQuery, RecordingDone
+from gatehouse.wire.names import EVENT_PAGE
 
 __all__ = ["HANDLERS"]
 
@@ -89,17 +90,24 @@ async def get_recording(request: web.Request) -> web.Response:
 
 
 async def recording_cluster(request: web.Request) -> web.Response:
-    """Which cluster holds a recording: this one, or the leaf whose audit names it."""
+    """Which cluster holds a recording: this one, or the leaf whose sessions name it."""
     cluster = await (await api_of(request)).recording_cluster(request.match_info["id"])
     return web.json_response({"cluster": cluster})
 
 
 async def search_events(request: web.Request) -> web.Response:
+    """Events newest first, a page at a time: ``limit`` and ``cursor`` (a page's ``next``)."""
     q = request.query
+    try:
+        limit = int(q.get("limit", str(EVENT_PAGE)))
+    except ValueError:
+        raise BadParameter("limit must be a number") from None
     query = EventQuery(since=q.get("since", ""), types=[t for t in q.get("type", "").split(",")
                                                         if t],
-                       user=q.get("user", ""), cluster=q.get("cluster", ""))
-    return web.json_response(await (await api_of(request)).search_events(query))
+                       user=q.get("user", ""), cluster=q.get("cluster", ""), limit=limit,
+                       cursor=q.get("cursor", ""))
+    page = await (await api_of(request)).search_events(query)
+    return web.json_response(page.model_dump())
 
 
 HANDLERS: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]] = {

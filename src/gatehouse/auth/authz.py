@@ -33,6 +33,7 @@ from gatehouse.wire.authapi import (
     Certs,
     ClusterInfo,
     ClusterStatus,
+    EventList,
     EventPage,
     EventQuery,
     EventsStored,
@@ -317,12 +318,13 @@ class AuthWithRoles:
         await catalog.delete_resource(self._server, kind, name, by=caller.identity.name,
                                       remote_addr=caller.remote_addr)
 
-    async def search_events(self, query: EventQuery) -> list[dict[str, Any]]:
+    async def search_events(self, query: EventQuery) -> EventList:
         await self._check("event", "list")
         since = self._server.clock.now() - parse_duration(query.since) if query.since else None
-        events = await self._server.audit.search(since=since, types=query.types,
-                                                 user=query.user, cluster=query.cluster)
-        return [e.to_json_obj() for e in events]
+        page = await self._server.audit.search(since=since, types=query.types,
+                                               user=query.user, cluster=query.cluster,
+                                               limit=query.limit, cursor=query.cursor)
+        return EventList(events=[e.to_json_obj() for e in page.events], next=page.next)
 
     async def list_recordings(self) -> list[dict[str, Any]]:
         await self._check("session", "list")
@@ -333,6 +335,6 @@ class AuthWithRoles:
         return await self._server.recordings.read(session_id)
 
     async def recording_cluster(self, session_id: str) -> str:
-        """Which cluster holds a recording: this one, or the leaf whose audit names it."""
+        """Which cluster holds a recording: this one, or the leaf whose sessions name it."""
         await self._check("session", "read")
         return await catalog.recording_cluster(self._server, check_session_id(session_id))

@@ -139,13 +139,15 @@ async def delete_resource(server: AuthServer, kind: str, name: str, *, by: str,
 
 
 async def recording_cluster(server: AuthServer, session_id: str) -> str:
-    """This cluster if it holds the recording, else the leaf whose audit names it."""
+    """This cluster if it holds the recording, else the leaf whose session events named
+    it (the index of leaf sessions, one read)."""
     try:
         await server.recordings.meta(session_id)
         return server.cluster
     except NotFound:
         pass
-    for ev in await server.audit.search(types=["session.end"]):
-        if ev.session_id == session_id:
-            return ev.cluster
-    raise NotFound(f"recording {session_id} not found in {server.cluster} or its leaves")
+    try:
+        return await server.recordings.leaf_of(session_id)
+    except NotFound:
+        raise NotFound(f"recording {session_id} not found in {server.cluster} or its "
+                       "leaves") from None

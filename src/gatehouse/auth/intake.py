@@ -11,11 +11,12 @@ from typing import Any
 
 from gatehouse.auth.server import AuthServer
 from gatehouse.errors import AccessDenied, BadParameter, NotFound
-from gatehouse.services.events import CODES, AuditEvent
+from gatehouse.services.events import CODES, SESSION_EVENTS, AuditEvent
 from gatehouse.wire.authapi import EventsStored
+from gatehouse.wire.recording import is_session_id
 
-__all__ = ["HOST_EVENTS", "MAX_BATCH", "admit_host_event", "store_host_events",
-           "store_leaf_events"]
+__all__ = ["HOST_EVENTS", "MAX_BATCH", "admit_host_event", "admit_leaf_event",
+           "store_host_events", "store_leaf_events"]
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +42,35 @@ def admit_host_event(raw: object, system_role: str,
     ev = AuditEvent.from_json_obj(raw if isinstance(raw, dict) else {})
     if ev.event not in HOST_EVENTS.get(system_role, frozenset()):
         raise BadParameter(f"a {system_role} may not emit {ev.event!r}")
-    texts = (ev.user, ev.login, ev.remote_addr, ev.session_id, ev.correlation_id, ev.message)
-    if not all(isinstance(t, str) for t in texts) or not isinstance(ev.fields, dict):
-        raise BadParameter("event fields have the wrong types")
+    _check_texts(ev)
     if len(ev.message) > MAX_MESSAGE or len(json.dumps(ev.fields)) > MAX_FIELDS:
         raise BadParameter("event too large")
     return ev, ev.time if abs(ev.time - now) <= EVENT_SKEW else now
+
+
+def admit_leaf_event(raw: object, leaf: str, now: dt.datetime) -> AuditEvent:
+    """A leaf's forwarded event (``{"key", "event"}``) as its root files it; BadParameter
+    says why not. The leaf's name is the tunnel's, never the event's; the root's clock
+    (``now``) is the event's time, and the leaf's own time is kept as ``leaf_time``: a
+    leaf does not choose where its events sort."""
+    item = raw if isinstance(raw, dict) else {}
+    body = item.get("event")
+    ev = AuditEvent.from_json_obj(body if isinstance(body, dict) else {})
+    if ev.event not in CODES or len(json.dumps(body)) > MAX_FIELDS * 2:
+        raise BadParameter("unknown or oversized event")
+    _check_texts(ev)
+    ts, _, event_id = str(item.get("key", "")).partition("/")
+    if not (len(ts) == 20 and ts.isdigit()) or event_id != ev.id or not is_session_id(ev.id):
+        raise BadParameter(f"malformed event key {str(item.get('key'))[:80]!r}")
+    return dataclasses.replace(ev, cluster=leaf, code=CODES[ev.event], time=now,
+                               leaf_time=ev.time)
+
+
+def _check_texts(ev: AuditEvent) -> None:
+    texts = (ev.id, ev.user, ev.login, ev.node, ev.remote_addr, ev.session_id,
+             ev.correlation_id, ev.message)
+    if not all(isinstance(t, str) for t in texts) or not isinstance(ev.fields, dict):
+        raise BadParameter("event fields have the wrong types")
 
 
 async def store_host_events(server: AuthServer, host_id: str, system_role: str,
@@ -81,25 +105,25 @@ async def store_host_events(server: AuthServer, host_id: str, system_role: str,
 
 
 async def store_leaf_events(server: AuthServer, leaf: str, items: list[Any]) -> EventsStored:
-    """A root stores a leaf's events, relayed by its proxy from the leaf's tunnel. The
-    leaf's name comes from the tunnel's authenticated identity, never from the events:
-    a leaf cannot write another cluster's events."""
+    """A root stores a leaf's events, relayed by its proxy from the leaf's tunnel, in the
+    order it receives them; an event resent is stored once. A session's id is indexed
+    before its event is stored, so an event the leaf need not resend is indexed."""
     try:
         await server.trust.remotes.get(leaf)
     except (NotFound, BadParameter):
         raise AccessDenied(f"cluster {leaf} is not a leaf of this cluster") from None
-    stored = rejected = 0
+    now = server.clock.now()
+    stored = 0
+    rejected = max(0, len(items) - MAX_BATCH)
     for raw in items[:MAX_BATCH]:
         try:
-            ev = AuditEvent.from_json_obj(raw["event"])
-            if ev.event not in CODES or len(json.dumps(raw["event"])) > MAX_FIELDS * 2:
-                raise BadParameter("unknown or oversized event")
-            await server.audit.store_remote(str(raw["key"]),
-                                            dataclasses.replace(ev, cluster=leaf,
-                                                                code=CODES[ev.event]))
-            stored += 1
-        except (BadParameter, KeyError, TypeError, ValueError) as exc:
+            ev = admit_leaf_event(raw, leaf, now)
+        except (BadParameter, TypeError, ValueError) as exc:
             log.warning("rejected an event from leaf %s: %s", leaf, exc)
             rejected += 1
-    rejected += max(0, len(items) - MAX_BATCH)
+            continue
+        if ev.event in SESSION_EVENTS:
+            await server.recordings.add_leaf_session(ev.session_id, leaf)
+        await server.audit.store_once(f"~{leaf}", ev.id, ev, now + SEEN_FOR)
+        stored += 1  # stored now, or before: either way the leaf may forget it
     return EventsStored(stored=stored, rejected=rejected)

@@ -122,6 +122,9 @@ class AuthServer:
         server = cls(backend, clock, cluster, cas, recordings, session_recording, join_root)
         if moved := await server.recordings.move_from_backend():
             log.info("moved %d session recordings from the backend to %s", moved, recordings)
+        if indexed := await server.recordings.index_leaf_sessions(
+                server.audit.other_clusters_sessions()):
+            log.info("indexed %d leaf sessions stored by an earlier version", indexed)
         if session_recording == "off":
             log.warning("session recording is off (auth_service.session_recording): the "
                         "cluster's nodes record no session")

@@ -127,8 +127,10 @@ class Backend(abc.ABC):
         """The live item at key; NotFound if there is none."""
 
     @abc.abstractmethod
-    async def get_range(self, start: bytes, end: bytes, limit: int = 0) -> list[Item]:
-        """Live items with ``start <= key < end`` in key order; at most limit (0 = all)."""
+    async def get_range(self, start: bytes, end: bytes, limit: int = 0, *,
+                        reverse: bool = False) -> list[Item]:
+        """Live items with ``start <= key < end`` in key order, or from the last key
+        down with ``reverse``; at most limit (0 = all), the first ones in that order."""
 
     @abc.abstractmethod
     async def put(self, item: Item) -> Item:

@@ -57,15 +57,17 @@ class MemoryBackend(Backend):
             raise NotFound(f"key {key!r} not found")
         return item
 
-    async def get_range(self, start: bytes, end: bytes, limit: int = 0) -> list[Item]:
+    async def get_range(self, start: bytes, end: bytes, limit: int = 0, *,
+                        reverse: bool = False) -> list[Item]:
         self._check_open()
         check_limit(limit)
         now = self.clock.now()
         found: list[Item] = []
-        for key in self._keys[bisect.bisect_left(self._keys, start):]:
-            if key >= end or (limit and len(found) >= limit):
+        first, last = bisect.bisect_left(self._keys, start), bisect.bisect_left(self._keys, end)
+        for i in range(last - 1, first - 1, -1) if reverse else range(first, last):
+            if limit and len(found) >= limit:
                 break
-            item = self._items[key]
+            item = self._items[self._keys[i]]
             if not item.expired(now):
                 found.append(item)
         return found

@@ -157,11 +157,12 @@ class SQLiteBackend(Backend):
             raise NotFound(f"key {key!r} not found")
         return items[0]
 
-    async def get_range(self, start: bytes, end: bytes, limit: int = 0) -> list[Item]:
+    async def get_range(self, start: bytes, end: bytes, limit: int = 0, *,
+                        reverse: bool = False) -> list[Item]:
         check_limit(limit)
         return await self._read(
             f"SELECT {_COLUMNS} FROM items WHERE key >= :start AND key < :end AND {_LIVE} "
-            "ORDER BY key LIMIT :limit",
+            f"ORDER BY key {'DESC' if reverse else 'ASC'} LIMIT :limit",
             {"start": start, "end": end, "limit": limit or -1})
 
     async def put(self, item: Item) -> Item:

@@ -25,6 +25,7 @@ from gatehouse.types.resource import Metadata, Resource
 from gatehouse.types.user import User, UserSpec
 from gatehouse.types.yaml_io import canonical_kind, dump_yaml, parse_resources, to_json_obj
 from gatehouse.wire.authapi import EventQuery, TokenRequest
+from gatehouse.wire.names import EVENT_PAGE, MAX_EVENT_PAGE
 
 app = typer.Typer(
     help="Gatehouse admin tool. Talks to the running auth service (it never opens the "
@@ -232,20 +233,26 @@ def events(
     event_type: Annotated[str, typer.Option("--type", help="Comma-separated event types.")] = "",
     user: Annotated[str, typer.Option(help="Only this user's events.")] = "",
     cluster: Annotated[str, typer.Option(help="Only this cluster's events.")] = "",
+    limit: Annotated[int, typer.Option(help=f"At most this many (1 to {MAX_EVENT_PAGE}).")
+                     ] = EVENT_PAGE,
+    cursor: Annotated[str, typer.Option(help="Continue where an earlier page ended.")] = "",
     fmt: Annotated[Format, typer.Option("--format")] = Format.text,
 ) -> None:
-    """Search the audit log."""
+    """Search the audit log, newest first; a page that is not the last ends with the
+    --cursor of the next on stderr."""
     query = EventQuery(since=since, types=[t for t in event_type.split(",") if t], user=user,
-                       cluster=cluster)
-    found = _call(lambda api: api.search_events(query))
+                       cluster=cluster, limit=limit, cursor=cursor)
+    page = _call(lambda api: api.search_events(query))
     if fmt == Format.json:
-        print_json(found)
-        return
-    print_table(
-        ["Time", "Event", "Code", "User", "Login", "Node", "Message"],
-        [[e["time"][:19], e["event"], e["code"], e["user"], e["login"], e["node"],
-          e["message"][:60]] for e in found],
-    )
+        print_json(page.events)
+    else:
+        print_table(
+            ["Time", "Event", "Code", "Cluster", "User", "Login", "Node", "Message"],
+            [[e["time"][:19], e["event"], e["code"], e["cluster"], e["user"], e["login"],
+              e["node"], e["message"][:60]] for e in page.events],
+        )
+    if page.next:
+        print(f"# more events: add --cursor={page.next} for the next page", file=sys.stderr)
 
 
 def main() -> None:

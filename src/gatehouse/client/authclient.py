@@ -24,6 +24,7 @@ from gatehouse.wire.authapi import (
     Certs,
     ClusterInfo,
     ClusterStatus,
+    EventList,
     EventPage,
     EventQuery,
     EventsStored,
@@ -176,10 +177,11 @@ class AuthClient:
     async def delete_resource(self, kind: str, name: str) -> None:
         await self._call("delete_resource", kind=kind, name=name)
 
-    async def search_events(self, query: EventQuery) -> list[dict[str, Any]]:
+    async def search_events(self, query: EventQuery) -> EventList:
         params = {k: v for k, v in (("since", query.since), ("type", ",".join(query.types)),
-                                    ("user", query.user), ("cluster", query.cluster)) if v}
-        return list(await self._call("search_events", params=params))
+                                    ("user", query.user), ("cluster", query.cluster),
+                                    ("limit", str(query.limit)), ("cursor", query.cursor)) if v}
+        return _parse(EventList, await self._call("search_events", params=params))
 
     async def list_recordings(self) -> list[dict[str, Any]]:
         return list(await self._call("list_recordings"))

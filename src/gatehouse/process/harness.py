@@ -468,7 +468,7 @@ class Cluster:
 
     def wait_event(self, what: str, match: Callable[[dict[str, Any]], bool],
                    timeout: float = 15.0) -> dict[str, Any]:
-        """The first audit event ``match`` accepts (nodes upload theirs asynchronously)."""
+        """The newest audit event ``match`` accepts (nodes upload theirs asynchronously)."""
         return wait_for(what, lambda: next((e for e in self.events() if match(e)), None),
                         timeout=timeout, interval=0.3)
 

@@ -1,19 +1,30 @@
-"""The audit log: events with stable codes, stored in time order in the backend."""
+"""The audit log: events with stable codes, stored in the order this auth received them.
+
+An event's key is ``/events/<received>/<id>``, or ``/events/<received>/~<cluster>/<id>``
+for a leaf's (``received``: this auth's clock in microseconds, 20 digits, strictly
+increasing). So this auth alone decides where an event sorts: a host's or a leaf's own
+time is a field of the event (a leaf's is ``leaf_time``), never a position. Events a leaf
+forwarded before this rule sit under the leaf's time (``<leaf time>/~<cluster>/<id>``) and
+are listed where they are. A search reads newest first, a page at a time, each page
+bounded in what it reads; a cursor (the last key read) continues it.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from gatehouse.backend import Backend, Item, Write, prefix_end
 from gatehouse.clock import Clock
 from gatehouse.errors import BadParameter, CompareFailed, NotFound
+from gatehouse.wire.names import EVENT_PAGE, MAX_EVENT_PAGE
 
-__all__ = ["CODES", "AuditEvent", "AuditLog"]
+__all__ = ["CODES", "MAX_SCAN", "SESSION_EVENTS", "AuditEvent", "AuditLog", "EventsPage"]
 
 # event name -> code. "I" = info, "W" = warning (a refusal or failure).
 CODES: dict[str, str] = {
@@ -50,6 +61,10 @@ CODES: dict[str, str] = {
 }
 
 _PREFIX = b"/events/"
+MAX_SCAN = 100_000  # events one search reads at most; past that it answers with a cursor
+_SCAN_BATCH = 1000
+_CURSOR = re.compile(r"\d{20}/[!-~]{1,400}")  # a key below _PREFIX, as search hands it out
+SESSION_EVENTS = frozenset({"session.start", "session.end"})
 
 
 @dataclass(frozen=True)
@@ -67,10 +82,13 @@ class AuditEvent:
     correlation_id: str = ""
     message: str = ""
     fields: dict[str, Any] = field(default_factory=dict)
+    # A leaf's event at its root: the leaf's own time (``time`` is when the root got it).
+    leaf_time: dt.datetime | None = None
 
     def to_json_obj(self) -> dict[str, Any]:
         obj = asdict(self)
         obj["time"] = self.time.isoformat()
+        obj["leaf_time"] = self.leaf_time.isoformat() if self.leaf_time else None
         return obj
 
     @classmethod
@@ -78,11 +96,19 @@ class AuditEvent:
         try:
             known = {k: raw[k] for k in cls.__dataclass_fields__ if k in raw}
             known["time"] = dt.datetime.fromisoformat(raw["time"])
+            if known.get("leaf_time") is not None:
+                known["leaf_time"] = dt.datetime.fromisoformat(known["leaf_time"])
             if not isinstance(known.get("fields", {}), dict):
                 raise TypeError("fields must be an object")
             return cls(**known)
         except (KeyError, TypeError, ValueError) as exc:
             raise BadParameter(f"malformed audit event: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class EventsPage:
+    events: list[AuditEvent]
+    next: str  # where the next page starts (search's cursor); "" when this was the last
 
 
 class AuditLog:
@@ -116,23 +142,17 @@ class AuditLog:
     def _next_key(self, ev: AuditEvent) -> str:
         ts = max(int(self._clock.now().timestamp() * 1_000_000), self._last_ts + 1)
         self._last_ts = ts
+        if ev.cluster != self.cluster:
+            return f"{ts:020d}/~{ev.cluster}/{ev.id}"
         return f"{ts:020d}/{ev.id}"
 
-    async def store_remote(self, source_key: str, ev: AuditEvent) -> None:
-        """Store a leaf's event under a key made from the leaf's own key: delivering the
-        same event twice stores it once."""
-        ts, _, event_id = source_key.partition("/")
-        if not (len(ts) == 20 and ts.isdigit()) or event_id != ev.id:
-            raise BadParameter(f"malformed event key {source_key!r}")
-        key = _PREFIX + f"{ts}/~{ev.cluster}/{ev.id}".encode()
-        await self._backend.put(Item(key=key, value=json.dumps(ev.to_json_obj()).encode()))
-
-    async def store_once(self, host_id: str, host_event_id: str, ev: AuditEvent,
+    async def store_once(self, source: str, source_event_id: str, ev: AuditEvent,
                          expires: dt.datetime) -> bool:
-        """Store an event a host reported unless that host reported ``host_event_id``
-        before (a host resends what it is not sure arrived; the id is remembered until
-        ``expires``): True when stored. The check and the write are one transaction."""
-        seen = f"/event_seen/{host_id}/{host_event_id}".encode()
+        """Store an event a host (or a leaf, ``~NAME``) reported unless it reported
+        ``source_event_id`` before (what a sender is not sure arrived, it sends again;
+        the id is remembered until ``expires``): True when stored. The check and the
+        write are one transaction."""
+        seen = f"/event_seen/{source}/{source_event_id}".encode()
         key = _PREFIX + self._next_key(ev).encode()
         try:
             await self._backend.atomic_write([
@@ -174,20 +194,61 @@ class AuditLog:
         types: Iterable[str] = (),
         user: str = "",
         cluster: str = "",
-        limit: int = 10_000,
-    ) -> list[AuditEvent]:
+        limit: int = EVENT_PAGE,
+        cursor: str = "",
+    ) -> EventsPage:
+        """The events that match, newest first (received last, listed first), at most
+        ``limit``; ``cursor`` continues an earlier page. A page that read MAX_SCAN events
+        ends there, with a cursor, however few it found."""
+        if not 1 <= limit <= MAX_EVENT_PAGE:
+            raise BadParameter(f"event limit {limit}: expected 1 to {MAX_EVENT_PAGE}")
         start = _PREFIX
         if since is not None:
             start = _PREFIX + f"{int(since.timestamp() * 1_000_000):020d}".encode()
+        end = prefix_end(_PREFIX)
+        if cursor:
+            if not _CURSOR.fullmatch(cursor):
+                raise BadParameter(f"event cursor {cursor!r}: expected one that an earlier "
+                                   "page of events ended with")
+            end = _PREFIX + cursor.encode()
         wanted = set(types)
         out: list[AuditEvent] = []
-        for item in await self._backend.get_range(start, prefix_end(_PREFIX)):
-            ev = AuditEvent.from_json_obj(json.loads(item.value))
-            if wanted and ev.event not in wanted:
-                continue
-            if (user and ev.user != user) or (cluster and ev.cluster != cluster):
-                continue
-            out.append(ev)
-            if len(out) >= limit:
-                break
-        return out
+        scanned = 0
+        while scanned < MAX_SCAN:
+            batch = min(_SCAN_BATCH, MAX_SCAN - scanned)
+            items = await self._backend.get_range(start, end, batch, reverse=True)
+            for item in items:
+                scanned += 1
+                end = item.key  # the next read ends below it
+                ev = AuditEvent.from_json_obj(json.loads(item.value))
+                if wanted and ev.event not in wanted:
+                    continue
+                if (user and ev.user != user) or (cluster and ev.cluster != cluster):
+                    continue
+                out.append(ev)
+                if len(out) == limit:
+                    return EventsPage(out, _cursor(end))
+            if len(items) < batch:
+                return EventsPage(out, "")
+        return EventsPage(out, _cursor(end))
+
+    async def other_clusters_sessions(self) -> AsyncIterator[tuple[str, str]]:
+        """(session id, cluster) of every session event another cluster forwarded, in
+        storing order, read a batch at a time (to index the sessions filed before
+        their index existed)."""
+        start, end = _PREFIX, prefix_end(_PREFIX)
+        while items := await self._backend.get_range(start, end, _SCAN_BATCH):
+            for item in items:
+                if b"/~" not in item.key[len(_PREFIX):]:
+                    continue  # this cluster's own
+                try:
+                    ev = AuditEvent.from_json_obj(json.loads(item.value))
+                except (BadParameter, ValueError):
+                    continue  # unreadable: it names no session
+                if ev.event in SESSION_EVENTS and ev.cluster != self.cluster:
+                    yield ev.session_id, ev.cluster
+            start = items[-1].key + b"\0"
+
+
+def _cursor(key: bytes) -> str:
+    return key[len(_PREFIX):].decode()

@@ -7,6 +7,10 @@ metadata is an upload in progress and is neither listed nor read). Listing
 reads the metadata items only. Session ids are canonical UUIDs: anything else,
 such as a path, is refused before it names a file or a key.
 
+A root also indexes its leaves' sessions (session id -> leaf) as their session events
+arrive, so that a leaf's recording is found by its id alone, in one read. The first
+leaf to name a session keeps it.
+
 Chunks are files rather than backend items because they are most of the bytes
 an auth stores: as 1 MiB values in SQLite, a GiB of recording cost the leaf's
 auth ~4 s of CPU in WAL writes and checkpoints, and grew the database that every
@@ -16,8 +20,10 @@ request reads. (Auths sharing one backend would need a shared directory for them
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+from collections.abc import AsyncIterable
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +31,14 @@ from gatehouse._sys.fdio import fsync_directory, write_all
 from gatehouse.backend import Backend, Item, prefix_end
 from gatehouse.errors import AlreadyExists, BadParameter, NotFound
 from gatehouse.wire.names import RECORDING_CHUNK
-from gatehouse.wire.recording import check_session_id
+from gatehouse.wire.recording import check_session_id, is_session_id
 
 __all__ = ["MAX_RECORDING", "RecordingStore"]
 
 MAX_RECORDING = 4 << 30
 _META = "/recording_meta/"
+_LEAF_SESSIONS = "/leaf_sessions/"  # + session id -> the leaf's name
+_LEAF_SESSIONS_VERSION = b"/leaf_sessions_version"  # there: sessions filed before are indexed
 # Recordings used to be backend items: <_OLD>ID/chunk/NNNNNN and <_OLD>ID/meta.
 _OLD = b"/recordings/"
 
@@ -114,6 +122,39 @@ class RecordingStore:
         start = _META.encode()
         items = await self._backend.get_range(start, prefix_end(start))
         return [json.loads(i.value) for i in items]
+
+    async def add_leaf_session(self, session_id: str, leaf: str) -> bool:
+        """Note that ``leaf`` holds the session (and so its recording), unless a leaf
+        named it first or the id is no session id: True when noted."""
+        if not is_session_id(session_id):
+            return False
+        try:
+            await self._backend.create(Item(key=f"{_LEAF_SESSIONS}{session_id}".encode(),
+                                            value=leaf.encode()))
+        except AlreadyExists:
+            return False
+        return True
+
+    async def leaf_of(self, session_id: str) -> str:
+        """The leaf that holds the session; NotFound if no leaf named it."""
+        try:
+            item = await self._backend.get(f"{_LEAF_SESSIONS}{check_session_id(session_id)}"
+                                           .encode())
+        except NotFound:
+            raise NotFound(f"no leaf holds session {session_id}") from None
+        return item.value.decode()
+
+    async def index_leaf_sessions(self, sessions: AsyncIterable[tuple[str, str]]) -> int:
+        """Index, once, the leaf sessions (session id, leaf) filed before the index
+        existed; returns how many were added."""
+        with contextlib.suppress(NotFound):
+            await self._backend.get(_LEAF_SESSIONS_VERSION)
+            return 0
+        added = 0
+        async for session_id, leaf in sessions:
+            added += await self.add_leaf_session(session_id, leaf)
+        await self._backend.put(Item(_LEAF_SESSIONS_VERSION, b"1"))
+        return added
 
     async def read(self, session_id: str) -> bytes:
         await self.meta(session_id)  # NotFound for an unknown or unfinished recording

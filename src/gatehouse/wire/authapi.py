@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from gatehouse.errors import BadParameter
 from gatehouse.types.node import Node
 from gatehouse.types.resource import Resource
-from gatehouse.wire.names import RECORDING_TAIL
+from gatehouse.wire.names import EVENT_PAGE, RECORDING_TAIL
 from gatehouse.wire.trust import PublicCA, TrustSnapshot
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "Certs",
     "ClusterInfo",
     "ClusterStatus",
+    "EventList",
     "EventPage",
     "EventQuery",
     "EventsStored",
@@ -169,6 +170,15 @@ class EventQuery(_Message):
     types: list[str] = []
     user: str = ""
     cluster: str = ""
+    limit: int = EVENT_PAGE  # at most this many, newest first (at most MAX_EVENT_PAGE)
+    cursor: str = ""  # an earlier page's ``next``: continue after it
+
+
+class EventList(_Message):
+    """A page of a search, newest first; ``next`` continues it ("" after the last)."""
+
+    events: list[dict[str, Any]]
+    next: str = ""
 
 
 class RecordingDone(_Message):
@@ -275,7 +285,7 @@ class AuthAPI(Protocol):
     async def get_resources(self, kind: str, name: str = "") -> list[Resource]: ...
     async def put_resource(self, res: Resource, *, upsert: bool) -> bool: ...
     async def delete_resource(self, kind: str, name: str) -> None: ...
-    async def search_events(self, query: EventQuery) -> list[dict[str, Any]]: ...
+    async def search_events(self, query: EventQuery) -> EventList: ...
     async def list_recordings(self) -> list[dict[str, Any]]: ...
     async def get_recording(self, session_id: str) -> bytes: ...
     async def recording_cluster(self, session_id: str) -> str: ...

@@ -1,5 +1,6 @@
 """Names and sizes that processes agree on: ALPN protocols on the proxy's single TLS
-port, the headers a proxy relays an identity in, and the recording upload's chunk."""
+port, the headers a proxy relays an identity in, the recording upload's chunk, and the
+size of a page of audit events."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ __all__ = [
     "ALPN_TUNNEL",
     "CLIENT_CERT_HEADER",
     "CLUSTER_HEADER",
+    "EVENT_PAGE",
+    "MAX_EVENT_PAGE",
     "RECORDING_CHUNK",
     "RECORDING_TAIL",
     "REMOTE_ADDR_HEADER",
@@ -27,3 +30,6 @@ CLUSTER_HEADER = "X-Gatehouse-Cluster"
 
 RECORDING_CHUNK = 1 << 20  # the most bytes of a recording one upload call carries
 RECORDING_TAIL = 64 << 10  # the most a recording's completion carries of its last bytes
+
+EVENT_PAGE = 1000  # the audit events a search returns unless asked for another number
+MAX_EVENT_PAGE = 10_000  # the most one page of a search may hold
