@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from gatehouse.clock import FakeMonotonic, SystemClock
 from gatehouse.errors import ConnectionProblem
 from gatehouse.pki import tls, x509
+from gatehouse.tunnel.limits import MAX_STREAMS_FROM_LEAF
 from gatehouse.tunnel.liveness import (
     COALESCE,
     HEARTBEAT_INTERVAL,
@@ -297,3 +298,29 @@ async def test_a_leaf_that_does_not_answer_is_dropped_and_reported(root: Root) -
     while await root.report():  # after the periodic reports of the 135 s that passed
         pass
     await asyncio.wait_for(silent.lost, TIMEOUT)
+
+
+# --- what a leaf may make the root hold (review finding 3 of the hardening issue) ----------
+
+
+async def test_a_leaf_may_hold_only_a_few_event_streams_open(
+    root: Root, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The review's attack: forty event streams, each sent most of a batch, never finished."""
+    leaf = await root.dial("us-east-1a")
+    assert isinstance(leaf, MuxSession)
+    await root.holds(["us-east-1a"])
+    accepted, refused = [], []
+    for _ in range(40):
+        try:
+            stream = await leaf.open({"kind": "events"})
+        except ConnectionProblem as exc:
+            refused.append(str(exc))
+            continue
+        await stream.write(b'{"events": [' + b" " * (256 << 10))
+        accepted.append(stream)
+    assert len(accepted) == MAX_STREAMS_FROM_LEAF, f"the root took {len(accepted)} streams"
+    assert all("too many streams" in reason for reason in refused)
+    assert f"peer=us-east-1a open={MAX_STREAMS_FROM_LEAF} limit={MAX_STREAMS_FROM_LEAF}" \
+        in caplog.text
+

@@ -11,6 +11,8 @@ call, at once (coalesced) when a tunnel comes or goes, and every few seconds any
 Those timings read an injected monotonic clock; certificates are checked on the wall
 clock. ``run`` owns the server's work: when it stops, every tunnel is closed and its
 stream handlers awaited.
+
+A leaf may have MAX_STREAMS_FROM_LEAF streams open on its tunnel at once (limits.py).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from gatehouse.errors import AccessDenied, BadParameter, ConnectionProblem, Gate
 from gatehouse.pki import x509
 from gatehouse.pki.tls import peer_der
 from gatehouse.tunnel.frames import FrameType
+from gatehouse.tunnel.limits import MAX_STREAMS_FROM_LEAF
 from gatehouse.tunnel.liveness import (
     PING_STEPS,
     SWEEP_INTERVAL,
@@ -54,7 +57,8 @@ class _TunnelConnection(MuxSession):
     """One leaf's tunnel: authenticated in connection_made, before any frame is read."""
 
     def __init__(self, server: TunnelServer) -> None:
-        super().__init__(dialer=False, clock=server._timer, on_open=self._incoming_stream)
+        super().__init__(dialer=False, clock=server._timer, on_open=self._incoming_stream,
+                         max_peer_streams=MAX_STREAMS_FROM_LEAF)
         self._server = server
         self.leaf = ""
         self.pinged: float | None = None  # when our last heartbeat ping went out
@@ -75,6 +79,9 @@ class _TunnelConnection(MuxSession):
             reply = {"stored": 0, "rejected": 0, "error": str(exc)}
         await stream.write(json.dumps(reply).encode())
         stream.write_eof()
+
+    def _who(self) -> str:
+        return self.leaf or super()._who()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
