@@ -5,10 +5,10 @@ opens streams (``open``); the other side's ``on_open`` callback receives each
 new stream and must ``accept()`` or ``refuse()`` it, in a task the session owns:
 losing the connection cancels the handlers, and ``wait_closed`` awaits them. Streams
 read and write like asyncio streams, within the peer's credit (see frames.py). Time
-(``last_seen``, the open and ping timeouts) is read from an injected clock. What the
-peer can make this side hold is bounded (see limits.py): the streams it opens at once,
-and the control frames this side writes while the peer does not read; DATA writers wait
-while the transport is paused.
+(``last_seen``, the open and ping timeouts, message deadlines) is read from an injected
+clock. What the peer can make this side hold is bounded (see limits.py): the streams it
+opens at once, the control frames this side writes while the peer does not read, and
+each message read whole; DATA writers wait while the transport is paused.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from gatehouse.tunnel.frames import (
     encode,
     window_payload,
 )
-from gatehouse.tunnel.limits import MAX_PAUSED_CONTROL, MAX_PEER_STREAMS
+from gatehouse.tunnel.limits import MAX_PAUSED_CONTROL, MAX_PEER_STREAMS, MESSAGE_DEADLINE
 
 __all__ = ["CLOSE_GRACE", "MuxSession", "MuxStream", "OnOpen", "read_all", "splice_stream"]
 
@@ -379,13 +379,28 @@ class MuxSession(asyncio.Protocol):
         return len(self._streams)
 
 
-async def read_all(stream: MuxStream, limit: int = 64 << 20) -> bytes:
-    """Everything until the stream's EOF; BadParameter past ``limit`` bytes."""
+async def read_all(stream: MuxStream, limit: int, timeout: float = MESSAGE_DEADLINE) -> bytes:
+    """Everything until the stream's EOF, within ``timeout`` seconds of the session's
+    clock: BadParameter past ``limit`` bytes, ConnectionProblem if the stream was reset
+    or did not finish in time. A stream this gives up on is reset: the peer can make
+    this side hold neither the stream nor what it sends next."""
+    try:
+        return await wait_for(stream._session._clock, _read_to_eof(stream, limit), timeout)
+    except TimeoutError:
+        reason = f"the message did not arrive in full within {timeout:g} s"
+        stream.reset(reason)
+        raise ConnectionProblem(reason) from None
+    except BadParameter as exc:
+        stream.reset(str(exc))
+        raise
+
+
+async def _read_to_eof(stream: MuxStream, limit: int) -> bytes:
     out = bytearray()
     while data := await stream.read():
         out += data
         if len(out) > limit:
-            raise BadParameter("tunnel message too large")
+            raise BadParameter(f"tunnel message over {limit} bytes")
     return bytes(out)
 
 
