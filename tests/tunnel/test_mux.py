@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
+import socket
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 
 from gatehouse.clock import FakeMonotonic
 from gatehouse.errors import ConnectionProblem
-from gatehouse.tunnel.frames import HEADER, INITIAL_WINDOW, FrameType, encode
+from gatehouse.tunnel.frames import HEADER, INITIAL_WINDOW, MAX_PAYLOAD, FrameType, encode
+from gatehouse.tunnel.limits import MAX_PAUSED_CONTROL, MAX_PEER_STREAMS
 from gatehouse.tunnel.mux import MuxSession, MuxStream
 from tests.tunnel.loopback import pair, sessions
 
@@ -227,4 +230,121 @@ async def test_acceptor_without_handler_refuses(clock: FakeMonotonic) -> None:
     with pytest.raises(ConnectionProblem, match="does not accept"):
         await dialer.open({})
     await dialer.aclose()
+    server.close()
+
+
+# --- what a peer may make this side hold (review finding 3 of the hardening issue) ---------
+
+
+def _send_buffer(session: MuxSession, size: int) -> None:
+    """Set the kernel's send buffer: a small one makes ``session``'s transport pause soon
+    after its peer stops reading (the peer's receive buffer, which does not grow while it
+    does not read, takes ~128 KiB first)."""
+    assert session._transport is not None
+    session._transport.get_extra_info("socket").setsockopt(
+        socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+
+
+async def test_a_peer_may_not_open_more_streams_than_the_cap(
+    clock: FakeMonotonic, caplog: pytest.LogCaptureFixture,
+) -> None:
+    release = asyncio.Event()
+
+    async def hold(stream: MuxStream) -> None:
+        stream.accept()
+        await release.wait()
+
+    dialer, acceptor, server = await sessions(hold, clock)
+    held = await asyncio.wait_for(
+        asyncio.gather(*(dialer.open({}) for _ in range(MAX_PEER_STREAMS))), 20)
+    caplog.set_level(logging.WARNING, "gatehouse.tunnel.mux")
+    for _ in range(2):
+        with pytest.raises(ConnectionProblem, match=f"too many streams .*{MAX_PEER_STREAMS}"):
+            await dialer.open({})
+    assert acceptor.stream_count == MAX_PEER_STREAMS  # nothing kept for the refused ones
+    refusals = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refusals) == 1, refusals  # logged once while the peer stays at the cap
+    assert f"open={MAX_PEER_STREAMS} limit={MAX_PEER_STREAMS}" in refusals[0].getMessage()
+    held[0].reset("done with it")
+    await _eventually(lambda: acceptor.stream_count < MAX_PEER_STREAMS)
+    await dialer.open({})  # room again
+    release.set()
+    await dialer.aclose()
+    await acceptor.wait_closed()
+    server.close()
+
+
+async def test_a_stream_is_reset_when_its_handler_returns_without_finishing_it(
+    clock: FakeMonotonic,
+) -> None:
+    async def accept_and_leave(stream: MuxStream) -> None:
+        stream.accept()
+
+    dialer, acceptor, server = await sessions(accept_and_leave, clock)
+    stream = await dialer.open({})
+    with pytest.raises(ConnectionProblem, match="handler finished"):
+        await asyncio.wait_for(stream.read(), TIMEOUT)
+    assert acceptor.stream_count == 0  # it counts no more against the peer's streams
+    await dialer.aclose()
+    await acceptor.wait_closed()
+    server.close()
+
+
+async def test_a_peer_that_pings_and_does_not_read_is_cut_off(
+    clock: FakeMonotonic, caplog: pytest.LogCaptureFixture,
+) -> None:
+    dialer, acceptor, server = await sessions(None, clock)
+    assert dialer._transport is not None and acceptor._transport is not None
+    _send_buffer(acceptor, 4096)
+    dialer._transport.pause_reading()  # it reads none of the PONGs
+    pings = encode(FrameType.PING, 0, b"12345678") * 4096  # 68 KiB
+    most = 0
+    for _ in range(100):  # at most 6.8 MB of PINGs
+        if acceptor.closed.done() or most > 3 * MAX_PAUSED_CONTROL:
+            break
+        dialer._transport.write(pings)
+        async with asyncio.timeout(TIMEOUT):  # until the acceptor has read them
+            while dialer._transport.get_write_buffer_size() and not acceptor.closed.done():
+                await asyncio.sleep(0.001)
+        most = max(most, acceptor._transport.get_write_buffer_size())
+    assert acceptor.closed.done(), f"the acceptor buffered {most} bytes of PONGs"
+    assert most <= MAX_PAUSED_CONTROL + 2 * len(pings)
+    assert "does not read" in acceptor.closed.result()
+    assert "cut off" in caplog.text
+    dialer.abort()
+    server.close()
+
+
+async def test_writers_wait_while_the_transport_is_paused(clock: FakeMonotonic) -> None:
+    go, writing = asyncio.Event(), []
+
+    async def send(stream: MuxStream) -> None:
+        stream.accept()
+        await go.wait()
+        writing.append(stream.id)
+        await stream.write(bytes(INITIAL_WINDOW // 2))
+
+    dialer, acceptor, server = await sessions(send, clock)
+    streams = [await dialer.open({}) for _ in range(16)]
+    assert dialer._transport is not None and acceptor._transport is not None
+    _send_buffer(acceptor, 4096)
+    dialer._transport.pause_reading()  # it reads none of the DATA
+    go.set()
+    await _eventually(lambda: len(writing) == len(streams))
+    for _ in range(20):  # every writer had its turn
+        await asyncio.sleep(0)
+    # one frame past the high-water mark, not one per writer
+    assert acceptor._transport.get_write_buffer_size() <= 2 * MAX_PAYLOAD
+    _send_buffer(acceptor, 4 << 20)
+    dialer._transport.resume_reading()
+    for stream in streams:
+        got = 0
+        async with asyncio.timeout(TIMEOUT):
+            while data := await stream.read():
+                got += len(data)
+                if got == INITIAL_WINDOW // 2:
+                    break
+        assert got == INITIAL_WINDOW // 2
+    await dialer.aclose()
+    await acceptor.wait_closed()
     server.close()

@@ -4,6 +4,7 @@ stranger at the root reached the leaf's login through an anonymous stream)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
@@ -13,9 +14,12 @@ import pytest
 
 from gatehouse.clock import FakeMonotonic
 from gatehouse.errors import ConnectionProblem
+from gatehouse.tunnel.limits import MESSAGE_DEADLINE
 from gatehouse.tunnel.mux import MuxSession, read_all
 from gatehouse.tunnel.serve import StreamServer
 from tests.tunnel.loopback import sessions
+
+TIMEOUT = 5.0  # real seconds, for real I/O only
 
 
 class Relay:
@@ -72,6 +76,20 @@ async def test_an_api_stream_with_a_certificate_is_relayed_in_its_name(
     stream = await root.open(_api(b"\x30\x03der"))
     await stream.write(b"{}")
     stream.write_eof()
-    reply = json.loads(await read_all(stream))
+    reply = json.loads(await read_all(stream, 1 << 20))
     assert reply["status"] == 200
     assert relay.calls == [("POST", "/v1/login", b"\x30\x03der")]
+
+
+async def test_a_relayed_call_whose_body_never_finishes_is_reset_at_the_deadline(
+        tunnel: tuple[MuxSession, Relay, list[tuple[str, Any]]]) -> None:
+    root, relay, _ = tunnel
+    stream = await root.open(_api(b"\x30\x03der"))
+    await stream.write(b"{")  # and nothing more, ever
+    clock = root._clock
+    assert isinstance(clock, FakeMonotonic)
+    await asyncio.wait_for(clock.until_sleeping(1), TIMEOUT)
+    clock.advance(MESSAGE_DEADLINE)
+    with pytest.raises(ConnectionProblem, match=f"within {MESSAGE_DEADLINE:g} s"):
+        await asyncio.wait_for(stream.read(), TIMEOUT)
+    assert relay.calls == []

@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from gatehouse.client.forward import ForwardedCall
 from gatehouse.clock import FakeMonotonic, SystemClock
 from gatehouse.errors import ConnectionProblem
 from gatehouse.pki import tls, x509
+from gatehouse.tunnel.limits import MAX_STREAMS_FROM_LEAF, MESSAGE_DEADLINE
 from gatehouse.tunnel.liveness import (
     COALESCE,
     HEARTBEAT_INTERVAL,
@@ -23,7 +25,7 @@ from gatehouse.tunnel.liveness import (
     REPORT_INTERVAL,
     RETRY,
 )
-from gatehouse.tunnel.mux import MuxSession
+from gatehouse.tunnel.mux import MuxSession, MuxStream
 from gatehouse.tunnel.server import TunnelServer
 from gatehouse.wire.names import ALPN_TUNNEL
 
@@ -297,3 +299,66 @@ async def test_a_leaf_that_does_not_answer_is_dropped_and_reported(root: Root) -
     while await root.report():  # after the periodic reports of the 135 s that passed
         pass
     await asyncio.wait_for(silent.lost, TIMEOUT)
+
+
+# --- what a leaf may make the root hold (review finding 3 of the hardening issue) ----------
+
+
+async def test_a_leaf_may_hold_only_a_few_event_streams_open(
+    root: Root, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The review's attack: forty event streams, each sent most of a batch, never finished."""
+    leaf = await root.dial("us-east-1a")
+    assert isinstance(leaf, MuxSession)
+    await root.holds(["us-east-1a"])
+    accepted, refused = [], []
+    for _ in range(40):
+        try:
+            stream = await leaf.open({"kind": "events"})
+        except ConnectionProblem as exc:
+            refused.append(str(exc))
+            continue
+        await stream.write(b'{"events": [' + b" " * (256 << 10))
+        accepted.append(stream)
+    assert len(accepted) == MAX_STREAMS_FROM_LEAF, f"the root took {len(accepted)} streams"
+    assert all("too many streams" in reason for reason in refused)
+    assert f"peer=us-east-1a open={MAX_STREAMS_FROM_LEAF} limit={MAX_STREAMS_FROM_LEAF}" \
+        in caplog.text
+
+
+async def test_an_event_stream_that_never_finishes_is_reset_at_the_deadline(
+    root: Root, caplog: pytest.LogCaptureFixture,
+) -> None:
+    leaf = await root.dial("us-east-1a")
+    assert isinstance(leaf, MuxSession)
+    await root.holds(["us-east-1a"])
+    stream = await leaf.open({"kind": "events"})
+    await stream.write(b'{"events": [')  # and nothing more, ever
+    await asyncio.wait_for(root.clock.until_sleeping(3), TIMEOUT)  # + the heartbeats, reports
+    root.clock.advance(MESSAGE_DEADLINE)
+    with pytest.raises(ConnectionProblem, match=f"within {MESSAGE_DEADLINE:g} s"):
+        await asyncio.wait_for(stream.read(), TIMEOUT)
+    assert root.tunnels._sessions["us-east-1a"].stream_count == 0
+    assert "event stream dropped leaf=us-east-1a" in caplog.text
+
+
+async def test_a_relayed_call_the_leaf_never_answers_fails_at_the_deadline(root: Root) -> None:
+    asked = asyncio.Event()
+
+    async def take_and_sit(stream: MuxStream) -> None:
+        stream.accept()
+        while await stream.read():
+            pass
+        asked.set()
+        await asyncio.Event().wait()
+
+    await root.dial("us-east-1a", protocol=lambda: MuxSession(
+        dialer=True, clock=root.clock, on_open=take_and_sit))
+    await root.holds(["us-east-1a"])
+    call = asyncio.create_task(root.tunnels.relay_api(
+        "us-east-1a", ForwardedCall("GET", "/v1/nodes", b"", b"der", "198.51.100.7:1")))
+    await asyncio.wait_for(asked.wait(), TIMEOUT)
+    await asyncio.wait_for(root.clock.until_sleeping(3), TIMEOUT)
+    root.clock.advance(MESSAGE_DEADLINE)
+    with pytest.raises(ConnectionProblem, match=f"within {MESSAGE_DEADLINE:g} s"):
+        await asyncio.wait_for(call, TIMEOUT)

@@ -15,6 +15,7 @@ import logging
 
 from gatehouse.clock import Monotonic, wait_for
 from gatehouse.errors import ConnectionProblem, GatehouseError
+from gatehouse.tunnel.limits import MAX_ACK
 from gatehouse.tunnel.mux import MuxSession, read_all
 from gatehouse.tunnel.needs import EventExport
 
@@ -24,7 +25,6 @@ log = logging.getLogger(__name__)
 
 EVENT_POLL = 1.0  # seconds between looks at the log once it was forwarded to its end
 PAGE_SIZE = 500
-MAX_ACK = 1 << 20
 
 
 class EventSender:

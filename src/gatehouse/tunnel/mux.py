@@ -5,7 +5,10 @@ opens streams (``open``); the other side's ``on_open`` callback receives each
 new stream and must ``accept()`` or ``refuse()`` it, in a task the session owns:
 losing the connection cancels the handlers, and ``wait_closed`` awaits them. Streams
 read and write like asyncio streams, within the peer's credit (see frames.py). Time
-(``last_seen``, the open and ping timeouts) is read from an injected clock.
+(``last_seen``, the open and ping timeouts, message deadlines) is read from an injected
+clock. What the peer can make this side hold is bounded (see limits.py): the streams it
+opens at once, the control frames this side writes while the peer does not read, and
+each message read whole; DATA writers wait while the transport is paused.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from gatehouse._sys.tasks import TaskOwner
 from gatehouse.clock import Monotonic, wait_for
 from gatehouse.errors import BadParameter, ConnectionProblem
 from gatehouse.tunnel.frames import (
+    HEADER,
     INITIAL_WINDOW,
     MAX_PAYLOAD,
     Frame,
@@ -32,6 +36,7 @@ from gatehouse.tunnel.frames import (
     encode,
     window_payload,
 )
+from gatehouse.tunnel.limits import MAX_PAUSED_CONTROL, MAX_PEER_STREAMS, MESSAGE_DEADLINE
 
 __all__ = ["CLOSE_GRACE", "MuxSession", "MuxStream", "OnOpen", "read_all", "splice_stream"]
 
@@ -116,6 +121,7 @@ class MuxStream:
     async def write(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
+            await self._session._drain()  # before each frame, not after: see _drain
             if self._error is not None:
                 raise ConnectionProblem(self._error)
             if self._send_window <= 0:
@@ -124,9 +130,8 @@ class MuxStream:
                 continue
             n = min(len(view), self._send_window, MAX_PAYLOAD)
             self._send_window -= n
-            self._session._send(FrameType.DATA, self.id, bytes(view[:n]))
+            self._session._send_data(self.id, bytes(view[:n]))
             view = view[n:]
-            await self._session._drain()
 
     def write_eof(self) -> None:
         if not self._eof_sent and self._error is None:
@@ -143,12 +148,17 @@ class MuxStream:
 
 
 class MuxSession(asyncio.Protocol):
-    def __init__(self, *, dialer: bool, clock: Monotonic, on_open: OnOpen | None = None) -> None:
+    def __init__(self, *, dialer: bool, clock: Monotonic, on_open: OnOpen | None = None,
+                 max_peer_streams: int = MAX_PEER_STREAMS) -> None:
         self._clock = clock
         self._next_id = 1 if dialer else 2
         self._on_open = on_open
         self._decoder = FrameDecoder()
         self._streams: dict[int, MuxStream] = {}
+        self._max_peer_streams = max_peer_streams
+        self._peer_streams = 0  # of ``_streams``, those the peer opened
+        self._refusing = False  # at the cap, and said so in the log
+        self._paused_control = 0  # bytes of control frames written since pause_writing
         self._transport: asyncio.Transport | None = None
         self._can_write = asyncio.Event()
         self._can_write.set()
@@ -177,6 +187,7 @@ class MuxSession(asyncio.Protocol):
         for stream in list(self._streams.values()):
             stream._on_reset(reason)
         self._streams.clear()
+        self._peer_streams = 0
         for fut in self._pings.values():
             if not fut.done():
                 fut.set_exception(ConnectionProblem(reason))
@@ -189,22 +200,50 @@ class MuxSession(asyncio.Protocol):
         self._can_write.clear()
 
     def resume_writing(self) -> None:
+        self._paused_control = 0
         self._can_write.set()
 
     # --- internals ------------------------------------------------------------------------
 
+    def _who(self) -> str:
+        """The peer, for logs: its address here, its name where a subclass knows it."""
+        peer = self._transport.get_extra_info("peername") if self._transport else None
+        return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+
     def _send(self, ftype: FrameType, stream: int, payload: bytes = b"") -> None:
+        """A control frame: all but DATA. Those written while the peer does not read
+        are counted, and a peer that provokes more than MAX_PAUSED_CONTROL bytes of them
+        (answers to its PINGs, OPENs, RESETs) is cut off, before our buffer grows."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if not self._can_write.is_set():
+            self._paused_control += HEADER.size + len(payload)
+            if self._paused_control > MAX_PAUSED_CONTROL:
+                reason = (f"the peer does not read: over {MAX_PAUSED_CONTROL} bytes of "
+                          "control frames wait for it")
+                log.warning("tunnel cut off peer=%s reason=%r", self._who(), reason)
+                self.abort(reason)
+                return
+        transport.write(encode(ftype, stream, payload))
+
+    def _send_data(self, stream: int, data: bytes) -> None:
         if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(encode(ftype, stream, payload))
+            self._transport.write(encode(FrameType.DATA, stream, data))
 
     async def _drain(self) -> None:
-        if not self._can_write.is_set():
+        """Wait while the transport is paused. Writers call this before each frame and
+        check again when woken, so that however many streams write at once, at most
+        one frame goes out past the transport's high-water mark."""
+        while not self._can_write.is_set():
             await self._can_write.wait()
         if self.closed.done():
             raise ConnectionProblem(self.closed.result())
 
     def _forget(self, stream: MuxStream) -> None:
-        self._streams.pop(stream.id, None)
+        if self._streams.pop(stream.id, None) is not None and stream.id % 2 != self._next_id % 2:
+            self._peer_streams -= 1
+            self._refusing = False
 
     def _dispatch(self, frame: Frame) -> None:
         t = frame.type
@@ -250,9 +289,18 @@ class MuxSession(asyncio.Protocol):
         except ValueError:
             self._send(FrameType.REFUSE, frame.stream, b"malformed OPEN")
             return
+        if self._peer_streams >= self._max_peer_streams:
+            reason = f"too many streams open at once (the limit is {self._max_peer_streams})"
+            if not self._refusing:  # once until one closes: a flood of OPENs is one line
+                self._refusing = True
+                log.warning("tunnel stream refused peer=%s open=%d limit=%d reason=%r",
+                            self._who(), self._peer_streams, self._max_peer_streams, reason)
+            self._send(FrameType.REFUSE, frame.stream, reason.encode())
+            return
         stream = MuxStream(self, frame.stream, meta)
         stream.opened.set_result(None)
         self._streams[frame.stream] = stream
+        self._peer_streams += 1
         if self._on_open is None:
             stream.refuse("this side does not accept streams")
             return
@@ -265,6 +313,9 @@ class MuxSession(asyncio.Protocol):
         except Exception as exc:
             log.exception("tunnel stream handler failed")
             stream.reset(f"handler failed: {exc}")
+        else:
+            if self._streams.get(stream.id) is stream:  # nothing reads or writes it now
+                stream.reset("the stream's handler finished")
 
     # --- the session API ------------------------------------------------------------------
 
@@ -300,8 +351,11 @@ class MuxSession(asyncio.Protocol):
             self._send(FrameType.GOAWAY, 0, reason.encode()[:4096])
             self._transport.close()
 
-    def abort(self) -> None:
-        """Close at once, without the TLS goodbye a peer that stopped answering won't send."""
+    def abort(self, reason: str = "") -> None:
+        """Close at once, without the TLS goodbye a peer that stopped answering (or
+        reading) won't send; ``reason`` becomes the session's ``closed`` result."""
+        if reason and not self.closed.done():
+            self.closed.set_result(reason)
         if self._transport is not None:
             self._transport.abort()
 
@@ -325,13 +379,28 @@ class MuxSession(asyncio.Protocol):
         return len(self._streams)
 
 
-async def read_all(stream: MuxStream, limit: int = 64 << 20) -> bytes:
-    """Everything until the stream's EOF; BadParameter past ``limit`` bytes."""
+async def read_all(stream: MuxStream, limit: int, timeout: float = MESSAGE_DEADLINE) -> bytes:
+    """Everything until the stream's EOF, within ``timeout`` seconds of the session's
+    clock: BadParameter past ``limit`` bytes, ConnectionProblem if the stream was reset
+    or did not finish in time. A stream this gives up on is reset: the peer can make
+    this side hold neither the stream nor what it sends next."""
+    try:
+        return await wait_for(stream._session._clock, _read_to_eof(stream, limit), timeout)
+    except TimeoutError:
+        reason = f"the message did not arrive in full within {timeout:g} s"
+        stream.reset(reason)
+        raise ConnectionProblem(reason) from None
+    except BadParameter as exc:
+        stream.reset(str(exc))
+        raise
+
+
+async def _read_to_eof(stream: MuxStream, limit: int) -> bytes:
     out = bytearray()
     while data := await stream.read():
         out += data
         if len(out) > limit:
-            raise BadParameter("tunnel message too large")
+            raise BadParameter(f"tunnel message over {limit} bytes")
     return bytes(out)
 
 

@@ -17,6 +17,7 @@ import logging
 from gatehouse._sys.hostport import split_host_port
 from gatehouse.clock import Monotonic, wait_for
 from gatehouse.errors import GatehouseError
+from gatehouse.tunnel.limits import MAX_CALL
 from gatehouse.tunnel.mux import MuxStream, read_all, splice_stream
 from gatehouse.tunnel.needs import Audit, AuthRelay, NodeResolver
 
@@ -25,7 +26,6 @@ __all__ = ["DIAL_TIMEOUT", "StreamServer"]
 log = logging.getLogger(__name__)
 
 DIAL_TIMEOUT = 10.0  # seconds to connect to a node
-MAX_CALL = 1 << 20  # a relayed call's body
 
 
 class StreamServer:
@@ -81,7 +81,12 @@ class StreamServer:
             stream.refuse("a relayed call needs the certificate of a root cluster user")
             return
         stream.accept()
-        body = await read_all(stream, MAX_CALL)
+        try:
+            body = await read_all(stream, MAX_CALL)
+        except GatehouseError as exc:  # stalled, reset, or too large
+            log.warning("relayed call dropped path=%r remote=%s reason=%r",
+                        str(meta.get("path", ""))[:80], meta.get("remote", ""), str(exc))
+            return
         status, reply = await self._relay.relay(
             str(meta.get("method", "GET")), str(meta.get("path", "/")), body, der or None,
             str(meta.get("remote", "")))

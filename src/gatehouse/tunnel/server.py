@@ -11,6 +11,10 @@ call, at once (coalesced) when a tunnel comes or goes, and every few seconds any
 Those timings read an injected monotonic clock; certificates are checked on the wall
 clock. ``run`` owns the server's work: when it stops, every tunnel is closed and its
 stream handlers awaited.
+
+A leaf may have MAX_STREAMS_FROM_LEAF streams open on its tunnel at once, and each of
+its event batches must arrive within MESSAGE_DEADLINE (limits.py): one leaf makes the
+root hold a few batches at most, for a bounded time.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from gatehouse.errors import AccessDenied, BadParameter, ConnectionProblem, Gate
 from gatehouse.pki import x509
 from gatehouse.pki.tls import peer_der
 from gatehouse.tunnel.frames import FrameType
+from gatehouse.tunnel.limits import MAX_EVENT_BATCH, MAX_REPLY, MAX_STREAMS_FROM_LEAF
 from gatehouse.tunnel.liveness import (
     PING_STEPS,
     SWEEP_INTERVAL,
@@ -47,14 +52,14 @@ log = logging.getLogger(__name__)
 
 Report = Callable[[list[str]], Awaitable[None]]  # every leaf whose tunnel this proxy holds
 StoreEvents = Callable[[str, Any], Awaitable[dict[str, Any]]]  # (leaf, batch) -> ack
-MAX_EVENT_BATCH = 4 << 20
 
 
 class _TunnelConnection(MuxSession):
     """One leaf's tunnel: authenticated in connection_made, before any frame is read."""
 
     def __init__(self, server: TunnelServer) -> None:
-        super().__init__(dialer=False, clock=server._timer, on_open=self._incoming_stream)
+        super().__init__(dialer=False, clock=server._timer, on_open=self._incoming_stream,
+                         max_peer_streams=MAX_STREAMS_FROM_LEAF)
         self._server = server
         self.leaf = ""
         self.pinged: float | None = None  # when our last heartbeat ping went out
@@ -66,7 +71,13 @@ class _TunnelConnection(MuxSession):
             return
         stream.accept()
         try:
-            batch = json.loads(await read_all(stream, MAX_EVENT_BATCH))
+            body = await read_all(stream, MAX_EVENT_BATCH)
+        except (ConnectionProblem, BadParameter) as exc:  # stalled, reset, or too large
+            log.warning("event stream dropped leaf=%s stream=%d reason=%r", self.leaf,
+                        stream.id, str(exc))
+            return
+        try:
+            batch = json.loads(body)
             reply = await self._server._store_events(self.leaf, batch)
         except (ValueError, BadParameter) as exc:
             log.warning("malformed events from leaf %s: %s", self.leaf, exc)
@@ -75,6 +86,9 @@ class _TunnelConnection(MuxSession):
             reply = {"stored": 0, "rejected": 0, "error": str(exc)}
         await stream.write(json.dumps(reply).encode())
         stream.write_eof()
+
+    def _who(self) -> str:
+        return self.leaf or super()._who()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -247,5 +261,5 @@ class TunnelServer:
         })
         await stream.write(call.body)
         stream.write_eof()
-        reply = json.loads(await read_all(stream))
+        reply = json.loads(await read_all(stream, MAX_REPLY))
         return int(reply["status"]), base64.b64decode(reply["body"])
