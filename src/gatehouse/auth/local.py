@@ -23,7 +23,7 @@ class LocalAuth:
 
     def as_host(self, identity: x509.Identity) -> AuthWithRoles:
         """The typed API in a co-located host's own name (its certificate's identity)."""
-        return AuthWithRoles(self._server, Caller(identity, "in-process"))
+        return AuthWithRoles(self._server, Caller(identity, "in-process", in_process=True))
 
     async def resolve_node(self, target: str, client_der: bytes | None, remote: str) -> str:
         """Where the node a relayed user asks for is (their roles must select it)."""
