@@ -20,6 +20,7 @@ from gatehouse.errors import AccessDenied, GatehouseError
 from gatehouse.pki import tls, x509
 from gatehouse.pki.keystore import StoredIdentity
 from gatehouse.wire.authapi import AuthAPI, Heartbeat, NodeQuery, TokenRequest
+from gatehouse.wire.dial import NodeRoute
 from tests.auth.conftest import API
 from tests.auth.samples import LOCAL_NODE_ADDR, NODE_ADDR, add_role, certify, der
 
@@ -91,7 +92,8 @@ async def test_a_relayed_user_is_resolved_only_to_nodes_their_roles_select(
     local = LocalAuth(server)
     ops = der(await api.user_cert("olga", ["access"]))
     dev = der(await api.user_cert("dave", ["dev"]))
-    assert await local.resolve_node("db1", ops, "10.1.1.1:5000") == NODE_ADDR
+    assert await local.resolve_node("db1", ops, "10.1.1.1:5000") == NodeRoute(NODE_ADDR,
+                                                                               "hid-1")
     with pytest.raises(AccessDenied, match="may not access node db1"):
         await local.resolve_node("db1", dev, "10.1.1.1:5000")
     with pytest.raises(AccessDenied, match="needs a certificate"):

@@ -5,18 +5,23 @@
   at another listener (127.0.0.2 stands for any address it does not own).
 - A node name belongs to one node: a second node (another host id) may not take it
   until the admin removes the first; the same node restarting keeps it.
+- gsh pins the host id the proxy resolved: a host certificate for the same name but
+  another host (a removed node's, still valid) does not pass for the resolved node.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
 
+import asyncssh
 import yaml
 
+from gatehouse.pki.keystore import StoredIdentity
 from gatehouse.process.harness import GATEHOUSE, Client, Cluster, Process, wait_for, write_yaml
 
 JOIN_TIMEOUT = 30.0
@@ -117,3 +122,59 @@ def test_a_second_node_may_not_take_a_nodes_name(cluster: Cluster) -> None:
     second.start().wait_up()
     assert cluster.node_named("twin")["spec"]["host_id"] != host_id  # type: ignore[index]
     second.stop()
+
+
+@contextlib.contextmanager
+def _impostor(addr: str, identity: StoredIdentity) -> Iterator[None]:
+    """An SSH server at ``addr`` holding a node's key and host certificate; it lets
+    anyone in and answers every command with 'impostor'."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    host, _, port = addr.rpartition(":")
+
+    class LetAnyoneIn(asyncssh.SSHServer):
+        def begin_auth(self, username: str) -> bool:
+            return False
+
+    async def answer(process: asyncssh.SSHServerProcess[str]) -> None:
+        process.stdout.write("impostor\n")
+        process.exit(0)
+
+    async def listen() -> asyncssh.SSHAcceptor:
+        key = asyncssh.import_private_key(identity.key_file.read_bytes())
+        cert = asyncssh.import_certificate(identity.ssh_cert_line())
+        return await asyncssh.listen(host, int(port), server_host_keys=[(key, cert)],
+                                     server_factory=LetAnyoneIn, process_factory=answer)
+
+    server = asyncio.run_coroutine_threadsafe(listen(), loop).result(10)
+    try:
+        yield
+    finally:
+        server.close()
+        asyncio.run_coroutine_threadsafe(server.wait_closed(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def test_gsh_pins_the_host_id_it_resolved(cluster: Cluster, alice: Client) -> None:
+    old = _node(cluster, "web-old", "web", cluster.token("node"))
+    old.wait_up()
+    old_id = cluster.node_named("web")["spec"]["host_id"]  # type: ignore[index]
+    old.stop()
+    cluster.gatectl("rm", f"node/{old_id}").ok()
+    new = _node(cluster, "web-new", "web", cluster.token("node"))
+    new.wait_up()
+    listed = cluster.node_named("web")
+    assert listed is not None and listed["spec"]["host_id"] != old_id
+    assert alice.ssh("root@web", "echo", "real").ok().out == "real\n"
+    # The new node stops; its listing lasts a while. The removed node's key and host
+    # certificate (which names "web" too, and has not expired) now answer at its address.
+    new.stop()
+    with _impostor(listed["spec"]["addr"], StoredIdentity(cluster.workdir / "web-old-data"
+                                                          / "node")):
+        res = alice.ssh("root@web", "echo", "real")
+    assert res.out == "" and res.rc == 255, res
+    assert f"could not prove it is host {listed['spec']['host_id']}" in res.err, res
+
