@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import textwrap
 from pathlib import Path
@@ -81,6 +82,7 @@ def test_defaults_fill_what_the_file_leaves_out(tmp_path: Path, monkeypatch: pyt
     assert cfg.auth_service.listen_addr == DEFAULT_AUTH_ADDR
     assert cfg.proxy_service.listen_addr == DEFAULT_PROXY_ADDR
     assert cfg.ssh_service.listen_addr == DEFAULT_SSH_ADDR
+    assert cfg.auth_service.node_address_networks == []  # a node is where it calls from
     assert cfg.enabled_services() == ["auth"]
 
 
@@ -218,6 +220,30 @@ def test_joining_through_a_proxy_is_enough(tmp_path: Path) -> None:
         proxy_service: {enabled: true}
     """))
     assert cfg.enabled_services() == ["proxy"]
+
+
+# --- node_address_networks ----------------------------------------------------------------
+
+
+def test_node_address_networks_are_networks(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, """\
+        auth_service: {enabled: true, node_address_networks: [10.1.0.0/16, "fd00::/8"]}
+    """))
+    assert cfg.auth_service.node_address_networks == [ipaddress.ip_network("10.1.0.0/16"),
+                                                      ipaddress.ip_network("fd00::/8")]
+
+
+@pytest.mark.parametrize(("value", "says"), [
+    ("[10.1.0.7/16]", "'10.1.0.7/16' is not a network such as 10.1.0.0/16 (10.1.0.7/16 has "
+                      "host bits set)"),
+    ("[everywhere]", "'everywhere' is not a network such as 10.1.0.0/16"),
+])
+def test_a_bad_node_address_network_is_named(tmp_path: Path, value: str, says: str) -> None:
+    path = write(tmp_path, f"auth_service: {{enabled: true, node_address_networks: {value}}}\n")
+    with pytest.raises(BadParameter) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: auth_service.node_address_networks: ")
+    assert says in str(info.value)
 
 
 # --- advertised_addr ----------------------------------------------------------------------

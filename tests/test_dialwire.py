@@ -123,9 +123,22 @@ def test_ok_reply_round_trips() -> None:
     assert reply.ok
     encoded = reply.encode()
     assert encoded.endswith(b"\n")
-    assert json.loads(encoded) == {"ok": True, "error": ""}
+    assert json.loads(encoded) == {"ok": True, "error": "", "host_id": ""}
     assert DialReply.decode(encoded) == reply
     assert DialReply.decode(encoded).ok
+
+
+def test_an_ok_reply_names_the_host_dialed() -> None:
+    reply = DialReply(host_id="6f1c2a9e-hid")
+    assert DialReply.decode(reply.encode()) == reply
+
+
+def test_a_reply_of_an_older_proxy_names_no_host() -> None:
+    assert DialReply.decode(b'{"ok": true, "error": ""}\n') == DialReply(host_id="")
+
+
+def test_a_refusal_names_no_host() -> None:
+    assert "host_id" not in json.loads(DialReply(error="no").encode())
 
 
 def test_error_reply_round_trips() -> None:
@@ -148,7 +161,7 @@ def test_an_ok_reply_drops_any_error_text() -> None:
 
 
 @pytest.mark.parametrize("raw", [b"", b"junk\n", b"[]\n", b'"ok"\n', b'{"error": "x"}\n',
-                                 b"\xff\n"])
+                                 b"\xff\n", b'{"ok": true, "host_id": 7}\n'])
 def test_malformed_reply_is_rejected(raw: bytes) -> None:
     with pytest.raises(BadParameter, match="malformed reply from proxy"):
         DialReply.decode(raw)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from pathlib import Path
 from typing import Literal
@@ -74,8 +75,26 @@ class AuthSection(_Strict):
     cluster_name: str = "gatehouse.local"
     listen_addr: str = DEFAULT_AUTH_ADDR
     session_recording: SessionRecording = "node"
+    # Where a joining node may say it is reached besides the address it joins from
+    # (nodes behind NAT); none by default (auth.nodeaddr).
+    node_address_networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = \
+        Field(default_factory=list)
 
     _addrs = field_validator("listen_addr")(_check_addr)
+
+    @field_validator("node_address_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        if not isinstance(value, list):
+            return value  # pydantic says what was expected
+        networks = []
+        for item in value:
+            try:
+                networks.append(ipaddress.ip_network(str(item)))
+            except ValueError as exc:
+                raise ValueError(f"{item!r} is not a network such as 10.1.0.0/16 ({exc})") \
+                    from None
+        return networks
 
 
 class ProxySection(_Strict):

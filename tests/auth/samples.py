@@ -17,6 +17,9 @@ from gatehouse.wire.trust import PublicCA
 
 CLUSTER = "sso.example.com"
 NODE_ADDR = "10.0.0.7:3022"
+# A node on the test's own host: its calls to the auth's HTTPS API come from loopback,
+# the address it may advertise (auth.nodeaddr).
+LOCAL_NODE_ADDR = "127.0.0.1:3022"
 
 
 def new_key() -> ed25519.Ed25519PublicKey:

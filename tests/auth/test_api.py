@@ -20,7 +20,7 @@ from gatehouse.types.resource import Metadata
 from gatehouse.types.user import User, UserSpec
 from gatehouse.types.yaml_io import to_json_obj
 from tests.auth.conftest import API
-from tests.auth.samples import CLUSTER, NODE_ADDR, add_role, certify
+from tests.auth.samples import CLUSTER, LOCAL_NODE_ADDR, NODE_ADDR, add_role, certify
 
 PASSWORD = "correct horse battery"
 
@@ -44,7 +44,7 @@ async def denied_events(server: AuthServer) -> list[AuditEvent]:
 async def db1(server: AuthServer) -> None:
     """A node db1 labelled env=prod, heartbeating at NODE_ADDR; a role that sees only dev."""
     await certify(server, "hid-1", "db1", [NODE_ADDR])
-    await server.heartbeat("hid-1", "db1", NODE_ADDR, {"env": "prod"})
+    await server.heartbeat("hid-1", "db1", NODE_ADDR, {"env": "prod"}, source=None)
     await add_role(server, "dev", allow={"node_labels": {"env": "dev"},
                                          "rules": [{"resources": ["node"],
                                                     "verbs": ["list", "read"]}]})
@@ -122,7 +122,7 @@ async def fleet(server: AuthServer) -> None:
                                          ("db-1", "dev"), ("web-3", "prod"), ("db-2", "dev")]):
         addr = f"10.0.1.{i}:22"
         await certify(server, f"hid-{i}", hostname, [addr])
-        await server.heartbeat(f"hid-{i}", hostname, addr, {"env": env})
+        await server.heartbeat(f"hid-{i}", hostname, addr, {"env": env}, source=None)
     await add_role(server, "dev", allow={"node_labels": {"env": "dev"},
                                          "rules": [{"resources": ["node"], "verbs": ["list"]}]})
 
@@ -172,7 +172,7 @@ async def test_a_listing_by_hostname_reads_only_that_hostname(api: API) -> None:
 async def test_nodes_that_stopped_heartbeating_are_not_listed(api: API, server: AuthServer,
                                                               clock: FakeClock) -> None:
     clock.advance(NODE_TTL - dt.timedelta(seconds=1))
-    await server.heartbeat("hid-2", "web-1", "10.0.1.2:22", {"env": "prod"})
+    await server.heartbeat("hid-2", "web-1", "10.0.1.2:22", {"env": "prod"}, source=None)
     clock.advance(dt.timedelta(seconds=1))
     assert hostnames(await (await api.admin()).get("/v1/nodes")) == ["web-1"]
 
@@ -198,9 +198,16 @@ async def test_a_node_may_not_heartbeat_an_address_it_was_not_certified_with(api
         await node.post("/v1/nodes/heartbeat", {"hostname": "db1", "addr": "10.9.9.9:22"})
 
 
-async def test_a_node_removed_by_the_admin_is_refused(api: API) -> None:
+async def test_a_node_may_not_heartbeat_an_address_it_does_not_call_from(api: API) -> None:
     node = await api.host("node", "hid-1", "db1", [NODE_ADDR])
-    beat = {"hostname": "db1", "addr": NODE_ADDR}
+    with pytest.raises(AccessDenied, match=f"may not advertise {NODE_ADDR}: it called from "
+                                           "127.0.0.1"):
+        await node.post("/v1/nodes/heartbeat", {"hostname": "db1", "addr": NODE_ADDR})
+
+
+async def test_a_node_removed_by_the_admin_is_refused(api: API) -> None:
+    node = await api.host("node", "hid-1", "db1", [LOCAL_NODE_ADDR])
+    beat = {"hostname": "db1", "addr": LOCAL_NODE_ADDR}
     await node.post("/v1/nodes/heartbeat", beat)
     await (await api.admin()).delete("/v1/resources/node/hid-1")
     with pytest.raises(AccessDenied, match="not registered"):
@@ -267,8 +274,8 @@ def event(name: str, time: dt.datetime, **kw: Any) -> dict[str, Any]:
 @pytest.fixture
 async def node(api: API, server: AuthServer) -> APIClient:
     """Node db1 (host id hid-1), registered by a first heartbeat."""
-    client = await api.host("node", "hid-1", "db1", [NODE_ADDR])
-    await client.post("/v1/nodes/heartbeat", {"hostname": "db1", "addr": NODE_ADDR})
+    client = await api.host("node", "hid-1", "db1", [LOCAL_NODE_ADDR])
+    await client.post("/v1/nodes/heartbeat", {"hostname": "db1", "addr": LOCAL_NODE_ADDR})
     return client
 
 

@@ -153,7 +153,7 @@ async def test_servers_get_server_auth(server: AuthServer, role: str) -> None:
 
 async def test_an_uncertified_host_may_not_heartbeat(server: AuthServer) -> None:
     with pytest.raises(AccessDenied, match="host hid-1 is not registered"):
-        await server.heartbeat("hid-1", "db1", NODE_ADDR, {})
+        await server.heartbeat("hid-1", "db1", NODE_ADDR, {}, source=None)
 
 
 @pytest.mark.parametrize(("hostname", "addr"), [
@@ -168,19 +168,19 @@ async def test_a_heartbeat_may_claim_only_what_was_certified(server: AuthServer,
                                                              addr: str) -> None:
     await certify(server, "hid-1", "db1", [NODE_ADDR])
     with pytest.raises(AccessDenied, match=f"certified as db1 at {NODE_ADDR}, not"):
-        await server.heartbeat("hid-1", hostname, addr, {})
+        await server.heartbeat("hid-1", hostname, addr, {}, source=None)
 
 
 async def test_a_refused_heartbeat_registers_nothing(server: AuthServer) -> None:
     await certify(server, "hid-1", "db1", [NODE_ADDR])
     with pytest.raises(AccessDenied):
-        await server.heartbeat("hid-1", "db1", OTHER_ADDR, {})
+        await server.heartbeat("hid-1", "db1", OTHER_ADDR, {}, source=None)
     assert await server.nodes.list() == []
 
 
 async def test_a_host_may_heartbeat_any_of_its_certified_addresses(server: AuthServer) -> None:
     await certify(server, "hid-1", "db1", [NODE_ADDR, OTHER_ADDR])
-    node = await server.heartbeat("hid-1", "db1", OTHER_ADDR, {})
+    node = await server.heartbeat("hid-1", "db1", OTHER_ADDR, {}, source=None)
     assert node.spec.addr == OTHER_ADDR
 
 
@@ -188,7 +188,7 @@ async def test_a_host_may_not_heartbeat_as_another_certified_host(server: AuthSe
     await certify(server, "hid-1", "db1", [NODE_ADDR])
     await certify(server, "hid-2", "web1", [OTHER_ADDR])
     with pytest.raises(AccessDenied):
-        await server.heartbeat("hid-1", "web1", OTHER_ADDR, {})
+        await server.heartbeat("hid-1", "web1", OTHER_ADDR, {}, source=None)
 
 
 # --- removal ------------------------------------------------------------------------------
@@ -196,7 +196,7 @@ async def test_a_host_may_not_heartbeat_as_another_certified_host(server: AuthSe
 
 async def heartbeating(server: AuthServer) -> None:
     await certify(server, "hid-1", "db1", [NODE_ADDR])
-    await server.heartbeat("hid-1", "db1", NODE_ADDR, {})
+    await server.heartbeat("hid-1", "db1", NODE_ADDR, {}, source=None)
 
 
 async def test_delete_node_removes_it_from_listings(server: AuthServer) -> None:
@@ -215,14 +215,15 @@ async def test_a_deleted_node_may_not_heartbeat_again(server: AuthServer) -> Non
     await heartbeating(server)
     await server.delete_node("hid-1")
     with pytest.raises(AccessDenied, match="not registered"):
-        await server.heartbeat("hid-1", "db1", NODE_ADDR, {})
+        await server.heartbeat("hid-1", "db1", NODE_ADDR, {}, source=None)
 
 
 async def test_deleting_one_node_leaves_the_others(server: AuthServer) -> None:
     await heartbeating(server)
     await certify(server, "hid-2", "web1", [OTHER_ADDR])
     await server.delete_node("hid-1")
-    assert (await server.heartbeat("hid-2", "web1", OTHER_ADDR, {})).metadata.name == "hid-2"
+    node = await server.heartbeat("hid-2", "web1", OTHER_ADDR, {}, source=None)
+    assert node.metadata.name == "hid-2"
 
 
 async def test_an_offline_node_can_be_revoked(server: AuthServer, clock: FakeClock) -> None:

@@ -20,8 +20,9 @@ from gatehouse.errors import AccessDenied, GatehouseError
 from gatehouse.pki import tls, x509
 from gatehouse.pki.keystore import StoredIdentity
 from gatehouse.wire.authapi import AuthAPI, Heartbeat, NodeQuery, TokenRequest
+from gatehouse.wire.dial import NodeRoute
 from tests.auth.conftest import API
-from tests.auth.samples import NODE_ADDR, add_role, certify, der
+from tests.auth.samples import LOCAL_NODE_ADDR, NODE_ADDR, add_role, certify, der
 
 
 @pytest.fixture
@@ -32,8 +33,8 @@ def clock() -> FakeClock:
 
 async def _both(api: API, server: AuthServer) -> tuple[AuthAPI, AuthAPI]:
     """A node's view of the auth, over HTTPS and in-process, for the same host identity."""
-    over_https = AuthClient(await api.host("node", "hid-1", "db1", [NODE_ADDR]))
-    certs = await certify(server, "hid-1", "db1", [NODE_ADDR])
+    over_https = AuthClient(await api.host("node", "hid-1", "db1", [LOCAL_NODE_ADDR]))
+    certs = await certify(server, "hid-1", "db1", [LOCAL_NODE_ADDR])
     ident = x509.identity_of(x509.load_cert(certs.tls_cert))
     return over_https, LocalAuth(server).as_host(ident)
 
@@ -47,7 +48,7 @@ async def _outcome(call: object) -> object:
 
 async def test_a_host_gets_the_same_answers_either_way(api: API, server: AuthServer) -> None:
     remote, local = await _both(api, server)
-    beat = Heartbeat(hostname="db1", addr=NODE_ADDR, labels={"env": "prod"})
+    beat = Heartbeat(hostname="db1", addr=LOCAL_NODE_ADDR, labels={"env": "prod"})
     assert (await remote.heartbeat(beat)).spec == (await local.heartbeat(beat)).spec
     assert await remote.trust() == await local.trust()
     stored = [await api_.post_events([{"event": "exec", "time": dt.datetime.now(dt.UTC)
@@ -86,12 +87,13 @@ async def test_a_removed_host_loses_its_in_process_standing_too(server: AuthServ
 async def test_a_relayed_user_is_resolved_only_to_nodes_their_roles_select(
         api: API, server: AuthServer) -> None:
     await certify(server, "hid-1", "db1", [NODE_ADDR])
-    await server.heartbeat("hid-1", "db1", NODE_ADDR, {"env": "prod"})
+    await server.heartbeat("hid-1", "db1", NODE_ADDR, {"env": "prod"}, source=None)
     await add_role(server, "dev", allow={"logins": ["dev"], "node_labels": {"env": "dev"}})
     local = LocalAuth(server)
     ops = der(await api.user_cert("olga", ["access"]))
     dev = der(await api.user_cert("dave", ["dev"]))
-    assert await local.resolve_node("db1", ops, "10.1.1.1:5000") == NODE_ADDR
+    assert await local.resolve_node("db1", ops, "10.1.1.1:5000") == NodeRoute(NODE_ADDR,
+                                                                               "hid-1")
     with pytest.raises(AccessDenied, match="may not access node db1"):
         await local.resolve_node("db1", dev, "10.1.1.1:5000")
     with pytest.raises(AccessDenied, match="needs a certificate"):

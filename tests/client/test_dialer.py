@@ -45,7 +45,8 @@ class Proxy:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await self.requests.put(DialRequest.decode(await reader.readline()))
-        writer.write(DialReply(error=self.refuse).encode() + (b"" if self.refuse else BANNER))
+        writer.write(DialReply(error=self.refuse, host_id="hid-1").encode()
+                     + (b"" if self.refuse else BANNER))
         await reader.read()  # until the client closes
         await self.closed.put(None)
         writer.close()
@@ -92,6 +93,18 @@ async def test_an_early_dial_reaches_the_proxy_before_the_session_asks(proxy: Pr
     await asyncio.wait_for(proxy.closed.get(), TIMEOUT)
 
 
+async def test_the_reply_names_the_host_and_the_session_still_gets_its_bytes(proxy: Proxy
+                                                                             ) -> None:
+    """gsh asks which host the proxy dialed before its SSH session starts (to pin it)."""
+    tunnel = proxy.tunnel()
+    assert await asyncio.wait_for(tunnel.reply(), TIMEOUT) == DialReply(host_id="hid-1")
+    transport, session = await tunnel.create_connection(Session, "node1", 22)
+    await asyncio.wait_for(session.got.wait(), TIMEOUT)
+    assert session.received == BANNER
+    transport.close()
+    await asyncio.wait_for(proxy.closed.get(), TIMEOUT)
+
+
 async def test_a_dial_nobody_used_is_closed(proxy: Proxy) -> None:
     tunnel = proxy.tunnel()
     tunnel.start()
@@ -106,6 +119,8 @@ async def test_a_refused_dial_fails_when_the_session_asks(tmp_path: Path) -> Non
     async with await proxy.start():
         tunnel = proxy.tunnel()
         await asyncio.wait_for(tunnel.sent(), TIMEOUT)
+        with pytest.raises(AccessDenied, match="node node1 is not registered"):
+            await tunnel.reply()
         with pytest.raises(AccessDenied, match="node node1 is not registered"):
             await tunnel.create_connection(Session, "node1", 22)
         tunnel.close()

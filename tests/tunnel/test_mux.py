@@ -120,6 +120,36 @@ async def test_refused_stream_raises_with_reason(echo: tuple[MuxSession, MuxSess
     assert dialer.stream_count == 0
 
 
+async def test_an_accept_may_tell_the_opener_about_the_stream(clock: FakeMonotonic) -> None:
+    async def accept(stream: MuxStream) -> None:
+        stream.accept({"host_id": f"hid-{stream.meta['n']}"} if stream.meta["n"] else None)
+
+    dialer, acceptor, server = await sessions(accept, clock)
+    assert (await dialer.open({"n": 1})).accepted == {"host_id": "hid-1"}
+    assert (await dialer.open({"n": 0})).accepted == {}  # as from a peer older than it
+    await dialer.aclose()
+    await acceptor.wait_closed()
+    server.close()
+
+
+@pytest.mark.parametrize("payload", [b"not json", b"[1]", b"\xff"])
+async def test_an_accept_with_other_than_a_json_object_is_a_protocol_error(
+        clock: FakeMonotonic, payload: bytes) -> None:
+    acceptor_side: asyncio.Future[asyncio.Transport] = asyncio.get_running_loop().create_future()
+
+    class Garbled(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            acceptor_side.set_result(transport)  # type: ignore[arg-type]
+
+    dialer, _, server = await pair(None, clock, acceptor=Garbled)
+    opening = asyncio.create_task(dialer.open({}))
+    (await acceptor_side).write(encode(FrameType.ACCEPT, 1, payload))
+    with pytest.raises(ConnectionProblem):
+        await asyncio.wait_for(opening, TIMEOUT)
+    await asyncio.wait_for(dialer.wait_closed(), TIMEOUT)
+    server.close()
+
+
 async def test_ping_measures_round_trip(echo: tuple[MuxSession, MuxSession],
                                         clock: FakeMonotonic) -> None:
     dialer, acceptor = echo

@@ -17,6 +17,7 @@ from gatehouse.errors import ConnectionProblem
 from gatehouse.tunnel.limits import MESSAGE_DEADLINE
 from gatehouse.tunnel.mux import MuxSession, read_all
 from gatehouse.tunnel.serve import StreamServer
+from gatehouse.wire.dial import NodeRoute
 from tests.tunnel.loopback import sessions
 
 TIMEOUT = 5.0  # real seconds, for real I/O only
@@ -33,7 +34,8 @@ class Relay:
         self.calls.append((method, path, client_der))
         return 200, b'{"ok": true}'
 
-    async def resolve_node(self, target: str, client_der: bytes | None, remote: str) -> str:
+    async def resolve_node(self, target: str, client_der: bytes | None,
+                           remote: str) -> NodeRoute:
         raise AssertionError("no SSH streams here")
 
 
@@ -93,3 +95,43 @@ async def test_a_relayed_call_whose_body_never_finishes_is_reset_at_the_deadline
     with pytest.raises(ConnectionProblem, match=f"within {MESSAGE_DEADLINE:g} s"):
         await asyncio.wait_for(stream.read(), TIMEOUT)
     assert relay.calls == []
+
+
+class Nodes:
+    """The leaf's auth resolving one node, listening at ``addr`` as host ``hid-7``."""
+
+    def __init__(self, addr: str) -> None:
+        self.addr = addr
+
+    async def resolve_node(self, target: str, client_der: bytes | None,
+                           remote: str) -> NodeRoute:
+        return NodeRoute(self.addr, "hid-7")
+
+    async def relay(self, method: str, path: str, body: bytes, client_der: bytes | None,
+                    remote: str) -> tuple[int, bytes]:
+        raise AssertionError("no API streams here")
+
+
+async def test_an_ssh_stream_names_the_host_it_reached() -> None:
+    """The root proxy passes the host id on to the user's client, which pins it."""
+    async def greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"SSH-2.0-node\r\n")
+        await writer.drain()
+        writer.close()
+
+    node = await asyncio.start_server(greet, "127.0.0.1", 0)
+    nodes = Nodes(f"127.0.0.1:{node.sockets[0].getsockname()[1]}")
+
+    async def audit(event: str, fields: dict[str, Any]) -> None:
+        raise AssertionError(f"nothing to refuse: {event} {fields}")
+
+    clock = FakeMonotonic()
+    root, leaf, listener = await sessions(StreamServer(nodes, nodes, audit, clock), clock)
+    stream = await root.open({"kind": "ssh", "target": "db1", "user": "alice",
+                              "client_cert": base64.b64encode(b"\x30\x03der").decode()})
+    assert stream.accepted == {"host_id": "hid-7"}
+    assert await read_all(stream, 1 << 10) == b"SSH-2.0-node\r\n"
+    await root.aclose()
+    await leaf.wait_closed()
+    listener.close()
+    node.close()

@@ -157,8 +157,9 @@ class AuthWithRoles:
 
     async def heartbeat(self, beat: Heartbeat) -> Node:
         caller = await self._check("node", "heartbeat")
-        return await self._server.heartbeat(caller.identity.name, beat.hostname, beat.addr,
-                                            dict(beat.labels))
+        return await self._server.heartbeat(
+            caller.identity.name, beat.hostname, beat.addr, dict(beat.labels),
+            source=None if caller.in_process else caller.remote_addr)
 
     async def renew(self, req: RenewRequest) -> Certs:
         caller = await self._check("host", "renew")

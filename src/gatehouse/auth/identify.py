@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 class Caller:
     identity: x509.Identity
     remote_addr: str
+    in_process: bool = False  # a service of the auth's own process (auth.local)
 
 
 def _load(der: bytes) -> cx509.Certificate:

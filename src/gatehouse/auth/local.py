@@ -13,6 +13,7 @@ from gatehouse.auth.authz import AuthWithRoles
 from gatehouse.auth.identify import Caller, relayed
 from gatehouse.auth.server import AuthServer
 from gatehouse.pki import x509
+from gatehouse.wire.dial import NodeRoute
 
 __all__ = ["LocalAuth"]
 
@@ -23,12 +24,15 @@ class LocalAuth:
 
     def as_host(self, identity: x509.Identity) -> AuthWithRoles:
         """The typed API in a co-located host's own name (its certificate's identity)."""
-        return AuthWithRoles(self._server, Caller(identity, "in-process"))
+        return AuthWithRoles(self._server, Caller(identity, "in-process", in_process=True))
 
-    async def resolve_node(self, target: str, client_der: bytes | None, remote: str) -> str:
-        """Where the node a relayed user asks for is (their roles must select it)."""
+    async def resolve_node(self, target: str, client_der: bytes | None,
+                           remote: str) -> NodeRoute:
+        """Where the node a relayed user asks for is, and which host (their roles must
+        select it)."""
         caller = await relayed(self._server, client_der, remote)
-        return (await AuthWithRoles(self._server, caller).resolve_node(target)).spec.addr
+        node = await AuthWithRoles(self._server, caller).resolve_node(target)
+        return NodeRoute(node.spec.addr, node.spec.host_id)
 
     def api_app(self) -> web.Application:
         """The HTTPS API for a proxy's port: each connection's client relayed as above."""

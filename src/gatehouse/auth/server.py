@@ -13,7 +13,7 @@ import ipaddress
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from gatehouse import rbac
 from gatehouse._sys.hostport import split_host_port
 from gatehouse.auth import issuer
 from gatehouse.auth.leafcheck import check_leaf_ca
+from gatehouse.auth.nodeaddr import IPNetwork, check_node_addrs, source_ip
 from gatehouse.auth.passwords import Passwords
 from gatehouse.auth.totp import OneTimeCodes
 from gatehouse.backend import Backend
@@ -34,7 +35,7 @@ from gatehouse.pki import sshcert, x509
 from gatehouse.pki.jointoken import JoinToken
 from gatehouse.services import authorities, cluster_name
 from gatehouse.services.events import AuditLog
-from gatehouse.services.hosts import HostRecord, HostRegistry
+from gatehouse.services.hosts import HostRecord, HostRegistry, name_taken
 from gatehouse.services.nodes import NodeStore
 from gatehouse.services.passwords import PasswordStore
 from gatehouse.services.recordings import RecordingStore
@@ -75,7 +76,7 @@ class JoinRequest:
     public_key: str  # OpenSSH line
     addrs: list[str]  # where it can be reached (host:port), for principals
     dns_names: list[str]  # proxies: the names their TLS certificate must carry
-    remote_addr: str = ""
+    remote_addr: str = ""  # where it called from: its addrs must be there (auth.nodeaddr)
 
 
 class AuthServer:
@@ -88,8 +89,11 @@ class AuthServer:
         recordings: Path,
         session_recording: SessionRecording = "node",
         join_root: JoinRoot = _no_root_dialer,
+        node_networks: Sequence[IPNetwork] = (),
     ) -> None:
         self._join_root = join_root
+        # Where nodes may say they are besides where they call from (auth.nodeaddr).
+        self.node_networks = tuple(node_networks)
         self.backend = backend
         self.clock = clock
         self.cluster = cluster
@@ -109,9 +113,11 @@ class AuthServer:
     @classmethod
     async def open(cls, backend: Backend, clock: Clock, cluster: str, recordings: Path,
                    session_recording: SessionRecording = "node",
-                   join_root: JoinRoot = _no_root_dialer) -> AuthServer:
+                   join_root: JoinRoot = _no_root_dialer,
+                   node_networks: Sequence[IPNetwork] = ()) -> AuthServer:
         """Load (or on first start create) the cluster's name, CAs and preset roles;
-        session recordings' chunks are kept in the directory ``recordings``."""
+        session recordings' chunks are kept in the directory ``recordings``; nodes may
+        advertise addresses in ``node_networks`` besides the one they call from."""
         stored = await cluster_name.claim(backend, cluster)
         if stored != cluster:
             raise BadParameter(
@@ -119,7 +125,8 @@ class AuthServer:
                 f"but the config names {cluster!r}"
             )
         cas = await authorities.load_or_create(backend, cluster, clock)
-        server = cls(backend, clock, cluster, cas, recordings, session_recording, join_root)
+        server = cls(backend, clock, cluster, cas, recordings, session_recording, join_root,
+                     node_networks)
         if moved := await server.recordings.move_from_backend():
             log.info("moved %d session recordings from the backend to %s", moved, recordings)
         if indexed := await server.recordings.index_leaf_sessions(
@@ -131,6 +138,8 @@ class AuthServer:
         indexed = await server.nodes.index_existing()
         if indexed:
             log.info("indexed %d nodes stored by an earlier version", indexed)
+        if claimed := await server.hosts.claim_stored_names():
+            log.info("claimed the names of %d nodes certified by an earlier version", claimed)
         for role in preset_roles():
             # Already there: an admin may have edited it.
             with contextlib.suppress(AlreadyExists):
@@ -365,8 +374,12 @@ class AuthServer:
             # Everything is checked before the single-use token is spent.
             self._check_host_names(req.role, req.nodename, req.addrs,
                                    req.dns_names if req.role == "proxy" else [])
+            check_node_addrs(req.nodename, req.addrs, source_ip(req.remote_addr),
+                             self.node_networks)
             key = issuer.parse_public_key(req.public_key)
             await self._check_token(req.token, req.role, f"a {req.role}")
+            if req.role == "node" and (holder := await self.hosts.name_holder(req.nodename)):
+                raise AlreadyExists(name_taken(req.nodename, holder))
             await self._spend_token(req.token)
         except GatehouseError as exc:
             await self.audit.emit("join.failure", node=req.nodename, remote_addr=req.remote_addr,
@@ -381,16 +394,30 @@ class AuthServer:
                               fields={"role": req.role, "host_id": host_id})
         return host_id, certs
 
-    async def heartbeat(
-        self, host_id: str, hostname: str, addr: str, labels: dict[str, str]
-    ) -> Node:
-        """Register a node's presence: only under the name and addresses it was certified
-        with, or the proxy could be pointed at any address (an open relay)."""
-        record = await self.hosts.get(host_id)
-        if hostname != record.nodename or addr not in record.addrs:
-            raise AccessDenied(
-                f"node {host_id} was certified as {record.nodename} at "
-                f"{', '.join(record.addrs) or 'no address'}, not {hostname} at {addr}")
+    async def heartbeat(self, host_id: str, hostname: str, addr: str, labels: dict[str, str],
+                        *, source: str | None) -> Node:
+        """Register a node's presence: only under the name it holds and an address it was
+        certified with and calls from (``source``; None: a node in this auth's process,
+        certified from this auth's own config), or the proxy could be pointed at any
+        address (an open relay). Refusals are audited."""
+        try:
+            record = await self.hosts.get(host_id)
+            if hostname != record.nodename or addr not in record.addrs:
+                raise AccessDenied(
+                    f"node {host_id} was certified as {record.nodename} at "
+                    f"{', '.join(record.addrs) or 'no address'}, not {hostname} at {addr}")
+            if (holder := await self.hosts.name_holder(hostname)) != host_id:
+                raise AccessDenied(name_taken(hostname, holder))
+            if source is not None:
+                check_node_addrs(hostname, [addr], source_ip(source), self.node_networks)
+        except AccessDenied as exc:
+            log.warning("heartbeat refused host=%s node=%s addr=%s remote=%s reason=%r",
+                        host_id, hostname[:256], addr[:256], source, str(exc))
+            await self.audit.emit("access.denied", user=host_id, remote_addr=source or "",
+                                  message=str(exc), fields={"resource": "node",
+                                                            "verb": "heartbeat",
+                                                            "host_id": host_id})
+            raise
         now = self.clock.now()
         try:
             node = Node(

@@ -29,7 +29,7 @@ class _Handshake(asyncio.Protocol):
         self._sent = sent
         self._buf = b""
         self.leftover = b""
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.done: asyncio.Future[DialReply] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # a cast, not an isinstance check: uvloop's TLS transport is not a subclass
@@ -55,7 +55,7 @@ class _Handshake(asyncio.Protocol):
             return
         if reply.ok:
             self.leftover = rest
-            self.done.set_result(None)
+            self.done.set_result(reply)
         else:
             self.done.set_exception(AccessDenied(reply.error))
 
@@ -157,6 +157,13 @@ class ProxyTunnel:
             self._opening.cancel()
         elif not self._opening.cancelled() and self._opening.exception() is None:
             self._opening.result()[0].abort()
+
+    async def reply(self) -> DialReply:
+        """The proxy's yes, naming the node it dialed; raises why if it said no."""
+        self.start()
+        assert self._opening is not None
+        _, hs = await self._opening
+        return hs.done.result()
 
     async def create_connection(
         self, session_factory: Callable[[], P], host: str, port: int

@@ -19,6 +19,7 @@ import aiohttp
 
 from gatehouse.errors import from_status
 from gatehouse.wire.authapi import ROUTES
+from gatehouse.wire.dial import NodeRoute
 from gatehouse.wire.names import CLIENT_CERT_HEADER, REMOTE_ADDR_HEADER
 
 __all__ = ["MAX_RELAYED_RESPONSE", "AuthForwarder", "ForwardedCall", "error_body"]
@@ -81,8 +82,10 @@ class AuthForwarder:
         ) as upstream:
             yield upstream
 
-    async def resolve_node(self, target: str, client_der: bytes | None, remote: str) -> str:
-        """Ask the auth, as the user, which node ``target`` is; returns its address.
+    async def resolve_node(self, target: str, client_der: bytes | None,
+                           remote: str) -> NodeRoute:
+        """Ask the auth, as the user, which node ``target`` is; returns where it is and
+        its host id.
 
         The auth answers only for a registered node that the user's roles select.
         """
@@ -94,7 +97,7 @@ class AuthForwarder:
             data = {}
         if status != 200:
             raise from_status(status, str(data.get("error") or f"cannot resolve {target}"))
-        return str(data["spec"]["addr"])
+        return NodeRoute(str(data["spec"]["addr"]), str(data["spec"]["host_id"]))
 
     async def call(self, call: ForwardedCall) -> tuple[int, bytes]:
         """A buffered call (status, body); for relaying over a tunnel."""

@@ -1,7 +1,9 @@
 """`gsh ssh`: an SSH session to a node through the proxy, end to end with the node.
 
-The node is verified by the cluster's host CA (its certificate must name the
-node); the user authenticates with the certificate from `gsh login`.
+The node is verified by the cluster's host CA, and its certificate must name the
+host id of the node the proxy resolved and dialed (another host's certificate may
+carry the same node name, e.g. a removed node's); the user authenticates with the
+certificate from `gsh login`.
 """
 
 from __future__ import annotations
@@ -50,10 +52,13 @@ async def _connect(profile: Profile, login: str, node: str, cluster: str,
     key = asyncssh.import_private_key(ident.key_file.read_bytes())
     cert = asyncssh.import_certificate(ident.ssh_cert_line())
     host_ca = asyncssh.import_public_key(profile.host_ca(cluster))
+    # A proxy older than the host id in its reply leaves the node's name to be checked.
+    host_id = (await tunnel.reply()).host_id
     try:
         return await asyncssh.connect(
             node, 22, tunnel=tunnel, username=login, client_keys=[(key, cert)],
-            known_hosts=([], [host_ca], []), agent_path=None, config=None,
+            known_hosts=([], [host_ca], []), host_key_alias=host_id or None,
+            agent_path=None, config=None,
             preferred_auth=["publickey"], connect_timeout=30,
             encryption_algs=["aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com",
                              "aes256-gcm@openssh.com"],
@@ -62,8 +67,9 @@ async def _connect(profile: Profile, login: str, node: str, cluster: str,
         raise AccessDenied(f"access denied to {login}@{node}: the node refused the "
                            "certificate (see the node's audit log for the reason)") from exc
     except asyncssh.HostKeyNotVerifiable as exc:
-        raise AccessDenied(f"node {node} could not prove it belongs to the cluster: "
-                           f"{exc.reason}") from exc
+        which = f"is host {host_id} of cluster {cluster}, the node the proxy dialed" \
+            if host_id else "belongs to the cluster"
+        raise AccessDenied(f"node {node} could not prove it {which}: {exc.reason}") from exc
     except (asyncssh.Error, OSError) as exc:
         raise ConnectionProblem(f"ssh to {node} failed: {exc}") from exc
 

@@ -215,7 +215,8 @@ async def _services(cfg: Config, clock: Clock, timer: Monotonic) -> AsyncIterato
             stack.push_async_callback(backend.close)
             auth = await AuthServer.open(backend, clock, cfg.auth_service.cluster_name,
                                          cfg.data_dir / "recordings",
-                                         cfg.auth_service.session_recording, join_root)
+                                         cfg.auth_service.session_recording, join_root,
+                                         cfg.auth_service.node_address_networks)
             renewals = await _start_auth(cfg, auth, stack, clock, timer)
             yield auth, auth.cluster, dial_addr(cfg.auth_service.listen_addr), renewals
         else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from gatehouse.client.forward import AuthForwarder, ForwardedCall, error_body
 from gatehouse.tunnel.needs import EventPage, NodeResolver, Root
 from gatehouse.wire.authapi import API_PREFIX, AuthAPI
+from gatehouse.wire.dial import NodeRoute
 from gatehouse.wire.trust import TrustSnapshot
 
 __all__ = ["LeafAuth", "roots_to_dial"]
@@ -31,7 +32,8 @@ class LeafAuth:
     async def move_cursor(self, root: str, after: str) -> None:
         await self._api.set_export_cursor(root, after)
 
-    async def resolve_node(self, target: str, client_der: bytes | None, remote: str) -> str:
+    async def resolve_node(self, target: str, client_der: bytes | None,
+                           remote: str) -> NodeRoute:
         return await self._resolver.resolve_node(target, client_der, remote)
 
     async def relay(self, method: str, path: str, body: bytes, client_der: bytes | None,

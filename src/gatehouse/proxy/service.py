@@ -32,6 +32,7 @@ from gatehouse.tunnel.needs import Root
 from gatehouse.tunnel.serve import StreamServer
 from gatehouse.tunnel.server import TunnelServer
 from gatehouse.wire.authapi import AuthAPI
+from gatehouse.wire.dial import NodeRoute
 from gatehouse.wire.names import ALPN_HTTP, ALPN_SSH, ALPN_TUNNEL
 
 __all__ = ["ProxyService"]
@@ -44,7 +45,7 @@ class InProcessAuth(Protocol):
     clients to it without a hop."""
 
     async def resolve_node(self, target: str, client_der: bytes | None,
-                           remote: str) -> str: ...
+                           remote: str) -> NodeRoute: ...
     def api_app(self) -> web.Application: ...
 
 

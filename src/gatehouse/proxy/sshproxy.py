@@ -24,14 +24,14 @@ from gatehouse.errors import GatehouseError
 from gatehouse.pki.tls import peer_der
 from gatehouse.proxy.usercert import authenticate_user
 from gatehouse.tunnel import mux
-from gatehouse.wire.dial import MAX_LINE, DialReply, DialRequest
+from gatehouse.wire.dial import MAX_LINE, DialReply, DialRequest, NodeRoute
 
 __all__ = ["SSHProxy"]
 
 log = logging.getLogger(__name__)
 
-# (target, user's certificate, remote address) -> "host:port" of a node the user may reach
-Resolve = Callable[[str, bytes, str], Awaitable[str]]
+# (target, user's certificate, remote address) -> a node the user may reach
+Resolve = Callable[[str, bytes, str], Awaitable[NodeRoute]]
 OpenRemote = Callable[[str, dict[str, Any]], Awaitable[mux.MuxStream]]
 Audit = Callable[[str, dict[str, Any]], Awaitable[None]]
 
@@ -68,20 +68,22 @@ class SSHProxy:
             request = DialRequest.decode(line)
             if request.cluster and request.cluster != self._cluster:
                 # A leaf's node: through that leaf's reverse tunnel; the leaf proxy
-                # dials it only if it is one of its registered nodes.
+                # dials it only if it is one of its registered nodes, and names it.
                 stream = await self._open_remote(request.cluster, {
                     "kind": "ssh", "target": request.target, "port": request.port,
                     "user": user, "remote": remote,
                     "client_cert": base64.b64encode(der).decode()})
-                writer.write(DialReply().encode())
+                writer.write(DialReply(host_id=str(stream.accepted.get("host_id", "")))
+                             .encode())
                 await mux.splice_stream(stream, reader, writer)
                 return
-            addr = await self._resolve(request.target, der, remote)
-            host, port = split_host_port(addr)
+            route = await self._resolve(request.target, der, remote)
+            host, port = split_host_port(route.addr)
             try:
                 node = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
             except (OSError, TimeoutError) as exc:
-                raise GatehouseError(f"node {request.target} at {addr} is unreachable") from exc
+                raise GatehouseError(f"node {request.target} at {route.addr} is unreachable"
+                                     ) from exc
         except (GatehouseError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
                 TimeoutError) as exc:
             reason = _reason(exc)
@@ -95,7 +97,7 @@ class SSHProxy:
             log.exception("ssh proxy failed user=%s remote=%s", user, remote)
             await _close(writer)
             return
-        writer.write(DialReply().encode())
+        writer.write(DialReply(host_id=route.host_id).encode())
         await splice((reader, writer), node)
 
 

@@ -3,17 +3,31 @@
 A node's heartbeat is accepted only under the name and addresses recorded
 here; removing the record (``gatectl rm node/HOST_ID``) revokes the host's
 standing with the auth even though its certificate has not expired.
+
+A node name belongs to one host: ``/host_index/name/<nodename>`` holds the host id
+of the node that claimed it, written in the same atomic write as the record (and
+removed with it). Proxies share names (one `gatehouse start` runs a proxy and a
+node under one nodename) and claim none.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 
-from gatehouse.backend import Backend, Item
-from gatehouse.errors import AccessDenied, NotFound
+from gatehouse.backend import Backend, Item, Write, prefix_end
+from gatehouse.errors import AccessDenied, AlreadyExists, CompareFailed, NotFound
 
-__all__ = ["HostRecord", "HostRegistry"]
+__all__ = ["HostRecord", "HostRegistry", "name_taken"]
+
+log = logging.getLogger(__name__)
+
+_HOSTS = b"/hosts/"
+_NAMES = b"/host_index/name/"
+_INDEXED = b"/host_index/version"  # present once every stored node's name is claimed
+ATTEMPTS = 5  # writes retried when the record changes between our read and our write
 
 
 @dataclass(frozen=True)
@@ -24,28 +38,116 @@ class HostRecord:
     dns_names: list[str] = field(default_factory=list)  # a server's TLS names
 
 
+def name_taken(nodename: str, holder: str | None) -> str:
+    """Why a host may not take (or keep) ``nodename``, and what the admin can do."""
+    if holder is None:
+        return f"node name {nodename} is claimed by no host: the node must join again"
+    return (f"node name {nodename} is taken by host {holder}; if that node is gone (its "
+            f"data_dir wiped), remove it with `gatectl rm node/{holder}`, then join again")
+
+
+def _load(item: Item) -> HostRecord:
+    return HostRecord(**json.loads(item.value))
+
+
 class HostRegistry:
     def __init__(self, backend: Backend) -> None:
         self._backend = backend
 
     @staticmethod
     def _key(host_id: str) -> bytes:
-        return f"/hosts/{host_id}".encode()
+        return _HOSTS + host_id.encode()
+
+    @staticmethod
+    def _name_key(nodename: str) -> bytes:
+        return _NAMES + nodename.encode()
+
+    async def _item(self, key: bytes) -> Item | None:
+        try:
+            return await self._backend.get(key)
+        except NotFound:
+            return None
+
+    async def _change(self, host_id: str, record: HostRecord | None) -> None:
+        """Replace (``record``) or remove (None) the host's record and its name claim in
+        one write, on the condition that neither changed since read (else read again)."""
+        for _ in range(ATTEMPTS):
+            old = await self._item(self._key(host_id))
+            changes = [Write(self._key(host_id), None if record is None else
+                             Item(self._key(host_id), json.dumps(asdict(record)).encode()),
+                             old.revision if old is not None else 0)]
+            if old is not None:
+                changes += await self._release(host_id, _load(old), record)
+            if record is not None and record.role == "node":
+                changes += await self._claim(host_id, record.nodename)
+            try:
+                await self._backend.atomic_write(changes)
+                return
+            except CompareFailed:
+                continue
+        raise CompareFailed(f"host {host_id} kept changing while being written; try again")
+
+    async def _claim(self, host_id: str, nodename: str) -> list[Write]:
+        key = self._name_key(nodename)
+        claim = await self._item(key)
+        if claim is not None and claim.value.decode() != host_id:
+            raise AlreadyExists(name_taken(nodename, claim.value.decode()))
+        return [Write(key, Item(key, host_id.encode()), claim.revision if claim else 0)]
+
+    async def _release(self, host_id: str, old: HostRecord,
+                       new: HostRecord | None) -> list[Write]:
+        """Give up the old record's name, if it held one the new record does not keep."""
+        if old.role != "node" or (new is not None and new.role == "node"
+                                  and new.nodename == old.nodename):
+            return []
+        key = self._name_key(old.nodename)
+        claim = await self._item(key)
+        if claim is None or claim.value.decode() != host_id:
+            return []
+        return [Write(key, None, claim.revision)]
 
     async def put(self, host_id: str, record: HostRecord) -> None:
-        await self._backend.put(Item(key=self._key(host_id),
-                                     value=json.dumps(asdict(record)).encode()))
+        """Store the record; a node claims its name in the same write (AlreadyExists,
+        naming the holder, if another host holds it)."""
+        await self._change(host_id, record)
 
     async def get(self, host_id: str) -> HostRecord:
         """The record, or AccessDenied: an unknown host id has no standing here."""
-        try:
-            raw = json.loads((await self._backend.get(self._key(host_id))).value)
-        except NotFound:
-            raise AccessDenied(f"host {host_id} is not registered (removed?)") from None
-        return HostRecord(**raw)
+        item = await self._item(self._key(host_id))
+        if item is None:
+            raise AccessDenied(f"host {host_id} is not registered (removed?)")
+        return _load(item)
+
+    async def name_holder(self, nodename: str) -> str | None:
+        """The host id of the node that holds ``nodename``, if one does."""
+        claim = await self._item(self._name_key(nodename))
+        return claim.value.decode() if claim is not None else None
 
     async def delete(self, host_id: str) -> None:
-        try:
-            await self._backend.delete(self._key(host_id))
-        except NotFound:
-            raise NotFound(f"host {host_id} not found") from None
+        if await self._item(self._key(host_id)) is None:
+            raise NotFound(f"host {host_id} not found")
+        await self._change(host_id, None)
+
+    async def claim_stored_names(self) -> int:
+        """Claim the names of nodes certified before names were claimed, once; the first
+        record (by host id) keeps a name several hold. Returns how many were claimed."""
+        if await self._item(_INDEXED) is not None:
+            return 0
+        claimed = 0
+        for item in await self._backend.get_range(_HOSTS, prefix_end(_HOSTS)):
+            host_id = item.key[len(_HOSTS):].decode()
+            with contextlib.suppress(ValueError, TypeError):  # unreadable: no standing
+                record = _load(item)
+                if record.role != "node":
+                    continue
+                key = self._name_key(record.nodename)
+                try:
+                    await self._backend.atomic_write([Write(key, Item(key, host_id.encode()),
+                                                            0)])
+                    claimed += 1
+                except CompareFailed:
+                    log.warning("node name held twice name=%s host=%s holder=%s reason=%r",
+                                record.nodename, host_id, await self.name_holder(
+                                    record.nodename), "claimed first by the holder")
+        await self._backend.put(Item(_INDEXED, b"1"))
+        return claimed

@@ -41,7 +41,7 @@ class ProtocolError(Exception):
 
 class FrameType(enum.IntEnum):
     OPEN = 1  # payload: JSON describing what the stream is for
-    ACCEPT = 2  # the far side took the stream
+    ACCEPT = 2  # the far side took the stream; payload: empty, or JSON about it
     REFUSE = 3  # payload: UTF-8 reason; the stream is gone
     DATA = 4
     WINDOW = 5  # payload: u32 credit increment

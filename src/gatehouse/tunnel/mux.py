@@ -63,6 +63,7 @@ class MuxStream:
         self._window_open = asyncio.Event()
         self._window_open.set()
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.accepted: dict[str, Any] = {}  # what the far side said when it accepted
 
     # --- called by the session ------------------------------------------------------------
 
@@ -94,8 +95,10 @@ class MuxStream:
 
     # --- the stream API -------------------------------------------------------------------
 
-    def accept(self) -> None:
-        self._session._send(FrameType.ACCEPT, self.id)
+    def accept(self, meta: dict[str, Any] | None = None) -> None:
+        """Take the stream; ``meta`` (JSON) tells the opener about it."""
+        self._session._send(FrameType.ACCEPT, self.id,
+                            json.dumps(meta).encode() if meta else b"")
 
     def refuse(self, reason: str) -> None:
         self._session._send(FrameType.REFUSE, self.id, reason.encode()[:4096])
@@ -274,6 +277,7 @@ class MuxSession(asyncio.Protocol):
                 self._forget(stream)
         elif t == FrameType.ACCEPT:
             if not stream.opened.done():
+                stream.accepted = _accept_meta(frame)
                 stream.opened.set_result(None)
         elif t in (FrameType.REFUSE, FrameType.RESET):
             stream._on_reset(frame.payload.decode(errors="replace"))
@@ -377,6 +381,19 @@ class MuxSession(asyncio.Protocol):
     @property
     def stream_count(self) -> int:
         return len(self._streams)
+
+
+def _accept_meta(frame: Frame) -> dict[str, Any]:
+    """An ACCEPT's payload: empty (a peer older than it), or a JSON object."""
+    if not frame.payload:
+        return {}
+    try:
+        meta = json.loads(frame.payload)
+    except (ValueError, RecursionError):
+        meta = None
+    if not isinstance(meta, dict):
+        raise ProtocolError(f"stream {frame.stream}: ACCEPT carries no JSON object")
+    return meta
 
 
 async def read_all(stream: MuxStream, limit: int, timeout: float = MESSAGE_DEADLINE) -> bytes:

@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gatehouse.wire.dial import NodeRoute
+
 __all__ = [
     "APICall",
     "Audit",
@@ -67,8 +69,9 @@ class EventExport(Protocol):
 
 
 class NodeResolver(Protocol):
-    async def resolve_node(self, target: str, client_der: bytes | None, remote: str) -> str:
-        """The "host:port" of node ``target``, asked as the user of the certificate
+    async def resolve_node(self, target: str, client_der: bytes | None,
+                           remote: str) -> NodeRoute:
+        """Where node ``target`` is and its host id, asked as the user of the certificate
         ``client_der``: only a registered node of this cluster their roles select."""
         ...
 

@@ -52,9 +52,9 @@ class StreamServer:
         user = str(stream.meta.get("user", ""))
         try:
             der = base64.b64decode(str(stream.meta.get("client_cert", "")), validate=True)
-            addr = await self._nodes.resolve_node(target, der or None,
-                                                  str(stream.meta.get("remote", "")))
-            host, port = split_host_port(addr)
+            route = await self._nodes.resolve_node(target, der or None,
+                                                   str(stream.meta.get("remote", "")))
+            host, port = split_host_port(route.addr)
             reader, writer = await wait_for(self._clock, asyncio.open_connection(host, port),
                                             DIAL_TIMEOUT)
         except (GatehouseError, OSError, TimeoutError, binascii.Error) as exc:
@@ -64,7 +64,7 @@ class StreamServer:
                                                     "fields": {"target": target}})
             stream.refuse(reason)
             return
-        stream.accept()
+        stream.accept({"host_id": route.host_id})  # what the user's client pins
         await splice_stream(stream, reader, writer)
 
     async def _serve_api(self, stream: MuxStream) -> None:

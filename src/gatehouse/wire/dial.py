@@ -2,7 +2,9 @@
 
 After TLS (ALPN ``gatehouse-ssh/1``) the client sends one JSON line naming its
 target; the proxy answers one JSON line, and from then on the stream carries
-the user's SSH session bytes untouched, end to end with the node.
+the user's SSH session bytes untouched, end to end with the node. The answer names
+the host id of the node the proxy resolved and dialed: the client then accepts only
+that host's certificate (another host's certificate may carry the same node name).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 
 from gatehouse.errors import BadParameter
 
-__all__ = ["MAX_LINE", "DialReply", "DialRequest"]
+__all__ = ["MAX_LINE", "DialReply", "DialRequest", "NodeRoute"]
 
 MAX_LINE = 4096
 
@@ -44,23 +46,38 @@ class DialRequest:
 
 
 @dataclass(frozen=True)
+class NodeRoute:
+    """A node a proxy may dial for a user: where it is, and which host it is."""
+
+    addr: str  # host:port
+    host_id: str
+
+
+@dataclass(frozen=True)
 class DialReply:
     error: str = ""  # "" = connected; bytes that follow belong to the session
+    host_id: str = ""  # the node dialed; "" from a proxy older than this field
 
     @property
     def ok(self) -> bool:
         return not self.error
 
     def encode(self) -> bytes:
-        return json.dumps({"ok": self.ok, "error": self.error}).encode() + b"\n"
+        body: dict[str, object] = {"ok": self.ok, "error": self.error}
+        if self.ok:
+            body["host_id"] = self.host_id
+        return json.dumps(body).encode() + b"\n"
 
     @classmethod
     def decode(cls, line: bytes) -> DialReply:
         try:
             raw = json.loads(line)
-            ok, error = raw["ok"], raw.get("error") or ""
-            if not isinstance(ok, bool) or not isinstance(error, str):
-                raise TypeError("ok must be a boolean and error a string")
+            ok, error, host_id = raw["ok"], raw.get("error") or "", raw.get("host_id") or ""
+            if not isinstance(ok, bool) or not isinstance(error, str) \
+                    or not isinstance(host_id, str):
+                raise TypeError("ok must be a boolean, error and host_id strings")
         except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise BadParameter(f"malformed reply from proxy: {exc}") from exc
-        return cls(error="" if ok else (error or "proxy refused the connection"))
+        if not ok:
+            return cls(error=error or "proxy refused the connection")
+        return cls(host_id=host_id)
