@@ -1,6 +1,8 @@
-"""The leaf side of the streams a root opens: an API call is relayed only in the name of
-a user certificate the stream carries (review finding 2 of the hardening issue: a
-stranger at the root reached the leaf's login through an anonymous stream)."""
+"""The leaf side of the streams a root opens: an API call or a dial is served only in
+the name of a user certificate this leaf takes from that root (relaycheck.py): review
+finding 2 of the hardening issue (a stranger at the root reached the leaf's login
+through an anonymous stream) and issue 15, finding 7 (another root's certificate,
+relayed over this root's tunnel, was served). Refusals are logged and audited."""
 
 from __future__ import annotations
 
@@ -12,13 +14,16 @@ from typing import Any
 
 import pytest
 
-from gatehouse.clock import FakeMonotonic
+from gatehouse.clock import FakeClock, FakeMonotonic
 from gatehouse.errors import ConnectionProblem
 from gatehouse.tunnel.limits import MESSAGE_DEADLINE
 from gatehouse.tunnel.mux import MuxSession, read_all
 from gatehouse.tunnel.serve import StreamServer
 from gatehouse.wire.dial import NodeRoute
 from tests.tunnel.loopback import sessions
+from tests.tunnel.relayed import NOW, Root, leaf_trust
+
+A, B = Root.new("root-a"), Root.new("root-b")
 
 TIMEOUT = 5.0  # real seconds, for real I/O only
 
@@ -34,21 +39,27 @@ class Relay:
         self.calls.append((method, path, client_der))
         return 200, b'{"ok": true}'
 
-    async def resolve_node(self, target: str, client_der: bytes | None,
-                           remote: str) -> NodeRoute:
-        raise AssertionError("no SSH streams here")
+    async def resolve_node(self, target: str, client_der: bytes | None, remote: str) -> NodeRoute:
+        self.calls.append(("DIAL", target, client_der))
+        raise ConnectionProblem(f"node {target} is not registered")
+
+
+Tunnel = tuple[MuxSession, Relay, list[tuple[str, Any]]]
 
 
 @pytest.fixture
-async def tunnel() -> AsyncIterator[tuple[MuxSession, Relay, list[tuple[str, Any]]]]:
+async def tunnel() -> AsyncIterator[Tunnel]:
+    """Root A's tunnel to a leaf that trusts roots A and B."""
     relay, audited = Relay(), []
 
     async def audit(event: str, fields: dict[str, Any]) -> None:
         audited.append((event, fields))
 
-    clock = FakeMonotonic()
-    server = StreamServer(relay, relay, audit, clock)
-    root, leaf, listener = await sessions(server, clock)
+    timer = FakeMonotonic()
+    trust = leaf_trust(A, B)
+    server = StreamServer("root-a", relay, relay, audit, trust=lambda: trust,
+                          clock=FakeClock(NOW), timer=timer)
+    root, leaf, listener = await sessions(server, timer)
     yield root, relay, audited
     await root.aclose()
     await leaf.wait_closed()
@@ -60,9 +71,8 @@ def _api(cert: bytes) -> dict[str, Any]:
             "client_cert": base64.b64encode(cert).decode()}
 
 
-async def test_an_api_stream_without_a_certificate_is_refused_unsent(
-        tunnel: tuple[MuxSession, Relay, list[tuple[str, Any]]]) -> None:
-    root, relay, _ = tunnel
+async def test_an_api_stream_without_a_certificate_is_refused_unsent(tunnel: Tunnel) -> None:
+    root, relay, audited = tunnel
     with pytest.raises(ConnectionProblem, match="needs the certificate of a root cluster user"):
         await root.open(_api(b""))
     meta = _api(b"")
@@ -70,23 +80,49 @@ async def test_an_api_stream_without_a_certificate_is_refused_unsent(
     with pytest.raises(ConnectionProblem, match="needs the certificate"):
         await root.open(meta)
     assert relay.calls == []
+    assert [event for event, _ in audited] == ["proxy.dial.denied"] * 2
 
 
-async def test_an_api_stream_with_a_certificate_is_relayed_in_its_name(
-        tunnel: tuple[MuxSession, Relay, list[tuple[str, Any]]]) -> None:
+async def test_an_api_stream_with_the_roots_user_is_relayed_in_its_name(tunnel: Tunnel) -> None:
     root, relay, _ = tunnel
-    stream = await root.open(_api(b"\x30\x03der"))
+    alice = A.user_der("alice")
+    stream = await root.open(_api(alice))
     await stream.write(b"{}")
     stream.write_eof()
     reply = json.loads(await read_all(stream, 1 << 20))
     assert reply["status"] == 200
-    assert relay.calls == [("POST", "/v1/login", b"\x30\x03der")]
+    assert relay.calls == [("POST", "/v1/login", alice)]
+
+
+@pytest.mark.parametrize("kind", ["api", "ssh"])
+async def test_another_roots_user_is_refused_over_this_roots_tunnel(
+        tunnel: Tunnel, kind: str) -> None:
+    root, relay, audited = tunnel
+    meta = {**_api(B.user_der("bob")), "kind": kind, "target": "node1"}
+    with pytest.raises(ConnectionProblem, match="not signed by the user CA of root-a"):
+        await root.open(meta)
+    assert relay.calls == []  # neither relayed nor resolved
+    [(event, fields)] = audited
+    assert event == "proxy.dial.denied" and fields["user"] == "bob"
+    assert fields["remote_addr"] == "198.51.100.7:1"
+    assert fields["fields"] == {"root": "root-a", "kind": kind,
+                                "target": "node1" if kind == "ssh" else "/v1/login"}
+
+
+async def test_a_dial_goes_to_the_leafs_auth_in_the_users_name(tunnel: Tunnel) -> None:
+    root, relay, audited = tunnel
+    alice = A.user_der("alice")
+    with pytest.raises(ConnectionProblem, match="node db9 is not registered"):
+        await root.open({"kind": "ssh", "target": "db9", "client_cert":
+                         base64.b64encode(alice).decode(), "remote": "198.51.100.7:1"})
+    assert relay.calls == [("DIAL", "db9", alice)]
+    assert audited[0][1]["user"] == "alice"
 
 
 async def test_a_relayed_call_whose_body_never_finishes_is_reset_at_the_deadline(
-        tunnel: tuple[MuxSession, Relay, list[tuple[str, Any]]]) -> None:
+        tunnel: Tunnel) -> None:
     root, relay, _ = tunnel
-    stream = await root.open(_api(b"\x30\x03der"))
+    stream = await root.open(_api(A.user_der("alice")))
     await stream.write(b"{")  # and nothing more, ever
     clock = root._clock
     assert isinstance(clock, FakeMonotonic)
@@ -97,19 +133,16 @@ async def test_a_relayed_call_whose_body_never_finishes_is_reset_at_the_deadline
     assert relay.calls == []
 
 
-class Nodes:
+class Nodes(Relay):
     """The leaf's auth resolving one node, listening at ``addr`` as host ``hid-7``."""
 
     def __init__(self, addr: str) -> None:
+        super().__init__()
         self.addr = addr
 
     async def resolve_node(self, target: str, client_der: bytes | None,
                            remote: str) -> NodeRoute:
         return NodeRoute(self.addr, "hid-7")
-
-    async def relay(self, method: str, path: str, body: bytes, client_der: bytes | None,
-                    remote: str) -> tuple[int, bytes]:
-        raise AssertionError("no API streams here")
 
 
 async def test_an_ssh_stream_names_the_host_it_reached() -> None:
@@ -125,10 +158,12 @@ async def test_an_ssh_stream_names_the_host_it_reached() -> None:
     async def audit(event: str, fields: dict[str, Any]) -> None:
         raise AssertionError(f"nothing to refuse: {event} {fields}")
 
-    clock = FakeMonotonic()
-    root, leaf, listener = await sessions(StreamServer(nodes, nodes, audit, clock), clock)
-    stream = await root.open({"kind": "ssh", "target": "db1", "user": "alice",
-                              "client_cert": base64.b64encode(b"\x30\x03der").decode()})
+    timer, trust = FakeMonotonic(), leaf_trust(A, B)
+    server = StreamServer("root-a", nodes, nodes, audit, trust=lambda: trust,
+                          clock=FakeClock(NOW), timer=timer)
+    root, leaf, listener = await sessions(server, timer)
+    stream = await root.open({"kind": "ssh", "target": "db1",
+                              "client_cert": base64.b64encode(A.user_der("alice")).decode()})
     assert stream.accepted == {"host_id": "hid-7"}
     assert await read_all(stream, 1 << 10) == b"SSH-2.0-node\r\n"
     await root.aclose()

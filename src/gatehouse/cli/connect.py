@@ -63,13 +63,14 @@ async def _ssh(profile: Profile, login: str, node: str, command: list[str], clus
     from gatehouse.wire.dial import DialRequest
     from gatehouse.wire.names import ALPN_SSH
 
+    host_ca = profile.host_ca_for(node, cluster)  # before anything is dialed
     tunnel = ProxyTunnel(profile.proxy, profile.ssl_context([ALPN_SSH]), profile.server_name,
                          DialRequest(target=node, cluster=cluster))
     try:
         await tunnel.sent()
         from gatehouse.client.ssh import run_ssh
 
-        return await run_ssh(profile, login, node, command, cluster=cluster, force_tty=tty,
+        return await run_ssh(profile, login, node, command, host_ca=host_ca, force_tty=tty,
                              tunnel=tunnel)
     finally:
         tunnel.close()

@@ -17,6 +17,7 @@ import ssl
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from gatehouse.client.hostscope import cluster_of, known_hosts_patterns
 from gatehouse.errors import AccessDenied, NotFound
 from gatehouse.pki import tls
 from gatehouse.pki.keystore import StoredIdentity, write_private
@@ -48,6 +49,18 @@ class Profile:
             raise NotFound(f"unknown cluster {cluster}: `gsh clusters` lists the clusters "
                            "you can reach") from None
 
+    def host_ca_for(self, host: str, cluster: str) -> str:
+        """The host CA that may vouch for ``host`` as a node of ``cluster``: that cluster's,
+        unless the name is another cluster's (AccessDenied: no CA vouches for a name
+        outside its own cluster, as known_hosts says to OpenSSH)."""
+        owner = cluster_of(host, self.clusters())
+        if owner is not None and owner != cluster:
+            raise AccessDenied(
+                f"{host} is a name in cluster {owner}, not in {cluster}: the host CA of "
+                f"{cluster} does not vouch for it (use the node's host id, or "
+                f"--cluster={owner})")
+        return self.host_ca(cluster)
+
     def clusters(self) -> list[str]:
         return [self.cluster, *sorted(self.leaves)]
 
@@ -67,8 +80,10 @@ class Profile:
         home = self.directory()
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_private(home / "profile.json", json.dumps(asdict(self), indent=2) + "\n")
+        clusters = self.clusters()
         write_private(self.known_hosts, "".join(
-            f"@cert-authority *.{name} {self.host_ca(name)}\n" for name in self.clusters()))
+            f"@cert-authority {known_hosts_patterns(name, clusters)} {self.host_ca(name)}\n"
+            for name in clusters))
 
     @classmethod
     def load(cls) -> Profile:
@@ -103,10 +118,10 @@ class Profile:
 
     def split_host(self, host: str) -> tuple[str, str]:
         """'node1.CLUSTER' -> ('node1', CLUSTER), on the longest known cluster suffix."""
-        for cluster in sorted(self.clusters(), key=len, reverse=True):
-            if host.endswith("." + cluster):
-                return host[: -len(cluster) - 1], cluster
-        return host, self.selected
+        cluster = cluster_of(host, self.clusters())
+        if cluster is None:
+            return host, self.selected
+        return host[: -len(cluster) - 1], cluster
 
     def ssl_context(self, alpn: list[str] | None = None) -> ssl.SSLContext:
         ident = self.identity

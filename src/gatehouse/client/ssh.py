@@ -1,9 +1,9 @@
 """`gsh ssh`: an SSH session to a node through the proxy, end to end with the node.
 
-The node is verified by the cluster's host CA, and its certificate must name the
-host id of the node the proxy resolved and dialed (another host's certificate may
-carry the same node name, e.g. a removed node's); the user authenticates with the
-certificate from `gsh login`.
+The node is verified by its cluster's host CA (Profile.host_ca_for says which CA
+may vouch for the name), and its certificate must name the host id of the node the
+proxy resolved and dialed (another host's certificate may carry the same node name,
+e.g. a removed node's); the user authenticates with the certificate from `gsh login`.
 """
 
 from __future__ import annotations
@@ -46,18 +46,18 @@ def _raw_terminal(fd: int) -> Iterator[None]:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
-async def _connect(profile: Profile, login: str, node: str, cluster: str,
+async def _connect(profile: Profile, login: str, node: str, host_ca: str,
                    tunnel: ProxyTunnel) -> asyncssh.SSHClientConnection:
     ident = profile.identity
     key = asyncssh.import_private_key(ident.key_file.read_bytes())
     cert = asyncssh.import_certificate(ident.ssh_cert_line())
-    host_ca = asyncssh.import_public_key(profile.host_ca(cluster))
+    ca = asyncssh.import_public_key(host_ca)
     # A proxy older than the host id in its reply leaves the node's name to be checked.
     host_id = (await tunnel.reply()).host_id
     try:
         return await asyncssh.connect(
             node, 22, tunnel=tunnel, username=login, client_keys=[(key, cert)],
-            known_hosts=([], [host_ca], []), host_key_alias=host_id or None,
+            known_hosts=([], [ca], []), host_key_alias=host_id or None,
             agent_path=None, config=None,
             preferred_auth=["publickey"], connect_timeout=30,
             encryption_algs=["aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com",
@@ -67,7 +67,7 @@ async def _connect(profile: Profile, login: str, node: str, cluster: str,
         raise AccessDenied(f"access denied to {login}@{node}: the node refused the "
                            "certificate (see the node's audit log for the reason)") from exc
     except asyncssh.HostKeyNotVerifiable as exc:
-        which = f"is host {host_id} of cluster {cluster}, the node the proxy dialed" \
+        which = f"is host {host_id}, the node the proxy dialed" \
             if host_id else "belongs to the cluster"
         raise AccessDenied(f"node {node} could not prove it {which}: {exc.reason}") from exc
     except (asyncssh.Error, OSError) as exc:
@@ -113,10 +113,11 @@ async def _pump_out(stream: asyncssh.SSHReader[bytes], fd: int) -> None:
 
 
 async def run_ssh(profile: Profile, login: str, node: str, command: list[str], *,
-                  cluster: str, force_tty: bool, tunnel: ProxyTunnel) -> int:
-    """Run the session over ``tunnel`` (dialing ``node`` of ``cluster``); returns the
-    remote exit status (or 255 when it ended otherwise)."""
-    conn = await _connect(profile, login, node, cluster, tunnel)
+                  host_ca: str, force_tty: bool, tunnel: ProxyTunnel) -> int:
+    """Run the session over ``tunnel`` (dialing ``node``, verified by ``host_ca``: its
+    cluster's, from Profile.host_ca_for); returns the remote exit status (or 255 when
+    it ended otherwise)."""
+    conn = await _connect(profile, login, node, host_ca, tunnel)
     interactive = not command
     want_pty = force_tty or (interactive and sys.stdin.isatty())
     term_size = os.get_terminal_size() if want_pty and sys.stdout.isatty() else (80, 24)

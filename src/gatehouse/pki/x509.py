@@ -28,6 +28,7 @@ __all__ = [
     "Identity",
     "ca_fingerprint",
     "ca_type",
+    "check_validity",
     "identity_of",
     "issue",
     "load_cert",
@@ -36,6 +37,7 @@ __all__ = [
     "pem_blocks",
     "pem_cert",
     "pem_key",
+    "signer_among",
     "verify_issued_by",
 ]
 
@@ -198,10 +200,20 @@ def verify_issued_by(
     cert: x509.Certificate, cas: list[x509.Certificate], now: dt.datetime
 ) -> x509.Certificate:
     """Check ``cert`` is signed by one of ``cas`` and valid at ``now``; return that CA."""
+    check_validity(cert, now)
+    return signer_among(cert, cas)
+
+
+def check_validity(cert: x509.Certificate, now: dt.datetime) -> None:
+    """AccessDenied unless ``cert`` is valid at ``now``."""
     if now > cert.not_valid_after_utc:
         raise AccessDenied(f"certificate expired at {cert.not_valid_after_utc.isoformat()}")
     if now < cert.not_valid_before_utc:
         raise AccessDenied("certificate is not valid yet")
+
+
+def signer_among(cert: x509.Certificate, cas: list[x509.Certificate]) -> x509.Certificate:
+    """The CA among ``cas`` that signed ``cert`` (AccessDenied if none did)."""
     for ca in cas:
         if ca.subject != cert.issuer:
             continue

@@ -163,9 +163,11 @@ class ProxyService:
         handlers = {ALPN_SSH: self._spawn_handler(ssh_proxy), ALPN_TUNNEL: tunnels.protocol,
                     ALPN_HTTP: lambda: web_server()}
         leaf_auth = LeafAuth(self._api, resolver, forwarder)
-        serve = StreamServer(leaf_auth, leaf_auth, self._audit, self._timer)
 
         def keep_tunnel(root: Root) -> Coroutine[Any, Any, None]:
+            serve = StreamServer(root.name, leaf_auth, leaf_auth, self._audit,
+                                 trust=self._trust.current, clock=self._clock,
+                                 timer=self._timer)
             return RootLink(root, ident, serve=serve, events=leaf_auth, clock=self._timer,
                             rng=random.Random()).run()
 

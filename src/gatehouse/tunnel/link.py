@@ -2,11 +2,13 @@
 
 The leaf dials the root proxy's single TLS port (ALPN ``gatehouse-tunnel/1``)
 with its host certificate and verifies the root by the root's host CA stored at
-join. While the tunnel is up it forwards this cluster's events (eventsend.py) and
-serves the streams the root opens (serve.py). The root sends the heartbeats and
-this end answers them (see liveness.py); a root silent for ROOT_SILENT_AFTER is
-redialed. Redials back off exponentially with jitter; time and randomness are
-injected.
+join; the far end must be a proxy of that root (relaycheck.check_root_proxy),
+checked before any frame is read: only a root's proxy relays its users. While
+the tunnel is up it forwards this cluster's events (eventsend.py) and serves the
+streams the root opens (serve.py, one StreamServer per root). The root sends the
+heartbeats and this end answers them (see liveness.py); a root silent for
+ROOT_SILENT_AFTER is redialed. Redials back off exponentially with jitter; time
+and randomness are injected.
 """
 
 from __future__ import annotations
@@ -19,12 +21,15 @@ import ssl
 
 from gatehouse._sys.hostport import split_host_port
 from gatehouse.clock import Monotonic, wait_for
+from gatehouse.errors import AccessDenied
 from gatehouse.pki import tls
 from gatehouse.pki.keystore import StoredIdentity
+from gatehouse.pki.tls import peer_der
 from gatehouse.tunnel.eventsend import EventSender
 from gatehouse.tunnel.liveness import ROOT_SILENT_AFTER, set_keepalive
 from gatehouse.tunnel.mux import MuxSession, OnOpen
 from gatehouse.tunnel.needs import EventExport, Root
+from gatehouse.tunnel.relaycheck import check_root_proxy
 from gatehouse.wire.names import ALPN_TUNNEL
 
 __all__ = ["DIAL_TIMEOUT", "FIRST_BACKOFF", "HEALTHY_AFTER", "MAX_BACKOFF", "Backoff",
@@ -53,6 +58,28 @@ class Backoff:
 
     def reset(self) -> None:
         self._base = FIRST_BACKOFF
+
+
+class _RootTunnel(MuxSession):
+    """The dialing end of a tunnel to ``root``: closed unread unless the far end showed a
+    proxy certificate of that root (``refused`` says why)."""
+
+    def __init__(self, root: str, *, clock: Monotonic, on_open: OnOpen) -> None:
+        super().__init__(dialer=True, clock=clock, on_open=on_open)
+        self._root = root
+        self.refused = ""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        try:
+            check_root_proxy(peer_der(transport.get_extra_info("ssl_object")), self._root)
+        except AccessDenied as exc:
+            self.refused = str(exc)
+            self.close(f"refused: {exc}")
+
+    def data_received(self, data: bytes) -> None:
+        if not self.refused:
+            super().data_received(data)
 
 
 class RootLink:
@@ -89,11 +116,15 @@ class RootLink:
         loop = asyncio.get_running_loop()
         try:
             transport, session = await wait_for(self._clock, loop.create_connection(
-                lambda: MuxSession(dialer=True, clock=self._clock, on_open=self._serve),
+                lambda: _RootTunnel(root.name, clock=self._clock, on_open=self._serve),
                 host, port, ssl=self._context(), server_hostname=host), DIAL_TIMEOUT)
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             log.warning("cannot reach root %s at %s: %s", root.name, root.proxy_addr,
                         exc or type(exc).__name__)
+            return None
+        if session.refused:
+            log.warning("tunnel to root %s at %s refused reason=%r", root.name,
+                        root.proxy_addr, session.refused)
             return None
         set_keepalive(transport.get_extra_info("socket"))
         log.info("tunnel to root %s at %s is up", root.name, root.proxy_addr)

@@ -1,9 +1,11 @@
 """The streams a root opens on a leaf's tunnel: SSH to a node, or an API call.
 
-Both act in the name of the root user whose certificate the stream carries: the
-leaf's auth resolves only its own registered nodes that the user's mapped roles
-select (no open relay), and authorizes a relayed call itself. A stream without
-a certificate, or of any other kind, is refused.
+Both act in the name of the root user whose certificate the stream carries, and
+only if this leaf takes that certificate from this root (relaycheck.py): one
+StreamServer per root's tunnel. The leaf's auth then resolves only its own
+registered nodes that the user's mapped roles select (no open relay), and
+authorizes a relayed call itself. Any other stream is refused; every refusal is
+logged and audited with its reason.
 """
 
 from __future__ import annotations
@@ -13,13 +15,17 @@ import base64
 import binascii
 import json
 import logging
+from collections.abc import Callable
 
 from gatehouse._sys.hostport import split_host_port
-from gatehouse.clock import Monotonic, wait_for
-from gatehouse.errors import GatehouseError
+from gatehouse.clock import Clock, Monotonic, wait_for
+from gatehouse.errors import AccessDenied, GatehouseError
+from gatehouse.pki import x509
 from gatehouse.tunnel.limits import MAX_CALL
 from gatehouse.tunnel.mux import MuxStream, read_all, splice_stream
 from gatehouse.tunnel.needs import Audit, AuthRelay, NodeResolver
+from gatehouse.tunnel.relaycheck import check_relayed, claimed_user
+from gatehouse.wire.trust import TrustSnapshot
 
 __all__ = ["DIAL_TIMEOUT", "StreamServer"]
 
@@ -29,57 +35,64 @@ DIAL_TIMEOUT = 10.0  # seconds to connect to a node
 
 
 class StreamServer:
-    """Serves each stream the root opens (the tunnel session's ``on_open``)."""
+    """Serves each stream ``root`` opens (its tunnel session's ``on_open``)."""
 
-    def __init__(self, nodes: NodeResolver, relay: AuthRelay, audit: Audit,
-                 clock: Monotonic) -> None:
+    def __init__(self, root: str, nodes: NodeResolver, relay: AuthRelay, audit: Audit, *,
+                 trust: Callable[[], TrustSnapshot], clock: Clock, timer: Monotonic) -> None:
+        self._root = root
         self._nodes = nodes
         self._relay = relay
         self._audit = audit
+        self._trust = trust
         self._clock = clock
+        self._timer = timer
 
     async def __call__(self, stream: MuxStream) -> None:
         kind = stream.meta.get("kind")
-        if kind == "ssh":
-            await self._serve_ssh(stream)
-        elif kind == "api":
-            await self._serve_api(stream)
-        else:
+        if kind not in ("ssh", "api"):
             stream.refuse(f"unknown stream kind {kind!r}")
-
-    async def _serve_ssh(self, stream: MuxStream) -> None:
-        target = str(stream.meta.get("target", ""))
-        user = str(stream.meta.get("user", ""))
+            return
+        target = str(stream.meta.get("target" if kind == "ssh" else "path", ""))
+        remote = str(stream.meta.get("remote", ""))
+        der = b""
         try:
             der = base64.b64decode(str(stream.meta.get("client_cert", "")), validate=True)
-            route = await self._nodes.resolve_node(target, der or None,
-                                                   str(stream.meta.get("remote", "")))
+            user = check_relayed(der, self._root, self._trust(), self._clock.now())
+        except (binascii.Error, AccessDenied) as exc:
+            reason = str(exc) if isinstance(exc, AccessDenied) else "malformed client certificate"
+            await self._refuse(stream, claimed_user(der), target, remote, reason)
+            return
+        if kind == "ssh":
+            await self._serve_ssh(stream, der, user, target, remote)
+        else:
+            await self._serve_api(stream, der)
+
+    async def _refuse(self, stream: MuxStream, user: str, target: str, remote: str,
+                      reason: str) -> None:
+        kind, target = stream.meta.get("kind"), target[:200]
+        log.warning("tunnel stream refused root=%s kind=%s user=%s target=%r remote=%s "
+                    "reason=%r", self._root, kind, user, target, remote, reason)
+        await self._audit("proxy.dial.denied", {
+            "user": user, "remote_addr": remote, "message": reason,
+            "fields": {"root": self._root, "kind": kind, "target": target}})
+        stream.refuse(reason)
+
+    async def _serve_ssh(self, stream: MuxStream, der: bytes, user: x509.Identity,
+                         target: str, remote: str) -> None:
+        try:
+            route = await self._nodes.resolve_node(target, der, remote)
             host, port = split_host_port(route.addr)
-            reader, writer = await wait_for(self._clock, asyncio.open_connection(host, port),
+            reader, writer = await wait_for(self._timer, asyncio.open_connection(host, port),
                                             DIAL_TIMEOUT)
-        except (GatehouseError, OSError, TimeoutError, binascii.Error) as exc:
-            reason = str(exc) or f"node {target} is unreachable"
-            log.warning("tunnel dial refused user=%s target=%s reason=%r", user, target, reason)
-            await self._audit("proxy.dial.denied", {"user": user, "message": reason,
-                                                    "fields": {"target": target}})
-            stream.refuse(reason)
+        except (GatehouseError, OSError, TimeoutError) as exc:
+            await self._refuse(stream, user.name, target, remote,
+                               str(exc) or f"node {target} is unreachable")
             return
         stream.accept({"host_id": route.host_id})  # what the user's client pins
         await splice_stream(stream, reader, writer)
 
-    async def _serve_api(self, stream: MuxStream) -> None:
+    async def _serve_api(self, stream: MuxStream, der: bytes) -> None:
         meta = stream.meta
-        try:
-            der = base64.b64decode(str(meta.get("client_cert", "")), validate=True)
-        except binascii.Error:
-            stream.refuse("malformed client certificate")
-            return
-        if not der:  # the root relays only its users' calls; never a stranger's
-            log.warning("relayed call refused path=%r remote=%s reason=%r",
-                        str(meta.get("path", ""))[:80], meta.get("remote", ""),
-                        "no user certificate")
-            stream.refuse("a relayed call needs the certificate of a root cluster user")
-            return
         stream.accept()
         try:
             body = await read_all(stream, MAX_CALL)
@@ -88,7 +101,7 @@ class StreamServer:
                         str(meta.get("path", ""))[:80], meta.get("remote", ""), str(exc))
             return
         status, reply = await self._relay.relay(
-            str(meta.get("method", "GET")), str(meta.get("path", "/")), body, der or None,
+            str(meta.get("method", "GET")), str(meta.get("path", "/")), body, der,
             str(meta.get("remote", "")))
         await stream.write(json.dumps(
             {"status": status, "body": base64.b64encode(reply).decode()}).encode())
