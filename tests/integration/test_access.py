@@ -6,9 +6,12 @@ import datetime as dt
 import shutil
 import time
 
+import asyncssh
 import pytest
 
 from gatehouse.process.harness import Client, Cluster, wait_for
+from gatehouse.wire.dial import DialReply
+from tests.integration import direct
 
 
 def _auth_event(cluster: Cluster, user: str, login: str) -> dict[str, object]:
@@ -133,7 +136,7 @@ def test_deleted_user_certificate_stops_working(cluster: Cluster, client: Client
 
 # --- expired certificates ---------------------------------------------------------------------
 
-TTL = 2  # seconds: gsh login --ttl accepts seconds
+TTL = 5  # seconds (gsh login --ttl accepts seconds): time for the checks that it works first
 
 
 @pytest.fixture(scope="module")
@@ -173,6 +176,39 @@ def test_expired_certificate_refused_to_openssh(cluster: Cluster, expired: Clien
     config = expired.openssh_config()
     res = expired.openssh(config, f"root@node1.{cluster.name}", "echo hi")
     assert res.rc == 255 and res.out == "", res
+
+
+def test_expired_certificate_is_refused_by_the_proxy_itself(cluster: Cluster, alice: Client,
+                                                           expired: Client) -> None:
+    """Past gsh's own expiry check: the expired certificate, presented to the proxy, gets
+    no node, while a valid one on the same path does."""
+    assert direct.dial(cluster.proxy, alice.home, "node1").reply == DialReply()
+    dialed = direct.dial(cluster.proxy, expired.home, "node1")
+    assert dialed.refused, dialed
+
+
+@pytest.mark.xfail(strict=True, reason=direct.PROXY_TLS_REFUSALS_UNAUDITED)
+def test_expired_certificate_refused_by_the_proxy_is_audited(cluster: Cluster,
+                                                             expired: Client) -> None:
+    dialed = direct.dial(cluster.proxy, expired.home, "node1")
+    assert dialed.refused, dialed
+    cluster.wait_event("the proxy's audit of the refusal",
+                       lambda e: e["remote_addr"] == dialed.local, timeout=5)
+
+
+def test_expired_certificate_is_refused_and_audited_by_the_node_itself(
+    cluster: Cluster, alice: Client, expired: Client,
+) -> None:
+    """Past gsh and the proxy: the node's own listener refuses the expired certificate and
+    audits why, while it accepts a valid one."""
+    assert direct.ssh(cluster.ssh_port, alice.home, "root", "echo in") == "in\n"
+    with pytest.raises(asyncssh.PermissionDenied):
+        direct.ssh(cluster.ssh_port, expired.home, "root", "echo in")
+    event = cluster.wait_event(
+        "the node's audit of the expired certificate",
+        lambda e: e["event"] == "auth" and e["user"] == "shortlived"
+        and str(e["message"]).startswith("certificate expired at"))
+    assert (event["code"], event["login"]) == ("T3007W", "root"), event
 
 
 def test_login_ttl_is_capped_by_role(cluster: Cluster, client: Client,

@@ -147,3 +147,17 @@ def test_token_with_wrong_pin_is_not_sent(cluster: Cluster) -> None:
     assert "does not match the pin" in log, log
     # The token never reached the auth, so it is still unused.
     assert any(real.startswith(name) for name in _unused_tokens(cluster))
+
+
+def test_a_trusted_cluster_token_cannot_join_a_node(cluster: Cluster) -> None:
+    """The converse of a node token used for a trusted-cluster join: refused by the auth,
+    audited, and the token is not spent."""
+    token = cluster.token("trusted_cluster")
+    rc, log = _start_and_wait_exit(cluster, "node11", token)
+    assert rc != 0
+    assert log.strip().splitlines() == ["error: a trusted_cluster token cannot join a node"], log
+    assert cluster.node_named("node11") is None
+    assert any(token.startswith(name) for name in _unused_tokens(cluster))
+    failures = wait_for("a join.failure event", lambda: [
+        e for e in cluster.events("--type=join.failure") if e["node"] == "node11"])
+    assert failures[0]["message"] == "a trusted_cluster token cannot join a node"

@@ -2,6 +2,11 @@
 
 Root users reach leaf nodes through the root proxy and the leaf's tunnel; each
 leaf maps their roles with its own role map and applies its own roles.
+
+A refusal is shown where it is made: a certificate goes straight to the root's
+proxy or node (tests/integration/direct.py), past gsh's own checks; a join that
+the root must refuse gets to the root (the leaf's own checks pass or are
+skipped), and one the leaf must stop is shown to send nothing.
 """
 
 from __future__ import annotations
@@ -9,14 +14,20 @@ from __future__ import annotations
 import datetime as dt
 import http.client
 import json
+import re
 import ssl
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import asyncssh
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from gatehouse.client.rootjoin import join_root
+from gatehouse.errors import AccessDenied
 from gatehouse.pki import sshcert
 from gatehouse.process.harness import (
     PASSWORD,
@@ -31,9 +42,15 @@ from gatehouse.process.harness import (
     wait_offline,
     wait_online,
 )
+from gatehouse.types.trusted_cluster import TrustedCluster
+from gatehouse.types.yaml_io import parse_resources
+from gatehouse.wire.dial import DialReply
 from gatehouse.wire.names import CLUSTER_HEADER
+from tests.auth.samples import leaf_host_ca
+from tests.integration import direct
 
 ROOT, LEAF_A, LEAF_B = "sso.example.com", "us-east-1a", "us-east-1b"
+SPARE = "us-east-1c"  # a cluster that tries to join and is refused
 MAP_A = """{remote: access, local: [access]}
 {remote: "^dev-(.*)$", local: ["team-$1"]}"""
 MAP_B = "{remote: admin, local: [access]}"
@@ -54,6 +71,7 @@ class Seed:
         self.root = Cluster(base / "root", name=ROOT)
         self.a = Cluster(base / "a", name=LEAF_A, labels={"zone": "a"})
         self.b = Cluster(base / "b", name=LEAF_B, labels={"zone": "b"})
+        self.tokens: dict[str, str] = {}  # leaf -> the token it joined with (now used)
 
     def clusters(self) -> list[Cluster]:
         return [self.root, self.a, self.b]
@@ -66,14 +84,60 @@ def seed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seed]:
         in_parallel(*(c.start for c in s.clusters()))
         s.root.create(DEV_ROLE).ok()
         s.a.create(TEAM_ROLE).ok()
-        join(s.a, s.root, MAP_A)
-        join(s.b, s.root, MAP_B)
+        for leaf, role_map in ((s.a, MAP_A), (s.b, MAP_B)):
+            s.tokens[leaf.name] = _token_in(join(leaf, s.root, role_map))
         s.root.add_user("alice", roles="access", logins="root")
         s.root.add_user("bob", roles="dev-payments", logins="root")
         yield s
     finally:
         for c in s.clusters():
             c.stop(wait=False)
+
+
+def _token_in(resource: str) -> str:
+    found = re.search(r"^  token: (\S+)$", resource, re.MULTILINE)
+    assert found, resource
+    return found.group(1)
+
+
+@pytest.fixture(scope="module")
+def spare(seed: Seed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A cluster (us-east-1c) whose every try to join the root is refused."""
+    with Cluster(tmp_path_factory.mktemp("spare"), name=SPARE).running(wait=False) as c:
+        yield c
+
+
+def _unused_tokens(cluster: Cluster) -> set[str]:
+    return {t["metadata"]["name"]
+            for t in cluster.gatectl("tokens", "ls", "--format=json").ok().json()}
+
+
+def _join_failure(root: Cluster, leaf: str, message: str) -> dict[str, object]:
+    """The root's audit of a refused join by ``leaf``, saying ``message``."""
+    return root.wait_event(
+        f"the root's audit of the refused join of {leaf}",
+        lambda e: e["event"] == "trusted_cluster.join.failure" and e["cluster"] == root.name
+        and e["fields"].get("leaf") == leaf and e["message"] == message)
+
+
+def _dial_error(seed: Seed, me: Client, cluster: str) -> str:
+    """What the root proxy answers ``me`` when asked for node1 of ``cluster`` ("" = yes)."""
+    reply = direct.dial(seed.root.proxy, me.home, "node1", cluster).reply
+    assert reply is not None, "the root proxy closed the connection without a reply"
+    return reply.error
+
+
+def _ssh_refused(port: int, me: Client) -> bool:
+    """Whether the node on ``port`` refuses ``me``'s certificate (straight to its listener)."""
+    try:
+        direct.ssh(port, me.home, "root", "true")
+    except asyncssh.PermissionDenied:
+        return True
+    return False
+
+
+def _time(event: dict[str, Any], field: str = "time") -> dt.datetime:
+    return dt.datetime.fromisoformat(event[field])
 
 
 def _login(seed: Seed, home: Path, user: str) -> Client:
@@ -99,8 +163,12 @@ def test_clusters_and_listing_across_leaves(alice: Client) -> None:
         (ROOT, "root", "online"), (LEAF_A, "leaf", "online"), (LEAF_B, "leaf", "online")}
     nodes = alice.gsh("ls", f"--cluster={LEAF_A}", "--format=json").ok().json()
     assert [(n["spec"]["hostname"], n["spec"]["cluster"]) for n in nodes] == [("node1", LEAF_A)]
-    listed = alice.gsh("ls", "--all").ok().out
-    assert ROOT in listed and LEAF_A in listed
+    # One view across clusters: leaf B maps none of alice's roles, so it refuses her
+    # listing; gsh names it (with its reason) and lists the others.
+    listed = alice.gsh("ls", "--all", "--format=json").ok()
+    assert sorted(n["spec"]["cluster"] for n in listed.json()) == [ROOT, LEAF_A], listed
+    assert [line.split(": ", 2)[:2] for line in listed.err_lines] == [["warning", LEAF_B]], listed
+    assert "no roles mapped for remote user alice" in listed.err, listed
 
 
 def test_unmapped_user_is_denied_on_the_other_leaf_with_a_reason(seed: Seed,
@@ -140,20 +208,42 @@ def test_dial_of_an_unregistered_address_is_refused_and_audited(seed: Seed,
                       lambda e: e["event"] == "proxy.dial.denied" and target in e["message"])
 
 
-def test_root_never_accepts_a_leaf_signed_user_certificate(seed: Seed, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def carol(seed: Seed, tmp_path_factory: pytest.TempPathFactory) -> Client:
+    """A local user of leaf A, logged in there: her certificates are signed by the leaf."""
     seed.a.add_user("carol", roles="access", logins="root")
-    carol = Client(tmp_path / "carol", seed.a.proxy)
-    carol.home.mkdir()
-    carol.login("carol").ok()
-    assert carol.gsh("ssh", "root@node1", "echo local").out == "local\n"
-    # The same leaf-signed certificate, pointed at the root proxy.
-    profile = carol.home / "profile.json"
-    data = json.loads(profile.read_text())
-    data["proxy"] = seed.root.proxy
-    profile.write_text(json.dumps(data))
-    res = carol.gsh("ssh", f"--cluster={LEAF_A}", "root@node1", "true")
-    assert res.rc == 255, res
-    assert carol.gsh("ls").rc != 0
+    me = Client(tmp_path_factory.mktemp("carol"), seed.a.proxy)
+    me.login("carol").ok()
+    assert me.gsh("ssh", "root@node1", "echo local").out == "local\n"  # valid at her leaf
+    return me
+
+
+def test_root_never_accepts_a_leaf_signed_user_certificate(seed: Seed, alice: Client,
+                                                           carol: Client) -> None:
+    """Presented straight to the root's proxy and to a root node (gsh would stop at its
+    own pins first): each refuses it, while it serves a root user on the same path."""
+    assert direct.dial(seed.root.proxy, alice.home, "node1").reply == DialReply()
+    for cluster in ("", LEAF_A):  # a root node, and a leaf node through the root
+        dialed = direct.dial(seed.root.proxy, carol.home, "node1", cluster)
+        assert dialed.refused, (cluster, dialed)
+    assert direct.ssh(seed.root.ssh_port, alice.home, "root", "echo in") == "in\n"
+    with pytest.raises(asyncssh.PermissionDenied):
+        direct.ssh(seed.root.ssh_port, carol.home, "root", "echo in")
+    event = seed.root.wait_event(
+        "the root node's audit of the leaf-signed certificate",
+        lambda e: e["event"] == "auth" and e["cluster"] == ROOT and e["user"] == "carol")
+    assert (event["message"], event["login"]) == (
+        "certificate is not signed by a trusted user CA", "root"), event
+
+
+@pytest.mark.xfail(strict=True, reason=direct.PROXY_TLS_REFUSALS_UNAUDITED)
+def test_the_root_proxy_audits_its_refusal_of_a_leaf_signed_certificate(
+    seed: Seed, carol: Client,
+) -> None:
+    dialed = direct.dial(seed.root.proxy, carol.home, "node1", LEAF_A)
+    assert dialed.refused, dialed
+    seed.root.wait_event("the root proxy's audit of the refusal",
+                         lambda e: e["remote_addr"] == dialed.local, timeout=5)
 
 
 def _anonymous_post(proxy: str, path: str, body: dict[str, str], headers: dict[str, str]
@@ -199,32 +289,115 @@ def test_role_map_edit_disable_enable_remove_and_rejoin(seed: Seed, tmp_path: Pa
     seed.b.create(edited, force=True).ok()
     wait_for("the edited role map", lambda: me.gsh(*ssh_b).out == "b\n")
 
-    # Disable: cut off within 2 s (pushed to the proxy and the node), then restored.
+    # Disable: the leaf proxy drops its tunnel at once (documented: well under 2 s) and
+    # the leaf's node stops trusting the root's user CA; enabling brings both back.
+    offline = f"cluster {LEAF_B} is offline (its tunnel is not connected)"
+    assert _dial_error(seed, me, LEAF_B) == ""
     disabled = edited.replace("enabled: true", "enabled: false")
     seed.b.create(disabled, force=True).ok()
     started = time.monotonic()
-    wait_for("root users cut off", lambda: me.gsh(*ssh_b).rc == 255, timeout=5,
-             interval=0.1)
-    assert time.monotonic() - started < 2.5
+    wait_for("the root proxy to lose the tunnel",
+             lambda: _dial_error(seed, me, LEAF_B) == offline, timeout=10, interval=0.05)
+    assert time.monotonic() - started < 2.0
+    res = me.gsh(*ssh_b)
+    assert res.rc == 255 and res.err_lines == [f"error: {offline}"], res
     wait_offline(seed.root, LEAF_B, timeout=10)
+    wait_for("leaf B's node to refuse root users", lambda: _ssh_refused(seed.b.ssh_port, me))
     seed.b.create(edited, force=True).ok()
     wait_online(seed.root, LEAF_B)
     wait_for("access restored", lambda: me.gsh(*ssh_b).out == "b\n")
+    assert not _ssh_refused(seed.b.ssh_port, me)
 
-    # Remove on both sides, then join again under the same name with a fresh token.
+    # Remove, on the leaf: it forgets the root's CAs (its node refuses root users) and
+    # closes the tunnel.
     seed.b.gatectl("rm", f"trusted_cluster/{ROOT}").ok()
-    wait_for("the tunnel dropped", lambda: me.gsh(*ssh_b).rc == 255)
+    wait_for("the tunnel dropped", lambda: _dial_error(seed, me, LEAF_B) == offline)
+    wait_for("leaf B's node to forget the root", lambda: _ssh_refused(seed.b.ssh_port, me))
+    assert seed.b.gatectl("get", "trusted_cluster", "--format=json").ok().json() == []
+    # Remove, on the root: it forgets the leaf and its host CA.
     seed.root.gatectl("rm", f"rc/{LEAF_B}").ok()
     assert connection(seed.root, LEAF_B) == "absent"
+    wait_for("the root proxy to forget the leaf",
+             lambda: _dial_error(seed, me, LEAF_B) == f"unknown cluster {LEAF_B}")
+    assert LEAF_B not in {c["name"] for c in me.gsh("clusters", "--format=json").ok().json()}
+
+    # Join again under the same name with a fresh token.
     join(seed.b, seed.root, MAP_B + "\n{remote: access, local: [access]}")
+    # The profile learned above that B was gone; as gsh says, `gsh clusters` relearns.
+    res = me.gsh(*ssh_b)
+    assert res.err_lines == [f"error: unknown cluster {LEAF_B}: `gsh clusters` lists the "
+                             "clusters you can reach"], res
+    assert LEAF_B in {c["name"] for c in me.gsh("clusters", "--format=json").ok().json()}
     wait_for("access after re-join", lambda: me.gsh(*ssh_b).out == "b\n")
 
 
-def test_rejoin_with_a_used_token_or_a_taken_name_is_refused(seed: Seed) -> None:
+def test_rejoin_with_a_used_token_or_a_taken_name_is_refused(seed: Seed, spare: Cluster,
+                                                             alice: Client,
+                                                             tmp_path: Path) -> None:
+    # The token leaf A joined with, once more, by another cluster: spent, so refused.
+    used = seed.tokens[LEAF_A]
+    res = spare.create(trusted_cluster_yaml(seed.root, used, MAP_A))
+    message = "join token is invalid, expired or already used"
+    assert res.rc != 0 and res.err_lines == [f"error: {message}"], res
+    _join_failure(seed.root, SPARE, message)
+    assert connection(seed.root, SPARE) == "absent"
+
+    # A fresh token, but the name of leaf A from a cluster with another host CA.
+    with Cluster(tmp_path / "impostor", name=LEAF_A).running() as impostor:
+        token = seed.root.token("trusted_cluster")
+        res = impostor.create(trusted_cluster_yaml(seed.root, token, MAP_A))
+        message = (f"cluster {LEAF_A} is already joined with a different host CA; remove it "
+                   f"first with `gatectl rm rc/{LEAF_A}`")
+        assert res.rc != 0 and res.err_lines == [f"error: {message}"], res
+        _join_failure(seed.root, LEAF_A, message)
+        assert token[:22] in _unused_tokens(seed.root)  # refused before it was spent
+    # The real leaf A is untouched: still online, its tunnel still serves root users.
+    assert connection(seed.root, LEAF_A) == "online"
+    assert alice.gsh("ssh", f"--cluster={LEAF_A}", "root@node1", "echo a").out == "a\n"
+
+
+def test_a_joined_leaf_creating_its_trusted_cluster_again_needs_f(seed: Seed) -> None:
     token = seed.root.token("trusted_cluster")
-    text = trusted_cluster_yaml(seed.root, token, MAP_B)
-    res = seed.b.create(text)  # already joined: create without -f refuses
-    assert res.rc != 0 and "already exists" in res.err, res
+    res = seed.b.create(trusted_cluster_yaml(seed.root, token, MAP_B))
+    assert res.rc != 0 and "already exists; use `gatectl create -f`" in res.err, res
+
+
+def test_a_node_token_cannot_join_a_trusted_cluster(seed: Seed, spare: Cluster) -> None:
+    token = seed.root.token("node")
+    res = spare.create(trusted_cluster_yaml(seed.root, token, MAP_A))
+    message = "a node token cannot join a trusted cluster"
+    assert res.rc != 0 and res.err_lines == [f"error: {message}"], res
+    _join_failure(seed.root, SPARE, message)
+    assert token[:22] in _unused_tokens(seed.root)  # refused before it was spent
+    assert connection(seed.root, SPARE) == "absent"
+
+
+async def test_the_root_refuses_a_leaf_that_uses_its_name(seed: Seed) -> None:
+    """A leaf's own auth will not trust a cluster of its own name, so this is the leaf's
+    half of the join (client.rootjoin) as a hostile leaf would run it: the pinned root,
+    a valid token, and a real host CA that calls itself sso.example.com."""
+    token = seed.root.token("trusted_cluster")
+    [tc] = parse_resources(trusted_cluster_yaml(seed.root, token, MAP_A))
+    assert isinstance(tc, TrustedCluster)
+    message = f"a leaf cannot share the root's name {ROOT!r}"
+    with pytest.raises(AccessDenied) as refused:
+        await join_root(tc, leaf_host_ca(ROOT))
+    assert str(refused.value) == message
+    _join_failure(seed.root, ROOT, message)
+    assert token[:22] in _unused_tokens(seed.root)
+    assert connection(seed.root, ROOT) == "absent"
+
+
+def test_a_trusted_cluster_not_named_after_its_root_sends_no_token(seed: Seed,
+                                                                   spare: Cluster) -> None:
+    token = seed.root.token("trusted_cluster")
+    res = spare.create(trusted_cluster_yaml(seed.root, token, MAP_A).replace(
+        f"name: {ROOT}", "name: other-root"))
+    assert res.rc != 0 and res.err_lines == [
+        f"error: the root at {seed.root.proxy} is cluster {ROOT!r}, not 'other-root': "
+        "name the trusted_cluster resource after the root cluster"], res
+    assert token[:22] in _unused_tokens(seed.root)  # never sent: the root would take it
+    assert connection(seed.root, SPARE) == "absent"
 
 
 def test_root_restart_brings_the_tunnel_back(seed: Seed, alice: Client) -> None:
@@ -240,30 +413,31 @@ def test_root_restart_brings_the_tunnel_back(seed: Seed, alice: Client) -> None:
                                "echo back").out == "back\n", timeout=20)
 
 
-def test_join_with_a_wrong_pin_sends_nothing(seed: Seed, tmp_path: Path) -> None:
-    other = Cluster(tmp_path / "other", name="other.example.com")
-    other.start()
-    try:
-        token = other.token("trusted_cluster")  # pins other's CA, not the root's
-        res = seed.a.create(trusted_cluster_yaml(seed.root, token, MAP_A).replace(
-            f"name: {ROOT}", "name: other-root"))
-        assert res.rc != 0 and "does not match the pin" in res.err, res
-        tokens = other.gatectl("get", "token", "--format=json").ok().json()
-        assert [t["metadata"]["name"] for t in tokens] == [token[:22]]  # still unused
-    finally:
-        other.stop()
-
-
-def _when(iso: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(iso)
+def test_join_with_a_wrong_pin_sends_nothing(seed: Seed, spare: Cluster, tmp_path: Path
+                                             ) -> None:
+    """proxy_addr leads to an impostor that even bears the root's name: the root's token
+    pins the root's CA, so the leaf stops before it sends the token (or anything else)."""
+    with Cluster(tmp_path / "impostor", name=ROOT).running() as impostor:
+        token = seed.root.token("trusted_cluster")
+        res = spare.create(trusted_cluster_yaml(seed.root, token, MAP_A,
+                                                proxy_addr=impostor.proxy))
+        assert res.rc != 0 and res.err_lines == [
+            f"error: the server at {impostor.proxy} is not the cluster that issued this "
+            "token (its host CA does not match the pin in the token); the token was not "
+            "sent"], res
+        # A join request would have reached the impostor's auth, which audits a join
+        # (refused: it does not know the token) before it answers: it saw none.
+        assert not impostor.events("--type=trusted_cluster.join.failure,"
+                                   "trusted_cluster.join")
+    assert connection(seed.root, SPARE) == "absent"
 
 
 def test_leaf_audit_reaches_the_root_with_the_login_correlation(seed: Seed,
                                                                  tmp_path: Path) -> None:
     me = _login(seed, tmp_path / "me", "alice")
     me.gsh("ssh", f"--cluster={LEAF_A}", "root@node1", "true").ok()
-    logins = [e for e in seed.root.events("--type=user.login") if e["user"] == "alice"]
-    correlation = logins[0]["correlation_id"]  # the newest
+    logins = seed.root.events("--type=user.login", "--user=alice")
+    correlation = max(logins, key=_time)["correlation_id"]  # this login, the newest
     assert correlation.startswith("alice:")
     at_leaf = seed.a.wait_event("the session on the leaf", lambda e: e["event"] ==
                                 "session.start" and e["correlation_id"] == correlation)
@@ -273,39 +447,44 @@ def test_leaf_audit_reaches_the_root_with_the_login_correlation(seed: Seed,
     assert at_root["session_id"] == at_leaf["session_id"] and at_root["node"] == "node1"
     # `time` is when the root received it, the leaf's own stays beside it
     assert at_root["leaf_time"] == at_leaf["time"] and at_leaf["leaf_time"] is None
-    assert _when(at_root["time"]) >= _when(at_leaf["time"])
+    assert _time(at_root) >= _time(at_leaf)
 
 
 def test_events_made_while_the_root_is_away_arrive_once_and_in_order(
     seed: Seed, tmp_path: Path,
 ) -> None:
+    """In order: ordered by the times the leaf stamped (whichever way the root lists
+    them), the root's copies replay dave's sessions in the order the test ran them, and
+    each copy keeps the leaf's time."""
     seed.a.add_user("dave", roles="access", logins="root")
     dave = Client(tmp_path / "dave", seed.a.proxy)  # a local user of the leaf
     dave.home.mkdir()
     dave.login("dave").ok()
     assert seed.root.daemon is not None
     stop_all([seed.root.daemon])
-    for i in range(5):
-        assert dave.gsh("ssh", "root@node1", f"echo {i}").out == f"{i}\n"
+    ran = [f"away-{i}-{uuid.uuid4().hex[:8]}" for i in range(5)]  # in this order
+    for marker in ran:
+        assert dave.gsh("ssh", "root@node1", f"echo {marker}").out == f"{marker}\n"
     seed.root.restart()
     wait_online(seed.root, LEAF_A, timeout=20)
 
-    def leaf_ids() -> list[str]:
-        return [e["id"] for e in seed.a.events()]
+    at_leaf = {e["id"]: e for e in seed.a.events("--user=dave")}
 
-    def root_ids() -> list[str]:
-        return [e["id"] for e in seed.root.events(f"--cluster={LEAF_A}")]
+    def at_root() -> list[dict[str, Any]]:
+        return seed.root.events(f"--cluster={LEAF_A}", "--user=dave")
 
-    wait_for("every leaf event at the root", lambda: set(leaf_ids()) <= set(root_ids()),
-             timeout=20)
-    ids = root_ids()
-    assert len(ids) == len(set(ids)), "an event arrived twice"
-    daves = [e for e in seed.root.events(f"--cluster={LEAF_A}", "--type=session.start")
-             if e["user"] == "dave"]
-    assert len(daves) == 5
-    for field in ("time", "leaf_time"):  # newest first, by the root's clock and the leaf's
-        times = [_when(e[field]) for e in daves]
-        assert times == sorted(times, reverse=True), field
+    wait_for("every event of dave's at the root",
+             lambda: set(at_leaf) <= {e["id"] for e in at_root()}, timeout=20)
+    events = at_root()
+    assert len(events) == len({e["id"] for e in events}), "an event arrived twice"
+    # The root keeps the leaf's own time as leaf_time (its own receive time is "time").
+    assert {e["id"]: e["leaf_time"] for e in events} == \
+        {i: e["time"] for i, e in at_leaf.items()}
+    session_of = {marker: e["session_id"] for e in events for marker in ran
+                  if e["event"] == "exec" and marker in str(e["fields"].get("command"))}
+    starts = sorted((e for e in events if e["event"] == "session.start"),
+                    key=lambda e: _time(e, "leaf_time"))
+    assert [e["session_id"] for e in starts] == [session_of[m] for m in ran], starts
 
 
 def _recording_of(client: Client, cluster: str, marker: str) -> str:
@@ -342,13 +521,34 @@ def test_recordings_replay_what_the_user_saw_on_root_and_leaf(seed: Seed,
     assert any("leaf-session" in json.loads(line)[2] for line in cast[1:])
 
 
-def test_recordings_are_denied_without_audit_rights(seed: Seed, alice: Client) -> None:
+def test_recordings_are_denied_without_audit_rights(seed: Seed, alice: Client,
+                                                    tmp_path: Path) -> None:
+    # Two recordings of alice's own sessions, one per cluster, that an auditor can play.
+    seed.root.add_user("ursula", roles="access,auditor", logins="root")
+    seed.a.create(trusted_cluster_yaml(seed.root, "unused-once-joined",
+                                       MAP_A + "\n{remote: auditor, local: [auditor]}"),
+                  force=True).ok()
+    ursula = _login(seed, tmp_path / "ursula", "ursula")
+    marker = uuid.uuid4().hex[:8]
+    alice.gsh("ssh", "root@node1", f"echo root-{marker}").ok()
+    alice.gsh("ssh", f"--cluster={LEAF_A}", "root@node1", f"echo leaf-{marker}").ok()
+    recordings = [_recording_of(ursula, ROOT, f"root-{marker}"),
+                  _recording_of(ursula, LEAF_A, f"leaf-{marker}")]
+
     res = alice.gsh("recordings", "ls")
     assert res.rc != 0 and '"list" on "session" is not allowed' in res.err, res
     res = alice.gsh("recordings", "ls", f"--cluster={LEAF_A}")
     assert res.rc != 0 and "not allowed" in res.err, res
-    any_id = "00000000-0000-4000-8000-000000000000"
-    assert alice.gsh("play", any_id).rc != 0
+    denied = 'error: "read" on "session" is not allowed by roles access'
+    for sid in recordings:
+        res = alice.gsh("play", sid)
+        assert (res.rc, res.out, res.err_lines) == (1, "", [denied]), res
+    seed.root.wait_event("the root's audit of a denied playback", lambda e: e["event"]
+                         == "access.denied" and e["user"] == "alice" and e["cluster"] == ROOT
+                         and '"read" on "session"' in e["message"])
+    # An id that exists nowhere gets the same answer: a denial tells nothing about ids.
+    res = alice.gsh("play", "00000000-0000-4000-8000-000000000000")
+    assert (res.rc, res.err_lines) == (1, [denied]), res
     bad = alice.gsh("play", "../../etc/passwd")
     assert bad.rc != 0 and bad.err_lines == [
         "error: '../../etc/passwd' is not a session id (expected a UUID)"], bad

@@ -15,6 +15,7 @@ import secrets
 import signal
 import sys
 from pathlib import Path
+from types import FrameType
 
 from gatehouse.errors import GatehouseError
 from gatehouse.process.harness import Client, Cluster, in_parallel, join, stop_all
@@ -90,12 +91,19 @@ class _Demo:
         ])
 
 
-def run_demo(base: Path, *, wait: bool = True) -> None:
-    """Start the three clusters, join them, log the demo user in; serve until Ctrl-C."""
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # SIGTERM as Ctrl-C: run_demo's finally stops the clusters
+
+
+def run_demo(base: Path) -> None:
+    """Start the three clusters, join them, log the demo user in; serve until Ctrl-C or
+    SIGTERM. Either, at any point (also while starting), stops every process it started:
+    it needs no terminal (a script runs it in the background and sends SIGTERM)."""
     if base.exists() and any(base.iterdir()):
         raise GatehouseError(f"{base} is not empty: remove it or pass another --dir")
     demo = _Demo(base)
     password = "demo-" + secrets.token_urlsafe(12)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         print("starting three clusters ...", file=sys.stderr, flush=True)
         demo.start()
@@ -103,9 +111,9 @@ def run_demo(base: Path, *, wait: bool = True) -> None:
         demo.join_leaves()
         demo.add_user(password)
         print(demo.next_steps(password), flush=True)
-        if wait:
-            stop = {signal.SIGINT, signal.SIGTERM}
-            signal.pthread_sigmask(signal.SIG_BLOCK, stop)
-            signal.sigwait(stop)
+        while True:
+            signal.pause()
     finally:
-        stop_all()  # every process this program started
+        for sig in (signal.SIGINT, signal.SIGTERM):  # stopping is bounded: let it finish
+            signal.signal(sig, signal.SIG_IGN)
+        stop_all(final=True)  # every process this program started; none may start after
