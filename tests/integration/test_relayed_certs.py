@@ -114,7 +114,7 @@ async def _list_nodes(tunnel: MuxSession, der: bytes) -> int:
                                 "remote": "203.0.113.9:1",
                                 "client_cert": base64.b64encode(der).decode()})
     stream.write_eof()
-    return int(json.loads(await read_all(stream))["status"])
+    return int(json.loads(await read_all(stream, 1 << 20))["status"])
 
 
 async def test_a_certificate_of_another_root_is_refused_over_this_roots_tunnel(
