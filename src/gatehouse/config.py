@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import socket
 from pathlib import Path
 from typing import Literal
@@ -11,12 +12,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gatehouse._sys.hostport import dial_addr, split_host_port
 from gatehouse.errors import BadParameter
-from gatehouse.types.resource import LabelKey
+from gatehouse.types.resource import Duration, LabelKey
 
 __all__ = [
+    "DEFAULT_AUDIT_RETENTION",
     "DEFAULT_AUTH_ADDR",
     "DEFAULT_PROXY_ADDR",
     "DEFAULT_SSH_ADDR",
+    "AuthLimits",
     "AuthSection",
     "Config",
     "GatehouseSection",
@@ -29,6 +32,7 @@ __all__ = [
 DEFAULT_AUTH_ADDR = "127.0.0.1:3025"
 DEFAULT_PROXY_ADDR = "127.0.0.1:3080"
 DEFAULT_SSH_ADDR = "127.0.0.1:3022"
+DEFAULT_AUDIT_RETENTION = dt.timedelta(days=365)
 
 
 class _Strict(BaseModel):
@@ -69,11 +73,35 @@ class GatehouseSection(_Strict):
 SessionRecording = Literal["node", "off"]
 
 
+class AuthLimits(_Strict):
+    """What a source address (an IPv4 address, an IPv6 /64) may cost the auth.
+
+    Each login and join attempt takes one of the source's tokens, and so does each
+    call without a certificate that is refused (401, 403); with none left, those
+    calls and every other call without a certificate get 429 and Retry-After. Calls
+    with a certificate are never refused for this (their caller is known).
+    """
+
+    attempts_burst: int = Field(default=30, ge=1)
+    attempts_per_minute: int = Field(default=30, ge=1)
+    tracked_sources: int = Field(default=65536, ge=1)  # buckets kept (least recent dropped)
+    # A failure without a certificate (login, join, refusal) from a source is audited at
+    # once; its repeats within the window become one event with a count.
+    failure_window: Duration = dt.timedelta(minutes=1)
+    failure_sources: int = Field(default=10000, ge=1)  # windows open at once
+    # An HTTPS connection to the auth's port that has sent no complete request head this
+    # long after it opened or after its last response is closed.
+    idle_timeout: Duration = dt.timedelta(seconds=30)
+
+
 class AuthSection(_Strict):
     enabled: bool = False
     cluster_name: str = "gatehouse.local"
     listen_addr: str = DEFAULT_AUTH_ADDR
     session_recording: SessionRecording = "node"
+    # Audit events expire this long after they are stored.
+    audit_retention: Duration = DEFAULT_AUDIT_RETENTION
+    limits: AuthLimits = Field(default_factory=AuthLimits)
 
     _addrs = field_validator("listen_addr")(_check_addr)
 

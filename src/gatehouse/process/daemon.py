@@ -111,7 +111,8 @@ async def _start_auth(cfg: Config, auth: AuthServer, stack: contextlib.AsyncExit
     ctx = tls.server_context(store.tls_cert_file, store.key_pem_file,
                              auth.cas["host"].tls_cert_pem + auth.cas["user"].tls_cert_pem,
                              alpn=[ALPN_HTTP])
-    runner = web.AppRunner(make_api_app(auth), access_log=None, shutdown_timeout=2.0)
+    runner = web.AppRunner(make_api_app(auth), access_log=None, shutdown_timeout=2.0,
+                           keepalive_timeout=cfg.auth_service.limits.idle_timeout.total_seconds())
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
     await web.TCPSite(runner, host, port, ssl_context=ctx, backlog=1024).start()
@@ -144,7 +145,9 @@ async def _services(cfg: Config, clock: Clock) -> AsyncIterator[
             stack.push_async_callback(backend.close)
             auth = await AuthServer.open(backend, clock, cfg.auth_service.cluster_name,
                                          cfg.data_dir / "recordings",
-                                         cfg.auth_service.session_recording, join_root)
+                                         cfg.auth_service.session_recording, join_root,
+                                         audit_retention=cfg.auth_service.audit_retention,
+                                         limits=cfg.auth_service.limits)
             await _start_auth(cfg, auth, stack)
             yield auth, auth.cluster, dial_addr(cfg.auth_service.listen_addr)
         else:
@@ -166,6 +169,7 @@ async def run(
             started = Started(cluster=cluster)
             if auth is not None:
                 started.addrs["auth"] = cfg.auth_service.listen_addr
+                tg.create_task(auth.failures.run(SystemMonotonic()))
             waiting: list[asyncio.Event] = []
 
             def watcher(name: str) -> Callable[[str], None]:
@@ -217,6 +221,6 @@ async def run(
                 await event.wait()
             started.cluster = cluster
             on_started(started)
-            # Serve until cancelled; an auth alone started no task for the group to wait on.
-            # A failing service's task cancels this wait, and the group raises its error.
+            # Serve until cancelled. A failing service's task cancels this wait, and the
+            # group raises its error.
             await asyncio.Event().wait()
