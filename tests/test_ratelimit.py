@@ -1,10 +1,10 @@
-"""Per-source budgets (gatehouse.ratelimit): pure, on plain numbers."""
+"""Per-source budgets and connection counts (gatehouse.ratelimit): pure, on plain numbers."""
 
 from __future__ import annotations
 
 import pytest
 
-from gatehouse.ratelimit import RateLimiter, retry_after, source_of
+from gatehouse.ratelimit import ConnectionCounts, RateLimiter, retry_after, source_of
 
 
 @pytest.mark.parametrize(("addr", "source"), [
@@ -59,3 +59,18 @@ def test_the_table_is_bounded_the_least_recently_used_go_first() -> None:
 
 def test_retry_after_is_whole_seconds_never_zero() -> None:
     assert [retry_after(s) for s in (0.001, 1.0, 1.2, 29.9)] == [1, 1, 2, 30]
+
+
+def test_connections_are_counted_per_source_and_in_all() -> None:
+    counts = ConnectionCounts(per_source=2, total=3)
+    assert counts.admit("a") == "" and counts.admit("a") == ""
+    assert "2 connections of a are open" in counts.admit("a")
+    assert counts.admit("b") == ""
+    assert "3 connections are open" in counts.admit("c")
+    counts.release("a")
+    assert counts.admit("c") == ""
+    for source in ("a", "b", "c"):
+        counts.release(source)
+    assert len(counts) == 0
+    with pytest.raises(ValueError, match="no connection of a is open"):
+        counts.release("a")

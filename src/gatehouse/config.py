@@ -23,6 +23,7 @@ __all__ = [
     "AuthSection",
     "Config",
     "GatehouseSection",
+    "ProxyLimits",
     "ProxySection",
     "SSHSection",
     "StorageType",
@@ -106,10 +107,29 @@ class AuthSection(_Strict):
     _addrs = field_validator("listen_addr")(_check_addr)
 
 
+class ProxyLimits(_Strict):
+    """What a stranger's connections may hold on the proxy's port.
+
+    A connection without a client certificate (one that the proxy's CAs verify)
+    counts as anonymous from its TLS handshake until it closes; a source may hold
+    ``anonymous_per_source`` of them, all sources ``anonymous_total``: past that the
+    proxy closes a new one at once. Connections with a certificate are not counted
+    (their holder is known: a leaf's 10,000 tunnels may come from one address).
+    """
+
+    handshake_timeout: Duration = dt.timedelta(seconds=10)  # TLS, then the SSH dial line
+    # An HTTPS connection that has sent no complete request head this long after its
+    # handshake or its last response is closed (slow or idle clients).
+    idle_timeout: Duration = dt.timedelta(seconds=30)
+    anonymous_per_source: int = Field(default=64, ge=1)
+    anonymous_total: int = Field(default=4096, ge=1)
+
+
 class ProxySection(_Strict):
     enabled: bool = False
     listen_addr: str = DEFAULT_PROXY_ADDR
     public_addr: str | None = None
+    limits: ProxyLimits = Field(default_factory=ProxyLimits)
 
     _addrs = field_validator("listen_addr", "public_addr")(_check_addr)
 

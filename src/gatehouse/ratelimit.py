@@ -1,9 +1,9 @@
-"""What one source address may cost: a budget of attempts (token buckets). A pure
-decision over plain numbers; the callers own the clock.
+"""What one source address may cost: a budget of attempts (token buckets) and a count of
+open connections. Pure decisions over plain numbers; the callers own the clock.
 
 A source is an IPv4 address, or an IPv6 /64 (one host commonly holds a whole /64,
-as RFC 6177 recommends assigning it, so its addresses are one source). The table
-is bounded, so that the limit cannot itself be used to exhaust memory.
+as RFC 6177 recommends assigning it, so its addresses are one source). Both tables
+are bounded, so that the limits cannot themselves be used to exhaust memory.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import ipaddress
 import math
 from collections import OrderedDict
 
-__all__ = ["RateLimiter", "retry_after", "source_of"]
+__all__ = ["ConnectionCounts", "RateLimiter", "retry_after", "source_of"]
 
 
 def source_of(addr: str) -> str:
@@ -92,3 +92,39 @@ class RateLimiter:
 def retry_after(seconds: float) -> int:
     """Whole seconds for a Retry-After header (RFC 9110 §10.2.3): never 0."""
     return max(1, math.ceil(seconds))
+
+
+class ConnectionCounts:
+    """Open connections per source, at most ``per_source`` each and ``total`` in all; a
+    source is kept only while it has one open."""
+
+    def __init__(self, per_source: int, total: int) -> None:
+        self.per_source = per_source
+        self.total = total
+        self._open: dict[str, int] = {}
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def admit(self, source: str) -> str:
+        """Count one more connection of ``source``; "" when admitted, else why not."""
+        held = self._open.get(source, 0)
+        if held >= self.per_source:
+            return f"{held} connections of {source} are open (the most for one source)"
+        if self._count >= self.total:
+            return f"{self._count} connections are open (the most in all)"
+        self._open[source] = held + 1
+        self._count += 1
+        return ""
+
+    def release(self, source: str) -> None:
+        """One connection of ``source`` admitted before has closed."""
+        held = self._open.get(source, 0)
+        if held <= 0:
+            raise ValueError(f"no connection of {source} is open")
+        self._count -= 1
+        if held == 1:
+            del self._open[source]
+        else:
+            self._open[source] = held - 1
