@@ -114,7 +114,7 @@ class ProxyLimits(_Strict):
     counts as anonymous from its TLS handshake until it closes; a source may hold
     ``anonymous_per_source`` of them, all sources ``anonymous_total``: past that the
     proxy closes a new one at once. Connections with a certificate are not counted
-    (their holder is known: a leaf's 10,000 tunnels may come from one address).
+    (their holder is known; the benchmark's 10,000 leaf tunnels come from one address).
     """
 
     handshake_timeout: Duration = dt.timedelta(seconds=10)  # TLS, then the SSH dial line

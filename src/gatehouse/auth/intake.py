@@ -31,6 +31,7 @@ HOST_EVENTS = {
     "proxy": frozenset({"proxy.dial.denied"}),
 }
 
+
 def admit_host_event(raw: object, system_role: str,
                      now: dt.datetime) -> tuple[AuditEvent, dt.datetime]:
     """The event a host reported and the time to file it at; BadParameter says why not.
