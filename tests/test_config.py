@@ -105,6 +105,9 @@ def test_a_joining_node_needs_no_auth(tmp_path: Path) -> None:
         ("auth_service: {enabled: true, cluster: x}\n", "auth_service.cluster"),
         ("auth_service: {enabled: true}\nproxy_service: {public: x}\n", "proxy_service.public"),
         ("auth_service: {enabled: true}\nssh_service: {label: {a: b}}\n", "ssh_service.label"),
+        ("auth_service: {enabled: true, limits: {burst: 5}}\n", "auth_service.limits.burst"),
+        ("auth_service: {enabled: true}\nproxy_service: {limits: {max_conns: 5}}\n",
+         "proxy_service.limits.max_conns"),
     ],
 )
 def test_unknown_key_names_its_path(tmp_path: Path, text: str, key: str) -> None:
@@ -125,6 +128,13 @@ def test_unknown_key_names_its_path(tmp_path: Path, text: str, key: str) -> None
          "ssh_service.labels.env"),
         ("auth_service: {enabled: true, session_recording: proxy}\n",
          "auth_service.session_recording"),
+        ("auth_service: {enabled: true, audit_retention: 0s}\n", "auth_service.audit_retention"),
+        ("auth_service: {enabled: true, limits: {attempts_burst: 0}}\n",
+         "auth_service.limits.attempts_burst"),
+        ("auth_service: {enabled: true}\nproxy_service: {limits: {idle_timeout: 10}}\n",
+         "proxy_service.limits.idle_timeout"),
+        ("auth_service: {enabled: true}\nproxy_service: {limits: {anonymous_per_source: -1}}\n",
+         "proxy_service.limits.anonymous_per_source"),
     ],
 )
 def test_bad_value_names_its_path(tmp_path: Path, text: str, where: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import socket
 from pathlib import Path
@@ -12,15 +13,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gatehouse._sys.hostport import dial_addr, split_host_port
 from gatehouse.errors import BadParameter
-from gatehouse.types.resource import LabelKey
+from gatehouse.types.resource import Duration, LabelKey
 
 __all__ = [
+    "DEFAULT_AUDIT_RETENTION",
     "DEFAULT_AUTH_ADDR",
     "DEFAULT_PROXY_ADDR",
     "DEFAULT_SSH_ADDR",
+    "AuthLimits",
     "AuthSection",
     "Config",
     "GatehouseSection",
+    "ProxyLimits",
     "ProxySection",
     "SSHSection",
     "StorageType",
@@ -30,6 +34,7 @@ __all__ = [
 DEFAULT_AUTH_ADDR = "127.0.0.1:3025"
 DEFAULT_PROXY_ADDR = "127.0.0.1:3080"
 DEFAULT_SSH_ADDR = "127.0.0.1:3022"
+DEFAULT_AUDIT_RETENTION = dt.timedelta(days=365)
 
 
 class _Strict(BaseModel):
@@ -70,6 +75,27 @@ class GatehouseSection(_Strict):
 SessionRecording = Literal["node", "off"]
 
 
+class AuthLimits(_Strict):
+    """What a source address (an IPv4 address, an IPv6 /64) may cost the auth.
+
+    Each login and join attempt takes one of the source's tokens, and so does each
+    call without a certificate that is refused (401, 403); with none left, those
+    calls and every other call without a certificate get 429 and Retry-After. Calls
+    with a certificate are never refused for this (their caller is known).
+    """
+
+    attempts_burst: int = Field(default=30, ge=1)
+    attempts_per_minute: int = Field(default=30, ge=1)
+    tracked_sources: int = Field(default=65536, ge=1)  # buckets kept (least recent dropped)
+    # A failure without a certificate (login, join, refusal) from a source is audited at
+    # once; its repeats within the window become one event with a count.
+    failure_window: Duration = dt.timedelta(minutes=1)
+    failure_sources: int = Field(default=10000, ge=1)  # windows open at once
+    # An HTTPS connection to the auth's port that has sent no complete request head this
+    # long after it opened or after its last response is closed.
+    idle_timeout: Duration = dt.timedelta(seconds=30)
+
+
 class AuthSection(_Strict):
     enabled: bool = False
     cluster_name: str = "gatehouse.local"
@@ -79,6 +105,9 @@ class AuthSection(_Strict):
     # (nodes behind NAT); none by default (auth.nodeaddr).
     node_address_networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = \
         Field(default_factory=list)
+    # Audit events expire this long after they are stored.
+    audit_retention: Duration = DEFAULT_AUDIT_RETENTION
+    limits: AuthLimits = Field(default_factory=AuthLimits)
 
     _addrs = field_validator("listen_addr")(_check_addr)
 
@@ -97,10 +126,29 @@ class AuthSection(_Strict):
         return networks
 
 
+class ProxyLimits(_Strict):
+    """What a stranger's connections may hold on the proxy's port.
+
+    A connection without a client certificate (one that the proxy's CAs verify)
+    counts as anonymous from its TLS handshake until it closes; a source may hold
+    ``anonymous_per_source`` of them, all sources ``anonymous_total``: past that the
+    proxy closes a new one at once. Connections with a certificate are not counted
+    (their holder is known; the benchmark's 10,000 leaf tunnels come from one address).
+    """
+
+    handshake_timeout: Duration = dt.timedelta(seconds=10)  # TLS, then the SSH dial line
+    # An HTTPS connection that has sent no complete request head this long after its
+    # handshake or its last response is closed (slow or idle clients).
+    idle_timeout: Duration = dt.timedelta(seconds=30)
+    anonymous_per_source: int = Field(default=64, ge=1)
+    anonymous_total: int = Field(default=4096, ge=1)
+
+
 class ProxySection(_Strict):
     enabled: bool = False
     listen_addr: str = DEFAULT_PROXY_ADDR
     public_addr: str | None = None
+    limits: ProxyLimits = Field(default_factory=ProxyLimits)
 
     _addrs = field_validator("listen_addr", "public_addr")(_check_addr)
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import base64
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import argon2
 import pytest
 from aiohttp import web
@@ -85,6 +87,15 @@ class API:
         header = base64.b64encode(der(user_tls_cert)).decode()
         return await self.host("proxy", "proxy-hid", "proxy1", [],
                                headers={CLIENT_CERT_HEADER: header})
+
+    async def stranger(self, method: str, path: str, body: object = None
+                       ) -> tuple[int, Mapping[str, str], Any]:
+        """One request without a client certificate: (status, headers, JSON reply)."""
+        ctx = tls.client_context(self.server.cas["host"].tls_cert_pem)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as http, \
+                http.request(method, f"https://{self.addr}{path}", json=body,
+                             server_hostname=f"auth.{CLUSTER}") as resp:
+            return resp.status, resp.headers, await resp.json(content_type=None)
 
     async def admin(self) -> APIClient:
         key = ed25519.Ed25519PrivateKey.generate()

@@ -9,13 +9,13 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from gatehouse.auth.authz import AuthWithRoles
-from gatehouse.auth.identify import identify, relayed
+from gatehouse.auth.identify import identify, is_proxy, relayed
 from gatehouse.auth.server import AuthServer
 from gatehouse.errors import BadParameter
 from gatehouse.pki.tls import peer_der
 from gatehouse.wire.names import CLIENT_CERT_HEADER, REMOTE_ADDR_HEADER
 
-__all__ = ["RELAYED", "SERVER", "api_of", "body_of", "json_body", "server_of"]
+__all__ = ["RELAYED", "SERVER", "api_of", "body_of", "json_body", "server_of", "source_of"]
 
 SERVER: web.AppKey[AuthServer] = web.AppKey("server", AuthServer)
 # Served on a co-located proxy's port: every connection's client is one the proxy relays.
@@ -41,6 +41,19 @@ async def api_of(request: web.Request) -> AuthWithRoles:
         request.headers.get(REMOTE_ADDR_HEADER),
     )
     return AuthWithRoles(server_of(request), caller, request.remote or "")
+
+
+def source_of(request: web.Request) -> tuple[str, bool]:
+    """Where the caller is (an address) and whether it showed a certificate: a proxy of
+    this cluster speaks for the client it relays (``api_of`` checks who that is)."""
+    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+    der = peer_der(ssl_object)
+    remote = request.remote or ""
+    forwarded = request.headers.get(CLIENT_CERT_HEADER)
+    if request.app[RELAYED] or not der or forwarded is None \
+            or not is_proxy(server_of(request), der):
+        return remote, bool(der)
+    return request.headers.get(REMOTE_ADDR_HEADER) or remote, bool(forwarded)
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from gatehouse.auth import api_audit
 from gatehouse.auth._apiutil import RELAYED, SERVER, api_of, body_of, json_body, server_of
+from gatehouse.auth.api_limits import limit_attempts
 from gatehouse.auth.authz import AuthWithRoles
 from gatehouse.auth.server import AuthServer
 from gatehouse.errors import BadParameter, GatehouseError
@@ -218,11 +219,13 @@ _HANDLERS: dict[str, Handler] = {
 
 def make_api_app(server: AuthServer, *, relayed: bool = False) -> web.Application:
     """The API app; ``relayed``: served on a co-located proxy's port (auth.local)."""
-    app = web.Application(middlewares=[_errors], client_max_size=RECORDING_CHUNK + 4096)
+    # The budget sees each reply as it is sent: after _errors made it.
+    app = web.Application(middlewares=[limit_attempts, _errors],
+                          client_max_size=RECORDING_CHUNK + 4096)
     app[SERVER] = server
     app[RELAYED] = relayed
     app[_WATCHES] = set()
     app.on_shutdown.append(_end_watches)
     for call, route in ROUTES.items():
-        app.router.add_route(route.method, route.path, _HANDLERS[call])
+        app.router.add_route(route.method, route.path, _HANDLERS[call], name=call)
     return app

@@ -110,7 +110,9 @@ async def authorized_roles(
         who = caller.identity.name if caller else ""
         log.warning("api access denied user=%s resource=%s verb=%s reason=%r",
                     who, resource, verb, str(exc))
-        await server.audit.emit(
+        # A caller without a certificate is a stranger: its repeats are counted, not each kept.
+        audit = server.audit if who else server.failures
+        await audit.emit(
             "access.denied", user=who, remote_addr=caller.remote_addr if caller else "",
             message=str(exc), fields={"resource": resource, "verb": verb},
         )

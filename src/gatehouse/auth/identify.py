@@ -27,7 +27,7 @@ from gatehouse.pki import x509
 from gatehouse.types.role import Role
 from gatehouse.types.trusted_cluster import TrustedClusterSpec
 
-__all__ = ["Caller", "caller_roles", "identify", "relayed"]
+__all__ = ["Caller", "caller_roles", "identify", "is_proxy", "relayed"]
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +138,15 @@ async def identify(
     except binascii.Error as exc:
         raise AccessDenied("forwarded client certificate is malformed") from exc
     return await relayed(server, der, forwarded_addr or peer_addr)
+
+
+def is_proxy(server: AuthServer, der: bytes) -> bool:
+    """Whether ``der`` is the certificate of a proxy of this cluster (signature and time
+    only: ``identify`` checks the rest before the proxy speaks for anyone)."""
+    try:
+        return _local_identity(server, der).system_role == "proxy"
+    except AccessDenied:
+        return False
 
 
 async def relayed(server: AuthServer, der: bytes | None, remote: str) -> Caller:

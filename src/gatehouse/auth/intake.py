@@ -98,8 +98,12 @@ async def store_host_events(server: AuthServer, host_id: str, system_role: str,
             correlation_id=ev.correlation_id, message=ev.message,
             fields={**ev.fields, "server_id": host_id},
         )
-        await server.audit.store_once(host_id, ev.id, dataclasses.replace(fixed, time=when),
-                                      now + SEEN_FOR)
+        fixed = dataclasses.replace(fixed, time=when)
+        if system_role == "proxy" and not fixed.user:
+            # A dial without a valid certificate: a stranger's, its repeats counted.
+            await server.failures.record(fixed)
+        else:
+            await server.audit.store_once(host_id, ev.id, fixed, now + SEEN_FOR)
         stored += 1  # stored now, or before: either way the host may forget it
     return EventsStored(stored=stored, rejected=rejected)
 

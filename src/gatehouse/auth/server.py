@@ -23,16 +23,18 @@ from pydantic import ValidationError
 from gatehouse import rbac
 from gatehouse._sys.hostport import split_host_port
 from gatehouse.auth import issuer
+from gatehouse.auth.failures import AnonymousFailures
 from gatehouse.auth.leafcheck import check_leaf_ca
 from gatehouse.auth.nodeaddr import IPNetwork, check_node_addrs, source_ip
 from gatehouse.auth.passwords import Passwords
 from gatehouse.auth.totp import OneTimeCodes
 from gatehouse.backend import Backend
 from gatehouse.clock import Clock
-from gatehouse.config import SessionRecording
+from gatehouse.config import DEFAULT_AUDIT_RETENTION, AuthLimits, SessionRecording
 from gatehouse.errors import AccessDenied, AlreadyExists, BadParameter, GatehouseError, NotFound
 from gatehouse.pki import sshcert, x509
 from gatehouse.pki.jointoken import JoinToken
+from gatehouse.ratelimit import RateLimiter
 from gatehouse.services import authorities, cluster_name
 from gatehouse.services.events import AuditLog
 from gatehouse.services.hosts import HostRecord, HostRegistry, name_taken
@@ -90,7 +92,11 @@ class AuthServer:
         session_recording: SessionRecording = "node",
         join_root: JoinRoot = _no_root_dialer,
         node_networks: Sequence[IPNetwork] = (),
+        *,
+        audit_retention: dt.timedelta = DEFAULT_AUDIT_RETENTION,
+        limits: AuthLimits | None = None,
     ) -> None:
+        limits = limits or AuthLimits()
         self._join_root = join_root
         # Where nodes may say they are besides where they call from (auth.nodeaddr).
         self.node_networks = tuple(node_networks)
@@ -98,7 +104,13 @@ class AuthServer:
         self.clock = clock
         self.cluster = cluster
         self.cas = cas
-        self.audit = AuditLog(backend, clock, cluster)
+        self.audit = AuditLog(backend, clock, cluster, audit_retention)
+        # Callers without a certificate: their failures' audit, and their budget of
+        # attempts per source (the API spends it; on the wall clock, as the password lock).
+        self.failures = AnonymousFailures(self.audit, clock, limits.failure_window,
+                                          limits.failure_sources)
+        self.attempts = RateLimiter(limits.attempts_burst, limits.attempts_per_minute,
+                                    limits.tracked_sources)
         self.users = ResourceStore(backend, "user", User)
         self.roles = ResourceStore(backend, "role", Role)
         self.tokens = ResourceStore(backend, "token", Token)
@@ -114,7 +126,9 @@ class AuthServer:
     async def open(cls, backend: Backend, clock: Clock, cluster: str, recordings: Path,
                    session_recording: SessionRecording = "node",
                    join_root: JoinRoot = _no_root_dialer,
-                   node_networks: Sequence[IPNetwork] = ()) -> AuthServer:
+                   node_networks: Sequence[IPNetwork] = (), *,
+                   audit_retention: dt.timedelta = DEFAULT_AUDIT_RETENTION,
+                   limits: AuthLimits | None = None) -> AuthServer:
         """Load (or on first start create) the cluster's name, CAs and preset roles;
         session recordings' chunks are kept in the directory ``recordings``; nodes may
         advertise addresses in ``node_networks`` besides the one they call from."""
@@ -126,7 +140,7 @@ class AuthServer:
             )
         cas = await authorities.load_or_create(backend, cluster, clock)
         server = cls(backend, clock, cluster, cas, recordings, session_recording, join_root,
-                     node_networks)
+                     node_networks, audit_retention=audit_retention, limits=limits)
         if moved := await server.recordings.move_from_backend():
             log.info("moved %d session recordings from the backend to %s", moved, recordings)
         if indexed := await server.recordings.index_leaf_sessions(
@@ -210,8 +224,8 @@ class AuthServer:
             await self.passwords.clear_failures(username)
         except GatehouseError as exc:
             reason = str(exc) if not isinstance(exc, NotFound) else "invalid user name or password"
-            await self.audit.emit("user.login.failure", user=username, remote_addr=remote_addr,
-                                  message=reason)
+            await self.failures.emit("user.login.failure", user=username,
+                                     remote_addr=remote_addr, message=reason)
             log.warning("login denied user=%s remote=%s reason=%r", username, remote_addr, reason)
             if isinstance(exc, NotFound):
                 raise AccessDenied(reason) from None
@@ -382,8 +396,9 @@ class AuthServer:
                 raise AlreadyExists(name_taken(req.nodename, holder))
             await self._spend_token(req.token)
         except GatehouseError as exc:
-            await self.audit.emit("join.failure", node=req.nodename, remote_addr=req.remote_addr,
-                                  message=str(exc), fields={"role": req.role})
+            await self.failures.emit("join.failure", node=req.nodename,
+                                     remote_addr=req.remote_addr, message=str(exc),
+                                     fields={"role": req.role})
             log.warning("join refused node=%s remote=%s reason=%r", req.nodename,
                         req.remote_addr, str(exc))
             raise
@@ -510,8 +525,8 @@ class AuthServer:
                                     f"CA; remove it first with `gatectl rm rc/{leaf}`")
             await self._spend_token(token)
         except (AccessDenied, AlreadyExists, BadParameter) as exc:
-            await self.audit.emit("trusted_cluster.join.failure", remote_addr=remote_addr,
-                                  message=str(exc), fields={"leaf": leaf[:256]})
+            await self.failures.emit("trusted_cluster.join.failure", remote_addr=remote_addr,
+                                     message=str(exc), fields={"leaf": leaf[:256]})
             log.warning("leaf join refused leaf=%r remote=%s reason=%r", leaf[:256], remote_addr,
                         str(exc))
             raise

@@ -161,7 +161,8 @@ async def _start_auth(cfg: Config, auth: AuthServer, stack: contextlib.AsyncExit
     ctx = tls.server_context(store.tls_cert_file, store.key_pem_file,
                              auth.cas["host"].tls_cert_pem + auth.cas["user"].tls_cert_pem,
                              alpn=[ALPN_HTTP])
-    runner = web.AppRunner(make_api_app(auth), access_log=None, shutdown_timeout=2.0)
+    runner = web.AppRunner(make_api_app(auth), access_log=None, shutdown_timeout=2.0,
+                           keepalive_timeout=cfg.auth_service.limits.idle_timeout.total_seconds())
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
     await web.TCPSite(runner, host, port, ssl_context=ctx, backlog=1024).start()
@@ -216,7 +217,9 @@ async def _services(cfg: Config, clock: Clock, timer: Monotonic) -> AsyncIterato
             auth = await AuthServer.open(backend, clock, cfg.auth_service.cluster_name,
                                          cfg.data_dir / "recordings",
                                          cfg.auth_service.session_recording, join_root,
-                                         cfg.auth_service.node_address_networks)
+                                         cfg.auth_service.node_address_networks,
+                                         audit_retention=cfg.auth_service.audit_retention,
+                                         limits=cfg.auth_service.limits)
             renewals = await _start_auth(cfg, auth, stack, clock, timer)
             yield auth, auth.cluster, dial_addr(cfg.auth_service.listen_addr), renewals
         else:
@@ -240,6 +243,7 @@ async def run(
             started = Started(cluster=cluster)
             if auth is not None:
                 started.addrs["auth"] = cfg.auth_service.listen_addr
+                tg.create_task(auth.failures.run(timer))
             waiting: list[asyncio.Event] = []
 
             def watcher(name: str) -> Callable[[str], None]:
@@ -294,6 +298,6 @@ async def run(
                 tg.create_task(renewal.run())
             started.cluster = cluster
             on_started(started)
-            # Serve until cancelled; an auth alone started no task for the group to wait on.
-            # A failing service's task cancels this wait, and the group raises its error.
+            # Serve until cancelled. A failing service's task cancels this wait, and the
+            # group raises its error.
             await asyncio.Event().wait()

@@ -21,6 +21,7 @@ from gatehouse.config import ProxySection
 from gatehouse.errors import BadParameter, ConnectionProblem, GatehouseError
 from gatehouse.pki import tls, x509
 from gatehouse.pki.keystore import StoredIdentity
+from gatehouse.proxy.anonymous import AnonymousConnections
 from gatehouse.proxy.leafauth import LeafAuth, roots_to_dial
 from gatehouse.proxy.router import ALPNRouter
 from gatehouse.proxy.sshproxy import SSHProxy
@@ -128,8 +129,8 @@ class ProxyService:
             updated.clear()
             tunnels.drop_unknown()
 
-    def _spawn_handler(self, handler: SSHProxy) -> Callable[[], asyncio.BaseProtocol]:
-        def factory() -> asyncio.BaseProtocol:
+    def _spawn_handler(self, handler: SSHProxy) -> Callable[[], asyncio.Protocol]:
+        def factory() -> asyncio.Protocol:
             reader = asyncio.StreamReader(limit=64 * 1024)
 
             def on_connect(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
@@ -152,12 +153,17 @@ class ProxyService:
                              lambda der: authenticate_user(der, self._user_cas(),
                                                            self._clock.now()),
                              local.api_app() if local else None)
-        runner = web.AppRunner(front, access_log=None, shutdown_timeout=2.0)
+        limits = self._cfg.limits
+        # aiohttp's keep-alive timer runs from the handshake and from each response until
+        # a request's head is complete: it is the idle timeout and the head's (slowloris).
+        runner = web.AppRunner(front, access_log=None, shutdown_timeout=2.0,
+                               keepalive_timeout=limits.idle_timeout.total_seconds())
         await runner.setup()
         resolver = local or forwarder
         ssh_proxy = SSHProxy(cluster=self._cluster, user_cas=self._user_cas,
                              resolve=resolver.resolve_node, open_remote=tunnels.open,
-                             audit=self._audit, clock=self._clock)
+                             audit=self._audit, clock=self._clock,
+                             dial_timeout=limits.handshake_timeout.total_seconds())
         web_server = runner.server
         assert web_server is not None
         handlers = {ALPN_SSH: self._spawn_handler(ssh_proxy), ALPN_TUNNEL: tunnels.protocol,
@@ -185,9 +191,12 @@ class ProxyService:
             ctx.sni_callback = self._sni
             host, port = split_host_port(self._cfg.listen_addr)
             loop = asyncio.get_running_loop()
+            anonymous = AnonymousConnections(limits.anonymous_per_source,
+                                             limits.anonymous_total, self._timer)
             server = await loop.create_server(
-                lambda: ALPNRouter(handlers, default=ALPN_HTTP), host, port,
+                lambda: ALPNRouter(handlers, ALPN_HTTP, anonymous), host, port,
                 ssl=ctx, reuse_address=True, backlog=1024,
+                ssl_handshake_timeout=limits.handshake_timeout.total_seconds(),
             )
             try:
                 tg.create_task(agent.run())

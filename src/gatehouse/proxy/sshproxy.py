@@ -35,8 +35,6 @@ Resolve = Callable[[str, bytes, str], Awaitable[NodeRoute]]
 OpenRemote = Callable[[str, dict[str, Any]], Awaitable[mux.MuxStream]]
 Audit = Callable[[str, dict[str, Any]], Awaitable[None]]
 
-HANDSHAKE_TIMEOUT = 10.0
-
 
 class SSHProxy:
     def __init__(
@@ -48,7 +46,9 @@ class SSHProxy:
         open_remote: OpenRemote,
         audit: Audit,
         clock: Clock,
+        dial_timeout: float,
     ) -> None:
+        self._dial_timeout = dial_timeout  # for the dial request, once TLS is up
         self._cluster = cluster
         self._user_cas = user_cas
         self._resolve = resolve
@@ -64,7 +64,7 @@ class SSHProxy:
         try:
             ident = authenticate_user(der, self._user_cas(), self._clock.now())
             user = ident.name
-            line = await asyncio.wait_for(reader.readuntil(b"\n"), HANDSHAKE_TIMEOUT)
+            line = await asyncio.wait_for(reader.readuntil(b"\n"), self._dial_timeout)
             request = DialRequest.decode(line)
             if request.cluster and request.cluster != self._cluster:
                 # A leaf's node: through that leaf's reverse tunnel; the leaf proxy
@@ -86,7 +86,7 @@ class SSHProxy:
                                      ) from exc
         except (GatehouseError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
                 TimeoutError) as exc:
-            reason = _reason(exc)
+            reason = _reason(exc, self._dial_timeout)
             log.warning("ssh proxy refused user=%s remote=%s reason=%r", user, remote, reason)
             writer.write(DialReply(error=reason).encode())
             await _close(writer)
@@ -102,11 +102,11 @@ class SSHProxy:
 
 
 
-def _reason(exc: BaseException) -> str:
+def _reason(exc: BaseException, timeout: float) -> str:
     if isinstance(exc, GatehouseError):
         return str(exc)
     if isinstance(exc, TimeoutError):
-        return "no dial request within 10 s"
+        return f"no dial request within {timeout:g} s"
     return f"malformed dial request (at most {MAX_LINE} bytes, one line)"
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from gatehouse.backend import Backend, Item, Write, prefix_end
 from gatehouse.clock import Clock
+from gatehouse.config import DEFAULT_AUDIT_RETENTION
 from gatehouse.errors import BadParameter, CompareFailed, NotFound
 from gatehouse.wire.names import EVENT_PAGE, MAX_EVENT_PAGE
 
@@ -112,11 +113,19 @@ class EventsPage:
 
 
 class AuditLog:
-    def __init__(self, backend: Backend, clock: Clock, cluster: str) -> None:
+    """The log; every event stored expires ``retention`` after it was stored here."""
+
+    def __init__(self, backend: Backend, clock: Clock, cluster: str,
+                 retention: dt.timedelta = DEFAULT_AUDIT_RETENTION) -> None:
         self._backend = backend
         self._clock = clock
         self.cluster = cluster
+        self._retention = retention
         self._last_ts = 0
+
+    def _item(self, key: bytes, ev: AuditEvent) -> Item:
+        return Item(key=key, value=json.dumps(ev.to_json_obj()).encode(),
+                    expires=self._clock.now() + self._retention)
 
     def new(self, event: str, **kw: Any) -> AuditEvent:
         if event not in CODES:
@@ -135,8 +144,7 @@ class AuditLog:
         auth's clock, strictly increasing), so that an export cursor never skips an
         event that a node reported late."""
         key = self._next_key(ev)
-        await self._backend.put(Item(key=_PREFIX + key.encode(),
-                                     value=json.dumps(ev.to_json_obj()).encode()))
+        await self._backend.put(self._item(_PREFIX + key.encode(), ev))
         return key
 
     def _next_key(self, ev: AuditEvent) -> str:
@@ -157,7 +165,7 @@ class AuditLog:
         try:
             await self._backend.atomic_write([
                 Write(seen, Item(key=seen, value=b"", expires=expires), expect_revision=0),
-                Write(key, Item(key=key, value=json.dumps(ev.to_json_obj()).encode())),
+                Write(key, self._item(key, ev)),
             ])
         except CompareFailed:
             return False

@@ -128,7 +128,7 @@ class TunnelServer:
         self._wake = asyncio.Event()
         self._idle_reported = False  # the auth knows we hold no tunnel: no need to repeat it
 
-    def protocol(self) -> asyncio.BaseProtocol:
+    def protocol(self) -> asyncio.Protocol:
         return _TunnelConnection(self)
 
     def _authenticate(self, transport: asyncio.BaseTransport) -> str:
