@@ -2,7 +2,10 @@
 
 Label selectors (rbac) and role maps (ARCHITECTURE §5) share this syntax.
 Regular expressions run on RE2, whose matching time is linear in the input, so
-a hostile pattern or value cannot stall the process.
+a hostile pattern or value cannot stall the process. A glob's ``*`` stands for
+any characters, newlines included. RE2 reads UTF-8: text that has none (a lone
+surrogate, which JSON's ``\ud800`` escapes make) is an invalid pattern, and a value
+that no pattern matches.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from pydantic import AfterValidator
 from gatehouse.errors import BadParameter
 from gatehouse.types.resource import invalid
 
-__all__ = ["Match", "Pattern", "Regex", "compile_pattern", "is_regex", "match_pattern"]
+__all__ = ["Match", "Pattern", "Regex", "compile_pattern", "full_match", "is_regex",
+           "match_pattern"]
 
 _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False  # a bad pattern is reported to the caller, not to stderr
@@ -42,12 +46,14 @@ def is_regex(pattern: str) -> bool:
 @functools.lru_cache(maxsize=1024)
 def compile_pattern(pattern: str) -> Regex:
     """``pattern`` as an RE2 regex to full-match against; BadParameter if it is invalid."""
-    if is_regex(pattern):
-        source = pattern
-    else:
-        source = ".*".join(re2.escape(part) for part in pattern.split("*"))
     try:
+        if is_regex(pattern):
+            source = pattern
+        else:
+            source = "(?s:.*)".join(re2.escape(part) for part in pattern.split("*"))
         regex: Regex = re2.compile(source, _OPTIONS)
+    except UnicodeEncodeError:
+        raise BadParameter(f"invalid pattern {pattern!r}: not valid Unicode text") from None
     except re2.error as exc:
         reason = exc.args[0] if exc.args else "invalid"
         if isinstance(reason, bytes):
@@ -56,14 +62,20 @@ def compile_pattern(pattern: str) -> Regex:
     return regex
 
 
+def full_match(pattern: str, value: str) -> Match | None:
+    """``value`` matched in full by the regex or glob ``pattern``; None when it does not
+    match, when the pattern is invalid, or when the value is not valid Unicode text."""
+    try:
+        return compile_pattern(pattern).fullmatch(value)
+    except (BadParameter, UnicodeEncodeError):
+        return None
+
+
 def match_pattern(pattern: str, value: str) -> bool:
     """Whether ``value`` matches ``pattern`` in full; an invalid pattern matches nothing."""
     if "*" not in pattern and not is_regex(pattern):
         return pattern == value
-    try:
-        return compile_pattern(pattern).fullmatch(value) is not None
-    except BadParameter:
-        return False
+    return full_match(pattern, value) is not None
 
 
 def _check_pattern(value: str) -> str:
