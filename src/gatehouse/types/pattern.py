@@ -3,14 +3,16 @@
 Label selectors (rbac) and role maps (ARCHITECTURE §5) share this syntax.
 Regular expressions run on RE2, whose matching time is linear in the input, so
 a hostile pattern or value cannot stall the process. A glob's ``*`` stands for
-any characters, newlines included. RE2 reads UTF-8: text that has none (a lone
-surrogate, which JSON's ``\ud800`` escapes make) is an invalid pattern, and a value
-that no pattern matches.
+any characters, newlines included. RE2 reads UTF-8, which a lone surrogate (JSON's
+``\ud800`` escapes make one) has no encoding for: in a pattern it is invalid; in a
+value it is read as U+FFFD, one character no pattern names, so that ``*`` and ``.``
+match it as they match any other (a deny rule ``env: "*"`` must not miss it).
 """
 
 from __future__ import annotations
 
 import functools
+import re
 from typing import Annotated, Protocol
 
 import re2
@@ -24,6 +26,7 @@ __all__ = ["Match", "Pattern", "Regex", "compile_pattern", "full_match", "is_reg
 
 _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False  # a bad pattern is reported to the caller, not to stderr
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class Match(Protocol):
@@ -64,11 +67,15 @@ def compile_pattern(pattern: str) -> Regex:
 
 def full_match(pattern: str, value: str) -> Match | None:
     """``value`` matched in full by the regex or glob ``pattern``; None when it does not
-    match, when the pattern is invalid, or when the value is not valid Unicode text."""
+    match or the pattern is invalid."""
     try:
-        return compile_pattern(pattern).fullmatch(value)
-    except (BadParameter, UnicodeEncodeError):
+        regex = compile_pattern(pattern)
+    except BadParameter:
         return None
+    try:
+        return regex.fullmatch(value)
+    except UnicodeEncodeError:
+        return regex.fullmatch(_LONE_SURROGATE.sub("\ufffd", value))
 
 
 def match_pattern(pattern: str, value: str) -> bool:
