@@ -105,6 +105,7 @@ class MuxMachine(RuleBasedStateMachine):
         self.peer_next = 1
         self.ids: list[int] = []  # every stream id either side used
         self.local: list[MuxStream] = []
+        self.ended: set[int] = set()  # id() of the streams this side ended (no more writes)
         self.tasks: list[asyncio.Task[Any]] = []
         self.credit: dict[int, int] = {}  # DATA the session may still send, per stream
         self.unread: dict[int, int] = {}  # DATA the peer sent less credit given back
@@ -170,8 +171,9 @@ class MuxMachine(RuleBasedStateMachine):
         if stream == self.peer_next:
             self.peer_next += 2
             self.ids.append(stream)
-        if stream not in self.live():
+        if stream not in self.live():  # a fresh stream, though its id may be reused
             self.unread[stream] = 0
+            self.credit[stream] = INITIAL_WINDOW
         self.send(encode(FrameType.OPEN, stream, payload))
 
     @precondition(lambda self: not self.lost)
@@ -225,11 +227,15 @@ class MuxMachine(RuleBasedStateMachine):
     def live(self) -> set[int]:
         return {s.id for s in self.streams() if not s.done}
 
-    @precondition(lambda self: self.streams())
+    def writable(self) -> list[MuxStream]:
+        # Writing after write_eof is the xfail below, not fuzzed.
+        return [s for s in self.streams() if id(s) not in self.ended]
+
+    @precondition(lambda self: self.writable())
     @rule(pick=st.integers(0), size=st.sampled_from([1, 1000, MAX_PAYLOAD + 1,
                                                      INITIAL_WINDOW + 1]))
     def local_writes(self, pick: int, size: int) -> None:
-        streams = self.streams()
+        streams = self.writable()
         self.spawn(streams[pick % len(streams)].write(bytes(size)))
 
     @precondition(lambda self: self.streams())
@@ -250,6 +256,7 @@ class MuxMachine(RuleBasedStateMachine):
     def local_ends(self, pick: int, reset: bool) -> None:
         streams = self.streams()
         stream = streams[pick % len(streams)]
+        self.ended.add(id(stream))
         if reset:
             stream.reset("done")
         else:
@@ -331,5 +338,22 @@ def test_a_ping_after_the_connection_is_lost_fails_at_once() -> None:
         machine.local_pings()
         (ping,) = machine.tasks
         assert ping.done() and isinstance(ping.exception(), ConnectionProblem)
+    finally:
+        machine.teardown()
+
+
+@pytest.mark.xfail(strict=True, reason="mux.py's MuxStream.write() does not refuse a write "
+                   "after write_eof(): it sends DATA after the stream's EOF, and a write "
+                   "that waits for credit on a stream then finished (EOF both ways, so "
+                   "forgotten) is never woken, not even when the connection is lost")
+def test_a_write_after_write_eof_is_refused() -> None:
+    machine = MuxMachine()
+    try:
+        machine.peer_opens(b"{}", reuse=False)
+        (stream,) = machine.accepted
+        stream.write_eof()
+        machine.spawn(stream.write(bytes(INITIAL_WINDOW + 1)))
+        machine.send(encode(FrameType.EOF, 1))
+        assert [f.type for f in machine.sent] == [FrameType.ACCEPT, FrameType.EOF]
     finally:
         machine.teardown()
