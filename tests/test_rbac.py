@@ -171,6 +171,14 @@ def test_deny_node_labels_beat_allow_whatever_the_login() -> None:
     assert ssh([everything, role("empty", deny={"logins": ["x"]})], "alice").allowed
 
 
+@pytest.mark.parametrize("value", ["prod\nx", "prod\ud800", "prod-\u2028"])
+def test_a_deny_glob_matches_every_character_of_a_label(value: str) -> None:
+    # Label values reach the auth as JSON, which can carry newlines and lone surrogates.
+    everything = role("all", allow={"logins": ["alice"], "node_labels": {"*": "*"}})
+    no_prod = role("no-prod", deny={"node_labels": {"env": "prod*"}})
+    assert not ssh([everything, no_prod], "alice", {"env": value}).allowed
+
+
 def test_deny_wildcard_denies_every_node() -> None:
     locked = role("locked", deny={"node_labels": {"*": "*"}})
     decision = ssh([access_role(), locked], "alice")

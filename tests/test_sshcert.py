@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import binascii
 import dataclasses
+import json
 import os
 import shutil
 import struct
@@ -418,3 +419,38 @@ def test_is_certificate_tells_certificates_from_plain_keys() -> None:
     plain = binascii.a2b_base64(sshcert.public_key_line(key).split()[1])
     assert not sshcert.is_certificate(plain)
     assert not sshcert.is_certificate(b"\x00\x00")
+
+
+# --- hostile traits (a certificate is decoded before its CA is looked up) -----------------
+
+
+def self_signed_with_traits(traits_json: str) -> bytes:
+    """A user certificate signed by a key of the sender's own, its traits set as given: what
+    any other encoder produces (ours checks the traits when the certificate is built)."""
+    cert = user_cert()
+    object.__setattr__(cert, "extensions", {**cert.extensions, EXT_TRAITS: traits_json})
+    return sshcert.sign(cert, OTHER_CA)
+
+
+def test_deeply_nested_traits_are_bad_parameter() -> None:
+    deep = '{"logins":' + "[" * 5000 + "]" * 5000 + "}"
+    with pytest.raises(BadParameter, match="nested deeper than 2"):
+        sshcert.decode(self_signed_with_traits(deep))
+
+
+def test_oversized_traits_are_bad_parameter() -> None:
+    huge = json.dumps({"logins": ["x" * sshcert.MAX_TRAITS]})
+    with pytest.raises(BadParameter, match=f"longer than {sshcert.MAX_TRAITS}"):
+        sshcert.decode(self_signed_with_traits(huge))
+    with pytest.raises(BadParameter, match=f"longer than {sshcert.MAX_TRAITS}"):
+        sshcert.user_extensions([], {"logins": ["x" * sshcert.MAX_TRAITS]}, "", "")
+
+
+def test_traits_at_the_limits_are_read() -> None:
+    name = "x" * (sshcert.MAX_TRAITS - len('{"":[""]}'))
+    decoded = sshcert.decode(sshcert.sign(user_cert(extensions=sshcert.user_extensions(
+        [], {name: [""]}, "", "")), CA))
+    assert decoded.traits == {name: [""]}
+    # Brackets inside strings are text, not nesting.
+    assert sshcert.decode(self_signed_with_traits('{"[[[":["]]]{{{"]}')).traits == {
+        "[[[": ["]]]{{{"]}

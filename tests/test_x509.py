@@ -317,3 +317,40 @@ def test_pem_blocks_picks_the_certificates_of_a_bundle_in_order() -> None:
     assert x509.pem_blocks(bundle) == [cert, ca]
     assert x509.pem_blocks(bundle, "PRIVATE KEY") == [x509.pem_key(SUBJECT_KEY)]
     assert x509.pem_blocks("no pem here") == []
+
+
+# --- hostile identities (the tunnel reads a certificate's identity to find its CA) --------
+
+
+def _self_signed_identity(payload: bytes) -> cx509.Certificate:
+    """A certificate with ``payload`` as its identity, signed by a key of its own."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    name = cx509.Name([cx509.NameAttribute(cx509.oid.NameOID.COMMON_NAME, "mallory")])
+    return (
+        cx509.CertificateBuilder()
+        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(1).not_valid_before(NOW).not_valid_after(NOW + TTL)
+        .add_extension(cx509.UnrecognizedExtension(IDENTITY_OID, payload), critical=False)
+        .sign(key, None)
+    )
+
+
+def test_identity_with_deeply_nested_traits_is_bad_parameter() -> None:
+    deep = ALICE.to_json().replace('"traits":{', '"traits":{"x":' + "[" * 5000 + "]" * 5000
+                                   + ",")
+    with pytest.raises(BadParameter, match="nested deeper than 3"):
+        x509.identity_of(_self_signed_identity(deep.encode()))
+
+
+def test_oversized_identity_is_bad_parameter() -> None:
+    huge = Identity(kind="user", name="mallory", cluster="c",
+                    traits={"x": ["y" * x509.MAX_IDENTITY]})
+    with pytest.raises(BadParameter, match=f"longer than {x509.MAX_IDENTITY}"):
+        x509.identity_of(_self_signed_identity(huge.to_json().encode()))
+    with pytest.raises(BadParameter, match=f"longer than {x509.MAX_IDENTITY}"):
+        issue_alice(identity=huge)
+
+
+def test_identity_that_is_not_utf8_is_bad_parameter() -> None:
+    with pytest.raises(BadParameter, match="malformed Gatehouse identity"):
+        x509.identity_of(_self_signed_identity(b'{"kind":"\xff"}'))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gatehouse.errors import AccessDenied
-from gatehouse.types.pattern import compile_pattern, is_regex, match_pattern
+from gatehouse.types.pattern import full_match, is_regex, match_pattern
 from gatehouse.types.trusted_cluster import RoleMapping
 
 __all__ = ["MappedRoles", "Trust", "expand", "map_roles", "require_mapped", "resolve_roles"]
@@ -36,15 +36,16 @@ def expand(template: str, groups: Sequence[str]) -> str:
     """``template`` with $N / ${N} replaced by group N (an absent group expands to "")."""
 
     def sub(m: re.Match[str]) -> str:
-        index = int(m.group(1) or m.group(2))
-        return groups[index] if index < len(groups) else ""
+        digits = (m.group(1) or m.group(2)).lstrip("0") or "0"
+        # More digits than any group count: absent (and int() refuses 4300 and more).
+        return groups[int(digits)] if len(digits) <= 6 and int(digits) < len(groups) else ""
 
     return _GROUP.sub(sub, template)
 
 
 def _locals_for(rule: RoleMapping, remote_role: str) -> list[str]:
     if is_regex(rule.remote):
-        match = compile_pattern(rule.remote).fullmatch(remote_role)
+        match = full_match(rule.remote, remote_role)
         if match is None:
             return []
         groups = [remote_role, *(g or "" for g in match.groups())]

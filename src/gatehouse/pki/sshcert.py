@@ -8,10 +8,16 @@ Gatehouse's extension values are plain UTF-8 strings, each wrapped as an SSH ``s
 inside the extension's data field like ``force-command`` (flag extensions have empty data):
 
     roles@gatehouse             role names joined by ","            (user certificates)
-    traits@gatehouse            compact JSON object {name: [value, ...]}, sorted keys
+    traits@gatehouse            compact JSON object {name: [value, ...]}, sorted keys,
+                                at most MAX_TRAITS characters
     route-to-cluster@gatehouse  the cluster the user is heading to
     cluster@gatehouse           the issuing cluster's name          (user and host)
     role@gatehouse              node | proxy | auth                 (host certificates)
+
+The traits' cap keeps a certificate well inside one SSH packet (RFC 4253 §6.1: 35000
+bytes must be accepted; OpenSSH takes up to 256 KiB), where it travels at login; the
+decoder refuses more, and JSON nested deeper than the format's two levels, before it
+parses any (see _boundedjson).
 
 OpenSSH's ``ssh`` ignores unknown host-certificate extensions (it only refuses host
 certificates with critical options), so host metadata lives in extensions as well.
@@ -36,9 +42,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from gatehouse.errors import AccessDenied, BadParameter
+from gatehouse.pki import _boundedjson
 
 __all__ = [
     "EXT_CLUSTER", "EXT_HOST_ROLE", "EXT_ROLES", "EXT_ROUTE", "EXT_TRAITS", "HOST_ROLES",
+    "MAX_TRAITS",
     "CertType", "Certificate", "PublicKey", "check_validity", "correlation_id", "decode",
     "fingerprint",
     "from_openssh_line", "host_extensions", "is_certificate", "public_key_line", "sign",
@@ -51,6 +59,7 @@ EXT_ROUTE = "route-to-cluster@gatehouse"
 EXT_CLUSTER = "cluster@gatehouse"
 EXT_HOST_ROLE = "role@gatehouse"
 HOST_ROLES = ("node", "proxy", "auth")
+MAX_TRAITS = 64 * 1024  # characters of traits@gatehouse JSON
 
 PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 
@@ -128,10 +137,8 @@ class Certificate:
         value = self.extensions.get(EXT_TRAITS, "")
         if not value:
             return {}
-        try:
-            traits = json.loads(value)
-        except ValueError:
-            traits = None
+        traits = _boundedjson.loads(value, f"extension {EXT_TRAITS}", max_chars=MAX_TRAITS,
+                                    max_depth=2)
         if not isinstance(traits, dict) or not all(
                 isinstance(v, list) and all(isinstance(s, str) for s in v)
                 for v in traits.values()):
@@ -187,7 +194,8 @@ def user_extensions(
             raise BadParameter(f"trait {name!r}: expected a list of strings, got a string")
         trait_map[name] = list(values)
     if trait_map:
-        ext[EXT_TRAITS] = json.dumps(trait_map, sort_keys=True, separators=(",", ":"))
+        ext[EXT_TRAITS] = _boundedjson.check_size(
+            json.dumps(trait_map, sort_keys=True, separators=(",", ":")), "traits", MAX_TRAITS)
     if route_to_cluster:
         ext[EXT_ROUTE] = route_to_cluster
     if cluster:

@@ -3,7 +3,9 @@
 A Gatehouse X.509 certificate carries the same identity as its SSH twin: who
 (user name or host id), which cluster issued it, roles, logins, traits and the
 cluster the user is heading to. The identity travels in one private extension
-(JSON) so that the HTTPS API and the proxy read it without a lookup.
+(JSON) so that the HTTPS API and the proxy read it without a lookup. Its JSON is
+read within MAX_IDENTITY characters and three levels of nesting (see _boundedjson):
+the tunnel server reads it before it knows which CA to check the certificate with.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import ipaddress
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -22,9 +24,11 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
 from gatehouse.errors import AccessDenied, BadParameter
+from gatehouse.pki import _boundedjson
 
 __all__ = [
     "IDENTITY_OID",
+    "MAX_IDENTITY",
     "Identity",
     "ca_fingerprint",
     "ca_type",
@@ -43,6 +47,9 @@ __all__ = [
 
 # Private arc, as Teleport does with 1.3.9999; ours is 1.3.9999.7.
 IDENTITY_OID = ObjectIdentifier("1.3.9999.7.1")
+# Room for the SSH certificate's traits (sshcert.MAX_TRAITS) and as much again for
+# the roles, logins and names.
+MAX_IDENTITY = 128 * 1024
 
 IdentityKind = Literal["user", "host"]
 
@@ -65,7 +72,8 @@ class Identity:
     expires: dt.datetime | None = None
 
     def to_json(self) -> str:
-        return json.dumps(
+        """Compact JSON; BadParameter past MAX_IDENTITY characters."""
+        text = json.dumps(
             {
                 "kind": self.kind,
                 "name": self.name,
@@ -78,11 +86,13 @@ class Identity:
             sort_keys=True,
             separators=(",", ":"),
         )
+        return _boundedjson.check_size(text, "Gatehouse identity", MAX_IDENTITY)
 
     @classmethod
     def from_json(cls, text: str, expires: dt.datetime | None) -> Identity:
+        raw: Any = _boundedjson.loads(text, "malformed Gatehouse identity in certificate",
+                                      max_chars=MAX_IDENTITY, max_depth=3)
         try:
-            raw = json.loads(text)
             kind = raw["kind"]
             if kind not in ("user", "host"):
                 raise ValueError(kind)
@@ -193,7 +203,11 @@ def identity_of(cert: x509.Certificate) -> Identity:
     value = ext.value
     if not isinstance(value, x509.UnrecognizedExtension):
         raise AccessDenied("certificate carries a malformed Gatehouse identity")
-    return Identity.from_json(value.value.decode(), cert.not_valid_after_utc)
+    try:
+        text = value.value.decode()
+    except UnicodeDecodeError:
+        raise BadParameter("malformed Gatehouse identity in certificate: not UTF-8") from None
+    return Identity.from_json(text, cert.not_valid_after_utc)
 
 
 def verify_issued_by(

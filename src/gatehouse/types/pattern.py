@@ -2,12 +2,17 @@
 
 Label selectors (rbac) and role maps (ARCHITECTURE §5) share this syntax.
 Regular expressions run on RE2, whose matching time is linear in the input, so
-a hostile pattern or value cannot stall the process.
+a hostile pattern or value cannot stall the process. A glob's ``*`` stands for
+any characters, newlines included. RE2 reads UTF-8, which a lone surrogate (JSON's
+``\ud800`` escapes make one) has no encoding for: in a pattern it is invalid; in a
+value it is read as U+FFFD, one character no pattern names, so that ``*`` and ``.``
+match it as they match any other (a deny rule ``env: "*"`` must not miss it).
 """
 
 from __future__ import annotations
 
 import functools
+import re
 from typing import Annotated, Protocol
 
 import re2
@@ -16,10 +21,12 @@ from pydantic import AfterValidator
 from gatehouse.errors import BadParameter
 from gatehouse.types.resource import invalid
 
-__all__ = ["Match", "Pattern", "Regex", "compile_pattern", "is_regex", "match_pattern"]
+__all__ = ["Match", "Pattern", "Regex", "compile_pattern", "full_match", "is_regex",
+           "match_pattern"]
 
 _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False  # a bad pattern is reported to the caller, not to stderr
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class Match(Protocol):
@@ -42,12 +49,14 @@ def is_regex(pattern: str) -> bool:
 @functools.lru_cache(maxsize=1024)
 def compile_pattern(pattern: str) -> Regex:
     """``pattern`` as an RE2 regex to full-match against; BadParameter if it is invalid."""
-    if is_regex(pattern):
-        source = pattern
-    else:
-        source = ".*".join(re2.escape(part) for part in pattern.split("*"))
     try:
+        if is_regex(pattern):
+            source = pattern
+        else:
+            source = "(?s:.*)".join(re2.escape(part) for part in pattern.split("*"))
         regex: Regex = re2.compile(source, _OPTIONS)
+    except UnicodeEncodeError:
+        raise BadParameter(f"invalid pattern {pattern!r}: not valid Unicode text") from None
     except re2.error as exc:
         reason = exc.args[0] if exc.args else "invalid"
         if isinstance(reason, bytes):
@@ -56,14 +65,24 @@ def compile_pattern(pattern: str) -> Regex:
     return regex
 
 
+def full_match(pattern: str, value: str) -> Match | None:
+    """``value`` matched in full by the regex or glob ``pattern``; None when it does not
+    match or the pattern is invalid."""
+    try:
+        regex = compile_pattern(pattern)
+    except BadParameter:
+        return None
+    try:
+        return regex.fullmatch(value)
+    except UnicodeEncodeError:
+        return regex.fullmatch(_LONE_SURROGATE.sub("\ufffd", value))
+
+
 def match_pattern(pattern: str, value: str) -> bool:
     """Whether ``value`` matches ``pattern`` in full; an invalid pattern matches nothing."""
     if "*" not in pattern and not is_regex(pattern):
         return pattern == value
-    try:
-        return compile_pattern(pattern).fullmatch(value) is not None
-    except BadParameter:
-        return False
+    return full_match(pattern, value) is not None
 
 
 def _check_pattern(value: str) -> str:

@@ -90,11 +90,11 @@ def parse_duration(text: str) -> dt.timedelta:
             f"invalid duration {text!r}: expected hours, minutes and/or seconds "
             "such as '8h', '15m', '30s' or '1h30m'"
         )
-    hours, minutes, seconds = (int(part or 0) for part in match.groups())
     try:
+        hours, minutes, seconds = (int(part or 0) for part in match.groups())
         return dt.timedelta(hours=hours, minutes=minutes, seconds=seconds)
-    except OverflowError:
-        raise BadParameter(f"invalid duration {text!r}: too long") from None
+    except (OverflowError, ValueError):  # ValueError: int() of 4300 digits or more
+        raise BadParameter(f"invalid duration {text[:40]!r}: too long") from None
 
 
 def format_duration(delta: dt.timedelta) -> str:

@@ -2,6 +2,10 @@
 
 An error names the resource (its position in the file and its kind), the field
 path and what was wrong, e.g. ``resource 2 (role): unknown field spec.alow``.
+Whatever the text, the only error is BadParameter: nesting is capped at MAX_DEPTH
+(PyYAML's composer recurses once per level), and a scalar PyYAML's constructors fail on
+(2001-02-30, an int of 4300 digits, an empty "!!int") is a YAML error with a line
+number. Aliases are shared, not copied, so they cannot multiply memory.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from gatehouse.types.user import User
 __all__ = [
     "KINDS",
     "KIND_ALIASES",
+    "MAX_DEPTH",
     "canonical_kind",
     "dump_yaml",
     "from_json_obj",
@@ -46,6 +51,7 @@ KIND_ALIASES: Mapping[str, str] = {
     **{f"{kind}s": kind for kind in KINDS if kind != "cert_authority"},
 }
 _ENVELOPE = ("kind", "version", "metadata", "spec", "status")
+MAX_DEPTH = 64  # nested collections in a resource file; a role needs five
 
 
 def canonical_kind(name: str) -> str:
@@ -157,7 +163,33 @@ def _describe_yaml(exc: yaml.YAMLError) -> str:
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys (PyYAML silently keeps the last one)."""
+    """SafeLoader that rejects duplicate keys (PyYAML silently keeps the last one),
+    nesting past MAX_DEPTH, and scalars its constructors cannot build."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise yaml.composer.ComposerError(None, None,
+                                                  f"nested deeper than {MAX_DEPTH}", mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except yaml.YAMLError:
+            raise
+        except Exception as exc:
+            # PyYAML's scalar constructors fail as their parsing does: ValueError for
+            # 2001-02-30, IndexError for "!!int ", AttributeError for "!!timestamp x"...
+            what = f"invalid {node.tag.rsplit(':', 1)[-1]} {str(node.value)[:40]!r}"
+            raise yaml.constructor.ConstructorError(None, None, f"{what}: {exc}",
+                                                    node.start_mark) from None
 
 
 def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
@@ -183,6 +215,10 @@ class _Dumper(yaml.SafeDumper):
 
 def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
     style = "|" if "\n" in value else None
+    if any(c in value for c in "\x85\u2028\u2029"):
+        # Unicode line breaks: PyYAML writes them raw in other styles and then reads
+        # "0\x850" back as "0 0"; double quotes escape them (\N, \L, \P).
+        style = '"'
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 

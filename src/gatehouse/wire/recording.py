@@ -101,6 +101,11 @@ class RecordingMeta:
                 raise BadParameter(f"recording {name} {value!r}: expected 0..{_U32}")
         if not isinstance(self.start, dt.datetime) or self.start.utcoffset() is None:
             raise BadParameter(f"recording start {self.start!r}: expected an aware datetime")
+        try:  # kept in UTC, as the header writes it: 0001-01-01T00:00+01:00 has no UTC
+            object.__setattr__(self, "start", self.start.astimezone(dt.UTC))
+        except OverflowError:
+            raise BadParameter(f"recording start {self.start.isoformat()}: out of range in "
+                               "UTC") from None
         if type(self.version) is not int or self.version != VERSION:
             raise BadParameter(f"recording version {self.version!r}: expected {VERSION}")
 

@@ -83,7 +83,10 @@ class TrustSnapshot:
         }
 
     @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> TrustSnapshot:
+    def from_json(cls, raw: object) -> TrustSnapshot:
+        if not isinstance(raw, dict):
+            raise BadParameter(f"malformed trust snapshot: expected an object, got "
+                               f"{type(raw).__name__}")
         try:
             roles: dict[str, Role] = {}
             for obj in raw.get("roles", []):
