@@ -256,10 +256,10 @@ async def test_lock_after_failures_is_audited(server: AuthServer) -> None:
             await server.login("alice", "wrong horse battery", public_line())
     with pytest.raises(LimitExceeded, match="locked"):
         await server.login("alice", PASSWORD, public_line())
-    # The first failure is stored at once; its repeats from the same source, the lock's
-    # refusal among them, become one event with a count when their window ends.
-    [first] = await events(server, "user.login.failure")
-    assert first.message == "invalid user name or password"
+    # The first failure, and the lock's refusal (another reason), are stored at once;
+    # the repeats of the first become one event with a count when their window ends.
+    locked, first = await events(server, "user.login.failure")  # newest first
+    assert first.message == "invalid user name or password" and "locked" in locked.message
     await server.failures.flush(everything=True)
     failures = await events(server, "user.login.failure")
     assert sum(f.fields.get("count", 1) for f in failures) == LOCK_AFTER + 1

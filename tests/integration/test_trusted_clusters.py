@@ -116,7 +116,8 @@ def _join_failure(root: Cluster, leaf: str, message: str) -> dict[str, object]:
     return root.wait_event(
         f"the root's audit of the refused join of {leaf}",
         lambda e: e["event"] == "trusted_cluster.join.failure" and e["cluster"] == root.name
-        and e["fields"].get("leaf") == leaf and e["message"] == message)
+        and leaf in (e["fields"].get("leaf"), *e["fields"].get("names", []))
+        and e["message"] == message)
 
 
 def _dial_error(seed: Seed, me: Client, cluster: str) -> str:

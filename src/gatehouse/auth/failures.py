@@ -40,8 +40,10 @@ class AnonymousFailures:
 
     async def record(self, ev: AuditEvent) -> None:
         """Store ``ev`` now, or count it in its source's window for this kind of event."""
-        key = (ev.event, source_of(ev.remote_addr))
-        name = ev.user or (ev.node if ev.event == "join.failure" else "")
+        # Repeats of one failure (kind, source, reason) fold; a new reason is audited at
+        # once. A login's reason names no user, so guessing many names still folds.
+        key = (ev.event, source_of(ev.remote_addr), ev.message)
+        name = ev.user or ev.node or str(ev.fields.get("leaf", ""))
         # Windows run on this auth's clock (a host's event may carry its own time).
         if self._repeats.add(key, ev, self._clock.now().timestamp(), name=name):
             await self._audit.store(ev)

@@ -387,7 +387,10 @@ class Cluster:
             "gatehouse": {"nodename": self.nodename, "data_dir": str(self.data_dir)},
             "auth_service": {"enabled": True, "cluster_name": self.name,
                              "listen_addr": f"127.0.0.1:{self.auth_port}",
-                             "session_recording": self.session_recording},
+                             "session_recording": self.session_recording,
+                             # Repeated failures fold into one event per window: a short
+                             # window lets tests see the counts without waiting a minute.
+                             "limits": {"failure_window": "2s"}},
             "proxy_service": {"enabled": True, "listen_addr": self.proxy},
         }
         if self.ssh:

@@ -122,11 +122,15 @@ class MuxStream:
         return data
 
     async def write(self, data: bytes) -> None:
+        if self._eof_sent and self._error is None:
+            raise ConnectionProblem(f"stream {self.id}: write after this side's EOF")
         view = memoryview(data)
         while view:
             await self._session._drain()  # before each frame, not after: see _drain
             if self._error is not None:
                 raise ConnectionProblem(self._error)
+            if self._eof_sent:  # ended (write_eof) while this write waited for credit
+                raise ConnectionProblem(f"stream {self.id}: ended while a write waited")
             if self._send_window <= 0:
                 self._window_open.clear()
                 await self._window_open.wait()
@@ -139,6 +143,7 @@ class MuxStream:
     def write_eof(self) -> None:
         if not self._eof_sent and self._error is None:
             self._eof_sent = True
+            self._window_open.set()  # a write waiting for credit ends (see write)
             self._session._send(FrameType.EOF, self.id)
             if self.done:
                 self._session._forget(self)
@@ -290,7 +295,7 @@ class MuxSession(asyncio.Protocol):
             meta = json.loads(frame.payload)
             if not isinstance(meta, dict):
                 raise ValueError("not an object")
-        except ValueError:
+        except (ValueError, RecursionError):  # deep nesting: RecursionError, not ValueError
             self._send(FrameType.REFUSE, frame.stream, b"malformed OPEN")
             return
         if self._peer_streams >= self._max_peer_streams:
@@ -335,11 +340,15 @@ class MuxSession(asyncio.Protocol):
             await wait_for(self._clock, asyncio.shield(stream.opened), timeout)
         except TimeoutError:
             stream.reset("open timed out")
+            if stream.opened.done() and not stream.opened.cancelled():
+                stream.opened.exception()  # retrieved: the caller gets the error below
             raise ConnectionProblem("the far side of the tunnel did not answer") from None
         return stream
 
     async def ping(self, timeout: float = 10.0) -> float:
-        """Round-trip time in seconds."""
+        """Round-trip time in seconds; ConnectionProblem at once if the tunnel is gone."""
+        if self.closed.done():
+            raise ConnectionProblem(self.closed.result())
         token = os.urandom(8)
         fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         self._pings[token] = fut
