@@ -1,6 +1,7 @@
 """Fixtures every unit test may use: a fake clock and an in-memory backend on it; and the
-rule that tests marked ``needs_netns`` may not skip where they can run (as root, or
-with ``CI=true``): there, a skip of theirs fails the run."""
+rule that a test may not skip where it can run: with ``CI=true`` (where the set-up
+installed everything, OpenSSH included) no test may skip, and as root neither may the
+tests marked ``needs_netns``: there, a skip fails the run."""
 
 from __future__ import annotations
 
@@ -38,12 +39,12 @@ def pytest_configure(config: pytest.Config) -> None:
         "the run as root or with CI=true (the no-ingress proof may not go missing quietly)")
 
 
-def _netns_required() -> str:
-    """Why a test marked needs_netns must run here ("" when it may skip)."""
-    if os.geteuid() == 0:
-        return "running as root"
+def _must_run(item: pytest.Item) -> str:
+    """Why ``item`` may not skip here ("" when it may)."""
     if os.environ.get("CI", "").lower() == "true":
         return "CI=true"
+    if item.get_closest_marker(NEEDS_NETNS) and os.geteuid() == 0:
+        return "running as root"
     return ""
 
 
@@ -52,9 +53,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
                               ) -> Generator[None, Any, None]:
     outcome = yield
     report = outcome.get_result()
-    why = _netns_required()
-    if report.skipped and why and item.get_closest_marker(NEEDS_NETNS) \
-            and not hasattr(report, "wasxfail"):
+    why = _must_run(item)
+    if report.skipped and why and not hasattr(report, "wasxfail"):
         skipped = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
         report.longrepr = f"{item.nodeid} may not skip ({why}): {skipped}"

@@ -499,13 +499,18 @@ def _recording_of(client: Client, cluster: str, marker: str) -> str:
     return wait_for(f"the recording in {cluster}", find, timeout=20, interval=0.5)
 
 
-def test_recordings_replay_what_the_user_saw_on_root_and_leaf(seed: Seed,
-                                                                tmp_path: Path) -> None:
-    seed.root.add_user("audrey", roles="access,auditor", logins="root")
+def _auditor(seed: Seed, tmp_path: Path, name: str) -> Client:
+    """A root user with the auditor role, mapped to the leaf's auditor too, logged in."""
+    seed.root.add_user(name, roles="access,auditor", logins="root")
     seed.a.create(trusted_cluster_yaml(seed.root, "unused-once-joined",
                                        MAP_A + "\n{remote: auditor, local: [auditor]}"),
                   force=True).ok()
-    audrey = _login(seed, tmp_path / "audrey", "audrey")
+    return _login(seed, tmp_path / name, name)
+
+
+def test_recordings_replay_what_the_user_saw_on_root_and_leaf(seed: Seed,
+                                                                tmp_path: Path) -> None:
+    audrey = _auditor(seed, tmp_path, "audrey")
     command = "printf 'root-session \\342\\202\\254 %s\\n' $((6*7))"
     seen = audrey.gsh("ssh", "root@node1", command).ok().out
     assert seen == "root-session \u20ac 42\n"
@@ -525,11 +530,7 @@ def test_recordings_replay_what_the_user_saw_on_root_and_leaf(seed: Seed,
 def test_recordings_are_denied_without_audit_rights(seed: Seed, alice: Client,
                                                     tmp_path: Path) -> None:
     # Two recordings of alice's own sessions, one per cluster, that an auditor can play.
-    seed.root.add_user("ursula", roles="access,auditor", logins="root")
-    seed.a.create(trusted_cluster_yaml(seed.root, "unused-once-joined",
-                                       MAP_A + "\n{remote: auditor, local: [auditor]}"),
-                  force=True).ok()
-    ursula = _login(seed, tmp_path / "ursula", "ursula")
+    ursula = _auditor(seed, tmp_path, "ursula")
     marker = uuid.uuid4().hex[:8]
     alice.gsh("ssh", "root@node1", f"echo root-{marker}").ok()
     alice.gsh("ssh", f"--cluster={LEAF_A}", "root@node1", f"echo leaf-{marker}").ok()

@@ -189,15 +189,15 @@ async def _host_api(
     """A host's typed API (in-process if its auth is here) and its certificates' renewal."""
     local = _in_process(auth, store)
     if local is not None:
-        return local.as_host(store.identity()), local, \
-            Renewal(name, store, _renew_with(local.as_host(store.identity())), clock, timer)
+        own = local.as_host(store.identity())
+        return own, local, Renewal(name, store, _renew_with(own), clock, timer)
     ctx = tls.client_context(store.cas_pem(), cert_file=store.tls_cert_file,
                              key_file=store.key_pem_file)
-    api = await clients.enter_async_context(
+    remote = await clients.enter_async_context(
         AuthClient(APIClient(auth_addr, ctx, server_hostname=server_name)))
-    renewal = Renewal(name, store, _renew_with(api), clock, timer)
+    renewal = Renewal(name, store, _renew_with(remote), clock, timer)
     renewal.reload_context(ctx)
-    return api, None, renewal
+    return remote, None, renewal
 
 
 @contextlib.asynccontextmanager

@@ -65,7 +65,7 @@ class Renewal:
         store = self._store
         self.on_renewed(lambda: ctx.load_cert_chain(store.tls_cert_file, store.key_pem_file))
 
-    def seconds_to_due(self) -> float:
+    def _seconds_to_due(self) -> float:
         cert = self._store.tls_cert()
         due = renewal_due(cert.not_valid_before_utc, cert.not_valid_after_utc)
         return (due - self._clock.now()).total_seconds()
@@ -73,7 +73,7 @@ class Renewal:
     async def run(self) -> None:
         """Until cancelled: wait for the due time, renew, tell the users; retry failures."""
         while True:
-            wait = self.seconds_to_due()
+            wait = self._seconds_to_due()
             if wait > 0:
                 await self._timer.sleep(min(wait, RECHECK))
                 continue
