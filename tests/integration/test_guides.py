@@ -2,9 +2,10 @@
 docs/trusted-clusters.md (a root and a leaf on one machine), against real processes.
 
 The convention, in the markdown: the line before each fenced block of a tested guide
-is a comment ``<!-- test: ACTION -->`` saying what this test does with the block. Every
-fenced block in the tested part of a guide carries one (``skip (REASON)`` included), so
-a new example cannot go untested unnoticed.
+(``GUIDES`` below names them, and the part of the README) is a comment
+``<!-- test: ACTION -->`` saying what this test does with the block. Every fenced block
+in a tested part carries one (``skip (REASON)`` included), so a new example cannot go
+untested unnoticed.
 
 - ``run``: a ``console`` block. Each ``$ COMMAND`` line runs in one bash session (what
   a line sets, ``source`` included, holds for the next ones, as in a terminal). The
@@ -94,6 +95,7 @@ class Step:
 class Block:
     line: int  # of the opening fence, 1-based
     mark: str  # "run", "start", "file", "skip"
+    lang: str  # after the opening fence: console, yaml, ...
     text: str
     wait: float = 0.0
     file: str = ""
@@ -127,7 +129,7 @@ def blocks(guide: Guide) -> list[Block]:
                                  "`<!-- test: ... -->` line before it (see test_guides.py)")
         kind = mark.group(1).split(" ")[0].split("=")[0]
         text = "\n".join(lines[i + 1:close]) + "\n"
-        found.append(Block(i + 1, kind, text, wait=float(mark.group(2) or 0),
+        found.append(Block(i + 1, kind, lines[i][3:], text, wait=float(mark.group(2) or 0),
                            file=mark.group(3) or ""))
         i = close + 1
     return found
@@ -325,7 +327,9 @@ def test_every_fenced_block_is_marked(guide: Guide) -> None:
     assert any(b.mark == "run" for b in found), f"{guide.path}: nothing to run"
     for block in found:
         if block.mark in ("run", "start"):
-            assert block.steps(), f"{guide.path}:{block.line}: no `$ ` command in the block"
+            where = f"{guide.path}:{block.line}"
+            assert block.lang == "console", f"{where}: a {block.mark} block is ```console"
+            assert block.steps(), f"{where}: no `$ ` command in the block"
 
 
 @pytest.mark.needs_netns
