@@ -23,6 +23,7 @@ from gatehouse.cli.common import (
     setup_logging,
     write_stdout,
 )
+from gatehouse.cli.sshargs import SshOptions
 from gatehouse.client.profile import Profile, gatehouse_home
 from gatehouse.errors import GatehouseError
 
@@ -261,13 +262,25 @@ def _print_nodes_json(nodes: list[Any]) -> None:
 
 @app.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 def ssh(
-    target: Annotated[str, typer.Argument(help="LOGIN@NODE")],
-    command: Annotated[list[str] | None, typer.Argument(help="Remote command.")] = None,
+    target: Annotated[str, typer.Argument(help="LOGIN@NODE (NODE: a name, a host id, or "
+                                          "an address a node advertises)")],
+    command: Annotated[list[str] | None, typer.Argument(
+        help="Remote command. gsh's options may also follow LOGIN@NODE, up to the first "
+             "other word or a `--` (as ssh(1) reads them).")] = None,
     cluster: Annotated[str, typer.Option(help="Cluster of the node (default: selected).")] = "",
     tty: Annotated[bool, typer.Option("-t", help="Request a PTY for a command.")] = False,
+    port: Annotated[int | None, typer.Option(
+        "-p", min=1, max=65535, help="LOGIN@HOST -p PORT is LOGIN@HOST:PORT.")] = None,
+    forward: Annotated[list[str] | None, typer.Option(
+        "-L", help="[BIND:]PORT:HOST:HOSTPORT: forward a local port through the node "
+                   "(roles with options.port_forwarding).")] = None,
+    no_command: Annotated[bool, typer.Option(
+        "-N", help="No command and no shell: forwarding only.")] = False,
 ) -> None:
     """Run COMMAND (or an interactive shell) on NODE as LOGIN; exits with its status."""
-    raise SystemExit(connect.ssh(_split_target(target), list(command or []), cluster, tty))
+    opts = SshOptions(cluster=cluster, tty=tty, port=port or 0, forwards=tuple(forward or ()),
+                      no_command=no_command)
+    raise SystemExit(connect.ssh(_split_target(target), list(command or []), opts))
 
 
 @app.command()
