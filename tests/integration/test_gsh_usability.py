@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import shutil
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -352,6 +353,23 @@ def test_a_command_too_long_for_one_request_is_one_line(alice: Client) -> None:
     res = alice.ssh("root@node1", "echo", chunk, chunk, chunk)
     assert res.rc == 255 and res.out == "", res
     assert "Max packet size exceeded" in _one_line(res.err), res
+
+
+def test_a_reader_that_goes_away_is_one_line(alice: Client) -> None:
+    """`gsh ssh node yes | head -1`: gsh's stdout breaks, not the connection."""
+    gsh = subprocess.Popen([str(GSH), "ssh", "root@node1", "yes"], env=alice.env(),
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
+    try:
+        assert gsh.stdout is not None and gsh.stderr is not None
+        assert gsh.stdout.readline() == b"y\n"
+        gsh.stdout.close()
+        assert gsh.wait(20) == 255
+        line = _one_line(gsh.stderr.read().decode())
+        assert line == "error: cannot write the session's output to stdout: Broken pipe", line
+    finally:
+        gsh.kill()
+        gsh.wait(10)
 
 
 def test_stopping_the_daemon_mid_session_is_one_line(fresh_cluster: Cluster,

@@ -128,7 +128,12 @@ async def _pump_stdin(process: asyncssh.SSHClientProcess[bytes]) -> None:
 async def _pump_out(stream: asyncssh.SSHReader[bytes], fd: int) -> None:
     """Copy to a local fd; a blocking write only stalls this one-session client."""
     while data := await stream.read(PUMP_CHUNK):
-        write_all(fd, data)
+        try:
+            write_all(fd, data)
+        except OSError as exc:  # e.g. `gsh ssh node yes | head -1`: the reader is gone
+            name = "stdout" if fd == 1 else "stderr"
+            raise ConnectionProblem(f"cannot write the session's output to {name}: "
+                                    f"{exc.strerror or exc}") from exc
 
 
 async def run_ssh(profile: Profile, login: str, node: str, command: list[str], *,
