@@ -15,18 +15,22 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from gatehouse.cli.common import die, run_async, setup_logging
+from gatehouse.cli.sshargs import SshOptions, read_options
 from gatehouse.client.profile import Profile
-from gatehouse.errors import GatehouseError
+from gatehouse.errors import AccessDenied, BadParameter, GatehouseError
+
+if TYPE_CHECKING:
+    from gatehouse.client.forwardspec import LocalForward
 
 __all__ = ["Invocation", "parse", "proxy_ssh", "split_target", "ssh", "try_fast"]
 
 
-# The options gsh.py declares for the two commands (tests/cli/test_connect.py checks
-# that they agree), and whether each takes a value.
+# The options gsh.py declares for `gsh` and `gsh proxy ssh` (tests/cli/test_connect.py
+# checks that they agree; `gsh ssh`'s are sshargs.OPTIONS), and whether each takes a value.
 GLOBAL_FLAGS = ("--debug", "--no-debug")
-SSH_OPTIONS = {"--cluster": True, "-t": False}
 PROXY_SSH_OPTIONS = {"--cluster": True}
 
 
@@ -47,22 +51,63 @@ def _fresh_profile() -> Profile:
     return profile
 
 
-def ssh(target: tuple[str, str], command: list[str], cluster: str, tty: bool) -> int:
-    """Run COMMAND (or a shell) on the node; returns its exit status (255: no session)."""
+def ssh(target: tuple[str, str], args: list[str], opts: SshOptions) -> int:
+    """Run the command in ``args`` (or a shell) on the node; returns its exit status
+    (255: no session). Options at the front of ``args`` (after LOGIN@NODE) are read as
+    ssh(1) reads them there (see sshargs)."""
     login, node = target
+    forwards: list[LocalForward] = []
+    try:
+        opts, command = read_options(args, opts)
+        if opts.forwards:
+            from gatehouse.client.forwardspec import LocalForward
+
+            forwards = [LocalForward.parse(spec) for spec in opts.forwards]
+        if opts.port:
+            node = _with_port(node, opts.port)
+    except BadParameter as exc:
+        die(str(exc), 2)
+    if opts.no_command and command:
+        die("-N runs no command: give either -N or COMMAND", 2)
     profile = _fresh_profile()
-    return run_async(_ssh(profile, login, node, command, cluster or profile.selected, tty),
-                     error_code=255)
+    return run_async(_ssh(profile, login, node, command, opts, forwards), error_code=255)
 
 
-async def _ssh(profile: Profile, login: str, node: str, command: list[str], cluster: str,
-               tty: bool) -> int:
+def _with_port(node: str, port: int) -> str:
+    """``-p PORT``: the node registered at NODE:PORT (an address the node advertises)."""
+    bracketed = node.startswith("[")
+    has_port = "]:" in node if bracketed else node.count(":") == 1  # IPv6 hosts: [::1]:22
+    if has_port:
+        raise BadParameter(f"give the port once: {node} already has one, and -p {port}")
+    return f"[{node}]:{port}" if ":" in node and not bracketed else f"{node}:{port}"
+
+
+def _looks_like_address(node: str) -> bool:
+    """HOST:PORT, or an IP address: what an OpenSSH user types for a host."""
+    import ipaddress
+
+    if ":" in node:
+        return True
+    try:
+        ipaddress.ip_address(node)
+    except ValueError:
+        return False
+    return True
+
+
+async def _ssh(profile: Profile, login: str, node: str, command: list[str], opts: SshOptions,
+               forwards: list[LocalForward]) -> int:
     # The dial goes out first; asyncssh (the bulk of gsh's start-up) loads while the
     # proxy looks the node up and connects, and the node sends its first bytes.
     from gatehouse.client.dialer import ProxyTunnel
     from gatehouse.wire.dial import DialRequest
     from gatehouse.wire.names import ALPN_SSH
 
+    cluster = opts.cluster or profile.selected
+    if cluster not in profile.clusters():  # a leaf that joined since the list was cached
+        from gatehouse.client.login import refresh_clusters
+
+        await refresh_clusters(profile)
     host_ca = profile.host_ca_for(node, cluster)  # before anything is dialed
     tunnel = ProxyTunnel(profile.proxy, profile.ssl_context([ALPN_SSH]), profile.server_name,
                          DialRequest(target=node, cluster=cluster))
@@ -70,8 +115,17 @@ async def _ssh(profile: Profile, login: str, node: str, command: list[str], clus
         await tunnel.sent()
         from gatehouse.client.ssh import run_ssh
 
-        return await run_ssh(profile, login, node, command, host_ca=host_ca, force_tty=tty,
-                             tunnel=tunnel)
+        try:
+            await tunnel.reply()
+        except AccessDenied as exc:  # the proxy's refusal (not found, not allowed)
+            if not _looks_like_address(node):
+                raise
+            raise AccessDenied(f"{exc}; nodes are addressed by name or host id (`gsh ls` "
+                               "lists them), or by the exact address a node advertises"
+                               ) from exc
+        return await run_ssh(profile, login, node, command, host_ca=host_ca,
+                             force_tty=opts.tty, tunnel=tunnel, forwards=forwards,
+                             no_command=opts.no_command)
     finally:
         tunnel.close()
 
@@ -93,34 +147,31 @@ def proxy_ssh(hostport: str, cluster: str) -> int:
 
 @dataclass(frozen=True)
 class Invocation:
-    """A recognised command line: `ssh` (target, command, cluster, tty) or `proxy ssh`
-    (target, cluster), and whether --debug was given."""
+    """A recognised command line: `ssh` (target, the words after it, the options before
+    it) or `proxy ssh` (target, options.cluster), and whether --debug was given."""
 
     name: str
     target: tuple[str, str]
-    cluster: str = ""
-    command: list[str] = field(default_factory=list)
-    tty: bool = False
+    args: list[str] = field(default_factory=list)
+    opts: SshOptions = field(default_factory=SshOptions)
     debug: bool = False
 
     def run(self) -> int:
         if self.name == "ssh":
-            return ssh(self.target, self.command, self.cluster, self.tty)
-        return proxy_ssh(self.target[1], self.cluster)
+            return ssh(self.target, self.args, self.opts)
+        return proxy_ssh(self.target[1], self.opts.cluster)
 
 
-def _options(args: list[str], known: dict[str, bool], *,
-             interspersed: bool) -> tuple[dict[str, str | bool], list[str]] | None:
-    """Split options from positionals; ``known`` maps a long/short option to whether it
-    takes a value. None when an option is unknown or lacks its value."""
+def _options(args: list[str], known: dict[str, bool]
+             ) -> tuple[dict[str, str | bool], list[str]] | None:
+    """Split options from positionals (interspersed, as click allows by default);
+    ``known`` maps an option to whether it takes a value. None when an option is unknown
+    or lacks its value."""
     opts: dict[str, str | bool] = {}
     rest: list[str] = []
     i = 0
     while i < len(args):
         arg = args[i]
-        if rest and not interspersed:
-            rest += args[i:]
-            break
         if arg == "--":
             rest += args[i + 1:]
             break
@@ -147,25 +198,26 @@ def parse(argv: list[str]) -> Invocation | None:
     while argv and argv[0] in GLOBAL_FLAGS:
         debug, argv = argv[0] == "--debug", argv[1:]
     if argv[:1] == ["ssh"]:
-        # allow_interspersed_args=False: options before LOGIN@NODE, the rest is the command
-        split = _options(argv[1:], SSH_OPTIONS, interspersed=False)
-        if split is None or not split[1]:
+        # allow_interspersed_args=False: options up to LOGIN@NODE, as click reads them
+        # (getopt's way); what follows is for ssh() to read
+        try:
+            opts, rest = read_options(argv[1:])
+        except BadParameter:
             return None
-        opts, (target, *command) = split
-        login_node = split_target(target)
+        login_node = split_target(rest[0]) if rest and not rest[0].startswith("-") else None
         if login_node is None:
             return None
-        return Invocation("ssh", login_node, str(opts.get("--cluster", "")), command,
-                          bool(opts.get("-t", False)), debug)
+        return Invocation("ssh", login_node, rest[1:], opts, debug)
     if argv[:2] == ["proxy", "ssh"]:
-        split = _options(argv[2:], PROXY_SSH_OPTIONS, interspersed=True)
+        split = _options(argv[2:], PROXY_SSH_OPTIONS)
         if split is None or len(split[1]) != 1:
             return None
-        opts, (target,) = split
+        found, (target,) = split
         login_node = split_target(target)
         if login_node is None:
             return None
-        return Invocation("proxy ssh", login_node, str(opts.get("--cluster", "")), debug=debug)
+        return Invocation("proxy ssh", login_node,
+                          opts=SshOptions(cluster=str(found.get("--cluster", ""))), debug=debug)
     return None
 
 

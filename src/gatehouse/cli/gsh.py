@@ -23,6 +23,7 @@ from gatehouse.cli.common import (
     setup_logging,
     write_stdout,
 )
+from gatehouse.cli.sshargs import SshOptions
 from gatehouse.client.profile import Profile, gatehouse_home
 from gatehouse.errors import GatehouseError
 
@@ -73,47 +74,94 @@ def _split_target(target: str) -> tuple[str, str]:
 @app.command()
 def login(
     cluster: Annotated[str, typer.Argument(help="Select this cluster for later commands.")] = "",
-    proxy: Annotated[str, typer.Option(help="Proxy address HOST:PORT.")] = "",
-    user: Annotated[str, typer.Option(help="User name.")] = "",
+    proxy: Annotated[str, typer.Option(
+        help="Proxy address HOST:PORT (default: the profile's).")] = "",
+    user: Annotated[str, typer.Option(help="User name (default: the profile's).")] = "",
     password_stdin: Annotated[bool, typer.Option(help="Read the password from stdin.")] = False,
-    ca_file: Annotated[Path | None, typer.Option(help="PEM file of the proxy's CA.")] = None,
-    insecure: Annotated[bool, typer.Option(help="Do not verify the proxy (first login).")] = False,
+    ca_file: Annotated[Path | None, typer.Option(
+        help="PEM file of the proxy's CA (default: the CA the profile pinned).")] = None,
+    insecure: Annotated[bool, typer.Option(
+        help="Trust the proxy's CA on first use (prints its fingerprint).")] = False,
     ttl: Annotated[str, typer.Option(help="Requested certificate lifetime, e.g. 8h.")] = "",
     otp: Annotated[str, typer.Option(help="One-time code, for users with a second factor.")] = "",
 ) -> None:
-    """Log in and save short-lived certificates in the profile (~/.gatehouse)."""
-    from gatehouse.client.login import login_with_password, select_cluster
+    """Log in and save short-lived certificates in the profile (~/.gatehouse).
 
-    if not proxy:
-        if not cluster:
-            die("give --proxy=HOST:PORT and --user=NAME to log in, or a CLUSTER to select")
-        run_async(select_cluster(_profile(fresh=True), cluster))
+    Again later, `gsh login` needs no flag: it logs in to the profile's proxy as its
+    user, verifying the proxy with the CA pinned at the first login. `gsh login
+    CLUSTER` selects a cluster (logging in again first if the certificate expired).
+    """
+    from gatehouse.client.login import (
+        ca_fingerprints,
+        login_with_password,
+        read_ca_file,
+        select_cluster,
+    )
+
+    previous = _previous_login()
+    if cluster and not (proxy or user) and previous is not None and _is_fresh(previous):
+        run_async(select_cluster(previous, cluster))
         print(f"selected cluster {cluster}")
         return
+    proxy = proxy or (previous.proxy if previous else "")
+    if not proxy:
+        die("give --proxy=HOST:PORT and --user=NAME to log in (no earlier login to repeat)")
+    same_proxy = previous is not None and previous.proxy == proxy
+    user = user or (previous.user if previous is not None and same_proxy else "")
     if not user:
         die("--user is required with --proxy")
-    if ca_file is None and not insecure:
-        die("give --ca-file=FILE to verify the proxy, or --insecure to trust it on first use")
+    try:
+        ca_pem = read_ca_file(ca_file) if ca_file is not None else None
+        if ca_pem is None and not insecure and previous is not None and same_proxy:
+            ca_pem = previous.identity.cas_pem()  # the CA pinned at the first login
+    except GatehouseError as exc:
+        die(f"--ca-file: {exc}" if ca_file is not None else str(exc))
+    if ca_pem is None and not insecure:
+        die(f"give --ca-file=FILE to verify the proxy {proxy}, or --insecure to trust it on "
+            "first use")
     password = sys.stdin.readline().rstrip("\n") if password_stdin else getpass.getpass(
         f"Password for {user}: ")
-    ca_pem = ca_file.read_text() if ca_file else None
     profile = run_async(login_with_password(proxy, user, password, otp, ca_pem, ttl, cluster))
+    if ca_pem is None:
+        for fingerprint in ca_fingerprints(profile.identity.cas_pem()):
+            print(f"trusted the proxy's CA {fingerprint} on first use (compare it with the "
+                  "Host CA's tls fingerprint in `gatectl status`)", file=sys.stderr)
     print(f"logged in as {profile.user} to cluster {profile.cluster} via {profile.proxy}")
+
+
+def _previous_login() -> Profile | None:
+    """The profile of an earlier login, if one is there and readable."""
+    try:
+        return Profile.load()
+    except GatehouseError:
+        return None
+
+
+def _is_fresh(profile: Profile) -> bool:
+    try:
+        profile.check_fresh()
+    except GatehouseError:
+        return False
+    return True
 
 
 @app.command()
 def status(fmt: Annotated[Format, typer.Option("--format")] = Format.text) -> None:
-    """Show who you are logged in as, and until when."""
+    """Show who you are logged in as, and until when (EXPIRED once past)."""
     profile = _profile()
     ident = profile.identity.identity()
     info: dict[str, Any] = {
         "proxy": profile.proxy, "user": profile.user, "cluster": profile.cluster,
         "selected": profile.selected, "roles": list(ident.roles), "logins": list(ident.logins),
         "expires": ident.expires.isoformat() if ident.expires else "",
+        "expired": not _is_fresh(profile),
     }
     if fmt == Format.json:
         print_json(info)
         return
+    if info["expired"]:
+        info["expires"] += " (EXPIRED: `gsh login` logs in again)"
+    del info["expired"]
     for key, value in info.items():
         shown = ", ".join(value) if isinstance(value, list) else value
         print(f"{key + ':':<10} {shown}")
@@ -154,6 +202,7 @@ def list_nodes(
 ) -> None:
     """List the nodes you may access (in the selected cluster, or --cluster, or --all)."""
     from gatehouse.client.login import list_nodes as fetch
+    from gatehouse.client.login import refresh_clusters
 
     selector: dict[str, str] = {}
     for item in labels or []:
@@ -162,11 +211,12 @@ def list_nodes(
             die(f"label filter {item!r} is not label=value")
         selector[key] = value
     profile = _profile(fresh=True)
-    targets = profile.clusters() if all_clusters else [cluster or profile.selected]
 
     async def fetch_all() -> list[Any]:
+        if all_clusters:  # the root's list now: a leaf may have joined since the last
+            await refresh_clusters(profile)
         found: list[Any] = []
-        for name in targets:
+        for name in profile.clusters() if all_clusters else [cluster or profile.selected]:
             try:
                 found += await fetch(profile, "" if name == profile.cluster else name,
                                      selector, limit)
@@ -212,13 +262,25 @@ def _print_nodes_json(nodes: list[Any]) -> None:
 
 @app.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 def ssh(
-    target: Annotated[str, typer.Argument(help="LOGIN@NODE")],
-    command: Annotated[list[str] | None, typer.Argument(help="Remote command.")] = None,
+    target: Annotated[str, typer.Argument(help="LOGIN@NODE (NODE: a name, a host id, or "
+                                          "an address a node advertises)")],
+    command: Annotated[list[str] | None, typer.Argument(
+        help="Remote command. gsh's options may also follow LOGIN@NODE, up to the first "
+             "other word or a `--` (as ssh(1) reads them).")] = None,
     cluster: Annotated[str, typer.Option(help="Cluster of the node (default: selected).")] = "",
     tty: Annotated[bool, typer.Option("-t", help="Request a PTY for a command.")] = False,
+    port: Annotated[int | None, typer.Option(
+        "-p", min=1, max=65535, help="LOGIN@HOST -p PORT is LOGIN@HOST:PORT.")] = None,
+    forward: Annotated[list[str] | None, typer.Option(
+        "-L", help="[BIND:]PORT:HOST:HOSTPORT: forward a local port through the node "
+                   "(roles with options.port_forwarding).")] = None,
+    no_command: Annotated[bool, typer.Option(
+        "-N", help="No command and no shell: forwarding only.")] = False,
 ) -> None:
     """Run COMMAND (or an interactive shell) on NODE as LOGIN; exits with its status."""
-    raise SystemExit(connect.ssh(_split_target(target), list(command or []), cluster, tty))
+    opts = SshOptions(cluster=cluster, tty=tty, port=port or 0, forwards=tuple(forward or ()),
+                      no_command=no_command)
+    raise SystemExit(connect.ssh(_split_target(target), list(command or []), opts))
 
 
 @app.command()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -11,11 +13,36 @@ from gatehouse.client.api import APIClient
 from gatehouse.client.authclient import AuthClient
 from gatehouse.client.profile import Profile
 from gatehouse.errors import BadParameter
-from gatehouse.pki import sshcert, tls
+from gatehouse.pki import sshcert, tls, x509
 from gatehouse.wire.authapi import ClusterInfo, LoginRequest, NodeQuery
 from gatehouse.wire.names import CLUSTER_HEADER
 
-__all__ = ["list_nodes", "login_with_password", "select_cluster"]
+__all__ = ["ca_fingerprints", "list_nodes", "login_with_password", "read_ca_file",
+           "select_cluster"]
+
+
+def read_ca_file(path: Path) -> str:
+    """The PEM certificates in ``path`` (the proxy's CA, for --ca-file); BadParameter,
+    one line, if it cannot be read or holds none."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        raise BadParameter(f"cannot read {path}: {exc.strerror or exc}") from exc
+    blocks = x509.pem_blocks(text)
+    if not blocks:
+        raise BadParameter(f"{path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+    pem = "".join(blocks)
+    try:
+        tls.client_context(pem)
+    except ssl.SSLError as exc:
+        why = exc.reason.lower().replace("_", " ") if exc.reason else "TLS cannot load it"
+        raise BadParameter(f"{path} holds a malformed certificate ({why})") from exc
+    return pem
+
+
+def ca_fingerprints(cas_pem: str) -> list[str]:
+    """The SHA-256 fingerprints of the CAs in ``cas_pem``, as `gatectl status` shows them."""
+    return [x509.ca_fingerprint(x509.load_cert(block)) for block in x509.pem_blocks(cas_pem)]
 
 
 async def login_with_password(

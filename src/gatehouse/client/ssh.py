@@ -16,14 +16,18 @@ import stat
 import sys
 import termios
 import tty
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import NoReturn
 
 from gatehouse._sys.fdio import write_all
 from gatehouse._sys.streams import PUMP_CHUNK
 from gatehouse.client._asyncssh import asyncssh
 from gatehouse.client.dialer import ProxyTunnel
+from gatehouse.client.forwardspec import LocalForward
+from gatehouse.client.localforward import LocalForwarder
 from gatehouse.client.profile import Profile
 from gatehouse.errors import AccessDenied, ConnectionProblem
+from gatehouse.pki import sshcert
 
 __all__ = ["run_ssh"]
 
@@ -64,14 +68,29 @@ async def _connect(profile: Profile, login: str, node: str, host_ca: str,
                              "aes256-gcm@openssh.com"],
         )
     except asyncssh.PermissionDenied as exc:
-        raise AccessDenied(f"access denied to {login}@{node}: the node refused the "
-                           "certificate (see the node's audit log for the reason)") from exc
+        raise AccessDenied(_refusal(login, node, _user_cert(profile).principals)) from exc
     except asyncssh.HostKeyNotVerifiable as exc:
         which = f"is host {host_id}, the node the proxy dialed" \
             if host_id else "belongs to the cluster"
         raise AccessDenied(f"node {node} could not prove it {which}: {exc.reason}") from exc
     except (asyncssh.Error, OSError) as exc:
         raise ConnectionProblem(f"ssh to {node} failed: {exc}") from exc
+
+
+def _user_cert(profile: Profile) -> sshcert.Certificate:
+    return sshcert.decode(sshcert.from_openssh_line(profile.identity.ssh_cert_line()))
+
+
+def _refusal(login: str, node: str, principals: Sequence[str]) -> str:
+    """Why the node refused the certificate, as far as the client can tell: a login not
+    among its principals is always refused (sshd(8) AuthorizedPrincipals, Gatehouse's
+    node alike); any other reason is in the node's audit log."""
+    if login not in principals:
+        logins = ", ".join(p for p in principals if not p.startswith("-")) or "none"
+        return (f"access denied to {login}@{node}: {login} is not among the logins of your "
+                f"certificate ({logins}); an admin grants logins through your roles")
+    return (f"access denied to {login}@{node}: the node refused the certificate (see the "
+            "node's audit log for the reason)")
 
 
 def _pollable(fd: int) -> bool:
@@ -109,46 +128,94 @@ async def _pump_stdin(process: asyncssh.SSHClientProcess[bytes]) -> None:
 async def _pump_out(stream: asyncssh.SSHReader[bytes], fd: int) -> None:
     """Copy to a local fd; a blocking write only stalls this one-session client."""
     while data := await stream.read(PUMP_CHUNK):
-        write_all(fd, data)
+        try:
+            write_all(fd, data)
+        except OSError as exc:  # e.g. `gsh ssh node yes | head -1`: the reader is gone
+            name = "stdout" if fd == 1 else "stderr"
+            raise ConnectionProblem(f"cannot write the session's output to {name}: "
+                                    f"{exc.strerror or exc}") from exc
 
 
 async def run_ssh(profile: Profile, login: str, node: str, command: list[str], *,
-                  host_ca: str, force_tty: bool, tunnel: ProxyTunnel) -> int:
+                  host_ca: str, force_tty: bool, tunnel: ProxyTunnel,
+                  forwards: Sequence[LocalForward] = (), no_command: bool = False) -> int:
     """Run the session over ``tunnel`` (dialing ``node``, verified by ``host_ca``: its
-    cluster's, from Profile.host_ca_for); returns the remote exit status (or 255 when
-    it ended otherwise)."""
+    cluster's, from Profile.host_ca_for), with ``forwards`` listening meanwhile (and
+    no session at all with ``no_command``, until the connection ends); returns the
+    remote exit status (or 255 when it ended otherwise). ConnectionProblem, one line,
+    when the connection breaks."""
+    if forwards:
+        _check_forwarding(profile)
     conn = await _connect(profile, login, node, host_ca, tunnel)
+    status = 255
+    try:
+        async with conn:
+            forwarders = [LocalForwarder(conn, f) for f in forwards]
+            try:
+                for forwarder in forwarders:
+                    await forwarder.open()
+                if no_command:
+                    await conn.wait_closed()
+                    raise ConnectionProblem(f"the connection to {node} was closed")
+                status = await _session(conn, command, force_tty)
+            finally:
+                for forwarder in forwarders:
+                    await forwarder.aclose()
+    except* (asyncssh.Error, OSError) as lost:
+        # e.g. the trust disabled or the daemon stopped mid-session, or a request
+        # larger than the node accepts ("Max packet size exceeded"): one line, 255.
+        _lost(node, lost.exceptions[0])
+    return status
+
+
+def _lost(node: str, exc: BaseException) -> NoReturn:
+    reason = exc.reason if isinstance(exc, asyncssh.Error) else str(exc)
+    raise ConnectionProblem(f"the connection to {node} was lost: "
+                            f"{reason or type(exc).__name__}") from exc
+
+
+def _check_forwarding(profile: Profile) -> None:
+    """AccessDenied unless the certificate permits port forwarding (the node requires
+    it, whatever its roles say; the auth grants it only where a role allows it)."""
+    if "permit-port-forwarding" not in _user_cert(profile).extensions:
+        raise AccessDenied("port forwarding (-L) is not allowed: your certificate does not "
+                           "permit it (no role of yours sets options.port_forwarding)")
+
+
+async def _session(conn: asyncssh.SSHClientConnection, command: list[str],
+                   force_tty: bool) -> int:
+    """The command (or a shell) with this terminal's stdin, stdout and stderr; its exit
+    status, or 255."""
     interactive = not command
     want_pty = force_tty or (interactive and sys.stdin.isatty())
     term_size = os.get_terminal_size() if want_pty and sys.stdout.isatty() else (80, 24)
-    async with conn:
-        process = await conn.create_process(
-            " ".join(command) if command else None,
-            term_type=os.environ.get("TERM", "xterm") if want_pty else None,
-            term_size=(term_size[0], term_size[1]) if want_pty else None,
-            encoding=None, window=SESSION_WINDOW, max_pktsize=SESSION_MAX_PACKET,
+    process = await conn.create_process(
+        " ".join(command) if command else None,
+        term_type=os.environ.get("TERM", "xterm") if want_pty else None,
+        term_size=(term_size[0], term_size[1]) if want_pty else None,
+        encoding=None, window=SESSION_WINDOW, max_pktsize=SESSION_MAX_PACKET,
+    )
+    loop = asyncio.get_running_loop()
+    resize = want_pty and sys.stdout.isatty()
+    if resize:
+        loop.add_signal_handler(
+            signal.SIGWINCH,
+            lambda: process.change_terminal_size(*os.get_terminal_size()),
         )
-        loop = asyncio.get_running_loop()
-        resize = want_pty and sys.stdout.isatty()
+    raw = contextlib.nullcontext() if not (want_pty and sys.stdin.isatty()) \
+        else _raw_terminal(0)
+    try:
+        with raw:
+            async with asyncio.TaskGroup() as tg:
+                stdin_task = tg.create_task(_pump_stdin(process))
+                out = tg.create_task(_pump_out(process.stdout, 1))
+                err = tg.create_task(_pump_out(process.stderr, 2))
+                await process.wait_closed()
+                await out
+                await err
+                stdin_task.cancel()
+    finally:
         if resize:
-            loop.add_signal_handler(
-                signal.SIGWINCH,
-                lambda: process.change_terminal_size(*os.get_terminal_size()),
-            )
-        raw = contextlib.nullcontext() if not (want_pty and sys.stdin.isatty()) \
-            else _raw_terminal(0)
-        try:
-            with raw:
-                async with asyncio.TaskGroup() as tg:
-                    stdin_task = tg.create_task(_pump_stdin(process))
-                    out = tg.create_task(_pump_out(process.stdout, 1))
-                    err = tg.create_task(_pump_out(process.stderr, 2))
-                    await process.wait_closed()
-                    await out
-                    await err
-                    stdin_task.cancel()
-        finally:
-            if resize:
-                loop.remove_signal_handler(signal.SIGWINCH)
+            loop.remove_signal_handler(signal.SIGWINCH)
     status = process.exit_status
     return status if status is not None and status >= 0 else 255
