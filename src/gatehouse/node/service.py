@@ -30,6 +30,7 @@ from gatehouse.node.uploader import upload_with_retries
 from gatehouse.pki.keystore import StoredIdentity
 from gatehouse.wire import recording
 from gatehouse.wire.authapi import AuthAPI, Heartbeat
+from gatehouse.wire.eventsize import bound_event
 
 __all__ = ["HEARTBEAT_INTERVAL", "NodeService"]
 
@@ -92,9 +93,10 @@ class NodeService:
             "message": "the node stopped during the session; its recording ends there"})
 
     def _audit(self, event: str, fields: dict[str, Any]) -> None:
+        """Spool an event, cut to the size the auth stores (a long command keeps its head)."""
         record = {"event": event, "time": self._clock.now().isoformat(), "cluster": "",
                   "id": str(uuid.uuid4()), **fields}
-        self._spool.append(record)
+        self._spool.append(bound_event(record))
 
     async def run(self, started: Callable[[str], None]) -> None:
         """Serve until cancelled; ``started`` gets the listening address once ready."""
