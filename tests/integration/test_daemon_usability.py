@@ -4,9 +4,27 @@ behind, and every failure is one line that says what to do."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import uuid
+from pathlib import Path
 
-from gatehouse.process.harness import Client, Cluster, wait_for
+import yaml
+
+from gatehouse._sys.hostport import split_host_port
+from gatehouse.config import DEFAULT_AUTH_ADDR, DEFAULT_PROXY_ADDR, DEFAULT_SSH_ADDR
+from gatehouse.process.harness import (
+    GATEHOUSE,
+    Client,
+    Cluster,
+    base_env,
+    run,
+    wait_for,
+    write_yaml,
+)
+
+DEFAULT_PORTS = [split_host_port(a)[1]
+                 for a in (DEFAULT_AUTH_ADDR, DEFAULT_PROXY_ADDR, DEFAULT_SSH_ADDR)]
 
 
 def test_a_long_command_is_audited_truncated_not_dropped(cluster: Cluster, alice: Client) -> None:
@@ -29,3 +47,43 @@ def test_a_long_command_is_audited_truncated_not_dropped(cluster: Cluster, alice
         assert isinstance(command, str) and command.startswith(f"echo {marker}; : xxx"), name
         assert len(command) < 9000, (name, len(command))
         assert fields["truncated"] == {"command": len(f"echo {marker}; : {padding}; echo PADDED")}
+
+
+# --- a second daemon on ports in use --------------------------------------------------------
+
+
+def test_a_second_daemon_on_ports_in_use_fails_in_one_line_and_leaves_nothing(
+        fresh_cluster: Cluster, tmp_path: Path) -> None:
+    second = tmp_path / "second"
+    second.mkdir()
+    settings = yaml.safe_load(fresh_cluster.config.read_text())
+    settings["gatehouse"]["data_dir"] = str(second / "data")
+    config = write_yaml(second / "gatehouse.yaml", settings)
+    res = run([str(GATEHOUSE), "start", "-c", str(config)], env=base_env(), timeout=30,
+              cwd=second)
+    assert res.rc != 0 and res.out == "", res
+    assert len(res.err_lines) == 1, res
+    line = res.err_lines[0]
+    assert f":{fresh_cluster.auth_port}" in line and "in use" in line, line
+    assert "auth_service.listen_addr" in line and str(config) in line, line
+    assert not (second / "data").exists(), sorted(p.name for p in (second / "data").iterdir())
+    fresh_cluster.gatectl("status").ok()  # the first one is untouched
+
+
+def test_start_without_a_config_on_ports_in_use_leaves_no_data_dir(tmp_path: Path) -> None:
+    held = []
+    for port in DEFAULT_PORTS:  # held by this test, or by whatever holds them already
+        sock = socket.socket()
+        with contextlib.suppress(OSError):
+            sock.bind(("127.0.0.1", port))
+            sock.listen()
+        held.append(sock)
+    try:
+        res = run([str(GATEHOUSE), "start"], env=base_env(), timeout=30, cwd=tmp_path)
+    finally:
+        for sock in held:
+            sock.close()
+    assert res.rc != 0 and res.out == "", res
+    assert len(res.err_lines) == 1 and "in use" in res.err, res
+    assert "-c" in res.err, res  # how to run it on other ports
+    assert list(tmp_path.iterdir()) == []

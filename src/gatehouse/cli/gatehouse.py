@@ -64,7 +64,8 @@ def start(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, task.cancel)
         try:
-            await daemon.run(cfg, lambda s: print(_next_steps(cfg, s, config), flush=True))
+            await daemon.run(cfg, lambda s: print(_next_steps(cfg, s, config), flush=True),
+                             config_file=config)
         except asyncio.CancelledError:
             print("gatehouse: stopped", flush=True)
 

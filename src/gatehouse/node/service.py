@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncssh
 
-from gatehouse._sys.hostport import split_host_port
+from gatehouse._sys.hostport import listen_error, split_host_port
 from gatehouse.client.trust import TrustWatcher
 from gatehouse.clock import Clock
 from gatehouse.config import SSHSection
@@ -115,13 +115,17 @@ class NodeService:
                 raise ConnectionProblem(
                     "the ssh service could not fetch its trust from its auth in 30 s"
                 ) from None
-            self._listener = server = await sshserver.listen(
-                host, port, host_key=key, host_cert=cert,
-                server_factory=lambda: sshserver.NodeSSHServer(
-                    trust=self._trust.current, labels=self._cfg.labels, clock=self._clock,
-                    audit=self._audit, record=self._start_recording,
-                ),
-            )
+            try:
+                self._listener = server = await sshserver.listen(
+                    host, port, host_key=key, host_cert=cert,
+                    server_factory=lambda: sshserver.NodeSSHServer(
+                        trust=self._trust.current, labels=self._cfg.labels, clock=self._clock,
+                        audit=self._audit, record=self._start_recording,
+                    ),
+                )
+            except OSError as exc:
+                raise listen_error("ssh_service.listen_addr", self._cfg.listen_addr,
+                                   exc) from None
             try:
                 await self._heartbeat()
                 tg.create_task(self._heartbeats())
