@@ -14,6 +14,7 @@ import yaml
 from gatehouse._sys.hostport import split_host_port
 from gatehouse.config import DEFAULT_AUTH_ADDR, DEFAULT_PROXY_ADDR, DEFAULT_SSH_ADDR
 from gatehouse.process.harness import (
+    GATECTL,
     GATEHOUSE,
     Client,
     Cluster,
@@ -87,3 +88,34 @@ def test_start_without_a_config_on_ports_in_use_leaves_no_data_dir(tmp_path: Pat
     assert len(res.err_lines) == 1 and "in use" in res.err, res
     assert "-c" in res.err, res  # how to run it on other ports
     assert list(tmp_path.iterdir()) == []
+
+
+# --- errors that say what to do -------------------------------------------------------------
+
+
+def test_gatectl_with_the_daemon_down_says_to_start_it(fresh_cluster: Cluster) -> None:
+    fresh_cluster.stop()
+    res = fresh_cluster.gatectl("users", "ls")
+    assert res.rc != 0 and res.out == "", res
+    assert len(res.err_lines) == 1, res
+    assert f"cannot reach 127.0.0.1:{fresh_cluster.auth_port}" in res.err, res
+    assert f"is `gatehouse start -c {fresh_cluster.config}` running?" in res.err, res
+
+
+def test_gatectl_without_a_config_says_where_it_looked(tmp_path: Path) -> None:
+    res = run([str(GATECTL), "users", "ls"], cwd=tmp_path)
+    assert res.rc != 0 and res.out == "", res
+    assert len(res.err_lines) == 1, res
+    assert f"{tmp_path / 'gatehouse-data' / 'admin'}" in res.err, res
+    assert "current directory" in res.err and "-c" in res.err, res
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_locked_user_is_told_how_an_admin_unlocks(cluster: Cluster, client: Client,
+                                                    username: str) -> None:
+    password = cluster.add_user(username)
+    for _ in range(5):
+        assert client.login(username, "wrong-password-123").rc != 0
+    res = client.login(username, password)
+    assert res.rc != 0 and len(res.err_lines) == 1, res
+    assert "locked" in res.err and f"gatectl users set-password {username}" in res.err, res

@@ -31,7 +31,8 @@ def _next_steps(cfg: Config, started: object, config: Path | None) -> str:
 
     assert isinstance(started, Started)
     lines = [f"gatehouse: cluster {started.cluster} is up ("
-             + ", ".join(f"{k} on {v}" for k, v in started.addrs.items()) + ")"]
+             + ", ".join(f"{k} on {v}" for k, v in started.addrs.items())
+             + f"); its data is in {cfg.data_dir}"]
     if "proxy" in started.addrs:
         c = f" -c {config}" if config else ""
         proxy = cfg.proxy_service.public_addr or dial_addr(started.addrs["proxy"])
