@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from gatehouse.config import DEFAULT_AUTH_ADDR, DEFAULT_PROXY_ADDR, DEFAULT_SSH_
 from gatehouse.process.harness import (
     GATECTL,
     GATEHOUSE,
+    GSH,
     Client,
     Cluster,
     base_env,
@@ -119,3 +121,22 @@ def test_a_locked_user_is_told_how_an_admin_unlocks(cluster: Cluster, client: Cl
     res = client.login(username, password)
     assert res.rc != 0 and len(res.err_lines) == 1, res
     assert "locked" in res.err and f"gatectl users set-password {username}" in res.err, res
+
+
+def _without_a_terminal(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run with no controlling terminal (a new session) and nothing on stdin."""
+    return subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=30, start_new_session=True)
+
+
+def test_no_terminal_for_a_password_says_to_use_password_stdin(cluster: Cluster,
+                                                               client: Client) -> None:
+    commands = [
+        [str(GSH), "login", f"--proxy={cluster.proxy}", "--user=alice", "--insecure"],
+        [str(GATECTL), "-c", str(cluster.config), "users", "set-password", "alice"],
+    ]
+    for argv in commands:
+        done = _without_a_terminal(argv, client.env())
+        assert done.returncode != 0 and done.stdout == "", done
+        assert done.stderr.strip() == ("error: no terminal to ask for the password on: give it "
+                                       "on stdin with --password-stdin"), done

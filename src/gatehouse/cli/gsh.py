@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import re
 import shutil
@@ -94,7 +93,9 @@ def login(
         die("--user is required with --proxy")
     if ca_file is None and not insecure:
         die("give --ca-file=FILE to verify the proxy, or --insecure to trust it on first use")
-    password = sys.stdin.readline().rstrip("\n") if password_stdin else getpass.getpass(
+    from gatehouse.cli.prompt import ask_password
+
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else ask_password(
         f"Password for {user}: ")
     ca_pem = ca_file.read_text() if ca_file else None
     profile = run_async(login_with_password(proxy, user, password, otp, ca_pem, ttl, cluster))
