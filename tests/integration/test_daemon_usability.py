@@ -140,3 +140,19 @@ def test_no_terminal_for_a_password_says_to_use_password_stdin(cluster: Cluster,
         assert done.returncode != 0 and done.stdout == "", done
         assert done.stderr.strip() == ("error: no terminal to ask for the password on: give it "
                                        "on stdin with --password-stdin"), done
+
+
+# --- normal operations log no errors ---------------------------------------------------------
+
+
+def test_a_node_stopping_logs_one_info_line_at_the_auth(fresh_cluster: Cluster) -> None:
+    daemon = fresh_cluster.daemon
+    assert daemon is not None
+    node = fresh_cluster.join_node("node2", {"env": "dev"})
+    node.stop()
+    # The auth notices when it next writes to the node's trust watch (a keepalive, 15 s).
+    wait_for("the auth to notice the node's trust watch ended",
+             lambda: "trust watch from" in daemon.log_text(), timeout=40, interval=1)
+    log = daemon.log_text()
+    for bad in ("Traceback", " ERROR ", "never retrieved"):
+        assert bad not in log, log[-4000:]
