@@ -133,8 +133,8 @@ class APIClient:
         """One line: the address, why (the OS's words for a refused or failed connect),
         and the hint."""
         cause = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
-        if isinstance(cause, OSError) and cause.errno:
-            reason = os.strerror(cause.errno)
+        if isinstance(cause, OSError) and (cause.errno or cause.strerror):
+            reason = os.strerror(cause.errno) if cause.errno else cause.strerror
         else:
             reason = str(exc) or type(exc).__name__
         hint = f"; {self._hint}" if self._hint else ""
