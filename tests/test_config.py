@@ -180,18 +180,57 @@ def test_malformed_yaml_names_the_line(tmp_path: Path) -> None:
           cluster_name: [unclosed
         proxy_service: {enabled: true}
     """)
-    with pytest.raises(BadParameter, match=r"malformed YAML at line \d+$") as info:
+    with pytest.raises(BadParameter, match=r"invalid YAML at line \d+, column \d+: ") as info:
         load_config(path)
     assert str(info.value).startswith(f"{path}: ")
-    line = int(str(info.value).rsplit(" ", 1)[1])
+    line = int(str(info.value).split(" at line ")[1].split(",")[0])
     assert 4 <= line <= 5
 
 
 def test_malformed_yaml_tab_indent_names_its_line(tmp_path: Path) -> None:
     path = tmp_path / "gatehouse.yaml"
     path.write_text("version: v1\nauth_service:\n\tenabled: true\n")
-    with pytest.raises(BadParameter, match=r"malformed YAML at line 3$"):
+    with pytest.raises(BadParameter, match=r"invalid YAML at line 3, column 1: found character"):
         load_config(path)
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("auth_service: {enabled: true}\nauth_service: {enabled: false}\n",
+     "invalid YAML at line 2, column 1: duplicate key 'auth_service'"),
+    ("auth_service: {enabled: true, cluster_name: 2001-02-30}\n",
+     "invalid YAML at line 1, column 45: invalid timestamp '2001-02-30'"),
+    ("auth_service: {enabled: true}\nx: " + "[" * 5000 + "]" * 5000 + "\n",
+     "invalid YAML at line 2, column "),
+])
+def test_yaml_a_plain_loader_takes_is_refused_on_one_line(tmp_path: Path, text: str,
+                                                          says: str) -> None:
+    path = tmp_path / "gatehouse.yaml"
+    path.write_text(text)
+    with pytest.raises(BadParameter) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: {says}"), info.value
+    assert "\n" not in str(info.value)
+
+
+def test_a_config_that_is_not_text_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "gatehouse.yaml"
+    path.write_bytes(b"\xff\xfe version: v1\n")
+    with pytest.raises(BadParameter, match=r"cannot read config .*: it is not UTF-8 text$"):
+        load_config(path)
+
+
+def test_every_problem_is_listed_with_its_key(tmp_path: Path) -> None:
+    path = write(tmp_path, """\
+        auth_service: {enabled: maybe, session_recording: proxy, limits: [1]}
+        proxy_service: {listen: x}
+    """)
+    with pytest.raises(BadParameter) as info:
+        load_config(path)
+    assert str(info.value) == (
+        f"{path}: auth_service.enabled: expected true or false, got 'maybe'; "
+        "auth_service.session_recording: expected 'node' or 'off', got 'proxy'; "
+        "auth_service.limits: expected a mapping, got a list; "
+        "unknown key proxy_service.listen")
 
 
 @pytest.mark.parametrize("text", ["- a\n- b\n", "just a string\n", "42\n"])
@@ -303,7 +342,7 @@ def test_an_unknown_storage_type_is_one_line_naming_field_and_value(tmp_path: Pa
                            "auth_service: {enabled: true}\n")
     with pytest.raises(BadParameter) as info:
         load_config(path)
-    assert str(info.value) == f"{path}: gatehouse.storage.type: 'postgres' is not one of 'sqlite'"
+    assert str(info.value) == f"{path}: gatehouse.storage.type: expected 'sqlite', got 'postgres'"
 
 
 def test_every_storage_type_has_a_backend() -> None:

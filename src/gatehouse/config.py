@@ -8,12 +8,13 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gatehouse._sys.hostport import dial_addr, split_host_port
 from gatehouse.errors import BadParameter
+from gatehouse.types.problems import describe_problems
 from gatehouse.types.resource import Duration, LabelKey
+from gatehouse.types.yaml_io import load_document
 
 __all__ = [
     "DEFAULT_AUDIT_RETENTION",
@@ -198,34 +199,24 @@ class Config(_Strict):
         ]
 
 
-def _error_line(path: Path, exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    if err["type"] == "extra_forbidden":
-        return f"{path}: unknown key {where}"
-    if err["type"] == "literal_error":  # name the value: it may be a typo
-        return f"{path}: {where}: {err['input']!r} is not one of {err['ctx']['expected']}"
-    return f"{path}: {where}: {err['msg']}"
-
-
 def load_config(path: Path) -> Config:
     """Read and validate a config file; any mistake is one BadParameter line."""
     try:
         text = path.read_text()
     except OSError as exc:
         raise BadParameter(f"cannot read config {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError:
+        raise BadParameter(f"cannot read config {path}: it is not UTF-8 text") from None
     try:
-        raw = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" at line {mark.line + 1}" if mark is not None else ""
-        raise BadParameter(f"{path}: malformed YAML{line}") from exc
+        raw = load_document(text) or {}
+    except BadParameter as exc:
+        raise BadParameter(f"{path}: {exc}") from None
     if not isinstance(raw, dict):
         raise BadParameter(f"{path}: expected a mapping at the top level")
     try:
         cfg = Config.model_validate(raw)
     except ValidationError as exc:
-        raise BadParameter(_error_line(path, exc)) from exc
+        raise BadParameter(f"{path}: {describe_problems(exc, noun='key')}") from None
     if not cfg.enabled_services():
         raise BadParameter(
             f"{path}: no service is enabled (auth_service, proxy_service, ssh_service)"

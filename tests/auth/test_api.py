@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gatehouse.auth.intake import EVENT_SKEW, MAX_FIELDS, MAX_MESSAGE
+from gatehouse.auth.intake import EVENT_SKEW
 from gatehouse.auth.server import NODE_TTL, AuthServer
 from gatehouse.client.api import APIClient
 from gatehouse.clock import FakeClock
@@ -19,6 +19,7 @@ from gatehouse.types.remote_cluster import RemoteCluster
 from gatehouse.types.resource import Metadata
 from gatehouse.types.user import User, UserSpec
 from gatehouse.types.yaml_io import to_json_obj
+from gatehouse.wire.eventsize import MAX_FIELDS, MAX_MESSAGE, fields_size
 from tests.auth.conftest import API
 from tests.auth.samples import CLUSTER, LOCAL_NODE_ADDR, NODE_ADDR, add_role, certify
 
@@ -342,12 +343,17 @@ async def test_a_forbidden_event_is_not_stored(node: APIClient, server: AuthServ
     assert (await server.audit.search(types=["user.login"])).events == []
 
 
-@pytest.mark.parametrize("big", [{"message": "x" * (MAX_MESSAGE + 1)},
-                                 {"fields": {"output": "x" * MAX_FIELDS}}])
-async def test_an_oversized_event_is_rejected_alone(node: APIClient, clock: FakeClock,
-                                                    big: dict[str, Any]) -> None:
-    reply = await post(node, event("exec", clock.now(), **big), event("exec", clock.now()))
-    assert reply == {"stored": 1, "rejected": 1}
+async def test_an_oversized_event_is_stored_cut_to_fit(node: APIClient, server: AuthServer,
+                                                       clock: FakeClock) -> None:
+    command = "echo hi; : " + "x" * (8 * MAX_FIELDS)
+    reply = await post(node, event("exec", clock.now(), message="m" * (MAX_MESSAGE + 1),
+                                   fields={"command": command}))
+    assert reply == {"stored": 1, "rejected": 0}
+    ev = await stored(server, "exec")
+    assert ev.message == "m" * MAX_MESSAGE
+    assert ev.fields["command"].startswith("echo hi; : xxx")
+    assert ev.fields["truncated"] == {"message": MAX_MESSAGE + 1, "command": len(command)}
+    assert fields_size(ev.fields) <= MAX_FIELDS + 100  # and the auth's server_id
 
 
 async def test_the_largest_event_allowed_is_stored(node: APIClient, clock: FakeClock) -> None:
@@ -399,7 +405,7 @@ async def test_malformed_or_oversized_leaf_events_are_rejected_alone(
     root_proxy: APIClient, server: AuthServer, clock: FakeClock,
 ) -> None:
     good = leaf_item("exec", clock.now(), user="alice")
-    huge = leaf_item("exec", clock.now(), message="x" * (4 * MAX_FIELDS))
+    huge = leaf_item("exec", clock.now(), user="x" * (4 * MAX_FIELDS))
     unknown = leaf_item("exec", clock.now())
     unknown["event"]["event"] = "root.takeover"
     bad_key = {**leaf_item("exec", clock.now()), "key": "../../x"}
@@ -407,6 +413,17 @@ async def test_malformed_or_oversized_leaf_events_are_rejected_alone(
         "events": [good, huge, unknown, bad_key, "not an object", {"key": "x"}]})
     assert reply == {"stored": 1, "rejected": 5}
     assert len((await server.audit.search(types=["exec"])).events) == 1
+
+
+async def test_a_leaf_event_with_a_long_command_is_stored_cut_to_fit(
+    root_proxy: APIClient, server: AuthServer, clock: FakeClock,
+) -> None:
+    command = "x" * (4 * MAX_FIELDS)
+    item = leaf_item("exec", clock.now(), message=command, fields={"command": command})
+    reply = await root_proxy.post("/v1/remote_events/us-east-1a", {"events": [item]})
+    assert reply == {"stored": 1, "rejected": 0}
+    ev = await stored(server, "exec")
+    assert ev.fields["truncated"] == {"message": len(command), "command": len(command)}
 
 
 async def test_events_for_an_unknown_leaf_are_refused(root_proxy: APIClient,

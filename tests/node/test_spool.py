@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gatehouse.errors import ConnectionProblem
+from gatehouse.errors import BadParameter, ConnectionProblem
 from gatehouse.node import spool as spool_module
 from gatehouse.node.spool import AuditSpool
+from gatehouse.wire.eventsize import MAX_FIELDS
+from gatehouse.wire.names import RECORDING_CHUNK
 
 
 class Auth:
     """Stands in for the auth's POST /v1/events: records batches, fails on demand."""
 
-    def __init__(self, failures: int = 0) -> None:
+    def __init__(self, failures: int = 0, max_body: int = 0) -> None:
         self.failures = failures
+        self.max_body = max_body  # a larger request is refused whole, as aiohttp does
         self.got: list[dict[str, Any]] = []
         self.arrived = asyncio.Event()
 
@@ -25,6 +29,8 @@ class Auth:
         if self.failures:
             self.failures -= 1
             raise ConnectionProblem("auth unreachable")
+        if self.max_body and len(json.dumps({"events": batch})) > self.max_body:
+            raise BadParameter("request body too large")
         self.got += batch
         self.arrived.set()
 
@@ -90,4 +96,15 @@ async def test_compaction_keeps_what_was_not_sent(tmp_path: Path,
     more = Auth()
     await _deliver(spool, more, 1)
     assert [e["n"] for e in more.got] == [20]
+    spool.close()
+
+
+async def test_large_events_go_in_batches_the_auth_accepts(tmp_path: Path) -> None:
+    spool = AuditSpool(tmp_path)
+    count = 3 * RECORDING_CHUNK // MAX_FIELDS  # events as large as the auth stores them
+    for i in range(count):
+        spool.append({"event": "exec", "n": i, "fields": {"command": "x" * (MAX_FIELDS - 20)}})
+    auth = Auth(max_body=RECORDING_CHUNK)
+    await _deliver(spool, auth, count)
+    assert [e["n"] for e in auth.got] == list(range(count))
     spool.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -170,3 +171,25 @@ async def test_an_ssh_stream_names_the_host_it_reached() -> None:
     await leaf.wait_closed()
     listener.close()
     node.close()
+
+
+async def test_a_node_that_does_not_answer_is_named_as_the_roots_proxy_names_it() -> None:
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        addr = f"127.0.0.1:{closed.getsockname()[1]}"
+    nodes, audited = Nodes(addr), []
+
+    async def audit(event: str, fields: dict[str, Any]) -> None:
+        audited.append(fields["message"])
+
+    timer, trust = FakeMonotonic(), leaf_trust(A, B)
+    server = StreamServer("root-a", nodes, nodes, audit, trust=lambda: trust,
+                          clock=FakeClock(NOW), timer=timer)
+    root, leaf, listener = await sessions(server, timer)
+    with pytest.raises(ConnectionProblem) as info:
+        await root.open({"kind": "ssh", "target": "db1",
+                         "client_cert": base64.b64encode(A.user_der("alice")).decode()})
+    assert str(info.value) == audited[0] == f"node db1 at {addr} is unreachable"
+    await root.aclose()
+    await leaf.wait_closed()
+    listener.close()

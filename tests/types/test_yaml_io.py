@@ -129,7 +129,7 @@ def test_canonical_kind() -> None:
     [
         (
             "kind: role\nmetadata: {name: r}\nspec: {allow: {logins: root}}",
-            "resource 1 (role): spec.allow.logins: Input should be a valid list, got 'root'",
+            "resource 1 (role): spec.allow.logins: expected a list, got 'root'",
         ),
         (
             "kind: role\nmetadata: {name: r}\nspec: {alow: {}}",
@@ -156,17 +156,30 @@ def test_canonical_kind() -> None:
         ("metadata: {name: x}", "resource 1: missing field kind"),
         ("kind: [role]", "resource 1: kind must be a string"),
         ("- kind: role", "resource 1: expected a mapping with kind, version, metadata and spec"),
-        ("kind: role\nversion: v2\nmetadata: {name: r}", "resource 1 (role): version: Input"),
-        ("kind: role\nmetadata: {name: r}\nstatus: {}", "resource 1 (role): status: Input"),
+        ("kind: role\nversion: v2\nmetadata: {name: r}",
+         "resource 1 (role): version: expected 'v1', got 'v2'"),
+        ("kind: role\nmetadata: {name: r}\nstatus: {}",
+         "resource 1 (role): status: expected no value here, got a mapping"),
     ],
 )
 def test_errors_name_the_document_and_field(text: str, expected: str) -> None:
     assert error_of(text).startswith(expected)
 
 
-def test_several_problems_are_counted_on_one_line() -> None:
+def test_several_problems_are_listed_on_one_line() -> None:
     message = error_of("kind: trusted_cluster\nmetadata: {name: r}\nspec: {}")
-    assert message == "resource 1 (trusted_cluster): missing field spec.token (and 1 more problem)"
+    assert message == ("resource 1 (trusted_cluster): missing field spec.token; "
+                       "missing field spec.proxy_addr")
+    message = error_of("kind: role\nmetadata: {name: r}\nspec: {allow: [x], deny: 3}")
+    assert message == ("resource 1 (role): spec.allow: expected a mapping, got a list; "
+                       "spec.deny: expected a mapping, got 3")
+
+
+def test_past_ten_problems_the_rest_are_counted() -> None:
+    fields = ", ".join(f"x{i}: 1" for i in range(13))
+    message = error_of(f"kind: role\nmetadata: {{name: r}}\nspec: {{{fields}}}")
+    assert message.count("unknown field spec.x") == 10
+    assert message.endswith("; and 3 more problems")
 
 
 @pytest.mark.parametrize(

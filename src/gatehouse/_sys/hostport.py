@@ -3,9 +3,11 @@ the client's hot path uses it)."""
 
 from __future__ import annotations
 
+import errno
+
 from gatehouse.errors import BadParameter
 
-__all__ = ["dial_addr", "split_host_port"]
+__all__ = ["dial_addr", "listen_error", "split_host_port"]
 
 # Hosts a listener binds to mean "every address"; no one can dial them.
 _WILDCARDS = ("0.0.0.0", "::")
@@ -32,3 +34,15 @@ def dial_addr(listen_addr: str) -> str:
     if host in _WILDCARDS:
         return f"127.0.0.1:{port}"
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def listen_error(key: str, addr: str, exc: OSError) -> BadParameter:
+    """The one line for a listener (its config key, e.g. ``proxy_service.listen_addr``)
+    that cannot bind ``addr``, with what to do."""
+    if exc.errno == errno.EADDRINUSE:
+        return BadParameter(f"{key} {addr} is already in use: is another gatehouse running? "
+                            f"Stop it, or set {key} to a free port")
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.EACCES:
+        reason += " (ports below 1024 need root)"
+    return BadParameter(f"cannot listen on {addr} ({key}): {reason}")

@@ -13,6 +13,7 @@ from gatehouse.auth.identify import identify, is_proxy, relayed
 from gatehouse.auth.server import AuthServer
 from gatehouse.errors import BadParameter
 from gatehouse.pki.tls import peer_der
+from gatehouse.types.problems import describe_problems
 from gatehouse.wire.names import CLIENT_CERT_HEADER, REMOTE_ADDR_HEADER
 
 __all__ = ["RELAYED", "SERVER", "api_of", "body_of", "json_body", "server_of", "source_of"]
@@ -67,10 +68,8 @@ async def json_body(request: web.Request) -> dict[str, Any]:
 
 
 async def body_of(request: web.Request, model: type[_M]) -> _M:
-    """The JSON body as ``model``; BadParameter naming the first bad field otherwise."""
+    """The JSON body as ``model``; BadParameter naming every bad field otherwise."""
     try:
         return model.model_validate(await json_body(request))
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "body"
-        raise BadParameter(f"field {where!r}: {err['msg']}") from None
+        raise BadParameter(f"request body: {describe_problems(exc)}") from None

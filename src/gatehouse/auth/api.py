@@ -120,6 +120,8 @@ async def trust(request: web.Request) -> web.StreamResponse:
                     snapshot = await anext(stream)
                 except StopAsyncIteration:
                     break
+    except ConnectionResetError:  # the watcher stopped or moved: what a watch is for
+        log.info("trust watch from %s ended: the watcher went away", request.remote)
     finally:
         request.app[_WATCHES].discard(task)
     return response

@@ -13,6 +13,7 @@ from gatehouse.auth.server import AuthServer
 from gatehouse.errors import AccessDenied, BadParameter, NotFound
 from gatehouse.services.events import CODES, SESSION_EVENTS, AuditEvent
 from gatehouse.wire.authapi import EventsStored
+from gatehouse.wire.eventsize import MAX_FIELDS, bound_event
 from gatehouse.wire.recording import is_session_id
 
 __all__ = ["HOST_EVENTS", "MAX_BATCH", "admit_host_event", "admit_leaf_event",
@@ -23,8 +24,6 @@ log = logging.getLogger(__name__)
 EVENT_SKEW = dt.timedelta(minutes=5)
 MAX_BATCH = 1000
 SEEN_FOR = dt.timedelta(days=7)
-MAX_MESSAGE = 2000
-MAX_FIELDS = 8192
 # What each kind of host may report; the auth stamps time, id, cluster and node itself.
 HOST_EVENTS = {
     "node": frozenset({"session.start", "session.end", "session.abort", "session.rejected",
@@ -37,14 +36,13 @@ def admit_host_event(raw: object, system_role: str,
                      now: dt.datetime) -> tuple[AuditEvent, dt.datetime]:
     """The event a host reported and the time to file it at; BadParameter says why not.
 
-    The host's clock counts only within EVENT_SKEW of ours.
+    The host's clock counts only within EVENT_SKEW of ours. A message or fields past
+    their bound are cut to fit (wire.eventsize), never a reason to drop the event.
     """
-    ev = AuditEvent.from_json_obj(raw if isinstance(raw, dict) else {})
+    ev = AuditEvent.from_json_obj(bound_event(raw) if isinstance(raw, dict) else {})
     if ev.event not in HOST_EVENTS.get(system_role, frozenset()):
         raise BadParameter(f"a {system_role} may not emit {ev.event!r}")
     _check_texts(ev)
-    if len(ev.message) > MAX_MESSAGE or len(json.dumps(ev.fields)) > MAX_FIELDS:
-        raise BadParameter("event too large")
     return ev, ev.time if abs(ev.time - now) <= EVENT_SKEW else now
 
 
@@ -52,10 +50,11 @@ def admit_leaf_event(raw: object, leaf: str, now: dt.datetime) -> AuditEvent:
     """A leaf's forwarded event (``{"key", "event"}``) as its root files it; BadParameter
     says why not. The leaf's name is the tunnel's, never the event's; the root's clock
     (``now``) is the event's time, and the leaf's own time is kept as ``leaf_time``: a
-    leaf does not choose where its events sort."""
+    leaf does not choose where its events sort. Its message and fields are cut to fit
+    as a host's are; past that, an event is refused for its size."""
     item = raw if isinstance(raw, dict) else {}
-    body = item.get("event")
-    ev = AuditEvent.from_json_obj(body if isinstance(body, dict) else {})
+    body = bound_event(item["event"]) if isinstance(item.get("event"), dict) else {}
+    ev = AuditEvent.from_json_obj(body)
     if ev.event not in CODES or len(json.dumps(body)) > MAX_FIELDS * 2:
         raise BadParameter("unknown or oversized event")
     _check_texts(ev)

@@ -89,4 +89,5 @@ class Passwords:
         until = await self._store.locked_until(user)
         if until is not None:
             raise LimitExceeded(f"user {user} is locked after {LOCK_AFTER} failed logins "
-                                f"until {until.isoformat(timespec='seconds')}")
+                                f"until {until.isoformat(timespec='seconds')}; an admin's "
+                                f"`gatectl users set-password {user}` unlocks it now")

@@ -45,6 +45,7 @@ from gatehouse.services.resources import ResourceStore
 from gatehouse.services.totp import TOTPStore
 from gatehouse.services.trust import TrustStore
 from gatehouse.types.node import Node, NodeSpec, NodeStatus
+from gatehouse.types.problems import describe_problems
 from gatehouse.types.resource import Metadata, is_name
 from gatehouse.types.role import Role, preset_roles
 from gatehouse.types.token import Token, TokenMetadata, TokenSpec, TokenType
@@ -442,9 +443,7 @@ class AuthServer:
                 status=NodeStatus(last_heartbeat=now),
             )
         except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"])
-            raise BadParameter(f"bad heartbeat: {where}: {err['msg']}") from None
+            raise BadParameter(f"bad heartbeat: {describe_problems(exc)}") from None
         return await self.nodes.upsert(node)
 
     async def delete_node(self, host_id: str) -> None:

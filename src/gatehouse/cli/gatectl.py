@@ -115,9 +115,9 @@ def users_set_password(
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     else:
-        import getpass
+        from gatehouse.cli.prompt import ask_password
 
-        password = getpass.getpass(f"New password for {name}: ")
+        password = ask_password(f"New password for {name}: ")
     _call(lambda api: api.set_password(name, password))
     print(f"password for {name} set")
 

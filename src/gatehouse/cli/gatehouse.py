@@ -31,7 +31,8 @@ def _next_steps(cfg: Config, started: object, config: Path | None) -> str:
 
     assert isinstance(started, Started)
     lines = [f"gatehouse: cluster {started.cluster} is up ("
-             + ", ".join(f"{k} on {v}" for k, v in started.addrs.items()) + ")"]
+             + ", ".join(f"{k} on {v}" for k, v in started.addrs.items())
+             + f"); its data is in {cfg.data_dir}"]
     if "proxy" in started.addrs:
         c = f" -c {config}" if config else ""
         proxy = cfg.proxy_service.public_addr or dial_addr(started.addrs["proxy"])
@@ -64,7 +65,8 @@ def start(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, task.cancel)
         try:
-            await daemon.run(cfg, lambda s: print(_next_steps(cfg, s, config), flush=True))
+            await daemon.run(cfg, lambda s: print(_next_steps(cfg, s, config), flush=True),
+                             config_file=config)
         except asyncio.CancelledError:
             print("gatehouse: stopped", flush=True)
 

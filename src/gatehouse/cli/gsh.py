@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import re
 import shutil
@@ -119,7 +118,9 @@ def login(
     if ca_pem is None and not insecure:
         die(f"give --ca-file=FILE to verify the proxy {proxy}, or --insecure to trust it on "
             "first use")
-    password = sys.stdin.readline().rstrip("\n") if password_stdin else getpass.getpass(
+    from gatehouse.cli.prompt import ask_password
+
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else ask_password(
         f"Password for {user}: ")
     profile = run_async(login_with_password(proxy, user, password, otp, ca_pem, ttl, cluster))
     if ca_pem is None:

@@ -23,10 +23,12 @@ class AdminTarget:
     cluster: str
     ssl_context: ssl.SSLContext
     config: Config | None
+    unreachable_hint: str = ""  # which daemon to start when the auth does not answer
 
     def api(self) -> AuthClient:
         return AuthClient(APIClient(self.addr, self.ssl_context,
-                                    server_hostname=f"auth.{self.cluster}"))
+                                    server_hostname=f"auth.{self.cluster}",
+                                    unreachable_hint=self.unreachable_hint))
 
 
 def identity_bundle(store: StoredIdentity) -> str:
@@ -61,8 +63,14 @@ def admin_target(config: Path | None, identity: Path | None, auth_server: str) -
                            "auth service")
     store = StoredIdentity(cfg.data_dir / "admin")
     if not store.exists():
-        raise NotFound(f"no admin credentials in {store.directory}: "
-                       "has `gatehouse start` run with this config?")
+        if config is None:  # `gatehouse start` without a config keeps its data here too
+            raise NotFound(f"no admin credentials in {store.directory}: without -c, gatectl "
+                           "reads ./gatehouse-data of the current directory; run it where "
+                           "`gatehouse start` ran, or pass -c gatehouse.yaml")
+        raise NotFound(f"no admin credentials in {store.directory} (the data_dir of "
+                       f"{config}): has `gatehouse start -c {config}` run?")
     addr = dial_addr(auth_server or cfg.auth_service.listen_addr or DEFAULT_AUTH_ADDR)
+    start = f"gatehouse start -c {config}" if config else "gatehouse start"
     return AdminTarget(addr, store.identity().cluster,
-                       _from_bundle(store.directory / "identity.pem", addr).ssl_context, cfg)
+                       _from_bundle(store.directory / "identity.pem", addr).ssl_context, cfg,
+                       unreachable_hint=f"is `{start}` running?")

@@ -7,6 +7,7 @@ the server's one-line message; an unreachable server is ConnectionProblem.
 from __future__ import annotations
 
 import json
+import os
 import ssl
 from collections.abc import AsyncIterator
 from typing import Any
@@ -29,8 +30,12 @@ class APIClient:
         server_hostname: str | None = None,
         timeout: float = 30.0,
         headers: dict[str, str] | None = None,
+        unreachable_hint: str = "",
     ) -> None:
+        """``unreachable_hint``: what to tell a person when ``addr`` does not answer
+        (which daemon should be running)."""
         self._headers = headers
+        self._hint = unreachable_hint
         self.addr = addr
         self._base = f"https://{addr}"
         self._ssl = ssl_context
@@ -104,8 +109,7 @@ class APIClient:
                 f"TLS verification of {self.addr} failed: {exc.certificate_error}"
             ) from exc
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            reason = str(exc) or type(exc).__name__
-            raise ConnectionProblem(f"cannot reach {self.addr}: {reason}") from exc
+            raise self._unreachable(exc) from exc
 
     async def get_bytes(self, path: str) -> bytes:
         """A binary response body (recordings)."""
@@ -123,8 +127,18 @@ class APIClient:
         except GatehouseError:
             raise
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise ConnectionProblem(f"cannot reach {self.addr}: {exc or type(exc).__name__}"
-                                    ) from exc
+            raise self._unreachable(exc) from exc
+
+    def _unreachable(self, exc: BaseException) -> ConnectionProblem:
+        """One line: the address, why (the OS's words for a refused or failed connect),
+        and the hint."""
+        cause = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
+        if isinstance(cause, OSError) and (cause.errno or cause.strerror):
+            reason = os.strerror(cause.errno) if cause.errno else cause.strerror
+        else:
+            reason = str(exc) or type(exc).__name__
+        hint = f"; {self._hint}" if self._hint else ""
+        return ConnectionProblem(f"cannot reach {self.addr}: {reason}{hint}")
 
     async def put_bytes(self, path: str, data: bytes) -> Any:
         return await self.request("PUT", path, body=None, data=data)

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from gatehouse.client.api import APIClient
 from gatehouse.errors import BadParameter, ConnectionProblem
 from gatehouse.types.node import Node
+from gatehouse.types.problems import describe_problems
 from gatehouse.types.resource import Resource
 from gatehouse.types.yaml_io import from_json_obj, to_json_obj
 from gatehouse.wire.authapi import (
@@ -200,7 +201,7 @@ def _parse(model: type[_M], raw: Any) -> _M:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        raise ConnectionProblem(f"malformed reply from the auth: {exc.errors()[0]['msg']}"
+        raise ConnectionProblem(f"malformed reply from the auth: {describe_problems(exc)}"
                                 ) from None
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncssh
 
-from gatehouse._sys.hostport import split_host_port
+from gatehouse._sys.hostport import listen_error, split_host_port
 from gatehouse.client.trust import TrustWatcher
 from gatehouse.clock import Clock
 from gatehouse.config import SSHSection
@@ -30,6 +30,7 @@ from gatehouse.node.uploader import upload_with_retries
 from gatehouse.pki.keystore import StoredIdentity
 from gatehouse.wire import recording
 from gatehouse.wire.authapi import AuthAPI, Heartbeat
+from gatehouse.wire.eventsize import bound_event
 
 __all__ = ["HEARTBEAT_INTERVAL", "NodeService"]
 
@@ -92,9 +93,10 @@ class NodeService:
             "message": "the node stopped during the session; its recording ends there"})
 
     def _audit(self, event: str, fields: dict[str, Any]) -> None:
+        """Spool an event, cut to the size the auth stores (a long command keeps its head)."""
         record = {"event": event, "time": self._clock.now().isoformat(), "cluster": "",
                   "id": str(uuid.uuid4()), **fields}
-        self._spool.append(record)
+        self._spool.append(bound_event(record))
 
     async def run(self, started: Callable[[str], None]) -> None:
         """Serve until cancelled; ``started`` gets the listening address once ready."""
@@ -113,13 +115,17 @@ class NodeService:
                 raise ConnectionProblem(
                     "the ssh service could not fetch its trust from its auth in 30 s"
                 ) from None
-            self._listener = server = await sshserver.listen(
-                host, port, host_key=key, host_cert=cert,
-                server_factory=lambda: sshserver.NodeSSHServer(
-                    trust=self._trust.current, labels=self._cfg.labels, clock=self._clock,
-                    audit=self._audit, record=self._start_recording,
-                ),
-            )
+            try:
+                self._listener = server = await sshserver.listen(
+                    host, port, host_key=key, host_cert=cert,
+                    server_factory=lambda: sshserver.NodeSSHServer(
+                        trust=self._trust.current, labels=self._cfg.labels, clock=self._clock,
+                        audit=self._audit, record=self._start_recording,
+                    ),
+                )
+            except OSError as exc:
+                raise listen_error("ssh_service.listen_addr", self._cfg.listen_addr,
+                                   exc) from None
             try:
                 await self._heartbeat()
                 tg.create_task(self._heartbeats())

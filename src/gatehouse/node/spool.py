@@ -21,12 +21,16 @@ from typing import Any
 
 from gatehouse.errors import ConnectionProblem, GatehouseError
 from gatehouse.pki.keystore import write_private
+from gatehouse.wire.names import RECORDING_CHUNK
 
 __all__ = ["AuditSpool"]
 
 log = logging.getLogger(__name__)
 
 BATCH = 500
+# The most bytes of events one upload carries, well within the request bodies the auth
+# and the proxy accept (a recording chunk): a batch past that would be refused whole.
+BATCH_BYTES = RECORDING_CHUNK // 4
 COMPACT_AT = 1 << 20  # rewrite the file once this many acknowledged bytes precede the rest
 
 Upload = Callable[[list[dict[str, Any]]], Awaitable[object]]
@@ -62,10 +66,13 @@ class AuditSpool:
         with self._path.open("rb") as f:
             f.seek(offset)
             records: list[dict[str, Any]] = []
+            size = 0
             for line in f:
-                if not line.endswith(b"\n") or len(records) >= BATCH:
+                if not line.endswith(b"\n") or len(records) >= BATCH or (
+                        size and size + len(line) > BATCH_BYTES):
                     break  # a line still being written, or enough for one upload
                 offset += len(line)
+                size += len(line)
                 try:
                     records.append(json.loads(line))
                 except ValueError:

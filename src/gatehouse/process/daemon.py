@@ -23,7 +23,7 @@ from pathlib import Path
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from gatehouse._sys.hostport import dial_addr, split_host_port
+from gatehouse._sys.hostport import dial_addr, listen_error, split_host_port
 from gatehouse.auth.api import make_api_app
 from gatehouse.auth.local import LocalAuth
 from gatehouse.auth.server import AuthServer
@@ -39,6 +39,7 @@ from gatehouse.errors import AccessDenied, BadParameter
 from gatehouse.node.service import NodeService
 from gatehouse.pki import sshcert, tls
 from gatehouse.pki.keystore import StoredIdentity, write_private
+from gatehouse.process.listeners import check_listen_addrs
 from gatehouse.process.renewal import Fresh, Renewal, renewal_due
 from gatehouse.proxy.service import ProxyService
 from gatehouse.wire.authapi import AuthAPI, RenewRequest
@@ -57,19 +58,43 @@ class Started:
     addrs: dict[str, str] = field(default_factory=dict)  # service -> address
 
 
+def _lock(fd: int, data_dir: Path) -> None:
+    """Take the data directory's lock on ``fd``; BadParameter naming the process that
+    holds it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode().strip() or "?"
+        raise BadParameter(
+            f"data directory {data_dir} is in use by another gatehouse process (pid {holder})"
+        ) from None
+
+
+def _check_can_start(cfg: Config, config_file: Path | None) -> None:
+    """What would stop this start, found before anything is created: the data directory
+    locked by another process, a listen address that cannot bind."""
+    try:
+        fd = os.open(cfg.data_dir / "gatehouse.pid", os.O_RDWR)
+    except FileNotFoundError:
+        pass
+    else:
+        try:
+            _lock(fd, cfg.data_dir)
+        finally:
+            os.close(fd)
+    check_listen_addrs(cfg, config_file)
+
+
 @contextlib.contextmanager
 def _lock_data_dir(data_dir: Path) -> Iterator[Path]:
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = data_dir / "gatehouse.pid"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(fd, 32).decode().strip() or "?"
+        _lock(fd, data_dir)
+    except BadParameter:
         os.close(fd)
-        raise BadParameter(
-            f"data directory {data_dir} is in use by another gatehouse process (pid {holder})"
-        ) from None
+        raise
     os.ftruncate(fd, 0)
     os.write(fd, str(os.getpid()).encode())
     try:
@@ -165,7 +190,11 @@ async def _start_auth(cfg: Config, auth: AuthServer, stack: contextlib.AsyncExit
                            keepalive_timeout=cfg.auth_service.limits.idle_timeout.total_seconds())
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
-    await web.TCPSite(runner, host, port, ssl_context=ctx, backlog=1024).start()
+    try:
+        await web.TCPSite(runner, host, port, ssl_context=ctx, backlog=1024).start()
+    except OSError as exc:  # taken since the check at start
+        raise listen_error("auth_service.listen_addr", cfg.auth_service.listen_addr,
+                           exc) from None
 
     async def renew_own(own: StoredIdentity) -> Fresh:
         certs = await auth.renew_host("auth", own.key().public_key())
@@ -228,12 +257,14 @@ async def _services(cfg: Config, clock: Clock, timer: Monotonic) -> AsyncIterato
 
 async def run(
     cfg: Config, on_started: Callable[[Started], None], clock: Clock | None = None,
-    timer: Monotonic | None = None,
+    timer: Monotonic | None = None, config_file: Path | None = None,
 ) -> None:
-    """Run every enabled service until cancelled."""
+    """Run every enabled service until cancelled (``config_file``: where ``cfg`` came
+    from, for messages). A start that cannot listen fails before it creates anything."""
     clock = clock or SystemClock()
     timer = timer or SystemMonotonic()
     data_dir = cfg.data_dir
+    _check_can_start(cfg, config_file)
     with _lock_data_dir(data_dir):
         async with (
             _services(cfg, clock, timer) as (auth, cluster, auth_addr, renewals),

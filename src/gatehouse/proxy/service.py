@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from gatehouse._sys.hostport import split_host_port
+from gatehouse._sys.hostport import listen_error, split_host_port
 from gatehouse._sys.tasks import TaskOwner
 from gatehouse.client.forward import AuthForwarder
 from gatehouse.client.trust import TrustWatcher
@@ -193,11 +193,15 @@ class ProxyService:
             loop = asyncio.get_running_loop()
             anonymous = AnonymousConnections(limits.anonymous_per_source,
                                              limits.anonymous_total, self._timer)
-            server = await loop.create_server(
-                lambda: ALPNRouter(handlers, ALPN_HTTP, anonymous), host, port,
-                ssl=ctx, reuse_address=True, backlog=1024,
-                ssl_handshake_timeout=limits.handshake_timeout.total_seconds(),
-            )
+            try:
+                server = await loop.create_server(
+                    lambda: ALPNRouter(handlers, ALPN_HTTP, anonymous), host, port,
+                    ssl=ctx, reuse_address=True, backlog=1024,
+                    ssl_handshake_timeout=limits.handshake_timeout.total_seconds(),
+                )
+            except OSError as exc:
+                raise listen_error("proxy_service.listen_addr", self._cfg.listen_addr,
+                                   exc) from None
             try:
                 tg.create_task(agent.run())
                 tg.create_task(tunnels.run())

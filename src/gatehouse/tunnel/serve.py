@@ -81,12 +81,16 @@ class StreamServer:
                          target: str, remote: str) -> None:
         try:
             route = await self._nodes.resolve_node(target, der, remote)
+        except GatehouseError as exc:
+            await self._refuse(stream, user.name, target, remote, str(exc))
+            return
+        try:
             host, port = split_host_port(route.addr)
             reader, writer = await wait_for(self._timer, asyncio.open_connection(host, port),
                                             DIAL_TIMEOUT)
-        except (GatehouseError, OSError, TimeoutError) as exc:
+        except (GatehouseError, OSError, TimeoutError):  # said as proxy/sshproxy.py says it
             await self._refuse(stream, user.name, target, remote,
-                               str(exc) or f"node {target} is unreachable")
+                               f"node {target} at {route.addr} is unreachable")
             return
         stream.accept({"host_id": route.host_id})  # what the user's client pins
         await splice_stream(stream, reader, writer)

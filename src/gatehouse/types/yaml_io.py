@@ -15,12 +15,12 @@ from typing import Any
 
 import yaml
 from pydantic import ValidationError
-from pydantic_core import ErrorDetails
 
 from gatehouse.errors import BadParameter
 from gatehouse.types.cert_authority import CertAuthority
 from gatehouse.types.cluster_name import ClusterName
 from gatehouse.types.node import Node
+from gatehouse.types.problems import describe_problems
 from gatehouse.types.remote_cluster import RemoteCluster
 from gatehouse.types.resource import Resource
 from gatehouse.types.role import Role
@@ -35,6 +35,7 @@ __all__ = [
     "canonical_kind",
     "dump_yaml",
     "from_json_obj",
+    "load_document",
     "parse_resources",
     "to_json_obj",
 ]
@@ -82,7 +83,7 @@ def from_json_obj(obj: object, *, where: str = "resource") -> Resource:
     try:
         return KINDS[canonical].model_validate({**obj, "kind": canonical})
     except ValidationError as exc:
-        raise BadParameter(f"{where} ({canonical}): {_describe(exc)}") from None
+        raise BadParameter(f"{where} ({canonical}): {describe_problems(exc)}") from None
 
 
 def parse_resources(text: str) -> list[Resource]:
@@ -96,6 +97,15 @@ def parse_resources(text: str) -> list[Resource]:
         for number, doc in enumerate(documents, start=1)
         if doc is not None
     ]
+
+
+def load_document(text: str) -> object:
+    """The one YAML document in ``text``, read in this module's dialect (no duplicate
+    keys, bounded nesting); BadParameter with its line and column otherwise."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
+    except yaml.YAMLError as exc:
+        raise BadParameter(_describe_yaml(exc)) from None
 
 
 def to_json_obj(resource: Resource) -> dict[str, Any]:
@@ -116,40 +126,6 @@ def dump_yaml(resources: Iterable[Resource]) -> str:
 
 
 # --- error messages -----------------------------------------------------------------------
-
-
-def _describe(exc: ValidationError) -> str:
-    errors = exc.errors(include_url=False)
-    text = _describe_one(errors[0])
-    if len(errors) > 1:
-        more = len(errors) - 1
-        text += f" (and {more} more problem{'s' if more > 1 else ''})"
-    return text
-
-
-def _describe_one(error: ErrorDetails) -> str:
-    path = _path(error["loc"])
-    if error["type"] == "extra_forbidden":
-        return f"unknown field {path}"
-    if error["type"] == "missing":
-        return f"missing field {path}"
-    text = error["msg"]
-    value = error.get("input")
-    # Our own messages ("invalid") already quote the value; pydantic's do not.
-    if error["type"] != "invalid" and isinstance(value, str | int | float | bool):
-        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
-        text += f", got {shown}"
-    return f"{path}: {text}" if path else text
-
-
-def _path(loc: tuple[int | str, ...]) -> str:
-    path = ""
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            path += f".{part}" if path else part
-    return path
 
 
 def _describe_yaml(exc: yaml.YAMLError) -> str:
