@@ -106,10 +106,14 @@ async def _pump_stdin(process: asyncssh.SSHClientProcess[bytes]) -> None:
         pass
 
 
-async def _pump_out(stream: asyncssh.SSHReader[bytes], fd: int) -> None:
-    """Copy to a local fd; a blocking write only stalls this one-session client."""
-    while data := await stream.read(PUMP_CHUNK):
-        write_all(fd, data)
+async def _pump_out(stream: asyncssh.SSHReader[bytes], fd: int, node: str) -> None:
+    """Copy to a local fd; a blocking write only stalls this one-session client. A lost
+    connection (the proxy, the node or a tunnel between gone) is one clear error."""
+    try:
+        while data := await stream.read(PUMP_CHUNK):
+            write_all(fd, data)
+    except asyncssh.Error as exc:
+        raise ConnectionProblem(f"the connection to {node} was lost: {exc.reason}") from exc
 
 
 async def run_ssh(profile: Profile, login: str, node: str, command: list[str], *,
@@ -141,8 +145,8 @@ async def run_ssh(profile: Profile, login: str, node: str, command: list[str], *
             with raw:
                 async with asyncio.TaskGroup() as tg:
                     stdin_task = tg.create_task(_pump_stdin(process))
-                    out = tg.create_task(_pump_out(process.stdout, 1))
-                    err = tg.create_task(_pump_out(process.stderr, 2))
+                    out = tg.create_task(_pump_out(process.stdout, 1, node))
+                    err = tg.create_task(_pump_out(process.stderr, 2, node))
                     await process.wait_closed()
                     await out
                     await err
