@@ -15,9 +15,9 @@ and the next follows at once (tunnel/link.py, HEALTHY_AFTER); once the link is b
 the dial in progress gets through at its next SYN retransmission (1, 3 and 7 s after
 it started), or times out and the next one does: the tunnel is back within ~9 s.
 RECONNECT_BOUND also covers a root that refused dials quickly (the longest backoff).
-Measured on a 2-core machine (5 runs): offline at the root 12-13 s after the cut
-(TCP_USER_TIMEOUT, tunnel/liveness.py); online again 1.1-2.2 s after the link came
-back; the test takes ~90 s.
+Measured on a 2-core machine (6 runs): offline at the root 12-13 s after the cut
+(TCP_USER_TIMEOUT, tunnel/liveness.py); online again 1.1-3.7 s after the link came
+back; the test takes 85-95 s.
 """
 
 from __future__ import annotations
