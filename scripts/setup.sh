@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Install what Gatehouse and its tests need on a fresh Debian machine: OpenSSH
 # (client for the tests and `gsh config`, server for the benchmark), iproute2 and
-# iptables (network namespaces and the no-ingress firewall in the tests), and the
-# Python package with its pinned dependencies in .venv.
+# iptables (network namespaces and the no-ingress firewall in the tests), faketime
+# (libfaketime: the clock-skew tests shift a leaf's clock), and the Python package
+# with its pinned dependencies in .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for cmd in ssh:openssh-client sshd:openssh-server ip:iproute2 iptables:iptables; do
+for cmd in ssh:openssh-client sshd:openssh-server ip:iproute2 iptables:iptables \
+           faketime:faketime; do
     bin=${cmd%%:*}; pkg=${cmd#*:}
     if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$bin" ]; then need+=("$pkg"); fi
 done

@@ -118,7 +118,7 @@ def test_certificate_names_the_subject_and_its_validity() -> None:
     assert cert.subject.rfc4514_string() == "CN=alice,O=sso.example.com"
     assert cert.issuer == USER_CA.subject
     assert cert.public_key() == SUBJECT_KEY.public_key()
-    assert cert.not_valid_before_utc == NOW - dt.timedelta(minutes=1)
+    assert cert.not_valid_before_utc == NOW - x509.BACKDATE
     assert cert.not_valid_after_utc == NOW + TTL
     constraints = cert.extensions.get_extension_for_class(cx509.BasicConstraints).value
     assert constraints.ca is False
@@ -239,10 +239,10 @@ def test_verify_refuses_an_expired_certificate() -> None:
 
 def test_verify_refuses_a_certificate_not_valid_yet() -> None:
     cert = issue_alice()
-    # Issued certificates are backdated one minute for clock drift, no more.
-    x509.verify_issued_by(cert, [USER_CA], NOW - dt.timedelta(minutes=1))
+    # Issued certificates are backdated for clock drift, no more.
+    x509.verify_issued_by(cert, [USER_CA], NOW - x509.BACKDATE)
     with pytest.raises(AccessDenied, match="not valid yet"):
-        x509.verify_issued_by(cert, [USER_CA], NOW - dt.timedelta(minutes=1, seconds=1))
+        x509.verify_issued_by(cert, [USER_CA], NOW - x509.BACKDATE - dt.timedelta(seconds=1))
 
 
 def test_verify_refuses_a_tampered_identity() -> None:

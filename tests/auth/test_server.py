@@ -32,6 +32,7 @@ from tests.auth.samples import CLUSTER, NODE_ADDR, add_role, certify, leaf_host_
 PASSWORD = "correct horse battery"
 MINUTE = dt.timedelta(minutes=1)
 SECOND = dt.timedelta(seconds=1)
+BACKDATE_S = int(x509.BACKDATE.total_seconds())  # certificates start this far in the past
 
 pytestmark = pytest.mark.usefixtures("fast_hashing")
 
@@ -128,7 +129,7 @@ async def test_login_issues_an_ssh_certificate(server: AuthServer, clock: FakeCl
     assert sshcert.public_key_line(cert.public_key) == key
     assert cert.signature_key == server.cas["user"].ssh_key.public_key()
     now = int(clock.now().timestamp())
-    assert cert.valid_after == now - 60
+    assert cert.valid_after == now - BACKDATE_S
     assert cert.valid_before == now + int(DEFAULT_USER_TTL.total_seconds())
     assert certs.expires == clock.now() + DEFAULT_USER_TTL
     assert certs.ssh_cert.endswith(" alice")
@@ -144,6 +145,23 @@ async def test_login_issues_the_x509_twin(server: AuthServer, clock: FakeClock) 
         logins=("alice", "root"), traits={"logins": ["alice", "root"]},
         route_to_cluster=CLUSTER, expires=clock.now() + DEFAULT_USER_TTL,
     )
+
+
+async def test_a_verifier_whose_clock_is_ten_minutes_behind_accepts_new_certificates(
+        server: AuthServer, clock: FakeClock) -> None:
+    """A leaf, or a node, whose clock lags the issuer's accepts what it just issued: its
+    users' and hosts' certificates, SSH and X.509, and the CAs themselves."""
+    await add_user(server, logins=["root"])
+    user = await server.login("alice", PASSWORD, public_line())
+    token = await server.create_token("node", dt.timedelta(minutes=15))
+    _, host = await server.join(join_request(token.secret))
+    behind = clock.now() - 10 * MINUTE
+    for certs, ca, kind in ((user, "user", sshcert.CertType.USER),
+                            (host, "host", sshcert.CertType.HOST)):
+        sshcert.check_validity(ssh_cert(certs.ssh_cert), now=int(behind.timestamp()),
+                               cert_type=kind, principal=None)
+        x509.verify_issued_by(x509.load_cert(certs.tls_cert), [server.cas[ca].tls_cert], behind)
+        x509.check_validity(server.cas[ca].tls_cert, behind)
 
 
 async def test_login_is_audited(server: AuthServer) -> None:
@@ -179,7 +197,7 @@ async def test_the_shortest_max_session_ttl_of_the_roles_wins(server: AuthServer
     certs = await server.login("alice", PASSWORD, public_line())
     assert certs.expires == clock.now() + dt.timedelta(hours=1, minutes=30)
     cert = ssh_cert(certs.ssh_cert)
-    assert cert.valid_before - cert.valid_after == 90 * 60 + 60
+    assert cert.valid_before - cert.valid_after == 90 * 60 + BACKDATE_S
     assert cert.roles == ("access", "short")
 
 
@@ -299,7 +317,7 @@ async def test_a_role_edit_applies_at_the_next_login(server: AuthServer) -> None
     second = ssh_cert((await server.login("alice", PASSWORD, public_line())).ssh_cert)
     assert first.principals == ("deploy",)
     assert second.principals == ("backup", "deploy")
-    assert second.valid_before - second.valid_after == 3600 + 60
+    assert second.valid_before - second.valid_after == 3600 + BACKDATE_S
 
 
 # --- admin credentials --------------------------------------------------------------------

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable
+from pathlib import Path
 
-from gatehouse.process.harness import GATEHOUSE, GSH, Client, Cluster, base_env, run
+from gatehouse.process.harness import GATEHOUSE, GSH, Client, Cluster, Process, base_env, run
 
 WRONG = "wrong-password-123"
 
@@ -88,3 +91,23 @@ def test_second_start_on_same_data_dir_is_refused(
     me = make_client(c)
     me.login(username).ok()
     assert me.ssh("root@node1", "echo still-here").out == "still-here\n"
+
+
+def test_a_session_whose_connection_is_lost_ends_with_one_line(
+        fresh_cluster: Cluster, make_client: Callable[[Cluster], Client], username: str,
+        tmp_path: Path) -> None:
+    c = fresh_cluster
+    c.add_user(username)
+    me = make_client(c)
+    me.login(username).ok()
+    # The remote loop ends at its first write once nobody reads its output.
+    session = Process("gsh ssh", [str(GSH), "ssh", "root@node1",
+                                  "while echo tick; do sleep 1; done"],
+                      tmp_path / "session.log", env=me.env()).start()
+    session.wait_ready("the session's first output", lambda: "tick" in session.output())
+    assert c.daemon is not None
+    os.killpg(c.daemon.pid, signal.SIGKILL)  # the proxy and the node vanish: no goodbye
+    c.daemon.wait_stopped()
+    assert session.wait(30) == 255, session.output()
+    said = [line for line in session.output().splitlines() if line.strip() and line != "tick"]
+    assert len(said) == 1 and "connection" in said[0] and "node1" in said[0], said

@@ -42,6 +42,21 @@ class Silent(asyncio.Protocol):
         self.lost.set_result(None)
 
 
+class Unplugged(Silent):
+    """A peer that never answers, whose connection the test cuts once it heard a frame."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.heard = asyncio.Event()
+        self.transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.heard.set()
+
+
 class Root:
     """A root proxy's tunnel server on loopback, trusting the host CAs of ``leaves``."""
 
@@ -362,3 +377,15 @@ async def test_a_relayed_call_the_leaf_never_answers_fails_at_the_deadline(root:
     root.clock.advance(MESSAGE_DEADLINE)
     with pytest.raises(ConnectionProblem, match=f"within {MESSAGE_DEADLINE:g} s"):
         await asyncio.wait_for(call, TIMEOUT)
+
+
+async def test_a_stream_asked_for_as_the_tunnel_is_lost_names_the_offline_leaf(
+        root: Root) -> None:
+    leaf = await root.dial("us-east-1a", protocol=Unplugged)
+    assert isinstance(leaf, Unplugged) and leaf.transport is not None
+    await root.holds(["us-east-1a"])
+    opening = asyncio.create_task(root.tunnels.open("us-east-1a", {"kind": "ssh"}))
+    await asyncio.wait_for(leaf.heard.wait(), TIMEOUT)  # the OPEN is on its way
+    leaf.transport.abort()  # as the kernel gives up on a link that went dark
+    with pytest.raises(ConnectionProblem, match=r"^cluster us-east-1a is offline \(tunnel "):
+        await asyncio.wait_for(opening, TIMEOUT)

@@ -18,8 +18,6 @@ __all__ = ["NO_LOGIN_PRINCIPAL", "IssuedCerts", "issue_host", "issue_user", "par
 # OpenSSH treats an empty principal list as "any principal" (PROTOCOL.certkeys);
 # a user with no logins gets this impossible one instead.
 NO_LOGIN_PRINCIPAL = "-gatehouse-no-login-"
-# Clocks drift: certificates start a minute in the past.
-BACKDATE = dt.timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -56,7 +54,7 @@ def issue_user(
         cert_type=sshcert.CertType.USER,
         key_id=ident.name,
         principals=tuple(ident.logins) or (NO_LOGIN_PRINCIPAL,),
-        valid_after=int((now - BACKDATE).timestamp()),
+        valid_after=int((now - x509.BACKDATE).timestamp()),
         valid_before=int(expires.timestamp()),
         public_key=public_key,
         serial=serial,
@@ -94,7 +92,7 @@ def issue_host(
         cert_type=sshcert.CertType.HOST,
         key_id=ident.name,
         principals=tuple(dict.fromkeys(principals)),
-        valid_after=int((now - BACKDATE).timestamp()),
+        valid_after=int((now - x509.BACKDATE).timestamp()),
         valid_before=int((now + ttl).timestamp()),
         public_key=public_key,
         serial=secrets.randbits(63),

@@ -27,6 +27,7 @@ from gatehouse.errors import AccessDenied, BadParameter
 from gatehouse.pki import _boundedjson
 
 __all__ = [
+    "BACKDATE",
     "IDENTITY_OID",
     "MAX_IDENTITY",
     "Identity",
@@ -50,6 +51,14 @@ IDENTITY_OID = ObjectIdentifier("1.3.9999.7.1")
 # Room for the SSH certificate's traits (sshcert.MAX_TRAITS) and as much again for
 # the roles, logins and names.
 MAX_IDENTITY = 128 * 1024
+
+# Every certificate (SSH or X.509, CAs included) starts this long before it is issued,
+# so that a verifier whose clock lags the issuer's accepts it at once: a leaf and its
+# root, a node and its auth run on machines of their own, and clocks without NTP drift
+# minutes apart (tests/integration/test_faults_skew.py: 10 minutes either way).
+# The expiry does not move: a certificate is usable no later than before, only from
+# before it was issued (when nobody held it yet).
+BACKDATE = dt.timedelta(minutes=15)
 
 IdentityKind = Literal["user", "host"]
 
@@ -136,7 +145,7 @@ def new_ca(
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_before(now - BACKDATE)
         .not_valid_after(now + dt.timedelta(days=3650))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
@@ -180,7 +189,7 @@ def issue(
         .issuer_name(ca_cert.subject)
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_before(now - BACKDATE)
         .not_valid_after(now + ttl)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(

@@ -8,6 +8,10 @@ gatectl and gsh.
   ``nodename``) on ports picked at run time, plus node processes joined with tokens;
   gatectl, tokens and users through its admin config.
 - ``Client``: one user's gsh profile (``GATEHOUSE_HOME``).
+- ``prefix`` (of a Cluster or a Client): a command its processes and commands run
+  under, as another machine would run them: ``ip netns exec NS`` (a network of its
+  own), ``env LD_PRELOAD=... FAKETIME=+10m`` (a clock of its own). The prefix must
+  exec the command, not wait for it, so that signals reach the program.
 - ``join``: a leaf joined to a root with a trusted_cluster token and resource.
 
 Readiness is what the daemon signals: the " is up (" line it prints once every
@@ -345,8 +349,8 @@ def _kill_leftovers() -> None:
                 os.killpg(p.pid, signal.SIGKILL)
 
 
-def _start_gatehouse(name: str, config: Path, log: Path) -> Process:
-    return Process(name, [str(GATEHOUSE), "start", "-c", str(config)], log,
+def _start_gatehouse(name: str, config: Path, log: Path, prefix: tuple[str, ...]) -> Process:
+    return Process(name, [*prefix, str(GATEHOUSE), "start", "-c", str(config)], log,
                    cwd=config.parent).start()
 
 
@@ -354,7 +358,8 @@ def _start_gatehouse(name: str, config: Path, log: Path) -> Process:
 class Cluster:
     """A cluster in ``workdir``: a `gatehouse start` process (``daemon``) with auth + proxy
     and, if ``ssh``, the ssh service of ``nodename``; plus joined ``nodes``. Its config,
-    data and log are ``workdir``'s gatehouse.yaml, data/ and gatehouse.log."""
+    data and log are ``workdir``'s gatehouse.yaml, data/ and gatehouse.log. Its
+    processes and gatectl run under ``prefix`` (see the module docstring)."""
 
     workdir: Path
     name: str = "test.example.com"
@@ -362,6 +367,7 @@ class Cluster:
     labels: dict[str, str] = field(default_factory=lambda: {"env": "dev"})
     ssh: bool = True
     session_recording: str = "node"
+    prefix: tuple[str, ...] = ()
     auth_port: int = 0
     proxy_port: int = 0
     ssh_port: int = 0
@@ -411,7 +417,8 @@ class Cluster:
         while True:
             attempts -= 1
             self.write_config()
-            self.daemon = _start_gatehouse(self.name, self.config, self.workdir / "gatehouse.log")
+            self.daemon = _start_gatehouse(self.name, self.config, self.workdir / "gatehouse.log",
+                                           self.prefix)
             try:
                 self.daemon.wait_up()
                 return self
@@ -442,7 +449,8 @@ class Cluster:
 
     def gatectl(self, *args: str, input: str | None = None,
                 timeout: float = CMD_TIMEOUT) -> Result:
-        return run([str(GATECTL), "-c", str(self.config), *args], input=input, timeout=timeout)
+        return run([*self.prefix, str(GATECTL), "-c", str(self.config), *args], input=input,
+                   timeout=timeout)
 
     def add_user(self, name: str, *, roles: str = "access", logins: str = "root",
                  password: str = PASSWORD) -> str:
@@ -495,7 +503,8 @@ class Cluster:
                    via: str = "proxy") -> Process:
         """Start a node process joining with ``token`` (not waiting for it)."""
         path = self.node_config(nodename, token, labels, via=via)
-        node = _start_gatehouse(f"{self.name} {nodename}", path, self.workdir / f"{nodename}.log")
+        node = _start_gatehouse(f"{self.name} {nodename}", path, self.workdir / f"{nodename}.log",
+                                self.prefix)
         self.nodes[nodename] = node
         return node
 
@@ -552,17 +561,19 @@ def wait_offline(root: Cluster, leaf: str, timeout: float = 15.0) -> None:
 
 @dataclass
 class Client:
-    """One user's gsh: its own profile directory (GATEHOUSE_HOME, and HOME)."""
+    """One user's gsh: its own profile directory (GATEHOUSE_HOME, and HOME); gsh runs
+    under ``prefix`` (see the module docstring)."""
 
     home: Path
     proxy: str
+    prefix: tuple[str, ...] = ()
 
     def env(self, **extra: str) -> dict[str, str]:
         return base_env(GATEHOUSE_HOME=str(self.home), HOME=str(self.home), **extra)
 
     def gsh(self, *args: str, input: str | bytes | None = None,
             timeout: float = CMD_TIMEOUT) -> Result:
-        return run([str(GSH), *args], env=self.env(), input=input, timeout=timeout)
+        return run([*self.prefix, str(GSH), *args], env=self.env(), input=input, timeout=timeout)
 
     def login(self, user: str, password: str = PASSWORD, *extra: str) -> Result:
         return self.gsh("login", f"--proxy={self.proxy}", f"--user={user}", "--password-stdin",

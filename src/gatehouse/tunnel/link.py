@@ -40,7 +40,10 @@ log = logging.getLogger(__name__)
 DIAL_TIMEOUT = 15.0  # seconds for TCP and TLS
 FIRST_BACKOFF = 0.2
 MAX_BACKOFF = 10.0
-HEALTHY_AFTER = 5.0  # a tunnel that lasted this long starts the backoff over
+# A dial and the tunnel it made that lasted this long together start the backoff over:
+# a dial that waited out DIAL_TIMEOUT (a root silently cut off) is no burst of redials,
+# so the next follows it at once.
+HEALTHY_AFTER = 5.0
 
 
 class Backoff:
@@ -118,9 +121,10 @@ class RootLink:
             transport, session = await wait_for(self._clock, loop.create_connection(
                 lambda: _RootTunnel(root.name, clock=self._clock, on_open=self._serve),
                 host, port, ssl=self._context(), server_hostname=host), DIAL_TIMEOUT)
-        except (OSError, TimeoutError, ssl.SSLError) as exc:
-            log.warning("cannot reach root %s at %s: %s", root.name, root.proxy_addr,
-                        exc or type(exc).__name__)
+        except (OSError, ssl.SSLError) as exc:  # TimeoutError is an OSError
+            reason = (f"no answer within {DIAL_TIMEOUT:.0f} s" if isinstance(exc, TimeoutError)
+                      else str(exc) or type(exc).__name__)
+            log.warning("cannot reach root %s at %s: %s", root.name, root.proxy_addr, reason)
             return None
         if session.refused:
             log.warning("tunnel to root %s at %s refused reason=%r", root.name,

@@ -251,7 +251,15 @@ class TunnelServer:
             if leaf in self._leaf_cas():
                 raise ConnectionProblem(f"cluster {leaf} is offline (its tunnel is not connected)")
             raise BadParameter(f"unknown cluster {leaf}")
-        return await session.open(meta)
+        try:
+            return await session.open(meta)
+        except ConnectionProblem:
+            if not session.closed.done():  # the leaf refused the stream, or did not answer
+                raise
+            # The tunnel went while the stream was asked for (a link gone dark is found
+            # out only by the kernel's timeouts): the user learns which cluster is away.
+            raise ConnectionProblem(
+                f"cluster {leaf} is offline ({session.closed.result()})") from None
 
     async def relay_api(self, leaf: str, call: APICall) -> tuple[int, bytes]:
         """Relay an API call to ``leaf``'s auth over its tunnel."""
