@@ -116,39 +116,50 @@ async def run_ssh(profile: Profile, login: str, node: str, command: list[str], *
                   host_ca: str, force_tty: bool, tunnel: ProxyTunnel) -> int:
     """Run the session over ``tunnel`` (dialing ``node``, verified by ``host_ca``: its
     cluster's, from Profile.host_ca_for); returns the remote exit status (or 255 when
-    it ended otherwise)."""
+    it ended otherwise). A connection lost on the way (the node, or a proxy between, went
+    away) is a ConnectionProblem: one line for the user, not a traceback."""
     conn = await _connect(profile, login, node, host_ca, tunnel)
+    try:
+        async with conn:
+            status = await _session(conn, command, force_tty)
+    except* asyncssh.Error as lost:
+        raise ConnectionProblem(f"lost the connection to {node}: {lost.exceptions[0]}") \
+            from None
+    return status
+
+
+async def _session(conn: asyncssh.SSHClientConnection, command: list[str],
+                   force_tty: bool) -> int:
     interactive = not command
     want_pty = force_tty or (interactive and sys.stdin.isatty())
     term_size = os.get_terminal_size() if want_pty and sys.stdout.isatty() else (80, 24)
-    async with conn:
-        process = await conn.create_process(
-            " ".join(command) if command else None,
-            term_type=os.environ.get("TERM", "xterm") if want_pty else None,
-            term_size=(term_size[0], term_size[1]) if want_pty else None,
-            encoding=None, window=SESSION_WINDOW, max_pktsize=SESSION_MAX_PACKET,
+    process = await conn.create_process(
+        " ".join(command) if command else None,
+        term_type=os.environ.get("TERM", "xterm") if want_pty else None,
+        term_size=(term_size[0], term_size[1]) if want_pty else None,
+        encoding=None, window=SESSION_WINDOW, max_pktsize=SESSION_MAX_PACKET,
+    )
+    loop = asyncio.get_running_loop()
+    resize = want_pty and sys.stdout.isatty()
+    if resize:
+        loop.add_signal_handler(
+            signal.SIGWINCH,
+            lambda: process.change_terminal_size(*os.get_terminal_size()),
         )
-        loop = asyncio.get_running_loop()
-        resize = want_pty and sys.stdout.isatty()
+    raw = contextlib.nullcontext() if not (want_pty and sys.stdin.isatty()) \
+        else _raw_terminal(0)
+    try:
+        with raw:
+            async with asyncio.TaskGroup() as tg:
+                stdin_task = tg.create_task(_pump_stdin(process))
+                out = tg.create_task(_pump_out(process.stdout, 1))
+                err = tg.create_task(_pump_out(process.stderr, 2))
+                await process.wait_closed()
+                await out
+                await err
+                stdin_task.cancel()
+    finally:
         if resize:
-            loop.add_signal_handler(
-                signal.SIGWINCH,
-                lambda: process.change_terminal_size(*os.get_terminal_size()),
-            )
-        raw = contextlib.nullcontext() if not (want_pty and sys.stdin.isatty()) \
-            else _raw_terminal(0)
-        try:
-            with raw:
-                async with asyncio.TaskGroup() as tg:
-                    stdin_task = tg.create_task(_pump_stdin(process))
-                    out = tg.create_task(_pump_out(process.stdout, 1))
-                    err = tg.create_task(_pump_out(process.stderr, 2))
-                    await process.wait_closed()
-                    await out
-                    await err
-                    stdin_task.cancel()
-        finally:
-            if resize:
-                loop.remove_signal_handler(signal.SIGWINCH)
+            loop.remove_signal_handler(signal.SIGWINCH)
     status = process.exit_status
     return status if status is not None and status >= 0 else 255
