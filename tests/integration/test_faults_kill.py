@@ -7,7 +7,8 @@ joined with a proxy token; node1, joined through the proxy), so that one dies an
 others are watched. Each test runs sessions with unique markers before, across and
 after the crash, then counts: each session's session.start, exec and session.end (or
 session.abort) exactly once, each recording listed once and played back byte for byte.
-test_recording_crash covers a node killed mid-session.
+test_recording_crash covers a node killed mid-session; here the node dies while it
+uploads a large recording.
 """
 
 from __future__ import annotations
@@ -249,6 +250,37 @@ def test_the_proxy_killed(split: Cluster, tmp_path: Path) -> None:
     assert me.gsh("play", sid).ok().out == big
     joins = [e for e in split.events() if e["event"] == "join"]
     assert Counter(e["fields"]["role"] for e in joins) == {"proxy": 1, "node": 1}
+
+
+def test_the_node_killed_while_it_uploads_a_recording(split: Cluster, tmp_path: Path) -> None:
+    """The recording whose upload was cut short is uploaded once the node is back, once;
+    the session it cut (a recovered recording) is aborted once, its bytes kept once."""
+    me = _login(split, tmp_path / "home")
+    me.ssh("root@node1", "echo fk-a").ok()
+    live = Live(me, "fk-live")
+    try:
+        big = _big_session(me)  # also past the recorder's flush of the live session
+        sid = _upload_under_way(split.data_dir / "recordings")
+        _kill(split.nodes["node1"])
+        _still_on_node(split.workdir, "node1", sid)
+
+        rc, out, err = live.finish()
+        assert out == "" and "connection to node1" in _one_clear_line(rc, err)
+    finally:
+        live.kill()
+    down = me.ssh("root@node1", "echo fk-down")
+    _one_clear_line(down.rc, down.err)
+
+    split.nodes["node1"].start().wait_up()
+    assert me.ssh("root@node1", "echo fk-c").ok().out == "fk-c\n"
+    markers = ["fk-a", f"seq 1 {BIG}", "fk-c"]
+    assert _settled(split, [*markers, "fk-live"]) == {
+        **dict.fromkeys(markers, ONCE),
+        "fk-live": {"session.start": 1, "exec": 1, "session.abort": 1}}
+    sessions = {m: _session_of(split, m) for m in [*markers, "fk-live"]}
+    assert _recordings(me, list(sessions.values())) == dict.fromkeys(sessions.values(), 1)
+    assert me.gsh("play", sid).ok().out == big
+    assert me.gsh("play", sessions["fk-live"]).ok().out == "fk-live\n"
 
 
 @pytest.fixture
