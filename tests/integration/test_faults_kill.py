@@ -212,6 +212,11 @@ def test_the_auth_killed(split: Cluster, tmp_path: Path) -> None:
     markers = ["fk-a", "fk-live", f"seq 1 {BIG}", "fk-c"]
     assert _settled(split, markers) == dict.fromkeys(markers, ONCE)
     assert _tally(split.events(), ["fk-down"]) == {"fk-down": {"sessions": 0}}
+    # The proxy's refusal while the auth was away is audited once it is back, once.
+    refused = wait_for("the refusal's audit", lambda: [
+        e for e in split.events() if e["event"] == "proxy.dial.denied"
+        and e["user"] == USER and "cannot reach the auth" in e["message"]], timeout=15)
+    assert len(refused) == 1, refused
     sessions = {m: _session_of(split, m) for m in markers}
     assert _recordings(me, list(sessions.values())) == dict.fromkeys(sessions.values(), 1)
     assert me.gsh("play", sessions["fk-live"]).ok().out == "fk-live\nfk-live-after\n"

@@ -17,6 +17,7 @@ from typing import Any
 import asyncssh
 
 from gatehouse._sys.hostport import split_host_port
+from gatehouse.client.auditspool import AuditSpool
 from gatehouse.client.trust import TrustWatcher
 from gatehouse.clock import Clock
 from gatehouse.config import SSHSection
@@ -25,7 +26,6 @@ from gatehouse.node import sshserver
 from gatehouse.node.recorder import SessionRecorder, recover, waiting
 from gatehouse.node.session import SessionInfo
 from gatehouse.node.spawn import unignore_session_signals
-from gatehouse.node.spool import AuditSpool
 from gatehouse.node.uploader import upload_with_retries
 from gatehouse.pki.keystore import StoredIdentity
 from gatehouse.wire import recording
