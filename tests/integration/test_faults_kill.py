@@ -74,6 +74,26 @@ def _login(cluster: Cluster, home: Path) -> Client:
     return me
 
 
+def _newcomer_reaches_node1(cluster: Cluster, home: Path) -> None:
+    """A user created now gets a session on node1: node1 follows its auth's trust again
+    (its watch, lost with the crash, came back by itself; a stale snapshot lacks the user)."""
+    cluster.add_user("dave", roles="access", logins="root")
+    home.mkdir()
+    dave = Client(home, cluster.proxy)
+    dave.login("dave").ok()
+    wait_for("node1 to know the new user", lambda: dave.ssh("root@node1", "true").rc == 0,
+             timeout=30, interval=0.5)
+
+
+def _logs_clean(*clusters: Cluster) -> None:
+    """No process logged an error or a traceback: a crash elsewhere is not one."""
+    for cluster in clusters:
+        for p in (cluster.daemon, cluster.proxy_process, *cluster.nodes.values()):
+            if p is not None:
+                text = p.log_text()
+                assert "Traceback" not in text and " ERROR " not in text, (p.log, text[-3000:])
+
+
 def _kill(process: Process) -> None:
     """SIGKILL to its process group, as the OOM killer or a power cut would."""
     os.killpg(process.pid, signal.SIGKILL)
@@ -222,6 +242,8 @@ def test_the_auth_killed(split: Cluster, tmp_path: Path) -> None:
     assert me.gsh("play", sessions["fk-live"]).ok().out == "fk-live\nfk-live-after\n"
     assert me.gsh("play", sid).ok().out == big
     assert sessions[f"seq 1 {BIG}"] == sid
+    _newcomer_reaches_node1(split, tmp_path / "dave")
+    _logs_clean(split)
 
 
 def test_the_proxy_killed(split: Cluster, tmp_path: Path) -> None:
@@ -255,6 +277,8 @@ def test_the_proxy_killed(split: Cluster, tmp_path: Path) -> None:
     assert me.gsh("play", sid).ok().out == big
     joins = [e for e in split.events() if e["event"] == "join"]
     assert Counter(e["fields"]["role"] for e in joins) == {"proxy": 1, "node": 1}
+    _newcomer_reaches_node1(split, tmp_path / "dave")
+    _logs_clean(split)
 
 
 def test_the_node_killed_while_it_uploads_a_recording(split: Cluster, tmp_path: Path) -> None:
@@ -286,6 +310,7 @@ def test_the_node_killed_while_it_uploads_a_recording(split: Cluster, tmp_path: 
     assert _recordings(me, list(sessions.values())) == dict.fromkeys(sessions.values(), 1)
     assert me.gsh("play", sid).ok().out == big
     assert me.gsh("play", sessions["fk-live"]).ok().out == "fk-live\n"
+    _logs_clean(split)
 
 
 @pytest.fixture
@@ -332,3 +357,4 @@ def test_a_leafs_proxy_killed(root_and_leaf: tuple[Cluster, Cluster], tmp_path: 
     sessions = [_session_of(root, m, of=LEAF) for m in markers]
     assert _recordings(me, sessions, into_leaf) == dict.fromkeys(sessions, 1)
     assert me.gsh("play", sessions[1]).ok().out == "fk-live\n"
+    _logs_clean(root, leaf)
