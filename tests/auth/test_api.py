@@ -3,8 +3,10 @@ and audit events reported by hosts. The caller is whoever the client certificate
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
+import logging
 from typing import Any
 
 import pytest
@@ -469,3 +471,26 @@ async def test_a_malformed_tunnel_report_is_refused(root_proxy: APIClient,
                                                     body: dict[str, Any]) -> None:
     with pytest.raises(BadParameter):
         await root_proxy.post("/v1/remote_clusters/heartbeat", body)
+
+
+# --- a trust watch whose client went away -------------------------------------------------
+
+
+async def test_a_watch_whose_client_vanished_ends_without_an_error(
+        node: APIClient, server: AuthServer, caplog: pytest.LogCaptureFixture) -> None:
+    """A killed node leaves its trust watch behind: the next line the auth writes to it
+    fails. That is the client gone, not an internal error with a traceback."""
+    caplog.set_level(logging.INFO, logger="gatehouse.auth.api")
+    watch = node.lines("/v1/trust", watch="1")
+    assert b"user_cas" in await anext(watch)
+    await watch.aclose()
+    await node.close()  # its connection, as a killed process's
+    await add_role(server, "after-the-client-left")  # a new snapshot to write
+
+    async def ended() -> None:
+        while not any("client went away" in r.getMessage() for r in caplog.records):
+            assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(ended(), 5)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text

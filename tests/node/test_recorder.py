@@ -17,7 +17,13 @@ import pytest
 
 from gatehouse.clock import FakeClock
 from gatehouse.node import recorder as recorder_mod
-from gatehouse.node.recorder import DIRECT_WRITE, MAX_BUFFER, SessionRecorder, recover
+from gatehouse.node.recorder import (
+    DIRECT_WRITE,
+    MAX_BUFFER,
+    SessionRecorder,
+    recover,
+    waiting,
+)
 from gatehouse.node.session import SessionPolicy, make_session_factory
 from gatehouse.wire.recording import Frame, decode, output_bytes
 
@@ -198,6 +204,19 @@ async def test_recover_renames_parts_and_sets_aside_the_unreadable(tmp_path: Pat
     assert (directory / f"{done}.part").exists()
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
     assert recover(directory) == []
+
+
+def test_waiting_lists_the_finished_recordings_oldest_first(tmp_path: Path) -> None:
+    """What the next start uploads: every .rec, the ones an upload cut short included,
+    and nothing else (a .part is recover()'s, a .corrupt a person's)."""
+    assert waiting(tmp_path / "missing") == []
+    older, newer, part, corrupt = (str(uuid.uuid4()) for _ in range(4))
+    for i, name in enumerate((f"{newer}.rec", f"{older}.rec", f"{part}.part",
+                              f"{corrupt}.corrupt", "not-a-session.rec")):
+        (tmp_path / name).write_bytes(b"x")
+        os.utime(tmp_path / name, (1000 - i, 1000 - i))
+    (tmp_path / f"{uuid.uuid4()}.rec").symlink_to(tmp_path / f"{older}.rec")
+    assert waiting(tmp_path) == [tmp_path / f"{older}.rec", tmp_path / f"{newer}.rec"]
 
 
 async def test_memory_stays_bounded_under_a_flood(make: Callable[..., SessionRecorder]) -> None:

@@ -115,7 +115,12 @@ async def trust(request: web.Request) -> web.StreamResponse:
             snapshot = first
             while True:
                 line = json.dumps(snapshot.to_json()) if snapshot is not None else ""
-                await response.write(line.encode() + b"\n")
+                try:
+                    await response.write(line.encode() + b"\n")
+                except ConnectionResetError:  # killed, or gone without a goodbye
+                    log.info("trust watch ended: the client went away path=%s peer=%s",
+                             request.path, request.remote)
+                    break
                 try:
                     snapshot = await anext(stream)
                 except StopAsyncIteration:

@@ -33,7 +33,9 @@ def _next_steps(cfg: Config, started: object, config: Path | None) -> str:
     lines = [f"gatehouse: cluster {started.cluster} is up ("
              + ", ".join(f"{k} on {v}" for k, v in started.addrs.items())
              + f"); its data is in {cfg.data_dir}"]
-    if "proxy" in started.addrs:
+    # A first cluster's tour: gatectl needs this config to name the auth, and the ssh line
+    # a node of this process (a proxy of its own has neither).
+    if "proxy" in started.addrs and "auth" in started.addrs:
         c = f" -c {config}" if config else ""
         proxy = cfg.proxy_service.public_addr or dial_addr(started.addrs["proxy"])
         lines += [
@@ -41,7 +43,8 @@ def _next_steps(cfg: Config, started: object, config: Path | None) -> str:
             f"  gatectl{c} users add alice --roles=access --logins=root,alice",
             f"  gatectl{c} users set-password alice --password-stdin",
             f"  gsh login --proxy={proxy} --user=alice --insecure",
-            f"  gsh ls; gsh ssh root@{cfg.gatehouse.nodename} 'echo hi'",
+            f"  gsh ls; gsh ssh root@{cfg.gatehouse.nodename} 'echo hi'" if "ssh" in started.addrs
+            else "  gsh ls",
         ]
     return "\n".join(lines)
 

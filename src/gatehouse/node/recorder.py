@@ -10,7 +10,9 @@ the buffer never holds more than ``max_buffer`` bytes: past that, the hot
 path writes synchronously (page cache, no fsync). So a node killed at any
 moment leaves ``<session_id>.part`` holding the session up to the last
 flush, which ``recover()`` turns into a playable ``.rec`` at the next
-start. ``close()`` flushes, fsyncs and renames ``.part`` to ``.rec``.
+start. ``close()`` flushes, fsyncs and renames ``.part`` to ``.rec``. A ``.rec`` stays
+until the auth has it all: ``waiting()`` lists those a stop or a crash kept from their
+upload, for the next start to send.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from gatehouse.wire.recording import (
     is_session_id,
 )
 
-__all__ = ["MAX_BUFFER", "SessionRecorder", "recover"]
+__all__ = ["MAX_BUFFER", "SessionRecorder", "recover", "waiting"]
 
 log = logging.getLogger(__name__)
 
@@ -291,6 +293,17 @@ def recover(directory: Path) -> list[Path]:
         recovered.append(final)
     fsync_directory(directory)
     return recovered
+
+
+def waiting(directory: Path) -> list[Path]:
+    """The finished recordings (``.rec``) not uploaded yet, oldest first: run it at
+    start-up, after ``recover()``, before sessions begin."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = [p for p in directory.glob(f"*{FINAL}") if is_session_id(p.name[:-len(FINAL)])
+             and p.is_file() and not p.is_symlink()]
+    return sorted(found, key=lambda p: (p.stat().st_mtime, p.name))
 
 
 def _prepare_directory(directory: Path) -> None:

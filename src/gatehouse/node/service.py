@@ -17,15 +17,15 @@ from typing import Any
 import asyncssh
 
 from gatehouse._sys.hostport import listen_error, split_host_port
+from gatehouse.client.auditspool import AuditSpool
 from gatehouse.client.trust import TrustWatcher
 from gatehouse.clock import Clock
 from gatehouse.config import SSHSection
 from gatehouse.errors import BadParameter, ConnectionProblem, GatehouseError
 from gatehouse.node import sshserver
-from gatehouse.node.recorder import SessionRecorder, recover
+from gatehouse.node.recorder import SessionRecorder, recover, waiting
 from gatehouse.node.session import SessionInfo
 from gatehouse.node.spawn import unignore_session_signals
-from gatehouse.node.spool import AuditSpool
 from gatehouse.node.uploader import upload_with_retries
 from gatehouse.pki.keystore import StoredIdentity
 from gatehouse.wire import recording
@@ -106,8 +106,10 @@ class NodeService:
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
             tg.create_task(self._trust.run())
-            for path in recover(self._recordings):  # what a crash left behind
+            for path in recover(self._recordings):  # the sessions a crash cut short
                 self._report_aborted(path)
+            # Those, and the recordings whose upload a crash or a stop cut short.
+            for path in waiting(self._recordings):
                 tg.create_task(upload_with_retries(self._api, path))
             try:
                 await asyncio.wait_for(self._trust.ready.wait(), 30)

@@ -302,7 +302,7 @@ async def run(
                 api, local, renewal = await _host_api("proxy", store, auth, auth_addr,
                                                       f"auth.{cluster}", clients, clock, timer)
                 proxy = ProxyService(cfg.proxy_service, store, api, auth_addr, clock, timer,
-                                     local)
+                                     data_dir, local)
                 renewal.on_renewed(proxy.reload_identity)
                 renewals.append(renewal)
                 tg.create_task(proxy.run(watcher("proxy")))

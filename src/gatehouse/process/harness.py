@@ -6,7 +6,8 @@ gatectl and gsh.
   anything else a caller runs alongside: sshd, load generators).
 - ``Cluster``: one `gatehouse start` process with auth + proxy (+ the ssh service of
   ``nodename``) on ports picked at run time, plus node processes joined with tokens;
-  gatectl, tokens and users through its admin config.
+  gatectl, tokens and users through its admin config. With ``proxy_apart`` the proxy
+  is a process of its own, joined with a proxy token.
 - ``Client``: one user's gsh profile (``GATEHOUSE_HOME``).
 - ``prefix`` (of a Cluster or a Client): a command its processes and commands run
   under, as another machine would run them: ``ip netns exec NS`` (a network of its
@@ -371,7 +372,9 @@ class Cluster:
     auth_port: int = 0
     proxy_port: int = 0
     ssh_port: int = 0
+    proxy_apart: bool = False  # the proxy in a process of its own (``proxy_process``)
     daemon: Process | None = None
+    proxy_process: Process | None = None
     nodes: dict[str, Process] = field(default_factory=dict)
 
     @property
@@ -397,8 +400,9 @@ class Cluster:
                              # Repeated failures fold into one event per window: a short
                              # window lets tests see the counts without waiting a minute.
                              "limits": {"failure_window": "2s"}},
-            "proxy_service": {"enabled": True, "listen_addr": self.proxy},
         }
+        if not self.proxy_apart:
+            data["proxy_service"] = {"enabled": True, "listen_addr": self.proxy}
         if self.ssh:
             data["ssh_service"] = {"enabled": True, "listen_addr": f"127.0.0.1:{self.ssh_port}",
                                    "labels": self.labels}
@@ -421,12 +425,33 @@ class Cluster:
                                            self.prefix)
             try:
                 self.daemon.wait_up()
-                return self
+                break
             except HarnessError:
                 if (not attempts or self.daemon.alive()
                         or "already in use" not in self.daemon.output()):
                     raise
                 self.daemon.wait_stopped()
+        if self.proxy_apart:
+            self.start_proxy()
+        return self
+
+    def start_proxy(self) -> Process:
+        """The proxy's own process (``proxy_apart``), joined straight with the auth with a
+        proxy token at its first start; up once it serves. Started again, it keeps the
+        identity it joined with."""
+        if self.proxy_process is None:
+            config = write_yaml(self.workdir / "proxy.yaml", {
+                "version": "v1",
+                "gatehouse": {"nodename": "proxy", "data_dir": str(self.workdir / "proxy-data"),
+                              "join_token": self.token("proxy"),
+                              "auth_server": f"127.0.0.1:{self.auth_port}"},
+                "proxy_service": {"enabled": True, "listen_addr": self.proxy},
+            })
+            self.proxy_process = Process(f"{self.name} proxy", [str(GATEHOUSE), "start", "-c",
+                                                                str(config)],
+                                         self.workdir / "proxy.log", cwd=self.workdir)
+        self.proxy_process.start().wait_up()
+        return self.proxy_process
 
     def restart(self) -> None:
         """Start the cluster's process again (after a stop), from the same config and data."""
@@ -435,7 +460,8 @@ class Cluster:
 
     def stop(self, *, wait: bool = True) -> None:
         """Stop the nodes and the cluster's process (``wait``: see ``stop_all``)."""
-        stop_all([*self.nodes.values(), *([self.daemon] if self.daemon else [])], wait=wait)
+        stop_all([*self.nodes.values(),
+                  *(p for p in (self.proxy_process, self.daemon) if p is not None)], wait=wait)
 
     @contextlib.contextmanager
     def running(self, *, wait: bool = True) -> Iterator[Cluster]:

@@ -7,18 +7,21 @@ import asyncio
 import logging
 import random
 import ssl
+import uuid
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any, Protocol
 
 from aiohttp import web
 
 from gatehouse._sys.hostport import listen_error, split_host_port
 from gatehouse._sys.tasks import TaskOwner
+from gatehouse.client.auditspool import AuditSpool
 from gatehouse.client.forward import AuthForwarder
 from gatehouse.client.trust import TrustWatcher
 from gatehouse.clock import Clock, Monotonic
 from gatehouse.config import ProxySection
-from gatehouse.errors import BadParameter, ConnectionProblem, GatehouseError
+from gatehouse.errors import BadParameter, ConnectionProblem
 from gatehouse.pki import tls, x509
 from gatehouse.pki.keystore import StoredIdentity
 from gatehouse.proxy.anonymous import AnonymousConnections
@@ -59,6 +62,7 @@ class ProxyService:
         auth_addr: str,
         clock: Clock,
         timer: Monotonic,
+        state: Path,
         local: InProcessAuth | None = None,
     ) -> None:
         self._cfg = cfg
@@ -70,6 +74,7 @@ class ProxyService:
         self._timer = timer
         self._cluster = identity.identity().cluster
         self._trust = TrustWatcher(api)
+        self._spool = AuditSpool(state / "proxy-audit")  # its refusals, while the auth is away
         self._handlers = TaskOwner("the SSH proxy")  # one task per SSH connection
         self._ctx: ssl.SSLContext | None = None
         self._ctx_leaves: dict[str, str] = {}
@@ -105,11 +110,10 @@ class ProxyService:
         sslobj.context = self._server_context()
 
     async def _audit(self, event: str, fields: dict[str, Any]) -> None:
-        record = {"event": event, "time": self._clock.now().isoformat(), "cluster": "", **fields}
-        try:
-            await self._api.post_events([record])
-        except GatehouseError as exc:
-            log.error("could not record %s event: %s", event, exc)
+        """Spooled, then uploaded in order (the node's way): a refusal made while the auth
+        is unreachable, e.g. because it is, reaches the audit log once it is back."""
+        self._spool.append({"event": event, "time": self._clock.now().isoformat(),
+                            "cluster": "", "id": str(uuid.uuid4()), **fields})
 
     async def _store_leaf_events(self, leaf: str, batch: Any) -> dict[str, Any]:
         """Hand a leaf's events to this (root) cluster's auth, tagged with the leaf's name."""
@@ -203,6 +207,7 @@ class ProxyService:
                 raise listen_error("proxy_service.listen_addr", self._cfg.listen_addr,
                                    exc) from None
             try:
+                tg.create_task(self._spool.run(self._api.post_events))
                 tg.create_task(agent.run())
                 tg.create_task(tunnels.run())
                 tg.create_task(self._follow_leaves(tunnels))
