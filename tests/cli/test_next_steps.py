@@ -31,4 +31,5 @@ def test_a_proxy_of_its_own_shows_no_gatectl_steps() -> None:
     """Its config names no auth of this process: `gatectl -c` with it cannot add users."""
     cfg = Config(proxy_service=ProxySection(enabled=True))
     text = _next_steps(cfg, Started("c", {"proxy": "127.0.0.1:3080"}), CONFIG)
-    assert text == "gatehouse: cluster c is up (proxy on 127.0.0.1:3080)"
+    assert text == (f"gatehouse: cluster c is up (proxy on 127.0.0.1:3080); its data is in "
+                    f"{cfg.data_dir}")
