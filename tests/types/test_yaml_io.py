@@ -165,8 +165,8 @@ def test_errors_name_the_document_and_field(text: str, expected: str) -> None:
 
 
 def test_several_problems_are_counted_on_one_line() -> None:
-    message = error_of("kind: trusted_cluster\nmetadata: {name: r}\nspec: {}")
-    assert message == "resource 1 (trusted_cluster): missing field spec.token (and 1 more problem)"
+    message = error_of("kind: user\nmetadata: {name: r}\nspec: {traits: 3}")
+    assert message == "resource 1 (user): missing field spec.roles (and 1 more problem)"
 
 
 @pytest.mark.parametrize(

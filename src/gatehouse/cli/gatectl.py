@@ -25,6 +25,7 @@ from gatehouse.client.admin import AdminTarget, admin_target
 from gatehouse.client.authclient import AuthClient
 from gatehouse.errors import BadParameter, GatehouseError
 from gatehouse.types.resource import NAME_RULE, Resource, is_name
+from gatehouse.types.trusted_cluster import TrustedCluster
 from gatehouse.types.user import User
 from gatehouse.types.yaml_io import (
     canonical_kind,
@@ -89,13 +90,15 @@ def _split(values: str) -> list[str]:
 
 @app.command()
 def status(fmt: Annotated[Format, typer.Option("--format")] = Format.text) -> None:
-    """Cluster name, CA fingerprints, counts; exit 0 only if every enabled service serves."""
+    """Cluster name, CA fingerprints, counts, and on a leaf the tunnel to each root; exit
+    0 only if every enabled service serves and every enabled trust's tunnel is up."""
     from gatehouse.client.health import check_services
 
     info: dict[str, Any] = _call(lambda api: api.status()).model_dump()
     target = _target()
     checks = run_async(check_services(target)) if target.config else []
     info["services"] = [{"service": c.service, "ok": c.ok, "detail": c.detail} for c in checks]
+    trusts: dict[str, dict[str, str]] = info["trusted_clusters"]
     if fmt == Format.json:
         print_json(info)
     else:
@@ -107,7 +110,10 @@ def status(fmt: Annotated[Format, typer.Option("--format")] = Format.text) -> No
         print(f"Counts:   {counts}")
         for c in checks:
             print(f"{c.service + ':':<9} {'ok' if c.ok else 'FAILING'} {c.detail}")
-    if not all(c.ok for c in checks):
+        for root, trust in trusts.items():
+            print(f"Root:     {root} {views.trust_line(trust)}")
+    if not all(c.ok for c in checks) or any(t["connection"] == "offline"
+                                            for t in trusts.values()):
         raise SystemExit(1)
 
 
@@ -238,8 +244,12 @@ def create(
     if not resources:
         die(f"{file}: no resources found")
     for res in resources:
-        _call(lambda api, res=res: api.put_resource(res, upsert=force))  # type: ignore[misc]
-        print(f"{res.kind} {res.metadata.name} {'updated' if force else 'created'}")
+        created = _call(lambda api, res=res: api.put_resource(res, upsert=force))  # type: ignore[misc]
+        if isinstance(res, TrustedCluster):  # "created" is a join, first or again
+            done = f"joined the root at {res.spec.proxy_addr}" if created else "updated"
+        else:
+            done = "created" if created else "updated"
+        print(f"{res.kind} {res.metadata.name} {done}")
 
 
 def _kind_name(ref: str) -> tuple[str, str]:

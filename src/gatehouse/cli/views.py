@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["event_message", "event_rows", "flow", "plural", "resource_rows", "summary"]
+__all__ = ["event_message", "event_rows", "flow", "plural", "resource_rows", "summary",
+           "trust_line"]
 
 # Spec fields a table leaves out: PEM blocks (`get ca --format=yaml` shows them), secrets.
 HIDDEN_SPEC = frozenset({"tls_certs", "token"})
@@ -90,3 +91,10 @@ def event_rows(events: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]
     headers = ["Time", "Event", "Code", "Cluster", "User", "Login", "Node", "Message"]
     return headers, [[_when(e["time"]), e["event"], e["code"], e["cluster"], e["user"],
                       e["login"], e["node"], event_message(e)] for e in events]
+
+
+def trust_line(status: Mapping[str, str]) -> str:
+    """A trusted cluster's tunnel in a word, and why when it is down."""
+    if status["connection"] == "offline":
+        return f"tunnel DOWN: {status.get('detail') or 'no reason known'}"
+    return "tunnel up" if status["connection"] == "online" else "disabled"
