@@ -65,8 +65,12 @@ def check_root_proxy(der: bytes, addr: str, root: str) -> None:
     if ident is not None and (ident.kind, ident.system_role, ident.cluster) == (
             "host", "proxy", root):
         return
-    what = ("a server without a Gatehouse identity" if ident is None
-            else f"the {ident.system_role or ident.kind} service of {ident.cluster[:80]}")
+    if ident is None:
+        what = "a server without a Gatehouse identity"
+    elif ident.kind == "host":
+        what = f"the {ident.system_role} service of {ident.cluster[:80]}"
+    else:
+        what = f"a server with a {ident.kind} certificate of {ident.cluster[:80]}"
     raise BadParameter(f"proxy_addr {addr} is {what}, not the proxy of {root}: {_WHERE}; "
                        "the token was not sent")
 

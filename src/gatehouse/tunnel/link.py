@@ -105,6 +105,7 @@ class RootLink:
         self._backoff = Backoff(rng)
 
     async def run(self) -> None:
+        self._on_state(RootTunnel(root=self._root.name, up=False, detail="connecting"))
         while True:
             started = self._clock.monotonic()
             session = await self._dial()
