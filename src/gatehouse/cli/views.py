@@ -3,12 +3,14 @@ objects in, table rows and lines out; common.print_table prints them).
 
 Nested values are written as YAML flow text (``role_map: [{remote: access, local:
 [access]}]``), the way they are written in the resource files, never as Python reprs;
-empty ones are left out. For reading, not parsing: strings are not quoted
-(``--format=yaml`` is the form to parse).
+empty ones are left out, and so is a field that repeats the name (a node's host_id).
+Times are shown to the second, in UTC (``2026-01-02T03:04:05Z``). For reading, not
+parsing: strings are not quoted (``--format=yaml`` is the form to parse).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -20,6 +22,13 @@ HIDDEN_SPEC = frozenset({"tls_certs", "token"})
 
 
 _EMPTY: tuple[object, ...] = (None, "", [], {})
+_UTC_TIME = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|\+00:00)")
+
+
+def _when(text: str | None) -> str:
+    """An API timestamp in UTC to the second; any other text as it is."""
+    found = _UTC_TIME.fullmatch(text or "")
+    return f"{found[1]}Z" if found else (text or "")
 
 
 def flow(value: object) -> str:
@@ -32,7 +41,9 @@ def flow(value: object) -> str:
         return "true" if value else "false"
     if value is None:
         return "null"
-    return str(value) if value != "" else '""'
+    if isinstance(value, str):
+        return _when(value) if value else '""'
+    return str(value)
 
 
 def _pruned(value: object) -> object:
@@ -58,21 +69,18 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
-def _when(iso: str | None) -> str:
-    """An API timestamp to the second, in UTC as the API gives it (``2026-01-02T03:04:05``)."""
-    return (iso or "")[:19]
-
-
 def resource_rows(items: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """Headers and rows for resources in their JSON form (yaml_io.to_json_obj); an
-    Expires column when any of them expires (tokens)."""
-    expiring = any(i["metadata"].get("expires") for i in items)
-    headers = ["Kind", "Name", "Spec", *(["Expires"] if expiring else []), "Status"]
+    """Headers and rows for resources of one kind in their JSON form (yaml_io.to_json_obj);
+    tokens get an Expires column."""
+    expiring = any(i["kind"] == "token" for i in items)
+    headers = ["Name", "Spec", *(["Expires"] if expiring else []), "Status"]
     rows = []
     for i in items:
+        name = i["metadata"]["name"]
+        spec = {k: v for k, v in (i.get("spec") or {}).items() if v != name}
         expires = [_when(i["metadata"].get("expires"))] if expiring else []
-        rows.append([i["kind"], i["metadata"]["name"], summary(i.get("spec") or {}, HIDDEN_SPEC),
-                     *expires, summary(i.get("status") or {})])
+        rows.append([name, summary(spec, HIDDEN_SPEC), *expires,
+                     summary(i.get("status") or {})])
     return headers, rows
 
 
