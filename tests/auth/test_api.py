@@ -267,6 +267,23 @@ async def test_an_editor_manages_users(api: API, server: AuthServer) -> None:
     await server.passwords.check("dave", PASSWORD)
 
 
+async def test_a_user_with_an_unknown_role_is_refused_naming_the_roles(api: API,
+                                                                       server: AuthServer
+                                                                       ) -> None:
+    """A typo (acess) made a user who could do nothing, and nobody said so."""
+    admin = await api.admin()
+    with pytest.raises(BadParameter) as refused:
+        await admin.post("/v1/resources", user_json("bob", ["access", "acess", "x"]))
+    assert str(refused.value) == ("unknown roles 'acess', 'x': the roles are access, auditor, "
+                                  "editor")
+    with pytest.raises(NotFound):
+        await server.users.get("bob")
+    await admin.post("/v1/resources", user_json("bob", ["access"]))
+    with pytest.raises(BadParameter, match=r"^unknown role 'acess': "):
+        await admin.post("/v1/resources?upsert=1", user_json("bob", ["acess"]))
+    assert (await server.users.get("bob")).spec.roles == ["access"]
+
+
 # --- audit events reported by hosts -------------------------------------------------------
 
 

@@ -28,6 +28,7 @@ from gatehouse.wire.authapi import (
     LoginRequest,
     NodeQuery,
     RenewRequest,
+    RootTunnels,
     TokenRequest,
 )
 from gatehouse.wire.names import RECORDING_CHUNK
@@ -141,6 +142,13 @@ async def remote_heartbeat(request: web.Request) -> web.Response:
     return web.json_response({})
 
 
+async def root_heartbeat(request: web.Request) -> web.Response:
+    """A leaf proxy's report of its tunnels to roots, up or down and why."""
+    report = await body_of(request, RootTunnels)
+    await (await api_of(request)).report_root_tunnels(list(report.roots))
+    return web.json_response({})
+
+
 async def list_nodes(request: web.Request) -> web.Response:
     """The nodes the caller may see: a JSON array of resources."""
     try:
@@ -214,8 +222,8 @@ async def _end_watches(app: web.Application) -> None:
 
 _HANDLERS: dict[str, Handler] = {
     "ping": ping, "login": login, "join": join, "join_leaf": join_leaf, "clusters": clusters,
-    "report_tunnels": remote_heartbeat, "status": status, "heartbeat": heartbeat,
-    "renew": renew,
+    "report_tunnels": remote_heartbeat, "report_root_tunnels": root_heartbeat,
+    "status": status, "heartbeat": heartbeat, "renew": renew,
     "resolve_node": resolve, "list_nodes": list_nodes, "trust": trust,
     "set_password": set_password, "set_totp": set_totp, "add_token": add_token,
     "get_resources": get_resources, "get_resource": get_resources,

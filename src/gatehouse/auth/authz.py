@@ -47,6 +47,7 @@ from gatehouse.wire.authapi import (
     Ping,
     RecordingDone,
     RenewRequest,
+    RootTunnel,
     TokenReply,
     TokenRequest,
 )
@@ -63,7 +64,8 @@ HOST_PERMISSIONS: dict[str, frozenset[tuple[str, str]]] = {
                        ("recording", "upload"), ("host", "renew")}),
     "proxy": frozenset({("node", "list"), ("event", "create"), ("trust", "read"),
                         ("host", "renew"),
-                        ("remote_cluster", "heartbeat"), ("event", "export"),
+                        ("remote_cluster", "heartbeat"), ("trusted_cluster", "heartbeat"),
+                        ("event", "export"),
                         ("remote_event", "create")}),
 }
 
@@ -190,6 +192,12 @@ class AuthWithRoles:
         if caller.identity.kind != "host" or caller.identity.system_role != "proxy":
             raise AccessDenied("only a proxy of this cluster reports the tunnels it holds")
         await self._server.trust.tunnels_held(caller.identity.name, leaves)
+
+    async def report_root_tunnels(self, roots: list[RootTunnel]) -> None:
+        caller = await self._check("trusted_cluster", "heartbeat")
+        if caller.identity.kind != "host" or caller.identity.system_role != "proxy":
+            raise AccessDenied("only a proxy of this cluster reports its tunnels to roots")
+        await self._server.trust.root_tunnels_reported(caller.identity.name, roots)
 
     async def post_events(self, events: list[dict[str, Any]]) -> EventsStored:
         caller = await self._check("event", "create")

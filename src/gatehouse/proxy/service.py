@@ -26,6 +26,7 @@ from gatehouse.pki import tls, x509
 from gatehouse.pki.keystore import StoredIdentity
 from gatehouse.proxy.anonymous import AnonymousConnections
 from gatehouse.proxy.leafauth import LeafAuth, roots_to_dial
+from gatehouse.proxy.roottunnels import RootTunnelReports
 from gatehouse.proxy.router import ALPNRouter
 from gatehouse.proxy.sshproxy import SSHProxy
 from gatehouse.proxy.usercert import authenticate_user
@@ -173,13 +174,16 @@ class ProxyService:
         handlers = {ALPN_SSH: self._spawn_handler(ssh_proxy), ALPN_TUNNEL: tunnels.protocol,
                     ALPN_HTTP: lambda: web_server()}
         leaf_auth = LeafAuth(self._api, resolver, forwarder)
+        root_tunnels = RootTunnelReports(self._api.report_root_tunnels,
+                                         lambda: roots_to_dial(self._trust.current()),
+                                         self._timer)
 
         def keep_tunnel(root: Root) -> Coroutine[Any, Any, None]:
             serve = StreamServer(root.name, leaf_auth, leaf_auth, self._audit,
                                  trust=self._trust.current, clock=self._clock,
                                  timer=self._timer)
             return RootLink(root, ident, serve=serve, events=leaf_auth, clock=self._timer,
-                            rng=random.Random()).run()
+                            rng=random.Random(), on_state=root_tunnels.changed).run()
 
         agent = TunnelAgent(lambda: roots_to_dial(self._trust.current()),
                             self._trust.subscribe(), keep_tunnel)
@@ -209,6 +213,7 @@ class ProxyService:
             try:
                 tg.create_task(self._spool.run(self._api.post_events))
                 tg.create_task(agent.run())
+                tg.create_task(root_tunnels.run())
                 tg.create_task(tunnels.run())
                 tg.create_task(self._follow_leaves(tunnels))
                 started(self._cfg.listen_addr)

@@ -220,6 +220,11 @@ class AuditLog:
                                    "page of events ended with")
             end = _PREFIX + cursor.encode()
         wanted = set(types)
+        unknown = sorted(wanted - CODES.keys())
+        if unknown:  # a typo would otherwise find nothing, as if nothing had happened
+            raise BadParameter(f"unknown event type{'s' if len(unknown) > 1 else ''} "
+                               f"{', '.join(map(repr, unknown))}: the types are "
+                               f"{', '.join(sorted(CODES))}")
         out: list[AuditEvent] = []
         scanned = 0
         while scanned < MAX_SCAN:

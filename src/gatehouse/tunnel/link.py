@@ -8,7 +8,8 @@ the tunnel is up it forwards this cluster's events (eventsend.py) and serves the
 streams the root opens (serve.py, one StreamServer per root). The root sends the
 heartbeats and this end answers them (see liveness.py); a root silent for
 ROOT_SILENT_AFTER is redialed. Redials back off exponentially with jitter; time
-and randomness are injected.
+and randomness are injected. Each change of state is told (``on_state``): down with
+the reason, or up once the tunnel has outlived a refusal (REFUSED_WITHIN).
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from gatehouse.pki.tls import peer_der
 from gatehouse.tunnel.eventsend import EventSender
 from gatehouse.tunnel.liveness import ROOT_SILENT_AFTER, set_keepalive
 from gatehouse.tunnel.mux import MuxSession, OnOpen
-from gatehouse.tunnel.needs import EventExport, Root
+from gatehouse.tunnel.needs import EventExport, Root, TunnelState
 from gatehouse.tunnel.relaycheck import check_root_proxy
+from gatehouse.wire.authapi import RootTunnel
 from gatehouse.wire.names import ALPN_TUNNEL
 
 __all__ = ["DIAL_TIMEOUT", "FIRST_BACKOFF", "HEALTHY_AFTER", "MAX_BACKOFF", "Backoff",
@@ -44,6 +46,12 @@ MAX_BACKOFF = 10.0
 # a dial that waited out DIAL_TIMEOUT (a root silently cut off) is no burst of redials,
 # so the next follows it at once.
 HEALTHY_AFTER = 5.0
+# A tunnel the root closes sooner than this after TLS, saying nothing, was refused in the
+# handshake's last step: TLS 1.3 checks the client's certificate after the client is done.
+REFUSED_WITHIN = 2.0
+_NOT_TAKEN = ("the root's proxy closed the tunnel as it opened, without a word: it does not "
+              "take this cluster's certificate (did the root remove this leaf? then, to join "
+              "again, run `gatectl create -f` here with a new token from the root)")
 
 
 class Backoff:
@@ -89,8 +97,10 @@ class RootLink:
     """Keeps a tunnel to ``root`` up until cancelled; nothing of it runs after that."""
 
     def __init__(self, root: Root, identity: StoredIdentity, *, serve: OnOpen,
-                 events: EventExport, clock: Monotonic, rng: random.Random) -> None:
+                 events: EventExport, clock: Monotonic, rng: random.Random,
+                 on_state: TunnelState) -> None:
         self._root = root
+        self._on_state = on_state
         self._identity = identity
         self._serve = serve
         self._events = EventSender(events, root.name, clock)
@@ -98,6 +108,7 @@ class RootLink:
         self._backoff = Backoff(rng)
 
     async def run(self) -> None:
+        self._on_state(RootTunnel(root=self._root.name, up=False, detail="connecting"))
         while True:
             started = self._clock.monotonic()
             session = await self._dial()
@@ -125,10 +136,14 @@ class RootLink:
             reason = (f"no answer within {DIAL_TIMEOUT:.0f} s" if isinstance(exc, TimeoutError)
                       else str(exc) or type(exc).__name__)
             log.warning("cannot reach root %s at %s: %s", root.name, root.proxy_addr, reason)
+            self._on_state(RootTunnel(root=root.name, up=False, detail=(
+                f"cannot reach the root's proxy at {root.proxy_addr}: {reason}")))
             return None
         if session.refused:
             log.warning("tunnel to root %s at %s refused reason=%r", root.name,
                         root.proxy_addr, session.refused)
+            self._on_state(RootTunnel(root=root.name, up=False,
+                                      detail=f"refused: {session.refused}"))
             return None
         set_keepalive(transport.get_extra_info("socket"))
         log.info("tunnel to root %s at %s is up", root.name, root.proxy_addr)
@@ -136,14 +151,31 @@ class RootLink:
 
     async def _hold(self, session: MuxSession) -> None:
         """Forward events over the tunnel until it closes or the root goes silent."""
+        opened = self._clock.monotonic()
         try:
             async with asyncio.TaskGroup() as tg:
                 sender = tg.create_task(self._events.run(session))
+                settled = tg.create_task(self._up_once_settled())
                 await self._watch(session)
                 sender.cancel()
+                settled.cancel()
         finally:
             await session.aclose("leaf agent stopping")
-        log.warning("tunnel to root %s closed: %s", self._root.name, session.closed.result())
+        reason = session.closed.result()
+        log.warning("tunnel to root %s closed: %s", self._root.name, reason)
+        name = self._root.name
+        if session.goodbye:
+            state = RootTunnel(root=name, up=False, detail=f"the root closed it: {session.goodbye}")
+        elif self._clock.monotonic() - opened < REFUSED_WITHIN:
+            state = RootTunnel(root=name, up=False, detail=_NOT_TAKEN, refused=True)
+        else:
+            state = RootTunnel(root=name, up=False, detail=f"closed: {reason}")
+        self._on_state(state)
+
+    async def _up_once_settled(self) -> None:
+        """Tell that the tunnel is up once it has outlived a refusal (REFUSED_WITHIN)."""
+        await self._clock.sleep(REFUSED_WITHIN)
+        self._on_state(RootTunnel(root=self._root.name, up=True))
 
     async def _watch(self, session: MuxSession) -> None:
         """Return when the tunnel closes, or close a tunnel on which the root went silent:

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gatehouse.wire.authapi import RootTunnel
 from gatehouse.wire.dial import NodeRoute
 
 __all__ = [
@@ -25,22 +26,27 @@ __all__ = [
     "NodeResolver",
     "Root",
     "RootsToDial",
+    "TunnelState",
 ]
 
 
 @dataclass(frozen=True)
 class Root:
     """A root cluster to hold a tunnel to: its proxy's address, and the host CA (TLS PEM)
-    its certificate must be issued by."""
+    its certificate must be issued by; ``joined_at``: a new join is a new tunnel."""
 
     name: str
     proxy_addr: str
     host_ca_tls: str
+    joined_at: float = 0.0
 
 
 RootsToDial = Callable[[], Mapping[str, Root]]  # the enabled roots, by name, as of now
 
 Audit = Callable[[str, dict[str, Any]], Awaitable[None]]  # (event, fields) to this cluster
+
+# Told each time a leaf's tunnel to a root comes up or goes down (and why)
+TunnelState = Callable[[RootTunnel], None]
 
 
 @dataclass(frozen=True)
