@@ -28,6 +28,7 @@ MAX_FIELDS = 8192
 # What each kind of host may report; the auth stamps time, id, cluster and node itself.
 HOST_EVENTS = {
     "node": frozenset({"session.start", "session.end", "session.abort", "session.rejected",
+                       "session.recording.failure", "session.upload.failure",
                        "exec", "auth", "port_forward", "port_forward.denied"}),
     "proxy": frozenset({"proxy.dial.denied"}),
 }

@@ -40,6 +40,8 @@ CODES: dict[str, str] = {
     "session.start": "T2000I",
     "session.end": "T2004I",
     "session.abort": "T2005W",
+    "session.recording.failure": "T2006W",
+    "session.upload.failure": "T2007W",
     "session.rejected": "T1006W",
     "exec": "T3002I",
     "auth": "T3007W",
