@@ -55,6 +55,7 @@ CODES: dict[str, str] = {
     "resource.delete": "TR003I",
     "proxy.dial.denied": "TP001W",
     "access.denied": "TA001W",
+    "client_cert.denied": "TA002W",
     "trusted_cluster.join": "TT001I",
     "trusted_cluster.join.failure": "TT001W",
     "trusted_cluster.create": "TT002I",
