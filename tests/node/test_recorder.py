@@ -16,6 +16,7 @@ from typing import Any
 import asyncssh
 import pytest
 
+from gatehouse._sys import fdio
 from gatehouse.clock import FakeClock
 from gatehouse.node import recorder as recorder_mod
 from gatehouse.node.recorder import DIRECT_WRITE, MAX_BUFFER, SessionRecorder, finished, recover
@@ -252,6 +253,28 @@ async def test_a_write_error_stops_the_recording_not_the_session(
     got = decode(path.read_bytes())  # cut back to its last whole frame
     assert (output_bytes(got), got.truncated) == (b"before", False)
     assert [(exc.errno, kept) for exc, kept in reports] == [(errno.ENOSPC, 6)]  # once
+
+
+async def test_a_full_disk_while_the_buffer_is_written_never_reaches_the_session(
+    make: Callable[..., SessionRecorder], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The real write_all holds a view of the buffer as it fails: the buffer is dropped,
+    not resized under that view (BufferError, out of the session's output callback)."""
+    rec = make(max_buffer=1000, flush_interval=60)
+    rec.start()
+    rec.output(b"kept")
+    rec.flush()
+
+    def full(fd: int, data: Any) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fdio.os, "write", full)
+    for _ in range(30):
+        rec.output(b"y" * 100)  # buffered, then written as the buffer fills: fails
+    rec.flush()
+    monkeypatch.undo()
+    assert isinstance(rec.error, OSError) and rec.recorded == 4
+    assert output_bytes(decode((await rec.close()).read_bytes())) == b"kept"
 
 
 async def test_the_failure_is_reported_on_the_loop_even_from_the_last_fsync(

@@ -182,9 +182,11 @@ class SessionRecorder:
     def flush(self) -> None:
         """Write the buffer to the file now (no fsync: the periodic flush does that)."""
         if self._buf and self._fd is not None:
-            self._write((self._buf,), self._buffered_output)
-            self._buf.clear()
-            self._buffered_output = 0
+            # A new buffer, not the old one cleared: a failed write's traceback (kept in
+            # ``error``) still holds a view of the old one, which cannot be resized.
+            buf, self._buf = self._buf, bytearray()
+            output, self._buffered_output = self._buffered_output, 0
+            self._write((buf,), output)
 
     def _write(self, parts: tuple[bytes | bytearray, ...], output: int) -> None:
         """Append whole frames (``parts``, holding ``output`` bytes of output), or fail."""
@@ -204,7 +206,7 @@ class SessionRecorder:
     def _fail(self, exc: OSError) -> None:
         """Stop recording, keep the file's whole frames, tell ``on_failure`` (once)."""
         self._stopped = True
-        self._buf.clear()
+        self._buf = bytearray()  # dropped, not cleared: see flush()
         self._buffered_output = 0
         if self.error is not None:
             return
