@@ -187,13 +187,16 @@ def test_expired_certificate_is_refused_by_the_proxy_itself(cluster: Cluster, al
     assert dialed.refused, dialed
 
 
-@pytest.mark.xfail(strict=True, reason=direct.PROXY_TLS_REFUSALS_UNAUDITED)
 def test_expired_certificate_refused_by_the_proxy_is_audited(cluster: Cluster,
                                                              expired: Client) -> None:
     dialed = direct.dial(cluster.proxy, expired.home, "node1")
     assert dialed.refused, dialed
-    cluster.wait_event("the proxy's audit of the refusal",
-                       lambda e: e["remote_addr"] == dialed.local, timeout=5)
+    event = cluster.wait_event("the proxy's audit of the refusal",
+                               lambda e: e["remote_addr"] == dialed.local, timeout=5)
+    assert (event["event"], event["code"], event["message"]) == (
+        "client_cert.denied", "TA002W",
+        "the proxy refused the client certificate in the TLS handshake: "
+        "certificate has expired"), event
 
 
 def test_expired_certificate_is_refused_and_audited_by_the_node_itself(

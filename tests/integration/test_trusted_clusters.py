@@ -237,14 +237,17 @@ def test_root_never_accepts_a_leaf_signed_user_certificate(seed: Seed, alice: Cl
         "certificate is not signed by a trusted user CA", "root"), event
 
 
-@pytest.mark.xfail(strict=True, reason=direct.PROXY_TLS_REFUSALS_UNAUDITED)
 def test_the_root_proxy_audits_its_refusal_of_a_leaf_signed_certificate(
     seed: Seed, carol: Client,
 ) -> None:
     dialed = direct.dial(seed.root.proxy, carol.home, "node1", LEAF_A)
     assert dialed.refused, dialed
-    seed.root.wait_event("the root proxy's audit of the refusal",
-                         lambda e: e["remote_addr"] == dialed.local, timeout=5)
+    event = seed.root.wait_event("the root proxy's audit of the refusal",
+                                 lambda e: e["remote_addr"] == dialed.local, timeout=5)
+    assert (event["event"], event["cluster"], event["message"]) == (
+        "client_cert.denied", ROOT,
+        "the proxy refused the client certificate in the TLS handshake: "
+        "unable to get local issuer certificate"), event
 
 
 def _anonymous_post(proxy: str, path: str, body: dict[str, str], headers: dict[str, str]

@@ -82,7 +82,8 @@ class SessionTap(Protocol):
 
 @dataclass(frozen=True)
 class SessionInfo:
-    """What a tap is told about the session it records."""
+    """What a tap is told about the session it records, and how it may tell the user
+    something (``tell_user``: one line on the session's stderr while it runs)."""
 
     session_id: str
     login: str
@@ -90,6 +91,7 @@ class SessionInfo:
     term: str | None
     cols: int  # 0 x 0 without a PTY
     rows: int
+    tell_user: Callable[[str], None] = lambda line: None
 
 
 TapFactory = Callable[[SessionInfo], SessionTap | None]
@@ -213,7 +215,7 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         if policy.tap_factory is not None:
             info = SessionInfo(self.session_id, policy.login, self._command or "",
                                pty.term if pty else None, pty.cols if pty else 0,
-                               pty.rows if pty else 0)
+                               pty.rows if pty else 0, self._tell_user)
             try:
                 self._tap = policy.tap_factory(info)
             except Exception:
@@ -431,6 +433,14 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         self._stdin_buf.clear()
         for name in ("stdin", "stdout", "stderr"):
             child.close_fd(name)
+
+    def _tell_user(self, line: str) -> None:
+        """One line on the client's stderr, unless the session is over."""
+        chan = self._chan
+        if chan is None or self._ended or chan.is_closing():
+            return
+        newline = "\r\n" if self._pty else "\n"
+        chan.write_stderr(f"{line}{newline}".encode())
 
     def _emit(self, event: str, fields: dict[str, object]) -> None:
         hook = self._policy.on_event

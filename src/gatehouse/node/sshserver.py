@@ -36,7 +36,7 @@ sshgcm.install()  # AES-GCM packets with fewer copies (see gatehouse._sys.sshgcm
 log = logging.getLogger(__name__)
 
 Audit = Callable[[str, dict[str, Any]], None]
-Record = Callable[["Grant", SessionInfo], SessionTap]  # a recorder for each session
+Record = Callable[["Grant", SessionInfo], SessionTap | None]  # a recorder for each session
 
 
 @dataclass(frozen=True)

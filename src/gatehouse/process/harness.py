@@ -211,6 +211,10 @@ def in_parallel(*calls: Callable[[], object]) -> None:
 # Every process started and not yet reaped: their logs go into test failure reports.
 RUNNING: list[Process] = []
 _closing = threading.Event()  # set by stop_all(final=True): nothing may start after it
+# Held from the check of _closing until a started process is in RUNNING (and by stop_all
+# while it sets _closing and picks what to stop): a process a set-up thread is starting
+# while the program stops everything is stopped too, not left running.
+_starting = threading.Lock()
 
 
 class Process:
@@ -229,17 +233,18 @@ class Process:
 
     def start(self) -> Process:
         """Start (or start again, appending to the log); returns self."""
-        if _closing.is_set():  # a set-up thread still going after the program stopped all
-            raise HarnessError(f"not starting {self.name}: everything is being stopped")
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with self.log.open("ab") as out:
-            self._log_start = out.tell()
-            self.proc = subprocess.Popen(
-                self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                env=self.env or base_env(), cwd=self.cwd, start_new_session=True)
-        self.stopping = False
-        if self not in RUNNING:
-            RUNNING.append(self)
+        with _starting:
+            if _closing.is_set():  # a set-up thread still going after the program stopped all
+                raise HarnessError(f"not starting {self.name}: everything is being stopped")
+            self.log.parent.mkdir(parents=True, exist_ok=True)
+            with self.log.open("ab") as out:
+                self._log_start = out.tell()
+                self.proc = subprocess.Popen(
+                    self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                    env=self.env or base_env(), cwd=self.cwd, start_new_session=True)
+            self.stopping = False
+            if self not in RUNNING:
+                RUNNING.append(self)
         return self
 
     @property
@@ -330,9 +335,10 @@ def stop_all(processes: Iterable[Process] | None = None, *, wait: bool = True,
     """Stop processes (default: every one running), SIGTERM to all at once, then wait for
     each (SIGKILL past STOP_TIMEOUT). ``wait=False`` only signals them: a later
     ``stop_all()`` reaps them. ``final``: no process may start after this."""
-    if final:
-        _closing.set()
-    chosen = list(reversed(RUNNING)) if processes is None else list(processes)
+    with _starting:
+        if final:
+            _closing.set()
+        chosen = list(reversed(RUNNING)) if processes is None else list(processes)
     for p in chosen:
         p.terminate()
     if wait:

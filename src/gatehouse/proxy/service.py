@@ -16,6 +16,7 @@ from aiohttp import web
 
 from gatehouse._sys.hostport import listen_error, split_host_port
 from gatehouse._sys.tasks import TaskOwner
+from gatehouse._sys.tlsserver import TLSServer
 from gatehouse.client.auditspool import AuditSpool
 from gatehouse.client.forward import AuthForwarder
 from gatehouse.client.trust import TrustWatcher
@@ -116,6 +117,14 @@ class ProxyService:
         self._spool.append({"event": event, "time": self._clock.now().isoformat(),
                             "cluster": "", "id": str(uuid.uuid4()), **fields})
 
+    async def _refused(self, remote: str, reason: str) -> None:
+        """A client certificate refused in the TLS handshake: whoever it names, a stranger
+        (its repeats are counted by the auth)."""
+        await self._audit("client_cert.denied", {
+            "remote_addr": remote,
+            "message": f"the proxy refused the client certificate in the TLS handshake: "
+                       f"{reason}"})
+
     async def _store_leaf_events(self, leaf: str, batch: Any) -> dict[str, Any]:
         """Hand a leaf's events to this (root) cluster's auth, tagged with the leaf's name."""
         if not isinstance(batch, dict) or not isinstance(batch.get("events"), list):
@@ -198,15 +207,13 @@ class ProxyService:
             ctx = self._server_context()
             ctx.sni_callback = self._sni
             host, port = split_host_port(self._cfg.listen_addr)
-            loop = asyncio.get_running_loop()
             anonymous = AnonymousConnections(limits.anonymous_per_source,
                                              limits.anonymous_total, self._timer)
+            server = TLSServer(ctx, lambda: ALPNRouter(handlers, ALPN_HTTP, anonymous),
+                               handshake_timeout=limits.handshake_timeout.total_seconds(),
+                               on_refused=self._refused, what="the proxy's port")
             try:
-                server = await loop.create_server(
-                    lambda: ALPNRouter(handlers, ALPN_HTTP, anonymous), host, port,
-                    ssl=ctx, reuse_address=True, backlog=1024,
-                    ssl_handshake_timeout=limits.handshake_timeout.total_seconds(),
-                )
+                await server.start(host, port)
             except OSError as exc:
                 raise listen_error("proxy_service.listen_addr", self._cfg.listen_addr,
                                    exc) from None
@@ -220,6 +227,6 @@ class ProxyService:
                 await asyncio.Future()
             finally:
                 # The tunnels close as the task group stops tunnels.run and agent.run.
-                server.close()
+                await server.close()
                 await self._handlers.close()
                 await runner.cleanup()
