@@ -11,17 +11,16 @@ from typing import Annotated
 import typer
 
 from gatehouse._sys.hostport import dial_addr
-from gatehouse.cli.common import die, run_async, setup_logging
+from gatehouse.cli.common import die, new_app, run_async, setup_logging
 from gatehouse.config import Config, load_config
 from gatehouse.errors import GatehouseError
 
-app = typer.Typer(help="Gatehouse daemon: auth, proxy and SSH services.", no_args_is_help=True,
-                  add_completion=False, pretty_exceptions_enable=False)
+app = new_app("Gatehouse daemon: auth, proxy and SSH services.")
 
 
 @app.callback()
 def _main(
-    debug: Annotated[bool, typer.Option(help="Verbose logs and tracebacks.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Verbose logs and tracebacks.")] = False,
 ) -> None:
     setup_logging(debug, logging.INFO)
 
