@@ -30,7 +30,7 @@ __all__ = ["Invocation", "parse", "proxy_ssh", "split_target", "ssh", "try_fast"
 
 # The options gsh.py declares for `gsh` and `gsh proxy ssh` (tests/cli/test_connect.py
 # checks that they agree; `gsh ssh`'s are sshargs.OPTIONS), and whether each takes a value.
-GLOBAL_FLAGS = ("--debug", "--no-debug")
+GLOBAL_FLAGS = ("--debug",)
 PROXY_SSH_OPTIONS = {"--cluster": True}
 
 
