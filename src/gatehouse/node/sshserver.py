@@ -28,6 +28,7 @@ from gatehouse.node.session import (
     make_session_factory,
 )
 from gatehouse.pki import sshcert
+from gatehouse.wire.names import DENIED_BANNER
 from gatehouse.wire.trust import TrustSnapshot
 
 __all__ = ["Grant", "Listener", "NodeConnection", "NodeSSHServer", "listen"]
@@ -103,6 +104,8 @@ class NodeSSHServer(asyncssh.SSHServer):
             log.warning("ssh access denied login=%s peer=%s reason=%r", login, self._peer, str(exc))
             self._audit("auth", {"login": login, "remote_addr": self._peer,
                                  "message": str(exc), "user": _key_id(key_data)})
+            if self._conn is not None:  # the client shows it (gsh, and ssh(1) on stderr)
+                self._conn.send_auth_banner(f"{DENIED_BANNER}{exc}\n")
             return False
         return True
 
