@@ -27,7 +27,8 @@ SEEN_FOR = dt.timedelta(days=7)
 # What each kind of host may report; the auth stamps time, id, cluster and node itself.
 HOST_EVENTS = {
     "node": frozenset({"session.start", "session.end", "session.abort", "session.rejected",
-                       "exec", "auth", "port_forward", "port_forward.denied"}),
+                       "exec", "auth", "port_forward", "port_forward.denied", "sftp",
+                       "sftp.denied"}),
     "proxy": frozenset({"proxy.dial.denied"}),
 }
 

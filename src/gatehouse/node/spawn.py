@@ -27,6 +27,7 @@ __all__ = [
     "DEFAULT_ENV_ALLOWED",
     "DEFAULT_PATH",
     "SESSION_SIGNALS",
+    "SFTP_SERVER",
     "Account",
     "Child",
     "PtyRequest",
@@ -45,6 +46,7 @@ __all__ = [
 ]
 
 SETPRIV = "/usr/bin/setpriv"  # util-linux, Essential in Debian
+SFTP_SERVER = "/usr/lib/openssh/sftp-server"  # Debian's openssh-sftp-server
 F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux); in the fcntl module from Python 3.12 on
 PIPE_SIZE = 1 << 20
 
