@@ -197,3 +197,59 @@ def test_a_role_with_file_transfer_false_refuses_it(
         >= 2 else None))
     assert [(e["code"], e["login"], e["message"]) for e in denied] == \
         [("TS001W", pair.login, reason)] * 2
+
+
+def _tree(base: Path) -> dict[str, str]:
+    return {str(p.relative_to(base)): _sha(p) for p in sorted(base.rglob("*")) if p.is_file()}
+
+
+def test_gsh_scp_both_ways_with_r_to_a_leaf_node(
+        pair: Pair, user: Client, username: str, tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "a.txt").write_text("hello\n")
+    (tree / "sub" / "b.bin").write_bytes(os.urandom(3 * 1024 * 1024 + 17))
+    target = f"{pair.login}@node1"
+    user.gsh("scp", "-r", f"--cluster={LEAF}", str(tree), f"{target}:gsh-tree").ok()
+    assert _tree(pair.home / "gsh-tree") == _tree(tree)
+    for path in (pair.home / "gsh-tree").rglob("*"):
+        _owned_by_login(pair, path)
+    one = tmp_path / "one.bin"
+    user.gsh("scp", f"--cluster={LEAF}", f"{target}:gsh-tree/sub/b.bin", str(one)).ok()
+    assert _sha(one) == _sha(tree / "sub" / "b.bin")
+    back = tmp_path / "back"
+    user.gsh("scp", "-r", f"--cluster={LEAF}", f"{target}:gsh-tree", str(back)).ok()
+    assert _tree(back) == _tree(tree)
+    events = _sftp_events(pair, username, LEAF, 7)
+    assert sorted(op[2:6] for op in _ops(events)) == sorted([
+        ("mkdir", "gsh-tree", None, None), ("mkdir", "sub", None, None),
+        ("write", "a.txt", 0, 6), ("write", "b.bin", 0, 3 * 1024 * 1024 + 17),
+        ("read", "b.bin", 3 * 1024 * 1024 + 17, 0),
+        ("read", "a.txt", 6, 0), ("read", "b.bin", 3 * 1024 * 1024 + 17, 0)])
+
+
+def test_gsh_scp_to_a_root_node_and_its_errors(
+        pair: Pair, user: Client, tmp_path: Path) -> None:
+    small = tmp_path / "small.txt"
+    small.write_text("to the root's node\n")
+    target = f"{pair.login}@node1"
+    user.gsh("scp", str(small), f"{target}:").ok()
+    assert (pair.home / "small.txt").read_text() == "to the root's node\n"
+    _owned_by_login(pair, pair.home / "small.txt")
+    res = user.gsh("scp", f"{target}:no-such-file", str(tmp_path))
+    assert (res.rc, res.err_lines) == (1, ["error: cannot copy: No such file"]), res
+    res = user.gsh("scp", str(small), f"{target}:/root/planted.txt")
+    assert (res.rc, res.err_lines) == (1, ["error: cannot copy: Permission denied"]), res
+    res = user.gsh("scp", str(small), str(tmp_path / "x"))
+    assert res.rc == 2 and "one side must be LOGIN@NODE:PATH" in res.err, res
+
+
+def test_gsh_scp_refused_by_a_role_says_why(pair: Pair, tmp_path: Path, username: str) -> None:
+    pair.root.add_user(username, roles="nofiles", logins=pair.login)
+    me = Client(tmp_path / "home", pair.root.proxy)
+    me.home.mkdir()
+    me.login(username).ok()
+    res = me.gsh("scp", str(me.home), f"{pair.login}@node1:x")
+    assert (res.rc, res.err_lines) == (1, [
+        f"error: {pair.login}@node1: file transfer is not allowed: role nofiles sets "
+        "options.file_transfer: false"]), res
