@@ -188,15 +188,18 @@ def test_a_role_with_file_transfer_false_refuses_it(
     assert res.rc != 0 and reason in res.err, res
     res = _openssh("sftp", me, f"{pair.login}@node1.{ROOT}")
     assert res.rc != 0 and reason in res.err, res
+    # scp -O: the original protocol, a command (scp -t) on the node instead of sftp.
+    res = _openssh("scp", me, "-O", str(small), f"{pair.login}@node1.{ROOT}:refused.txt")
+    assert res.rc != 0 and reason in res.err, res
     assert not (pair.home / "refused.txt").exists()
     # A shell or a command is not a file transfer: still allowed.
     assert me.openssh(me.openssh_config(), f"{pair.login}@node1.{ROOT}", "id -un").out \
         == f"{pair.login}\n"
-    denied = wait_for("two sftp.denied events", lambda: (
+    denied = wait_for("three sftp.denied events", lambda: (
         found if len(found := pair.root.events("--type=sftp.denied", f"--user={username}"))
-        >= 2 else None))
+        >= 3 else None))
     assert [(e["code"], e["login"], e["message"]) for e in denied] == \
-        [("TS001W", pair.login, reason)] * 2
+        [("TS001W", pair.login, reason)] * 3
 
 
 def _tree(base: Path) -> dict[str, str]:

@@ -22,7 +22,12 @@ import asyncssh
 import pytest
 
 from gatehouse.errors import AccessDenied
-from gatehouse.node.session import SessionPolicy, check_can_run_as, make_session_factory
+from gatehouse.node.session import (
+    SessionPolicy,
+    check_can_run_as,
+    is_scp_transfer,
+    make_session_factory,
+)
 from gatehouse.node.spawn import DEFAULT_PATH, filter_client_env
 
 IS_ROOT = os.geteuid() == 0
@@ -287,6 +292,38 @@ async def _transfer_and_check(node: Node, throwaway_user: str, home: Path,
     start = next(f for e, f in node.events if e == "session.start")
     assert start["subsystem"] == "sftp" and start["recorded"] is False
     assert "exec" not in [e for e, _ in node.events]
+
+
+async def test_sftp_runs_sftp_server_not_what_the_logins_shell_files_say(
+        node: Node, throwaway_user: str) -> None:
+    # The login's shell reads its rc files (bash reads ~/.bashrc when SSH_CLIENT is
+    # set): run through it, the sftp subsystem would run any program the login names
+    # there, unrecorded and with no file operation audited.
+    home = Path(pwd.getpwnam(throwaway_user).pw_dir)
+    home.mkdir()
+    subprocess.run(["usermod", "-s", "/bin/bash", throwaway_user], check=True, timeout=WAIT)
+    (home / ".bashrc").write_text("exec sh -c 'echo not sftp-server'\n")
+    shutil.chown(home, throwaway_user)
+    node.policy = replace(node.policy, file_transfer_refused=None)
+    try:
+        async with node.connect(throwaway_user) as conn:
+            proc = await asyncio.wait_for(
+                conn.create_process(subsystem="sftp", encoding=None), WAIT)
+            proc.stdin.write(b"\0\0\0\5\1\0\0\0\3")  # SSH_FXP_INIT, version 3
+            head = await asyncio.wait_for(proc.stdout.readexactly(5), WAIT)
+            proc.close()
+    finally:
+        shutil.rmtree(home)
+    assert head[4] == 2, head  # SSH_FXP_VERSION: sftp-server answered
+
+
+@pytest.mark.parametrize(("command", "transfer"), [
+    ("scp -t -- up.txt", True), ("scp -v -r -d -t -- dir", True), ("scp -f x", True),
+    ("/usr/bin/scp -pf -- x", True), ("scp -- -t", False), ("scp a b", False),
+    ("echo scp -t", False), ("scp 'unbalanced", False), (None, False), ("", False),
+])
+def test_what_is_scps_own_transfer_command(command: str | None, transfer: bool) -> None:
+    assert is_scp_transfer(command) is transfer
 
 
 async def _until(check: Callable[[], bool]) -> None:

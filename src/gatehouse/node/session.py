@@ -6,9 +6,12 @@ for a user it has let in. The session then runs exec/shell requests as the
 policy's login (see spawn.py), on pipes or on a PTY, and carries data with
 flow control in both directions and no tasks of its own.
 
-The ``sftp`` subsystem is OpenSSH's sftp-server, started as the login exactly as a
-command is (through the login's shell, with its uid, gid and groups), as sshd does:
-the kernel then checks every file operation against the login's own permissions.
+The ``sftp`` subsystem is OpenSSH's sftp-server, started as the login as a command
+is (its uid, gid and groups, environment and home directory), so the kernel checks
+every file operation against the login's own permissions. It is started directly,
+not through the login's shell as sshd does: the shell reads the login's rc files
+(bash its ~/.bashrc under SSH), which could run another program in its place,
+unrecorded and unaudited.
 asyncssh's SFTPServer would run inside the node, as the node's user (root): each
 operation would have to be checked by hand or run under a switched identity, and a
 missed case would read or write as root. The node reads the SFTP packets as they
@@ -29,8 +32,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import uuid
@@ -67,6 +72,7 @@ __all__ = [
     "SessionTap",
     "TapFactory",
     "check_can_run_as",
+    "is_scp_transfer",
     "make_session_factory",
 ]
 
@@ -145,6 +151,21 @@ class SessionPolicy:
             )
 
 
+def is_scp_transfer(command: str | None) -> bool:
+    """Whether ``command`` is scp's far end of a transfer (``scp -t`` to write, ``scp -f``
+    to read): what the scp client runs with -O, or before OpenSSH 9 used sftp. Only the
+    client's own shape: a shell's commands (cat, tar) move files too, which refusing
+    file transfer does not stop."""
+    try:
+        words = shlex.split(command or "")
+    except ValueError:
+        return False
+    if not words or os.path.basename(words[0]) != "scp":
+        return False
+    options = itertools.takewhile(lambda word: word != "--", words[1:])
+    return any(w.startswith("-") and ("t" in w or "f" in w) for w in options)
+
+
 def make_session_factory(policy: SessionPolicy) -> Callable[[], asyncssh.SSHServerSession[bytes]]:
     """A factory for SSHServer.session_requested(): each call makes one session."""
     return functools.partial(NodeSession, policy)
@@ -213,7 +234,8 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         policy = self._policy
         pty = None if self._sftp else self._pty  # SFTP packets never cross a terminal
         newline = "\r\n" if pty else "\n"
-        if self._sftp is not None and not self._may_transfer(chan):
+        transfer = self._sftp is not None or is_scp_transfer(self._command)
+        if transfer and not self._may_transfer(chan, sftp=self._sftp is not None):
             return
         try:
             account = lookup_account(policy.login)
@@ -224,7 +246,10 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
                 ssh_vars=ssh_vars(chan.get_extra_info("peername"),
                                   chan.get_extra_info("sockname")),
             )
-            child = spawn(account, session_argv(account, self._command), env, pty=pty)
+            if self._sftp is not None:
+                child = spawn(account, [SFTP_SERVER], env, program=SFTP_SERVER)
+            else:
+                child = spawn(account, session_argv(account, self._command), env, pty=pty)
         except AccessDenied as exc:
             log.warning("session refused login=%s reason=%r", policy.login, str(exc))
             chan.write_stderr(f"{exc}{newline}".encode())
@@ -262,15 +287,17 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
             self._reading["stderr"] = asyncssh.EXTENDED_DATA_STDERR
         self._watch_outputs(True)
 
-    def _may_transfer(self, chan: asyncssh.SSHServerChannel[bytes]) -> bool:
-        """Whether the sftp subsystem may start; if not, say why, audit it, end the session."""
+    def _may_transfer(self, chan: asyncssh.SSHServerChannel[bytes], *, sftp: bool) -> bool:
+        """Whether a transfer (sftp, or scp's own command) may start; if not, say why,
+        audit it, end the session."""
         reason = self._policy.file_transfer_refused
-        if reason is None and not os.access(SFTP_SERVER, os.X_OK):
+        if reason is None and sftp and not os.access(SFTP_SERVER, os.X_OK):
             reason = (f"file transfer is not available on this node: {SFTP_SERVER} is not "
                       "installed (Debian: openssh-sftp-server)")
         if reason is None:
             return True
-        log.warning("sftp refused login=%s reason=%r", self._policy.login, reason)
+        log.warning("file transfer refused login=%s command=%r reason=%r",
+                    self._policy.login, self._command, reason)
         self._emit("sftp.denied", {"message": reason})
         chan.write_stderr(f"{reason}\n".encode())
         chan.exit(1)
