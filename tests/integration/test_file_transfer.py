@@ -160,6 +160,7 @@ def test_openssh_sftp_to_a_leaf_node_each_operation_audited_at_the_root(
         ("TS001I", pair.login, "rmdir", "sftp-dir", None, None, ""),
     ]
     assert Path(events[3]["fields"]["target"]).name == "moved.bin"
+    assert events[0]["message"].endswith(f"sftp.bin: {BIG} bytes"), events[0]
     # The leaf keeps its own copy; the transfer's session is not a recording.
     assert len(pair.leaf.events("--type=sftp", f"--user={username}")) == 6
     start = next(e for e in pair.root.events("--type=session.start", f"--user={username}")

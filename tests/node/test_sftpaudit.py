@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from gatehouse.node.sftpaudit import SFTPAudit
+from gatehouse.node.sftpaudit import SFTPAudit, describe
 
 
 def _string(value: bytes | str) -> bytes:
@@ -140,3 +140,13 @@ def test_a_path_that_is_not_utf8_is_shown_escaped() -> None:
     audit = SFTPAudit()
     _feed(audit, INIT + _packet(13, _id(1) + _string(b"caf\xe9")), VERSION + status(1))
     assert audit.events() == [{"action": "remove", "path": "caf\\xe9", "error": ""}]
+
+
+def test_each_event_in_one_line() -> None:
+    assert describe({"action": "write", "path": "up.bin", "bytes_read": 0,
+                     "bytes_written": 40_123, "error": ""}) == "write up.bin: 40123 bytes"
+    assert describe({"action": "read", "path": "/root/x", "bytes_read": 0, "bytes_written": 0,
+                     "error": "Permission denied"}) == "read /root/x: 0 bytes: Permission denied"
+    assert describe({"action": "rename", "path": "a", "target": "b", "error": ""}) \
+        == "rename a to b"
+    assert describe({"action": "rmdir", "path": "d", "error": "Failure"}) == "rmdir d: Failure"

@@ -47,7 +47,7 @@ import asyncssh
 
 from gatehouse.errors import AccessDenied, BadParameter
 
-from .sftpaudit import SFTPAudit
+from .sftpaudit import SFTPAudit, describe
 from .spawn import (
     SFTP_SERVER,
     Child,
@@ -125,8 +125,9 @@ class SessionPolicy:
     ``on_event(name, fields)`` receives "session.start" (login, pty, command,
     term, cols, rows), "exec" (command), "resize" (cols, rows) and
     "session.end" (exit_status - 128+N after signal N -, exit_signal,
-    core_dumped, disconnected), "sftp" (a file operation: see sftpaudit) and
-    "sftp.denied" (message), each with the session's ``session_id`` (a UUID).
+    core_dumped, disconnected), "sftp" (a file operation: see sftpaudit, and a
+    message saying it in a line) and "sftp.denied" (message), each with the
+    session's ``session_id`` (a UUID).
     A hook that raises is logged and ignored.
 
     ``file_transfer_refused`` is None where the sftp subsystem is served, else the
@@ -497,7 +498,7 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
 
     def _emit_sftp(self, operations: list[dict[str, object]]) -> None:
         for fields in operations:
-            self._emit("sftp", fields)
+            self._emit("sftp", {**fields, "message": describe(fields)})
 
     def _reap_orphan(self, child: Child) -> None:
         if child.reap() is not None:

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["SFTPAudit", "SFTPEvent"]
+__all__ = ["SFTPAudit", "SFTPEvent", "describe"]
 
 # Packet types (draft-ietf-secsh-filexfer-02 section 3).
 _INIT, _VERSION = 1, 2
@@ -259,6 +259,19 @@ class SFTPAudit:
 
 
 _ACTIONS = {_REMOVE: "remove", _MKDIR: "mkdir", _RMDIR: "rmdir"}
+
+
+def describe(op: SFTPEvent) -> str:
+    """One line for a person (the event's message): ``write up.bin: 52428800 bytes``."""
+    action, path, error = op.get("action"), op.get("path"), op.get("error")
+    if action in ("read", "write"):
+        moved = op.get("bytes_read") if action == "read" else op.get("bytes_written")
+        what = f"{action} {path}: {moved} bytes"
+    elif action == "rename":
+        what = f"rename {path} to {op.get('target')}"
+    else:
+        what = f"{action} {path}"
+    return f"{what}: {error}" if error else what
 
 
 def _message(fields: _Reader) -> str:

@@ -151,7 +151,7 @@ class NodeSSHServer(asyncssh.SSHServer):
                 "correlation_id": grant.correlation_id}
 
         def on_event(event: str, fields: dict[str, object]) -> None:
-            message = fields.pop("message", "")  # a refusal's reason (sftp.denied)
+            message = fields.pop("message", "")  # sftp.denied: why; sftp: what, in a line
             self._audit(event, {**base, "fields": fields, "message": str(message),
                                 "session_id": str(fields.get("session_id", ""))})
 
