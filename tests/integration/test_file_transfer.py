@@ -128,7 +128,8 @@ def test_openssh_scp_both_ways(pair: Pair, user: Client, username: str, big_file
                                tmp_path: Path, cluster: str) -> None:
     name = f"scp-{cluster}.bin"
     target = f"{pair.login}@node1.{cluster}"
-    _openssh("scp", user, str(big_file), f"{target}:{name}").ok()
+    res = _openssh("scp", user, str(big_file), f"{target}:{name}").ok()
+    assert res.err == "", res  # not even from the ProxyCommand once ssh closed its stdout
     _owned_by_login(pair, pair.home / name)
     assert _sha(pair.home / name) == _sha(big_file)
     back = tmp_path / "back.bin"
