@@ -8,14 +8,14 @@ flow control in both directions and no tasks of its own.
 
 The ``sftp`` subsystem is OpenSSH's sftp-server, started as the login as a command
 is (its uid, gid and groups, environment and home directory), so the kernel checks
-every file operation against the login's own permissions. It is started directly,
-not through the login's shell as sshd does: the shell reads the login's rc files
-(bash its ~/.bashrc under SSH), which could run another program in its place,
-unrecorded and unaudited.
-asyncssh's SFTPServer would run inside the node, as the node's user (root): each
-operation would have to be checked by hand or run under a switched identity, and a
-missed case would read or write as root. The node reads the SFTP packets as they
-pass (sftpaudit.py) for the audit; a transfer is not recorded as terminal output.
+every file operation against the login's own permissions. asyncssh's SFTPServer
+would run inside the node, as the node's user (root): each operation would have to
+be checked by hand or run under a switched identity, and a missed case would read
+or write as root. sftp-server is started directly, not through the login's shell
+as sshd does: the shell reads the login's rc files (bash its ~/.bashrc under SSH),
+which could run another program in its place, unrecorded and unaudited. The node
+reads the SFTP packets as they pass (sftpaudit.py) for the audit; a transfer is
+not recorded as terminal output.
 
 Flow control:
 
