@@ -28,7 +28,8 @@ SEEN_FOR = dt.timedelta(days=7)
 HOST_EVENTS = {
     "node": frozenset({"session.start", "session.end", "session.abort", "session.rejected",
                        "session.recording.failure", "session.upload.failure",
-                       "exec", "auth", "port_forward", "port_forward.denied"}),
+                       "exec", "auth", "port_forward", "port_forward.denied", "sftp",
+                       "sftp.denied"}),
     "proxy": frozenset({"proxy.dial.denied", "client_cert.denied"}),
 }
 

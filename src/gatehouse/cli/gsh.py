@@ -282,6 +282,19 @@ def ssh(
 
 
 @app.command()
+def scp(
+    paths: Annotated[list[str], typer.Argument(
+        help="SRC... DST: local paths and LOGIN@NODE:PATH (PATH empty: the login's home) "
+             "on one side", show_default=False)],
+    recursive: Annotated[bool, typer.Option("-r", help="Copy directories recursively.")
+                         ] = False,
+    cluster: Annotated[str, typer.Option(help="Cluster of the node (default: selected).")] = "",
+) -> None:
+    """Copy files to or from a node over SFTP, as the login (audited per file)."""
+    raise SystemExit(connect.scp(paths, recursive=recursive, cluster=cluster))
+
+
+@app.command()
 def config() -> None:
     """Print an OpenSSH client config: `ssh -F FILE LOGIN@NODE.CLUSTER` then works."""
     profile = _profile()

@@ -31,7 +31,7 @@ from gatehouse.errors import AccessDenied, ConnectionProblem
 from gatehouse.pki import sshcert
 from gatehouse.wire.names import DENIED_BANNER
 
-__all__ = ["run_ssh"]
+__all__ = ["SESSION_MAX_PACKET", "SESSION_WINDOW", "connect_node", "run_ssh"]
 
 # The node may send up to 256 KiB of data per packet (asyncssh allows 1 KiB more for
 # the packet's own bytes): a stream costs a few Python calls per 256 KiB instead of
@@ -53,8 +53,10 @@ def _raw_terminal(fd: int) -> Iterator[None]:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
-async def _connect(profile: Profile, login: str, node: str, host_ca: str,
+async def connect_node(profile: Profile, login: str, node: str, host_ca: str,
                    tunnel: ProxyTunnel) -> asyncssh.SSHClientConnection:
+    """The SSH connection to ``node`` as ``login`` over ``tunnel``, the node verified by
+    ``host_ca`` and the host id the proxy dialed; AccessDenied or ConnectionProblem."""
     ident = profile.identity
     key = asyncssh.import_private_key(ident.key_file.read_bytes())
     cert = asyncssh.import_certificate(ident.ssh_cert_line())
@@ -163,7 +165,7 @@ async def run_ssh(profile: Profile, login: str, node: str, command: list[str], *
     when the connection breaks."""
     if forwards:
         _check_forwarding(profile)
-    conn = await _connect(profile, login, node, host_ca, tunnel)
+    conn = await connect_node(profile, login, node, host_ca, tunnel)
     status = 255
     try:
         async with conn:

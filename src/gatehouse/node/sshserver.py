@@ -49,6 +49,7 @@ class Grant:
     roles: tuple[str, ...]
     cluster: str
     port_forwarding: bool
+    file_transfer: rbac.Decision
     permit_pty: bool
     correlation_id: str
 
@@ -140,6 +141,7 @@ class NodeSSHServer(asyncssh.SSHServer):
             cluster=cluster,
             port_forwarding=rbac.allows_port_forwarding(roles)
             and "permit-port-forwarding" in cert.extensions,
+            file_transfer=rbac.check_file_transfer(roles),
             permit_pty="permit-pty" in cert.extensions,
             correlation_id=sshcert.correlation_id(cert.key_id, cert.serial),
         )
@@ -152,12 +154,15 @@ class NodeSSHServer(asyncssh.SSHServer):
                 "correlation_id": grant.correlation_id}
 
         def on_event(event: str, fields: dict[str, object]) -> None:
-            self._audit(event, {**base, "fields": fields,
+            message = fields.pop("message", "")  # sftp.denied: why; sftp: what, in a line
+            self._audit(event, {**base, "fields": fields, "message": str(message),
                                 "session_id": str(fields.get("session_id", ""))})
 
         record = self._trust().record_sessions
         policy = SessionPolicy(login=grant.login, permit_pty=grant.permit_pty,
                                env_allowed=None, on_event=on_event,
+                               file_transfer_refused=None if grant.file_transfer.allowed
+                               else grant.file_transfer.reason,
                                tap_factory=(lambda info: self._record(grant, info))
                                if record else None)
         return make_session_factory(policy)()

@@ -47,6 +47,8 @@ CODES: dict[str, str] = {
     "auth": "T3007W",
     "port_forward": "T3003I",
     "port_forward.denied": "T3003W",
+    "sftp": "TS001I",
+    "sftp.denied": "TS001W",
     "join": "TJ001I",
     "join.failure": "TJ001W",
     "token.create": "TJ002I",
