@@ -118,7 +118,7 @@ async def trust(request: web.Request) -> web.StreamResponse:
                 line = json.dumps(snapshot.to_json()) if snapshot is not None else ""
                 try:
                     await response.write(line.encode() + b"\n")
-                except ConnectionResetError:  # killed, or gone without a goodbye
+                except ConnectionResetError:  # stopped, killed or moved: what a watch is for
                     log.info("trust watch ended: the client went away path=%s peer=%s",
                              request.path, request.remote)
                     break
@@ -126,8 +126,6 @@ async def trust(request: web.Request) -> web.StreamResponse:
                     snapshot = await anext(stream)
                 except StopAsyncIteration:
                     break
-    except ConnectionResetError:  # the watcher stopped or moved: what a watch is for
-        log.info("trust watch from %s ended: the watcher went away", request.remote)
     finally:
         request.app[_WATCHES].discard(task)
     return response
