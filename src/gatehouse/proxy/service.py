@@ -28,7 +28,8 @@ from gatehouse.proxy.sshproxy import SSHProxy
 from gatehouse.proxy.usercert import authenticate_user
 from gatehouse.proxy.web import make_web_app
 from gatehouse.tunnel.agent import TunnelAgent
-from gatehouse.tunnel.link import RootLink
+from gatehouse.tunnel.eventsend import EventSender
+from gatehouse.tunnel.link import TunnelLink
 from gatehouse.tunnel.needs import Root
 from gatehouse.tunnel.serve import StreamServer
 from gatehouse.tunnel.server import TunnelServer
@@ -174,8 +175,9 @@ class ProxyService:
             serve = StreamServer(root.name, leaf_auth, leaf_auth, self._audit,
                                  trust=self._trust.current, clock=self._clock,
                                  timer=self._timer)
-            return RootLink(root, ident, serve=serve, events=leaf_auth, clock=self._timer,
-                            rng=random.Random()).run()
+            events = EventSender(leaf_auth, root.name, self._timer)
+            return TunnelLink(root, ident, serve=serve, while_up=events.run, clock=self._timer,
+                              rng=random.Random(), what=f"root {root.name}").run()
 
         agent = TunnelAgent(lambda: roots_to_dial(self._trust.current()),
                             self._trust.subscribe(), keep_tunnel)

@@ -30,8 +30,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Root:
-    """A root cluster to hold a tunnel to: its proxy's address, and the host CA (TLS PEM)
-    its certificate must be issued by."""
+    """A cluster to hold a tunnel to (a leaf's root, or a tunnel-mode node's own cluster):
+    its proxy's address, and the host CA (TLS PEM) its certificate must be issued by."""
 
     name: str
     proxy_addr: str
