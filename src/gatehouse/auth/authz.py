@@ -44,6 +44,8 @@ from gatehouse.wire.authapi import (
     LeafJoinRequest,
     LoginRequest,
     NodeQuery,
+    NodeTunnels,
+    NodeTunnelVerdict,
     Ping,
     RecordingDone,
     RenewRequest,
@@ -64,6 +66,7 @@ HOST_PERMISSIONS: dict[str, frozenset[tuple[str, str]]] = {
     "proxy": frozenset({("node", "list"), ("event", "create"), ("trust", "read"),
                         ("host", "renew"),
                         ("remote_cluster", "heartbeat"), ("event", "export"),
+                        ("node_tunnel", "report"),
                         ("remote_event", "create")}),
 }
 
@@ -161,7 +164,7 @@ class AuthWithRoles:
         caller = await self._check("node", "heartbeat")
         return await self._server.heartbeat(
             caller.identity.name, beat.hostname, beat.addr, dict(beat.labels),
-            source=None if caller.in_process else caller.remote_addr)
+            tunnel=beat.tunnel, source=None if caller.in_process else caller.remote_addr)
 
     async def renew(self, req: RenewRequest) -> Certs:
         caller = await self._check("host", "renew")
@@ -190,6 +193,14 @@ class AuthWithRoles:
         if caller.identity.kind != "host" or caller.identity.system_role != "proxy":
             raise AccessDenied("only a proxy of this cluster reports the tunnels it holds")
         await self._server.trust.tunnels_held(caller.identity.name, leaves)
+
+    async def report_node_tunnels(self, report: NodeTunnels) -> NodeTunnelVerdict:
+        caller = await self._check("node_tunnel", "report")
+        if caller.identity.kind != "host" or caller.identity.system_role != "proxy":
+            raise AccessDenied("only a proxy of this cluster reports the tunnels it holds")
+        refused = await self._server.node_tunnels_held(caller.identity.name, report.host_ids,
+                                                       remote_addr=caller.remote_addr)
+        return NodeTunnelVerdict(refused=refused)
 
     async def post_events(self, events: list[dict[str, Any]]) -> EventsStored:
         caller = await self._check("event", "create")

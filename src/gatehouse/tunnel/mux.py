@@ -174,6 +174,7 @@ class MuxSession(asyncio.Protocol):
         self._handlers = TaskOwner("a tunnel's stream handlers")
         self.closed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.last_seen = clock.monotonic()
+        self._goaway = ""  # the reason the peer gave for closing, once it did
 
     # --- asyncio.Protocol -----------------------------------------------------------------
 
@@ -191,7 +192,9 @@ class MuxSession(asyncio.Protocol):
             self.close(f"protocol error: {exc}")
 
     def connection_lost(self, exc: Exception | None) -> None:
-        reason = f"tunnel connection lost: {exc}" if exc else "tunnel connection closed"
+        reason = (f"tunnel connection lost: {exc}" if exc else
+                  f"closed by the peer: {self._goaway}" if self._goaway else
+                  "tunnel connection closed")
         for stream in list(self._streams.values()):
             stream._on_reset(reason)
         self._streams.clear()
@@ -264,7 +267,8 @@ class MuxSession(asyncio.Protocol):
                 fut.set_result(self._clock.monotonic())
             return
         if t == FrameType.GOAWAY:
-            self.close(frame.payload.decode(errors="replace") or "peer said goodbye")
+            self._goaway = frame.payload.decode(errors="replace")[:300] or "peer said goodbye"
+            self.close(self._goaway)
             return
         if t == FrameType.OPEN:
             self._incoming(frame)

@@ -4,8 +4,9 @@ The leaf's agent follows the roots to dial (``Root``, from the trust snapshot), 
 this cluster's audit events (``EventExport``), dials a node the root user may reach
 (``NodeResolver``), relays an API call to this cluster's auth (``AuthRelay``) and
 records what it refused (``Audit``). The root's server relays a call it is handed
-(``APICall``). The proxy builds the implementations (proxy/leafauth.py) on its clients
-of the auth; nothing in tunnel/ knows the auth's API paths.
+(``APICall``), and a proxy takes its own cluster's node tunnels (``OwnNodes``). The
+proxy builds the implementations (proxy/leafauth.py) on its clients of the auth;
+nothing in tunnel/ knows the auth's API paths.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from cryptography import x509 as cx509
 
 from gatehouse.wire.dial import NodeRoute
 
@@ -23,6 +26,7 @@ __all__ = [
     "EventExport",
     "EventPage",
     "NodeResolver",
+    "OwnNodes",
     "Root",
     "RootsToDial",
 ]
@@ -36,6 +40,17 @@ class Root:
     name: str
     proxy_addr: str
     host_ca_tls: str
+
+
+@dataclass(frozen=True)
+class OwnNodes:
+    """How a proxy takes the tunnels of its own cluster's tunnel-mode nodes: the host
+    CAs their certificates must chain to, and the auth's say on them (``report``: every
+    node tunnel held or offered, by host id -> those refused, with why)."""
+
+    cluster: str
+    host_cas: Callable[[], list[cx509.Certificate]]
+    report: Callable[[list[str]], Awaitable[dict[str, str]]]
 
 
 RootsToDial = Callable[[], Mapping[str, Root]]  # the enabled roots, by name, as of now

@@ -42,6 +42,8 @@ __all__ = [
     "LeafJoinRequest",
     "LoginRequest",
     "NodeQuery",
+    "NodeTunnelVerdict",
+    "NodeTunnels",
     "Ping",
     "RecordingDone",
     "RenewRequest",
@@ -112,8 +114,19 @@ class LeafJoinReply(_Message):
 
 class Heartbeat(_Message):
     hostname: str
-    addr: str
+    addr: str  # "" for a node on a tunnel
     labels: dict[str, str] = {}
+    tunnel: bool = False  # the node is reached over its reverse tunnel, not at an address
+
+
+class NodeTunnels(_Message):
+    """A proxy's report of the node tunnels it holds or was just offered (one call for all)."""
+
+    host_ids: list[str]
+
+
+class NodeTunnelVerdict(_Message):
+    refused: dict[str, str] = {}  # host id -> why its tunnel may not stay
 
 
 class NodeQuery(_Message):
@@ -225,6 +238,7 @@ ROUTES: dict[str, Route] = {
     "report_tunnels": Route("POST", "/v1/remote_clusters/heartbeat"),
     "status": Route("GET", "/v1/status"),
     "heartbeat": Route("POST", "/v1/nodes/heartbeat"),
+    "report_node_tunnels": Route("POST", "/v1/nodes/tunnels"),
     "renew": Route("POST", "/v1/hosts/renew"),
     "resolve_node": Route("GET", "/v1/nodes/resolve"),
     "list_nodes": Route("GET", "/v1/nodes"),
@@ -265,6 +279,7 @@ class AuthAPI(Protocol):
     async def trust(self) -> TrustSnapshot: ...
     def watch_trust(self) -> AsyncIterator[TrustSnapshot]: ...
     async def report_tunnels(self, leaves: list[str]) -> None: ...
+    async def report_node_tunnels(self, report: NodeTunnels) -> NodeTunnelVerdict: ...
     async def post_events(self, events: list[dict[str, Any]]) -> EventsStored: ...
     async def export_events(self, after: str, limit: int) -> EventPage: ...
     async def export_cursor(self, root: str) -> str: ...

@@ -1,0 +1,137 @@
+"""Nodes in tunnel mode: no listening socket, reached over the reverse tunnel they hold
+to their proxy (ARCHITECTURE §4), as users reach any other node."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from gatehouse.process.harness import Client, Cluster, Process, wait_for
+
+
+@pytest.fixture(scope="module")
+def edge(cluster: Cluster) -> Iterator[Process]:
+    """A tunnel-mode node joined through the proxy (no ssh_service.listen_addr)."""
+    node = cluster.join_node("edge1", {"site": "berlin"}, tunnel=True)
+    yield node
+    node.stop()
+
+
+def _edge(cluster: Cluster) -> dict[str, object] | None:
+    return cluster.node_named("edge1")
+
+
+def _connection(cluster: Cluster) -> object:
+    node = _edge(cluster)
+    return (node or {}).get("status", {}).get("connection")  # type: ignore[union-attr]
+
+
+def wait_connection(cluster: Cluster, state: str, timeout: float = 15.0) -> None:
+    wait_for(f"edge1 {state}", lambda: _connection(cluster) == state, timeout=timeout)
+
+
+def test_a_tunnel_node_listens_nowhere_and_says_so(cluster: Cluster, edge: Process) -> None:
+    assert "(ssh on a tunnel to 127.0.0.1:" in edge.output()
+    wait_connection(cluster, "online")
+    node = _edge(cluster)
+    assert node is not None
+    assert node["spec"] == {"hostname": "edge1", "addr": "", "cluster": cluster.name,  # type: ignore[index]
+                            "host_id": node["metadata"]["name"], "tunnel": True}  # type: ignore[index]
+    listening = _listening_ports(edge.pid)
+    assert listening == [], f"the tunnel node listens on {listening}"
+
+
+def _listening_ports(pid: int) -> list[int]:
+    """TCP ports process ``pid`` listens on (from /proc: its sockets in LISTEN state)."""
+    inodes = set()
+    fd_dir = f"/proc/{pid}/fd"
+    import os
+    for fd in os.listdir(fd_dir):
+        try:
+            target = os.readlink(f"{fd_dir}/{fd}")
+        except OSError:
+            continue
+        if m := re.fullmatch(r"socket:\[(\d+)\]", target):
+            inodes.add(m.group(1))
+    ports = []
+    for table in ("tcp", "tcp6"):
+        with open(f"/proc/{pid}/net/{table}") as f:
+            for line in f.readlines()[1:]:
+                cols = line.split()
+                if cols[3] == "0A" and cols[9] in inodes:  # 0A: LISTEN
+                    ports.append(int(cols[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def test_gsh_ls_shows_the_tunnel(cluster: Cluster, edge: Process, alice: Client) -> None:
+    wait_connection(cluster, "online")
+    table = alice.gsh("ls").ok().out
+    row = next(line for line in table.splitlines() if line.startswith("edge1"))
+    assert "⟵ tunnel" in row and "offline" not in row
+    nodes = alice.gsh("ls", "site=berlin", "--format=json").ok().json()
+    assert [n["spec"]["tunnel"] for n in nodes] == [True]
+
+
+def test_gsh_ssh_reaches_a_tunnel_node(cluster: Cluster, edge: Process, alice: Client) -> None:
+    wait_connection(cluster, "online")
+    assert alice.gsh("ssh", "root@edge1", "echo over the tunnel").ok().out == \
+        "over the tunnel\n"
+
+
+def test_openssh_reaches_a_tunnel_node(cluster: Cluster, edge: Process, alice: Client) -> None:
+    wait_connection(cluster, "online")
+    config = alice.openssh_config()
+    res = alice.openssh(config, f"root@edge1.{cluster.name}", "echo via openssh")
+    assert res.rc == 0 and res.out == "via openssh\n", res
+
+
+def test_a_tunnel_down_shows_offline_and_comes_back_by_itself(
+        cluster: Cluster, edge: Process, alice: Client) -> None:
+    wait_connection(cluster, "online")
+    assert cluster.daemon is not None
+    cluster.daemon.stop()  # the proxy (with the auth) goes away...
+    cluster.restart()  # ...and comes back; the node was not touched
+    wait_connection(cluster, "online", timeout=30)  # its backoff is at most 10 s
+    wait_for("a session over the new tunnel", lambda: alice.gsh(
+        "ssh", "root@edge1", "echo back").out == "back\n")
+
+    edge.stop()  # now the node goes away: its tunnel with it
+    started = time.monotonic()
+    wait_connection(cluster, "offline", timeout=15)
+    assert time.monotonic() - started < 15
+    table = alice.gsh("ls").ok().out
+    assert "⟵ tunnel (offline)" in next(line for line in table.splitlines()
+                                        if line.startswith("edge1"))
+    refused = alice.gsh("ssh", "root@edge1", "true")
+    assert refused.rc != 0 and "edge1" in refused.err and "offline" in refused.err, refused
+    edge.start().wait_up()
+    wait_connection(cluster, "online")
+
+
+def test_removing_a_node_closes_its_tunnel_and_refuses_its_redials(
+        cluster: Cluster, alice: Client) -> None:
+    node = cluster.join_node("edge2", {"site": "paris"}, tunnel=True)
+    try:
+        wait_for("edge2 online", lambda: ((cluster.node_named("edge2") or {}).get("status")
+                                          or {}).get("connection") == "online")
+        host_id = str(cluster.node_named("edge2")["metadata"]["name"])  # type: ignore[index]
+        cluster.gatectl("rm", f"node/{host_id}").ok()
+        started = time.monotonic()
+        wait_for("the tunnel closed", lambda: "closed by the peer: tunnel refused" in
+                 node.output(), timeout=2.0, interval=0.05)
+        assert time.monotonic() - started <= 2.0
+        # The node redials (it backs off, as from any lost tunnel): each is refused, audited.
+        denied = cluster.wait_event("a redial refused", lambda e: (
+            e["event"] == "access.denied" and e["user"] == host_id
+            and e["fields"].get("verb") == "tunnel"))
+        assert "not a registered node" in denied["message"]
+        wait_for("a second refusal", lambda: node.output().count(
+            "closed by the peer: tunnel refused") >= 2, timeout=20)
+        assert cluster.node_named("edge2") is None
+        refused = alice.gsh("ssh", "root@edge2", "true")
+        assert refused.rc != 0 and "edge2" in refused.err, refused
+    finally:
+        node.stop()
