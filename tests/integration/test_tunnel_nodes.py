@@ -3,13 +3,19 @@ to their proxy (ARCHITECTURE §4), as users reach any other node."""
 
 from __future__ import annotations
 
+import os
 import re
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from gatehouse.process.harness import Client, Cluster, Process, wait_for
+from tests.integration.netns import Link, RootOnLink, linked_namespace
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +54,6 @@ def _listening_ports(pid: int) -> list[int]:
     """TCP ports process ``pid`` listens on (from /proc: its sockets in LISTEN state)."""
     inodes = set()
     fd_dir = f"/proc/{pid}/fd"
-    import os
     for fd in os.listdir(fd_dir):
         try:
             target = os.readlink(f"{fd_dir}/{fd}")
@@ -135,3 +140,66 @@ def test_removing_a_node_closes_its_tunnel_and_refuses_its_redials(
         assert refused.rc != 0 and "edge2" in refused.err, refused
     finally:
         node.stop()
+
+
+# --- no ingress ------------------------------------------------------------------------------
+
+
+def _connects(addr: str, port: int) -> bool:
+    try:
+        with socket.create_connection((addr, port), timeout=1.5):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.needs_netns
+def test_a_node_without_ingress_is_reached_over_its_tunnel(tmp_path: Path) -> None:
+    """The node lives in a namespace whose firewall drops every inbound connection: the
+    proxy's host cannot open TCP to it (not even to a port that listens there), yet gsh
+    and OpenSSH reach the node."""
+    with linked_namespace(ingress=False) as link:
+        cluster = RootOnLink.on(link, tmp_path / "cluster", "test.example.com")
+        bait = subprocess.Popen([*link.prefix, sys.executable, "-c", _LISTEN_FOREVER])
+        try:
+            node = cluster.start_node("walled", cluster.token("node"), {"site": "walled"},
+                                      tunnel=True, proxy=f"{link.root_ip}:{cluster.proxy_port}",
+                                      prefix=link.prefix)
+            node.wait_up()
+            # From the proxy's host, nothing in the namespace accepts a connection...
+            wait_for("the bait listening", lambda: bait.poll() is None and _listening_in(link))
+            assert not _connects(link.leaf_ip, BAIT_PORT), "the namespace takes connections"
+            # ...while the node holds its tunnel, and users reach it over it.
+            wait_for("walled online", lambda: ((cluster.node_named("walled") or {})
+                                               .get("status") or {}).get("connection") == "online")
+            cluster.add_user("alice", roles="access", logins="root")
+            home = tmp_path / "alice"
+            home.mkdir()
+            alice = Client(home, cluster.proxy)
+            alice.login("alice").ok()
+            assert alice.gsh("ssh", "root@walled", "echo inside").ok().out == "inside\n"
+            res = alice.openssh(alice.openssh_config(), f"root@walled.{cluster.name}",
+                                "echo openssh inside")
+            assert res.rc == 0 and res.out == "openssh inside\n", res
+            assert not _connects(link.leaf_ip, BAIT_PORT)  # still no way in
+        finally:
+            bait.kill()
+            bait.wait(10)
+            cluster.stop()
+
+
+BAIT_PORT = 3022  # a node's usual SSH port, listening inside the namespace
+
+_LISTEN_FOREVER = f"""
+import socket, time
+s = socket.create_server(("0.0.0.0", {BAIT_PORT}))
+time.sleep(120)
+"""
+
+
+def _listening_in(link: Link) -> bool:
+    """Whether the bait listens, seen from inside the namespace (where loopback is open)."""
+    probe = f"import socket; socket.create_connection(('127.0.0.1', {BAIT_PORT}), 1)"
+    done = subprocess.run([*link.prefix, sys.executable, "-c", probe], capture_output=True,
+                          timeout=10)
+    return done.returncode == 0

@@ -486,11 +486,12 @@ class Cluster:
     # --- more nodes -------------------------------------------------------------------------
 
     def node_config(self, nodename: str, token: str, labels: dict[str, str], *,
-                    via: str = "proxy", tunnel: bool = False) -> Path:
-        """A node-only config joining through the proxy (as the README shows) or the auth;
-        ``tunnel``: in tunnel mode (through the proxy, no listen_addr)."""
+                    via: str = "proxy", tunnel: bool = False, proxy: str = "") -> Path:
+        """A node-only config joining through the proxy (as the README shows; at ``proxy``
+        if given) or the auth; ``tunnel``: in tunnel mode (through the proxy, no
+        listen_addr)."""
         (port,) = free_ports(1)
-        server = ({"proxy_server": self.proxy} if via == "proxy" or tunnel
+        server = ({"proxy_server": proxy or self.proxy} if via == "proxy" or tunnel
                   else {"auth_server": f"127.0.0.1:{self.auth_port}"})
         listen = {} if tunnel else {"listen_addr": f"127.0.0.1:{port}"}
         return write_yaml(self.workdir / f"{nodename}.yaml", {
@@ -501,11 +502,13 @@ class Cluster:
         })
 
     def start_node(self, nodename: str, token: str, labels: dict[str, str], *,
-                   via: str = "proxy", tunnel: bool = False) -> Process:
-        """Start a node process joining with ``token`` (not waiting for it)."""
-        path = self.node_config(nodename, token, labels, via=via, tunnel=tunnel)
+                   via: str = "proxy", tunnel: bool = False, proxy: str = "",
+                   prefix: tuple[str, ...] | None = None) -> Process:
+        """Start a node process joining with ``token`` (not waiting for it), under
+        ``prefix`` if given (else the cluster's)."""
+        path = self.node_config(nodename, token, labels, via=via, tunnel=tunnel, proxy=proxy)
         node = _start_gatehouse(f"{self.name} {nodename}", path, self.workdir / f"{nodename}.log",
-                                self.prefix)
+                                self.prefix if prefix is None else prefix)
         self.nodes[nodename] = node
         return node
 
