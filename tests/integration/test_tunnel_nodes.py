@@ -14,7 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from gatehouse.process.harness import Client, Cluster, Process, wait_for
+from gatehouse.process.harness import (
+    Client,
+    Cluster,
+    Process,
+    in_parallel,
+    join,
+    stop_all,
+    wait_for,
+)
 from tests.integration.netns import Link, RootOnLink, linked_namespace
 
 
@@ -78,6 +86,8 @@ def test_gsh_ls_shows_the_tunnel(cluster: Cluster, edge: Process, alice: Client)
     assert "⟵ tunnel" in row and "offline" not in row
     nodes = alice.gsh("ls", "site=berlin", "--format=json").ok().json()
     assert [n["spec"]["tunnel"] for n in nodes] == [True]
+    got = cluster.gatectl("get", f"node/{nodes[0]['metadata']['name']}").ok().out
+    assert "connection=online" in got, got
 
 
 def test_gsh_ssh_reaches_a_tunnel_node(cluster: Cluster, edge: Process, alice: Client) -> None:
@@ -203,3 +213,30 @@ def _listening_in(link: Link) -> bool:
     done = subprocess.run([*link.prefix, sys.executable, "-c", probe], capture_output=True,
                           timeout=10)
     return done.returncode == 0
+
+
+# --- a leaf's tunnel node, from the root -------------------------------------------------------
+
+
+def test_a_leafs_tunnel_node_is_reached_from_the_root(tmp_path: Path) -> None:
+    """gsh -> root proxy -> the leaf's tunnel -> leaf proxy -> the node's tunnel."""
+    root = Cluster(tmp_path / "root", name="sso.example.com")
+    leaf = Cluster(tmp_path / "leaf", name="us-east-1a", ssh=False)
+    try:
+        in_parallel(root.start, leaf.start)
+        join(leaf, root, "{remote: access, local: [access]}")
+        node = leaf.join_node("edge9", {"site": "leaf"}, tunnel=True)
+        assert "tunnel to" in node.output()
+        root.add_user("alice", roles="access", logins="root")
+        home = tmp_path / "alice"
+        home.mkdir()
+        alice = Client(home, root.proxy)
+        alice.login("alice").ok()
+        wait_for("the leaf's tunnel node from the root", lambda: alice.gsh(
+            "ssh", "--cluster=us-east-1a", "root@edge9", "echo two tunnels").out ==
+            "two tunnels\n")
+        [listed] = alice.gsh("ls", "--cluster=us-east-1a", "--format=json").ok().json()
+        assert (listed["spec"]["hostname"], listed["spec"]["tunnel"]) == ("edge9", True)
+        assert listed["status"]["connection"] == "online"
+    finally:
+        stop_all([*leaf.nodes.values(), *(c.daemon for c in (root, leaf) if c.daemon)])

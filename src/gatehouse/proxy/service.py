@@ -187,7 +187,7 @@ class ProxyService:
         def keep_tunnel(root: Root) -> Coroutine[Any, Any, None]:
             serve = StreamServer(root.name, leaf_auth, leaf_auth, self._audit,
                                  trust=self._trust.current, clock=self._clock,
-                                 timer=self._timer)
+                                 timer=self._timer, open_node=tunnels.open_node)
             events = EventSender(leaf_auth, root.name, self._timer)
             return TunnelLink(root, ident, serve=serve, while_up=events.run, clock=self._timer,
                               rng=random.Random(), what=f"root {root.name}").run()

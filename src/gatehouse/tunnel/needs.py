@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from cryptography import x509 as cx509
 
+from gatehouse.tunnel.mux import MuxStream
 from gatehouse.wire.dial import NodeRoute
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "EventExport",
     "EventPage",
     "NodeResolver",
+    "OpenNode",
     "OwnNodes",
     "Root",
     "RootsToDial",
@@ -52,6 +54,9 @@ class OwnNodes:
     host_cas: Callable[[], list[cx509.Certificate]]
     report: Callable[[list[str]], Awaitable[dict[str, str]]]
 
+
+# (host id, stream meta) -> a stream to that tunnel node's SSH server (TunnelServer.open_node)
+OpenNode = Callable[[str, dict[str, Any]], Awaitable[MuxStream]]
 
 RootsToDial = Callable[[], Mapping[str, Root]]  # the enabled roots, by name, as of now
 
