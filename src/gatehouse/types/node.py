@@ -19,9 +19,9 @@ __all__ = ["Node", "NodeSpec", "NodeStatus"]
 class NodeSpec(Model):
     hostname: str = Field(min_length=1)
     addr: HostPort | Literal[""] = ""
+    tunnel: bool = False
     cluster: Name
     host_id: str = Field(min_length=1)
-    tunnel: bool = False
 
     @model_validator(mode="after")
     def _reached_somehow(self) -> Self:
