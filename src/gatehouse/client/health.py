@@ -55,10 +55,6 @@ async def check_services(target: AdminTarget) -> list[Check]:
             mine = await api.list_nodes(NodeQuery(hostname=name))
         if not mine:
             checks.append(Check("ssh", False, f"node {name} is not registered (no heartbeat)"))
-        elif mine[0]["spec"].get("tunnel"):
-            up = (mine[0].get("status") or {}).get("connection") == "online"
-            checks.append(Check("ssh", up, f"node {name} registered, its tunnel to the proxy "
-                                f"is {'up' if up else 'down'}"))
         elif not await _ssh_banner(mine[0]["spec"]["addr"]):
             checks.append(Check("ssh", False,
                                 f"node {name} registered at {mine[0]['spec']['addr']} "
