@@ -94,6 +94,10 @@ def test_gsh_ssh_reaches_a_tunnel_node(cluster: Cluster, edge: Process, alice: C
     wait_connection(cluster, "online")
     assert alice.gsh("ssh", "root@edge1", "echo over the tunnel").ok().out == \
         "over the tunnel\n"
+    # Audited as on any node, with the user's address as the proxy saw it.
+    started = cluster.wait_event("the session's start", lambda e: (
+        e["event"] == "session.start" and e["node"] == "edge1"))
+    assert started["user"] == "alice" and started["remote_addr"].startswith("127.0.0.1:")
 
 
 def test_openssh_reaches_a_tunnel_node(cluster: Cluster, edge: Process, alice: Client) -> None:

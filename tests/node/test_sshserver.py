@@ -58,7 +58,7 @@ async def node() -> AsyncIterator[Node]:
     n = Node()
     front = sshserver.SSHFront(
         _asyncssh_key(HOST_KEY), asyncssh.import_certificate(sshcert.to_openssh_line(host_blob)),
-        lambda: sshserver.NodeSSHServer(
+        lambda peer: sshserver.NodeSSHServer(
             trust=lambda: trust, labels={}, clock=FakeClock(),
             audit=lambda event, fields: n.events.append((event, fields)),
             record=lambda grant, info: pytest.fail("no session may start")))

@@ -35,7 +35,7 @@ def _front() -> sshserver.SSHFront:
         serialization.NoEncryption()))
     return sshserver.SSHFront(
         key, asyncssh.import_certificate(sshcert.to_openssh_line(cert)),
-        lambda: sshserver.NodeSSHServer(
+        lambda peer: sshserver.NodeSSHServer(
             trust=TrustSnapshot, labels={}, clock=FakeClock(), audit=lambda e, f: None,
             record=lambda grant, info: pytest.fail("no session may start")))
 

@@ -129,9 +129,9 @@ class NodeService:
                     "the ssh service could not fetch its trust from its auth in 30 s"
                 ) from None
             self._front = front = sshserver.SSHFront(
-                key, cert, lambda: sshserver.NodeSSHServer(
+                key, cert, lambda peer: sshserver.NodeSSHServer(
                     trust=self._trust.current, labels=self._cfg.labels, clock=self._clock,
-                    audit=self._audit, record=self._start_recording))
+                    audit=self._audit, record=self._start_recording, peer=peer))
             server = None if self._tunnel_to else await self._listen(front)
             try:
                 await self._heartbeat()

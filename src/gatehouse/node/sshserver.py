@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 Audit = Callable[[str, dict[str, Any]], None]
 Record = Callable[["Grant", SessionInfo], SessionTap]  # a recorder for each session
+ServerFactory = Callable[[str], "NodeSSHServer"]  # (peer, "" if its socket says) -> server
 
 
 @dataclass(frozen=True)
@@ -64,20 +65,24 @@ class NodeSSHServer(asyncssh.SSHServer):
         clock: Clock,
         audit: Audit,
         record: Record,
+        peer: str = "",
     ) -> None:
         self._record = record
         self._trust = trust
         self._labels = labels
         self._clock = clock
         self._audit = audit
-        self._peer = ""
+        # Where the connection comes from when its socket cannot say: on a tunnel stream,
+        # the user's address as the proxy saw it.
+        self._peer = peer
         self.grant: Grant | None = None
         self._conn: asyncssh.SSHServerConnection | None = None
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
         peer = conn.get_extra_info("peername")
-        self._peer = f"{peer[0]}:{peer[1]}" if peer else ""
+        if peer:
+            self._peer = f"{peer[0]}:{peer[1]}"
 
     def begin_auth(self, username: str) -> bool:
         return True  # always authenticate; nothing is allowed without a certificate
@@ -209,13 +214,13 @@ class SSHFront:
     serves (renewal): connections taken after :meth:`use_host_cert` present the new one."""
 
     def __init__(self, host_key: asyncssh.SSHKey, host_cert: asyncssh.SSHCertificate,
-                 server_factory: Callable[[], NodeSSHServer]) -> None:
+                 server_factory: ServerFactory) -> None:
         self._factory = server_factory
-        self.options = _options(host_key, host_cert, server_factory)
+        self.options = _options(host_key, host_cert, lambda: server_factory(""))
 
     def use_host_cert(self, host_key: asyncssh.SSHKey,
                       host_cert: asyncssh.SSHCertificate) -> None:
-        self.options = _options(host_key, host_cert, self._factory)
+        self.options = _options(host_key, host_cert, lambda: self._factory(""))
 
     def connection(self) -> NodeConnection:
         return NodeConnection(asyncio.get_running_loop(), self.options)
@@ -225,10 +230,13 @@ class SSHFront:
         return await asyncio.get_running_loop().create_server(self.connection, host, port,
                                                               reuse_address=True)
 
-    async def take(self, sock: socket.socket) -> None:
+    async def take(self, sock: socket.socket, peer: str) -> None:
         """Serve one SSH connection on ``sock``, already connected (an end of a socket
-        pair whose other end carries a tunnel stream)."""
-        await asyncio.get_running_loop().connect_accepted_socket(self.connection, sock)
+        pair whose other end carries a tunnel stream) for a user at ``peer``."""
+        options = asyncssh.SSHServerConnectionOptions(
+            self.options, server_factory=lambda: self._factory(peer))
+        loop = asyncio.get_running_loop()
+        await loop.connect_accepted_socket(lambda: NodeConnection(loop, options), sock)
 
 
 def _options(host_key: asyncssh.SSHKey, host_cert: asyncssh.SSHCertificate,

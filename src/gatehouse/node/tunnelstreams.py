@@ -38,7 +38,7 @@ class TunnelStreams:
             return
         ours, theirs = socket.socketpair()
         try:
-            await self._front.take(ours)
+            await self._front.take(ours, str(stream.meta.get("remote", ""))[:100])
             reader, writer = await asyncio.open_connection(sock=theirs)
         except OSError as exc:
             ours.close()
