@@ -202,6 +202,32 @@ def test_a_node_without_ingress_is_reached_over_its_tunnel(tmp_path: Path) -> No
             cluster.stop()
 
 
+@pytest.mark.needs_netns
+def test_a_silently_cut_node_goes_offline_within_15_s_and_comes_back(tmp_path: Path) -> None:
+    """The link to the node goes dark (no FIN, no RST): the proxy's kernel keepalive finds
+    the dead tunnel, the node shows offline within 15 s; the link back, the node redials
+    by itself."""
+    with linked_namespace(ingress=False) as link:
+        cluster = RootOnLink.on(link, tmp_path / "cluster", "test.example.com")
+        try:
+            node = cluster.start_node("walled", cluster.token("node"), {}, tunnel=True,
+                                      proxy=f"{link.root_ip}:{cluster.proxy_port}",
+                                      prefix=link.prefix)
+            node.wait_up()
+
+            def connection() -> object:
+                return ((cluster.node_named("walled") or {}).get("status") or {}).get(
+                    "connection")
+
+            wait_for("walled online", lambda: connection() == "online")
+            link.cut()
+            wait_for("walled offline", lambda: connection() == "offline", timeout=15)
+            link.heal()
+            wait_for("walled online again", lambda: connection() == "online", timeout=45)
+        finally:
+            cluster.stop()
+
+
 BAIT_PORT = 3022  # a node's usual SSH port, listening inside the namespace
 
 _LISTEN_FOREVER = f"""
