@@ -94,3 +94,13 @@ async def test_a_removed_node_may_not_hold_a_tunnel_and_the_refusal_is_audited(
     assert set(denied) == {"hid-1", "hid-p"}
     assert denied["hid-1"].fields["proxy"] == "proxy-1"
     assert denied["hid-1"].message == refused["hid-1"]
+
+
+async def test_a_direct_nodes_listing_is_passed_through_unparsed(server: AuthServer) -> None:
+    """Only tunnel nodes are parsed to add their connection; a label that reads like the
+    tunnel field changes nothing."""
+    await certify(server, "hid-2", "db1", [NODE_ADDR])
+    await server.heartbeat("hid-2", "db1", NODE_ADDR, {"note": '"tunnel":true'}, source=None)
+    [stored] = await server.nodes.select(lambda labels: True)
+    assert await catalog.nodes_json(server, lambda labels: True, NodeQuery()) == \
+        b"[" + stored + b"]"

@@ -66,6 +66,8 @@ def _with_connection(raw: bytes, up: frozenset[str]) -> bytes:
     """A tunnel node's JSON with its ``status.connection`` as of now (only tunnel nodes
     are parsed: listing 100,000 direct nodes parses none)."""
     node = json.loads(raw)
+    if node["spec"].get("tunnel") is not True:
+        return raw
     status = node.get("status") or {}
     status["connection"] = "online" if node["spec"]["host_id"] in up else "offline"
     node["status"] = status
