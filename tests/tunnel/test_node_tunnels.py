@@ -40,11 +40,14 @@ class Proxy:
         self.dir = directory
         self.now = dt.datetime.now(dt.UTC)
         self.ca_key, self.ca = x509.new_ca(CLUSTER, "host", self.now)
+        # A leaf's host CA, which the proxy's TLS trusts for that leaf's tunnel.
+        self.leaf_key, self.leaf_ca = x509.new_ca("us-east-1a", "host", self.now)
         self.refuse: dict[str, str] = {}
         self.asked: asyncio.Queue[list[str]] = asyncio.Queue()
         self.clock = FakeMonotonic()
         own = OwnNodes(CLUSTER, lambda: [self.ca], self._report_nodes) if take_nodes else None
-        self.tunnels = TunnelServer(lambda: {}, self._report_leaves, self._store_events,
+        self.tunnels = TunnelServer(lambda: {"us-east-1a": x509.pem_cert(self.leaf_ca)},
+                                    self._report_leaves, self._store_events,
                                     SystemClock(), self.clock, own_nodes=own)
         self.port = 0
 
@@ -58,9 +61,10 @@ class Proxy:
         await self.asked.put(sorted(host_ids))
         return {h: self.refuse[h] for h in host_ids if h in self.refuse}
 
-    def _files(self, name: str, role: str) -> tuple[Path, Path]:
+    def _files(self, name: str, role: str, *, by_leaf: bool = False) -> tuple[Path, Path]:
         key = ed25519.Ed25519PrivateKey.generate()
-        cert = x509.issue(self.ca_key, self.ca, key.public_key(),
+        ca_key, ca = (self.leaf_key, self.leaf_ca) if by_leaf else (self.ca_key, self.ca)
+        cert = x509.issue(ca_key, ca, key.public_key(),
                           x509.Identity(kind="host", name=name, cluster=CLUSTER, roles=(role,)),
                           now=self.now, ttl=dt.timedelta(hours=1), dns_names=["localhost"])
         cert_file, key_file = self.dir / f"{name}.crt", self.dir / f"{name}.key"
@@ -69,7 +73,8 @@ class Proxy:
         return cert_file, key_file
 
     async def start(self) -> None:
-        ctx = tls.server_context(*self._files("proxy", "proxy"), x509.pem_cert(self.ca),
+        ctx = tls.server_context(*self._files("proxy", "proxy"),
+                                 x509.pem_cert(self.ca) + x509.pem_cert(self.leaf_ca),
                                  alpn=[ALPN_TUNNEL])
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(self.tunnels.protocol, "127.0.0.1", 0, ssl=ctx)
@@ -81,12 +86,14 @@ class Proxy:
         await asyncio.gather(self.task, return_exceptions=True)
         self.server.close()
 
-    async def dial(self, host_id: str, role: str = "node") -> MuxSession:
-        """A host of this cluster dialing with its host certificate, serving ``echo``."""
+    async def dial(self, host_id: str, role: str = "node", *,
+                   by_leaf: bool = False) -> MuxSession:
+        """A host of this cluster dialing with its host certificate (``by_leaf``: one a
+        leaf's CA made up), serving ``echo``."""
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
-        ctx.load_cert_chain(*self._files(host_id, role))
+        ctx.load_cert_chain(*self._files(host_id, role, by_leaf=by_leaf))
         ctx.set_alpn_protocols([ALPN_TUNNEL])
         _, session = await asyncio.get_running_loop().create_connection(
             lambda: MuxSession(dialer=True, clock=self.clock, on_open=echo),
@@ -159,6 +166,16 @@ async def test_only_a_node_certificate_opens_a_node_tunnel(proxy: Proxy) -> None
     reason = await asyncio.wait_for(other.closed, TIMEOUT)
     assert "only a node of gatehouse.local may open a node tunnel" in reason
     assert proxy.tunnels.connected_nodes() == []
+
+
+async def test_a_leaf_cannot_mint_a_node_of_this_cluster(proxy: Proxy) -> None:
+    """The proxy's TLS trusts a leaf's host CA (for the leaf's tunnel), so a certificate
+    that CA signed, claiming to be a node of this cluster, passes the handshake: the
+    tunnel server must still refuse it, before the auth is even asked."""
+    forged = await proxy.dial("hid-1", by_leaf=True)
+    reason = await asyncio.wait_for(forged.closed, TIMEOUT)
+    assert "tunnel refused" in reason
+    assert proxy.tunnels.connected_nodes() == [] and proxy.asked.empty()
 
 
 async def test_a_proxy_that_takes_no_node_tunnels_refuses_them(tmp_path: Path) -> None:
