@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what Gatehouse and its tests need on a fresh Debian machine: OpenSSH
-# (client for the tests and `gsh config`, server for the benchmark), iproute2 and
+# (client for the tests and `gsh config`, server for the benchmark, sftp-server for
+# the nodes' file transfer), iproute2 and
 # iptables (network namespaces and the no-ingress firewall in the tests), faketime
 # (libfaketime: the clock-skew tests shift a leaf's clock), and the Python package
 # with its pinned dependencies in .venv.
@@ -13,6 +14,8 @@ for cmd in ssh:openssh-client sshd:openssh-server ip:iproute2 iptables:iptables 
     bin=${cmd%%:*}; pkg=${cmd#*:}
     if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$bin" ]; then need+=("$pkg"); fi
 done
+# The node serves file transfer with OpenSSH's sftp-server, run as the session's login.
+if [ ! -x /usr/lib/openssh/sftp-server ]; then need+=(openssh-sftp-server); fi
 if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq

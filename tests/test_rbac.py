@@ -14,6 +14,7 @@ from gatehouse.rbac import (
     allowed_logins,
     allows_port_forwarding,
     can_see_node,
+    check_file_transfer,
     check_rule,
     check_ssh_access,
     interpolate,
@@ -259,6 +260,14 @@ def test_port_forwarding() -> None:
     assert not allows_port_forwarding([access_role(), editor_role()])
     assert allows_port_forwarding([access_role(), role("pf", port_forwarding=True)])
     assert not allows_port_forwarding([])
+
+
+def test_file_transfer_is_allowed_unless_a_role_refuses_it() -> None:
+    assert check_file_transfer([access_role(), editor_role()]).allowed
+    refused = check_file_transfer([access_role(), role("nofiles", file_transfer=False)])
+    assert refused == Decision(False, "file transfer is not allowed: role nofiles sets "
+                                      "options.file_transfer: false")
+    assert not check_file_transfer([]).allowed
 
 
 def test_allowed_logins() -> None:

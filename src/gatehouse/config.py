@@ -95,6 +95,7 @@ class AuthLimits(_Strict):
     # An HTTPS connection to the auth's port that has sent no complete request head this
     # long after it opened or after its last response is closed.
     idle_timeout: Duration = dt.timedelta(seconds=30)
+    handshake_timeout: Duration = dt.timedelta(seconds=10)  # the TLS handshake on its port
 
 
 class AuthSection(_Strict):

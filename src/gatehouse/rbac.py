@@ -21,6 +21,7 @@ __all__ = [
     "allowed_logins",
     "allows_port_forwarding",
     "can_see_node",
+    "check_file_transfer",
     "check_rule",
     "check_ssh_access",
     "interpolate",
@@ -127,6 +128,18 @@ def max_session_ttl(roles: Sequence[Role]) -> dt.timedelta:
 def allows_port_forwarding(roles: Sequence[Role]) -> bool:
     """Whether some role enables port forwarding."""
     return any(role.spec.options.port_forwarding for role in roles)
+
+
+def check_file_transfer(roles: Sequence[Role]) -> Decision:
+    """May a user holding ``roles`` transfer files (the sftp subsystem)? Every role must
+    allow it (``options.file_transfer``, true by default); no roles, no transfer."""
+    if not roles:
+        return Decision(False, "file transfer is not allowed: the user has no roles")
+    for role in roles:
+        if not role.spec.options.file_transfer:
+            return Decision(False, f"file transfer is not allowed: role {role.name} sets "
+                                   "options.file_transfer: false")
+    return Decision(True, f"file transfer allowed by roles {_names(roles)}")
 
 
 def allowed_logins(roles: Sequence[Role], traits: Traits) -> list[str]:

@@ -3,8 +3,10 @@ and audit events reported by hosts. The caller is whoever the client certificate
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
+import logging
 from typing import Any
 
 import pytest
@@ -265,6 +267,23 @@ async def test_an_editor_manages_users(api: API, server: AuthServer) -> None:
     await server.passwords.check("dave", PASSWORD)
 
 
+async def test_a_user_with_an_unknown_role_is_refused_naming_the_roles(api: API,
+                                                                       server: AuthServer
+                                                                       ) -> None:
+    """A typo (acess) made a user who could do nothing, and nobody said so."""
+    admin = await api.admin()
+    with pytest.raises(BadParameter) as refused:
+        await admin.post("/v1/resources", user_json("bob", ["access", "acess", "x"]))
+    assert str(refused.value) == ("unknown roles 'acess', 'x': the roles are access, auditor, "
+                                  "editor")
+    with pytest.raises(NotFound):
+        await server.users.get("bob")
+    await admin.post("/v1/resources", user_json("bob", ["access"]))
+    with pytest.raises(BadParameter, match=r"^unknown role 'acess': "):
+        await admin.post("/v1/resources?upsert=1", user_json("bob", ["acess"]))
+    assert (await server.users.get("bob")).spec.roles == ["access"]
+
+
 # --- audit events reported by hosts -------------------------------------------------------
 
 
@@ -469,3 +488,26 @@ async def test_a_malformed_tunnel_report_is_refused(root_proxy: APIClient,
                                                     body: dict[str, Any]) -> None:
     with pytest.raises(BadParameter):
         await root_proxy.post("/v1/remote_clusters/heartbeat", body)
+
+
+# --- a trust watch whose client went away -------------------------------------------------
+
+
+async def test_a_watch_whose_client_vanished_ends_without_an_error(
+        node: APIClient, server: AuthServer, caplog: pytest.LogCaptureFixture) -> None:
+    """A killed node leaves its trust watch behind: the next line the auth writes to it
+    fails. That is the client gone, not an internal error with a traceback."""
+    caplog.set_level(logging.INFO, logger="gatehouse.auth.api")
+    watch = node.lines("/v1/trust", watch="1")
+    assert b"user_cas" in await anext(watch)
+    await watch.aclose()
+    await node.close()  # its connection, as a killed process's
+    await add_role(server, "after-the-client-left")  # a new snapshot to write
+
+    async def ended() -> None:
+        while not any("client went away" in r.getMessage() for r in caplog.records):
+            assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(ended(), 5)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text

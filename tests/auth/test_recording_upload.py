@@ -3,8 +3,10 @@ chunk from a map of the file, whole on the auth, the local file gone after."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
+import errno
 import uuid
 from pathlib import Path
 from typing import Any, cast
@@ -15,6 +17,7 @@ from gatehouse.auth.server import AuthServer
 from gatehouse.client.authclient import AuthClient
 from gatehouse.errors import AlreadyExists, BadParameter
 from gatehouse.node.uploader import upload_with_retries
+from gatehouse.services import recordings as recordings_mod
 from gatehouse.wire.authapi import AuthAPI, RecordingDone
 from gatehouse.wire.names import RECORDING_CHUNK as CHUNK
 from gatehouse.wire.names import RECORDING_TAIL
@@ -131,3 +134,33 @@ async def test_a_tail_that_is_too_long_or_not_base64_is_refused(api: API, server
         await node.post(f"/v1/recordings/{session}/complete",
                         {"tail": "eA==", "tail_index": -1})
     assert await server.recordings.list() == []
+
+
+async def test_a_full_auth_disk_holds_the_upload_until_there_is_room(
+        api: API, server: AuthServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The auth answers LimitExceeded (not an internal error) and keeps no partial chunk;
+    the node keeps its file, says so once, and retries until the auth has room."""
+    node = await api.host("node", "hid-1", "node1", [NODE_ADDR])
+    path = tmp_path / "s.rec"
+    meta = write_recording(path, [b"o" * (CHUNK + 7)])
+    sent = path.read_bytes()
+    real_write_all = recordings_mod.write_all
+    refusals = 2
+
+    def full_disk(fd: int, data: bytes | bytearray) -> None:
+        nonlocal refusals
+        if refusals:
+            refusals -= 1
+            real_write_all(fd, bytes(data[:100]))
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write_all(fd, data)
+
+    monkeypatch.setattr(recordings_mod, "write_all", full_disk)
+    held: list[str] = []
+    await asyncio.wait_for(upload_with_retries(AuthClient(node), path, on_held=held.append),
+                           30)
+    assert held == [f"the auth cannot store recording {meta.session_id} now: its recordings "
+                    "directory is full (No space left on device)"]
+    assert (refusals, path.exists()) == (0, False)
+    assert await server.recordings.read(meta.session_id) == sent
+    assert not list(server.recordings.directory.rglob("*.part"))

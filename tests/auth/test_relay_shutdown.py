@@ -1,19 +1,25 @@
-"""A proxy's API front stops at once, even while it relays a node's trust watch.
+"""A proxy's API front and the node trust watches it relays: it stops at once, even
+while it relays one; and a relayed watch ends when the auth's side of it breaks.
 
 The relayed stream lasts as long as the auth's; without ending it on shutdown,
-the proxy's web runner would wait out its whole grace period (here 30 s).
+the proxy's web runner would wait out its whole grace period (here 30 s). When the
+auth dies, the node must see its watch end, or it follows a dead one forever.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from gatehouse.client.api import APIClient
 from gatehouse.client.forward import AuthForwarder, ForwardedCall
+from gatehouse.errors import ConnectionProblem
 from gatehouse.pki import tls, x509
 from gatehouse.pki.keystore import StoredIdentity
 from gatehouse.proxy.web import make_web_app
@@ -40,11 +46,46 @@ def _no_users(der: bytes) -> x509.Identity:
     raise AssertionError("no request for a leaf in this test")
 
 
-async def test_a_relayed_watch_does_not_hold_the_proxys_shutdown(api: API,
-                                                                  tmp_path: Path) -> None:
+class Cuttable:
+    """A TCP hop to ``target`` whose connections can all be cut at once (the far end
+    killed: its kernel closes them)."""
+
+    def __init__(self, target: str) -> None:
+        self._target = target.rsplit(":", 1)
+        self._writers: list[asyncio.StreamWriter] = []
+        self.addr = ""
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self._target)
+        self._writers += [writer, up_writer]
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+
+    @contextlib.asynccontextmanager
+    async def serving(self) -> AsyncIterator[Cuttable]:
+        server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.addr = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        async with server:
+            yield self
+
+    def cut(self) -> None:
+        for writer in self._writers:
+            writer.transport.abort()
+
+
+@contextlib.asynccontextmanager
+async def _relaying(api: API, tmp_path: Path, auth_addr: str) -> AsyncIterator[
+        tuple[web.AppRunner, APIClient]]:
+    """A proxy's API front relaying to the auth at ``auth_addr``; a node's client of it."""
     proxy = await _identity(api, tmp_path, "proxy", "proxy1")
     node = await _identity(api, tmp_path, "node", "node1")
-    forwarder = AuthForwarder(api.addr, tls.client_context(
+    forwarder = AuthForwarder(auth_addr, tls.client_context(
         proxy.cas_pem(), cert_file=proxy.tls_cert_file, key_file=proxy.key_pem_file),
         f"auth.{CLUSTER}")
     runner = web.AppRunner(make_web_app(forwarder, CLUSTER, _no_leaves, _no_users), access_log=None,
@@ -58,10 +99,31 @@ async def test_a_relayed_watch_does_not_hold_the_proxys_shutdown(api: API,
         node.cas_pem(), cert_file=node.tls_cert_file, key_file=node.key_pem_file),
         server_hostname="localhost")
     try:
+        yield runner, client
+    finally:
+        await client.close()
+        await runner.cleanup()
+
+
+async def test_a_relayed_watch_does_not_hold_the_proxys_shutdown(api: API,
+                                                                  tmp_path: Path) -> None:
+    async with _relaying(api, tmp_path, api.addr) as (runner, client):
         watch = client.lines("/v1/trust", watch="1")
         assert b"user_cas" in await anext(watch)  # the first snapshot, relayed
         # The relayed stream is live; shutting down must end it, not wait for it.
         await asyncio.wait_for(runner.cleanup(), GRACE / 3)
         await watch.aclose()
-    finally:
-        await client.close()
+
+
+async def test_a_relayed_watch_ends_when_the_auths_side_breaks(api: API,
+                                                                tmp_path: Path) -> None:
+    """The auth killed mid-watch: the node's stream through the proxy ends too (with a
+    ConnectionProblem, so that it reconnects), instead of staying open with nothing on it."""
+    async with Cuttable(api.addr).serving() as hop, \
+            _relaying(api, tmp_path, hop.addr) as (_, client):
+        watch = client.lines("/v1/trust", watch="1")
+        assert b"user_cas" in await anext(watch)
+        hop.cut()
+        with pytest.raises(ConnectionProblem):
+            await asyncio.wait_for(anext(watch), 5)
+        await watch.aclose()

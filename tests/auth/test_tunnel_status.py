@@ -1,16 +1,26 @@
 """A root's view of its leaves' tunnels, from its proxies' reports (fake clock, memory
-backend): online while a fresh report lists the tunnel, last_heartbeat kept after."""
+backend): online while a fresh report lists the tunnel, last_heartbeat kept after. And a
+leaf's view of its tunnels to roots, from its own proxies' reports."""
 
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
+import pytest
+
+from gatehouse.auth import catalog
 from gatehouse.auth.server import AuthServer
 from gatehouse.backend import Backend
 from gatehouse.clock import FakeClock
+from gatehouse.errors import BadParameter
 from gatehouse.services.trust import ONLINE_WITHIN, REPORT_KEPT
 from gatehouse.types.remote_cluster import RemoteCluster
 from gatehouse.types.resource import Metadata
+from gatehouse.types.trusted_cluster import TrustedCluster
+from gatehouse.types.yaml_io import to_json_obj
+from gatehouse.wire.authapi import RootTunnel
+from gatehouse.wire.trust import PublicCA
 
 SECOND = dt.timedelta(seconds=1)
 
@@ -119,3 +129,101 @@ async def test_a_leaf_gone_from_its_proxy_is_remembered_only_so_long(
     clock.advance(REPORT_KEPT)
     await server.trust.tunnels_held("proxy-1", ["b"])
     assert (await status(server))["a"] == ("offline", None)
+
+
+# --- a leaf's view of its tunnels to roots (issue 17, items 5 and 6) ---------------------
+
+ROOT = "sso.example.com"
+TOKEN = "A" * 22 + "B" * 43  # well formed; the fake root below takes any
+
+
+class FakeRoot:
+    """The root side of joins, as the leaf's auth is handed it: every join succeeds."""
+
+    def __init__(self) -> None:
+        self.tokens: list[str] = []
+        self.cas = [PublicCA(ROOT, t, f"ssh-{t}", f"pem-{t}") for t in ("user", "host")]
+
+    async def __call__(self, tc: TrustedCluster, leaf_ca: PublicCA) -> list[PublicCA]:
+        self.tokens.append(tc.spec.token)
+        return self.cas
+
+
+@pytest.fixture
+def fake_root() -> FakeRoot:
+    return FakeRoot()
+
+
+@pytest.fixture
+async def leaf(backend: Backend, clock: FakeClock, tmp_path: Path,
+               fake_root: FakeRoot) -> AuthServer:
+    return await AuthServer.open(backend, clock, "us-east-1a", tmp_path / "recordings",
+                                 join_root=fake_root)
+
+
+def trust(token: str = TOKEN, *, enabled: bool = True) -> TrustedCluster:
+    return TrustedCluster.model_validate({
+        "metadata": {"name": ROOT},
+        "spec": {"token": token, "enabled": enabled, "proxy_addr": "127.0.0.1:3080",
+                 "role_map": [{"remote": "access", "local": ["access"]}]}})
+
+
+async def shown(leaf: AuthServer) -> tuple[str, str]:
+    status = (await catalog.status(leaf)).trusted_clusters[ROOT]
+    return status.connection, status.detail
+
+
+async def test_a_trust_is_online_while_a_proxy_reports_its_tunnel_up(
+    leaf: AuthServer, clock: FakeClock,
+) -> None:
+    await leaf.upsert_trusted_cluster(trust(), force=False)
+    assert await shown(leaf) == ("offline", "connecting")
+    await leaf.trust.root_tunnels_reported("proxy-1", [RootTunnel(root=ROOT, up=True)])
+    assert await shown(leaf) == ("online", "")
+    clock.advance(SECOND)
+    await leaf.trust.root_tunnels_reported("proxy-1", [RootTunnel(
+        root=ROOT, up=False, detail="cannot reach the root's proxy at 127.0.0.1:3080")])
+    assert await shown(leaf) == ("offline", "cannot reach the root's proxy at 127.0.0.1:3080")
+    clock.advance(ONLINE_WITHIN + SECOND)  # the proxy stopped: nobody says anything now
+    connection, detail = await shown(leaf)
+    assert connection == "offline" and detail.endswith("is the proxy running?"), detail
+    await leaf.upsert_trusted_cluster(trust(enabled=False), force=True)
+    assert await shown(leaf) == ("disabled", "")
+
+
+async def test_the_token_a_trust_joined_with_is_kept_and_never_shown(
+    leaf: AuthServer, fake_root: FakeRoot,
+) -> None:
+    assert await leaf.upsert_trusted_cluster(trust(), force=False)
+    [shown_tc] = await catalog.get_resources(leaf, "trusted_cluster", ROOT)
+    assert isinstance(shown_tc, TrustedCluster) and shown_tc.spec.token == ""
+    assert "token" not in to_json_obj(shown_tc)["spec"]
+    # The file it was created from, or the shown resource, again: an update, no join.
+    assert not await leaf.upsert_trusted_cluster(trust(), force=True)
+    assert not await leaf.upsert_trusted_cluster(trust(""), force=True)
+    assert fake_root.tokens == [TOKEN]
+    assert (await leaf.trust.trusted.get(ROOT)).spec.token == TOKEN
+
+
+async def test_a_new_token_joins_again_and_a_refused_trust_says_so(
+    leaf: AuthServer, clock: FakeClock, fake_root: FakeRoot,
+) -> None:
+    await leaf.upsert_trusted_cluster(trust(), force=False)
+    clock.advance(SECOND)
+    await leaf.trust.root_tunnels_reported("proxy-1", [RootTunnel(
+        root=ROOT, up=False, detail="the root's proxy closed the tunnel", refused=True)])
+    # The root removed this leaf: the old file changes nothing, and says what to run.
+    with pytest.raises(BadParameter, match=r"no longer takes this cluster's tunnel .* run "
+                                           r"`gatectl create -f` with a new token"):
+        await leaf.upsert_trusted_cluster(trust(), force=True)
+    assert not await leaf.upsert_trusted_cluster(trust(enabled=False), force=True)
+    new = "C" * 22 + "B" * 43
+    clock.advance(SECOND)
+    assert await leaf.upsert_trusted_cluster(trust(new), force=True)
+    assert fake_root.tokens == [TOKEN, new]
+    # The refusal was of the tunnel the new join replaced.
+    assert await shown(leaf) == ("offline", "connecting")
+    assert not await leaf.trust.refused_by(ROOT)
+    clock.advance(SECOND)
+    await leaf.trust.root_tunnels_reported("proxy-1", [RootTunnel(root=ROOT, up=True)])
+    assert await shown(leaf) == ("online", "")

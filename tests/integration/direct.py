@@ -25,14 +25,6 @@ from gatehouse.wire.names import ALPN_SSH
 
 TIMEOUT = 15.0
 
-# A bug these tests found (kept as strict xfails): the proxy's TLS layer refuses a client
-# certificate it cannot verify (an unknown CA, expired) before the SSH proxy's handler
-# runs, so neither the log nor the audit log records the refusal.
-PROXY_TLS_REFUSALS_UNAUDITED = (
-    "the proxy refuses an unverifiable client certificate in its TLS handshake, "
-    "before its handler could audit the refusal: no event, no log line")
-
-
 @dataclass(frozen=True)
 class Dialed:
     local: str  # our end, "127.0.0.1:PORT": what the proxy's audit names as remote_addr

@@ -94,6 +94,7 @@ def test_deny_added_after_login_is_enforced_by_the_node(cluster: Cluster, client
     res = wait_for("the node to apply the new deny rule",
                    lambda: (r := client.ssh("root@node1", "true")).rc == 255 and r, timeout=10)
     assert res.out == "" and len(res.err_lines) == 1, res
+    assert f"denied by role {role}" in res.err_lines[0], res  # the node's reason, told
     event = _auth_event(cluster, username, "root")
     assert f"denied by role {role}" in str(event["message"]), event
 
@@ -128,6 +129,7 @@ def test_deleted_user_certificate_stops_working(cluster: Cluster, client: Client
     res = wait_for("the user's certificate to be refused",
                    lambda: (r := client.ssh("root@node1", "true")).rc == 255 and r, timeout=10)
     assert res.out == "" and len(res.err_lines) == 1, res
+    assert "no longer exists" in res.err_lines[0], res
     assert "no longer exists" in str(_refusal_event(cluster, username)["message"])
     again = client.login(username)
     assert again.rc != 0 and len(again.err_lines) == 1, again
@@ -187,13 +189,16 @@ def test_expired_certificate_is_refused_by_the_proxy_itself(cluster: Cluster, al
     assert dialed.refused, dialed
 
 
-@pytest.mark.xfail(strict=True, reason=direct.PROXY_TLS_REFUSALS_UNAUDITED)
 def test_expired_certificate_refused_by_the_proxy_is_audited(cluster: Cluster,
                                                              expired: Client) -> None:
     dialed = direct.dial(cluster.proxy, expired.home, "node1")
     assert dialed.refused, dialed
-    cluster.wait_event("the proxy's audit of the refusal",
-                       lambda e: e["remote_addr"] == dialed.local, timeout=5)
+    event = cluster.wait_event("the proxy's audit of the refusal",
+                               lambda e: e["remote_addr"] == dialed.local, timeout=5)
+    assert (event["event"], event["code"], event["message"]) == (
+        "client_cert.denied", "TA002W",
+        "the proxy refused the client certificate in the TLS handshake: "
+        "certificate has expired"), event
 
 
 def test_expired_certificate_is_refused_and_audited_by_the_node_itself(

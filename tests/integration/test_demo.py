@@ -90,7 +90,7 @@ def test_the_demo_names_the_clusters_and_its_next_steps_work(demo: Process,
     assert out("gsh ssh --cluster=us-east-1a").splitlines()[-1] == "root"
     if shutil.which("ssh"):
         assert out("ssh -F ssh_config") == "hi\n"
-    assert out(" get rc").count("connection=online") == 2
+    assert out(" get rc").count("connection: online") == 2
     assert {"session.start", "alice"} <= set(out(" events --type=session.start").split())
     assert "name: sso.example.com" in out(" get trusted_cluster")
     _stop(demo, tmp_path / "clusters")

@@ -8,6 +8,7 @@ user's certificate. The cluster runs with short limits (see ``_Limited``)."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import resource
 import socket
@@ -20,7 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.x509.oid import NameOID
 
 from gatehouse.pki import sshcert
 from gatehouse.process.harness import Client, Cluster, wait_for
@@ -46,7 +50,8 @@ class _Limited(Cluster):
             "anonymous_per_source": PER_SOURCE}
         # A budget that stays spent for the whole test, and windows it can wait for.
         data["auth_service"]["limits"] = {"attempts_burst": BURST, "attempts_per_minute": 1,
-                                          "failure_window": "5s"}
+                                          "failure_window": "5s",
+                                          "handshake_timeout": f"{HANDSHAKE_TIMEOUT:g}s"}
         return data
 
 
@@ -107,6 +112,69 @@ def test_a_connection_that_never_starts_tls_is_closed(cluster: Cluster) -> None:
         except TimeoutError:
             pytest.fail(f"the proxy kept a connection without a TLS handshake open for "
                         f"{time.monotonic() - started:.0f} s")
+
+
+def test_a_connection_that_never_starts_tls_is_closed_by_the_auth(cluster: Cluster) -> None:
+    """The auth's own port too (it kept one open for aiohttp's 60 s)."""
+    with socket.create_connection(("127.0.0.1", cluster.auth_port), timeout=10) as raw:
+        raw.settimeout(HANDSHAKE_TIMEOUT + 5)
+        started = time.monotonic()
+        try:
+            assert raw.recv(1) == b""
+        except ConnectionResetError:
+            pass
+        except TimeoutError:
+            pytest.fail(f"the auth kept a connection without a TLS handshake open for "
+                        f"{time.monotonic() - started:.0f} s")
+
+
+def _self_signed(directory: Path) -> ssl.SSLContext:
+    """A client context presenting a certificate that no CA of the cluster signed."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "alice")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(hours=1)).sign(key, None))
+    (directory / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (directory / "key.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    ctx = _context(ALPN_SSH)
+    ctx.load_cert_chain(directory / "cert.pem", directory / "key.pem")
+    return ctx
+
+
+async def _refused(port: int, ctx: ssl.SSLContext) -> str:
+    """Our end of a connection presenting ``ctx``'s certificate, once the server closed it."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    host, local_port = raw.getsockname()[:2]
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(
+            sock=raw, ssl=ctx, server_hostname="localhost"), 30)
+    except (ConnectionError, ssl.SSLError):
+        raw.close()  # refused within the handshake (as TLS 1.2 would)
+    else:
+        try:
+            assert await _closed(reader, 10)
+        finally:
+            writer.close()
+    return f"{host}:{local_port}"
+
+
+def test_a_certificate_of_no_trusted_ca_is_refused_and_audited(cluster: Cluster,
+                                                               tmp_path: Path) -> None:
+    """By the TLS handshake of the proxy and of the auth, each saying why."""
+    ctx = _self_signed(tmp_path)
+    for port, server in ((cluster.proxy_port, "proxy"), (cluster.auth_port, "auth")):
+        local = asyncio.run(_refused(port, ctx))
+        event = cluster.wait_event(f"the {server}'s audit of the refusal",
+                                   lambda e, local=local: e["remote_addr"] == local)
+        assert (event["event"], event["code"], event["user"]) == (
+            "client_cert.denied", "TA002W", ""), event
+        assert event["message"] == (f"the {server} refused the client certificate in the TLS "
+                                    "handshake: self-signed certificate"), event
 
 
 # --- a stranger's whole cost ----------------------------------------------------------------

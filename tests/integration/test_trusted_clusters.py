@@ -237,14 +237,17 @@ def test_root_never_accepts_a_leaf_signed_user_certificate(seed: Seed, alice: Cl
         "certificate is not signed by a trusted user CA", "root"), event
 
 
-@pytest.mark.xfail(strict=True, reason=direct.PROXY_TLS_REFUSALS_UNAUDITED)
 def test_the_root_proxy_audits_its_refusal_of_a_leaf_signed_certificate(
     seed: Seed, carol: Client,
 ) -> None:
     dialed = direct.dial(seed.root.proxy, carol.home, "node1", LEAF_A)
     assert dialed.refused, dialed
-    seed.root.wait_event("the root proxy's audit of the refusal",
-                         lambda e: e["remote_addr"] == dialed.local, timeout=5)
+    event = seed.root.wait_event("the root proxy's audit of the refusal",
+                                 lambda e: e["remote_addr"] == dialed.local, timeout=5)
+    assert (event["event"], event["cluster"], event["message"]) == (
+        "client_cert.denied", ROOT,
+        "the proxy refused the client certificate in the TLS handshake: "
+        "unable to get local issuer certificate"), event
 
 
 def _anonymous_post(proxy: str, path: str, body: dict[str, str], headers: dict[str, str]
@@ -284,8 +287,9 @@ def test_role_map_edit_disable_enable_remove_and_rejoin(seed: Seed, tmp_path: Pa
     me = _login(seed, tmp_path / "me", "alice")
     ssh_b = ("ssh", f"--cluster={LEAF_B}", "root@node1", "echo b")
     assert me.gsh(*ssh_b).rc == 255
-    # Edit the role map in place: no re-join, effective for new connections.
-    edited = trusted_cluster_yaml(seed.root, "unused-once-joined", MAP_B + "\n"
+    # Edit the role map in place (the file it joined with): no re-join, effective for new
+    # connections.
+    edited = trusted_cluster_yaml(seed.root, seed.tokens[LEAF_B], MAP_B + "\n"
                                   "{remote: access, local: [access]}")
     seed.b.create(edited, force=True).ok()
     wait_for("the edited role map", lambda: me.gsh(*ssh_b).out == "b\n")
@@ -500,7 +504,7 @@ def _recording_of(client: Client, cluster: str, marker: str) -> str:
 def _auditor(seed: Seed, tmp_path: Path, name: str) -> Client:
     """A root user with the auditor role, mapped to the leaf's auditor too, logged in."""
     seed.root.add_user(name, roles="access,auditor", logins="root")
-    seed.a.create(trusted_cluster_yaml(seed.root, "unused-once-joined",
+    seed.a.create(trusted_cluster_yaml(seed.root, seed.tokens[LEAF_A],
                                        MAP_A + "\n{remote: auditor, local: [auditor]}"),
                   force=True).ok()
     return _login(seed, tmp_path / name, name)

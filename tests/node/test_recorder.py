@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import errno
 import hashlib
 import os
 import stat
@@ -15,9 +16,16 @@ from typing import Any
 import asyncssh
 import pytest
 
+from gatehouse._sys import fdio
 from gatehouse.clock import FakeClock
 from gatehouse.node import recorder as recorder_mod
-from gatehouse.node.recorder import DIRECT_WRITE, MAX_BUFFER, SessionRecorder, recover
+from gatehouse.node.recorder import (
+    DIRECT_WRITE,
+    MAX_BUFFER,
+    SessionRecorder,
+    recover,
+    waiting,
+)
 from gatehouse.node.session import SessionPolicy, make_session_factory
 from gatehouse.wire.recording import Frame, decode, output_bytes
 
@@ -200,6 +208,19 @@ async def test_recover_renames_parts_and_sets_aside_the_unreadable(tmp_path: Pat
     assert recover(directory) == []
 
 
+def test_waiting_lists_the_finished_recordings_oldest_first(tmp_path: Path) -> None:
+    """What the next start uploads: every .rec, the ones an upload cut short included,
+    and nothing else (a .part is recover()'s, a .corrupt a person's)."""
+    assert waiting(tmp_path / "missing") == []
+    older, newer, part, corrupt = (str(uuid.uuid4()) for _ in range(4))
+    for i, name in enumerate((f"{newer}.rec", f"{older}.rec", f"{part}.part",
+                              f"{corrupt}.corrupt", "not-a-session.rec")):
+        (tmp_path / name).write_bytes(b"x")
+        os.utime(tmp_path / name, (1000 - i, 1000 - i))
+    (tmp_path / f"{uuid.uuid4()}.rec").symlink_to(tmp_path / f"{older}.rec")
+    assert waiting(tmp_path) == [tmp_path / f"{older}.rec", tmp_path / f"{newer}.rec"]
+
+
 async def test_memory_stays_bounded_under_a_flood(make: Callable[..., SessionRecorder]) -> None:
     rec = make(flush_interval=60)  # only the cap flushes here
     rec.start()
@@ -224,20 +245,101 @@ async def test_memory_stays_bounded_under_a_flood(make: Callable[..., SessionRec
 async def test_a_write_error_stops_the_recording_not_the_session(
     make: Callable[..., SessionRecorder], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    rec = make(max_buffer=100)
+    reports: list[tuple[OSError, int]] = []
+    rec = make(max_buffer=100, on_failure=lambda exc, kept: reports.append((exc, kept)))
     rec.start()
     rec.output(b"before")
     rec.flush()
+    real_write_all = recorder_mod.write_all
 
     def full(fd: int, data: bytes | bytearray) -> None:
-        raise OSError(28, "No space left on device")
+        """A disk with room for 5 more bytes: part of a frame, then ENOSPC."""
+        real_write_all(fd, bytes(data[:5]))
+        monkeypatch.setattr(recorder_mod, "write_all", refuse)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def refuse(fd: int, data: bytes | bytearray) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(recorder_mod, "write_all", full)
     rec.output(b"x" * 200)  # over the cap: a synchronous write, which fails quietly
+    assert isinstance(rec.error, OSError) and rec.recorded == len(b"before")
+    monkeypatch.setattr(recorder_mod, "write_all", real_write_all)  # room again, too late
     rec.output(b"after")
-    assert isinstance(rec.error, OSError)
+    rec.output(os.urandom(DIRECT_WRITE))
+    rec.resize(100, 30)
     path = await rec.close()
-    assert output_bytes(decode(path.read_bytes())) == b"before"
+    got = decode(path.read_bytes())  # cut back to its last whole frame
+    assert (output_bytes(got), got.truncated) == (b"before", False)
+    assert [(exc.errno, kept) for exc, kept in reports] == [(errno.ENOSPC, 6)]  # once
+
+
+async def test_a_full_disk_while_the_buffer_is_written_never_reaches_the_session(
+    make: Callable[..., SessionRecorder], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The real write_all holds a view of the buffer as it fails: the buffer is dropped,
+    not resized under that view (BufferError, out of the session's output callback)."""
+    rec = make(max_buffer=1000, flush_interval=60)
+    rec.start()
+    rec.output(b"kept")
+    rec.flush()
+
+    def full(fd: int, data: Any) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fdio.os, "write", full)
+    for _ in range(30):
+        rec.output(b"y" * 100)  # buffered, then written as the buffer fills: fails
+    rec.flush()
+    monkeypatch.undo()
+    assert isinstance(rec.error, OSError) and rec.recorded == 4
+    assert output_bytes(decode((await rec.close()).read_bytes())) == b"kept"
+
+
+async def test_the_failure_is_reported_on_the_loop_even_from_the_last_fsync(
+    make: Callable[..., SessionRecorder], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    loop = asyncio.get_running_loop()
+    reported = asyncio.Event()
+    where: list[bool] = []
+
+    def on_failure(exc: OSError, kept: int) -> None:
+        where.append(asyncio.get_running_loop() is loop)
+        reported.set()
+
+    rec = make(on_failure=on_failure)
+    rec.start()
+    rec.output(b"all of it")
+
+    def fsync(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(recorder_mod.os, "fsync", fsync)
+    await rec.close()  # the fsync that fails runs in a worker thread
+    await asyncio.wait_for(reported.wait(), WAIT)
+    assert where == [True] and rec.recorded == len(b"all of it")
+
+
+async def test_a_recording_that_cannot_start_leaves_no_file(
+    make: Callable[..., SessionRecorder], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rec = make()
+
+    def refuse(fd: int, data: bytes | bytearray) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(recorder_mod, "write_all", refuse)
+    with pytest.raises(OSError, match="No space left"):
+        rec.start()
+    assert list(rec.directory.iterdir()) == []
+
+
+async def test_waiting_skips_what_is_not_a_finished_recording(tmp_path: Path) -> None:
+    sid, other = sorted(str(uuid.uuid4()) for _ in range(2))
+    for name in (f"{sid}.rec", f"{other}.rec", f"{sid}.part", "notes.rec", f"{other}.corrupt"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / f"{uuid.uuid4()}.rec").symlink_to(tmp_path / f"{sid}.rec")
+    assert set(waiting(tmp_path)) == {tmp_path / f"{sid}.rec", tmp_path / f"{other}.rec"}
 
 
 # -- a real session -----------------------------------------------------------------

@@ -14,7 +14,7 @@ import re
 import shutil
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -22,7 +22,12 @@ import asyncssh
 import pytest
 
 from gatehouse.errors import AccessDenied
-from gatehouse.node.session import SessionPolicy, check_can_run_as, make_session_factory
+from gatehouse.node.session import (
+    SessionPolicy,
+    check_can_run_as,
+    is_scp_transfer,
+    make_session_factory,
+)
 from gatehouse.node.spawn import DEFAULT_PATH, filter_client_env
 
 IS_ROOT = os.geteuid() == 0
@@ -226,13 +231,104 @@ async def test_large_output_streams_with_backpressure(node: Node) -> None:
     assert done.exit_status == 0
 
 
-async def test_subsystem_is_refused(node: Node) -> None:
+async def test_a_subsystem_other_than_sftp_is_refused(node: Node) -> None:
     async with node.connect() as conn:
         with pytest.raises(asyncssh.ChannelOpenError):
-            await asyncio.wait_for(conn.start_sftp_client(), WAIT)
+            await asyncio.wait_for(conn.create_process(subsystem="netconf"), WAIT)
         # The connection stays usable.
         result = await asyncio.wait_for(conn.run("echo still here"), WAIT)
         assert result.stdout == "still here\n"
+
+
+async def test_sftp_refused_by_the_policy_says_why(node: Node) -> None:
+    node.policy = replace(node.policy, file_transfer_refused="file transfer is not allowed: "
+                          "role r sets options.file_transfer: false")
+    async with node.connect() as conn:
+        proc = await asyncio.wait_for(conn.create_process(subsystem="sftp", encoding=None),
+                                      WAIT)
+        done = await asyncio.wait_for(proc.wait(), WAIT)
+    assert done.exit_status == 1
+    assert done.stderr == b"file transfer is not allowed: role r sets " \
+        b"options.file_transfer: false\n"
+    assert [e for e, _ in node.events] == ["sftp.denied"]
+
+
+async def test_sftp_runs_as_the_login_and_audits_each_file(
+        node: Node, throwaway_user: str, tmp_path: Path) -> None:
+    home = Path(pwd.getpwnam(throwaway_user).pw_dir)
+    home.mkdir()
+    shutil.chown(home, throwaway_user)
+    try:
+        await _transfer_and_check(node, throwaway_user, home, tmp_path)
+    finally:
+        shutil.rmtree(home)
+
+
+async def _transfer_and_check(node: Node, throwaway_user: str, home: Path,
+                              tmp_path: Path) -> None:
+    node.policy = replace(node.policy, file_transfer_refused=None)
+    local = tmp_path / "up.bin"
+    local.write_bytes(os.urandom(300_000))
+    async with node.connect(throwaway_user) as conn, conn.start_sftp_client() as sftp:
+        await asyncio.wait_for(sftp.put(str(local), "up.bin"), WAIT)
+        await asyncio.wait_for(sftp.get("up.bin", str(tmp_path / "down.bin")), WAIT)
+        with pytest.raises(asyncssh.SFTPPermissionDenied):
+            await asyncio.wait_for(sftp.put(str(local), "/root/not-yours"), WAIT)
+    assert (tmp_path / "down.bin").read_bytes() == local.read_bytes()
+    assert (home / "up.bin").stat().st_uid == pwd.getpwnam(throwaway_user).pw_uid
+    assert not Path("/root/not-yours").exists()
+    await asyncio.wait_for(_until(lambda: any(e == "session.end" for e, _ in node.events)),
+                           WAIT)
+    ops = [{k: f[k] for k in ("action", "path", "bytes_read", "bytes_written", "error")}
+           for e, f in node.events if e == "sftp"]
+    assert ops == [
+        {"action": "write", "path": "up.bin", "bytes_read": 0, "bytes_written": 300_000,
+         "error": ""},
+        {"action": "read", "path": "up.bin", "bytes_read": 300_000, "bytes_written": 0,
+         "error": ""},
+        {"action": "write", "path": "/root/not-yours", "bytes_read": 0, "bytes_written": 0,
+         "error": "Permission denied"},
+    ]
+    start = next(f for e, f in node.events if e == "session.start")
+    assert start["subsystem"] == "sftp" and start["recorded"] is False
+    assert "exec" not in [e for e, _ in node.events]
+
+
+async def test_sftp_runs_sftp_server_not_what_the_logins_shell_files_say(
+        node: Node, throwaway_user: str) -> None:
+    # The login's shell reads its rc files (bash reads ~/.bashrc when SSH_CLIENT is
+    # set): run through it, the sftp subsystem would run any program the login names
+    # there, unrecorded and with no file operation audited.
+    home = Path(pwd.getpwnam(throwaway_user).pw_dir)
+    home.mkdir()
+    subprocess.run(["usermod", "-s", "/bin/bash", throwaway_user], check=True, timeout=WAIT)
+    (home / ".bashrc").write_text("exec sh -c 'echo not sftp-server'\n")
+    shutil.chown(home, throwaway_user)
+    node.policy = replace(node.policy, file_transfer_refused=None)
+    try:
+        async with node.connect(throwaway_user) as conn:
+            proc = await asyncio.wait_for(
+                conn.create_process(subsystem="sftp", encoding=None), WAIT)
+            proc.stdin.write(b"\0\0\0\5\1\0\0\0\3")  # SSH_FXP_INIT, version 3
+            head = await asyncio.wait_for(proc.stdout.readexactly(5), WAIT)
+            proc.close()
+    finally:
+        shutil.rmtree(home)
+    assert head[4] == 2, head  # SSH_FXP_VERSION: sftp-server answered
+
+
+@pytest.mark.parametrize(("command", "transfer"), [
+    ("scp -t -- up.txt", True), ("scp -v -r -d -t -- dir", True), ("scp -f x", True),
+    ("/usr/bin/scp -pf -- x", True), ("scp -- -t", False), ("scp a b", False),
+    ("echo scp -t", False), ("scp 'unbalanced", False), (None, False), ("", False),
+])
+def test_what_is_scps_own_transfer_command(command: str | None, transfer: bool) -> None:
+    assert is_scp_transfer(command) is transfer
+
+
+async def _until(check: Callable[[], bool]) -> None:
+    while not check():
+        await asyncio.sleep(0.05)
 
 
 # -- signals and hang-up -------------------------------------------------------
@@ -460,5 +556,5 @@ async def test_openssh_stdin_and_env(node: Node, client_key_file: Path) -> None:
 async def test_openssh_pty_and_subsystem(node: Node, client_key_file: Path) -> None:
     status, out, _ = await openssh(node, client_key_file, "-tt", "tty; stty size")
     assert status == 0 and re.match(rb"/dev/pts/\d+\r\n\d+ \d+\r\n", out), out
-    status, _, err = await openssh(node, client_key_file, "-s", "sftp")
+    status, _, err = await openssh(node, client_key_file, "-s", "netconf")
     assert status != 0 and b"subsystem request failed" in err

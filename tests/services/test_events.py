@@ -72,6 +72,8 @@ async def test_a_search_reads_a_bounded_number_of_events_per_page(
     ({"limit": 0}, "event limit 0: expected 1 to 10000"),
     ({"limit": 10_001}, "event limit 10001"),
     ({"cursor": "../x"}, "event cursor '../x'"),
+    ({"types": ["exec", "sesion.start"]}, "unknown event type 'sesion.start': the types are "
+                                          "access.denied, auth, cert.create,"),
 ])
 async def test_a_search_refuses_a_bad_limit_or_cursor(backend: Backend, clock: FakeClock,
                                                       query: dict[str, Any],

@@ -16,6 +16,7 @@ from gatehouse.services.trust import TrustChanges, TrustStore
 from gatehouse.types.role import Role, preset_roles
 from gatehouse.types.trusted_cluster import TrustedCluster
 from gatehouse.types.user import User
+from gatehouse.wire.authapi import RootTunnel
 from gatehouse.wire.trust import PublicCA
 
 ROOT = "root.example"
@@ -80,8 +81,9 @@ async def test_the_watch_tells_of_every_change_a_snapshot_is_made_of(backend: Ba
         await store.trusted.upsert(trusted_cluster())
         await store.store_root(trusted_cluster("other.example"), [ca("other.example", "user")])
         await store.store_leaf(ca("leaf-a"))
-        # One notice a change: the root is two (its CA, its resource), the leaf one (its CA).
-        assert await notices(changes) == 6
+        # One notice a change: the root is three (its CA, when it joined, its resource), the
+        # leaf one (its CA).
+        assert await notices(changes) == 7
 
 
 async def test_the_watch_ignores_what_snapshots_do_not_hold(backend: Backend,
@@ -90,6 +92,7 @@ async def test_the_watch_ignores_what_snapshots_do_not_hold(backend: Backend,
     await store.store_leaf(ca("leaf-a"))
     async with store.watch() as changes:
         await store.tunnels_held("proxy-1", ["leaf-a"])  # every few seconds: no snapshot
+        await store.root_tunnels_reported("proxy-1", [RootTunnel(root=ROOT, up=True)])
         await store.remotes.delete("leaf-a")
         assert await notices(changes) == 0
     with pytest.raises(StopAsyncIteration):  # leaving the context stopped it

@@ -264,6 +264,9 @@ async def test_a_removed_leaf_loses_its_tunnel_and_may_not_open_another(
     root.known.discard("us-east-1a")
     root.tunnels.drop_unknown()
     await closed(leaf)
+    # The leaf is told why, and what to do (its status shows it).
+    assert leaf.closed.result().startswith("closed by the peer: this leaf was removed from "
+                                           "the root: to join again, run `gatectl create -f`")
     await root.holds([])
     await root.advance(COALESCE)
     assert await root.report() == []
@@ -271,6 +274,8 @@ async def test_a_removed_leaf_loses_its_tunnel_and_may_not_open_another(
     assert isinstance(again, MuxSession)
     await closed(again)
     assert "cluster us-east-1a is not a leaf of this cluster" in caplog.text
+    assert again.closed.result().startswith(
+        "closed by the peer: tunnel refused: cluster us-east-1a is not a leaf of this cluster")
     assert root.tunnels.connected() == []
 
 

@@ -167,9 +167,9 @@ def test_errors_name_the_document_and_field(text: str, expected: str) -> None:
 
 
 def test_several_problems_are_listed_on_one_line() -> None:
-    message = error_of("kind: trusted_cluster\nmetadata: {name: r}\nspec: {}")
-    assert message == ("resource 1 (trusted_cluster): missing field spec.token; "
-                       "missing field spec.proxy_addr")
+    message = error_of("kind: user\nmetadata: {name: r}\nspec: {traits: 3}")
+    assert message == ("resource 1 (user): missing field spec.roles; "
+                       "spec.traits: expected a mapping, got 3")
     message = error_of("kind: role\nmetadata: {name: r}\nspec: {allow: [x], deny: 3}")
     assert message == ("resource 1 (role): spec.allow: expected a mapping, got a list; "
                        "spec.deny: expected a mapping, got 3")

@@ -16,6 +16,8 @@ async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
         while data := await reader.read(PUMP_CHUNK):
             writer.write(data)
             await writer.drain()
+        if writer.transport.is_closing():
+            return  # e.g. a pipe whose reader went: uvloop closed it (no EOF to send)
         if writer.can_write_eof():
             writer.write_eof()
         else:

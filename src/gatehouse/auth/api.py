@@ -29,6 +29,7 @@ from gatehouse.wire.authapi import (
     NodeQuery,
     NodeTunnels,
     RenewRequest,
+    RootTunnels,
     TokenRequest,
 )
 from gatehouse.wire.names import RECORDING_CHUNK
@@ -122,7 +123,12 @@ async def trust(request: web.Request) -> web.StreamResponse:
             snapshot = first
             while True:
                 line = json.dumps(snapshot.to_json()) if snapshot is not None else ""
-                await response.write(line.encode() + b"\n")
+                try:
+                    await response.write(line.encode() + b"\n")
+                except ConnectionResetError:  # killed, or gone without a goodbye
+                    log.info("trust watch ended: the client went away path=%s peer=%s",
+                             request.path, request.remote)
+                    break
                 try:
                     snapshot = await anext(stream)
                 except StopAsyncIteration:
@@ -140,6 +146,13 @@ async def remote_heartbeat(request: web.Request) -> web.Response:
     if not isinstance(leaves, list) or not all(isinstance(leaf, str) for leaf in leaves):
         raise BadParameter("field 'leaves' must be a list of cluster names")
     await (await api_of(request)).report_tunnels(leaves)
+    return web.json_response({})
+
+
+async def root_heartbeat(request: web.Request) -> web.Response:
+    """A leaf proxy's report of its tunnels to roots, up or down and why."""
+    report = await body_of(request, RootTunnels)
+    await (await api_of(request)).report_root_tunnels(list(report.roots))
     return web.json_response({})
 
 
@@ -216,9 +229,9 @@ async def _end_watches(app: web.Application) -> None:
 
 _HANDLERS: dict[str, Handler] = {
     "ping": ping, "login": login, "join": join, "join_leaf": join_leaf, "clusters": clusters,
-    "report_tunnels": remote_heartbeat, "status": status, "heartbeat": heartbeat,
+    "report_tunnels": remote_heartbeat, "report_root_tunnels": root_heartbeat,
     "report_node_tunnels": node_tunnels,
-    "renew": renew,
+    "status": status, "heartbeat": heartbeat, "renew": renew,
     "resolve_node": resolve, "list_nodes": list_nodes, "trust": trust,
     "set_password": set_password, "set_totp": set_totp, "add_token": add_token,
     "get_resources": get_resources, "get_resource": get_resources,

@@ -49,6 +49,7 @@ from gatehouse.wire.authapi import (
     Ping,
     RecordingDone,
     RenewRequest,
+    RootTunnel,
     TokenReply,
     TokenRequest,
 )
@@ -65,8 +66,8 @@ HOST_PERMISSIONS: dict[str, frozenset[tuple[str, str]]] = {
                        ("recording", "upload"), ("host", "renew")}),
     "proxy": frozenset({("node", "list"), ("event", "create"), ("trust", "read"),
                         ("host", "renew"),
-                        ("remote_cluster", "heartbeat"), ("event", "export"),
-                        ("node_tunnel", "report"),
+                        ("remote_cluster", "heartbeat"), ("trusted_cluster", "heartbeat"),
+                        ("event", "export"), ("node_tunnel", "report"),
                         ("remote_event", "create")}),
 }
 
@@ -201,6 +202,12 @@ class AuthWithRoles:
         refused = await self._server.node_tunnels_held(caller.identity.name, report.host_ids,
                                                        remote_addr=caller.remote_addr)
         return NodeTunnelVerdict(refused=refused)
+
+    async def report_root_tunnels(self, roots: list[RootTunnel]) -> None:
+        caller = await self._check("trusted_cluster", "heartbeat")
+        if caller.identity.kind != "host" or caller.identity.system_role != "proxy":
+            raise AccessDenied("only a proxy of this cluster reports its tunnels to roots")
+        await self._server.trust.root_tunnels_reported(caller.identity.name, roots)
 
     async def post_events(self, events: list[dict[str, Any]]) -> EventsStored:
         caller = await self._check("event", "create")

@@ -13,11 +13,13 @@ from gatehouse.errors import BadParameter, NotFound
 from gatehouse.types.cert_authority import CertAuthority, CertAuthoritySpec
 from gatehouse.types.node import Node, NodeStatus
 from gatehouse.types.resource import Metadata, Resource
+from gatehouse.types.trusted_cluster import TrustedClusterStatus
+from gatehouse.types.user import User
 from gatehouse.types.yaml_io import to_json_obj
 from gatehouse.wire.authapi import CAStatus, ClusterInfo, ClusterStatus, NodeQuery
 
 __all__ = ["ca_fields", "clusters", "delete_resource", "get_resources", "nodes_json",
-           "put_resource", "recording_cluster", "status"]
+           "put_resource", "recording_cluster", "status", "unknown_roles"]
 
 
 def ca_fields(server: AuthServer) -> dict[str, str]:
@@ -97,6 +99,8 @@ async def status(server: AuthServer) -> ClusterStatus:
                       tls_fingerprint=ca.tls_fingerprint) for ca in server.cas.values()],
         counts={"users": len(await server.users.list()), "roles": len(await server.roles.list()),
                 "nodes": await server.nodes.count(), "tokens": len(await server.tokens.list())},
+        trusted_clusters={tc.metadata.name: tc.status or TrustedClusterStatus()
+                          for tc in await server.trust.trusted_clusters()},
     )
 
 
@@ -131,6 +135,10 @@ async def get_resources(server: AuthServer, kind: str, name: str) -> list[Resour
     elif kind == "node":
         nodes = [await server.nodes.get(name)] if name else await server.nodes.list()
         return await _tunnels_judged(server, nodes)
+    elif kind == "trusted_cluster":  # the token it joined with stays in the auth
+        items = [tc.model_copy(update={"spec": tc.spec.without_token()})
+                 for tc in await server.trust.trusted_clusters()
+                 if not name or tc.metadata.name == name]
     elif name:
         return [await _store(server, kind).get(name)]
     else:
@@ -140,10 +148,26 @@ async def get_resources(server: AuthServer, kind: str, name: str) -> list[Resour
     return items
 
 
+def unknown_roles(wanted: list[str], known: set[str]) -> str:
+    """Why a user may not have the roles ``wanted`` ("" if every one exists): a typo
+    would otherwise make a user who can do nothing, silently."""
+    missing = [r for r in wanted if r not in known]
+    if not missing:
+        return ""
+    names = ", ".join(repr(r) for r in missing)
+    return (f"unknown role{'s' if len(missing) > 1 else ''} {names}: the roles are "
+            f"{', '.join(sorted(known))}")
+
+
 async def put_resource(server: AuthServer, res: Resource, *, upsert: bool, by: str,
                        remote_addr: str) -> bool:
     """Create (or with ``upsert`` replace) a resource; True when it was created."""
     store = _store(server, res.kind)
+    if isinstance(res, User):
+        problem = unknown_roles(res.spec.roles, {r.metadata.name for r in
+                                                 await server.roles.list()})
+        if problem:
+            raise BadParameter(problem)
     existed = True
     try:
         await store.get(res.metadata.name)

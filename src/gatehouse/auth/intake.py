@@ -27,8 +27,10 @@ SEEN_FOR = dt.timedelta(days=7)
 # What each kind of host may report; the auth stamps time, id, cluster and node itself.
 HOST_EVENTS = {
     "node": frozenset({"session.start", "session.end", "session.abort", "session.rejected",
-                       "exec", "auth", "port_forward", "port_forward.denied"}),
-    "proxy": frozenset({"proxy.dial.denied"}),
+                       "session.recording.failure", "session.upload.failure",
+                       "exec", "auth", "port_forward", "port_forward.denied", "sftp",
+                       "sftp.denied"}),
+    "proxy": frozenset({"proxy.dial.denied", "client_cert.denied"}),
 }
 
 
@@ -99,7 +101,8 @@ async def store_host_events(server: AuthServer, host_id: str, system_role: str,
         )
         fixed = dataclasses.replace(fixed, time=when)
         if system_role == "proxy" and not fixed.user:
-            # A dial without a valid certificate: a stranger's, its repeats counted.
+            # A dial without a valid certificate, or a certificate refused in the TLS
+            # handshake: a stranger's, its repeats counted.
             await server.failures.record(fixed)
         else:
             await server.audit.store_once(host_id, ev.id, fixed, now + SEEN_FOR)

@@ -506,29 +506,44 @@ class AuthServer:
     # --- trusted clusters -----------------------------------------------------------------
 
     async def upsert_trusted_cluster(self, tc: TrustedCluster, *, force: bool) -> bool:
-        """Join the root named by ``tc`` (first time) or apply enabled/role_map (``force``).
+        """Join the root named by ``tc`` (first time, or again with a new token: after the
+        root removed this leaf) or apply enabled/role_map (``force``).
 
-        Returns True when a join happened. Re-running a join that already
-        succeeded is an update, so it is idempotent.
+        Returns True when a join happened. The token a trust joined with is kept, so
+        re-running the file it was created from is an update: idempotent.
         """
         name = tc.metadata.name
         if name == self.cluster:
             raise BadParameter(f"a cluster cannot trust itself ({name})")
+        tc = tc.model_copy(update={"status": None})  # judged when shown, never stored
         try:
             existing: TrustedCluster | None = await self.trust.trusted.get(name)
         except NotFound:
             existing = None
         if existing is not None and not force:
             raise AlreadyExists(f"trusted_cluster {name} already exists; use `gatectl create -f` "
-                                "to change enabled or role_map")
+                                "to change enabled or role_map, or with a new token to join "
+                                "again")
+        used = existing.spec.token if existing is not None else ""
         joined = bool(await self.trust.root_cas(name))
-        if not joined:
+        if not joined or tc.spec.token not in ("", used):
+            if not tc.spec.token:
+                raise BadParameter(f"trusted_cluster {name} needs spec.token to join: a token "
+                                   "from the root (`gatectl tokens add --type=trusted_cluster` "
+                                   "there)")
             cas = await self._join_root(tc, self.cas["host"].public())
             await self.trust.store_root(tc, cas)
-            await self.audit.emit("trusted_cluster.create", fields={"root": name,
-                                  "proxy_addr": tc.spec.proxy_addr, "enabled": tc.spec.enabled})
+            await self.audit.emit("trusted_cluster.create", fields={
+                "root": name, "proxy_addr": tc.spec.proxy_addr, "enabled": tc.spec.enabled,
+                "again": joined})
             return True
-        await self.trust.trusted.upsert(tc)
+        if tc.spec.enabled and await self.trust.refused_by(name):
+            raise BadParameter(
+                f"the root {name} no longer takes this cluster's tunnel (did it remove this "
+                "leaf?): to join again, run `gatectl create -f` with a new token from the root "
+                "(`gatectl tokens add --type=trusted_cluster` there); nothing was changed")
+        spec = tc.spec.model_copy(update={"token": used})
+        await self.trust.trusted.upsert(tc.model_copy(update={"spec": spec}))
         await self.audit.emit("trusted_cluster.update", fields={
             "root": name, "enabled": tc.spec.enabled,
             "role_map": [m.model_dump() for m in tc.spec.role_map]})

@@ -24,7 +24,8 @@ async def build_snapshot(server: AuthServer) -> TrustSnapshot:
         host = (await server.trust.root_cas(tc.metadata.name)).get("host")
         roots[tc.metadata.name] = RootCluster(
             name=tc.metadata.name, enabled=tc.spec.enabled, proxy_addr=tc.spec.proxy_addr,
-            role_map=tuple(tc.spec.role_map), host_ca_tls=host.tls if host else "")
+            role_map=tuple(tc.spec.role_map), host_ca_tls=host.tls if host else "",
+            joined_at=await server.trust.joined_at(tc.metadata.name))
     return TrustSnapshot(
         cluster=server.cluster,
         user_cas=(server.cas["user"].public(), *(ca for _, ca in trusted)),

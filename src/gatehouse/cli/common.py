@@ -1,13 +1,15 @@
-"""What the three CLIs share: one-line errors, tables, JSON output."""
+"""What the three CLIs share: one-line errors, plain help, tables, JSON output."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import sys
 from collections.abc import Coroutine, Sequence
 from enum import StrEnum
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import uvloop
 
@@ -15,16 +17,38 @@ from gatehouse._sys.fdio import write_all
 from gatehouse._sys.heap import keep_freed_memory
 from gatehouse.errors import GatehouseError
 
-__all__ = ["Format", "die", "print_json", "print_table", "run_async", "setup_logging",
-           "write_stdout"]
+if TYPE_CHECKING:  # typer and rich load only where used: gsh's fast path (connect.py) needs neither
+    import typer
+
+__all__ = ["Format", "ResourceFormat", "die", "format_table", "new_app", "print_json",
+           "print_table", "run_async", "setup_logging", "write_stdout"]
 
 T = TypeVar("T")
 
 
 class Format(StrEnum):
+    """Listings and reports (nodes, events, status): a table, or JSON for programs."""
+
     text = "text"
     json = "json"
+
+
+class ResourceFormat(StrEnum):
+    """Resources: also YAML, the form `gatectl create` reads back."""
+
+    text = "text"
     yaml = "yaml"
+    json = "json"
+
+
+def new_app(help: str, **settings: Any) -> typer.Typer:
+    """A command group with plain help and usage errors: no colours, boxes or ``<bool>``
+    types, the same whether stdout is a terminal, a pipe or a file (so NO_COLOR has
+    nothing to turn off)."""
+    import typer
+
+    return typer.Typer(help=help, rich_markup_mode=None, add_completion=False,
+                       pretty_exceptions_enable=False, no_args_is_help=True, **settings)
 
 
 _debug = {"on": False}
@@ -91,15 +115,61 @@ def print_json(data: object) -> None:
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    """A table with every cell whole (ids are copied from here): on a terminal, long
+    cells wrap between words to fit its width; elsewhere, one line per row. Headers are
+    bold on a terminal unless NO_COLOR is set (https://no-color.org)."""
+    cells = [[_printable(str(c)) for c in row] for row in rows]
+    if sys.stdout.isatty():
+        write_stdout(format_table(headers, cells, width=shutil.get_terminal_size().columns,
+                                  bold=not os.environ.get("NO_COLOR")))
+    else:
+        write_stdout(format_table(headers, cells))
 
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for h in headers:
-        table.add_column(h)
-    for row in rows:
-        table.add_row(*(str(c) for c in row))
-    console = Console(soft_wrap=True)
-    with console.capture() as captured:
-        console.print(table)
-    write_stdout(captured.get())
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *,
+                 width: int | None = None, bold: bool = False) -> str:
+    """Columns two spaces apart, every word whole. Given a ``width``, the widest columns
+    wrap between words until the table fits it, or until each is down to its longest
+    word (then the table is wider than ``width``: a word is never cut)."""
+    from rich.cells import cell_len
+
+    table = [list(headers), *(list(row) for row in rows)]
+    widest = [max(cell_len(row[i]) for row in table) for i in range(len(headers))]
+    widths = list(widest)
+    if width is not None:
+        longest_word = [max(cell_len(word) for row in table for word in [*row[i].split(), ""])
+                         for i in range(len(headers))]
+        room = width - 2 * (len(widths) - 1)
+        while sum(widths) > room:
+            shrinkable = [i for i, w in enumerate(widths) if w > longest_word[i]]
+            if not shrinkable:
+                break
+            i = max(shrinkable, key=lambda j: widths[j])
+            widths[i] -= 1
+    out = []
+    for number, row in enumerate(table):
+        wrapped = [_wrap(cell, w) if cell_len(cell) > w else [cell]
+                   for cell, w in zip(row, widths, strict=True)]
+        for line in range(max(len(lines) for lines in wrapped)):
+            parts = []
+            for lines, w in zip(wrapped, widths, strict=True):
+                text = lines[line] if line < len(lines) else ""
+                parts.append(text + " " * (w - cell_len(text)))
+            text = "  ".join(parts).rstrip()
+            out.append(f"\x1b[1m{text}\x1b[0m" if bold and number == 0 else text)
+    return "".join(line + "\n" for line in out)
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False) or [""]
+
+
+def _printable(text: str) -> str:
+    """``text`` with control and other unprintable characters escaped: a cell may hold
+    what a user typed (a command), which must not drive the reader's terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in text)

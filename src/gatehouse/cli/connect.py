@@ -1,4 +1,5 @@
-"""`gsh ssh` and `gsh proxy ssh`: the two commands whose start-up is the product.
+"""`gsh ssh` and `gsh proxy ssh`: the two commands whose start-up is the product
+(and `gsh scp`, which dials as `gsh ssh` does).
 
 Both are defined (with their --help) in gsh.py, through typer. But typer imports
 click and pydantic and builds a pydantic adapter per parameter on every run:
@@ -12,8 +13,10 @@ and both ways call them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -23,14 +26,15 @@ from gatehouse.client.profile import Profile
 from gatehouse.errors import AccessDenied, BadParameter, GatehouseError
 
 if TYPE_CHECKING:
+    from gatehouse.client.dialer import ProxyTunnel
     from gatehouse.client.forwardspec import LocalForward
 
-__all__ = ["Invocation", "parse", "proxy_ssh", "split_target", "ssh", "try_fast"]
+__all__ = ["Invocation", "parse", "proxy_ssh", "scp", "split_target", "ssh", "try_fast"]
 
 
 # The options gsh.py declares for `gsh` and `gsh proxy ssh` (tests/cli/test_connect.py
 # checks that they agree; `gsh ssh`'s are sshargs.OPTIONS), and whether each takes a value.
-GLOBAL_FLAGS = ("--debug", "--no-debug")
+GLOBAL_FLAGS = ("--debug",)
 PROXY_SSH_OPTIONS = {"--cluster": True}
 
 
@@ -95,15 +99,18 @@ def _looks_like_address(node: str) -> bool:
     return True
 
 
-async def _ssh(profile: Profile, login: str, node: str, command: list[str], opts: SshOptions,
-               forwards: list[LocalForward]) -> int:
+@contextlib.asynccontextmanager
+async def _dialed(profile: Profile, node: str, cluster: str
+                  ) -> AsyncIterator[tuple[ProxyTunnel, str]]:
+    """The proxy's tunnel to ``node`` of ``cluster`` (default: the selected one), and the
+    host CA that must vouch for the node; AccessDenied when the proxy refuses."""
     # The dial goes out first; asyncssh (the bulk of gsh's start-up) loads while the
     # proxy looks the node up and connects, and the node sends its first bytes.
     from gatehouse.client.dialer import ProxyTunnel
     from gatehouse.wire.dial import DialRequest
     from gatehouse.wire.names import ALPN_SSH
 
-    cluster = opts.cluster or profile.selected
+    cluster = cluster or profile.selected
     if cluster not in profile.clusters():  # a leaf that joined since the list was cached
         from gatehouse.client.login import refresh_clusters
 
@@ -113,7 +120,7 @@ async def _ssh(profile: Profile, login: str, node: str, command: list[str], opts
                          DialRequest(target=node, cluster=cluster))
     try:
         await tunnel.sent()
-        from gatehouse.client.ssh import run_ssh
+        import gatehouse.client.ssh  # noqa: F401 (asyncssh, while the proxy dials)
 
         try:
             await tunnel.reply()
@@ -123,11 +130,40 @@ async def _ssh(profile: Profile, login: str, node: str, command: list[str], opts
             raise AccessDenied(f"{exc}; nodes are addressed by name or host id (`gsh ls` "
                                "lists them), or by the exact address a node advertises"
                                ) from exc
+        yield tunnel, host_ca
+    finally:
+        tunnel.close()
+
+
+async def _ssh(profile: Profile, login: str, node: str, command: list[str], opts: SshOptions,
+               forwards: list[LocalForward]) -> int:
+    async with _dialed(profile, node, opts.cluster) as (tunnel, host_ca):
+        from gatehouse.client.ssh import run_ssh
+
         return await run_ssh(profile, login, node, command, host_ca=host_ca,
                              force_tty=opts.tty, tunnel=tunnel, forwards=forwards,
                              no_command=opts.no_command)
-    finally:
-        tunnel.close()
+
+
+def scp(args: list[str], *, recursive: bool, cluster: str) -> int:
+    """`gsh scp [-r] SRC... DST`: copy to or from a node; 0, or one line and 1."""
+    from gatehouse.client.copyspec import parse_copy
+
+    try:
+        spec = parse_copy(args)
+    except BadParameter as exc:
+        die(str(exc), 2)
+    profile = _fresh_profile()
+
+    async def copy() -> None:
+        async with _dialed(profile, spec.node, cluster) as (tunnel, host_ca):
+            from gatehouse.client.scp import copy_files
+
+            await copy_files(profile, spec, recursive=recursive, host_ca=host_ca,
+                             tunnel=tunnel)
+
+    run_async(copy())
+    return 0
 
 
 def proxy_ssh(hostport: str, cluster: str) -> int:

@@ -11,17 +11,16 @@ from typing import Annotated
 import typer
 
 from gatehouse._sys.hostport import dial_addr
-from gatehouse.cli.common import die, run_async, setup_logging
+from gatehouse.cli.common import die, new_app, run_async, setup_logging
 from gatehouse.config import Config, load_config
 from gatehouse.errors import GatehouseError
 
-app = typer.Typer(help="Gatehouse daemon: auth, proxy and SSH services.", no_args_is_help=True,
-                  add_completion=False, pretty_exceptions_enable=False)
+app = new_app("Gatehouse daemon: auth, proxy and SSH services.")
 
 
 @app.callback()
 def _main(
-    debug: Annotated[bool, typer.Option(help="Verbose logs and tracebacks.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Verbose logs and tracebacks.")] = False,
 ) -> None:
     setup_logging(debug, logging.INFO)
 
@@ -33,7 +32,9 @@ def _next_steps(cfg: Config, started: object, config: Path | None) -> str:
     lines = [f"gatehouse: cluster {started.cluster} is up ("
              + ", ".join(f"{k} on {v}" for k, v in started.addrs.items())
              + f"); its data is in {cfg.data_dir}"]
-    if "proxy" in started.addrs:
+    # A first cluster's tour: gatectl needs this config to name the auth, and the ssh line
+    # a node of this process (a proxy of its own has neither).
+    if "proxy" in started.addrs and "auth" in started.addrs:
         c = f" -c {config}" if config else ""
         proxy = cfg.proxy_service.public_addr or dial_addr(started.addrs["proxy"])
         lines += [
@@ -41,7 +42,8 @@ def _next_steps(cfg: Config, started: object, config: Path | None) -> str:
             f"  gatectl{c} users add alice --roles=access --logins=root,alice",
             f"  gatectl{c} users set-password alice --password-stdin",
             f"  gsh login --proxy={proxy} --user=alice --insecure",
-            f"  gsh ls; gsh ssh root@{cfg.gatehouse.nodename} 'echo hi'",
+            f"  gsh ls; gsh ssh root@{cfg.gatehouse.nodename} 'echo hi'" if "ssh" in started.addrs
+            else "  gsh ls",
         ]
     return "\n".join(lines)
 

@@ -16,6 +16,7 @@ from gatehouse.cli import connect
 from gatehouse.cli.common import (
     Format,
     die,
+    new_app,
     print_json,
     print_table,
     run_async,
@@ -26,15 +27,10 @@ from gatehouse.cli.sshargs import SshOptions
 from gatehouse.client.profile import Profile, gatehouse_home
 from gatehouse.errors import GatehouseError
 
-app = typer.Typer(
-    help="Gatehouse user client: log in, list nodes, SSH through the proxy.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-proxy_app = typer.Typer(help="Commands meant for OpenSSH's ProxyCommand.", no_args_is_help=True)
+app = new_app("Gatehouse user client: log in, list nodes, SSH through the proxy.")
+proxy_app = new_app("Commands meant for OpenSSH's ProxyCommand.")
 app.add_typer(proxy_app, name="proxy")
-recordings_app = typer.Typer(help="Session recordings.", no_args_is_help=True)
+recordings_app = new_app("Session recordings.")
 app.add_typer(recordings_app, name="recordings")
 _NOT_ASCII = re.compile("[\x7f-\U0010ffff]+")  # what json.dumps escapes in strings, beyond ASCII
 
@@ -47,7 +43,7 @@ class PlayFormat(StrEnum):
 
 @app.callback()
 def _main(
-    debug: Annotated[bool, typer.Option(help="Verbose logs and tracebacks.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Verbose logs and tracebacks.")] = False,
 ) -> None:
     setup_logging(debug)
 
@@ -76,10 +72,11 @@ def login(
     proxy: Annotated[str, typer.Option(
         help="Proxy address HOST:PORT (default: the profile's).")] = "",
     user: Annotated[str, typer.Option(help="User name (default: the profile's).")] = "",
-    password_stdin: Annotated[bool, typer.Option(help="Read the password from stdin.")] = False,
+    password_stdin: Annotated[bool, typer.Option(
+        "--password-stdin", help="Read the password from stdin.")] = False,
     ca_file: Annotated[Path | None, typer.Option(
         help="PEM file of the proxy's CA (default: the CA the profile pinned).")] = None,
-    insecure: Annotated[bool, typer.Option(
+    insecure: Annotated[bool, typer.Option("--insecure",
         help="Trust the proxy's CA on first use (prints its fingerprint).")] = False,
     ttl: Annotated[str, typer.Option(help="Requested certificate lifetime, e.g. 8h.")] = "",
     otp: Annotated[str, typer.Option(help="One-time code, for users with a second factor.")] = "",
@@ -292,6 +289,19 @@ def ssh(
     opts = SshOptions(cluster=cluster, tty=tty, port=port or 0, forwards=tuple(forward or ()),
                       no_command=no_command)
     raise SystemExit(connect.ssh(_split_target(target), list(command or []), opts))
+
+
+@app.command()
+def scp(
+    paths: Annotated[list[str], typer.Argument(
+        help="SRC... DST: local paths and LOGIN@NODE:PATH (PATH empty: the login's home) "
+             "on one side", show_default=False)],
+    recursive: Annotated[bool, typer.Option("-r", help="Copy directories recursively.")
+                         ] = False,
+    cluster: Annotated[str, typer.Option(help="Cluster of the node (default: selected).")] = "",
+) -> None:
+    """Copy files to or from a node over SFTP, as the login (audited per file)."""
+    raise SystemExit(connect.scp(paths, recursive=recursive, cluster=cluster))
 
 
 @app.command()

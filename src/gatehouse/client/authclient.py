@@ -41,6 +41,8 @@ from gatehouse.wire.authapi import (
     Ping,
     RecordingDone,
     RenewRequest,
+    RootTunnel,
+    RootTunnels,
     TokenReply,
     TokenRequest,
 )
@@ -118,6 +120,9 @@ class AuthClient:
 
     async def report_tunnels(self, leaves: list[str]) -> None:
         await self._call("report_tunnels", {"leaves": leaves})
+
+    async def report_root_tunnels(self, roots: list[RootTunnel]) -> None:
+        await self._call("report_root_tunnels", RootTunnels(roots=roots).model_dump())
 
     async def post_events(self, events: list[dict[str, Any]]) -> EventsStored:
         return _parse(EventsStored, await self._call("post_events", {"events": events}))

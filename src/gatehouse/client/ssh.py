@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import stat
 import sys
@@ -28,8 +29,9 @@ from gatehouse.client.localforward import LocalForwarder
 from gatehouse.client.profile import Profile
 from gatehouse.errors import AccessDenied, ConnectionProblem
 from gatehouse.pki import sshcert
+from gatehouse.wire.names import DENIED_BANNER
 
-__all__ = ["run_ssh"]
+__all__ = ["SESSION_MAX_PACKET", "SESSION_WINDOW", "connect_node", "run_ssh"]
 
 # The node may send up to 256 KiB of data per packet (asyncssh allows 1 KiB more for
 # the packet's own bytes): a stream costs a few Python calls per 256 KiB instead of
@@ -38,6 +40,7 @@ __all__ = ["run_ssh"]
 # for window adjustments, and a leaf stream ran at ~265 MB/s instead of ~360.
 SESSION_MAX_PACKET = 256 * 1024
 SESSION_WINDOW = 64 * SESSION_MAX_PACKET
+_NOT_PRINTABLE = re.compile(r"[^\x20-\x7e\u00a0-\uffff]")  # a node's words, no control bytes
 
 
 @contextlib.contextmanager
@@ -50,17 +53,21 @@ def _raw_terminal(fd: int) -> Iterator[None]:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
-async def _connect(profile: Profile, login: str, node: str, host_ca: str,
+async def connect_node(profile: Profile, login: str, node: str, host_ca: str,
                    tunnel: ProxyTunnel) -> asyncssh.SSHClientConnection:
+    """The SSH connection to ``node`` as ``login`` over ``tunnel``, the node verified by
+    ``host_ca`` and the host id the proxy dialed; AccessDenied or ConnectionProblem."""
     ident = profile.identity
     key = asyncssh.import_private_key(ident.key_file.read_bytes())
     cert = asyncssh.import_certificate(ident.ssh_cert_line())
     ca = asyncssh.import_public_key(host_ca)
     # A proxy older than the host id in its reply leaves the node's name to be checked.
     host_id = (await tunnel.reply()).host_id
+    banners = _Banners()
     try:
         return await asyncssh.connect(
             node, 22, tunnel=tunnel, username=login, client_keys=[(key, cert)],
+            client_factory=lambda: banners,
             known_hosts=([], [ca], []), host_key_alias=host_id or None,
             agent_path=None, config=None,
             preferred_auth=["publickey"], connect_timeout=30,
@@ -68,7 +75,8 @@ async def _connect(profile: Profile, login: str, node: str, host_ca: str,
                              "aes256-gcm@openssh.com"],
         )
     except asyncssh.PermissionDenied as exc:
-        raise AccessDenied(_refusal(login, node, _user_cert(profile).principals)) from exc
+        raise AccessDenied(_refusal(login, node, _user_cert(profile).principals,
+                                    banners.denied)) from exc
     except asyncssh.HostKeyNotVerifiable as exc:
         which = f"is host {host_id}, the node the proxy dialed" \
             if host_id else "belongs to the cluster"
@@ -81,16 +89,27 @@ def _user_cert(profile: Profile) -> sshcert.Certificate:
     return sshcert.decode(sshcert.from_openssh_line(profile.identity.ssh_cert_line()))
 
 
-def _refusal(login: str, node: str, principals: Sequence[str]) -> str:
-    """Why the node refused the certificate, as far as the client can tell: a login not
-    among its principals is always refused (sshd(8) AuthorizedPrincipals, Gatehouse's
-    node alike); any other reason is in the node's audit log."""
+class _Banners(asyncssh.SSHClient):
+    """Keeps the reason a Gatehouse node gives with its refusal (wire.names.DENIED_BANNER)."""
+
+    def __init__(self) -> None:
+        self.denied = ""
+
+    def auth_banner_received(self, msg: str, lang: str) -> None:
+        if msg.startswith(DENIED_BANNER):
+            self.denied = _NOT_PRINTABLE.sub("?", msg[len(DENIED_BANNER):].strip())[:500]
+
+
+def _refusal(login: str, node: str, principals: Sequence[str], reason: str) -> str:
+    """Why the node refused the certificate: a login not among its principals is always
+    refused (sshd(8) AuthorizedPrincipals, Gatehouse's node alike); else the reason the
+    node sent, or, from a node that sends none, where to find it."""
     if login not in principals:
         logins = ", ".join(p for p in principals if not p.startswith("-")) or "none"
         return (f"access denied to {login}@{node}: {login} is not among the logins of your "
                 f"certificate ({logins}); an admin grants logins through your roles")
-    return (f"access denied to {login}@{node}: the node refused the certificate (see the "
-            "node's audit log for the reason)")
+    return (f"access denied to {login}@{node}: {reason or 'the node refused the certificate'} "
+            "(the node's audit log has the details)")
 
 
 def _pollable(fd: int) -> bool:
@@ -146,7 +165,7 @@ async def run_ssh(profile: Profile, login: str, node: str, command: list[str], *
     when the connection breaks."""
     if forwards:
         _check_forwarding(profile)
-    conn = await _connect(profile, login, node, host_ca, tunnel)
+    conn = await connect_node(profile, login, node, host_ca, tunnel)
     status = 255
     try:
         async with conn:

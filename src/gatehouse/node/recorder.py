@@ -10,7 +10,14 @@ the buffer never holds more than ``max_buffer`` bytes: past that, the hot
 path writes synchronously (page cache, no fsync). So a node killed at any
 moment leaves ``<session_id>.part`` holding the session up to the last
 flush, which ``recover()`` turns into a playable ``.rec`` at the next
-start. ``close()`` flushes, fsyncs and renames ``.part`` to ``.rec``.
+start. ``close()`` flushes, fsyncs and renames ``.part`` to ``.rec``. A ``.rec`` stays
+until the auth has it all: ``waiting()`` lists those a stop or a crash kept from their
+upload, for the next start to send.
+
+When the disk is full (or any write fails), the recording stops there: the file
+is cut back to its last whole frame, so it plays back exactly the output it
+holds, and ``on_failure`` is told (on the event loop) the error and how many
+bytes of output the recording kept. The session goes on (docs/security.md).
 """
 
 from __future__ import annotations
@@ -35,13 +42,16 @@ from gatehouse.wire.recording import (
     is_session_id,
 )
 
-__all__ = ["MAX_BUFFER", "SessionRecorder", "recover"]
+__all__ = ["MAX_BUFFER", "OnFailure", "SessionRecorder", "read_meta", "recover", "waiting"]
 
 log = logging.getLogger(__name__)
 
 MAX_BUFFER = 1 << 20
 DIRECT_WRITE = 64 << 10  # output chunks this large are written at once, not buffered
 PART, FINAL, CORRUPT = ".part", ".rec", ".corrupt"
+# Told once, on the event loop, when a recording stops early: the error, and the bytes
+# of output the recording holds (all of them before the failure, none after).
+OnFailure = Callable[[OSError, int], None]
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
 
 
@@ -51,8 +61,9 @@ class SessionRecorder:
     ``start()`` creates the file and the flush task; ``end()`` (synchronous,
     for the session) or ``close()`` finishes it; ``wait_closed()`` waits for
     that, e.g. to upload the ``.rec``. Output after the end is ignored. I/O errors
-    never reach the session: they are logged, kept in ``error``, and stop
-    the recording, leaving what was written playable.
+    after ``start()`` never reach the session: they are logged, kept in ``error``,
+    reported to ``on_failure``, and stop the recording, leaving what was written
+    playable (``recorded`` counts its bytes of output).
     """
 
     def __init__(
@@ -71,6 +82,7 @@ class SessionRecorder:
         monotonic: Callable[[], float] = time.monotonic,
         flush_interval: float = 0.5,
         max_buffer: int = MAX_BUFFER,
+        on_failure: OnFailure | None = None,
     ) -> None:
         if not flush_interval > 0 or max_buffer < 1:
             raise BadParameter(f"recorder flush_interval {flush_interval!r} and max_buffer "
@@ -88,13 +100,18 @@ class SessionRecorder:
         self._max_buffer = max_buffer
         self._writer = RecordingWriter()
         self._buf = bytearray()
+        self._buffered_output = 0  # bytes of output in the buffer's frames
+        self._on_failure = on_failure
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._fd: int | None = None
+        self._size = 0  # bytes in the file: always the end of a whole frame
         self._unsynced = False
         self._dir_synced = False
         self._stopped = False  # ended, or failed: the hot path records nothing more
         self._ending = asyncio.Event()
         self._task: asyncio.Task[Path] | None = None
         self.max_buffered = 0  # high-water mark of the buffer, in bytes
+        self.recorded = 0  # bytes of output in the file
         self.error: OSError | None = None
 
     @property
@@ -105,6 +122,7 @@ class SessionRecorder:
         """Create the file (0600, directory 0700), write the header, start flushing.
 
         Call it before the session's first output: until then output is only buffered.
+        OSError if the file cannot be made (a full disk leaves no empty file behind).
         """
         if self._task is not None:
             return
@@ -115,10 +133,14 @@ class SessionRecorder:
             write_all(fd, self._header)
         except OSError:
             os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
             raise
         self._fd = fd
+        self._size = len(self._header)
         self._unsynced = True
-        self._task = asyncio.get_running_loop().create_task(
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(
             self._run(), name=f"recorder {self.meta.session_id}")
         self.flush()  # anything recorded before start()
 
@@ -129,56 +151,86 @@ class SessionRecorder:
             return
         header = self._writer.output_header(self._monotonic() - self._t0, len(data))
         if len(data) < DIRECT_WRITE or self._fd is None:
-            self._append(header + data)
+            self._append(header + data, len(data))
             return
         # A large chunk (a busy stream) goes to the file after what is buffered, without
         # being copied into the buffer first: recording a stream costs one copy, the
         # kernel's (bench: recording on vs off).
         self.flush()
-        for part in (header, data):
-            if not self._stopped:
-                self._write(part)
+        self._write((header, data), len(data))
 
     def resize(self, cols: int, rows: int) -> None:
         if self._stopped:
             return
         try:
-            self._append(self._writer.frame_resize(self._monotonic() - self._t0, cols, rows))
+            self._append(self._writer.frame_resize(self._monotonic() - self._t0, cols, rows), 0)
         except BadParameter as exc:
             log.warning("resize not recorded session_id=%s reason=%r", self.meta.session_id,
                         str(exc))
 
-    def _append(self, frame: bytes) -> None:
+    def _append(self, frame: bytes, output: int) -> None:
+        """Buffer a frame holding ``output`` bytes of output."""
         if self._fd is not None and len(self._buf) + len(frame) > self._max_buffer:
             self.flush()
             if len(frame) > self._max_buffer:
-                self._write(frame)
+                self._write((frame,), output)
                 return
+        if self.error is not None:
+            return
         self._buf += frame
+        self._buffered_output += output
         self.max_buffered = max(self.max_buffered, len(self._buf))
 
     def flush(self) -> None:
         """Write the buffer to the file now (no fsync: the periodic flush does that)."""
         if self._buf and self._fd is not None:
-            self._write(self._buf)
-            self._buf.clear()
+            # A new buffer, not the old one cleared: a failed write's traceback (kept in
+            # ``error``) still holds a view of the old one, which cannot be resized.
+            buf, self._buf = self._buf, bytearray()
+            output, self._buffered_output = self._buffered_output, 0
+            self._write((buf,), output)
 
-    def _write(self, data: bytes | bytearray) -> None:
-        assert self._fd is not None
+    def _write(self, parts: tuple[bytes | bytearray, ...], output: int) -> None:
+        """Append whole frames (``parts``, holding ``output`` bytes of output), or fail."""
+        fd = self._fd
+        if fd is None or self.error is not None:
+            return
         try:
-            write_all(self._fd, data)
+            for part in parts:
+                write_all(fd, part)
         except OSError as exc:
             self._fail(exc)
-        else:
-            self._unsynced = True
+            return
+        self._size += sum(len(part) for part in parts)
+        self.recorded += output
+        self._unsynced = True
 
     def _fail(self, exc: OSError) -> None:
-        if self.error is None:
-            log.error("recording stopped session_id=%s path=%s reason=%r",
-                      self.meta.session_id, self.path, str(exc))
-            self.error = exc
+        """Stop recording, keep the file's whole frames, tell ``on_failure`` (once)."""
         self._stopped = True
-        self._buf.clear()
+        self._buf = bytearray()  # dropped, not cleared: see flush()
+        self._buffered_output = 0
+        if self.error is not None:
+            return
+        self.error = exc
+        log.error("recording stopped session_id=%s path=%s recorded_bytes=%d reason=%r",
+                  self.meta.session_id, self.path, self.recorded, str(exc))
+        if self._fd is not None:
+            try:  # a write cut short leaves part of a frame: drop it
+                os.ftruncate(self._fd, self._size)
+            except OSError as cut:
+                log.error("recording not cut back to its last frame session_id=%s reason=%r",
+                          self.meta.session_id, str(cut))
+        if self._on_failure is not None and self._loop is not None:
+            # Maybe from the worker thread that finishes the file: the loop runs the hook.
+            self._loop.call_soon_threadsafe(self._report, exc)
+
+    def _report(self, exc: OSError) -> None:
+        assert self._on_failure is not None
+        try:
+            self._on_failure(exc, self.recorded)
+        except Exception:
+            log.exception("recording failure hook failed session_id=%s", self.meta.session_id)
 
     # -- flushing and the end ----------------------------------------------------
 
@@ -269,13 +321,8 @@ def recover(directory: Path) -> list[Path]:
                         f"{final.name} exists")
             continue
         try:
-            fd = os.open(part, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-            try:
-                head = os.read(fd, len(MAGIC) + 4 + MAX_HEADER)
-                os.fsync(fd)  # a crashed writer's last data, before the name says "complete"
-            finally:
-                os.close(fd)
-            meta, _ = decode_header(head)
+            # fsync: a crashed writer's last data, before the name says "complete".
+            meta = read_meta(part, sync=True)
             if meta.session_id != session_id:
                 raise BadParameter(f"header names session {meta.session_id}")
             os.replace(part, final)
@@ -291,6 +338,30 @@ def recover(directory: Path) -> list[Path]:
         recovered.append(final)
     fsync_directory(directory)
     return recovered
+
+
+def waiting(directory: Path) -> list[Path]:
+    """The finished recordings (``.rec``) not uploaded yet, oldest first: run it at
+    start-up, after ``recover()``, before sessions begin."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = [p for p in directory.glob(f"*{FINAL}") if is_session_id(p.name[:-len(FINAL)])
+             and p.is_file() and not p.is_symlink()]
+    return sorted(found, key=lambda p: (p.stat().st_mtime, p.name))
+
+
+def read_meta(path: Path, *, sync: bool = False) -> RecordingMeta:
+    """A recording's header, read from the head of its file (``sync``: fsync it first);
+    BadParameter if it is not one, OSError if it cannot be read."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        head = os.read(fd, len(MAGIC) + 4 + MAX_HEADER)
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    return decode_header(head)[0]
 
 
 def _prepare_directory(directory: Path) -> None:

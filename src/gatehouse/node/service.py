@@ -21,15 +21,15 @@ from typing import Any
 import asyncssh
 
 from gatehouse._sys.hostport import listen_error, split_host_port
+from gatehouse.client.auditspool import AuditSpool
 from gatehouse.client.trust import TrustWatcher
 from gatehouse.clock import Clock, Monotonic
 from gatehouse.config import SSHSection
 from gatehouse.errors import BadParameter, ConnectionProblem, GatehouseError
 from gatehouse.node import sshserver
-from gatehouse.node.recorder import SessionRecorder, recover
+from gatehouse.node.recorder import SessionRecorder, read_meta, recover, waiting
 from gatehouse.node.session import SessionInfo
 from gatehouse.node.spawn import unignore_session_signals
-from gatehouse.node.spool import AuditSpool
 from gatehouse.node.tunnelstreams import TunnelStreams
 from gatehouse.node.uploader import upload_with_retries
 from gatehouse.pki import x509
@@ -37,7 +37,6 @@ from gatehouse.pki.keystore import StoredIdentity
 from gatehouse.tunnel.agent import TunnelAgent
 from gatehouse.tunnel.link import TunnelLink
 from gatehouse.tunnel.needs import Root
-from gatehouse.wire import recording
 from gatehouse.wire.authapi import AuthAPI, Heartbeat
 from gatehouse.wire.eventsize import bound_event
 
@@ -75,13 +74,35 @@ class NodeService:
         self._tg: asyncio.TaskGroup | None = None
         self._front: sshserver.SSHFront | None = None
 
-    def _start_recording(self, grant: sshserver.Grant, info: SessionInfo) -> SessionRecorder:
-        """Record the session on this node; upload it to the auth when it ends."""
+    def _start_recording(self, grant: sshserver.Grant,
+                         info: SessionInfo) -> SessionRecorder | None:
+        """Record the session on this node; upload it to the auth when it ends.
+
+        A recording that cannot be written (a full disk) does not stop the session:
+        the failure is audited and the user told (docs/security.md).
+        """
+        def failed(exc: OSError, recorded: int, *, started: bool = True) -> None:
+            reason = str(exc)
+            self._audit("session.recording.failure", {
+                "user": grant.user, "login": info.login, "session_id": info.session_id,
+                "correlation_id": grant.correlation_id,
+                "message": f"the node could not write the session's recording ({reason}); "
+                           f"it holds the first {recorded} bytes of output",
+                "fields": {"reason": reason, "recorded_bytes": recorded}})
+            info.tell_user(f"gatehouse: this session is {'no longer' if started else 'not'} "
+                           f"recorded: the node cannot write its recording ({reason}); "
+                           "the failure is audited")
+
         rec = SessionRecorder(
             self._recordings, session_id=info.session_id, cluster=self._trust.current().cluster,
             user=grant.user, login=info.login, node=self._nodename, cols=info.cols,
-            rows=info.rows, command=info.command, clock=self._clock)
-        rec.start()
+            rows=info.rows, command=info.command, clock=self._clock, on_failure=failed)
+        try:
+            rec.start()
+        except OSError as exc:
+            log.error("session not recorded session_id=%s reason=%r", info.session_id, str(exc))
+            failed(exc, 0, started=False)
+            return None
         self._live.add(rec)
 
         async def finish() -> None:
@@ -89,16 +110,32 @@ class NodeService:
                 path = await rec.wait_closed()
             finally:
                 self._live.discard(rec)
-            await upload_with_retries(self._api, path)
+            await self._upload(path)
 
         assert self._tg is not None
         self._tg.create_task(finish())
         return rec
 
+    async def _upload(self, path: Path) -> None:
+        """Upload a finished recording; while the auth cannot store it, audit that once."""
+        def held(reason: str) -> None:
+            try:
+                meta = read_meta(path)
+            except (OSError, BadParameter) as exc:
+                log.error("held recording %s is unreadable: %s", path.name, exc)
+                return
+            self._audit("session.upload.failure", {
+                "user": meta.user, "login": meta.login, "session_id": meta.session_id,
+                "message": "the auth cannot store the session's recording now; the node "
+                           "keeps it and retries",
+                "fields": {"reason": reason}})
+
+        await upload_with_retries(self._api, path, on_held=held)
+
     def _report_aborted(self, path: Path) -> None:
         """A session the node did not see end (it crashed): say so in the audit log."""
         try:
-            meta, _ = recording.decode_header(path.read_bytes())
+            meta = read_meta(path)
         except (OSError, BadParameter) as exc:
             log.error("recovered recording %s is unreadable: %s", path.name, exc)
             return
@@ -119,9 +156,11 @@ class NodeService:
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
             tg.create_task(self._trust.run())
-            for path in recover(self._recordings):  # what a crash left behind
+            for path in recover(self._recordings):  # the sessions a crash cut short
                 self._report_aborted(path)
-                tg.create_task(upload_with_retries(self._api, path))
+            # Those, and the recordings whose upload a crash or a stop cut short.
+            for path in waiting(self._recordings):
+                tg.create_task(self._upload(path))
             try:
                 await asyncio.wait_for(self._trust.ready.wait(), 30)
             except TimeoutError:
@@ -168,7 +207,7 @@ class NodeService:
         def link(root: Root) -> Coroutine[Any, Any, None]:
             return TunnelLink(root, self._identity, serve=TunnelStreams(front, self.host_id),
                               while_up=None, clock=self._timer, rng=random.Random(),
-                              what=f"the proxy of {root.name}").run()
+                              what=f"the proxy of {root.name}", on_state=None).run()
 
         return TunnelAgent(lambda: {cluster: proxy}, asyncio.Event(), link)
 

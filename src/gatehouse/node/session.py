@@ -4,7 +4,20 @@ Authentication and authorization happen before this layer: the lead's
 ``SSHServer.session_requested()`` returns ``make_session_factory(policy)()``
 for a user it has let in. The session then runs exec/shell requests as the
 policy's login (see spawn.py), on pipes or on a PTY, and carries data with
-flow control in both directions and no tasks of its own:
+flow control in both directions and no tasks of its own.
+
+The ``sftp`` subsystem is OpenSSH's sftp-server, started as the login as a command
+is (its uid, gid and groups, environment and home directory), so the kernel checks
+every file operation against the login's own permissions. asyncssh's SFTPServer
+would run inside the node, as the node's user (root): each operation would have to
+be checked by hand or run under a switched identity, and a missed case would read
+or write as root. sftp-server is started directly, not through the login's shell
+as sshd does: the shell reads the login's rc files (bash its ~/.bashrc under SSH),
+which could run another program in its place, unrecorded and unaudited. The node
+reads the SFTP packets as they pass (sftpaudit.py) for the audit; a transfer is
+not recorded as terminal output.
+
+Flow control:
 
 - child -> client: the child's fds are read with ``loop.add_reader``, one
   chunk per readiness event; when the channel's send buffer passes its high
@@ -19,8 +32,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import uuid
@@ -32,7 +47,9 @@ import asyncssh
 
 from gatehouse.errors import AccessDenied, BadParameter
 
+from .sftpaudit import SFTPAudit, describe
 from .spawn import (
+    SFTP_SERVER,
     Child,
     PtyRequest,
     check_can_run_as,
@@ -55,6 +72,7 @@ __all__ = [
     "SessionTap",
     "TapFactory",
     "check_can_run_as",
+    "is_scp_transfer",
     "make_session_factory",
 ]
 
@@ -82,7 +100,8 @@ class SessionTap(Protocol):
 
 @dataclass(frozen=True)
 class SessionInfo:
-    """What a tap is told about the session it records."""
+    """What a tap is told about the session it records, and how it may tell the user
+    something (``tell_user``: one line on the session's stderr while it runs)."""
 
     session_id: str
     login: str
@@ -90,6 +109,7 @@ class SessionInfo:
     term: str | None
     cols: int  # 0 x 0 without a PTY
     rows: int
+    tell_user: Callable[[str], None] = lambda line: None
 
 
 TapFactory = Callable[[SessionInfo], SessionTap | None]
@@ -107,8 +127,13 @@ class SessionPolicy:
     ``on_event(name, fields)`` receives "session.start" (login, pty, command,
     term, cols, rows), "exec" (command), "resize" (cols, rows) and
     "session.end" (exit_status - 128+N after signal N -, exit_signal,
-    core_dumped, disconnected), each with the session's ``session_id`` (a
-    UUID). A hook that raises is logged and ignored.
+    core_dumped, disconnected), "sftp" (a file operation: see sftpaudit, and a
+    message saying it in a line) and "sftp.denied" (message), each with the
+    session's ``session_id`` (a UUID).
+    A hook that raises is logged and ignored.
+
+    ``file_transfer_refused`` is None where the sftp subsystem is served, else the
+    reason it is refused (deny by default).
     """
 
     login: str
@@ -116,6 +141,7 @@ class SessionPolicy:
     env_allowed: frozenset[str] | None = None
     on_event: EventHook | None = None
     tap_factory: TapFactory | None = None  # one tap (recorder) per session
+    file_transfer_refused: str | None = "file transfer is not allowed"
 
     def __post_init__(self) -> None:
         if not self.login or "\0" in self.login or "/" in self.login:
@@ -126,6 +152,21 @@ class SessionPolicy:
             raise BadParameter(
                 f"env_allowed {sorted(self.env_allowed)!r}: expected non-empty names"
             )
+
+
+def is_scp_transfer(command: str | None) -> bool:
+    """Whether ``command`` is scp's far end of a transfer (``scp -t`` to write, ``scp -f``
+    to read): what the scp client runs with -O, or before OpenSSH 9 used sftp. Only the
+    client's own shape: a shell's commands (cat, tar) move files too, which refusing
+    file transfer does not stop."""
+    try:
+        words = shlex.split(command or "")
+    except ValueError:
+        return False
+    if not words or os.path.basename(words[0]) != "scp":
+        return False
+    options = itertools.takewhile(lambda word: word != "--", words[1:])
+    return any(w.startswith("-") and ("t" in w or "f" in w) for w in options)
 
 
 def make_session_factory(policy: SessionPolicy) -> Callable[[], asyncssh.SSHServerSession[bytes]]:
@@ -151,6 +192,7 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         self._status: int | None = None  # raw wait status once the child exited
         self._ended = False
         self._tap: SessionTap | None = None
+        self._sftp: SFTPAudit | None = None  # the sftp subsystem's audit
 
     # -- requests from the client ------------------------------------------
 
@@ -179,16 +221,25 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         return True
 
     def subsystem_requested(self, subsystem: str) -> bool:
-        log.info("subsystem refused login=%s subsystem=%r reason=%r",
-                 self._policy.login, subsystem, "subsystems are not supported")
-        return False
+        if subsystem != "sftp":
+            log.info("subsystem refused login=%s subsystem=%r reason=%r",
+                     self._policy.login, subsystem, "only sftp is served")
+            return False
+        # Accepted even when refused: session_started() then says why on stderr,
+        # where sftp(1) and scp(1) show it (a failed request shows no reason).
+        self._command = SFTP_SERVER
+        self._sftp = SFTPAudit()
+        return True
 
     def session_started(self) -> None:
         chan = self._chan
         assert chan is not None
         policy = self._policy
-        pty = self._pty
+        pty = None if self._sftp else self._pty  # SFTP packets never cross a terminal
         newline = "\r\n" if pty else "\n"
+        transfer = self._sftp is not None or is_scp_transfer(self._command)
+        if transfer and not self._may_transfer(chan, sftp=self._sftp is not None):
+            return
         try:
             account = lookup_account(policy.login)
             env = session_environment(
@@ -198,7 +249,10 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
                 ssh_vars=ssh_vars(chan.get_extra_info("peername"),
                                   chan.get_extra_info("sockname")),
             )
-            child = spawn(account, session_argv(account, self._command), env, pty=pty)
+            if self._sftp is not None:
+                child = spawn(account, [SFTP_SERVER], env, program=SFTP_SERVER)
+            else:
+                child = spawn(account, session_argv(account, self._command), env, pty=pty)
         except AccessDenied as exc:
             log.warning("session refused login=%s reason=%r", policy.login, str(exc))
             chan.write_stderr(f"{exc}{newline}".encode())
@@ -210,10 +264,10 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
             chan.exit(1)
             return
         self._child = child
-        if policy.tap_factory is not None:
+        if policy.tap_factory is not None and self._sftp is None:
             info = SessionInfo(self.session_id, policy.login, self._command or "",
                                pty.term if pty else None, pty.cols if pty else 0,
-                               pty.rows if pty else 0)
+                               pty.rows if pty else 0, self._tell_user)
             try:
                 self._tap = policy.tap_factory(info)
             except Exception:
@@ -223,17 +277,34 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
             "recorded": self._tap is not None,
             "pty": pty is not None,
             "command": self._command,
+            "subsystem": "sftp" if self._sftp else None,
             "term": pty.term if pty else None,
             "cols": pty.cols if pty else None,
             "rows": pty.rows if pty else None,
         })
-        if self._command is not None:
+        if self._command is not None and self._sftp is None:
             self._emit("exec", {"command": self._command})
         self._loop.add_reader(child.pidfd, self._on_exit)
         self._reading = {"stdout": None}
         if child.stderr >= 0:
             self._reading["stderr"] = asyncssh.EXTENDED_DATA_STDERR
         self._watch_outputs(True)
+
+    def _may_transfer(self, chan: asyncssh.SSHServerChannel[bytes], *, sftp: bool) -> bool:
+        """Whether a transfer (sftp, or scp's own command) may start; if not, say why,
+        audit it, end the session."""
+        reason = self._policy.file_transfer_refused
+        if reason is None and sftp and not os.access(SFTP_SERVER, os.X_OK):
+            reason = (f"file transfer is not available on this node: {SFTP_SERVER} is not "
+                      "installed (Debian: openssh-sftp-server)")
+        if reason is None:
+            return True
+        log.warning("file transfer refused login=%s command=%r reason=%r",
+                    self._policy.login, self._command, reason)
+        self._emit("sftp.denied", {"message": reason})
+        chan.write_stderr(f"{reason}\n".encode())
+        chan.exit(1)
+        return False
 
     def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
         if self._pty is None:
@@ -258,6 +329,9 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         child = self._child
         if child is None or child.stdin < 0 or datatype is not None:
             return
+        if self._sftp is not None:
+            self._sftp.client_data(data)
+            self._emit_sftp(self._sftp.events())
         if self._stdin_buf:
             self._stdin_buf += data
         else:
@@ -324,6 +398,9 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
                 return
             if self._tap is not None:
                 self._tap.output(data)
+            elif self._sftp is not None and datatype is None:
+                self._sftp.server_data(data)
+                self._emit_sftp(self._sftp.events())
             chan.write(data, datatype)  # may call pause_writing() right away
             if self._paused or not self._draining():
                 return
@@ -384,9 +461,7 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         child, chan, status = self._child, self._chan, self._status
         if child is None or status is None or self._reading or self._ended:
             return
-        self._ended = True
-        if self._tap is not None:
-            self._tap.end()
+        self._end_taps()
         self._release(child)
         exit_status, exit_signal, core = describe_exit(status)
         self._emit("session.end", {"exit_status": exit_status, "exit_signal": exit_signal,
@@ -404,9 +479,7 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         child = self._child
         if child is None or self._ended:
             return
-        self._ended = True
-        if self._tap is not None:
-            self._tap.end()
+        self._end_taps()
         self._release(child)
         self._emit("session.end", {"exit_status": None, "exit_signal": None,
                                    "core_dumped": False, "disconnected": True})
@@ -416,6 +489,18 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
             child.signal_group(signal.SIGHUP)
             self._loop.remove_reader(child.pidfd)
             self._loop.add_reader(child.pidfd, self._reap_orphan, child)
+
+    def _end_taps(self) -> None:
+        """The session is over: end its recording, and audit what its transfer left open."""
+        self._ended = True
+        if self._tap is not None:
+            self._tap.end()
+        if self._sftp is not None:
+            self._emit_sftp(self._sftp.end())
+
+    def _emit_sftp(self, operations: list[dict[str, object]]) -> None:
+        for fields in operations:
+            self._emit("sftp", {**fields, "message": describe(fields)})
 
     def _reap_orphan(self, child: Child) -> None:
         if child.reap() is not None:
@@ -431,6 +516,14 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         self._stdin_buf.clear()
         for name in ("stdin", "stdout", "stderr"):
             child.close_fd(name)
+
+    def _tell_user(self, line: str) -> None:
+        """One line on the client's stderr, unless the session is over."""
+        chan = self._chan
+        if chan is None or self._ended or chan.is_closing():
+            return
+        newline = "\r\n" if self._pty else "\n"
+        chan.write_stderr(f"{line}{newline}".encode())
 
     def _emit(self, event: str, fields: dict[str, object]) -> None:
         hook = self._policy.on_event

@@ -29,6 +29,7 @@ from gatehouse.node.session import (
     make_session_factory,
 )
 from gatehouse.pki import sshcert
+from gatehouse.wire.names import DENIED_BANNER
 from gatehouse.wire.trust import TrustSnapshot
 
 __all__ = ["Grant", "NodeConnection", "NodeSSHServer", "SSHFront"]
@@ -37,7 +38,7 @@ sshgcm.install()  # AES-GCM packets with fewer copies (see gatehouse._sys.sshgcm
 log = logging.getLogger(__name__)
 
 Audit = Callable[[str, dict[str, Any]], None]
-Record = Callable[["Grant", SessionInfo], SessionTap]  # a recorder for each session
+Record = Callable[["Grant", SessionInfo], SessionTap | None]  # a recorder for each session
 ServerFactory = Callable[[str], "NodeSSHServer"]  # (peer, "" if its socket says) -> server
 
 
@@ -50,6 +51,7 @@ class Grant:
     roles: tuple[str, ...]
     cluster: str
     port_forwarding: bool
+    file_transfer: rbac.Decision
     permit_pty: bool
     correlation_id: str
 
@@ -109,6 +111,8 @@ class NodeSSHServer(asyncssh.SSHServer):
             log.warning("ssh access denied login=%s peer=%s reason=%r", login, self._peer, str(exc))
             self._audit("auth", {"login": login, "remote_addr": self._peer,
                                  "message": str(exc), "user": _key_id(key_data)})
+            if self._conn is not None:  # the client shows it (gsh, and ssh(1) on stderr)
+                self._conn.send_auth_banner(f"{DENIED_BANNER}{exc}\n")
             return False
         return True
 
@@ -143,6 +147,7 @@ class NodeSSHServer(asyncssh.SSHServer):
             cluster=cluster,
             port_forwarding=rbac.allows_port_forwarding(roles)
             and "permit-port-forwarding" in cert.extensions,
+            file_transfer=rbac.check_file_transfer(roles),
             permit_pty="permit-pty" in cert.extensions,
             correlation_id=sshcert.correlation_id(cert.key_id, cert.serial),
         )
@@ -155,12 +160,15 @@ class NodeSSHServer(asyncssh.SSHServer):
                 "correlation_id": grant.correlation_id}
 
         def on_event(event: str, fields: dict[str, object]) -> None:
-            self._audit(event, {**base, "fields": fields,
+            message = fields.pop("message", "")  # sftp.denied: why; sftp: what, in a line
+            self._audit(event, {**base, "fields": fields, "message": str(message),
                                 "session_id": str(fields.get("session_id", ""))})
 
         record = self._trust().record_sessions
         policy = SessionPolicy(login=grant.login, permit_pty=grant.permit_pty,
                                env_allowed=None, on_event=on_event,
+                               file_transfer_refused=None if grant.file_transfer.allowed
+                               else grant.file_transfer.reason,
                                tap_factory=(lambda info: self._record(grant, info))
                                if record else None)
         return make_session_factory(policy)()

@@ -1,6 +1,6 @@
-"""Recordings leave the node for its auth when their session ends (and, after a crash,
-when the node starts again): chunk by chunk, then the metadata; the local file is
-removed only once the auth has it all."""
+"""Recordings leave the node for its auth when their session ends (and, after a crash
+or a refusal, when the node starts again): chunk by chunk, then the metadata; the
+local file is removed only once the auth has it all."""
 
 from __future__ import annotations
 
@@ -10,16 +10,25 @@ import datetime as dt
 import logging
 import mmap
 import os
+from collections.abc import Callable
 from pathlib import Path
 
-from gatehouse.errors import AlreadyExists, BadParameter, ConnectionProblem, GatehouseError
+from gatehouse.errors import (
+    AlreadyExists,
+    BadParameter,
+    ConnectionProblem,
+    GatehouseError,
+    LimitExceeded,
+)
 from gatehouse.wire import recording
 from gatehouse.wire.authapi import AuthAPI, RecordingDone
 from gatehouse.wire.names import RECORDING_CHUNK, RECORDING_TAIL
 
-__all__ = ["upload", "upload_with_retries"]
+__all__ = ["MAX_DELAY", "upload", "upload_with_retries"]
 
 log = logging.getLogger(__name__)
+
+MAX_DELAY = 30.0  # seconds between two tries of an upload, at most
 
 
 async def upload(api: AuthAPI, path: Path) -> None:
@@ -49,20 +58,32 @@ async def upload(api: AuthAPI, path: Path) -> None:
     path.unlink()
 
 
-async def upload_with_retries(api: AuthAPI, path: Path, attempts: int = 20) -> None:
-    """Upload, retrying while the auth is unreachable; a file that cannot be read as a
-    recording is kept (renamed .corrupt) for a person to look at."""
-    for attempt in range(attempts):
+async def upload_with_retries(api: AuthAPI, path: Path,
+                              on_held: Callable[[str], None] | None = None) -> None:
+    """Upload, retrying until it is done while the auth is unreachable or cannot store it
+    now (LimitExceeded: its storage is full), at most MAX_DELAY apart; ``on_held`` gets
+    the reason the first time the auth could not store it. A file that cannot be read as
+    a recording is kept (renamed .corrupt) for a person to look at; one the auth refuses
+    is kept for the node's next start."""
+    delay = 0.5
+    held = False
+    while True:
         try:
             await upload(api, path)
+            if held:
+                log.info("recording %s stored by the auth at last", path.name)
             return
         except AlreadyExists:  # an earlier try got through, its answer did not
             log.info("recording %s was already uploaded", path.name)
             path.unlink()
             return
+        except LimitExceeded as exc:
+            log.warning("the auth cannot store %s now (%s); kept, retrying", path.name, exc)
+            if not held and on_held is not None:
+                on_held(str(exc))
+            held = True
         except ConnectionProblem as exc:
             log.warning("upload of %s failed (%s); retrying", path.name, exc)
-            await asyncio.sleep(min(0.5 * 2**attempt, 30))
         except BadParameter as exc:
             log.error("recording %s is unreadable (%s); kept as .corrupt", path.name, exc)
             path.rename(path.with_suffix(".corrupt"))
@@ -71,4 +92,5 @@ async def upload_with_retries(api: AuthAPI, path: Path, attempts: int = 20) -> N
             log.error("the auth refused recording %s: %s; kept for the next start",
                       path.name, exc)
             return
-    log.error("gave up uploading %s for now; it is uploaded at the next start", path.name)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, MAX_DELAY)

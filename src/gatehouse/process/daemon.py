@@ -24,6 +24,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from gatehouse._sys.hostport import dial_addr, listen_error, split_host_port
+from gatehouse._sys.tlsserver import TLSServer
 from gatehouse.auth.api import make_api_app
 from gatehouse.auth.local import LocalAuth
 from gatehouse.auth.server import AuthServer
@@ -186,15 +187,26 @@ async def _start_auth(cfg: Config, auth: AuthServer, stack: contextlib.AsyncExit
     ctx = tls.server_context(store.tls_cert_file, store.key_pem_file,
                              auth.cas["host"].tls_cert_pem + auth.cas["user"].tls_cert_pem,
                              alpn=[ALPN_HTTP])
+    limits = cfg.auth_service.limits
     runner = web.AppRunner(make_api_app(auth), access_log=None, shutdown_timeout=2.0,
-                           keepalive_timeout=cfg.auth_service.limits.idle_timeout.total_seconds())
+                           keepalive_timeout=limits.idle_timeout.total_seconds())
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
+    web_server = runner.server
+    assert web_server is not None
+
+    async def refused(remote: str, reason: str) -> None:
+        await auth.failures.emit("client_cert.denied", remote_addr=remote, message=(
+            f"the auth refused the client certificate in the TLS handshake: {reason}"))
+
+    server = TLSServer(ctx, lambda: web_server(), on_refused=refused, what="the auth's port",
+                       handshake_timeout=limits.handshake_timeout.total_seconds())
     try:
-        await web.TCPSite(runner, host, port, ssl_context=ctx, backlog=1024).start()
+        await server.start(host, port)
     except OSError as exc:  # taken since the check at start
         raise listen_error("auth_service.listen_addr", cfg.auth_service.listen_addr,
                            exc) from None
+    stack.push_async_callback(server.close)
 
     async def renew_own(own: StoredIdentity) -> Fresh:
         certs = await auth.renew_host("auth", own.key().public_key())
@@ -302,7 +314,7 @@ async def run(
                 api, local, renewal = await _host_api("proxy", store, auth, auth_addr,
                                                       f"auth.{cluster}", clients, clock, timer)
                 proxy = ProxyService(cfg.proxy_service, store, api, auth_addr, clock, timer,
-                                     local)
+                                     data_dir, local)
                 renewal.on_renewed(proxy.reload_identity)
                 renewals.append(renewal)
                 tg.create_task(proxy.run(watcher("proxy")))

@@ -6,7 +6,8 @@ gatectl and gsh.
   anything else a caller runs alongside: sshd, load generators).
 - ``Cluster``: one `gatehouse start` process with auth + proxy (+ the ssh service of
   ``nodename``) on ports picked at run time, plus node processes joined with tokens;
-  gatectl, tokens and users through its admin config.
+  gatectl, tokens and users through its admin config. With ``proxy_apart`` the proxy
+  is a process of its own, joined with a proxy token.
 - ``Client``: one user's gsh profile (``GATEHOUSE_HOME``).
 - ``prefix`` (of a Cluster or a Client): a command its processes and commands run
   under, as another machine would run them: ``ip netns exec NS`` (a network of its
@@ -210,6 +211,10 @@ def in_parallel(*calls: Callable[[], object]) -> None:
 # Every process started and not yet reaped: their logs go into test failure reports.
 RUNNING: list[Process] = []
 _closing = threading.Event()  # set by stop_all(final=True): nothing may start after it
+# Held from the check of _closing until a started process is in RUNNING (and by stop_all
+# while it sets _closing and picks what to stop): a process a set-up thread is starting
+# while the program stops everything is stopped too, not left running.
+_starting = threading.Lock()
 
 
 class Process:
@@ -228,17 +233,18 @@ class Process:
 
     def start(self) -> Process:
         """Start (or start again, appending to the log); returns self."""
-        if _closing.is_set():  # a set-up thread still going after the program stopped all
-            raise HarnessError(f"not starting {self.name}: everything is being stopped")
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with self.log.open("ab") as out:
-            self._log_start = out.tell()
-            self.proc = subprocess.Popen(
-                self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                env=self.env or base_env(), cwd=self.cwd, start_new_session=True)
-        self.stopping = False
-        if self not in RUNNING:
-            RUNNING.append(self)
+        with _starting:
+            if _closing.is_set():  # a set-up thread still going after the program stopped all
+                raise HarnessError(f"not starting {self.name}: everything is being stopped")
+            self.log.parent.mkdir(parents=True, exist_ok=True)
+            with self.log.open("ab") as out:
+                self._log_start = out.tell()
+                self.proc = subprocess.Popen(
+                    self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                    env=self.env or base_env(), cwd=self.cwd, start_new_session=True)
+            self.stopping = False
+            if self not in RUNNING:
+                RUNNING.append(self)
         return self
 
     @property
@@ -329,9 +335,10 @@ def stop_all(processes: Iterable[Process] | None = None, *, wait: bool = True,
     """Stop processes (default: every one running), SIGTERM to all at once, then wait for
     each (SIGKILL past STOP_TIMEOUT). ``wait=False`` only signals them: a later
     ``stop_all()`` reaps them. ``final``: no process may start after this."""
-    if final:
-        _closing.set()
-    chosen = list(reversed(RUNNING)) if processes is None else list(processes)
+    with _starting:
+        if final:
+            _closing.set()
+        chosen = list(reversed(RUNNING)) if processes is None else list(processes)
     for p in chosen:
         p.terminate()
     if wait:
@@ -371,7 +378,9 @@ class Cluster:
     auth_port: int = 0
     proxy_port: int = 0
     ssh_port: int = 0
+    proxy_apart: bool = False  # the proxy in a process of its own (``proxy_process``)
     daemon: Process | None = None
+    proxy_process: Process | None = None
     nodes: dict[str, Process] = field(default_factory=dict)
 
     @property
@@ -397,8 +406,9 @@ class Cluster:
                              # Repeated failures fold into one event per window: a short
                              # window lets tests see the counts without waiting a minute.
                              "limits": {"failure_window": "2s"}},
-            "proxy_service": {"enabled": True, "listen_addr": self.proxy},
         }
+        if not self.proxy_apart:
+            data["proxy_service"] = {"enabled": True, "listen_addr": self.proxy}
         if self.ssh:
             data["ssh_service"] = {"enabled": True, "listen_addr": f"127.0.0.1:{self.ssh_port}",
                                    "labels": self.labels}
@@ -421,12 +431,33 @@ class Cluster:
                                            self.prefix)
             try:
                 self.daemon.wait_up()
-                return self
+                break
             except HarnessError:
                 if (not attempts or self.daemon.alive()
                         or "already in use" not in self.daemon.output()):
                     raise
                 self.daemon.wait_stopped()
+        if self.proxy_apart:
+            self.start_proxy()
+        return self
+
+    def start_proxy(self) -> Process:
+        """The proxy's own process (``proxy_apart``), joined straight with the auth with a
+        proxy token at its first start; up once it serves. Started again, it keeps the
+        identity it joined with."""
+        if self.proxy_process is None:
+            config = write_yaml(self.workdir / "proxy.yaml", {
+                "version": "v1",
+                "gatehouse": {"nodename": "proxy", "data_dir": str(self.workdir / "proxy-data"),
+                              "join_token": self.token("proxy"),
+                              "auth_server": f"127.0.0.1:{self.auth_port}"},
+                "proxy_service": {"enabled": True, "listen_addr": self.proxy},
+            })
+            self.proxy_process = Process(f"{self.name} proxy", [str(GATEHOUSE), "start", "-c",
+                                                                str(config)],
+                                         self.workdir / "proxy.log", cwd=self.workdir)
+        self.proxy_process.start().wait_up()
+        return self.proxy_process
 
     def restart(self) -> None:
         """Start the cluster's process again (after a stop), from the same config and data."""
@@ -435,7 +466,8 @@ class Cluster:
 
     def stop(self, *, wait: bool = True) -> None:
         """Stop the nodes and the cluster's process (``wait``: see ``stop_all``)."""
-        stop_all([*self.nodes.values(), *([self.daemon] if self.daemon else [])], wait=wait)
+        stop_all([*self.nodes.values(),
+                  *(p for p in (self.proxy_process, self.daemon) if p is not None)], wait=wait)
 
     @contextlib.contextmanager
     def running(self, *, wait: bool = True) -> Iterator[Cluster]:

@@ -45,5 +45,6 @@ class LeafAuth:
 
 def roots_to_dial(trust: TrustSnapshot) -> dict[str, Root]:
     """The enabled roots of a trust snapshot, as the tunnel agent dials them."""
-    return {name: Root(name=name, proxy_addr=r.proxy_addr, host_ca_tls=r.host_ca_tls)
+    return {name: Root(name=name, proxy_addr=r.proxy_addr, host_ca_tls=r.host_ca_tls,
+                       joined_at=r.joined_at)
             for name, r in trust.roots.items() if r.enabled}

@@ -7,22 +7,27 @@ import asyncio
 import logging
 import random
 import ssl
+import uuid
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any, Protocol
 
 from aiohttp import web
 
 from gatehouse._sys.hostport import listen_error, split_host_port
 from gatehouse._sys.tasks import TaskOwner
+from gatehouse._sys.tlsserver import TLSServer
+from gatehouse.client.auditspool import AuditSpool
 from gatehouse.client.forward import AuthForwarder
 from gatehouse.client.trust import TrustWatcher
 from gatehouse.clock import Clock, Monotonic
 from gatehouse.config import ProxySection
-from gatehouse.errors import BadParameter, ConnectionProblem, GatehouseError
+from gatehouse.errors import BadParameter, ConnectionProblem
 from gatehouse.pki import tls, x509
 from gatehouse.pki.keystore import StoredIdentity
 from gatehouse.proxy.anonymous import AnonymousConnections
 from gatehouse.proxy.leafauth import LeafAuth, roots_to_dial
+from gatehouse.proxy.roottunnels import RootTunnelReports
 from gatehouse.proxy.router import ALPNRouter
 from gatehouse.proxy.sshproxy import SSHProxy
 from gatehouse.proxy.usercert import authenticate_user
@@ -60,6 +65,7 @@ class ProxyService:
         auth_addr: str,
         clock: Clock,
         timer: Monotonic,
+        state: Path,
         local: InProcessAuth | None = None,
     ) -> None:
         self._cfg = cfg
@@ -71,6 +77,7 @@ class ProxyService:
         self._timer = timer
         self._cluster = identity.identity().cluster
         self._trust = TrustWatcher(api)
+        self._spool = AuditSpool(state / "proxy-audit")  # its refusals, while the auth is away
         self._handlers = TaskOwner("the SSH proxy")  # one task per SSH connection
         self._ctx: ssl.SSLContext | None = None
         self._ctx_leaves: dict[str, str] = {}
@@ -106,11 +113,18 @@ class ProxyService:
         sslobj.context = self._server_context()
 
     async def _audit(self, event: str, fields: dict[str, Any]) -> None:
-        record = {"event": event, "time": self._clock.now().isoformat(), "cluster": "", **fields}
-        try:
-            await self._api.post_events([record])
-        except GatehouseError as exc:
-            log.error("could not record %s event: %s", event, exc)
+        """Spooled, then uploaded in order (the node's way): a refusal made while the auth
+        is unreachable, e.g. because it is, reaches the audit log once it is back."""
+        self._spool.append({"event": event, "time": self._clock.now().isoformat(),
+                            "cluster": "", "id": str(uuid.uuid4()), **fields})
+
+    async def _refused(self, remote: str, reason: str) -> None:
+        """A client certificate refused in the TLS handshake: whoever it names, a stranger
+        (its repeats are counted by the auth)."""
+        await self._audit("client_cert.denied", {
+            "remote_addr": remote,
+            "message": f"the proxy refused the client certificate in the TLS handshake: "
+                       f"{reason}"})
 
     async def _store_leaf_events(self, leaf: str, batch: Any) -> dict[str, Any]:
         """Hand a leaf's events to this (root) cluster's auth, tagged with the leaf's name."""
@@ -183,6 +197,9 @@ class ProxyService:
         handlers = {ALPN_SSH: self._spawn_handler(ssh_proxy), ALPN_TUNNEL: tunnels.protocol,
                     ALPN_HTTP: lambda: web_server()}
         leaf_auth = LeafAuth(self._api, resolver, forwarder)
+        root_tunnels = RootTunnelReports(self._api.report_root_tunnels,
+                                         lambda: roots_to_dial(self._trust.current()),
+                                         self._timer)
 
         def keep_tunnel(root: Root) -> Coroutine[Any, Any, None]:
             serve = StreamServer(root.name, leaf_auth, leaf_auth, self._audit,
@@ -190,7 +207,8 @@ class ProxyService:
                                  timer=self._timer, open_node=tunnels.open_node)
             events = EventSender(leaf_auth, root.name, self._timer)
             return TunnelLink(root, ident, serve=serve, while_up=events.run, clock=self._timer,
-                              rng=random.Random(), what=f"root {root.name}").run()
+                              rng=random.Random(), what=f"root {root.name}",
+                              on_state=root_tunnels.changed).run()
 
         agent = TunnelAgent(lambda: roots_to_dial(self._trust.current()),
                             self._trust.subscribe(), keep_tunnel)
@@ -205,26 +223,26 @@ class ProxyService:
             ctx = self._server_context()
             ctx.sni_callback = self._sni
             host, port = split_host_port(self._cfg.listen_addr)
-            loop = asyncio.get_running_loop()
             anonymous = AnonymousConnections(limits.anonymous_per_source,
                                              limits.anonymous_total, self._timer)
+            server = TLSServer(ctx, lambda: ALPNRouter(handlers, ALPN_HTTP, anonymous),
+                               handshake_timeout=limits.handshake_timeout.total_seconds(),
+                               on_refused=self._refused, what="the proxy's port")
             try:
-                server = await loop.create_server(
-                    lambda: ALPNRouter(handlers, ALPN_HTTP, anonymous), host, port,
-                    ssl=ctx, reuse_address=True, backlog=1024,
-                    ssl_handshake_timeout=limits.handshake_timeout.total_seconds(),
-                )
+                await server.start(host, port)
             except OSError as exc:
                 raise listen_error("proxy_service.listen_addr", self._cfg.listen_addr,
                                    exc) from None
             try:
+                tg.create_task(self._spool.run(self._api.post_events))
                 tg.create_task(agent.run())
+                tg.create_task(root_tunnels.run())
                 tg.create_task(tunnels.run())
                 tg.create_task(self._follow_leaves(tunnels))
                 started(self._cfg.listen_addr)
                 await asyncio.Future()
             finally:
                 # The tunnels close as the task group stops tunnels.run and agent.run.
-                server.close()
+                await server.close()
                 await self._handlers.close()
                 await runner.cleanup()

@@ -113,20 +113,32 @@ def make_web_app(forwarder: AuthForwarder, cluster: str, relay_to_leaf: RelayToL
                 response = web.StreamResponse(status=upstream.status)
                 response.content_type = upstream.content_type
                 await response.prepare(request)
-                task = asyncio.current_task()
-                assert task is not None
-                streams.add(task)
-                try:
-                    async for chunk in upstream.content.iter_any():
-                        await response.write(chunk)
-                finally:
-                    streams.discard(task)
-                await response.write_eof()
+                await _relay(upstream, response, request)
                 return response
         except (aiohttp.ClientError, OSError) as exc:
             return web.json_response(
                 {"error": f"the proxy cannot reach the auth service: {exc}"}, status=502
             )
+
+    async def _relay(upstream: aiohttp.ClientResponse, response: web.StreamResponse,
+                     request: web.Request) -> None:
+        """The body, as it comes. If either side breaks once the status is sent, the
+        caller's connection is closed: that is all it can learn then (a node's trust
+        watch reconnects; without this it would wait on a stream nobody feeds)."""
+        task = asyncio.current_task()
+        assert task is not None
+        streams.add(task)
+        try:
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+            await response.write_eof()
+        except (aiohttp.ClientError, OSError) as exc:
+            log.info("relay of %s broke: %s", request.path, exc)
+            response.force_close()
+            if request.transport is not None:
+                request.transport.abort()
+        finally:
+            streams.discard(task)
 
     app.on_shutdown.append(end_streams)
     app.on_cleanup.append(on_cleanup)

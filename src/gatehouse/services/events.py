@@ -40,11 +40,15 @@ CODES: dict[str, str] = {
     "session.start": "T2000I",
     "session.end": "T2004I",
     "session.abort": "T2005W",
+    "session.recording.failure": "T2006W",
+    "session.upload.failure": "T2007W",
     "session.rejected": "T1006W",
     "exec": "T3002I",
     "auth": "T3007W",
     "port_forward": "T3003I",
     "port_forward.denied": "T3003W",
+    "sftp": "TS001I",
+    "sftp.denied": "TS001W",
     "join": "TJ001I",
     "join.failure": "TJ001W",
     "token.create": "TJ002I",
@@ -53,6 +57,7 @@ CODES: dict[str, str] = {
     "resource.delete": "TR003I",
     "proxy.dial.denied": "TP001W",
     "access.denied": "TA001W",
+    "client_cert.denied": "TA002W",
     "trusted_cluster.join": "TT001I",
     "trusted_cluster.join.failure": "TT001W",
     "trusted_cluster.create": "TT002I",
@@ -220,6 +225,11 @@ class AuditLog:
                                    "page of events ended with")
             end = _PREFIX + cursor.encode()
         wanted = set(types)
+        unknown = sorted(wanted - CODES.keys())
+        if unknown:  # a typo would otherwise find nothing, as if nothing had happened
+            raise BadParameter(f"unknown event type{'s' if len(unknown) > 1 else ''} "
+                               f"{', '.join(map(repr, unknown))}: the types are "
+                               f"{', '.join(sorted(CODES))}")
         out: list[AuditEvent] = []
         scanned = 0
         while scanned < MAX_SCAN:

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
+import logging
 import os
 from collections.abc import AsyncIterable
 from pathlib import Path
@@ -29,13 +31,16 @@ from typing import Any
 
 from gatehouse._sys.fdio import fsync_directory, write_all
 from gatehouse.backend import Backend, Item, prefix_end
-from gatehouse.errors import AlreadyExists, BadParameter, NotFound
+from gatehouse.errors import AlreadyExists, BadParameter, LimitExceeded, NotFound
 from gatehouse.wire.names import RECORDING_CHUNK
 from gatehouse.wire.recording import check_session_id, is_session_id
 
 __all__ = ["MAX_RECORDING", "RecordingStore"]
 
 MAX_RECORDING = 4 << 30
+log = logging.getLogger(__name__)
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)  # a full disk or quota: retried later, not an error
 _META = "/recording_meta/"
 _LEAF_SESSIONS = "/leaf_sessions/"  # + session id -> the leaf's name
 _LEAF_SESSIONS_VERSION = b"/leaf_sessions_version"  # there: sessions filed before are indexed
@@ -61,7 +66,12 @@ class RecordingStore:
         self._check_chunk(index, data)
         if await self._is_complete(session_id):
             raise _unchangeable(session_id)
-        await asyncio.to_thread(self._write_chunk, self._dir(session_id), index, data)
+        try:
+            await asyncio.to_thread(self._write_chunk, self._dir(session_id), index, data)
+        except OSError as exc:
+            if exc.errno in _FULL:
+                raise self._full(session_id, exc) from exc
+            raise
 
     @staticmethod
     def _check_chunk(index: int, data: bytes) -> None:
@@ -83,6 +93,9 @@ class RecordingStore:
                      0o600)
         try:
             write_all(fd, data)
+        except OSError:
+            os.unlink(tmp)  # a full disk keeps no part of a chunk
+            raise
         finally:
             os.close(fd)
         os.replace(tmp, directory / f"{index:06d}")
@@ -104,12 +117,24 @@ class RecordingStore:
                 self._write_chunk(directory, *tail)
             _sync_all(directory)
 
-        await asyncio.to_thread(store)
+        try:
+            await asyncio.to_thread(store)
+        except OSError as exc:
+            if exc.errno in _FULL:
+                raise self._full(session_id, exc) from exc
+            raise
         try:
             await self._backend.create(Item(key=self._meta_key(session_id),
                                             value=json.dumps(meta).encode()))
         except AlreadyExists:
             raise _unchangeable(session_id) from None
+
+    def _full(self, session_id: str, exc: OSError) -> LimitExceeded:
+        """A full disk: for the node to retry later (it keeps the recording meanwhile)."""
+        log.error("recording not stored: the recordings directory is full path=%s "
+                  "session_id=%s reason=%r", self.directory, session_id, exc.strerror)
+        return LimitExceeded(f"the auth cannot store recording {session_id} now: its "
+                             f"recordings directory is full ({exc.strerror})")
 
     async def meta(self, session_id: str) -> dict[str, Any]:
         try:

@@ -3,6 +3,10 @@
 Leaf side: the ``trusted_cluster`` resources and, for each, the root's public CAs;
 removing a root removes its CAs, so nothing the root signed is trusted any more.
 
+Each leaf proxy reports, every few seconds while it dials any root, the state of each
+of its tunnels (up, or down and why): kept as one item per proxy, from which a
+``trusted_cluster``'s status is judged when shown.
+
 Root side: each joined leaf's public host CA (trusted only to authenticate that
 leaf proxy's tunnel) and a ``remote_cluster`` record whose status follows the
 tunnel. Each root proxy reports every few seconds, in one call, the leaves whose
@@ -34,10 +38,12 @@ from gatehouse.services.hosts import PREFIX as HOSTS
 from gatehouse.services.resources import ResourceStore, kind_prefix
 from gatehouse.types.remote_cluster import RemoteCluster, RemoteClusterStatus
 from gatehouse.types.resource import Metadata
-from gatehouse.types.trusted_cluster import TrustedCluster
+from gatehouse.types.trusted_cluster import TrustedCluster, TrustedClusterStatus
+from gatehouse.wire.authapi import RootTunnel
 from gatehouse.wire.trust import PublicCA
 
-__all__ = ["ONLINE_WITHIN", "REPORT_KEPT", "TrustChanges", "TrustStore"]
+__all__ = ["ONLINE_WITHIN", "REPORT_KEPT", "RootTunnelsReport", "TrustChanges", "TrustStore",
+           "trust_status"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +80,54 @@ class _TunnelReport:
         gone = {leaf: t for leaf, t in self.gone.items() if leaf not in held and t >= oldest}
         gone.update((leaf, self.time) for leaf in self.leaves - held)
         return _TunnelReport(now, held, gone)
+
+
+@dataclass(frozen=True)
+class RootTunnelsReport:
+    """What one leaf proxy last said of its tunnels to roots, and when (Unix time)."""
+
+    time: float
+    roots: dict[str, RootTunnel]
+
+    def to_json(self) -> bytes:
+        return json.dumps({"time": self.time,
+                           "roots": [r.model_dump() for r in self.roots.values()]}).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> RootTunnelsReport:
+        data = json.loads(raw)
+        tunnels = [RootTunnel.model_validate(r) for r in data["roots"]]
+        return cls(float(data["time"]), {t.root: t for t in tunnels})
+
+
+def _fresh(reports: Iterable[RootTunnelsReport], now: float,
+           joined_at: float) -> list[RootTunnelsReport]:
+    """The reports of the last ONLINE_WITHIN, and since the join (one before it speaks of
+    a tunnel the join replaced)."""
+    return [r for r in reports
+            if now - r.time <= ONLINE_WITHIN.total_seconds() and r.time >= joined_at]
+
+
+def trust_status(tc: TrustedCluster, reports: Iterable[RootTunnelsReport], now: float,
+                 joined_at: float = 0.0) -> TrustedClusterStatus:
+    """The tunnel to ``tc``'s root judged at ``now``: online while a fresh report of a
+    proxy says it is up; else offline with the reason a proxy gave (or the absence of
+    fresh reports: no proxy running)."""
+    if not tc.spec.enabled:
+        return TrustedClusterStatus(connection="disabled")
+    fresh = _fresh(reports, now, joined_at)
+    tunnels = [r.roots[tc.metadata.name] for r in fresh if tc.metadata.name in r.roots]
+    if any(t.up for t in tunnels):
+        return TrustedClusterStatus(connection="online")
+    reasons = [t.detail for t in tunnels if t.detail]
+    if reasons:
+        detail = reasons[0]
+    elif fresh or now - joined_at <= ONLINE_WITHIN.total_seconds():
+        detail = "connecting"
+    else:
+        detail = (f"no proxy of this cluster has reported its tunnels in the last "
+                  f"{ONLINE_WITHIN.seconds} s: is the proxy running?")
+    return TrustedClusterStatus(connection="offline", detail=detail)
 
 
 class TrustChanges:
@@ -127,6 +181,14 @@ class TrustStore:
     def _root_key(root: str, ca_type: str) -> bytes:
         return f"{AUTHORITIES}trusted/{root}/{ca_type}".encode()
 
+    async def joined_at(self, root: str) -> float:
+        """When this cluster last joined ``root`` (Unix time; 0 if it never said)."""
+        try:
+            item = await self._backend.get(self._root_key(root, "joined"))
+        except NotFound:
+            return 0.0
+        return float(item.value)
+
     async def root_cas(self, root: str) -> dict[str, PublicCA]:
         cas = {}
         for ca_type in ("user", "host"):
@@ -136,7 +198,7 @@ class TrustStore:
         return cas
 
     async def store_root(self, tc: TrustedCluster, cas: list[PublicCA]) -> None:
-        """Record a completed join: the root's CAs, then the resource itself."""
+        """Record a completed join: the root's CAs and when, then the resource itself."""
         for ca in cas:
             if ca.cluster != tc.metadata.name:
                 raise BadParameter(
@@ -145,11 +207,52 @@ class TrustStore:
                 )
             await self._backend.put(Item(key=self._root_key(ca.cluster, ca.type),
                                          value=json.dumps(ca.to_json()).encode()))
+        joined = self._root_key(tc.metadata.name, "joined")
+        await self._backend.put(Item(key=joined, value=str(self._clock.now().timestamp())
+                                     .encode()))
         await self.trusted.upsert(tc)
 
     async def remove_root(self, root: str) -> None:
         await self.trusted.delete(root)
         await self._backend.delete_range(*_range(f"{AUTHORITIES}trusted/{root}/"))
+
+    @staticmethod
+    def _root_tunnels_key(proxy: str) -> bytes:
+        if not proxy or "/" in proxy:
+            raise BadParameter(f"invalid proxy name {proxy!r} in a tunnel report")
+        return f"/root_tunnels/{proxy}".encode()
+
+    async def root_tunnels_reported(self, proxy: str, roots: Iterable[RootTunnel]) -> None:
+        """Record what leaf proxy ``proxy`` says of its tunnels to roots (one write)."""
+        now = self._clock.now().timestamp()
+        report = RootTunnelsReport(now, {r.root: r for r in roots})
+        await self._backend.put(Item(key=self._root_tunnels_key(proxy), value=report.to_json(),
+                                     expires=utc(now) + REPORT_KEPT))
+
+    async def _root_tunnel_reports(self) -> list[RootTunnelsReport]:
+        reports = []
+        for item in await self._backend.get_range(*_range("/root_tunnels/")):
+            try:
+                reports.append(RootTunnelsReport.from_json(item.value))
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("ignoring unreadable tunnel report %s: %s", item.key.decode(), exc)
+        return reports
+
+    async def trusted_clusters(self) -> list[TrustedCluster]:
+        """The trusted clusters with the status of their tunnels judged now."""
+        reports = await self._root_tunnel_reports()
+        now = self._clock.now().timestamp()
+        return [tc.model_copy(update={"status": trust_status(
+                    tc, reports, now, await self.joined_at(tc.metadata.name))})
+                for tc in await self.trusted.list()]
+
+    async def refused_by(self, root: str) -> bool:
+        """Whether this cluster's proxies find that ``root`` refuses their tunnel (no fresh
+        report has it up, one has it refused): only a new join helps then."""
+        fresh = _fresh(await self._root_tunnel_reports(), self._clock.now().timestamp(),
+                       await self.joined_at(root))
+        tunnels = [r.roots[root] for r in fresh if root in r.roots]
+        return any(t.refused for t in tunnels) and not any(t.up for t in tunnels)
 
     async def trusted_user_cas(self) -> list[tuple[TrustedCluster, PublicCA]]:
         """The user CAs of every ENABLED trusted cluster, with its resource."""

@@ -10,7 +10,8 @@ the proxy opens (a leaf: serve.py, one StreamServer per root; a node: its SSH se
 and runs ``while_up`` (a leaf forwards its events, eventsend.py). The proxy sends the
 heartbeats and this end answers them (see liveness.py); a proxy silent for
 ROOT_SILENT_AFTER is redialed. Redials back off exponentially with jitter; time and
-randomness are injected.
+randomness are injected. A leaf is told each change of state (``on_state``): down with
+the reason, or up once the tunnel has outlived a refusal (REFUSED_WITHIN).
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ from gatehouse.pki.keystore import StoredIdentity
 from gatehouse.pki.tls import peer_der
 from gatehouse.tunnel.liveness import ROOT_SILENT_AFTER, set_keepalive
 from gatehouse.tunnel.mux import MuxSession, OnOpen
-from gatehouse.tunnel.needs import Root
+from gatehouse.tunnel.needs import Root, TunnelState
 from gatehouse.tunnel.relaycheck import check_root_proxy
+from gatehouse.wire.authapi import RootTunnel
 from gatehouse.wire.names import ALPN_TUNNEL
 
 __all__ = ["DIAL_TIMEOUT", "FIRST_BACKOFF", "HEALTHY_AFTER", "MAX_BACKOFF", "Backoff",
@@ -47,6 +49,12 @@ MAX_BACKOFF = 10.0
 # a dial that waited out DIAL_TIMEOUT (a root silently cut off) is no burst of redials,
 # so the next follows it at once.
 HEALTHY_AFTER = 5.0
+# A tunnel the root closes sooner than this after TLS, saying nothing, was refused in the
+# handshake's last step: TLS 1.3 checks the client's certificate after the client is done.
+REFUSED_WITHIN = 2.0
+_NOT_TAKEN = ("the root's proxy closed the tunnel as it opened, without a word: it does not "
+              "take this cluster's certificate (did the root remove this leaf? then, to join "
+              "again, run `gatectl create -f` here with a new token from the root)")
 
 
 class Backoff:
@@ -97,8 +105,9 @@ class TunnelLink:
 
     def __init__(self, root: Root, identity: StoredIdentity, *, serve: OnOpen,
                  while_up: WhileUp | None, clock: Monotonic, rng: random.Random,
-                 what: str) -> None:
+                 what: str, on_state: TunnelState | None) -> None:
         self._root = root
+        self._on_state = on_state
         self._identity = identity
         self._serve = serve
         self._while_up = while_up
@@ -107,6 +116,7 @@ class TunnelLink:
         self._what = what
 
     async def run(self) -> None:
+        self._tell(RootTunnel(root=self._root.name, up=False, detail="connecting"))
         while True:
             started = self._clock.monotonic()
             session = await self._dial()
@@ -134,10 +144,14 @@ class TunnelLink:
             reason = (f"no answer within {DIAL_TIMEOUT:.0f} s" if isinstance(exc, TimeoutError)
                       else str(exc) or type(exc).__name__)
             log.warning("cannot reach %s at %s: %s", self._what, root.proxy_addr, reason)
+            self._tell(RootTunnel(root=root.name, up=False, detail=(
+                f"cannot reach the root's proxy at {root.proxy_addr}: {reason}")))
             return None
         if session.refused:
             log.warning("tunnel to %s at %s refused reason=%r", self._what,
                         root.proxy_addr, session.refused)
+            self._tell(RootTunnel(root=root.name, up=False,
+                                  detail=f"refused: {session.refused}"))
             return None
         set_keepalive(transport.get_extra_info("socket"))
         log.info("tunnel to %s at %s is up", self._what, root.proxy_addr)
@@ -145,15 +159,36 @@ class TunnelLink:
 
     async def _hold(self, session: MuxSession) -> None:
         """Run ``while_up`` until the tunnel closes or the proxy goes silent."""
+        opened = self._clock.monotonic()
         try:
             async with asyncio.TaskGroup() as tg:
                 work = tg.create_task(self._while_up(session)) if self._while_up else None
+                settled = tg.create_task(self._up_once_settled())
                 await self._watch(session)
                 if work is not None:
                     work.cancel()
+                settled.cancel()
         finally:
             await session.aclose("tunnel agent stopping")
-        log.warning("tunnel to %s closed: %s", self._what, session.closed.result())
+        reason = session.closed.result()
+        log.warning("tunnel to %s closed: %s", self._what, reason)
+        name = self._root.name
+        if session.goodbye:
+            state = RootTunnel(root=name, up=False, detail=f"the root closed it: {session.goodbye}")
+        elif self._clock.monotonic() - opened < REFUSED_WITHIN:
+            state = RootTunnel(root=name, up=False, detail=_NOT_TAKEN, refused=True)
+        else:
+            state = RootTunnel(root=name, up=False, detail=f"closed: {reason}")
+        self._tell(state)
+
+    async def _up_once_settled(self) -> None:
+        """Tell that the tunnel is up once it has outlived a refusal (REFUSED_WITHIN)."""
+        await self._clock.sleep(REFUSED_WITHIN)
+        self._tell(RootTunnel(root=self._root.name, up=True))
+
+    def _tell(self, state: RootTunnel) -> None:
+        if self._on_state is not None:
+            self._on_state(state)
 
     async def _watch(self, session: MuxSession) -> None:
         """Return when the tunnel closes, or close a tunnel on which the root went silent:

@@ -175,7 +175,7 @@ class MuxSession(asyncio.Protocol):
         self._handlers = TaskOwner("a tunnel's stream handlers")
         self.closed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.last_seen = clock.monotonic()
-        self._goaway = ""  # the reason the peer gave for closing, once it did
+        self._goodbye = ""  # the reason the peer gave when it closed (GOAWAY)
 
     # --- asyncio.Protocol -----------------------------------------------------------------
 
@@ -193,9 +193,10 @@ class MuxSession(asyncio.Protocol):
             self.close(f"protocol error: {exc}")
 
     def connection_lost(self, exc: Exception | None) -> None:
-        reason = (f"tunnel connection lost: {exc}" if exc else
-                  f"closed by the peer: {self._goaway}" if self._goaway else
-                  "tunnel connection closed")
+        if self._goodbye:
+            reason = f"closed by the peer: {self._goodbye}"
+        else:
+            reason = f"tunnel connection lost: {exc}" if exc else "tunnel connection closed"
         for stream in list(self._streams.values()):
             stream._on_reset(reason)
         self._streams.clear()
@@ -268,8 +269,10 @@ class MuxSession(asyncio.Protocol):
                 fut.set_result(self._clock.monotonic())
             return
         if t == FrameType.GOAWAY:
-            self._goaway = frame.payload.decode(errors="replace")[:300] or "peer said goodbye"
-            self.close(self._goaway)
+            said = frame.payload.decode(errors="replace")[:300]
+            # Shown in logs and status: the peer's words, not its control characters.
+            self._goodbye = "".join(c if c.isprintable() else "?" for c in said) or "no reason"
+            self.close(said or "peer said goodbye")
             return
         if t == FrameType.OPEN:
             self._incoming(frame)
@@ -391,6 +394,11 @@ class MuxSession(asyncio.Protocol):
         except TimeoutError:
             self.abort()
         await self.wait_closed()
+
+    @property
+    def goodbye(self) -> str:
+        """The reason the peer gave when it closed the tunnel ("" if it gave none)."""
+        return self._goodbye
 
     @property
     def stream_count(self) -> int:

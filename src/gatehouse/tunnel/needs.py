@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from cryptography import x509 as cx509
 
 from gatehouse.tunnel.mux import MuxStream
+from gatehouse.wire.authapi import RootTunnel
 from gatehouse.wire.dial import NodeRoute
 
 __all__ = [
@@ -31,17 +32,20 @@ __all__ = [
     "OwnNodes",
     "Root",
     "RootsToDial",
+    "TunnelState",
 ]
 
 
 @dataclass(frozen=True)
 class Root:
     """A cluster to hold a tunnel to (a leaf's root, or a tunnel-mode node's own cluster):
-    its proxy's address, and the host CA (TLS PEM) its certificate must be issued by."""
+    its proxy's address, and the host CA (TLS PEM) its certificate must be issued by;
+    ``joined_at``: a new join is a new tunnel."""
 
     name: str
     proxy_addr: str
     host_ca_tls: str
+    joined_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,9 @@ OpenNode = Callable[[str, dict[str, Any]], Awaitable[MuxStream]]
 RootsToDial = Callable[[], Mapping[str, Root]]  # the enabled roots, by name, as of now
 
 Audit = Callable[[str, dict[str, Any]], Awaitable[None]]  # (event, fields) to this cluster
+
+# Told each time a leaf's tunnel to a root comes up or goes down (and why)
+TunnelState = Callable[[RootTunnel], None]
 
 
 @dataclass(frozen=True)

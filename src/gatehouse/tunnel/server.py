@@ -166,7 +166,9 @@ class TunnelServer:
             return "node", ident.name
         pem = self._leaf_cas().get(ident.cluster)
         if pem is None:
-            raise AccessDenied(f"cluster {ident.cluster} is not a leaf of this cluster")
+            raise AccessDenied(f"cluster {ident.cluster} is not a leaf of this cluster (removed, "
+                               "or never joined): to join again, run `gatectl create -f` on "
+                               "the leaf with a new token from this cluster")
         x509.verify_issued_by(cert, [x509.load_cert(pem)], self._clock.now())
         if ident.kind != "host" or ident.system_role != "proxy":
             raise AccessDenied(f"only a proxy of {ident.cluster} may open its tunnel")
@@ -307,7 +309,8 @@ class TunnelServer:
         known = self._leaf_cas()
         for leaf, session in list(self._sessions.items()):
             if leaf not in known:
-                session.close("this leaf was removed from the root")
+                session.close("this leaf was removed from the root: to join again, run "
+                              "`gatectl create -f` on the leaf with a new token from the root")
 
     def connected(self) -> list[str]:
         return sorted(self._sessions)

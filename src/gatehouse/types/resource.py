@@ -50,7 +50,7 @@ NAME_RULE = ("use letters, digits and . _ @ -, starting with a letter or digit, 
 _NAME_RE = re.compile(NAME_PATTERN)
 # Label keys in the spirit of Kubernetes/Teleport ones; "*" is reserved for selectors.
 _LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9/._:-]{1,253}$")
-_DURATION_RE = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+_DURATION_RE = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 
 
 def invalid(message: str) -> PydanticCustomError:
@@ -83,16 +83,17 @@ Name = Annotated[str, AfterValidator(_check_name)]
 
 
 def parse_duration(text: str) -> dt.timedelta:
-    """``"8h"``, ``"15m"``, ``"30s"``, ``"1h30m"`` as a timedelta; BadParameter otherwise."""
+    """``"2d"``, ``"8h"``, ``"15m"``, ``"30s"``, ``"1h30m"`` as a timedelta; BadParameter
+    otherwise."""
     match = _DURATION_RE.fullmatch(text.strip())
     if match is None or not any(match.groups()):
         raise BadParameter(
-            f"invalid duration {text!r}: expected hours, minutes and/or seconds "
-            "such as '8h', '15m', '30s' or '1h30m'"
+            f"invalid duration {text!r}: expected days, hours, minutes and/or seconds "
+            "such as '2d', '8h', '15m', '30s' or '1h30m'"
         )
     try:
-        hours, minutes, seconds = (int(part or 0) for part in match.groups())
-        return dt.timedelta(hours=hours, minutes=minutes, seconds=seconds)
+        days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
+        return dt.timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
     except (OverflowError, ValueError):  # ValueError: int() of 4300 digits or more
         raise BadParameter(f"invalid duration {text[:40]!r}: too long") from None
 

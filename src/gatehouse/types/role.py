@@ -112,6 +112,7 @@ class RoleConditions(Model):
 class RoleOptions(Model):
     max_session_ttl: Duration = dt.timedelta(hours=12)
     port_forwarding: bool = False
+    file_transfer: bool = True  # sftp (and scp, which uses it); false in any role refuses it
 
 
 class RoleSpec(Model):

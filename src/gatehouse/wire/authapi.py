@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from gatehouse.errors import BadParameter
 from gatehouse.types.node import Node
 from gatehouse.types.resource import Resource
+from gatehouse.types.trusted_cluster import TrustedClusterStatus
 from gatehouse.wire.names import EVENT_PAGE, RECORDING_TAIL
 from gatehouse.wire.trust import PublicCA, TrustSnapshot
 
@@ -47,6 +48,8 @@ __all__ = [
     "Ping",
     "RecordingDone",
     "RenewRequest",
+    "RootTunnel",
+    "RootTunnels",
     "Route",
     "TokenReply",
     "TokenRequest",
@@ -153,6 +156,20 @@ class ClusterStatus(_Message):
     cluster: str
     cas: list[CAStatus]
     counts: dict[str, int]
+    trusted_clusters: dict[str, TrustedClusterStatus] = {}  # root -> its tunnel (a leaf)
+
+
+class RootTunnel(_Message):
+    """A leaf proxy's tunnel to one root, as that proxy reports it to its auth."""
+
+    root: str
+    up: bool
+    detail: str = ""  # why it is down: the last dial's failure, or why it closed
+    refused: bool = False  # the root refuses this leaf's certificate: only a new join helps
+
+
+class RootTunnels(_Message):
+    roots: list[RootTunnel]
 
 
 class TokenRequest(_Message):
@@ -236,6 +253,7 @@ ROUTES: dict[str, Route] = {
     "join_leaf": Route("POST", "/v1/trusted_clusters/join"),
     "clusters": Route("GET", "/v1/clusters"),
     "report_tunnels": Route("POST", "/v1/remote_clusters/heartbeat"),
+    "report_root_tunnels": Route("POST", "/v1/trusted_clusters/heartbeat"),
     "status": Route("GET", "/v1/status"),
     "heartbeat": Route("POST", "/v1/nodes/heartbeat"),
     "report_node_tunnels": Route("POST", "/v1/nodes/tunnels"),
@@ -280,6 +298,7 @@ class AuthAPI(Protocol):
     def watch_trust(self) -> AsyncIterator[TrustSnapshot]: ...
     async def report_tunnels(self, leaves: list[str]) -> None: ...
     async def report_node_tunnels(self, report: NodeTunnels) -> NodeTunnelVerdict: ...
+    async def report_root_tunnels(self, roots: list[RootTunnel]) -> None: ...
     async def post_events(self, events: list[dict[str, Any]]) -> EventsStored: ...
     async def export_events(self, after: str, limit: int) -> EventPage: ...
     async def export_cursor(self, root: str) -> str: ...

@@ -1,6 +1,6 @@
 """Names and sizes that processes agree on: ALPN protocols on the proxy's single TLS
-port, the headers a proxy relays an identity in, the recording upload's chunk, and the
-size of a page of audit events."""
+port, the headers a proxy relays an identity in, the recording upload's chunk, the
+size of a page of audit events, and how a node's SSH refusal names its reason."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ __all__ = [
     "ALPN_TUNNEL",
     "CLIENT_CERT_HEADER",
     "CLUSTER_HEADER",
+    "DENIED_BANNER",
     "EVENT_PAGE",
     "MAX_EVENT_PAGE",
     "RECORDING_CHUNK",
@@ -20,6 +21,10 @@ __all__ = [
 ALPN_SSH = "gatehouse-ssh/1"  # a user's SSH session to a node (see wire.dial)
 ALPN_TUNNEL = "gatehouse-tunnel/1"  # a reverse tunnel from a leaf proxy or a node
 ALPN_HTTP = "http/1.1"  # the web/API front
+
+# A node refusing a certificate sends this and the reason as an SSH auth banner (RFC 4252
+# §5.4) before the failure: gsh puts it in its one line, ssh(1) prints it on stderr.
+DENIED_BANNER = "gatehouse: access denied: "
 
 # A proxy relays its client's certificate (DER, base64) and address; the auth
 # believes them only from a connection authenticated as a proxy of its cluster.

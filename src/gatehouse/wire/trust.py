@@ -49,6 +49,7 @@ class RootCluster:
     proxy_addr: str
     role_map: tuple[RoleMapping, ...]
     host_ca_tls: str
+    joined_at: float = 0.0  # Unix time of the last join: a new join redials at once
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,8 @@ class TrustSnapshot:
             "user_cas": [ca.to_json() for ca in self.user_cas],
             "trusted_clusters": [
                 {"name": r.name, "enabled": r.enabled, "proxy_addr": r.proxy_addr,
-                 "role_map": [m.model_dump() for m in r.role_map], "host_ca_tls": r.host_ca_tls}
+                 "role_map": [m.model_dump() for m in r.role_map], "host_ca_tls": r.host_ca_tls,
+                 "joined_at": r.joined_at}
                 for r in self.roots.values()],
             "leaf_host_cas": [{"cluster": name, "type": "host", "ssh": "", "tls": pem}
                               for name, pem in self.leaf_host_cas.items()],
@@ -97,7 +99,7 @@ class TrustSnapshot:
                 r["name"]: RootCluster(
                     name=r["name"], enabled=bool(r["enabled"]), proxy_addr=r["proxy_addr"],
                     role_map=tuple(RoleMapping.model_validate(m) for m in r["role_map"]),
-                    host_ca_tls=r["host_ca_tls"],
+                    host_ca_tls=r["host_ca_tls"], joined_at=float(r.get("joined_at", 0.0)),
                 )
                 for r in raw.get("trusted_clusters", [])
             }

@@ -1,4 +1,4 @@
-"""The node's audit spool: nothing emitted is lost, order is kept, restarts resume."""
+"""A host's audit spool: nothing emitted is lost, order is kept, restarts resume."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from gatehouse.client import auditspool as spool_module
+from gatehouse.client.auditspool import AuditSpool
 from gatehouse.errors import BadParameter, ConnectionProblem
-from gatehouse.node import spool as spool_module
-from gatehouse.node.spool import AuditSpool
 from gatehouse.wire.eventsize import MAX_FIELDS
 from gatehouse.wire.names import RECORDING_CHUNK
 

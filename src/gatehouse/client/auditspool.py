@@ -1,4 +1,5 @@
-"""The node's audit spool: events go to a local append-only file before they go anywhere.
+"""A host's audit spool (a node's, a proxy's): events go to a local append-only file
+before they go anywhere, so that none is lost while the auth is away.
 
 ``append`` writes a JSON line at once (a killed process loses nothing the OS
 has; the sender fsyncs before each upload). The sender uploads in order and,
@@ -6,7 +7,7 @@ once the auth has acknowledged, records how far it got; after a restart it
 resends from there. The auth drops an event id it already stored, so a resend
 after a crash between upload and acknowledgement stores nothing twice. For the
 same reason the cursor is overwritten in place and never fsynced: one that a
-power cut leaves behind only makes the node send some events again.
+power cut leaves behind only makes the host send some events again.
 """
 
 from __future__ import annotations
