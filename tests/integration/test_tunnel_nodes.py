@@ -87,7 +87,7 @@ def test_gsh_ls_shows_the_tunnel(cluster: Cluster, edge: Process, alice: Client)
     nodes = alice.gsh("ls", "site=berlin", "--format=json").ok().json()
     assert [n["spec"]["tunnel"] for n in nodes] == [True]
     got = cluster.gatectl("get", f"node/{nodes[0]['metadata']['name']}").ok().out
-    assert "tunnel=True" in got and "connection=online" in got, got
+    assert "tunnel: true" in got and "connection: online" in got, got
 
 
 def test_gsh_ssh_reaches_a_tunnel_node(cluster: Cluster, edge: Process, alice: Client) -> None:
