@@ -97,7 +97,7 @@ class Tunnels:
                 await asyncio.sleep(0.3)
 
     async def keepalive(self) -> None:
-        """Close the tunnels the root stopped pinging, as the leaf's ``RootLink`` does
+        """Close the tunnels the root stopped pinging, as the leaf's ``TunnelLink`` does
         (one watchdog for all of them: this process is not what is measured)."""
         while True:
             now = time.monotonic()

@@ -347,3 +347,27 @@ def test_an_unknown_storage_type_is_one_line_naming_field_and_value(tmp_path: Pa
 
 def test_every_storage_type_has_a_backend() -> None:
     assert set(get_args(StorageType)) <= set(KINDS)
+
+
+@pytest.mark.parametrize(("ssh", "tunnel_to"), [
+    ("{enabled: true}", "proxy.example.com:3080"),  # no listen_addr: tunnel mode
+    ("{enabled: true, labels: {site: berlin}}", "proxy.example.com:3080"),
+    ("{enabled: true, listen_addr: '0.0.0.0:3022'}", ""),  # direct, as before
+    ("{enabled: true, public_addr: '203.0.113.5:3022'}", ""),
+])
+def test_a_node_without_listen_addr_joining_a_proxy_runs_on_a_tunnel(
+        tmp_path: Path, ssh: str, tunnel_to: str) -> None:
+    cfg = load_config(write(tmp_path, f"""\
+        gatehouse: {{proxy_server: 'proxy.example.com:3080'}}
+        ssh_service: {ssh}
+        """))
+    assert cfg.node_tunnel() == tunnel_to
+
+
+def test_a_node_with_its_auth_or_without_a_proxy_is_never_on_a_tunnel(tmp_path: Path) -> None:
+    assert Config.single_node().node_tunnel() == ""
+    cfg = load_config(write(tmp_path, """\
+        gatehouse: {auth_server: 'auth.example.com:3025'}
+        ssh_service: {enabled: true}
+        """))
+    assert cfg.node_tunnel() == ""

@@ -188,6 +188,17 @@ class Config(_Strict):
             ssh_service=SSHSection(enabled=True),
         )
 
+    def node_tunnel(self) -> str:
+        """The proxy a tunnel-mode SSH service dials ("" in direct mode): a node that
+        joins through ``gatehouse.proxy_server`` and sets neither ``ssh_service.listen_addr``
+        nor ``public_addr`` listens nowhere and holds a reverse tunnel to that proxy."""
+        ssh = self.ssh_service
+        if not ssh.enabled or self.auth_service.enabled or not self.gatehouse.proxy_server:
+            return ""
+        if {"listen_addr", "public_addr"} & ssh.model_fields_set:
+            return ""
+        return self.gatehouse.proxy_server
+
     def enabled_services(self) -> list[str]:
         return [
             name

@@ -76,6 +76,7 @@ GUIDES = [
     Guide("README.md", start="## A single cluster by hand", end="## Trusted clusters",
           venv_on_path=False),
     Guide("docs/trusted-clusters.md"),
+    Guide("docs/nodes.md"),
 ]
 
 _MARK = re.compile(r"^<!-- test: (run(?: wait=(\d+))?|start|file=(\S+)|skip \(.+\)) -->$")

@@ -56,14 +56,13 @@ async def node() -> AsyncIterator[Node]:
     host_blob = _cert(sshcert.CertType.HOST, sshcert.host_extensions(CLUSTER, "node"),
                       USER_CA, HOST_KEY.public_key(), ("node1",))
     n = Node()
-    listener = await sshserver.listen(
-        "127.0.0.1", 0, host_key=_asyncssh_key(HOST_KEY),
-        host_cert=asyncssh.import_certificate(sshcert.to_openssh_line(host_blob)),
-        server_factory=lambda: sshserver.NodeSSHServer(
+    front = sshserver.SSHFront(
+        _asyncssh_key(HOST_KEY), asyncssh.import_certificate(sshcert.to_openssh_line(host_blob)),
+        lambda peer: sshserver.NodeSSHServer(
             trust=lambda: trust, labels={}, clock=FakeClock(),
             audit=lambda event, fields: n.events.append((event, fields)),
             record=lambda grant, info: pytest.fail("no session may start")))
-    server = listener.server
+    server = await front.listen("127.0.0.1", 0)
     n.port = server.sockets[0].getsockname()[1]
     try:
         yield n

@@ -18,7 +18,7 @@ import pytest
 from gatehouse.clock import FakeClock, FakeMonotonic
 from gatehouse.errors import ConnectionProblem
 from gatehouse.tunnel.limits import MESSAGE_DEADLINE
-from gatehouse.tunnel.mux import MuxSession, read_all
+from gatehouse.tunnel.mux import MuxSession, MuxStream, read_all
 from gatehouse.tunnel.serve import StreamServer
 from gatehouse.wire.dial import NodeRoute
 from tests.tunnel.loopback import sessions
@@ -48,6 +48,10 @@ class Relay:
 Tunnel = tuple[MuxSession, Relay, list[tuple[str, Any]]]
 
 
+async def no_tunnel_nodes(host_id: str, meta: dict[str, Any]) -> MuxStream:
+    raise AssertionError(f"no tunnel node may be dialed here ({host_id})")
+
+
 @pytest.fixture
 async def tunnel() -> AsyncIterator[Tunnel]:
     """Root A's tunnel to a leaf that trusts roots A and B."""
@@ -59,7 +63,7 @@ async def tunnel() -> AsyncIterator[Tunnel]:
     timer = FakeMonotonic()
     trust = leaf_trust(A, B)
     server = StreamServer("root-a", relay, relay, audit, trust=lambda: trust,
-                          clock=FakeClock(NOW), timer=timer)
+                          clock=FakeClock(NOW), timer=timer, open_node=no_tunnel_nodes)
     root, leaf, listener = await sessions(server, timer)
     yield root, relay, audited
     await root.aclose()
@@ -161,7 +165,7 @@ async def test_an_ssh_stream_names_the_host_it_reached() -> None:
 
     timer, trust = FakeMonotonic(), leaf_trust(A, B)
     server = StreamServer("root-a", nodes, nodes, audit, trust=lambda: trust,
-                          clock=FakeClock(NOW), timer=timer)
+                          clock=FakeClock(NOW), timer=timer, open_node=no_tunnel_nodes)
     root, leaf, listener = await sessions(server, timer)
     stream = await root.open({"kind": "ssh", "target": "db1",
                               "client_cert": base64.b64encode(A.user_der("alice")).decode()})
@@ -184,7 +188,7 @@ async def test_a_node_that_does_not_answer_is_named_as_the_roots_proxy_names_it(
 
     timer, trust = FakeMonotonic(), leaf_trust(A, B)
     server = StreamServer("root-a", nodes, nodes, audit, trust=lambda: trust,
-                          clock=FakeClock(NOW), timer=timer)
+                          clock=FakeClock(NOW), timer=timer, open_node=no_tunnel_nodes)
     root, leaf, listener = await sessions(server, timer)
     with pytest.raises(ConnectionProblem) as info:
         await root.open({"kind": "ssh", "target": "db1",
@@ -193,3 +197,50 @@ async def test_a_node_that_does_not_answer_is_named_as_the_roots_proxy_names_it(
     await root.aclose()
     await leaf.wait_closed()
     listener.close()
+
+
+async def test_a_tunnel_node_of_the_leaf_is_reached_over_its_own_tunnel() -> None:
+    """Root proxy -> leaf tunnel -> leaf proxy -> the node's tunnel: the leaf joins the
+    root's stream to a stream on the node's tunnel, never dialing an address."""
+    heard: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    async def node_ssh(stream: MuxStream) -> None:
+        stream.accept({"host_id": "hid-9"})
+        await stream.write(b"SSH-2.0-tunnel-node\r\n")
+        stream.write_eof()
+        heard.set_result(await read_all(stream, 1 << 10))
+
+    timer, trust = FakeMonotonic(), leaf_trust(A, B)
+    to_node, node, node_listener = await sessions(node_ssh, timer)  # the leaf proxy's end
+    asked: list[tuple[str, dict[str, Any]]] = []
+
+    async def open_node(host_id: str, meta: dict[str, Any]) -> MuxStream:
+        asked.append((host_id, meta))
+        return await to_node.open(meta)
+
+    class TunnelNodes(Relay):
+        async def resolve_node(self, target: str, client_der: bytes | None,
+                               remote: str) -> NodeRoute:
+            return NodeRoute("", "hid-9", tunnel=True)
+
+    async def audit(event: str, fields: dict[str, Any]) -> None:
+        raise AssertionError(f"nothing to refuse: {event} {fields}")
+
+    nodes = TunnelNodes()
+    server = StreamServer("root-a", nodes, nodes, audit, trust=lambda: trust,
+                          clock=FakeClock(NOW), timer=timer, open_node=open_node)
+    root, leaf, listener = await sessions(server, timer)
+    stream = await root.open({"kind": "ssh", "target": "edge",
+                              "client_cert": base64.b64encode(A.user_der("alice")).decode()})
+    assert stream.accepted == {"host_id": "hid-9"}
+    assert await read_all(stream, 1 << 10) == b"SSH-2.0-tunnel-node\r\n"
+    await stream.write(b"SSH-2.0-client\r\n")
+    stream.write_eof()
+    assert await asyncio.wait_for(heard, TIMEOUT) == b"SSH-2.0-client\r\n"
+    assert [(h, m["kind"], m["target"]) for h, m in asked] == [("hid-9", "ssh", "edge")]
+    await root.aclose()
+    await leaf.wait_closed()
+    await to_node.aclose()
+    await node.wait_closed()
+    listener.close()
+    node_listener.close()

@@ -27,6 +27,7 @@ from gatehouse.wire.authapi import (
     LeafJoinRequest,
     LoginRequest,
     NodeQuery,
+    NodeTunnels,
     RenewRequest,
     RootTunnels,
     TokenRequest,
@@ -86,6 +87,12 @@ async def join_leaf(request: web.Request) -> web.Response:
 async def heartbeat(request: web.Request) -> web.Response:
     beat = await body_of(request, Heartbeat)
     return web.json_response(to_json_obj(await (await api_of(request)).heartbeat(beat)))
+
+
+async def node_tunnels(request: web.Request) -> web.Response:
+    """A proxy's report of the node tunnels it holds; the reply refuses some."""
+    report = await body_of(request, NodeTunnels)
+    return _reply(await (await api_of(request)).report_node_tunnels(report))
 
 
 async def renew(request: web.Request) -> web.Response:
@@ -221,6 +228,7 @@ async def _end_watches(app: web.Application) -> None:
 _HANDLERS: dict[str, Handler] = {
     "ping": ping, "login": login, "join": join, "join_leaf": join_leaf, "clusters": clusters,
     "report_tunnels": remote_heartbeat, "report_root_tunnels": root_heartbeat,
+    "report_node_tunnels": node_tunnels,
     "status": status, "heartbeat": heartbeat, "renew": renew,
     "resolve_node": resolve, "list_nodes": list_nodes, "trust": trust,
     "set_password": set_password, "set_totp": set_totp, "add_token": add_token,

@@ -44,6 +44,8 @@ from gatehouse.wire.authapi import (
     LeafJoinRequest,
     LoginRequest,
     NodeQuery,
+    NodeTunnels,
+    NodeTunnelVerdict,
     Ping,
     RecordingDone,
     RenewRequest,
@@ -65,7 +67,7 @@ HOST_PERMISSIONS: dict[str, frozenset[tuple[str, str]]] = {
     "proxy": frozenset({("node", "list"), ("event", "create"), ("trust", "read"),
                         ("host", "renew"),
                         ("remote_cluster", "heartbeat"), ("trusted_cluster", "heartbeat"),
-                        ("event", "export"),
+                        ("event", "export"), ("node_tunnel", "report"),
                         ("remote_event", "create")}),
 }
 
@@ -163,7 +165,7 @@ class AuthWithRoles:
         caller = await self._check("node", "heartbeat")
         return await self._server.heartbeat(
             caller.identity.name, beat.hostname, beat.addr, dict(beat.labels),
-            source=None if caller.in_process else caller.remote_addr)
+            tunnel=beat.tunnel, source=None if caller.in_process else caller.remote_addr)
 
     async def renew(self, req: RenewRequest) -> Certs:
         caller = await self._check("host", "renew")
@@ -192,6 +194,14 @@ class AuthWithRoles:
         if caller.identity.kind != "host" or caller.identity.system_role != "proxy":
             raise AccessDenied("only a proxy of this cluster reports the tunnels it holds")
         await self._server.trust.tunnels_held(caller.identity.name, leaves)
+
+    async def report_node_tunnels(self, report: NodeTunnels) -> NodeTunnelVerdict:
+        caller = await self._check("node_tunnel", "report")
+        if caller.identity.kind != "host" or caller.identity.system_role != "proxy":
+            raise AccessDenied("only a proxy of this cluster reports the tunnels it holds")
+        refused = await self._server.node_tunnels_held(caller.identity.name, report.host_ids,
+                                                       remote_addr=caller.remote_addr)
+        return NodeTunnelVerdict(refused=refused)
 
     async def report_root_tunnels(self, roots: list[RootTunnel]) -> None:
         caller = await self._check("trusted_cluster", "heartbeat")

@@ -32,7 +32,7 @@ class LocalAuth:
         select it)."""
         caller = await relayed(self._server, client_der, remote)
         node = await AuthWithRoles(self._server, caller).resolve_node(target)
-        return NodeRoute(node.spec.addr, node.spec.host_id)
+        return NodeRoute(node.spec.addr, node.spec.host_id, node.spec.tunnel)
 
     def api_app(self) -> web.Application:
         """The HTTPS API for a proxy's port: each connection's client relayed as above."""

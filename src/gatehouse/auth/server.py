@@ -26,6 +26,7 @@ from gatehouse.auth import issuer
 from gatehouse.auth.failures import AnonymousFailures
 from gatehouse.auth.leafcheck import check_leaf_ca
 from gatehouse.auth.nodeaddr import IPNetwork, check_node_addrs, source_ip
+from gatehouse.auth.nodetunnel import tunnel_refusal
 from gatehouse.auth.passwords import Passwords
 from gatehouse.auth.totp import OneTimeCodes
 from gatehouse.backend import Backend
@@ -411,20 +412,23 @@ class AuthServer:
         return host_id, certs
 
     async def heartbeat(self, host_id: str, hostname: str, addr: str, labels: dict[str, str],
-                        *, source: str | None) -> Node:
+                        *, tunnel: bool = False, source: str | None) -> Node:
         """Register a node's presence: only under the name it holds and an address it was
         certified with and calls from (``source``; None: a node in this auth's process,
         certified from this auth's own config), or the proxy could be pointed at any
-        address (an open relay). Refusals are audited."""
+        address (an open relay). A node on a tunnel (``tunnel``) claims no address: the
+        proxy reaches it only over its own tunnel. Refusals are audited."""
         try:
             record = await self.hosts.get(host_id)
-            if hostname != record.nodename or addr not in record.addrs:
+            if tunnel and addr:
+                raise AccessDenied(f"node {host_id} on a tunnel claims an address ({addr})")
+            if hostname != record.nodename or not (tunnel or addr in record.addrs):
                 raise AccessDenied(
                     f"node {host_id} was certified as {record.nodename} at "
                     f"{', '.join(record.addrs) or 'no address'}, not {hostname} at {addr}")
             if (holder := await self.hosts.name_holder(hostname)) != host_id:
                 raise AccessDenied(name_taken(hostname, holder))
-            if source is not None:
+            if source is not None and not tunnel:
                 check_node_addrs(hostname, [addr], source_ip(source), self.node_networks)
         except AccessDenied as exc:
             log.warning("heartbeat refused host=%s node=%s addr=%s remote=%s reason=%r",
@@ -439,12 +443,34 @@ class AuthServer:
             node = Node(
                 metadata=Metadata(name=host_id, labels=labels, expires=now + NODE_TTL),
                 spec=NodeSpec(hostname=hostname, addr=addr, cluster=self.cluster,
-                              host_id=host_id),
+                              host_id=host_id, tunnel=tunnel),
                 status=NodeStatus(last_heartbeat=now),
             )
         except ValidationError as exc:
             raise BadParameter(f"bad heartbeat: {describe_problems(exc)}") from None
         return await self.nodes.upsert(node)
+
+    async def node_tunnels_held(self, proxy: str, host_ids: list[str], *,
+                                remote_addr: str) -> dict[str, str]:
+        """Record the node tunnels ``proxy`` holds, of those it may keep; returns the
+        others, each with why it must close (logged and audited)."""
+        refused: dict[str, str] = {}
+        for host_id in dict.fromkeys(host_ids):
+            try:
+                record: HostRecord | None = await self.hosts.get(host_id)
+            except AccessDenied:
+                record = None
+            reason = tunnel_refusal(host_id, record)
+            if reason:
+                refused[host_id] = reason
+                log.warning("node tunnel refused host=%s proxy=%s reason=%r", host_id[:80],
+                            proxy, reason)
+                await self.audit.emit("access.denied", user=host_id[:80], remote_addr=remote_addr,
+                                      message=reason, fields={"resource": "node",
+                                                              "verb": "tunnel", "proxy": proxy})
+        await self.nodes.tunnels_held(proxy, [h for h in host_ids if h not in refused],
+                                      self.clock.now())
+        return refused
 
     async def delete_node(self, host_id: str) -> None:
         """Revoke a host's registration (its heartbeats and API calls are refused from now)
@@ -464,7 +490,8 @@ class AuthServer:
 
         Index reads: every session pays for this, whatever the number of nodes.
         """
-        found = {n.metadata.name: n for n in await self.nodes.by_addr(target)}
+        # Tunnel nodes advertise no address: "" must not find them.
+        found = {n.metadata.name: n for n in await self.nodes.by_addr(target)} if target else {}
         with contextlib.suppress(NotFound, BadParameter):  # BadParameter: not a name
             found.setdefault(target, await self.nodes.get(target))
         matches = list(found.values()) or await self.nodes.by_hostname(target)

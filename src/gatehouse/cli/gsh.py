@@ -232,10 +232,20 @@ def list_nodes(
         return
     print_table(
         ["Node", "Address", "Cluster", "Labels"],
-        [[n["spec"]["hostname"], n["spec"]["addr"], n["spec"]["cluster"],
+        [[n["spec"]["hostname"], _address(n), n["spec"]["cluster"],
           ",".join(f"{k}={v}" for k, v in sorted(n["metadata"].get("labels", {}).items()))]
          for n in nodes],
     )
+
+
+def _address(node: Any) -> str:
+    """Where the proxy reaches a node: its address, or its reverse tunnel (and whether
+    that is up)."""
+    if not node["spec"].get("tunnel"):
+        return str(node["spec"]["addr"])
+    if (node.get("status") or {}).get("connection") == "offline":
+        return "⟵ tunnel (offline)"
+    return "⟵ tunnel"
 
 
 def _print_nodes_json(nodes: list[Any]) -> None:

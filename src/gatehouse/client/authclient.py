@@ -36,6 +36,8 @@ from gatehouse.wire.authapi import (
     LeafJoinRequest,
     LoginRequest,
     NodeQuery,
+    NodeTunnels,
+    NodeTunnelVerdict,
     Ping,
     RecordingDone,
     RenewRequest,
@@ -96,6 +98,10 @@ class AuthClient:
 
     async def heartbeat(self, beat: Heartbeat) -> Node:
         return _resource(Node, await self._call("heartbeat", beat.model_dump(mode="json")))
+
+    async def report_node_tunnels(self, report: NodeTunnels) -> NodeTunnelVerdict:
+        return _parse(NodeTunnelVerdict, await self._call("report_node_tunnels",
+                                                          report.model_dump(mode="json")))
 
     async def renew(self, req: RenewRequest) -> Certs:
         return _parse(Certs, await self._call("renew", req.model_dump(mode="json")))

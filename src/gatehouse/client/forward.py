@@ -97,7 +97,8 @@ class AuthForwarder:
             data = {}
         if status != 200:
             raise from_status(status, str(data.get("error") or f"cannot resolve {target}"))
-        return NodeRoute(str(data["spec"]["addr"]), str(data["spec"]["host_id"]))
+        spec = data["spec"]
+        return NodeRoute(str(spec["addr"]), str(spec["host_id"]), spec.get("tunnel") is True)
 
     async def call(self, call: ForwardedCall) -> tuple[int, bytes]:
         """A buffered call (status, body); for relaying over a tunnel."""

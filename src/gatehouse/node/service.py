@@ -1,5 +1,8 @@
-"""The SSH service: listens, heartbeats its presence, reports audit events.
+"""The SSH service: serves SSH, heartbeats its presence, reports audit events.
 
+In direct mode it listens at ``ssh_service.listen_addr``; in tunnel mode it listens
+nowhere and holds a reverse tunnel to its cluster's proxy (tunnel/link.py, as a leaf
+proxy holds one to its root), on which it serves its SSH server (tunnelstreams.py).
 It reaches its auth only through the typed auth interface: over HTTPS (directly or
 via a proxy) with the host certificate it received when it joined, or in-process
 when it shares a process with its auth.
@@ -9,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +23,20 @@ import asyncssh
 from gatehouse._sys.hostport import listen_error, split_host_port
 from gatehouse.client.auditspool import AuditSpool
 from gatehouse.client.trust import TrustWatcher
-from gatehouse.clock import Clock
+from gatehouse.clock import Clock, Monotonic
 from gatehouse.config import SSHSection
 from gatehouse.errors import BadParameter, ConnectionProblem, GatehouseError
 from gatehouse.node import sshserver
 from gatehouse.node.recorder import SessionRecorder, read_meta, recover, waiting
 from gatehouse.node.session import SessionInfo
 from gatehouse.node.spawn import unignore_session_signals
+from gatehouse.node.tunnelstreams import TunnelStreams
 from gatehouse.node.uploader import upload_with_retries
+from gatehouse.pki import x509
 from gatehouse.pki.keystore import StoredIdentity
+from gatehouse.tunnel.agent import TunnelAgent
+from gatehouse.tunnel.link import TunnelLink
+from gatehouse.tunnel.needs import Root
 from gatehouse.wire.authapi import AuthAPI, Heartbeat
 from gatehouse.wire.eventsize import bound_event
 
@@ -46,8 +55,13 @@ class NodeService:
         api: AuthAPI,
         clock: Clock,
         state: Path,
+        *,
+        timer: Monotonic,
+        tunnel_to: str = "",
     ) -> None:
         self._cfg = cfg
+        self._timer = timer
+        self._tunnel_to = tunnel_to  # the proxy to hold a tunnel to; "": direct mode
         self._nodename = nodename
         self._identity = identity
         self._api = api
@@ -58,7 +72,7 @@ class NodeService:
         self._spool = AuditSpool(state / "audit")
         self._live: set[SessionRecorder] = set()
         self._tg: asyncio.TaskGroup | None = None
-        self._listener: sshserver.Listener | None = None
+        self._front: sshserver.SSHFront | None = None
 
     def _start_recording(self, grant: sshserver.Grant,
                          info: SessionInfo) -> SessionRecorder | None:
@@ -136,9 +150,8 @@ class NodeService:
         self._spool.append(bound_event(record))
 
     async def run(self, started: Callable[[str], None]) -> None:
-        """Serve until cancelled; ``started`` gets the listening address once ready."""
+        """Serve until cancelled; ``started`` gets where it serves once ready."""
         unignore_session_signals()
-        host, port = split_host_port(self._cfg.listen_addr)
         key, cert = self._host_credentials()
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
@@ -154,28 +167,49 @@ class NodeService:
                 raise ConnectionProblem(
                     "the ssh service could not fetch its trust from its auth in 30 s"
                 ) from None
-            try:
-                self._listener = server = await sshserver.listen(
-                    host, port, host_key=key, host_cert=cert,
-                    server_factory=lambda: sshserver.NodeSSHServer(
-                        trust=self._trust.current, labels=self._cfg.labels, clock=self._clock,
-                        audit=self._audit, record=self._start_recording,
-                    ),
-                )
-            except OSError as exc:
-                raise listen_error("ssh_service.listen_addr", self._cfg.listen_addr,
-                                   exc) from None
+            self._front = front = sshserver.SSHFront(
+                key, cert, lambda peer: sshserver.NodeSSHServer(
+                    trust=self._trust.current, labels=self._cfg.labels, clock=self._clock,
+                    audit=self._audit, record=self._start_recording, peer=peer))
+            server = None if self._tunnel_to else await self._listen(front)
             try:
                 await self._heartbeat()
                 tg.create_task(self._heartbeats())
                 tg.create_task(self._spool.run(
                     self._api.post_events))
-                started(self._cfg.advertised_addr())
+                if self._tunnel_to:
+                    tg.create_task(self._tunnel(front).run())
+                    started(f"a tunnel to {self._tunnel_to}")
+                else:
+                    started(self._cfg.advertised_addr())
                 await asyncio.Future()  # until cancelled
             finally:
-                server.close()
+                if server is not None:
+                    server.close()
                 for rec in list(self._live):  # sessions cut short by the shutdown
                     rec.end()
+
+    async def _listen(self, front: sshserver.SSHFront) -> asyncio.Server:
+        host, port = split_host_port(self._cfg.listen_addr)
+        try:
+            return await front.listen(host, port)
+        except OSError as exc:
+            raise listen_error("ssh_service.listen_addr", self._cfg.listen_addr, exc) from None
+
+    def _tunnel(self, front: sshserver.SSHFront) -> TunnelAgent:
+        """The agent that keeps this node's tunnel to its proxy, verified by the host CA
+        pinned at join (the same dial, heartbeat and back-off as a leaf's tunnels)."""
+        cluster = self._identity.identity().cluster
+        host_cas = [pem for pem in x509.pem_blocks(self._identity.cas_pem())
+                    if x509.ca_type(x509.load_cert(pem)) == "host"]
+        proxy = Root(name=cluster, proxy_addr=self._tunnel_to, host_ca_tls="".join(host_cas))
+
+        def link(root: Root) -> Coroutine[Any, Any, None]:
+            return TunnelLink(root, self._identity, serve=TunnelStreams(front, self.host_id),
+                              while_up=None, clock=self._timer, rng=random.Random(),
+                              what=f"the proxy of {root.name}", on_state=None).run()
+
+        return TunnelAgent(lambda: {cluster: proxy}, asyncio.Event(), link)
 
     def _host_credentials(self) -> tuple[asyncssh.SSHKey, asyncssh.SSHCertificate]:
         return (asyncssh.import_private_key(self._identity.key_file.read_bytes()),
@@ -183,13 +217,14 @@ class NodeService:
 
     def reload_identity(self) -> None:
         """Present the renewed host certificate to the connections accepted from now."""
-        if self._listener is not None:
-            self._listener.use_host_cert(*self._host_credentials())
+        if self._front is not None:
+            self._front.use_host_cert(*self._host_credentials())
 
     async def _heartbeat(self) -> None:
+        tunnel = bool(self._tunnel_to)
         await self._api.heartbeat(Heartbeat(hostname=self._nodename,
-                                            addr=self._cfg.advertised_addr(),
-                                            labels=self._cfg.labels))
+                                            addr="" if tunnel else self._cfg.advertised_addr(),
+                                            labels=self._cfg.labels, tunnel=tunnel))
 
     async def _heartbeats(self) -> None:
         while True:

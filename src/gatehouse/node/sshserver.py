@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,13 +32,14 @@ from gatehouse.pki import sshcert
 from gatehouse.wire.names import DENIED_BANNER
 from gatehouse.wire.trust import TrustSnapshot
 
-__all__ = ["Grant", "Listener", "NodeConnection", "NodeSSHServer", "listen"]
+__all__ = ["Grant", "NodeConnection", "NodeSSHServer", "SSHFront"]
 
 sshgcm.install()  # AES-GCM packets with fewer copies (see gatehouse._sys.sshgcm)
 log = logging.getLogger(__name__)
 
 Audit = Callable[[str, dict[str, Any]], None]
 Record = Callable[["Grant", SessionInfo], SessionTap | None]  # a recorder for each session
+ServerFactory = Callable[[str], "NodeSSHServer"]  # (peer, "" if its socket says) -> server
 
 
 @dataclass(frozen=True)
@@ -65,20 +67,24 @@ class NodeSSHServer(asyncssh.SSHServer):
         clock: Clock,
         audit: Audit,
         record: Record,
+        peer: str = "",
     ) -> None:
         self._record = record
         self._trust = trust
         self._labels = labels
         self._clock = clock
         self._audit = audit
-        self._peer = ""
+        # Where the connection comes from when its socket cannot say: on a tunnel stream,
+        # the user's address as the proxy saw it.
+        self._peer = peer
         self.grant: Grant | None = None
         self._conn: asyncssh.SSHServerConnection | None = None
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
         peer = conn.get_extra_info("peername")
-        self._peer = f"{peer[0]}:{peer[1]}" if peer else ""
+        if peer:
+            self._peer = f"{peer[0]}:{peer[1]}"
 
     def begin_auth(self, username: str) -> bool:
         return True  # always authenticate; nothing is allowed without a certificate
@@ -210,22 +216,35 @@ class NodeConnection(asyncssh.SSHServerConnection):
         return await super().validate_public_key(username, key_data, msg, signature)
 
 
-class Listener:
-    """The node's SSH listener; its host certificate can be replaced while it serves
-    (renewal): connections accepted after :meth:`use_host_cert` present the new one."""
+class SSHFront:
+    """The node's SSH server, for every connection it takes: from its listener (direct
+    mode) or over its tunnel (tunnel mode). Its host certificate can be replaced while it
+    serves (renewal): connections taken after :meth:`use_host_cert` present the new one."""
 
-    def __init__(self, server: asyncio.Server, options: asyncssh.SSHServerConnectionOptions,
-                 server_factory: Callable[[], NodeSSHServer]) -> None:
-        self.server = server
-        self.options = options
+    def __init__(self, host_key: asyncssh.SSHKey, host_cert: asyncssh.SSHCertificate,
+                 server_factory: ServerFactory) -> None:
         self._factory = server_factory
+        self.options = _options(host_key, host_cert, lambda: server_factory(""))
 
     def use_host_cert(self, host_key: asyncssh.SSHKey,
                       host_cert: asyncssh.SSHCertificate) -> None:
-        self.options = _options(host_key, host_cert, self._factory)
+        self.options = _options(host_key, host_cert, lambda: self._factory(""))
 
-    def close(self) -> None:
-        self.server.close()
+    def connection(self) -> NodeConnection:
+        return NodeConnection(asyncio.get_running_loop(), self.options)
+
+    async def listen(self, host: str, port: int) -> asyncio.Server:
+        """Start accepting SSH connections on host:port."""
+        return await asyncio.get_running_loop().create_server(self.connection, host, port,
+                                                              reuse_address=True)
+
+    async def take(self, sock: socket.socket, peer: str) -> None:
+        """Serve one SSH connection on ``sock``, already connected (an end of a socket
+        pair whose other end carries a tunnel stream) for a user at ``peer``."""
+        options = asyncssh.SSHServerConnectionOptions(
+            self.options, server_factory=lambda: self._factory(peer))
+        loop = asyncio.get_running_loop()
+        await loop.connect_accepted_socket(lambda: NodeConnection(loop, options), sock)
 
 
 def _options(host_key: asyncssh.SSHKey, host_cert: asyncssh.SSHCertificate,
@@ -238,25 +257,3 @@ def _options(host_key: asyncssh.SSHKey, host_cert: asyncssh.SSHCertificate,
         login_timeout=30,
         keepalive_interval=30,
     )
-
-
-async def listen(
-    host: str,
-    port: int,
-    *,
-    host_key: asyncssh.SSHKey,
-    host_cert: asyncssh.SSHCertificate,
-    server_factory: Callable[[], NodeSSHServer],
-) -> Listener:
-    """Start accepting SSH connections on host:port."""
-    options = _options(host_key, host_cert, server_factory)
-    loop = asyncio.get_running_loop()
-    listener: Listener | None = None
-
-    def connection() -> NodeConnection:
-        assert listener is not None
-        return NodeConnection(loop, listener.options)
-
-    server = await loop.create_server(connection, host, port, reuse_address=True)
-    listener = Listener(server, options, server_factory)
-    return listener

@@ -320,18 +320,20 @@ async def run(
                 tg.create_task(proxy.run(watcher("proxy")))
             if cfg.ssh_service.enabled:
                 store = StoredIdentity(data_dir / "node")
-                addr = cfg.ssh_service.advertised_addr()
+                tunnel_to = cfg.node_tunnel()  # a node on a tunnel claims no address
+                addrs = [] if tunnel_to else [cfg.ssh_service.advertised_addr()]
                 if not store.exists():
                     if auth is not None:
-                        await _save_local(auth, store, "node", nodename, [addr], [])
+                        await _save_local(auth, store, "node", nodename, addrs, [])
                     else:
-                        await join_cluster(cfg.gatehouse, auth_addr, "node", nodename, [addr], [],
+                        await join_cluster(cfg.gatehouse, auth_addr, "node", nodename, addrs, [],
                                            store)
                 cluster = store.identity().cluster
                 server_name = f"proxy.{cluster}" if via_proxy else f"auth.{cluster}"
                 api, _, renewal = await _host_api("node", store, auth, auth_addr, server_name,
                                                   clients, clock, timer)
-                node = NodeService(cfg.ssh_service, nodename, store, api, clock, data_dir)
+                node = NodeService(cfg.ssh_service, nodename, store, api, clock, data_dir,
+                                   timer=timer, tunnel_to=tunnel_to)
                 renewal.on_renewed(node.reload_identity)
                 renewals.append(renewal)
                 tg.create_task(node.run(watcher("ssh")))

@@ -518,33 +518,38 @@ class Cluster:
     # --- more nodes -------------------------------------------------------------------------
 
     def node_config(self, nodename: str, token: str, labels: dict[str, str], *,
-                    via: str = "proxy") -> Path:
-        """A node-only config joining through the proxy (as the README shows) or the auth."""
+                    via: str = "proxy", tunnel: bool = False, proxy: str = "") -> Path:
+        """A node-only config joining through the proxy (as the README shows; at ``proxy``
+        if given) or the auth; ``tunnel``: in tunnel mode (through the proxy, no
+        listen_addr)."""
         (port,) = free_ports(1)
-        server = ({"proxy_server": self.proxy} if via == "proxy"
+        server = ({"proxy_server": proxy or self.proxy} if via == "proxy" or tunnel
                   else {"auth_server": f"127.0.0.1:{self.auth_port}"})
+        listen = {} if tunnel else {"listen_addr": f"127.0.0.1:{port}"}
         return write_yaml(self.workdir / f"{nodename}.yaml", {
             "version": "v1",
             "gatehouse": {"nodename": nodename, "data_dir": str(self.workdir / f"{nodename}-data"),
                           "join_token": token, **server},
-            "ssh_service": {"enabled": True, "listen_addr": f"127.0.0.1:{port}",
-                            "labels": labels},
+            "ssh_service": {"enabled": True, **listen, "labels": labels},
         })
 
     def start_node(self, nodename: str, token: str, labels: dict[str, str], *,
-                   via: str = "proxy") -> Process:
-        """Start a node process joining with ``token`` (not waiting for it)."""
-        path = self.node_config(nodename, token, labels, via=via)
+                   via: str = "proxy", tunnel: bool = False, proxy: str = "",
+                   prefix: tuple[str, ...] | None = None) -> Process:
+        """Start a node process joining with ``token`` (not waiting for it), under
+        ``prefix`` if given (else the cluster's)."""
+        path = self.node_config(nodename, token, labels, via=via, tunnel=tunnel, proxy=proxy)
         node = _start_gatehouse(f"{self.name} {nodename}", path, self.workdir / f"{nodename}.log",
-                                self.prefix)
+                                self.prefix if prefix is None else prefix)
         self.nodes[nodename] = node
         return node
 
     def join_node(self, nodename: str, labels: dict[str, str], *, token: str | None = None,
-                  via: str = "proxy") -> Process:
+                  via: str = "proxy", tunnel: bool = False) -> Process:
         """A node process joined with a fresh (or the given) token, up once its first
         heartbeat registered it with the cluster."""
-        node = self.start_node(nodename, token or self.token("node"), labels, via=via)
+        node = self.start_node(nodename, token or self.token("node"), labels, via=via,
+                               tunnel=tunnel)
         node.wait_up()
         return node
 

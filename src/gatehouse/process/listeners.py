@@ -20,7 +20,8 @@ def listen_addrs(cfg: Config) -> list[tuple[str, str]]:
     sections = (("auth_service", cfg.auth_service), ("proxy_service", cfg.proxy_service),
                 ("ssh_service", cfg.ssh_service))
     return [(f"{name}.listen_addr", section.listen_addr)
-            for name, section in sections if section.enabled]
+            for name, section in sections
+            if section.enabled and not (name == "ssh_service" and cfg.node_tunnel())]
 
 
 def check_listen_addrs(cfg: Config, config_file: Path | None) -> None:

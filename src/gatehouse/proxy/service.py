@@ -33,11 +33,12 @@ from gatehouse.proxy.sshproxy import SSHProxy
 from gatehouse.proxy.usercert import authenticate_user
 from gatehouse.proxy.web import make_web_app
 from gatehouse.tunnel.agent import TunnelAgent
-from gatehouse.tunnel.link import RootLink
-from gatehouse.tunnel.needs import Root
+from gatehouse.tunnel.eventsend import EventSender
+from gatehouse.tunnel.link import TunnelLink
+from gatehouse.tunnel.needs import OwnNodes, Root
 from gatehouse.tunnel.serve import StreamServer
 from gatehouse.tunnel.server import TunnelServer
-from gatehouse.wire.authapi import AuthAPI
+from gatehouse.wire.authapi import AuthAPI, NodeTunnels
 from gatehouse.wire.dial import NodeRoute
 from gatehouse.wire.names import ALPN_HTTP, ALPN_SSH, ALPN_TUNNEL
 
@@ -135,13 +136,24 @@ class ProxyService:
         """Tell the auth every leaf whose tunnel this proxy holds (one call for all)."""
         await self._api.report_tunnels(leaves)
 
+    async def _report_node_tunnels(self, host_ids: list[str]) -> dict[str, str]:
+        """Tell the auth every node tunnel this proxy holds; it refuses some."""
+        return (await self._api.report_node_tunnels(NodeTunnels(host_ids=host_ids))).refused
+
+    def _host_cas(self) -> list[Any]:
+        """This cluster's host CAs, which sign its nodes' certificates."""
+        certs = map(x509.load_cert, x509.pem_blocks(self._identity.cas_pem()))
+        return [c for c in certs if x509.ca_type(c) == "host"]
+
     async def _follow_leaves(self, tunnels: TunnelServer) -> None:
-        """Close the tunnel of a leaf as soon as the root's auth forgets it."""
+        """Close the tunnel of a leaf as soon as the root's auth forgets it, and ask about
+        the node tunnels on every change (a removed host is one)."""
         updated = self._trust.subscribe()
         while True:
             await updated.wait()
             updated.clear()
             tunnels.drop_unknown()
+            tunnels.recheck_nodes()
 
     def _spawn_handler(self, handler: SSHProxy) -> Callable[[], asyncio.Protocol]:
         def factory() -> asyncio.Protocol:
@@ -159,9 +171,10 @@ class ProxyService:
         self._auth_ssl = auth_ssl = tls.client_context(
             ident.cas_pem(), cert_file=ident.tls_cert_file, key_file=ident.key_pem_file)
         forwarder = AuthForwarder(self._auth_addr, auth_ssl, f"auth.{self._cluster}")
+        own = OwnNodes(self._cluster, self._host_cas, self._report_node_tunnels)
         tunnels = TunnelServer(lambda: self._trust.current().leaf_host_cas,
                                self._report_tunnels, self._store_leaf_events, self._clock,
-                               self._timer)
+                               self._timer, own_nodes=own)
         local = self._local
         front = make_web_app(forwarder, self._cluster, tunnels.relay_api,
                              lambda der: authenticate_user(der, self._user_cas(),
@@ -176,6 +189,7 @@ class ProxyService:
         resolver = local or forwarder
         ssh_proxy = SSHProxy(cluster=self._cluster, user_cas=self._user_cas,
                              resolve=resolver.resolve_node, open_remote=tunnels.open,
+                             open_node=tunnels.open_node,
                              audit=self._audit, clock=self._clock,
                              dial_timeout=limits.handshake_timeout.total_seconds())
         web_server = runner.server
@@ -190,9 +204,11 @@ class ProxyService:
         def keep_tunnel(root: Root) -> Coroutine[Any, Any, None]:
             serve = StreamServer(root.name, leaf_auth, leaf_auth, self._audit,
                                  trust=self._trust.current, clock=self._clock,
-                                 timer=self._timer)
-            return RootLink(root, ident, serve=serve, events=leaf_auth, clock=self._timer,
-                            rng=random.Random(), on_state=root_tunnels.changed).run()
+                                 timer=self._timer, open_node=tunnels.open_node)
+            events = EventSender(leaf_auth, root.name, self._timer)
+            return TunnelLink(root, ident, serve=serve, while_up=events.run, clock=self._timer,
+                              rng=random.Random(), what=f"root {root.name}",
+                              on_state=root_tunnels.changed).run()
 
         agent = TunnelAgent(lambda: roots_to_dial(self._trust.current()),
                             self._trust.subscribe(), keep_tunnel)

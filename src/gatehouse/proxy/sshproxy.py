@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 # (target, user's certificate, remote address) -> a node the user may reach
 Resolve = Callable[[str, bytes, str], Awaitable[NodeRoute]]
-OpenRemote = Callable[[str, dict[str, Any]], Awaitable[mux.MuxStream]]
+OpenRemote = Callable[[str, dict[str, Any]], Awaitable[mux.MuxStream]]  # (cluster or node)
 Audit = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
@@ -44,6 +44,7 @@ class SSHProxy:
         user_cas: Callable[[], list[cx509.Certificate]],
         resolve: Resolve,
         open_remote: OpenRemote,
+        open_node: OpenRemote,
         audit: Audit,
         clock: Clock,
         dial_timeout: float,
@@ -53,6 +54,7 @@ class SSHProxy:
         self._user_cas = user_cas
         self._resolve = resolve
         self._open_remote = open_remote
+        self._open_node = open_node
         self._audit = audit
         self._clock = clock
 
@@ -78,6 +80,14 @@ class SSHProxy:
                 await mux.splice_stream(stream, reader, writer)
                 return
             route = await self._resolve(request.target, der, remote)
+            if route.tunnel:
+                # A tunnel node: over the tunnel it holds to this proxy, to its own SSH
+                # server (the node serves nothing else on it).
+                stream = await self._open_node(route.host_id, {
+                    "kind": "ssh", "target": request.target, "user": user, "remote": remote})
+                writer.write(DialReply(host_id=route.host_id).encode())
+                await mux.splice_stream(stream, reader, writer)
+                return
             host, port = split_host_port(route.addr)
             try:
                 node = await asyncio.wait_for(asyncio.open_connection(host, port), 10)

@@ -20,11 +20,11 @@ from dataclasses import asdict, dataclass, field
 from gatehouse.backend import Backend, Item, Write, prefix_end
 from gatehouse.errors import AccessDenied, AlreadyExists, CompareFailed, NotFound
 
-__all__ = ["HostRecord", "HostRegistry", "name_taken"]
+__all__ = ["PREFIX", "HostRecord", "HostRegistry", "name_taken"]
 
 log = logging.getLogger(__name__)
 
-_HOSTS = b"/hosts/"
+PREFIX = _HOSTS = b"/hosts/"
 _NAMES = b"/host_index/name/"
 _INDEXED = b"/host_index/version"  # present once every stored node's name is claimed
 ATTEMPTS = 5  # writes retried when the record changes between our read and our write

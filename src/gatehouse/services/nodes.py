@@ -12,24 +12,33 @@ items, written in the same atomic write and expiring with it:
 
 In a key, a hostname or address is its UTF-8 with each NUL doubled as ``\\0\\xff``,
 then a NUL: byte order then matches the order of (text, name).
+
+The node tunnels each proxy holds are one item per proxy, ``/node_tunnels/<proxy>``,
+rewritten by each of its reports and expiring TUNNEL_REPORT_FRESH after it: a node's
+tunnel is up while a live item lists it (a proxy that stops reporting drops its nodes
+by itself).
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from gatehouse.backend import Backend, Item, Write, prefix_end
 from gatehouse.errors import AlreadyExists, BadParameter, CompareFailed, NotFound
 from gatehouse.services.resources import ResourceStore
 from gatehouse.types.node import Node
 
-__all__ = ["NodeStore"]
+__all__ = ["TUNNEL_REPORT_FRESH", "NodeStore"]
 
 _INDEX = b"/node_index/"
 _BY_HOSTNAME = _INDEX + b"hostname/"
 _BY_ADDR = _INDEX + b"addr/"
+_TUNNELS = b"/node_tunnels/"
+# A proxy reports every tunnel.liveness.REPORT_INTERVAL; this spans a few missed reports.
+TUNNEL_REPORT_FRESH = dt.timedelta(seconds=15)
 _VERSION = _INDEX + b"version"  # a marker: present once every stored node is indexed
 ATTEMPTS = 5  # writes retried when the node changes between our read and our write
 MAX_BATCH = 10_000  # index items per range read while scanning
@@ -109,6 +118,23 @@ class NodeStore(ResourceStore[Node]):
                     *(Write(key) for key in self._old_index_keys(old))]
 
         await self._change(name, writes)
+
+    async def tunnels_held(self, proxy: str, host_ids: Iterable[str],
+                           now: dt.datetime) -> None:
+        """Record that ``proxy`` holds the tunnels of ``host_ids`` (and of no other node)."""
+        if not proxy or "/" in proxy:
+            raise BadParameter(f"invalid proxy name {proxy!r} in a tunnel report")
+        key = _TUNNELS + proxy.encode()
+        await self._backend.put(Item(key, json.dumps(sorted(set(host_ids))).encode(),
+                                     now + TUNNEL_REPORT_FRESH))
+
+    async def tunnels_up(self) -> frozenset[str]:
+        """The host ids of the nodes whose tunnel a proxy reported holding lately."""
+        up: set[str] = set()
+        for item in await self._backend.get_range(_TUNNELS, prefix_end(_TUNNELS)):
+            with contextlib.suppress(ValueError, TypeError):  # unreadable: none held
+                up.update(str(h) for h in json.loads(item.value))
+        return frozenset(up)
 
     async def index_existing(self) -> int:
         """Index the nodes stored before the indexes existed, once; returns how many."""

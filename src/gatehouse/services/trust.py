@@ -15,7 +15,8 @@ leaf it no longer holds), so that a leaf costs no write of its own: its connecti
 and last heartbeat are read from those items.
 
 ``watch`` tells of every change to what a trust snapshot is made of (roles, users,
-every CA, trusted clusters), so that nodes and proxies are told at once.
+every CA, trusted clusters), so that nodes and proxies are told at once; and of every
+host removed, after which proxies ask again about the node tunnels they hold.
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
-from gatehouse.backend import Backend, Item, Watcher, Write, prefix_end
+from gatehouse.backend import Backend, EventType, Item, Watcher, Write, prefix_end
 from gatehouse.clock import Clock, utc
 from gatehouse.errors import BadParameter, NotFound
 from gatehouse.services.authorities import PREFIX as AUTHORITIES
+from gatehouse.services.hosts import PREFIX as HOSTS
 from gatehouse.services.resources import ResourceStore, kind_prefix
 from gatehouse.types.remote_cluster import RemoteCluster, RemoteClusterStatus
 from gatehouse.types.resource import Metadata
@@ -152,7 +154,11 @@ class TrustChanges:
         return self
 
     async def __anext__(self) -> None:
-        await anext(self._watcher)
+        while True:
+            event = await anext(self._watcher)
+            # A host joining changes no snapshot; one removed may hold a node tunnel.
+            if event.type == EventType.DELETE or not event.item.key.startswith(HOSTS):
+                return
 
 
 class TrustStore:
@@ -164,10 +170,10 @@ class TrustStore:
 
     def watch(self) -> TrustChanges:
         """Changes from now on to roles, users, any CA (this cluster's, roots', leaves')
-        and trusted clusters: everything a trust snapshot is made of."""
+        and trusted clusters: everything a trust snapshot is made of; and hosts removed."""
         return TrustChanges(self._backend.watch([
             kind_prefix("role"), kind_prefix("user"), kind_prefix("trusted_cluster"),
-            AUTHORITIES.encode()]))
+            AUTHORITIES.encode(), HOSTS]))
 
     # --- leaf side ------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""The dialing end of reverse tunnels (a leaf proxy): one tunnel to each enabled root.
+"""The dialing end of reverse tunnels: one tunnel to each cluster to dial (a leaf proxy's
+enabled roots; a tunnel-mode node's own cluster, which never changes).
 
 The agent follows the trust snapshot: each enabled root gets a task that keeps its
 tunnel up (link.py); a root disabled, removed, or moved to another address or CA

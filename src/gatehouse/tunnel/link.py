@@ -1,14 +1,16 @@
-"""One leaf-to-root tunnel, kept up: dial, hold until it closes, back off, redial.
+"""One reverse tunnel, kept up: dial, hold until it closes, back off, redial.
 
-The leaf dials the root proxy's single TLS port (ALPN ``gatehouse-tunnel/1``)
-with its host certificate and verifies the root by the root's host CA stored at
-join; the far end must be a proxy of that root (relaycheck.check_root_proxy),
-checked before any frame is read: only a root's proxy relays its users. While
-the tunnel is up it forwards this cluster's events (eventsend.py) and serves the
-streams the root opens (serve.py, one StreamServer per root). The root sends the
-heartbeats and this end answers them (see liveness.py); a root silent for
-ROOT_SILENT_AFTER is redialed. Redials back off exponentially with jitter; time
-and randomness are injected. Each change of state is told (``on_state``): down with
+The one implementation for both dialing ends: a leaf proxy's tunnel to a root, and a
+tunnel-mode node's tunnel to its own cluster's proxy. The dialer dials the proxy's
+single TLS port (ALPN ``gatehouse-tunnel/1``) with its host certificate and verifies
+the far end by the host CA it pinned at join; the far end must be a proxy of that
+cluster (relaycheck.check_root_proxy), checked before any frame is read: only that
+cluster's proxy may open streams here. While the tunnel is up it serves the streams
+the proxy opens (a leaf: serve.py, one StreamServer per root; a node: its SSH server)
+and runs ``while_up`` (a leaf forwards its events, eventsend.py). The proxy sends the
+heartbeats and this end answers them (see liveness.py); a proxy silent for
+ROOT_SILENT_AFTER is redialed. Redials back off exponentially with jitter; time and
+randomness are injected. A leaf is told each change of state (``on_state``): down with
 the reason, or up once the tunnel has outlived a refusal (REFUSED_WITHIN).
 """
 
@@ -19,6 +21,8 @@ import contextlib
 import logging
 import random
 import ssl
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from gatehouse._sys.hostport import split_host_port
 from gatehouse.clock import Monotonic, wait_for
@@ -26,16 +30,15 @@ from gatehouse.errors import AccessDenied
 from gatehouse.pki import tls
 from gatehouse.pki.keystore import StoredIdentity
 from gatehouse.pki.tls import peer_der
-from gatehouse.tunnel.eventsend import EventSender
 from gatehouse.tunnel.liveness import ROOT_SILENT_AFTER, set_keepalive
 from gatehouse.tunnel.mux import MuxSession, OnOpen
-from gatehouse.tunnel.needs import EventExport, Root, TunnelState
+from gatehouse.tunnel.needs import Root, TunnelState
 from gatehouse.tunnel.relaycheck import check_root_proxy
 from gatehouse.wire.authapi import RootTunnel
 from gatehouse.wire.names import ALPN_TUNNEL
 
 __all__ = ["DIAL_TIMEOUT", "FIRST_BACKOFF", "HEALTHY_AFTER", "MAX_BACKOFF", "Backoff",
-           "RootLink"]
+           "TunnelLink", "WhileUp"]
 
 log = logging.getLogger(__name__)
 
@@ -93,22 +96,27 @@ class _RootTunnel(MuxSession):
             super().data_received(data)
 
 
-class RootLink:
-    """Keeps a tunnel to ``root`` up until cancelled; nothing of it runs after that."""
+WhileUp = Callable[[MuxSession], Coroutine[Any, Any, None]]  # runs while a tunnel is up
+
+
+class TunnelLink:
+    """Keeps a tunnel to ``root``'s proxy up until cancelled; nothing of it runs after
+    that. ``what`` names the far end in the log ("root NAME", "proxy of NAME")."""
 
     def __init__(self, root: Root, identity: StoredIdentity, *, serve: OnOpen,
-                 events: EventExport, clock: Monotonic, rng: random.Random,
-                 on_state: TunnelState) -> None:
+                 while_up: WhileUp | None, clock: Monotonic, rng: random.Random,
+                 what: str, on_state: TunnelState | None) -> None:
         self._root = root
         self._on_state = on_state
         self._identity = identity
         self._serve = serve
-        self._events = EventSender(events, root.name, clock)
+        self._while_up = while_up
         self._clock = clock
         self._backoff = Backoff(rng)
+        self._what = what
 
     async def run(self) -> None:
-        self._on_state(RootTunnel(root=self._root.name, up=False, detail="connecting"))
+        self._tell(RootTunnel(root=self._root.name, up=False, detail="connecting"))
         while True:
             started = self._clock.monotonic()
             session = await self._dial()
@@ -135,34 +143,35 @@ class RootLink:
         except (OSError, ssl.SSLError) as exc:  # TimeoutError is an OSError
             reason = (f"no answer within {DIAL_TIMEOUT:.0f} s" if isinstance(exc, TimeoutError)
                       else str(exc) or type(exc).__name__)
-            log.warning("cannot reach root %s at %s: %s", root.name, root.proxy_addr, reason)
-            self._on_state(RootTunnel(root=root.name, up=False, detail=(
+            log.warning("cannot reach %s at %s: %s", self._what, root.proxy_addr, reason)
+            self._tell(RootTunnel(root=root.name, up=False, detail=(
                 f"cannot reach the root's proxy at {root.proxy_addr}: {reason}")))
             return None
         if session.refused:
-            log.warning("tunnel to root %s at %s refused reason=%r", root.name,
+            log.warning("tunnel to %s at %s refused reason=%r", self._what,
                         root.proxy_addr, session.refused)
-            self._on_state(RootTunnel(root=root.name, up=False,
-                                      detail=f"refused: {session.refused}"))
+            self._tell(RootTunnel(root=root.name, up=False,
+                                  detail=f"refused: {session.refused}"))
             return None
         set_keepalive(transport.get_extra_info("socket"))
-        log.info("tunnel to root %s at %s is up", root.name, root.proxy_addr)
+        log.info("tunnel to %s at %s is up", self._what, root.proxy_addr)
         return session
 
     async def _hold(self, session: MuxSession) -> None:
-        """Forward events over the tunnel until it closes or the root goes silent."""
+        """Run ``while_up`` until the tunnel closes or the proxy goes silent."""
         opened = self._clock.monotonic()
         try:
             async with asyncio.TaskGroup() as tg:
-                sender = tg.create_task(self._events.run(session))
+                work = tg.create_task(self._while_up(session)) if self._while_up else None
                 settled = tg.create_task(self._up_once_settled())
                 await self._watch(session)
-                sender.cancel()
+                if work is not None:
+                    work.cancel()
                 settled.cancel()
         finally:
-            await session.aclose("leaf agent stopping")
+            await session.aclose("tunnel agent stopping")
         reason = session.closed.result()
-        log.warning("tunnel to root %s closed: %s", self._root.name, reason)
+        log.warning("tunnel to %s closed: %s", self._what, reason)
         name = self._root.name
         if session.goodbye:
             state = RootTunnel(root=name, up=False, detail=f"the root closed it: {session.goodbye}")
@@ -170,12 +179,16 @@ class RootLink:
             state = RootTunnel(root=name, up=False, detail=_NOT_TAKEN, refused=True)
         else:
             state = RootTunnel(root=name, up=False, detail=f"closed: {reason}")
-        self._on_state(state)
+        self._tell(state)
 
     async def _up_once_settled(self) -> None:
         """Tell that the tunnel is up once it has outlived a refusal (REFUSED_WITHIN)."""
         await self._clock.sleep(REFUSED_WITHIN)
-        self._on_state(RootTunnel(root=self._root.name, up=True))
+        self._tell(RootTunnel(root=self._root.name, up=True))
+
+    def _tell(self, state: RootTunnel) -> None:
+        if self._on_state is not None:
+            self._on_state(state)
 
     async def _watch(self, session: MuxSession) -> None:
         """Return when the tunnel closes, or close a tunnel on which the root went silent:

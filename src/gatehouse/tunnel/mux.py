@@ -38,7 +38,8 @@ from gatehouse.tunnel.frames import (
 )
 from gatehouse.tunnel.limits import MAX_PAUSED_CONTROL, MAX_PEER_STREAMS, MESSAGE_DEADLINE
 
-__all__ = ["CLOSE_GRACE", "MuxSession", "MuxStream", "OnOpen", "read_all", "splice_stream"]
+__all__ = ["CLOSE_GRACE", "MuxSession", "MuxStream", "OnOpen", "read_all", "splice_stream",
+           "splice_streams"]
 
 log = logging.getLogger(__name__)
 
@@ -478,3 +479,25 @@ async def splice_stream(stream: MuxStream, reader: asyncio.StreamReader,
         writer.close()
         if not stream.done:
             stream.reset("spliced connection closed")
+
+
+async def splice_streams(a: MuxStream, b: MuxStream) -> None:
+    """Copy between two tunnel streams both ways (a leaf proxy joining its root's stream
+    to a tunnel node's), then end both."""
+
+    async def pump(src: MuxStream, dst: MuxStream) -> None:
+        try:
+            while data := await src.read():
+                await dst.write(data)
+            dst.write_eof()
+        except ConnectionProblem as exc:
+            dst.reset(str(exc))
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(pump(a, b))
+            tg.create_task(pump(b, a))
+    finally:
+        for stream in (a, b):
+            if not stream.done:
+                stream.reset("spliced stream closed")

@@ -4,8 +4,9 @@ The leaf's agent follows the roots to dial (``Root``, from the trust snapshot), 
 this cluster's audit events (``EventExport``), dials a node the root user may reach
 (``NodeResolver``), relays an API call to this cluster's auth (``AuthRelay``) and
 records what it refused (``Audit``). The root's server relays a call it is handed
-(``APICall``). The proxy builds the implementations (proxy/leafauth.py) on its clients
-of the auth; nothing in tunnel/ knows the auth's API paths.
+(``APICall``), and a proxy takes its own cluster's node tunnels (``OwnNodes``). The
+proxy builds the implementations (proxy/leafauth.py) on its clients of the auth;
+nothing in tunnel/ knows the auth's API paths.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from cryptography import x509 as cx509
+
+from gatehouse.tunnel.mux import MuxStream
 from gatehouse.wire.authapi import RootTunnel
 from gatehouse.wire.dial import NodeRoute
 
@@ -24,6 +28,8 @@ __all__ = [
     "EventExport",
     "EventPage",
     "NodeResolver",
+    "OpenNode",
+    "OwnNodes",
     "Root",
     "RootsToDial",
     "TunnelState",
@@ -32,14 +38,29 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Root:
-    """A root cluster to hold a tunnel to: its proxy's address, and the host CA (TLS PEM)
-    its certificate must be issued by; ``joined_at``: a new join is a new tunnel."""
+    """A cluster to hold a tunnel to (a leaf's root, or a tunnel-mode node's own cluster):
+    its proxy's address, and the host CA (TLS PEM) its certificate must be issued by;
+    ``joined_at``: a new join is a new tunnel."""
 
     name: str
     proxy_addr: str
     host_ca_tls: str
     joined_at: float = 0.0
 
+
+@dataclass(frozen=True)
+class OwnNodes:
+    """How a proxy takes the tunnels of its own cluster's tunnel-mode nodes: the host
+    CAs their certificates must chain to, and the auth's say on them (``report``: every
+    node tunnel held or offered, by host id -> those refused, with why)."""
+
+    cluster: str
+    host_cas: Callable[[], list[cx509.Certificate]]
+    report: Callable[[list[str]], Awaitable[dict[str, str]]]
+
+
+# (host id, stream meta) -> a stream to that tunnel node's SSH server (TunnelServer.open_node)
+OpenNode = Callable[[str, dict[str, Any]], Awaitable[MuxStream]]
 
 RootsToDial = Callable[[], Mapping[str, Root]]  # the enabled roots, by name, as of now
 

@@ -1,4 +1,5 @@
-"""The streams a root opens on a leaf's tunnel: SSH to a node, or an API call.
+"""The streams a root opens on a leaf's tunnel: SSH to a node (at its address, or over
+the node's own tunnel to this leaf's proxy), or an API call.
 
 Both act in the name of the root user whose certificate the stream carries, and
 only if this leaf takes that certificate from this root (relaycheck.py): one
@@ -22,8 +23,8 @@ from gatehouse.clock import Clock, Monotonic, wait_for
 from gatehouse.errors import AccessDenied, GatehouseError
 from gatehouse.pki import x509
 from gatehouse.tunnel.limits import MAX_CALL
-from gatehouse.tunnel.mux import MuxStream, read_all, splice_stream
-from gatehouse.tunnel.needs import Audit, AuthRelay, NodeResolver
+from gatehouse.tunnel.mux import MuxStream, read_all, splice_stream, splice_streams
+from gatehouse.tunnel.needs import Audit, AuthRelay, NodeResolver, OpenNode
 from gatehouse.tunnel.relaycheck import check_relayed, claimed_user
 from gatehouse.wire.trust import TrustSnapshot
 
@@ -38,9 +39,11 @@ class StreamServer:
     """Serves each stream ``root`` opens (its tunnel session's ``on_open``)."""
 
     def __init__(self, root: str, nodes: NodeResolver, relay: AuthRelay, audit: Audit, *,
-                 trust: Callable[[], TrustSnapshot], clock: Clock, timer: Monotonic) -> None:
+                 trust: Callable[[], TrustSnapshot], clock: Clock, timer: Monotonic,
+                 open_node: OpenNode) -> None:
         self._root = root
         self._nodes = nodes
+        self._open_node = open_node
         self._relay = relay
         self._audit = audit
         self._trust = trust
@@ -83,6 +86,16 @@ class StreamServer:
             route = await self._nodes.resolve_node(target, der, remote)
         except GatehouseError as exc:
             await self._refuse(stream, user.name, target, remote, str(exc))
+            return
+        if route.tunnel:  # a tunnel node of this leaf: over its own tunnel to this proxy
+            try:
+                node = await self._open_node(route.host_id, {
+                    "kind": "ssh", "target": target, "user": user.name, "remote": remote})
+            except GatehouseError as exc:
+                await self._refuse(stream, user.name, target, remote, str(exc))
+                return
+            stream.accept({"host_id": route.host_id})
+            await splice_streams(stream, node)
             return
         try:
             host, port = split_host_port(route.addr)

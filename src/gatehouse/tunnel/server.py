@@ -1,8 +1,14 @@
-"""The accepting end of reverse tunnels (a root proxy): who may connect, and routing.
+"""The accepting end of reverse tunnels (a proxy): who may connect, and routing.
 
 A leaf proxy connects with its host certificate; it is accepted only if that
 certificate is a proxy certificate signed by the host CA the leaf registered
 when it joined. One tunnel per leaf: a new one replaces the old.
+
+A tunnel-mode node of this proxy's own cluster connects with its node certificate
+(signed by this cluster's host CA). Its tunnel stays pending, never routed to, until
+the auth admits it (``OwnNodes.report``: only a registered node's tunnel); the auth's
+answer to every later report may still refuse it (the node was removed), and the
+proxy then closes it. One tunnel per node: a newly admitted one replaces the old.
 
 Liveness costs almost nothing per idle tunnel (see liveness.py): the kernel's TCP
 keepalive notices a dead peer, and one task pings, in batches, only the tunnels it
@@ -43,7 +49,7 @@ from gatehouse.tunnel.liveness import (
     sweep,
 )
 from gatehouse.tunnel.mux import MuxSession, MuxStream, read_all
-from gatehouse.tunnel.needs import APICall
+from gatehouse.tunnel.needs import APICall, OwnNodes
 
 __all__ = ["TunnelServer"]
 
@@ -55,17 +61,20 @@ StoreEvents = Callable[[str, Any], Awaitable[dict[str, Any]]]  # (leaf, batch) -
 
 
 class _TunnelConnection(MuxSession):
-    """One leaf's tunnel: authenticated in connection_made, before any frame is read."""
+    """One leaf's or node's tunnel: authenticated in connection_made, before any frame
+    is read."""
 
     def __init__(self, server: TunnelServer) -> None:
         super().__init__(dialer=False, clock=server._timer, on_open=self._incoming_stream,
                          max_peer_streams=MAX_STREAMS_FROM_LEAF)
         self._server = server
         self.leaf = ""
+        self.node = ""  # the host id of a node's tunnel
         self.pinged: float | None = None  # when our last heartbeat ping went out
 
     async def _incoming_stream(self, stream: MuxStream) -> None:
-        """Streams the leaf opens: its audit events, for the root's unified log."""
+        """Streams the leaf opens: its audit events, for the root's unified log (a node
+        opens none)."""
         if stream.meta.get("kind") != "events" or not self.leaf:
             stream.refuse("the root accepts only event streams from a leaf")
             return
@@ -88,19 +97,24 @@ class _TunnelConnection(MuxSession):
         stream.write_eof()
 
     def _who(self) -> str:
-        return self.leaf or super()._who()
+        return self.leaf or (f"node {self.node}" if self.node else super()._who())
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         peer = transport.get_extra_info("peername")
         try:
-            self.leaf = self._server._authenticate(transport)
+            kind, name = self._server._authenticate(transport)
         except (AccessDenied, BadParameter, ValueError) as exc:
             log.warning("tunnel refused remote=%s reason=%r", peer, str(exc))
             self.close(f"tunnel refused: {exc}")
             return
         set_keepalive(transport.get_extra_info("socket"))
-        self._server._register(self)
+        if kind == "node":
+            self.node = name
+            self._server._offer_node(self)
+        else:
+            self.leaf = name
+            self._server._register(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -116,13 +130,18 @@ class _TunnelConnection(MuxSession):
 
 class TunnelServer:
     def __init__(self, leaf_cas: Callable[[], dict[str, str]], report: Report,
-                 store_events: StoreEvents, clock: Clock, timer: Monotonic) -> None:
+                 store_events: StoreEvents, clock: Clock, timer: Monotonic, *,
+                 own_nodes: OwnNodes | None = None) -> None:
         self._leaf_cas = leaf_cas  # leaf cluster -> its host CA (TLS PEM)
         self._report = report
         self._store_events = store_events
         self._clock = clock
         self._timer = timer
+        self._own = own_nodes  # None: no node tunnels accepted
         self._sessions: dict[str, _TunnelConnection] = {}
+        self._nodes: dict[str, _TunnelConnection] = {}  # host id -> admitted tunnel
+        self._pending: set[_TunnelConnection] = set()  # node tunnels the auth has not admitted
+        self._nodes_idle_reported = False
         self._ended: asyncio.Queue[_TunnelConnection] = asyncio.Queue()  # for _reap
         self._schedule = ReportSchedule(timer.monotonic())
         self._wake = asyncio.Event()
@@ -131,12 +150,20 @@ class TunnelServer:
     def protocol(self) -> asyncio.Protocol:
         return _TunnelConnection(self)
 
-    def _authenticate(self, transport: asyncio.BaseTransport) -> str:
+    def _authenticate(self, transport: asyncio.BaseTransport) -> tuple[str, str]:
+        """("leaf", cluster) or ("node", host id) of the far end's certificate."""
         der = peer_der(transport.get_extra_info("ssl_object"))
         if not der:
             raise AccessDenied("a tunnel needs the leaf proxy's host certificate")
         cert = cx509.load_der_x509_certificate(der)
         ident = x509.identity_of(cert)
+        own = self._own
+        if own is not None and ident.cluster == own.cluster:
+            x509.verify_issued_by(cert, own.host_cas(), self._clock.now())
+            if ident.kind != "host" or ident.system_role != "node":
+                raise AccessDenied(f"only a node of {own.cluster} may open a node tunnel "
+                                   f"(the certificate is a {ident.system_role or ident.kind}'s)")
+            return "node", ident.name
         pem = self._leaf_cas().get(ident.cluster)
         if pem is None:
             raise AccessDenied(f"cluster {ident.cluster} is not a leaf of this cluster (removed, "
@@ -145,7 +172,31 @@ class TunnelServer:
         x509.verify_issued_by(cert, [x509.load_cert(pem)], self._clock.now())
         if ident.kind != "host" or ident.system_role != "proxy":
             raise AccessDenied(f"only a proxy of {ident.cluster} may open its tunnel")
-        return ident.cluster
+        return "leaf", ident.cluster
+
+    def _offer_node(self, session: _TunnelConnection) -> None:
+        """A node's tunnel, held back until the auth's next answer admits it."""
+        self._pending.add(session)
+        log.info("tunnel from node %s offered; asking the auth", session.node)
+        self._changed()
+
+    def _admit(self, refused: dict[str, str], offered: list[_TunnelConnection]) -> None:
+        """Apply the auth's answer to a report of ``offered``: admit the pending tunnels
+        it did not refuse, close every refused one."""
+        for session in offered:
+            reason = refused.get(session.node)
+            if session.closed.done():
+                self._pending.discard(session)
+            elif reason is not None:
+                log.warning("tunnel from node %s refused reason=%r", session.node, reason)
+                session.close(f"tunnel refused: {reason}")
+            elif session in self._pending:
+                self._pending.discard(session)
+                old = self._nodes.get(session.node)
+                self._nodes[session.node] = session
+                if old is not None:
+                    old.close("replaced by a newer tunnel")
+                log.info("tunnel from node %s is up", session.node)
 
     def _register(self, session: _TunnelConnection) -> None:
         old = self._sessions.get(session.leaf)
@@ -156,6 +207,12 @@ class TunnelServer:
         self._changed()
 
     def _unregister(self, session: _TunnelConnection) -> None:
+        self._pending.discard(session)
+        if session.node and self._nodes.get(session.node) is session:
+            del self._nodes[session.node]
+            reason = session.closed.result() if session.closed.done() else "closed"
+            log.info("tunnel from node %s is down: %s", session.node, reason)
+            self._changed()
         if session.leaf and self._sessions.get(session.leaf) is session:
             del self._sessions[session.leaf]
             reason = session.closed.result() if session.closed.done() else "closed"
@@ -175,8 +232,9 @@ class TunnelServer:
                 tg.create_task(self._reports())
                 tg.create_task(self._reap())
         finally:
-            await asyncio.gather(*(s.aclose("root proxy shutting down")
-                                   for s in list(self._sessions.values())))
+            await asyncio.gather(*(s.aclose("proxy shutting down")
+                                   for s in {*self._sessions.values(), *self._nodes.values(),
+                                             *self._pending}))
             while not self._ended.empty():
                 await self._ended.get_nowait().wait_closed()
 
@@ -204,15 +262,23 @@ class TunnelServer:
     async def _report_held(self, now: float) -> None:
         self._schedule.sending(now)
         held = list(self._sessions)
-        if not held and self._idle_reported:
-            return  # a proxy without leaves (most of them) stays quiet
+        offered = [*self._nodes.values(), *self._pending]
         try:
-            await self._report(held)
+            if held or not self._idle_reported:  # a proxy without leaves stays quiet
+                await self._report(held)
+                self._idle_reported = not held
+            if self._own is not None and (offered or not self._nodes_idle_reported):
+                refused = await self._own.report([s.node for s in offered])
+                self._nodes_idle_reported = not offered
+                self._admit(refused, offered)
         except GatehouseError as exc:
             log.warning("could not report the tunnels held to the auth: %s", exc)
             self._schedule.failed(self._timer.monotonic())
-        else:
-            self._idle_reported = not held
+
+    def recheck_nodes(self) -> None:
+        """Ask the auth about every node tunnel at once (a node may have been removed)."""
+        if self._nodes or self._pending:
+            self._changed()
 
     async def sweep(self, now: float, spread: float = SWEEP_INTERVAL) -> None:
         """One round, ``spread`` seconds long: drop the tunnels that left a heartbeat
@@ -225,10 +291,11 @@ class TunnelServer:
         thousands of keepalive probes overflows the kernel's backlog (on loopback,
         net.core.netdev_max_backlog), which drops them: seen as tunnels timing out.
         """
-        ping, dead = sweep(((s, s.last_seen, s.pinged) for s in self._sessions.values()), now)
+        ping, dead = sweep(((s, s.last_seen, s.pinged) for s in
+                            (*self._sessions.values(), *self._nodes.values())), now)
         for session in dead:
-            log.warning("dropping the tunnel from leaf %s: no answer to a heartbeat",
-                        session.leaf)
+            log.warning("dropping the tunnel from %s: no answer to a heartbeat",
+                        f"leaf {session.leaf}" if session.leaf else f"node {session.node}")
             session.abort()
         steps = max(1, min(PING_STEPS, len(ping)))  # no pings: one sleep, no wake-ups
         for i in range(steps):
@@ -247,6 +314,26 @@ class TunnelServer:
 
     def connected(self) -> list[str]:
         return sorted(self._sessions)
+
+    def connected_nodes(self) -> list[str]:
+        """The host ids of the nodes whose admitted tunnels this proxy holds."""
+        return sorted(self._nodes)
+
+    async def open_node(self, host_id: str, meta: dict[str, Any]) -> MuxStream:
+        """A stream to node ``host_id``'s own SSH server, over its tunnel (``meta``'s
+        target, the name the user gave, names the node in errors)."""
+        name = str(meta.get("target") or host_id)[:200]
+        session = self._nodes.get(host_id)
+        if session is None:
+            raise ConnectionProblem(f"node {name} is offline (its tunnel is not connected "
+                                    "to this proxy)")
+        try:
+            return await session.open(meta)
+        except ConnectionProblem:
+            if not session.closed.done():
+                raise
+            raise ConnectionProblem(
+                f"node {name} is offline ({session.closed.result()})") from None
 
     async def open(self, leaf: str, meta: dict[str, Any]) -> MuxStream:
         session = self._sessions.get(leaf)

@@ -43,6 +43,8 @@ __all__ = [
     "LeafJoinRequest",
     "LoginRequest",
     "NodeQuery",
+    "NodeTunnelVerdict",
+    "NodeTunnels",
     "Ping",
     "RecordingDone",
     "RenewRequest",
@@ -115,8 +117,19 @@ class LeafJoinReply(_Message):
 
 class Heartbeat(_Message):
     hostname: str
-    addr: str
+    addr: str  # "" for a node on a tunnel
     labels: dict[str, str] = {}
+    tunnel: bool = False  # the node is reached over its reverse tunnel, not at an address
+
+
+class NodeTunnels(_Message):
+    """A proxy's report of the node tunnels it holds or was just offered (one call for all)."""
+
+    host_ids: list[str]
+
+
+class NodeTunnelVerdict(_Message):
+    refused: dict[str, str] = {}  # host id -> why its tunnel may not stay
 
 
 class NodeQuery(_Message):
@@ -243,6 +256,7 @@ ROUTES: dict[str, Route] = {
     "report_root_tunnels": Route("POST", "/v1/trusted_clusters/heartbeat"),
     "status": Route("GET", "/v1/status"),
     "heartbeat": Route("POST", "/v1/nodes/heartbeat"),
+    "report_node_tunnels": Route("POST", "/v1/nodes/tunnels"),
     "renew": Route("POST", "/v1/hosts/renew"),
     "resolve_node": Route("GET", "/v1/nodes/resolve"),
     "list_nodes": Route("GET", "/v1/nodes"),
@@ -283,6 +297,7 @@ class AuthAPI(Protocol):
     async def trust(self) -> TrustSnapshot: ...
     def watch_trust(self) -> AsyncIterator[TrustSnapshot]: ...
     async def report_tunnels(self, leaves: list[str]) -> None: ...
+    async def report_node_tunnels(self, report: NodeTunnels) -> NodeTunnelVerdict: ...
     async def report_root_tunnels(self, roots: list[RootTunnel]) -> None: ...
     async def post_events(self, events: list[dict[str, Any]]) -> EventsStored: ...
     async def export_events(self, after: str, limit: int) -> EventPage: ...

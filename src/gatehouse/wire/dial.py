@@ -49,8 +49,9 @@ class DialRequest:
 class NodeRoute:
     """A node a proxy may dial for a user: where it is, and which host it is."""
 
-    addr: str  # host:port
+    addr: str  # host:port; "" for a node on a tunnel
     host_id: str
+    tunnel: bool = False  # reached over the node's reverse tunnel (by host_id)
 
 
 @dataclass(frozen=True)
