@@ -27,6 +27,7 @@ SAME_AS_TYPER = [
     ["ssh", "-p3022", "-tN", "-L", "8080:db:5432", "-L9090:[::1]:80", "root@n1"],
     ["ssh", "-tp", "22", "--", "root@n1", "-t", "ls"],
     ["ssh", "root@n1", "-p", "22", "-L", "1:h:2", "--", "ls", "-la"],
+    ["ssh", "-R", "0:localhost:80", "-NR9000:h:2", "root@n1"],
     ["--debug", "ssh", "root@n1", "true"],
     ["proxy", "ssh", "root@n1.leaf"],
     ["proxy", "ssh", "root@n1:2222", "--cluster=leaf"],
@@ -64,7 +65,7 @@ def test_what_it_recognises() -> None:
     [], ["ls"], ["ssh"], ["ssh", "--help"], ["ssh", "-h", "root@n"], ["ssh", "--bogus", "a@b"],
     ["ssh", "--cluster"], ["ssh", "-t=yes", "a@b"], ["ssh", "nobody"], ["ssh", "@node"],
     ["ssh", "root@"], ["ssh", "-p", "x", "a@b"], ["ssh", "-p", "0", "a@b"], ["ssh", "-L"],
-    ["ssh", "-tR", "a@b"], ["proxy", "ssh"], ["proxy", "ssh", "a@b", "c@d"],
+    ["ssh", "-tX", "a@b"], ["ssh", "-R"], ["proxy", "ssh"], ["proxy", "ssh", "a@b", "c@d"],
     ["proxy", "ssh", "a@b", "--help"], ["proxy", "ls"], ["--verbose", "ssh", "a@b"],
 ], ids=lambda argv: " ".join(argv) or "(nothing)")
 def test_anything_else_is_left_to_typer(argv: list[str]) -> None:

@@ -18,6 +18,8 @@ from gatehouse.errors import BadParameter
     (["-p3022", "-tN"], SshOptions(port=3022, tty=True, no_command=True), []),
     (["-tp", "22", "--", "-t"], SshOptions(tty=True, port=22), ["-t"]),
     (["-L", "1:h:2", "-L3:h:4"], SshOptions(forwards=("1:h:2", "3:h:4")), []),
+    (["-R", "0:h:2", "-NR3:h:4", "-L5:h:6"], SshOptions(
+        forwards=("5:h:6",), remote_forwards=("0:h:2", "3:h:4"), no_command=True), []),
     (["--cluster", "leaf", "uname"], SshOptions(cluster="leaf"), ["uname"]),
     (["--cluster=leaf", "--", "--cluster=x"], SshOptions(cluster="leaf"), ["--cluster=x"]),
     # a word that is not one of gsh's options starts the command, as given

@@ -1,10 +1,10 @@
-"""`gsh ssh -L` specs as ssh(1) reads them."""
+"""`gsh ssh -L` and `-R` specs as ssh(1) reads them."""
 
 from __future__ import annotations
 
 import pytest
 
-from gatehouse.client.forwardspec import LocalForward
+from gatehouse.client.forwardspec import PortForward
 from gatehouse.errors import BadParameter
 
 
@@ -17,7 +17,7 @@ from gatehouse.errors import BadParameter
     ("[::1]:8080:[2001:db8::5]:80", ("::1", 8080), ("2001:db8::5", 80)),
 ])
 def test_specs(spec: str, listen: tuple[str, int], dest: tuple[str, int]) -> None:
-    fwd = LocalForward.parse(spec)
+    fwd = PortForward.parse(spec)
     assert ((fwd.listen_host, fwd.listen_port), (fwd.dest_host, fwd.dest_port)) == (listen, dest)
     assert fwd.spec == spec
 
@@ -36,5 +36,17 @@ def test_specs(spec: str, listen: tuple[str, int], dest: tuple[str, int]) -> Non
 ])
 def test_bad_specs_say_what_is_wrong(spec: str, message: str) -> None:
     with pytest.raises(BadParameter) as err:
-        LocalForward.parse(spec)
+        PortForward.parse(spec)
     assert str(err.value).startswith(f"-L {spec!r}: ") and message in str(err.value)
+
+
+def test_remote_specs_let_the_node_choose_and_allow_port_0() -> None:
+    fwd = PortForward.parse("0:localhost:8000", remote=True)
+    assert (fwd.remote, fwd.flag, fwd.listen_host, fwd.listen_port) == (True, "-R", "", 0)
+    assert PortForward.parse("[::1]:9000:db:80", remote=True).listen_host == "::1"
+    with pytest.raises(BadParameter) as err:
+        PortForward.parse("0:db:80")
+    assert str(err.value) == "-L '0:db:80': '0' is not a port from 1 to 65535"
+    with pytest.raises(BadParameter) as err:
+        PortForward.parse("9000:db", remote=True)
+    assert str(err.value).startswith("-R '9000:db': expected [BIND:]PORT:HOST:HOSTPORT")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -24,6 +25,7 @@ from gatehouse.process.harness import (
     Process,
     free_ports,
     join,
+    run,
     wait_for,
     wait_online,
 )
@@ -343,6 +345,58 @@ def test_a_forward_the_node_refuses_says_so(cluster: Cluster, forwarder: Client,
         assert f"the node refused to open 127.0.0.1:{echo_port}" in tunnel.output()
     finally:
         tunnel.stop()
+
+
+def test_remote_forwarding_where_the_role_allows_it(cluster: Cluster, forwarder: Client,
+                                                    username: str, echo_port: int) -> None:
+    """-R 0: the node listens on a free loopback port, says which (as ssh(1) does), and
+    its connections reach the echo service through gsh."""
+    tunnel = _background(forwarder, "rforward", "ssh", "-N", "-R",
+                         f"0:127.0.0.1:{echo_port}", "root@node1")
+    try:
+        said = rf"Allocated port (\d+) for remote forward to 127.0.0.1:{echo_port}"
+        tunnel.wait_ready("the allocated port", lambda: re.search(said, tunnel.output()))
+        allocated = re.search(said, tunnel.output())
+        assert allocated is not None
+        port = int(allocated.group(1))
+        assert port != echo_port and _through(port, b"hi\n") == b"echo: hi\n"
+    finally:
+        tunnel.stop()
+    cluster.wait_event("the remote forward", lambda e: e["event"] == "port_forward"
+                       and e["message"] == "remote" and e["fields"].get("listen")
+                       == f"127.0.0.1:{port}")
+
+
+def test_remote_forwarding_with_a_command_and_openssh(
+    cluster: Cluster, forwarder: Client, echo_port: int,
+) -> None:
+    """A command on the node reaches the forward while it runs; ssh(1) -R through
+    `gsh config` gets the same from the node."""
+    (remote,) = free_ports(1)
+    probe = (f"python3 -c \"import socket; s = socket.create_connection(('127.0.0.1', "
+             f"{remote})); s.sendall(b'x'); print(s.recv(64).decode())\"")
+    res = forwarder.gsh("ssh", "-R", f"{remote}:127.0.0.1:{echo_port}", "root@node1", probe)
+    assert (res.rc, res.out) == (0, "echo: x\n"), res
+    assert not _listening(remote)
+    config = forwarder.openssh_config()
+    res = run(["ssh", "-F", str(config), "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes",
+               "-R", f"{remote}:127.0.0.1:{echo_port}", f"root@node1.{cluster.name}", probe],
+              env=forwarder.env(), timeout=30)
+    assert (res.rc, res.out) == (0, "echo: x\n"), res
+
+
+def test_remote_forwarding_is_refused_without_a_role_for_it(
+    cluster: Cluster, forwarder: Client, username: str, alice: Client,
+) -> None:
+    res = alice.gsh("ssh", "-N", "-R", "0:127.0.0.1:80", "root@node1", timeout=20)
+    assert res.rc == 255 and "port forwarding (-R) is not allowed" in _one_line(res.err), res
+    # the certificate allows it, the role no longer does: the node refuses and says why
+    cluster.create(FORWARDER.format(name=f"fwd-{username}", allowed="false"), force=True).ok()
+    res = forwarder.gsh("ssh", "-N", "-R", "0:127.0.0.1:80", "root@node1", timeout=20)
+    assert res.rc == 255 and "-R 0:127.0.0.1:80: the node refused to listen on port 0" \
+        in _one_line(res.err), res
+    cluster.wait_event("the refusal", lambda e: e["event"] == "port_forward.denied"
+                       and e["message"] == "port forwarding is not allowed by the user's roles")
 
 
 # --- a session that cannot go on: one line, exit 255 (item 2) ---------------------------------

@@ -27,7 +27,7 @@ from gatehouse.errors import AccessDenied, BadParameter, GatehouseError
 
 if TYPE_CHECKING:
     from gatehouse.client.dialer import ProxyTunnel
-    from gatehouse.client.forwardspec import LocalForward
+    from gatehouse.client.forwardspec import PortForward
 
 __all__ = ["Invocation", "parse", "proxy_ssh", "scp", "split_target", "ssh", "try_fast"]
 
@@ -60,13 +60,14 @@ def ssh(target: tuple[str, str], args: list[str], opts: SshOptions) -> int:
     (255: no session). Options at the front of ``args`` (after LOGIN@NODE) are read as
     ssh(1) reads them there (see sshargs)."""
     login, node = target
-    forwards: list[LocalForward] = []
+    forwards: list[PortForward] = []
     try:
         opts, command = read_options(args, opts)
-        if opts.forwards:
-            from gatehouse.client.forwardspec import LocalForward
+        if opts.forwards or opts.remote_forwards:
+            from gatehouse.client.forwardspec import PortForward
 
-            forwards = [LocalForward.parse(spec) for spec in opts.forwards]
+            forwards = [*(PortForward.parse(spec) for spec in opts.forwards),
+                        *(PortForward.parse(spec, remote=True) for spec in opts.remote_forwards)]
         if opts.port:
             node = _with_port(node, opts.port)
     except BadParameter as exc:
@@ -136,7 +137,7 @@ async def _dialed(profile: Profile, node: str, cluster: str
 
 
 async def _ssh(profile: Profile, login: str, node: str, command: list[str], opts: SshOptions,
-               forwards: list[LocalForward]) -> int:
+               forwards: list[PortForward]) -> int:
     async with _dialed(profile, node, opts.cluster) as (tunnel, host_ca):
         from gatehouse.client.ssh import run_ssh
 

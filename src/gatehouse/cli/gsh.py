@@ -282,12 +282,16 @@ def ssh(
     forward: Annotated[list[str] | None, typer.Option(
         "-L", help="[BIND:]PORT:HOST:HOSTPORT: forward a local port through the node "
                    "(roles with options.port_forwarding).")] = None,
+    remote_forward: Annotated[list[str] | None, typer.Option(
+        "-R", help="[BIND:]PORT:HOST:HOSTPORT: the node listens on its loopback PORT (0: any "
+                   "free port) and forwards to HOST:HOSTPORT from here (roles with "
+                   "options.port_forwarding).")] = None,
     no_command: Annotated[bool, typer.Option(
         "-N", help="No command and no shell: forwarding only.")] = False,
 ) -> None:
     """Run COMMAND (or an interactive shell) on NODE as LOGIN; exits with its status."""
     opts = SshOptions(cluster=cluster, tty=tty, port=port or 0, forwards=tuple(forward or ()),
-                      no_command=no_command)
+                      remote_forwards=tuple(remote_forward or ()), no_command=no_command)
     raise SystemExit(connect.ssh(_split_target(target), list(command or []), opts))
 
 

@@ -20,7 +20,7 @@ __all__ = ["OPTIONS", "SshOptions", "read_options"]
 
 # gsh ssh's options (gsh.py declares the same; tests/cli/test_connect.py checks) and
 # whether each takes a value.
-OPTIONS = {"--cluster": True, "-t": False, "-N": False, "-p": True, "-L": True}
+OPTIONS = {"--cluster": True, "-t": False, "-N": False, "-p": True, "-L": True, "-R": True}
 
 
 class SshOptions(NamedTuple):  # a NamedTuple: a dataclass costs gsh's start-up ~1.5 ms
@@ -28,6 +28,7 @@ class SshOptions(NamedTuple):  # a NamedTuple: a dataclass costs gsh's start-up 
     tty: bool = False  # -t: a PTY even with a command
     port: int = 0  # -p: the node registered at HOST:PORT; 0 = by name
     forwards: tuple[str, ...] = ()  # -L specs, as given
+    remote_forwards: tuple[str, ...] = ()  # -R specs, as given
     no_command: bool = False  # -N: no command, no shell (forwarding only)
 
 
@@ -96,4 +97,6 @@ def _apply(opts: SshOptions, name: str, value: str) -> SshOptions:
         if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= 65535:
             raise BadParameter(f"-p wants a port from 1 to 65535, not {value!r}")
         return opts._replace(port=int(value))
+    if name == "-R":
+        return opts._replace(remote_forwards=(*opts.remote_forwards, value))
     return opts._replace(forwards=(*opts.forwards, value))

@@ -24,8 +24,8 @@ from gatehouse._sys.fdio import write_all
 from gatehouse._sys.streams import PUMP_CHUNK
 from gatehouse.client._asyncssh import asyncssh
 from gatehouse.client.dialer import ProxyTunnel
-from gatehouse.client.forwardspec import LocalForward
-from gatehouse.client.localforward import LocalForwarder
+from gatehouse.client.forwardspec import PortForward
+from gatehouse.client.portforward import forwarder
 from gatehouse.client.profile import Profile
 from gatehouse.errors import AccessDenied, ConnectionProblem
 from gatehouse.pki import sshcert
@@ -157,29 +157,29 @@ async def _pump_out(stream: asyncssh.SSHReader[bytes], fd: int) -> None:
 
 async def run_ssh(profile: Profile, login: str, node: str, command: list[str], *,
                   host_ca: str, force_tty: bool, tunnel: ProxyTunnel,
-                  forwards: Sequence[LocalForward] = (), no_command: bool = False) -> int:
+                  forwards: Sequence[PortForward] = (), no_command: bool = False) -> int:
     """Run the session over ``tunnel`` (dialing ``node``, verified by ``host_ca``: its
     cluster's, from Profile.host_ca_for), with ``forwards`` listening meanwhile (and
     no session at all with ``no_command``, until the connection ends); returns the
     remote exit status (or 255 when it ended otherwise). ConnectionProblem, one line,
     when the connection breaks."""
     if forwards:
-        _check_forwarding(profile)
+        _check_forwarding(profile, forwards[0].flag)
     conn = await connect_node(profile, login, node, host_ca, tunnel)
     status = 255
     try:
         async with conn:
-            forwarders = [LocalForwarder(conn, f) for f in forwards]
+            forwarders = [forwarder(conn, f) for f in forwards]
             try:
-                for forwarder in forwarders:
-                    await forwarder.open()
+                for each in forwarders:
+                    await each.open()
                 if no_command:
                     await conn.wait_closed()
                     raise ConnectionProblem(f"the connection to {node} was closed")
                 status = await _session(conn, command, force_tty)
             finally:
-                for forwarder in forwarders:
-                    await forwarder.aclose()
+                for each in forwarders:
+                    await each.aclose()
     except* (asyncssh.Error, OSError) as lost:
         # e.g. the trust disabled or the daemon stopped mid-session, or a request
         # larger than the node accepts ("Max packet size exceeded"): one line, 255.
@@ -193,11 +193,11 @@ def _lost(node: str, exc: BaseException) -> NoReturn:
                             f"{reason or type(exc).__name__}") from exc
 
 
-def _check_forwarding(profile: Profile) -> None:
+def _check_forwarding(profile: Profile, flag: str) -> None:
     """AccessDenied unless the certificate permits port forwarding (the node requires
     it, whatever its roles say; the auth grants it only where a role allows it)."""
     if "permit-port-forwarding" not in _user_cert(profile).extensions:
-        raise AccessDenied("port forwarding (-L) is not allowed: your certificate does not "
+        raise AccessDenied(f"port forwarding ({flag}) is not allowed: your certificate does not "
                            "permit it (no role of yours sets options.port_forwarding)")
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pwd
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ from gatehouse import rbac, rolemap
 from gatehouse._sys import sshgcm
 from gatehouse.clock import Clock
 from gatehouse.errors import AccessDenied, BadParameter
+from gatehouse.node import remoteforward
 from gatehouse.node.session import (
     SessionInfo,
     SessionPolicy,
@@ -79,6 +81,7 @@ class NodeSSHServer(asyncssh.SSHServer):
         self._peer = peer
         self.grant: Grant | None = None
         self._conn: asyncssh.SSHServerConnection | None = None
+        self._remote_listeners = 0  # `ssh -R` listeners granted on this connection
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
@@ -184,8 +187,51 @@ class NodeSSHServer(asyncssh.SSHServer):
                             "fields": {"dest": f"{dest_host}:{dest_port}"}})
         return allowed
 
-    def server_requested(self, listen_host: str, listen_port: int) -> bool:
-        return False  # remote forwarding is not offered
+    def server_requested(self, listen_host: str, listen_port: int
+                         ) -> Awaitable[asyncssh.SSHListener] | bool:
+        """`ssh -R`: listen on the node's loopback (see node.remoteforward)."""
+        grant = self.grant
+        reason = remoteforward.refusal(
+            allowed=grant is not None and grant.port_forwarding,
+            login=grant.login if grant else "", login_uid=_uid(grant.login) if grant else None,
+            port=listen_port, held=self._remote_listeners)
+        if reason is not None or self._conn is None:
+            log.warning("remote forward refused user=%s port=%d reason=%r",
+                        grant.user if grant else "", listen_port, reason)
+            self._forward_event("port_forward.denied", f"{listen_host}:{listen_port}",
+                                reason or "the connection is closing")
+            return False
+        self._remote_listeners += 1
+        return self._listen(self._conn, listen_host, listen_port)
+
+    async def _listen(self, conn: asyncssh.SSHServerConnection, listen_host: str,
+                      listen_port: int) -> asyncssh.SSHListener:
+        bind = remoteforward.bind_host(listen_host)
+        try:
+            # Connections go back as forwarded-tcpip channels named by the address the
+            # client asked for, which is how its asyncssh or ssh(1) finds the forward.
+            listener = await conn.forward_local_port(bind, listen_port, listen_host,
+                                                     listen_port)
+        except OSError as exc:
+            self._remote_listeners -= 1
+            self._forward_event("port_forward.denied", f"{bind}:{listen_port}",
+                                f"cannot listen: {exc.strerror or exc}")
+            raise
+        self._forward_event("port_forward", f"{bind}:{listener.get_port()}", "remote")
+        return listener
+
+    def _forward_event(self, event: str, listen: str, message: str) -> None:
+        grant = self.grant
+        self._audit(event, {"user": grant.user if grant else "",
+                            "login": grant.login if grant else "", "remote_addr": self._peer,
+                            "message": message, "fields": {"listen": listen}})
+
+
+def _uid(login: str) -> int | None:
+    try:
+        return pwd.getpwnam(login).pw_uid
+    except KeyError:
+        return None
 
 
 def _key_id(key_data: bytes) -> str:

@@ -1,8 +1,10 @@
-"""`gsh ssh -L`: local port forwarding over the session's SSH connection.
+"""`gsh ssh -L` and `-R`: port forwarding over the session's SSH connection.
 
-Each local connection gets a direct-tcpip channel (RFC 4254 §7.2); the node opens
+-L: each local connection gets a direct-tcpip channel (RFC 4254 §7.2); the node opens
 it only if the user's roles allow port forwarding. A refusal is one line on
 stderr, as ssh(1) prints "open failed", and the local connection is closed.
+-R: the node listens (RFC 4254 §7.1) and sends each connection back as a
+forwarded-tcpip channel, which asyncssh connects to the destination from here.
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ import contextlib
 import sys
 
 from gatehouse.client._asyncssh import asyncssh
-from gatehouse.client.forwardspec import LocalForward
+from gatehouse.client.forwardspec import PortForward
 from gatehouse.errors import ConnectionProblem
 
-__all__ = ["LocalForwarder"]
+__all__ = ["LocalForwarder", "RemoteForwarder", "forwarder"]
 
 _CHUNK = 64 * 1024
 
@@ -26,7 +28,7 @@ class LocalForwarder:
     Every connection's task belongs to this forwarder, and ``aclose`` ends them.
     """
 
-    def __init__(self, conn: asyncssh.SSHClientConnection, forward: LocalForward) -> None:
+    def __init__(self, conn: asyncssh.SSHClientConnection, forward: PortForward) -> None:
         self._conn = conn
         self._forward = forward
         self._server: asyncio.Server | None = None
@@ -77,6 +79,42 @@ class LocalForwarder:
         finally:
             chan_writer.close()
             writer.close()
+
+
+class RemoteForwarder:
+    """Has the node listen for one -R spec while open."""
+
+    def __init__(self, conn: asyncssh.SSHClientConnection, forward: PortForward) -> None:
+        self._conn = conn
+        self._forward = forward
+        self._listener: asyncssh.SSHListener | None = None
+
+    async def open(self) -> None:
+        fwd = self._forward
+        try:
+            self._listener = await self._conn.forward_remote_port(
+                fwd.listen_host, fwd.listen_port, fwd.dest_host, fwd.dest_port)
+        except asyncssh.ChannelListenError as exc:
+            raise ConnectionProblem(
+                f"-R {fwd.spec}: the node refused to listen on port {fwd.listen_port} (a role "
+                "must allow port_forwarding, ports below 1024 need a uid-0 login, and the "
+                "port must be free; the node's audit log says which)") from exc
+        if fwd.listen_port == 0:  # as ssh(1) says it, so that scripts can read the port
+            print(f"Allocated port {self._listener.get_port()} for remote forward to "
+                  f"{fwd.dest_host}:{fwd.dest_port}", file=sys.stderr)
+
+    async def aclose(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            await self._listener.wait_closed()
+
+
+def forwarder(conn: asyncssh.SSHClientConnection,
+              forward: PortForward) -> LocalForwarder | RemoteForwarder:
+    """The forwarder for one -L or -R spec."""
+    if forward.remote:
+        return RemoteForwarder(conn, forward)
+    return LocalForwarder(conn, forward)
 
 
 async def _copy_in(reader: asyncio.StreamReader, chan: asyncssh.SSHWriter[bytes]) -> None:
