@@ -23,6 +23,7 @@ from pathlib import Path
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from gatehouse._sys.fdlimit import raise_open_file_limit
 from gatehouse._sys.hostport import dial_addr, listen_error, split_host_port
 from gatehouse._sys.tlsserver import TLSServer
 from gatehouse.auth.api import make_api_app
@@ -277,6 +278,7 @@ async def run(
     timer = timer or SystemMonotonic()
     data_dir = cfg.data_dir
     _check_can_start(cfg, config_file)
+    log.debug("open-file limit %d", raise_open_file_limit())
     with _lock_data_dir(data_dir):
         async with (
             _services(cfg, clock, timer) as (auth, cluster, auth_addr, renewals),
