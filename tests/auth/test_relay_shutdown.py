@@ -53,11 +53,14 @@ class Cuttable:
     def __init__(self, target: str) -> None:
         self._target = target.rsplit(":", 1)
         self._writers: list[asyncio.StreamWriter] = []
+        self._flowing = asyncio.Event()
+        self._flowing.set()
         self.addr = ""
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError):
             while data := await reader.read(65536):
+                await self._flowing.wait()
                 writer.write(data)
                 await writer.drain()
         writer.close()
@@ -77,6 +80,10 @@ class Cuttable:
     def cut(self) -> None:
         for writer in self._writers:
             writer.transport.abort()
+
+    def freeze(self) -> None:
+        """Carry nothing more, and close nothing (a partition: no FIN, no RST)."""
+        self._flowing.clear()
 
 
 @contextlib.asynccontextmanager
@@ -126,4 +133,19 @@ async def test_a_relayed_watch_ends_when_the_auths_side_breaks(api: API,
         hop.cut()
         with pytest.raises(ConnectionProblem):
             await asyncio.wait_for(anext(watch), 5)
+        await watch.aclose()
+
+
+async def test_a_silent_watch_is_given_up_to_be_dialed_again(api: API,
+                                                              tmp_path: Path) -> None:
+    """The path to the auth goes silent without closing (a partition): the watcher stops
+    waiting after ``silence`` with nothing heard (the auth writes a keepalive line every
+    WATCH_KEEPALIVE), instead of deciding with its last snapshot forever."""
+    async with Cuttable(api.addr).serving() as hop, \
+            _relaying(api, tmp_path, hop.addr) as (_, client):
+        watch = client.lines("/v1/trust", silence=1.0, watch="1")
+        assert b"user_cas" in await anext(watch)
+        hop.freeze()
+        with pytest.raises(ConnectionProblem, match="nothing heard on /v1/trust for 1 s"):
+            await asyncio.wait_for(anext(watch), 10)
         await watch.aclose()

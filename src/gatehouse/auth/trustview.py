@@ -8,11 +8,12 @@ import contextlib
 from collections.abc import AsyncGenerator
 
 from gatehouse.auth.server import AuthServer
+from gatehouse.wire.names import WATCH_KEEPALIVE
 from gatehouse.wire.trust import RootCluster, TrustSnapshot
 
 __all__ = ["COALESCE", "KEEPALIVE", "build_snapshot", "snapshots"]
 
-KEEPALIVE = 15.0  # a watch with no change yields None this often (HTTP keepalive lines)
+KEEPALIVE = WATCH_KEEPALIVE  # a watch with no change yields None this often (keepalive lines)
 COALESCE = 0.05  # a burst of changes within this many seconds makes one snapshot
 
 

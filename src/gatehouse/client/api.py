@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 
 from gatehouse.errors import ConnectionProblem, GatehouseError, from_status
+from gatehouse.wire.names import WATCH_SILENCE
 
 __all__ = ["APIClient"]
 
@@ -152,14 +153,17 @@ class APIClient:
     async def delete(self, path: str) -> Any:
         return await self.request("DELETE", path)
 
-    async def lines(self, path: str, **params: str) -> AsyncIterator[bytes]:
-        """A streamed response, one line at a time (the auth's watch endpoints)."""
+    async def lines(self, path: str, *, silence: float = WATCH_SILENCE,
+                    **params: str) -> AsyncIterator[bytes]:
+        """A streamed response, one line at a time (the auth's watch endpoints, which
+        write a keepalive line when quiet): ConnectionProblem after ``silence``
+        seconds without a byte."""
         try:
             async with self._http().get(
                 self._base + path,
                 params=params or None,
                 server_hostname=self._server_hostname,
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=silence),
             ) as resp:
                 if resp.status >= 400:
                     data = await resp.json(content_type=None)
@@ -177,6 +181,9 @@ class APIClient:
                         raise ConnectionProblem(f"a line from {path} exceeds {MAX_LINE} bytes")
         except GatehouseError:
             raise
+        except aiohttp.ServerTimeoutError as exc:
+            raise ConnectionProblem(f"lost {self.addr}: nothing heard on {path} for "
+                                    f"{silence:g} s") from exc
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             reason = str(exc) or type(exc).__name__
             raise ConnectionProblem(f"lost {self.addr}: {reason}") from exc

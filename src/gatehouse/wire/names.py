@@ -16,11 +16,19 @@ __all__ = [
     "RECORDING_CHUNK",
     "RECORDING_TAIL",
     "REMOTE_ADDR_HEADER",
+    "WATCH_KEEPALIVE",
+    "WATCH_SILENCE",
 ]
 
 ALPN_SSH = "gatehouse-ssh/1"  # a user's SSH session to a node (see wire.dial)
 ALPN_TUNNEL = "gatehouse-tunnel/1"  # a reverse tunnel from a leaf proxy or a node
 ALPN_HTTP = "http/1.1"  # the web/API front
+
+# The auth writes an empty line on a quiet watch stream this often; a watcher that hears
+# nothing for WATCH_SILENCE takes the stream for dead (a peer gone without a FIN, a
+# partition) and dials again, instead of deciding with what it last heard forever.
+WATCH_KEEPALIVE = 15.0
+WATCH_SILENCE = 3 * WATCH_KEEPALIVE
 
 # A node refusing a certificate sends this and the reason as an SSH auth banner (RFC 4252
 # §5.4) before the failure: gsh puts it in its one line, ssh(1) prints it on stderr.
