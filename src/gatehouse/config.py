@@ -68,8 +68,10 @@ class GatehouseSection(_Strict):
     proxy_server: str | None = None
     auth_server: str | None = None
     storage: Storage = Field(default_factory=Storage)
+    # Health, readiness and Prometheus metrics over plain HTTP (process.diag); off when unset.
+    diag_addr: str | None = None
 
-    _addrs = field_validator("proxy_server", "auth_server")(_check_addr)
+    _addrs = field_validator("proxy_server", "auth_server", "diag_addr")(_check_addr)
 
 
 # "node": the cluster's nodes record every session; "off": they record none.

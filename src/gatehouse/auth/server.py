@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from gatehouse import rbac
+from gatehouse import metrics, rbac
 from gatehouse._sys.hostport import split_host_port
 from gatehouse.auth import issuer
 from gatehouse.auth.failures import AnonymousFailures
@@ -264,6 +264,7 @@ class AuthServer:
             self.cas["user"], key, ident, now=self.clock.now(), ttl=ttl,
             port_forwarding=rbac.allows_port_forwarding(roles),
         )
+        metrics.CERTIFICATES.labels("user").inc()
         name = user.metadata.name
         await self.audit.emit("cert.create", user=name,
                               correlation_id=sshcert.correlation_id(name, certs.serial),
@@ -328,10 +329,12 @@ class AuthServer:
         principals = [nodename, f"{nodename}.{self.cluster}", host_id, *hosts]
         # Only servers get TLS names (and with them serverAuth): a node never serves TLS.
         names = [] if role == "node" else [f"{role}.{self.cluster}", *dns_names]
-        return issuer.issue_host(
+        certs = issuer.issue_host(
             self.cas["host"], key, ident, now=self.clock.now(), ttl=HOST_TTL,
             principals=principals, dns_names=names,
         )
+        metrics.CERTIFICATES.labels("host").inc()
+        return certs
 
     async def issue_admin_certs(self, key: Any, replaces: str = "") -> issuer.IssuedCerts:
         """The local administrator credentials gatectl -c uses (kept in data_dir, 0600).

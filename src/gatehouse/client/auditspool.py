@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from gatehouse import metrics
 from gatehouse.errors import ConnectionProblem, GatehouseError
 from gatehouse.pki.keystore import write_private
 from gatehouse.wire.names import RECORDING_CHUNK
@@ -47,9 +48,16 @@ class AuditSpool:
         self._cursor_fd = os.open(self._cursor_path, os.O_WRONLY | os.O_CREAT, 0o600)
         self._ready = asyncio.Event()
         self._ready.set()  # anything left from before a restart is sent first
+        metrics.AUDIT_PENDING.set(self._count_unsent())
+
+    def _count_unsent(self) -> int:
+        with self._path.open("rb") as f:
+            f.seek(self._sent)
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 16), b""))
 
     def append(self, record: dict[str, Any]) -> None:
         os.write(self._fd, json.dumps(record, separators=(",", ":")).encode() + b"\n")
+        metrics.AUDIT_PENDING.inc()
         self._ready.set()
 
     def _read_cursor(self) -> int:
@@ -102,6 +110,9 @@ class AuditSpool:
                     continue
                 except GatehouseError as exc:  # refused: keep going, do not block the rest
                     log.error("auth refused %d audit events: %s", len(records), exc)
+                else:
+                    metrics.AUDIT_FORWARDED.inc(len(records))
+                metrics.AUDIT_PENDING.dec(len(records))
                 delay = 0.5
                 self._move_cursor(end)
                 if end >= COMPACT_AT:

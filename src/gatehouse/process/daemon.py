@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import socket
@@ -30,6 +31,7 @@ from gatehouse.auth.api import make_api_app
 from gatehouse.auth.local import LocalAuth
 from gatehouse.auth.server import AuthServer
 from gatehouse.backend import open_backend
+from gatehouse.backend.measured import MeasuredBackend
 from gatehouse.client.admin import identity_bundle
 from gatehouse.client.api import APIClient
 from gatehouse.client.authclient import AuthClient
@@ -41,9 +43,11 @@ from gatehouse.errors import AccessDenied, BadParameter
 from gatehouse.node.service import NodeService
 from gatehouse.pki import sshcert, tls
 from gatehouse.pki.keystore import StoredIdentity, write_private
+from gatehouse.process.diag import Readiness, serving
 from gatehouse.process.listeners import check_listen_addrs
 from gatehouse.process.renewal import Fresh, Renewal, renewal_due
 from gatehouse.proxy.service import ProxyService
+from gatehouse.services import cluster_name
 from gatehouse.wire.authapi import AuthAPI, RenewRequest
 from gatehouse.wire.names import ALPN_HTTP
 
@@ -243,6 +247,16 @@ async def _host_api(
 
 
 @contextlib.asynccontextmanager
+async def _diag(cfg: Config, readiness: Readiness) -> AsyncIterator[None]:
+    """The diag endpoints while the daemon runs, if ``gatehouse.diag_addr`` is set."""
+    if not cfg.gatehouse.diag_addr:
+        yield
+        return
+    async with serving(cfg.gatehouse.diag_addr, readiness):
+        yield
+
+
+@contextlib.asynccontextmanager
 async def _services(cfg: Config, clock: Clock, timer: Monotonic) -> AsyncIterator[
         tuple[AuthServer | None, str, str, list[Renewal]]]:
     """Open the auth (if enabled); yield (auth, cluster name, auth API address + hostname,
@@ -251,10 +265,10 @@ async def _services(cfg: Config, clock: Clock, timer: Monotonic) -> AsyncIterato
         auth: AuthServer | None = None
         if cfg.auth_service.enabled:
             storage = cfg.gatehouse.storage
-            backend = await open_backend(
+            backend = MeasuredBackend(await open_backend(
                 storage.type, path=Path(storage.path or cfg.data_dir / "backend.sqlite"),
                 clock=clock,
-            )
+            ))
             stack.push_async_callback(backend.close)
             auth = await AuthServer.open(backend, clock, cfg.auth_service.cluster_name,
                                          cfg.data_dir / "recordings",
@@ -279,8 +293,10 @@ async def run(
     data_dir = cfg.data_dir
     _check_can_start(cfg, config_file)
     log.debug("open-file limit %d", raise_open_file_limit())
+    readiness = Readiness()
     with _lock_data_dir(data_dir):
         async with (
+            _diag(cfg, readiness),
             _services(cfg, clock, timer) as (auth, cluster, auth_addr, renewals),
             contextlib.AsyncExitStack() as clients,
             asyncio.TaskGroup() as tg,
@@ -289,6 +305,7 @@ async def run(
             if auth is not None:
                 started.addrs["auth"] = cfg.auth_service.listen_addr
                 tg.create_task(auth.failures.run(timer))
+                readiness.add("auth", functools.partial(cluster_name.stored, auth.backend))
             waiting: list[asyncio.Event] = []
 
             def watcher(name: str) -> Callable[[str], None]:
@@ -317,6 +334,8 @@ async def run(
                                                       f"auth.{cluster}", clients, clock, timer)
                 proxy = ProxyService(cfg.proxy_service, store, api, auth_addr, clock, timer,
                                      data_dir, local)
+                if local is None:
+                    readiness.add("proxy", api.ping)
                 renewal.on_renewed(proxy.reload_identity)
                 renewals.append(renewal)
                 tg.create_task(proxy.run(watcher("proxy")))
@@ -332,8 +351,10 @@ async def run(
                                            store)
                 cluster = store.identity().cluster
                 server_name = f"proxy.{cluster}" if via_proxy else f"auth.{cluster}"
-                api, _, renewal = await _host_api("node", store, auth, auth_addr, server_name,
-                                                  clients, clock, timer)
+                api, local, renewal = await _host_api("node", store, auth, auth_addr,
+                                                      server_name, clients, clock, timer)
+                if local is None:
+                    readiness.add("ssh", api.ping)
                 node = NodeService(cfg.ssh_service, nodename, store, api, clock, data_dir,
                                    timer=timer, tunnel_to=tunnel_to)
                 renewal.on_renewed(node.reload_identity)
@@ -344,6 +365,7 @@ async def run(
             for renewal in renewals:
                 tg.create_task(renewal.run())
             started.cluster = cluster
+            readiness.started = True
             on_started(started)
             # Serve until cancelled. A failing service's task cancels this wait, and the
             # group raises its error.

@@ -379,6 +379,8 @@ class Cluster:
     proxy_port: int = 0
     ssh_port: int = 0
     proxy_apart: bool = False  # the proxy in a process of its own (``proxy_process``)
+    diag: bool = False  # gatehouse.diag_addr on each process (``diag_addr(process)``)
+    diag_ports: dict[str, int] = field(default_factory=dict)  # "daemon", "proxy" -> port
     daemon: Process | None = None
     proxy_process: Process | None = None
     nodes: dict[str, Process] = field(default_factory=dict)
@@ -407,6 +409,8 @@ class Cluster:
                              # window lets tests see the counts without waiting a minute.
                              "limits": {"failure_window": "2s"}},
         }
+        if self.diag:
+            data["gatehouse"]["diag_addr"] = self.diag_addr("daemon")
         if not self.proxy_apart:
             data["proxy_service"] = {"enabled": True, "listen_addr": self.proxy}
         if self.ssh:
@@ -418,7 +422,14 @@ class Cluster:
         """Pick free ports and write the config."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.auth_port, self.proxy_port, self.ssh_port = free_ports(3)
+        if self.diag:
+            self.diag_ports = dict(zip(("daemon", "proxy"), free_ports(2), strict=True))
         write_yaml(self.config, self.settings())
+
+    def diag_addr(self, process: str) -> str:
+        """Where ``process`` ("daemon", or "proxy" with ``proxy_apart``) serves /healthz,
+        /readyz and /metrics (``diag``)."""
+        return f"127.0.0.1:{self.diag_ports[process]}"
 
     def start(self) -> Cluster:
         """Start the cluster's process and wait until it is up; new ports if one was taken
@@ -446,13 +457,16 @@ class Cluster:
         proxy token at its first start; up once it serves. Started again, it keeps the
         identity it joined with."""
         if self.proxy_process is None:
-            config = write_yaml(self.workdir / "proxy.yaml", {
+            settings: dict[str, Any] = {
                 "version": "v1",
                 "gatehouse": {"nodename": "proxy", "data_dir": str(self.workdir / "proxy-data"),
                               "join_token": self.token("proxy"),
                               "auth_server": f"127.0.0.1:{self.auth_port}"},
                 "proxy_service": {"enabled": True, "listen_addr": self.proxy},
-            })
+            }
+            if self.diag:
+                settings["gatehouse"]["diag_addr"] = self.diag_addr("proxy")
+            config = write_yaml(self.workdir / "proxy.yaml", settings)
             self.proxy_process = Process(f"{self.name} proxy", [str(GATEHOUSE), "start", "-c",
                                                                 str(config)],
                                          self.workdir / "proxy.log", cwd=self.workdir)

@@ -19,9 +19,12 @@ def listen_addrs(cfg: Config) -> list[tuple[str, str]]:
     """(config key, address) of every listener the config enables."""
     sections = (("auth_service", cfg.auth_service), ("proxy_service", cfg.proxy_service),
                 ("ssh_service", cfg.ssh_service))
-    return [(f"{name}.listen_addr", section.listen_addr)
-            for name, section in sections
-            if section.enabled and not (name == "ssh_service" and cfg.node_tunnel())]
+    addrs = [(f"{name}.listen_addr", section.listen_addr)
+             for name, section in sections
+             if section.enabled and not (name == "ssh_service" and cfg.node_tunnel())]
+    if cfg.gatehouse.diag_addr:
+        addrs.append(("gatehouse.diag_addr", cfg.gatehouse.diag_addr))
+    return addrs
 
 
 def check_listen_addrs(cfg: Config, config_file: Path | None) -> None:

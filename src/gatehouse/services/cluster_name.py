@@ -6,7 +6,7 @@ from __future__ import annotations
 from gatehouse.backend import Backend, Item
 from gatehouse.errors import AlreadyExists, NotFound
 
-__all__ = ["claim"]
+__all__ = ["claim", "stored"]
 
 _KEY = b"/cluster_name"
 
@@ -23,3 +23,8 @@ async def claim(backend: Backend, cluster: str) -> str:
     except AlreadyExists:  # another auth on this backend claimed it meanwhile
         return (await backend.get(_KEY)).value.decode()
     return cluster
+
+
+async def stored(backend: Backend) -> str:
+    """The name stored (a read that needs the backend to answer: the auth's readiness)."""
+    return (await backend.get(_KEY)).value.decode()

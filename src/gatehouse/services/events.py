@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from gatehouse import metrics
 from gatehouse.backend import Backend, Item, Write, prefix_end
 from gatehouse.clock import Clock
 from gatehouse.config import DEFAULT_AUDIT_RETENTION
@@ -150,7 +151,12 @@ class AuditLog:
         event that a node reported late."""
         key = self._next_key(ev)
         await self._backend.put(self._item(_PREFIX + key.encode(), ev))
+        self._count(ev)
         return key
+
+    def _count(self, ev: AuditEvent) -> None:
+        if ev.cluster == self.cluster:  # a leaf's logins and sessions are the leaf's to count
+            metrics.count_event(ev.event)
 
     def _next_key(self, ev: AuditEvent) -> str:
         ts = max(int(self._clock.now().timestamp() * 1_000_000), self._last_ts + 1)
@@ -174,6 +180,7 @@ class AuditLog:
             ])
         except CompareFailed:
             return False
+        self._count(ev)
         return True
 
     async def export(self, after: str, limit: int = 500

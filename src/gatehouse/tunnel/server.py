@@ -35,6 +35,7 @@ from typing import Any
 
 from cryptography import x509 as cx509
 
+from gatehouse import metrics
 from gatehouse.clock import Clock, Monotonic, wait_for
 from gatehouse.errors import AccessDenied, BadParameter, ConnectionProblem, GatehouseError
 from gatehouse.pki import x509
@@ -140,6 +141,8 @@ class TunnelServer:
         self._own = own_nodes  # None: no node tunnels accepted
         self._sessions: dict[str, _TunnelConnection] = {}
         self._nodes: dict[str, _TunnelConnection] = {}  # host id -> admitted tunnel
+        metrics.TUNNELS.labels("leaf").set_function(lambda: len(self._sessions))
+        metrics.TUNNELS.labels("node").set_function(lambda: len(self._nodes))
         self._pending: set[_TunnelConnection] = set()  # node tunnels the auth has not admitted
         self._nodes_idle_reported = False
         self._ended: asyncio.Queue[_TunnelConnection] = asyncio.Queue()  # for _reap
