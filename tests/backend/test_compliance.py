@@ -18,6 +18,7 @@ from gatehouse.backend import (
     Event,
     Item,
     MemoryBackend,
+    PostgresBackend,
     SQLiteBackend,
     Watcher,
     Write,
@@ -34,6 +35,7 @@ from gatehouse.errors import (
     LimitExceeded,
     NotFound,
 )
+from tests import pgserver
 
 # The background sweeper is slowed down so that tests decide when expiry happens,
 # except in the one test about the sweeper itself.
@@ -43,8 +45,16 @@ OPENERS: dict[str, Opener] = {
     "memory": lambda tmp, clock, every: MemoryBackend.open(clock=clock, sweep_interval=every),
     "sqlite": lambda tmp, clock, every: SQLiteBackend.open(
         tmp / f"{uuid.uuid4().hex}.db", clock=clock, sweep_interval=every),
+    # A fresh database each, on the test process's PostgreSQL server (tests/pgserver.py).
+    "postgres": lambda tmp, clock, every: open_postgres(clock, every),
 }
 MakeBackend = Callable[..., Awaitable[Backend]]
+
+
+async def open_postgres(clock: Clock, sweep_interval: float) -> Backend:
+    server = await asyncio.to_thread(pgserver.shared)
+    dsn = await asyncio.to_thread(server.new_database)
+    return await PostgresBackend.open(dsn, clock=clock, sweep_interval=sweep_interval)
 
 
 @pytest.fixture(params=sorted(OPENERS))
