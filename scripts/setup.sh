@@ -3,8 +3,10 @@
 # (client for the tests and `gsh config`, server for the benchmark, sftp-server for
 # the nodes' file transfer), iproute2 and
 # iptables (network namespaces and the no-ingress firewall in the tests), faketime
-# (libfaketime: the clock-skew tests shift a leaf's clock), and the Python package
-# with its pinned dependencies in .venv.
+# (libfaketime: the clock-skew tests shift a leaf's clock), PostgreSQL 15 (the
+# postgres backend's tests run initdb/pg_ctl from /usr/lib/postgresql/15/bin into a
+# temporary directory, as the package's `postgres` user; no system service is used),
+# and the Python package with its pinned dependencies in .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +18,7 @@ for cmd in ssh:openssh-client sshd:openssh-server ip:iproute2 iptables:iptables 
 done
 # The node serves file transfer with OpenSSH's sftp-server, run as the session's login.
 if [ ! -x /usr/lib/openssh/sftp-server ]; then need+=(openssh-sftp-server); fi
+if [ ! -x /usr/lib/postgresql/15/bin/initdb ]; then need+=(postgresql-15); fi
 if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq

@@ -14,6 +14,7 @@ import pytest
 
 from gatehouse.backend import Backend, open_backend
 from gatehouse.clock import FakeClock
+from tests import pgserver
 
 
 @pytest.fixture
@@ -58,3 +59,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
         skipped = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
         report.longrepr = f"{item.nodeid} may not skip ({why}): {skipped}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_pg_server() -> Generator[None, None, None]:
+    """Stops the PostgreSQL server a test started (tests/pgserver.py), if any."""
+    yield
+    pgserver.stop_shared()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> pgserver.PgServer:
+    return pgserver.shared()

@@ -338,11 +338,38 @@ def test_single_node_enables_the_three_services_on_loopback() -> None:
 
 
 def test_an_unknown_storage_type_is_one_line_naming_field_and_value(tmp_path: Path) -> None:
-    path = write(tmp_path, "gatehouse: {storage: {type: postgres}}\n"
+    path = write(tmp_path, "gatehouse: {storage: {type: mysql}}\n"
                            "auth_service: {enabled: true}\n")
     with pytest.raises(BadParameter) as info:
         load_config(path)
-    assert str(info.value) == f"{path}: gatehouse.storage.type: expected 'sqlite', got 'postgres'"
+    assert str(info.value) == (f"{path}: gatehouse.storage.type: expected 'sqlite' or "
+                               "'postgres', got 'mysql'")
+
+
+def test_postgres_storage_takes_a_conn_string(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "gatehouse: {storage: {type: postgres, conn_string: "
+                                      "'postgresql://gh@db.example.com:5432/gh'}}\n"
+                                      "auth_service: {enabled: true}\n"))
+    assert cfg.gatehouse.storage.type == "postgres"
+    assert cfg.gatehouse.storage.conn_string == "postgresql://gh@db.example.com:5432/gh"
+
+
+@pytest.mark.parametrize(("storage", "line"), [
+    ("{type: postgres}", "gatehouse.storage: type postgres needs conn_string "
+                         "(postgresql://USER@HOST:PORT/DATABASE)"),
+    ("{type: postgres, conn_string: 'db.example.com:5432'}",
+     "gatehouse.storage.conn_string: expected a URL such as "
+     "postgresql://USER@HOST:PORT/DATABASE"),
+    ("{type: postgres, conn_string: 'postgresql://h/d', path: x.db}",
+     "gatehouse.storage: path is for type sqlite; postgres takes conn_string"),
+    ("{type: sqlite, conn_string: 'postgresql://h/d'}",
+     "gatehouse.storage: conn_string is for type postgres"),
+])
+def test_storage_settings_must_fit_its_type(tmp_path: Path, storage: str, line: str) -> None:
+    path = write(tmp_path, f"gatehouse: {{storage: {storage}}}\nauth_service: {{enabled: true}}\n")
+    with pytest.raises(BadParameter) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: {line}"
 
 
 def test_every_storage_type_has_a_backend() -> None:

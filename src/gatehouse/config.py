@@ -8,7 +8,14 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from gatehouse._sys.hostport import dial_addr, split_host_port
 from gatehouse.errors import BadParameter
@@ -53,12 +60,31 @@ def _check_addr(value: str | None) -> str | None:
 
 # The backends `gatehouse start` can open (gatehouse.backend.open_backend names them):
 # a state that must outlive the process, so not "memory".
-StorageType = Literal["sqlite"]
+StorageType = Literal["sqlite", "postgres"]
 
 
 class Storage(_Strict):
     type: StorageType = "sqlite"
-    path: str | None = None  # default: <data_dir>/backend.sqlite
+    path: str | None = None  # sqlite; default: <data_dir>/backend.sqlite
+    conn_string: str | None = None  # postgres: postgresql://USER@HOST:PORT/DATABASE?...
+
+    @field_validator("conn_string")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("expected a URL such as postgresql://USER@HOST:PORT/DATABASE")
+        return value
+
+    @model_validator(mode="after")
+    def _settings_of_its_type(self) -> Storage:
+        if self.type == "postgres" and self.conn_string is None:
+            raise ValueError("type postgres needs conn_string "
+                             "(postgresql://USER@HOST:PORT/DATABASE)")
+        if self.type == "postgres" and self.path is not None:
+            raise ValueError("path is for type sqlite; postgres takes conn_string")
+        if self.type == "sqlite" and self.conn_string is not None:
+            raise ValueError("conn_string is for type postgres")
+        return self
 
 
 class GatehouseSection(_Strict):

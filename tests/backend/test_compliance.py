@@ -18,6 +18,7 @@ from gatehouse.backend import (
     Event,
     Item,
     MemoryBackend,
+    PostgresBackend,
     SQLiteBackend,
     Watcher,
     Write,
@@ -35,6 +36,7 @@ from gatehouse.errors import (
     LimitExceeded,
     NotFound,
 )
+from tests import pgserver
 
 # The background sweeper is slowed down so that tests decide when expiry happens,
 # except in the one test about the sweeper itself.
@@ -46,13 +48,23 @@ OPENERS: dict[str, Opener] = {
         tmp / f"{uuid.uuid4().hex}.db", clock=clock, sweep_interval=every),
     "measured": lambda tmp, clock, every: _measured(MemoryBackend.open(
         clock=clock, sweep_interval=every)),
+    # A fresh database each, on the test process's PostgreSQL server (tests/pgserver.py).
+    "postgres": lambda tmp, clock, every: open_postgres(clock, every),
 }
 
 
 async def _measured(opened: Awaitable[Backend]) -> Backend:
     """The daemon's timing wrapper (backend.measured) around a backend: it changes nothing."""
     return MeasuredBackend(await opened)
+
+
 MakeBackend = Callable[..., Awaitable[Backend]]
+
+
+async def open_postgres(clock: Clock, sweep_interval: float) -> Backend:
+    server = await asyncio.to_thread(pgserver.shared)
+    dsn = await asyncio.to_thread(server.new_database)
+    return await PostgresBackend.open(dsn, clock=clock, sweep_interval=sweep_interval)
 
 
 @pytest.fixture(params=sorted(OPENERS))

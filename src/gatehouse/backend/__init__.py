@@ -18,6 +18,7 @@ from .base import (
     prefix_end,
 )
 from .memory import MemoryBackend
+from .postgres import PostgresBackend
 from .sqlite import SQLiteBackend
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "EventType",
     "Item",
     "MemoryBackend",
+    "PostgresBackend",
     "SQLiteBackend",
     "Watcher",
     "Write",
@@ -35,15 +37,22 @@ __all__ = [
     "prefix_end",
 ]
 
-KINDS = ("memory", "sqlite")
+KINDS = ("memory", "sqlite", "postgres")
 
 
-async def open_backend(kind: str, *, path: Path | None, clock: Clock) -> Backend:
-    """Open the backend named kind; sqlite stores its items in the file at path."""
+async def open_backend(kind: str, *, path: Path | None, clock: Clock,
+                       conn_string: str | None = None) -> Backend:
+    """Open the backend named kind; sqlite stores its items in the file at path,
+    postgres in the database that conn_string names."""
     if kind == "memory":
         return await MemoryBackend.open(clock=clock)
     if kind == "sqlite":
         if path is None:
             raise BadParameter("the sqlite backend needs a database path")
         return await SQLiteBackend.open(path, clock=clock)
+    if kind == "postgres":
+        if not conn_string:
+            raise BadParameter("the postgres backend needs a conn_string "
+                               "(postgresql://USER@HOST:PORT/DATABASE)")
+        return await PostgresBackend.open(conn_string, clock=clock)
     raise BadParameter(f"storage type {kind!r}: expected one of {', '.join(KINDS)}")

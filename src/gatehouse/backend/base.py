@@ -253,13 +253,18 @@ class Watcher:
             if not event.item.key.startswith(self.prefixes):
                 continue
             if len(self._events) >= self._queue_size:
-                self._error = LimitExceeded(
-                    f"watcher on {list(self.prefixes)} fell more than {self._queue_size} "
-                    "events behind and was closed; list again and start a new watch")
-                self.close()
+                self._fail(f"fell more than {self._queue_size} events behind")
                 return
             self._events.append(event)
             self._ready.set()
+
+    def _fail(self, why: str) -> None:
+        """Close with LimitExceeded: events were lost to this watcher (why), so it ends."""
+        if self._closed:
+            return
+        self._error = LimitExceeded(f"watcher on {list(self.prefixes)} {why} and was closed; "
+                                    "list again and start a new watch")
+        self.close()
 
     def __aiter__(self) -> Self:
         return self
@@ -300,21 +305,32 @@ class Fanout:
     """Hands committed events to in-process watchers.
 
     The backend calls ``emit`` right after each commit, while it still holds
-    whatever serializes its writes, so every watcher sees revision order.
+    whatever serializes its writes, so every watcher sees revision order. A
+    backend that emits later (one that learns of commits from its database) names
+    the last revision committed before a watch began (``after``); that watcher gets
+    only later events.
     """
 
     def __init__(self) -> None:
-        self._watchers: dict[Watcher, None] = {}  # a dict keeps registration order
+        self._watchers: dict[Watcher, int] = {}  # a dict keeps registration order
 
-    def watch(self, prefixes: Sequence[bytes], queue_size: int) -> Watcher:
+    def watch(self, prefixes: Sequence[bytes], queue_size: int, after: int = 0) -> Watcher:
         watcher = Watcher(prefixes, queue_size=queue_size, on_close=self._forget)
-        self._watchers[watcher] = None
+        self._watchers[watcher] = after
         return watcher
 
     def emit(self, events: Sequence[Event]) -> None:
         if events:
-            for watcher in list(self._watchers):
-                watcher._offer(events)
+            for watcher, after in list(self._watchers.items()):
+                if events[0].item.revision > after:
+                    watcher._offer(events)
+                elif events[-1].item.revision > after:
+                    watcher._offer([e for e in events if e.item.revision > after])
+
+    def fail(self, why: str) -> None:
+        """End every watcher with LimitExceeded: events were lost to them (why)."""
+        for watcher in list(self._watchers):
+            watcher._fail(why)
 
     def close(self) -> None:
         for watcher in list(self._watchers):

@@ -267,7 +267,7 @@ async def _services(cfg: Config, clock: Clock, timer: Monotonic) -> AsyncIterato
             storage = cfg.gatehouse.storage
             backend = MeasuredBackend(await open_backend(
                 storage.type, path=Path(storage.path or cfg.data_dir / "backend.sqlite"),
-                clock=clock,
+                conn_string=storage.conn_string, clock=clock,
             ))
             stack.push_async_callback(backend.close)
             auth = await AuthServer.open(backend, clock, cfg.auth_service.cluster_name,

@@ -1,0 +1,484 @@
+"""The PostgreSQL backend: one database shared by several auth processes.
+
+Items live in ``gatehouse_items``. Every write transaction first locks the one row
+of ``gatehouse_meta`` that holds the revision counter, so writes from every
+process are serialized: revisions are consecutive, and a transaction that sees
+revision n sees every revision before it. Each change is also a row of
+``gatehouse_changes`` (revision, key, value), written in the same transaction, and
+the commit sends a NOTIFY. Watches read that table in revision order, woken by
+the NOTIFY (or, failing that, every POLL_INTERVAL seconds), from the last revision
+this process delivered: a watcher sees every change from every process once, in
+order, and after the database comes back from an outage it resumes where it was.
+The table keeps the last CHANGES_KEPT changes; a watcher whose backend was away
+for longer is closed with LimitExceeded (list again), never silently short.
+
+A write is one transaction: during an outage it fails with ConnectionProblem and
+nothing of it is applied. (If the connection breaks while the COMMIT itself is on
+the wire, PostgreSQL may or may not have committed it, and the error says so.)
+The pool opens new connections as the database comes back, so the backend
+recovers by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import logging
+import urllib.parse
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+
+from gatehouse.clock import Clock
+from gatehouse.errors import (
+    AlreadyExists,
+    BadParameter,
+    CompareFailed,
+    ConnectionProblem,
+    GatehouseError,
+    NotFound,
+)
+
+from .base import (
+    WATCH_QUEUE_SIZE,
+    Backend,
+    Event,
+    EventType,
+    Fanout,
+    Item,
+    Sweeper,
+    Watcher,
+    Write,
+    check_limit,
+    check_swap,
+    check_writes,
+    unmet,
+)
+
+__all__ = ["CHANGES_KEPT", "POLL_INTERVAL", "PostgresBackend"]
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+CHANGES_KEPT = 100_000
+POLL_INTERVAL = 2.0  # seconds between reads of the change table without a NOTIFY
+CONNECT_TIMEOUT = 5.0
+COMMAND_TIMEOUT = 30.0
+DELIVERY_WAIT = 5.0  # seconds a write waits for its events to reach this process's watchers
+POOL_SIZE = 10
+_CHANNEL = "gatehouse_changes"
+_BATCH = 1000  # changes read at once by a watch
+_RETRY = (0.05, 2.0)  # the first and the longest wait before a watch reconnects
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS gatehouse_meta (name text PRIMARY KEY, value bigint NOT NULL);
+INSERT INTO gatehouse_meta (name, value) VALUES ('revision', 0), ('schema', {SCHEMA_VERSION})
+    ON CONFLICT (name) DO NOTHING;
+CREATE TABLE IF NOT EXISTS gatehouse_items (
+    key bytea PRIMARY KEY,
+    value bytea NOT NULL,
+    expires timestamptz,        -- NULL: never
+    revision bigint NOT NULL
+);
+CREATE INDEX IF NOT EXISTS gatehouse_items_expires ON gatehouse_items (expires)
+    WHERE expires IS NOT NULL;
+CREATE TABLE IF NOT EXISTS gatehouse_changes (
+    revision bigint PRIMARY KEY,
+    deleted boolean NOT NULL,
+    key bytea NOT NULL,
+    value bytea NOT NULL,
+    expires timestamptz
+);
+"""
+
+_LIVE = "(expires IS NULL OR expires > $1)"  # in reads and deletes, $1 is the clock's now
+_COLUMNS = "key, value, expires, revision"
+# In item writes, $1..$4 are the key, value, expires and revision; $5 the clock's now.
+_UPSERT = ("INSERT INTO gatehouse_items AS i (key, value, expires, revision) "
+           "VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
+           "expires = excluded.expires, revision = excluded.revision")
+_SET = ("UPDATE gatehouse_items SET value = $2, expires = $3, revision = $4 "
+        "WHERE key = $1 AND (expires IS NULL OR expires > $5)")
+_CHANGE = ("INSERT INTO gatehouse_changes (revision, deleted, key, value, expires) "
+           "VALUES ($1, $2, $3, $4, $5)")
+
+if TYPE_CHECKING:  # asyncpg's classes take no type arguments at run time
+    from asyncpg.pool import PoolConnectionProxy
+
+    _Conn = PoolConnectionProxy[asyncpg.Record]
+    _Body = Callable[[_Conn, int], Awaitable[list[Event]]]
+# What a database that is down, restarting or unreachable raises.
+_UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                asyncpg.exceptions.OperatorInterventionError)
+
+
+class PostgresBackend(Backend):
+    """Items in a PostgreSQL database; open it with ``PostgresBackend.open(conn_string,
+    clock=...)``. Any number of processes may open the same database."""
+
+    def __init__(self, conn_string: str, pool: asyncpg.Pool[asyncpg.Record], revision: int,
+                 *, clock: Clock, sweeper: Sweeper) -> None:
+        self.clock = clock
+        self.where = describe(conn_string)
+        self._conn_string = conn_string
+        self._pool = pool
+        self._delivered = revision  # the last revision handed to the watchers
+        self._committed = revision  # the last revision this process committed
+        self._fanout = Fanout()
+        self._sweeper = sweeper
+        self._wake = asyncio.Event()
+        self._progress = asyncio.Condition()  # notified when _delivered grows
+        # Writes from this process go one at a time, in the order they were called (as
+        # in the other backends); the counter's row lock orders them with other processes'.
+        self._write_lock = asyncio.Lock()
+        self._follower: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @classmethod
+    async def open(cls, conn_string: str, *, clock: Clock, sweep_interval: float = 1.0
+                   ) -> PostgresBackend:
+        """Connect, create the tables if needed, and start following the changes."""
+        where = describe(conn_string)
+        sweeper = Sweeper(sweep_interval, "postgres-backend-sweep")
+        try:
+            pool = await asyncpg.create_pool(conn_string, min_size=1, max_size=POOL_SIZE,
+                                             timeout=CONNECT_TIMEOUT,
+                                             command_timeout=COMMAND_TIMEOUT)
+        except _UNAVAILABLE as exc:
+            raise ConnectionProblem(f"cannot reach PostgreSQL at {where}: {_reason(exc)}") \
+                from exc
+        except (asyncpg.PostgresError, ValueError) as exc:  # refused login, bad string
+            raise BadParameter(f"cannot open PostgreSQL database {where}: {_reason(exc)}") \
+                from exc
+        try:
+            revision = await _prepare(pool, where)
+        except BaseException:
+            pool.terminate()
+            raise
+        backend = cls(conn_string, pool, revision, clock=clock, sweeper=sweeper)
+        backend._follower = asyncio.create_task(backend._follow(), name="postgres-backend-watch")
+        sweeper.start(backend._sweep)
+        return backend
+
+    async def get(self, key: bytes) -> Item:
+        items = await self._read(f"SELECT {_COLUMNS} FROM gatehouse_items "
+                                 f"WHERE key = $2 AND {_LIVE}", key)
+        if not items:
+            raise NotFound(f"key {key!r} not found")
+        return items[0]
+
+    async def get_range(self, start: bytes, end: bytes, limit: int = 0, *,
+                        reverse: bool = False) -> list[Item]:
+        check_limit(limit)
+        return await self._read(
+            f"SELECT {_COLUMNS} FROM gatehouse_items WHERE key >= $2 AND key < $3 AND {_LIVE} "
+            f"ORDER BY key {'DESC' if reverse else 'ASC'} LIMIT $4", start, end, limit or None)
+
+    async def put(self, item: Item) -> Item:
+        return await self._store(_UPSERT, item)
+
+    async def create(self, item: Item) -> Item:
+        # An expired row is overwritten; a live one makes the upsert change nothing.
+        return await self._store(_UPSERT + " WHERE i.expires <= $5", item, now=True,
+                                 missing=AlreadyExists(f"key {item.key!r} already exists"))
+
+    async def update(self, item: Item) -> Item:
+        return await self._store(_SET, item, now=True,
+                                 missing=NotFound(f"key {item.key!r} not found"))
+
+    async def compare_and_swap(self, expected: Item, replace_with: Item) -> Item:
+        check_swap(expected, replace_with)
+        return await self._store(
+            _SET + " AND value = $6", replace_with, expected.value, now=True,
+            missing=CompareFailed(f"key {expected.key!r} is missing or has changed"))
+
+    async def atomic_write(self, writes: Sequence[Write]) -> None:
+        check_writes(writes)
+
+        async def body(conn: _Conn, last: int) -> list[Event]:
+            now = self.clock.now()
+            for write in writes:
+                if write.expect_revision is not None:
+                    current = await conn.fetchval(
+                        f"SELECT revision FROM gatehouse_items WHERE key = $2 AND {_LIVE}",
+                        now, write.key)
+                    if unmet(write, current or 0):
+                        raise CompareFailed(f"key {write.key!r} is missing or has changed")
+            # Keys differ, so the statements commute: deletes first (which of them
+            # removed something decides the revisions), then every put.
+            removed = set()
+            for write in writes:
+                if write.item is None and await conn.fetchval(
+                        f"DELETE FROM gatehouse_items WHERE key = $2 AND {_LIVE} RETURNING key",
+                        now, write.key) is not None:
+                    removed.add(write.key)
+            events: list[Event] = []
+            for write in writes:
+                revision = last + len(events) + 1
+                if write.item is not None:
+                    events.append(Event(EventType.PUT,
+                                        dataclasses.replace(write.item, revision=revision)))
+                elif write.key in removed:
+                    events.append(Event(EventType.DELETE, Item(write.key, b"", revision=revision)))
+            puts = [_row(e.item) for e in events if e.type is EventType.PUT]
+            if puts:
+                await conn.executemany(_UPSERT, puts)
+            return events
+
+        await self._write(body)
+
+    async def delete(self, key: bytes) -> None:
+        await self._remove(f"DELETE FROM gatehouse_items WHERE key = $2 AND {_LIVE} RETURNING key",
+                           key, missing=NotFound(f"key {key!r} not found"))
+
+    async def delete_range(self, start: bytes, end: bytes) -> int:
+        return await self._remove(
+            f"DELETE FROM gatehouse_items WHERE key >= $2 AND key < $3 AND {_LIVE} RETURNING key",
+            start, end)
+
+    async def sweep_expired(self) -> int:
+        # Every auth sweeps: look first, without taking the writers' lock.
+        if not await self._read("SELECT key, value, expires, revision FROM gatehouse_items "
+                                "WHERE expires <= $1 LIMIT 1"):
+            return 0
+        return await self._remove("DELETE FROM gatehouse_items WHERE expires <= $1 RETURNING key")
+
+    def watch(self, prefixes: Sequence[bytes], *, queue_size: int = WATCH_QUEUE_SIZE) -> Watcher:
+        self._check_open()
+        return self._fanout.watch(prefixes, queue_size, max(self._delivered, self._committed))
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._sweeper.stop()
+        if self._follower is not None:
+            self._follower.cancel()
+            await asyncio.wait({self._follower})
+        async with self._progress:  # writes waiting for their events return now
+            self._progress.notify_all()
+        self._fanout.close()
+        try:  # lets a write in progress finish
+            await asyncio.wait_for(self._pool.close(), COMMAND_TIMEOUT)
+        except TimeoutError:
+            self._pool.terminate()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ConnectionProblem(f"postgres backend {self.where} is closed")
+
+    async def _read(self, sql: str, *args: Any) -> list[Item]:
+        self._check_open()
+        try:
+            async with self._pool.acquire() as conn:
+                rows = await conn.fetch(sql, self.clock.now(), *args)
+        except _UNAVAILABLE as exc:
+            raise ConnectionProblem(f"PostgreSQL at {self.where} is unavailable: "
+                                    f"{_reason(exc)}") from exc
+        except asyncpg.PostgresError as exc:
+            raise GatehouseError(f"PostgreSQL at {self.where}: {_reason(exc)}") from exc
+        return [_item(row) for row in rows]
+
+    async def _store(self, sql: str, item: Item, expected: bytes | None = None, *,
+                     now: bool = False, missing: GatehouseError | None = None) -> Item:
+        """Write item with the next revision (sql takes the clock's now as $5 if ``now``,
+        ``expected`` as $6); raise ``missing`` if sql changed no row."""
+
+        async def body(conn: _Conn, last: int) -> list[Event]:
+            stored = dataclasses.replace(item, revision=last + 1)
+            extra: list[Any] = [self.clock.now()] if now else []
+            if expected is not None:
+                extra.append(expected)
+            status = await conn.execute(sql, *_row(stored), *extra)
+            if missing is not None and status.endswith(" 0"):
+                raise missing
+            return [Event(EventType.PUT, stored)]
+
+        events = await self._write(body)
+        return events[0].item
+
+    async def _remove(self, sql: str, *args: Any, missing: GatehouseError | None = None) -> int:
+        """Delete the rows sql returns, a revision and a DELETE event each, in key order."""
+
+        async def body(conn: _Conn, last: int) -> list[Event]:
+            rows = await conn.fetch(sql, self.clock.now(), *args)
+            keys = sorted(bytes(row[0]) for row in rows)
+            if missing is not None and not keys:
+                raise missing
+            return [Event(EventType.DELETE, Item(key, b"", revision=last + n))
+                    for n, key in enumerate(keys, 1)]
+
+        return len(await self._write(body))
+
+    async def _write(self, body: _Body) -> list[Event]:
+        # Shielded: a write that has started runs to its end even if its caller is
+        # cancelled, so that a connection is never returned mid-transaction.
+        events = await asyncio.shield(self._transact(body))
+        if events:
+            # As in the other backends, this process's watchers hold a write's events
+            # by the time it returns (unless the watch is reconnecting: then later).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(DELIVERY_WAIT), self._progress:
+                    await self._progress.wait_for(
+                        lambda: self._delivered >= events[-1].item.revision or self._closed)
+        return events
+
+    async def _transact(self, body: _Body) -> list[Event]:
+        self._check_open()
+        committing = False
+        try:
+            async with self._write_lock, self._pool.acquire() as conn, conn.transaction():
+                # The counter's row lock serializes the writers of every process.
+                last = await conn.fetchval(
+                    "SELECT value FROM gatehouse_meta WHERE name = 'revision' FOR UPDATE")
+                events = await body(conn, last)
+                if events:
+                    await conn.executemany(_CHANGE, [_change(e) for e in events])
+                    await conn.execute("UPDATE gatehouse_meta SET value = $1 "
+                                       "WHERE name = 'revision'", events[-1].item.revision)
+                    await conn.execute(f"NOTIFY {_CHANNEL}")
+                committing = True
+        except _UNAVAILABLE as exc:
+            outcome = ("the connection broke during the commit: the write may or may not "
+                       "have been applied") if committing else "the write was not applied"
+            raise ConnectionProblem(f"PostgreSQL at {self.where} is unavailable "
+                                    f"({_reason(exc)}); {outcome}") from exc
+        except asyncpg.PostgresError as exc:
+            raise GatehouseError(f"PostgreSQL at {self.where}: {_reason(exc)}; the write was "
+                                 "not applied") from exc
+        if events:
+            self._committed = max(self._committed, events[-1].item.revision)
+            self._wake.set()
+        return events
+
+    async def _sweep(self) -> int:
+        """The sweeper's round: expired items, then changes older than the last CHANGES_KEPT."""
+        swept = await self.sweep_expired()
+        self._check_open()
+        try:
+            async with self._pool.acquire() as conn:
+                await conn.execute("DELETE FROM gatehouse_changes WHERE revision <= $1",
+                                   self._delivered - CHANGES_KEPT)
+        except _UNAVAILABLE as exc:
+            raise ConnectionProblem(f"PostgreSQL at {self.where} is unavailable: "
+                                    f"{_reason(exc)}") from exc
+        return swept
+
+    async def _follow(self) -> None:
+        """Deliver the change table to the watchers, reconnecting whenever it must."""
+        retry = _RETRY[0]
+        while True:
+            try:
+                conn = await asyncpg.connect(self._conn_string, timeout=CONNECT_TIMEOUT,
+                                             command_timeout=COMMAND_TIMEOUT)
+            except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
+                log.warning("postgres backend %s: watch cannot connect (%s); retrying in %.2fs",
+                            self.where, _reason(exc), retry)
+                await asyncio.sleep(retry)
+                retry = min(retry * 2, _RETRY[1])
+                continue
+            try:
+                conn.add_termination_listener(lambda _conn: self._wake.set())
+                await conn.add_listener(_CHANNEL, lambda *_args: self._wake.set())
+                if retry > _RETRY[0]:
+                    log.info("postgres backend %s: watch reconnected, resuming after "
+                             "revision %d", self.where, self._delivered)
+                retry = _RETRY[0]
+                while not conn.is_closed():
+                    self._wake.clear()
+                    await self._catch_up(conn)
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for may swallow a
+                    # cancellation that comes as the wake-up does, and close() would hang.
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(POLL_INTERVAL):
+                            await self._wake.wait()
+                log.warning("postgres backend %s: watch connection closed", self.where)
+            except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
+                log.warning("postgres backend %s: watch connection lost (%s)", self.where,
+                            _reason(exc))
+            except Exception:
+                log.exception("postgres backend %s: watch failed; reconnecting", self.where)
+            finally:
+                conn.terminate()
+            await asyncio.sleep(retry)
+            retry = min(retry * 2, _RETRY[1])
+
+    async def _catch_up(self, conn: asyncpg.Connection[asyncpg.Record]) -> None:
+        """Hand every change after the last delivered one to the watchers, in order."""
+        while True:
+            rows = await conn.fetch(
+                "SELECT revision, deleted, key, value, expires FROM gatehouse_changes "
+                "WHERE revision > $1 ORDER BY revision LIMIT $2", self._delivered, _BATCH)
+            if not rows:
+                return
+            if rows[0]["revision"] != self._delivered + 1:
+                self._fanout.fail(f"missed changes {self._delivered + 1}.."
+                                  f"{rows[0]['revision'] - 1} (the backend was away while "
+                                  "more than CHANGES_KEPT changes were made)")
+            self._delivered = rows[-1]["revision"]
+            self._fanout.emit([_event(row) for row in rows])
+            async with self._progress:
+                self._progress.notify_all()
+            if len(rows) < _BATCH:
+                return
+
+
+async def _prepare(pool: asyncpg.Pool[asyncpg.Record], where: str) -> int:
+    """Create or check the tables; returns the last revision."""
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            # Auths that start together create the tables one after the other.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('gatehouse_schema'))")
+            await conn.execute(_SCHEMA)
+            version = await conn.fetchval(
+                "SELECT value FROM gatehouse_meta WHERE name = 'schema'")
+            if version > SCHEMA_VERSION:
+                raise BadParameter(f"PostgreSQL database {where} has schema version {version}, "
+                                   f"this gatehouse knows up to {SCHEMA_VERSION}: upgrade "
+                                   "gatehouse")
+            return int(await conn.fetchval(
+                "SELECT value FROM gatehouse_meta WHERE name = 'revision'"))
+    except _UNAVAILABLE as exc:
+        raise ConnectionProblem(f"cannot reach PostgreSQL at {where}: {_reason(exc)}") from exc
+    except asyncpg.PostgresError as exc:
+        raise BadParameter(f"cannot set up PostgreSQL database {where}: {_reason(exc)}") \
+            from exc
+
+
+def describe(conn_string: str) -> str:
+    """host:port/database of a connection string, for messages (never its password)."""
+    try:
+        url = urllib.parse.urlsplit(conn_string)
+        host = url.hostname or "localhost"
+        port = url.port or 5432
+    except ValueError:
+        return "(unreadable conn_string)"
+    return f"{host}:{port}{url.path or '/'}"
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _row(item: Item) -> tuple[bytes, bytes, dt.datetime | None, int]:
+    return item.key, item.value, item.expires, item.revision
+
+
+def _change(event: Event) -> tuple[int, bool, bytes, bytes, dt.datetime | None]:
+    item = event.item
+    return item.revision, event.type is EventType.DELETE, item.key, item.value, item.expires
+
+
+def _item(row: asyncpg.Record) -> Item:
+    key, value, expires, revision = row
+    return Item(bytes(key), bytes(value), expires, revision)
+
+
+def _event(row: asyncpg.Record) -> Event:
+    if row["deleted"]:
+        return Event(EventType.DELETE, Item(bytes(row["key"]), b"", revision=row["revision"]))
+    return Event(EventType.PUT, Item(bytes(row["key"]), bytes(row["value"]), row["expires"],
+                                     row["revision"]))
