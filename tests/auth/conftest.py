@@ -76,10 +76,11 @@ class API:
         return self._client(*await self._login(name, roles))
 
     async def host(self, role: str, host_id: str, nodename: str, addrs: list[str],
-                   headers: dict[str, str] | None = None) -> APIClient:
+                   headers: dict[str, str] | None = None,
+                   dns_names: list[str] | None = None) -> APIClient:
         key = ed25519.Ed25519PrivateKey.generate()
         certs = await self.server.certify_host(role, host_id, nodename, key.public_key(), addrs,
-                                               [])
+                                               dns_names or [])
         return self._client(key, certs.tls_cert, headers)
 
     async def proxy_relaying(self, user_tls_cert: str) -> APIClient:

@@ -11,7 +11,7 @@ redials by itself, within RECONNECT_BOUND; and every session's events reach the 
 exactly once, those of the sessions before, during and after the partition.
 
 While cut off, each of the leaf's dials waits out DIAL_TIMEOUT (its SYNs go unanswered)
-and the next follows at once (tunnel/link.py, HEALTHY_AFTER); once the link is back,
+and the next follows at once (tunnel/coverage.py, HEALTHY_AFTER); once the link is back,
 the dial in progress gets through at its next SYN retransmission (1, 3 and 7 s after
 it started), or times out and the next one does: the tunnel is back within ~9 s.
 RECONNECT_BOUND also covers a root that refused dials quickly (the longest backoff).
@@ -40,7 +40,8 @@ from gatehouse.process.harness import (
     wait_offline,
     wait_online,
 )
-from gatehouse.tunnel.link import DIAL_TIMEOUT, MAX_BACKOFF
+from gatehouse.tunnel.coverage import MAX_BACKOFF
+from gatehouse.tunnel.link import DIAL_TIMEOUT
 from gatehouse.tunnel.liveness import COALESCE, KEEPALIVE_INTERVAL, USER_TIMEOUT
 from tests.integration.netns import (
     LeafInNamespace,

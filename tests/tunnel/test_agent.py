@@ -9,7 +9,7 @@ import random
 import pytest
 
 from gatehouse.tunnel.agent import TunnelAgent
-from gatehouse.tunnel.link import FIRST_BACKOFF, MAX_BACKOFF, Backoff
+from gatehouse.tunnel.coverage import FIRST_BACKOFF, MAX_BACKOFF, Backoff
 from gatehouse.tunnel.needs import Root
 
 TIMEOUT = 5.0

@@ -223,21 +223,50 @@ async def test_a_failed_report_is_sent_again(root: Root) -> None:
     assert await root.report() == ["us-east-1a"]
 
 
-async def test_a_newer_tunnel_replaces_the_older_one(root: Root) -> None:
+async def test_a_second_tunnel_of_a_leaf_leaves_the_first_open(root: Root) -> None:
+    # A leaf's agent that reached this proxy twice (through a load balancer) closes the
+    # extra tunnel itself; closing the older one here would cut the sessions on it.
     first = await root.dial("us-east-1a")
     await root.holds(["us-east-1a"])
     await root.advance(COALESCE)
     assert await root.report() == ["us-east-1a"]
     second = await root.dial("us-east-1a")
     assert isinstance(first, MuxSession) and isinstance(second, MuxSession)
-    await closed(first)
+    await second.ping()
+    assert not first.closed.done()
+    await second.aclose("redundant")
+    await first.ping()  # still served
     assert root.tunnels.connected() == ["us-east-1a"]
-    assert not second.closed.done()
-    await root.advance(COALESCE)
-    assert await root.report() == ["us-east-1a"]  # never reported gone meanwhile
     await root.advance(COALESCE)
     await root.quiet()
-    assert root.reports.empty()
+    assert root.reports.empty()  # never reported gone meanwhile
+    await first.aclose("done")
+    await root.holds([])
+    await root.advance(COALESCE)
+    assert await root.report() == []
+
+
+async def test_every_leaf_is_told_the_proxies_and_each_change(root: Root) -> None:
+    told: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+
+    async def hear(stream: MuxStream) -> None:
+        await told.put(stream.meta)
+        stream.accept()
+
+    leaf = await root.dial("us-east-1a", protocol=lambda: MuxSession(
+        dialer=True, clock=root.clock, on_open=hear))
+    await root.holds(["us-east-1a"])
+    root.tunnels.announce({"p1": "10.0.0.1:3080", "p2": "10.0.0.2:3080"})
+    assert await asyncio.wait_for(told.get(), TIMEOUT) == {
+        "kind": "proxies", "proxies": {"p1": "10.0.0.1:3080", "p2": "10.0.0.2:3080"}}
+    root.tunnels.announce({"p1": "10.0.0.1:3080", "p2": "10.0.0.2:3080"})  # no change
+    root.tunnels.announce({"p1": "10.0.0.1:3080"})
+    assert (await asyncio.wait_for(told.get(), TIMEOUT))["proxies"] == {"p1": "10.0.0.1:3080"}
+    other = await root.dial("us-east-1b", protocol=lambda: MuxSession(
+        dialer=True, clock=root.clock, on_open=hear))
+    assert (await asyncio.wait_for(told.get(), TIMEOUT))["proxies"] == {"p1": "10.0.0.1:3080"}
+    assert told.empty()
+    assert isinstance(leaf, MuxSession) and isinstance(other, MuxSession)
 
 
 # --- who may hold a tunnel ---------------------------------------------------------------
@@ -286,7 +315,8 @@ async def test_a_quiet_leaf_that_answers_heartbeats_keeps_its_tunnel(root: Root)
     leaf = await root.dial("us-east-1a")
     assert isinstance(leaf, MuxSession)
     await root.holds(["us-east-1a"])
-    held = root.tunnels._sessions["us-east-1a"]
+    held = root.tunnels._sessions.get("us-east-1a")
+    assert held is not None
     heard_before = leaf.last_seen
     await root.advance(HEARTBEAT_INTERVAL)
     await root.tunnels.sweep(root.clock.monotonic(), spread=0)
@@ -308,7 +338,7 @@ async def test_a_leaf_that_does_not_answer_is_dropped_and_reported(root: Root) -
     await root.advance(COALESCE)
     assert await root.report() == ["us-east-1a"]
     await root.tunnels.sweep(root.clock.monotonic(), spread=0)
-    assert root.tunnels._sessions["us-east-1a"].pinged is None  # heard from at connect
+    assert root.tunnels._sessions.get("us-east-1a").pinged is None  # heard from at connect
     await root.advance(HEARTBEAT_INTERVAL)
     await root.tunnels.sweep(root.clock.monotonic(), spread=0)  # pinged
     assert root.tunnels.connected() == ["us-east-1a"]
@@ -358,7 +388,7 @@ async def test_an_event_stream_that_never_finishes_is_reset_at_the_deadline(
     root.clock.advance(MESSAGE_DEADLINE)
     with pytest.raises(ConnectionProblem, match=f"within {MESSAGE_DEADLINE:g} s"):
         await asyncio.wait_for(stream.read(), TIMEOUT)
-    assert root.tunnels._sessions["us-east-1a"].stream_count == 0
+    assert root.tunnels._sessions.get("us-east-1a").stream_count == 0
     assert "event stream dropped leaf=us-east-1a" in caplog.text
 
 

@@ -28,6 +28,7 @@ from gatehouse.wire.authapi import (
     LoginRequest,
     NodeQuery,
     NodeTunnels,
+    ProxyHeartbeat,
     RenewRequest,
     RootTunnels,
     TokenRequest,
@@ -93,6 +94,12 @@ async def node_tunnels(request: web.Request) -> web.Response:
     """A proxy's report of the node tunnels it holds; the reply refuses some."""
     report = await body_of(request, NodeTunnels)
     return _reply(await (await api_of(request)).report_node_tunnels(report))
+
+
+async def proxy_heartbeat(request: web.Request) -> web.Response:
+    """A proxy's presence; the reply is every proxy online now."""
+    beat = await body_of(request, ProxyHeartbeat)
+    return _reply(await (await api_of(request)).proxy_heartbeat(beat))
 
 
 async def renew(request: web.Request) -> web.Response:
@@ -228,7 +235,7 @@ async def _end_watches(app: web.Application) -> None:
 _HANDLERS: dict[str, Handler] = {
     "ping": ping, "login": login, "join": join, "join_leaf": join_leaf, "clusters": clusters,
     "report_tunnels": remote_heartbeat, "report_root_tunnels": root_heartbeat,
-    "report_node_tunnels": node_tunnels,
+    "report_node_tunnels": node_tunnels, "proxy_heartbeat": proxy_heartbeat,
     "status": status, "heartbeat": heartbeat, "renew": renew,
     "resolve_node": resolve, "list_nodes": list_nodes, "trust": trust,
     "set_password": set_password, "set_totp": set_totp, "add_token": add_token,

@@ -47,6 +47,9 @@ from gatehouse.wire.authapi import (
     NodeTunnels,
     NodeTunnelVerdict,
     Ping,
+    ProxyAddr,
+    ProxyHeartbeat,
+    ProxySet,
     RecordingDone,
     RenewRequest,
     RootTunnel,
@@ -67,7 +70,7 @@ HOST_PERMISSIONS: dict[str, frozenset[tuple[str, str]]] = {
     "proxy": frozenset({("node", "list"), ("event", "create"), ("trust", "read"),
                         ("host", "renew"),
                         ("remote_cluster", "heartbeat"), ("trusted_cluster", "heartbeat"),
-                        ("event", "export"), ("node_tunnel", "report"),
+                        ("event", "export"), ("node_tunnel", "report"), ("proxy", "heartbeat"),
                         ("remote_event", "create")}),
 }
 
@@ -202,6 +205,17 @@ class AuthWithRoles:
         refused = await self._server.node_tunnels_held(caller.identity.name, report.host_ids,
                                                        remote_addr=caller.remote_addr)
         return NodeTunnelVerdict(refused=refused)
+
+    async def proxy_heartbeat(self, beat: ProxyHeartbeat) -> ProxySet:
+        """Only a proxy registers a proxy, and only itself."""
+        caller = await self._check("proxy", "heartbeat")
+        if caller.identity.kind != "host" or caller.identity.system_role != "proxy":
+            raise AccessDenied("only a proxy of this cluster registers itself as a proxy")
+        online = await self._server.proxy_heartbeat(
+            caller.identity.name, beat.public_addr, beat.listen_addr,
+            remote_addr=caller.remote_addr)
+        return ProxySet(proxies=[ProxyAddr(name=p.metadata.name, addr=p.spec.public_addr)
+                                 for p in online])
 
     async def report_root_tunnels(self, roots: list[RootTunnel]) -> None:
         caller = await self._check("trusted_cluster", "heartbeat")

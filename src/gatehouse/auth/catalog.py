@@ -132,6 +132,9 @@ async def get_resources(server: AuthServer, kind: str, name: str) -> list[Resour
     elif kind == "remote_cluster":
         items = [rc for rc in await server.trust.remote_clusters()
                  if not name or rc.metadata.name == name]
+    elif kind == "proxy":
+        items = [p for p in await server.proxies.judged(server.clock.now())
+                 if not name or name in (p.metadata.name, p.spec.hostname)]
     elif kind == "node":
         nodes = [await server.nodes.get(name)] if name else await server.nodes.list()
         return await _tunnels_judged(server, nodes)

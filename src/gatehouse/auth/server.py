@@ -41,12 +41,14 @@ from gatehouse.services.events import AuditLog
 from gatehouse.services.hosts import HostRecord, HostRegistry, name_taken
 from gatehouse.services.nodes import NodeStore
 from gatehouse.services.passwords import PasswordStore
+from gatehouse.services.proxies import ProxyStore
 from gatehouse.services.recordings import RecordingStore
 from gatehouse.services.resources import ResourceStore
 from gatehouse.services.totp import TOTPStore
 from gatehouse.services.trust import TrustStore
 from gatehouse.types.node import Node, NodeSpec, NodeStatus
 from gatehouse.types.problems import describe_problems
+from gatehouse.types.proxy import Proxy, ProxySpec
 from gatehouse.types.resource import Metadata, is_name
 from gatehouse.types.role import Role, preset_roles
 from gatehouse.types.token import Token, TokenMetadata, TokenSpec, TokenType
@@ -117,6 +119,7 @@ class AuthServer:
         self.roles = ResourceStore(backend, "role", Role)
         self.tokens = ResourceStore(backend, "token", Token)
         self.nodes = NodeStore(backend)
+        self.proxies = ProxyStore(backend)
         self.passwords = Passwords(PasswordStore(backend), clock)
         self.totp = OneTimeCodes(TOTPStore(backend), clock, issuer=f"Gatehouse {cluster}")
         self.trust = TrustStore(backend, clock)
@@ -452,6 +455,34 @@ class AuthServer:
         except ValidationError as exc:
             raise BadParameter(f"bad heartbeat: {describe_problems(exc)}") from None
         return await self.nodes.upsert(node)
+
+    async def proxy_heartbeat(self, host_id: str, public_addr: str, listen_addr: str,
+                              *, remote_addr: str) -> list[Proxy]:
+        """Register a proxy's presence under the name it holds, at addresses its
+        certificate names (a proxy cannot send tunnel agents anywhere else); returns the
+        proxies online now, itself included. Refusals are logged and audited."""
+        try:
+            record = await self.hosts.get(host_id)
+            if record.role != "proxy":
+                raise AccessDenied(f"host {host_id} is a {record.role}, not a proxy")
+            if split_host_port(public_addr)[0] not in record.dns_names:
+                raise AccessDenied(
+                    f"proxy {host_id} claims address {public_addr[:256]}, but was certified "
+                    f"for {', '.join(record.dns_names) or 'no name'}")
+            proxy = Proxy(metadata=Metadata(name=host_id), spec=ProxySpec(
+                hostname=record.nodename, public_addr=public_addr, listen_addr=listen_addr))
+        except ValidationError as exc:
+            raise BadParameter(f"bad proxy heartbeat: {describe_problems(exc)}") from None
+        except AccessDenied as exc:
+            log.warning("proxy heartbeat refused host=%s remote=%s reason=%r", host_id,
+                        remote_addr, str(exc))
+            await self.audit.emit("access.denied", user=host_id, remote_addr=remote_addr,
+                                  message=str(exc), fields={"resource": "proxy",
+                                                            "verb": "heartbeat"})
+            raise
+        now = self.clock.now()
+        await self.proxies.heartbeat(proxy, now)
+        return await self.proxies.online(now)
 
     async def node_tunnels_held(self, proxy: str, host_ids: list[str], *,
                                 remote_addr: str) -> dict[str, str]:

@@ -39,6 +39,8 @@ from gatehouse.wire.authapi import (
     NodeTunnels,
     NodeTunnelVerdict,
     Ping,
+    ProxyHeartbeat,
+    ProxySet,
     RecordingDone,
     RenewRequest,
     RootTunnel,
@@ -102,6 +104,9 @@ class AuthClient:
     async def report_node_tunnels(self, report: NodeTunnels) -> NodeTunnelVerdict:
         return _parse(NodeTunnelVerdict, await self._call("report_node_tunnels",
                                                           report.model_dump(mode="json")))
+
+    async def proxy_heartbeat(self, beat: ProxyHeartbeat) -> ProxySet:
+        return _parse(ProxySet, await self._call("proxy_heartbeat", beat.model_dump(mode="json")))
 
     async def renew(self, req: RenewRequest) -> Certs:
         return _parse(Certs, await self._call("renew", req.model_dump(mode="json")))

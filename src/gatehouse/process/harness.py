@@ -7,7 +7,7 @@ gatectl and gsh.
 - ``Cluster``: one `gatehouse start` process with auth + proxy (+ the ssh service of
   ``nodename``) on ports picked at run time, plus node processes joined with tokens;
   gatectl, tokens and users through its admin config. With ``proxy_apart`` the proxy
-  is a process of its own, joined with a proxy token.
+  is a process of its own, joined with a proxy token; ``start_proxy(NAME)`` adds more.
 - ``Client``: one user's gsh profile (``GATEHOUSE_HOME``).
 - ``prefix`` (of a Cluster or a Client): a command its processes and commands run
   under, as another machine would run them: ``ip netns exec NS`` (a network of its
@@ -383,6 +383,8 @@ class Cluster:
     diag_ports: dict[str, int] = field(default_factory=dict)  # "daemon", "proxy" -> port
     daemon: Process | None = None
     proxy_process: Process | None = None
+    more_proxies: dict[str, Process] = field(default_factory=dict)  # start_proxy(NAME)
+    proxy_addrs: dict[str, str] = field(default_factory=dict)  # each extra proxy's address
     nodes: dict[str, Process] = field(default_factory=dict)
 
     @property
@@ -427,8 +429,8 @@ class Cluster:
         write_yaml(self.config, self.settings())
 
     def diag_addr(self, process: str) -> str:
-        """Where ``process`` ("daemon", or "proxy" with ``proxy_apart``) serves /healthz,
-        /readyz and /metrics (``diag``)."""
+        """Where ``process`` ("daemon"; "proxy" with ``proxy_apart``; a name given to
+        ``start_proxy``) serves /healthz, /readyz and /metrics (``diag``)."""
         return f"127.0.0.1:{self.diag_ports[process]}"
 
     def start(self) -> Cluster:
@@ -452,26 +454,37 @@ class Cluster:
             self.start_proxy()
         return self
 
-    def start_proxy(self) -> Process:
-        """The proxy's own process (``proxy_apart``), joined straight with the auth with a
-        proxy token at its first start; up once it serves. Started again, it keeps the
-        identity it joined with."""
-        if self.proxy_process is None:
+    def start_proxy(self, name: str = "") -> Process:
+        """The proxy's own process (``proxy_apart``), or with a ``name`` one more proxy of
+        the cluster on a port of its own (``proxy_addrs[name]``), joined straight with the
+        auth with a proxy token at its first start; up once it serves. Started again, it
+        keeps the identity and address it joined with."""
+        process = self.more_proxies.get(name) if name else self.proxy_process
+        if process is None:
+            addr = self.proxy
+            if name:
+                addr = self.proxy_addrs[name] = f"127.0.0.1:{free_ports(1)[0]}"
+            stem = name or "proxy"
             settings: dict[str, Any] = {
                 "version": "v1",
-                "gatehouse": {"nodename": "proxy", "data_dir": str(self.workdir / "proxy-data"),
+                "gatehouse": {"nodename": stem, "data_dir": str(self.workdir / f"{stem}-data"),
                               "join_token": self.token("proxy"),
                               "auth_server": f"127.0.0.1:{self.auth_port}"},
-                "proxy_service": {"enabled": True, "listen_addr": self.proxy},
+                "proxy_service": {"enabled": True, "listen_addr": addr},
             }
             if self.diag:
-                settings["gatehouse"]["diag_addr"] = self.diag_addr("proxy")
-            config = write_yaml(self.workdir / "proxy.yaml", settings)
-            self.proxy_process = Process(f"{self.name} proxy", [str(GATEHOUSE), "start", "-c",
-                                                                str(config)],
-                                         self.workdir / "proxy.log", cwd=self.workdir)
-        self.proxy_process.start().wait_up()
-        return self.proxy_process
+                self.diag_ports.setdefault(stem, free_ports(1)[0])
+                settings["gatehouse"]["diag_addr"] = self.diag_addr(stem)
+            config = write_yaml(self.workdir / f"{stem}.yaml", settings)
+            process = Process(f"{self.name} {stem}", [str(GATEHOUSE), "start", "-c",
+                                                      str(config)],
+                              self.workdir / f"{stem}.log", cwd=self.workdir)
+            if name:
+                self.more_proxies[name] = process
+            else:
+                self.proxy_process = process
+        process.start().wait_up()
+        return process
 
     def restart(self) -> None:
         """Start the cluster's process again (after a stop), from the same config and data."""
@@ -480,7 +493,7 @@ class Cluster:
 
     def stop(self, *, wait: bool = True) -> None:
         """Stop the nodes and the cluster's process (``wait``: see ``stop_all``)."""
-        stop_all([*self.nodes.values(),
+        stop_all([*self.nodes.values(), *self.more_proxies.values(),
                   *(p for p in (self.proxy_process, self.daemon) if p is not None)], wait=wait)
 
     @contextlib.contextmanager

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from gatehouse._sys.hostport import listen_error, split_host_port
+from gatehouse._sys.hostport import dial_addr, listen_error, split_host_port
 from gatehouse._sys.tasks import TaskOwner
 from gatehouse._sys.tlsserver import TLSServer
 from gatehouse.client.auditspool import AuditSpool
@@ -27,6 +27,7 @@ from gatehouse.pki import tls, x509
 from gatehouse.pki.keystore import StoredIdentity
 from gatehouse.proxy.anonymous import AnonymousConnections
 from gatehouse.proxy.leafauth import LeafAuth, roots_to_dial
+from gatehouse.proxy.presence import ProxyPresence
 from gatehouse.proxy.roottunnels import RootTunnelReports
 from gatehouse.proxy.router import ALPNRouter
 from gatehouse.proxy.sshproxy import SSHProxy
@@ -38,7 +39,7 @@ from gatehouse.tunnel.link import TunnelLink
 from gatehouse.tunnel.needs import OwnNodes, Root
 from gatehouse.tunnel.serve import StreamServer
 from gatehouse.tunnel.server import TunnelServer
-from gatehouse.wire.authapi import AuthAPI, NodeTunnels
+from gatehouse.wire.authapi import AuthAPI, NodeTunnels, ProxyHeartbeat
 from gatehouse.wire.dial import NodeRoute
 from gatehouse.wire.names import ALPN_HTTP, ALPN_SSH, ALPN_TUNNEL
 
@@ -210,6 +211,10 @@ class ProxyService:
                               rng=random.Random(), what=f"root {root.name}",
                               on_state=root_tunnels.changed).run()
 
+        cfg = self._cfg
+        presence = ProxyPresence(self._api.proxy_heartbeat, ProxyHeartbeat(
+            public_addr=cfg.public_addr or dial_addr(cfg.listen_addr),
+            listen_addr=cfg.listen_addr), tunnels.announce, self._timer)
         agent = TunnelAgent(lambda: roots_to_dial(self._trust.current()),
                             self._trust.subscribe(), keep_tunnel)
         async with asyncio.TaskGroup() as tg:
@@ -237,6 +242,7 @@ class ProxyService:
                 tg.create_task(self._spool.run(self._api.post_events))
                 tg.create_task(agent.run())
                 tg.create_task(root_tunnels.run())
+                tg.create_task(presence.run())
                 tg.create_task(tunnels.run())
                 tg.create_task(self._follow_leaves(tunnels))
                 started(self._cfg.listen_addr)

@@ -16,8 +16,8 @@ R = TypeVar("R", bound=Resource)
 
 
 def kind_prefix(kind: str) -> bytes:
-    """Where the resources of ``kind`` are kept: every key starts with this."""
-    return f"/{kind}s/".encode()
+    """Where the resources of ``kind`` are kept: every key starts with this (its plural)."""
+    return f"/{kind[:-1]}ies/".encode() if kind.endswith("y") else f"/{kind}s/".encode()
 
 
 class ResourceStore(Generic[R]):

@@ -1,17 +1,22 @@
-"""One reverse tunnel, kept up: dial, hold until it closes, back off, redial.
+"""Reverse tunnels to one cluster, kept up: one to each of its proxies.
 
-The one implementation for both dialing ends: a leaf proxy's tunnel to a root, and a
-tunnel-mode node's tunnel to its own cluster's proxy. The dialer dials the proxy's
-single TLS port (ALPN ``gatehouse-tunnel/1``) with its host certificate and verifies
-the far end by the host CA it pinned at join; the far end must be a proxy of that
-cluster (relaycheck.check_root_proxy), checked before any frame is read: only that
-cluster's proxy may open streams here. While the tunnel is up it serves the streams
-the proxy opens (a leaf: serve.py, one StreamServer per root; a node: its SSH server)
-and runs ``while_up`` (a leaf forwards its events, eventsend.py). The proxy sends the
-heartbeats and this end answers them (see liveness.py); a proxy silent for
-ROOT_SILENT_AFTER is redialed. Redials back off exponentially with jitter; time and
-randomness are injected. A leaf is told each change of state (``on_state``): down with
-the reason, or up once the tunnel has outlived a refusal (REFUSED_WITHIN).
+The one implementation for both dialing ends: a leaf proxy's tunnels to a root, and a
+tunnel-mode node's tunnels to its own cluster's proxies. Each tunnel dials a proxy's
+single TLS port (ALPN ``gatehouse-tunnel/1``) with the host certificate and verifies
+the far end by the host CA pinned at join; the far end must be a proxy of that cluster
+(relaycheck.check_root_proxy), checked before any frame is read: only that cluster's
+proxies may open streams here. Its certificate names the proxy reached.
+
+The proxies tell which proxies are online ("proxies" streams, tunnel/server.py), and
+the link runs one dial loop per proxy (coverage.py decides where each dials and which
+tunnel is redundant): so a user who lands on any proxy finds this cluster or node
+online. While a tunnel is up it serves the streams its proxy opens (a leaf: serve.py,
+one StreamServer per root; a node: its SSH server); ``while_up`` (a leaf forwards its
+events, eventsend.py) runs on one tunnel at a time. The proxy sends the heartbeats and
+this end answers them (see liveness.py); a proxy silent for ROOT_SILENT_AFTER is
+redialed. Redials back off exponentially with jitter; time and randomness are injected.
+A leaf is told each change of state (``on_state``): up while any tunnel is up (once it
+has outlived a refusal, REFUSED_WITHIN), else down with the reason.
 """
 
 from __future__ import annotations
@@ -25,53 +30,31 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from gatehouse._sys.hostport import split_host_port
+from gatehouse._sys.tasks import TaskOwner
 from gatehouse.clock import Monotonic, wait_for
-from gatehouse.errors import AccessDenied
+from gatehouse.errors import AccessDenied, BadParameter
 from gatehouse.pki import tls
 from gatehouse.pki.keystore import StoredIdentity
 from gatehouse.pki.tls import peer_der
+from gatehouse.tunnel.coverage import Coverage, Redial, parse_announcement
 from gatehouse.tunnel.liveness import ROOT_SILENT_AFTER, set_keepalive
-from gatehouse.tunnel.mux import MuxSession, OnOpen
+from gatehouse.tunnel.mux import MuxSession, MuxStream, OnOpen
 from gatehouse.tunnel.needs import Root, TunnelState
 from gatehouse.tunnel.relaycheck import check_root_proxy
 from gatehouse.wire.authapi import RootTunnel
 from gatehouse.wire.names import ALPN_TUNNEL
 
-__all__ = ["DIAL_TIMEOUT", "FIRST_BACKOFF", "HEALTHY_AFTER", "MAX_BACKOFF", "Backoff",
-           "TunnelLink", "WhileUp"]
+__all__ = ["DIAL_TIMEOUT", "TunnelLink", "WhileUp"]
 
 log = logging.getLogger(__name__)
 
 DIAL_TIMEOUT = 15.0  # seconds for TCP and TLS
-FIRST_BACKOFF = 0.2
-MAX_BACKOFF = 10.0
-# A dial and the tunnel it made that lasted this long together start the backoff over:
-# a dial that waited out DIAL_TIMEOUT (a root silently cut off) is no burst of redials,
-# so the next follows it at once.
-HEALTHY_AFTER = 5.0
 # A tunnel the root closes sooner than this after TLS, saying nothing, was refused in the
 # handshake's last step: TLS 1.3 checks the client's certificate after the client is done.
 REFUSED_WITHIN = 2.0
 _NOT_TAKEN = ("the root's proxy closed the tunnel as it opened, without a word: it does not "
               "take this cluster's certificate (did the root remove this leaf? then, to join "
               "again, run `gatectl create -f` here with a new token from the root)")
-
-
-class Backoff:
-    """Delays between redials: FIRST_BACKOFF doubling up to MAX_BACKOFF, each scaled by
-    a random factor in [0.5, 1.5) so that leaves cut off together do not redial together."""
-
-    def __init__(self, rng: random.Random) -> None:
-        self._rng = rng
-        self._base = FIRST_BACKOFF
-
-    def next(self) -> float:
-        delay = self._base * self._rng.uniform(0.5, 1.5)
-        self._base = min(self._base * 2, MAX_BACKOFF)
-        return delay
-
-    def reset(self) -> None:
-        self._base = FIRST_BACKOFF
 
 
 class _RootTunnel(MuxSession):
@@ -82,11 +65,13 @@ class _RootTunnel(MuxSession):
         super().__init__(dialer=True, clock=clock, on_open=on_open)
         self._root = root
         self.refused = ""
+        self.proxy = ""  # the host id of the proxy reached
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         try:
-            check_root_proxy(peer_der(transport.get_extra_info("ssl_object")), self._root)
+            self.proxy = check_root_proxy(peer_der(transport.get_extra_info("ssl_object")),
+                                          self._root)
         except AccessDenied as exc:
             self.refused = str(exc)
             self.close(f"refused: {exc}")
@@ -100,8 +85,8 @@ WhileUp = Callable[[MuxSession], Coroutine[Any, Any, None]]  # runs while a tunn
 
 
 class TunnelLink:
-    """Keeps a tunnel to ``root``'s proxy up until cancelled; nothing of it runs after
-    that. ``what`` names the far end in the log ("root NAME", "proxy of NAME")."""
+    """Keeps a tunnel to each of ``root``'s proxies up until cancelled; nothing of it runs
+    after that. ``what`` names the far end in the log ("root NAME", "proxy of NAME")."""
 
     def __init__(self, root: Root, identity: StoredIdentity, *, serve: OnOpen,
                  while_up: WhileUp | None, clock: Monotonic, rng: random.Random,
@@ -112,66 +97,123 @@ class TunnelLink:
         self._serve = serve
         self._while_up = while_up
         self._clock = clock
-        self._backoff = Backoff(rng)
+        self._rng = rng
         self._what = what
+        self._coverage = Coverage(root.proxy_addr)
+        self._loops = TaskOwner(f"the tunnels to {what}")
+        self._idle: set[asyncio.Task[None]] = set()  # loops that hold no tunnel now
+        self._wake = asyncio.Event()  # the proxies announced, or those held, changed
+        self._settled: set[str] = set()  # proxies whose tunnel outlived a refusal
+        self._one_at_a_time = asyncio.Lock()  # for while_up
 
     async def run(self) -> None:
         self._tell(RootTunnel(root=self._root.name, up=False, detail="connecting"))
-        while True:
-            started = self._clock.monotonic()
-            session = await self._dial()
-            if session is not None:
-                await self._hold(session)
-            if self._clock.monotonic() - started > HEALTHY_AFTER:
-                self._backoff.reset()
-            await self._clock.sleep(self._backoff.next())
+        try:
+            while True:
+                await self._reconcile()
+                self._wake.clear()
+                await self._wake.wait()
+        finally:
+            await self._loops.close()
+
+    async def _reconcile(self) -> None:
+        """As many dial loops as the coverage wants: new ones, or idle ones stopped."""
+        surplus = len(self._loops) - self._coverage.loops()
+        if surplus > 0:
+            await self._loops.stop(list(self._idle)[:surplus])
+        for _ in range(-surplus):
+            self._loops.spawn(self._loop())
+
+    async def _loop(self) -> None:
+        """Dial, hold the tunnel if it reached a proxy not held yet, back off, again."""
+        me = asyncio.current_task()
+        assert me is not None
+        redial = Redial(self._rng)
+        try:
+            while True:
+                self._idle.add(me)
+                started = self._clock.monotonic()
+                session = await self._dial(self._coverage.address(redial.misses))
+                kept = session is not None and self._coverage.take(session.proxy)
+                if session is not None and kept:
+                    log.info("tunnel to %s is up (proxy %s)", self._what, session.proxy)
+                    self._idle.discard(me)
+                    try:
+                        await self._hold(session)
+                    finally:
+                        self._coverage.lost(session.proxy)
+                        self._wake.set()
+                elif session is not None:
+                    log.info("tunnel to %s reached proxy %s again: closing the extra one",
+                             self._what, session.proxy)
+                    await session.aclose("redundant: this agent holds a tunnel to this proxy")
+                await self._clock.sleep(redial.after(started, self._clock.monotonic(),
+                                                     kept=kept))
+        finally:
+            self._idle.discard(me)
 
     def _context(self) -> ssl.SSLContext:
         ident = self._identity
         return tls.client_context(self._root.host_ca_tls, cert_file=ident.tls_cert_file,
                                   key_file=ident.key_pem_file, alpn=[ALPN_TUNNEL])
 
-    async def _dial(self) -> MuxSession | None:
-        """A new tunnel, or None (logged) if the root cannot be reached."""
+    async def _on_open(self, stream: MuxStream) -> None:
+        """A stream the proxy opened: news of the proxies, or one to serve."""
+        if stream.meta.get("kind") != "proxies":
+            await self._serve(stream)
+            return
+        try:
+            proxies = parse_announcement(stream.meta)
+        except BadParameter as exc:
+            log.warning("ignoring an announcement of proxies from %s: %s", self._what, exc)
+            stream.refuse(str(exc))
+            return
+        stream.accept()
+        self._coverage.announce(proxies)
+        self._wake.set()
+
+    async def _dial(self, addr: str) -> _RootTunnel | None:
+        """A new tunnel, or None (logged) if no proxy can be reached at ``addr``."""
         root = self._root
-        host, port = split_host_port(root.proxy_addr)
+        host, port = split_host_port(addr)
         loop = asyncio.get_running_loop()
         try:
             transport, session = await wait_for(self._clock, loop.create_connection(
-                lambda: _RootTunnel(root.name, clock=self._clock, on_open=self._serve),
+                lambda: _RootTunnel(root.name, clock=self._clock, on_open=self._on_open),
                 host, port, ssl=self._context(), server_hostname=host), DIAL_TIMEOUT)
         except (OSError, ssl.SSLError) as exc:  # TimeoutError is an OSError
             reason = (f"no answer within {DIAL_TIMEOUT:.0f} s" if isinstance(exc, TimeoutError)
                       else str(exc) or type(exc).__name__)
-            log.warning("cannot reach %s at %s: %s", self._what, root.proxy_addr, reason)
+            log.warning("cannot reach %s at %s: %s", self._what, addr, reason)
             self._tell(RootTunnel(root=root.name, up=False, detail=(
-                f"cannot reach the root's proxy at {root.proxy_addr}: {reason}")))
+                f"cannot reach the root's proxy at {addr}: {reason}")))
             return None
         if session.refused:
-            log.warning("tunnel to %s at %s refused reason=%r", self._what,
-                        root.proxy_addr, session.refused)
+            log.warning("tunnel to %s at %s refused reason=%r", self._what, addr,
+                        session.refused)
             self._tell(RootTunnel(root=root.name, up=False,
                                   detail=f"refused: {session.refused}"))
             return None
         set_keepalive(transport.get_extra_info("socket"))
-        log.info("tunnel to %s at %s is up", self._what, root.proxy_addr)
+        log.info("tunnel to %s at %s reached proxy %s", self._what, addr, session.proxy)
         return session
 
-    async def _hold(self, session: MuxSession) -> None:
+    async def _hold(self, session: _RootTunnel) -> None:
         """Run ``while_up`` until the tunnel closes or the proxy goes silent."""
         opened = self._clock.monotonic()
         try:
             async with asyncio.TaskGroup() as tg:
-                work = tg.create_task(self._while_up(session)) if self._while_up else None
-                settled = tg.create_task(self._up_once_settled())
+                work = tg.create_task(self._work(session)) if self._while_up else None
+                settled = tg.create_task(self._up_once_settled(session.proxy))
                 await self._watch(session)
                 if work is not None:
                     work.cancel()
                 settled.cancel()
         finally:
+            self._settled.discard(session.proxy)
             await session.aclose("tunnel agent stopping")
         reason = session.closed.result()
-        log.warning("tunnel to %s closed: %s", self._what, reason)
+        log.warning("tunnel to %s closed: %s (proxy %s)", self._what, reason, session.proxy)
         name = self._root.name
         if session.goodbye:
             state = RootTunnel(root=name, up=False, detail=f"the root closed it: {session.goodbye}")
@@ -181,13 +223,24 @@ class TunnelLink:
             state = RootTunnel(root=name, up=False, detail=f"closed: {reason}")
         self._tell(state)
 
-    async def _up_once_settled(self) -> None:
-        """Tell that the tunnel is up once it has outlived a refusal (REFUSED_WITHIN)."""
+    async def _work(self, session: MuxSession) -> None:
+        """``while_up`` on this tunnel, once no other tunnel runs it (a leaf forwards its
+        events over one tunnel at a time)."""
+        assert self._while_up is not None
+        async with self._one_at_a_time:
+            if not session.closed.done():
+                await self._while_up(session)
+
+    async def _up_once_settled(self, proxy: str) -> None:
+        """Tell that a tunnel is up once it has outlived a refusal (REFUSED_WITHIN)."""
         await self._clock.sleep(REFUSED_WITHIN)
+        self._settled.add(proxy)
         self._tell(RootTunnel(root=self._root.name, up=True))
 
     def _tell(self, state: RootTunnel) -> None:
-        if self._on_state is not None:
+        """Report a state; a tunnel down, or a dial failed, says nothing while another
+        tunnel is up."""
+        if self._on_state is not None and (state.up or not self._settled):
             self._on_state(state)
 
     async def _watch(self, session: MuxSession) -> None:

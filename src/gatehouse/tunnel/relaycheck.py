@@ -73,10 +73,10 @@ def check_relayed(der: bytes, root: str, trust: TrustSnapshot,
     return ident
 
 
-def check_root_proxy(der: bytes | None, root: str) -> None:
-    """AccessDenied unless the far end of a tunnel to ``root`` showed a proxy certificate
-    of ``root`` (TLS has checked that it chains to ``root``'s host CA and names the
-    address dialed)."""
+def check_root_proxy(der: bytes | None, root: str) -> str:
+    """The host id of the proxy at the far end of a tunnel to ``root``; AccessDenied
+    unless it showed a proxy certificate of ``root`` (TLS has checked that it chains to
+    ``root``'s host CA and names the address dialed)."""
     if not der:
         raise AccessDenied(f"the far end of the tunnel to {root} showed no certificate")
     _, ident = _identity(der)
@@ -84,6 +84,7 @@ def check_root_proxy(der: bytes | None, root: str) -> None:
         raise AccessDenied(f"the far end of the tunnel to {root} is not a proxy of {root} "
                            f"(its certificate says {ident.system_role or ident.kind} of "
                            f"{ident.cluster[:80]!r})")
+    return ident.name
 
 
 def claimed_user(der: bytes) -> str:

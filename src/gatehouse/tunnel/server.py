@@ -2,13 +2,18 @@
 
 A leaf proxy connects with its host certificate; it is accepted only if that
 certificate is a proxy certificate signed by the host CA the leaf registered
-when it joined. One tunnel per leaf: a new one replaces the old.
+when it joined. A leaf's newest tunnel serves; an older one stays until its agent
+closes it (held.py: an agent dialing through a load balancer may land here twice).
 
 A tunnel-mode node of this proxy's own cluster connects with its node certificate
 (signed by this cluster's host CA). Its tunnel stays pending, never routed to, until
 the auth admits it (``OwnNodes.report``: only a registered node's tunnel); the auth's
 answer to every later report may still refuse it (the node was removed), and the
-proxy then closes it. One tunnel per node: a newly admitted one replaces the old.
+proxy then closes it. As for a leaf, a node's newest admitted tunnel serves.
+
+Each agent is told the proxies of this cluster online now (``announce``), on a
+"proxies" stream: when its tunnel comes up (a node's: once admitted) and whenever that
+set changes, so that it keeps one tunnel to each of them.
 
 Liveness costs almost nothing per idle tunnel (see liveness.py): the kernel's TCP
 keepalive notices a dead peer, and one task pings, in batches, only the tunnels it
@@ -30,7 +35,7 @@ import base64
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from cryptography import x509 as cx509
@@ -41,6 +46,7 @@ from gatehouse.errors import AccessDenied, BadParameter, ConnectionProblem, Gate
 from gatehouse.pki import x509
 from gatehouse.pki.tls import peer_der
 from gatehouse.tunnel.frames import FrameType
+from gatehouse.tunnel.held import HeldTunnels
 from gatehouse.tunnel.limits import MAX_EVENT_BATCH, MAX_REPLY, MAX_STREAMS_FROM_LEAF
 from gatehouse.tunnel.liveness import (
     PING_STEPS,
@@ -51,6 +57,9 @@ from gatehouse.tunnel.liveness import (
 )
 from gatehouse.tunnel.mux import MuxSession, MuxStream, read_all
 from gatehouse.tunnel.needs import APICall, OwnNodes
+
+ANNOUNCE_BATCH = 64  # tunnels told of the proxies at once
+ANNOUNCE_TIMEOUT = 10.0  # seconds an agent has to take the news
 
 __all__ = ["TunnelServer"]
 
@@ -139,10 +148,12 @@ class TunnelServer:
         self._clock = clock
         self._timer = timer
         self._own = own_nodes  # None: no node tunnels accepted
-        self._sessions: dict[str, _TunnelConnection] = {}
-        self._nodes: dict[str, _TunnelConnection] = {}  # host id -> admitted tunnel
-        metrics.TUNNELS.labels("leaf").set_function(lambda: len(self._sessions))
-        metrics.TUNNELS.labels("node").set_function(lambda: len(self._nodes))
+        self._sessions: HeldTunnels[_TunnelConnection] = HeldTunnels()  # by leaf
+        self._nodes: HeldTunnels[_TunnelConnection] = HeldTunnels()  # admitted, by host id
+        self._proxies: dict[str, str] = {}  # this cluster's proxies online: host id -> address
+        self._to_tell: asyncio.Queue[_TunnelConnection] = asyncio.Queue()  # of the proxies
+        metrics.TUNNELS.labels("leaf").set_function(lambda: len(self._sessions.names()))
+        metrics.TUNNELS.labels("node").set_function(lambda: len(self._nodes.names()))
         self._pending: set[_TunnelConnection] = set()  # node tunnels the auth has not admitted
         self._nodes_idle_reported = False
         self._ended: asyncio.Queue[_TunnelConnection] = asyncio.Queue()  # for _reap
@@ -195,30 +206,23 @@ class TunnelServer:
                 session.close(f"tunnel refused: {reason}")
             elif session in self._pending:
                 self._pending.discard(session)
-                old = self._nodes.get(session.node)
-                self._nodes[session.node] = session
-                if old is not None:
-                    old.close("replaced by a newer tunnel")
+                self._nodes.add(session.node, session)
+                self._to_tell.put_nowait(session)
                 log.info("tunnel from node %s is up", session.node)
 
     def _register(self, session: _TunnelConnection) -> None:
-        old = self._sessions.get(session.leaf)
-        self._sessions[session.leaf] = session
-        if old is not None:
-            old.close("replaced by a newer tunnel")
+        if self._sessions.add(session.leaf, session):
+            self._changed()
+        self._to_tell.put_nowait(session)
         log.info("tunnel from leaf %s is up", session.leaf)
-        self._changed()
 
     def _unregister(self, session: _TunnelConnection) -> None:
         self._pending.discard(session)
-        if session.node and self._nodes.get(session.node) is session:
-            del self._nodes[session.node]
-            reason = session.closed.result() if session.closed.done() else "closed"
+        reason = session.closed.result() if session.closed.done() else "closed"
+        if session.node and self._nodes.discard(session.node, session):
             log.info("tunnel from node %s is down: %s", session.node, reason)
             self._changed()
-        if session.leaf and self._sessions.get(session.leaf) is session:
-            del self._sessions[session.leaf]
-            reason = session.closed.result() if session.closed.done() else "closed"
+        if session.leaf and self._sessions.discard(session.leaf, session):
             log.info("tunnel from leaf %s is down: %s", session.leaf, reason)
             self._changed()
 
@@ -234,10 +238,10 @@ class TunnelServer:
                 tg.create_task(self._heartbeats())
                 tg.create_task(self._reports())
                 tg.create_task(self._reap())
+                tg.create_task(self._tell_proxies())
         finally:
             await asyncio.gather(*(s.aclose("proxy shutting down")
-                                   for s in {*self._sessions.values(), *self._nodes.values(),
-                                             *self._pending}))
+                                   for s in {*self._sessions, *self._nodes, *self._pending}))
             while not self._ended.empty():
                 await self._ended.get_nowait().wait_closed()
 
@@ -255,6 +259,37 @@ class TunnelServer:
             with contextlib.suppress(TimeoutError):
                 await wait_for(self._timer, self._wake.wait(), self._schedule.wait(now))
 
+    def announce(self, proxies: Mapping[str, str]) -> None:
+        """This cluster's proxies online now (host id -> address): every agent is told
+        when the set changes."""
+        if proxies != self._proxies:
+            self._proxies = dict(proxies)
+            log.info("proxies of this cluster: %s", ", ".join(
+                f"{name} at {addr}" for name, addr in sorted(proxies.items())) or "none")
+            for session in (*self._sessions, *self._nodes):
+                self._to_tell.put_nowait(session)
+
+    async def _tell_proxies(self) -> None:
+        """Tell each queued agent the proxies, a batch at a time (bounded: an agent that
+        does not take the news within ANNOUNCE_TIMEOUT hears it with the next change)."""
+        while True:
+            batch = {await self._to_tell.get()}
+            while len(batch) < ANNOUNCE_BATCH and not self._to_tell.empty():
+                batch.add(self._to_tell.get_nowait())
+            if self._proxies:  # none known yet: the first heartbeat will tell them all
+                await asyncio.gather(*(self._tell(s) for s in batch))
+
+    async def _tell(self, session: _TunnelConnection) -> None:
+        if session.closed.done():
+            return
+        try:
+            stream = await session.open({"kind": "proxies", "proxies": self._proxies},
+                                        timeout=ANNOUNCE_TIMEOUT)
+        except ConnectionProblem as exc:  # an agent of a version before several proxies
+            log.debug("the proxies not told to %s: %s", session._who(), exc)
+            return
+        stream.reset("")
+
     async def _reap(self) -> None:
         """Await the stream handlers of each tunnel that ended (cancelled as it ended):
         one task for all, where a task per tunnel would cost memory per idle tunnel."""
@@ -264,8 +299,8 @@ class TunnelServer:
 
     async def _report_held(self, now: float) -> None:
         self._schedule.sending(now)
-        held = list(self._sessions)
-        offered = [*self._nodes.values(), *self._pending]
+        held = self._sessions.names()
+        offered = [*self._nodes, *self._pending]
         try:
             if held or not self._idle_reported:  # a proxy without leaves stays quiet
                 await self._report(held)
@@ -295,7 +330,7 @@ class TunnelServer:
         net.core.netdev_max_backlog), which drops them: seen as tunnels timing out.
         """
         ping, dead = sweep(((s, s.last_seen, s.pinged) for s in
-                            (*self._sessions.values(), *self._nodes.values())), now)
+                            (*self._sessions, *self._nodes)), now)
         for session in dead:
             log.warning("dropping the tunnel from %s: no answer to a heartbeat",
                         f"leaf {session.leaf}" if session.leaf else f"node {session.node}")
@@ -310,17 +345,17 @@ class TunnelServer:
     def drop_unknown(self) -> None:
         """Close tunnels of leaves that are no longer trusted (removed on the auth)."""
         known = self._leaf_cas()
-        for leaf, session in list(self._sessions.items()):
-            if leaf not in known:
+        for session in list(self._sessions):
+            if session.leaf not in known:
                 session.close("this leaf was removed from the root: to join again, run "
                               "`gatectl create -f` on the leaf with a new token from the root")
 
     def connected(self) -> list[str]:
-        return sorted(self._sessions)
+        return self._sessions.names()
 
     def connected_nodes(self) -> list[str]:
         """The host ids of the nodes whose admitted tunnels this proxy holds."""
-        return sorted(self._nodes)
+        return self._nodes.names()
 
     async def open_node(self, host_id: str, meta: dict[str, Any]) -> MuxStream:
         """A stream to node ``host_id``'s own SSH server, over its tunnel (``meta``'s

@@ -4,6 +4,7 @@ from gatehouse.types.cert_authority import CertAuthority, CertAuthoritySpec, Cer
 from gatehouse.types.cluster_name import ClusterName, ClusterNameSpec
 from gatehouse.types.node import Node, NodeSpec, NodeStatus
 from gatehouse.types.pattern import Pattern, compile_pattern, is_regex, match_pattern
+from gatehouse.types.proxy import Proxy, ProxySpec, ProxyStatus
 from gatehouse.types.remote_cluster import RemoteCluster, RemoteClusterSpec, RemoteClusterStatus
 from gatehouse.types.resource import (
     Duration,
@@ -65,6 +66,9 @@ __all__ = [
     "NodeSpec",
     "NodeStatus",
     "Pattern",
+    "Proxy",
+    "ProxySpec",
+    "ProxyStatus",
     "RemoteCluster",
     "RemoteClusterSpec",
     "RemoteClusterStatus",

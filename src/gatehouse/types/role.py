@@ -41,6 +41,7 @@ RULE_RESOURCES = (
     "remote_cluster",
     "cert_authority",
     "cluster_name",
+    "proxy",
     "event",
     "session",
 )

@@ -21,6 +21,7 @@ from gatehouse.types.cert_authority import CertAuthority
 from gatehouse.types.cluster_name import ClusterName
 from gatehouse.types.node import Node
 from gatehouse.types.problems import describe_problems
+from gatehouse.types.proxy import Proxy
 from gatehouse.types.remote_cluster import RemoteCluster
 from gatehouse.types.resource import Resource
 from gatehouse.types.role import Role
@@ -42,14 +43,16 @@ __all__ = [
 
 KINDS: Mapping[str, type[Resource]] = {
     cls.model_fields["kind"].default: cls
-    for cls in (User, Role, Token, Node, CertAuthority, ClusterName, TrustedCluster, RemoteCluster)
+    for cls in (User, Role, Token, Node, CertAuthority, ClusterName, TrustedCluster, RemoteCluster,
+                Proxy)
 }
 KIND_ALIASES: Mapping[str, str] = {
     "rc": "remote_cluster",
     "ca": "cert_authority",
     "cas": "cert_authority",
     "cert_authorities": "cert_authority",
-    **{f"{kind}s": kind for kind in KINDS if kind != "cert_authority"},
+    "proxies": "proxy",
+    **{f"{kind}s": kind for kind in KINDS if kind not in ("cert_authority", "proxy")},
 }
 _ENVELOPE = ("kind", "version", "metadata", "spec", "status")
 MAX_DEPTH = 64  # nested collections in a resource file; a role needs five

@@ -46,6 +46,9 @@ __all__ = [
     "NodeTunnelVerdict",
     "NodeTunnels",
     "Ping",
+    "ProxyAddr",
+    "ProxyHeartbeat",
+    "ProxySet",
     "RecordingDone",
     "RenewRequest",
     "RootTunnel",
@@ -120,6 +123,24 @@ class Heartbeat(_Message):
     addr: str  # "" for a node on a tunnel
     labels: dict[str, str] = {}
     tunnel: bool = False  # the node is reached over its reverse tunnel, not at an address
+
+
+class ProxyHeartbeat(_Message):
+    """A proxy's presence: where tunnel agents reach it, and where it listens."""
+
+    public_addr: str
+    listen_addr: str
+
+
+class ProxyAddr(_Message):
+    name: str  # the proxy's host id: the name in its certificate
+    addr: str  # its public address
+
+
+class ProxySet(_Message):
+    """The proxies of a cluster online now (a proxy heartbeat's reply)."""
+
+    proxies: list[ProxyAddr]
 
 
 class NodeTunnels(_Message):
@@ -257,6 +278,7 @@ ROUTES: dict[str, Route] = {
     "status": Route("GET", "/v1/status"),
     "heartbeat": Route("POST", "/v1/nodes/heartbeat"),
     "report_node_tunnels": Route("POST", "/v1/nodes/tunnels"),
+    "proxy_heartbeat": Route("POST", "/v1/proxies/heartbeat"),
     "renew": Route("POST", "/v1/hosts/renew"),
     "resolve_node": Route("GET", "/v1/nodes/resolve"),
     "list_nodes": Route("GET", "/v1/nodes"),
@@ -298,6 +320,7 @@ class AuthAPI(Protocol):
     def watch_trust(self) -> AsyncIterator[TrustSnapshot]: ...
     async def report_tunnels(self, leaves: list[str]) -> None: ...
     async def report_node_tunnels(self, report: NodeTunnels) -> NodeTunnelVerdict: ...
+    async def proxy_heartbeat(self, beat: ProxyHeartbeat) -> ProxySet: ...
     async def report_root_tunnels(self, roots: list[RootTunnel]) -> None: ...
     async def post_events(self, events: list[dict[str, Any]]) -> EventsStored: ...
     async def export_events(self, after: str, limit: int) -> EventPage: ...

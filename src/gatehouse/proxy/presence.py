@@ -1,0 +1,40 @@
+"""A proxy's presence with its auth: it heartbeats where it can be reached every
+HEARTBEAT_INTERVAL, and hands each reply, the proxies of its cluster online now, to its
+tunnel server, which tells its tunnel agents (they keep one tunnel to each proxy)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+
+from gatehouse.clock import Monotonic
+from gatehouse.errors import GatehouseError
+from gatehouse.wire.authapi import ProxyHeartbeat, ProxySet
+
+__all__ = ["HEARTBEAT_INTERVAL", "ProxyPresence"]
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL = 5.0  # services.proxies.ONLINE_WITHIN spans a few of these
+
+Beat = Callable[[ProxyHeartbeat], Awaitable[ProxySet]]
+
+
+class ProxyPresence:
+    def __init__(self, beat: Beat, me: ProxyHeartbeat,
+                 proxies: Callable[[Mapping[str, str]], None], timer: Monotonic) -> None:
+        self._beat = beat
+        self._me = me
+        self._proxies = proxies  # told the proxies online (host id -> address) after each beat
+        self._timer = timer
+
+    async def run(self) -> None:
+        """Heartbeat until cancelled; a failed beat is logged and the next one tried."""
+        while True:
+            try:
+                online = await self._beat(self._me)
+            except GatehouseError as exc:
+                log.warning("proxy heartbeat failed: %s", exc)
+            else:
+                self._proxies({p.name: p.addr for p in online.proxies})
+            await self._timer.sleep(HEARTBEAT_INTERVAL)
