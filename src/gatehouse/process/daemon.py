@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from gatehouse._sys.hostport import dial_addr, listen_error, split_host_port
 from gatehouse._sys.tlsserver import TLSServer
+from gatehouse.auth import leafsweep
 from gatehouse.auth.api import make_api_app
 from gatehouse.auth.local import LocalAuth
 from gatehouse.auth.server import AuthServer
@@ -287,6 +288,8 @@ async def run(
             if auth is not None:
                 started.addrs["auth"] = cfg.auth_service.listen_addr
                 tg.create_task(auth.failures.run(timer))
+                tg.create_task(leafsweep.run(auth, cfg.auth_service.remote_cluster_offline_ttl,
+                                             timer))
             waiting: list[asyncio.Event] = []
 
             def watcher(name: str) -> Callable[[str], None]:

@@ -64,6 +64,7 @@ CODES: dict[str, str] = {
     "trusted_cluster.update": "TT003I",
     "trusted_cluster.delete": "TT004I",
     "remote_cluster.delete": "TT005I",
+    "remote_cluster.expire": "TT006I",  # offline past auth_service.remote_cluster_offline_ttl
 }
 
 _PREFIX = b"/events/"

@@ -281,12 +281,27 @@ class TrustStore:
             return None
         return PublicCA.from_json(json.loads(item.value))
 
+    @staticmethod
+    def _joined_key(leaf: str) -> bytes:
+        return f"/leaf_joined/{leaf}".encode()
+
+    async def leaves_joined(self) -> dict[str, dt.datetime]:
+        """When each leaf last joined (leaves that joined before this was kept: absent)."""
+        out = {}
+        for item in await self._backend.get_range(*_range("/leaf_joined/")):
+            with contextlib.suppress(ValueError):
+                out[item.key.decode().removeprefix("/leaf_joined/")] = utc(float(item.value))
+        return out
+
     async def store_leaf(self, leaf_ca: PublicCA) -> None:
-        """Record a leaf's join in one transaction: its host CA, and its remote_cluster
-        unless it has one."""
+        """Record a leaf's join in one transaction: its host CA, when, and its
+        remote_cluster unless it has one."""
         name = leaf_ca.cluster
+        joined = Item(key=self._joined_key(name),
+                      value=str(self._clock.now().timestamp()).encode())
         writes = [Write(self._leaf_key(name), Item(key=self._leaf_key(name),
-                                                  value=json.dumps(leaf_ca.to_json()).encode()))]
+                                                  value=json.dumps(leaf_ca.to_json()).encode())),
+                  Write(joined.key, joined)]
         try:
             await self.remotes.get(name)
         except NotFound:
@@ -306,7 +321,8 @@ class TrustStore:
             if await self.leaf_ca(leaf) is None:
                 raise NotFound(f"remote_cluster {leaf} not found") from None
         await self._backend.atomic_write([self.remotes.delete_write(leaf),
-                                          Write(self._leaf_key(leaf))])
+                                          Write(self._leaf_key(leaf)),
+                                          Write(self._joined_key(leaf))])
 
     @staticmethod
     def _report_key(proxy: str) -> bytes:
