@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -170,8 +171,27 @@ def test_role_defaults() -> None:
     role = Role(metadata={"name": "empty"})
     assert role.spec.options.max_session_ttl == dt.timedelta(hours=12)
     assert role.spec.options.port_forwarding is False
-    assert role.spec.allow == RoleConditions() and role.spec.deny == RoleConditions()
+    # Every leaf unless a role says otherwise, written into the role so that it shows.
+    assert role.spec.allow == RoleConditions(cluster_labels={"*": "*"})
+    assert role.spec.deny == RoleConditions()
     assert role.model_dump()["spec"]["options"]["max_session_ttl"] == "12h"
+
+
+def test_cluster_labels_default_to_every_leaf_only_when_left_out() -> None:
+    def allow(conditions: str) -> dict[str, str | list[str]]:
+        [role] = parse_resources("kind: role\nversion: v1\nmetadata: {name: r}\n"
+                                 f"spec:\n  allow: {conditions}\n")
+        assert isinstance(role, Role)
+        return role.spec.allow.cluster_labels
+
+    assert allow("{logins: [a]}") == {"*": "*"}
+    assert allow("{cluster_labels: {env: [prod, staging]}}") == {"env": ["prod", "staging"]}
+    assert allow("{cluster_labels: {}}") == {}  # said: no leaf
+    assert RoleSpec(allow=RoleConditions(logins=["a"])).allow.cluster_labels == {"*": "*"}
+    for bad, expected in [({"*": "prod"}, "the '*' key only goes with the value '*'"),
+                          ({"env": "^(x$"}, "invalid regular expression")]:
+        with pytest.raises(ValidationError, match=re.escape(expected)):
+            RoleConditions(cluster_labels=bad)
 
 
 def test_role_accepts_the_architecture_example() -> None:
