@@ -14,6 +14,7 @@ from gatehouse.rbac import (
     allowed_logins,
     allows_port_forwarding,
     can_see_node,
+    check_cluster_access,
     check_file_transfer,
     check_rule,
     check_ssh_access,
@@ -22,6 +23,7 @@ from gatehouse.rbac import (
     max_session_ttl,
 )
 from gatehouse.types import Role, access_role, auditor_role, editor_role
+from gatehouse.types.cluster_access import ClusterAccess
 
 BOUNDED = settings(max_examples=100, deadline=None)
 TRAITS = {"logins": ["alice", "deploy"], "groups": ["dev", "ops"]}
@@ -277,3 +279,55 @@ def test_allowed_logins() -> None:
     no_root = role("no-root", deny={"logins": ["root"]})
     assert allowed_logins([ops, no_root], {}) == []
     assert allowed_logins([editor_role()], TRAITS) == []
+
+
+# --- cluster labels: which leaves a root user sees and reaches -----------------------------
+
+PROD_ONLY = role("prod-only", allow={"cluster_labels": {"env": "prod"}})
+NO_ACME = role("no-acme", deny={"cluster_labels": {"customer": "acme"}})
+NOTHING = role("nothing", allow={"cluster_labels": {}})
+ROOT_ROLES = [access_role(), PROD_ONLY, NO_ACME, NOTHING]
+
+
+def leaf(roles: list[str], **labels: str) -> Decision:
+    return check_cluster_access(ClusterAccess.of(ROOT_ROLES, labels), roles, "leaf-1")
+
+
+def test_cluster_labels_select_leaves_as_node_labels_select_nodes() -> None:
+    assert leaf(["prod-only"], env="prod") == Decision(
+        True, "cluster leaf-1 allowed by role prod-only")
+    assert leaf(["prod-only"], env="staging") == Decision(
+        False, "roles prod-only do not select cluster leaf-1 (labels env=staging)")
+    assert not leaf(["prod-only"]).allowed  # an unlabelled leaf is no prod leaf
+    assert not leaf(["nothing"], env="prod").allowed  # {} selects no leaf
+
+
+def test_a_role_that_does_not_say_reaches_every_leaf_and_roles_add_up() -> None:
+    assert leaf(["access"]).allowed and leaf(["access"], env="staging").allowed
+    assert leaf(["prod-only", "access"], env="staging").allowed  # allows add up
+
+
+def test_a_matching_deny_beats_every_allow() -> None:
+    assert leaf(["access", "no-acme"], customer="acme") == Decision(
+        False, "denied by role no-acme: cluster leaf-1 has labels customer=acme")
+    assert leaf(["access", "no-acme"], customer="other").allowed
+
+
+def test_deny_by_default_without_word_from_the_root_or_without_a_known_role() -> None:
+    assert check_cluster_access(None, ["access"], "leaf-1") == Decision(
+        False, "cluster leaf-1 has not yet received its root's cluster labels and roles "
+               "(they come over its tunnel to the root)")
+    assert leaf(["deleted-at-root"]) == Decision(
+        False, "cluster leaf-1: none of the roles deleted-at-root exists at the root")
+    assert not leaf([]).allowed
+
+
+@BOUNDED
+@given(st.lists(st.sampled_from([r.name for r in ROOT_ROLES] + ["ghost"]), max_size=4),
+       st.dictionaries(st.sampled_from(["env", "customer"]),
+                       st.sampled_from(["prod", "staging", "acme"]), max_size=2))
+def test_cluster_access_is_what_the_roles_say(names: list[str], labels: dict[str, str]) -> None:
+    held = [r for r in ROOT_ROLES if r.name in names]
+    expected = not any(labels_match(r.spec.deny.cluster_labels, labels) for r in held) and any(
+        labels_match(r.spec.allow.cluster_labels, labels) for r in held)
+    assert leaf(names, **labels).allowed == expected

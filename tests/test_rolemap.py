@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pytest
@@ -126,6 +127,11 @@ def test_hostile_role_names_never_raise(value: str) -> None:
 class _Root:
     enabled: bool
     role_map: tuple[RoleMapping, ...]
+    refusal: str = ""  # what the root's cluster labels say of this user here
+
+    def cluster_refusal(self, cert_roles: Iterable[str], cluster: str) -> str:
+        assert cluster == "leaf"  # asked about this cluster
+        return self.refusal
 
 
 _ADMIN_TO_ACCESS = (RoleMapping(remote="admin", local=["access"]),)
@@ -158,6 +164,13 @@ def test_a_root_user_whom_no_rule_maps_is_denied_with_the_reason() -> None:
     missing = (RoleMapping(remote="admin", local=["nope"]),)
     with pytest.raises(AccessDenied, match="nope, which do not exist here"):
         _resolve("root", root=_Root(True, missing))
+
+
+def test_the_roots_cluster_labels_keep_a_root_user_off_this_cluster_before_any_map() -> None:
+    with pytest.raises(AccessDenied) as info:
+        _resolve("root", root=_Root(True, _ADMIN_TO_ACCESS, refusal="not a prod leaf"))
+    assert str(info.value) == ("root user alice from cluster root may not use this cluster: "
+                               "not a prod leaf")
 
 
 def test_a_user_exists_flag_does_not_let_a_root_user_skip_the_map() -> None:

@@ -6,13 +6,15 @@ import datetime as dt
 import ipaddress
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
     field_validator,
     model_validator,
 )
@@ -126,6 +128,14 @@ class AuthLimits(_Strict):
     handshake_timeout: Duration = dt.timedelta(seconds=10)  # the TLS handshake on its port
 
 
+def _zero_or_duration(value: object, handler: ValidatorFunctionWrapHandler) -> object:
+    """0 (or "0"): forever, as zero; else a positive duration, as Duration takes it."""
+    return dt.timedelta(0) if value in (0, "0") else handler(value)
+
+
+KeepFor = Annotated[Duration, WrapValidator(_zero_or_duration)]
+
+
 class AuthSection(_Strict):
     enabled: bool = False
     cluster_name: str = "gatehouse.local"
@@ -137,6 +147,8 @@ class AuthSection(_Strict):
         Field(default_factory=list)
     # Audit events expire this long after they are stored.
     audit_retention: Duration = DEFAULT_AUDIT_RETENTION
+    # A remote cluster offline longer than this is removed (audited); 0 keeps them all.
+    remote_cluster_offline_ttl: KeepFor = dt.timedelta(0)
     limits: AuthLimits = Field(default_factory=AuthLimits)
 
     _addrs = field_validator("listen_addr")(_check_addr)

@@ -1,4 +1,5 @@
-"""Access decisions over a user's roles: SSH logins on nodes, and API calls. Pure.
+"""Access decisions over a user's roles: SSH logins on nodes, leaf clusters, and API
+calls. Pure.
 
 Every decision denies by default, and a matching deny condition in any role beats
 every allow. A ``Decision`` carries a sentence saying why, for the audit log and
@@ -12,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from gatehouse.errors import BadParameter
+from gatehouse.types.cluster_access import ClusterAccess
 from gatehouse.types.pattern import match_pattern
 from gatehouse.types.role import WILDCARD, Role, RoleConditions
 from gatehouse.types.template import parse_template
@@ -21,6 +23,7 @@ __all__ = [
     "allowed_logins",
     "allows_port_forwarding",
     "can_see_node",
+    "check_cluster_access",
     "check_file_transfer",
     "check_rule",
     "check_ssh_access",
@@ -105,6 +108,33 @@ def can_see_node(roles: Sequence[Role], node_labels: Mapping[str, str]) -> bool:
     return not any(labels_match(r.spec.deny.node_labels, node_labels) for r in roles) and any(
         labels_match(r.spec.allow.node_labels, node_labels) for r in roles
     )
+
+
+def check_cluster_access(access: ClusterAccess | None, roles: Iterable[str],
+                         cluster: str) -> Decision:
+    """May a root user holding the root roles ``roles`` see and reach leaf ``cluster``,
+    whose labels and the root roles' cluster_labels ``access`` holds? The root decides so
+    for its listings and routing, and the leaf again for a root certificate presented to
+    it (None: it has no word from its root yet: denied). A deny that matches beats any
+    allow; a role the root does not have grants nothing."""
+    if access is None:
+        return Decision(False, f"cluster {cluster} has not yet received its root's cluster "
+                               "labels and roles (they come over its tunnel to the root)")
+    names = list(dict.fromkeys(roles))
+    held = [(name, access.roles[name]) for name in names if name in access.roles]
+    if not held:
+        return Decision(False, f"cluster {cluster}: none of the roles "
+                               f"{', '.join(names) or '(none)'} exists at the root")
+    labels = _show_labels(access.labels)
+    for name, rule in held:
+        if labels_match(rule.deny, access.labels):
+            return Decision(False, f"denied by role {name}: cluster {cluster} has labels "
+                                   f"{labels}")
+    for name, rule in held:
+        if labels_match(rule.allow, access.labels):
+            return Decision(True, f"cluster {cluster} allowed by role {name}")
+    return Decision(False, f"roles {', '.join(n for n, _ in held)} do not select cluster "
+                           f"{cluster} (labels {labels})")
 
 
 def check_rule(roles: Sequence[Role], *, resource: str, verb: str) -> Decision:

@@ -91,6 +91,10 @@ class Trust(Protocol):
     def enabled(self) -> bool: ...
     @property
     def role_map(self) -> Sequence[RoleMapping]: ...
+    def cluster_refusal(self, cert_roles: Iterable[str], cluster: str) -> str:
+        """Why the root's cluster labels keep a holder of ``cert_roles`` off ``cluster``
+        ("" if they do not)."""
+        ...
 
 
 def resolve_roles(
@@ -106,7 +110,8 @@ def resolve_roles(
     """The names of a certificate holder's roles on this cluster (the one rule, for the
     auth and the nodes alike): a local user's own roles while the user exists; a root
     user's roles mapped by that root's role map while the trust is enabled. AccessDenied
-    says why not. ``root`` is the trust in ``user_cluster`` (None: not trusted here)."""
+    says why not, as it does when the root's cluster labels keep the user off this
+    cluster. ``root`` is the trust in ``user_cluster`` (None: not trusted here)."""
     if user_cluster == local_cluster:
         if not user_exists:
             raise AccessDenied(f"user {user} no longer exists")
@@ -115,6 +120,10 @@ def resolve_roles(
         raise AccessDenied(f"cluster {user_cluster} is not trusted here")
     if not root.enabled:
         raise AccessDenied(f"trust in cluster {user_cluster} is disabled")
+    cert_roles = tuple(cert_roles)
+    if refusal := root.cluster_refusal(cert_roles, local_cluster):
+        raise AccessDenied(f"root user {user} from cluster {user_cluster} may not use this "
+                           f"cluster: {refusal}")
     mapped = map_roles(root.role_map, cert_roles, existing)
     if mapped.missing:
         log.warning("role map of %s names missing roles: %s", user_cluster,

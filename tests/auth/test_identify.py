@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from gatehouse.auth.authz import HOST_PERMISSIONS, authorize
+from gatehouse.auth.authz import HOST_PERMISSIONS, AuthWithRoles, authorize
 from gatehouse.auth.identify import Caller, caller_roles, identify
 from gatehouse.auth.server import AuthServer
 from gatehouse.backend import open_backend
 from gatehouse.clock import FakeClock
-from gatehouse.errors import AccessDenied
+from gatehouse.errors import AccessDenied, NotFound
 from gatehouse.pki import x509
+from gatehouse.types.cluster_access import ClusterAccess
 from gatehouse.types.resource import Metadata
 from gatehouse.types.role import RULE_RESOURCES, RULE_VERBS, Role, RoleSpec
 from gatehouse.types.trusted_cluster import TrustedCluster
@@ -403,10 +404,20 @@ def trusted_cluster(enabled: bool = True,
     })
 
 
+ADMIN = Role(metadata=Metadata(name="admin"))  # a root role that says nothing of leaves
+
+
 async def trust(server: AuthServer, root: AuthServer, tc: TrustedCluster | None = None) -> None:
-    """The end of a completed trusted-cluster join: the leaf holds the root's public CAs."""
+    """The end of a completed trusted-cluster join: the leaf holds the root's public CAs,
+    and what the root pushed over the tunnel of its cluster labels (none; every role)."""
     await server.trust.store_root(tc or trusted_cluster(),
                                   [root.cas["user"].public(), root.cas["host"].public()])
+    await server.trust.store_root_access(ROOT, await root_access(root, {}))
+
+
+async def root_access(root: AuthServer, labels: dict[str, str],
+                      *extra: Role) -> ClusterAccess:
+    return ClusterAccess.of([*await root.roles.list(), ADMIN, *extra], labels)
 
 
 async def relayed(server: AuthServer, forwarded: bytes) -> Caller:
@@ -487,6 +498,46 @@ async def test_disabling_trust_denies_a_root_user_already_identified(
     await server.trust.trusted.upsert(trusted_cluster(enabled=False))
     with pytest.raises(AccessDenied, match=f"trust in cluster {ROOT} is disabled"):
         await authorize(server, caller, "node", "list")
+
+
+async def test_the_roots_cluster_labels_are_enforced_by_the_leaf(
+    server: AuthServer, root: AuthServer
+) -> None:
+    """A root certificate presented here (relayed by this cluster's proxy: the leaf's own
+    proxy, or a root's stream over the tunnel) is held to the root's cluster labels as
+    the root last pushed them; without any word from the root, denied."""
+    await trust(server, root)
+    prod_admin = Role.model_validate({"metadata": {"name": "admin"}, "spec": {
+        "allow": {"cluster_labels": {"env": "prod"}}}})
+    caller = await relayed(server, await user_der(root, roles=("admin",)))
+    await server.trust.store_root_access(ROOT, await root_access(root, {"env": "staging"},
+                                                                 prod_admin))
+    with pytest.raises(AccessDenied) as info:
+        await authorize(server, caller, "node", "list")
+    assert str(info.value) == (
+        f"root user alice from cluster {ROOT} may not use this cluster: roles admin do not "
+        f"select cluster {CLUSTER} (labels env=staging)")
+    await server.trust.store_root_access(ROOT, await root_access(root, {"env": "prod"},
+                                                                 prod_admin))
+    await authorize(server, caller, "node", "list")
+    await server.trust.remove_root(ROOT)  # a new join starts with no word from the root
+    await server.trust.store_root(trusted_cluster(), [root.cas["user"].public()])
+    with pytest.raises(AccessDenied, match="has not yet received its root's cluster labels"):
+        await caller_roles(server, caller.identity)
+
+
+async def test_only_a_proxy_hands_on_what_a_trusted_root_says(server: AuthServer,
+                                                              root: AuthServer) -> None:
+    await trust(server, root)
+    access = await root_access(root, {"env": "prod"})
+    as_node = AuthWithRoles(server, await caller_of(server, await host_der(server, "node")))
+    with pytest.raises(AccessDenied, match="a node may not access trusted_cluster"):
+        await as_node.put_cluster_access(ROOT, access)
+    as_proxy = AuthWithRoles(server, await caller_of(server, await host_der(server, "proxy")))
+    with pytest.raises(NotFound):
+        await as_proxy.put_cluster_access("not-a-root.example.com", access)
+    await as_proxy.put_cluster_access(ROOT, access)
+    assert await server.trust.root_access(ROOT) == access
 
 
 async def test_a_mapped_root_user_is_authorized_by_the_mapped_roles(

@@ -46,6 +46,10 @@ def _no_users(der: bytes) -> x509.Identity:
     raise AssertionError("no request for a leaf in this test")
 
 
+def _no_reach(user: x509.Identity, leaf: str) -> None:
+    raise AssertionError("no request for a leaf in this test")
+
+
 class Cuttable:
     """A TCP hop to ``target`` whose connections can all be cut at once (the far end
     killed: its kernel closes them)."""
@@ -95,8 +99,8 @@ async def _relaying(api: API, tmp_path: Path, auth_addr: str) -> AsyncIterator[
     forwarder = AuthForwarder(auth_addr, tls.client_context(
         proxy.cas_pem(), cert_file=proxy.tls_cert_file, key_file=proxy.key_pem_file),
         f"auth.{CLUSTER}")
-    runner = web.AppRunner(make_web_app(forwarder, CLUSTER, _no_leaves, _no_users), access_log=None,
-                           shutdown_timeout=GRACE)
+    runner = web.AppRunner(make_web_app(forwarder, CLUSTER, _no_leaves, _no_users, _no_reach),
+                           access_log=None, shutdown_timeout=GRACE)
     await runner.setup()
     ca_pems = api.server.cas["host"].tls_cert_pem + api.server.cas["user"].tls_cert_pem
     await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls.server_context(

@@ -81,9 +81,10 @@ async def test_the_watch_tells_of_every_change_a_snapshot_is_made_of(backend: Ba
         await store.trusted.upsert(trusted_cluster())
         await store.store_root(trusted_cluster("other.example"), [ca("other.example", "user")])
         await store.store_leaf(ca("leaf-a"))
+        await store.set_leaf_labels("leaf-a", {"env": "prod"})
         # One notice a change: the root is three (its CA, when it joined, its resource), the
-        # leaf one (its CA).
-        assert await notices(changes) == 7
+        # leaf two (its CA, its remote_cluster), and its labels one.
+        assert await notices(changes) == 9
 
 
 async def test_the_watch_ignores_what_snapshots_do_not_hold(backend: Backend,
@@ -93,7 +94,6 @@ async def test_the_watch_ignores_what_snapshots_do_not_hold(backend: Backend,
     async with store.watch() as changes:
         await store.tunnels_held("proxy-1", ["leaf-a"])  # every few seconds: no snapshot
         await store.root_tunnels_reported("proxy-1", [RootTunnel(root=ROOT, up=True)])
-        await store.remotes.delete("leaf-a")
         assert await notices(changes) == 0
     with pytest.raises(StopAsyncIteration):  # leaving the context stopped it
         await anext(changes)

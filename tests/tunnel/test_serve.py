@@ -17,9 +17,11 @@ import pytest
 
 from gatehouse.clock import FakeClock, FakeMonotonic
 from gatehouse.errors import ConnectionProblem
+from gatehouse.tunnel.accesspush import AccessPush
 from gatehouse.tunnel.limits import MESSAGE_DEADLINE
 from gatehouse.tunnel.mux import MuxSession, MuxStream, read_all
 from gatehouse.tunnel.serve import StreamServer
+from gatehouse.types.cluster_access import ClusterAccess, ClusterRule
 from gatehouse.wire.dial import NodeRoute
 from tests.tunnel.loopback import sessions
 from tests.tunnel.relayed import NOW, Root, leaf_trust
@@ -34,6 +36,10 @@ class Relay:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, bytes | None]] = []
+        self.access: list[tuple[str, ClusterAccess]] = []  # what roots said of labels
+
+    async def store_access(self, root: str, access: ClusterAccess) -> None:
+        self.access.append((root, access))
 
     async def relay(self, method: str, path: str, body: bytes, client_der: bytes | None,
                     remote: str) -> tuple[int, bytes]:
@@ -46,6 +52,10 @@ class Relay:
 
 
 Tunnel = tuple[MuxSession, Relay, list[tuple[str, Any]]]
+
+
+async def no_access(root: str, access: ClusterAccess) -> None:
+    raise AssertionError(f"no word on cluster labels expected here ({root})")
 
 
 async def no_tunnel_nodes(host_id: str, meta: dict[str, Any]) -> MuxStream:
@@ -63,7 +73,8 @@ async def tunnel() -> AsyncIterator[Tunnel]:
     timer = FakeMonotonic()
     trust = leaf_trust(A, B)
     server = StreamServer("root-a", relay, relay, audit, trust=lambda: trust,
-                          clock=FakeClock(NOW), timer=timer, open_node=no_tunnel_nodes)
+                          clock=FakeClock(NOW), timer=timer, open_node=no_tunnel_nodes,
+                          store_access=relay.store_access)
     root, leaf, listener = await sessions(server, timer)
     yield root, relay, audited
     await root.aclose()
@@ -165,7 +176,8 @@ async def test_an_ssh_stream_names_the_host_it_reached() -> None:
 
     timer, trust = FakeMonotonic(), leaf_trust(A, B)
     server = StreamServer("root-a", nodes, nodes, audit, trust=lambda: trust,
-                          clock=FakeClock(NOW), timer=timer, open_node=no_tunnel_nodes)
+                          clock=FakeClock(NOW), timer=timer, open_node=no_tunnel_nodes,
+                          store_access=no_access)
     root, leaf, listener = await sessions(server, timer)
     stream = await root.open({"kind": "ssh", "target": "db1",
                               "client_cert": base64.b64encode(A.user_der("alice")).decode()})
@@ -188,7 +200,8 @@ async def test_a_node_that_does_not_answer_is_named_as_the_roots_proxy_names_it(
 
     timer, trust = FakeMonotonic(), leaf_trust(A, B)
     server = StreamServer("root-a", nodes, nodes, audit, trust=lambda: trust,
-                          clock=FakeClock(NOW), timer=timer, open_node=no_tunnel_nodes)
+                          clock=FakeClock(NOW), timer=timer, open_node=no_tunnel_nodes,
+                          store_access=no_access)
     root, leaf, listener = await sessions(server, timer)
     with pytest.raises(ConnectionProblem) as info:
         await root.open({"kind": "ssh", "target": "db1",
@@ -228,7 +241,8 @@ async def test_a_tunnel_node_of_the_leaf_is_reached_over_its_own_tunnel() -> Non
 
     nodes = TunnelNodes()
     server = StreamServer("root-a", nodes, nodes, audit, trust=lambda: trust,
-                          clock=FakeClock(NOW), timer=timer, open_node=open_node)
+                          clock=FakeClock(NOW), timer=timer, open_node=open_node,
+                          store_access=no_access)
     root, leaf, listener = await sessions(server, timer)
     stream = await root.open({"kind": "ssh", "target": "edge",
                               "client_cert": base64.b64encode(A.user_der("alice")).decode()})
@@ -244,3 +258,37 @@ async def test_a_tunnel_node_of_the_leaf_is_reached_over_its_own_tunnel() -> Non
     await node.wait_closed()
     listener.close()
     node_listener.close()
+
+
+# --- the root's word on its cluster labels ------------------------------------------------
+
+PROD_ONLY = ClusterAccess(labels={"env": "prod"},
+                          roles={"access": ClusterRule(allow={"env": "prod"})})
+
+
+async def test_the_roots_cluster_labels_go_to_the_leafs_auth_with_the_roots_name(
+        tunnel: Tunnel) -> None:
+    """No user certificate: the tunnel itself says the root sent it."""
+    root, relay, audited = tunnel
+    push = AccessPush(lambda leaf, meta: root.open(meta), lambda: ["leaf-1"],
+                      lambda leaf: PROD_ONLY.model_dump_json().encode(), FakeMonotonic())
+    assert await push.push_all() == 0
+    assert relay.access == [("root-a", PROD_ONLY)]
+    assert await push.push_all() == 0  # nothing new: nothing sent
+    push.tunnel_up("leaf-1")  # a new tunnel is told again
+    assert await push.push_all() == 0
+    assert relay.access == [("root-a", PROD_ONLY)] * 2
+    assert (relay.calls, audited) == ([], [])
+
+
+async def test_a_malformed_word_on_cluster_labels_is_not_kept_and_is_sent_again(
+        tunnel: Tunnel) -> None:
+    root, relay, _ = tunnel
+    bodies = [b'{"labels": "not a mapping"}', PROD_ONLY.model_dump_json().encode()]
+    push = AccessPush(lambda leaf, meta: root.open(meta), lambda: ["leaf-1"],
+                      lambda leaf: bodies[0], FakeMonotonic())
+    assert await push.push_all() == 1  # unconfirmed: retried
+    assert relay.access == []
+    bodies.pop(0)
+    assert await push.push_all() == 0
+    assert relay.access == [("root-a", PROD_ONLY)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -27,10 +28,12 @@ from gatehouse.types import (
     access_role,
     auditor_role,
     compile_pattern,
+    dump_yaml,
     editor_role,
     format_duration,
     match_pattern,
     parse_duration,
+    parse_resources,
     parse_template,
     preset_roles,
     split_host_port,
@@ -168,8 +171,27 @@ def test_role_defaults() -> None:
     role = Role(metadata={"name": "empty"})
     assert role.spec.options.max_session_ttl == dt.timedelta(hours=12)
     assert role.spec.options.port_forwarding is False
-    assert role.spec.allow == RoleConditions() and role.spec.deny == RoleConditions()
+    # Every leaf unless a role says otherwise, written into the role so that it shows.
+    assert role.spec.allow == RoleConditions(cluster_labels={"*": "*"})
+    assert role.spec.deny == RoleConditions()
     assert role.model_dump()["spec"]["options"]["max_session_ttl"] == "12h"
+
+
+def test_cluster_labels_default_to_every_leaf_only_when_left_out() -> None:
+    def allow(conditions: str) -> dict[str, str | list[str]]:
+        [role] = parse_resources("kind: role\nversion: v1\nmetadata: {name: r}\n"
+                                 f"spec:\n  allow: {conditions}\n")
+        assert isinstance(role, Role)
+        return role.spec.allow.cluster_labels
+
+    assert allow("{logins: [a]}") == {"*": "*"}
+    assert allow("{cluster_labels: {env: [prod, staging]}}") == {"env": ["prod", "staging"]}
+    assert allow("{cluster_labels: {}}") == {}  # said: no leaf
+    assert RoleSpec(allow=RoleConditions(logins=["a"])).allow.cluster_labels == {"*": "*"}
+    for bad, expected in [({"*": "prod"}, "the '*' key only goes with the value '*'"),
+                          ({"env": "^(x$"}, "invalid regular expression")]:
+        with pytest.raises(ValidationError, match=re.escape(expected)):
+            RoleConditions(cluster_labels=bad)
 
 
 def test_role_accepts_the_architecture_example() -> None:
@@ -373,3 +395,53 @@ def test_match_pattern(pattern: str, value: str, expected: bool) -> None:
 def test_compile_pattern_rejects_backtracking_only_syntax() -> None:
     with pytest.raises(BadParameter, match="invalid regular expression"):
         compile_pattern("^(a)\\1$")
+
+
+TELEPORT_TRUST = """kind: trusted_cluster
+version: v2
+metadata:
+  name: root.example.com
+spec:
+  enabled: true
+  token: abc
+  tunnel_addr: root.example.com:3024
+  web_proxy_addr: root.example.com:3080
+  role_map:
+    - remote: admin
+      local: [access]
+"""
+
+
+def test_teleport_v2_trusted_cluster_loads_as_ours() -> None:
+    [trusted] = parse_resources(TELEPORT_TRUST)
+    assert isinstance(trusted, TrustedCluster)
+    assert (trusted.version, trusted.spec.proxy_addr) == ("v1", "root.example.com:3080")
+    assert "tunnel_addr" not in dump_yaml([trusted])
+    # Only a tunnel address: our root serves tunnels on its proxy's one port.
+    [alone] = parse_resources(TELEPORT_TRUST.replace("  web_proxy_addr: root.example.com:3080\n",
+                                                     ""))
+    assert isinstance(alone, TrustedCluster)
+    assert alone.spec.proxy_addr == "root.example.com:3024"
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    (("  enabled: true\n", "  enabled: true\n  roles: [admin]\n"),
+     "resource 1 (trusted_cluster): spec.roles: Teleport's older way to map roles is not "
+     "implemented: write the mapping as spec.role_map (remote -> local roles)"),
+    (("  enabled: true\n", "  enabled: true\n  kube_proxy_addr: x:1\n"),
+     "resource 1 (trusted_cluster): unknown field spec.kube_proxy_addr"),
+    (("tunnel_addr: root.example.com:3024", "tunnel_addr: nowhere"),
+     "resource 1 (trusted_cluster): spec.tunnel_addr: invalid address 'nowhere': expected "
+     "host:port"),
+    (("tunnel_addr: root.example.com:3024", "proxy_addr: root.example.com:3080"),
+     "resource 1 (trusted_cluster): spec: give proxy_addr or Teleport's "
+     "web_proxy_addr/tunnel_addr, not both"),
+    (("version: v2", "version: v1"),
+     "resource 1 (trusted_cluster): missing field spec.proxy_addr; unknown field "
+     "spec.tunnel_addr; unknown field spec.web_proxy_addr"),
+])
+def test_teleport_fields_we_do_not_implement_are_named(change: tuple[str, str],
+                                                        expected: str) -> None:
+    with pytest.raises(BadParameter) as info:
+        parse_resources(TELEPORT_TRUST.replace(*change))
+    assert str(info.value) == expected

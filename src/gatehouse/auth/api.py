@@ -19,6 +19,7 @@ from gatehouse.auth.api_limits import limit_attempts
 from gatehouse.auth.authz import AuthWithRoles
 from gatehouse.auth.server import AuthServer
 from gatehouse.errors import BadParameter, GatehouseError
+from gatehouse.types.cluster_access import ClusterAccess
 from gatehouse.types.yaml_io import canonical_kind, from_json_obj, to_json_obj
 from gatehouse.wire.authapi import (
     ROUTES,
@@ -161,6 +162,13 @@ async def root_heartbeat(request: web.Request) -> web.Response:
     return web.json_response({})
 
 
+async def cluster_access(request: web.Request) -> web.Response:
+    """A leaf proxy hands on what its root pushed over the tunnel of its cluster labels."""
+    access = await body_of(request, ClusterAccess)
+    await (await api_of(request)).put_cluster_access(request.match_info["root"], access)
+    return web.json_response({})
+
+
 async def list_nodes(request: web.Request) -> web.Response:
     """The nodes the caller may see: a JSON array of resources."""
     try:
@@ -236,6 +244,7 @@ _HANDLERS: dict[str, Handler] = {
     "ping": ping, "login": login, "join": join, "join_leaf": join_leaf, "clusters": clusters,
     "report_tunnels": remote_heartbeat, "report_root_tunnels": root_heartbeat,
     "report_node_tunnels": node_tunnels, "proxy_heartbeat": proxy_heartbeat,
+    "put_cluster_access": cluster_access,
     "status": status, "heartbeat": heartbeat, "renew": renew,
     "resolve_node": resolve, "list_nodes": list_nodes, "trust": trust,
     "set_password": set_password, "set_totp": set_totp, "add_token": add_token,

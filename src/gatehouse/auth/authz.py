@@ -24,6 +24,7 @@ from gatehouse.auth.issuer import IssuedCerts, parse_public_key
 from gatehouse.auth.server import AuthServer
 from gatehouse.auth.server import JoinRequest as HostJoin
 from gatehouse.errors import AccessDenied, BadParameter, NotFound
+from gatehouse.types.cluster_access import ClusterAccess
 from gatehouse.types.node import Node
 from gatehouse.types.resource import Resource, parse_duration
 from gatehouse.types.role import Role
@@ -70,6 +71,7 @@ HOST_PERMISSIONS: dict[str, frozenset[tuple[str, str]]] = {
     "proxy": frozenset({("node", "list"), ("event", "create"), ("trust", "read"),
                         ("host", "renew"),
                         ("remote_cluster", "heartbeat"), ("trusted_cluster", "heartbeat"),
+                        ("trusted_cluster", "access"),
                         ("event", "export"), ("node_tunnel", "report"), ("proxy", "heartbeat"),
                         ("remote_event", "create")}),
 }
@@ -223,6 +225,14 @@ class AuthWithRoles:
             raise AccessDenied("only a proxy of this cluster reports its tunnels to roots")
         await self._server.trust.root_tunnels_reported(caller.identity.name, roots)
 
+    async def put_cluster_access(self, root: str, access: ClusterAccess) -> None:
+        caller = await self._check("trusted_cluster", "access")
+        if caller.identity.kind != "host" or caller.identity.system_role != "proxy":
+            raise AccessDenied("only a proxy of this cluster hands on what its root says")
+        if await self._server.trust.store_root_access(root, access):
+            log.info("cluster labels from root %s: this cluster has labels %s; %d root roles",
+                     root, access.labels, len(access.roles))
+
     async def post_events(self, events: list[dict[str, Any]]) -> EventsStored:
         caller = await self._check("event", "create")
         return await intake.store_host_events(self._server, caller.identity.name,
@@ -301,10 +311,20 @@ class AuthWithRoles:
     async def list_nodes(self, query: NodeQuery) -> list[dict[str, Any]]:
         return list(json.loads(await self.list_nodes_json(query)))
 
+    async def _hidden_leaves(self, roles: list[Role]) -> frozenset[str]:
+        """The leaves a user of this cluster may not see (a host or the admin: none)."""
+        caller = self._caller
+        assert caller is not None
+        if caller.identity.kind != "user" or caller.identity.cluster != self._server.cluster:
+            return frozenset()
+        return await catalog.hidden_leaves(self._server, roles)
+
     async def clusters(self) -> list[ClusterInfo]:
-        caller = await self._check("cluster", None)
-        return await catalog.clusters(self._server,
-                                      with_leaves=caller.identity.cluster == self._server.cluster)
+        roles = await authorized_roles(self._server, self._caller, "cluster", None)
+        assert self._caller is not None
+        return await catalog.clusters(
+            self._server, with_leaves=self._caller.identity.cluster == self._server.cluster,
+            hidden=await self._hidden_leaves(roles))
 
     async def status(self) -> ClusterStatus:
         await self._check("cluster_name", "read")
@@ -354,16 +374,32 @@ class AuthWithRoles:
                                       remote_addr=caller.remote_addr)
 
     async def search_events(self, query: EventQuery) -> EventList:
-        await self._check("event", "list")
+        """The events asked for, but none of a leaf the caller's cluster_labels hide."""
+        roles = await authorized_roles(self._server, self._caller, "event", "list")
+        hidden = await self._hidden_leaves(roles)
+        if query.cluster in hidden:
+            assert self._caller is not None
+            who = self._caller.identity.name
+            reason = (f"user {who} may not see cluster {query.cluster}: their roles' "
+                      "cluster_labels do not select it")
+            log.warning("events denied user=%s cluster=%s reason=%r", who, query.cluster,
+                        reason)
+            await self._server.audit.emit("access.denied", user=who, message=reason,
+                                          remote_addr=self._caller.remote_addr,
+                                          fields={"resource": "event", "verb": "list",
+                                                  "cluster": query.cluster})
+            raise AccessDenied(reason)
         since = self._server.clock.now() - parse_duration(query.since) if query.since else None
         page = await self._server.audit.search(since=since, types=query.types,
                                                user=query.user, cluster=query.cluster,
-                                               limit=query.limit, cursor=query.cursor)
+                                               hidden=hidden, limit=query.limit,
+                                               cursor=query.cursor)
         return EventList(events=[e.to_json_obj() for e in page.events], next=page.next)
 
     async def list_recordings(self) -> list[dict[str, Any]]:
-        await self._check("session", "list")
-        return await self._server.recordings.list()
+        hidden = await self._hidden_leaves(
+            await authorized_roles(self._server, self._caller, "session", "list"))
+        return [r for r in await self._server.recordings.list() if r.get("cluster") not in hidden]
 
     async def get_recording(self, session_id: str) -> bytes:
         await self._check("session", "read")

@@ -5,20 +5,25 @@ change. Callers are authorized first (auth.authz)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping, Sequence
 from typing import Any
 
+from gatehouse import rbac
 from gatehouse.auth.server import AuthServer
-from gatehouse.errors import BadParameter, NotFound
+from gatehouse.errors import AlreadyExists, BadParameter, NotFound
 from gatehouse.types.cert_authority import CertAuthority, CertAuthoritySpec
+from gatehouse.types.cluster_access import ClusterAccess
 from gatehouse.types.node import Node, NodeStatus
+from gatehouse.types.remote_cluster import RemoteCluster
 from gatehouse.types.resource import Metadata, Resource
+from gatehouse.types.role import Role
 from gatehouse.types.trusted_cluster import TrustedClusterStatus
 from gatehouse.types.user import User
 from gatehouse.types.yaml_io import to_json_obj
 from gatehouse.wire.authapi import CAStatus, ClusterInfo, ClusterStatus, NodeQuery
 
-__all__ = ["ca_fields", "clusters", "delete_resource", "get_resources", "nodes_json",
+__all__ = ["ca_fields", "clusters", "delete_resource", "get_resources", "hidden_leaves",
+           "nodes_json",
            "put_resource", "recording_cluster", "status", "unknown_roles"]
 
 
@@ -76,13 +81,27 @@ def _with_connection(raw: bytes, up: frozenset[str]) -> bytes:
     return json.dumps(node, separators=(",", ":")).encode()
 
 
-async def clusters(server: AuthServer, *, with_leaves: bool) -> list[ClusterInfo]:
-    """This cluster and, for its own users, its leaves with status and host CAs."""
+async def hidden_leaves(server: AuthServer, roles: Sequence[Role]) -> frozenset[str]:
+    """The leaves a user of this cluster holding ``roles`` may not see: those their
+    cluster_labels do not select (rbac.check_cluster_access, as the proxies decide)."""
+    names = [r.metadata.name for r in roles]
+    return frozenset(
+        rc.metadata.name for rc in await server.trust.remotes.list()
+        if not rbac.check_cluster_access(ClusterAccess.of(roles, rc.metadata.labels), names,
+                                         rc.metadata.name).allowed)
+
+
+async def clusters(server: AuthServer, *, with_leaves: bool,
+                   hidden: Container[str] = ()) -> list[ClusterInfo]:
+    """This cluster and, for its own users, its leaves (but ``hidden``) with status and
+    host CAs."""
     out = [ClusterInfo(name=server.cluster, type="root", status="online", last_heartbeat=None,
                        host_ca_ssh=server.cas["host"].ssh_public_line)]
     if with_leaves:
         cas = {ca.cluster: ca for ca in await server.trust.leaf_cas()}
         for rc in await server.trust.remote_clusters():
+            if rc.metadata.name in hidden:
+                continue
             ca = cas.get(rc.metadata.name)
             beat = rc.status.last_heartbeat
             out.append(ClusterInfo(name=rc.metadata.name, type="leaf",
@@ -165,6 +184,9 @@ def unknown_roles(wanted: list[str], known: set[str]) -> str:
 async def put_resource(server: AuthServer, res: Resource, *, upsert: bool, by: str,
                        remote_addr: str) -> bool:
     """Create (or with ``upsert`` replace) a resource; True when it was created."""
+    if isinstance(res, RemoteCluster):
+        await _label_leaf(server, res, upsert=upsert, by=by, remote_addr=remote_addr)
+        return False
     store = _store(server, res.kind)
     if isinstance(res, User):
         problem = unknown_roles(res.spec.roles, {r.metadata.name for r in
@@ -185,6 +207,26 @@ async def put_resource(server: AuthServer, res: Resource, *, upsert: bool, by: s
     await server.audit.emit(event, user=by, remote_addr=remote_addr,
                             fields={"kind": res.kind, "name": res.metadata.name})
     return not existed
+
+
+async def _label_leaf(server: AuthServer, rc: RemoteCluster, *, upsert: bool, by: str,
+                      remote_addr: str) -> None:
+    """A remote_cluster is made by a leaf's join: only its labels are set here (from
+    ``metadata.labels``; its status is the tunnel's), and only with ``upsert``."""
+    name = rc.metadata.name
+    if not upsert:
+        try:
+            await server.trust.remotes.get(name)
+        except NotFound:
+            raise BadParameter(f"remote_cluster {name} does not exist: a remote cluster is "
+                               "made by a leaf joining this cluster (a trusted_cluster "
+                               "resource on the leaf)") from None
+        raise AlreadyExists(f"remote_cluster {name} already exists; use `gatectl create -f` "
+                            f"or `gatectl update rc/{name} --set-labels=...` to set its labels")
+    labels = dict(rc.metadata.labels)
+    before = await server.trust.set_leaf_labels(name, labels)
+    await server.audit.emit("resource.update", user=by, remote_addr=remote_addr, fields={
+        "kind": "remote_cluster", "name": name, "labels": labels, "labels_before": before})
 
 
 async def delete_resource(server: AuthServer, kind: str, name: str, *, by: str,

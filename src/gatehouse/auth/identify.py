@@ -25,7 +25,7 @@ from gatehouse.auth.server import AuthServer
 from gatehouse.errors import AccessDenied, BadParameter, NotFound
 from gatehouse.pki import x509
 from gatehouse.types.role import Role
-from gatehouse.types.trusted_cluster import TrustedClusterSpec
+from gatehouse.wire.trust import RootCluster
 
 __all__ = ["Caller", "caller_roles", "identify", "is_proxy", "relayed"]
 
@@ -171,14 +171,17 @@ async def relayed(server: AuthServer, der: bytes | None, remote: str) -> Caller:
 async def caller_roles(server: AuthServer, ident: x509.Identity) -> list[Role]:
     """A user's roles on this cluster: their own, or a root user's mapped by the role map."""
     user_exists = False
-    root: TrustedClusterSpec | None = None
+    root: RootCluster | None = None
     if ident.cluster == server.cluster:
         with contextlib.suppress(NotFound):
             await server.users.get(ident.name)
             user_exists = True
     else:
         with contextlib.suppress(NotFound, BadParameter):  # BadParameter: not a name
-            root = (await server.trust.trusted.get(ident.cluster)).spec
+            spec = (await server.trust.trusted.get(ident.cluster)).spec
+            root = RootCluster(name=ident.cluster, enabled=spec.enabled,
+                               proxy_addr=spec.proxy_addr, role_map=tuple(spec.role_map),
+                               host_ca_tls="", access=await server.trust.root_access(ident.cluster))
     names = rolemap.resolve_roles(
         user=ident.name, user_cluster=ident.cluster, cert_roles=ident.roles,
         local_cluster=server.cluster, user_exists=user_exists, root=root,

@@ -26,12 +26,15 @@ async def build_snapshot(server: AuthServer) -> TrustSnapshot:
         roots[tc.metadata.name] = RootCluster(
             name=tc.metadata.name, enabled=tc.spec.enabled, proxy_addr=tc.spec.proxy_addr,
             role_map=tuple(tc.spec.role_map), host_ca_tls=host.tls if host else "",
-            joined_at=await server.trust.joined_at(tc.metadata.name))
+            joined_at=await server.trust.joined_at(tc.metadata.name),
+            access=await server.trust.root_access(tc.metadata.name))
     return TrustSnapshot(
         cluster=server.cluster,
         user_cas=(server.cas["user"].public(), *(ca for _, ca in trusted)),
         roots=roots,
         leaf_host_cas={ca.cluster: ca.tls for ca in await server.trust.leaf_cas()},
+        leaf_labels={rc.metadata.name: dict(rc.metadata.labels)
+                     for rc in await server.trust.remotes.list()},
         roles={r.metadata.name: r for r in await server.roles.list()},
         users=frozenset(u.metadata.name for u in await server.users.list()),
         record_sessions=server.session_recording != "off",

@@ -291,6 +291,42 @@ def rm(ref: Annotated[str, typer.Argument(metavar="KIND/NAME", help="e.g. user/a
     print(f"{kind} {name} deleted")
 
 
+def _labels(text: str) -> dict[str, str]:
+    """``k=v,k2=v2`` as labels ("" for none), or one line naming the bad pair."""
+    labels: dict[str, str] = {}
+    for pair in _split(text):
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            die(f"invalid label {pair!r}: expected key=value (e.g. --set-labels=env=prod,"
+                "team=payments)")
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+@app.command()
+def update(
+    ref: Annotated[str, typer.Argument(metavar="rc/NAME", help="e.g. rc/us-east-1a")],
+    set_labels: Annotated[str | None, typer.Option(
+        "--set-labels", help="The remote cluster's labels, all of them: k=v,k2=v2 (a key "
+                             "left out is removed; empty removes every label).")] = None,
+) -> None:
+    """Set a remote cluster's labels (which roles' cluster_labels select)."""
+    kind, name = _kind_name(ref)
+    if kind != "remote_cluster" or not name:
+        die(f"gatectl update takes rc/NAME (a remote cluster), not {ref!r}")
+    if set_labels is None:
+        die("give --set-labels=k=v,... (the labels to keep; --set-labels= removes all)")
+    labels = _labels(set_labels)
+    try:
+        rc = from_json_obj({"kind": "remote_cluster", "metadata": {"name": name,
+                                                                   "labels": labels}},
+                           where=f"remote_cluster {name}")
+    except BadParameter as exc:
+        die(str(exc))
+    _call(lambda api: api.put_resource(rc, upsert=True))
+    print(f"remote_cluster {name} labels: {views.flow(labels) if labels else '(none)'}")
+
+
 @app.command()
 def events(
     since: Annotated[str, typer.Option(help="Only events newer than this, e.g. 1h or 2d.")

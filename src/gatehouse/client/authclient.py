@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from gatehouse.client.api import APIClient
 from gatehouse.errors import BadParameter, ConnectionProblem
+from gatehouse.types.cluster_access import ClusterAccess
 from gatehouse.types.node import Node
 from gatehouse.types.problems import describe_problems
 from gatehouse.types.resource import Resource
@@ -128,6 +129,9 @@ class AuthClient:
 
     async def report_root_tunnels(self, roots: list[RootTunnel]) -> None:
         await self._call("report_root_tunnels", RootTunnels(roots=roots).model_dump())
+
+    async def put_cluster_access(self, root: str, access: ClusterAccess) -> None:
+        await self._call("put_cluster_access", access.model_dump(mode="json"), root=root)
 
     async def post_events(self, events: list[dict[str, Any]]) -> EventsStored:
         return _parse(EventsStored, await self._call("post_events", {"events": events}))

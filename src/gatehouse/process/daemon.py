@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from gatehouse._sys.fdlimit import raise_open_file_limit
 from gatehouse._sys.hostport import dial_addr, listen_error, split_host_port
 from gatehouse._sys.tlsserver import TLSServer
+from gatehouse.auth import leafsweep
 from gatehouse.auth.api import make_api_app
 from gatehouse.auth.local import LocalAuth
 from gatehouse.auth.server import AuthServer
@@ -306,6 +307,8 @@ async def run(
                 started.addrs["auth"] = cfg.auth_service.listen_addr
                 tg.create_task(auth.failures.run(timer))
                 readiness.add("auth", functools.partial(cluster_name.stored, auth.backend))
+                tg.create_task(leafsweep.run(auth, cfg.auth_service.remote_cluster_offline_ttl,
+                                             timer))
             waiting: list[asyncio.Event] = []
 
             def watcher(name: str) -> Callable[[str], None]:

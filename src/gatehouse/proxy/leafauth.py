@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from gatehouse.client.forward import AuthForwarder, ForwardedCall, error_body
 from gatehouse.tunnel.needs import EventPage, NodeResolver, Root
+from gatehouse.types.cluster_access import ClusterAccess
 from gatehouse.wire.authapi import API_PREFIX, AuthAPI
 from gatehouse.wire.dial import NodeRoute
 from gatehouse.wire.trust import TrustSnapshot
@@ -28,6 +29,9 @@ class LeafAuth:
     async def page(self, after: str, limit: int) -> EventPage:
         page = await self._api.export_events(after, limit)
         return EventPage(events=page.events, last=page.last)
+
+    async def store_access(self, root: str, access: ClusterAccess) -> None:
+        await self._api.put_cluster_access(root, access)
 
     async def move_cursor(self, root: str, after: str) -> None:
         await self._api.set_export_cursor(root, after)

@@ -22,7 +22,7 @@ from gatehouse.client.forward import AuthForwarder
 from gatehouse.client.trust import TrustWatcher
 from gatehouse.clock import Clock, Monotonic
 from gatehouse.config import ProxySection
-from gatehouse.errors import BadParameter, ConnectionProblem
+from gatehouse.errors import AccessDenied, BadParameter, ConnectionProblem
 from gatehouse.pki import tls, x509
 from gatehouse.pki.keystore import StoredIdentity
 from gatehouse.proxy.anonymous import AnonymousConnections
@@ -33,6 +33,7 @@ from gatehouse.proxy.router import ALPNRouter
 from gatehouse.proxy.sshproxy import SSHProxy
 from gatehouse.proxy.usercert import authenticate_user
 from gatehouse.proxy.web import make_web_app
+from gatehouse.tunnel.accesspush import AccessPush
 from gatehouse.tunnel.agent import TunnelAgent
 from gatehouse.tunnel.eventsend import EventSender
 from gatehouse.tunnel.link import TunnelLink
@@ -146,15 +147,30 @@ class ProxyService:
         certs = map(x509.load_cert, x509.pem_blocks(self._identity.cas_pem()))
         return [c for c in certs if x509.ca_type(c) == "host"]
 
-    async def _follow_leaves(self, tunnels: TunnelServer) -> None:
-        """Close the tunnel of a leaf as soon as the root's auth forgets it, and ask about
-        the node tunnels on every change (a removed host is one)."""
+    async def _follow_leaves(self, tunnels: TunnelServer, push: AccessPush) -> None:
+        """Close the tunnel of a leaf as soon as the root's auth forgets it, ask about
+        the node tunnels on every change (a removed host is one), and tell the leaves
+        what changed of cluster labels."""
         updated = self._trust.subscribe()
         while True:
             await updated.wait()
             updated.clear()
             tunnels.drop_unknown()
             tunnels.recheck_nodes()
+            push.changed()
+
+    def _check_reach(self, user: x509.Identity, leaf: str) -> None:
+        """AccessDenied unless the roles of ``user`` (of this cluster) select ``leaf`` by
+        its cluster labels: the root's routing check, logged with its reason."""
+        reason = self._trust.current().leaf_refusal(user.roles, leaf)
+        if reason:
+            log.warning("leaf access denied user=%s cluster=%s reason=%r", user.name, leaf,
+                        reason)
+            raise AccessDenied(f"user {user.name} may not reach cluster {leaf}: {reason}")
+
+    def _access_body(self, leaf: str) -> bytes:
+        """What this (root) cluster tells ``leaf`` of its cluster labels, as JSON."""
+        return self._trust.current().cluster_access(leaf).model_dump_json().encode()
 
     def _spawn_handler(self, handler: SSHProxy) -> Callable[[], asyncio.Protocol]:
         def factory() -> asyncio.Protocol:
@@ -173,14 +189,18 @@ class ProxyService:
             ident.cas_pem(), cert_file=ident.tls_cert_file, key_file=ident.key_pem_file)
         forwarder = AuthForwarder(self._auth_addr, auth_ssl, f"auth.{self._cluster}")
         own = OwnNodes(self._cluster, self._host_cas, self._report_node_tunnels)
+        # The push and the tunnel server each tell the other (the names below resolve
+        # when called, once both exist).
+        push = AccessPush(lambda leaf, meta: tunnels.open(leaf, meta),
+                          lambda: tunnels.connected(), self._access_body, self._timer)
         tunnels = TunnelServer(lambda: self._trust.current().leaf_host_cas,
                                self._report_tunnels, self._store_leaf_events, self._clock,
-                               self._timer, own_nodes=own)
+                               self._timer, own_nodes=own, leaf_up=push.tunnel_up)
         local = self._local
         front = make_web_app(forwarder, self._cluster, tunnels.relay_api,
                              lambda der: authenticate_user(der, self._user_cas(),
                                                            self._clock.now()),
-                             local.api_app() if local else None)
+                             self._check_reach, local.api_app() if local else None)
         limits = self._cfg.limits
         # aiohttp's keep-alive timer runs from the handshake and from each response until
         # a request's head is complete: it is the idle timeout and the head's (slowloris).
@@ -189,7 +209,8 @@ class ProxyService:
         await runner.setup()
         resolver = local or forwarder
         ssh_proxy = SSHProxy(cluster=self._cluster, user_cas=self._user_cas,
-                             resolve=resolver.resolve_node, open_remote=tunnels.open,
+                             resolve=resolver.resolve_node, check_reach=self._check_reach,
+                             open_remote=tunnels.open,
                              open_node=tunnels.open_node,
                              audit=self._audit, clock=self._clock,
                              dial_timeout=limits.handshake_timeout.total_seconds())
@@ -205,7 +226,8 @@ class ProxyService:
         def keep_tunnel(root: Root) -> Coroutine[Any, Any, None]:
             serve = StreamServer(root.name, leaf_auth, leaf_auth, self._audit,
                                  trust=self._trust.current, clock=self._clock,
-                                 timer=self._timer, open_node=tunnels.open_node)
+                                 timer=self._timer, open_node=tunnels.open_node,
+                                 store_access=leaf_auth.store_access)
             events = EventSender(leaf_auth, root.name, self._timer)
             return TunnelLink(root, ident, serve=serve, while_up=events.run, clock=self._timer,
                               rng=random.Random(), what=f"root {root.name}",
@@ -244,7 +266,8 @@ class ProxyService:
                 tg.create_task(root_tunnels.run())
                 tg.create_task(presence.run())
                 tg.create_task(tunnels.run())
-                tg.create_task(self._follow_leaves(tunnels))
+                tg.create_task(self._follow_leaves(tunnels, push))
+                tg.create_task(push.run())
                 started(self._cfg.listen_addr)
                 await asyncio.Future()
             finally:

@@ -21,6 +21,7 @@ from gatehouse._sys.hostport import split_host_port
 from gatehouse._sys.streams import splice
 from gatehouse.clock import Clock
 from gatehouse.errors import GatehouseError
+from gatehouse.pki import x509
 from gatehouse.pki.tls import peer_der
 from gatehouse.proxy.usercert import authenticate_user
 from gatehouse.tunnel import mux
@@ -30,6 +31,8 @@ __all__ = ["SSHProxy"]
 
 log = logging.getLogger(__name__)
 
+# (user, leaf cluster) -> None, or AccessDenied: the root's cluster labels say no
+CheckReach = Callable[[x509.Identity, str], None]
 # (target, user's certificate, remote address) -> a node the user may reach
 Resolve = Callable[[str, bytes, str], Awaitable[NodeRoute]]
 OpenRemote = Callable[[str, dict[str, Any]], Awaitable[mux.MuxStream]]  # (cluster or node)
@@ -43,6 +46,7 @@ class SSHProxy:
         cluster: str,
         user_cas: Callable[[], list[cx509.Certificate]],
         resolve: Resolve,
+        check_reach: CheckReach,
         open_remote: OpenRemote,
         open_node: OpenRemote,
         audit: Audit,
@@ -53,6 +57,7 @@ class SSHProxy:
         self._cluster = cluster
         self._user_cas = user_cas
         self._resolve = resolve
+        self._check_reach = check_reach
         self._open_remote = open_remote
         self._open_node = open_node
         self._audit = audit
@@ -69,8 +74,10 @@ class SSHProxy:
             line = await asyncio.wait_for(reader.readuntil(b"\n"), self._dial_timeout)
             request = DialRequest.decode(line)
             if request.cluster and request.cluster != self._cluster:
-                # A leaf's node: through that leaf's reverse tunnel; the leaf proxy
-                # dials it only if it is one of its registered nodes, and names it.
+                # A leaf's node: through that leaf's reverse tunnel, if the roles'
+                # cluster labels select the leaf; the leaf proxy dials it only if it
+                # is one of its registered nodes, and names it.
+                self._check_reach(ident, request.cluster)
                 stream = await self._open_remote(request.cluster, {
                     "kind": "ssh", "target": request.target, "port": request.port,
                     "user": user, "remote": remote,

@@ -43,6 +43,7 @@ MAX_BODY = (1 << 20) + 65536  # a recording chunk and its framing
 
 RelayToLeaf = Callable[[str, ForwardedCall], Awaitable[tuple[int, bytes]]]
 Authenticate = Callable[[bytes], x509.Identity]  # a client certificate (DER) -> its user
+CheckReach = Callable[[x509.Identity, str], None]  # (user, leaf): AccessDenied if not theirs
 
 
 def _call_of(request: web.Request, body: bytes) -> ForwardedCall:
@@ -55,9 +56,9 @@ def _call_of(request: web.Request, body: bytes) -> ForwardedCall:
 
 
 def _leaf_routing(cluster: str, relay_to_leaf: RelayToLeaf,
-                  authenticate: Authenticate) -> Middleware:
+                  authenticate: Authenticate, check_reach: CheckReach) -> Middleware:
     """A request of one of this cluster's users for another cluster goes through that
-    leaf's tunnel."""
+    leaf's tunnel, if their roles' cluster labels select the leaf."""
 
     @web.middleware
     async def route(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -67,12 +68,13 @@ def _leaf_routing(cluster: str, relay_to_leaf: RelayToLeaf,
         try:
             call = _call_of(request, await request.read())
             try:
-                authenticate(call.client_der or b"")
+                user = authenticate(call.client_der or b"")
             except AccessDenied as exc:
                 log.warning("leaf relay refused cluster=%r remote=%s path=%r reason=%r",
                             target[:80], call.remote, call.path[:80], str(exc))
                 raise AccessDenied(f"requests for cluster {target[:80]!r} need a user "
                                    f"certificate of {cluster}: {exc}") from None
+            check_reach(user, target)
             status, body = await relay_to_leaf(target, call)
         except GatehouseError as exc:
             status, body = exc.status, error_body(str(exc))
@@ -82,19 +84,20 @@ def _leaf_routing(cluster: str, relay_to_leaf: RelayToLeaf,
 
 
 def make_web_app(forwarder: AuthForwarder, cluster: str, relay_to_leaf: RelayToLeaf,
-                 authenticate: Authenticate, local: web.Application | None = None
-                 ) -> web.Application:
+                 authenticate: Authenticate, check_reach: CheckReach,
+                 local: web.Application | None = None) -> web.Application:
     """The front: ``local`` (the co-located auth's API app) or a relay to the auth;
-    ``authenticate`` vouches for the users whose requests go on to leaves."""
+    ``authenticate`` vouches for the users whose requests go on to leaves, and
+    ``check_reach`` for the leaves they may reach."""
+    routing = _leaf_routing(cluster, relay_to_leaf, authenticate, check_reach)
     async def on_cleanup(_: web.Application) -> None:
         await forwarder.close()
 
     if local is not None:
-        local.middlewares.insert(0, _leaf_routing(cluster, relay_to_leaf, authenticate))
+        local.middlewares.insert(0, routing)
         local.on_cleanup.append(on_cleanup)
         return local
-    app = web.Application(middlewares=[_leaf_routing(cluster, relay_to_leaf, authenticate)],
-                          client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[routing], client_max_size=MAX_BODY)
 
     streams: set[asyncio.Task[Any]] = set()
 

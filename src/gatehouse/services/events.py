@@ -15,7 +15,7 @@ import datetime as dt
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Container, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -65,6 +65,7 @@ CODES: dict[str, str] = {
     "trusted_cluster.update": "TT003I",
     "trusted_cluster.delete": "TT004I",
     "remote_cluster.delete": "TT005I",
+    "remote_cluster.expire": "TT006I",  # offline past auth_service.remote_cluster_offline_ttl
 }
 
 _PREFIX = b"/events/"
@@ -214,11 +215,13 @@ class AuditLog:
         types: Iterable[str] = (),
         user: str = "",
         cluster: str = "",
+        hidden: Container[str] = (),
         limit: int = EVENT_PAGE,
         cursor: str = "",
     ) -> EventsPage:
         """The events that match, newest first (received last, listed first), at most
-        ``limit``; ``cursor`` continues an earlier page. A page that read MAX_SCAN events
+        ``limit``; ``cursor`` continues an earlier page. Events of the clusters in
+        ``hidden`` never match. A page that read MAX_SCAN events
         ends there, with a cursor, however few it found."""
         if not 1 <= limit <= MAX_EVENT_PAGE:
             raise BadParameter(f"event limit {limit}: expected 1 to {MAX_EVENT_PAGE}")
@@ -248,7 +251,8 @@ class AuditLog:
                 ev = AuditEvent.from_json_obj(json.loads(item.value))
                 if wanted and ev.event not in wanted:
                     continue
-                if (user and ev.user != user) or (cluster and ev.cluster != cluster):
+                if (user and ev.user != user) or (cluster and ev.cluster != cluster) \
+                        or ev.cluster in hidden:
                     continue
                 out.append(ev)
                 if len(out) == limit:

@@ -36,6 +36,7 @@ from gatehouse.errors import BadParameter, NotFound
 from gatehouse.services.authorities import PREFIX as AUTHORITIES
 from gatehouse.services.hosts import PREFIX as HOSTS
 from gatehouse.services.resources import ResourceStore, kind_prefix
+from gatehouse.types.cluster_access import ClusterAccess
 from gatehouse.types.remote_cluster import RemoteCluster, RemoteClusterStatus
 from gatehouse.types.resource import Metadata
 from gatehouse.types.trusted_cluster import TrustedCluster, TrustedClusterStatus
@@ -169,11 +170,12 @@ class TrustStore:
         self.remotes = ResourceStore(backend, "remote_cluster", RemoteCluster)
 
     def watch(self) -> TrustChanges:
-        """Changes from now on to roles, users, any CA (this cluster's, roots', leaves')
-        and trusted clusters: everything a trust snapshot is made of; and hosts removed."""
+        """Changes from now on to roles, users, any CA (this cluster's, roots', leaves'),
+        trusted clusters (and what their roots say of cluster labels) and remote clusters
+        (their labels): everything a trust snapshot is made of; and hosts removed."""
         return TrustChanges(self._backend.watch([
             kind_prefix("role"), kind_prefix("user"), kind_prefix("trusted_cluster"),
-            AUTHORITIES.encode(), HOSTS]))
+            kind_prefix("remote_cluster"), AUTHORITIES.encode(), HOSTS]))
 
     # --- leaf side ------------------------------------------------------------------------
 
@@ -211,6 +213,28 @@ class TrustStore:
         await self._backend.put(Item(key=joined, value=str(self._clock.now().timestamp())
                                      .encode()))
         await self.trusted.upsert(tc)
+
+    async def root_access(self, root: str) -> ClusterAccess | None:
+        """What ``root`` last said of its cluster labels for this cluster (None: nothing)."""
+        try:
+            item = await self._backend.get(self._root_key(root, "access"))
+        except NotFound:
+            return None
+        try:
+            return ClusterAccess.model_validate_json(item.value)
+        except ValueError as exc:
+            log.warning("ignoring the unreadable cluster access of root %s: %s", root, exc)
+            return None
+
+    async def store_root_access(self, root: str, access: ClusterAccess) -> bool:
+        """Keep what ``root`` says of its cluster labels for this cluster (a trusted root
+        only: NotFound otherwise); False when it says nothing new (nothing written)."""
+        await self.trusted.get(root)
+        if await self.root_access(root) == access:
+            return False
+        await self._backend.put(Item(key=self._root_key(root, "access"),
+                                     value=access.model_dump_json().encode()))
+        return True
 
     async def remove_root(self, root: str) -> None:
         await self.trusted.delete(root)
@@ -281,17 +305,40 @@ class TrustStore:
             return None
         return PublicCA.from_json(json.loads(item.value))
 
+    @staticmethod
+    def _joined_key(leaf: str) -> bytes:
+        return f"/leaf_joined/{leaf}".encode()
+
+    async def leaves_joined(self) -> dict[str, dt.datetime]:
+        """When each leaf last joined (leaves that joined before this was kept: absent)."""
+        out = {}
+        for item in await self._backend.get_range(*_range("/leaf_joined/")):
+            with contextlib.suppress(ValueError):
+                out[item.key.decode().removeprefix("/leaf_joined/")] = utc(float(item.value))
+        return out
+
     async def store_leaf(self, leaf_ca: PublicCA) -> None:
-        """Record a leaf's join in one transaction: its host CA, and its remote_cluster
-        unless it has one."""
+        """Record a leaf's join in one transaction: its host CA, when, and its
+        remote_cluster unless it has one."""
         name = leaf_ca.cluster
+        joined = Item(key=self._joined_key(name),
+                      value=str(self._clock.now().timestamp()).encode())
         writes = [Write(self._leaf_key(name), Item(key=self._leaf_key(name),
-                                                  value=json.dumps(leaf_ca.to_json()).encode()))]
+                                                  value=json.dumps(leaf_ca.to_json()).encode())),
+                  Write(joined.key, joined)]
         try:
             await self.remotes.get(name)
         except NotFound:
             writes.append(self.remotes.create_write(RemoteCluster(metadata=Metadata(name=name))))
         await self._backend.atomic_write(writes)
+
+    async def set_leaf_labels(self, leaf: str, labels: dict[str, str]) -> dict[str, str]:
+        """Give remote cluster ``leaf`` exactly ``labels`` (NotFound if it has not joined);
+        the labels it had."""
+        rc = await self.remotes.get(leaf)
+        await self.remotes.upsert(rc.model_copy(update={
+            "metadata": rc.metadata.model_copy(update={"labels": dict(labels)})}))
+        return dict(rc.metadata.labels)
 
     async def leaf_cas(self) -> list[PublicCA]:
         items = await self._backend.get_range(*_range(f"{AUTHORITIES}leaves/"))
@@ -306,7 +353,8 @@ class TrustStore:
             if await self.leaf_ca(leaf) is None:
                 raise NotFound(f"remote_cluster {leaf} not found") from None
         await self._backend.atomic_write([self.remotes.delete_write(leaf),
-                                          Write(self._leaf_key(leaf))])
+                                          Write(self._leaf_key(leaf)),
+                                          Write(self._joined_key(leaf))])
 
     @staticmethod
     def _report_key(proxy: str) -> bytes:

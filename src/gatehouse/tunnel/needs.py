@@ -2,8 +2,9 @@
 
 The leaf's agent follows the roots to dial (``Root``, from the trust snapshot), forwards
 this cluster's audit events (``EventExport``), dials a node the root user may reach
-(``NodeResolver``), relays an API call to this cluster's auth (``AuthRelay``) and
-records what it refused (``Audit``). The root's server relays a call it is handed
+(``NodeResolver``), relays an API call to this cluster's auth (``AuthRelay``), hands
+on what the root says of its cluster labels (``StoreAccess``) and records what it
+refused (``Audit``). The root's server relays a call it is handed
 (``APICall``), and a proxy takes its own cluster's node tunnels (``OwnNodes``). The
 proxy builds the implementations (proxy/leafauth.py) on its clients of the auth;
 nothing in tunnel/ knows the auth's API paths.
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 from cryptography import x509 as cx509
 
 from gatehouse.tunnel.mux import MuxStream
+from gatehouse.types.cluster_access import ClusterAccess
 from gatehouse.wire.authapi import RootTunnel
 from gatehouse.wire.dial import NodeRoute
 
@@ -32,6 +34,7 @@ __all__ = [
     "OwnNodes",
     "Root",
     "RootsToDial",
+    "StoreAccess",
     "TunnelState",
 ]
 
@@ -65,6 +68,9 @@ OpenNode = Callable[[str, dict[str, Any]], Awaitable[MuxStream]]
 RootsToDial = Callable[[], Mapping[str, Root]]  # the enabled roots, by name, as of now
 
 Audit = Callable[[str, dict[str, Any]], Awaitable[None]]  # (event, fields) to this cluster
+
+# (root, what it says of its cluster labels for this leaf) to this cluster's auth
+StoreAccess = Callable[[str, ClusterAccess], Awaitable[None]]
 
 # Told each time a leaf's tunnel to a root comes up or goes down (and why)
 TunnelState = Callable[[RootTunnel], None]

@@ -1,7 +1,9 @@
 """The streams a root opens on a leaf's tunnel: SSH to a node (at its address, or over
-the node's own tunnel to this leaf's proxy), or an API call.
+the node's own tunnel to this leaf's proxy), an API call, or the root's word on its
+cluster labels (``access``: this leaf's labels and the root roles' cluster_labels,
+handed to this leaf's auth, which enforces them for the root's users).
 
-Both act in the name of the root user whose certificate the stream carries, and
+The first two act in the name of the root user whose certificate the stream carries, and
 only if this leaf takes that certificate from this root (relaycheck.py): one
 StreamServer per root's tunnel. The leaf's auth then resolves only its own
 registered nodes that the user's mapped roles select (no open relay), and
@@ -24,8 +26,9 @@ from gatehouse.errors import AccessDenied, GatehouseError
 from gatehouse.pki import x509
 from gatehouse.tunnel.limits import MAX_CALL
 from gatehouse.tunnel.mux import MuxStream, read_all, splice_stream, splice_streams
-from gatehouse.tunnel.needs import Audit, AuthRelay, NodeResolver, OpenNode
+from gatehouse.tunnel.needs import Audit, AuthRelay, NodeResolver, OpenNode, StoreAccess
 from gatehouse.tunnel.relaycheck import check_relayed, claimed_user
+from gatehouse.types.cluster_access import ClusterAccess
 from gatehouse.wire.trust import TrustSnapshot
 
 __all__ = ["DIAL_TIMEOUT", "StreamServer"]
@@ -40,8 +43,9 @@ class StreamServer:
 
     def __init__(self, root: str, nodes: NodeResolver, relay: AuthRelay, audit: Audit, *,
                  trust: Callable[[], TrustSnapshot], clock: Clock, timer: Monotonic,
-                 open_node: OpenNode) -> None:
+                 open_node: OpenNode, store_access: StoreAccess) -> None:
         self._root = root
+        self._store_access = store_access
         self._nodes = nodes
         self._open_node = open_node
         self._relay = relay
@@ -52,6 +56,9 @@ class StreamServer:
 
     async def __call__(self, stream: MuxStream) -> None:
         kind = stream.meta.get("kind")
+        if kind == "access":  # the tunnel itself says it comes from the root
+            await self._serve_access(stream)
+            return
         if kind not in ("ssh", "api"):
             stream.refuse(f"unknown stream kind {kind!r}")
             return
@@ -107,6 +114,21 @@ class StreamServer:
             return
         stream.accept({"host_id": route.host_id})  # what the user's client pins
         await splice_stream(stream, reader, writer)
+
+    async def _serve_access(self, stream: MuxStream) -> None:
+        """Hand the root's word on its cluster labels to this cluster's auth; answer
+        whether it is kept (the root sends it again until it is)."""
+        stream.accept()
+        reply: dict[str, object]
+        try:
+            access = ClusterAccess.model_validate_json(await read_all(stream, MAX_CALL))
+            await self._store_access(self._root, access)
+            reply = {"ok": True}
+        except (GatehouseError, ValueError) as exc:  # ValueError: malformed (pydantic)
+            log.warning("cluster labels from root %s not kept: %s", self._root, exc)
+            reply = {"ok": False, "error": str(exc)[:500]}
+        await stream.write(json.dumps(reply).encode())
+        stream.write_eof()
 
     async def _serve_api(self, stream: MuxStream, der: bytes) -> None:
         meta = stream.meta

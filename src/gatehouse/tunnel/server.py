@@ -141,7 +141,9 @@ class _TunnelConnection(MuxSession):
 class TunnelServer:
     def __init__(self, leaf_cas: Callable[[], dict[str, str]], report: Report,
                  store_events: StoreEvents, clock: Clock, timer: Monotonic, *,
-                 own_nodes: OwnNodes | None = None) -> None:
+                 own_nodes: OwnNodes | None = None,
+                 leaf_up: Callable[[str], None] | None = None) -> None:
+        self._leaf_up = leaf_up  # told of each leaf tunnel that comes up
         self._leaf_cas = leaf_cas  # leaf cluster -> its host CA (TLS PEM)
         self._report = report
         self._store_events = store_events
@@ -215,6 +217,8 @@ class TunnelServer:
             self._changed()
         self._to_tell.put_nowait(session)
         log.info("tunnel from leaf %s is up", session.leaf)
+        if self._leaf_up is not None:
+            self._leaf_up(session.leaf)
 
     def _unregister(self, session: _TunnelConnection) -> None:
         self._pending.discard(session)

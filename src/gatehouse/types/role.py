@@ -25,6 +25,7 @@ __all__ = [
     "RoleOptions",
     "RoleSpec",
     "Rule",
+    "SelectorValue",
     "access_role",
     "auditor_role",
     "editor_role",
@@ -98,9 +99,12 @@ class RoleConditions(Model):
     # Every key must match the node's label; values are exact, "*" globs, ^regex$,
     # or a list of those (any of). {"*": "*"} selects every node; {} selects none.
     node_labels: dict[str, SelectorValue] = Field(default_factory=dict)
+    # The leaf clusters (by their labels at the root) a root user may see and reach, with
+    # node_labels' matching. In ``allow`` it defaults to {"*": "*"} (RoleSpec says why).
+    cluster_labels: dict[str, SelectorValue] = Field(default_factory=dict)
     rules: list[Rule] = Field(default_factory=list)
 
-    @field_validator("node_labels")
+    @field_validator("node_labels", "cluster_labels")
     @classmethod
     def _check_wildcard_key(
         cls, selector: dict[str, str | list[str]]
@@ -118,8 +122,25 @@ class RoleOptions(Model):
 
 class RoleSpec(Model):
     options: RoleOptions = Field(default_factory=RoleOptions)
-    allow: RoleConditions = Field(default_factory=RoleConditions)
+    allow: RoleConditions = Field(
+        default_factory=lambda: RoleConditions(cluster_labels={WILDCARD: WILDCARD}))
     deny: RoleConditions = Field(default_factory=RoleConditions)
+
+    @field_validator("allow", mode="before")
+    @classmethod
+    def _every_cluster_unless_said(cls, allow: object) -> object:
+        """``allow.cluster_labels`` left out is ``{"*": "*"}``, written into the role (so
+        ``gatectl get role`` shows it): a role made before cluster labels, or one that
+        does not care, keeps reaching every leaf. Each leaf's role map still decides
+        what the role means there (unmapped: nothing), deny.cluster_labels always wins,
+        and a role that sets allow.cluster_labels narrows (``{}``: no leaf at all)."""
+        if isinstance(allow, RoleConditions):
+            if "cluster_labels" in allow.model_fields_set:
+                return allow
+            return allow.model_copy(update={"cluster_labels": {WILDCARD: WILDCARD}})
+        if isinstance(allow, dict) and "cluster_labels" not in allow:
+            return {**allow, "cluster_labels": {WILDCARD: WILDCARD}}
+        return allow
 
 
 class Role(Resource):

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple, Protocol
 from pydantic import BaseModel, ConfigDict
 
 from gatehouse.errors import BadParameter
+from gatehouse.types.cluster_access import ClusterAccess
 from gatehouse.types.node import Node
 from gatehouse.types.resource import Resource
 from gatehouse.types.trusted_cluster import TrustedClusterStatus
@@ -275,6 +276,7 @@ ROUTES: dict[str, Route] = {
     "clusters": Route("GET", "/v1/clusters"),
     "report_tunnels": Route("POST", "/v1/remote_clusters/heartbeat"),
     "report_root_tunnels": Route("POST", "/v1/trusted_clusters/heartbeat"),
+    "put_cluster_access": Route("POST", "/v1/trusted_clusters/{root}/access"),
     "status": Route("GET", "/v1/status"),
     "heartbeat": Route("POST", "/v1/nodes/heartbeat"),
     "report_node_tunnels": Route("POST", "/v1/nodes/tunnels"),
@@ -322,6 +324,7 @@ class AuthAPI(Protocol):
     async def report_node_tunnels(self, report: NodeTunnels) -> NodeTunnelVerdict: ...
     async def proxy_heartbeat(self, beat: ProxyHeartbeat) -> ProxySet: ...
     async def report_root_tunnels(self, roots: list[RootTunnel]) -> None: ...
+    async def put_cluster_access(self, root: str, access: ClusterAccess) -> None: ...
     async def post_events(self, events: list[dict[str, Any]]) -> EventsStored: ...
     async def export_events(self, after: str, limit: int) -> EventPage: ...
     async def export_cursor(self, root: str) -> str: ...

@@ -1,0 +1,87 @@
+"""A root proxy tells each leaf whose tunnel it holds what the root says of cluster
+labels (the leaf's labels and every root role's cluster_labels, types.cluster_access),
+so that the leaf refuses, at its own proxy and nodes, a root user the root would not
+route there. Pushed when a tunnel comes up and on every change of the root's trust
+snapshot (a label removed is enforced by the leaf well within 2 s); a push the leaf did
+not confirm is sent again every RETRY seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from gatehouse.clock import Monotonic, wait_for
+from gatehouse.errors import GatehouseError
+from gatehouse.tunnel.limits import MAX_ACK
+from gatehouse.tunnel.mux import MuxStream, read_all
+
+__all__ = ["PUSH_TIMEOUT", "RETRY", "AccessPush"]
+
+log = logging.getLogger(__name__)
+
+RETRY = 5.0  # seconds before an unconfirmed push is sent again
+PUSH_TIMEOUT = 5.0  # seconds a leaf has to confirm one
+
+OpenStream = Callable[[str, dict[str, Any]], Awaitable[MuxStream]]  # (leaf, meta)
+
+
+class AccessPush:
+    def __init__(self, open_stream: OpenStream, leaves: Callable[[], Iterable[str]],
+                 body_of: Callable[[str], bytes], timer: Monotonic) -> None:
+        self._open = open_stream
+        self._leaves = leaves  # the leaves whose tunnels are held now
+        self._body_of = body_of  # what to tell a leaf now (JSON)
+        self._timer = timer
+        self._sent: dict[str, bytes] = {}  # leaf -> what it confirmed on its current tunnel
+        self._wake = asyncio.Event()
+
+    def changed(self) -> None:
+        """The root's labels or roles may have changed: tell every leaf what is new."""
+        self._wake.set()
+
+    def tunnel_up(self, leaf: str) -> None:
+        """A (new) tunnel of ``leaf``: tell it, whatever its last tunnel was told."""
+        self._sent.pop(leaf, None)
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Push until cancelled."""
+        while True:
+            self._wake.clear()
+            unconfirmed = await self.push_all()
+            with contextlib.suppress(TimeoutError):
+                await wait_for(self._timer, self._wake.wait(), RETRY if unconfirmed else 60.0)
+
+    async def push_all(self) -> int:
+        """Tell each connected leaf what it has not confirmed yet; how many did not."""
+        held = set(self._leaves())
+        for gone in self._sent.keys() - held:
+            del self._sent[gone]
+        unconfirmed = 0
+        for leaf in sorted(held):
+            body = self._body_of(leaf)
+            if self._sent.get(leaf) == body:
+                continue
+            try:
+                await wait_for(self._timer, self._push(leaf, body), PUSH_TIMEOUT)
+            except (GatehouseError, OSError, ValueError, TimeoutError) as exc:
+                log.warning("could not tell leaf %s the cluster labels: %s", leaf,
+                            str(exc) or type(exc).__name__)
+                unconfirmed += 1
+                continue
+            self._sent[leaf] = body
+        return unconfirmed
+
+    async def _push(self, leaf: str, body: bytes) -> None:
+        stream = await self._open(leaf, {"kind": "access"})
+        await stream.write(body)
+        stream.write_eof()
+        reply = json.loads(await read_all(stream, MAX_ACK))
+        if not isinstance(reply, dict) or reply.get("ok") is not True:
+            error = reply.get("error") if isinstance(reply, dict) else reply
+            raise GatehouseError(f"the leaf did not keep them: {error}")
