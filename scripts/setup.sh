@@ -6,13 +6,14 @@
 # (libfaketime: the clock-skew tests shift a leaf's clock), PostgreSQL 15 (the
 # postgres backend's tests run initdb/pg_ctl from /usr/lib/postgresql/15/bin into a
 # temporary directory, as the package's `postgres` user; no system service is used),
-# and the Python package with its pinned dependencies in .venv.
+# the OpenID provider the SSO tests run (the oidc-provider npm package, on Node.js, in
+# .cache/idp), and the Python package with its pinned dependencies in .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 for cmd in ssh:openssh-client sshd:openssh-server ip:iproute2 iptables:iptables \
-           faketime:faketime; do
+           faketime:faketime node:nodejs npm:npm; do
     bin=${cmd%%:*}; pkg=${cmd#*:}
     if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$bin" ]; then need+=("$pkg"); fi
 done
@@ -32,3 +33,11 @@ fi
 # Byte-compile our own sources now: an editable install leaves them uncompiled, and
 # where PYTHONDONTWRITEBYTECODE is set every `gsh` start would compile them again.
 .venv/bin/python -m compileall -q src >/dev/null
+
+# The SSO tests' identity provider, at the version tests/idp/package.json pins.
+idp_version=$(sed -n 's/.*"oidc-provider": "\(.*\)".*/\1/p' tests/idp/package.json)
+if [ ! -f ".cache/idp/node_modules/oidc-provider/package.json" ] || \
+   ! grep -q "\"version\": \"$idp_version\"" .cache/idp/node_modules/oidc-provider/package.json; then
+    mkdir -p .cache/idp
+    npm install --prefix .cache/idp --no-audit --no-fund --no-save --silent "oidc-provider@$idp_version"
+fi
