@@ -5,6 +5,7 @@ names, split into those the leaf has and those it lacks; only AccessDenied refus
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 
 import pydantic
 from hypothesis import example, given
@@ -57,6 +58,9 @@ class _Trust:
 
     def __init__(self, role_map: list[RoleMapping]) -> None:
         self.role_map = role_map
+
+    def cluster_refusal(self, cert_roles: Iterable[str], cluster: str) -> str:
+        return ""  # no cluster labels: the role map alone decides
 
 
 @fuzz(200)
