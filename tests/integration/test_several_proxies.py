@@ -209,7 +209,12 @@ def test_a_proxy_killed_leaves_the_other_serving_and_is_redialed_when_back(
     assert via_second.ssh("root@edge1", "echo new session").ok().out == "new session\n"
     assert via_second.gsh("ssh", f"--cluster={LEAF}", "root@node1", "echo new leaf session"
                           ).ok().out == "new leaf session\n"
+    # Both ends count the tunnel on the proxy left: the node and the leaf stay online.
     assert setup.root.node_named("edge1")["status"]["connection"] == "online"  # type: ignore[index]
+    rc = setup.root.gatectl("get", f"rc/{LEAF}", "--format=json").ok().json()
+    assert rc[0]["status"]["connection"] == "online"
+    [trust] = setup.leaf.gatectl("get", "trusted_cluster", "--format=json").ok().json()
+    assert trust["status"]["connection"] == "online", trust["status"]
 
     edge_before = setup.edge.log_text().count(f"is up (proxy {first_id})")
     assert setup.leaf.daemon is not None
