@@ -8,14 +8,17 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 
 from gatehouse.clock import Monotonic
-from gatehouse.errors import GatehouseError
+from gatehouse.errors import AccessDenied, GatehouseError
 from gatehouse.wire.authapi import ProxyHeartbeat, ProxySet
 
-__all__ = ["HEARTBEAT_INTERVAL", "ProxyPresence"]
+__all__ = ["HEARTBEAT_INTERVAL", "REFUSED_INTERVAL", "ProxyPresence"]
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL = 5.0  # services.proxies.ONLINE_WITHIN spans a few of these
+# After a refusal (an address the proxy was not certified for: its config changed since
+# it joined), beats go on this far apart: each refusal is audited.
+REFUSED_INTERVAL = 60.0
 
 Beat = Callable[[ProxyHeartbeat], Awaitable[ProxySet]]
 
@@ -31,10 +34,14 @@ class ProxyPresence:
     async def run(self) -> None:
         """Heartbeat until cancelled; a failed beat is logged and the next one tried."""
         while True:
+            wait = HEARTBEAT_INTERVAL
             try:
                 online = await self._beat(self._me)
+            except AccessDenied as exc:
+                log.error("the auth refuses this proxy's heartbeat: %s", exc)
+                wait = REFUSED_INTERVAL
             except GatehouseError as exc:
                 log.warning("proxy heartbeat failed: %s", exc)
             else:
                 self._proxies({p.name: p.addr for p in online.proxies})
-            await self._timer.sleep(HEARTBEAT_INTERVAL)
+            await self._timer.sleep(wait)

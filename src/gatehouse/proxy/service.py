@@ -1,5 +1,6 @@
 """The Proxy Service: one TLS port; ALPN routes to the web/API front, the SSH proxy,
-or the reverse-tunnel server; and, on a leaf, the agent that dials its roots."""
+or the reverse-tunnel server; its presence with its auth (presence.py); and, on a leaf,
+the agent that dials its roots."""
 
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
-"""The dialing end of reverse tunnels: one tunnel to each cluster to dial (a leaf proxy's
+"""The dialing end of reverse tunnels: one link to each cluster to dial (a leaf proxy's
 enabled roots; a tunnel-mode node's own cluster, which never changes).
 
 The agent follows the trust snapshot: each enabled root gets a task that keeps its
-tunnel up (link.py); a root disabled, removed, or moved to another address or CA
-has its task cancelled and awaited at once, which drops its tunnel (a role map edit
-changes nothing here). When the agent stops, so do all its tunnels.
+tunnels up, one to each of its proxies (link.py); a root disabled, removed, or moved
+to another address or CA has its task cancelled and awaited at once, which drops its
+tunnels (a role map edit changes nothing here). When the agent stops, so do all its tunnels.
 """
 
 from __future__ import annotations

@@ -58,12 +58,12 @@ from gatehouse.tunnel.liveness import (
 from gatehouse.tunnel.mux import MuxSession, MuxStream, read_all
 from gatehouse.tunnel.needs import APICall, OwnNodes
 
-ANNOUNCE_BATCH = 64  # tunnels told of the proxies at once
-ANNOUNCE_TIMEOUT = 10.0  # seconds an agent has to take the news
-
 __all__ = ["TunnelServer"]
 
 log = logging.getLogger(__name__)
+
+ANNOUNCE_BATCH = 64  # tunnels told of the proxies at once
+ANNOUNCE_TIMEOUT = 10.0  # seconds an agent has to take the news
 
 
 Report = Callable[[list[str]], Awaitable[None]]  # every leaf whose tunnel this proxy holds
