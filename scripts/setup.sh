@@ -3,14 +3,15 @@
 # (client for the tests and `gsh config`, server for the benchmark, sftp-server for
 # the nodes' file transfer), iproute2 and
 # iptables (network namespaces and the no-ingress firewall in the tests), faketime
-# (libfaketime: the clock-skew tests shift a leaf's clock), and the Python package
-# with its pinned dependencies in .venv.
+# (libfaketime: the clock-skew tests shift a leaf's clock), etcd-server (the etcd
+# backend's tests start their own etcd on loopback), and the Python package with
+# its pinned dependencies in .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 for cmd in ssh:openssh-client sshd:openssh-server ip:iproute2 iptables:iptables \
-           faketime:faketime; do
+           faketime:faketime etcd:etcd-server; do
     bin=${cmd%%:*}; pkg=${cmd#*:}
     if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$bin" ]; then need+=("$pkg"); fi
 done

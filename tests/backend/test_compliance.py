@@ -24,6 +24,7 @@ from gatehouse.backend import (
     open_backend,
     prefix_end,
 )
+from gatehouse.backend.etcd import EtcdBackend
 from gatehouse.clock import Clock, FakeClock
 from gatehouse.errors import (
     AlreadyExists,
@@ -35,6 +36,8 @@ from gatehouse.errors import (
     NotFound,
 )
 
+from .. import etcdserver
+
 # The background sweeper is slowed down so that tests decide when expiry happens,
 # except in the one test about the sweeper itself.
 QUIET = 3600.0
@@ -43,6 +46,8 @@ OPENERS: dict[str, Opener] = {
     "memory": lambda tmp, clock, every: MemoryBackend.open(clock=clock, sweep_interval=every),
     "sqlite": lambda tmp, clock, every: SQLiteBackend.open(
         tmp / f"{uuid.uuid4().hex}.db", clock=clock, sweep_interval=every),
+    "etcd": lambda tmp, clock, every: EtcdBackend.open(
+        etcdserver.shared().settings(), clock=clock, sweep_interval=every),
 }
 MakeBackend = Callable[..., Awaitable[Backend]]
 

@@ -253,13 +253,18 @@ class Watcher:
             if not event.item.key.startswith(self.prefixes):
                 continue
             if len(self._events) >= self._queue_size:
-                self._error = LimitExceeded(
+                self._fail(LimitExceeded(
                     f"watcher on {list(self.prefixes)} fell more than {self._queue_size} "
-                    "events behind and was closed; list again and start a new watch")
-                self.close()
+                    "events behind and was closed; list again and start a new watch"))
                 return
             self._events.append(event)
             self._ready.set()
+
+    def _fail(self, error: LimitExceeded) -> None:
+        """Close, raising error to the reader once what is queued is dropped."""
+        if not self._closed:
+            self._error = error
+            self.close()
 
     def __aiter__(self) -> Self:
         return self
@@ -304,17 +309,27 @@ class Fanout:
     """
 
     def __init__(self) -> None:
-        self._watchers: dict[Watcher, None] = {}  # a dict keeps registration order
+        # Each watcher, with the revision after which it wants events; a dict keeps
+        # registration order.
+        self._watchers: dict[Watcher, int] = {}
 
-    def watch(self, prefixes: Sequence[bytes], queue_size: int) -> Watcher:
+    def watch(self, prefixes: Sequence[bytes], queue_size: int, *, after: int = 0) -> Watcher:
+        """A new watcher; ``after``: a backend whose events may arrive after the watch
+        starts (etcd's) skips those of changes it had seen committed before."""
         watcher = Watcher(prefixes, queue_size=queue_size, on_close=self._forget)
-        self._watchers[watcher] = None
+        self._watchers[watcher] = after
         return watcher
 
     def emit(self, events: Sequence[Event]) -> None:
         if events:
-            for watcher in list(self._watchers):
-                watcher._offer(events)
+            for watcher, after in list(self._watchers.items()):
+                watcher._offer([e for e in events if e.item.revision > after] if after
+                               else events)
+
+    def fail(self, error: LimitExceeded) -> None:
+        """Close every watcher with error: it may have missed events."""
+        for watcher in list(self._watchers):
+            watcher._fail(error)
 
     def close(self) -> None:
         for watcher in list(self._watchers):

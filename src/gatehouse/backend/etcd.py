@@ -1,0 +1,572 @@
+"""The etcd backend: cluster state in an etcd v3 cluster, shared by several processes.
+
+Client: etcd's JSON gateway to its v3 API (``/v3/kv/range``, ``/v3/kv/txn``,
+``/v3/watch``) over aiohttp, which Gatehouse already uses. The gateway is served on
+every etcd client port since 3.4 (tested with Debian's 3.4.23); the asyncio gRPC
+client aetcd would add grpcio and protobuf (native wheels) to speak the same API.
+
+Revisions: etcd gives one revision to a whole transaction, and the contract gives
+each change its own. So a change's revision is ``etcd revision * SUB + n``, n being
+its place among the changes of its transaction (kept beside the value for a put; a
+delete follows the change before it in etcd's watch order, which is the order of
+the transaction's operations). Every transaction here changes only keys it read,
+guarded by their ``mod_revision``, so each operation is exactly one change.
+
+Expiry follows the injected clock, as in the other backends: ``expires`` is kept
+with the value, reads skip expired items, and writes read, decide, then commit on
+the condition that nothing changed meanwhile (retrying a bounded number of times).
+
+Watches: one etcd watch per backend over its prefix, resumed after a reconnect from
+the revision after the last one delivered, so nothing is missed or repeated; local
+watchers get its events through a Fanout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import logging
+import ssl
+import struct
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from gatehouse.clock import Clock
+from gatehouse.errors import (
+    AlreadyExists,
+    BadParameter,
+    CompareFailed,
+    ConnectionProblem,
+    GatehouseError,
+    LimitExceeded,
+    NotFound,
+)
+
+from .base import (
+    WATCH_QUEUE_SIZE,
+    Backend,
+    Event,
+    EventType,
+    Fanout,
+    Item,
+    Sweeper,
+    Watcher,
+    Write,
+    check_limit,
+    check_swap,
+    check_writes,
+    prefix_end,
+    unmet,
+)
+
+__all__ = ["SUB", "EtcdBackend", "EtcdSettings"]
+
+log = logging.getLogger(__name__)
+
+SUB = 1 << 16
+"""Revisions per etcd revision: room for the changes of one transaction."""
+CHUNK = 128  # etcd's default --max-txn-ops: operations per transaction
+ATTEMPTS = 32  # read-decide-commit rounds before a write gives up on a busy key
+CALL_TIMEOUT = 10.0  # seconds for one gateway call
+RETRY_DELAYS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)  # between watch reconnects, then the last
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_HEADER = struct.Struct(">BBHq")  # format 1, has expiry, place in its transaction, expiry (us)
+_FORMAT = 1
+
+Kv = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class EtcdSettings:
+    """Where the etcd cluster is and how to reach it (gatehouse.storage, type etcd)."""
+
+    peers: Sequence[str]
+    prefix: str
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.peers:
+            raise BadParameter("etcd storage needs at least one peer URL (storage.peers)")
+        for peer in self.peers:
+            if not peer.startswith(("http://", "https://")):
+                raise BadParameter(f"etcd peer {peer!r}: expected an http:// or https:// URL")
+        if not self.prefix.startswith("/") or self.prefix.endswith("/"):
+            raise BadParameter(f"etcd prefix {self.prefix!r}: expected a path like "
+                               "/gatehouse/CLUSTER (starting with /, not ending with /)")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise BadParameter("etcd storage: tls_cert_file and tls_key_file go together")
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if not any(p.startswith("https://") for p in self.peers):
+            return None
+        try:
+            ctx = ssl.create_default_context(cafile=self.tls_ca_file)
+            if self.tls_cert_file is not None and self.tls_key_file is not None:
+                ctx.load_cert_chain(self.tls_cert_file, self.tls_key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise BadParameter(f"etcd storage TLS files: {exc}") from exc
+        return ctx
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text)
+
+
+class _Gateway:
+    """JSON calls to the first etcd peer that answers; errors become Gatehouse kinds."""
+
+    def __init__(self, settings: EtcdSettings) -> None:
+        self._peers = [p.rstrip("/") for p in settings.peers]
+        self._ssl = settings.ssl_context()
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=CALL_TIMEOUT),
+            connector=aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else True))
+        self._current = 0
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    def _peer_order(self) -> list[str]:
+        return self._peers[self._current:] + self._peers[:self._current]
+
+    async def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        problems: list[str] = []
+        for peer in self._peer_order():
+            try:
+                async with self._session.post(peer + path, json=body) as resp:
+                    answer = await resp.json(content_type=None)
+            except aiohttp.ClientConnectorError as exc:  # not sent: another peer may do
+                problems.append(f"{peer}: {exc.os_error.strerror or exc}")
+                self._current = (self._current + 1) % len(self._peers)
+                continue
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                raise ConnectionProblem(f"etcd {peer}{path}: {_describe(exc)}") from exc
+            if not isinstance(answer, dict):
+                raise ConnectionProblem(f"etcd {peer}{path}: unexpected answer {answer!r:.80}")
+            if "error" in answer or resp.status != 200:
+                raise _error(peer, path, answer)
+            return answer
+        raise ConnectionProblem(f"etcd unreachable ({'; '.join(problems)})")
+
+    @contextlib.asynccontextmanager
+    async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[
+            AsyncIterator[dict[str, Any]]]:
+        """A streaming call (the watch): yields the JSON messages as they come."""
+        peer = self._peer_order()[0]
+        try:
+            async with self._session.post(
+                    peer + path, json=body,
+                    timeout=aiohttp.ClientTimeout(total=None, connect=CALL_TIMEOUT)) as resp:
+                if resp.status != 200:
+                    raise _error(peer, path, await resp.json(content_type=None))
+                yield _messages(resp)
+        except aiohttp.ClientConnectorError as exc:
+            self._current = (self._current + 1) % len(self._peers)
+            raise ConnectionProblem(f"etcd {peer}: {_describe(exc)}") from exc
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise ConnectionProblem(f"etcd {peer}{path}: {_describe(exc)}") from exc
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _error(peer: str, path: str, answer: object) -> GatehouseError:
+    message = answer.get("message", answer) if isinstance(answer, dict) else answer
+    code = answer.get("code") if isinstance(answer, dict) else None
+    text = f"etcd {peer}{path}: {message}"
+    if code == 3:  # INVALID_ARGUMENT: too many operations, a request too large
+        return BadParameter(text)
+    if code in (7, 16):  # PERMISSION_DENIED, UNAUTHENTICATED
+        return ConnectionProblem(text + " (check the etcd credentials)")
+    return ConnectionProblem(text)
+
+
+async def _messages(resp: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
+    """Newline-separated JSON objects of a gateway stream (values may be large)."""
+    buffer = b""
+    async for chunk in resp.content.iter_any():
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            if line.strip():
+                message = json.loads(line)
+                if not isinstance(message, dict):
+                    raise ValueError(f"unexpected message {message!r:.80}")
+                yield message
+    raise ConnectionProblem("etcd ended the watch stream")
+
+
+
+def _same(raw_key: bytes, kv: Kv | None) -> dict[str, Any]:
+    """A transaction condition: raw_key is as it was read (mod_revision 0: absent)."""
+    mod = kv["mod_revision"] if kv is not None else "0"
+    return {"key": _b64(raw_key), "target": "MOD", "result": "EQUAL", "mod_revision": mod}
+
+
+def _read_op(raw_key: bytes) -> dict[str, Any]:
+    return {"request_range": {"key": _b64(raw_key)}}
+
+
+def _delete_op(raw_key: bytes) -> dict[str, Any]:
+    return {"request_delete_range": {"key": _b64(raw_key)}}
+
+
+def _read_back(answer: dict[str, Any]) -> list[Kv | None]:
+    """The kvs of a transaction's read operations, one (or None) per operation."""
+    found: list[Kv | None] = []
+    for response in answer.get("responses", []):
+        kvs = response.get("response_range", {}).get("kvs", [])
+        found.append(kvs[0] if kvs else None)
+    return found
+
+
+def _encode(item: Item, place: int) -> bytes:
+    expires = 0 if item.expires is None else (item.expires - _EPOCH) // dt.timedelta(
+        microseconds=1)
+    return _HEADER.pack(_FORMAT, item.expires is not None, place, expires) + item.value
+
+
+class EtcdBackend(Backend):
+    """Items under one prefix of an etcd cluster; open with ``EtcdBackend.open``."""
+
+    def __init__(self, settings: EtcdSettings, gateway: _Gateway, revision: int, *,
+                 clock: Clock, sweeper: Sweeper) -> None:
+        self.settings = settings
+        self.clock = clock
+        self._gateway = gateway
+        self._root = settings.prefix.encode()
+        self._seen = revision  # the highest etcd revision an answer has shown
+        self._fanout = Fanout()
+        self._sweeper = sweeper
+        self._follower: asyncio.Task[None] | None = None
+        self._delivered = revision  # the etcd revision up to which watchers have events
+        self._progress = asyncio.Event()  # set (and replaced) when _delivered grows
+        self._closed = False
+
+    @classmethod
+    async def open(cls, settings: EtcdSettings, *, clock: Clock,
+                   sweep_interval: float = 1.0) -> EtcdBackend:
+        """Connect (ConnectionProblem if no peer answers) and start following changes."""
+        sweeper = Sweeper(sweep_interval, "etcd-backend-sweep")
+        gateway = _Gateway(settings)
+        try:
+            answer = await gateway.call("/v3/kv/range", {
+                "key": _b64(settings.prefix.encode() + b"/"), "count_only": True})
+        except BaseException:
+            await gateway.close()
+            raise
+        revision = int(answer["header"]["revision"])
+        backend = cls(settings, gateway, revision, clock=clock, sweeper=sweeper)
+        backend._follower = asyncio.create_task(backend._follow(revision + 1),
+                                                name="etcd-backend-watch")
+        sweeper.start(backend.sweep_expired)
+        return backend
+
+    async def get(self, key: bytes) -> Item:
+        item = self._live(await self._read(key))
+        if item is None:
+            raise NotFound(f"key {key!r} not found")
+        return item
+
+    async def get_range(self, start: bytes, end: bytes, limit: int = 0, *,
+                        reverse: bool = False) -> list[Item]:
+        check_limit(limit)
+        self._check_open()
+        found: list[Item] = []
+        lo, hi, revision = start, end, 0
+        while lo < hi:  # each round reads at least one key, or stops
+            body: dict[str, Any] = {"key": _b64(self._root + lo),
+                                    "range_end": _b64(self._root + hi)}
+            if limit:
+                body["limit"] = limit - len(found)
+            if reverse:
+                body |= {"sort_order": "DESCEND", "sort_target": "KEY"}
+            if revision:
+                body["revision"] = revision  # later pages from the same snapshot
+            answer = await self._call("/v3/kv/range", body)
+            revision = int(answer["header"]["revision"])
+            kvs = answer.get("kvs", [])
+            found += [item for item in map(self._live, kvs) if item is not None]
+            if not kvs or not answer.get("more") or (limit and len(found) >= limit):
+                break
+            last = self._key(kvs[-1])
+            lo, hi = (lo, last) if reverse else (last + b"\x00", hi)
+        return found[:limit or None]
+
+    async def put(self, item: Item) -> Item:
+        self._check_open()
+        _, answer = await self._txn([], [self._put_op(item, 0)])
+        return dataclasses.replace(item, revision=int(answer["header"]["revision"]) * SUB)
+
+    async def create(self, item: Item) -> Item:
+        def decide(live: Item | None) -> Item:
+            if live is not None:
+                raise AlreadyExists(f"key {item.key!r} already exists")
+            return item
+
+        return await self._change(item, decide)
+
+    async def update(self, item: Item) -> Item:
+        def decide(live: Item | None) -> Item:
+            if live is None:
+                raise NotFound(f"key {item.key!r} not found")
+            return item
+
+        return await self._change(item, decide)
+
+    async def compare_and_swap(self, expected: Item, replace_with: Item) -> Item:
+        check_swap(expected, replace_with)
+
+        def decide(live: Item | None) -> Item:
+            if live is None:
+                raise CompareFailed(f"key {expected.key!r} not found")
+            if live.value != expected.value:
+                raise CompareFailed(f"key {expected.key!r} has changed")
+            return replace_with
+
+        return await self._change(replace_with, decide)
+
+    async def atomic_write(self, writes: Sequence[Write]) -> None:
+        check_writes(writes)
+        if len(writes) > SUB:
+            raise BadParameter(f"atomic_write of {len(writes)} keys: at most {SUB}")
+        self._check_open()
+        keys = [self._root + w.key for w in writes]
+        _, answer = await self._txn([], [_read_op(k) for k in keys])
+        current = _read_back(answer)
+        for _ in range(ATTEMPTS):
+            ops: list[dict[str, Any]] = []
+            lives = [self._live(kv) for kv in current]
+            for write, live in zip(writes, lives, strict=True):
+                if unmet(write, live.revision if live is not None else 0):
+                    raise CompareFailed(f"key {write.key!r} is missing or has changed")
+            for write, raw, live in zip(writes, keys, lives, strict=True):
+                if write.item is not None:
+                    ops.append(self._put_op(write.item, len(ops)))
+                elif live is not None:
+                    ops.append(_delete_op(raw))
+            if not ops:
+                return
+            done, answer = await self._txn(
+                [_same(k, kv) for k, kv in zip(keys, current, strict=True)], ops,
+                [_read_op(k) for k in keys])
+            if done:
+                return
+            current = _read_back(answer)
+        raise CompareFailed(f"atomic_write: keys kept changing; gave up after {ATTEMPTS} tries")
+
+    async def delete(self, key: bytes) -> None:
+        def decide(live: Item | None) -> None:
+            if live is None:
+                raise NotFound(f"key {key!r} not found")
+
+        await self._change(Item(key, b""), decide)
+
+    async def delete_range(self, start: bytes, end: bytes) -> int:
+        now = self.clock.now()
+        return await self._remove(start, end, lambda item: not item.expired(now))
+
+    async def sweep_expired(self) -> int:
+        now = self.clock.now()
+        return await self._remove(b"/", prefix_end(b"/"), lambda item: item.expired(now))
+
+    def watch(self, prefixes: Sequence[bytes], *, queue_size: int = WATCH_QUEUE_SIZE) -> Watcher:
+        self._check_open()
+        # Changes this backend has seen committed are before this call: not for it.
+        return self._fanout.watch(prefixes, queue_size, after=(self._seen + 1) * SUB - 1)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._sweeper.stop()
+        if self._follower is not None:
+            self._follower.cancel()
+            await asyncio.wait({self._follower})
+        self._fanout.close()
+        await self._gateway.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ConnectionProblem(f"etcd backend {self.settings.prefix} is closed")
+
+    async def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        self._check_open()
+        answer = await self._gateway.call(path, body)
+        self._seen = max(self._seen, int(answer.get("header", {}).get("revision", 0)))
+        return answer
+
+    async def _txn(self, compare: list[dict[str, Any]], success: list[dict[str, Any]],
+                   failure: Sequence[dict[str, Any]] = ()) -> tuple[bool, dict[str, Any]]:
+        answer = await self._call("/v3/kv/txn", {"compare": compare, "success": success,
+                                                 "failure": list(failure)})
+        done = bool(answer.get("succeeded"))
+        if done and any("request_range" not in op for op in success):
+            await self._handed_over(int(answer["header"]["revision"]))
+        return done, answer
+
+    async def _handed_over(self, revision: int) -> None:
+        """Wait (bounded) until the watchers have the changes up to revision, so that
+        as in the other backends a write's event is queued when the write returns."""
+        # asyncio.timeout, not wait_for: in Python 3.11 wait_for may swallow a
+        # cancellation that meets a completion, leaving the sweeper running forever.
+        try:
+            async with asyncio.timeout(CALL_TIMEOUT):
+                while self._delivered < revision and not self._closed:
+                    await self._progress.wait()
+        except TimeoutError:
+            log.warning("etcd watch on %s is behind revision %d; the write stands and its "
+                        "event follows", self.settings.prefix, revision)
+
+    async def _read(self, key: bytes) -> Kv | None:
+        answer = await self._call("/v3/kv/range", {"key": _b64(self._root + key)})
+        kvs = answer.get("kvs", [])
+        return kvs[0] if kvs else None
+
+    async def _change(self, item: Item, decide: Callable[[Item | None], Item | None]) -> Item:
+        """Store what decide makes of the live item at item.key (None: delete it), on
+        the condition that the key has not changed since it was read."""
+        raw = self._root + item.key
+        current = await self._read(item.key)
+        for _ in range(ATTEMPTS):
+            verdict = decide(self._live(current))
+            op = _delete_op(raw) if verdict is None else self._put_op(verdict, 0)
+            done, answer = await self._txn([_same(raw, current)], [op], [_read_op(raw)])
+            if done:
+                revision = int(answer["header"]["revision"]) * SUB
+                return dataclasses.replace(verdict or item, revision=revision)
+            [current] = _read_back(answer)
+        raise CompareFailed(f"key {item.key!r} kept changing; gave up after {ATTEMPTS} tries")
+
+    async def _remove(self, start: bytes, end: bytes, doomed: Callable[[Item], bool]) -> int:
+        """Delete the items in [start, end) that doomed picks, CHUNK per transaction,
+        each on the condition that it has not changed since it was read."""
+        if start >= end:
+            return 0
+        self._check_open()
+        answer = await self._call("/v3/kv/range", {"key": _b64(self._root + start),
+                                                   "range_end": _b64(self._root + end)})
+        picked = [kv for kv in answer.get("kvs", []) if doomed(self._item(kv))]
+        removed = 0
+        for n in range(0, len(picked), CHUNK):
+            chunk = picked[n:n + CHUNK]
+            for _ in range(ATTEMPTS):
+                raws = [_unb64(kv["key"]) for kv in chunk]
+                done, answer = await self._txn([_same(r, kv) for r, kv in zip(raws, chunk,
+                                                                               strict=True)],
+                                               [_delete_op(r) for r in raws],
+                                               [_read_op(r) for r in raws])
+                if done:
+                    removed += len(chunk)
+                    break
+                chunk = [kv for kv in _read_back(answer)
+                         if kv is not None and doomed(self._item(kv))]
+                if not chunk:
+                    break
+            else:
+                raise CompareFailed(f"removing keys from {start!r}: they kept changing; "
+                                    f"gave up after {ATTEMPTS} tries")
+        return removed
+
+    def _put_op(self, item: Item, place: int) -> dict[str, Any]:
+        return {"request_put": {"key": _b64(self._root + item.key),
+                                "value": _b64(_encode(item, place))}}
+
+    def _key(self, kv: Kv) -> bytes:
+        raw = _unb64(kv["key"])
+        if not raw.startswith(self._root + b"/"):
+            raise GatehouseError(f"etcd answered with key {raw!r}, outside {self._root!r}")
+        return raw[len(self._root):]
+
+    def _item(self, kv: Kv) -> Item:
+        key, value = self._key(kv), _unb64(kv.get("value", ""))
+        if len(value) < _HEADER.size or value[0] != _FORMAT:
+            raise GatehouseError(f"etcd key {self._root + key!r} holds a value Gatehouse "
+                                 "did not write")
+        _, has_expiry, place, expires = _HEADER.unpack_from(value)
+        return Item(key, value[_HEADER.size:],
+                    _EPOCH + dt.timedelta(microseconds=expires) if has_expiry else None,
+                    int(kv["mod_revision"]) * SUB + place)
+
+    def _live(self, kv: Kv | None) -> Item | None:
+        if kv is None:
+            return None
+        item = self._item(kv)
+        return None if item.expired(self.clock.now()) else item
+
+    async def _follow(self, start: int) -> None:
+        """Hand every change under the prefix from etcd revision start on to the
+        watchers, reconnecting after a failure from the revision after the last one
+        handed over; runs until close()."""
+        watch = {"create_request": {"key": _b64(self._root + b"/"),
+                                    "range_end": _b64(self._root + prefix_end(b"/"))}}
+        last = (start - 1, 0)  # etcd revision and place of the last change handed over
+        failures = 0
+        while True:
+            watch["create_request"]["start_revision"] = str(last[0] + 1)
+            try:
+                async with self._gateway.stream("/v3/watch", watch) as messages:
+                    async for message in messages:
+                        last = self._deliver(message, last)
+                        failures = 0
+            except (ConnectionProblem, LimitExceeded) as exc:
+                delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
+                failures += 1
+                log.warning("etcd watch on %s broke (%s); resuming from revision %d in %ss",
+                            self.settings.prefix, exc, last[0] + 1, delay)
+                await asyncio.sleep(delay)
+
+    def _deliver(self, message: dict[str, Any], last: tuple[int, int]) -> tuple[int, int]:
+        """Emit the changes of one watch message; returns the new ``last``."""
+        result = message.get("result")
+        if not isinstance(result, dict):
+            raise ConnectionProblem(f"etcd watch: {message.get('error', message)}")
+        if compacted := int(result.get("compact_revision", 0)):
+            # The revisions after `last` are gone from etcd's history: the watchers
+            # cannot be given what they missed, so they are told to list again.
+            self._fanout.fail(LimitExceeded(
+                f"etcd compacted its history past revision {last[0] + 1}; list again and "
+                "start a new watch"))
+            return (compacted - 1, 0)
+        if result.get("canceled"):
+            raise ConnectionProblem(f"etcd cancelled the watch: {result.get('cancel_reason')}")
+        events: list[Event] = []
+        for raw in result.get("events", []):
+            kv = raw["kv"]
+            revision = int(kv["mod_revision"])
+            try:
+                if raw.get("type") == "DELETE":
+                    place = last[1] + 1 if revision == last[0] else 0
+                    event = Event(EventType.DELETE, Item(self._key(kv), b"",
+                                                         revision=revision * SUB + place))
+                else:
+                    event = Event(EventType.PUT, self._item(kv))
+                    place = event.item.revision % SUB
+            except GatehouseError as exc:
+                log.warning("etcd watch: skipped a change at revision %d: %s", revision, exc)
+                continue
+            events.append(event)
+            last = (revision, place)
+        if events:
+            self._seen = max(self._seen, last[0])
+            self._fanout.emit(events)
+        if last[0] > self._delivered:
+            self._delivered = last[0]
+            self._progress.set()
+            self._progress = asyncio.Event()
+        return last
