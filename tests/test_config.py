@@ -338,11 +338,50 @@ def test_single_node_enables_the_three_services_on_loopback() -> None:
 
 
 def test_an_unknown_storage_type_is_one_line_naming_field_and_value(tmp_path: Path) -> None:
-    path = write(tmp_path, "gatehouse: {storage: {type: postgres}}\n"
+    path = write(tmp_path, "gatehouse: {storage: {type: mongo}}\n"
                            "auth_service: {enabled: true}\n")
     with pytest.raises(BadParameter) as info:
         load_config(path)
-    assert str(info.value) == f"{path}: gatehouse.storage.type: expected 'sqlite', got 'postgres'"
+    assert str(info.value) == (f"{path}: gatehouse.storage.type: expected 'sqlite' or 'etcd', "
+                               "got 'mongo'")
+
+
+@pytest.mark.parametrize(("storage", "problem"), [
+    ("{type: etcd}", "gatehouse.storage: type etcd needs peers: [https://HOST:2379, ...]"),
+    ("{type: etcd, peers: [etcd1:2379]}",
+     "gatehouse.storage.peers: 'etcd1:2379' is not an http:// or https:// URL"),
+    ("{type: etcd, peers: ['https://e:2379'], prefix: gatehouse/}",
+     "gatehouse.storage.prefix: 'gatehouse/': expected a path like /gatehouse/CLUSTER "
+     "(starting with /, not ending with /)"),
+    ("{type: etcd, peers: ['https://e:2379'], tls_cert_file: c.pem}",
+     "gatehouse.storage: tls_cert_file and tls_key_file go together"),
+    ("{type: etcd, peers: ['https://e:2379'], tls_key: k.pem}",
+     "unknown key gatehouse.storage.tls_key"),
+])
+def test_etcd_storage_mistakes_are_one_line(tmp_path: Path, storage: str, problem: str) -> None:
+    path = write(tmp_path, f"gatehouse: {{storage: {storage}}}\nauth_service: {{enabled: true}}\n")
+    with pytest.raises(BadParameter) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: {problem}"
+
+
+def test_etcd_storage(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, """\
+        gatehouse:
+          storage:
+            type: etcd
+            peers: ['https://etcd1:2379', 'https://etcd2:2379']
+            prefix: /gatehouse/sso.example.com
+            tls_ca_file: /etc/gatehouse/etcd-ca.pem
+            tls_cert_file: /etc/gatehouse/etcd.pem
+            tls_key_file: /etc/gatehouse/etcd-key.pem
+            audit_conn_string: postgresql://gatehouse@db.example.com/audit
+        auth_service: {enabled: true}
+        """))
+    storage = cfg.gatehouse.storage
+    assert (storage.type, storage.peers, storage.prefix) == (
+        "etcd", ["https://etcd1:2379", "https://etcd2:2379"], "/gatehouse/sso.example.com")
+    assert storage.audit_conn_string == "postgresql://gatehouse@db.example.com/audit"
 
 
 def test_every_storage_type_has_a_backend() -> None:

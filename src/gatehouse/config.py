@@ -8,7 +8,14 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from gatehouse._sys.hostport import dial_addr, split_host_port
 from gatehouse.errors import BadParameter
@@ -53,12 +60,44 @@ def _check_addr(value: str | None) -> str | None:
 
 # The backends `gatehouse start` can open (gatehouse.backend.open_backend names them):
 # a state that must outlive the process, so not "memory".
-StorageType = Literal["sqlite"]
+StorageType = Literal["sqlite", "etcd"]
 
 
 class Storage(_Strict):
     type: StorageType = "sqlite"
     path: str | None = None  # default: <data_dir>/backend.sqlite
+    # etcd: its client URLs, this cluster's key prefix (default /gatehouse/<cluster_name>),
+    # TLS files, and the PostgreSQL that holds the audit log when several auths share it.
+    peers: list[str] = Field(default_factory=list)
+    prefix: str | None = None
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    audit_conn_string: str | None = None
+
+    @field_validator("peers")
+    @classmethod
+    def _urls(cls, peers: list[str]) -> list[str]:
+        for peer in peers:
+            if not peer.startswith(("http://", "https://")):
+                raise ValueError(f"{peer!r} is not an http:// or https:// URL")
+        return peers
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, prefix: str | None) -> str | None:
+        if prefix is not None and (not prefix.startswith("/") or prefix.endswith("/")):
+            raise ValueError(f"{prefix!r}: expected a path like /gatehouse/CLUSTER "
+                             "(starting with /, not ending with /)")
+        return prefix
+
+    @model_validator(mode="after")
+    def _etcd_needs_peers(self) -> Storage:
+        if self.type == "etcd" and not self.peers:
+            raise ValueError("type etcd needs peers: [https://HOST:2379, ...]")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        return self
 
 
 class GatehouseSection(_Strict):

@@ -17,6 +17,7 @@ from .base import (
     Write,
     prefix_end,
 )
+from .etcd import EtcdBackend, EtcdSettings
 from .memory import MemoryBackend
 from .sqlite import SQLiteBackend
 
@@ -24,6 +25,8 @@ __all__ = [
     "KINDS",
     "WATCH_QUEUE_SIZE",
     "Backend",
+    "EtcdBackend",
+    "EtcdSettings",
     "Event",
     "EventType",
     "Item",
@@ -35,11 +38,17 @@ __all__ = [
     "prefix_end",
 ]
 
-KINDS = ("memory", "sqlite")
+KINDS = ("memory", "sqlite", "etcd")
 
 
-async def open_backend(kind: str, *, path: Path | None, clock: Clock) -> Backend:
-    """Open the backend named kind; sqlite stores its items in the file at path."""
+async def open_backend(kind: str, *, path: Path | None, clock: Clock,
+                       etcd: EtcdSettings | None = None) -> Backend:
+    """Open the backend named kind; sqlite stores its items in the file at path, etcd
+    in the cluster etcd names."""
+    if kind == "etcd":
+        if etcd is None:
+            raise BadParameter("the etcd backend needs its peers and prefix")
+        return await EtcdBackend.open(etcd, clock=clock)
     if kind == "memory":
         return await MemoryBackend.open(clock=clock)
     if kind == "sqlite":

@@ -86,25 +86,14 @@ Kv = dict[str, Any]
 
 @dataclass(frozen=True)
 class EtcdSettings:
-    """Where the etcd cluster is and how to reach it (gatehouse.storage, type etcd)."""
+    """Where the etcd cluster is and how to reach it (gatehouse.storage with type etcd,
+    which config.py checks: URLs, a prefix like /gatehouse/CLUSTER, cert with key)."""
 
     peers: Sequence[str]
     prefix: str
     tls_ca_file: str | None = None
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
-
-    def __post_init__(self) -> None:
-        if not self.peers:
-            raise BadParameter("etcd storage needs at least one peer URL (storage.peers)")
-        for peer in self.peers:
-            if not peer.startswith(("http://", "https://")):
-                raise BadParameter(f"etcd peer {peer!r}: expected an http:// or https:// URL")
-        if not self.prefix.startswith("/") or self.prefix.endswith("/"):
-            raise BadParameter(f"etcd prefix {self.prefix!r}: expected a path like "
-                               "/gatehouse/CLUSTER (starting with /, not ending with /)")
-        if (self.tls_cert_file is None) != (self.tls_key_file is None):
-            raise BadParameter("etcd storage: tls_cert_file and tls_key_file go together")
 
     def ssl_context(self) -> ssl.SSLContext | None:
         if not any(p.startswith("https://") for p in self.peers):
