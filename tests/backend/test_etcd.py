@@ -1,0 +1,130 @@
+"""What the etcd backend adds to the compliance suite, on real etcd servers: several
+backends on one prefix, an etcd restart, TLS with client certificates."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from gatehouse.backend import EtcdBackend, Event, Item, Watcher
+from gatehouse.clock import FakeClock
+from gatehouse.errors import ConnectionProblem
+
+from ..etcdserver import EtcdServer
+
+RECONNECT_TIMEOUT = 15.0  # seconds for a backend to write again after etcd is back
+
+
+async def take(watcher: Watcher, n: int) -> list[Event]:
+    return [await asyncio.wait_for(anext(watcher), 5) for _ in range(n)]
+
+
+def summary(events: list[Event]) -> list[tuple[str, bytes, bytes]]:
+    return [(e.type.value, e.item.key, e.item.value) for e in events]
+
+
+@pytest.fixture
+def own_etcd() -> Iterator[EtcdServer]:
+    """An etcd of the test's own, which it may stop and start."""
+    server = EtcdServer()
+    server.start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+async def pair(etcd: EtcdServer, clock: FakeClock) -> AsyncIterator[tuple[EtcdBackend,
+                                                                          EtcdBackend]]:
+    settings = etcd.settings()
+    async with (await EtcdBackend.open(settings, clock=clock) as one,
+                await EtcdBackend.open(settings, clock=clock) as two):
+        yield one, two
+
+
+async def test_two_backends_on_one_prefix_share_writes_and_watches(
+        pair: tuple[EtcdBackend, EtcdBackend]) -> None:
+    one, two = pair
+    seen_one, seen_two = one.watch([b"/"]), two.watch([b"/"])
+    written = []
+    for n in range(10):
+        writer = (one, two)[n % 2]
+        written.append(await writer.put(Item(b"/k/%d" % (n % 3), b"%d" % n)))
+    await two.delete(b"/k/0")
+    assert (await one.get(b"/k/1")).value == b"7"
+    assert [i.value for i in await two.get_range(b"/k/", b"/k0")] == [b"7", b"8"]
+    expected = [("put", i.key, i.value) for i in written] + [("delete", b"/k/0", b"")]
+    from_one, from_two = await take(seen_one, 11), await take(seen_two, 11)
+    assert summary(from_one) == summary(from_two) == expected
+    assert [e.item for e in from_one[:10]] == written  # same revisions as the writes saw
+    revisions = [e.item.revision for e in from_one]
+    assert revisions == sorted(set(revisions))
+    assert [e.item.revision for e in from_two] == revisions
+
+
+async def test_a_compare_and_swap_race_between_backends_has_one_winner(
+        pair: tuple[EtcdBackend, EtcdBackend]) -> None:
+    one, two = pair
+    start = await one.put(Item(b"/counter", b"0"))
+    results = await asyncio.gather(
+        one.compare_and_swap(start, Item(b"/counter", b"one")),
+        two.compare_and_swap(start, Item(b"/counter", b"two")), return_exceptions=True)
+    winners = [r for r in results if isinstance(r, Item)]
+    assert len(winners) == 1
+    assert await two.get(b"/counter") == winners[0]
+
+
+async def test_etcd_restart_fails_writes_clearly_then_watches_resume_without_gaps(
+        own_etcd: EtcdServer, clock: FakeClock) -> None:
+    settings = own_etcd.settings()
+    async with (await EtcdBackend.open(settings, clock=clock) as backend,
+                await EtcdBackend.open(settings, clock=clock) as other):
+        watcher = backend.watch([b"/"])
+        before = await backend.put(Item(b"/a", b"before"))
+        assert summary(await take(watcher, 1)) == [("put", b"/a", b"before")]
+        own_etcd.stop()
+        # A pooled connection finds the server gone; a new one finds nobody listening.
+        with pytest.raises(ConnectionProblem, match=r"^etcd .*http://127\.0\.0\.1:\d+"):
+            await backend.put(Item(b"/a", b"during"))
+        with pytest.raises(ConnectionProblem, match=r"^etcd unreachable \(http://127\.0\.0\.1"):
+            await backend.put(Item(b"/a", b"during"))
+        own_etcd.start()
+        # The other backend writes at once, before this one's watch has come back:
+        # the watch resumes from the revision after the last it delivered.
+        after = [await other.put(Item(b"/b/%d" % n, b"%d" % n)) for n in range(5)]
+        deadline = asyncio.get_running_loop().time() + RECONNECT_TIMEOUT
+        while True:  # bounded: until the deadline
+            try:
+                last = await backend.put(Item(b"/a", b"after"))
+                break
+            except ConnectionProblem:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+        events = await take(watcher, 6)
+        assert [e.item for e in events] == [*after, last]
+        assert (await backend.get(b"/a")) == last
+        assert before.revision < events[0].item.revision
+        await other.put(Item(b"/z", b""))
+        assert summary(await take(watcher, 1)) == [("put", b"/z", b"")]  # nothing repeated
+
+
+async def test_tls_with_client_certificates(clock: FakeClock) -> None:
+    server = EtcdServer(tls=True)
+    try:
+        server.start()
+        async with await EtcdBackend.open(server.settings(), clock=clock) as backend:
+            watcher = backend.watch([b"/"])
+            stored = await backend.put(Item(b"/users/alice", b"spec"))
+            assert await backend.get(b"/users/alice") == stored
+            assert summary(await take(watcher, 1)) == [("put", b"/users/alice", b"spec")]
+        assert server.tls is not None
+        no_client_cert = server.settings()
+        no_client_cert = type(no_client_cert)(peers=no_client_cert.peers,
+                                              prefix=no_client_cert.prefix,
+                                              tls_ca_file=str(server.tls.ca))
+        with pytest.raises(ConnectionProblem, match="etcd"):
+            await EtcdBackend.open(no_client_cert, clock=clock)
+    finally:
+        server.remove()
