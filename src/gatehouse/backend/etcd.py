@@ -245,6 +245,7 @@ class EtcdBackend(Backend):
         self._follower: asyncio.Task[None] | None = None
         self._delivered = revision  # the etcd revision up to which watchers have events
         self._progress = asyncio.Event()  # set (and replaced) when _delivered grows
+        self._orphans: set[asyncio.Task[tuple[bool, dict[str, Any]]]] = set()
         self._closed = False
 
     @classmethod
@@ -383,7 +384,10 @@ class EtcdBackend(Backend):
         if self._closed:
             return
         self._closed = True
+        self._progress.set()  # no write waits for its event any more
         await self._sweeper.stop()
+        if self._orphans:  # each ends within CALL_TIMEOUT
+            await asyncio.wait(set(self._orphans))
         if self._follower is not None:
             self._follower.cancel()
             await asyncio.wait({self._follower})
@@ -402,6 +406,22 @@ class EtcdBackend(Backend):
 
     async def _txn(self, compare: list[dict[str, Any]], success: list[dict[str, Any]],
                    failure: Sequence[dict[str, Any]] = ()) -> tuple[bool, dict[str, Any]]:
+        """Run a transaction. One whose caller is cancelled still runs to its end (etcd
+        may commit a request its client gave up on), and later ones wait for it: a
+        write that follows a cancelled one is committed after it, as with SQLite."""
+        if self._orphans:
+            await asyncio.wait(set(self._orphans))
+        task = asyncio.create_task(self._commit(compare, success, failure))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done():
+                self._orphans.add(task)
+                task.add_done_callback(self._orphans.discard)
+            raise
+
+    async def _commit(self, compare: list[dict[str, Any]], success: list[dict[str, Any]],
+                      failure: Sequence[dict[str, Any]]) -> tuple[bool, dict[str, Any]]:
         answer = await self._call("/v3/kv/txn", {"compare": compare, "success": success,
                                                  "failure": list(failure)})
         done = bool(answer.get("succeeded"))
@@ -513,7 +533,7 @@ class EtcdBackend(Backend):
                     async for message in messages:
                         last = self._deliver(message, last)
                         failures = 0
-            except (ConnectionProblem, LimitExceeded) as exc:
+            except (GatehouseError, KeyError, ValueError) as exc:  # the watch is broken
                 delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
                 failures += 1
                 log.warning("etcd watch on %s broke (%s); resuming from revision %d in %ss",
