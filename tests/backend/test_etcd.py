@@ -4,6 +4,7 @@ backends on one prefix, an etcd restart, TLS with client certificates."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -120,11 +121,13 @@ async def test_tls_with_client_certificates(clock: FakeClock) -> None:
             assert await backend.get(b"/users/alice") == stored
             assert summary(await take(watcher, 1)) == [("put", b"/users/alice", b"spec")]
         assert server.tls is not None
-        no_client_cert = server.settings()
-        no_client_cert = type(no_client_cert)(peers=no_client_cert.peers,
-                                              prefix=no_client_cert.prefix,
-                                              tls_ca_file=str(server.tls.ca))
-        with pytest.raises(ConnectionProblem, match="etcd"):
+        good = server.settings()
+        no_client_cert = dataclasses.replace(good, tls_cert_file=None, tls_key_file=None)
+        with pytest.raises(ConnectionProblem, match=f"^etcd {server.url}"):
             await EtcdBackend.open(no_client_cert, clock=clock)
+        other_ca = dataclasses.replace(good, tls_ca_file=str(server.tls.client_cert))
+        with pytest.raises(ConnectionProblem,
+                           match=f"^etcd unreachable \\({server.url}: .*certificate verify"):
+            await EtcdBackend.open(other_ca, clock=clock)
     finally:
         server.remove()

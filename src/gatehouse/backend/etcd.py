@@ -24,19 +24,12 @@ watchers get its events through a Fanout.
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
 import dataclasses
 import datetime as dt
-import json
 import logging
-import ssl
 import struct
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any
-
-import aiohttp
 
 from gatehouse.clock import Clock
 from gatehouse.errors import (
@@ -49,6 +42,7 @@ from gatehouse.errors import (
     NotFound,
 )
 
+from ._etcd_gateway import CALL_TIMEOUT, EtcdSettings, Gateway, b64, unb64
 from .base import (
     WATCH_QUEUE_SIZE,
     Backend,
@@ -74,7 +68,6 @@ SUB = 1 << 16
 """Revisions per etcd revision: room for the changes of one transaction."""
 CHUNK = 128  # etcd's default --max-txn-ops: operations per transaction
 ATTEMPTS = 32  # read-decide-commit rounds before a write gives up on a busy key
-CALL_TIMEOUT = 10.0  # seconds for one gateway call
 RETRY_DELAYS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)  # between watch reconnects, then the last
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -84,135 +77,18 @@ _FORMAT = 1
 Kv = dict[str, Any]
 
 
-@dataclass(frozen=True)
-class EtcdSettings:
-    """Where the etcd cluster is and how to reach it (gatehouse.storage with type etcd,
-    which config.py checks: URLs, a prefix like /gatehouse/CLUSTER, cert with key)."""
-
-    peers: Sequence[str]
-    prefix: str
-    tls_ca_file: str | None = None
-    tls_cert_file: str | None = None
-    tls_key_file: str | None = None
-
-    def ssl_context(self) -> ssl.SSLContext | None:
-        if not any(p.startswith("https://") for p in self.peers):
-            return None
-        try:
-            ctx = ssl.create_default_context(cafile=self.tls_ca_file)
-            if self.tls_cert_file is not None and self.tls_key_file is not None:
-                ctx.load_cert_chain(self.tls_cert_file, self.tls_key_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise BadParameter(f"etcd storage TLS files: {exc}") from exc
-        return ctx
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.b64decode(text)
-
-
-class _Gateway:
-    """JSON calls to the first etcd peer that answers; errors become Gatehouse kinds."""
-
-    def __init__(self, settings: EtcdSettings) -> None:
-        self._peers = [p.rstrip("/") for p in settings.peers]
-        self._ssl = settings.ssl_context()
-        self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=CALL_TIMEOUT),
-            connector=aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else True))
-        self._current = 0
-
-    async def close(self) -> None:
-        await self._session.close()
-
-    def _peer_order(self) -> list[str]:
-        return self._peers[self._current:] + self._peers[:self._current]
-
-    async def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        problems: list[str] = []
-        for peer in self._peer_order():
-            try:
-                async with self._session.post(peer + path, json=body) as resp:
-                    answer = await resp.json(content_type=None)
-            except aiohttp.ClientConnectorError as exc:  # not sent: another peer may do
-                problems.append(f"{peer}: {exc.os_error.strerror or exc}")
-                self._current = (self._current + 1) % len(self._peers)
-                continue
-            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                raise ConnectionProblem(f"etcd {peer}{path}: {_describe(exc)}") from exc
-            if not isinstance(answer, dict):
-                raise ConnectionProblem(f"etcd {peer}{path}: unexpected answer {answer!r:.80}")
-            if "error" in answer or resp.status != 200:
-                raise _error(peer, path, answer)
-            return answer
-        raise ConnectionProblem(f"etcd unreachable ({'; '.join(problems)})")
-
-    @contextlib.asynccontextmanager
-    async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[
-            AsyncIterator[dict[str, Any]]]:
-        """A streaming call (the watch): yields the JSON messages as they come."""
-        peer = self._peer_order()[0]
-        try:
-            async with self._session.post(
-                    peer + path, json=body,
-                    timeout=aiohttp.ClientTimeout(total=None, connect=CALL_TIMEOUT)) as resp:
-                if resp.status != 200:
-                    raise _error(peer, path, await resp.json(content_type=None))
-                yield _messages(resp)
-        except aiohttp.ClientConnectorError as exc:
-            self._current = (self._current + 1) % len(self._peers)
-            raise ConnectionProblem(f"etcd {peer}: {_describe(exc)}") from exc
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise ConnectionProblem(f"etcd {peer}{path}: {_describe(exc)}") from exc
-
-
-def _describe(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
-
-
-def _error(peer: str, path: str, answer: object) -> GatehouseError:
-    message = answer.get("message", answer) if isinstance(answer, dict) else answer
-    code = answer.get("code") if isinstance(answer, dict) else None
-    text = f"etcd {peer}{path}: {message}"
-    if code == 3:  # INVALID_ARGUMENT: too many operations, a request too large
-        return BadParameter(text)
-    if code in (7, 16):  # PERMISSION_DENIED, UNAUTHENTICATED
-        return ConnectionProblem(text + " (check the etcd credentials)")
-    return ConnectionProblem(text)
-
-
-async def _messages(resp: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
-    """Newline-separated JSON objects of a gateway stream (values may be large)."""
-    buffer = b""
-    async for chunk in resp.content.iter_any():
-        buffer += chunk
-        *lines, buffer = buffer.split(b"\n")
-        for line in lines:
-            if line.strip():
-                message = json.loads(line)
-                if not isinstance(message, dict):
-                    raise ValueError(f"unexpected message {message!r:.80}")
-                yield message
-    raise ConnectionProblem("etcd ended the watch stream")
-
-
-
 def _same(raw_key: bytes, kv: Kv | None) -> dict[str, Any]:
     """A transaction condition: raw_key is as it was read (mod_revision 0: absent)."""
     mod = kv["mod_revision"] if kv is not None else "0"
-    return {"key": _b64(raw_key), "target": "MOD", "result": "EQUAL", "mod_revision": mod}
+    return {"key": b64(raw_key), "target": "MOD", "result": "EQUAL", "mod_revision": mod}
 
 
 def _read_op(raw_key: bytes) -> dict[str, Any]:
-    return {"request_range": {"key": _b64(raw_key)}}
+    return {"request_range": {"key": b64(raw_key)}}
 
 
 def _delete_op(raw_key: bytes) -> dict[str, Any]:
-    return {"request_delete_range": {"key": _b64(raw_key)}}
+    return {"request_delete_range": {"key": b64(raw_key)}}
 
 
 def _read_back(answer: dict[str, Any]) -> list[Kv | None]:
@@ -233,7 +109,7 @@ def _encode(item: Item, place: int) -> bytes:
 class EtcdBackend(Backend):
     """Items under one prefix of an etcd cluster; open with ``EtcdBackend.open``."""
 
-    def __init__(self, settings: EtcdSettings, gateway: _Gateway, revision: int, *,
+    def __init__(self, settings: EtcdSettings, gateway: Gateway, revision: int, *,
                  clock: Clock, sweeper: Sweeper) -> None:
         self.settings = settings
         self.clock = clock
@@ -253,10 +129,10 @@ class EtcdBackend(Backend):
                    sweep_interval: float = 1.0) -> EtcdBackend:
         """Connect (ConnectionProblem if no peer answers) and start following changes."""
         sweeper = Sweeper(sweep_interval, "etcd-backend-sweep")
-        gateway = _Gateway(settings)
+        gateway = Gateway(settings)
         try:
             answer = await gateway.call("/v3/kv/range", {
-                "key": _b64(settings.prefix.encode() + b"/"), "count_only": True})
+                "key": b64(settings.prefix.encode() + b"/"), "count_only": True})
         except BaseException:
             await gateway.close()
             raise
@@ -280,8 +156,8 @@ class EtcdBackend(Backend):
         found: list[Item] = []
         lo, hi, revision = start, end, 0
         while lo < hi:  # each round reads at least one key, or stops
-            body: dict[str, Any] = {"key": _b64(self._root + lo),
-                                    "range_end": _b64(self._root + hi)}
+            body: dict[str, Any] = {"key": b64(self._root + lo),
+                                    "range_end": b64(self._root + hi)}
             if limit:
                 body["limit"] = limit - len(found)
             if reverse:
@@ -443,7 +319,7 @@ class EtcdBackend(Backend):
                         "event follows", self.settings.prefix, revision)
 
     async def _read(self, key: bytes) -> Kv | None:
-        answer = await self._call("/v3/kv/range", {"key": _b64(self._root + key)})
+        answer = await self._call("/v3/kv/range", {"key": b64(self._root + key)})
         kvs = answer.get("kvs", [])
         return kvs[0] if kvs else None
 
@@ -468,14 +344,14 @@ class EtcdBackend(Backend):
         if start >= end:
             return 0
         self._check_open()
-        answer = await self._call("/v3/kv/range", {"key": _b64(self._root + start),
-                                                   "range_end": _b64(self._root + end)})
+        answer = await self._call("/v3/kv/range", {"key": b64(self._root + start),
+                                                   "range_end": b64(self._root + end)})
         picked = [kv for kv in answer.get("kvs", []) if doomed(self._item(kv))]
         removed = 0
         for n in range(0, len(picked), CHUNK):
             chunk = picked[n:n + CHUNK]
             for _ in range(ATTEMPTS):
-                raws = [_unb64(kv["key"]) for kv in chunk]
+                raws = [unb64(kv["key"]) for kv in chunk]
                 done, answer = await self._txn([_same(r, kv) for r, kv in zip(raws, chunk,
                                                                                strict=True)],
                                                [_delete_op(r) for r in raws],
@@ -493,17 +369,17 @@ class EtcdBackend(Backend):
         return removed
 
     def _put_op(self, item: Item, place: int) -> dict[str, Any]:
-        return {"request_put": {"key": _b64(self._root + item.key),
-                                "value": _b64(_encode(item, place))}}
+        return {"request_put": {"key": b64(self._root + item.key),
+                                "value": b64(_encode(item, place))}}
 
     def _key(self, kv: Kv) -> bytes:
-        raw = _unb64(kv["key"])
+        raw = unb64(kv["key"])
         if not raw.startswith(self._root + b"/"):
             raise GatehouseError(f"etcd answered with key {raw!r}, outside {self._root!r}")
         return raw[len(self._root):]
 
     def _item(self, kv: Kv) -> Item:
-        key, value = self._key(kv), _unb64(kv.get("value", ""))
+        key, value = self._key(kv), unb64(kv.get("value", ""))
         if len(value) < _HEADER.size or value[0] != _FORMAT:
             raise GatehouseError(f"etcd key {self._root + key!r} holds a value Gatehouse "
                                  "did not write")
@@ -522,8 +398,8 @@ class EtcdBackend(Backend):
         """Hand every change under the prefix from etcd revision start on to the
         watchers, reconnecting after a failure from the revision after the last one
         handed over; runs until close()."""
-        watch = {"create_request": {"key": _b64(self._root + b"/"),
-                                    "range_end": _b64(self._root + prefix_end(b"/"))}}
+        watch = {"create_request": {"key": b64(self._root + b"/"),
+                                    "range_end": b64(self._root + prefix_end(b"/"))}}
         last = (start - 1, 0)  # etcd revision and place of the last change handed over
         failures = 0
         while True:
