@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gatehouse.process.harness import GATEHOUSE, Client, Cluster, base_env, run
+from gatehouse.process.harness import GATEHOUSE, Client, Cluster, base_env, free_ports, run
 
 from ..etcdserver import EtcdServer, fresh_prefix
 
@@ -37,3 +37,13 @@ def test_a_cluster_on_etcd_keeps_users_and_cas_across_a_restart(
         again = Client(tmp_path / "erin-again", cluster.proxy)
         again.login("erin").ok()  # and so is the user
         assert again.ssh("root@node1", "echo new-login").ok().out == "new-login\n"
+
+
+def test_an_auth_whose_etcd_is_unreachable_says_so_in_one_line(tmp_path: Path) -> None:
+    peers = [f"http://127.0.0.1:{port}" for port in free_ports(2)]  # nobody listens
+    cluster = Cluster(tmp_path / "cluster", storage={"type": "etcd", "peers": peers}, ssh=False)
+    cluster.write_config()
+    res = run([str(GATEHOUSE), "start", "-c", str(cluster.config)], env=base_env(), timeout=30)
+    assert res.rc != 0 and len(res.err_lines) == 1, res
+    assert res.err_lines[0].startswith(f"error: etcd unreachable ({peers[0]}: "), res
+    assert peers[1] in res.err_lines[0]
