@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 from collections.abc import AsyncIterator, Iterator
 
+import aiohttp
 import pytest
 
-from gatehouse.backend import EtcdBackend, Event, Item, Watcher
+from gatehouse.backend import EtcdBackend, Event, Item, Watcher, prefix_end
+from gatehouse.backend._etcd_gateway import b64
 from gatehouse.clock import FakeClock
 from gatehouse.errors import ConnectionProblem
 
@@ -74,6 +77,37 @@ async def test_a_compare_and_swap_race_between_backends_has_one_winner(
     winners = [r for r in results if isinstance(r, Item)]
     assert len(winners) == 1
     assert await two.get(b"/counter") == winners[0]
+
+
+async def test_the_sweep_reads_the_expiry_index_and_drops_stale_entries(
+        etcd: EtcdServer, clock: FakeClock) -> None:
+    settings = etcd.settings()
+
+    async def index_entries() -> int:
+        start = settings.prefix.encode() + b"\0expires/"
+        async with aiohttp.ClientSession() as http, http.post(
+                etcd.url + "/v3/kv/range", json={"key": b64(start),
+                                                 "range_end": b64(prefix_end(start)),
+                                                 "count_only": True}) as resp:
+            return int((await resp.json()).get("count", 0))
+
+    soon, later = clock.now() + dt.timedelta(seconds=1), clock.now() + dt.timedelta(seconds=5)
+    async with await EtcdBackend.open(settings, clock=clock) as backend:
+        await backend.put(Item(b"/a", b"", expires=soon))
+        await backend.put(Item(b"/a", b"", expires=later))  # its first entry is stale
+        await backend.put(Item(b"/b", b"", expires=soon))
+        await backend.delete(b"/b")
+        await backend.put(Item(b"/c", b"", expires=soon))
+        await backend.put(Item(b"/c", b"kept"))  # no expiry any more
+        assert await index_entries() == 4
+        clock.advance(dt.timedelta(seconds=2))
+        assert await backend.sweep_expired() == 0
+        assert await index_entries() == 1
+        assert [i.key for i in await backend.get_range(b"/", b"0")] == [b"/a", b"/c"]
+        clock.advance(dt.timedelta(seconds=3))
+        assert await backend.sweep_expired() == 1
+        assert await index_entries() == 0
+        assert [i.value for i in await backend.get_range(b"/", b"0")] == [b"kept"]
 
 
 async def test_etcd_restart_fails_writes_clearly_then_watches_resume_without_gaps(

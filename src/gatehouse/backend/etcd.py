@@ -15,6 +15,9 @@ guarded by their ``mod_revision``, so each operation is exactly one change.
 Expiry follows the injected clock, as in the other backends: ``expires`` is kept
 with the value, reads skip expired items, and writes read, decide, then commit on
 the condition that nothing changed meanwhile (retrying a bounded number of times).
+A put with an expiry also writes an entry of an expiry index, so that a sweep reads
+what is due rather than every item (an atomic_write with expiries thus fits 64
+writes in etcd's default of 128 operations per transaction).
 
 Watches: one etcd watch per backend over its prefix, resumed after a reconnect from
 the revision after the last one delivered, so nothing is missed or repeated; local
@@ -73,6 +76,8 @@ RETRY_DELAYS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)  # between watch reconnects, then
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _HEADER = struct.Struct(">BBHq")  # format 1, has expiry, place in its transaction, expiry (us)
 _FORMAT = 1
+_MICROSECOND = dt.timedelta(microseconds=1)
+_INDEX = b"\0expires/"  # + expiry (us, 8 bytes big-endian) + item key: the expiry index
 
 Kv = dict[str, Any]
 
@@ -100,9 +105,12 @@ def _read_back(answer: dict[str, Any]) -> list[Kv | None]:
     return found
 
 
+def _micros(when: dt.datetime) -> int:
+    return (when - _EPOCH) // _MICROSECOND
+
+
 def _encode(item: Item, place: int) -> bytes:
-    expires = 0 if item.expires is None else (item.expires - _EPOCH) // dt.timedelta(
-        microseconds=1)
+    expires = 0 if item.expires is None else _micros(item.expires)
     return _HEADER.pack(_FORMAT, item.expires is not None, place, expires) + item.value
 
 
@@ -176,7 +184,7 @@ class EtcdBackend(Backend):
 
     async def put(self, item: Item) -> Item:
         self._check_open()
-        _, answer = await self._txn([], [self._put_op(item, 0)])
+        _, answer = await self._txn([], self._put_ops(item, 0))
         return dataclasses.replace(item, revision=int(answer["header"]["revision"]) * SUB)
 
     async def create(self, item: Item) -> Item:
@@ -216,20 +224,23 @@ class EtcdBackend(Backend):
         _, answer = await self._txn([], [_read_op(k) for k in keys])
         current = _read_back(answer)
         for _ in range(ATTEMPTS):
-            ops: list[dict[str, Any]] = []
+            ops: list[dict[str, Any]] = []  # the changes, then their expiry index entries
+            indexed: list[dict[str, Any]] = []
             lives = [self._live(kv) for kv in current]
             for write, live in zip(writes, lives, strict=True):
                 if unmet(write, live.revision if live is not None else 0):
                     raise CompareFailed(f"key {write.key!r} is missing or has changed")
             for write, raw, live in zip(writes, keys, lives, strict=True):
                 if write.item is not None:
-                    ops.append(self._put_op(write.item, len(ops)))
+                    put, *index = self._put_ops(write.item, len(ops))
+                    ops.append(put)
+                    indexed += index
                 elif live is not None:
                     ops.append(_delete_op(raw))
             if not ops:
                 return
             done, answer = await self._txn(
-                [_same(k, kv) for k, kv in zip(keys, current, strict=True)], ops,
+                [_same(k, kv) for k, kv in zip(keys, current, strict=True)], ops + indexed,
                 [_read_op(k) for k in keys])
             if done:
                 return
@@ -248,8 +259,22 @@ class EtcdBackend(Backend):
         return await self._remove(start, end, lambda item: not item.expired(now))
 
     async def sweep_expired(self) -> int:
+        """Reads only the expiry index up to now: an entry per put with an expiry, under
+        ``<prefix>\\0expires/`` (outside the items' range, so no watch or range sees it).
+        An entry whose item was since removed or given another expiry is dropped."""
+        self._check_open()
         now = self.clock.now()
-        return await self._remove(b"/", prefix_end(b"/"), lambda item: item.expired(now))
+        start = self._root + _INDEX
+        answer = await self._call("/v3/kv/range", {
+            "key": b64(start), "range_end": b64(self._index(now + _MICROSECOND)),
+            "keys_only": True})
+        entries = [unb64(kv["key"]) for kv in answer.get("kvs", [])]
+        removed = 0
+        for n in range(0, len(entries), CHUNK // 2):  # an item and its entry per change
+            chunk = entries[n:n + CHUNK // 2]
+            removed += await self._sweep(chunk, sorted({e[len(start) + 8:] for e in chunk}),
+                                         now)
+        return removed
 
     def watch(self, prefixes: Sequence[bytes], *, queue_size: int = WATCH_QUEUE_SIZE) -> Watcher:
         self._check_open()
@@ -301,9 +326,16 @@ class EtcdBackend(Backend):
         answer = await self._call("/v3/kv/txn", {"compare": compare, "success": success,
                                                  "failure": list(failure)})
         done = bool(answer.get("succeeded"))
-        if done and any("request_range" not in op for op in success):
+        if done and self._changes_items(success):
             await self._handed_over(int(answer["header"]["revision"]))
         return done, answer
+
+    def _changes_items(self, ops: list[dict[str, Any]]) -> bool:
+        """Whether ops put or delete an item (not only expiry index entries): a change
+        the watch will deliver."""
+        items = self._root + b"/"
+        return any(unb64(op[kind]["key"]).startswith(items) for op in ops
+                   for kind in ("request_put", "request_delete_range") if kind in op)
 
     async def _handed_over(self, revision: int) -> None:
         """Wait (bounded) until the watchers have the changes up to revision, so that
@@ -330,8 +362,8 @@ class EtcdBackend(Backend):
         current = await self._read(item.key)
         for _ in range(ATTEMPTS):
             verdict = decide(self._live(current))
-            op = _delete_op(raw) if verdict is None else self._put_op(verdict, 0)
-            done, answer = await self._txn([_same(raw, current)], [op], [_read_op(raw)])
+            ops = [_delete_op(raw)] if verdict is None else self._put_ops(verdict, 0)
+            done, answer = await self._txn([_same(raw, current)], ops, [_read_op(raw)])
             if done:
                 revision = int(answer["header"]["revision"]) * SUB
                 return dataclasses.replace(verdict or item, revision=revision)
@@ -368,9 +400,35 @@ class EtcdBackend(Backend):
                                     f"gave up after {ATTEMPTS} tries")
         return removed
 
-    def _put_op(self, item: Item, place: int) -> dict[str, Any]:
-        return {"request_put": {"key": b64(self._root + item.key),
-                                "value": b64(_encode(item, place))}}
+    async def _sweep(self, entries: list[bytes], keys: list[bytes], now: dt.datetime) -> int:
+        """Remove the expired items among keys, and the index entries naming them, on
+        the condition that none of those items changed since it was read."""
+        raws = [self._root + key for key in keys]
+        _, answer = await self._txn([], [_read_op(raw) for raw in raws])
+        current = _read_back(answer)
+        for _ in range(ATTEMPTS):
+            doomed = [raw for raw, kv in zip(raws, current, strict=True)
+                      if kv is not None and self._item(kv).expired(now)]
+            done, answer = await self._txn(
+                [_same(raw, kv) for raw, kv in zip(raws, current, strict=True)],
+                [_delete_op(raw) for raw in doomed + entries], [_read_op(raw) for raw in raws])
+            if done:
+                return len(doomed)
+            current = _read_back(answer)
+        raise CompareFailed(f"expired items kept changing; gave up after {ATTEMPTS} tries")
+
+    def _put_ops(self, item: Item, place: int) -> list[dict[str, Any]]:
+        """Store item, and index it by expiry if it has one (see sweep_expired)."""
+        ops = [{"request_put": {"key": b64(self._root + item.key),
+                                "value": b64(_encode(item, place))}}]
+        if item.expires is not None:
+            ops.append({"request_put": {"key": b64(self._index(item.expires) + item.key),
+                                        "value": ""}})
+        return ops
+
+    def _index(self, when: dt.datetime) -> bytes:
+        """The start of the expiry index keys of items that expire at when."""
+        return self._root + _INDEX + struct.pack(">Q", max(0, _micros(when)))
 
     def _key(self, kv: Kv) -> bytes:
         raw = unb64(kv["key"])
@@ -385,7 +443,7 @@ class EtcdBackend(Backend):
                                  "did not write")
         _, has_expiry, place, expires = _HEADER.unpack_from(value)
         return Item(key, value[_HEADER.size:],
-                    _EPOCH + dt.timedelta(microseconds=expires) if has_expiry else None,
+                    _EPOCH + expires * _MICROSECOND if has_expiry else None,
                     int(kv["mod_revision"]) * SUB + place)
 
     def _live(self, kv: Kv | None) -> Item | None:
