@@ -13,8 +13,9 @@ import pytest
 
 from gatehouse.backend import EtcdBackend, Event, Item, Watcher, prefix_end
 from gatehouse.backend._etcd_gateway import b64
+from gatehouse.backend.etcd import SUB
 from gatehouse.clock import FakeClock
-from gatehouse.errors import ConnectionProblem
+from gatehouse.errors import ConnectionProblem, LimitExceeded
 
 from ..etcdserver import EtcdServer
 
@@ -143,6 +144,83 @@ async def test_etcd_restart_fails_writes_clearly_then_watches_resume_without_gap
         assert before.revision < events[0].item.revision
         await other.put(Item(b"/z", b""))
         assert summary(await take(watcher, 1)) == [("put", b"/z", b"")]  # nothing repeated
+
+
+class Forwarder:
+    """A TCP forwarder to a loopback port whose connections the test can cut."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        handlers, self._handlers = self._handlers, set()
+        for task in handlers:
+            task.cancel()
+        if handlers:
+            await asyncio.wait(handlers)
+        await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        except OSError:
+            writer.close()
+            return
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except ConnectionError:
+                pass
+            finally:
+                dst.close()
+
+        try:
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        except asyncio.CancelledError:  # cut: both ends closed
+            writer.close()
+            up_writer.close()
+
+
+async def test_a_watch_resuming_past_compacted_history_tells_watchers_to_list_again(
+        own_etcd: EtcdServer, clock: FakeClock) -> None:
+    forwarder = Forwarder(own_etcd.client_port)
+    await forwarder.start()
+    direct = own_etcd.settings()
+    cut_off = dataclasses.replace(direct, peers=[f"http://127.0.0.1:{forwarder.port}"])
+    async with (await EtcdBackend.open(cut_off, clock=clock) as backend,
+                await EtcdBackend.open(direct, clock=clock) as other):
+        watcher = backend.watch([b"/"])
+        await backend.put(Item(b"/x", b"1"))
+        await forwarder.cut()
+        last = [await other.put(Item(b"/x", b"%d" % n)) for n in (2, 3)][-1]
+        async with aiohttp.ClientSession() as http, http.post(
+                own_etcd.url + "/v3/kv/compaction",
+                json={"revision": str(last.revision // SUB), "physical": True}) as resp:
+            assert resp.status == 200, await resp.text()
+        await forwarder.start()  # on the same port
+        assert summary(await take(watcher, 1)) == [("put", b"/x", b"1")]
+        with pytest.raises(LimitExceeded, match="list again"):
+            await asyncio.wait_for(anext(watcher), RECONNECT_TIMEOUT)
+        fresh = backend.watch([b"/"])  # a new watch after listing again works
+        assert (await backend.get(b"/x")) == last
+        stored = await backend.put(Item(b"/x", b"4"))
+        assert [e.item for e in await take(fresh, 1)] == [stored]
+    await forwarder.cut()
 
 
 async def test_tls_with_client_certificates(clock: FakeClock) -> None:

@@ -461,17 +461,24 @@ class EtcdBackend(Backend):
         last = (start - 1, 0)  # etcd revision and place of the last change handed over
         failures = 0
         while True:
-            watch["create_request"]["start_revision"] = str(last[0] + 1)
             try:
+                if last[0] < 0:  # after a compaction: from the current revision on
+                    last = (int((await self._call("/v3/kv/range", {
+                        "key": b64(self._root + b"/"), "count_only": True}))["header"][
+                            "revision"]), 0)
+                    self._handed_up_to(last[0])  # what came before is nobody's any more
+                watch["create_request"]["start_revision"] = str(last[0] + 1)
                 async with self._gateway.stream("/v3/watch", watch) as messages:
                     async for message in messages:
                         last = self._deliver(message, last)
                         failures = 0
+                        if last[0] < 0:
+                            break
             except (GatehouseError, KeyError, ValueError) as exc:  # the watch is broken
                 delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
                 failures += 1
-                log.warning("etcd watch on %s broke (%s); resuming from revision %d in %ss",
-                            self.settings.prefix, exc, last[0] + 1, delay)
+                log.warning("etcd watch on %s broke (%s); resuming after revision %d in %ss",
+                            self.settings.prefix, exc, last[0], delay)
                 await asyncio.sleep(delay)
 
     def _deliver(self, message: dict[str, Any], last: tuple[int, int]) -> tuple[int, int]:
@@ -479,13 +486,14 @@ class EtcdBackend(Backend):
         result = message.get("result")
         if not isinstance(result, dict):
             raise ConnectionProblem(f"etcd watch: {message.get('error', message)}")
-        if compacted := int(result.get("compact_revision", 0)):
+        if result.get("compact_revision"):
             # The revisions after `last` are gone from etcd's history: the watchers
-            # cannot be given what they missed, so they are told to list again.
+            # cannot be given what they missed, so they are told to list again. Watchers
+            # started from now on get the changes after the current revision (-1: ask).
             self._fanout.fail(LimitExceeded(
                 f"etcd compacted its history past revision {last[0] + 1}; list again and "
                 "start a new watch"))
-            return (compacted - 1, 0)
+            return (-1, 0)
         if result.get("canceled"):
             raise ConnectionProblem(f"etcd cancelled the watch: {result.get('cancel_reason')}")
         events: list[Event] = []
@@ -508,8 +516,12 @@ class EtcdBackend(Backend):
         if events:
             self._seen = max(self._seen, last[0])
             self._fanout.emit(events)
-        if last[0] > self._delivered:
-            self._delivered = last[0]
+        self._handed_up_to(last[0])
+        return last
+
+    def _handed_up_to(self, revision: int) -> None:
+        """Watchers have every change up to revision: wake the writes waiting for it."""
+        if revision > self._delivered:
+            self._delivered = revision
             self._progress.set()
             self._progress = asyncio.Event()
-        return last
