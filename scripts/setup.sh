@@ -4,7 +4,8 @@
 # the nodes' file transfer), iproute2 and
 # iptables (network namespaces and the no-ingress firewall in the tests), faketime
 # (libfaketime: the clock-skew tests shift a leaf's clock), HAProxy (a TCP load
-# balancer in front of several proxies, in the tests), PostgreSQL 15 (the
+# balancer in front of several proxies, in the tests), etcd-server (the etcd
+# backend's tests start their own etcd on loopback), PostgreSQL 15 (the
 # postgres backend's tests run initdb/pg_ctl from /usr/lib/postgresql/15/bin into a
 # temporary directory, as the package's `postgres` user; no system service is used),
 # the OpenID provider the SSO tests run (the oidc-provider npm package, on Node.js, in
@@ -14,7 +15,7 @@ cd "$(dirname "$0")/.."
 
 need=()
 for cmd in ssh:openssh-client sshd:openssh-server ip:iproute2 iptables:iptables \
-           faketime:faketime haproxy:haproxy node:nodejs npm:npm; do
+           faketime:faketime haproxy:haproxy etcd:etcd-server node:nodejs npm:npm; do
     bin=${cmd%%:*}; pkg=${cmd#*:}
     if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$bin" ]; then need+=("$pkg"); fi
 done

@@ -16,12 +16,27 @@ from gatehouse.backend import Backend, open_backend
 from gatehouse.clock import FakeClock
 from tests import pgserver
 
+from . import etcdserver
+
 
 @pytest.fixture
 def clock() -> FakeClock:
     # Starts at the real time: certificates issued on it also meet real TLS stacks,
     # which check validity against the system clock.
     return FakeClock(dt.datetime.now(dt.UTC).replace(microsecond=0))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _etcd_at_end() -> Generator[None]:
+    """Stops the run's etcd (tests/etcdserver.py), if a test started it."""
+    yield
+    etcdserver.stop_shared()
+
+
+@pytest.fixture
+def etcd() -> etcdserver.EtcdServer:
+    """The run's etcd server (started on first use); each test takes its own prefix."""
+    return etcdserver.shared()
 
 
 @pytest.fixture

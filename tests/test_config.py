@@ -342,8 +342,8 @@ def test_an_unknown_storage_type_is_one_line_naming_field_and_value(tmp_path: Pa
                            "auth_service: {enabled: true}\n")
     with pytest.raises(BadParameter) as info:
         load_config(path)
-    assert str(info.value) == (f"{path}: gatehouse.storage.type: expected 'sqlite' or "
-                               "'postgres', got 'mysql'")
+    assert str(info.value) == (f"{path}: gatehouse.storage.type: expected 'sqlite', "
+                               "'postgres' or 'etcd', got 'mysql'")
 
 
 def test_postgres_storage_takes_a_conn_string(tmp_path: Path) -> None:
@@ -361,7 +361,7 @@ def test_postgres_storage_takes_a_conn_string(tmp_path: Path) -> None:
      "gatehouse.storage.conn_string: expected a URL such as "
      "postgresql://USER@HOST:PORT/DATABASE"),
     ("{type: postgres, conn_string: 'postgresql://h/d', path: x.db}",
-     "gatehouse.storage: path is for type sqlite; postgres takes conn_string"),
+     "gatehouse.storage: path is for type sqlite; postgres does not take it"),
     ("{type: sqlite, conn_string: 'postgresql://h/d'}",
      "gatehouse.storage: conn_string is for type postgres"),
 ])
@@ -370,6 +370,44 @@ def test_storage_settings_must_fit_its_type(tmp_path: Path, storage: str, line: 
     with pytest.raises(BadParameter) as info:
         load_config(path)
     assert str(info.value) == f"{path}: {line}"
+
+
+@pytest.mark.parametrize(("storage", "problem"), [
+    ("{type: etcd}", "gatehouse.storage: type etcd needs peers: [https://HOST:2379, ...]"),
+    ("{type: etcd, peers: [etcd1:2379]}",
+     "gatehouse.storage.peers: 'etcd1:2379' is not an http:// or https:// URL"),
+    ("{type: etcd, peers: ['https://e:2379'], prefix: gatehouse/}",
+     "gatehouse.storage.prefix: 'gatehouse/': expected a path like /gatehouse/CLUSTER "
+     "(starting with /, not ending with /)"),
+    ("{type: etcd, peers: ['https://e:2379'], tls_cert_file: c.pem}",
+     "gatehouse.storage: tls_cert_file and tls_key_file go together"),
+    ("{type: etcd, peers: ['https://e:2379'], tls_key: k.pem}",
+     "unknown key gatehouse.storage.tls_key"),
+])
+def test_etcd_storage_mistakes_are_one_line(tmp_path: Path, storage: str, problem: str) -> None:
+    path = write(tmp_path, f"gatehouse: {{storage: {storage}}}\nauth_service: {{enabled: true}}\n")
+    with pytest.raises(BadParameter) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: {problem}"
+
+
+def test_etcd_storage(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, """\
+        gatehouse:
+          storage:
+            type: etcd
+            peers: ['https://etcd1:2379', 'https://etcd2:2379']
+            prefix: /gatehouse/sso.example.com
+            tls_ca_file: /etc/gatehouse/etcd-ca.pem
+            tls_cert_file: /etc/gatehouse/etcd.pem
+            tls_key_file: /etc/gatehouse/etcd-key.pem
+            audit_conn_string: postgresql://gatehouse@db.example.com/audit
+        auth_service: {enabled: true}
+        """))
+    storage = cfg.gatehouse.storage
+    assert (storage.type, storage.peers, storage.prefix) == (
+        "etcd", ["https://etcd1:2379", "https://etcd2:2379"], "/gatehouse/sso.example.com")
+    assert storage.audit_conn_string == "postgresql://gatehouse@db.example.com/audit"
 
 
 def test_every_storage_type_has_a_backend() -> None:

@@ -62,30 +62,58 @@ def _check_addr(value: str | None) -> str | None:
 
 # The backends `gatehouse start` can open (gatehouse.backend.open_backend names them):
 # a state that must outlive the process, so not "memory".
-StorageType = Literal["sqlite", "postgres"]
+StorageType = Literal["sqlite", "postgres", "etcd"]
 
 
 class Storage(_Strict):
     type: StorageType = "sqlite"
     path: str | None = None  # sqlite; default: <data_dir>/backend.sqlite
     conn_string: str | None = None  # postgres: postgresql://USER@HOST:PORT/DATABASE?...
+    # etcd: its client URLs, this cluster's key prefix (default /gatehouse/<cluster_name>),
+    # TLS files, and the PostgreSQL that holds the audit log when several auths share it.
+    peers: list[str] = Field(default_factory=list)
+    prefix: str | None = None
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    audit_conn_string: str | None = None
 
-    @field_validator("conn_string")
+    @field_validator("conn_string", "audit_conn_string")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("postgresql://", "postgres://")):
             raise ValueError("expected a URL such as postgresql://USER@HOST:PORT/DATABASE")
         return value
 
+    @field_validator("peers")
+    @classmethod
+    def _urls(cls, peers: list[str]) -> list[str]:
+        for peer in peers:
+            if not peer.startswith(("http://", "https://")):
+                raise ValueError(f"{peer!r} is not an http:// or https:// URL")
+        return peers
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, prefix: str | None) -> str | None:
+        if prefix is not None and (not prefix.startswith("/") or prefix.endswith("/")):
+            raise ValueError(f"{prefix!r}: expected a path like /gatehouse/CLUSTER "
+                             "(starting with /, not ending with /)")
+        return prefix
+
     @model_validator(mode="after")
     def _settings_of_its_type(self) -> Storage:
         if self.type == "postgres" and self.conn_string is None:
             raise ValueError("type postgres needs conn_string "
                              "(postgresql://USER@HOST:PORT/DATABASE)")
-        if self.type == "postgres" and self.path is not None:
-            raise ValueError("path is for type sqlite; postgres takes conn_string")
-        if self.type == "sqlite" and self.conn_string is not None:
+        if self.type != "sqlite" and self.path is not None:
+            raise ValueError(f"path is for type sqlite; {self.type} does not take it")
+        if self.type != "postgres" and self.conn_string is not None:
             raise ValueError("conn_string is for type postgres")
+        if self.type == "etcd" and not self.peers:
+            raise ValueError("type etcd needs peers: [https://HOST:2379, ...]")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
         return self
 
 

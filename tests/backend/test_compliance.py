@@ -25,6 +25,7 @@ from gatehouse.backend import (
     open_backend,
     prefix_end,
 )
+from gatehouse.backend.etcd import EtcdBackend
 from gatehouse.backend.measured import MeasuredBackend
 from gatehouse.clock import Clock, FakeClock
 from gatehouse.errors import (
@@ -36,7 +37,7 @@ from gatehouse.errors import (
     LimitExceeded,
     NotFound,
 )
-from tests import pgserver
+from tests import etcdserver, pgserver
 
 # The background sweeper is slowed down so that tests decide when expiry happens,
 # except in the one test about the sweeper itself.
@@ -50,6 +51,8 @@ OPENERS: dict[str, Opener] = {
         clock=clock, sweep_interval=every)),
     # A fresh database each, on the test process's PostgreSQL server (tests/pgserver.py).
     "postgres": lambda tmp, clock, every: open_postgres(clock, every),
+    "etcd": lambda tmp, clock, every: EtcdBackend.open(
+        etcdserver.shared().settings(), clock=clock, sweep_interval=every),
 }
 
 

@@ -17,6 +17,7 @@ from .base import (
     Write,
     prefix_end,
 )
+from .etcd import EtcdBackend, EtcdSettings
 from .memory import MemoryBackend
 from .postgres import PostgresBackend
 from .sqlite import SQLiteBackend
@@ -25,6 +26,8 @@ __all__ = [
     "KINDS",
     "WATCH_QUEUE_SIZE",
     "Backend",
+    "EtcdBackend",
+    "EtcdSettings",
     "Event",
     "EventType",
     "Item",
@@ -37,13 +40,18 @@ __all__ = [
     "prefix_end",
 ]
 
-KINDS = ("memory", "sqlite", "postgres")
+KINDS = ("memory", "sqlite", "postgres", "etcd")
 
 
 async def open_backend(kind: str, *, path: Path | None, clock: Clock,
-                       conn_string: str | None = None) -> Backend:
+                       conn_string: str | None = None,
+                       etcd: EtcdSettings | None = None) -> Backend:
     """Open the backend named kind; sqlite stores its items in the file at path,
-    postgres in the database that conn_string names."""
+    postgres in the database that conn_string names, etcd in the cluster etcd names."""
+    if kind == "etcd":
+        if etcd is None:
+            raise BadParameter("the etcd backend needs its peers and prefix")
+        return await EtcdBackend.open(etcd, clock=clock)
     if kind == "memory":
         return await MemoryBackend.open(clock=clock)
     if kind == "sqlite":

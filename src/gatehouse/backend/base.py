@@ -312,9 +312,13 @@ class Fanout:
     """
 
     def __init__(self) -> None:
-        self._watchers: dict[Watcher, int] = {}  # a dict keeps registration order
+        # Each watcher, with the revision after which it wants events; a dict keeps
+        # registration order.
+        self._watchers: dict[Watcher, int] = {}
 
-    def watch(self, prefixes: Sequence[bytes], queue_size: int, after: int = 0) -> Watcher:
+    def watch(self, prefixes: Sequence[bytes], queue_size: int, *, after: int = 0) -> Watcher:
+        """A new watcher; ``after``: a backend whose events may arrive after the watch
+        starts (etcd's) skips those of changes it had seen committed before."""
         watcher = Watcher(prefixes, queue_size=queue_size, on_close=self._forget)
         self._watchers[watcher] = after
         return watcher

@@ -248,7 +248,8 @@ class PostgresBackend(Backend):
 
     def watch(self, prefixes: Sequence[bytes], *, queue_size: int = WATCH_QUEUE_SIZE) -> Watcher:
         self._check_open()
-        return self._fanout.watch(prefixes, queue_size, max(self._delivered, self._committed))
+        return self._fanout.watch(prefixes, queue_size,
+                                  after=max(self._delivered, self._committed))
 
     async def close(self) -> None:
         if self._closed:

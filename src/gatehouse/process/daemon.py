@@ -31,7 +31,7 @@ from gatehouse.auth import leafsweep
 from gatehouse.auth.api import make_api_app
 from gatehouse.auth.local import LocalAuth
 from gatehouse.auth.server import AuthServer
-from gatehouse.backend import open_backend
+from gatehouse.backend import Backend, EtcdSettings, open_backend
 from gatehouse.backend.measured import MeasuredBackend
 from gatehouse.client.admin import identity_bundle
 from gatehouse.client.api import APIClient
@@ -49,6 +49,7 @@ from gatehouse.process.listeners import check_listen_addrs
 from gatehouse.process.renewal import Fresh, Renewal, renewal_due
 from gatehouse.proxy.service import ProxyService
 from gatehouse.services import cluster_name
+from gatehouse.services.sole_auth import SoleAuth
 from gatehouse.wire.authapi import AuthAPI, RenewRequest
 from gatehouse.wire.names import ALPN_HTTP
 
@@ -247,6 +248,28 @@ async def _host_api(
     return remote, None, renewal
 
 
+async def _open_storage(cfg: Config, clock: Clock, stack: contextlib.AsyncExitStack
+                        ) -> Backend:
+    """The auth's backend, closed by stack; on etcd without a shared audit store, only
+    while this is the one auth on its prefix (services.sole_auth)."""
+    storage = cfg.gatehouse.storage
+    etcd = None
+    if storage.type == "etcd":
+        etcd = EtcdSettings(
+            peers=storage.peers,
+            prefix=storage.prefix or f"/gatehouse/{cfg.auth_service.cluster_name}",
+            tls_ca_file=storage.tls_ca_file, tls_cert_file=storage.tls_cert_file,
+            tls_key_file=storage.tls_key_file)
+    backend = MeasuredBackend(await open_backend(
+        storage.type, path=Path(storage.path or cfg.data_dir / "backend.sqlite"),
+        conn_string=storage.conn_string, clock=clock, etcd=etcd))
+    stack.push_async_callback(backend.close)
+    if storage.type == "etcd" and storage.audit_conn_string is None:
+        holder = f"{cfg.gatehouse.nodename}:{cfg.data_dir.resolve()}"
+        stack.push_async_callback((await SoleAuth.claim(backend, holder, clock)).release)
+    return backend
+
+
 @contextlib.asynccontextmanager
 async def _diag(cfg: Config, readiness: Readiness) -> AsyncIterator[None]:
     """The diag endpoints while the daemon runs, if ``gatehouse.diag_addr`` is set."""
@@ -265,12 +288,7 @@ async def _services(cfg: Config, clock: Clock, timer: Monotonic) -> AsyncIterato
     async with contextlib.AsyncExitStack() as stack:
         auth: AuthServer | None = None
         if cfg.auth_service.enabled:
-            storage = cfg.gatehouse.storage
-            backend = MeasuredBackend(await open_backend(
-                storage.type, path=Path(storage.path or cfg.data_dir / "backend.sqlite"),
-                conn_string=storage.conn_string, clock=clock,
-            ))
-            stack.push_async_callback(backend.close)
+            backend = await _open_storage(cfg, clock, stack)
             auth = await AuthServer.open(backend, clock, cfg.auth_service.cluster_name,
                                          cfg.data_dir / "recordings",
                                          cfg.auth_service.session_recording, join_root,

@@ -381,6 +381,7 @@ class Cluster:
     proxy_apart: bool = False  # the proxy in a process of its own (``proxy_process``)
     diag: bool = False  # gatehouse.diag_addr on each process (``diag_addr(process)``)
     diag_ports: dict[str, int] = field(default_factory=dict)  # "daemon", "proxy" -> port
+    storage: dict[str, Any] | None = None  # gatehouse.storage (default: SQLite in data/)
     daemon: Process | None = None
     proxy_process: Process | None = None
     more_proxies: dict[str, Process] = field(default_factory=dict)  # start_proxy(NAME)
@@ -403,7 +404,8 @@ class Cluster:
         """The config's contents (a subclass may change them)."""
         data: dict[str, Any] = {
             "version": "v1",
-            "gatehouse": {"nodename": self.nodename, "data_dir": str(self.data_dir)},
+            "gatehouse": {"nodename": self.nodename, "data_dir": str(self.data_dir),
+                          **({"storage": self.storage} if self.storage else {})},
             "auth_service": {"enabled": True, "cluster_name": self.name,
                              "listen_addr": f"127.0.0.1:{self.auth_port}",
                              "session_recording": self.session_recording,
