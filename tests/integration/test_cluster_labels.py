@@ -201,3 +201,23 @@ def test_removing_a_label_takes_effect_within_two_seconds(seed: Seed, pat: Clien
                          lambda e: e["event"] == "resource.update"
                          and e["fields"].get("kind") == "remote_cluster"
                          and e["fields"].get("labels") == {"env": "prod", "customer": "acme"})
+
+
+@pytest.mark.parametrize(("args", "error"), [
+    (("rc/us-east-1a", "--set-labels=env"),
+     "invalid label 'env': expected key=value (e.g. --set-labels=env=prod,team=payments)"),
+    (("rc/us-east-1a", "--set-labels=bad key=x"),
+     "--set-labels (remote_cluster): metadata.labels.bad key.[key]: 'bad key' is not a "
+     "valid label key: use letters, digits and / . _ : -"),
+    (("role/access", "--set-labels=env=prod"),
+     "gatectl update takes rc/NAME (a remote cluster), not 'role/access'"),
+    (("rc/us-east-1a",), "give --set-labels=k=v,... (the labels to keep; --set-labels= "
+                         "removes all)"),
+    (("rc/us-west-2", "--set-labels=env=prod"), "remote_cluster us-west-2 not found"),
+])
+def test_bad_label_updates_say_what_is_wrong_and_change_nothing(
+        seed: Seed, args: tuple[str, ...], error: str) -> None:
+    res = seed.root.gatectl("update", *args)
+    assert res.rc != 0 and res.err_lines == [f"error: {error}"], res
+    rc = seed.root.gatectl("get", f"rc/{PROD}", "--format=json").ok().json()[0]
+    assert rc["metadata"]["labels"] == {"env": "prod", "customer": "acme"}
