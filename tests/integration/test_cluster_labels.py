@@ -17,6 +17,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
+from gatehouse import __version__
 from gatehouse.pki.keystore import StoredIdentity
 from gatehouse.process.harness import Client, Cluster, in_parallel, join, wait_for, wait_online
 from gatehouse.wire.names import CLUSTER_HEADER
@@ -56,7 +57,7 @@ class Seed:
     def __init__(self, base: Path) -> None:
         self.root = Cluster(base / "root", name=ROOT)
         self.prod = Cluster(base / "prod", name=PROD)
-        self.staging = Cluster(base / "staging", name=STAGING)
+        self.staging = Cluster(base / "staging", name=STAGING, session_recording="off")
 
     def clusters(self) -> list[Cluster]:
         return [self.root, self.prod, self.staging]
@@ -138,6 +139,19 @@ def test_a_teleport_v2_trusted_cluster_file_joins(seed: Seed) -> None:
         "error: -: resource 1 (trusted_cluster): spec.roles: Teleport's older way to map "
         "roles is not implemented: write the mapping as spec.role_map (remote -> local "
         "roles)"], refused
+
+
+def test_the_root_shows_each_leafs_recording_mode_and_version(seed: Seed) -> None:
+    """Teleport #7735: each leaf says over its tunnel how it records sessions."""
+    def shown() -> dict[str, tuple[str, str]]:
+        return {rc["metadata"]["name"]: (rc["status"].get("session_recording"),
+                                         rc["status"].get("version"))
+                for rc in seed.root.gatectl("get", "rc", "--format=json").ok().json()}
+
+    wait_for("both leaves to say what they are",
+             lambda: shown() == {PROD: ("node", __version__), STAGING: ("off", __version__)})
+    text = seed.root.gatectl("get", "rc").ok().out
+    assert "session_recording: off" in text and f"version: {__version__}" in text, text
 
 
 def test_a_role_with_cluster_labels_sees_and_reaches_only_the_prod_leaf(
