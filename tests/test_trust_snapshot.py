@@ -34,6 +34,8 @@ def test_cluster_labels_travel_both_ways() -> None:
     assert again == snapshot
     assert again.roots["heard"].cluster_refusal(["ops"], "leaf") == ""
     assert "has not yet received" in again.roots["silent"].cluster_refusal(["ops"], "leaf")
-    with pytest.raises(BadParameter, match="malformed trust snapshot"):
-        TrustSnapshot.from_json({**snapshot.to_json(), "trusted_clusters": [
-            {**snapshot.to_json()["trusted_clusters"][0], "access": {"labels": []}}]})
+    for bad in ({"trusted_clusters": [{**snapshot.to_json()["trusted_clusters"][0],
+                                       "access": {"labels": []}}]},
+                {"leaf_labels": {"a": 5}}, {"leaf_labels": []}):
+        with pytest.raises(BadParameter, match="malformed trust snapshot"):
+            TrustSnapshot.from_json({**snapshot.to_json(), **bad})
