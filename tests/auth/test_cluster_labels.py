@@ -16,14 +16,18 @@ from gatehouse.auth.authz import AuthWithRoles
 from gatehouse.auth.identify import Caller
 from gatehouse.auth.server import AuthServer
 from gatehouse.auth.trustview import build_snapshot
+from gatehouse.client.authclient import AuthClient
 from gatehouse.errors import AccessDenied, AlreadyExists, BadParameter, NotFound
 from gatehouse.pki import x509
 from gatehouse.services.events import AuditEvent
 from gatehouse.services.hosts import HostRecord
+from gatehouse.types.cluster_access import ClusterAccess, ClusterRule
 from gatehouse.types.remote_cluster import RemoteCluster
 from gatehouse.types.resource import Metadata
+from gatehouse.types.trusted_cluster import TrustedCluster
 from gatehouse.types.user import User, UserSpec
-from gatehouse.wire.authapi import EventQuery
+from gatehouse.wire.authapi import EventQuery, LeafInfo
+from tests.auth.conftest import API
 from tests.auth.samples import CLUSTER, add_role, leaf_host_ca
 
 PROD, STAGING = "us-east-1a", "us-east-1b"
@@ -122,3 +126,30 @@ async def test_the_snapshot_carries_what_the_root_routes_by_and_pushes(root: Aut
     assert pushed.labels == {"env": "staging"}
     assert pushed.roles["prod-only"].allow == {"env": "prod"}
     assert pushed.roles["access"].allow == {"*": "*"}
+
+
+async def test_over_https_a_proxy_hands_on_its_roots_word_and_reports_what_leaves_say(
+        api: API, server: AuthServer) -> None:
+    """The two calls the tunnel's new messages end in, through AuthClient and the API
+    handlers (a proxy in its auth's process makes them in-process: the integration)."""
+    proxy = AuthClient(await api.host("proxy", "proxy-hid", "proxy1", []))
+    root = TrustedCluster.model_validate({"metadata": {"name": "root.example.com"}, "spec": {
+        "token": "t", "proxy_addr": "root.example.com:3080"}})
+    await server.trust.store_root(root, [])
+    said = ClusterAccess(labels={"env": "prod"},
+                         roles={"ops": ClusterRule(allow={"env": "prod"})})
+    await proxy.put_cluster_access("root.example.com", said)
+    assert await server.trust.root_access("root.example.com") == said
+    with pytest.raises(NotFound):
+        await proxy.put_cluster_access("elsewhere.example.com", said)
+
+    token = await server.create_token("trusted_cluster", dt.timedelta(hours=1))
+    await server.accept_leaf(token.secret, leaf_host_ca(PROD), "10.0.0.9")
+    await proxy.report_tunnels([PROD], {PROD: LeafInfo(session_recording="off",
+                                                        version="9.9")})
+    [rc] = await server.trust.remote_clusters()
+    assert (rc.status.connection, rc.status.session_recording, rc.status.version) == (
+        "online", "off", "9.9")
+    with pytest.raises(BadParameter, match="version"):
+        await proxy.report_tunnels([PROD], {PROD: LeafInfo.model_construct(
+            session_recording="off", version="x" * 65)})
