@@ -19,7 +19,7 @@ from gatehouse.types.remote_cluster import RemoteCluster
 from gatehouse.types.resource import Metadata
 from gatehouse.types.trusted_cluster import TrustedCluster
 from gatehouse.types.yaml_io import to_json_obj
-from gatehouse.wire.authapi import RootTunnel
+from gatehouse.wire.authapi import LeafInfo, RootTunnel
 from gatehouse.wire.trust import PublicCA
 
 SECOND = dt.timedelta(seconds=1)
@@ -227,3 +227,25 @@ async def test_a_new_token_joins_again_and_a_refused_trust_says_so(
     clock.advance(SECOND)
     await leaf.trust.root_tunnels_reported("proxy-1", [RootTunnel(root=ROOT, up=True)])
     assert await shown(leaf) == ("online", "")
+
+
+async def test_what_a_leaf_says_of_itself_is_shown_and_kept_while_it_is_away(
+    server: AuthServer, clock: FakeClock,
+) -> None:
+    """`gatectl get rc` shows each leaf's session recording and version (Teleport #7735),
+    as the leaf said them over its tunnel; the last word stays once it is offline."""
+    await leaves(server, "a", "b")
+    said = LeafInfo(session_recording="off", version="0.1.0")
+    await server.trust.tunnels_held("proxy-1", ["a", "b"], {"a": said})
+    shown = {rc.metadata.name: rc.status for rc in await server.trust.remote_clusters()}
+    assert (shown["a"].session_recording, shown["a"].version) == ("off", "0.1.0")
+    assert (shown["b"].session_recording, shown["b"].version) == (None, None)
+    assert "session_recording" not in to_json_obj(
+        next(rc for rc in await server.trust.remote_clusters() if rc.metadata.name == "b")
+    )["status"]
+    clock.advance(SECOND)
+    await server.trust.tunnels_held("proxy-1", ["a"])  # a said nothing new: kept
+    clock.advance(SECOND)
+    await server.trust.tunnels_held("proxy-1", [])  # a is gone: still shown
+    [a] = [rc for rc in await server.trust.remote_clusters() if rc.metadata.name == "a"]
+    assert (a.status.connection, a.status.session_recording) == ("offline", "off")

@@ -10,6 +10,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from gatehouse.errors import BadParameter
+from gatehouse.types.cluster_access import ClusterAccess, ClusterRule
 from gatehouse.types.trusted_cluster import RoleMapping
 from gatehouse.wire.trust import PublicCA, RootCluster, TrustSnapshot
 from tests.fuzz.budget import fuzz
@@ -24,14 +25,24 @@ _role_maps = st.lists(st.builds(RoleMapping, remote=st.sampled_from(["*", "a", "
                                                max_size=2)), max_size=2).map(tuple)
 
 
+_labels = st.dictionaries(_text, _text, max_size=2)
+_access = st.none() | st.builds(
+    ClusterAccess, labels=_labels,
+    roles=st.dictionaries(_text, st.builds(ClusterRule, allow=st.sampled_from(
+        [{}, {"*": "*"}, {"env": ["prod", "^s.*$"]}]), deny=st.sampled_from([{}, {"a": "*"}])),
+        max_size=2))
+
+
 @st.composite
 def snapshots(draw: st.DrawFn) -> TrustSnapshot:
     roots = {name: RootCluster(name=name, enabled=draw(st.booleans()), proxy_addr=draw(_text),
-                               role_map=draw(_role_maps), host_ca_tls=draw(_text))
+                               role_map=draw(_role_maps), host_ca_tls=draw(_text),
+                               access=draw(_access))
              for name in draw(st.sets(_text, max_size=2))}
     return TrustSnapshot(
         cluster=draw(_text), user_cas=tuple(draw(st.lists(_cas, max_size=2))), roots=roots,
         leaf_host_cas=draw(st.dictionaries(_text, _text, max_size=2)),
+        leaf_labels=draw(st.dictionaries(_text, _labels, max_size=2)),
         roles={r.metadata.name: r for r in draw(st.lists(roles(), max_size=2))},
         users=frozenset(draw(st.sets(_text, max_size=3))),
         record_sessions=draw(st.booleans()))
@@ -53,8 +64,9 @@ _fields = st.fixed_dictionaries({}, optional={
     "cluster": _json, "user_cas": st.lists(_json | _cas.map(PublicCA.to_json), max_size=2),
     "trusted_clusters": _json | st.lists(st.fixed_dictionaries(
         {"name": _json, "enabled": _json, "proxy_addr": _json, "role_map": _json,
-         "host_ca_tls": _json}), max_size=2),
-    "leaf_host_cas": _json, "roles": _json, "users": _json, "session_recording": _json})
+         "host_ca_tls": _json, "access": _json}), max_size=2),
+    "leaf_host_cas": _json, "leaf_labels": _json, "roles": _json, "users": _json,
+    "session_recording": _json})
 
 
 @fuzz(300)

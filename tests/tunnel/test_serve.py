@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from gatehouse import __version__
 from gatehouse.clock import FakeClock, FakeMonotonic
 from gatehouse.errors import ConnectionProblem
 from gatehouse.tunnel.accesspush import AccessPush
@@ -22,6 +23,7 @@ from gatehouse.tunnel.limits import MESSAGE_DEADLINE
 from gatehouse.tunnel.mux import MuxSession, MuxStream, read_all
 from gatehouse.tunnel.serve import StreamServer
 from gatehouse.types.cluster_access import ClusterAccess, ClusterRule
+from gatehouse.wire.authapi import LeafInfo
 from gatehouse.wire.dial import NodeRoute
 from tests.tunnel.loopback import sessions
 from tests.tunnel.relayed import NOW, Root, leaf_trust
@@ -274,6 +276,8 @@ async def test_the_roots_cluster_labels_go_to_the_leafs_auth_with_the_roots_name
                       lambda leaf: PROD_ONLY.model_dump_json().encode(), FakeMonotonic())
     assert await push.push_all() == 0
     assert relay.access == [("root-a", PROD_ONLY)]
+    # The leaf's answer says what it is, for the root's `gatectl get rc`.
+    assert push.said == {"leaf-1": LeafInfo(session_recording="node", version=__version__)}
     assert await push.push_all() == 0  # nothing new: nothing sent
     push.tunnel_up("leaf-1")  # a new tunnel is told again
     assert await push.push_all() == 0

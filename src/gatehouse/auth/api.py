@@ -30,6 +30,7 @@ from gatehouse.wire.authapi import (
     NodeQuery,
     NodeTunnels,
     ProxyHeartbeat,
+    RemoteTunnels,
     RenewRequest,
     RootTunnels,
     TokenRequest,
@@ -147,11 +148,10 @@ async def trust(request: web.Request) -> web.StreamResponse:
 
 
 async def remote_heartbeat(request: web.Request) -> web.Response:
-    """A root proxy's report of every leaf whose tunnel it holds (one call for all)."""
-    leaves = (await json_body(request)).get("leaves")
-    if not isinstance(leaves, list) or not all(isinstance(leaf, str) for leaf in leaves):
-        raise BadParameter("field 'leaves' must be a list of cluster names")
-    await (await api_of(request)).report_tunnels(leaves)
+    """A root proxy's report of every leaf whose tunnel it holds (one call for all), and
+    what each leaf said of itself."""
+    report = await body_of(request, RemoteTunnels)
+    await (await api_of(request)).report_tunnels(report.leaves, report.info)
     return web.json_response({})
 
 

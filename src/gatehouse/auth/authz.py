@@ -41,6 +41,7 @@ from gatehouse.wire.authapi import (
     Heartbeat,
     JoinReply,
     JoinRequest,
+    LeafInfo,
     LeafJoinReply,
     LeafJoinRequest,
     LoginRequest,
@@ -194,11 +195,12 @@ class AuthWithRoles:
             async for snapshot in stream:
                 yield snapshot
 
-    async def report_tunnels(self, leaves: list[str]) -> None:
+    async def report_tunnels(self, leaves: list[str],
+                             info: dict[str, LeafInfo] | None = None) -> None:
         caller = await self._check("remote_cluster", "heartbeat")
         if caller.identity.kind != "host" or caller.identity.system_role != "proxy":
             raise AccessDenied("only a proxy of this cluster reports the tunnels it holds")
-        await self._server.trust.tunnels_held(caller.identity.name, leaves)
+        await self._server.trust.tunnels_held(caller.identity.name, leaves, info or {})
 
     async def report_node_tunnels(self, report: NodeTunnels) -> NodeTunnelVerdict:
         caller = await self._check("node_tunnel", "report")

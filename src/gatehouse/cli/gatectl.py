@@ -320,7 +320,7 @@ def update(
     try:
         rc = from_json_obj({"kind": "remote_cluster", "metadata": {"name": name,
                                                                    "labels": labels}},
-                           where=f"remote_cluster {name}")
+                           where="--set-labels")
     except BadParameter as exc:
         die(str(exc))
     _call(lambda api: api.put_resource(rc, upsert=True))

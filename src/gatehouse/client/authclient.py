@@ -33,6 +33,7 @@ from gatehouse.wire.authapi import (
     Heartbeat,
     JoinReply,
     JoinRequest,
+    LeafInfo,
     LeafJoinReply,
     LeafJoinRequest,
     LoginRequest,
@@ -43,6 +44,7 @@ from gatehouse.wire.authapi import (
     ProxyHeartbeat,
     ProxySet,
     RecordingDone,
+    RemoteTunnels,
     RenewRequest,
     RootTunnel,
     RootTunnels,
@@ -124,8 +126,10 @@ class AuthClient:
                     raise ConnectionProblem(f"malformed trust stream: {exc}") from exc
                 yield TrustSnapshot.from_json(raw)
 
-    async def report_tunnels(self, leaves: list[str]) -> None:
-        await self._call("report_tunnels", {"leaves": leaves})
+    async def report_tunnels(self, leaves: list[str],
+                             info: dict[str, LeafInfo] | None = None) -> None:
+        await self._call("report_tunnels",
+                         RemoteTunnels(leaves=leaves, info=info or {}).model_dump())
 
     async def report_root_tunnels(self, roots: list[RootTunnel]) -> None:
         await self._call("report_root_tunnels", RootTunnels(roots=roots).model_dump())

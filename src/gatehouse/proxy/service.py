@@ -85,6 +85,7 @@ class ProxyService:
         self._ctx: ssl.SSLContext | None = None
         self._ctx_leaves: dict[str, str] = {}
         self._auth_ssl: ssl.SSLContext | None = None
+        self._push: AccessPush | None = None  # set when it runs
 
     def _user_cas(self) -> list[Any]:
         """The user CAs among the CAs this proxy trusts (host certificates never open sessions)."""
@@ -136,8 +137,11 @@ class ProxyService:
         return (await self._api.store_leaf_events(leaf, batch["events"])).model_dump()
 
     async def _report_tunnels(self, leaves: list[str]) -> None:
-        """Tell the auth every leaf whose tunnel this proxy holds (one call for all)."""
-        await self._api.report_tunnels(leaves)
+        """Tell the auth every leaf whose tunnel this proxy holds (one call for all), with
+        what each said of itself."""
+        said = self._push.said if self._push is not None else {}
+        await self._api.report_tunnels(leaves, {leaf: said[leaf] for leaf in leaves
+                                                if leaf in said})
 
     async def _report_node_tunnels(self, host_ids: list[str]) -> dict[str, str]:
         """Tell the auth every node tunnel this proxy holds; it refuses some."""
@@ -192,8 +196,9 @@ class ProxyService:
         own = OwnNodes(self._cluster, self._host_cas, self._report_node_tunnels)
         # The push and the tunnel server each tell the other (the names below resolve
         # when called, once both exist).
-        push = AccessPush(lambda leaf, meta: tunnels.open(leaf, meta),
-                          lambda: tunnels.connected(), self._access_body, self._timer)
+        self._push = push = AccessPush(lambda leaf, meta: tunnels.open(leaf, meta),
+                                       lambda: tunnels.connected(), self._access_body,
+                                       self._timer)
         tunnels = TunnelServer(lambda: self._trust.current().leaf_host_cas,
                                self._report_tunnels, self._store_leaf_events, self._clock,
                                self._timer, own_nodes=own, leaf_up=push.tunnel_up)

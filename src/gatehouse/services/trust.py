@@ -25,8 +25,8 @@ import contextlib
 import datetime as dt
 import json
 import logging
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
@@ -40,7 +40,7 @@ from gatehouse.types.cluster_access import ClusterAccess
 from gatehouse.types.remote_cluster import RemoteCluster, RemoteClusterStatus
 from gatehouse.types.resource import Metadata
 from gatehouse.types.trusted_cluster import TrustedCluster, TrustedClusterStatus
-from gatehouse.wire.authapi import RootTunnel
+from gatehouse.wire.authapi import LeafInfo, RootTunnel
 from gatehouse.wire.trust import PublicCA
 
 __all__ = ["ONLINE_WITHIN", "REPORT_KEPT", "RootTunnelsReport", "TrustChanges", "TrustStore",
@@ -59,28 +59,36 @@ REPORT_KEPT = dt.timedelta(days=30)
 @dataclass(frozen=True)
 class _TunnelReport:
     """What one root proxy last said: the leaves whose tunnels it held then, and when it
-    last held each leaf it held before (times as Unix timestamps: cheap to read)."""
+    last held each leaf it held before (times as Unix timestamps: cheap to read); and
+    what each of those leaves last said of itself (``info``, LeafInfo's fields)."""
 
     time: float
     leaves: frozenset[str]
     gone: dict[str, float]
+    info: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         return json.dumps({"time": self.time, "leaves": list(self.leaves),
-                           "gone": self.gone}).encode()
+                           "gone": self.gone, "info": self.info}).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> _TunnelReport:
         data = json.loads(raw)
         return cls(float(data["time"]), frozenset(map(str, data["leaves"])),
-                   {str(k): float(v) for k, v in data["gone"].items()})
+                   {str(k): float(v) for k, v in data["gone"].items()},
+                   {str(k): {str(f): str(v) for f, v in fields.items()}
+                    for k, fields in data.get("info", {}).items()})
 
-    def then(self, now: float, held: frozenset[str]) -> _TunnelReport:
-        """The report that follows this one, holding ``held`` at ``now``."""
+    def then(self, now: float, held: frozenset[str],
+             info: Mapping[str, LeafInfo]) -> _TunnelReport:
+        """The report that follows this one, holding ``held`` at ``now`` (``info``: what
+        leaves said of themselves; a leaf that said nothing new keeps what it said)."""
         oldest = now - REPORT_KEPT.total_seconds()
         gone = {leaf: t for leaf, t in self.gone.items() if leaf not in held and t >= oldest}
         gone.update((leaf, self.time) for leaf in self.leaves - held)
-        return _TunnelReport(now, held, gone)
+        said = {leaf: fields for leaf, fields in self.info.items() if leaf in held or leaf in gone}
+        said.update((leaf, i.model_dump()) for leaf, i in info.items() if leaf in held)
+        return _TunnelReport(now, held, gone, said)
 
 
 @dataclass(frozen=True)
@@ -362,19 +370,23 @@ class TrustStore:
             raise BadParameter(f"invalid proxy name {proxy!r} in a tunnel report")
         return f"/tunnels/{proxy}".encode()
 
-    async def tunnels_held(self, proxy: str, leaves: Iterable[str]) -> None:
+    async def tunnels_held(self, proxy: str, leaves: Iterable[str],
+                           info: Mapping[str, LeafInfo] | None = None) -> None:
         """Record that ``proxy`` now holds the tunnels of ``leaves`` (and of no other
-        leaf): one write, however many leaves."""
+        leaf), and what they said of themselves (``info``): one write, however many
+        leaves."""
         key = self._report_key(proxy)
         now = self._clock.now().timestamp()
         held = frozenset(leaves)
+        first = _TunnelReport(now, frozenset(), {})
         try:
-            report = _TunnelReport.from_json((await self._backend.get(key)).value).then(now, held)
+            last = _TunnelReport.from_json((await self._backend.get(key)).value)
         except NotFound:
-            report = _TunnelReport(now, held, {})
+            last = first
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("replacing the unreadable tunnel report of proxy %s: %s", proxy, exc)
-            report = _TunnelReport(now, held, {})
+            last = first
+        report = last.then(now, held, info or {})
         await self._backend.put(Item(key=key, value=report.to_json(),
                                      expires=utc(now) + REPORT_KEPT))
 
@@ -393,7 +405,11 @@ class TrustStore:
         now = self._clock.now().timestamp()
         online: set[str] = set()
         beats: dict[str, float] = {}
+        said: dict[str, tuple[float, dict[str, str]]] = {}  # leaf -> its newest word
         for report in await self._reports():
+            for leaf, fields in report.info.items():
+                if report.time > said.get(leaf, (0.0, {}))[0]:
+                    said[leaf] = (report.time, fields)
             if now - report.time <= ONLINE_WITHIN.total_seconds():
                 online.update(report.leaves)
             for leaf, t in [*((leaf, report.time) for leaf in report.leaves),
@@ -407,8 +423,11 @@ class TrustStore:
             kept = rc.status.last_heartbeat  # written by versions before these reports
             if beat is None or (kept is not None and kept > beat):
                 beat = kept
+            fields = said.get(name, (0.0, {}))[1]
             status = RemoteClusterStatus(connection="online" if name in online else "offline",
-                                         last_heartbeat=beat)
+                                         last_heartbeat=beat,
+                                         session_recording=fields.get("session_recording")
+                                         or None, version=fields.get("version") or None)
             out.append(rc.model_copy(update={"status": status}))
         return out
 

@@ -3,7 +3,9 @@ labels (the leaf's labels and every root role's cluster_labels, types.cluster_ac
 so that the leaf refuses, at its own proxy and nodes, a root user the root would not
 route there. Pushed when a tunnel comes up and on every change of the root's trust
 snapshot (a label removed is enforced by the leaf well within 2 s); a push the leaf did
-not confirm is sent again every RETRY seconds.
+not confirm is sent again every RETRY seconds. The leaf's answer says what it is
+(session recording, version): the proxy reports it with its tunnels, for `gatectl get
+rc`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from gatehouse.clock import Monotonic, wait_for
 from gatehouse.errors import GatehouseError
 from gatehouse.tunnel.limits import MAX_ACK
 from gatehouse.tunnel.mux import MuxStream, read_all
+from gatehouse.wire.authapi import LeafInfo
 
 __all__ = ["PUSH_TIMEOUT", "RETRY", "AccessPush"]
 
@@ -38,6 +41,7 @@ class AccessPush:
         self._body_of = body_of  # what to tell a leaf now (JSON)
         self._timer = timer
         self._sent: dict[str, bytes] = {}  # leaf -> what it confirmed on its current tunnel
+        self.said: dict[str, LeafInfo] = {}  # leaf -> what it said of itself in its answer
         self._wake = asyncio.Event()
 
     def changed(self) -> None:
@@ -62,6 +66,8 @@ class AccessPush:
         held = set(self._leaves())
         for gone in self._sent.keys() - held:
             del self._sent[gone]
+        for gone in self.said.keys() - held:
+            del self.said[gone]
         unconfirmed = 0
         for leaf in sorted(held):
             body = self._body_of(leaf)
@@ -85,3 +91,7 @@ class AccessPush:
         if not isinstance(reply, dict) or reply.get("ok") is not True:
             error = reply.get("error") if isinstance(reply, dict) else reply
             raise GatehouseError(f"the leaf did not keep them: {error}")
+        try:
+            self.said[leaf] = LeafInfo.model_validate(reply.get("leaf") or {})
+        except ValueError as exc:  # kept all the same: only what it says of itself is bad
+            log.warning("leaf %s says of itself what cannot be shown: %s", leaf, exc)

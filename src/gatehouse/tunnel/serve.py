@@ -20,6 +20,7 @@ import json
 import logging
 from collections.abc import Callable
 
+from gatehouse import __version__
 from gatehouse._sys.hostport import split_host_port
 from gatehouse.clock import Clock, Monotonic, wait_for
 from gatehouse.errors import AccessDenied, GatehouseError
@@ -29,6 +30,7 @@ from gatehouse.tunnel.mux import MuxStream, read_all, splice_stream, splice_stre
 from gatehouse.tunnel.needs import Audit, AuthRelay, NodeResolver, OpenNode, StoreAccess
 from gatehouse.tunnel.relaycheck import check_relayed, claimed_user
 from gatehouse.types.cluster_access import ClusterAccess
+from gatehouse.wire.authapi import LeafInfo
 from gatehouse.wire.trust import TrustSnapshot
 
 __all__ = ["DIAL_TIMEOUT", "StreamServer"]
@@ -117,13 +119,16 @@ class StreamServer:
 
     async def _serve_access(self, stream: MuxStream) -> None:
         """Hand the root's word on its cluster labels to this cluster's auth; answer
-        whether it is kept (the root sends it again until it is)."""
+        whether it is kept (the root sends it again until it is), and what this cluster
+        says of itself (its session recording and version, for `gatectl get rc`)."""
         stream.accept()
         reply: dict[str, object]
         try:
             access = ClusterAccess.model_validate_json(await read_all(stream, MAX_CALL))
             await self._store_access(self._root, access)
-            reply = {"ok": True}
+            leaf = LeafInfo(session_recording="node" if self._trust().record_sessions
+                            else "off", version=__version__)
+            reply = {"ok": True, "leaf": leaf.model_dump()}
         except (GatehouseError, ValueError) as exc:  # ValueError: malformed (pydantic)
             log.warning("cluster labels from root %s not kept: %s", self._root, exc)
             reply = {"ok": False, "error": str(exc)[:500]}

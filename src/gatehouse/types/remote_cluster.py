@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, Field, SerializerFunctionWrapHandler, model_serializer
 
 from gatehouse.types.resource import Model, Resource
 
@@ -18,6 +18,17 @@ class RemoteClusterSpec(Model):
 class RemoteClusterStatus(Model):
     connection: Literal["online", "offline"] = "offline"
     last_heartbeat: AwareDatetime | None = None
+    # What the leaf last said of itself over its tunnel (None: it has not said).
+    session_recording: str | None = None  # node | off
+    version: str | None = None  # its Gatehouse version
+
+    @model_serializer(mode="wrap")
+    def _drop_unsaid(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for key in ("session_recording", "version"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
 
 
 class RemoteCluster(Resource):

@@ -15,7 +15,7 @@ import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Any, NamedTuple, Protocol
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from gatehouse.errors import BadParameter
 from gatehouse.types.cluster_access import ClusterAccess
@@ -40,6 +40,7 @@ __all__ = [
     "Heartbeat",
     "JoinReply",
     "JoinRequest",
+    "LeafInfo",
     "LeafJoinReply",
     "LeafJoinRequest",
     "LoginRequest",
@@ -51,6 +52,7 @@ __all__ = [
     "ProxyHeartbeat",
     "ProxySet",
     "RecordingDone",
+    "RemoteTunnels",
     "RenewRequest",
     "RootTunnel",
     "RootTunnels",
@@ -179,6 +181,21 @@ class ClusterStatus(_Message):
     cas: list[CAStatus]
     counts: dict[str, int]
     trusted_clusters: dict[str, TrustedClusterStatus] = {}  # root -> its tunnel (a leaf)
+
+
+class LeafInfo(_Message):
+    """What a leaf says of itself over its tunnel; the root shows it in its
+    remote_cluster's status."""
+
+    session_recording: str = Field(default="", max_length=16)  # node | off
+    version: str = Field(default="", max_length=64)
+
+
+class RemoteTunnels(_Message):
+    """A root proxy's report: the leaves whose tunnels it holds, and what each said."""
+
+    leaves: list[str]
+    info: dict[str, LeafInfo] = {}
 
 
 class RootTunnel(_Message):
@@ -320,7 +337,8 @@ class AuthAPI(Protocol):
     async def renew(self, req: RenewRequest) -> Certs: ...
     async def trust(self) -> TrustSnapshot: ...
     def watch_trust(self) -> AsyncIterator[TrustSnapshot]: ...
-    async def report_tunnels(self, leaves: list[str]) -> None: ...
+    async def report_tunnels(self, leaves: list[str],
+                             info: dict[str, LeafInfo] | None = None) -> None: ...
     async def report_node_tunnels(self, report: NodeTunnels) -> NodeTunnelVerdict: ...
     async def proxy_heartbeat(self, beat: ProxyHeartbeat) -> ProxySet: ...
     async def report_root_tunnels(self, roots: list[RootTunnel]) -> None: ...

@@ -144,5 +144,5 @@ class TrustSnapshot:
                 users=frozenset(raw.get("users", [])),
                 record_sessions=raw.get("session_recording") != "off",
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise BadParameter(f"malformed trust snapshot: {exc}") from exc
