@@ -16,7 +16,7 @@ import json
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from gatehouse.backend import Backend, Item, Write, prefix_end
@@ -92,7 +92,11 @@ class AuditEvent:
     leaf_time: dt.datetime | None = None
 
     def to_json_obj(self) -> dict[str, Any]:
-        obj = asdict(self)
+        """The event as JSON types, to encode at once: ``fields`` is copied one level
+        deep, not with ``asdict``'s deep copy (a third of the cost of storing an
+        event, measured on the issuance row)."""
+        obj = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        obj["fields"] = dict(self.fields)
         obj["time"] = self.time.isoformat()
         obj["leaf_time"] = self.leaf_time.isoformat() if self.leaf_time else None
         return obj
