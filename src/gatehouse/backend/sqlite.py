@@ -18,6 +18,9 @@ A write transaction (its statements, the revision counter, the commit) runs as
 one call in the connection's thread: aiosqlite hands each call to that thread
 and back, and a statement-by-statement write took three hand-offs (~60 % of the
 cost of storing an audit event, measured on the benchmark's issuance row).
+A read of one key that this process read or wrote before is answered from
+memory (``_itemcache.py``: why that is sound), without a hand-off: every login
+and session reads the same roles, users and authorities.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from gatehouse.errors import (
     NotFound,
 )
 
+from ._itemcache import ItemCache
 from .base import (
     WATCH_QUEUE_SIZE,
     Backend,
@@ -125,6 +129,7 @@ class SQLiteBackend(Backend):
         # uncommitted statements, and makes commits and events happen in order.
         self._lock = asyncio.Lock()
         self._fanout = Fanout()
+        self._cache = ItemCache()  # updated with each commit's events, under the lock
         self._sweeper = sweeper
         self._closed = False
 
@@ -156,11 +161,18 @@ class SQLiteBackend(Backend):
         return backend
 
     async def get(self, key: bytes) -> Item:
-        items = await self._read(f"SELECT {_COLUMNS} FROM items WHERE key = :key AND {_LIVE}",
-                                 {"key": key})
-        if not items:
+        async with self._lock:
+            self._check_open()
+            item = self._cache.get(key)
+            if item is None:
+                items = await self._select(
+                    f"SELECT {_COLUMNS} FROM items WHERE key = :key AND {_LIVE}", {"key": key})
+                if items:
+                    item = items[0]
+                    self._cache.put(item)
+        if item is None or item.expired(self.clock.now()):
             raise NotFound(f"key {key!r} not found")
-        return items[0]
+        return item
 
     async def get_range(self, start: bytes, end: bytes, limit: int = 0, *,
                         reverse: bool = False) -> list[Item]:
@@ -261,10 +273,14 @@ class SQLiteBackend(Backend):
     async def _read(self, sql: str, params: _Params) -> list[Item]:
         async with self._lock:
             self._check_open()
-            try:
-                rows = await self._db.execute_fetchall(sql, self._params(params))
-            except sqlite3.Error as exc:
-                raise GatehouseError(f"sqlite database {self.path}: {exc}") from exc
+            return await self._select(sql, params)
+
+    async def _select(self, sql: str, params: _Params) -> list[Item]:
+        """The items sql selects (the caller holds the lock)."""
+        try:
+            rows = await self._db.execute_fetchall(sql, self._params(params))
+        except sqlite3.Error as exc:
+            raise GatehouseError(f"sqlite database {self.path}: {exc}") from exc
         return [_item(row) for row in rows]
 
     async def _store(self, sql: str, item: Item, params: _Params | None = None, *,
@@ -313,6 +329,7 @@ class SQLiteBackend(Backend):
                 raise GatehouseError(f"sqlite database {self.path}: {exc}") from exc
             if events:
                 self._revision = events[-1].item.revision
+            self._cache.apply(events)
             self._fanout.emit(events)
             return events
 
