@@ -1,6 +1,7 @@
 """One figure per row of issue 5's table: median of repeats, min, max, the OpenSSH
-counterpart, the ratio and whether the target is met; printed as a table and
-written as JSON (``{"mode": ..., "figures": [...]}``)."""
+counterpart, the ratio and whether the target is met (and for the stream rows,
+each process's CPU seconds per GiB); printed as a table and written as JSON
+(``{"mode": ..., "figures": [...]}``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -28,6 +29,8 @@ class Figure:
     target: str
     met: bool
     note: str = ""
+    # The stream rows: CPU seconds per GiB streamed, by process (median of repeats).
+    cpu_per_gib: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,20 @@ class Stats:
         if not samples:
             raise ValueError("no samples")
         return cls(statistics.median(samples), min(samples), max(samples))
+
+
+def paired_ratios(ours: Sequence[float], theirs: Sequence[float]) -> list[float]:
+    """ours[i] / theirs[i]: each run against the one of the same repeat (not sorted
+    lists paired by rank, which hides how far a repeat's two runs were apart)."""
+    if len(ours) != len(theirs):
+        raise ValueError(f"{len(ours)} runs against {len(theirs)}: pairs need as many")
+    return [a / b for a, b in zip(ours, theirs, strict=True)]
+
+
+def median_by_key(samples: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Per key, the median of the samples that have it (in first-seen key order)."""
+    keys = list(dict.fromkeys(k for sample in samples for k in sample))
+    return {k: statistics.median(s[k] for s in samples if k in s) for k in keys}
 
 
 def ratio_figure(id: str, name: str, ours: Sequence[float], theirs: Sequence[float], unit: str,
@@ -85,7 +102,7 @@ def _num(x: float | None) -> str:
 
 
 def table(figures: Sequence[Figure]) -> str:
-    """A plain-text table (monospace), then the notes numbered under it."""
+    """A plain-text table (monospace), the notes numbered under it, then the CPU per GiB."""
     head = ["figure", "value", "min-max", "unit", "OpenSSH", "ratio", "target", "met"]
     rows = []
     notes = []
@@ -104,6 +121,10 @@ def table(figures: Sequence[Figure]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
              for r in [head, ["-" * w for w in widths], *rows]]
     lines += [""] + [f"[{i}] {n}" for i, n in enumerate(notes, 1)]
+    for f in figures:
+        if f.cpu_per_gib:
+            lines.append(f"CPU s per GiB, {f.id}: "
+                         + ", ".join(f"{k} {v:.2f}" for k, v in f.cpu_per_gib.items()))
     return "\n".join(lines)
 
 

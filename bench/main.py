@@ -1,4 +1,5 @@
-"""`bench/run [--quick] [--json FILE]`: start everything, measure every row, stop it all.
+"""`bench/run [--quick] [--rows=ROW,...] [--json FILE]`: start everything, measure every
+row (or the rows named), stop it all.
 
 Exit status 0 when the run completed (whether or not targets were met: a row
 that could not be measured is reported as such, with why); 2 with one line on
@@ -81,6 +82,21 @@ ROWS = {
 }
 
 
+CLUSTER_ROWS = ("latency", "stream", "load", "tunnels", "listing")  # need the clusters up
+
+
+def parse_rows(text: str) -> list[str]:
+    """The rows ``--rows`` names (comma-separated), in the run's order; ValueError with
+    one line naming what is unknown, and the known ones."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in ROWS]
+    if unknown or not names:
+        what = f"unknown row{'s' * (len(unknown) > 1)} {', '.join(unknown)}" if unknown \
+            else "no row named"
+        raise ValueError(f"--rows: {what}: the rows are {', '.join(ROWS)}")
+    return [name for name in ROWS if name in names]
+
+
 def say(text: str) -> None:
     print(f"bench: {text}", file=sys.stderr, flush=True)
 
@@ -103,30 +119,39 @@ class Run:
         say(f"{name} took {time.monotonic() - start:.1f} s")
 
 
-def _clusters_rows(run: Run, gh: Gatehouse, sshd: OpenSSH, dir: Path, sizes: Sizes) -> None:
-    """Everything that needs the clusters running, in an order that keeps rows apart."""
+def _clusters_rows(run: Run, gh: Gatehouse, sshd: OpenSSH, dir: Path, sizes: Sizes,
+                   rows: list[str]) -> None:
+    """Those of ``rows`` that need the clusters running, in an order that keeps rows apart."""
     base: dict[str, list[float]] = {}
 
     def baseline() -> list[Figure]:
         base.update(listing.time_listings(gh, max(2, sizes.repeats // 2)))
         return []
 
-    run.group("listing", baseline)
-    run.group("latency", lambda: latency.measure(gh, sshd, sizes.connect_repeats))
-    run.group("stream", lambda: stream.measure(gh, sshd, sizes.stream_bytes, sizes.repeats))
+    if "listing" in rows:
+        run.group("listing", baseline)
+    if "latency" in rows:
+        run.group("latency", lambda: latency.measure(gh, sshd, sizes.connect_repeats))
+    if "stream" in rows:
+        run.group("stream", lambda: stream.measure(gh, sshd, sizes.stream_bytes, sizes.repeats))
 
     def session_load() -> list[Figure]:
         settle(gh.quiet_pids(), timeout=60)  # the last stream's recording may still be uploading
         return load.measure(gh, sshd, dir, seconds=sizes.load_seconds, windows=sizes.repeats)
 
-    run.group("load", session_load)
+    if "load" in rows:
+        run.group("load", session_load)
+    if "tunnels" not in rows and "listing" not in rows:
+        return
     leaves, shortfall = _fill_root(gh, dir, sizes)
     root = gh.root.daemon
     assert root is not None  # started by start_gatehouse
-    run.group("tunnels", lambda: tunnels.measure(
-        root.pid, gh.root.proxy, leaves, dir,
-        window=sizes.tunnel_window, baseline=sizes.tunnel_baseline,
-        heartbeat_rounds=sizes.heartbeat_rounds, repeats=sizes.repeats, shortfall=shortfall))
+    if "tunnels" in rows:
+        run.group("tunnels", lambda: tunnels.measure(
+            root.pid, gh.root.proxy, leaves, dir,
+            window=sizes.tunnel_window, baseline=sizes.tunnel_baseline,
+            heartbeat_rounds=sizes.heartbeat_rounds, repeats=sizes.repeats,
+            shortfall=shortfall))
     if base:
         run.group("listing", lambda: listing.measure(gh, base, sizes.nodes, sizes.repeats))
 
@@ -209,9 +234,17 @@ def _main(argv: list[str] | None) -> int:
         "and a leaf cluster on loopback, prints a table, stops everything."))
     p.add_argument("--quick", action="store_true",
                    help="reduced sizes, about a minute (CI's smoke check)")
+    p.add_argument("--rows", metavar="ROW,...", default=",".join(ROWS),
+                   help=f"only these rows (comma-separated), of: {', '.join(ROWS)}; "
+                        "default: all")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the figures as JSON")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = p.parse_args(argv)
+    try:
+        rows = parse_rows(args.rows)
+    except ValueError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
     sizes, mode = (QUICK, "quick") if args.quick else (FULL, "full")
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGINT too: a shell may
         signal.signal(sig, _on_term)  # have started us with it ignored (a background job)
@@ -221,22 +254,24 @@ def _main(argv: list[str] | None) -> int:
     run = Run()
     keep = args.keep
     try:
-        say(f"{mode} run; work directory {dir}")
-        try:
-            sshd, gh = _start_all(dir, keys)
-        except HarnessError as exc:
-            keep = True
-            print(f"bench: cannot run: {exc} (logs in {dir})", file=sys.stderr)
-            return 2
-        say(f"sshd and both clusters up in {time.monotonic() - started:.1f} s")
-        try:
-            _clusters_rows(run, gh, sshd, dir, sizes)
-        except HarnessError as exc:  # the fill or the restart: the rest is still reported
-            keep = True
-            say(f"stopped early: {exc} (logs in {dir})")
-        finally:
-            stop_all()
-        run.group("issuance", lambda: issuance.measure(sizes.issue_seconds, sizes.repeats))
+        say(f"{mode} run of {', '.join(rows)}; work directory {dir}")
+        if any(row in CLUSTER_ROWS for row in rows):
+            try:
+                sshd, gh = _start_all(dir, keys)
+            except HarnessError as exc:
+                keep = True
+                print(f"bench: cannot run: {exc} (logs in {dir})", file=sys.stderr)
+                return 2
+            say(f"sshd and both clusters up in {time.monotonic() - started:.1f} s")
+            try:
+                _clusters_rows(run, gh, sshd, dir, sizes, rows)
+            except HarnessError as exc:  # the fill or the restart: the rest is still reported
+                keep = True
+                say(f"stopped early: {exc} (logs in {dir})")
+            finally:
+                stop_all()
+        if "issuance" in rows:
+            run.group("issuance", lambda: issuance.measure(sizes.issue_seconds, sizes.repeats))
     except KeyboardInterrupt:
         print(f"bench: interrupted; every process it started is stopped (logs in {dir})",
               file=sys.stderr)
@@ -253,10 +288,10 @@ def _main(argv: list[str] | None) -> int:
         if not keep:
             shutil.rmtree(dir, ignore_errors=True)
     present = {f.id for f in run.figures}
-    for rows in ROWS.values():
+    for row in rows:
         run.figures += [missing_figure(id, name, unit, target, "not measured: the run "
                                        "stopped before this row (see above)")
-                        for id, name, unit, target in rows if id not in present]
+                        for id, name, unit, target in ROWS[row] if id not in present]
     figures = _order(run.figures)
     print(table(figures))
     print(f"\n{mode} run: {time.monotonic() - started:.0f} s on {os.cpu_count()} cores; "

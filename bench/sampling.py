@@ -1,10 +1,12 @@
-"""What the benchmark reads of a running process: CPU time, RSS, and a wait for quiet.
+"""What the benchmark reads of a process: CPU time, RSS, and waits (for quiet, for an exit).
 
 Starting and stopping the processes is gatehouse.process.harness's job.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -55,3 +57,47 @@ def _cpu_or_zero(pid: int) -> float:
         return cpu_seconds(pid)
     except (FileNotFoundError, ProcessLookupError):
         return 0.0
+
+
+def process_cpu(pid: int, *, children: bool = False) -> float:
+    """CPU seconds a process used so far (user + system, from /proc/PID/stat), with
+    its threads that exited; with ``children``, also the children it waited for
+    (how an sshd's connections count: each is a process of its own that it reaps).
+
+    Counted in clock ticks (10 ms): for a figure over seconds of work, such as a
+    GiB streamed, where a thread that came and went must count too (cpu_seconds
+    is for short idle windows).
+    """
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # fields[0] is the state (field 3 of proc(5)): utime, stime, cutime, cstime are 14-17
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def wait_childless(pid: int, timeout: float) -> None:
+    """Wait (bounded) until a process has no child left (an sshd, once it reaped the
+    connections of a run), so that their CPU is in its own children's count."""
+    deadline = time.monotonic() + timeout
+    tasks = Path(f"/proc/{pid}/task")
+    while time.monotonic() < deadline:
+        if not any((task / "children").read_text().strip() for task in tasks.iterdir()):
+            return
+        time.sleep(0.02)
+    raise HarnessError(f"process {pid} still had children after {timeout:g} s")
+
+
+def wait_child(proc: subprocess.Popen[bytes], timeout: float) -> tuple[int, float]:
+    """Wait for a child of this process to exit: (its exit code, the CPU seconds it
+    used, user + system, with the children it waited for), from wait4(2).
+    subprocess.TimeoutExpired if it is still running after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return proc.returncode, usage.ru_utime + usage.ru_stime
+        if time.monotonic() >= deadline:
+            raise subprocess.TimeoutExpired(proc.args, timeout)
+        time.sleep(0.005)

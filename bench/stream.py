@@ -5,6 +5,13 @@ process drains and counts (what `| wc -c` does). The rate is taken from the
 first byte to the last, so that connection set-up (rows 1-3) does not dilute
 it. Between repeats the harness waits for the Gatehouse processes to go quiet
 (the node uploads each session's recording to its auth when it ends).
+
+Each run also counts the CPU seconds per GiB of every process that carries the
+stream: the client (gsh or ssh, from wait4 when it exits), and from
+/proc/PID/stat before and after: the root's and the leaf's auth+proxy and the
+leaf's node (until they are quiet again: the recording's upload counts), or
+sshd with the connections it reaped (both hops of `-J`, and the command's own
+`head`, which a node runs as a child that its figure leaves out).
 """
 
 from __future__ import annotations
@@ -15,11 +22,13 @@ import os
 import select
 import subprocess
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from functools import partial
 
 from bench.clusters import LEAF, LEAF_UNRECORDED, NODE, Gatehouse
-from bench.figures import Figure, absolute_figure, ratio_figure
-from bench.sampling import settle
+from bench.figures import Figure, absolute_figure, median_by_key, paired_ratios, ratio_figure
+from bench.sampling import process_cpu, settle, wait_child, wait_childless
 from bench.sshd import OpenSSH
 from gatehouse.process.harness import GSH, Cluster, HarnessError, in_parallel
 
@@ -28,10 +37,19 @@ PIPE_SIZE = 1 << 20
 CHUNK = 1 << 20
 MIN_RATE = 2e6  # bytes/s: slower than this and the stream is given up on
 UPLOAD_RATE = 10e6  # bytes/s: the least we wait for, for the recording to leave the node
+GIB = 1 << 30
 
 
-def stream_rate(argv: list[str], size: int, env: dict[str, str] | None = None) -> float:
-    """MB/s (10^6 bytes) from first to last byte of ``size`` bytes on argv's stdout."""
+@dataclass(frozen=True)
+class Run:
+    rate: float  # MB/s
+    cpu_per_gib: dict[str, float]  # CPU seconds per GiB streamed, by process
+
+
+def stream_rate(argv: list[str], size: int, env: dict[str, str] | None = None
+                ) -> tuple[float, float]:
+    """MB/s (10^6 bytes) from first to last byte of ``size`` bytes on argv's stdout,
+    and the CPU seconds the command used (with the children it waited for)."""
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env, start_new_session=True)
     assert proc.stdout is not None and proc.stderr is not None
@@ -53,7 +71,7 @@ def stream_rate(argv: list[str], size: int, env: dict[str, str] | None = None) -
                 first_at, first_len = time.perf_counter(), len(data)
             got += len(data)
         last_at = time.perf_counter()
-        rc = proc.wait(10)
+        rc, cpu = wait_child(proc, 10)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -64,7 +82,20 @@ def stream_rate(argv: list[str], size: int, env: dict[str, str] | None = None) -
     if rc != 0 or got != size:
         raise HarnessError(f"`{' '.join(argv)}` exited {rc} after {got} of {size} bytes: "
                          f"{(err.splitlines() or ['(no stderr)'])[-1]}")
-    return (got - first_len) / (last_at - first_at) / 1e6
+    return (got - first_len) / (last_at - first_at) / 1e6, cpu
+
+
+def run_stream(argv: list[str], size: int, client: str, daemons: dict[str, tuple[int, bool]],
+               after: Callable[[], None], env: dict[str, str] | None = None) -> Run:
+    """One stream, and the CPU per GiB of the client and of ``daemons`` (name: pid,
+    whether its reaped children count), read before it and once ``after`` returns."""
+    before = {name: process_cpu(pid, children=kids) for name, (pid, kids) in daemons.items()}
+    rate, client_cpu = stream_rate(argv, size, env)
+    after()
+    cpu = {client: client_cpu}
+    cpu |= {name: process_cpu(pid, children=kids) - before[name]
+            for name, (pid, kids) in daemons.items()}
+    return Run(rate, {name: seconds * GIB / size for name, seconds in cpu.items()})
 
 
 def _last_recorded(cluster: Cluster) -> bool | None:
@@ -84,13 +115,24 @@ def measure(gh: Gatehouse, sshd: OpenSSH, size: int, repeats: int) -> list[Figur
         return [str(GSH), "ssh", f"--cluster={cluster}", f"root@{NODE}", command]
 
     upload = 20 + size / UPLOAD_RATE
+    quiet = partial(settle, gh.quiet_pids(), timeout=upload)
+
+    def path(leaf: Cluster) -> dict[str, tuple[int, bool]]:
+        node = leaf.nodes[NODE]
+        assert gh.root.daemon is not None and leaf.daemon is not None  # started
+        return {"root auth+proxy": (gh.root.daemon.pid, False),
+                f"{leaf.name} auth+proxy": (leaf.daemon.pid, False),
+                f"{leaf.name} node": (node.pid, False)}
+
+    openssh = {"sshd (both hops, with the command)": (sshd.daemon.pid, True)}
     recorded, theirs, unrecorded = [], [], []
     for _ in range(repeats):
-        recorded.append(stream_rate(gsh(LEAF), size, gh.client.env()))
-        settle(gh.quiet_pids(), timeout=upload)
-        theirs.append(stream_rate(sshd.ssh(command, jump=True), size))
-        unrecorded.append(stream_rate(gsh(LEAF_UNRECORDED), size, gh.client.env()))
-        settle(gh.quiet_pids(), timeout=upload)
+        recorded.append(run_stream(gsh(LEAF), size, "gsh", path(gh.leaf), quiet,
+                                   gh.client.env()))
+        theirs.append(run_stream(sshd.ssh(command, jump=True), size, "ssh -J client", openssh,
+                                 partial(wait_childless, sshd.daemon.pid, 10)))
+        unrecorded.append(run_stream(gsh(LEAF_UNRECORDED), size, "gsh", path(gh.unrecorded),
+                                     quiet, gh.client.env()))
 
     def check(cluster: Cluster, expected: bool) -> None:
         if _last_recorded(cluster) is not expected:
@@ -99,16 +141,18 @@ def measure(gh: Gatehouse, sshd: OpenSSH, size: int, repeats: int) -> list[Figur
 
     in_parallel(partial(check, gh.leaf, True), partial(check, gh.unrecorded, False))
     mib = size >> 20
-    off = sorted(unrecorded)[len(unrecorded) // 2]
-    return [
-        ratio_figure("stream_leaf", f"stream {mib:,} MiB from a leaf node vs `ssh -J`",
-                     recorded, theirs, "MB/s", limit=0.8, better="higher",
-                     note="recorded on the leaf node, as every session is by default"),
-        absolute_figure("stream_recording", "the same stream, recording on vs off",
-                        [on / off for on, off in
-                         zip(sorted(recorded), sorted(unrecorded), strict=True)],
-                        "x", limit=0.9, better="higher", target="≥ 0.9x of recording off",
-                        note=f"{off:.0f} MB/s from a second leaf's node, set up the same "
-                             "way but with auth_service.session_recording: off (that node "
-                             "audits its sessions as not recorded)"),
-    ]
+    on, off = [r.rate for r in recorded], [r.rate for r in unrecorded]
+    leaf = ratio_figure("stream_leaf", f"stream {mib:,} MiB from a leaf node vs `ssh -J`",
+                        on, [r.rate for r in theirs], "MB/s", limit=0.8, better="higher",
+                        note="recorded on the leaf node, as every session is by default")
+    recording = absolute_figure(
+        "stream_recording", "the same stream, recording on vs off", paired_ratios(on, off),
+        "x", limit=0.9, better="higher", target="≥ 0.9x of recording off",
+        note=f"each recorded run over the unrecorded run of its repeat; "
+             f"{sorted(off)[len(off) // 2]:.0f} MB/s from a second leaf's node, set up the "
+             "same way but with auth_service.session_recording: off (that node audits its "
+             "sessions as not recorded)")
+    return [replace(leaf, cpu_per_gib=median_by_key([r.cpu_per_gib
+                                                     for r in recorded + theirs])),
+            replace(recording, cpu_per_gib=median_by_key([r.cpu_per_gib
+                                                          for r in unrecorded]))]

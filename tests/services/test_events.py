@@ -3,17 +3,20 @@ bounded page at a time, and still lists events stored under earlier keys."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import re
+import sqlite3
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gatehouse.backend import Backend, Item
+from gatehouse.backend import Backend, Item, open_backend
 from gatehouse.clock import FakeClock
-from gatehouse.errors import BadParameter
+from gatehouse.errors import BadParameter, ConnectionProblem
 from gatehouse.services import events
 from gatehouse.services.events import AuditEvent, AuditLog
 
@@ -98,3 +101,40 @@ async def test_leaf_events_stored_under_the_leafs_time_are_still_listed(
                                                       ("session.end", "leaf.example")]
     await backend.put(Item(f"/events/{leaf_ts + 1:020d}/~leaf.example/x".encode(), b"{"))
     assert [s async for s in audit.other_clusters_sessions()] == [(session_id, "leaf.example")]
+
+
+async def test_concurrent_events_are_each_committed_when_stored(tmp_path: Path,
+                                                                clock: FakeClock) -> None:
+    """Events stored at once are written in groups; each store returns only once its
+    event is in the database file (read here through a connection of its own)."""
+    path = tmp_path / "backend.sqlite"
+    backend = await open_backend("sqlite", path=path, clock=clock)
+    audit = AuditLog(backend, clock, "root.example")
+    reader = sqlite3.connect(path)
+    try:
+        def in_file(key: str) -> bool:
+            return reader.execute("SELECT 1 FROM items WHERE key = ?",
+                                  ((b"/events/" + key.encode()),)).fetchone() is not None
+
+        async def store(n: int) -> tuple[str, bool]:
+            key = await audit.store(audit.new("cert.create", user=f"u{n}"))
+            return key, in_file(key)
+
+        stored = await asyncio.gather(*(store(n) for n in range(50)))
+        assert all(there for _, there in stored)
+        keys = [key for key, _ in stored]
+        assert len(set(keys)) == 50
+        found = (await audit.search(types=["cert.create"])).events
+        assert [e.user for e in found] == [f"u{n}" for n in reversed(range(50))]
+    finally:
+        reader.close()
+        await backend.close()
+
+
+async def test_a_group_that_cannot_be_written_fails_each_of_its_events(
+        backend: Backend, clock: FakeClock) -> None:
+    audit = AuditLog(backend, clock, "root.example")
+    await backend.close()
+    results = await asyncio.gather(*(audit.emit("cert.create", user=f"u{n}") for n in range(5)),
+                                   return_exceptions=True)
+    assert [type(r) for r in results] == [ConnectionProblem] * 5

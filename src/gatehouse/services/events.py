@@ -7,16 +7,26 @@ time is a field of the event (a leaf's is ``leaf_time``), never a position. Even
 forwarded before this rule sit under the leaf's time (``<leaf time>/~<cluster>/<id>``) and
 are listed where they are. A search reads newest first, a page at a time, each page
 bounded in what it reads; a cursor (the last key read) continues it.
+
+Local events are written in groups: an event stored while a write of events is
+in flight goes with the next one, which carries every event that came meanwhile
+in one transaction (one commit for many concurrent logins, not one each). Each
+``store`` returns only once the transaction holding its event has committed, so
+what it acknowledges (a certificate handed out after its ``cert.create``) is
+as durable as with a write of its own: a crash before the commit loses the
+event and the acknowledgement with it, never the event alone. Keys are taken
+when the group is written, so they still follow the order of writing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import re
 import uuid
 from collections.abc import AsyncIterator, Container, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from gatehouse import metrics
@@ -71,6 +81,7 @@ CODES: dict[str, str] = {
 _PREFIX = b"/events/"
 MAX_SCAN = 100_000  # events one search reads at most; past that it answers with a cursor
 _SCAN_BATCH = 1000
+_GROUP = 256  # local events written in one transaction at most
 _CURSOR = re.compile(r"\d{20}/[!-~]{1,400}")  # a key below _PREFIX, as search hands it out
 SESSION_EVENTS = frozenset({"session.start", "session.end"})
 
@@ -94,7 +105,11 @@ class AuditEvent:
     leaf_time: dt.datetime | None = None
 
     def to_json_obj(self) -> dict[str, Any]:
-        obj = asdict(self)
+        """The event as JSON types, to encode at once: ``fields`` is copied one level
+        deep, not with ``asdict``'s deep copy (a third of the cost of storing an
+        event, measured on the issuance row)."""
+        obj = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        obj["fields"] = dict(self.fields)
         obj["time"] = self.time.isoformat()
         obj["leaf_time"] = self.leaf_time.isoformat() if self.leaf_time else None
         return obj
@@ -129,6 +144,8 @@ class AuditLog:
         self.cluster = cluster
         self._retention = retention
         self._last_ts = 0
+        self._waiting: list[tuple[AuditEvent, asyncio.Future[str]]] = []
+        self._writing = False
 
     def _item(self, key: bytes, ev: AuditEvent) -> Item:
         return Item(key=key, value=json.dumps(ev.to_json_obj()).encode(),
@@ -147,13 +164,42 @@ class AuditLog:
         return ev
 
     async def store(self, ev: AuditEvent) -> str:
-        """Store a local event; returns its key. Keys follow the order of storing (the
-        auth's clock, strictly increasing), so that an export cursor never skips an
-        event that a node reported late."""
-        key = self._next_key(ev)
-        await self._backend.put(self._item(_PREFIX + key.encode(), ev))
-        self._count(ev)
-        return key
+        """Store a local event, with the others waiting (see the module's docstring);
+        returns its key once committed. Keys follow the order of storing (the auth's
+        clock, strictly increasing), so that an export cursor never skips an event
+        that a node reported late."""
+        stored: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._waiting.append((ev, stored))
+        if not self._writing:
+            self._writing = True
+            # Shielded: the groups are written to the end for every event waiting,
+            # even if the caller that started them is cancelled.
+            await asyncio.shield(self._write_groups())
+        return await stored
+
+    async def _write_groups(self) -> None:
+        """Write the waiting events, a group per transaction, until none is left."""
+        try:
+            while self._waiting:
+                group, self._waiting = self._waiting[:_GROUP], self._waiting[_GROUP:]
+                # The keys, then the write's place in the backend's order, with no
+                # await between them: keys follow the order of writing.
+                keys = [self._next_key(ev) for ev, _ in group]
+                items = [self._item(_PREFIX + key.encode(), ev)
+                         for key, (ev, _) in zip(keys, group, strict=True)]
+                try:
+                    await self._backend.atomic_write([Write(i.key, i) for i in items])
+                except Exception as exc:
+                    for _, stored in group:
+                        if not stored.cancelled():
+                            stored.set_exception(exc)
+                    continue
+                for key, (ev, stored) in zip(keys, group, strict=True):
+                    self._count(ev)
+                    if not stored.cancelled():
+                        stored.set_result(key)
+        finally:
+            self._writing = False
 
     def _count(self, ev: AuditEvent) -> None:
         if ev.cluster == self.cluster:  # a leaf's logins and sessions are the leaf's to count
