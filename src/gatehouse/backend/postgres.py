@@ -370,23 +370,26 @@ class PostgresBackend(Backend):
     async def _follow(self) -> None:
         """Deliver the change table to the watchers, reconnecting whenever it must."""
         retry = _RETRY[0]
+        lost = ""  # why the watch is reconnecting; "" while it is connected
         while True:
             try:
                 conn = await asyncpg.connect(self._conn_string, timeout=CONNECT_TIMEOUT,
                                              command_timeout=COMMAND_TIMEOUT)
             except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
-                log.warning("postgres backend %s: watch cannot connect (%s); retrying in %.2fs",
-                            self.where, _reason(exc), retry)
+                if not lost:
+                    lost = _reason(exc)
+                    log.warning("postgres backend %s: watch cannot connect (%s); retrying",
+                                self.where, lost)
                 await asyncio.sleep(retry)
                 retry = min(retry * 2, _RETRY[1])
                 continue
             try:
                 conn.add_termination_listener(lambda _conn: self._wake.set())
                 await conn.add_listener(_CHANNEL, lambda *_args: self._wake.set())
-                if retry > _RETRY[0]:
+                if lost:
                     log.info("postgres backend %s: watch reconnected, resuming after "
                              "revision %d", self.where, self._delivered)
-                retry = _RETRY[0]
+                lost, retry = "", _RETRY[0]
                 while not conn.is_closed():
                     self._wake.clear()
                     await self._catch_up(conn)
@@ -395,14 +398,16 @@ class PostgresBackend(Backend):
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(POLL_INTERVAL):
                             await self._wake.wait()
-                log.warning("postgres backend %s: watch connection closed", self.where)
+                lost = "the server closed the connection"
             except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
-                log.warning("postgres backend %s: watch connection lost (%s)", self.where,
-                            _reason(exc))
-            except Exception:
-                log.exception("postgres backend %s: watch failed; reconnecting", self.where)
+                lost = _reason(exc)
+            except Exception as exc:
+                log.exception("postgres backend %s: watch failed", self.where)
+                lost = _reason(exc)
             finally:
                 conn.terminate()
+            log.warning("postgres backend %s: watch lost its connection (%s); reconnecting",
+                        self.where, lost)
             await asyncio.sleep(retry)
             retry = min(retry * 2, _RETRY[1])
 
