@@ -27,7 +27,7 @@ import dataclasses
 import datetime as dt
 import logging
 import urllib.parse
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -111,8 +111,10 @@ if TYPE_CHECKING:  # asyncpg's classes take no type arguments at run time
     _Conn = PoolConnectionProxy[asyncpg.Record]
     _Body = Callable[[_Conn, int], Awaitable[list[Event]]]
 # What a database that is down, restarting or unreachable raises.
+# (InternalClientError: a connection that the server left in the middle of an operation.)
 _UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                asyncpg.exceptions.OperatorInterventionError)
+                asyncpg.exceptions.OperatorInterventionError,
+                asyncpg.exceptions.InternalClientError)
 
 
 class PostgresBackend(Backend):
@@ -273,7 +275,7 @@ class PostgresBackend(Backend):
     async def _read(self, sql: str, *args: Any) -> list[Item]:
         self._check_open()
         try:
-            async with self._pool.acquire() as conn:
+            async with self._connection() as conn:
                 rows = await conn.fetch(sql, self.clock.now(), *args)
         except _UNAVAILABLE as exc:
             raise ConnectionProblem(f"PostgreSQL at {self.where} is unavailable: "
@@ -281,6 +283,19 @@ class PostgresBackend(Backend):
         except asyncpg.PostgresError as exc:
             raise GatehouseError(f"PostgreSQL at {self.where}: {_reason(exc)}") from exc
         return [_item(row) for row in rows]
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[_Conn]:
+        """A pooled connection; one that an error left in an unknown state (the server
+        went away mid-statement) is dropped, not pooled: its transaction rolls back."""
+        async with self._pool.acquire() as conn:
+            try:
+                yield conn
+            except GatehouseError:
+                raise
+            except BaseException:
+                conn.terminate()
+                raise
 
     async def _store(self, sql: str, item: Item, expected: bytes | None = None, *,
                      now: bool = False, missing: GatehouseError | None = None) -> Item:
@@ -330,17 +345,24 @@ class PostgresBackend(Backend):
         self._check_open()
         committing = False
         try:
-            async with self._write_lock, self._pool.acquire() as conn, conn.transaction():
-                # The counter's row lock serializes the writers of every process.
-                last = await conn.fetchval(
-                    "SELECT value FROM gatehouse_meta WHERE name = 'revision' FOR UPDATE")
-                events = await body(conn, last)
-                if events:
-                    await conn.executemany(_CHANGE, [_change(e) for e in events])
-                    await conn.execute("UPDATE gatehouse_meta SET value = $1 "
-                                       "WHERE name = 'revision'", events[-1].item.revision)
-                    await conn.execute(f"NOTIFY {_CHANNEL}")
+            async with self._write_lock, self._connection() as conn:
+                transaction = conn.transaction()
+                await transaction.start()
+                try:
+                    # The counter's row lock serializes the writers of every process.
+                    last = await conn.fetchval(
+                        "SELECT value FROM gatehouse_meta WHERE name = 'revision' FOR UPDATE")
+                    events = await body(conn, last)
+                    if events:
+                        await conn.executemany(_CHANGE, [_change(e) for e in events])
+                        await conn.execute("UPDATE gatehouse_meta SET value = $1 "
+                                           "WHERE name = 'revision'", events[-1].item.revision)
+                        await conn.execute(f"NOTIFY {_CHANNEL}")
+                except GatehouseError:  # the body's verdict: NotFound, CompareFailed, ...
+                    await transaction.rollback()
+                    raise
                 committing = True
+                await transaction.commit()
         except _UNAVAILABLE as exc:
             outcome = ("the connection broke during the commit: the write may or may not "
                        "have been applied") if committing else "the write was not applied"
@@ -359,7 +381,7 @@ class PostgresBackend(Backend):
         swept = await self.sweep_expired()
         self._check_open()
         try:
-            async with self._pool.acquire() as conn:
+            async with self._connection() as conn:
                 await conn.execute("DELETE FROM gatehouse_changes WHERE revision <= $1",
                                    self._delivered - CHANGES_KEPT)
         except _UNAVAILABLE as exc:
