@@ -379,6 +379,7 @@ class Cluster:
     proxy_port: int = 0
     ssh_port: int = 0
     proxy_apart: bool = False  # the proxy in a process of its own (``proxy_process``)
+    storage: dict[str, Any] | None = None  # gatehouse.storage; None: the default (sqlite)
     daemon: Process | None = None
     proxy_process: Process | None = None
     nodes: dict[str, Process] = field(default_factory=dict)
@@ -399,7 +400,8 @@ class Cluster:
         """The config's contents (a subclass may change them)."""
         data: dict[str, Any] = {
             "version": "v1",
-            "gatehouse": {"nodename": self.nodename, "data_dir": str(self.data_dir)},
+            "gatehouse": {"nodename": self.nodename, "data_dir": str(self.data_dir),
+                          **({"storage": self.storage} if self.storage else {})},
             "auth_service": {"enabled": True, "cluster_name": self.name,
                              "listen_addr": f"127.0.0.1:{self.auth_port}",
                              "session_recording": self.session_recording,
