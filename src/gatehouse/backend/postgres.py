@@ -137,6 +137,7 @@ class PostgresBackend(Backend):
         # in the other backends); the counter's row lock orders them with other processes'.
         self._write_lock = asyncio.Lock()
         self._follower: asyncio.Task[None] | None = None
+        self._sweep_failing = False
         self._closed = False
 
     @classmethod
@@ -377,17 +378,34 @@ class PostgresBackend(Backend):
         return events
 
     async def _sweep(self) -> int:
-        """The sweeper's round: expired items, then changes older than the last CHANGES_KEPT."""
-        swept = await self.sweep_expired()
-        self._check_open()
+        """The sweeper's round: expired items, then changes older than the last
+        CHANGES_KEPT. While the database is away it says so once, not every round."""
         try:
+            swept = await self.sweep_expired()
             async with self._connection() as conn:
                 await conn.execute("DELETE FROM gatehouse_changes WHERE revision <= $1",
                                    self._delivered - CHANGES_KEPT)
         except _UNAVAILABLE as exc:
-            raise ConnectionProblem(f"PostgreSQL at {self.where} is unavailable: "
-                                    f"{_reason(exc)}") from exc
+            if not self._sweep_failing:
+                log.warning("postgres backend %s: expiry sweep cannot reach the database (%s); "
+                            "retrying", self.where, _reason(exc))
+            self._sweep_failing = True
+            return 0
+        except ConnectionProblem as exc:
+            if not self._sweep_failing:
+                log.warning("%s; the expiry sweep retries", exc)
+            self._sweep_failing = True
+            return 0
+        self._sweep_failing = False
         return swept
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait before reconnecting the watch: seconds, or less if a write succeeds meanwhile
+        (the database is back)."""
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
 
     async def _follow(self) -> None:
         """Deliver the change table to the watchers, reconnecting whenever it must."""
@@ -402,7 +420,7 @@ class PostgresBackend(Backend):
                     lost = _reason(exc)
                     log.warning("postgres backend %s: watch cannot connect (%s); retrying",
                                 self.where, lost)
-                await asyncio.sleep(retry)
+                await self._pause(retry)
                 retry = min(retry * 2, _RETRY[1])
                 continue
             try:
@@ -430,7 +448,7 @@ class PostgresBackend(Backend):
                 conn.terminate()
             log.warning("postgres backend %s: watch lost its connection (%s); reconnecting",
                         self.where, lost)
-            await asyncio.sleep(retry)
+            await self._pause(retry)
             retry = min(retry * 2, _RETRY[1])
 
     async def _catch_up(self, conn: asyncpg.Connection[asyncpg.Record]) -> None:
@@ -487,6 +505,8 @@ def describe(conn_string: str) -> str:
 
 
 def _reason(exc: BaseException) -> str:
+    if isinstance(exc, asyncpg.exceptions.InternalClientError):
+        return "the server broke the connection in the middle of an operation"
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
