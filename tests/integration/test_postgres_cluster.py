@@ -1,6 +1,7 @@
 """`gatehouse start` on PostgreSQL storage (gatehouse.storage: {type: postgres, conn_string}):
 a whole cluster runs on a real PostgreSQL 15 (tests/pgserver.py), its audit log and
-recordings' metadata are rows of that database, and a restart keeps users and CAs."""
+recordings (metadata and bytes) are rows of that database, and a restart keeps users,
+CAs and recordings."""
 
 from __future__ import annotations
 
@@ -39,6 +40,10 @@ def test_a_cluster_runs_on_postgres_and_keeps_its_state_across_a_restart(
             for r in alice.gsh("recordings", "ls", "--format=json").ok().json()), timeout=20)
         assert rows(f"SELECT count(*) FROM gatehouse_items "
                     f"WHERE key = convert_to('/recording_meta/{session}', 'UTF8')") == ["1"]
+        # Its bytes too: any auth on the database serves it, none keeps a file of it.
+        assert int(rows(f"SELECT count(*) FROM gatehouse_items "
+                        f"WHERE key LIKE '/recording_chunks/{session}/%'")[0]) >= 1
+        assert not list(cluster.data_dir.rglob(f"*{session}*"))  # (the node's spool is empty)
         users = json.dumps(cluster.gatectl("get", "user", "--format=json").ok().json())
         cas = cluster.gatectl("get", "ca", "--format=json").ok().json()
 

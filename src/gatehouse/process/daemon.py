@@ -255,8 +255,11 @@ async def _services(cfg: Config, clock: Clock, timer: Monotonic) -> AsyncIterato
                 conn_string=storage.conn_string, clock=clock,
             )
             stack.push_async_callback(backend.close)
+            # Auths that share a PostgreSQL database share no directory: the recordings'
+            # chunks go to the database with the rest.
+            recordings = None if storage.type == "postgres" else cfg.data_dir / "recordings"
             auth = await AuthServer.open(backend, clock, cfg.auth_service.cluster_name,
-                                         cfg.data_dir / "recordings",
+                                         recordings,
                                          cfg.auth_service.session_recording, join_root,
                                          cfg.auth_service.node_address_networks,
                                          audit_retention=cfg.auth_service.audit_retention,
