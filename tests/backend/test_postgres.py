@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from gatehouse.backend import Event, EventType, Item, PostgresBackend, Watcher, Write
+from gatehouse.backend.postgres import INLINE_VALUE
 from gatehouse.clock import FakeClock
 from gatehouse.errors import AlreadyExists, BadParameter, CompareFailed, ConnectionProblem
 from tests.pgserver import PgServer
@@ -73,6 +74,22 @@ async def test_conditional_writes_from_two_backends_have_one_winner(
         assert sum(isinstance(o, CompareFailed) for o in swaps) == 1, swaps
         winner = next(o for o in swaps if isinstance(o, Item))
         assert await second.get(key) == winner
+
+
+async def test_large_values_reach_the_watchers_that_want_them(
+        two: tuple[PostgresBackend, PostgresBackend]) -> None:
+    """A value above INLINE_VALUE (a recording's chunk) is read by a watch only for a
+    watcher of its key, yet that watcher gets it whole and in order."""
+    first, second = two
+    big = bytes(range(256)) * (INLINE_VALUE // 256 + 1)
+    chunks, other = second.watch([b"/chunks/"]), second.watch([b"/other/"])
+    await first.put(Item(b"/chunks/1", big))
+    await first.put(Item(b"/other/1", big))
+    await first.put(Item(b"/chunks/2", b"small"))
+    assert [(e.item.key, e.item.value) for e in await take(chunks, 2)] == [
+        (b"/chunks/1", big), (b"/chunks/2", b"small")]
+    assert [(e.item.key, e.item.value) for e in await take(other, 1)] == [(b"/other/1", big)]
+    assert (await second.get(b"/chunks/1")).value == big
 
 
 async def test_open_says_what_is_wrong_in_one_line(pg_server: PgServer) -> None:

@@ -58,12 +58,18 @@ from .base import (
     unmet,
 )
 
-__all__ = ["CHANGES_KEPT", "POLL_INTERVAL", "PostgresBackend"]
+__all__ = ["CHANGES_KEPT", "INLINE_VALUE", "LARGE_CHANGES_KEPT", "POLL_INTERVAL",
+           "PostgresBackend"]
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 CHANGES_KEPT = 100_000
+# A change's value longer than INLINE_VALUE bytes (a recording's chunk) is read by a
+# watch only if one of its watchers wants that key, and dropped from the change table
+# after LARGE_CHANGES_KEPT changes: every auth need not read every recording twice.
+INLINE_VALUE = 64 << 10
+LARGE_CHANGES_KEPT = 1_000
 POLL_INTERVAL = 2.0  # seconds between reads of the change table without a NOTIFY
 CONNECT_TIMEOUT = 5.0
 COMMAND_TIMEOUT = 30.0
@@ -89,9 +95,12 @@ CREATE TABLE IF NOT EXISTS gatehouse_changes (
     revision bigint PRIMARY KEY,
     deleted boolean NOT NULL,
     key bytea NOT NULL,
-    value bytea NOT NULL,
+    value bytea,                -- NULL once a large value is dropped (LARGE_CHANGES_KEPT)
+    large boolean NOT NULL,     -- value longer than INLINE_VALUE bytes
     expires timestamptz
 );
+CREATE INDEX IF NOT EXISTS gatehouse_changes_large ON gatehouse_changes (revision)
+    WHERE large AND value IS NOT NULL;
 """
 
 _LIVE = "(expires IS NULL OR expires > $1)"  # in reads and deletes, $1 is the clock's now
@@ -102,8 +111,8 @@ _UPSERT = ("INSERT INTO gatehouse_items AS i (key, value, expires, revision) "
            "expires = excluded.expires, revision = excluded.revision")
 _SET = ("UPDATE gatehouse_items SET value = $2, expires = $3, revision = $4 "
         "WHERE key = $1 AND (expires IS NULL OR expires > $5)")
-_CHANGE = ("INSERT INTO gatehouse_changes (revision, deleted, key, value, expires) "
-           "VALUES ($1, $2, $3, $4, $5)")
+_CHANGE = ("INSERT INTO gatehouse_changes (revision, deleted, key, value, expires, large) "
+           "VALUES ($1, $2, $3, $4::bytea, $5, octet_length($4::bytea) > $6)")
 
 if TYPE_CHECKING:  # asyncpg's classes take no type arguments at run time
     from asyncpg.pool import PoolConnectionProxy
@@ -385,6 +394,9 @@ class PostgresBackend(Backend):
             async with self._connection() as conn:
                 await conn.execute("DELETE FROM gatehouse_changes WHERE revision <= $1",
                                    self._delivered - CHANGES_KEPT)
+                await conn.execute("UPDATE gatehouse_changes SET value = NULL WHERE large "
+                                   "AND value IS NOT NULL AND revision <= $1",
+                                   self._delivered - LARGE_CHANGES_KEPT)
         except _UNAVAILABLE as exc:
             if not self._sweep_failing:
                 log.warning("postgres backend %s: expiry sweep cannot reach the database (%s); "
@@ -455,7 +467,8 @@ class PostgresBackend(Backend):
         """Hand every change after the last delivered one to the watchers, in order."""
         while True:
             rows = await conn.fetch(
-                "SELECT revision, deleted, key, value, expires FROM gatehouse_changes "
+                "SELECT revision, deleted, key, CASE WHEN large THEN NULL ELSE value END "
+                "AS value, large, expires FROM gatehouse_changes "
                 "WHERE revision > $1 ORDER BY revision LIMIT $2", self._delivered, _BATCH)
             if not rows:
                 return
@@ -463,13 +476,37 @@ class PostgresBackend(Backend):
                 self._fanout.fail(f"missed changes {self._delivered + 1}.."
                                   f"{rows[0]['revision'] - 1} (the backend was away while "
                                   "more than CHANGES_KEPT changes were made)")
+            values = await self._large_values(conn, rows)
             self._delivered = rows[-1]["revision"]
-            self._fanout.emit([_event(row) for row in rows])
+            self._fanout.emit([_event(row, values.get(row["revision"], row["value"]))
+                               for row in rows])
             async with self._progress:
                 self._progress.notify_all()
             if len(rows) < _BATCH:
                 return
 
+
+    async def _large_values(self, conn: asyncpg.Connection[asyncpg.Record],
+                            rows: Sequence[asyncpg.Record]) -> dict[int, bytes]:
+        """The large values among rows that a watcher of this process wants (by
+        revision); the others stay in the database. Asked again after each read, so
+        that a watch begun meanwhile gets its values too."""
+        values: dict[int, bytes] = {}
+        for _round in range(len(rows) + 1):
+            wanted = [row["revision"] for row in rows
+                      if row["large"] and row["revision"] not in values
+                      and self._fanout.wants(bytes(row["key"]))]
+            if not wanted:
+                break
+            found = {int(row["revision"]): bytes(row["value"]) for row in await conn.fetch(
+                "SELECT revision, value FROM gatehouse_changes WHERE revision = ANY($1) "
+                "AND value IS NOT NULL", wanted)}
+            if len(found) < len(wanted):
+                self._fanout.fail("missed the value of a large change (the backend was away "
+                                  "while more than LARGE_CHANGES_KEPT changes were made)")
+            values.update(dict.fromkeys(wanted, b""))  # lost ones: their watchers were failed
+            values.update(found)
+        return values
 
 async def _prepare(pool: asyncpg.Pool[asyncpg.Record], where: str) -> int:
     """Create or check the tables; returns the last revision."""
@@ -514,9 +551,10 @@ def _row(item: Item) -> tuple[bytes, bytes, dt.datetime | None, int]:
     return item.key, item.value, item.expires, item.revision
 
 
-def _change(event: Event) -> tuple[int, bool, bytes, bytes, dt.datetime | None]:
+def _change(event: Event) -> tuple[int, bool, bytes, bytes, dt.datetime | None, int]:
     item = event.item
-    return item.revision, event.type is EventType.DELETE, item.key, item.value, item.expires
+    return (item.revision, event.type is EventType.DELETE, item.key, item.value, item.expires,
+            INLINE_VALUE)
 
 
 def _item(row: asyncpg.Record) -> Item:
@@ -524,8 +562,8 @@ def _item(row: asyncpg.Record) -> Item:
     return Item(bytes(key), bytes(value), expires, revision)
 
 
-def _event(row: asyncpg.Record) -> Event:
+def _event(row: asyncpg.Record, value: bytes | None) -> Event:
     if row["deleted"]:
         return Event(EventType.DELETE, Item(bytes(row["key"]), b"", revision=row["revision"]))
-    return Event(EventType.PUT, Item(bytes(row["key"]), bytes(row["value"]), row["expires"],
+    return Event(EventType.PUT, Item(bytes(row["key"]), bytes(value or b""), row["expires"],
                                      row["revision"]))
