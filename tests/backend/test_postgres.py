@@ -14,10 +14,16 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gatehouse.backend import Event, EventType, Item, PostgresBackend, Watcher, Write
+from gatehouse.backend import Event, EventType, Item, PostgresBackend, Watcher, Write, postgres
 from gatehouse.backend.postgres import INLINE_VALUE
 from gatehouse.clock import FakeClock
-from gatehouse.errors import AlreadyExists, BadParameter, CompareFailed, ConnectionProblem
+from gatehouse.errors import (
+    AlreadyExists,
+    BadParameter,
+    CompareFailed,
+    ConnectionProblem,
+    LimitExceeded,
+)
 from tests.pgserver import PgServer
 
 QUIET = 3600.0  # no background sweep during these tests
@@ -90,6 +96,31 @@ async def test_large_values_reach_the_watchers_that_want_them(
         (b"/chunks/1", big), (b"/chunks/2", b"small")]
     assert [(e.item.key, e.item.value) for e in await take(other, 1)] == [(b"/other/1", big)]
     assert (await second.get(b"/chunks/1")).value == big
+
+
+async def test_a_watch_away_longer_than_the_change_table_keeps_is_closed_not_short(
+        two: tuple[PostgresBackend, PostgresBackend], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backend whose watch was away while the others pruned the changes it missed
+    closes its watchers with LimitExceeded (list again) rather than skip them."""
+    first, second = two
+    monkeypatch.setattr(postgres, "CHANGES_KEPT", 3)
+    watcher = second.watch([b"/"])
+    await second.put(Item(b"/k", b"0"))
+    assert len(await take(watcher, 1)) == 1
+    # The second backend's watch goes away (as in a long partition) ...
+    follow = second._follower
+    assert follow is not None
+    follow.cancel()
+    await asyncio.wait({follow})
+    for n in range(1, 10):  # ... while the first writes and prunes all but 3 changes.
+        await first.put(Item(b"/k", b"%d" % n))
+    await first._sweep()
+    second._follower = asyncio.create_task(second._follow())  # it comes back
+    with pytest.raises(LimitExceeded, match=r"missed changes 2\.\.7"):
+        await asyncio.wait_for(anext(watcher), 10)
+    fresh = second.watch([b"/"])  # a new watch after listing again works
+    await first.put(Item(b"/k", b"new"))
+    assert [e.item.value for e in await take(fresh, 1)] == [b"new"]
 
 
 async def test_open_says_what_is_wrong_in_one_line(pg_server: PgServer) -> None:

@@ -10,7 +10,9 @@ the NOTIFY (or, failing that, every POLL_INTERVAL seconds), from the last revisi
 this process delivered: a watcher sees every change from every process once, in
 order, and after the database comes back from an outage it resumes where it was.
 The table keeps the last CHANGES_KEPT changes; a watcher whose backend was away
-for longer is closed with LimitExceeded (list again), never silently short.
+for longer is closed with LimitExceeded (list again), never silently short. Large
+values (recording chunks) are read back only for the watchers that watch their
+keys, and kept in the table for fewer changes (INLINE_VALUE, LARGE_CHANGES_KEPT).
 
 A write is one transaction: during an outage it fails with ConnectionProblem and
 nothing of it is applied. (If the connection breaks while the COMMIT itself is on
