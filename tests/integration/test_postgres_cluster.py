@@ -1,7 +1,7 @@
 """`gatehouse start` on PostgreSQL storage (gatehouse.storage: {type: postgres, conn_string}):
 a whole cluster runs on a real PostgreSQL 15 (tests/pgserver.py), its audit log and
-recordings (metadata and bytes) are rows of that database, and a restart keeps users,
-CAs and recordings."""
+recordings (metadata and bytes) are rows of that database, a restart keeps users,
+CAs and recordings, and the cluster goes on after PostgreSQL restarts under it."""
 
 from __future__ import annotations
 
@@ -58,3 +58,14 @@ def test_a_cluster_runs_on_postgres_and_keeps_its_state_across_a_restart(
         assert any(e["event"] == "session.start" and e["session_id"] == session
                    for e in cluster.events("--type=session.start"))
         assert "on-postgres" in alice.gsh("play", session).ok().out
+
+        # PostgreSQL restarts under the running cluster: the auth reconnects by itself.
+        pg_server.restart(1.0)
+        wait_for("the auth writing again after PostgreSQL restarted", lambda: cluster.gatectl(
+            "users", "add", "bob", "--roles=access", "--logins=root").rc == 0, timeout=20)
+        assert cluster.daemon is not None and cluster.daemon.alive()
+        cluster.gatectl("users", "set-password", "bob", "--password-stdin",
+                        input="a long password for bob\n").ok()
+        bob = make_client(cluster)
+        bob.login("bob", "a long password for bob").ok()
+        assert bob.ssh("root@node1", "echo", "after-outage").ok().out == "after-outage\n"

@@ -158,7 +158,9 @@ class PostgresBackend(Backend):
         where = describe(conn_string)
         sweeper = Sweeper(sweep_interval, "postgres-backend-sweep")
         try:
-            pool = await asyncpg.create_pool(conn_string, min_size=1, max_size=POOL_SIZE,
+            # min_size 0: connections open on demand, and asyncpg's pool does not log a
+            # traceback each time it fails to reopen idle ones while the database is down.
+            pool = await asyncpg.create_pool(conn_string, min_size=0, max_size=POOL_SIZE,
                                              timeout=CONNECT_TIMEOUT,
                                              command_timeout=COMMAND_TIMEOUT)
         except _UNAVAILABLE as exc:
