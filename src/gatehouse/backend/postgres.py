@@ -257,7 +257,7 @@ class PostgresBackend(Backend):
 
     async def sweep_expired(self) -> int:
         # Every auth sweeps: look first, without taking the writers' lock.
-        if not await self._read("SELECT key, value, expires, revision FROM gatehouse_items "
+        if not await self._read("SELECT key, ''::bytea, expires, revision FROM gatehouse_items "
                                 "WHERE expires <= $1 LIMIT 1"):
             return 0
         return await self._remove("DELETE FROM gatehouse_items WHERE expires <= $1 RETURNING key")
