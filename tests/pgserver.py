@@ -19,6 +19,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -76,10 +77,16 @@ class PgServer:
             self._ctl(BIN / "pg_ctl", "-D", str(self.data), "-m", "fast", "-w",
                       "-t", str(TIMEOUT), "stop", check=False)
 
-    def restart(self) -> None:
-        """Stop (closing every connection) and start again on the same port."""
+    def restart(self, down_for: float = 0.0) -> None:
+        """Stop (closing every connection), stay down ``down_for`` seconds, and start
+        again on the same port."""
         self._ctl(BIN / "pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", str(TIMEOUT),
                   "stop")
+        time.sleep(down_for)
+        self.start_again()
+
+    def start_again(self) -> None:
+        """Start after ``stop`` on the same port."""
         self._pg_ctl_start()
 
     def _pg_ctl_start(self, *, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -12,7 +12,7 @@ import pytest
 
 from gatehouse.backend import Item, open_backend
 from gatehouse.clock import FakeClock
-from gatehouse.errors import BadParameter, NotFound
+from gatehouse.errors import AlreadyExists, BadParameter, NotFound
 from gatehouse.services.recordings import RecordingStore
 from gatehouse.wire.names import RECORDING_CHUNK as CHUNK
 from gatehouse.wire.recording import check_session_id
@@ -102,3 +102,30 @@ async def test_recordings_kept_in_the_backend_move_to_files(store: RecordingStor
     assert await store.move_from_backend() == 0
     assert await store.read(done) == b"".join(parts)
     assert await backend.get_range(b"/recordings/", b"/recordings0") == []
+
+
+async def test_without_a_directory_chunks_are_backend_items_any_store_serves() -> None:
+    """Auths sharing a backend (PostgreSQL) keep the chunks there: a recording uploaded
+    to one auth's store is read back from another's."""
+    backend = await open_backend("memory", path=None, clock=FakeClock())
+    first, second = RecordingStore(backend, None), RecordingStore(backend, None)
+    sid = str(uuid.uuid4())
+    parts = [bytes([i]) * CHUNK for i in range(2)] + [b"tail"]
+    await first.put_chunk(sid, 1, b"sent twice")
+    for index, part in reversed(list(enumerate(parts[:2]))):
+        await first.put_chunk(sid, index, part)  # a chunk sent again replaces the first
+    with pytest.raises(NotFound):
+        await second.read(sid)
+    await first.complete(sid, {"session_id": sid}, tail=(2, parts[2]))
+    assert await second.read(sid) == b"".join(parts)
+    assert await second.list() == [{"session_id": sid}]
+    with pytest.raises(AlreadyExists):  # complete: it cannot change
+        await second.put_chunk(sid, 0, b"x")
+    assert [i.key for i in await backend.get_range(b"/recording_chunks/", b"/recording_chunks0")
+            ] == [f"/recording_chunks/{sid}/{n:06d}".encode() for n in range(3)]
+    empty = str(uuid.uuid4())
+    with pytest.raises(BadParameter, match="no chunks"):
+        await first.complete(empty, {"session_id": empty})
+    with pytest.raises(BadParameter):
+        await first.put_chunk("../x", 0, b"")
+    await backend.close()

@@ -92,7 +92,7 @@ class AuthServer:
         clock: Clock,
         cluster: str,
         cas: dict[str, authorities.SigningAuthority],
-        recordings: Path,
+        recordings: Path | None,
         session_recording: SessionRecording = "node",
         join_root: JoinRoot = _no_root_dialer,
         node_networks: Sequence[IPNetwork] = (),
@@ -128,14 +128,15 @@ class AuthServer:
         self.session_recording = session_recording  # what the nodes are told to do
 
     @classmethod
-    async def open(cls, backend: Backend, clock: Clock, cluster: str, recordings: Path,
+    async def open(cls, backend: Backend, clock: Clock, cluster: str, recordings: Path | None,
                    session_recording: SessionRecording = "node",
                    join_root: JoinRoot = _no_root_dialer,
                    node_networks: Sequence[IPNetwork] = (), *,
                    audit_retention: dt.timedelta = DEFAULT_AUDIT_RETENTION,
                    limits: AuthLimits | None = None) -> AuthServer:
         """Load (or on first start create) the cluster's name, CAs and preset roles;
-        session recordings' chunks are kept in the directory ``recordings``; nodes may
+        session recordings' chunks are kept in the directory ``recordings`` (None: in the
+        backend, for auths that share it); nodes may
         advertise addresses in ``node_networks`` besides the one they call from."""
         stored = await cluster_name.claim(backend, cluster)
         if stored != cluster:
@@ -147,7 +148,8 @@ class AuthServer:
         server = cls(backend, clock, cluster, cas, recordings, session_recording, join_root,
                      node_networks, audit_retention=audit_retention, limits=limits)
         if moved := await server.recordings.move_from_backend():
-            log.info("moved %d session recordings from the backend to %s", moved, recordings)
+            log.info("moved %d session recordings from the backend's old layout to %s", moved,
+                     recordings or "chunk items")
         if indexed := await server.recordings.index_leaf_sessions(
                 server.audit.other_clusters_sessions()):
             log.info("indexed %d leaf sessions stored by an earlier version", indexed)

@@ -331,6 +331,10 @@ class Fanout:
                 elif events[-1].item.revision > after:
                     watcher._offer([e for e in events if e.item.revision > after])
 
+    def wants(self, key: bytes) -> bool:
+        """Whether some open watcher watches key."""
+        return any(key.startswith(watcher.prefixes) for watcher in self._watchers)
+
     def fail(self, why: str) -> None:
         """End every watcher with LimitExceeded: events were lost to them (why)."""
         for watcher in list(self._watchers):

@@ -10,7 +10,9 @@ the NOTIFY (or, failing that, every POLL_INTERVAL seconds), from the last revisi
 this process delivered: a watcher sees every change from every process once, in
 order, and after the database comes back from an outage it resumes where it was.
 The table keeps the last CHANGES_KEPT changes; a watcher whose backend was away
-for longer is closed with LimitExceeded (list again), never silently short.
+for longer is closed with LimitExceeded (list again), never silently short. Large
+values (recording chunks) are read back only for the watchers that watch their
+keys, and kept in the table for fewer changes (INLINE_VALUE, LARGE_CHANGES_KEPT).
 
 A write is one transaction: during an outage it fails with ConnectionProblem and
 nothing of it is applied. (If the connection breaks while the COMMIT itself is on
@@ -27,7 +29,7 @@ import dataclasses
 import datetime as dt
 import logging
 import urllib.parse
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -58,12 +60,18 @@ from .base import (
     unmet,
 )
 
-__all__ = ["CHANGES_KEPT", "POLL_INTERVAL", "PostgresBackend"]
+__all__ = ["CHANGES_KEPT", "INLINE_VALUE", "LARGE_CHANGES_KEPT", "POLL_INTERVAL",
+           "PostgresBackend"]
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 CHANGES_KEPT = 100_000
+# A change's value longer than INLINE_VALUE bytes (a recording's chunk) is read by a
+# watch only if one of its watchers wants that key, and dropped from the change table
+# after LARGE_CHANGES_KEPT changes: every auth need not read every recording twice.
+INLINE_VALUE = 64 << 10
+LARGE_CHANGES_KEPT = 1_000
 POLL_INTERVAL = 2.0  # seconds between reads of the change table without a NOTIFY
 CONNECT_TIMEOUT = 5.0
 COMMAND_TIMEOUT = 30.0
@@ -89,9 +97,12 @@ CREATE TABLE IF NOT EXISTS gatehouse_changes (
     revision bigint PRIMARY KEY,
     deleted boolean NOT NULL,
     key bytea NOT NULL,
-    value bytea NOT NULL,
+    value bytea,                -- NULL once a large value is dropped (LARGE_CHANGES_KEPT)
+    large boolean NOT NULL,     -- value longer than INLINE_VALUE bytes
     expires timestamptz
 );
+CREATE INDEX IF NOT EXISTS gatehouse_changes_large ON gatehouse_changes (revision)
+    WHERE large AND value IS NOT NULL;
 """
 
 _LIVE = "(expires IS NULL OR expires > $1)"  # in reads and deletes, $1 is the clock's now
@@ -102,8 +113,8 @@ _UPSERT = ("INSERT INTO gatehouse_items AS i (key, value, expires, revision) "
            "expires = excluded.expires, revision = excluded.revision")
 _SET = ("UPDATE gatehouse_items SET value = $2, expires = $3, revision = $4 "
         "WHERE key = $1 AND (expires IS NULL OR expires > $5)")
-_CHANGE = ("INSERT INTO gatehouse_changes (revision, deleted, key, value, expires) "
-           "VALUES ($1, $2, $3, $4, $5)")
+_CHANGE = ("INSERT INTO gatehouse_changes (revision, deleted, key, value, expires, large) "
+           "VALUES ($1, $2, $3, $4::bytea, $5, octet_length($4::bytea) > $6)")
 
 if TYPE_CHECKING:  # asyncpg's classes take no type arguments at run time
     from asyncpg.pool import PoolConnectionProxy
@@ -111,8 +122,10 @@ if TYPE_CHECKING:  # asyncpg's classes take no type arguments at run time
     _Conn = PoolConnectionProxy[asyncpg.Record]
     _Body = Callable[[_Conn, int], Awaitable[list[Event]]]
 # What a database that is down, restarting or unreachable raises.
+# (InternalClientError: a connection that the server left in the middle of an operation.)
 _UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                asyncpg.exceptions.OperatorInterventionError)
+                asyncpg.exceptions.OperatorInterventionError,
+                asyncpg.exceptions.InternalClientError)
 
 
 class PostgresBackend(Backend):
@@ -135,6 +148,7 @@ class PostgresBackend(Backend):
         # in the other backends); the counter's row lock orders them with other processes'.
         self._write_lock = asyncio.Lock()
         self._follower: asyncio.Task[None] | None = None
+        self._sweep_failing = False
         self._closed = False
 
     @classmethod
@@ -144,7 +158,9 @@ class PostgresBackend(Backend):
         where = describe(conn_string)
         sweeper = Sweeper(sweep_interval, "postgres-backend-sweep")
         try:
-            pool = await asyncpg.create_pool(conn_string, min_size=1, max_size=POOL_SIZE,
+            # min_size 0: connections open on demand, and asyncpg's pool does not log a
+            # traceback each time it fails to reopen idle ones while the database is down.
+            pool = await asyncpg.create_pool(conn_string, min_size=0, max_size=POOL_SIZE,
                                              timeout=CONNECT_TIMEOUT,
                                              command_timeout=COMMAND_TIMEOUT)
         except _UNAVAILABLE as exc:
@@ -241,7 +257,7 @@ class PostgresBackend(Backend):
 
     async def sweep_expired(self) -> int:
         # Every auth sweeps: look first, without taking the writers' lock.
-        if not await self._read("SELECT key, value, expires, revision FROM gatehouse_items "
+        if not await self._read("SELECT key, ''::bytea, expires, revision FROM gatehouse_items "
                                 "WHERE expires <= $1 LIMIT 1"):
             return 0
         return await self._remove("DELETE FROM gatehouse_items WHERE expires <= $1 RETURNING key")
@@ -274,7 +290,7 @@ class PostgresBackend(Backend):
     async def _read(self, sql: str, *args: Any) -> list[Item]:
         self._check_open()
         try:
-            async with self._pool.acquire() as conn:
+            async with self._connection() as conn:
                 rows = await conn.fetch(sql, self.clock.now(), *args)
         except _UNAVAILABLE as exc:
             raise ConnectionProblem(f"PostgreSQL at {self.where} is unavailable: "
@@ -282,6 +298,19 @@ class PostgresBackend(Backend):
         except asyncpg.PostgresError as exc:
             raise GatehouseError(f"PostgreSQL at {self.where}: {_reason(exc)}") from exc
         return [_item(row) for row in rows]
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[_Conn]:
+        """A pooled connection; one that an error left in an unknown state (the server
+        went away mid-statement) is dropped, not pooled: its transaction rolls back."""
+        async with self._pool.acquire() as conn:
+            try:
+                yield conn
+            except GatehouseError:
+                raise
+            except BaseException:
+                conn.terminate()
+                raise
 
     async def _store(self, sql: str, item: Item, expected: bytes | None = None, *,
                      now: bool = False, missing: GatehouseError | None = None) -> Item:
@@ -331,17 +360,24 @@ class PostgresBackend(Backend):
         self._check_open()
         committing = False
         try:
-            async with self._write_lock, self._pool.acquire() as conn, conn.transaction():
-                # The counter's row lock serializes the writers of every process.
-                last = await conn.fetchval(
-                    "SELECT value FROM gatehouse_meta WHERE name = 'revision' FOR UPDATE")
-                events = await body(conn, last)
-                if events:
-                    await conn.executemany(_CHANGE, [_change(e) for e in events])
-                    await conn.execute("UPDATE gatehouse_meta SET value = $1 "
-                                       "WHERE name = 'revision'", events[-1].item.revision)
-                    await conn.execute(f"NOTIFY {_CHANNEL}")
+            async with self._write_lock, self._connection() as conn:
+                transaction = conn.transaction()
+                await transaction.start()
+                try:
+                    # The counter's row lock serializes the writers of every process.
+                    last = await conn.fetchval(
+                        "SELECT value FROM gatehouse_meta WHERE name = 'revision' FOR UPDATE")
+                    events = await body(conn, last)
+                    if events:
+                        await conn.executemany(_CHANGE, [_change(e) for e in events])
+                        await conn.execute("UPDATE gatehouse_meta SET value = $1 "
+                                           "WHERE name = 'revision'", events[-1].item.revision)
+                        await conn.execute(f"NOTIFY {_CHANNEL}")
+                except GatehouseError:  # the body's verdict: NotFound, CompareFailed, ...
+                    await transaction.rollback()
+                    raise
                 committing = True
+                await transaction.commit()
         except _UNAVAILABLE as exc:
             outcome = ("the connection broke during the commit: the write may or may not "
                        "have been applied") if committing else "the write was not applied"
@@ -356,38 +392,61 @@ class PostgresBackend(Backend):
         return events
 
     async def _sweep(self) -> int:
-        """The sweeper's round: expired items, then changes older than the last CHANGES_KEPT."""
-        swept = await self.sweep_expired()
-        self._check_open()
+        """The sweeper's round: expired items, then changes older than the last
+        CHANGES_KEPT. While the database is away it says so once, not every round."""
         try:
-            async with self._pool.acquire() as conn:
+            swept = await self.sweep_expired()
+            async with self._connection() as conn:
                 await conn.execute("DELETE FROM gatehouse_changes WHERE revision <= $1",
                                    self._delivered - CHANGES_KEPT)
+                await conn.execute("UPDATE gatehouse_changes SET value = NULL WHERE large "
+                                   "AND value IS NOT NULL AND revision <= $1",
+                                   self._delivered - LARGE_CHANGES_KEPT)
         except _UNAVAILABLE as exc:
-            raise ConnectionProblem(f"PostgreSQL at {self.where} is unavailable: "
-                                    f"{_reason(exc)}") from exc
+            if not self._sweep_failing:
+                log.warning("postgres backend %s: expiry sweep cannot reach the database (%s); "
+                            "retrying", self.where, _reason(exc))
+            self._sweep_failing = True
+            return 0
+        except ConnectionProblem as exc:
+            if not self._sweep_failing:
+                log.warning("%s; the expiry sweep retries", exc)
+            self._sweep_failing = True
+            return 0
+        self._sweep_failing = False
         return swept
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait before reconnecting the watch: seconds, or less if a write succeeds meanwhile
+        (the database is back)."""
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
 
     async def _follow(self) -> None:
         """Deliver the change table to the watchers, reconnecting whenever it must."""
         retry = _RETRY[0]
+        lost = ""  # why the watch is reconnecting; "" while it is connected
         while True:
             try:
                 conn = await asyncpg.connect(self._conn_string, timeout=CONNECT_TIMEOUT,
                                              command_timeout=COMMAND_TIMEOUT)
             except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
-                log.warning("postgres backend %s: watch cannot connect (%s); retrying in %.2fs",
-                            self.where, _reason(exc), retry)
-                await asyncio.sleep(retry)
+                if not lost:
+                    lost = _reason(exc)
+                    log.warning("postgres backend %s: watch cannot connect (%s); retrying",
+                                self.where, lost)
+                await self._pause(retry)
                 retry = min(retry * 2, _RETRY[1])
                 continue
             try:
                 conn.add_termination_listener(lambda _conn: self._wake.set())
                 await conn.add_listener(_CHANNEL, lambda *_args: self._wake.set())
-                if retry > _RETRY[0]:
+                if lost:
                     log.info("postgres backend %s: watch reconnected, resuming after "
                              "revision %d", self.where, self._delivered)
-                retry = _RETRY[0]
+                lost, retry = "", _RETRY[0]
                 while not conn.is_closed():
                     self._wake.clear()
                     await self._catch_up(conn)
@@ -396,22 +455,25 @@ class PostgresBackend(Backend):
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(POLL_INTERVAL):
                             await self._wake.wait()
-                log.warning("postgres backend %s: watch connection closed", self.where)
+                lost = "the server closed the connection"
             except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
-                log.warning("postgres backend %s: watch connection lost (%s)", self.where,
-                            _reason(exc))
-            except Exception:
-                log.exception("postgres backend %s: watch failed; reconnecting", self.where)
+                lost = _reason(exc)
+            except Exception as exc:
+                log.exception("postgres backend %s: watch failed", self.where)
+                lost = _reason(exc)
             finally:
                 conn.terminate()
-            await asyncio.sleep(retry)
+            log.warning("postgres backend %s: watch lost its connection (%s); reconnecting",
+                        self.where, lost)
+            await self._pause(retry)
             retry = min(retry * 2, _RETRY[1])
 
     async def _catch_up(self, conn: asyncpg.Connection[asyncpg.Record]) -> None:
         """Hand every change after the last delivered one to the watchers, in order."""
         while True:
             rows = await conn.fetch(
-                "SELECT revision, deleted, key, value, expires FROM gatehouse_changes "
+                "SELECT revision, deleted, key, CASE WHEN large THEN NULL ELSE value END "
+                "AS value, large, expires FROM gatehouse_changes "
                 "WHERE revision > $1 ORDER BY revision LIMIT $2", self._delivered, _BATCH)
             if not rows:
                 return
@@ -419,13 +481,37 @@ class PostgresBackend(Backend):
                 self._fanout.fail(f"missed changes {self._delivered + 1}.."
                                   f"{rows[0]['revision'] - 1} (the backend was away while "
                                   "more than CHANGES_KEPT changes were made)")
+            values = await self._large_values(conn, rows)
             self._delivered = rows[-1]["revision"]
-            self._fanout.emit([_event(row) for row in rows])
+            self._fanout.emit([_event(row, values.get(row["revision"], row["value"]))
+                               for row in rows])
             async with self._progress:
                 self._progress.notify_all()
             if len(rows) < _BATCH:
                 return
 
+
+    async def _large_values(self, conn: asyncpg.Connection[asyncpg.Record],
+                            rows: Sequence[asyncpg.Record]) -> dict[int, bytes]:
+        """The large values among rows that a watcher of this process wants (by
+        revision); the others stay in the database. Asked again after each read, so
+        that a watch begun meanwhile gets its values too."""
+        values: dict[int, bytes] = {}
+        for _round in range(len(rows) + 1):
+            wanted = [row["revision"] for row in rows
+                      if row["large"] and row["revision"] not in values
+                      and self._fanout.wants(bytes(row["key"]))]
+            if not wanted:
+                break
+            found = {int(row["revision"]): bytes(row["value"]) for row in await conn.fetch(
+                "SELECT revision, value FROM gatehouse_changes WHERE revision = ANY($1) "
+                "AND value IS NOT NULL", wanted)}
+            if len(found) < len(wanted):
+                self._fanout.fail("missed the value of a large change (the backend was away "
+                                  "while more than LARGE_CHANGES_KEPT changes were made)")
+            values.update(dict.fromkeys(wanted, b""))  # lost ones: their watchers were failed
+            values.update(found)
+        return values
 
 async def _prepare(pool: asyncpg.Pool[asyncpg.Record], where: str) -> int:
     """Create or check the tables; returns the last revision."""
@@ -461,6 +547,8 @@ def describe(conn_string: str) -> str:
 
 
 def _reason(exc: BaseException) -> str:
+    if isinstance(exc, asyncpg.exceptions.InternalClientError):
+        return "the server broke the connection in the middle of an operation"
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
@@ -468,9 +556,10 @@ def _row(item: Item) -> tuple[bytes, bytes, dt.datetime | None, int]:
     return item.key, item.value, item.expires, item.revision
 
 
-def _change(event: Event) -> tuple[int, bool, bytes, bytes, dt.datetime | None]:
+def _change(event: Event) -> tuple[int, bool, bytes, bytes, dt.datetime | None, int]:
     item = event.item
-    return item.revision, event.type is EventType.DELETE, item.key, item.value, item.expires
+    return (item.revision, event.type is EventType.DELETE, item.key, item.value, item.expires,
+            INLINE_VALUE)
 
 
 def _item(row: asyncpg.Record) -> Item:
@@ -478,8 +567,8 @@ def _item(row: asyncpg.Record) -> Item:
     return Item(bytes(key), bytes(value), expires, revision)
 
 
-def _event(row: asyncpg.Record) -> Event:
+def _event(row: asyncpg.Record, value: bytes | None) -> Event:
     if row["deleted"]:
         return Event(EventType.DELETE, Item(bytes(row["key"]), b"", revision=row["revision"]))
-    return Event(EventType.PUT, Item(bytes(row["key"]), bytes(row["value"]), row["expires"],
+    return Event(EventType.PUT, Item(bytes(row["key"]), bytes(value or b""), row["expires"],
                                      row["revision"]))

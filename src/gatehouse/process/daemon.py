@@ -289,8 +289,12 @@ async def _services(cfg: Config, clock: Clock, timer: Monotonic) -> AsyncIterato
         auth: AuthServer | None = None
         if cfg.auth_service.enabled:
             backend = await _open_storage(cfg, clock, stack)
+            # Auths that share a PostgreSQL database share no directory: the recordings'
+            # chunks go to the database with the rest.
+            storage = cfg.gatehouse.storage
+            recordings = None if storage.type == "postgres" else cfg.data_dir / "recordings"
             auth = await AuthServer.open(backend, clock, cfg.auth_service.cluster_name,
-                                         cfg.data_dir / "recordings",
+                                         recordings,
                                          cfg.auth_service.session_recording, join_root,
                                          cfg.auth_service.node_address_networks,
                                          audit_retention=cfg.auth_service.audit_retention,

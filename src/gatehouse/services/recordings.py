@@ -14,7 +14,9 @@ leaf to name a session keeps it.
 Chunks are files rather than backend items because they are most of the bytes
 an auth stores: as 1 MiB values in SQLite, a GiB of recording cost the leaf's
 auth ~4 s of CPU in WAL writes and checkpoints, and grew the database that every
-request reads. (Auths sharing one backend would need a shared directory for them.)
+request reads. Auths that share one backend (PostgreSQL) share no directory, so
+there a store made without a directory keeps the chunks as backend items
+(``/recording_chunks/ID/NNNNNN``), and any auth serves any recording.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)  # a full disk or quota: retried later, not an error
 _META = "/recording_meta/"
+_CHUNKS = "/recording_chunks/"  # + session id + "/" + 6-digit index, without a directory
 _LEAF_SESSIONS = "/leaf_sessions/"  # + session id -> the leaf's name
 _LEAF_SESSIONS_VERSION = b"/leaf_sessions_version"  # there: sessions filed before are indexed
 # Recordings used to be backend items: <_OLD>ID/chunk/NNNNNN and <_OLD>ID/meta.
@@ -49,12 +52,24 @@ _OLD = b"/recordings/"
 
 
 class RecordingStore:
-    def __init__(self, backend: Backend, directory: Path) -> None:
+    """Recordings whose chunks are files under ``directory``, or backend items if None."""
+
+    def __init__(self, backend: Backend, directory: Path | None) -> None:
         self._backend = backend
-        self.directory = directory
+        self._directory = directory
+
+    @property
+    def directory(self) -> Path:
+        if self._directory is None:
+            raise BadParameter("this recording store keeps its chunks in the backend")
+        return self._directory
 
     def _dir(self, session_id: str) -> Path:
         return self.directory / check_session_id(session_id)
+
+    @staticmethod
+    def _chunks_key(session_id: str) -> bytes:
+        return f"{_CHUNKS}{check_session_id(session_id)}/".encode()
 
     @staticmethod
     def _meta_key(session_id: str) -> bytes:
@@ -66,6 +81,9 @@ class RecordingStore:
         self._check_chunk(index, data)
         if await self._is_complete(session_id):
             raise _unchangeable(session_id)
+        if self._directory is None:
+            await self._backend.put(Item(self._chunks_key(session_id) + b"%06d" % index, data))
+            return
         try:
             await asyncio.to_thread(self._write_chunk, self._dir(session_id), index, data)
         except OSError as exc:
@@ -105,6 +123,24 @@ class RecordingStore:
         """Mark an upload finished with the recording's metadata (from its header),
         once its chunks (and ``tail``: its last chunk, (index, bytes)) are on disk;
         AlreadyExists if it was already."""
+        if self._directory is None:
+            await self._complete_items(session_id, tail)
+        else:
+            await self._complete_files(session_id, tail)
+        try:
+            await self._backend.create(Item(key=self._meta_key(session_id),
+                                            value=json.dumps(meta).encode()))
+        except AlreadyExists:
+            raise _unchangeable(session_id) from None
+
+    async def _complete_items(self, session_id: str, tail: tuple[int, bytes] | None) -> None:
+        if tail is not None:
+            await self.put_chunk(session_id, *tail)
+        chunks = self._chunks_key(session_id)
+        if not await self._backend.get_range(chunks, prefix_end(chunks), limit=1):
+            raise BadParameter(f"recording {session_id} has no chunks")
+
+    async def _complete_files(self, session_id: str, tail: tuple[int, bytes] | None) -> None:
         directory = self._dir(session_id)
         if tail is not None:
             index, data = tail
@@ -123,11 +159,6 @@ class RecordingStore:
             if exc.errno in _FULL:
                 raise self._full(session_id, exc) from exc
             raise
-        try:
-            await self._backend.create(Item(key=self._meta_key(session_id),
-                                            value=json.dumps(meta).encode()))
-        except AlreadyExists:
-            raise _unchangeable(session_id) from None
 
     def _full(self, session_id: str, exc: OSError) -> LimitExceeded:
         """A full disk: for the node to retry later (it keeps the recording meanwhile)."""
@@ -183,6 +214,10 @@ class RecordingStore:
 
     async def read(self, session_id: str) -> bytes:
         await self.meta(session_id)  # NotFound for an unknown or unfinished recording
+        if self._directory is None:
+            chunks = self._chunks_key(session_id)
+            return b"".join(i.value for i in await self._backend.get_range(
+                chunks, prefix_end(chunks)))
         return await asyncio.to_thread(_read_all, self._dir(session_id))
 
     async def move_from_backend(self) -> int:
