@@ -6,7 +6,8 @@ host in real life: its SSH work stays off the proxy's event loop). The auth and
 the proxy share a process, as in `gatehouse start`'s default; the idle-tunnel
 figures (bench/tunnels.py) are therefore of both together. The leaves join the
 root with a trusted_cluster token and resource, and their proxies dial the
-reverse tunnels; the second leaf records no session (bench/stream.py). A root
+reverse tunnels; the second leaf records no session (bench/stream.py). The root
+also has a node in tunnel mode (it dials the root's proxy, as nodes behind NAT do). A root
 user logged in with `gsh login` (its own GATEHOUSE_HOME) reaches every node.
 The processes are gatehouse.process.harness's, on ports picked at run time.
 """
@@ -23,6 +24,7 @@ ROOT = "bench-root"
 LEAF = "bench-leaf"
 LEAF_UNRECORDED = "bench-leaf-norec"  # the same as LEAF, with session_recording: off
 NODE = "node1"
+TUNNEL_NODE = "edge1"  # a node of the root in tunnel mode: it dials the root's proxy
 USER = "bench"
 LIGHT_LOGIN = "gh-bench"  # see bench/load.py
 PASSWORD = "bench-password-0123"  # >= 12 characters
@@ -53,16 +55,19 @@ def _cluster(name: str, dir: Path, session_recording: str = "node") -> Cluster:
                    session_recording=session_recording)
 
 
-def _start(cluster: Cluster) -> None:
+def _start(cluster: Cluster, *, tunnel_node: bool = False) -> None:
     cluster.start()
     cluster.join_node(NODE, {"env": "bench"})
+    if tunnel_node:
+        cluster.join_node(TUNNEL_NODE, {"env": "bench"}, tunnel=True)
 
 
 def start_gatehouse(dir: Path) -> Gatehouse:
     """Start the clusters, join the leaves, log the user in; check every node answers."""
     root, leaf = _cluster(ROOT, dir / "root"), _cluster(LEAF, dir / "leaf")
     unrecorded = _cluster(LEAF_UNRECORDED, dir / "leaf-norec", session_recording="off")
-    in_parallel(partial(_start, root), partial(_start, leaf), partial(_start, unrecorded))
+    in_parallel(partial(_start, root, tunnel_node=True), partial(_start, leaf),
+                partial(_start, unrecorded))
     in_parallel(partial(root.add_user, USER, roles="access", logins=f"root,{LIGHT_LOGIN}",
                         password=PASSWORD),
                 partial(join, leaf, root, ROLE_MAP), partial(join, unrecorded, root, ROLE_MAP))
@@ -71,11 +76,12 @@ def start_gatehouse(dir: Path) -> Gatehouse:
     gh.client.login(USER, PASSWORD).ok()
     gh.client.openssh_config()
 
-    def answers(cluster: str) -> None:
-        res = gh.client.gsh("ssh", f"--cluster={cluster}", f"root@{NODE}", "true")
+    def answers(cluster: str, node: str = NODE) -> None:
+        res = gh.client.gsh("ssh", f"--cluster={cluster}", f"root@{node}", "true")
         if res.rc != 0:
-            raise HarnessError(f"`gsh ssh --cluster={cluster} root@{NODE} true` failed: "
+            raise HarnessError(f"`gsh ssh --cluster={cluster} root@{node} true` failed: "
                                f"{(res.err_lines or ['?'])[-1]}")
 
-    in_parallel(*(partial(answers, cluster) for cluster in (ROOT, LEAF, LEAF_UNRECORDED)))
+    in_parallel(*(partial(answers, cluster) for cluster in (ROOT, LEAF, LEAF_UNRECORDED)),
+                partial(answers, ROOT, TUNNEL_NODE))
     return gh

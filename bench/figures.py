@@ -61,14 +61,16 @@ def median_by_key(samples: Sequence[dict[str, float]]) -> dict[str, float]:
 
 
 def ratio_figure(id: str, name: str, ours: Sequence[float], theirs: Sequence[float], unit: str,
-                 *, limit: float, better: Better, note: str = "") -> Figure:
-    """A figure judged by Gatehouse / OpenSSH against ``limit`` (≤ for lower-is-better)."""
+                 *, limit: float, better: Better, note: str = "",
+                 peer: str = "OpenSSH") -> Figure:
+    """A figure judged by Gatehouse / its peer (OpenSSH, unless ``peer`` names another,
+    measured in the same run) against ``limit`` (≤ for lower-is-better)."""
     us, them = Stats.of(ours), Stats.of(theirs)
     ratio = us.median / them.median if them.median else math.inf
     met = ratio <= limit if better == "lower" else ratio >= limit
     sign = "≤" if better == "lower" else "≥"
     return Figure(id, name, us.median, us.min, us.max, unit, them.median, ratio,
-                  f"{sign} {limit:g}x OpenSSH", met, note)
+                  f"{sign} {limit:g}x {peer}", met, note)
 
 
 def absolute_figure(id: str, name: str, samples: Sequence[float], unit: str, *, limit: float,

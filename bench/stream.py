@@ -1,4 +1,5 @@
-"""Rows 4-5: throughput of one stream from a leaf node, against `ssh -J`.
+"""Rows 4-5: throughput of one stream from a leaf node, against `ssh -J` (and from a
+root node in tunnel mode, against the same `ssh -J` runs).
 
 The node runs `head -c N /dev/zero`; the client's stdout is a pipe that this
 process drains and counts (what `| wc -c` does). The rate is taken from the
@@ -26,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
 
-from bench.clusters import LEAF, LEAF_UNRECORDED, NODE, Gatehouse
+from bench.clusters import LEAF, LEAF_UNRECORDED, NODE, ROOT, TUNNEL_NODE, Gatehouse
 from bench.figures import Figure, absolute_figure, median_by_key, paired_ratios, ratio_figure
 from bench.sampling import process_cpu, settle, wait_child, wait_childless
 from bench.sshd import OpenSSH
@@ -111,8 +112,8 @@ def measure(gh: Gatehouse, sshd: OpenSSH, size: int, repeats: int) -> list[Figur
     The three alternate, so that each repeat sees the machine in the same state."""
     command = f"head -c {size} /dev/zero"
 
-    def gsh(cluster: str) -> list[str]:
-        return [str(GSH), "ssh", f"--cluster={cluster}", f"root@{NODE}", command]
+    def gsh(cluster: str, node: str = NODE) -> list[str]:
+        return [str(GSH), "ssh", f"--cluster={cluster}", f"root@{node}", command]
 
     upload = 20 + size / UPLOAD_RATE
     quiet = partial(settle, gh.quiet_pids(), timeout=upload)
@@ -124,9 +125,16 @@ def measure(gh: Gatehouse, sshd: OpenSSH, size: int, repeats: int) -> list[Figur
                 f"{leaf.name} auth+proxy": (leaf.daemon.pid, False),
                 f"{leaf.name} node": (node.pid, False)}
 
+    def tunnel_path() -> dict[str, tuple[int, bool]]:
+        assert gh.root.daemon is not None  # started
+        return {"root auth+proxy": (gh.root.daemon.pid, False),
+                f"{ROOT} tunnel node": (gh.root.nodes[TUNNEL_NODE].pid, False)}
+
     openssh = {"sshd (both hops, with the command)": (sshd.daemon.pid, True)}
-    recorded, theirs, unrecorded = [], [], []
+    recorded, theirs, unrecorded, tunneled = [], [], [], []
     for _ in range(repeats):
+        tunneled.append(run_stream(gsh(ROOT, TUNNEL_NODE), size, "gsh", tunnel_path(), quiet,
+                                   gh.client.env()))
         recorded.append(run_stream(gsh(LEAF), size, "gsh", path(gh.leaf), quiet,
                                    gh.client.env()))
         theirs.append(run_stream(sshd.ssh(command, jump=True), size, "ssh -J client", openssh,
@@ -152,7 +160,14 @@ def measure(gh: Gatehouse, sshd: OpenSSH, size: int, repeats: int) -> list[Figur
              f"{sorted(off)[len(off) // 2]:.0f} MB/s from a second leaf's node, set up the "
              "same way but with auth_service.session_recording: off (that node audits its "
              "sessions as not recorded)")
+    tunnel = ratio_figure("stream_tunnel_node",
+                          f"stream {mib:,} MiB from a root tunnel-mode node vs `ssh -J`",
+                          [r.rate for r in tunneled], [r.rate for r in theirs], "MB/s",
+                          limit=0.8, better="higher",
+                          note="gsh -> root proxy -> the node's reverse tunnel -> node; "
+                               "recorded, as every session is by default")
     return [replace(leaf, cpu_per_gib=median_by_key([r.cpu_per_gib
                                                      for r in recorded + theirs])),
+            replace(tunnel, cpu_per_gib=median_by_key([r.cpu_per_gib for r in tunneled])),
             replace(recording, cpu_per_gib=median_by_key([r.cpu_per_gib
                                                           for r in unrecorded]))]
