@@ -11,16 +11,29 @@ from __future__ import annotations
 
 import http.cookiejar
 import json
+import queue
 import re
 import ssl
+import subprocess
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from gatehouse.process.harness import HarnessError, Process, base_env, free_ports
+from gatehouse.process.harness import (
+    CMD_TIMEOUT,
+    GSH,
+    Client,
+    Cluster,
+    HarnessError,
+    Process,
+    base_env,
+    free_ports,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "tests" / "idp" / "idp.mjs"
@@ -148,3 +161,83 @@ class Browser:
             page = self.open(target, form, stop_at=stop_at)
         raise HarnessError(f"login at {url} took more than {MAX_HOPS} forms")
 
+
+
+def connector_yaml(idp: IdP, name: str = "corp", rules: str = "") -> str:
+    """An oidc connector for ``idp``: groups admins -> sso-dev, dev-X -> dev-X."""
+    rules = rules or ('    - {claim: groups, value: admins, roles: [sso-dev]}\n'
+                      '    - {claim: groups, value: "^dev-(.*)$", roles: ["dev-$1"]}\n')
+    return (f"kind: oidc\nversion: v1\nmetadata: {{name: {name}}}\nspec:\n"
+            f"  issuer_url: {idp.issuer}\n  client_id: {CLIENT_ID}\n"
+            f"  client_secret: {CLIENT_SECRET}\n"
+            f"  scope: [openid, email, profile, groups]\n  claims_to_roles:\n{rules}")
+
+
+@dataclass
+class SSOLogin:
+    """What one `gsh login --auth` did: its exit, stderr, the URL it printed, the browser."""
+
+    rc: int
+    out: str
+    err: str
+    url: str
+    browser: Browser
+    seconds: float  # from gsh's start to its exit (the browser drives the IdP meanwhile)
+
+
+def sso_login(client: Client, connector: str, username: str, password: str,
+              proxy_ca: Path, *extra: str) -> SSOLogin:
+    """`gsh login --auth=CONNECTOR --browser=none`, with the test's browser doing the
+    person's part at the URL gsh prints."""
+    argv = [str(GSH), "login", f"--proxy={client.proxy}", f"--auth={connector}",
+            "--browser=none", f"--ca-file={proxy_ca}", *extra]
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, env=client.env(), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # stderr is read by a thread: the URL line must be seen while gsh waits.
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=_read_lines, args=(proc.stderr, lines), daemon=True)
+    reader.start()
+    seen: list[str] = []
+    url = ""
+    deadline = time.monotonic() + CMD_TIMEOUT
+    while not url and time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            break
+        if not line:
+            break  # gsh exited before printing a URL
+        seen.append(line)
+        if line.startswith(("https://", "http://")):
+            url = line.strip()
+    browser = Browser(proxy_ca)
+    if url:
+        browser.login(url, username, password)
+    try:
+        out = proc.communicate(timeout=CMD_TIMEOUT)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out = proc.communicate()[0]
+    reader.join(timeout=5)
+    while not lines.empty():
+        seen.append(lines.get())
+    return SSOLogin(proc.returncode, out, "".join(seen), url, browser,
+                    time.perf_counter() - start)
+
+
+def _read_lines(stream: IO[str] | None, into: queue.Queue[str]) -> None:
+    """Every line of ``stream``, then "" at its end."""
+    assert stream is not None
+    for line in stream:
+        into.put(line)
+    into.put("")
+
+
+def proxy_ca_file(cluster: Cluster, path: Path) -> Path:
+    """The cluster's host CA (which signs the proxy's TLS certificate), as a PEM file."""
+    for ca in cluster.gatectl("get", "ca", "--format=json").ok().json():
+        if ca["spec"]["type"] == "host":
+            path.write_text(ca["spec"]["tls_certs"][0])
+            return path
+    raise HarnessError("the cluster shows no host CA")

@@ -30,6 +30,9 @@ from gatehouse.wire.authapi import (
     NodeTunnels,
     RenewRequest,
     RootTunnels,
+    SSOBegin,
+    SSOCallback,
+    SSOComplete,
     TokenRequest,
 )
 from gatehouse.wire.names import RECORDING_CHUNK
@@ -71,6 +74,21 @@ async def ping(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     req = await body_of(request, LoginRequest)
     return _reply(await (await api_of(request)).login(req))
+
+
+async def sso_begin(request: web.Request) -> web.Response:
+    req = await body_of(request, SSOBegin)
+    return _reply(await (await api_of(request)).sso_begin(req))
+
+
+async def sso_finish(request: web.Request) -> web.Response:
+    callback = await body_of(request, SSOCallback)
+    return _reply(await (await api_of(request)).sso_finish(callback))
+
+
+async def sso_complete(request: web.Request) -> web.Response:
+    req = await body_of(request, SSOComplete)
+    return _reply(await (await api_of(request)).sso_complete(req))
 
 
 async def join(request: web.Request) -> web.Response:
@@ -226,7 +244,9 @@ async def _end_watches(app: web.Application) -> None:
 
 
 _HANDLERS: dict[str, Handler] = {
-    "ping": ping, "login": login, "join": join, "join_leaf": join_leaf, "clusters": clusters,
+    "ping": ping, "login": login, "join": join,
+    "sso_begin": sso_begin, "sso_finish": sso_finish, "sso_complete": sso_complete,
+    "join_leaf": join_leaf, "clusters": clusters,
     "report_tunnels": remote_heartbeat, "report_root_tunnels": root_heartbeat,
     "report_node_tunnels": node_tunnels,
     "status": status, "heartbeat": heartbeat, "renew": renew,

@@ -18,7 +18,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any, cast
 
 from gatehouse import rbac
-from gatehouse.auth import catalog, intake, trustview
+from gatehouse.auth import catalog, intake, sso, trustview
 from gatehouse.auth.identify import Caller, caller_roles
 from gatehouse.auth.issuer import IssuedCerts, parse_public_key
 from gatehouse.auth.server import AuthServer
@@ -50,6 +50,12 @@ from gatehouse.wire.authapi import (
     RecordingDone,
     RenewRequest,
     RootTunnel,
+    SSOBegin,
+    SSOBeginReply,
+    SSOCallback,
+    SSOCerts,
+    SSOComplete,
+    SSORedirect,
     TokenReply,
     TokenRequest,
 )
@@ -148,6 +154,17 @@ class AuthWithRoles:
         certs = await self._server.login(req.user, req.password, req.public_key, otp=req.otp,
                                          ttl=ttl, remote_addr=self._remote)
         return Certs.model_validate(self._certs(certs))
+
+    async def sso_begin(self, req: SSOBegin) -> SSOBeginReply:
+        return await sso.begin(self._server, req, self._remote)
+
+    async def sso_finish(self, callback: SSOCallback) -> SSORedirect:
+        """The IdP's redirect, as the proxy relays it: ``state`` is the credential."""
+        return await sso.finish(self._server, callback, self._remote)
+
+    async def sso_complete(self, req: SSOComplete) -> SSOCerts:
+        done = await sso.complete(self._server, req, self._remote)
+        return SSOCerts.model_validate({**catalog.ca_fields(self._server), **done})
 
     async def join(self, req: JoinRequest) -> JoinReply:
         host_id, certs = await self._server.join(HostJoin(

@@ -8,10 +8,12 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from gatehouse.auth import sso
 from gatehouse.auth.server import AuthServer
 from gatehouse.errors import BadParameter, NotFound
 from gatehouse.types.cert_authority import CertAuthority, CertAuthoritySpec
 from gatehouse.types.node import Node, NodeStatus
+from gatehouse.types.oidc import OIDCConnector
 from gatehouse.types.resource import Metadata, Resource
 from gatehouse.types.trusted_cluster import TrustedClusterStatus
 from gatehouse.types.user import User
@@ -106,7 +108,8 @@ async def status(server: AuthServer) -> ClusterStatus:
 
 def _store(server: AuthServer, kind: str) -> Any:
     stores = {"user": server.users, "role": server.roles, "token": server.tokens,
-              "node": server.nodes, "trusted_cluster": server.trust.trusted}
+              "node": server.nodes, "trusted_cluster": server.trust.trusted,
+              "oidc": server.oidc}
     if kind not in stores:
         raise BadParameter(f"resources of kind {kind!r} cannot be managed here")
     return stores[kind]
@@ -139,6 +142,9 @@ async def get_resources(server: AuthServer, kind: str, name: str) -> list[Resour
         items = [tc.model_copy(update={"spec": tc.spec.without_token()})
                  for tc in await server.trust.trusted_clusters()
                  if not name or tc.metadata.name == name]
+    elif kind == "oidc":  # the client secret stays in the auth
+        found = [await server.oidc.get(name)] if name else await server.oidc.list()
+        return [c.without_secret() for c in found]
     elif name:
         return [await _store(server, kind).get(name)]
     else:
@@ -168,6 +174,8 @@ async def put_resource(server: AuthServer, res: Resource, *, upsert: bool, by: s
                                                  await server.roles.list()})
         if problem:
             raise BadParameter(problem)
+    if isinstance(res, OIDCConnector):
+        await _check_connector(server, res)
     existed = True
     try:
         await store.get(res.metadata.name)
@@ -182,6 +190,18 @@ async def put_resource(server: AuthServer, res: Resource, *, upsert: bool, by: s
     await server.audit.emit(event, user=by, remote_addr=remote_addr,
                             fields={"kind": res.kind, "name": res.metadata.name})
     return not existed
+
+
+async def _check_connector(server: AuthServer, connector: OIDCConnector) -> None:
+    """A connector that cannot work is refused now, not at its first login: its fixed
+    role names exist, its secret is readable, its issuer is discoverable."""
+    fixed = [role for rule in connector.spec.claims_to_roles for role in rule.roles
+             if "$" not in role]
+    problem = unknown_roles(fixed, {r.metadata.name for r in await server.roles.list()})
+    if problem:
+        raise BadParameter(f"claims_to_roles names an {problem}")
+    sso.client_secret(connector.spec)
+    await sso.discover(server, connector.spec)
 
 
 async def delete_resource(server: AuthServer, kind: str, name: str, *, by: str,

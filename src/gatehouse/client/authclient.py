@@ -43,6 +43,12 @@ from gatehouse.wire.authapi import (
     RenewRequest,
     RootTunnel,
     RootTunnels,
+    SSOBegin,
+    SSOBeginReply,
+    SSOCallback,
+    SSOCerts,
+    SSOComplete,
+    SSORedirect,
     TokenReply,
     TokenRequest,
 )
@@ -93,6 +99,16 @@ class AuthClient:
 
     async def join_leaf(self, req: LeafJoinRequest) -> LeafJoinReply:
         return _parse(LeafJoinReply, await self._call("join_leaf", req.model_dump(mode="json")))
+
+    async def sso_begin(self, req: SSOBegin) -> SSOBeginReply:
+        return _parse(SSOBeginReply, await self._call("sso_begin", req.model_dump(mode="json")))
+
+    async def sso_finish(self, callback: SSOCallback) -> SSORedirect:
+        return _parse(SSORedirect, await self._call("sso_finish",
+                                                    callback.model_dump(mode="json")))
+
+    async def sso_complete(self, req: SSOComplete) -> SSOCerts:
+        return _parse(SSOCerts, await self._call("sso_complete", req.model_dump(mode="json")))
 
     # hosts ---------------------------------------------------------------------------------
 

@@ -43,6 +43,7 @@ RULE_RESOURCES = (
     "cluster_name",
     "event",
     "session",
+    "oidc",
 )
 RULE_VERBS = ("list", "read", "create", "update", "delete")
 

@@ -60,6 +60,7 @@ class TrustSnapshot:
     leaf_host_cas: dict[str, str] = field(default_factory=dict)  # leaf cluster -> TLS CA PEM
     roles: dict[str, Role] = field(default_factory=dict)
     users: frozenset[str] = frozenset()
+    connectors: frozenset[str] = frozenset()  # SSO connectors: their users need no record
     record_sessions: bool = True  # False only when the auth says session_recording: off
     user_ca_lines: dict[str, str] = field(init=False, compare=False, repr=False)
 
@@ -81,6 +82,7 @@ class TrustSnapshot:
                               for name, pem in self.leaf_host_cas.items()],
             "roles": [to_json_obj(r) for r in self.roles.values()],
             "users": sorted(self.users),
+            "connectors": sorted(self.connectors),
             "session_recording": "node" if self.record_sessions else "off",
         }
 
@@ -110,6 +112,7 @@ class TrustSnapshot:
                 leaf_host_cas={ca["cluster"]: ca["tls"] for ca in raw.get("leaf_host_cas", [])},
                 roles=roles,
                 users=frozenset(raw.get("users", [])),
+                connectors=frozenset(raw.get("connectors", [])),
                 record_sessions=raw.get("session_recording") != "off",
             )
         except (KeyError, TypeError, ValueError) as exc:

@@ -1,0 +1,145 @@
+"""SSO at the root against a real OpenID provider (oidc-provider on Node): log in through
+the IdP's pages, then reach a node; refusals (an unmapped user, a replayed callback,
+connectors that cannot work) are one clear line and audited."""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gatehouse.process.harness import Client, Cluster
+from tests.integration.idp import (
+    CLIENT_SECRET,
+    Account,
+    Browser,
+    IdP,
+    connector_yaml,
+    proxy_ca_file,
+    sso_login,
+)
+
+ROLE = """kind: role
+version: v1
+metadata: {name: sso-dev}
+spec:
+  allow:
+    logins: ["{{external.unix_user}}"]
+    node_labels: {"*": "*"}
+    rules: [{resources: [node], verbs: [list, read]}]
+"""
+ACCOUNTS = {
+    "alice": Account("alice-password", {"email": "alice@example.com", "email_verified": True,
+                                        "groups": ["admins", "staff"], "unix_user": "root"}),
+    "bob": Account("bob-password", {"email": "bob@example.com", "email_verified": True,
+                                    "groups": ["staff"], "unix_user": "root"}),
+}
+
+
+@pytest.fixture(scope="module")
+def idp(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[IdP]:
+    """The IdP, its client registered with the cluster's proxy callback, and connector corp."""
+    provider = IdP(tmp_path_factory.mktemp("idp"),
+                   [f"https://{cluster.proxy}/v1/sso/oidc/callback"], ACCOUNTS).start()
+    cluster.create(ROLE).ok()
+    cluster.create(connector_yaml(provider)).ok()
+    yield provider
+    provider.stop()
+
+
+@pytest.fixture(scope="module")
+def proxy_ca(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return proxy_ca_file(cluster, tmp_path_factory.mktemp("ca") / "proxy-ca.pem")
+
+
+def test_sso_login_then_ssh_to_a_root_node(cluster: Cluster, idp: IdP, client: Client,
+                                          proxy_ca: Path) -> None:
+    login = sso_login(client, "corp", "alice", "alice-password", proxy_ca)
+    assert login.rc == 0, login
+    assert "logged in as alice@example.com" in login.out, login
+    print(f"SSO login took {login.seconds:.2f} s (gsh start to exit, test browser driving)")
+    status = client.gsh("status", "--format=json").ok().json()
+    assert status["user"] == "alice@example.com"
+    assert status["roles"] == ["sso-dev"] and status["connector"] == "corp"
+    assert status["logins"] == ["root"]  # {{external.unix_user}} from the ID token
+    assert client.ssh("root@node1", "echo", "hello").ok().out == "hello\n"
+    # OpenSSH with `gsh config`, as after a password login.
+    assert client.openssh(client.openssh_config(), f"root@node1.{cluster.name}",
+                          "echo", "ok").ok().out == "ok\n"
+    event = cluster.wait_event("alice's SSO login", lambda e: e["event"] == "user.login"
+                               and e["user"] == "alice@example.com")
+    fields = event["fields"]
+    assert fields["method"] == "oidc" and fields["connector"] == "corp", event
+    assert fields["roles"] == ["sso-dev"], event
+
+
+def test_user_whose_claims_map_no_role_is_refused(cluster: Cluster, idp: IdP, client: Client,
+                                                  proxy_ca: Path) -> None:
+    login = sso_login(client, "corp", "bob", "bob-password", proxy_ca)
+    assert login.rc != 0, login
+    last = login.err.strip().splitlines()[-1]
+    assert "no roles mapped for bob@example.com from connector corp" in last, login
+    assert "Traceback" not in login.err
+    event = cluster.wait_event("bob's refusal", lambda e: e["event"] == "user.login.failure"
+                               and e["user"] == "bob@example.com")
+    assert "no roles mapped" in event["message"], event
+    assert event["fields"]["method"] == "oidc" and event["fields"]["connector"] == "corp"
+
+
+def test_replayed_callback_is_refused(cluster: Cluster, idp: IdP, client: Client,
+                                      proxy_ca: Path) -> None:
+    login = sso_login(client, "corp", "alice", "alice-password", proxy_ca)
+    assert login.rc == 0, login
+    callbacks = [u for u in login.browser.visited if "/v1/sso/oidc/callback?" in u]
+    assert len(callbacks) == 1, login.browser.visited
+    # The same code and state again, as someone who saw the URL would send them.
+    replay = Browser(proxy_ca).open(callbacks[0])
+    assert replay.status == 403, replay
+    assert "already used login state" in replay.body, replay
+    state = urllib.parse.parse_qs(urllib.parse.urlsplit(callbacks[0]).query)["state"][0]
+    assert state not in replay.body
+    cluster.wait_event("the replay's refusal", lambda e: e["event"] == "user.login.failure"
+                       and "already used login state" in e["message"])
+    # And the loopback URL the browser reached: its id is useless a second time.
+    back = [u for u in login.browser.visited if "/callback?id=" in u]
+    assert len(back) == 1 and "code=" not in back[0] and "state=" not in back[0], back
+
+
+def test_connector_secret_is_never_shown(cluster: Cluster, idp: IdP) -> None:
+    for args in (("get", "oidc"), ("get", "oidc/corp", "--format=yaml"),
+                 ("get", "oidc", "--format=json")):
+        res = cluster.gatectl(*args).ok()
+        assert CLIENT_SECRET not in res.out and "client_secret" not in res.out, res
+    shown = cluster.gatectl("get", "oidc/corp", "--format=json").ok().json()
+    assert shown[0]["spec"]["issuer_url"] == idp.issuer
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    (lambda y, i: y.replace(i.issuer, "http://idp.example.com"),
+     "http:// is allowed only for a loopback host"),
+    (lambda y, i: y.replace("roles: [sso-dev]", "roles: [no-such-role]"),
+     "no-such-role"),
+    (lambda y, i: y.replace(i.issuer, "http://127.0.0.1:9"),
+     "is not discoverable"),
+])
+def test_connector_that_cannot_work_is_refused_at_create(cluster: Cluster, idp: IdP, change,
+                                                         reason: str) -> None:  # type: ignore[no-untyped-def]
+    text = change(connector_yaml(idp, name="broken"), idp)
+    res = cluster.create(text)
+    assert res.rc != 0 and len(res.err_lines) == 1, res
+    assert reason in res.err, res
+    assert cluster.gatectl("get", "oidc/broken").rc != 0
+
+
+def test_connector_is_replaced_and_removed(cluster: Cluster, idp: IdP) -> None:
+    cluster.create(connector_yaml(idp, name="temp")).ok()
+    assert cluster.create(connector_yaml(idp, name="temp")).rc != 0  # exists: needs -f
+    cluster.create(connector_yaml(idp, name="temp").replace("email, profile, groups",
+                                                            "email, groups"), force=True).ok()
+    shown = json.loads(cluster.gatectl("get", "oidc/temp", "--format=json").ok().out)
+    assert shown[0]["spec"]["scope"] == ["openid", "email", "groups"]
+    cluster.gatectl("rm", "oidc/temp").ok()
+    assert cluster.gatectl("get", "oidc/temp").rc != 0
