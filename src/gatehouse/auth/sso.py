@@ -122,7 +122,11 @@ async def _refused(server: AuthServer, reason: str, remote: str, connector: str,
 
 async def begin(server: AuthServer, req: SSOBegin, remote: str) -> SSOBeginReply:
     try:
-        connector = await server.oidc.get(req.connector)
+        try:
+            connector = await server.oidc.get(req.connector)
+        except (NotFound, BadParameter):
+            raise NotFound(f"no SSO connector {req.connector[:80]!r} in cluster "
+                           f"{server.cluster}") from None
         issuer.parse_public_key(req.public_key)
         _check_client_redirect(req.client_redirect)
         if len(req.secret_hash) != 64 or req.secret_hash.strip("0123456789abcdef"):
