@@ -9,7 +9,9 @@ password, and confirms the consent page.
 
 from __future__ import annotations
 
+import datetime as dt
 import http.cookiejar
+import ipaddress
 import json
 import queue
 import re
@@ -23,6 +25,11 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+from cryptography import x509 as cx509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gatehouse.process.harness import (
     CMD_TIMEOUT,
@@ -56,7 +63,7 @@ class IdP:
     workdir: Path
     redirect_uris: list[str]
     accounts: dict[str, Account]
-    tls: tuple[Path, Path] | None = None  # certificate and key files
+    tls: tuple[Path, Path, Path] | None = None  # CA, certificate and key files (make_tls)
     port: int = 0
     process: Process | None = field(default=None, repr=False)
 
@@ -80,7 +87,7 @@ class IdP:
                          for name, a in self.accounts.items()},
         }
         if self.tls:
-            config["tls"] = {"cert": str(self.tls[0]), "key": str(self.tls[1])}
+            config["tls"] = {"cert": str(self.tls[1]), "key": str(self.tls[2])}
         path = self.workdir / "idp.json"
         path.write_text(json.dumps(config))
         self.process = Process("idp", ["node", str(SCRIPT), str(path)],
@@ -127,12 +134,14 @@ class Page:
 
 
 class Browser:
-    """A cookie jar and a redirect-following HTTP client, trusting ``cafile`` (PEM)."""
+    """A cookie jar and a redirect-following HTTP client, trusting ``cafiles`` (PEM)."""
 
-    def __init__(self, cafile: Path | None = None) -> None:
+    def __init__(self, *cafiles: Path) -> None:
         self.jar = http.cookiejar.CookieJar()
         self.visited: list[str] = []
-        self.context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
+        self.context = ssl.create_default_context()
+        for cafile in cafiles:
+            self.context.load_verify_locations(cafile=str(cafile))
 
     def open(self, url: str, form: dict[str, str] | None = None, stop_at: str = "") -> Page:
         opener = urllib.request.build_opener(
@@ -186,9 +195,9 @@ class SSOLogin:
 
 
 def sso_login(client: Client, connector: str, username: str, password: str,
-              proxy_ca: Path, *extra: str) -> SSOLogin:
+              proxy_ca: Path, *extra: str, idp_ca: Path | None = None) -> SSOLogin:
     """`gsh login --auth=CONNECTOR --browser=none`, with the test's browser doing the
-    person's part at the URL gsh prints."""
+    person's part at the URL gsh prints (trusting the proxy's CA, and ``idp_ca``)."""
     argv = [str(GSH), "login", f"--proxy={client.proxy}", f"--auth={connector}",
             "--browser=none", f"--ca-file={proxy_ca}", *extra]
     start = time.perf_counter()
@@ -211,7 +220,7 @@ def sso_login(client: Client, connector: str, username: str, password: str,
         seen.append(line)
         if line.startswith(("https://", "http://")):
             url = line.strip()
-    browser = Browser(proxy_ca)
+    browser = Browser(proxy_ca, *([idp_ca] if idp_ca else []))
     if url:
         browser.login(url, username, password)
     try:
@@ -241,3 +250,39 @@ def proxy_ca_file(cluster: Cluster, path: Path) -> Path:
             path.write_text(ca["spec"]["tls_certs"][0])
             return path
     raise HarnessError("the cluster shows no host CA")
+
+
+def make_tls(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA of the test's own and a certificate it signs for 127.0.0.1: (CA PEM file,
+    certificate file, key file), for an IdP over TLS."""
+    directory.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = cx509.Name([cx509.NameAttribute(NameOID.COMMON_NAME, "test IdP CA")])
+    ca = (cx509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(cx509.random_serial_number())
+          .not_valid_before(now - dt.timedelta(minutes=5))
+          .not_valid_after(now + dt.timedelta(days=1))
+          .add_extension(cx509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(cx509.KeyUsage(False, False, False, False, False, True, True, False,
+                                        False), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (cx509.CertificateBuilder()
+            .subject_name(cx509.Name([cx509.NameAttribute(NameOID.COMMON_NAME, "idp")]))
+            .issuer_name(ca_name).public_key(key.public_key())
+            .serial_number(cx509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(cx509.SubjectAlternativeName(
+                [cx509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(cx509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = directory / "ca.pem", directory / "idp.pem", directory / "idp.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths

@@ -18,6 +18,7 @@ from tests.integration.idp import (
     Browser,
     IdP,
     connector_yaml,
+    make_tls,
     proxy_ca_file,
     sso_login,
 )
@@ -143,3 +144,24 @@ def test_connector_is_replaced_and_removed(cluster: Cluster, idp: IdP) -> None:
     assert shown[0]["spec"]["scope"] == ["openid", "email", "groups"]
     cluster.gatectl("rm", "oidc/temp").ok()
     assert cluster.gatectl("get", "oidc/temp").rc != 0
+
+
+def test_idp_over_tls_with_its_own_ca(cluster: Cluster, idp: IdP, client: Client,
+                                      proxy_ca: Path, tmp_path: Path) -> None:
+    tls = make_tls(tmp_path / "tls")
+    ca = tls[0]
+    private = IdP(tmp_path / "idp", [f"https://{cluster.proxy}/v1/sso/oidc/callback"],
+                  ACCOUNTS, tls=tls).start()
+    try:
+        text = connector_yaml(private, name="private")
+        refused = cluster.create(text)  # the auth does not trust the IdP's CA
+        assert refused.rc != 0 and "is not discoverable" in refused.err, refused
+        assert "certificate" in refused.err.lower(), refused
+        cluster.create(text.replace("  scope:", f"  ca_file: {ca}\n  scope:")).ok()
+        login = sso_login(client, "private", "alice", "alice-password", proxy_ca, idp_ca=ca)
+        assert login.rc == 0, login
+        assert private.issuer.startswith("https://") and login.url.startswith(private.issuer)
+        assert client.ssh("root@node1", "echo", "tls").ok().out == "tls\n"
+    finally:
+        private.stop()
+        cluster.gatectl("rm", "oidc/private")
