@@ -165,8 +165,10 @@ class Browser:
             if action is None:
                 return page
             target = urllib.parse.urljoin(page.url, action.group(1))
-            form = {"username": username, "password": password} \
-                if 'name="username"' in page.body else {}
+            form = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"',
+                                   page.body))
+            if 'name="username"' in page.body:
+                form.update(username=username, password=password)
             page = self.open(target, form, stop_at=stop_at)
         raise HarnessError(f"login at {url} took more than {MAX_HOPS} forms")
 
@@ -195,11 +197,12 @@ class SSOLogin:
 
 
 def sso_login(client: Client, connector: str, username: str, password: str,
-              proxy_ca: Path, *extra: str, idp_ca: Path | None = None) -> SSOLogin:
+              proxy_ca: Path, *extra: str, idp_ca: Path | None = None,
+              headless: bool = False) -> SSOLogin:
     """`gsh login --auth=CONNECTOR --browser=none`, with the test's browser doing the
     person's part at the URL gsh prints (trusting the proxy's CA, and ``idp_ca``)."""
     argv = [str(GSH), "login", f"--proxy={client.proxy}", f"--auth={connector}",
-            "--browser=none", f"--ca-file={proxy_ca}", *extra]
+            "--headless" if headless else "--browser=none", f"--ca-file={proxy_ca}", *extra]
     start = time.perf_counter()
     proc = subprocess.Popen(argv, env=client.env(), stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

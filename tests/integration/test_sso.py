@@ -165,3 +165,16 @@ def test_idp_over_tls_with_its_own_ca(cluster: Cluster, idp: IdP, client: Client
     finally:
         private.stop()
         cluster.gatectl("rm", "oidc/private")
+
+
+def test_headless_login_with_the_device_grant(cluster: Cluster, idp: IdP, client: Client,
+                                              proxy_ca: Path) -> None:
+    """gsh --headless prints a URL and a code; the person logs in on another device (the
+    test's browser); gsh polls and gets the same certificates as a browser login."""
+    login = sso_login(client, "corp", "alice", "alice-password", proxy_ca, headless=True)
+    assert login.rc == 0, login
+    assert "enter the code" in login.err and login.url.startswith(idp.issuer), login
+    assert not any("/v1/sso/oidc/callback" in u for u in login.browser.visited)
+    status = client.gsh("status", "--format=json").ok().json()
+    assert status["user"] == "alice@example.com" and status["connector"] == "corp"
+    assert client.ssh("root@node1", "echo", "device").ok().out == "device\n"

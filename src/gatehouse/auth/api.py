@@ -22,6 +22,8 @@ from gatehouse.errors import BadParameter, GatehouseError
 from gatehouse.types.yaml_io import canonical_kind, from_json_obj, to_json_obj
 from gatehouse.wire.authapi import (
     ROUTES,
+    DeviceBegin,
+    DevicePoll,
     Heartbeat,
     JoinRequest,
     LeafJoinRequest,
@@ -89,6 +91,16 @@ async def sso_finish(request: web.Request) -> web.Response:
 async def sso_complete(request: web.Request) -> web.Response:
     req = await body_of(request, SSOComplete)
     return _reply(await (await api_of(request)).sso_complete(req))
+
+
+async def sso_device_begin(request: web.Request) -> web.Response:
+    req = await body_of(request, DeviceBegin)
+    return _reply(await (await api_of(request)).sso_device_begin(req))
+
+
+async def sso_device_poll(request: web.Request) -> web.Response:
+    req = await body_of(request, DevicePoll)
+    return _reply(await (await api_of(request)).sso_device_poll(req))
 
 
 async def join(request: web.Request) -> web.Response:
@@ -246,6 +258,7 @@ async def _end_watches(app: web.Application) -> None:
 _HANDLERS: dict[str, Handler] = {
     "ping": ping, "login": login, "join": join,
     "sso_begin": sso_begin, "sso_finish": sso_finish, "sso_complete": sso_complete,
+    "sso_device_begin": sso_device_begin, "sso_device_poll": sso_device_poll,
     "join_leaf": join_leaf, "clusters": clusters,
     "report_tunnels": remote_heartbeat, "report_root_tunnels": root_heartbeat,
     "report_node_tunnels": node_tunnels,

@@ -18,7 +18,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any, cast
 
 from gatehouse import rbac
-from gatehouse.auth import catalog, intake, sso, trustview
+from gatehouse.auth import catalog, intake, sso, ssodevice, trustview
 from gatehouse.auth.identify import Caller, caller_roles
 from gatehouse.auth.issuer import IssuedCerts, parse_public_key
 from gatehouse.auth.server import AuthServer
@@ -33,6 +33,10 @@ from gatehouse.wire.authapi import (
     Certs,
     ClusterInfo,
     ClusterStatus,
+    DeviceBegin,
+    DeviceBeginReply,
+    DevicePoll,
+    DevicePollReply,
     EventList,
     EventPage,
     EventQuery,
@@ -165,6 +169,16 @@ class AuthWithRoles:
     async def sso_complete(self, req: SSOComplete) -> SSOCerts:
         done = await sso.complete(self._server, req, self._remote)
         return SSOCerts.model_validate({**catalog.ca_fields(self._server), **done})
+
+    async def sso_device_begin(self, req: DeviceBegin) -> DeviceBeginReply:
+        return await ssodevice.begin(self._server, req, self._remote)
+
+    async def sso_device_poll(self, req: DevicePoll) -> DevicePollReply:
+        done, interval = await ssodevice.poll(self._server, req, self._remote)
+        if done is None:
+            return DevicePollReply(pending=True, interval=interval)
+        certs = SSOCerts.model_validate({**catalog.ca_fields(self._server), **done})
+        return DevicePollReply(pending=False, certs=certs)
 
     async def join(self, req: JoinRequest) -> JoinReply:
         host_id, certs = await self._server.join(HostJoin(

@@ -39,7 +39,21 @@ from gatehouse.types.resource import Metadata, is_name, parse_duration
 from gatehouse.types.user import User, UserSpec
 from gatehouse.wire.authapi import SSOBegin, SSOBeginReply, SSOCallback, SSOComplete, SSORedirect
 
-__all__ = ["CALLBACK_PATH", "begin", "client_secret", "complete", "discover", "finish"]
+__all__ = [
+    "CALLBACK_PATH",
+    "begin",
+    "certify",
+    "check_secret",
+    "check_secret_hash",
+    "client_secret",
+    "complete",
+    "connector_named",
+    "discover",
+    "finish",
+    "refused",
+    "username",
+    "verified_claims",
+]
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +112,25 @@ async def discover(server: AuthServer, spec: OIDCSpec) -> dict[str, Any]:
     return doc
 
 
+async def connector_named(server: AuthServer, name: str) -> OIDCConnector:
+    try:
+        return await server.oidc.get(name)
+    except (NotFound, BadParameter):
+        raise NotFound(f"no SSO connector {name[:80]!r} in cluster {server.cluster}") from None
+
+
+def check_secret_hash(value: str) -> None:
+    if len(value) != 64 or value.strip("0123456789abcdef"):
+        raise BadParameter("secret_hash: expected 64 hex digits (SHA-256)")
+
+
+def check_secret(secret: str, secret_hash: str) -> None:
+    """AccessDenied unless ``secret`` is the one whose hash the login began with."""
+    if not hmac.compare_digest(_sha256_hex(secret), secret_hash):
+        raise AccessDenied("this SSO login was begun by another client (its secret does "
+                           "not match)")
+
+
 def _check_client_redirect(url: str) -> str:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme != "http" or not parts.hostname or not is_loopback_host(parts.hostname) \
@@ -107,7 +140,7 @@ def _check_client_redirect(url: str) -> str:
     return url
 
 
-async def _refused(server: AuthServer, reason: str, remote: str, connector: str,
+async def refused(server: AuthServer, reason: str, remote: str, connector: str,
                    user: str = "") -> None:
     log.warning("sso login refused user=%s connector=%s remote=%s reason=%r", user,
                 connector[:80], remote, reason)
@@ -122,15 +155,10 @@ async def _refused(server: AuthServer, reason: str, remote: str, connector: str,
 
 async def begin(server: AuthServer, req: SSOBegin, remote: str) -> SSOBeginReply:
     try:
-        try:
-            connector = await server.oidc.get(req.connector)
-        except (NotFound, BadParameter):
-            raise NotFound(f"no SSO connector {req.connector[:80]!r} in cluster "
-                           f"{server.cluster}") from None
+        connector = await connector_named(server, req.connector)
         issuer.parse_public_key(req.public_key)
         _check_client_redirect(req.client_redirect)
-        if len(req.secret_hash) != 64 or req.secret_hash.strip("0123456789abcdef"):
-            raise BadParameter("secret_hash: expected 64 hex digits (SHA-256)")
+        check_secret_hash(req.secret_hash)
         if req.ttl:
             parse_duration(req.ttl)
         spec = connector.spec
@@ -140,7 +168,7 @@ async def begin(server: AuthServer, req: SSOBegin, remote: str) -> SSOBeginReply
             redirect_uri = f"https://{req.proxy_addr}{CALLBACK_PATH}"
         doc = await discover(server, spec)
     except GatehouseError as exc:
-        await _refused(server, str(exc), remote, req.connector)
+        await refused(server, str(exc), remote, req.connector)
         raise
     state, nonce, verifier = (secrets.token_urlsafe(32) for _ in range(3))
     request_id = secrets.token_urlsafe(24)
@@ -168,7 +196,7 @@ async def finish(server: AuthServer, callback: SSOCallback, remote: str) -> SSOR
         reason = ("unknown, expired or already used login state: a replayed or forged "
                   "callback, or a login older than "
                   f"{int(PENDING_TTL.total_seconds() // 60)} minutes")
-        await _refused(server, reason, remote, "")
+        await refused(server, reason, remote, "")
         raise AccessDenied(reason) from None
     name = pending["connector"]
     outcome: dict[str, Any]
@@ -176,10 +204,10 @@ async def finish(server: AuthServer, callback: SSOCallback, remote: str) -> SSOR
     try:
         connector = await server.oidc.get(name)
         claims = await _redeem(server, connector, pending, callback)
-        user = _username(connector.spec, claims)
-        outcome = await _certify(server, connector, pending, claims, user)
+        user = username(connector.spec, claims)
+        outcome = await certify(server, connector, pending, claims, user)
     except GatehouseError as exc:
-        await _refused(server, str(exc), remote, name, user)
+        await refused(server, str(exc), remote, name, user)
         outcome = {"error": str(exc)}
     await server.sso.put_done(pending["request_id"],
                               {**outcome, "secret_hash": pending["secret_hash"]},
@@ -209,11 +237,13 @@ async def _redeem(server: AuthServer, connector: OIDCConnector, pending: dict[st
     token = reply.get("id_token")
     if not isinstance(token, str):
         raise AccessDenied("the IdP's token response has no id_token (is openid in scope?)")
-    return await _verified(server, spec, doc, token, pending["nonce"])
+    return await verified_claims(server, spec, doc, token, pending["nonce"])
 
 
-async def _verified(server: AuthServer, spec: OIDCSpec, doc: dict[str, Any], token: str,
-                    nonce: str) -> dict[str, Any]:
+async def verified_claims(server: AuthServer, spec: OIDCSpec, doc: dict[str, Any],
+                          token: str, nonce: str, *, nonce_required: bool = True
+                          ) -> dict[str, Any]:
+    """The ID token's claims, checked (pki.idtoken) against the IdP's JWKS."""
     algorithms = allowed_algorithms(doc.get("id_token_signing_alg_values_supported")
                                     or ["RS256"])  # RS256 is the spec's default
     cache = _JWKS.setdefault(server, {})
@@ -225,7 +255,7 @@ async def _verified(server: AuthServer, spec: OIDCSpec, doc: dict[str, Any], tok
         try:
             return verify_id_token(token, cache[uri], issuer=spec.issuer_url,
                                    client_id=spec.client_id, nonce=nonce,
-                                   algorithms=algorithms,
+                                   algorithms=algorithms, nonce_required=nonce_required,
                                    now=int(server.clock.now().timestamp()))
         except UnknownSigningKey:
             if fresh:
@@ -235,7 +265,7 @@ async def _verified(server: AuthServer, spec: OIDCSpec, doc: dict[str, Any], tok
     raise AssertionError("unreachable")
 
 
-def _username(spec: OIDCSpec, claims: dict[str, Any]) -> str:
+def username(spec: OIDCSpec, claims: dict[str, Any]) -> str:
     """The user's name: the connector's username_claim, else email, else sub."""
     names = [spec.username_claim] if spec.username_claim else ["email", "sub"]
     for claim in names:
@@ -251,7 +281,7 @@ def _username(spec: OIDCSpec, claims: dict[str, Any]) -> str:
     raise AccessDenied(f"the ID token has no {' or '.join(names)} claim to name the user by")
 
 
-async def _certify(server: AuthServer, connector: OIDCConnector, pending: dict[str, Any],
+async def certify(server: AuthServer, connector: OIDCConnector, pending: dict[str, Any],
                    claims: dict[str, Any], user: str) -> dict[str, Any]:
     """Roles from the claims, then certificates for the key gsh sent at the start."""
     existing = {r.metadata.name for r in await server.roles.list()}
@@ -278,11 +308,9 @@ async def complete(server: AuthServer, req: SSOComplete, remote: str) -> dict[st
     """The login's outcome, to the client holding its secret, once."""
     try:
         done = await server.sso.take_done(req.request_id)
-        if not hmac.compare_digest(_sha256_hex(req.secret), str(done.pop("secret_hash"))):
-            raise AccessDenied("this SSO login was begun by another client (its secret "
-                               "does not match)")
+        check_secret(req.secret, str(done.pop("secret_hash")))
     except (NotFound, AccessDenied) as exc:
-        await _refused(server, str(exc), remote, "")
+        await refused(server, str(exc), remote, "")
         raise AccessDenied(str(exc)) from None
     if "error" in done:
         raise AccessDenied(str(done["error"]))

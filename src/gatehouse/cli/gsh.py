@@ -85,6 +85,9 @@ def login(
     browser: Annotated[str, typer.Option(
         help="With --auth: 'none' prints the IdP's login URL instead of opening a "
              "browser.")] = "",
+    headless: Annotated[bool, typer.Option(
+        "--headless", help="With --auth: log in on another device (the IdP's device "
+                           "authorization grant): prints a URL and a code, and waits.")] = False,
 ) -> None:
     """Log in and save short-lived certificates in the profile (~/.gatehouse).
 
@@ -117,8 +120,10 @@ def login(
     if ca_pem is None and not insecure:
         die(f"give --ca-file=FILE to verify the proxy {proxy}, or --insecure to trust it on "
             "first use")
+    if headless and not auth:
+        die("--headless needs --auth=CONNECTOR")
     if auth:
-        profile = _sso_login(proxy, auth, browser, ca_pem, ttl, cluster)
+        profile = _sso_login(proxy, auth, browser, headless, ca_pem, ttl, cluster)
     else:
         profile = _password_login(proxy, user, password_stdin, otp, ca_pem, ttl, cluster)
     if ca_pem is None:
@@ -138,20 +143,32 @@ def _password_login(proxy: str, user: str, password_stdin: bool, otp: str,
     return run_async(login_with_password(proxy, user, password, otp, ca_pem, ttl, cluster))
 
 
-def _sso_login(proxy: str, connector: str, browser: str, ca_pem: str | None, ttl: str,
-               cluster: str) -> Profile:
+def _sso_login(proxy: str, connector: str, browser: str, headless: bool,
+               ca_pem: str | None, ttl: str, cluster: str) -> Profile:
     """The browser (or, with --browser=none, the URL alone on a line of stderr) goes to
-    the IdP; gsh waits for it to come back."""
+    the IdP; gsh waits for it to come back. --headless: the device grant instead."""
     import webbrowser
 
-    from gatehouse.client.ssologin import login_with_sso
+    from gatehouse.client.ssologin import login_with_device, login_with_sso
+    from gatehouse.wire.authapi import DeviceBeginReply
+
+    def instruct(started: DeviceBeginReply) -> None:
+        print(f"To log in, open {started.verification_uri} on any device and enter the "
+              f"code {started.user_code}, or open:", file=sys.stderr)
+        print(started.verification_uri_complete or started.verification_uri,
+              file=sys.stderr, flush=True)
 
     def show(url: str) -> None:
         if browser == "none" or not webbrowser.open(url):
             print("Open this URL in a browser to log in:", file=sys.stderr)
             print(url, file=sys.stderr, flush=True)
 
-    profile, certs = run_async(login_with_sso(proxy, connector, ca_pem, ttl, cluster, show))
+    if headless:
+        profile, certs = run_async(login_with_device(proxy, connector, ca_pem, ttl, cluster,
+                                                     instruct))
+    else:
+        profile, certs = run_async(login_with_sso(proxy, connector, ca_pem, ttl, cluster,
+                                                  show))
     print(f"roles {', '.join(certs.roles)} from connector {certs.connector}", file=sys.stderr)
     return profile
 

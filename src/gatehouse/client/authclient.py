@@ -25,6 +25,10 @@ from gatehouse.wire.authapi import (
     Certs,
     ClusterInfo,
     ClusterStatus,
+    DeviceBegin,
+    DeviceBeginReply,
+    DevicePoll,
+    DevicePollReply,
     EventList,
     EventPage,
     EventQuery,
@@ -109,6 +113,14 @@ class AuthClient:
 
     async def sso_complete(self, req: SSOComplete) -> SSOCerts:
         return _parse(SSOCerts, await self._call("sso_complete", req.model_dump(mode="json")))
+
+    async def sso_device_begin(self, req: DeviceBegin) -> DeviceBeginReply:
+        return _parse(DeviceBeginReply, await self._call("sso_device_begin",
+                                                         req.model_dump(mode="json")))
+
+    async def sso_device_poll(self, req: DevicePoll) -> DevicePollReply:
+        return _parse(DevicePollReply, await self._call("sso_device_poll",
+                                                        req.model_dump(mode="json")))
 
     # hosts ---------------------------------------------------------------------------------
 

@@ -22,9 +22,16 @@ from gatehouse.client.login import save_login
 from gatehouse.client.profile import Profile
 from gatehouse.errors import AccessDenied, ConnectionProblem
 from gatehouse.pki import sshcert, tls
-from gatehouse.wire.authapi import SSOBegin, SSOCerts, SSOComplete
+from gatehouse.wire.authapi import (
+    DeviceBegin,
+    DeviceBeginReply,
+    DevicePoll,
+    SSOBegin,
+    SSOCerts,
+    SSOComplete,
+)
 
-__all__ = ["LOGIN_TIMEOUT", "login_with_sso"]
+__all__ = ["LOGIN_TIMEOUT", "login_with_device", "login_with_sso"]
 
 LOGIN_TIMEOUT = 300.0  # seconds for the person at the IdP
 _PAGE = ("<!DOCTYPE html><html><head><title>Gatehouse</title></head><body>"
@@ -86,3 +93,40 @@ async def login_with_sso(proxy: str, connector: str, ca_pem: str | None, ttl: st
         certs = await api.sso_complete(SSOComplete(request_id=request_id, secret=secret))
     profile = await save_login(proxy, server_name, certs.user, key, certs, cluster)
     return profile, certs
+
+
+async def login_with_device(proxy: str, connector: str, ca_pem: str | None, ttl: str,
+                            cluster: str, show: Callable[[DeviceBeginReply], None]
+                            ) -> tuple[Profile, SSOCerts]:
+    """--headless: the device authorization grant (RFC 8628). ``show`` tells the person
+    where to go and which code to enter; gsh polls until they have, or the code expires."""
+    server_name = split_host_port(proxy)[0]
+    key = ed25519.Ed25519PrivateKey.generate()
+    secret = secrets.token_urlsafe(32)
+    async with AuthClient(APIClient(proxy, tls.client_context(ca_pem),
+                                    server_hostname=server_name)) as api:
+        started = await api.sso_device_begin(DeviceBegin(
+            connector=connector, public_key=sshcert.public_key_line(key.public_key()),
+            ttl=ttl or None, secret_hash=hashlib.sha256(secret.encode()).hexdigest()))
+        show(started)
+        certs = await _poll(api, started, secret)
+    profile = await save_login(proxy, server_name, certs.user, key, certs, cluster)
+    return profile, certs
+
+
+async def _poll(api: AuthClient, started: DeviceBeginReply, secret: str) -> SSOCerts:
+    """Poll until the person has logged in at the IdP; bounded by the code's lifetime."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + started.expires_in
+    interval = started.interval
+    for _ in range(started.expires_in):  # at most one poll a second
+        await asyncio.sleep(max(1, interval))
+        reply = await api.sso_device_poll(DevicePoll(request_id=started.request_id,
+                                                     secret=secret))
+        if reply.certs is not None:
+            return reply.certs
+        interval = reply.interval or interval
+        if loop.time() > deadline:
+            break
+    raise ConnectionProblem(f"the device login was not finished within {started.expires_in} s: "
+                            "run gsh login again")

@@ -42,9 +42,12 @@ def _refused(reason: str) -> AccessDenied:
 
 
 def verify_id_token(token: str, jwks: Mapping[str, Any], *, issuer: str, client_id: str,
-                    nonce: str, algorithms: list[str], now: int) -> dict[str, Any]:
+                    nonce: str, algorithms: list[str], now: int,
+                    nonce_required: bool = True) -> dict[str, Any]:
     """The token's claims once every check passed; AccessDenied naming the first that
-    failed (UnknownSigningKey when its key is not in ``jwks``)."""
+    failed (UnknownSigningKey when its key is not in ``jwks``). ``nonce_required``
+    False: a token straight from the token endpoint of a back-channel grant (the device
+    grant, RFC 8628) may carry no nonce; one it carries must still match."""
     algorithms = [alg for alg in algorithms if alg in SIGNING_ALGORITHMS]
     if not algorithms:
         raise _refused("no acceptable signing algorithm")
@@ -87,6 +90,8 @@ def verify_id_token(token: str, jwks: Mapping[str, Any], *, issuer: str, client_
     if len(audiences) > 1 and claims.get("azp") != client_id:
         raise _refused("several audiences and azp is not this client")
     got = claims.get("nonce")
+    if got is None and not nonce_required:
+        return claims
     if not isinstance(got, str) or not hmac.compare_digest(got.encode(), nonce.encode()):
         raise _refused("nonce does not match this login")
     return claims

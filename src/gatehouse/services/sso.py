@@ -15,6 +15,7 @@ __all__ = ["SSOStore"]
 
 _PENDING = "/sso/pending/"
 _DONE = "/sso/done/"
+_DEVICE = "/sso/device/"
 
 
 class SSOStore:
@@ -46,6 +47,26 @@ class SSOStore:
             return await self._take(self._key(_PENDING, state))
         except (NotFound, BadParameter):
             raise NotFound("unknown, expired or already used login state") from None
+
+    async def put_device(self, request_id: str, login: dict[str, Any],
+                         expires: dt.datetime) -> None:
+        await self._put(self._key(_DEVICE, request_id), login, expires)
+
+    async def get_device(self, request_id: str) -> dict[str, Any]:
+        """A device login still being polled; NotFound if none (ended, expired, never)."""
+        try:
+            item = await self._backend.get(self._key(_DEVICE, request_id))
+        except (NotFound, BadParameter):
+            raise NotFound("unknown, expired or finished device login") from None
+        value: dict[str, Any] = json.loads(item.value)
+        return value
+
+    async def end_device(self, request_id: str) -> None:
+        """End a device login; NotFound if another poll ended it first."""
+        try:
+            await self._backend.delete(self._key(_DEVICE, request_id))
+        except NotFound:
+            raise NotFound("unknown, expired or finished device login") from None
 
     async def put_done(self, request_id: str, result: dict[str, Any],
                        expires: dt.datetime) -> None:

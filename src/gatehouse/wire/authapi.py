@@ -32,6 +32,10 @@ __all__ = [
     "Certs",
     "ClusterInfo",
     "ClusterStatus",
+    "DeviceBegin",
+    "DeviceBeginReply",
+    "DevicePoll",
+    "DevicePollReply",
     "EventList",
     "EventPage",
     "EventQuery",
@@ -90,6 +94,36 @@ class SSOCerts(Certs):
     user: str
     connector: str
     roles: list[str]
+
+
+class DeviceBegin(_Message):
+    """gsh --headless starts a device login (RFC 8628): the key to certify and the
+    SHA-256 (hex) of the secret it will poll with."""
+
+    connector: str
+    public_key: str
+    secret_hash: str
+    ttl: str | None = None
+
+
+class DeviceBeginReply(_Message):
+    request_id: str
+    user_code: str
+    verification_uri: str
+    verification_uri_complete: str = ""
+    interval: int  # seconds between polls
+    expires_in: int  # seconds the person has
+
+
+class DevicePoll(_Message):
+    request_id: str
+    secret: str
+
+
+class DevicePollReply(_Message):
+    pending: bool  # the person has not finished at the IdP yet: poll again
+    interval: int = 0  # seconds before the next poll (the IdP may ask to slow down)
+    certs: SSOCerts | None = None
 
 
 class JoinReply(Certs):
@@ -303,6 +337,8 @@ ROUTES: dict[str, Route] = {
     "sso_begin": Route("POST", "/v1/sso/oidc/begin"),
     "sso_finish": Route("POST", "/v1/sso/oidc/finish"),  # the proxy's, for the IdP's redirect
     "sso_complete": Route("POST", "/v1/sso/oidc/complete"),
+    "sso_device_begin": Route("POST", "/v1/sso/oidc/device/begin"),
+    "sso_device_poll": Route("POST", "/v1/sso/oidc/device/poll"),
     "clusters": Route("GET", "/v1/clusters"),
     "report_tunnels": Route("POST", "/v1/remote_clusters/heartbeat"),
     "report_root_tunnels": Route("POST", "/v1/trusted_clusters/heartbeat"),
@@ -345,6 +381,8 @@ class AuthAPI(Protocol):
     async def sso_begin(self, req: SSOBegin) -> SSOBeginReply: ...
     async def sso_finish(self, callback: SSOCallback) -> SSORedirect: ...
     async def sso_complete(self, req: SSOComplete) -> SSOCerts: ...
+    async def sso_device_begin(self, req: DeviceBegin) -> DeviceBeginReply: ...
+    async def sso_device_poll(self, req: DevicePoll) -> DevicePollReply: ...
 
     # hosts
     async def heartbeat(self, beat: Heartbeat) -> Node: ...
