@@ -78,7 +78,7 @@ class StandInIdP:
         self.codes[code] = ({"iss": ISSUER, "aud": "gatehouse", "sub": "u1", "iat": now,
                              "exp": now + 300, "nonce": params["nonce"], **claims},
                             params["code_challenge"])
-        return SSOCallback(state=params["state"], code=code)
+        return SSOCallback(state=params["state"], code=code, iss=ISSUER)
 
     async def post_form(self, url: str, form: dict[str, str], basic_auth: tuple[str, str],
                         ca_file: str) -> dict[str, Any]:
@@ -236,3 +236,14 @@ async def test_idp_error_is_the_reason(server: AuthServer) -> None:
 async def test_client_redirect_must_be_loopback(server: AuthServer, redirect: str) -> None:
     with pytest.raises(BadParameter, match="client_redirect"):
         await _begin(server, redirect=redirect)
+
+
+async def test_callback_from_another_issuer_is_refused(server: AuthServer,
+                                                       idp: StandInIdP) -> None:
+    """RFC 9207: a code the browser brings back from another IdP is not redeemed there."""
+    auth_url, request_id = await _begin(server)
+    callback = idp.authorize(auth_url, ALICE).model_copy(update={"iss": "https://other.test"})
+    await sso.finish(server, callback, "proxy")
+    assert callback.code in idp.codes  # never sent to the token endpoint
+    with pytest.raises(AccessDenied, match=r"names issuer 'https://other\.test'"):
+        await sso.complete(server, SSOComplete(request_id=request_id, secret="s" * 40), "")

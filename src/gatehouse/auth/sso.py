@@ -226,6 +226,12 @@ async def _redeem(server: AuthServer, connector: OIDCConnector, pending: dict[st
         raise BadParameter("the IdP's callback carries no code")
     spec = connector.spec
     doc = await discover(server, spec)
+    # RFC 9207: an IdP that names itself in its redirects must have sent this one (a
+    # code from another IdP, mixed up by a user of several connectors, is not redeemed).
+    if (callback.iss or doc.get("authorization_response_iss_parameter_supported")) \
+            and callback.iss != spec.issuer_url:
+        raise AccessDenied(f"the callback names issuer {callback.iss[:200]!r}, not the "
+                           f"connector's {spec.issuer_url}")
     reply = await server.idp.post_form(doc["token_endpoint"], {
         "grant_type": "authorization_code", "code": callback.code,
         "redirect_uri": pending["redirect_uri"], "code_verifier": pending["verifier"],

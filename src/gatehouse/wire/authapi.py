@@ -162,6 +162,7 @@ class SSOCallback(_Message):
     code: str = ""
     error: str = ""
     error_description: str = ""
+    iss: str = ""  # RFC 9207: the issuer that sent the browser back
 
 
 class SSORedirect(_Message):
