@@ -24,11 +24,13 @@ from gatehouse.auth.identify import caller_roles
 from gatehouse.auth.server import AuthServer
 from gatehouse.backend import Backend
 from gatehouse.clock import FakeClock
+from gatehouse.config import AuthLimits
 from gatehouse.errors import AccessDenied, BadParameter
 from gatehouse.pki import sshcert, x509
 from gatehouse.types.oidc import OIDCConnector
 from gatehouse.types.yaml_io import parse_resources
 from gatehouse.wire.authapi import SSOBegin, SSOCallback, SSOComplete
+from tests.auth.conftest import API
 from tests.auth.samples import CLUSTER
 
 ISSUER = "https://idp.test"
@@ -89,6 +91,12 @@ class StandInIdP:
             return {"error": "invalid_grant", "error_description": "PKCE verification failed"}
         header = {"alg": "RS256", "kid": self.key.kid}
         return {"id_token": jwt.encode(header, claims, self.key)}
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    # The API tests' TLS handshakes check certificates against the real time.
+    return FakeClock(dt.datetime.now(dt.UTC).replace(microsecond=0))
 
 
 @pytest.fixture
@@ -247,3 +255,14 @@ async def test_callback_from_another_issuer_is_refused(server: AuthServer,
     assert callback.code in idp.codes  # never sent to the token endpoint
     with pytest.raises(AccessDenied, match=r"names issuer 'https://other\.test'"):
         await sso.complete(server, SSOComplete(request_id=request_id, secret="s" * 40), "")
+
+
+async def test_a_stranger_s_logins_begun_spend_the_attempts_budget(api: API) -> None:
+    """Each begin stores a pending login and asks the IdP: past the burst, 429."""
+    burst = AuthLimits().attempts_burst
+    key = sshcert.public_key_line(ed25519.Ed25519PrivateKey.generate().public_key())
+    body = {"connector": "corp", "public_key": key, "client_redirect": LOOPBACK,
+            "proxy_addr": "proxy.test:3080", "secret_hash": "0" * 64}
+    statuses = [(await api.stranger("POST", "/v1/sso/oidc/begin", body))[0]
+                for _ in range(burst + 5)]
+    assert statuses == [200] * burst + [429] * 5
