@@ -198,11 +198,14 @@ class SSOLogin:
 
 def sso_login(client: Client, connector: str, username: str, password: str,
               proxy_ca: Path, *extra: str, idp_ca: Path | None = None,
-              headless: bool = False) -> SSOLogin:
-    """`gsh login --auth=CONNECTOR --browser=none`, with the test's browser doing the
-    person's part at the URL gsh prints (trusting the proxy's CA, and ``idp_ca``)."""
+              headless: bool = False, bare: bool = False) -> SSOLogin:
+    """`gsh login --auth=CONNECTOR --browser=none` (``bare``: `gsh login --browser=none`
+    after a first login), with the test's browser doing the person's part at the URL gsh
+    prints (trusting the proxy's CA, and ``idp_ca``)."""
     argv = [str(GSH), "login", f"--proxy={client.proxy}", f"--auth={connector}",
             "--headless" if headless else "--browser=none", f"--ca-file={proxy_ca}", *extra]
+    if bare:  # `gsh login` again, all from the profile
+        argv = [str(GSH), "login", "--browser=none"]
     start = time.perf_counter()
     proc = subprocess.Popen(argv, env=client.env(), stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

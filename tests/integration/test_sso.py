@@ -70,6 +70,9 @@ def test_sso_login_then_ssh_to_a_root_node(cluster: Cluster, idp: IdP, client: C
     # OpenSSH with `gsh config`, as after a password login.
     assert client.openssh(client.openssh_config(), f"root@node1.{cluster.name}",
                           "echo", "ok").ok().out == "ok\n"
+    # Logging in again with no flag repeats the SSO login (no password prompt).
+    again = sso_login(client, "corp", "alice", "alice-password", proxy_ca, bare=True)
+    assert again.rc == 0 and "logged in as alice@example.com" in again.out, again
     event = cluster.wait_event("alice's SSO login", lambda e: e["event"] == "user.login"
                                and e["user"] == "alice@example.com")
     fields = event["fields"]

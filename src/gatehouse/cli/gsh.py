@@ -108,6 +108,8 @@ def login(
     same_proxy = previous is not None and previous.proxy == proxy
     if browser not in ("", "none"):
         die(f"--browser={browser}: expected none (or leave it out to open the system browser)")
+    if previous is not None and same_proxy and not (user or auth):
+        auth = _previous_connector(previous)  # an SSO login is repeated as one
     user = user or (previous.user if previous is not None and same_proxy and not auth else "")
     if not user and not auth:
         die("--user (or --auth=CONNECTOR) is required with --proxy")
@@ -179,6 +181,14 @@ def _previous_login() -> Profile | None:
         return Profile.load()
     except GatehouseError:
         return None
+
+
+def _previous_connector(profile: Profile) -> str:
+    """The SSO connector the profile's certificate came through ("" for a password)."""
+    try:
+        return profile.identity.identity().connector
+    except GatehouseError:
+        return ""
 
 
 def _is_fresh(profile: Profile) -> bool:
