@@ -254,21 +254,19 @@ async def verified_claims(server: AuthServer, spec: OIDCSpec, doc: dict[str, Any
                                     or ["RS256"])  # RS256 is the spec's default
     cache = _JWKS.setdefault(server, {})
     uri = doc["jwks_uri"]
-    fresh = uri not in cache
-    for _ in range(2):
-        if uri not in cache:
-            cache[uri] = await server.idp.get_json(uri, spec.ca_file)
+
+    def verify(jwks: dict[str, Any]) -> dict[str, Any]:
+        return verify_id_token(token, jwks, issuer=spec.issuer_url, client_id=spec.client_id,
+                               nonce=nonce, algorithms=algorithms, nonce_required=nonce_required,
+                               now=int(server.clock.now().timestamp()))
+
+    if uri in cache:
         try:
-            return verify_id_token(token, cache[uri], issuer=spec.issuer_url,
-                                   client_id=spec.client_id, nonce=nonce,
-                                   algorithms=algorithms, nonce_required=nonce_required,
-                                   now=int(server.clock.now().timestamp()))
+            return verify(cache[uri])
         except UnknownSigningKey:
-            if fresh:
-                raise
-            del cache[uri]  # the IdP may have rotated its keys: fetch them once more
-            fresh = True
-    raise AssertionError("unreachable")
+            pass  # the IdP may have rotated its keys: fetch them once more
+    cache[uri] = await server.idp.get_json(uri, spec.ca_file)
+    return verify(cache[uri])
 
 
 def username(spec: OIDCSpec, claims: dict[str, Any]) -> str:
