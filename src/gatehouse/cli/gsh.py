@@ -106,6 +106,8 @@ def login(
     if not proxy:
         die("give --proxy=HOST:PORT and --user=NAME to log in (no earlier login to repeat)")
     same_proxy = previous is not None and previous.proxy == proxy
+    if user and auth:
+        die("give --user (a password login) or --auth (SSO), not both")
     if browser not in ("", "none"):
         die(f"--browser={browser}: expected none (or leave it out to open the system browser)")
     if previous is not None and same_proxy and not (user or auth):
