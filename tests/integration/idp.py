@@ -64,6 +64,7 @@ class IdP:
     redirect_uris: list[str]
     accounts: dict[str, Account]
     tls: tuple[Path, Path, Path] | None = None  # CA, certificate and key files (make_tls)
+    code_ttl: int = 0  # seconds its authorization codes live (0: the provider's default)
     port: int = 0
     process: Process | None = field(default=None, repr=False)
 
@@ -86,6 +87,8 @@ class IdP:
             "accounts": {name: {"password": a.password, "claims": a.claims}
                          for name, a in self.accounts.items()},
         }
+        if self.code_ttl:
+            config["codeTtl"] = self.code_ttl
         if self.tls:
             config["tls"] = {"cert": str(self.tls[1]), "key": str(self.tls[2])}
         path = self.workdir / "idp.json"
@@ -198,10 +201,12 @@ class SSOLogin:
 
 def sso_login(client: Client, connector: str, username: str, password: str,
               proxy_ca: Path, *extra: str, idp_ca: Path | None = None,
-              headless: bool = False, bare: bool = False) -> SSOLogin:
+              headless: bool = False, bare: bool = False,
+              hold_callback: float = 0.0) -> SSOLogin:
     """`gsh login --auth=CONNECTOR --browser=none` (``bare``: `gsh login --browser=none`
     after a first login), with the test's browser doing the person's part at the URL gsh
-    prints (trusting the proxy's CA, and ``idp_ca``)."""
+    prints (trusting the proxy's CA, and ``idp_ca``). ``hold_callback``: seconds the
+    browser holds the IdP's redirect to the proxy before following it."""
     argv = [str(GSH), "login", f"--proxy={client.proxy}", f"--auth={connector}",
             "--headless" if headless else "--browser=none", f"--ca-file={proxy_ca}", *extra]
     if bare:  # `gsh login` again, all from the profile
@@ -227,7 +232,11 @@ def sso_login(client: Client, connector: str, username: str, password: str,
         if line.startswith(("https://", "http://")):
             url = line.strip()
     browser = Browser(proxy_ca, *([idp_ca] if idp_ca else []))
-    if url:
+    if url and hold_callback:
+        held = browser.login(url, username, password, stop_at=f"https://{client.proxy}/")
+        time.sleep(hold_callback)
+        browser.open(held.url)
+    elif url:
         browser.login(url, username, password)
     try:
         out = proc.communicate(timeout=CMD_TIMEOUT)[0]

@@ -181,3 +181,24 @@ def test_headless_login_with_the_device_grant(cluster: Cluster, idp: IdP, client
     status = client.gsh("status", "--format=json").ok().json()
     assert status["user"] == "alice@example.com" and status["connector"] == "corp"
     assert client.ssh("root@node1", "echo", "device").ok().out == "device\n"
+
+
+def test_expired_code_is_refused(cluster: Cluster, idp: IdP, client: Client,
+                                 proxy_ca: Path, tmp_path: Path) -> None:
+    """A code that expired at the IdP before the proxy redeemed it: the IdP's refusal is
+    gsh's one line, and audited."""
+    short = IdP(tmp_path / "idp", [f"https://{cluster.proxy}/v1/sso/oidc/callback"],
+                ACCOUNTS, code_ttl=1).start()
+    try:
+        cluster.create(connector_yaml(short, name="shortcode")).ok()
+        login = sso_login(client, "shortcode", "alice", "alice-password", proxy_ca,
+                          hold_callback=2.5)
+        assert login.rc != 0, login
+        last = login.err.strip().splitlines()[-1]
+        assert "the IdP refused the code: invalid_grant" in last, login
+        cluster.wait_event("the expired code's refusal",
+                           lambda e: e["event"] == "user.login.failure"
+                           and "invalid_grant" in e["message"])
+    finally:
+        short.stop()
+        cluster.gatectl("rm", "oidc/shortcode")
