@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -202,3 +202,24 @@ def test_expired_code_is_refused(cluster: Cluster, idp: IdP, client: Client,
     finally:
         short.stop()
         cluster.gatectl("rm", "oidc/shortcode")
+
+
+def test_sso_through_a_proxy_in_its_own_process(tmp_path: Path,
+                                                make_client: Callable[[Cluster], Client]
+                                                ) -> None:
+    """The proxy apart from the auth: it relays begin and complete, and hands the IdP's
+    redirect to the auth through its typed client."""
+    with Cluster(tmp_path / "apart", proxy_apart=True).running() as apart:
+        provider = IdP(tmp_path / "idp", [f"https://{apart.proxy}/v1/sso/oidc/callback"],
+                       ACCOUNTS).start()
+        try:
+            apart.create(ROLE).ok()
+            apart.create(connector_yaml(provider)).ok()
+            ca = proxy_ca_file(apart, tmp_path / "ca.pem")
+            me = make_client(apart)
+            login = sso_login(me, "corp", "alice", "alice-password", ca)
+            assert login.rc == 0, login
+            assert me.gsh("status", "--format=json").ok().json()["connector"] == "corp"
+            assert me.ssh("root@node1", "echo", "apart").ok().out == "apart\n"
+        finally:
+            provider.stop()
