@@ -9,9 +9,11 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import asyncssh
 import pytest
 
-from gatehouse.process.harness import Client, Cluster
+from gatehouse.process.harness import Client, Cluster, wait_for
+from tests.integration import direct
 from tests.integration.idp import (
     CLIENT_SECRET,
     Account,
@@ -223,3 +225,28 @@ def test_sso_through_a_proxy_in_its_own_process(tmp_path: Path,
             assert me.ssh("root@node1", "echo", "apart").ok().out == "apart\n"
         finally:
             provider.stop()
+
+
+def test_removing_the_connector_ends_its_users_access(cluster: Cluster, idp: IdP,
+                                                      client: Client, proxy_ca: Path) -> None:
+    """SSO users have no record: their standing is the connector's, at the auth and at
+    the nodes (the trust snapshot lists connectors)."""
+    cluster.create(connector_yaml(idp, name="leaving")).ok()
+    assert sso_login(client, "leaving", "alice", "alice-password", proxy_ca).rc == 0
+    # Straight to the node (tests/integration/direct.py), past the proxy's own check.
+    assert direct.ssh(cluster.ssh_port, client.home, "root", "echo in") == "in\n"
+    cluster.gatectl("rm", "oidc/leaving").ok()
+
+    def node_refuses() -> bool:
+        try:
+            direct.ssh(cluster.ssh_port, client.home, "root", "true")
+        except asyncssh.PermissionDenied:
+            return True
+        return False
+
+    wait_for("the node to refuse the connector's user", node_refuses)
+    cluster.wait_event("the node's refusal", lambda e: e["event"] == "auth"
+                       and e["user"] == "alice@example.com"
+                       and "no longer exists" in e["message"])
+    refused = client.ssh("root@node1", "true")  # and the auth, for the proxy
+    assert refused.rc == 255 and len(refused.err_lines) == 1, refused
