@@ -20,7 +20,8 @@ from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 
 from gatehouse.auth import sso
-from gatehouse.auth.identify import caller_roles
+from gatehouse.auth.authz import AuthWithRoles
+from gatehouse.auth.identify import Caller, caller_roles
 from gatehouse.auth.server import AuthServer
 from gatehouse.backend import Backend
 from gatehouse.clock import FakeClock
@@ -266,3 +267,18 @@ async def test_a_stranger_s_logins_begun_spend_the_attempts_budget(api: API) -> 
     statuses = [(await api.stranger("POST", "/v1/sso/oidc/begin", body))[0]
                 for _ in range(burst + 5)]
     assert statuses == [200] * burst + [429] * 5
+
+
+@pytest.mark.parametrize(("caller", "audited"), [
+    (Caller(x509.Identity(kind="host", name="p1", cluster=CLUSTER, roles=("proxy",)),
+            "in-process", in_process=True), "203.0.113.7:4000"),
+    (None, "198.51.100.1:1"),  # a stranger's claim of an address is not believed
+])
+async def test_callback_failure_is_audited_with_the_browser_address_a_proxy_saw(
+        server: AuthServer, caller: Caller | None, audited: str) -> None:
+    api = AuthWithRoles(server, caller, remote_addr="198.51.100.1:1")
+    with pytest.raises(AccessDenied):
+        await api.sso_finish(SSOCallback(state="gone", code="x",
+                                         remote_addr="203.0.113.7:4000"))
+    (failure,) = await _events(server, "user.login.failure")
+    assert failure.remote_addr == audited

@@ -163,8 +163,13 @@ class AuthWithRoles:
         return await sso.begin(self._server, req, self._remote)
 
     async def sso_finish(self, callback: SSOCallback) -> SSORedirect:
-        """The IdP's redirect, as the proxy relays it: ``state`` is the credential."""
-        return await sso.finish(self._server, callback, self._remote)
+        """The IdP's redirect, as the proxy relays it: ``state`` is the credential. The
+        browser's address is believed only of a proxy of this cluster."""
+        caller = self._caller
+        is_proxy = caller is not None and caller.identity.kind == "host" \
+            and caller.identity.system_role == "proxy"
+        remote = callback.remote_addr if is_proxy and callback.remote_addr else self._remote
+        return await sso.finish(self._server, callback, remote)
 
     async def sso_complete(self, req: SSOComplete) -> SSOCerts:
         done = await sso.complete(self._server, req, self._remote)

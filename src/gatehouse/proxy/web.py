@@ -59,7 +59,7 @@ def _sso_callback(finish: FinishSSO) -> Handler:
                 state=query.get("state", "")[:256], code=query.get("code", "")[:4096],
                 error=query.get("error", "")[:256],
                 error_description=query.get("error_description", "")[:1024],
-                iss=query.get("iss", "")[:1024]))
+                iss=query.get("iss", "")[:1024], remote_addr=request.remote or ""))
         except GatehouseError as exc:
             return web.Response(status=exc.status, text=f"Gatehouse login failed: {exc}\n")
         # Returned, not raised: the auth's app turns raised HTTP exceptions into JSON.

@@ -163,6 +163,7 @@ class SSOCallback(_Message):
     error: str = ""
     error_description: str = ""
     iss: str = ""  # RFC 9207: the issuer that sent the browser back
+    remote_addr: str = ""  # the browser's address, as the proxy saw it (believed of proxies)
 
 
 class SSORedirect(_Message):
