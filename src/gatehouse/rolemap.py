@@ -1,4 +1,6 @@
-"""Role mapping (ARCHITECTURE §5): what a root cluster's roles mean on a leaf. Pure.
+"""Role mapping (ARCHITECTURE §5): what a root cluster's roles mean on a leaf, and
+which roles an SSO user's ID token claims give (the same rules, a claim's values
+standing for the remote roles). Pure.
 
 Every rule is tried against every remote role and all matches add up. A rule's
 ``remote`` is exact text, a ``*`` glob, or a ``^regex$`` (RE2, full match) whose
@@ -11,15 +13,17 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Container, Iterable, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from gatehouse.errors import AccessDenied
+from gatehouse.types.oidc import ClaimMapping
 from gatehouse.types.pattern import full_match, is_regex, match_pattern
 from gatehouse.types.trusted_cluster import RoleMapping
 
-__all__ = ["MappedRoles", "Trust", "expand", "map_roles", "require_mapped", "resolve_roles"]
+__all__ = ["MappedRoles", "Trust", "claim_values", "expand", "map_claims", "map_roles",
+           "require_claims_mapped", "require_mapped", "resolve_roles"]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +85,38 @@ def require_mapped(mapped: MappedRoles, user: str, cluster: str) -> tuple[str, .
     reason = f"no roles mapped for remote user {user} from cluster {cluster}"
     if mapped.missing:
         reason += f" (the role map names {', '.join(mapped.missing)}, which do not exist here)"
+    raise AccessDenied(reason)
+
+
+def claim_values(claims: Mapping[str, object], name: str) -> list[str]:
+    """A claim's values: a string, or the strings of a list (other values are ignored)."""
+    value = claims.get(name)
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, str)]
+    return []
+
+
+def map_claims(rules: Iterable[ClaimMapping], claims: Mapping[str, object],
+               existing: Container[str]) -> MappedRoles:
+    """The roles an ID token's ``claims`` get by a connector's claims_to_roles."""
+    roles: dict[str, None] = {}
+    missing: dict[str, None] = {}
+    for rule in rules:
+        mapped = map_roles([rule.as_role_mapping()], claim_values(claims, rule.claim), existing)
+        roles.update(dict.fromkeys(mapped.roles))
+        missing.update(dict.fromkeys(mapped.missing))
+    return MappedRoles(tuple(roles), tuple(missing))
+
+
+def require_claims_mapped(mapped: MappedRoles, user: str, connector: str) -> tuple[str, ...]:
+    """The mapped roles, or AccessDenied: "no roles mapped for USER from connector NAME"."""
+    if mapped.roles:
+        return mapped.roles
+    reason = f"no roles mapped for {user} from connector {connector}"
+    if mapped.missing:
+        reason += f" (claims_to_roles names {', '.join(mapped.missing)}, which do not exist)"
     raise AccessDenied(reason)
 
 

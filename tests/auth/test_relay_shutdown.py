@@ -19,10 +19,11 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from gatehouse.client.api import APIClient
 from gatehouse.client.forward import AuthForwarder, ForwardedCall
-from gatehouse.errors import ConnectionProblem
+from gatehouse.errors import AccessDenied, ConnectionProblem
 from gatehouse.pki import tls, x509
 from gatehouse.pki.keystore import StoredIdentity
 from gatehouse.proxy.web import make_web_app
+from gatehouse.wire.authapi import SSOCallback, SSORedirect
 from tests.auth.conftest import API
 from tests.auth.samples import CLUSTER
 
@@ -40,6 +41,10 @@ async def _identity(api: API, directory: Path, role: str, name: str) -> StoredId
 
 async def _no_leaves(leaf: str, call: ForwardedCall) -> tuple[int, bytes]:
     raise AssertionError("no leaf in this test")
+
+
+async def _no_sso(callback: SSOCallback) -> SSORedirect:
+    raise AccessDenied("no SSO here")
 
 
 def _no_users(der: bytes) -> x509.Identity:
@@ -99,7 +104,8 @@ async def _relaying(api: API, tmp_path: Path, auth_addr: str) -> AsyncIterator[
     forwarder = AuthForwarder(auth_addr, tls.client_context(
         proxy.cas_pem(), cert_file=proxy.tls_cert_file, key_file=proxy.key_pem_file),
         f"auth.{CLUSTER}")
-    runner = web.AppRunner(make_web_app(forwarder, CLUSTER, _no_leaves, _no_users, _no_reach),
+    runner = web.AppRunner(make_web_app(forwarder, CLUSTER, _no_leaves, _no_users, _no_reach,
+                                        _no_sso),
                            access_log=None, shutdown_timeout=GRACE)
     await runner.setup()
     ca_pems = api.server.cas["host"].tls_cert_pem + api.server.cas["user"].tls_cert_pem

@@ -4,7 +4,8 @@
 //   {"port": N, "host": "127.0.0.1", "issuer": "http://127.0.0.1:N",
 //    "clients": [oidc-provider client metadata...],
 //    "accounts": {"alice": {"password": "...", "claims": {"email": ..., "groups": [...]}}},
-//    "tls": {"cert": "/path.pem", "key": "/path.key"}   (optional)}
+//    "tls": {"cert": "/path.pem", "key": "/path.key"},   (optional)
+//    "codeTtl": seconds an authorization code lives (optional)}
 // Prints "ready" on stdout once listening. IDP_MODULES: where oidc-provider is installed.
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -35,6 +36,7 @@ const provider = new Provider(config.issuer, {
     profile: ['name', 'unix_user'],
   },
   conformIdTokenClaims: false, // the claims of the granted scopes go in the ID token
+  ...(config.codeTtl ? { ttl: { AuthorizationCode: config.codeTtl } } : {}),
   features: {
     devInteractions: { enabled: false },
     deviceFlow: { enabled: true },

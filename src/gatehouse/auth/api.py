@@ -23,6 +23,8 @@ from gatehouse.types.cluster_access import ClusterAccess
 from gatehouse.types.yaml_io import canonical_kind, from_json_obj, to_json_obj
 from gatehouse.wire.authapi import (
     ROUTES,
+    DeviceBegin,
+    DevicePoll,
     Heartbeat,
     JoinRequest,
     LeafJoinRequest,
@@ -33,6 +35,9 @@ from gatehouse.wire.authapi import (
     RemoteTunnels,
     RenewRequest,
     RootTunnels,
+    SSOBegin,
+    SSOCallback,
+    SSOComplete,
     TokenRequest,
 )
 from gatehouse.wire.names import RECORDING_CHUNK
@@ -74,6 +79,31 @@ async def ping(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     req = await body_of(request, LoginRequest)
     return _reply(await (await api_of(request)).login(req))
+
+
+async def sso_begin(request: web.Request) -> web.Response:
+    req = await body_of(request, SSOBegin)
+    return _reply(await (await api_of(request)).sso_begin(req))
+
+
+async def sso_finish(request: web.Request) -> web.Response:
+    callback = await body_of(request, SSOCallback)
+    return _reply(await (await api_of(request)).sso_finish(callback))
+
+
+async def sso_complete(request: web.Request) -> web.Response:
+    req = await body_of(request, SSOComplete)
+    return _reply(await (await api_of(request)).sso_complete(req))
+
+
+async def sso_device_begin(request: web.Request) -> web.Response:
+    req = await body_of(request, DeviceBegin)
+    return _reply(await (await api_of(request)).sso_device_begin(req))
+
+
+async def sso_device_poll(request: web.Request) -> web.Response:
+    req = await body_of(request, DevicePoll)
+    return _reply(await (await api_of(request)).sso_device_poll(req))
 
 
 async def join(request: web.Request) -> web.Response:
@@ -241,7 +271,10 @@ async def _end_watches(app: web.Application) -> None:
 
 
 _HANDLERS: dict[str, Handler] = {
-    "ping": ping, "login": login, "join": join, "join_leaf": join_leaf, "clusters": clusters,
+    "ping": ping, "login": login, "join": join,
+    "sso_begin": sso_begin, "sso_finish": sso_finish, "sso_complete": sso_complete,
+    "sso_device_begin": sso_device_begin, "sso_device_poll": sso_device_poll,
+    "join_leaf": join_leaf, "clusters": clusters,
     "report_tunnels": remote_heartbeat, "report_root_tunnels": root_heartbeat,
     "report_node_tunnels": node_tunnels, "proxy_heartbeat": proxy_heartbeat,
     "put_cluster_access": cluster_access,

@@ -1,8 +1,8 @@
-"""The auth API's budget of attempts per source address (AuthLimits): logins and joins
-spend it, and so do refused calls without a certificate; a source that has none left
-gets 429 with Retry-After (RFC 6585 §4) for those calls and for every other call
-without a certificate, until its budget refills. Calls with a certificate are never
-refused for this: their caller is known, and answers for them."""
+"""The auth API's budget of attempts per source address (AuthLimits): logins (SSO ones
+as they begin) and joins spend it, and so do refused calls without a certificate; a
+source that has none left gets 429 with Retry-After (RFC 6585 §4) for those calls and
+for every other call without a certificate, until its budget refills. Calls with a
+certificate are never refused for this: their caller is known, and answers for them."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-ATTEMPTS = frozenset({"login", "join", "join_leaf"})  # the calls that present a credential
+# The calls that present a credential, and those that start an SSO login (each stores
+# a pending login and asks the IdP: a stranger's repeats must cost them, not the auth).
+ATTEMPTS = frozenset({"login", "join", "join_leaf", "sso_begin", "sso_device_begin"})
 REFUSED = frozenset({401, 403})
 
 

@@ -18,7 +18,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any, cast
 
 from gatehouse import rbac
-from gatehouse.auth import catalog, intake, trustview
+from gatehouse.auth import catalog, intake, sso, ssodevice, trustview
 from gatehouse.auth.identify import Caller, caller_roles
 from gatehouse.auth.issuer import IssuedCerts, parse_public_key
 from gatehouse.auth.server import AuthServer
@@ -34,6 +34,10 @@ from gatehouse.wire.authapi import (
     Certs,
     ClusterInfo,
     ClusterStatus,
+    DeviceBegin,
+    DeviceBeginReply,
+    DevicePoll,
+    DevicePollReply,
     EventList,
     EventPage,
     EventQuery,
@@ -55,6 +59,12 @@ from gatehouse.wire.authapi import (
     RecordingDone,
     RenewRequest,
     RootTunnel,
+    SSOBegin,
+    SSOBeginReply,
+    SSOCallback,
+    SSOCerts,
+    SSOComplete,
+    SSORedirect,
     TokenReply,
     TokenRequest,
 )
@@ -154,6 +164,32 @@ class AuthWithRoles:
         certs = await self._server.login(req.user, req.password, req.public_key, otp=req.otp,
                                          ttl=ttl, remote_addr=self._remote)
         return Certs.model_validate(self._certs(certs))
+
+    async def sso_begin(self, req: SSOBegin) -> SSOBeginReply:
+        return await sso.begin(self._server, req, self._remote)
+
+    async def sso_finish(self, callback: SSOCallback) -> SSORedirect:
+        """The IdP's redirect, as the proxy relays it: ``state`` is the credential. The
+        browser's address is believed only of a proxy of this cluster."""
+        caller = self._caller
+        is_proxy = caller is not None and caller.identity.kind == "host" \
+            and caller.identity.system_role == "proxy"
+        remote = callback.remote_addr if is_proxy and callback.remote_addr else self._remote
+        return await sso.finish(self._server, callback, remote)
+
+    async def sso_complete(self, req: SSOComplete) -> SSOCerts:
+        done = await sso.complete(self._server, req, self._remote)
+        return SSOCerts.model_validate({**catalog.ca_fields(self._server), **done})
+
+    async def sso_device_begin(self, req: DeviceBegin) -> DeviceBeginReply:
+        return await ssodevice.begin(self._server, req, self._remote)
+
+    async def sso_device_poll(self, req: DevicePoll) -> DevicePollReply:
+        done, interval = await ssodevice.poll(self._server, req, self._remote)
+        if done is None:
+            return DevicePollReply(pending=True, interval=interval)
+        certs = SSOCerts.model_validate({**catalog.ca_fields(self._server), **done})
+        return DevicePollReply(pending=False, certs=certs)
 
     async def join(self, req: JoinRequest) -> JoinReply:
         host_id, certs = await self._server.join(HostJoin(

@@ -9,11 +9,13 @@ from collections.abc import Callable, Container, Mapping, Sequence
 from typing import Any
 
 from gatehouse import rbac
+from gatehouse.auth import sso
 from gatehouse.auth.server import AuthServer
 from gatehouse.errors import AlreadyExists, BadParameter, NotFound
 from gatehouse.types.cert_authority import CertAuthority, CertAuthoritySpec
 from gatehouse.types.cluster_access import ClusterAccess
 from gatehouse.types.node import Node, NodeStatus
+from gatehouse.types.oidc import OIDCConnector
 from gatehouse.types.remote_cluster import RemoteCluster
 from gatehouse.types.resource import Metadata, Resource
 from gatehouse.types.role import Role
@@ -125,7 +127,8 @@ async def status(server: AuthServer) -> ClusterStatus:
 
 def _store(server: AuthServer, kind: str) -> Any:
     stores = {"user": server.users, "role": server.roles, "token": server.tokens,
-              "node": server.nodes, "trusted_cluster": server.trust.trusted}
+              "node": server.nodes, "trusted_cluster": server.trust.trusted,
+              "oidc": server.oidc}
     if kind not in stores:
         raise BadParameter(f"resources of kind {kind!r} cannot be managed here")
     return stores[kind]
@@ -161,6 +164,9 @@ async def get_resources(server: AuthServer, kind: str, name: str) -> list[Resour
         items = [tc.model_copy(update={"spec": tc.spec.without_token()})
                  for tc in await server.trust.trusted_clusters()
                  if not name or tc.metadata.name == name]
+    elif kind == "oidc":  # the client secret stays in the auth
+        found = [await server.oidc.get(name)] if name else await server.oidc.list()
+        return [c.without_secret() for c in found]
     elif name:
         return [await _store(server, kind).get(name)]
     else:
@@ -193,6 +199,8 @@ async def put_resource(server: AuthServer, res: Resource, *, upsert: bool, by: s
                                                  await server.roles.list()})
         if problem:
             raise BadParameter(problem)
+    if isinstance(res, OIDCConnector):
+        await _check_connector(server, res)
     existed = True
     try:
         await store.get(res.metadata.name)
@@ -227,6 +235,16 @@ async def _label_leaf(server: AuthServer, rc: RemoteCluster, *, upsert: bool, by
     before = await server.trust.set_leaf_labels(name, labels)
     await server.audit.emit("resource.update", user=by, remote_addr=remote_addr, fields={
         "kind": "remote_cluster", "name": name, "labels": labels, "labels_before": before})
+async def _check_connector(server: AuthServer, connector: OIDCConnector) -> None:
+    """A connector that cannot work is refused now, not at its first login: its fixed
+    role names exist, its secret is readable, its issuer is discoverable."""
+    fixed = [role for rule in connector.spec.claims_to_roles for role in rule.roles
+             if "$" not in role]
+    problem = unknown_roles(fixed, {r.metadata.name for r in await server.roles.list()})
+    if problem:
+        raise BadParameter(f"claims_to_roles names an {problem}")
+    sso.client_secret(connector.spec)
+    await sso.discover(server, connector.spec)
 
 
 async def delete_resource(server: AuthServer, kind: str, name: str, *, by: str,

@@ -173,8 +173,12 @@ async def caller_roles(server: AuthServer, ident: x509.Identity) -> list[Role]:
     user_exists = False
     root: RootCluster | None = None
     if ident.cluster == server.cluster:
+        # An SSO user has no record: they stand while their connector does.
         with contextlib.suppress(NotFound):
-            await server.users.get(ident.name)
+            if ident.connector:
+                await server.oidc.get(ident.connector)
+            else:
+                await server.users.get(ident.name)
             user_exists = True
     else:
         with contextlib.suppress(NotFound, BadParameter):  # BadParameter: not a name

@@ -65,6 +65,7 @@ def issue_user(
             cluster=ident.cluster,
             permit_pty=True,
             permit_port_forwarding=port_forwarding,
+            connector=ident.connector,
         ),
     )
     blob = sshcert.sign(cert, ca.ssh_key)

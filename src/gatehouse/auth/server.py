@@ -24,6 +24,7 @@ from gatehouse import metrics, rbac
 from gatehouse._sys.hostport import split_host_port
 from gatehouse.auth import issuer
 from gatehouse.auth.failures import AnonymousFailures
+from gatehouse.auth.idp import IdPClient, NoIdP
 from gatehouse.auth.leafcheck import check_leaf_ca
 from gatehouse.auth.nodeaddr import IPNetwork, check_node_addrs, source_ip
 from gatehouse.auth.nodetunnel import tunnel_refusal
@@ -44,9 +45,11 @@ from gatehouse.services.passwords import PasswordStore
 from gatehouse.services.proxies import ProxyStore
 from gatehouse.services.recordings import RecordingStore
 from gatehouse.services.resources import ResourceStore
+from gatehouse.services.sso import SSOStore
 from gatehouse.services.totp import TOTPStore
 from gatehouse.services.trust import TrustStore
 from gatehouse.types.node import Node, NodeSpec, NodeStatus
+from gatehouse.types.oidc import OIDCConnector
 from gatehouse.types.problems import describe_problems
 from gatehouse.types.proxy import Proxy, ProxySpec
 from gatehouse.types.resource import Metadata, is_name
@@ -99,8 +102,10 @@ class AuthServer:
         *,
         audit_retention: dt.timedelta = DEFAULT_AUDIT_RETENTION,
         limits: AuthLimits | None = None,
+        idp: IdPClient | None = None,
     ) -> None:
         limits = limits or AuthLimits()
+        self.idp: IdPClient = idp or NoIdP()  # the network edge of SSO logins (auth.sso)
         self._join_root = join_root
         # Where nodes may say they are besides where they call from (auth.nodeaddr).
         self.node_networks = tuple(node_networks)
@@ -116,6 +121,8 @@ class AuthServer:
         self.attempts = RateLimiter(limits.attempts_burst, limits.attempts_per_minute,
                                     limits.tracked_sources)
         self.users = ResourceStore(backend, "user", User)
+        self.oidc = ResourceStore(backend, "oidc", OIDCConnector)
+        self.sso = SSOStore(backend)
         self.roles = ResourceStore(backend, "role", Role)
         self.tokens = ResourceStore(backend, "token", Token)
         self.nodes = NodeStore(backend)
@@ -133,7 +140,8 @@ class AuthServer:
                    join_root: JoinRoot = _no_root_dialer,
                    node_networks: Sequence[IPNetwork] = (), *,
                    audit_retention: dt.timedelta = DEFAULT_AUDIT_RETENTION,
-                   limits: AuthLimits | None = None) -> AuthServer:
+                   limits: AuthLimits | None = None,
+                   idp: IdPClient | None = None) -> AuthServer:
         """Load (or on first start create) the cluster's name, CAs and preset roles;
         session recordings' chunks are kept in the directory ``recordings`` (None: in the
         backend, for auths that share it); nodes may
@@ -146,7 +154,7 @@ class AuthServer:
             )
         cas = await authorities.load_or_create(backend, cluster, clock)
         server = cls(backend, clock, cluster, cas, recordings, session_recording, join_root,
-                     node_networks, audit_retention=audit_retention, limits=limits)
+                     node_networks, audit_retention=audit_retention, limits=limits, idp=idp)
         if moved := await server.recordings.move_from_backend():
             log.info("moved %d session recordings from the backend's old layout to %s", moved,
                      recordings or "chunk items")
@@ -250,7 +258,9 @@ class AuthServer:
         *,
         ttl: dt.timedelta | None,
         route_to_cluster: str = "",
+        connector: str = "",
     ) -> issuer.IssuedCerts:
+        """Sign ``user``'s certificates (``connector``: an SSO user, with no record)."""
         roles = await self.roles_named(user.spec.roles)
         max_ttl = rbac.max_session_ttl(roles) if roles else DEFAULT_USER_TTL
         ttl = min(ttl or DEFAULT_USER_TTL, max_ttl)
@@ -264,6 +274,7 @@ class AuthServer:
             logins=tuple(logins),
             traits=traits,
             route_to_cluster=route_to_cluster or self.cluster,
+            connector=connector,
         )
         certs = issuer.issue_user(
             self.cas["user"], key, ident, now=self.clock.now(), ttl=ttl,

@@ -37,6 +37,7 @@ async def build_snapshot(server: AuthServer) -> TrustSnapshot:
                      for rc in await server.trust.remotes.list()},
         roles={r.metadata.name: r for r in await server.roles.list()},
         users=frozenset(u.metadata.name for u in await server.users.list()),
+        connectors=frozenset(c.metadata.name for c in await server.oidc.list()),
         record_sessions=server.session_recording != "off",
     )
 

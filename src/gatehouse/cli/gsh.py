@@ -80,6 +80,14 @@ def login(
         help="Trust the proxy's CA on first use (prints its fingerprint).")] = False,
     ttl: Annotated[str, typer.Option(help="Requested certificate lifetime, e.g. 8h.")] = "",
     otp: Annotated[str, typer.Option(help="One-time code, for users with a second factor.")] = "",
+    auth: Annotated[str, typer.Option(
+        help="Log in through this SSO connector (kind: oidc) instead of a password.")] = "",
+    browser: Annotated[str, typer.Option(
+        help="With --auth: 'none' prints the IdP's login URL instead of opening a "
+             "browser.")] = "",
+    headless: Annotated[bool, typer.Option(
+        "--headless", help="With --auth: log in on another device (the IdP's device "
+                           "authorization grant): prints a URL and a code, and waits.")] = False,
 ) -> None:
     """Log in and save short-lived certificates in the profile (~/.gatehouse).
 
@@ -87,12 +95,7 @@ def login(
     user, verifying the proxy with the CA pinned at the first login. `gsh login
     CLUSTER` selects a cluster (logging in again first if the certificate expired).
     """
-    from gatehouse.client.login import (
-        ca_fingerprints,
-        login_with_password,
-        read_ca_file,
-        select_cluster,
-    )
+    from gatehouse.client.login import ca_fingerprints, read_ca_file, select_cluster
 
     previous = _previous_login()
     if cluster and not (proxy or user) and previous is not None and _is_fresh(previous):
@@ -103,9 +106,15 @@ def login(
     if not proxy:
         die("give --proxy=HOST:PORT and --user=NAME to log in (no earlier login to repeat)")
     same_proxy = previous is not None and previous.proxy == proxy
-    user = user or (previous.user if previous is not None and same_proxy else "")
-    if not user:
-        die("--user is required with --proxy")
+    if user and auth:
+        die("give --user (a password login) or --auth (SSO), not both")
+    if browser not in ("", "none"):
+        die(f"--browser={browser}: expected none (or leave it out to open the system browser)")
+    if previous is not None and same_proxy and not (user or auth):
+        auth = _previous_connector(previous)  # an SSO login is repeated as one
+    user = user or (previous.user if previous is not None and same_proxy and not auth else "")
+    if not user and not auth:
+        die("--user (or --auth=CONNECTOR) is required with --proxy")
     try:
         ca_pem = read_ca_file(ca_file) if ca_file is not None else None
         if ca_pem is None and not insecure and previous is not None and same_proxy:
@@ -115,16 +124,57 @@ def login(
     if ca_pem is None and not insecure:
         die(f"give --ca-file=FILE to verify the proxy {proxy}, or --insecure to trust it on "
             "first use")
-    from gatehouse.cli.prompt import ask_password
-
-    password = sys.stdin.readline().rstrip("\n") if password_stdin else ask_password(
-        f"Password for {user}: ")
-    profile = run_async(login_with_password(proxy, user, password, otp, ca_pem, ttl, cluster))
+    if headless and not auth:
+        die("--headless needs --auth=CONNECTOR")
+    if auth:
+        profile = _sso_login(proxy, auth, browser, headless, ca_pem, ttl, cluster)
+    else:
+        profile = _password_login(proxy, user, password_stdin, otp, ca_pem, ttl, cluster)
     if ca_pem is None:
         for fingerprint in ca_fingerprints(profile.identity.cas_pem()):
             print(f"trusted the proxy's CA {fingerprint} on first use (compare it with the "
                   "Host CA's tls fingerprint in `gatectl status`)", file=sys.stderr)
     print(f"logged in as {profile.user} to cluster {profile.cluster} via {profile.proxy}")
+
+
+def _password_login(proxy: str, user: str, password_stdin: bool, otp: str,
+                    ca_pem: str | None, ttl: str, cluster: str) -> Profile:
+    from gatehouse.cli.prompt import ask_password
+    from gatehouse.client.login import login_with_password
+
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else ask_password(
+        f"Password for {user}: ")
+    return run_async(login_with_password(proxy, user, password, otp, ca_pem, ttl, cluster))
+
+
+def _sso_login(proxy: str, connector: str, browser: str, headless: bool,
+               ca_pem: str | None, ttl: str, cluster: str) -> Profile:
+    """The browser (or, with --browser=none, the URL alone on a line of stderr) goes to
+    the IdP; gsh waits for it to come back. --headless: the device grant instead."""
+    import webbrowser
+
+    from gatehouse.client.ssologin import login_with_device, login_with_sso
+    from gatehouse.wire.authapi import DeviceBeginReply
+
+    def instruct(started: DeviceBeginReply) -> None:
+        print(f"To log in, open {started.verification_uri} on any device and enter the "
+              f"code {started.user_code}, or open:", file=sys.stderr)
+        print(started.verification_uri_complete or started.verification_uri,
+              file=sys.stderr, flush=True)
+
+    def show(url: str) -> None:
+        if browser == "none" or not webbrowser.open(url):
+            print("Open this URL in a browser to log in:", file=sys.stderr)
+            print(url, file=sys.stderr, flush=True)
+
+    if headless:
+        profile, certs = run_async(login_with_device(proxy, connector, ca_pem, ttl, cluster,
+                                                     instruct))
+    else:
+        profile, certs = run_async(login_with_sso(proxy, connector, ca_pem, ttl, cluster,
+                                                  show))
+    print(f"roles {', '.join(certs.roles)} from connector {certs.connector}", file=sys.stderr)
+    return profile
 
 
 def _previous_login() -> Profile | None:
@@ -133,6 +183,14 @@ def _previous_login() -> Profile | None:
         return Profile.load()
     except GatehouseError:
         return None
+
+
+def _previous_connector(profile: Profile) -> str:
+    """The SSO connector the profile's certificate came through ("" for a password)."""
+    try:
+        return profile.identity.identity().connector
+    except GatehouseError:
+        return ""
 
 
 def _is_fresh(profile: Profile) -> bool:
@@ -154,6 +212,8 @@ def status(fmt: Annotated[Format, typer.Option("--format")] = Format.text) -> No
         "expires": ident.expires.isoformat() if ident.expires else "",
         "expired": not _is_fresh(profile),
     }
+    if ident.connector:  # an SSO login: which connector vouched for the user
+        info["connector"] = ident.connector
     if fmt == Format.json:
         print_json(info)
         return

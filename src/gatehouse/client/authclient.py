@@ -26,6 +26,10 @@ from gatehouse.wire.authapi import (
     Certs,
     ClusterInfo,
     ClusterStatus,
+    DeviceBegin,
+    DeviceBeginReply,
+    DevicePoll,
+    DevicePollReply,
     EventList,
     EventPage,
     EventQuery,
@@ -48,6 +52,12 @@ from gatehouse.wire.authapi import (
     RenewRequest,
     RootTunnel,
     RootTunnels,
+    SSOBegin,
+    SSOBeginReply,
+    SSOCallback,
+    SSOCerts,
+    SSOComplete,
+    SSORedirect,
     TokenReply,
     TokenRequest,
 )
@@ -98,6 +108,24 @@ class AuthClient:
 
     async def join_leaf(self, req: LeafJoinRequest) -> LeafJoinReply:
         return _parse(LeafJoinReply, await self._call("join_leaf", req.model_dump(mode="json")))
+
+    async def sso_begin(self, req: SSOBegin) -> SSOBeginReply:
+        return _parse(SSOBeginReply, await self._call("sso_begin", req.model_dump(mode="json")))
+
+    async def sso_finish(self, callback: SSOCallback) -> SSORedirect:
+        return _parse(SSORedirect, await self._call("sso_finish",
+                                                    callback.model_dump(mode="json")))
+
+    async def sso_complete(self, req: SSOComplete) -> SSOCerts:
+        return _parse(SSOCerts, await self._call("sso_complete", req.model_dump(mode="json")))
+
+    async def sso_device_begin(self, req: DeviceBegin) -> DeviceBeginReply:
+        return _parse(DeviceBeginReply, await self._call("sso_device_begin",
+                                                         req.model_dump(mode="json")))
+
+    async def sso_device_poll(self, req: DevicePoll) -> DevicePollReply:
+        return _parse(DevicePollReply, await self._call("sso_device_poll",
+                                                        req.model_dump(mode="json")))
 
     # hosts ---------------------------------------------------------------------------------
 

@@ -14,11 +14,11 @@ from gatehouse.client.authclient import AuthClient
 from gatehouse.client.profile import Profile
 from gatehouse.errors import BadParameter
 from gatehouse.pki import sshcert, tls, x509
-from gatehouse.wire.authapi import ClusterInfo, LoginRequest, NodeQuery
+from gatehouse.wire.authapi import Certs, ClusterInfo, LoginRequest, NodeQuery
 from gatehouse.wire.names import CLUSTER_HEADER
 
 __all__ = ["ca_fingerprints", "list_nodes", "login_with_password", "read_ca_file",
-           "select_cluster"]
+           "save_login", "select_cluster"]
 
 
 def read_ca_file(path: Path) -> str:
@@ -60,6 +60,13 @@ async def login_with_password(
         certs = await api.login(LoginRequest(
             user=user, password=password, otp=otp, ttl=ttl or None,
             public_key=sshcert.public_key_line(key.public_key())))
+    return await save_login(proxy, server_name, user, key, certs, cluster)
+
+
+async def save_login(proxy: str, server_name: str, user: str,
+                     key: ed25519.Ed25519PrivateKey, certs: Certs, cluster: str) -> Profile:
+    """A new profile for certificates just issued (any login method): the key, the
+    certificates, the pinned CAs, the leaves' host CAs; ``cluster`` selected if given."""
     profile = Profile(proxy=proxy, user=user, cluster=certs.cluster,
                       selected=certs.cluster, server_name=server_name,
                       host_ca_ssh=certs.host_ca_ssh)

@@ -129,10 +129,13 @@ class NodeSSHServer(asyncssh.SSHServer):
         cluster = trust.user_ca_lines.get(ca_line)
         if cluster is None:
             raise AccessDenied("certificate is not signed by a trusted user CA")
-        # A local user's own roles, or a root user's through the leaf's role map.
+        # A local user's own roles, or a root user's through the leaf's role map. An SSO
+        # user has no record: they stand while the connector they logged in through does.
+        exists = cert.connector in trust.connectors if cert.connector \
+            else cert.key_id in trust.users
         names = rolemap.resolve_roles(
             user=cert.key_id, user_cluster=cluster, cert_roles=cert.roles,
-            local_cluster=trust.cluster, user_exists=cert.key_id in trust.users,
+            local_cluster=trust.cluster, user_exists=exists,
             root=trust.roots.get(cluster), existing=trust.roles)
         roles = [trust.roles[name] for name in names if name in trust.roles]
         if not roles:

@@ -45,7 +45,8 @@ from gatehouse.errors import AccessDenied, BadParameter
 from gatehouse.pki import _boundedjson
 
 __all__ = [
-    "EXT_CLUSTER", "EXT_HOST_ROLE", "EXT_ROLES", "EXT_ROUTE", "EXT_TRAITS", "HOST_ROLES",
+    "EXT_CLUSTER", "EXT_CONNECTOR", "EXT_HOST_ROLE", "EXT_ROLES", "EXT_ROUTE", "EXT_TRAITS",
+    "HOST_ROLES",
     "MAX_TRAITS",
     "CertType", "Certificate", "PublicKey", "check_validity", "correlation_id", "decode",
     "fingerprint",
@@ -58,6 +59,7 @@ EXT_TRAITS = "traits@gatehouse"
 EXT_ROUTE = "route-to-cluster@gatehouse"
 EXT_CLUSTER = "cluster@gatehouse"
 EXT_HOST_ROLE = "role@gatehouse"
+EXT_CONNECTOR = "connector@gatehouse"  # the SSO connector a user logged in through
 HOST_ROLES = ("node", "proxy", "auth")
 MAX_TRAITS = 64 * 1024  # characters of traits@gatehouse JSON
 
@@ -157,6 +159,11 @@ class Certificate:
         return self.extensions.get(EXT_CLUSTER, "")
 
     @property
+    def connector(self) -> str:
+        """The SSO connector of a user who logged in through one; "" for a local user."""
+        return self.extensions.get(EXT_CONNECTOR, "")
+
+    @property
     def host_role(self) -> str:
         """A host certificate's Gatehouse role (``role@gatehouse``); "" when absent."""
         role = self.extensions.get(EXT_HOST_ROLE, "")
@@ -172,6 +179,7 @@ def user_extensions(
     permit_pty: bool = True,
     permit_port_forwarding: bool = False,
     permit_agent_forwarding: bool = False,
+    connector: str = "",
 ) -> dict[str, str]:
     """A user certificate's extensions: the standard permit-* flags plus Gatehouse's own.
 
@@ -200,6 +208,8 @@ def user_extensions(
         ext[EXT_ROUTE] = route_to_cluster
     if cluster:
         ext[EXT_CLUSTER] = cluster
+    if connector:
+        ext[EXT_CONNECTOR] = connector
     return ext
 
 

@@ -79,6 +79,7 @@ class Identity:
     traits: dict[str, list[str]] = field(default_factory=dict)
     route_to_cluster: str = ""
     expires: dt.datetime | None = None
+    connector: str = ""  # a user who logged in through this SSO connector (no user record)
 
     def to_json(self) -> str:
         """Compact JSON; BadParameter past MAX_IDENTITY characters."""
@@ -91,6 +92,7 @@ class Identity:
                 "logins": list(self.logins),
                 "traits": self.traits,
                 "route_to_cluster": self.route_to_cluster,
+                **({"connector": self.connector} if self.connector else {}),
             },
             sort_keys=True,
             separators=(",", ":"),
@@ -114,6 +116,7 @@ class Identity:
                 traits={str(k): [str(v) for v in vs] for k, vs in raw["traits"].items()},
                 route_to_cluster=str(raw.get("route_to_cluster", "")),
                 expires=expires,
+                connector=str(raw.get("connector", "")),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise BadParameter(f"malformed Gatehouse identity in certificate: {exc}") from exc

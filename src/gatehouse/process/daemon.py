@@ -37,6 +37,7 @@ from gatehouse.client.admin import identity_bundle
 from gatehouse.client.api import APIClient
 from gatehouse.client.authclient import AuthClient
 from gatehouse.client.join import join_cluster
+from gatehouse.client.oidcidp import HTTPSIdP
 from gatehouse.client.rootjoin import join_root
 from gatehouse.clock import Clock, Monotonic, SystemClock, SystemMonotonic
 from gatehouse.config import Config
@@ -298,7 +299,7 @@ async def _services(cfg: Config, clock: Clock, timer: Monotonic) -> AsyncIterato
                                          cfg.auth_service.session_recording, join_root,
                                          cfg.auth_service.node_address_networks,
                                          audit_retention=cfg.auth_service.audit_retention,
-                                         limits=cfg.auth_service.limits)
+                                         limits=cfg.auth_service.limits, idp=HTTPSIdP())
             renewals = await _start_auth(cfg, auth, stack, clock, timer)
             yield auth, auth.cluster, dial_addr(cfg.auth_service.listen_addr), renewals
         else:

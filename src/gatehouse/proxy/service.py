@@ -206,7 +206,8 @@ class ProxyService:
         front = make_web_app(forwarder, self._cluster, tunnels.relay_api,
                              lambda der: authenticate_user(der, self._user_cas(),
                                                            self._clock.now()),
-                             self._check_reach, local.api_app() if local else None)
+                             self._check_reach, self._api.sso_finish,
+                             local.api_app() if local else None)
         limits = self._cfg.limits
         # aiohttp's keep-alive timer runs from the handshake and from each response until
         # a request's head is complete: it is the idle timeout and the head's (slowloris).

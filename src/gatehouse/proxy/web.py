@@ -7,6 +7,10 @@ auth re-verifies it against its own CAs: a proxy can relay identities it has
 seen but cannot invent one. The auth believes these headers only from a
 connection authenticated as a proxy of its cluster.
 
+The IdP's redirect of an SSO login (``GET /v1/sso/oidc/callback``) is the proxy's
+own: it hands the query to the auth (``sso_finish``) and sends the browser on to gsh's
+loopback listener, or shows why the login failed.
+
 A request carrying ``X-Gatehouse-Cluster: LEAF`` goes through LEAF's reverse
 tunnel to LEAF's proxy, which relays it to LEAF's auth the same way: the leaf
 authorizes the root user itself, through its role map. Only a request with a
@@ -29,7 +33,7 @@ from gatehouse.client.forward import AuthForwarder, ForwardedCall, error_body
 from gatehouse.errors import AccessDenied, GatehouseError
 from gatehouse.pki import x509
 from gatehouse.pki.tls import peer_der
-from gatehouse.wire.authapi import API_PREFIX
+from gatehouse.wire.authapi import API_PREFIX, SSOCallback, SSORedirect
 from gatehouse.wire.names import CLUSTER_HEADER
 
 __all__ = ["RelayToLeaf", "make_web_app"]
@@ -44,6 +48,25 @@ MAX_BODY = (1 << 20) + 65536  # a recording chunk and its framing
 RelayToLeaf = Callable[[str, ForwardedCall], Awaitable[tuple[int, bytes]]]
 Authenticate = Callable[[bytes], x509.Identity]  # a client certificate (DER) -> its user
 CheckReach = Callable[[x509.Identity, str], None]  # (user, leaf): AccessDenied if not theirs
+FinishSSO = Callable[[SSOCallback], Awaitable[SSORedirect]]
+SSO_CALLBACK = "/v1/sso/oidc/callback"
+
+
+def _sso_callback(finish: FinishSSO) -> Handler:
+    async def callback(request: web.Request) -> web.StreamResponse:
+        query = request.query
+        try:
+            redirect = await finish(SSOCallback(
+                state=query.get("state", "")[:256], code=query.get("code", "")[:4096],
+                error=query.get("error", "")[:256],
+                error_description=query.get("error_description", "")[:1024],
+                iss=query.get("iss", "")[:1024], remote_addr=request.remote or ""))
+        except GatehouseError as exc:
+            return web.Response(status=exc.status, text=f"Gatehouse login failed: {exc}\n")
+        # Returned, not raised: the auth's app turns raised HTTP exceptions into JSON.
+        return web.Response(status=302, headers={"Location": redirect.url})
+
+    return callback
 
 
 def _call_of(request: web.Request, body: bytes) -> ForwardedCall:
@@ -84,11 +107,12 @@ def _leaf_routing(cluster: str, relay_to_leaf: RelayToLeaf,
 
 
 def make_web_app(forwarder: AuthForwarder, cluster: str, relay_to_leaf: RelayToLeaf,
-                 authenticate: Authenticate, check_reach: CheckReach,
+                 authenticate: Authenticate, check_reach: CheckReach, finish_sso: FinishSSO,
                  local: web.Application | None = None) -> web.Application:
     """The front: ``local`` (the co-located auth's API app) or a relay to the auth;
-    ``authenticate`` vouches for the users whose requests go on to leaves, and
-    ``check_reach`` for the leaves they may reach."""
+    ``authenticate`` vouches for the users whose requests go on to leaves,
+    ``check_reach`` for the leaves they may reach; ``finish_sso`` hands an IdP's
+    redirect to the auth."""
     routing = _leaf_routing(cluster, relay_to_leaf, authenticate, check_reach)
     async def on_cleanup(_: web.Application) -> None:
         await forwarder.close()
@@ -96,6 +120,7 @@ def make_web_app(forwarder: AuthForwarder, cluster: str, relay_to_leaf: RelayToL
     if local is not None:
         local.middlewares.insert(0, routing)
         local.on_cleanup.append(on_cleanup)
+        local.router.add_route("GET", SSO_CALLBACK, _sso_callback(finish_sso))
         return local
     app = web.Application(middlewares=[routing], client_max_size=MAX_BODY)
 
@@ -145,5 +170,6 @@ def make_web_app(forwarder: AuthForwarder, cluster: str, relay_to_leaf: RelayToL
 
     app.on_shutdown.append(end_streams)
     app.on_cleanup.append(on_cleanup)
+    app.router.add_route("GET", SSO_CALLBACK, _sso_callback(finish_sso))
     app.router.add_route("*", API_PREFIX + "{tail:.*}", forward)
     return app

@@ -178,12 +178,13 @@ class TrustStore:
         self.remotes = ResourceStore(backend, "remote_cluster", RemoteCluster)
 
     def watch(self) -> TrustChanges:
-        """Changes from now on to roles, users, any CA (this cluster's, roots', leaves'),
-        trusted clusters (and what their roots say of cluster labels) and remote clusters
-        (their labels): everything a trust snapshot is made of; and hosts removed."""
+        """Changes from now on to roles, users, SSO connectors, any CA (this cluster's,
+        roots', leaves'), trusted clusters (and what their roots say of cluster labels) and
+        remote clusters (their labels): everything a trust snapshot is made of; and hosts
+        removed."""
         return TrustChanges(self._backend.watch([
             kind_prefix("role"), kind_prefix("user"), kind_prefix("trusted_cluster"),
-            kind_prefix("remote_cluster"), AUTHORITIES.encode(), HOSTS]))
+            kind_prefix("remote_cluster"), kind_prefix("oidc"), AUTHORITIES.encode(), HOSTS]))
 
     # --- leaf side ------------------------------------------------------------------------
 

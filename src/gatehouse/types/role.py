@@ -45,6 +45,7 @@ RULE_RESOURCES = (
     "proxy",
     "event",
     "session",
+    "oidc",
 )
 RULE_VERBS = ("list", "read", "create", "update", "delete")
 

@@ -20,6 +20,7 @@ from gatehouse.errors import BadParameter
 from gatehouse.types.cert_authority import CertAuthority
 from gatehouse.types.cluster_name import ClusterName
 from gatehouse.types.node import Node
+from gatehouse.types.oidc import OIDCConnector
 from gatehouse.types.problems import describe_problems
 from gatehouse.types.proxy import Proxy
 from gatehouse.types.remote_cluster import RemoteCluster
@@ -44,7 +45,7 @@ __all__ = [
 KINDS: Mapping[str, type[Resource]] = {
     cls.model_fields["kind"].default: cls
     for cls in (User, Role, Token, Node, CertAuthority, ClusterName, TrustedCluster, RemoteCluster,
-                Proxy)
+                Proxy, OIDCConnector)
 }
 KIND_ALIASES: Mapping[str, str] = {
     "rc": "remote_cluster",

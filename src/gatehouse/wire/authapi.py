@@ -33,6 +33,10 @@ __all__ = [
     "Certs",
     "ClusterInfo",
     "ClusterStatus",
+    "DeviceBegin",
+    "DeviceBeginReply",
+    "DevicePoll",
+    "DevicePollReply",
     "EventList",
     "EventPage",
     "EventQuery",
@@ -57,6 +61,12 @@ __all__ = [
     "RootTunnel",
     "RootTunnels",
     "Route",
+    "SSOBegin",
+    "SSOBeginReply",
+    "SSOCallback",
+    "SSOCerts",
+    "SSOComplete",
+    "SSORedirect",
     "TokenReply",
     "TokenRequest",
 ]
@@ -84,6 +94,44 @@ class Certs(Ping):
     expires: dt.datetime
 
 
+class SSOCerts(Certs):
+    """An SSO login's certificates, with who the IdP said the user is."""
+
+    user: str
+    connector: str
+    roles: list[str]
+
+
+class DeviceBegin(_Message):
+    """gsh --headless starts a device login (RFC 8628): the key to certify and the
+    SHA-256 (hex) of the secret it will poll with."""
+
+    connector: str
+    public_key: str
+    secret_hash: str
+    ttl: str | None = None
+
+
+class DeviceBeginReply(_Message):
+    request_id: str
+    user_code: str
+    verification_uri: str
+    verification_uri_complete: str = ""
+    interval: int  # seconds between polls
+    expires_in: int  # seconds the person has
+
+
+class DevicePoll(_Message):
+    request_id: str
+    secret: str
+
+
+class DevicePollReply(_Message):
+    pending: bool  # the person has not finished at the IdP yet: poll again
+    interval: int = 0  # seconds before the next poll (the IdP may ask to slow down)
+    certs: SSOCerts | None = None
+
+
 class JoinReply(Certs):
     host_id: str
 
@@ -94,6 +142,43 @@ class LoginRequest(_Message):
     public_key: str  # OpenSSH line
     otp: str = ""
     ttl: str | None = None  # a duration ("8h"); None: the roles' default
+
+
+class SSOBegin(_Message):
+    """gsh starts an SSO login: the key to certify, where its loopback listener waits for
+    the browser, and the SHA-256 (hex) of a secret only it holds (to fetch the result)."""
+
+    connector: str
+    public_key: str  # OpenSSH line
+    client_redirect: str  # http://127.0.0.1:PORT/... (loopback only)
+    secret_hash: str
+    proxy_addr: str  # the proxy gsh dialed: the IdP's redirect goes there by default
+    ttl: str | None = None
+
+
+class SSOBeginReply(_Message):
+    auth_url: str  # where the browser goes (the IdP's authorization endpoint)
+    request_id: str  # what the loopback callback will name
+
+
+class SSOCallback(_Message):
+    """The IdP's redirect to the proxy (its query parameters)."""
+
+    state: str = ""
+    code: str = ""
+    error: str = ""
+    error_description: str = ""
+    iss: str = ""  # RFC 9207: the issuer that sent the browser back
+    remote_addr: str = ""  # the browser's address, as the proxy saw it (believed of proxies)
+
+
+class SSORedirect(_Message):
+    url: str  # where the proxy sends the browser next (gsh's loopback listener)
+
+
+class SSOComplete(_Message):
+    request_id: str
+    secret: str
 
 
 class JoinRequest(_Message):
@@ -290,6 +375,11 @@ ROUTES: dict[str, Route] = {
     "login": Route("POST", "/v1/login"),
     "join": Route("POST", "/v1/join"),
     "join_leaf": Route("POST", "/v1/trusted_clusters/join"),
+    "sso_begin": Route("POST", "/v1/sso/oidc/begin"),
+    "sso_finish": Route("POST", "/v1/sso/oidc/finish"),  # the proxy's, for the IdP's redirect
+    "sso_complete": Route("POST", "/v1/sso/oidc/complete"),
+    "sso_device_begin": Route("POST", "/v1/sso/oidc/device/begin"),
+    "sso_device_poll": Route("POST", "/v1/sso/oidc/device/poll"),
     "clusters": Route("GET", "/v1/clusters"),
     "report_tunnels": Route("POST", "/v1/remote_clusters/heartbeat"),
     "report_root_tunnels": Route("POST", "/v1/trusted_clusters/heartbeat"),
@@ -331,6 +421,11 @@ class AuthAPI(Protocol):
     async def login(self, req: LoginRequest) -> Certs: ...
     async def join(self, req: JoinRequest) -> JoinReply: ...
     async def join_leaf(self, req: LeafJoinRequest) -> LeafJoinReply: ...
+    async def sso_begin(self, req: SSOBegin) -> SSOBeginReply: ...
+    async def sso_finish(self, callback: SSOCallback) -> SSORedirect: ...
+    async def sso_complete(self, req: SSOComplete) -> SSOCerts: ...
+    async def sso_device_begin(self, req: DeviceBegin) -> DeviceBeginReply: ...
+    async def sso_device_poll(self, req: DevicePoll) -> DevicePollReply: ...
 
     # hosts
     async def heartbeat(self, beat: Heartbeat) -> Node: ...

@@ -73,6 +73,7 @@ class TrustSnapshot:
     leaf_labels: dict[str, dict[str, str]] = field(default_factory=dict)  # leaf -> its labels
     roles: dict[str, Role] = field(default_factory=dict)
     users: frozenset[str] = frozenset()
+    connectors: frozenset[str] = frozenset()  # SSO connectors: their users need no record
     record_sessions: bool = True  # False only when the auth says session_recording: off
     user_ca_lines: dict[str, str] = field(init=False, compare=False, repr=False)
 
@@ -109,6 +110,7 @@ class TrustSnapshot:
             "leaf_labels": self.leaf_labels,
             "roles": [to_json_obj(r) for r in self.roles.values()],
             "users": sorted(self.users),
+            "connectors": sorted(self.connectors),
             "session_recording": "node" if self.record_sessions else "off",
         }
 
@@ -142,6 +144,7 @@ class TrustSnapshot:
                              for k, v in raw.get("leaf_labels", {}).items()},
                 roles=roles,
                 users=frozenset(raw.get("users", [])),
+                connectors=frozenset(raw.get("connectors", [])),
                 record_sessions=raw.get("session_recording") != "off",
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:

@@ -1,0 +1,284 @@
+"""The auth's SSO logic (auth.sso) end to end in one process: begin, the IdP's callback,
+the client's one fetch. The IdP here is a stand-in at the network edge (auth.idp) that
+signs real tokens with keys the test makes, so that key rotation, a replayed state, a
+wrong secret and unmapped claims can each be driven exactly; tests/integration/test_sso.py
+runs the same flow against a real OpenID provider."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import secrets
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from joserfc import jwt
+from joserfc.jwk import KeySet, RSAKey
+
+from gatehouse.auth import sso
+from gatehouse.auth.authz import AuthWithRoles
+from gatehouse.auth.identify import Caller, caller_roles
+from gatehouse.auth.server import AuthServer
+from gatehouse.backend import Backend
+from gatehouse.clock import FakeClock
+from gatehouse.config import AuthLimits
+from gatehouse.errors import AccessDenied, BadParameter
+from gatehouse.pki import sshcert, x509
+from gatehouse.types.oidc import OIDCConnector
+from gatehouse.types.yaml_io import parse_resources
+from gatehouse.wire.authapi import SSOBegin, SSOCallback, SSOComplete
+from tests.auth.conftest import API
+from tests.auth.samples import CLUSTER
+
+ISSUER = "https://idp.test"
+LOOPBACK = "http://127.0.0.1:40000/callback"
+CONNECTOR = f"""kind: oidc
+version: v1
+metadata: {{name: corp}}
+spec:
+  issuer_url: {ISSUER}
+  client_id: gatehouse
+  client_secret: client-secret
+  claims_to_roles:
+    - {{claim: groups, value: admins, roles: [access]}}
+"""
+
+
+class StandInIdP:
+    """Discovery, JWKS and a token endpoint; ``authorize`` is the person's login."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.key = self._new_key()
+        self.jwks_fetches = 0
+        self.codes: dict[str, tuple[dict[str, Any], str]] = {}
+
+    @staticmethod
+    def _new_key() -> RSAKey:
+        return RSAKey.generate_key(2048, parameters={"kid": secrets.token_hex(4), "use": "sig"})
+
+    def rotate(self) -> None:
+        self.key = self._new_key()
+
+    async def get_json(self, url: str, ca_file: str) -> dict[str, Any]:
+        if url == f"{ISSUER}/.well-known/openid-configuration":
+            return {"issuer": ISSUER, "authorization_endpoint": f"{ISSUER}/auth",
+                    "token_endpoint": f"{ISSUER}/token", "jwks_uri": f"{ISSUER}/jwks",
+                    "id_token_signing_alg_values_supported": ["RS256"]}
+        assert url == f"{ISSUER}/jwks"
+        self.jwks_fetches += 1
+        return KeySet([self.key]).as_dict(private=False)
+
+    def authorize(self, auth_url: str, claims: dict[str, Any]) -> SSOCallback:
+        params = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(auth_url).query))
+        assert params["code_challenge_method"] == "S256"
+        code = secrets.token_urlsafe(16)
+        now = int(self.clock.now().timestamp())
+        self.codes[code] = ({"iss": ISSUER, "aud": "gatehouse", "sub": "u1", "iat": now,
+                             "exp": now + 300, "nonce": params["nonce"], **claims},
+                            params["code_challenge"])
+        return SSOCallback(state=params["state"], code=code, iss=ISSUER)
+
+    async def post_form(self, url: str, form: dict[str, str], basic_auth: tuple[str, str],
+                        ca_file: str) -> dict[str, Any]:
+        assert basic_auth == ("gatehouse", "client-secret")
+        claims, challenge = self.codes.pop(form["code"])
+        digest = hashlib.sha256(form["code_verifier"].encode()).digest()
+        if base64.urlsafe_b64encode(digest).rstrip(b"=").decode() != challenge:
+            return {"error": "invalid_grant", "error_description": "PKCE verification failed"}
+        header = {"alg": "RS256", "kid": self.key.kid}
+        return {"id_token": jwt.encode(header, claims, self.key)}
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    # The API tests' TLS handshakes check certificates against the real time.
+    return FakeClock(dt.datetime.now(dt.UTC).replace(microsecond=0))
+
+
+@pytest.fixture
+def idp(clock: FakeClock) -> StandInIdP:
+    return StandInIdP(clock)
+
+
+@pytest.fixture
+async def server(backend: Backend, clock: FakeClock, tmp_path: Path,
+                 idp: StandInIdP) -> AuthServer:
+    auth = await AuthServer.open(backend, clock, CLUSTER, tmp_path / "recordings", idp=idp)
+    (connector,) = parse_resources(CONNECTOR)
+    assert isinstance(connector, OIDCConnector)
+    await auth.oidc.create(connector)
+    return auth
+
+
+ALICE = {"email": "alice@example.com", "groups": ["admins"], "unix_user": "alice"}
+
+
+async def _begin(server: AuthServer, secret: str = "s" * 40,
+                 redirect: str = LOOPBACK) -> tuple[str, str]:
+    key = ed25519.Ed25519PrivateKey.generate()
+    started = await sso.begin(server, SSOBegin(
+        connector="corp", public_key=sshcert.public_key_line(key.public_key()),
+        client_redirect=redirect, proxy_addr="proxy.test:3080",
+        secret_hash=hashlib.sha256(secret.encode()).hexdigest()), "10.0.0.9:5000")
+    return started.auth_url, started.request_id
+
+
+async def _login(server: AuthServer, idp: StandInIdP, claims: dict[str, Any],
+                 secret: str = "s" * 40) -> dict[str, Any]:
+    auth_url, request_id = await _begin(server, secret)
+    redirect = await sso.finish(server, idp.authorize(auth_url, claims), "proxy")
+    assert redirect.url == f"{LOOPBACK}?id={request_id}"
+    return await sso.complete(server, SSOComplete(request_id=request_id, secret=secret), "")
+
+
+async def _events(server: AuthServer, kind: str) -> list[Any]:
+    return list((await server.audit.search(types=[kind])).events)
+
+
+async def test_login_gives_certificates_for_the_key_and_claims(server: AuthServer,
+                                                                idp: StandInIdP) -> None:
+    done = await _login(server, idp, ALICE)
+    assert done["user"] == "alice@example.com" and done["roles"] == ["access"]
+    ident = x509.identity_of(x509.load_cert(done["tls_cert"]))
+    assert ident.connector == "corp" and ident.roles == ("access",)
+    assert ident.traits["unix_user"] == ["alice"] and "nonce" not in ident.traits
+    cert = sshcert.decode(sshcert.from_openssh_line(done["ssh_cert"]))
+    assert cert.connector == "corp"
+    # No user record, yet the user stands while the connector does.
+    assert [r.metadata.name for r in await caller_roles(server, ident)] == ["access"]
+    (login,) = await _events(server, "user.login")
+    assert login.fields == {"method": "oidc", "connector": "corp", "roles": ["access"]}
+    await server.oidc.delete("corp")
+    with pytest.raises(AccessDenied, match="no longer exists"):
+        await caller_roles(server, ident)
+
+
+async def test_replayed_state_is_refused_and_audited(server: AuthServer,
+                                                     idp: StandInIdP) -> None:
+    auth_url, _ = await _begin(server)
+    callback = idp.authorize(auth_url, ALICE)
+    await sso.finish(server, callback, "proxy")
+    with pytest.raises(AccessDenied, match="already used login state"):
+        await sso.finish(server, callback, "proxy")
+    with pytest.raises(AccessDenied, match="already used login state"):
+        await sso.finish(server, SSOCallback(state="forged", code="x"), "proxy")
+
+
+async def test_result_goes_once_and_only_with_the_secret(server: AuthServer,
+                                                         idp: StandInIdP) -> None:
+    auth_url, request_id = await _begin(server, secret="right" * 8)
+    await sso.finish(server, idp.authorize(auth_url, ALICE), "proxy")
+    with pytest.raises(AccessDenied, match="secret does not match"):
+        await sso.complete(server, SSOComplete(request_id=request_id, secret="wrong"), "")
+    # The wrong secret used it up: whoever saw the id cannot wait for the right one.
+    with pytest.raises(AccessDenied, match="already fetched"):
+        await sso.complete(server, SSOComplete(request_id=request_id, secret="right" * 8), "")
+
+
+async def test_unmapped_user_is_refused_with_the_reason(server: AuthServer,
+                                                        idp: StandInIdP) -> None:
+    with pytest.raises(AccessDenied,
+                       match=r"^no roles mapped for bob@example\.com from connector corp$"):
+        await _login(server, idp, {"email": "bob@example.com", "groups": ["staff"]})
+    (failure,) = await _events(server, "user.login.failure")
+    assert failure.user == "bob@example.com" and "no roles mapped" in failure.message
+    assert failure.fields["method"] == "oidc"
+
+
+async def test_rotated_key_refreshes_the_jwks_once(server: AuthServer,
+                                                   idp: StandInIdP) -> None:
+    await _login(server, idp, ALICE)
+    await _login(server, idp, ALICE)
+    assert idp.jwks_fetches == 1  # kept between logins
+    idp.rotate()
+    await _login(server, idp, ALICE)
+    assert idp.jwks_fetches == 2
+
+
+async def test_token_of_an_unknown_key_is_refused_after_one_refresh(
+        server: AuthServer, idp: StandInIdP) -> None:
+    await _login(server, idp, ALICE)
+    auth_url, request_id = await _begin(server)
+    callback = idp.authorize(auth_url, ALICE)
+    published = idp.key
+    idp.key = idp._new_key()  # signs with a key it never publishes
+    real_get = idp.get_json
+
+    async def stale_jwks(url: str, ca_file: str) -> dict[str, Any]:
+        doc = await real_get(url, ca_file)
+        return KeySet([published]).as_dict(private=False) if url.endswith("/jwks") else doc
+
+    idp.get_json = stale_jwks  # type: ignore[method-assign]
+    await sso.finish(server, callback, "proxy")
+    assert idp.jwks_fetches == 2
+    with pytest.raises(AccessDenied, match="key the IdP's JWKS does not hold"):
+        await sso.complete(server, SSOComplete(request_id=request_id, secret="s" * 40), "")
+
+
+async def test_expired_token_is_refused(server: AuthServer, idp: StandInIdP,
+                                        clock: FakeClock) -> None:
+    auth_url, request_id = await _begin(server)
+    callback = idp.authorize(auth_url, ALICE)
+    clock.advance(dt.timedelta(minutes=9))  # the login is still pending; its token is not
+    await sso.finish(server, callback, "proxy")
+    with pytest.raises(AccessDenied, match="expired"):
+        await sso.complete(server, SSOComplete(request_id=request_id, secret="s" * 40), "")
+
+
+async def test_idp_error_is_the_reason(server: AuthServer) -> None:
+    auth_url, request_id = await _begin(server)
+    state = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(auth_url).query))["state"]
+    await sso.finish(server, SSOCallback(state=state, error="access_denied",
+                                         error_description="user cancelled"), "proxy")
+    with pytest.raises(AccessDenied, match="the IdP refused the login: access_denied: user"):
+        await sso.complete(server, SSOComplete(request_id=request_id, secret="s" * 40), "")
+
+
+@pytest.mark.parametrize("redirect", ["http://evil.example.com:80/callback",
+                                      "https://127.0.0.1:40000/callback",
+                                      "http://127.0.0.1/callback", "http://10.0.0.1:1/cb"])
+async def test_client_redirect_must_be_loopback(server: AuthServer, redirect: str) -> None:
+    with pytest.raises(BadParameter, match="client_redirect"):
+        await _begin(server, redirect=redirect)
+
+
+async def test_callback_from_another_issuer_is_refused(server: AuthServer,
+                                                       idp: StandInIdP) -> None:
+    """RFC 9207: a code the browser brings back from another IdP is not redeemed there."""
+    auth_url, request_id = await _begin(server)
+    callback = idp.authorize(auth_url, ALICE).model_copy(update={"iss": "https://other.test"})
+    await sso.finish(server, callback, "proxy")
+    assert callback.code in idp.codes  # never sent to the token endpoint
+    with pytest.raises(AccessDenied, match=r"names issuer 'https://other\.test'"):
+        await sso.complete(server, SSOComplete(request_id=request_id, secret="s" * 40), "")
+
+
+async def test_a_stranger_s_logins_begun_spend_the_attempts_budget(api: API) -> None:
+    """Each begin stores a pending login and asks the IdP: past the burst, 429."""
+    burst = AuthLimits().attempts_burst
+    key = sshcert.public_key_line(ed25519.Ed25519PrivateKey.generate().public_key())
+    body = {"connector": "corp", "public_key": key, "client_redirect": LOOPBACK,
+            "proxy_addr": "proxy.test:3080", "secret_hash": "0" * 64}
+    statuses = [(await api.stranger("POST", "/v1/sso/oidc/begin", body))[0]
+                for _ in range(burst + 5)]
+    assert statuses == [200] * burst + [429] * 5
+
+
+@pytest.mark.parametrize(("caller", "audited"), [
+    (Caller(x509.Identity(kind="host", name="p1", cluster=CLUSTER, roles=("proxy",)),
+            "in-process", in_process=True), "203.0.113.7:4000"),
+    (None, "198.51.100.1:1"),  # a stranger's claim of an address is not believed
+])
+async def test_callback_failure_is_audited_with_the_browser_address_a_proxy_saw(
+        server: AuthServer, caller: Caller | None, audited: str) -> None:
+    api = AuthWithRoles(server, caller, remote_addr="198.51.100.1:1")
+    with pytest.raises(AccessDenied):
+        await api.sso_finish(SSOCallback(state="gone", code="x",
+                                         remote_addr="203.0.113.7:4000"))
+    (failure,) = await _events(server, "user.login.failure")
+    assert failure.remote_addr == audited
