@@ -238,11 +238,15 @@ def sso_login(client: Client, connector: str, username: str, password: str,
         browser.open(held.url)
     elif url:
         browser.login(url, username, password)
+    # Not communicate(): it would read stderr too, racing the thread for gsh's last line.
     try:
-        out = proc.communicate(timeout=CMD_TIMEOUT)[0]
+        proc.wait(timeout=CMD_TIMEOUT)
     except subprocess.TimeoutExpired:
         proc.kill()
-        out = proc.communicate()[0]
+        proc.wait()
+    assert proc.stdout is not None
+    out = proc.stdout.read()  # a few lines: the pipe never filled
+    proc.stdout.close()
     reader.join(timeout=5)
     while not lines.empty():
         seen.append(lines.get())
