@@ -6,8 +6,10 @@ Each tunnel is what a leaf proxy's agent opens: TLS with ALPN
 multiplexer (``MuxSession``), which answers the root's heartbeat pings; like
 the agent, it sets the same TCP keepalive options on its socket, and closes a
 tunnel on which the root stayed silent for ``ROOT_SILENT_AFTER``. It opens no
-streams and refuses the root's. (It does not check the root's certificate: it stands in
-for the leaves, and is not what is being measured.)
+streams; of the root's, it takes the proxies' news and confirms the root's cluster
+labels as a leaf does (the root sends them again until a leaf confirms), and refuses
+the rest. (It does not check the root's certificate: it stands in for the leaves, and
+is not what is being measured.)
 
 It writes ``{"up", "failed", "errors", "seconds"}`` to ``--out`` once every
 tunnel was tried, then again every second ("up" = tunnels still open), and
@@ -29,14 +31,34 @@ from typing import Any
 
 from gatehouse.clock import SystemMonotonic
 from gatehouse.pki import tls
+from gatehouse.tunnel.limits import MAX_CALL
 from gatehouse.tunnel.liveness import ROOT_SILENT_AFTER, set_keepalive
-from gatehouse.tunnel.mux import MuxSession
+from gatehouse.tunnel.mux import MuxSession, MuxStream, read_all
 from gatehouse.types.resource import split_host_port
 from gatehouse.wire.names import ALPN_TUNNEL
 
 HANDSHAKES_AT_ONCE = 32
 ATTEMPTS = 5
 SETTLED = 0.5  # a tunnel still open this long after connecting was accepted
+
+
+# What a leaf answers when it kept the root's cluster labels (tunnel/serve.py).
+KEPT = json.dumps({"ok": True, "leaf": {"session_recording": "node", "version": "bench"}})
+
+
+async def _answer(stream: MuxStream) -> None:
+    """A stream the root opened, answered as a leaf's agent answers it."""
+    kind = stream.meta.get("kind")
+    if kind == "proxies":  # the agent takes the news (tunnel/link.py)
+        stream.accept()
+        return
+    if kind != "access":
+        stream.refuse("a simulated leaf serves nothing")
+        return
+    stream.accept()
+    await read_all(stream, MAX_CALL)
+    await stream.write(KEPT.encode())
+    stream.write_eof()
 
 
 def _context(cert: Path, key: Path) -> ssl.SSLContext:
@@ -56,7 +78,8 @@ class Tunnels:
     async def connect(self, cert: Path) -> MuxSession:
         loop = asyncio.get_running_loop()
         transport, session = await asyncio.wait_for(loop.create_connection(
-            lambda: MuxSession(dialer=True, clock=self.clock), self.host, self.port,
+            lambda: MuxSession(dialer=True, clock=self.clock, on_open=_answer),
+            self.host, self.port,
             ssl=_context(cert, self.key), server_hostname=self.host), 15)
         set_keepalive(transport.get_extra_info("socket"))
         return session
