@@ -227,8 +227,6 @@ def test_a_proxy_killed_leaves_the_other_serving_and_is_redialed_when_back(
     wait_reached(setup, "proxy")
 
 
-@pytest.mark.skipif(not (shutil.which("haproxy") or os.path.exists("/usr/sbin/haproxy")),
-                    reason="HAProxy is not installed (scripts/setup.sh installs it)")
 def test_behind_a_balancer_that_picks_one_proxy_the_agents_still_reach_both(
         tmp_path: Path) -> None:
     # "balance first" sends every connection to the first proxy: the agents' second

@@ -225,7 +225,7 @@ class AuthWithRoles:
                 yield snapshot
 
     async def watch_trust_with_keepalives(self) -> AsyncGenerator[TrustSnapshot | None]:
-        """As watch_trust, with a None after each quiet KEEPALIVE (for the HTTPS stream)."""
+        """As watch_trust, with a None after each quiet WATCH_KEEPALIVE (for the HTTPS stream)."""
         await self._check("trust", "read")
         async with contextlib.aclosing(trustview.snapshots(self._server)) as stream:
             async for snapshot in stream:

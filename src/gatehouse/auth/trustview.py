@@ -11,9 +11,8 @@ from gatehouse.auth.server import AuthServer
 from gatehouse.wire.names import WATCH_KEEPALIVE
 from gatehouse.wire.trust import RootCluster, TrustSnapshot
 
-__all__ = ["COALESCE", "KEEPALIVE", "build_snapshot", "snapshots"]
+__all__ = ["COALESCE", "build_snapshot", "snapshots"]
 
-KEEPALIVE = WATCH_KEEPALIVE  # a watch with no change yields None this often (keepalive lines)
 COALESCE = 0.05  # a burst of changes within this many seconds makes one snapshot
 
 
@@ -44,12 +43,12 @@ async def build_snapshot(server: AuthServer) -> TrustSnapshot:
 
 async def snapshots(server: AuthServer) -> AsyncGenerator[TrustSnapshot | None]:
     """The current snapshot, then a new one after every change (None: no change for
-    KEEPALIVE seconds, so that a server can notice a vanished client)."""
+    WATCH_KEEPALIVE seconds, so that a server can notice a vanished client)."""
     async with server.trust.watch() as changes:
         yield await build_snapshot(server)
         while True:
             try:
-                async with asyncio.timeout(KEEPALIVE):
+                async with asyncio.timeout(WATCH_KEEPALIVE):
                     await anext(changes)
             except TimeoutError:
                 yield None
