@@ -34,7 +34,7 @@ from gatehouse.errors import AccessDenied, GatehouseError
 from gatehouse.pki import x509
 from gatehouse.pki.tls import peer_der
 from gatehouse.wire.authapi import API_PREFIX, SSOCallback, SSORedirect
-from gatehouse.wire.names import CLUSTER_HEADER
+from gatehouse.wire.names import CLUSTER_HEADER, RECORDING_CHUNK
 
 __all__ = ["RelayToLeaf", "make_web_app"]
 
@@ -42,7 +42,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 log = logging.getLogger(__name__)
 
-MAX_BODY = (1 << 20) + 65536  # a recording chunk and its framing
+MAX_BODY = RECORDING_CHUNK + 65536  # a recording chunk and its framing
 
 
 RelayToLeaf = Callable[[str, ForwardedCall], Awaitable[tuple[int, bytes]]]

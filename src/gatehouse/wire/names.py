@@ -41,7 +41,9 @@ REMOTE_ADDR_HEADER = "X-Gatehouse-Remote-Addr"
 # Which cluster a call is for: another than the proxy's own goes through that leaf's tunnel.
 CLUSTER_HEADER = "X-Gatehouse-Cluster"
 
-RECORDING_CHUNK = 1 << 20  # the most bytes of a recording one upload call carries
+# The most bytes of a recording one upload call carries: per GiB uploaded, 4 MiB calls
+# cost the auth ~4.3 s of CPU and the node ~1.5 s, 1 MiB calls ~5.0 s and ~2.0 s.
+RECORDING_CHUNK = 4 << 20
 RECORDING_TAIL = 64 << 10  # the most a recording's completion carries of its last bytes
 
 EVENT_PAGE = 1000  # the audit events a search returns unless asked for another number
