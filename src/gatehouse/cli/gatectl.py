@@ -21,6 +21,7 @@ from gatehouse.cli.common import (
     setup_logging,
     write_stdout,
 )
+from gatehouse.cli.gatectl_backend import backend_app
 from gatehouse.client.admin import AdminTarget, admin_target
 from gatehouse.client.authclient import AuthClient
 from gatehouse.errors import BadParameter, GatehouseError
@@ -43,6 +44,7 @@ users_app = new_app("Manage local users.")
 tokens_app = new_app("Manage join tokens.")
 app.add_typer(users_app, name="users")
 app.add_typer(tokens_app, name="tokens")
+app.add_typer(backend_app, name="backend")
 
 _T = TypeVar("_T")
 _options: dict[str, Any] = {}  # the global options, until a command needs the auth

@@ -54,7 +54,7 @@ from gatehouse.services.sole_auth import SoleAuth
 from gatehouse.wire.authapi import AuthAPI, RenewRequest
 from gatehouse.wire.names import ALPN_HTTP
 
-__all__ = ["Started", "run"]
+__all__ = ["Started", "check_unlocked", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -82,16 +82,20 @@ def _lock(fd: int, data_dir: Path) -> None:
 def _check_can_start(cfg: Config, config_file: Path | None) -> None:
     """What would stop this start, found before anything is created: the data directory
     locked by another process, a listen address that cannot bind."""
-    try:
-        fd = os.open(cfg.data_dir / "gatehouse.pid", os.O_RDWR)
-    except FileNotFoundError:
-        pass
-    else:
-        try:
-            _lock(fd, cfg.data_dir)
-        finally:
-            os.close(fd)
+    check_unlocked(cfg.data_dir)
     check_listen_addrs(cfg, config_file)
+
+
+def check_unlocked(data_dir: Path) -> None:
+    """BadParameter naming the process if a gatehouse process holds data_dir's lock."""
+    try:
+        fd = os.open(data_dir / "gatehouse.pid", os.O_RDWR)
+    except FileNotFoundError:
+        return
+    try:
+        _lock(fd, data_dir)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
