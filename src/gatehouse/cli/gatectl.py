@@ -39,7 +39,8 @@ from gatehouse.wire.authapi import EventQuery, TokenRequest
 from gatehouse.wire.names import EVENT_PAGE, MAX_EVENT_PAGE
 
 app = new_app("Gatehouse admin tool. Talks to the running auth service (it never opens the "
-              "database), with the admin credentials from -c's data_dir or an --identity file.")
+              "database, but for `backend copy` of a stopped cluster), with the admin "
+              "credentials from -c's data_dir or an --identity file.")
 users_app = new_app("Manage local users.")
 tokens_app = new_app("Manage join tokens.")
 app.add_typer(users_app, name="users")
