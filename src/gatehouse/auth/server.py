@@ -103,6 +103,7 @@ class AuthServer:
         audit_retention: dt.timedelta = DEFAULT_AUDIT_RETENTION,
         limits: AuthLimits | None = None,
         idp: IdPClient | None = None,
+        audit_backend: Backend | None = None,
     ) -> None:
         limits = limits or AuthLimits()
         self.idp: IdPClient = idp or NoIdP()  # the network edge of SSO logins (auth.sso)
@@ -113,7 +114,9 @@ class AuthServer:
         self.clock = clock
         self.cluster = cluster
         self.cas = cas
-        self.audit = AuditLog(backend, clock, cluster, audit_retention)
+        # The audit log and recordings: in audit_backend if given (a PostgreSQL shared by
+        # auths whose state is in etcd: storage.audit_conn_string), else with the state.
+        self.audit = AuditLog(audit_backend or backend, clock, cluster, audit_retention)
         # Callers without a certificate: their failures' audit, and their budget of
         # attempts per source (the API spends it; on the wall clock, as the password lock).
         self.failures = AnonymousFailures(self.audit, clock, limits.failure_window,
@@ -131,7 +134,7 @@ class AuthServer:
         self.totp = OneTimeCodes(TOTPStore(backend), clock, issuer=f"Gatehouse {cluster}")
         self.trust = TrustStore(backend, clock)
         self.hosts = HostRegistry(backend)
-        self.recordings = RecordingStore(backend, recordings)
+        self.recordings = RecordingStore(audit_backend or backend, recordings)
         self.session_recording = session_recording  # what the nodes are told to do
 
     @classmethod
@@ -141,10 +144,12 @@ class AuthServer:
                    node_networks: Sequence[IPNetwork] = (), *,
                    audit_retention: dt.timedelta = DEFAULT_AUDIT_RETENTION,
                    limits: AuthLimits | None = None,
-                   idp: IdPClient | None = None) -> AuthServer:
+                   idp: IdPClient | None = None,
+                   audit_backend: Backend | None = None) -> AuthServer:
         """Load (or on first start create) the cluster's name, CAs and preset roles;
         session recordings' chunks are kept in the directory ``recordings`` (None: in the
-        backend, for auths that share it); nodes may
+        backend, for auths that share it; the audit log's with ``audit_backend`` if given);
+        nodes may
         advertise addresses in ``node_networks`` besides the one they call from."""
         stored = await cluster_name.claim(backend, cluster)
         if stored != cluster:
@@ -154,7 +159,8 @@ class AuthServer:
             )
         cas = await authorities.load_or_create(backend, cluster, clock)
         server = cls(backend, clock, cluster, cas, recordings, session_recording, join_root,
-                     node_networks, audit_retention=audit_retention, limits=limits, idp=idp)
+                     node_networks, audit_retention=audit_retention, limits=limits, idp=idp,
+                     audit_backend=audit_backend)
         if moved := await server.recordings.move_from_backend():
             log.info("moved %d session recordings from the backend's old layout to %s", moved,
                      recordings or "chunk items")
