@@ -65,7 +65,7 @@ class ProxyService:
         cfg: ProxySection,
         identity: StoredIdentity,
         api: AuthAPI,
-        auth_addr: str,
+        auth_addrs: list[str],
         clock: Clock,
         timer: Monotonic,
         state: Path,
@@ -75,7 +75,7 @@ class ProxyService:
         self._identity = identity
         self._api = api
         self._local = local
-        self._auth_addr = auth_addr
+        self._auth_addrs = auth_addrs
         self._clock = clock
         self._timer = timer
         self._cluster = identity.identity().cluster
@@ -192,7 +192,7 @@ class ProxyService:
         ident = self._identity
         self._auth_ssl = auth_ssl = tls.client_context(
             ident.cas_pem(), cert_file=ident.tls_cert_file, key_file=ident.key_pem_file)
-        forwarder = AuthForwarder(self._auth_addr, auth_ssl, f"auth.{self._cluster}")
+        forwarder = AuthForwarder(self._auth_addrs, auth_ssl, f"auth.{self._cluster}")
         own = OwnNodes(self._cluster, self._host_cas, self._report_node_tunnels)
         # The push and the tunnel server each tell the other (the names below resolve
         # when called, once both exist).
@@ -252,7 +252,8 @@ class ProxyService:
                 await asyncio.wait_for(self._trust.ready.wait(), 30)
             except TimeoutError:
                 raise ConnectionProblem(
-                    f"the proxy could not fetch its trust from the auth at {self._auth_addr}"
+                    f"the proxy could not fetch its trust from the auth at "
+                    f"{', '.join(self._auth_addrs)}"
                 ) from None
             ctx = self._server_context()
             ctx.sni_callback = self._sni
