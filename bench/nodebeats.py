@@ -2,7 +2,7 @@
 
 A tunnel-mode node heartbeats its auth through its proxy's single TLS port: an HTTPS
 ``heartbeat`` call (wire/authapi.py's route), with its host certificate, every
-``node.service.HEARTBEAT_INTERVAL`` (node/service.py). Its HTTP client keeps a
+``TUNNEL_NODE_HEARTBEAT`` (wire/names.py, node/service.py). Its HTTP client keeps a
 connection for KEEPALIVE seconds (aiohttp's default): a heartbeat sooner than that
 reuses it, a later one opens a new one. Here each simulated node does the same with
 a minimal HTTP/1.1 client (10,000 aiohttp sessions would cost this process more than
@@ -20,10 +20,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from gatehouse.node.service import HEARTBEAT_INTERVAL
 from gatehouse.pki import tls
 from gatehouse.wire.authapi import ROUTES, Heartbeat
-from gatehouse.wire.names import ALPN_HTTP
+from gatehouse.wire.names import ALPN_HTTP, TUNNEL_NODE_HEARTBEAT
 
 KEEPALIVE = 15.0  # seconds aiohttp keeps an idle connection
 REPLY_TIMEOUT = 30.0
@@ -56,7 +55,7 @@ class NodeBeats:
                    ).encode() + body
         conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         used = 0.0
-        await asyncio.sleep(random.uniform(0, HEARTBEAT_INTERVAL))
+        await asyncio.sleep(random.uniform(0, TUNNEL_NODE_HEARTBEAT))
         while True:
             if not self.paused:
                 if conn is not None and time.monotonic() - used > KEEPALIVE:
@@ -76,7 +75,7 @@ class NodeBeats:
                         conn[1].close()
                     conn = None
                 used = time.monotonic()
-            await asyncio.sleep(HEARTBEAT_INTERVAL)
+            await asyncio.sleep(TUNNEL_NODE_HEARTBEAT)
 
     @staticmethod
     async def _beat(conn: tuple[asyncio.StreamReader, asyncio.StreamWriter],
