@@ -26,6 +26,7 @@ from types import FrameType
 
 from bench import issuance, latency, listing, load, stream, transfer, tunnels
 from bench.clusters import ROOT, Gatehouse, start_gatehouse
+from bench.fakenodes import add_tunnel_nodes
 from bench.figures import Figure, missing_figure, table, write_json
 from bench.fill import FakeLeaves, fill, restore, save
 from bench.sampling import settle
@@ -45,14 +46,15 @@ class Sizes:
     heartbeat_rounds: bool  # each idle sample spans a whole heartbeat period (~2 min)
     nodes: int
     issue_seconds: float  # per repeat
+    tunnel_nodes: int  # idle tunnel-mode nodes (their row shares the tunnels' windows)
 
 
 QUICK = Sizes(repeats=3, connect_repeats=3, stream_bytes=64 << 20, load_seconds=5.0,
               tunnels=1_000, tunnel_window=1.5, tunnel_baseline=5.0, heartbeat_rounds=False,
-              nodes=10_000, issue_seconds=0.5)
+              nodes=10_000, issue_seconds=0.5, tunnel_nodes=1_000)
 FULL = Sizes(repeats=5, connect_repeats=10, stream_bytes=1 << 30, load_seconds=30.0,
              tunnels=10_000, tunnel_window=20.0, tunnel_baseline=30.0, heartbeat_rounds=True,
-             nodes=100_000, issue_seconds=3.0)
+             nodes=100_000, issue_seconds=3.0, tunnel_nodes=10_000)
 
 FALLBACK_LEAVES = 1_000  # when the root cannot start with as many leaves as asked
 
@@ -86,6 +88,11 @@ ROWS = {
              ("cpu_per_session", "leaf auth+proxy CPU per session", "ms", "≤ 8 ms")],
     "tunnels": [("tunnels_rss", "root proxy RSS, 10,000 idle tunnels", "MiB", "≤ 1024 MiB"),
                 ("tunnels_cpu", "root proxy CPU, 10,000 idle tunnels", "% of a core", "≤ 5")],
+    "tunnel_nodes": [
+        ("tnodes_rss", "root proxy RSS, 10,000 idle tunnel nodes", "MiB", "≤ 1024 MiB"),
+        ("tnodes_cpu", "root proxy CPU, 10,000 idle tunnel nodes", "% of a core", "≤ 5"),
+        ("tnodes_auth_cpu", "root auth CPU for the heartbeats of 10,000 tunnel nodes",
+         "% of a core", "≤ 20")],
     "listing": [("ls_limit", "`gsh ls --limit=100`, 100,000 nodes", "s", "≤ 1 s"),
                 ("ls_json", "`gsh ls --format=json`, 100,000 nodes", "s", "≤ 3 s")],
     "issuance": [("cert_issuance", "user certificates issued per second (one auth)",
@@ -93,8 +100,8 @@ ROWS = {
 }
 
 
-# Rows that need the clusters up.
-CLUSTER_ROWS = ("latency", "stream", "transfer", "load", "tunnels", "listing")
+# The rows that need the clusters up.
+CLUSTER_ROWS = ("latency", "stream", "transfer", "load", "tunnels", "tunnel_nodes", "listing")
 
 
 def parse_rows(text: str) -> list[str]:
@@ -157,8 +164,33 @@ def _clusters_rows(run: Run, gh: Gatehouse, sshd: OpenSSH, dir: Path, sizes: Siz
 
     if "load" in rows:
         run.group("load", session_load)
-    if "tunnels" not in rows and "listing" not in rows:
-        return
+    if "tunnels" in rows or "listing" in rows:
+        _leaves_rows(run, gh, dir, sizes, rows, base)
+    if "tunnel_nodes" in rows:
+        run.group("tunnel_nodes", lambda: _tunnel_nodes(gh, dir, sizes))
+
+
+def _tunnel_nodes(gh: Gatehouse, dir: Path, sizes: Sizes) -> list[Figure]:
+    """Register the tunnel nodes with the root (its auth stopped meanwhile), then measure
+    the root holding their tunnels and taking their heartbeats."""
+    say(f"registering {sizes.tunnel_nodes:,} tunnel nodes with the root (offline)")
+    root = gh.root.daemon
+    assert root is not None  # started by start_gatehouse
+    root.stop()
+    nodes = add_tunnel_nodes(gh.root.data_dir / "backend.sqlite", ROOT, sizes.tunnel_nodes,
+                             dir / "fake-nodes")
+    gh.root.restart()
+    root = gh.root.daemon
+    assert root is not None
+    return tunnels.measure(root.pid, gh.root.proxy, nodes, dir, window=sizes.tunnel_window,
+                           baseline=sizes.tunnel_baseline,
+                           heartbeat_rounds=sizes.heartbeat_rounds, repeats=sizes.repeats,
+                           kind=tunnels.NODES, cluster=ROOT)
+
+
+def _leaves_rows(run: Run, gh: Gatehouse, dir: Path, sizes: Sizes, rows: list[str],
+                 base: dict[str, list[float]]) -> None:
+    """The rows that need the root filled with leaves and nodes: tunnels, listing."""
     leaves, shortfall = _fill_root(gh, dir, sizes)
     root = gh.root.daemon
     assert root is not None  # started by start_gatehouse

@@ -1,5 +1,6 @@
 """A light client that holds many idle reverse tunnels to a root proxy (run as
-``python -m bench.tunnelclient``), each as a different leaf cluster.
+``python -m bench.tunnelclient``), each as a different leaf cluster or, with
+``--kind=node``, as a different tunnel-mode node of the root's cluster.
 
 Each tunnel is what a leaf proxy's agent opens: TLS with ALPN
 ``gatehouse-tunnel/1`` and that leaf's proxy certificate, then Gatehouse's
@@ -11,7 +12,13 @@ labels as a leaf does (the root sends them again until a leaf confirms), and ref
 the rest. (It does not check the root's certificate: it stands in for the leaves, and
 is not what is being measured.)
 
-It writes ``{"up", "failed", "errors", "seconds"}`` to ``--out`` once every
+A node's tunnel is what a node's agent opens (the same TLS, ALPN and multiplexer, with
+the node's host certificate); of the proxy's streams it takes the proxies' news and
+refuses the rest (it serves no SSH: it is idle). Each node also sends the presence
+heartbeats a tunnel-mode node sends its auth (bench/nodebeats.py); SIGUSR1 pauses
+and resumes them (the proxy's idle CPU is read without them).
+
+It writes ``{"up", "failed", "errors", "seconds", "heartbeats"}`` to ``--out`` once every
 tunnel was tried, then again every second ("up" = tunnels still open), and
 holds them until SIGTERM.
 """
@@ -29,6 +36,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from bench.nodebeats import NodeBeats
 from gatehouse.clock import SystemMonotonic
 from gatehouse.pki import tls
 from gatehouse.tunnel.limits import MAX_CALL
@@ -44,6 +52,14 @@ SETTLED = 0.5  # a tunnel still open this long after connecting was accepted
 
 # What a leaf answers when it kept the root's cluster labels (tunnel/serve.py).
 KEPT = json.dumps({"ok": True, "leaf": {"session_recording": "node", "version": "bench"}})
+
+
+async def _answer_as_node(stream: MuxStream) -> None:
+    """A stream the proxy opened, answered as an idle node's agent answers it."""
+    if stream.meta.get("kind") == "proxies":  # the agent takes the news (tunnel/link.py)
+        stream.accept()
+        return
+    stream.refuse("a simulated node serves nothing")
 
 
 async def _answer(stream: MuxStream) -> None:
@@ -67,8 +83,9 @@ def _context(cert: Path, key: Path) -> ssl.SSLContext:
 
 
 class Tunnels:
-    def __init__(self, proxy: str, certs: list[Path], key: Path) -> None:
+    def __init__(self, proxy: str, certs: list[Path], key: Path, *, node: bool = False) -> None:
         self.host, self.port = split_host_port(proxy)
+        self.answer = _answer_as_node if node else _answer
         self.certs = certs
         self.key = key
         self.sessions: list[MuxSession] = []
@@ -78,7 +95,7 @@ class Tunnels:
     async def connect(self, cert: Path) -> MuxSession:
         loop = asyncio.get_running_loop()
         transport, session = await asyncio.wait_for(loop.create_connection(
-            lambda: MuxSession(dialer=True, clock=self.clock, on_open=_answer),
+            lambda: MuxSession(dialer=True, clock=self.clock, on_open=self.answer),
             self.host, self.port,
             ssl=_context(cert, self.key), server_hostname=self.host), 15)
         set_keepalive(transport.get_extra_info("socket"))
@@ -141,36 +158,59 @@ def _write(path: Path, data: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-async def hold(tunnels: Tunnels, out: Path, probe_timeout: float) -> None:
+async def hold(tunnels: Tunnels, out: Path, probe_timeout: float,
+               beats: NodeBeats | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if beats is not None:
+        loop.add_signal_handler(signal.SIGUSR1, _toggle, beats)
     started = time.monotonic()
     await tunnels.probe(probe_timeout)
     slots = asyncio.Semaphore(HANDSHAKES_AT_ONCE)
     await asyncio.gather(*(tunnels.dial_retrying(c, slots) for c in tunnels.certs))
     watchdog = asyncio.create_task(tunnels.keepalive())
+    beating = asyncio.create_task(beats.run()) if beats is not None else None
     while not stop.is_set():
-        _write(out, tunnels.status(started))
+        status = tunnels.status(started)
+        if beats is not None:
+            status["heartbeats"] = beats.sent
+            status["errors"].update(beats.errors)
+        _write(out, status)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 1.0)
     watchdog.cancel()
+    if beating is not None:
+        beating.cancel()
     for s in tunnels.sessions:
         s.close("bench done")
     await asyncio.sleep(0.2)
 
 
+def _toggle(beats: NodeBeats) -> None:
+    beats.paused = not beats.paused
+
+
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.tunnelclient", description=__doc__)
     p.add_argument("--proxy", required=True, help="root proxy host:port")
-    p.add_argument("--certs", type=Path, required=True, help="file listing cert paths")
+    p.add_argument("--certs", type=Path, required=True,
+                   help="file listing cert paths (with --kind=node: path and hostname a line)")
+    p.add_argument("--kind", choices=("leaf", "node"), default="leaf")
+    p.add_argument("--cluster", default="", help="with --kind=node: the nodes' cluster")
     p.add_argument("--key", type=Path, required=True)
     p.add_argument("--probe-timeout", type=float, default=30.0)
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
-    certs = [Path(line) for line in args.certs.read_text().split()]
-    asyncio.run(hold(Tunnels(args.proxy, certs, args.key), args.out, args.probe_timeout))
+    lines = [line.split() for line in args.certs.read_text().splitlines() if line.strip()]
+    certs = [Path(line[0]) for line in lines]
+    tunnels = Tunnels(args.proxy, certs, args.key, node=args.kind == "node")
+    beats = None
+    if args.kind == "node":
+        beats = NodeBeats(tunnels.host, tunnels.port, args.cluster,
+                          {line[1]: Path(line[0]) for line in lines}, args.key)
+    asyncio.run(hold(tunnels, args.out, args.probe_timeout, beats))
 
 
 if __name__ == "__main__":

@@ -255,7 +255,7 @@ class AuthWithRoles:
             caller.identity.name, beat.public_addr, beat.listen_addr,
             remote_addr=caller.remote_addr)
         return ProxySet(proxies=[ProxyAddr(name=p.metadata.name, addr=p.spec.public_addr)
-                                 for p in online])
+                                 for p in online], as_of=self._server.clock.now())
 
     async def report_root_tunnels(self, roots: list[RootTunnel]) -> None:
         caller = await self._check("trusted_cluster", "heartbeat")

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import datetime as dt
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -153,6 +154,7 @@ class TunnelServer:
         self._sessions: HeldTunnels[_TunnelConnection] = HeldTunnels()  # by leaf
         self._nodes: HeldTunnels[_TunnelConnection] = HeldTunnels()  # admitted, by host id
         self._proxies: dict[str, str] = {}  # this cluster's proxies online: host id -> address
+        self._as_of: dt.datetime | None = None  # when the registry listed them
         self._to_tell: asyncio.Queue[_TunnelConnection] = asyncio.Queue()  # of the proxies
         metrics.TUNNELS.labels("leaf").set_function(lambda: len(self._sessions.names()))
         metrics.TUNNELS.labels("node").set_function(lambda: len(self._nodes.names()))
@@ -263,9 +265,11 @@ class TunnelServer:
             with contextlib.suppress(TimeoutError):
                 await wait_for(self._timer, self._wake.wait(), self._schedule.wait(now))
 
-    def announce(self, proxies: Mapping[str, str]) -> None:
-        """This cluster's proxies online now (host id -> address): every agent is told
-        when the set changes."""
+    def announce(self, proxies: Mapping[str, str], as_of: dt.datetime | None = None) -> None:
+        """This cluster's proxies online (host id -> address), as the registry listed them
+        at ``as_of``: every agent is told when the set changes (and when, so that it
+        keeps the registry's newest word, coverage.py)."""
+        self._as_of = as_of
         if proxies != self._proxies:
             self._proxies = dict(proxies)
             log.info("proxies of this cluster: %s", ", ".join(
@@ -287,8 +291,10 @@ class TunnelServer:
         if session.closed.done():
             return
         try:
-            stream = await session.open({"kind": "proxies", "proxies": self._proxies},
-                                        timeout=ANNOUNCE_TIMEOUT)
+            news: dict[str, Any] = {"kind": "proxies", "proxies": self._proxies}
+            if self._as_of is not None:
+                news["as_of"] = self._as_of.isoformat()
+            stream = await session.open(news, timeout=ANNOUNCE_TIMEOUT)
         except ConnectionProblem as exc:  # an agent of a version before several proxies
             log.debug("the proxies not told to %s: %s", session._who(), exc)
             return

@@ -15,7 +15,7 @@ import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Any, NamedTuple, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from gatehouse.errors import BadParameter
 from gatehouse.types.cluster_access import ClusterAccess
@@ -229,6 +229,7 @@ class ProxySet(_Message):
     """The proxies of a cluster online now (a proxy heartbeat's reply)."""
 
     proxies: list[ProxyAddr]
+    as_of: AwareDatetime | None = None  # when the auth read them from its registry
 
 
 class NodeTunnels(_Message):
