@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from bench import issuance, latency, listing, load, stream, transfer, tunnels
+from bench import inventory, issuance, latency, listing, load, stream, transfer, tunnels
 from bench.clusters import ROOT, Gatehouse, start_gatehouse
 from bench.fakenodes import add_tunnel_nodes
 from bench.figures import Figure, missing_figure, table, write_json
@@ -95,13 +95,18 @@ ROWS = {
          "% of a core", "≤ 20")],
     "listing": [("ls_limit", "`gsh ls --limit=100`, 100,000 nodes", "s", "≤ 1 s"),
                 ("ls_json", "`gsh ls --format=json`, 100,000 nodes", "s", "≤ 3 s")],
+    "inventory": [("inventory_ls_all", "`gsh ls --all`, 1,000 leaves x 10 nodes", "s",
+                   "≤ 2 s"),
+                  ("inventory_cpu", "root CPU idle, 1,000 leaves' inventories held",
+                   "% of a core", "≤ 5")],
     "issuance": [("cert_issuance", "user certificates issued per second (one auth)",
                   "certs/s", "≥ 2000 certs/s")],
 }
 
 
 # The rows that need the clusters up.
-CLUSTER_ROWS = ("latency", "stream", "transfer", "load", "tunnels", "tunnel_nodes", "listing")
+CLUSTER_ROWS = ("latency", "stream", "transfer", "load", "tunnels", "tunnel_nodes", "listing",
+                "inventory")
 
 
 def parse_rows(text: str) -> list[str]:
@@ -164,7 +169,7 @@ def _clusters_rows(run: Run, gh: Gatehouse, sshd: OpenSSH, dir: Path, sizes: Siz
 
     if "load" in rows:
         run.group("load", session_load)
-    if "tunnels" in rows or "listing" in rows:
+    if {"tunnels", "listing", "inventory"} & set(rows):
         _leaves_rows(run, gh, dir, sizes, rows, base)
     if "tunnel_nodes" in rows:
         run.group("tunnel_nodes", lambda: _tunnel_nodes(gh, dir, sizes))
@@ -190,8 +195,9 @@ def _tunnel_nodes(gh: Gatehouse, dir: Path, sizes: Sizes) -> list[Figure]:
 
 def _leaves_rows(run: Run, gh: Gatehouse, dir: Path, sizes: Sizes, rows: list[str],
                  base: dict[str, list[float]]) -> None:
-    """The rows that need the root filled with leaves and nodes: tunnels, listing."""
-    leaves, shortfall = _fill_root(gh, dir, sizes)
+    """The rows that need the root filled with leaves and nodes: tunnels, listing,
+    inventory."""
+    leaves, shortfall = _fill_root(gh, dir, sizes, rows)
     root = gh.root.daemon
     assert root is not None  # started by start_gatehouse
     if "tunnels" in rows:
@@ -200,6 +206,9 @@ def _leaves_rows(run: Run, gh: Gatehouse, dir: Path, sizes: Sizes, rows: list[st
             window=sizes.tunnel_window, baseline=sizes.tunnel_baseline,
             heartbeat_rounds=sizes.heartbeat_rounds, repeats=sizes.repeats,
             shortfall=shortfall))
+    if "inventory" in rows:
+        run.group("inventory", lambda: inventory.measure(
+            gh, root.pid, leaves, dir, window=sizes.tunnel_window, repeats=sizes.repeats))
     if base:
         run.group("listing", lambda: listing.measure(gh, base, sizes.nodes, sizes.repeats))
 
@@ -227,18 +236,20 @@ def _start_all(dir: Path, keys: Path) -> tuple[OpenSSH, Gatehouse]:
     return found[0], gh
 
 
-def _fill_root(gh: Gatehouse, dir: Path, sizes: Sizes) -> tuple[FakeLeaves, str]:
+def _fill_root(gh: Gatehouse, dir: Path, sizes: Sizes,
+               rows: list[str]) -> tuple[FakeLeaves, str]:
     """Stop the root's auth, fill its backend, start it again. If it cannot start with
     that many leaves, fall back to the first FALLBACK_LEAVES (the backend as it was
     before the rest were added); returns (leaves, why fewer)."""
-    say(f"filling the root with {sizes.nodes:,} nodes and {sizes.tunnels:,} leaves (offline)")
+    nodes = sizes.nodes if "listing" in rows else 0  # the inventory row lists the root's too
+    say(f"filling the root with {nodes:,} nodes and {sizes.tunnels:,} leaves (offline)")
     start = time.monotonic()
     root = gh.root.daemon
     assert root is not None  # started by start_gatehouse
     path, out = gh.root.data_dir / "backend.sqlite", dir / "fake-leaves"
     root.stop()
     first = min(sizes.tunnels, FALLBACK_LEAVES)
-    leaves = fill(path, ROOT, nodes=sizes.nodes, leaves=range(first), out=out)
+    leaves = fill(path, ROOT, nodes=nodes, leaves=range(first), out=out)
     if sizes.tunnels > first:
         save(path, dir / "backend-saved")
         leaves += fill(path, ROOT, nodes=0, leaves=range(first, sizes.tunnels), out=out)

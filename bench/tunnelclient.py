@@ -10,7 +10,9 @@ tunnel on which the root stayed silent for ``ROOT_SILENT_AFTER``. It opens no
 streams; of the root's, it takes the proxies' news and confirms the root's cluster
 labels as a leaf does (the root sends them again until a leaf confirms), and refuses
 the rest. (It does not check the root's certificate: it stands in for the leaves, and
-is not what is being measured.)
+is not what is being measured.) With ``--inventory=N``, each leaf pushes an inventory
+of N nodes once its tunnel is up, as a leaf's proxy does (tunnel/inventorysend.py): its
+role map gives the root's ``access`` role the leaf's ``access``, which sees every node.
 
 A node's tunnel is what a node's agent opens (the same TLS, ALPN and multiplexer, with
 the node's host certificate); of the proxy's streams it takes the proxies' news and
@@ -38,11 +40,15 @@ from typing import Any
 
 from bench.nodebeats import NodeBeats
 from gatehouse.clock import SystemMonotonic
-from gatehouse.pki import tls
-from gatehouse.tunnel.limits import MAX_CALL
+from gatehouse.errors import GatehouseError
+from gatehouse.pki import tls, x509
+from gatehouse.tunnel.limits import MAX_ACK, MAX_CALL
 from gatehouse.tunnel.liveness import ROOT_SILENT_AFTER, set_keepalive
 from gatehouse.tunnel.mux import MuxSession, MuxStream, read_all
-from gatehouse.types.resource import split_host_port
+from gatehouse.types.inventory import LeafInventory, RoleSelection
+from gatehouse.types.node import Node, NodeSpec
+from gatehouse.types.resource import Metadata, split_host_port
+from gatehouse.types.trusted_cluster import RoleMapping
 from gatehouse.wire.names import ALPN_TUNNEL
 
 HANDSHAKES_AT_ONCE = 32
@@ -77,15 +83,38 @@ async def _answer(stream: MuxStream) -> None:
     stream.write_eof()
 
 
+def inventory_of(leaf: str, nodes: int) -> bytes:
+    """What a leaf with ``nodes`` nodes pushes (labels: env, and a rack per ten)."""
+    return LeafInventory(
+        nodes=[Node(metadata=Metadata(name=f"{leaf}-n{i}",
+                                      labels={"env": "prod", "rack": f"r{i // 10}"}),
+                    spec=NodeSpec(hostname=f"node{i}", addr=f"10.0.{i // 250}.{i % 250}:3022",
+                                  cluster=leaf, host_id=f"{leaf}-n{i}"))
+               for i in range(nodes)],
+        role_map=[RoleMapping(remote="access", local=["access"])],
+        roles=[RoleSelection(name="access", allow={"*": "*"})]).model_dump_json().encode()
+
+
+async def push_inventory(session: MuxSession, body: bytes) -> None:
+    stream = await session.open({"kind": "inventory"})
+    await stream.write(body)
+    stream.write_eof()
+    ack = json.loads(await read_all(stream, MAX_ACK))
+    if ack.get("error"):
+        raise ConnectionError(f"the root refused the inventory: {ack['error']}")
+
+
 def _context(cert: Path, key: Path) -> ssl.SSLContext:
     """The leaf proxy's client side, unverified (the root's CA is not the point here)."""
     return tls.client_context(None, cert_file=cert, key_file=key, alpn=[ALPN_TUNNEL])
 
 
 class Tunnels:
-    def __init__(self, proxy: str, certs: list[Path], key: Path, *, node: bool = False) -> None:
+    def __init__(self, proxy: str, certs: list[Path], key: Path, *, node: bool = False,
+                 inventory: int = 0) -> None:
         self.host, self.port = split_host_port(proxy)
         self.answer = _answer_as_node if node else _answer
+        self.inventory = inventory  # nodes each leaf pushes (0: no inventory)
         self.certs = certs
         self.key = key
         self.sessions: list[MuxSession] = []
@@ -118,11 +147,18 @@ class Tunnels:
                 async with slots:  # only the handshake takes a slot
                     session = await self.connect(cert)
                 self.sessions.append(await self.accepted(session))
-                return
+                break
             except (OSError, TimeoutError, ConnectionError) as exc:
                 if attempt == ATTEMPTS - 1:
                     self.errors[f"{type(exc).__name__}: {exc}"[:200]] += 1
+                    return
                 await asyncio.sleep(0.2 * 2**attempt)
+        if self.inventory:
+            leaf = x509.identity_of(x509.load_cert(cert.read_bytes())).cluster
+            try:
+                await push_inventory(session, inventory_of(leaf, self.inventory))
+            except (OSError, ValueError, GatehouseError, ConnectionError) as exc:
+                self.errors[f"inventory: {type(exc).__name__}: {exc}"[:200]] += 1
 
     async def probe(self, timeout: float) -> None:
         """Wait until the root accepts the first leaf (it learns the leaves from its auth)."""
@@ -202,10 +238,13 @@ def main() -> None:
     p.add_argument("--key", type=Path, required=True)
     p.add_argument("--probe-timeout", type=float, default=30.0)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--inventory", type=int, default=0, metavar="N",
+                   help="nodes each leaf pushes in its inventory (default: none)")
     args = p.parse_args()
     lines = [line.split() for line in args.certs.read_text().splitlines() if line.strip()]
     certs = [Path(line[0]) for line in lines]
-    tunnels = Tunnels(args.proxy, certs, args.key, node=args.kind == "node")
+    tunnels = Tunnels(args.proxy, certs, args.key, node=args.kind == "node",
+                      inventory=args.inventory)
     beats = None
     if args.kind == "node":
         beats = NodeBeats(tunnels.host, tunnels.port, args.cluster,

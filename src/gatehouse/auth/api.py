@@ -199,6 +199,12 @@ async def cluster_access(request: web.Request) -> web.Response:
     return web.json_response({})
 
 
+async def leaf_inventory(request: web.Request) -> web.Response:
+    """A leaf proxy's view of this cluster's nodes, to push to its root ``root``."""
+    inventory = await (await api_of(request)).leaf_inventory(request.match_info["root"])
+    return web.Response(body=inventory.model_dump_json(), content_type="application/json")
+
+
 async def list_nodes(request: web.Request) -> web.Response:
     """The nodes the caller may see: a JSON array of resources."""
     try:
@@ -277,7 +283,7 @@ _HANDLERS: dict[str, Handler] = {
     "join_leaf": join_leaf, "clusters": clusters,
     "report_tunnels": remote_heartbeat, "report_root_tunnels": root_heartbeat,
     "report_node_tunnels": node_tunnels, "proxy_heartbeat": proxy_heartbeat,
-    "put_cluster_access": cluster_access,
+    "put_cluster_access": cluster_access, "leaf_inventory": leaf_inventory,
     "status": status, "heartbeat": heartbeat, "renew": renew,
     "resolve_node": resolve, "list_nodes": list_nodes, "trust": trust,
     "set_password": set_password, "set_totp": set_totp, "add_token": add_token,

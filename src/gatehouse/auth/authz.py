@@ -25,6 +25,7 @@ from gatehouse.auth.server import AuthServer
 from gatehouse.auth.server import JoinRequest as HostJoin
 from gatehouse.errors import AccessDenied, BadParameter, NotFound
 from gatehouse.types.cluster_access import ClusterAccess
+from gatehouse.types.inventory import LeafInventory
 from gatehouse.types.node import Node
 from gatehouse.types.resource import Resource, parse_duration
 from gatehouse.types.role import Role
@@ -82,7 +83,7 @@ HOST_PERMISSIONS: dict[str, frozenset[tuple[str, str]]] = {
     "proxy": frozenset({("node", "list"), ("event", "create"), ("trust", "read"),
                         ("host", "renew"),
                         ("remote_cluster", "heartbeat"), ("trusted_cluster", "heartbeat"),
-                        ("trusted_cluster", "access"),
+                        ("trusted_cluster", "access"), ("inventory", "read"),
                         ("event", "export"), ("node_tunnel", "report"), ("proxy", "heartbeat"),
                         ("remote_event", "create")}),
 }
@@ -270,6 +271,12 @@ class AuthWithRoles:
         if await self._server.trust.store_root_access(root, access):
             log.info("cluster labels from root %s: this cluster has labels %s; %d root roles",
                      root, access.labels, len(access.roles))
+
+    async def leaf_inventory(self, root: str) -> LeafInventory:
+        """What a leaf proxy pushes to its root ``root``: this cluster's nodes, that
+        root's role map and the roles' node_labels (proxies only)."""
+        await self._check("inventory", "read")
+        return await catalog.leaf_inventory(self._server, root)
 
     async def post_events(self, events: list[dict[str, Any]]) -> EventsStored:
         caller = await self._check("event", "create")

@@ -256,11 +256,15 @@ def list_nodes(
     cluster: Annotated[str, typer.Option(help="Cluster to list (default: selected).")] = "",
     all_clusters: Annotated[bool, typer.Option("--all", help="List every cluster.")] = False,
     limit: Annotated[int, typer.Option(help="At most this many nodes (0 = all).")] = 0,
+    search: Annotated[str, typer.Option(
+        help="Only nodes with TEXT in their name, host id, address or a label "
+             "(case-insensitive).")] = "",
     fmt: Annotated[Format, typer.Option("--format")] = Format.text,
 ) -> None:
-    """List the nodes you may access (in the selected cluster, or --cluster, or --all)."""
+    """List the nodes you may access (in the selected cluster, or --cluster, or --all:
+    the root's and, from the root's inventory, every leaf's you may reach)."""
+    from gatehouse.client.login import find_nodes
     from gatehouse.client.login import list_nodes as fetch
-    from gatehouse.client.login import refresh_clusters
 
     selector: dict[str, str] = {}
     for item in labels or []:
@@ -271,19 +275,13 @@ def list_nodes(
     profile = _profile(fresh=True)
 
     async def fetch_all() -> list[Any]:
-        if all_clusters:  # the root's list now: a leaf may have joined since the last
-            await refresh_clusters(profile)
-        found: list[Any] = []
-        for name in profile.clusters() if all_clusters else [cluster or profile.selected]:
-            try:
-                found += await fetch(profile, "" if name == profile.cluster else name,
-                                     selector, limit)
-            except GatehouseError as exc:
-                if not all_clusters:
-                    raise
-                # One view across leaves: a leaf that refuses (or is offline) is named,
-                # the others are still listed.
-                print(f"warning: {name}: {exc}", file=sys.stderr)
+        name = profile.cluster if all_clusters else cluster or profile.selected
+        found = await fetch(profile, "" if name == profile.cluster else name, selector,
+                            0 if search else limit)
+        if search:
+            found = _searched(found, search)
+        if all_clusters:  # the leaves, in one request to the root
+            found += await find_nodes(profile, search, selector)
         return found[:limit] if limit > 0 else found
 
     nodes = run_async(fetch_all())
@@ -296,6 +294,14 @@ def list_nodes(
           ",".join(f"{k}={v}" for k, v in sorted(n["metadata"].get("labels", {}).items()))]
          for n in nodes],
     )
+
+
+def _searched(nodes: list[Any], search: str) -> list[Any]:
+    """The nodes (as listed) that ``search`` finds, as the root's inventory finds them."""
+    from gatehouse import inventory
+    from gatehouse.types.node import Node
+
+    return [n for n in nodes if inventory.matches(Node.model_validate(n), search, {})]
 
 
 def _address(node: Any) -> str:

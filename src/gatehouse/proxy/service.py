@@ -27,6 +27,7 @@ from gatehouse.errors import AccessDenied, BadParameter, ConnectionProblem
 from gatehouse.pki import tls, x509
 from gatehouse.pki.keystore import StoredIdentity
 from gatehouse.proxy.anonymous import AnonymousConnections
+from gatehouse.proxy.inventory import Inventories, inventory_handler
 from gatehouse.proxy.leafauth import LeafAuth, roots_to_dial
 from gatehouse.proxy.presence import ProxyPresence
 from gatehouse.proxy.roottunnels import RootTunnelReports
@@ -37,13 +38,15 @@ from gatehouse.proxy.web import make_web_app
 from gatehouse.tunnel.accesspush import AccessPush
 from gatehouse.tunnel.agent import TunnelAgent
 from gatehouse.tunnel.eventsend import EventSender
+from gatehouse.tunnel.inventorysend import InventorySender
 from gatehouse.tunnel.link import TunnelLink
+from gatehouse.tunnel.mux import MuxSession
 from gatehouse.tunnel.needs import OwnNodes, Root
 from gatehouse.tunnel.serve import StreamServer
 from gatehouse.tunnel.server import TunnelServer
 from gatehouse.wire.authapi import AuthAPI, NodeTunnels, ProxyHeartbeat
 from gatehouse.wire.dial import NodeRoute
-from gatehouse.wire.names import ALPN_HTTP, ALPN_SSH, ALPN_TUNNEL
+from gatehouse.wire.names import ALPN_HTTP, ALPN_SSH, ALPN_TUNNEL, INVENTORY_PATH
 
 __all__ = ["ProxyService"]
 
@@ -173,6 +176,13 @@ class ProxyService:
                         reason)
             raise AccessDenied(f"user {user.name} may not reach cluster {leaf}: {reason}")
 
+    def _authenticate_user(self, der: bytes) -> x509.Identity:
+        return authenticate_user(der, self._user_cas(), self._clock.now())
+
+    def _leaf_refusal(self, user: x509.Identity, leaf: str) -> str:
+        """Why ``user`` may not reach ``leaf`` by the cluster labels ("" when they may)."""
+        return self._trust.current().leaf_refusal(user.roles, leaf)
+
     def _access_body(self, leaf: str) -> bytes:
         """What this (root) cluster tells ``leaf`` of its cluster labels, as JSON."""
         return self._trust.current().cluster_access(leaf).model_dump_json().encode()
@@ -199,15 +209,18 @@ class ProxyService:
         self._push = push = AccessPush(lambda leaf, meta: tunnels.open(leaf, meta),
                                        lambda: tunnels.connected(), self._access_body,
                                        self._timer)
+        held = Inventories(lambda: tunnels.connected())
         tunnels = TunnelServer(lambda: self._trust.current().leaf_host_cas,
                                self._report_tunnels, self._store_leaf_events, self._clock,
-                               self._timer, own_nodes=own, leaf_up=push.tunnel_up)
+                               self._timer, own_nodes=own, leaf_up=push.tunnel_up,
+                               store_inventory=held.put)
+        authenticate = self._authenticate_user
         local = self._local
-        front = make_web_app(forwarder, self._cluster, tunnels.relay_api,
-                             lambda der: authenticate_user(der, self._user_cas(),
-                                                           self._clock.now()),
+        front = make_web_app(forwarder, self._cluster, tunnels.relay_api, authenticate,
                              self._check_reach, self._api.sso_finish,
-                             local.api_app() if local else None)
+                             local.api_app() if local else None,
+                             own_routes={INVENTORY_PATH: inventory_handler(
+                                 held, authenticate, self._leaf_refusal)})
         limits = self._cfg.limits
         # aiohttp's keep-alive timer runs from the handshake and from each response until
         # a request's head is complete: it is the idle timeout and the head's (slowloris).
@@ -236,7 +249,14 @@ class ProxyService:
                                  timer=self._timer, open_node=tunnels.open_node,
                                  store_access=leaf_auth.store_access)
             events = EventSender(leaf_auth, root.name, self._timer)
-            return TunnelLink(root, ident, serve=serve, while_up=events.run, clock=self._timer,
+            pushes = InventorySender(leaf_auth, root.name, self._timer)
+
+            async def while_up(session: MuxSession) -> None:
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(events.run(session))
+                    tg.create_task(pushes.run(session))
+
+            return TunnelLink(root, ident, serve=serve, while_up=while_up, clock=self._timer,
                               rng=random.Random(), what=f"root {root.name}",
                               on_state=root_tunnels.changed).run()
 

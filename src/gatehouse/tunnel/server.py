@@ -48,7 +48,12 @@ from gatehouse.pki import x509
 from gatehouse.pki.tls import peer_der
 from gatehouse.tunnel.frames import FrameType
 from gatehouse.tunnel.held import HeldTunnels
-from gatehouse.tunnel.limits import MAX_EVENT_BATCH, MAX_REPLY, MAX_STREAMS_FROM_LEAF
+from gatehouse.tunnel.limits import (
+    MAX_EVENT_BATCH,
+    MAX_INVENTORY,
+    MAX_REPLY,
+    MAX_STREAMS_FROM_LEAF,
+)
 from gatehouse.tunnel.liveness import (
     PING_STEPS,
     SWEEP_INTERVAL,
@@ -69,6 +74,7 @@ ANNOUNCE_TIMEOUT = 10.0  # seconds an agent has to take the news
 
 Report = Callable[[list[str]], Awaitable[None]]  # every leaf whose tunnel this proxy holds
 StoreEvents = Callable[[str, Any], Awaitable[dict[str, Any]]]  # (leaf, batch) -> ack
+StoreInventory = Callable[[str, bytes], None]  # (leaf, its inventory as JSON)
 
 
 class _TunnelConnection(MuxSession):
@@ -84,12 +90,16 @@ class _TunnelConnection(MuxSession):
         self.pinged: float | None = None  # when our last heartbeat ping went out
 
     async def _incoming_stream(self, stream: MuxStream) -> None:
-        """Streams the leaf opens: its audit events, for the root's unified log (a node
-        opens none)."""
-        if stream.meta.get("kind") != "events" or not self.leaf:
-            stream.refuse("the root accepts only event streams from a leaf")
+        """Streams the leaf opens: its audit events, for the root's unified log, and its
+        inventory (a node opens none)."""
+        kind = stream.meta.get("kind")
+        if kind not in ("events", "inventory") or not self.leaf:
+            stream.refuse("the root accepts only event and inventory streams from a leaf")
             return
         stream.accept()
+        if kind == "inventory":
+            await self._inventory(stream)
+            return
         try:
             body = await read_all(stream, MAX_EVENT_BATCH)
         except (ConnectionProblem, BadParameter) as exc:  # stalled, reset, or too large
@@ -104,6 +114,22 @@ class _TunnelConnection(MuxSession):
             reply = {"stored": 0, "rejected": -1, "error": str(exc)}
         except GatehouseError as exc:
             reply = {"stored": 0, "rejected": 0, "error": str(exc)}
+        await stream.write(json.dumps(reply).encode())
+        stream.write_eof()
+
+    async def _inventory(self, stream: MuxStream) -> None:
+        try:
+            body = await read_all(stream, MAX_INVENTORY)
+        except (ConnectionProblem, BadParameter) as exc:  # stalled, reset, or too large
+            log.warning("inventory stream dropped leaf=%s reason=%r", self.leaf, str(exc))
+            return
+        reply: dict[str, Any] = {}
+        try:
+            self._server._store_inventory(self.leaf, body)
+        except (ValueError, BadParameter) as exc:  # ValueError: malformed (pydantic)
+            log.warning("malformed inventory from leaf %s: %s", self.leaf,
+                        str(exc).splitlines()[0])
+            reply = {"error": str(exc)[:500]}
         await stream.write(json.dumps(reply).encode())
         stream.write_eof()
 
@@ -143,8 +169,11 @@ class TunnelServer:
     def __init__(self, leaf_cas: Callable[[], dict[str, str]], report: Report,
                  store_events: StoreEvents, clock: Clock, timer: Monotonic, *,
                  own_nodes: OwnNodes | None = None,
-                 leaf_up: Callable[[str], None] | None = None) -> None:
+                 leaf_up: Callable[[str], None] | None = None,
+                 store_inventory: StoreInventory | None = None) -> None:
         self._leaf_up = leaf_up  # told of each leaf tunnel that comes up
+        # (leaf, body): what a leaf pushed of its nodes (None: refused, as a node's events)
+        self._keep_inventory = store_inventory
         self._leaf_cas = leaf_cas  # leaf cluster -> its host CA (TLS PEM)
         self._report = report
         self._store_events = store_events
@@ -231,6 +260,11 @@ class TunnelServer:
         if session.leaf and self._sessions.discard(session.leaf, session):
             log.info("tunnel from leaf %s is down: %s", session.leaf, reason)
             self._changed()
+
+    def _store_inventory(self, leaf: str, body: bytes) -> None:
+        if self._keep_inventory is None:
+            raise BadParameter("this proxy keeps no inventory")
+        self._keep_inventory(leaf, body)
 
     def _changed(self) -> None:
         self._schedule.changed(self._timer.monotonic())

@@ -19,6 +19,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from gatehouse.errors import BadParameter
 from gatehouse.types.cluster_access import ClusterAccess
+from gatehouse.types.inventory import LeafInventory
 from gatehouse.types.node import Node
 from gatehouse.types.resource import Resource
 from gatehouse.types.trusted_cluster import TrustedClusterStatus
@@ -385,6 +386,7 @@ ROUTES: dict[str, Route] = {
     "report_tunnels": Route("POST", "/v1/remote_clusters/heartbeat"),
     "report_root_tunnels": Route("POST", "/v1/trusted_clusters/heartbeat"),
     "put_cluster_access": Route("POST", "/v1/trusted_clusters/{root}/access"),
+    "leaf_inventory": Route("GET", "/v1/trusted_clusters/{root}/inventory"),
     "status": Route("GET", "/v1/status"),
     "heartbeat": Route("POST", "/v1/nodes/heartbeat"),
     "report_node_tunnels": Route("POST", "/v1/nodes/tunnels"),
@@ -439,6 +441,7 @@ class AuthAPI(Protocol):
     async def proxy_heartbeat(self, beat: ProxyHeartbeat) -> ProxySet: ...
     async def report_root_tunnels(self, roots: list[RootTunnel]) -> None: ...
     async def put_cluster_access(self, root: str, access: ClusterAccess) -> None: ...
+    async def leaf_inventory(self, root: str) -> LeafInventory: ...
     async def post_events(self, events: list[dict[str, Any]]) -> EventsStored: ...
     async def export_events(self, after: str, limit: int) -> EventPage: ...
     async def export_cursor(self, root: str) -> str: ...

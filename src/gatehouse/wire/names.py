@@ -12,6 +12,7 @@ __all__ = [
     "CLUSTER_HEADER",
     "DENIED_BANNER",
     "EVENT_PAGE",
+    "INVENTORY_PATH",
     "MAX_EVENT_PAGE",
     "RECORDING_CHUNK",
     "RECORDING_TAIL",
@@ -47,6 +48,9 @@ DENIED_BANNER = "gatehouse: access denied: "
 # believes them only from a connection authenticated as a proxy of its cluster.
 CLIENT_CERT_HEADER = "X-Gatehouse-Client-Cert"
 REMOTE_ADDR_HEADER = "X-Gatehouse-Remote-Addr"
+# A root proxy answers this itself, from its leaves' inventories (proxy/inventory.py):
+# GET ?search=TEXT&labels=JSON -> the matching leaf nodes the caller may see.
+INVENTORY_PATH = "/v1/inventory"
 # Which cluster a call is for: another than the proxy's own goes through that leaf's tunnel.
 CLUSTER_HEADER = "X-Gatehouse-Cluster"
 
