@@ -28,6 +28,7 @@ from gatehouse.wire.authapi import (
     Heartbeat,
     JoinRequest,
     LeafJoinRequest,
+    LeafLoginRequest,
     LoginRequest,
     NodeQuery,
     NodeTunnels,
@@ -79,6 +80,11 @@ async def ping(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     req = await body_of(request, LoginRequest)
     return _reply(await (await api_of(request)).login(req))
+
+
+async def leaf_login(request: web.Request) -> web.Response:
+    req = await body_of(request, LeafLoginRequest)
+    return _reply(await (await api_of(request)).leaf_login(req))
 
 
 async def sso_begin(request: web.Request) -> web.Response:
@@ -277,7 +283,7 @@ async def _end_watches(app: web.Application) -> None:
 
 
 _HANDLERS: dict[str, Handler] = {
-    "ping": ping, "login": login, "join": join,
+    "ping": ping, "login": login, "join": join, "leaf_login": leaf_login,
     "sso_begin": sso_begin, "sso_finish": sso_finish, "sso_complete": sso_complete,
     "sso_device_begin": sso_device_begin, "sso_device_poll": sso_device_poll,
     "join_leaf": join_leaf, "clusters": clusters,

@@ -18,7 +18,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any, cast
 
 from gatehouse import rbac
-from gatehouse.auth import catalog, intake, sso, ssodevice, trustview
+from gatehouse.auth import catalog, intake, leaflogin, sso, ssodevice, trustview
 from gatehouse.auth.identify import Caller, caller_roles
 from gatehouse.auth.issuer import IssuedCerts, parse_public_key
 from gatehouse.auth.server import AuthServer
@@ -49,6 +49,7 @@ from gatehouse.wire.authapi import (
     LeafInfo,
     LeafJoinReply,
     LeafJoinRequest,
+    LeafLoginRequest,
     LoginRequest,
     NodeQuery,
     NodeTunnels,
@@ -164,6 +165,12 @@ class AuthWithRoles:
         ttl = parse_duration(req.ttl) if req.ttl else None
         certs = await self._server.login(req.user, req.password, req.public_key, otp=req.otp,
                                          ttl=ttl, remote_addr=self._remote)
+        return Certs.model_validate(self._certs(certs))
+
+    async def leaf_login(self, req: LeafLoginRequest) -> Certs:
+        """A root user's leaf-local login: decided (and audited) by auth/leaflogin.py,
+        which needs the root's certificate rather than roles already mapped here."""
+        certs = await leaflogin.leaf_login(self._server, self._caller, req.public_key)
         return Certs.model_validate(self._certs(certs))
 
     async def sso_begin(self, req: SSOBegin) -> SSOBeginReply:

@@ -41,6 +41,7 @@ from gatehouse.wire.authapi import (
     LeafInfo,
     LeafJoinReply,
     LeafJoinRequest,
+    LeafLoginRequest,
     LoginRequest,
     NodeQuery,
     NodeTunnels,
@@ -103,6 +104,9 @@ class AuthClient:
 
     async def login(self, req: LoginRequest) -> Certs:
         return _parse(Certs, await self._call("login", req.model_dump(mode="json")))
+
+    async def leaf_login(self, req: LeafLoginRequest) -> Certs:
+        return _parse(Certs, await self._call("leaf_login", req.model_dump(mode="json")))
 
     async def join(self, req: JoinRequest) -> JoinReply:
         return _parse(JoinReply, await self._call("join", req.model_dump(mode="json")))

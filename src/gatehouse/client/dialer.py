@@ -129,6 +129,7 @@ class ProxyTunnel:
     def __init__(self, proxy: str, ssl_context: ssl.SSLContext, server_hostname: str,
                  request: DialRequest) -> None:
         self._args = (proxy, ssl_context, server_hostname, request)
+        self.cluster = request.cluster  # "" for the proxy's own
         self._sent = asyncio.Event()
         self._opening: asyncio.Task[tuple[asyncio.Transport, _Handshake]] | None = None
         self._handed = False

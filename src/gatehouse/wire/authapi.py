@@ -48,6 +48,7 @@ __all__ = [
     "LeafInfo",
     "LeafJoinReply",
     "LeafJoinRequest",
+    "LeafLoginRequest",
     "LoginRequest",
     "NodeQuery",
     "NodeTunnelVerdict",
@@ -143,6 +144,12 @@ class LoginRequest(_Message):
     public_key: str  # OpenSSH line
     otp: str = ""
     ttl: str | None = None  # a duration ("8h"); None: the roles' default
+
+
+class LeafLoginRequest(_Message):
+    """A root user asks a leaf for certificates of the leaf's user CA (auth/leaflogin.py)."""
+
+    public_key: str  # OpenSSH line: the key of the user's root certificate
 
 
 class SSOBegin(_Message):
@@ -375,6 +382,7 @@ class Route(NamedTuple):
 ROUTES: dict[str, Route] = {
     "ping": Route("GET", "/v1/ping"),
     "login": Route("POST", "/v1/login"),
+    "leaf_login": Route("POST", "/v1/leaf_login"),
     "join": Route("POST", "/v1/join"),
     "join_leaf": Route("POST", "/v1/trusted_clusters/join"),
     "sso_begin": Route("POST", "/v1/sso/oidc/begin"),
@@ -433,6 +441,9 @@ class AuthAPI(Protocol):
     # hosts
     async def heartbeat(self, beat: Heartbeat) -> Node: ...
     async def renew(self, req: RenewRequest) -> Certs: ...
+
+    # root users, relayed to a leaf
+    async def leaf_login(self, req: LeafLoginRequest) -> Certs: ...
     async def trust(self) -> TrustSnapshot: ...
     def watch_trust(self) -> AsyncIterator[TrustSnapshot]: ...
     async def report_tunnels(self, leaves: list[str],
