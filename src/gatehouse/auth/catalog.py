@@ -133,7 +133,9 @@ async def clusters(server: AuthServer, *, with_leaves: bool,
             out.append(ClusterInfo(name=rc.metadata.name, type="leaf",
                                    status=rc.status.connection,
                                    last_heartbeat=beat.isoformat() if beat else None,
-                                   host_ca_ssh=ca.ssh if ca else ""))
+                                   host_ca_ssh=ca.ssh if ca else "",
+                                   proxy_addr=rc.status.proxy_addr or "",
+                                   host_ca_tls=ca.tls if ca else ""))
     return out
 
 

@@ -123,8 +123,12 @@ async def _cluster_of(profile: Profile, node: str, tried: str, refusal: AccessDe
     except NotFound:
         raise NotFound(f"{refusal}; no node {node} in any other cluster you can reach "
                        "either") from None
-    print(f"gsh: {node} is in cluster {found.spec.cluster}", file=sys.stderr)
+    _say(f"{node} is in cluster {found.spec.cluster}")
     return found.spec.cluster
+
+def _say(line: str) -> None:
+    """gsh's own word during a session: one line on stderr."""
+    print(f"gsh: {line}", file=sys.stderr, flush=True)
 
 
 @contextlib.asynccontextmanager
@@ -143,6 +147,7 @@ async def _dialed(profile: Profile, node: str, cluster: str
     # The dial goes out first; asyncssh (the bulk of gsh's start-up) loads while the
     # proxy looks the node up and connects, and the node sends its first bytes.
     from gatehouse.client.dialer import ProxyTunnel
+    from gatehouse.client.fallback import leaf_fallback
     from gatehouse.wire.dial import DialRequest
     from gatehouse.wire.names import ALPN_SSH
 
@@ -153,7 +158,8 @@ async def _dialed(profile: Profile, node: str, cluster: str
         await refresh_clusters(profile)
     host_ca = profile.host_ca_for(node, cluster)  # before anything is dialed
     tunnel = ProxyTunnel(profile.proxy, profile.ssl_context([ALPN_SSH]), profile.server_name,
-                         DialRequest(target=node, cluster=cluster))
+                         DialRequest(target=node, cluster=cluster),
+                         leaf_fallback(profile, cluster, _say))
     try:
         await tunnel.sent()
         import gatehouse.client.ssh  # noqa: F401 (asyncssh, while the proxy dials)
@@ -213,7 +219,10 @@ def proxy_ssh(hostport: str, cluster: str) -> int:
     node, node_cluster = host, cluster
     if not node_cluster:
         node, node_cluster = profile.split_host(host)
-    run_async(proxy_stdio(profile, node, node_cluster, int(port or 0)), error_code=255)
+    from gatehouse.client.fallback import leaf_fallback
+
+    run_async(proxy_stdio(profile, node, node_cluster, int(port or 0),
+                          leaf_fallback(profile, node_cluster, _say)), error_code=255)
     return 0
 
 

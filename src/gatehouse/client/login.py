@@ -82,10 +82,13 @@ async def save_login(proxy: str, server_name: str, user: str,
 
 
 async def refresh_clusters(profile: Profile) -> list[ClusterInfo]:
-    """Ask the root for its leaves (and their host CAs); remember them in the profile."""
+    """Ask the root for its leaves (their host CAs, the proxies they publish); remember
+    them in the profile."""
     async with api_for(profile) as api:
         found = await api.clusters()
     profile.leaves = {c.name: c.host_ca_ssh for c in found if c.type == "leaf" and c.host_ca_ssh}
+    profile.leaf_proxies = {c.name: [c.proxy_addr, c.host_ca_tls] for c in found
+                            if c.type == "leaf" and c.proxy_addr and c.host_ca_tls}
     profile.save()
     return found
 

@@ -262,6 +262,10 @@ class ClusterInfo(_Message):
     status: str  # online | offline
     last_heartbeat: str | None
     host_ca_ssh: str
+    # A leaf's own proxy, for `gsh ssh` while the root is down: the address it publishes
+    # (proxy_service.public_addr; "" = none) and the host CA (PEM) its certificate has.
+    proxy_addr: str = ""
+    host_ca_tls: str = ""
 
 
 class CAStatus(_Message):
@@ -283,6 +287,7 @@ class LeafInfo(_Message):
 
     session_recording: str = Field(default="", max_length=16)  # node | off
     version: str = Field(default="", max_length=64)
+    proxy_addr: str = Field(default="", max_length=256)  # its proxy_service.public_addr
 
 
 class RemoteTunnels(_Message):
