@@ -37,7 +37,8 @@ def _etcd_at_end() -> Generator[None]:
 
 @pytest.fixture
 def etcd() -> etcdserver.EtcdServer:
-    """The run's etcd server (started on first use); each test takes its own prefix."""
+    """This test process's etcd server (started on first use); each test takes its own
+    prefix."""
     return etcdserver.shared()
 
 
