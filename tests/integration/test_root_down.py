@@ -47,8 +47,8 @@ def seed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seed]:
     s = Seed(tmp_path_factory.mktemp("rootdown"))
     try:
         in_parallel(*(c.start for c in s.clusters()))
-        join(s.open, s.root, ROLE_MAP)
-        join(s.closed, s.root, ROLE_MAP)
+        in_parallel(lambda: join(s.open, s.root, ROLE_MAP),
+                    lambda: join(s.closed, s.root, ROLE_MAP))
         s.root.add_user("alice", roles="access", logins="root")
         yield s
     finally:
@@ -73,6 +73,9 @@ def _kill(cluster: Cluster) -> None:
     assert cluster.daemon.wait(10) == -signal.SIGKILL
 
 
+# Three clusters start in its set-up, the root starts twice and the leaf's tunnel
+# redials it (backing off): more than the default 120 s on a busy machine.
+@pytest.mark.timeout(300)
 def test_a_root_user_reaches_a_leaf_through_its_own_proxy_while_the_root_is_down(
         seed: Seed, tmp_path: Path) -> None:
     root, leaf = seed.root, seed.open
@@ -82,6 +85,10 @@ def test_a_root_user_reaches_a_leaf_through_its_own_proxy_while_the_root_is_down
     assert _published(root, CLOSED) == ""
     me = Client(tmp_path, root.proxy)
     me.login("alice").ok()
+    listed = {c["name"]: c for c in me.gsh("clusters", "--format=json").ok().json()}
+    assert (listed[OPEN]["proxy_addr"], listed[CLOSED]["proxy_addr"]) == (leaf.proxy, "")
+    assert "host_ca_tls" not in listed[OPEN]  # pinned in the profile, not printed
+    config = me.openssh_config()
     before = {e["session_id"] for e in _sessions(leaf, OPEN)}
 
     _kill(root)
@@ -98,6 +105,12 @@ def test_a_root_user_reaches_a_leaf_through_its_own_proxy_while_the_root_is_down
         e["session_id"] for e in _sessions(leaf, OPEN) if e["session_id"] not in before])
     assert len(new) == 1
     session_id = new[0]
+    before.add(session_id)
+
+    # OpenSSH through `gsh proxy ssh` (gsh config's ProxyCommand) falls back as well.
+    through = me.openssh(config, f"root@node1.{OPEN}", "echo", marker)
+    assert (through.rc, through.out) == (0, f"{marker}\n"), through
+    assert "falling back to cluster" in through.err, through
 
     # A leaf with no public proxy: one clear line, no session.
     refused = me.gsh("ssh", f"--cluster={CLOSED}", "root@node1", "true")

@@ -260,7 +260,8 @@ def clusters(fmt: Annotated[Format, typer.Option("--format")] = Format.text) -> 
     from gatehouse.client.login import refresh_clusters
 
     profile = _profile(fresh=True)
-    rows = [{**c.model_dump(exclude={"host_ca_ssh"}), "selected": c.name == profile.selected}
+    rows = [{**c.model_dump(exclude={"host_ca_ssh", "host_ca_tls"}),
+             "selected": c.name == profile.selected}
             for c in run_async(refresh_clusters(profile))]
     if fmt == Format.json:
         print_json(rows)
