@@ -79,6 +79,14 @@ def test_a_cluster_stopped_on_sqlite_starts_on_postgres_with_everything(
         f"error: {target} is not empty; refusing to copy into it (--force removes what is "
         "there first)"], again
     copy(f"--from={source}", f"--to={target}", "--force").ok()
+    # Onto itself, --force would remove the cluster it copies.
+    itself = copy(f"--from={target}", f"--to={target}", "--force")
+    assert itself.rc != 0 and itself.err_lines == [
+        f"error: {target} is where {target} keeps its items: copy to another database or "
+        "prefix"], itself
+    itself = copy(f"--from={source}", f"--to={source}", "--force")
+    assert itself.rc != 0 and len(itself.err_lines) == 1, itself
+    assert "backend.sqlite is already open in this process" in itself.err_lines[0], itself
     bad = copy(f"--from={source}", "--to=mongo:somewhere")
     assert bad.rc != 0 and len(bad.err_lines) == 1 and "unknown kind 'mongo'" in bad.err_lines[0]
 
