@@ -439,3 +439,27 @@ def test_a_node_with_its_auth_or_without_a_proxy_is_never_on_a_tunnel(tmp_path: 
         ssh_service: {enabled: true}
         """))
     assert cfg.node_tunnel() == ""
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("gatehouse: {auth_servers: ['127.0.0.1:1', nope]}\nssh_service: {enabled: true}\n",
+         "gatehouse.auth_servers: "),
+        ("gatehouse: {auth_servers: ['127.0.0.1:1', '127.0.0.1:1']}\n"
+         "ssh_service: {enabled: true}\n", "listed twice"),
+        ("gatehouse: {auth_server: '127.0.0.1:1', auth_servers: ['127.0.0.1:2']}\n"
+         "ssh_service: {enabled: true}\n", "two ways of saying the same"),
+    ],
+)
+def test_auth_servers_bad_list_is_one_line(tmp_path: Path, text: str, problem: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(BadParameter, match=rf"^{path}: .*{problem}") as info:
+        load_config(path)
+    assert "\n" not in str(info.value)
+
+
+def test_auth_servers_is_where_a_node_reaches_the_auth(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "gatehouse: {auth_servers: ['127.0.0.1:1', "
+                                      "'127.0.0.1:2']}\nssh_service: {enabled: true}\n"))
+    assert cfg.gatehouse.auth_addrs() == ["127.0.0.1:1", "127.0.0.1:2"]

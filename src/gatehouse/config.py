@@ -126,11 +126,38 @@ class GatehouseSection(_Strict):
     join_token: str | None = None
     proxy_server: str | None = None
     auth_server: str | None = None
+    # Several auths of one cluster (on one shared backend): calls go to the one that
+    # last answered, and to the next when it cannot be connected to (client.failover).
+    auth_servers: list[str] = Field(default_factory=list)
     storage: Storage = Field(default_factory=Storage)
     # Health, readiness and Prometheus metrics over plain HTTP (process.diag); off when unset.
     diag_addr: str | None = None
 
     _addrs = field_validator("proxy_server", "auth_server", "diag_addr")(_check_addr)
+
+    @field_validator("auth_servers")
+    @classmethod
+    def _check_auth_servers(cls, addrs: list[str]) -> list[str]:
+        for addr in addrs:
+            _check_addr(addr)
+        if len(set(addrs)) != len(addrs):
+            raise ValueError("an address is listed twice")
+        return addrs
+
+    @model_validator(mode="after")
+    def _one_auth_key(self) -> GatehouseSection:
+        if self.auth_server and self.auth_servers:
+            raise ValueError("auth_server and auth_servers are two ways of saying the "
+                             "same: list every auth in auth_servers")
+        return self
+
+    def auth_addrs(self) -> list[str]:
+        """Where a process without an auth of its own reaches one: the auths listed,
+        else the proxy (which relays to its auth); empty if nothing is set."""
+        if self.auth_servers:
+            return list(self.auth_servers)
+        server = self.auth_server or self.proxy_server
+        return [server] if server else []
 
 
 # "node": the cluster's nodes record every session; "off": they record none.
@@ -305,10 +332,10 @@ def load_config(path: Path) -> Config:
             f"{path}: no service is enabled (auth_service, proxy_service, ssh_service)"
         )
     if not cfg.auth_service.enabled and not (
-        cfg.gatehouse.proxy_server or cfg.gatehouse.auth_server
+        cfg.gatehouse.auth_addrs()
     ):
         raise BadParameter(
-            f"{path}: without auth_service, gatehouse.proxy_server or gatehouse.auth_server "
+            f"{path}: without auth_service, gatehouse.proxy_server or gatehouse.auth_servers "
             "must say where to join"
         )
     return cfg

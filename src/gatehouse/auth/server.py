@@ -57,15 +57,20 @@ from gatehouse.types.role import Role, preset_roles
 from gatehouse.types.token import Token, TokenMetadata, TokenSpec, TokenType
 from gatehouse.types.trusted_cluster import TrustedCluster
 from gatehouse.types.user import User
+from gatehouse.wire.names import TUNNEL_NODE_HEARTBEAT
 from gatehouse.wire.trust import PublicCA
 
-__all__ = ["DEFAULT_USER_TTL", "HOST_TTL", "NODE_TTL", "AuthServer", "JoinRequest", "JoinRoot"]
+__all__ = ["DEFAULT_USER_TTL", "HOST_TTL", "NODE_TTL", "TUNNEL_NODE_TTL", "AuthServer",
+           "JoinRequest", "JoinRoot"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_USER_TTL = dt.timedelta(hours=12)
 HOST_TTL = dt.timedelta(days=30)  # renewed at two thirds (process.renewal)
 NODE_TTL = dt.timedelta(seconds=30)  # a node vanishes from listings 30 s after its last heartbeat
+# A node on a tunnel heartbeats rarely (its proxy's tunnel report says whether it is
+# online): it stays listed, offline once its tunnel is down, for a few missed heartbeats.
+TUNNEL_NODE_TTL = dt.timedelta(seconds=4 * TUNNEL_NODE_HEARTBEAT)
 ADMIN_TTL = dt.timedelta(days=30)  # renewed at two thirds, the replaced ones revoked
 
 # The leaf's half of a trusted-cluster join, over the network (client.rootjoin): handed
@@ -466,7 +471,8 @@ class AuthServer:
         now = self.clock.now()
         try:
             node = Node(
-                metadata=Metadata(name=host_id, labels=labels, expires=now + NODE_TTL),
+                metadata=Metadata(name=host_id, labels=labels,
+                                  expires=now + (TUNNEL_NODE_TTL if tunnel else NODE_TTL)),
                 spec=NodeSpec(hostname=hostname, addr=addr, cluster=self.cluster,
                               host_id=host_id, tunnel=tunnel),
                 status=NodeStatus(last_heartbeat=now),

@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import os
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any
 
 import aiohttp
 
+from gatehouse.client.failover import Failover
 from gatehouse.errors import ConnectionProblem, GatehouseError, from_status
 from gatehouse.wire.names import WATCH_SILENCE
 
@@ -25,7 +26,7 @@ MAX_LINE = 256 << 20
 class APIClient:
     def __init__(
         self,
-        addr: str,
+        addr: str | Sequence[str],
         ssl_context: ssl.SSLContext,
         *,
         server_hostname: str | None = None,
@@ -33,16 +34,22 @@ class APIClient:
         headers: dict[str, str] | None = None,
         unreachable_hint: str = "",
     ) -> None:
-        """``unreachable_hint``: what to tell a person when ``addr`` does not answer
-        (which daemon should be running)."""
+        """``addr``: one address, or several of one service (the next is tried when
+        one cannot be connected to: client.failover). ``unreachable_hint``: what to
+        tell a person when ``addr`` does not answer (which daemon should be running)."""
         self._headers = headers
         self._hint = unreachable_hint
-        self.addr = addr
-        self._base = f"https://{addr}"
+        self._failover = Failover(addr)
         self._ssl = ssl_context
         self._server_hostname = server_hostname
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        # A connect that hangs (a dead machine) gives up early enough to try the next.
+        self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 5.0))
         self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def addr(self) -> str:
+        """The address calls go to (the one that last answered)."""
+        return self._failover.current
 
     async def __aenter__(self) -> APIClient:
         return self
@@ -86,10 +93,11 @@ class APIClient:
         data: bytes | None = None,
     ) -> tuple[int, Any]:
         """The reply's status and JSON."""
-        try:
+
+        async def attempt(addr: str) -> tuple[int, Any]:
             async with self._http().request(
                 method,
-                self._base + path,
+                f"https://{addr}{path}",
                 json=body if data is None else None,
                 data=data,
                 params=params,
@@ -103,6 +111,9 @@ class APIClient:
                     message = reply.get("error") if isinstance(reply, dict) else None
                     raise from_status(resp.status, message or f"HTTP {resp.status} from {path}")
                 return resp.status, reply
+
+        try:
+            return await self._failover.call(attempt)
         except GatehouseError:
             raise
         except aiohttp.ClientConnectorCertificateError as exc:
@@ -114,8 +125,9 @@ class APIClient:
 
     async def get_bytes(self, path: str) -> bytes:
         """A binary response body (recordings)."""
-        try:
-            async with self._http().get(self._base + path,
+
+        async def attempt(addr: str) -> bytes:
+            async with self._http().get(f"https://{addr}{path}",
                                         server_hostname=self._server_hostname) as resp:
                 data = await resp.read()
                 if resp.status >= 400:
@@ -125,6 +137,9 @@ class APIClient:
                         message = None
                     raise from_status(resp.status, message or f"HTTP {resp.status} from {path}")
                 return data
+
+        try:
+            return await self._failover.call(attempt)
         except GatehouseError:
             raise
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
@@ -139,7 +154,7 @@ class APIClient:
         else:
             reason = str(exc) or type(exc).__name__
         hint = f"; {self._hint}" if self._hint else ""
-        return ConnectionProblem(f"cannot reach {self.addr}: {reason}{hint}")
+        return ConnectionProblem(f"cannot reach {self._failover.describe()}: {reason}{hint}")
 
     async def put_bytes(self, path: str, data: bytes) -> Any:
         return await self.request("PUT", path, body=None, data=data)
@@ -158,13 +173,16 @@ class APIClient:
         """A streamed response, one line at a time (the auth's watch endpoints, which
         write a keepalive line when quiet): ConnectionProblem after ``silence``
         seconds without a byte."""
-        try:
-            async with self._http().get(
-                self._base + path,
+        def opening(addr: str) -> Awaitable[aiohttp.ClientResponse]:
+            return self._http().get(
+                f"https://{addr}{path}",
                 params=params or None,
                 server_hostname=self._server_hostname,
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=silence),
-            ) as resp:
+            )
+
+        try:
+            async with await self._failover.call(opening) as resp:
                 if resp.status >= 400:
                     data = await resp.json(content_type=None)
                     message = data.get("error") if isinstance(data, dict) else None

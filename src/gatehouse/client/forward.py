@@ -13,10 +13,11 @@ import contextlib
 import json
 import ssl
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Sequence
 
 import aiohttp
 
+from gatehouse.client.failover import Failover
 from gatehouse.errors import from_status
 from gatehouse.wire.authapi import ROUTES
 from gatehouse.wire.dial import NodeRoute
@@ -52,8 +53,11 @@ class ForwardedCall:
 class AuthForwarder:
     """Relays calls to this cluster's auth with the caller's certificate attached."""
 
-    def __init__(self, auth_addr: str, auth_ssl: ssl.SSLContext, auth_hostname: str) -> None:
-        self._base = f"https://{auth_addr}"
+    def __init__(self, auth_addrs: Sequence[str], auth_ssl: ssl.SSLContext,
+                 auth_hostname: str) -> None:
+        """``auth_addrs``: the auth's addresses (the next is tried when one cannot be
+        connected to: client.failover)."""
+        self._failover = Failover(auth_addrs)
         self._ssl = auth_ssl
         self._hostname = auth_hostname
         self._session: aiohttp.ClientSession | None = None
@@ -76,10 +80,12 @@ class AuthForwarder:
 
     @contextlib.asynccontextmanager
     async def open(self, call: ForwardedCall) -> AsyncIterator[aiohttp.ClientResponse]:
-        async with self._http().request(
-            call.method, self._base + call.path, data=call.body or None,
-            headers=call.headers(), server_hostname=self._hostname,
-        ) as upstream:
+        def opening(addr: str) -> Awaitable[aiohttp.ClientResponse]:
+            return self._http().request(
+                call.method, f"https://{addr}{call.path}", data=call.body or None,
+                headers=call.headers(), server_hostname=self._hostname)
+
+        async with await self._failover.call(opening) as upstream:
             yield upstream
 
     async def resolve_node(self, target: str, client_der: bytes | None,

@@ -7,6 +7,8 @@ token sent, over a connection verified against that CA.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from gatehouse.client.api import APIClient
@@ -21,10 +23,11 @@ from gatehouse.wire.authapi import JoinRequest, Ping
 __all__ = ["join_cluster", "pinned_ping"]
 
 
-async def pinned_ping(addr: str, token: JoinToken) -> Ping:
+async def pinned_ping(addr: str | Sequence[str], token: JoinToken) -> Ping:
     """The server's ping, if its host CA matches the token's pin."""
     async with AuthClient(APIClient(addr, tls.client_context(None))) as api:
         ping = await api.ping()
+        addr = api.addr  # the one that answered
     ca = x509.load_cert(ping.host_ca_tls)
     if not token.matches(x509.ca_fingerprint(ca)):
         raise AccessDenied(
@@ -36,7 +39,7 @@ async def pinned_ping(addr: str, token: JoinToken) -> Ping:
 
 async def join_cluster(
     section: GatehouseSection,
-    addr: str,
+    addr: str | Sequence[str],
     role: str,
     nodename: str,
     addrs: list[str],

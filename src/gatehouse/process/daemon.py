@@ -236,7 +236,7 @@ def _in_process(auth: AuthServer | None, store: StoredIdentity) -> LocalAuth | N
 
 
 async def _host_api(
-    name: str, store: StoredIdentity, auth: AuthServer | None, auth_addr: str,
+    name: str, store: StoredIdentity, auth: AuthServer | None, auth_addrs: list[str],
     server_name: str, clients: contextlib.AsyncExitStack, clock: Clock, timer: Monotonic,
 ) -> tuple[AuthAPI, LocalAuth | None, Renewal]:
     """A host's typed API (in-process if its auth is here) and its certificates' renewal."""
@@ -247,7 +247,7 @@ async def _host_api(
     ctx = tls.client_context(store.cas_pem(), cert_file=store.tls_cert_file,
                              key_file=store.key_pem_file)
     remote = await clients.enter_async_context(
-        AuthClient(APIClient(auth_addr, ctx, server_hostname=server_name)))
+        AuthClient(APIClient(auth_addrs, ctx, server_hostname=server_name)))
     renewal = Renewal(name, store, _renew_with(remote), clock, timer)
     renewal.reload_context(ctx)
     return remote, None, renewal
@@ -294,8 +294,8 @@ async def _diag(cfg: Config, readiness: Readiness) -> AsyncIterator[None]:
 
 @contextlib.asynccontextmanager
 async def _services(cfg: Config, clock: Clock, timer: Monotonic) -> AsyncIterator[
-        tuple[AuthServer | None, str, str, list[Renewal]]]:
-    """Open the auth (if enabled); yield (auth, cluster name, auth API address + hostname,
+        tuple[AuthServer | None, str, list[str], list[Renewal]]]:
+    """Open the auth (if enabled); yield (auth, cluster name, the auth API's addresses,
     the renewals of the auth's own credentials)."""
     async with contextlib.AsyncExitStack() as stack:
         auth: AuthServer | None = None
@@ -313,9 +313,9 @@ async def _services(cfg: Config, clock: Clock, timer: Monotonic) -> AsyncIterato
                                          limits=cfg.auth_service.limits, idp=HTTPSIdP(),
                                          audit_backend=audit)
             renewals = await _start_auth(cfg, auth, stack, clock, timer)
-            yield auth, auth.cluster, dial_addr(cfg.auth_service.listen_addr), renewals
+            yield auth, auth.cluster, [dial_addr(cfg.auth_service.listen_addr)], renewals
         else:
-            yield None, "", cfg.gatehouse.auth_server or cfg.gatehouse.proxy_server or "", []
+            yield None, "", cfg.gatehouse.auth_addrs(), []
 
 
 async def run(
@@ -333,7 +333,7 @@ async def run(
     with _lock_data_dir(data_dir):
         async with (
             _diag(cfg, readiness),
-            _services(cfg, clock, timer) as (auth, cluster, auth_addr, renewals),
+            _services(cfg, clock, timer) as (auth, cluster, auth_addrs, renewals),
             contextlib.AsyncExitStack() as clients,
             asyncio.TaskGroup() as tg,
         ):
@@ -357,7 +357,8 @@ async def run(
                 return done
 
             nodename = cfg.gatehouse.nodename
-            via_proxy = auth is None and not cfg.gatehouse.auth_server
+            via_proxy = auth is None and not (cfg.gatehouse.auth_server
+                                              or cfg.gatehouse.auth_servers)
             if cfg.proxy_service.enabled:
                 store = StoredIdentity(data_dir / "proxy")
                 if not store.exists():
@@ -365,12 +366,12 @@ async def run(
                         await _save_local(auth, store, "proxy", nodename, [],
                                           _proxy_names(cfg))
                     else:
-                        await join_cluster(cfg.gatehouse, auth_addr, "proxy", nodename, [],
+                        await join_cluster(cfg.gatehouse, auth_addrs, "proxy", nodename, [],
                                            _proxy_names(cfg), store)
                 cluster = store.identity().cluster
-                api, local, renewal = await _host_api("proxy", store, auth, auth_addr,
+                api, local, renewal = await _host_api("proxy", store, auth, auth_addrs,
                                                       f"auth.{cluster}", clients, clock, timer)
-                proxy = ProxyService(cfg.proxy_service, store, api, auth_addr, clock, timer,
+                proxy = ProxyService(cfg.proxy_service, store, api, auth_addrs, clock, timer,
                                      data_dir, local)
                 if local is None:
                     readiness.add("proxy", api.ping)
@@ -385,11 +386,11 @@ async def run(
                     if auth is not None:
                         await _save_local(auth, store, "node", nodename, addrs, [])
                     else:
-                        await join_cluster(cfg.gatehouse, auth_addr, "node", nodename, addrs, [],
+                        await join_cluster(cfg.gatehouse, auth_addrs, "node", nodename, addrs, [],
                                            store)
                 cluster = store.identity().cluster
                 server_name = f"proxy.{cluster}" if via_proxy else f"auth.{cluster}"
-                api, local, renewal = await _host_api("node", store, auth, auth_addr,
+                api, local, renewal = await _host_api("node", store, auth, auth_addrs,
                                                       server_name, clients, clock, timer)
                 if local is None:
                     readiness.add("ssh", api.ping)

@@ -387,6 +387,12 @@ class Cluster:
     more_proxies: dict[str, Process] = field(default_factory=dict)  # start_proxy(NAME)
     proxy_addrs: dict[str, str] = field(default_factory=dict)  # each extra proxy's address
     nodes: dict[str, Process] = field(default_factory=dict)
+    # More auth processes on the cluster's storage, started after the first (by name);
+    # then the proxies and nodes joined straight with the auth list every auth, each
+    # proxy beginning with a different one (auth_server_list).
+    extra_auths: tuple[str, ...] = ()
+    auths: dict[str, Process] = field(default_factory=dict)  # extra_auths' processes
+    auth_ports: dict[str, int] = field(default_factory=dict)  # extra_auths' ports
 
     @property
     def config(self) -> Path:
@@ -452,9 +458,50 @@ class Cluster:
                         or "already in use" not in self.daemon.output()):
                     raise
                 self.daemon.wait_stopped()
+        for name in self.extra_auths:
+            self.start_auth(name)
         if self.proxy_apart:
             self.start_proxy()
         return self
+
+    def auth_config(self, name: str = "") -> Path:
+        """The config of the first auth process, or of the extra auth ``name``."""
+        return self.workdir / f"{name}.yaml" if name else self.config
+
+    def start_auth(self, name: str) -> Process:
+        """The extra auth ``name`` (of ``extra_auths``): the first auth's settings, with
+        its own port and data_dir and no other service; up once it serves. Started
+        again, it keeps its port."""
+        process = self.auths.get(name)
+        if process is None:
+            self.auth_ports[name] = free_ports(1)[0]
+            settings = self.settings()
+            settings.pop("proxy_service", None)
+            settings.pop("ssh_service", None)
+            settings["gatehouse"].update(nodename=name,
+                                         data_dir=str(self.workdir / f"{name}-data"))
+            settings["gatehouse"].pop("diag_addr", None)
+            if self.diag:
+                self.diag_ports.setdefault(name, free_ports(1)[0])
+                settings["gatehouse"]["diag_addr"] = self.diag_addr(name)
+            settings["auth_service"]["listen_addr"] = f"127.0.0.1:{self.auth_ports[name]}"
+            write_yaml(self.auth_config(name), settings)
+            process = self.auths[name] = Process(
+                f"{self.name} {name}", [str(GATEHOUSE), "start", "-c",
+                                        str(self.auth_config(name))],
+                self.workdir / f"{name}.log", cwd=self.workdir)
+        process.start().wait_up()
+        return process
+
+    def auth_server_list(self, first: int = 0) -> dict[str, Any]:
+        """The gatehouse keys that name the auth(s), beginning with the auth ``first``
+        (an index into the first auth and ``extra_auths``)."""
+        addrs = [f"127.0.0.1:{self.auth_port}",
+                 *(f"127.0.0.1:{self.auth_ports[n]}" for n in self.extra_auths)]
+        if len(addrs) == 1:
+            return {"auth_server": addrs[0]}
+        first %= len(addrs)
+        return {"auth_servers": addrs[first:] + addrs[:first]}
 
     def start_proxy(self, name: str = "") -> Process:
         """The proxy's own process (``proxy_apart``), or with a ``name`` one more proxy of
@@ -471,7 +518,7 @@ class Cluster:
                 "version": "v1",
                 "gatehouse": {"nodename": stem, "data_dir": str(self.workdir / f"{stem}-data"),
                               "join_token": self.token("proxy"),
-                              "auth_server": f"127.0.0.1:{self.auth_port}"},
+                              **self.auth_server_list(len(self.more_proxies) + bool(name))},
                 "proxy_service": {"enabled": True, "listen_addr": addr},
             }
             if self.diag:
@@ -496,7 +543,8 @@ class Cluster:
     def stop(self, *, wait: bool = True) -> None:
         """Stop the nodes and the cluster's process (``wait``: see ``stop_all``)."""
         stop_all([*self.nodes.values(), *self.more_proxies.values(),
-                  *(p for p in (self.proxy_process, self.daemon) if p is not None)], wait=wait)
+                  *(p for p in (self.proxy_process, *self.auths.values(), self.daemon)
+                    if p is not None)], wait=wait)
 
     @contextlib.contextmanager
     def running(self, *, wait: bool = True) -> Iterator[Cluster]:
@@ -509,9 +557,11 @@ class Cluster:
     # --- admin ------------------------------------------------------------------------------
 
     def gatectl(self, *args: str, input: str | None = None,
-                timeout: float = CMD_TIMEOUT) -> Result:
-        return run([*self.prefix, str(GATECTL), "-c", str(self.config), *args], input=input,
-                   timeout=timeout)
+                timeout: float = CMD_TIMEOUT, auth: str = "") -> Result:
+        """gatectl with the admin credentials of the first auth (or of ``auth``, one of
+        ``extra_auths``)."""
+        return run([*self.prefix, str(GATECTL), "-c", str(self.auth_config(auth)), *args],
+                   input=input, timeout=timeout)
 
     def add_user(self, name: str, *, roles: str = "access", logins: str = "root",
                  password: str = PASSWORD) -> str:
@@ -553,7 +603,7 @@ class Cluster:
         listen_addr)."""
         (port,) = free_ports(1)
         server = ({"proxy_server": proxy or self.proxy} if via == "proxy" or tunnel
-                  else {"auth_server": f"127.0.0.1:{self.auth_port}"})
+                  else self.auth_server_list())
         listen = {} if tunnel else {"listen_addr": f"127.0.0.1:{port}"}
         return write_yaml(self.workdir / f"{nodename}.yaml", {
             "version": "v1",

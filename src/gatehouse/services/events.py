@@ -46,6 +46,8 @@ CODES: dict[str, str] = {
     "user.update": "T1003I",
     "user.delete": "T1004I",
     "user.password_change": "T1005I",
+    "leaf.login": "TL001I",  # a leaf certified a root user for its own logins
+    "leaf.login.failure": "TL001W",
     "cert.create": "TC000I",
     "cert.renew": "TC001I",
     "session.start": "T2000I",
