@@ -7,6 +7,8 @@ are rows of that PostgreSQL, and two auths on the etcd prefix both write there."
 from __future__ import annotations
 
 import asyncio
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -79,6 +81,14 @@ def test_a_cluster_stopped_on_sqlite_starts_on_postgres_with_everything(
         f"error: {target} is not empty; refusing to copy into it (--force removes what is "
         "there first)"], again
     copy(f"--from={source}", f"--to={target}", "--force").ok()
+    # Onto itself, --force would remove the cluster it copies.
+    itself = copy(f"--from={target}", f"--to={target}", "--force")
+    assert itself.rc != 0 and itself.err_lines == [
+        f"error: {target} is where {target} keeps its items: copy to another database or "
+        "prefix"], itself
+    itself = copy(f"--from={source}", f"--to={source}", "--force")
+    assert itself.rc != 0 and len(itself.err_lines) == 1, itself
+    assert "backend.sqlite is already open in this process" in itself.err_lines[0], itself
     bad = copy(f"--from={source}", "--to=mongo:somewhere")
     assert bad.rc != 0 and len(bad.err_lines) == 1 and "unknown kind 'mongo'" in bad.err_lines[0]
 
@@ -105,6 +115,14 @@ def test_a_cluster_stopped_on_sqlite_starts_on_postgres_with_everything(
         cluster.stop()
 
 
+def readyz(addr: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://{addr}/readyz", timeout=10) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
 def etcd_keys(settings: EtcdSettings, prefix: bytes) -> list[bytes]:
     async def keys() -> list[bytes]:
         async with await EtcdBackend.open(settings, clock=SystemClock()) as backend:
@@ -118,7 +136,7 @@ def test_a_cluster_copied_to_etcd_keeps_its_audit_log_in_postgres_shared_by_two_
     conn_string = pg_server.new_database()
     database = conn_string.rsplit("/", 1)[1]
     prefix = fresh_prefix()
-    cluster = Cluster(tmp_path / "cluster")
+    cluster = Cluster(tmp_path / "cluster", diag=True)
     with cluster.running():
         cluster.add_user("alice", roles="access,auditor", logins="root")
         alice = make_client(cluster)
@@ -161,6 +179,18 @@ def test_a_cluster_copied_to_etcd_keeps_its_audit_log_in_postgres_shared_by_two_
         settings = etcd.settings(prefix)
         assert etcd_keys(settings, b"/users/"), "the state is in etcd"
         assert etcd_keys(settings, b"/events/") == etcd_keys(settings, b"/recording_") == []
+        # Without its audit store an auth cannot audit what it does: it is not ready.
+        assert readyz(cluster.diag_addr("daemon")) == (200, "ready\n")
+        pg_server.stop()
+        try:
+            _, text = wait_for("not ready without the audit store", lambda: (
+                (answer := readyz(cluster.diag_addr("daemon")))[0] == 503 and answer),
+                timeout=20)
+            assert text.startswith("audit: "), text
+        finally:
+            pg_server.start_again()
+        wait_for("ready again", lambda: readyz(cluster.diag_addr("daemon")) == (200, "ready\n"),
+                 timeout=30)
     finally:
         second.stop()
         cluster.stop()

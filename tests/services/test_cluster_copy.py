@@ -84,3 +84,21 @@ async def test_a_fresh_proxy_heartbeat_means_running_unless_the_data_dir_was_loc
                            expires=clock.now() + dt.timedelta(seconds=15)))
     with pytest.raises(BadParameter, match=r"auth node1:/var/lib/gatehouse holds its claim"):
         await check_stopped(Place("etcd:x", backend, backend, None), clock.now())
+
+
+async def test_a_destination_that_is_the_source_is_refused_even_with_force() -> None:
+    """--force removes what the destination holds: were it the source's storage (the same
+    database under two URIs), the cluster would be gone."""
+    clock = FakeClock()
+    state, audit = await MemoryBackend.open(clock=clock), await MemoryBackend.open(clock=clock)
+    await state.put(Item(b"/users/alice", b"A"))
+    await audit.put(Item(b"/events/1", b"E"))
+    src = Place("etcd:src", state, audit, None)
+    other = await MemoryBackend.open(clock=clock)
+    for dst in (Place("etcd:dst", state, audit, None), Place("postgres:dst", audit, audit, None),
+                Place("etcd:dst2", other, state, None)):
+        with pytest.raises(BadParameter, match=f"^{dst.name} is where {src.name} keeps"):
+            await copy_cluster(src, dst, force=True)
+    assert (await state.get(b"/users/alice")).value == b"A"
+    assert (await audit.get(b"/events/1")).value == b"E"
+    assert not await other.get_range(b"/", b"0")

@@ -342,6 +342,8 @@ async def run(
                 started.addrs["auth"] = cfg.auth_service.listen_addr
                 tg.create_task(auth.failures.run(timer))
                 readiness.add("auth", functools.partial(cluster_name.stored, auth.backend))
+                if cfg.gatehouse.storage.audit_conn_string:  # an auth that cannot audit
+                    readiness.add("audit", auth.audit.newest)  # refuses what it would audit
                 tg.create_task(leafsweep.run(auth, cfg.auth_service.remote_cluster_offline_ttl,
                                              timer))
             waiting: list[asyncio.Event] = []

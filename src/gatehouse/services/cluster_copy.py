@@ -11,11 +11,12 @@ read from the source's layout and written in the destination's.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from gatehouse.backend import Backend, prefix_end
+from gatehouse.backend import Backend, Item, prefix_end
 from gatehouse.backend.copy import copy_range, is_empty
 from gatehouse.errors import AlreadyExists, BadParameter, NotFound
 from gatehouse.services import events, recordings
@@ -25,6 +26,7 @@ from gatehouse.services.recordings import RecordingStore
 __all__ = ["Copied", "Place", "check_stopped", "copy_cluster"]
 
 _SOLE_AUTH = b"/sole_auth"  # services.sole_auth's claim, renewed while an auth runs
+_PROBE = "/copy_probe/"  # + a random id: written to the destination, looked for at the source
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ async def copy_cluster(src: Place, dst: Place, *, force: bool,
     """Copy everything at src into dst; BadParameter if dst holds anything and not
     ``force`` (with force, dst's items are removed first). ``progress(what, n)`` is told
     of each step: n items of state or audit log, or n bytes of recordings."""
+    await _check_apart(src, dst)
     await _make_room(dst, force)
     done = Copied()
     owned = (*events.KEYS, *recordings.KEYS)
@@ -102,9 +105,31 @@ async def copy_cluster(src: Place, dst: Place, *, force: bool,
     return done
 
 
+async def _check_apart(src: Place, dst: Place) -> None:
+    """BadParameter if a backend of dst is one of src's (the same database named two
+    ways): --force would remove the cluster it copies. An item written to each of dst's
+    backends must not appear in src's."""
+    probe = f"{_PROBE}{uuid.uuid4()}".encode()
+    for backend in _backends(dst):
+        await backend.put(Item(probe, b""))
+        try:
+            for theirs in _backends(src):
+                try:
+                    await theirs.get(probe)
+                except NotFound:
+                    continue
+                raise BadParameter(f"{dst.name} is where {src.name} keeps its items: "
+                                   "copy to another database or prefix")
+        finally:
+            await backend.delete(probe)
+
+
+def _backends(place: Place) -> list[Backend]:
+    return [place.state] if place.audit is place.state else [place.state, place.audit]
+
+
 async def _make_room(dst: Place, force: bool) -> None:
-    backends = [dst.state] if dst.audit is dst.state else [dst.state, dst.audit]
-    full = [b for b in backends if not await is_empty(b)]
+    full = [b for b in _backends(dst) if not await is_empty(b)]
     if full and not force:
         raise BadParameter(f"{dst.name} is not empty; refusing to copy into it "
                            "(--force removes what is there first)")

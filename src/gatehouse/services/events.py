@@ -250,6 +250,11 @@ class AuditLog:
                 out.append((last, ev))
         return out, last
 
+    async def newest(self) -> None:
+        """Read the newest event's key: a read that needs the log's backend to answer
+        (the auth's readiness, where the log has a backend of its own)."""
+        await self._backend.get_range(_PREFIX, prefix_end(_PREFIX), 1, reverse=True)
+
     async def cursor(self, root: str) -> str:
         """How far this cluster's events were acknowledged by ``root``."""
         try:
