@@ -31,6 +31,7 @@ import atexit
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -445,8 +446,11 @@ class Cluster:
         """Start the cluster's process and wait until it is up; new ports if one was taken
         between picking it and binding it."""
         attempts = 3
+        fresh = not self.data_dir.exists()
         while True:
             attempts -= 1
+            if fresh:  # a try cut short by a taken port certified its node at that port
+                shutil.rmtree(self.data_dir, ignore_errors=True)
             self.write_config()
             self.daemon = _start_gatehouse(self.name, self.config, self.workdir / "gatehouse.log",
                                            self.prefix)
