@@ -4,6 +4,8 @@ root's cluster labels let them reach, as the leaf's role map shows them there.""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from gatehouse.errors import BadParameter
@@ -45,8 +47,8 @@ def test_the_query_filters_by_reach_role_map_and_search() -> None:
     held.put("leaf-b", pushed("leaf-b", "web1"))
 
     def found(me: Identity, search: str = "", barred: str = "") -> list[tuple[str, str]]:
-        return [(n.spec.cluster, n.spec.hostname) for n in held.find(
-            me, lambda _, leaf: "labels" if leaf == barred else "", search, {})]
+        return [(n["spec"]["cluster"], n["spec"]["hostname"]) for n in json.loads(held.find(
+            me, lambda _, leaf: "labels" if leaf == barred else "", search, {}))]
 
     assert found(user("access")) == [("leaf-a", "web1"), ("leaf-a", "db1"),
                                      ("leaf-b", "web1")]
