@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gatehouse.backend import EtcdBackend, EtcdSettings, prefix_end
 from gatehouse.clock import SystemClock
 from gatehouse.process.harness import (
@@ -55,6 +57,7 @@ def record_a_session(cluster: Cluster, client: Client, text: str) -> str:
     return session
 
 
+@pytest.mark.timeout(300)  # two starts of a cluster, a copy, a session
 def test_a_cluster_stopped_on_sqlite_starts_on_postgres_with_everything(
         pg_server: PgServer, tmp_path: Path, make_client: Callable[[Cluster], Client]) -> None:
     cluster = Cluster(tmp_path / "cluster")
@@ -130,6 +133,7 @@ def etcd_keys(settings: EtcdSettings, prefix: bytes) -> list[bytes]:
     return asyncio.run(keys())
 
 
+@pytest.mark.timeout(300)  # two starts of a cluster, a copy, a session
 def test_a_cluster_copied_to_etcd_keeps_its_audit_log_in_postgres_shared_by_two_auths(
         etcd: EtcdServer, pg_server: PgServer, tmp_path: Path,
         make_client: Callable[[Cluster], Client]) -> None:
