@@ -504,11 +504,15 @@ class AuthServer:
         return await self.proxies.online(now)
 
     async def node_tunnels_held(self, proxy: str, host_ids: list[str], *,
+                                verify: list[str] | None = None,
                                 remote_addr: str) -> dict[str, str]:
         """Record the node tunnels ``proxy`` holds, of those it may keep; returns the
-        others, each with why it must close (logged and audited)."""
+        others, each with why it must close (logged and audited). Only those of
+        ``verify`` (None: all) are checked: the proxy asks for all of them whenever the
+        trust changed (a removal is such a change) and every so often."""
         refused: dict[str, str] = {}
-        for host_id in dict.fromkeys(host_ids):
+        checked = host_ids if verify is None else [h for h in verify if h in set(host_ids)]
+        for host_id in dict.fromkeys(checked):
             try:
                 record: HostRecord | None = await self.hosts.get(host_id)
             except AccessDenied:
