@@ -123,3 +123,21 @@ async def test_a_tunnel_node_stays_listed_for_a_few_of_its_rare_heartbeats(
     assert await listed(server) == {"edge": "offline"}
     clock.advance(SECOND)
     assert await listed(server) == {}
+
+
+async def test_a_report_checks_the_registration_of_the_tunnels_it_asks_for(
+        server: AuthServer) -> None:
+    await certify(server, "hid-1", "edge", [])
+    await certify(server, "hid-2", "edge2", [])
+    assert await server.node_tunnels_held("p1", ["hid-1", "hid-2"], remote_addr="") == {}
+    await server.delete_node("hid-2")
+    # Only hid-1 (just offered) checked: hid-2's removal waits for a report of them all.
+    assert await server.node_tunnels_held("p1", ["hid-1", "hid-2"], verify=["hid-1"],
+                                          remote_addr="") == {}
+    refused = await server.node_tunnels_held("p1", ["hid-1", "hid-2"], verify=None,
+                                             remote_addr="")
+    assert list(refused) == ["hid-2"] and "not a registered node" in refused["hid-2"]
+    assert await server.nodes.tunnels_up() == {"hid-1"}
+    # A host id to check that the report does not hold is no business of this report.
+    assert await server.node_tunnels_held("p1", ["hid-1"], verify=["hid-2"],
+                                          remote_addr="") == {}

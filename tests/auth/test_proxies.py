@@ -12,7 +12,7 @@ from gatehouse.auth import catalog
 from gatehouse.auth.server import AuthServer
 from gatehouse.client.authclient import AuthClient
 from gatehouse.clock import FakeClock
-from gatehouse.errors import AccessDenied
+from gatehouse.errors import AccessDenied, BadParameter, NotFound
 from gatehouse.services.proxies import ONLINE_WITHIN
 from gatehouse.wire.authapi import ProxyAddr, ProxyHeartbeat
 from tests.auth.conftest import API
@@ -70,3 +70,41 @@ async def test_only_a_proxy_registers_a_proxy(api: API, server: AuthServer) -> N
     with pytest.raises(AccessDenied, match="only a proxy"):
         await user.proxy_heartbeat(beat)
     assert [p.metadata.name for p in await server.proxies.list()] == ["hid-p"]
+
+
+async def test_a_proxy_gone_is_removed_by_name_and_may_not_come_back(
+        server: AuthServer, clock: FakeClock) -> None:
+    await _proxy(server, "hid-a", "pa")
+    await _proxy(server, "hid-b", "pb")
+    for host_id, addr in (("hid-a", "pa.example.com:3080"), ("hid-b", "pb.example.com:3080")):
+        await server.proxy_heartbeat(host_id, addr, "0.0.0.0:3080", remote_addr="")
+    with pytest.raises(BadParameter, match=r"proxy pb is online \(last heartbeat 0 s "
+                                           r"ago\): stop it first"):
+        await server.delete_proxy("pb")
+    with pytest.raises(NotFound, match="proxy pz not found"):
+        await server.delete_proxy("pz")
+    clock.advance(ONLINE_WITHIN + SECOND)  # pb is gone; pa heartbeats on
+    await server.proxy_heartbeat("hid-a", "pa.example.com:3080", "0.0.0.0:3080",
+                                 remote_addr="")
+    await catalog.delete_resource(server, "proxy", "pb", by="admin", remote_addr="")
+    assert [p.metadata.name for p in await server.proxies.list()] == ["hid-a"]
+    [event] = (await server.audit.search(types=["resource.delete"])).events
+    assert event.fields == {"kind": "proxy", "name": "hid-b"}
+    with pytest.raises(AccessDenied):  # its registration is revoked: it is not listed again
+        await server.proxy_heartbeat("hid-b", "pb.example.com:3080", "0.0.0.0:3080",
+                                     remote_addr="")
+    assert [p.metadata.name for p in await server.proxy_heartbeat(
+        "hid-a", "pa.example.com:3080", "0.0.0.0:3080", remote_addr="")] == ["hid-a"]
+
+
+async def test_a_proxy_name_two_proxies_hold_is_ambiguous(server: AuthServer,
+                                                           clock: FakeClock) -> None:
+    await _proxy(server, "hid-a", "pa")
+    await _proxy(server, "hid-a2", "pa")
+    for host_id in ("hid-a", "hid-a2"):
+        await server.proxy_heartbeat(host_id, "pa.example.com:3080", "0.0.0.0:3080",
+                                     remote_addr="")
+    clock.advance(ONLINE_WITHIN + SECOND)
+    with pytest.raises(BadParameter, match="ambiguous"):
+        await server.delete_proxy("pa")
+    assert await server.delete_proxy("hid-a2") == "hid-a2"

@@ -234,3 +234,66 @@ def test_behind_a_balancer_that_picks_one_proxy_the_agents_still_reach_both(
     with several_proxies(tmp_path, balancer="first") as s:
         wait_held_by_both(s)  # and users through either proxy reach the node and the leaf
         assert "again: closing the extra one" in s.edge.log_text()
+
+
+@pytest.mark.timeout(300)  # a cluster of its own, with a balancer
+def test_behind_a_roundrobin_balancer_the_agents_hold_one_tunnel_to_each_proxy(
+        tmp_path: Path) -> None:
+    # "balance roundrobin" alternates the proxies across every client's connections: a
+    # dial may land on a proxy held already (closed at once), the next on the other.
+    with several_proxies(tmp_path, balancer="roundrobin") as s:
+        wait_held_by_both(s)  # and users through either proxy reach the node and the leaf
+        ids = set(s.proxy_ids().values())
+        assert s.leaf.daemon is not None
+        for log, what in ((s.edge.log_text, f"the proxy of {ROOT}"),
+                          (s.leaf.daemon.log_text, f"root {ROOT}")):
+            text = log()
+            # Held now: the tunnels that came up less those that closed (a leaf's first
+            # one may close as the join settles, and be dialed again).
+            held = {p: text.count(f"tunnel to {what} is up (proxy {p})")
+                    - len(re.findall(rf"tunnel to {re.escape(what)} closed: .*\(proxy {p}\)",
+                                     text)) for p in ids}
+            assert held == {p: 1 for p in ids}, text
+            # Bounded dials: each loop stops once it holds a tunnel; a few redundant ones
+            # at most (the balancer alternates over the leaf's and the node's dials).
+            dials = text.count(f"tunnel to {what} at ")
+            assert dials <= 3 * len(ids) + 2, text
+            wait_reached(s, "proxy2")  # a while later (a session each way) ...
+            assert log().count(f"tunnel to {what} at ") == dials  # ... no dial since
+
+
+@pytest.mark.timeout(300)  # a cluster of its own; a proxy waited offline (15 s), then back
+def test_a_proxy_gone_is_removed_with_gatectl_rm_and_is_not_dialed_again(
+        tmp_path: Path) -> None:
+    with several_proxies(tmp_path) as s:
+        wait_held_by_both(s)
+        second_id = s.proxy_ids()["proxy2"]
+        online = s.root.gatectl("rm", "proxy/proxy2")
+        assert online.rc != 0 and len(online.err_lines) == 1 \
+            and "proxy proxy2 is online" in online.err, online
+        second = s.root.more_proxies["proxy2"]
+        os.killpg(second.pid, signal.SIGKILL)
+        assert second.wait(10) == -signal.SIGKILL
+        wait_for("proxy2 listed offline", lambda: s.root.gatectl(
+            "get", "proxy/proxy2", "--format=json").ok().json()[0]["status"]["connection"]
+            == "offline", timeout=40)
+        unknown = s.root.gatectl("rm", "proxy/nosuch")
+        assert unknown.rc != 0 and len(unknown.err_lines) == 1 \
+            and "proxy nosuch not found" in unknown.err, unknown
+        assert s.root.gatectl("rm", "proxy/proxy2").ok().out.strip() == "proxy proxy2 deleted"
+        listed = s.root.gatectl("get", "proxies", "--format=json").ok().json()
+        assert [p["spec"]["hostname"] for p in listed] == ["proxy"]
+        events = s.root.gatectl("events", "--type=resource.delete", "--format=json").ok().json()
+        assert {"kind": "proxy", "name": second_id} in [e.get("fields") for e in events], events
+        # Started again with the identity it joined with: its registration is revoked,
+        # so the auth refuses it everything (audited); it never serves, no proxy
+        # announces it, and the agents never hold a tunnel to it again.
+        before = s.edge.log_text().count(f"(proxy {second_id})")
+        second.start()
+        rc = second.wait(60)
+        assert rc is not None and rc != 0, second.log_text()
+        assert "could not fetch its trust" in second.log_text(), second.log_text()
+        wait_reached(s, "proxy")
+        assert s.edge.log_text().count(f"(proxy {second_id})") == before
+        denied = s.root.gatectl("events", "--type=access.denied", "--format=json").ok().json()
+        assert any(second_id in str(e) for e in denied), denied

@@ -58,7 +58,7 @@ class Cluster:
         async def no_leaves(leaves: list[str]) -> None:
             pass
 
-        async def admit(host_ids: list[str]) -> dict[str, str]:
+        async def admit(host_ids: list[str], verify: list[str] | None) -> dict[str, str]:
             return {}
 
         async def no_events(leaf: str, batch: object) -> dict[str, object]:

@@ -251,6 +251,7 @@ class AuthWithRoles:
         if caller.identity.kind != "host" or caller.identity.system_role != "proxy":
             raise AccessDenied("only a proxy of this cluster reports the tunnels it holds")
         refused = await self._server.node_tunnels_held(caller.identity.name, report.host_ids,
+                                                       verify=report.verify,
                                                        remote_addr=caller.remote_addr)
         return NodeTunnelVerdict(refused=refused)
 

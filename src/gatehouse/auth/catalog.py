@@ -283,6 +283,8 @@ async def delete_resource(server: AuthServer, kind: str, name: str, *, by: str,
         await server.delete_trusted_cluster(name)
     elif kind == "remote_cluster":
         await server.delete_remote_cluster(name)
+    elif kind == "proxy":
+        name = await server.delete_proxy(name)
     else:
         await _store(server, kind).delete(name)
     await server.audit.emit("user.delete" if kind == "user" else "resource.delete",

@@ -510,11 +510,15 @@ class AuthServer:
         return await self.proxies.online(now)
 
     async def node_tunnels_held(self, proxy: str, host_ids: list[str], *,
+                                verify: list[str] | None = None,
                                 remote_addr: str) -> dict[str, str]:
         """Record the node tunnels ``proxy`` holds, of those it may keep; returns the
-        others, each with why it must close (logged and audited)."""
+        others, each with why it must close (logged and audited). Only those of
+        ``verify`` (None: all) are checked: the proxy asks for all of them whenever the
+        trust changed (a removal is such a change) and every so often."""
         refused: dict[str, str] = {}
-        for host_id in dict.fromkeys(host_ids):
+        checked = host_ids if verify is None else [h for h in verify if h in set(host_ids)]
+        for host_id in dict.fromkeys(checked):
             try:
                 record: HostRecord | None = await self.hosts.get(host_id)
             except AccessDenied:
@@ -543,6 +547,33 @@ class AuthServer:
             found = True
         if not found:
             raise NotFound(f"node {host_id} not found")
+
+    async def delete_proxy(self, name: str) -> str:
+        """Remove a proxy that is gone, by host id or hostname, from the registry and
+        revoke its registration: should it come back, its heartbeats are refused, so it
+        is never announced to the tunnel agents again (a proxy gone for good otherwise
+        stays listed for PROXY_KEPT). A proxy online is refused: it serves (maybe this
+        auth's own users), and would register again. Returns its host id."""
+        found = [p for p in await self.proxies.judged(self.clock.now())
+                 if name in (p.metadata.name, p.spec.hostname)]
+        if not found:
+            raise NotFound(f"proxy {name} not found (see `gatectl get proxies`)")
+        if len(found) > 1:
+            raise BadParameter(f"proxy name {name} is ambiguous ({len(found)} proxies); use "
+                               "its host id (see `gatectl get proxies`)")
+        proxy = found[0]
+        host_id = proxy.metadata.name
+        if proxy.status.connection == "online":
+            beat = proxy.status.last_heartbeat
+            ago = f" (last heartbeat {(self.clock.now() - beat).total_seconds():.0f} s ago)" \
+                if beat else ""
+            raise BadParameter(f"proxy {name} is online{ago}: stop it first (a running "
+                               "proxy registers itself again)")
+        with contextlib.suppress(NotFound):
+            await self.hosts.delete(host_id)
+        with contextlib.suppress(NotFound):  # removed meanwhile
+            await self.proxies.delete(host_id)
+        return host_id
 
     async def resolve_node(self, target: str) -> Node:
         """A registered node by host id, hostname or advertised address; never anything else.

@@ -155,9 +155,12 @@ class ProxyService:
         await self._api.report_tunnels(leaves, {leaf: said[leaf] for leaf in leaves
                                                 if leaf in said})
 
-    async def _report_node_tunnels(self, host_ids: list[str]) -> dict[str, str]:
-        """Tell the auth every node tunnel this proxy holds; it refuses some."""
-        return (await self._api.report_node_tunnels(NodeTunnels(host_ids=host_ids))).refused
+    async def _report_node_tunnels(self, host_ids: list[str],
+                                   verify: list[str] | None) -> dict[str, str]:
+        """Tell the auth every node tunnel this proxy holds; it refuses some (of
+        ``verify``, None: of all)."""
+        return (await self._api.report_node_tunnels(NodeTunnels(host_ids=host_ids,
+                                                                verify=verify))).refused
 
     def _host_cas(self) -> list[Any]:
         """This cluster's host CAs, which sign its nodes' certificates."""

@@ -57,11 +57,12 @@ class Root:
 class OwnNodes:
     """How a proxy takes the tunnels of its own cluster's tunnel-mode nodes: the host
     CAs their certificates must chain to, and the auth's say on them (``report``: every
-    node tunnel held or offered, by host id -> those refused, with why)."""
+    node tunnel held or offered, by host id, and those whose registration to check, None
+    for all -> those refused, with why)."""
 
     cluster: str
     host_cas: Callable[[], list[cx509.Certificate]]
-    report: Callable[[list[str]], Awaitable[dict[str, str]]]
+    report: Callable[[list[str], list[str] | None], Awaitable[dict[str, str]]]
 
 
 # (host id, stream meta) -> a stream to that tunnel node's SSH server (TunnelServer.open_node)

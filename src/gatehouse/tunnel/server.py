@@ -70,6 +70,9 @@ log = logging.getLogger(__name__)
 
 ANNOUNCE_BATCH = 64  # tunnels told of the proxies at once
 ANNOUNCE_TIMEOUT = 10.0  # seconds an agent has to take the news
+# Seconds between reports that have the auth check every node tunnel held, not only
+# those just offered (a change of trust, such as a removal, has it check them at once).
+VERIFY_ALL_INTERVAL = 60.0
 
 
 Report = Callable[[list[str]], Awaitable[None]]  # every leaf whose tunnel this proxy holds
@@ -189,6 +192,7 @@ class TunnelServer:
         metrics.TUNNELS.labels("node").set_function(lambda: len(self._nodes.names()))
         self._pending: set[_TunnelConnection] = set()  # node tunnels the auth has not admitted
         self._nodes_idle_reported = False
+        self._verify_all_at = 0.0  # when a report next has the auth check every node tunnel
         self._ended: asyncio.Queue[_TunnelConnection] = asyncio.Queue()  # for _reap
         self._schedule = ReportSchedule(timer.monotonic())
         self._wake = asyncio.Event()
@@ -350,7 +354,16 @@ class TunnelServer:
                 await self._report(held)
                 self._idle_reported = not held
             if self._own is not None and (offered or not self._nodes_idle_reported):
-                refused = await self._own.report([s.node for s in offered])
+                every = now >= self._verify_all_at
+                verify = None if every else [s.node for s in offered if s in self._pending]
+                if every:
+                    self._verify_all_at = now + VERIFY_ALL_INTERVAL
+                try:
+                    refused = await self._own.report([s.node for s in offered], verify)
+                except GatehouseError:
+                    if every:  # not checked: the next report checks them all
+                        self._verify_all_at = 0.0
+                    raise
                 self._nodes_idle_reported = not offered
                 self._admit(refused, offered)
         except GatehouseError as exc:
@@ -359,6 +372,7 @@ class TunnelServer:
 
     def recheck_nodes(self) -> None:
         """Ask the auth about every node tunnel at once (a node may have been removed)."""
+        self._verify_all_at = 0.0
         if self._nodes or self._pending:
             self._changed()
 

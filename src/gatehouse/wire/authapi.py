@@ -244,6 +244,10 @@ class NodeTunnels(_Message):
     """A proxy's report of the node tunnels it holds or was just offered (one call for all)."""
 
     host_ids: list[str]
+    # The host ids whose registration the auth checks (None: every one): those just
+    # offered, and all of them when the proxy was told something changed, or now and
+    # then (each check is a read: 10,000 every few seconds cost an idle auth).
+    verify: list[str] | None = None
 
 
 class NodeTunnelVerdict(_Message):
