@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from bench import issuance, latency, listing, load, stream, tunnels
+from bench import inventory, issuance, latency, listing, load, stream, transfer, tunnels
 from bench.clusters import ROOT, Gatehouse, start_gatehouse
+from bench.fakenodes import add_tunnel_nodes
 from bench.figures import Figure, missing_figure, table, write_json
 from bench.fill import FakeLeaves, fill, restore, save
 from bench.sampling import settle
@@ -45,14 +46,15 @@ class Sizes:
     heartbeat_rounds: bool  # each idle sample spans a whole heartbeat period (~2 min)
     nodes: int
     issue_seconds: float  # per repeat
+    tunnel_nodes: int  # idle tunnel-mode nodes (their row shares the tunnels' windows)
 
 
 QUICK = Sizes(repeats=3, connect_repeats=3, stream_bytes=64 << 20, load_seconds=5.0,
               tunnels=1_000, tunnel_window=1.5, tunnel_baseline=5.0, heartbeat_rounds=False,
-              nodes=10_000, issue_seconds=0.5)
+              nodes=10_000, issue_seconds=0.5, tunnel_nodes=1_000)
 FULL = Sizes(repeats=5, connect_repeats=10, stream_bytes=1 << 30, load_seconds=30.0,
              tunnels=10_000, tunnel_window=20.0, tunnel_baseline=30.0, heartbeat_rounds=True,
-             nodes=100_000, issue_seconds=3.0)
+             nodes=100_000, issue_seconds=3.0, tunnel_nodes=10_000)
 
 FALLBACK_LEAVES = 1_000  # when the root cannot start with as many leaves as asked
 
@@ -68,10 +70,17 @@ ROWS = {
                  "`ssh -F <gsh config> root@node.leaf true` vs `ssh -J`", "ms",
                  "≤ 1.2x OpenSSH")],
     "stream": [("stream_leaf", "stream from a leaf node vs `ssh -J`", "MB/s", "≥ 0.8x OpenSSH"),
+               ("stream_openssh_config",
+                "stream from a leaf node, `ssh -F <gsh config>` vs `ssh -J`", "MB/s",
+                "≥ 0.8x OpenSSH"),
                ("stream_recording", "the same stream, recording on vs off", "x",
-                "≥ 0.9x of recording off"),
+                "≥ 0.95x of recording off"),
                ("stream_tunnel_node", "stream from a root tunnel-mode node vs `ssh -J`",
                 "MB/s", "≥ 0.8x OpenSSH")],
+    "transfer": [("scp_leaf_put", "scp to a leaf node, through `gsh config` vs `scp -J`",
+                  "MB/s", "≥ 0.8x OpenSSH"),
+                 ("scp_leaf_get", "scp from a leaf node, through `gsh config` vs `scp -J`",
+                  "MB/s", "≥ 0.8x OpenSSH")],
     "load": [("session_rate", "new sessions/s via root proxy → leaf node", "sessions/s",
               "≥ 1.75x OpenSSH"),
              ("session_p99", "p99 session setup latency at that load", "ms",
@@ -79,14 +88,25 @@ ROWS = {
              ("cpu_per_session", "leaf auth+proxy CPU per session", "ms", "≤ 8 ms")],
     "tunnels": [("tunnels_rss", "root proxy RSS, 10,000 idle tunnels", "MiB", "≤ 1024 MiB"),
                 ("tunnels_cpu", "root proxy CPU, 10,000 idle tunnels", "% of a core", "≤ 5")],
+    "tunnel_nodes": [
+        ("tnodes_rss", "root proxy RSS, 10,000 idle tunnel nodes", "MiB", "≤ 1024 MiB"),
+        ("tnodes_cpu", "root proxy CPU, 10,000 idle tunnel nodes", "% of a core", "≤ 5"),
+        ("tnodes_auth_cpu", "root auth CPU for the heartbeats of 10,000 tunnel nodes",
+         "% of a core", "≤ 20")],
     "listing": [("ls_limit", "`gsh ls --limit=100`, 100,000 nodes", "s", "≤ 1 s"),
                 ("ls_json", "`gsh ls --format=json`, 100,000 nodes", "s", "≤ 3 s")],
+    "inventory": [("inventory_ls_all", "`gsh ls --all`, 1,000 leaves x 10 nodes", "s",
+                   "≤ 2 s"),
+                  ("inventory_cpu", "root CPU idle, 1,000 leaves' inventories held",
+                   "% of a core", "≤ 5")],
     "issuance": [("cert_issuance", "user certificates issued per second (one auth)",
                   "certs/s", "≥ 2000 certs/s")],
 }
 
 
-CLUSTER_ROWS = ("latency", "stream", "load", "tunnels", "listing")  # need the clusters up
+# The rows that need the clusters up.
+CLUSTER_ROWS = ("latency", "stream", "transfer", "load", "tunnels", "tunnel_nodes", "listing",
+                "inventory")
 
 
 def parse_rows(text: str) -> list[str]:
@@ -139,15 +159,45 @@ def _clusters_rows(run: Run, gh: Gatehouse, sshd: OpenSSH, dir: Path, sizes: Siz
     if "stream" in rows:
         run.group("stream", lambda: stream.measure(gh, sshd, sizes.stream_bytes, sizes.repeats))
 
+    if "transfer" in rows:
+        run.group("transfer", lambda: transfer.measure(gh, sshd, dir, sizes.stream_bytes,
+                                                       sizes.repeats))
+
     def session_load() -> list[Figure]:
         settle(gh.quiet_pids(), timeout=60)  # the last stream's recording may still be uploading
         return load.measure(gh, sshd, dir, seconds=sizes.load_seconds, windows=sizes.repeats)
 
     if "load" in rows:
         run.group("load", session_load)
-    if "tunnels" not in rows and "listing" not in rows:
-        return
-    leaves, shortfall = _fill_root(gh, dir, sizes)
+    if {"tunnels", "listing", "inventory"} & set(rows):
+        _leaves_rows(run, gh, dir, sizes, rows, base)
+    if "tunnel_nodes" in rows:
+        run.group("tunnel_nodes", lambda: _tunnel_nodes(gh, dir, sizes))
+
+
+def _tunnel_nodes(gh: Gatehouse, dir: Path, sizes: Sizes) -> list[Figure]:
+    """Register the tunnel nodes with the root (its auth stopped meanwhile), then measure
+    the root holding their tunnels and taking their heartbeats."""
+    say(f"registering {sizes.tunnel_nodes:,} tunnel nodes with the root (offline)")
+    root = gh.root.daemon
+    assert root is not None  # started by start_gatehouse
+    root.stop()
+    nodes = add_tunnel_nodes(gh.root.data_dir / "backend.sqlite", ROOT, sizes.tunnel_nodes,
+                             dir / "fake-nodes")
+    gh.root.restart()
+    root = gh.root.daemon
+    assert root is not None
+    return tunnels.measure(root.pid, gh.root.proxy, nodes, dir, window=sizes.tunnel_window,
+                           baseline=sizes.tunnel_baseline,
+                           heartbeat_rounds=sizes.heartbeat_rounds, repeats=sizes.repeats,
+                           kind=tunnels.NODES, cluster=ROOT)
+
+
+def _leaves_rows(run: Run, gh: Gatehouse, dir: Path, sizes: Sizes, rows: list[str],
+                 base: dict[str, list[float]]) -> None:
+    """The rows that need the root filled with leaves and nodes: tunnels, listing,
+    inventory."""
+    leaves, shortfall = _fill_root(gh, dir, sizes, rows)
     root = gh.root.daemon
     assert root is not None  # started by start_gatehouse
     if "tunnels" in rows:
@@ -156,6 +206,9 @@ def _clusters_rows(run: Run, gh: Gatehouse, sshd: OpenSSH, dir: Path, sizes: Siz
             window=sizes.tunnel_window, baseline=sizes.tunnel_baseline,
             heartbeat_rounds=sizes.heartbeat_rounds, repeats=sizes.repeats,
             shortfall=shortfall))
+    if "inventory" in rows:
+        run.group("inventory", lambda: inventory.measure(
+            gh, root.pid, leaves, dir, window=sizes.tunnel_window, repeats=sizes.repeats))
     if base:
         run.group("listing", lambda: listing.measure(gh, base, sizes.nodes, sizes.repeats))
 
@@ -183,18 +236,20 @@ def _start_all(dir: Path, keys: Path) -> tuple[OpenSSH, Gatehouse]:
     return found[0], gh
 
 
-def _fill_root(gh: Gatehouse, dir: Path, sizes: Sizes) -> tuple[FakeLeaves, str]:
+def _fill_root(gh: Gatehouse, dir: Path, sizes: Sizes,
+               rows: list[str]) -> tuple[FakeLeaves, str]:
     """Stop the root's auth, fill its backend, start it again. If it cannot start with
     that many leaves, fall back to the first FALLBACK_LEAVES (the backend as it was
     before the rest were added); returns (leaves, why fewer)."""
-    say(f"filling the root with {sizes.nodes:,} nodes and {sizes.tunnels:,} leaves (offline)")
+    nodes = sizes.nodes if "listing" in rows else 0  # the inventory row lists the root's too
+    say(f"filling the root with {nodes:,} nodes and {sizes.tunnels:,} leaves (offline)")
     start = time.monotonic()
     root = gh.root.daemon
     assert root is not None  # started by start_gatehouse
     path, out = gh.root.data_dir / "backend.sqlite", dir / "fake-leaves"
     root.stop()
     first = min(sizes.tunnels, FALLBACK_LEAVES)
-    leaves = fill(path, ROOT, nodes=sizes.nodes, leaves=range(first), out=out)
+    leaves = fill(path, ROOT, nodes=nodes, leaves=range(first), out=out)
     if sizes.tunnels > first:
         save(path, dir / "backend-saved")
         leaves += fill(path, ROOT, nodes=0, leaves=range(first, sizes.tunnels), out=out)

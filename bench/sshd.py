@@ -2,7 +2,8 @@
 
 sshd runs in the foreground (``-D``) from a config in the run's directory: an
 ed25519 host key, aes128-gcm, public-key authentication only (no PAM, no DNS),
-MaxStartups raised so that the session-rate test is not throttled. The client
+sftp by the sftp-server a Gatehouse node runs, MaxStartups raised so that the
+session-rate test is not throttled. The client
 uses a config file (not ``-o``) because ``ssh -J`` hands only ``-F`` on to the
 jump connection. The same sshd serves as its own jump host for ``ssh -J``; the
 target is then named 127.0.0.2 (it listens there too), as ssh refuses a jump to
@@ -15,6 +16,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from gatehouse.node.spawn import SFTP_SERVER
 from gatehouse.process.harness import HarnessError, Process, free_ports, run
 
 CIPHER = "aes128-gcm@openssh.com"
@@ -39,6 +41,7 @@ MaxSessions 100
 PrintMotd no
 PrintLastLog no
 AllowTcpForwarding yes
+Subsystem sftp {sftp_server}
 LogLevel ERROR
 """
 
@@ -123,7 +126,8 @@ def start_sshd(dir: Path, keys: Path) -> OpenSSH:
         (dir / "known_hosts").write_text(
             f"[127.0.0.1]:{port},[127.0.0.2]:{port} {' '.join(host_key)}\n")
         config = dir / "sshd_config"
-        config.write_text(SSHD_CONFIG.format(port=port, dir=dir, keys=keys, cipher=CIPHER))
+        config.write_text(SSHD_CONFIG.format(port=port, dir=dir, keys=keys, cipher=CIPHER,
+                                             sftp_server=SFTP_SERVER))
         run([sshd, "-t", "-f", str(config)]).ok()
         daemon = Process("sshd", [sshd, "-D", "-e", "-f", str(config)],
                          dir / f"sshd{attempt}.log").start()

@@ -1,5 +1,8 @@
 """Row 7: idle reverse tunnels one root proxy holds: its memory, and its CPU while idle.
 
+The same for idle tunnel-mode nodes (``NODES``): each also heartbeats its presence to
+the auth through the proxy, and the row adds the auth's CPU for those heartbeats.
+
 The tunnels come from ``bench.tunnelclient``, one per fake leaf cluster that
 ``bench.fill`` joined to the root (the root keeps one tunnel per leaf, so many
 tunnels need many leaves). The root's proxy shares its process with the
@@ -23,21 +26,27 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from bench.figures import Figure, absolute_figure
-from bench.fill import FakeLeaves
 from bench.sampling import cpu_seconds, rss_bytes, settle
 from gatehouse.process.harness import HarnessError, Process
 from gatehouse.tunnel.liveness import HEARTBEAT_INTERVAL, REPORT_INTERVAL, SWEEP_INTERVAL
+from gatehouse.wire.names import TUNNEL_NODE_HEARTBEAT
 
 TARGET_COUNT = 10_000
 TARGET_RSS_MIB = 1024.0
 TARGET_CPU_PCT = 5.0
+TARGET_AUTH_CPU_PCT = 20.0  # the auth's, for the heartbeats of tunnel nodes
+# Seconds each sample with the nodes' heartbeats spans at least: spread evenly over
+# their period, 1,000 nodes send about 70 in that time.
+BEATS_SPAN = 20.0
 HEARTBEAT_PERIOD = HEARTBEAT_INTERVAL + SWEEP_INTERVAL  # each tunnel is pinged once in this
 
 
@@ -69,31 +78,74 @@ def _wait_status(client: Process, out: Path, timeout: float) -> dict[str, Any]:
     return dict(json.loads(out.read_text()))
 
 
-def measure(root_pid: int, proxy: str, leaves: FakeLeaves, dir: Path, *, window: float,
+class Dialers(Protocol):
+    """Who the tunnel client dials as: leaves (bench.fill) or nodes (bench.fakenodes)."""
+
+    @property
+    def names(self) -> list[str]: ...
+    @property
+    def cert_files(self) -> list[Path]: ...
+    @property
+    def key_file(self) -> Path: ...
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What the simulated tunnels are, and the ids and names of their figures."""
+
+    client: str  # the tunnel client's --kind
+    id: str  # the figures' id prefix
+    what: str  # "idle tunnels", as the figures' names say it
+    simulated: str  # how the note describes the simulated dialers
+
+
+LEAVES = Kind("leaf", "tunnels", "idle tunnels",
+              "simulated leaf proxies (TLS + Gatehouse mux, answering heartbeats as the leaf "
+              "agent does)")
+NODES = Kind("node", "tnodes", "idle tunnel nodes",
+             "simulated tunnel-mode nodes (each registered with its own host certificate; "
+             "TLS + Gatehouse mux as the node's agent, and the node's presence heartbeat "
+             "over HTTPS through the proxy every "
+             f"{TUNNEL_NODE_HEARTBEAT:g} s)")
+
+
+def measure(root_pid: int, proxy: str, leaves: Dialers, dir: Path, *, window: float,
             baseline: float, heartbeat_rounds: bool, repeats: int,
-            shortfall: str = "") -> list[Figure]:
-    """The two figures; ``shortfall`` says why fewer leaves than asked were joined (then
+            shortfall: str = "", kind: Kind = LEAVES, cluster: str = "") -> list[Figure]:
+    """The figures; ``shortfall`` says why fewer leaves than asked were joined (then
     the targets count as not met, whatever the projection says). The full run's
     ``baseline`` is long: the idle root's own periodic work (the backend's expiry
     sweep, watch keepalives) is uneven over a few seconds. The baseline's RSS is read
     before the tunnels; its CPU once they are gone again, when the aftermath of the
-    root's restart (just before this row) is over too."""
+    root's restart (just before this row) is over too. Nodes (``kind``, of ``cluster``)
+    heartbeat their auth too: their figures add the auth's CPU for those heartbeats
+    (the CPU with them less the CPU with them paused, the proxy's idle figure)."""
     count = len(leaves.names)
     settle([root_pid], timeout=15)
     base_rss = rss_bytes(root_pid) / 2**20
-    listing = dir / "tunnel-certs.txt"
-    listing.write_text("\n".join(str(p) for p in leaves.cert_files) + "\n")
-    out = dir / "tunnels.json"
-    client = Process("tunnel client", [
+    listing = dir / f"{kind.id}-certs.txt"
+    nodes = kind is NODES
+    listing.write_text("".join(f"{p} {n}\n" if nodes else f"{p}\n"
+                               for p, n in zip(leaves.cert_files, leaves.names, strict=True)))
+    out = dir / f"{kind.id}.json"
+    client = Process(f"{kind.client} tunnel client", [
         sys.executable, "-m", "bench.tunnelclient", "--proxy", proxy, "--certs", str(listing),
-        "--key", str(leaves.key_file), "--out", str(out)], dir / "tunnel-client.log",
+        "--key", str(leaves.key_file), "--out", str(out), "--kind", kind.client,
+        "--cluster", cluster], dir / f"{kind.id}-client.log",
         cwd=Path(__file__).parent.parent).start()
+    span = HEARTBEAT_PERIOD if heartbeat_rounds else REPORT_INTERVAL
+    beats: list[float] = []
     try:
         status = _wait_status(client, out, 60 + count / 20)
         settle([root_pid], timeout=30)  # the burst of "online" reports passes
-        cpu, rss = _sample(root_pid, window, repeats,
-                           span=HEARTBEAT_PERIOD if heartbeat_rounds else REPORT_INTERVAL)
-        held = dict(json.loads(out.read_text()))["up"]
+        if nodes:  # with the nodes' heartbeats, then without (the proxy's idle figure)
+            beats, _ = _sample(root_pid, window, repeats, span=max(span, BEATS_SPAN))
+            assert client.proc is not None  # started
+            client.proc.send_signal(signal.SIGUSR1)
+            settle([root_pid], timeout=15)
+        cpu, rss = _sample(root_pid, window, repeats, span=span)
+        final = dict(json.loads(out.read_text()))
+        held = final["up"]
     finally:
         client.stop()
     if held == 0:
@@ -114,8 +166,7 @@ def measure(root_pid: int, proxy: str, leaves: FakeLeaves, dir: Path, *, window:
     note = (f"NOT MET at any projection: {shortfall.rstrip('.')}. " if shortfall else "") + (
             f"{held:,} of {count:,} tunnels held (opened in {status['seconds']:.1f} s"
             f"{', ' + str(status['failed']) + ' failed' if status['failed'] else ''}), "
-            f"simulated leaf proxies (TLS + Gatehouse mux, answering heartbeats as the leaf "
-            f"agent does); "
+            f"{kind.simulated}; "
             f"the root's auth+proxy process: RSS {base_rss:.0f} MiB before, "
             f"{statistics.median(rss):.0f} MiB with them ({per_tunnel:.0f} KiB per tunnel), "
             f"CPU {base_cpu:.1f}% without them (after they closed), "
@@ -125,12 +176,24 @@ def measure(root_pid: int, proxy: str, leaves: FakeLeaves, dir: Path, *, window:
                f"over idle windows of one report period ({REPORT_INTERVAL:g} s) between "
                "heartbeat rounds (the quick run leaves the heartbeats out; the full "
                "run's windows hold them)"))
+    if nodes:
+        idle = statistics.median(cpu)
+        note += (f"; {final.get('heartbeats', 0):,} node heartbeats sent, "
+                 f"CPU {statistics.median(beats):.1f}% while they ran (the auth's share: "
+                 f"that less {idle:.1f}% with them paused)")
+    name = f"{TARGET_COUNT:,} {kind.what}{how}"
     figures = [
-        absolute_figure("tunnels_rss", f"root proxy RSS, {TARGET_COUNT:,} idle tunnels{how}",
-                        proj_rss, "MiB", limit=TARGET_RSS_MIB, better="lower", note=note),
-        absolute_figure("tunnels_cpu", f"root proxy CPU, {TARGET_COUNT:,} idle tunnels{how}",
-                        proj_cpu, "% of a core", limit=TARGET_CPU_PCT, better="lower"),
+        absolute_figure(f"{kind.id}_rss", f"root proxy RSS, {name}", proj_rss, "MiB",
+                        limit=TARGET_RSS_MIB, better="lower", note=note),
+        absolute_figure(f"{kind.id}_cpu", f"root proxy CPU, {name}", proj_cpu, "% of a core",
+                        limit=TARGET_CPU_PCT, better="lower"),
     ]
+    if nodes:
+        idle = statistics.median(cpu)
+        figures.append(absolute_figure(
+            f"{kind.id}_auth_cpu", f"root auth CPU for the heartbeats of {name}",
+            [max(0.0, b - idle) * scale for b in beats], "% of a core",
+            limit=TARGET_AUTH_CPU_PCT, better="lower"))
     if shortfall or held < count:
         for f in figures:
             f.met = False

@@ -1,9 +1,9 @@
 """A real etcd (Debian's etcd-server) on loopback ports picked at run time, for tests.
 
-``shared()`` starts one for the whole run on first use (the ``etcd`` fixture in
-tests/conftest.py stops it at the end); ``EtcdServer`` starts more, with TLS too.
-Each test takes a fresh key prefix (``fresh_prefix``), so tests never see each
-other's keys.
+``shared()`` starts one per test process (each xdist worker has its own) on first
+use (the session fixture in tests/conftest.py stops it at the end); ``EtcdServer``
+starts more, with TLS too. Each test takes a fresh key prefix (``fresh_prefix``), so
+tests never see each other's keys.
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ _shared: EtcdServer | None = None
 
 
 def shared() -> EtcdServer:
-    """The run's etcd, started on first use."""
+    """This test process's etcd, started on first use."""
     global _shared
     if _shared is None:
         server = EtcdServer()

@@ -383,6 +383,9 @@ def test_storage_settings_must_fit_its_type(tmp_path: Path, storage: str, line: 
      "gatehouse.storage: tls_cert_file and tls_key_file go together"),
     ("{type: etcd, peers: ['https://e:2379'], tls_key: k.pem}",
      "unknown key gatehouse.storage.tls_key"),
+    ("{type: postgres, conn_string: 'postgresql://h/db', audit_conn_string: 'postgresql://h/a'}",
+     "gatehouse.storage: audit_conn_string is for type etcd (postgres keeps its audit log in "
+     "conn_string's database)"),
 ])
 def test_etcd_storage_mistakes_are_one_line(tmp_path: Path, storage: str, problem: str) -> None:
     path = write(tmp_path, f"gatehouse: {{storage: {storage}}}\nauth_service: {{enabled: true}}\n")

@@ -110,6 +110,9 @@ class Storage(_Strict):
             raise ValueError(f"path is for type sqlite; {self.type} does not take it")
         if self.type != "postgres" and self.conn_string is not None:
             raise ValueError("conn_string is for type postgres")
+        if self.type != "etcd" and self.audit_conn_string is not None:
+            raise ValueError("audit_conn_string is for type etcd (postgres keeps its audit "
+                             "log in conn_string's database)")
         if self.type == "etcd" and not self.peers:
             raise ValueError("type etcd needs peers: [https://HOST:2379, ...]")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):

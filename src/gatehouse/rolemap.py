@@ -22,8 +22,8 @@ from gatehouse.types.oidc import ClaimMapping
 from gatehouse.types.pattern import full_match, is_regex, match_pattern
 from gatehouse.types.trusted_cluster import RoleMapping
 
-__all__ = ["MappedRoles", "Trust", "claim_values", "expand", "map_claims", "map_roles",
-           "require_claims_mapped", "require_mapped", "resolve_roles"]
+__all__ = ["MappedRoles", "Trust", "claim_values", "expand", "holder_cluster", "map_claims",
+           "map_roles", "require_claims_mapped", "require_mapped", "resolve_roles"]
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,22 @@ class Trust(Protocol):
         """Why the root's cluster labels keep a holder of ``cert_roles`` off ``cluster``
         ("" if they do not)."""
         ...
+
+
+def holder_cluster(signer: str, origin: str, local_cluster: str) -> str:
+    """The cluster whose user holds a certificate that ``signer``'s user CA signed, with
+    ``origin`` its origin extension: a leaf-local login's certificate (signed here, for a
+    user of root ``origin``) speaks for that root's user, and stands or falls with the
+    trust in it, as a root-signed one does. Only this cluster may certify another's
+    user; AccessDenied otherwise."""
+    if not origin:
+        return signer
+    if signer != local_cluster:
+        raise AccessDenied(f"a certificate of cluster {signer} names origin {origin[:80]!r}: "
+                           "only the cluster it is used on may certify another's user")
+    if origin == local_cluster:
+        raise AccessDenied(f"a certificate names this cluster ({local_cluster}) as its origin")
+    return origin
 
 
 def resolve_roles(

@@ -12,13 +12,14 @@ from pydantic import ValidationError
 
 from gatehouse.auth import catalog
 from gatehouse.auth.nodetunnel import tunnel_refusal
-from gatehouse.auth.server import AuthServer
+from gatehouse.auth.server import NODE_TTL, TUNNEL_NODE_TTL, AuthServer
 from gatehouse.clock import FakeClock
 from gatehouse.errors import AccessDenied, NotFound
 from gatehouse.services.hosts import HostRecord
 from gatehouse.services.nodes import TUNNEL_REPORT_FRESH
 from gatehouse.types.node import NodeSpec
 from gatehouse.wire.authapi import NodeQuery
+from gatehouse.wire.names import TUNNEL_NODE_HEARTBEAT
 from tests.auth.samples import CLUSTER, NODE_ADDR, certify
 
 SECOND = dt.timedelta(seconds=1)
@@ -104,3 +105,21 @@ async def test_a_direct_nodes_listing_is_passed_through_unparsed(server: AuthSer
     [stored] = await server.nodes.select(lambda labels: True)
     assert await catalog.nodes_json(server, lambda labels: True, NodeQuery()) == \
         b"[" + stored + b"]"
+
+
+async def test_a_tunnel_node_stays_listed_for_a_few_of_its_rare_heartbeats(
+        server: AuthServer, clock: FakeClock) -> None:
+    """Its proxy's report says whether it is online; its own heartbeat (every
+    TUNNEL_NODE_HEARTBEAT, not every 10 s: each costs the auth a connection and a write)
+    only keeps it listed, offline once no report lists it."""
+    await certify(server, "hid-1", "edge", [])
+    await server.heartbeat("hid-1", "edge", "", {}, tunnel=True, source=None)
+    await server.node_tunnels_held("proxy-1", ["hid-1"], remote_addr="")
+    assert TUNNEL_NODE_TTL >= 3 * dt.timedelta(seconds=TUNNEL_NODE_HEARTBEAT) > NODE_TTL
+    clock.advance(NODE_TTL)
+    assert await listed(server) == {"edge": "offline"}  # no fresh report; still listed
+    await server.heartbeat("hid-1", "edge", "", {}, tunnel=True, source=None)
+    clock.advance(TUNNEL_NODE_TTL - SECOND)
+    assert await listed(server) == {"edge": "offline"}
+    clock.advance(SECOND)
+    assert await listed(server) == {}

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from gatehouse.client import auditspool as spool_module
-from gatehouse.client.auditspool import AuditSpool
+from gatehouse.client.auditspool import BATCH_BYTES, AuditSpool
 from gatehouse.errors import BadParameter, ConnectionProblem
 from gatehouse.wire.eventsize import MAX_FIELDS
 from gatehouse.wire.names import RECORDING_CHUNK
@@ -101,7 +101,7 @@ async def test_compaction_keeps_what_was_not_sent(tmp_path: Path,
 
 async def test_large_events_go_in_batches_the_auth_accepts(tmp_path: Path) -> None:
     spool = AuditSpool(tmp_path)
-    count = 3 * RECORDING_CHUNK // MAX_FIELDS  # events as large as the auth stores them
+    count = 12 * BATCH_BYTES // MAX_FIELDS  # events as large as the auth stores them
     for i in range(count):
         spool.append({"event": "exec", "n": i, "fields": {"command": "x" * (MAX_FIELDS - 20)}})
     auth = Auth(max_body=RECORDING_CHUNK)

@@ -1,18 +1,20 @@
 """gsh's dial through the proxy over real TLS on loopback: dialing early (before
 asyncssh is loaded), handing the stream over with what arrived meanwhile, and giving
-up on a dial nobody used."""
+up on a dial nobody used; falling back to another proxy only when the first does not
+answer."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from gatehouse.client.dialer import ProxyTunnel
+from gatehouse.client.dialer import Fallback, ProxyTunnel
 from gatehouse.errors import AccessDenied, ConnectionProblem
 from gatehouse.pki import tls, x509
 from gatehouse.wire.dial import DialReply, DialRequest
@@ -136,3 +138,79 @@ async def test_an_unreachable_proxy_fails_when_the_session_asks(proxy: Proxy) ->
     with pytest.raises(ConnectionProblem, match="cannot reach proxy"):
         await tunnel.create_connection(Session, "node1", 22)
     tunnel.close()
+
+
+# --- falling back to another proxy (a leaf's own, while the root does not answer) --------
+
+async def _closed_port() -> str:
+    probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = probe.sockets[0].getsockname()[1]
+    probe.close()
+    await probe.wait_closed()  # nothing listens there any more
+    return f"127.0.0.1:{port}"
+
+
+def _fallback(to: Proxy | None, said: list[str]) -> Fallback:
+    return Fallback(proxy=to.addr if to else "", server_name="proxy.test",
+                    notice="falling back to the leaf's proxy" if to else "no leaf proxy",
+                    ssl_context=lambda: to.client_ctx if to else ssl_unused(),
+                    announce=said.append)
+
+
+def ssl_unused() -> ssl.SSLContext:
+    raise AssertionError("no fallback proxy: no context is built")
+
+
+async def test_a_proxy_that_does_not_answer_is_replaced_by_the_fallback_saying_so(
+        proxy: Proxy) -> None:
+    said: list[str] = []
+    unanswered = await _closed_port()
+    tunnel = ProxyTunnel(unanswered, proxy.client_ctx, "proxy.test",
+                         DialRequest(target="node1", cluster="c"), _fallback(proxy, said))
+    assert await asyncio.wait_for(tunnel.reply(), TIMEOUT) == DialReply(host_id="hid-1")
+    assert await asyncio.wait_for(proxy.requests.get(), TIMEOUT) == DialRequest(
+        target="node1", cluster="c")
+    assert len(said) == 1  # one line
+    assert said[0].startswith(f"cannot reach proxy {unanswered}: ")
+    assert said[0].endswith("; falling back to the leaf's proxy")
+    tunnel.close()
+
+
+async def test_with_no_fallback_proxy_the_error_says_why(proxy: Proxy) -> None:
+    said: list[str] = []
+    tunnel = ProxyTunnel(await _closed_port(), proxy.client_ctx, "proxy.test",
+                         DialRequest(target="node1", cluster="c"), _fallback(None, said))
+    with pytest.raises(ConnectionProblem, match=r"cannot reach proxy .*; no leaf proxy$"):
+        await asyncio.wait_for(tunnel.reply(), TIMEOUT)
+    assert said == []
+    tunnel.close()
+
+
+async def test_a_proxy_that_refuses_is_an_answer_not_a_reason_to_fall_back(
+        tmp_path: Path) -> None:
+    refusing = Proxy(tmp_path, refuse="node node1 is not registered in cluster c")
+    (tmp_path / "other").mkdir()
+    other = Proxy(tmp_path / "other")
+    said: list[str] = []
+    async with await refusing.start(), await other.start():
+        tunnel = ProxyTunnel(refusing.addr, refusing.client_ctx, "proxy.test",
+                             DialRequest(target="node1", cluster="c"), _fallback(other, said))
+        with pytest.raises(AccessDenied, match="node node1 is not registered"):
+            await asyncio.wait_for(tunnel.reply(), TIMEOUT)
+        tunnel.close()
+    assert said == [] and other.requests.empty()
+
+
+async def test_a_proxy_whose_tls_fails_is_not_replaced(tmp_path: Path) -> None:
+    """A certificate that does not verify is an answer too (and a warning): no fallback."""
+    first = Proxy(tmp_path)
+    (tmp_path / "other").mkdir()
+    other = Proxy(tmp_path / "other")
+    said: list[str] = []
+    async with await first.start(), await other.start():
+        tunnel = ProxyTunnel(first.addr, other.client_ctx, "proxy.test",  # the wrong CA
+                             DialRequest(target="node1", cluster="c"), _fallback(other, said))
+        with pytest.raises(ConnectionProblem, match="TLS with proxy"):
+            await asyncio.wait_for(tunnel.reply(), TIMEOUT)
+        tunnel.close()
+    assert said == [] and other.requests.empty()

@@ -61,15 +61,15 @@ def dial(proxy: str, home: Path | None, target: str, cluster: str = "") -> Diale
     return Dialed(f"{host}:{port}", DialReply.decode(line) if line else None)
 
 
-def ssh(port: int, home: Path, login: str, command: str) -> str:
+def ssh(port: int, home: Path, login: str, command: str, cert_file: Path | None = None) -> str:
     """Run ``command`` as ``login`` on the node listening on ``port`` of loopback with the
-    SSH certificate of the gsh profile in ``home``; its stdout. asyncssh.PermissionDenied
-    when the node refuses the certificate."""
+    SSH certificate of the gsh profile in ``home`` (or ``cert_file``, for its key); its
+    stdout. asyncssh.PermissionDenied when the node refuses the certificate."""
     keys = StoredIdentity(home / "keys")
 
     async def go() -> str:
         key = asyncssh.read_private_key(keys.key_file)
-        cert = asyncssh.read_certificate(keys.ssh_cert_file)
+        cert = asyncssh.read_certificate(cert_file or keys.ssh_cert_file)
         async with asyncssh.connect("127.0.0.1", port, username=login, known_hosts=None,
                                     client_keys=[(key, cert)], agent_path=None,
                                     connect_timeout=TIMEOUT) as conn:

@@ -10,6 +10,8 @@ into a silent black hole and ``Link.heal`` undoes it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import ipaddress
 import os
 import secrets
 import shutil
@@ -50,6 +52,32 @@ def _unavailable() -> str:
     return ""
 
 
+_SUBNETS_LOCK = Path("/run/gatehouse-test-subnets.lock")
+
+
+def _claim_subnet(host_if: str) -> tuple[str, str]:
+    """A /24 in 10.0.0.0/8 that no interface of the host is on, its .1 given to ``host_if``
+    (the root's side): returns (root_ip, leaf_ip). Test runs in parallel (xdist workers,
+    other checkouts) make links at once: a lock held from the choice to the assignment,
+    and a random pick, keep their subnets apart (two links on one subnet misroute)."""
+    with _SUBNETS_LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        shown = subprocess.run(["ip", "-4", "-o", "addr", "show"], check=True,
+                               capture_output=True, text=True, timeout=10).stdout
+        taken = {str(ipaddress.ip_interface(word).network) for word in shown.split()
+                 if "/" in word and word[0].isdigit()}
+        for _attempt in range(100):
+            net = ipaddress.ip_network(f"10.{16 + secrets.randbelow(224)}."
+                                       f"{secrets.randbelow(256)}.0/24")
+            if str(net) not in taken:
+                break
+        else:
+            raise RuntimeError(f"no free /24 in 10.0.0.0/8 for a test link: {sorted(taken)}")
+        root_ip, leaf_ip = str(net[1]), str(net[2])
+        _ip("addr", "add", f"{root_ip}/24", "dev", host_if)
+    return root_ip, leaf_ip
+
+
 @dataclass(frozen=True)
 class Link:
     """The namespace ``ns``, reached from the root's side at ``leaf_ip``; the root's side
@@ -87,13 +115,11 @@ def linked_namespace(*, ingress: bool) -> Iterator[Link]:
         pytest.skip(reason)
     tag = secrets.token_hex(3)
     ns, host_if, ns_if = f"ghleaf{tag}", f"ghr{tag}", f"ghl{tag}"
-    octet = 16 + secrets.randbelow(200)
-    root_ip, leaf_ip = f"10.{octet}.77.1", f"10.{octet}.77.2"
     _ip("netns", "add", ns)
     try:
         _ip("link", "add", host_if, "type", "veth", "peer", "name", ns_if)
         _ip("link", "set", ns_if, "netns", ns)
-        _ip("addr", "add", f"{root_ip}/24", "dev", host_if)
+        root_ip, leaf_ip = _claim_subnet(host_if)
         _ip("link", "set", host_if, "up")
         _ip("-n", ns, "addr", "add", f"{leaf_ip}/24", "dev", ns_if)
         _ip("-n", ns, "link", "set", ns_if, "up")

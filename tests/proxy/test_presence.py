@@ -5,6 +5,7 @@ server; a failed beat is tried again at the next interval, a refused one much la
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import Mapping
 
 from gatehouse.clock import FakeMonotonic
@@ -13,17 +14,18 @@ from gatehouse.proxy.presence import HEARTBEAT_INTERVAL, REFUSED_INTERVAL, Proxy
 from gatehouse.wire.authapi import ProxyAddr, ProxyHeartbeat, ProxySet
 
 TIMEOUT = 5.0
+AS_OF = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 ME = ProxyHeartbeat(public_addr="10.0.0.1:3080", listen_addr="0.0.0.0:3080")
 
 
 async def test_beats_tell_the_proxies_and_back_off_when_refused() -> None:
     clock = FakeMonotonic()
     answers: list[ProxySet | GatehouseError] = [
-        ProxySet(proxies=[ProxyAddr(name="p1", addr="10.0.0.1:3080")]),
+        ProxySet(proxies=[ProxyAddr(name="p1", addr="10.0.0.1:3080")], as_of=AS_OF),
         ConnectionProblem("the auth is away"),
         AccessDenied("not certified for that address"),
         ProxySet(proxies=[ProxyAddr(name="p1", addr="10.0.0.1:3080"),
-                          ProxyAddr(name="p2", addr="10.0.0.2:3080")]),
+                          ProxyAddr(name="p2", addr="10.0.0.2:3080")], as_of=AS_OF),
     ]
     start = clock.monotonic()
     beats: list[float] = []
@@ -37,7 +39,8 @@ async def test_beats_tell_the_proxies_and_back_off_when_refused() -> None:
             raise answer
         return answer
 
-    def tell(proxies: Mapping[str, str]) -> None:
+    def tell(proxies: Mapping[str, str], as_of: dt.datetime | None) -> None:
+        assert as_of == AS_OF
         told.append(dict(proxies))
 
     task = asyncio.create_task(ProxyPresence(beat, ME, tell, clock).run())

@@ -76,7 +76,7 @@ async def tunnel() -> AsyncIterator[Tunnel]:
     trust = leaf_trust(A, B)
     server = StreamServer("root-a", relay, relay, audit, trust=lambda: trust,
                           clock=FakeClock(NOW), timer=timer, open_node=no_tunnel_nodes,
-                          store_access=relay.store_access)
+                          store_access=relay.store_access, proxy_addr="leaf.example.com:3080")
     root, leaf, listener = await sessions(server, timer)
     yield root, relay, audited
     await root.aclose()
@@ -276,8 +276,10 @@ async def test_the_roots_cluster_labels_go_to_the_leafs_auth_with_the_roots_name
                       lambda leaf: PROD_ONLY.model_dump_json().encode(), FakeMonotonic())
     assert await push.push_all() == 0
     assert relay.access == [("root-a", PROD_ONLY)]
-    # The leaf's answer says what it is, for the root's `gatectl get rc`.
-    assert push.said == {"leaf-1": LeafInfo(session_recording="node", version=__version__)}
+    # The leaf's answer says what it is, for the root's `gatectl get rc`, and where its
+    # own proxy is (for the root's users while the root is down).
+    assert push.said == {"leaf-1": LeafInfo(session_recording="node", version=__version__,
+                                            proxy_addr="leaf.example.com:3080")}
     assert await push.push_all() == 0  # nothing new: nothing sent
     push.tunnel_up("leaf-1")  # a new tunnel is told again
     assert await push.push_all() == 0

@@ -28,6 +28,7 @@ from gatehouse.wire.authapi import (
     Heartbeat,
     JoinRequest,
     LeafJoinRequest,
+    LeafLoginRequest,
     LoginRequest,
     NodeQuery,
     NodeTunnels,
@@ -79,6 +80,11 @@ async def ping(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     req = await body_of(request, LoginRequest)
     return _reply(await (await api_of(request)).login(req))
+
+
+async def leaf_login(request: web.Request) -> web.Response:
+    req = await body_of(request, LeafLoginRequest)
+    return _reply(await (await api_of(request)).leaf_login(req))
 
 
 async def sso_begin(request: web.Request) -> web.Response:
@@ -199,6 +205,12 @@ async def cluster_access(request: web.Request) -> web.Response:
     return web.json_response({})
 
 
+async def leaf_inventory(request: web.Request) -> web.Response:
+    """A leaf proxy's view of this cluster's nodes, to push to its root ``root``."""
+    inventory = await (await api_of(request)).leaf_inventory(request.match_info["root"])
+    return web.Response(body=inventory.model_dump_json(), content_type="application/json")
+
+
 async def list_nodes(request: web.Request) -> web.Response:
     """The nodes the caller may see: a JSON array of resources."""
     try:
@@ -271,13 +283,13 @@ async def _end_watches(app: web.Application) -> None:
 
 
 _HANDLERS: dict[str, Handler] = {
-    "ping": ping, "login": login, "join": join,
+    "ping": ping, "login": login, "join": join, "leaf_login": leaf_login,
     "sso_begin": sso_begin, "sso_finish": sso_finish, "sso_complete": sso_complete,
     "sso_device_begin": sso_device_begin, "sso_device_poll": sso_device_poll,
     "join_leaf": join_leaf, "clusters": clusters,
     "report_tunnels": remote_heartbeat, "report_root_tunnels": root_heartbeat,
     "report_node_tunnels": node_tunnels, "proxy_heartbeat": proxy_heartbeat,
-    "put_cluster_access": cluster_access,
+    "put_cluster_access": cluster_access, "leaf_inventory": leaf_inventory,
     "status": status, "heartbeat": heartbeat, "renew": renew,
     "resolve_node": resolve, "list_nodes": list_nodes, "trust": trust,
     "set_password": set_password, "set_totp": set_totp, "add_token": add_token,

@@ -18,13 +18,14 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any, cast
 
 from gatehouse import rbac
-from gatehouse.auth import catalog, intake, sso, ssodevice, trustview
+from gatehouse.auth import catalog, intake, leaflogin, sso, ssodevice, trustview
 from gatehouse.auth.identify import Caller, caller_roles
 from gatehouse.auth.issuer import IssuedCerts, parse_public_key
 from gatehouse.auth.server import AuthServer
 from gatehouse.auth.server import JoinRequest as HostJoin
 from gatehouse.errors import AccessDenied, BadParameter, NotFound
 from gatehouse.types.cluster_access import ClusterAccess
+from gatehouse.types.inventory import LeafInventory
 from gatehouse.types.node import Node
 from gatehouse.types.resource import Resource, parse_duration
 from gatehouse.types.role import Role
@@ -48,6 +49,7 @@ from gatehouse.wire.authapi import (
     LeafInfo,
     LeafJoinReply,
     LeafJoinRequest,
+    LeafLoginRequest,
     LoginRequest,
     NodeQuery,
     NodeTunnels,
@@ -82,7 +84,7 @@ HOST_PERMISSIONS: dict[str, frozenset[tuple[str, str]]] = {
     "proxy": frozenset({("node", "list"), ("event", "create"), ("trust", "read"),
                         ("host", "renew"),
                         ("remote_cluster", "heartbeat"), ("trusted_cluster", "heartbeat"),
-                        ("trusted_cluster", "access"),
+                        ("trusted_cluster", "access"), ("inventory", "read"),
                         ("event", "export"), ("node_tunnel", "report"), ("proxy", "heartbeat"),
                         ("remote_event", "create")}),
 }
@@ -163,6 +165,12 @@ class AuthWithRoles:
         ttl = parse_duration(req.ttl) if req.ttl else None
         certs = await self._server.login(req.user, req.password, req.public_key, otp=req.otp,
                                          ttl=ttl, remote_addr=self._remote)
+        return Certs.model_validate(self._certs(certs))
+
+    async def leaf_login(self, req: LeafLoginRequest) -> Certs:
+        """A root user's leaf-local login: decided (and audited) by auth/leaflogin.py,
+        which needs the root's certificate rather than roles already mapped here."""
+        certs = await leaflogin.leaf_login(self._server, self._caller, req.public_key)
         return Certs.model_validate(self._certs(certs))
 
     async def sso_begin(self, req: SSOBegin) -> SSOBeginReply:
@@ -255,7 +263,7 @@ class AuthWithRoles:
             caller.identity.name, beat.public_addr, beat.listen_addr,
             remote_addr=caller.remote_addr)
         return ProxySet(proxies=[ProxyAddr(name=p.metadata.name, addr=p.spec.public_addr)
-                                 for p in online])
+                                 for p in online], as_of=self._server.clock.now())
 
     async def report_root_tunnels(self, roots: list[RootTunnel]) -> None:
         caller = await self._check("trusted_cluster", "heartbeat")
@@ -270,6 +278,12 @@ class AuthWithRoles:
         if await self._server.trust.store_root_access(root, access):
             log.info("cluster labels from root %s: this cluster has labels %s; %d root roles",
                      root, access.labels, len(access.roles))
+
+    async def leaf_inventory(self, root: str) -> LeafInventory:
+        """What a leaf proxy pushes to its root ``root``: this cluster's nodes, that
+        root's role map and the roles' node_labels (proxies only)."""
+        await self._check("inventory", "read")
+        return await catalog.leaf_inventory(self._server, root)
 
     async def post_events(self, events: list[dict[str, Any]]) -> EventsStored:
         caller = await self._check("event", "create")

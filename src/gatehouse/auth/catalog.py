@@ -14,6 +14,7 @@ from gatehouse.auth.server import AuthServer
 from gatehouse.errors import AlreadyExists, BadParameter, NotFound
 from gatehouse.types.cert_authority import CertAuthority, CertAuthoritySpec
 from gatehouse.types.cluster_access import ClusterAccess
+from gatehouse.types.inventory import LeafInventory, RoleSelection
 from gatehouse.types.node import Node, NodeStatus
 from gatehouse.types.oidc import OIDCConnector
 from gatehouse.types.remote_cluster import RemoteCluster
@@ -25,7 +26,7 @@ from gatehouse.types.yaml_io import to_json_obj
 from gatehouse.wire.authapi import CAStatus, ClusterInfo, ClusterStatus, NodeQuery
 
 __all__ = ["ca_fields", "clusters", "delete_resource", "get_resources", "hidden_leaves",
-           "nodes_json",
+           "leaf_inventory", "nodes_json",
            "put_resource", "recording_cluster", "status", "unknown_roles"]
 
 
@@ -53,6 +54,29 @@ async def nodes_json(server: AuthServer, wanted: Callable[[Mapping[str, str]], b
         up = await server.nodes.tunnels_up()
         found = [_with_connection(raw, up) if _TUNNEL_MARK in raw else raw for raw in found]
     return b"[" + b",".join(found) + b"]"
+
+
+async def leaf_inventory(server: AuthServer, root: str) -> LeafInventory:
+    """Every node of this cluster (tunnel nodes with their connection now), the role map
+    of the trust in ``root``, and which nodes each role selects: what ``root`` needs to
+    show each of its users what this cluster would (gatehouse.inventory.visible)."""
+    spec = (await server.trust.trusted.get(root)).spec
+    nodes = [Node.model_validate(n) for n in
+             json.loads(await nodes_json(server, lambda _: True, NodeQuery()))]
+    return LeafInventory(
+        nodes=[_as_listed(n) for n in nodes], role_map=list(spec.role_map),
+        roles=[RoleSelection(name=r.metadata.name, allow=r.spec.allow.node_labels,
+                             deny=r.spec.deny.node_labels)
+               for r in await server.roles.list()])
+
+
+def _as_listed(node: Node) -> Node:
+    """``node`` without what changes at each heartbeat (its expiry, last heartbeat): the
+    inventory is pushed again only when something a listing shows changed."""
+    connection = node.status.connection if node.status else None
+    return node.model_copy(update={
+        "metadata": node.metadata.model_copy(update={"expires": None}),
+        "status": NodeStatus(connection=connection) if connection else None})
 
 
 # In a node's stored (compact) JSON, only the field itself can read so: inside a string,
@@ -109,7 +133,9 @@ async def clusters(server: AuthServer, *, with_leaves: bool,
             out.append(ClusterInfo(name=rc.metadata.name, type="leaf",
                                    status=rc.status.connection,
                                    last_heartbeat=beat.isoformat() if beat else None,
-                                   host_ca_ssh=ca.ssh if ca else ""))
+                                   host_ca_ssh=ca.ssh if ca else "",
+                                   proxy_addr=rc.status.proxy_addr or "",
+                                   host_ca_tls=ca.tls if ca else ""))
     return out
 
 

@@ -27,7 +27,7 @@ from gatehouse.pki import x509
 from gatehouse.types.role import Role
 from gatehouse.wire.trust import RootCluster
 
-__all__ = ["Caller", "caller_roles", "identify", "is_proxy", "relayed"]
+__all__ = ["Caller", "caller_roles", "identify", "is_proxy", "relayed", "root_trust"]
 
 log = logging.getLogger(__name__)
 
@@ -168,11 +168,23 @@ async def relayed(server: AuthServer, der: bytes | None, remote: str) -> Caller:
     return Caller(forwarded, remote)
 
 
+async def root_trust(server: AuthServer, cluster: str) -> RootCluster | None:
+    """What this cluster knows of its trust in root ``cluster`` (None: not trusted)."""
+    with contextlib.suppress(NotFound, BadParameter):  # BadParameter: not a name
+        spec = (await server.trust.trusted.get(cluster)).spec
+        return RootCluster(name=cluster, enabled=spec.enabled, proxy_addr=spec.proxy_addr,
+                           role_map=tuple(spec.role_map), host_ca_tls="",
+                           access=await server.trust.root_access(cluster))
+    return None
+
+
 async def caller_roles(server: AuthServer, ident: x509.Identity) -> list[Role]:
     """A user's roles on this cluster: their own, or a root user's mapped by the role map."""
     user_exists = False
     root: RootCluster | None = None
-    if ident.cluster == server.cluster:
+    # A leaf-local login's certificate (signed here) speaks for a root's user.
+    cluster = rolemap.holder_cluster(ident.cluster, ident.origin, server.cluster)
+    if cluster == server.cluster:
         # An SSO user has no record: they stand while their connector does.
         with contextlib.suppress(NotFound):
             if ident.connector:
@@ -181,13 +193,9 @@ async def caller_roles(server: AuthServer, ident: x509.Identity) -> list[Role]:
                 await server.users.get(ident.name)
             user_exists = True
     else:
-        with contextlib.suppress(NotFound, BadParameter):  # BadParameter: not a name
-            spec = (await server.trust.trusted.get(ident.cluster)).spec
-            root = RootCluster(name=ident.cluster, enabled=spec.enabled,
-                               proxy_addr=spec.proxy_addr, role_map=tuple(spec.role_map),
-                               host_ca_tls="", access=await server.trust.root_access(ident.cluster))
+        root = await root_trust(server, cluster)
     names = rolemap.resolve_roles(
-        user=ident.name, user_cluster=ident.cluster, cert_roles=ident.roles,
+        user=ident.name, user_cluster=cluster, cert_roles=ident.roles,
         local_cluster=server.cluster, user_exists=user_exists, root=root,
         existing={r.metadata.name for r in await server.roles.list()} if root else (),
     )

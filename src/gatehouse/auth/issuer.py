@@ -66,6 +66,7 @@ def issue_user(
             permit_pty=True,
             permit_port_forwarding=port_forwarding,
             connector=ident.connector,
+            origin=ident.origin,
         ),
     )
     blob = sshcert.sign(cert, ca.ssh_key)

@@ -57,15 +57,20 @@ from gatehouse.types.role import Role, preset_roles
 from gatehouse.types.token import Token, TokenMetadata, TokenSpec, TokenType
 from gatehouse.types.trusted_cluster import TrustedCluster
 from gatehouse.types.user import User
+from gatehouse.wire.names import TUNNEL_NODE_HEARTBEAT
 from gatehouse.wire.trust import PublicCA
 
-__all__ = ["DEFAULT_USER_TTL", "HOST_TTL", "NODE_TTL", "AuthServer", "JoinRequest", "JoinRoot"]
+__all__ = ["DEFAULT_USER_TTL", "HOST_TTL", "NODE_TTL", "TUNNEL_NODE_TTL", "AuthServer",
+           "JoinRequest", "JoinRoot"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_USER_TTL = dt.timedelta(hours=12)
 HOST_TTL = dt.timedelta(days=30)  # renewed at two thirds (process.renewal)
 NODE_TTL = dt.timedelta(seconds=30)  # a node vanishes from listings 30 s after its last heartbeat
+# A node on a tunnel heartbeats rarely (its proxy's tunnel report says whether it is
+# online): it stays listed, offline once its tunnel is down, for a few missed heartbeats.
+TUNNEL_NODE_TTL = dt.timedelta(seconds=4 * TUNNEL_NODE_HEARTBEAT)
 ADMIN_TTL = dt.timedelta(days=30)  # renewed at two thirds, the replaced ones revoked
 
 # The leaf's half of a trusted-cluster join, over the network (client.rootjoin): handed
@@ -103,6 +108,7 @@ class AuthServer:
         audit_retention: dt.timedelta = DEFAULT_AUDIT_RETENTION,
         limits: AuthLimits | None = None,
         idp: IdPClient | None = None,
+        audit_backend: Backend | None = None,
     ) -> None:
         limits = limits or AuthLimits()
         self.idp: IdPClient = idp or NoIdP()  # the network edge of SSO logins (auth.sso)
@@ -113,7 +119,9 @@ class AuthServer:
         self.clock = clock
         self.cluster = cluster
         self.cas = cas
-        self.audit = AuditLog(backend, clock, cluster, audit_retention)
+        # The audit log and recordings: in audit_backend if given (a PostgreSQL shared by
+        # auths whose state is in etcd: storage.audit_conn_string), else with the state.
+        self.audit = AuditLog(audit_backend or backend, clock, cluster, audit_retention)
         # Callers without a certificate: their failures' audit, and their budget of
         # attempts per source (the API spends it; on the wall clock, as the password lock).
         self.failures = AnonymousFailures(self.audit, clock, limits.failure_window,
@@ -131,7 +139,7 @@ class AuthServer:
         self.totp = OneTimeCodes(TOTPStore(backend), clock, issuer=f"Gatehouse {cluster}")
         self.trust = TrustStore(backend, clock)
         self.hosts = HostRegistry(backend)
-        self.recordings = RecordingStore(backend, recordings)
+        self.recordings = RecordingStore(audit_backend or backend, recordings)
         self.session_recording = session_recording  # what the nodes are told to do
 
     @classmethod
@@ -141,10 +149,12 @@ class AuthServer:
                    node_networks: Sequence[IPNetwork] = (), *,
                    audit_retention: dt.timedelta = DEFAULT_AUDIT_RETENTION,
                    limits: AuthLimits | None = None,
-                   idp: IdPClient | None = None) -> AuthServer:
+                   idp: IdPClient | None = None,
+                   audit_backend: Backend | None = None) -> AuthServer:
         """Load (or on first start create) the cluster's name, CAs and preset roles;
         session recordings' chunks are kept in the directory ``recordings`` (None: in the
-        backend, for auths that share it); nodes may
+        backend, for auths that share it; the audit log's with ``audit_backend`` if given);
+        nodes may
         advertise addresses in ``node_networks`` besides the one they call from."""
         stored = await cluster_name.claim(backend, cluster)
         if stored != cluster:
@@ -154,7 +164,8 @@ class AuthServer:
             )
         cas = await authorities.load_or_create(backend, cluster, clock)
         server = cls(backend, clock, cluster, cas, recordings, session_recording, join_root,
-                     node_networks, audit_retention=audit_retention, limits=limits, idp=idp)
+                     node_networks, audit_retention=audit_retention, limits=limits, idp=idp,
+                     audit_backend=audit_backend)
         if moved := await server.recordings.move_from_backend():
             log.info("moved %d session recordings from the backend's old layout to %s", moved,
                      recordings or "chunk items")
@@ -460,7 +471,8 @@ class AuthServer:
         now = self.clock.now()
         try:
             node = Node(
-                metadata=Metadata(name=host_id, labels=labels, expires=now + NODE_TTL),
+                metadata=Metadata(name=host_id, labels=labels,
+                                  expires=now + (TUNNEL_NODE_TTL if tunnel else NODE_TTL)),
                 spec=NodeSpec(hostname=hostname, addr=addr, cluster=self.cluster,
                               host_id=host_id, tunnel=tunnel),
                 status=NodeStatus(last_heartbeat=now),

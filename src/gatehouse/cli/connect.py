@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from gatehouse.cli.common import die, run_async, setup_logging
 from gatehouse.cli.sshargs import SshOptions, read_options
 from gatehouse.client.profile import Profile
-from gatehouse.errors import AccessDenied, BadParameter, GatehouseError
+from gatehouse.errors import AccessDenied, BadParameter, GatehouseError, NotFound
 
 if TYPE_CHECKING:
     from gatehouse.client.dialer import ProxyTunnel
@@ -87,6 +87,10 @@ def _with_port(node: str, port: int) -> str:
     return f"[{node}]:{port}" if ":" in node and not bracketed else f"{node}:{port}"
 
 
+class _Refused(AccessDenied):
+    """The proxy refused to dial the node by name (before any session started)."""
+
+
 def _looks_like_address(node: str) -> bool:
     """HOST:PORT, or an IP address: what an OpenSSH user types for a host."""
     import ipaddress
@@ -100,14 +104,50 @@ def _looks_like_address(node: str) -> bool:
     return True
 
 
+async def _cluster_of(profile: Profile, node: str, tried: str, refusal: AccessDenied) -> str:
+    """The one other cluster where the user may see a node named ``node`` (its hostname
+    or host id), after the proxy refused it in ``tried``: the root's nodes and its
+    inventory of every reachable leaf (one request each). ``refusal`` stands when the
+    name is in ``tried`` (it is there, but not for this user); several clusters, or none,
+    is one line (BadParameter, NotFound)."""
+    from gatehouse import inventory
+    from gatehouse.client.login import find_node
+    from gatehouse.types.node import Node
+
+    candidates = [Node.model_validate(n) for n in await find_node(profile, node)]
+    if any(n.spec.cluster == tried and node in (n.spec.hostname, n.metadata.name)
+           for n in candidates):
+        raise refusal
+    try:
+        found = inventory.pick(candidates, node)
+    except NotFound:
+        raise NotFound(f"{refusal}; no node {node} in any other cluster you can reach "
+                       "either") from None
+    _say(f"{node} is in cluster {found.spec.cluster}")
+    return found.spec.cluster
+
+def _say(line: str) -> None:
+    """gsh's own word during a session: one line on stderr."""
+    print(f"gsh: {line}", file=sys.stderr, flush=True)
+
+
 @contextlib.asynccontextmanager
 async def _dialed(profile: Profile, node: str, cluster: str
                   ) -> AsyncIterator[tuple[ProxyTunnel, str]]:
-    """The proxy's tunnel to ``node`` of ``cluster`` (default: the selected one), and the
-    host CA that must vouch for the node; AccessDenied when the proxy refuses."""
+    """The proxy's tunnel to ``node`` of ``cluster``, and the host CA that must vouch for
+    the node; AccessDenied when the proxy refuses. No ``cluster``: the selected one, or,
+    if the proxy refuses the name there, the one other cluster the user may see it in."""
+    if not cluster and not _looks_like_address(node):
+        try:
+            async with _dialed(profile, node, profile.selected) as dialed:
+                yield dialed
+                return
+        except _Refused as refused:
+            cluster = await _cluster_of(profile, node, profile.selected, refused)
     # The dial goes out first; asyncssh (the bulk of gsh's start-up) loads while the
     # proxy looks the node up and connects, and the node sends its first bytes.
     from gatehouse.client.dialer import ProxyTunnel
+    from gatehouse.client.fallback import leaf_fallback
     from gatehouse.wire.dial import DialRequest
     from gatehouse.wire.names import ALPN_SSH
 
@@ -118,7 +158,8 @@ async def _dialed(profile: Profile, node: str, cluster: str
         await refresh_clusters(profile)
     host_ca = profile.host_ca_for(node, cluster)  # before anything is dialed
     tunnel = ProxyTunnel(profile.proxy, profile.ssl_context([ALPN_SSH]), profile.server_name,
-                         DialRequest(target=node, cluster=cluster))
+                         DialRequest(target=node, cluster=cluster),
+                         leaf_fallback(profile, cluster, _say))
     try:
         await tunnel.sent()
         import gatehouse.client.ssh  # noqa: F401 (asyncssh, while the proxy dials)
@@ -127,7 +168,7 @@ async def _dialed(profile: Profile, node: str, cluster: str
             await tunnel.reply()
         except AccessDenied as exc:  # the proxy's refusal (not found, not allowed)
             if not _looks_like_address(node):
-                raise
+                raise _Refused(str(exc)) from None
             raise AccessDenied(f"{exc}; nodes are addressed by name or host id (`gsh ls` "
                                "lists them), or by the exact address a node advertises"
                                ) from exc
@@ -178,7 +219,10 @@ def proxy_ssh(hostport: str, cluster: str) -> int:
     node, node_cluster = host, cluster
     if not node_cluster:
         node, node_cluster = profile.split_host(host)
-    run_async(proxy_stdio(profile, node, node_cluster, int(port or 0)), error_code=255)
+    from gatehouse.client.fallback import leaf_fallback
+
+    run_async(proxy_stdio(profile, node, node_cluster, int(port or 0),
+                          leaf_fallback(profile, node_cluster, _say)), error_code=255)
     return 0
 
 

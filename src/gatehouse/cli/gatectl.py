@@ -21,6 +21,7 @@ from gatehouse.cli.common import (
     setup_logging,
     write_stdout,
 )
+from gatehouse.cli.gatectl_backend import backend_app
 from gatehouse.client.admin import AdminTarget, admin_target
 from gatehouse.client.authclient import AuthClient
 from gatehouse.errors import BadParameter, GatehouseError
@@ -38,11 +39,13 @@ from gatehouse.wire.authapi import EventQuery, TokenRequest
 from gatehouse.wire.names import EVENT_PAGE, MAX_EVENT_PAGE
 
 app = new_app("Gatehouse admin tool. Talks to the running auth service (it never opens the "
-              "database), with the admin credentials from -c's data_dir or an --identity file.")
+              "database, but for `backend copy` of a stopped cluster), with the admin "
+              "credentials from -c's data_dir or an --identity file.")
 users_app = new_app("Manage local users.")
 tokens_app = new_app("Manage join tokens.")
 app.add_typer(users_app, name="users")
 app.add_typer(tokens_app, name="tokens")
+app.add_typer(backend_app, name="backend")
 
 _T = TypeVar("_T")
 _options: dict[str, Any] = {}  # the global options, until a command needs the auth

@@ -93,12 +93,14 @@ def login(
 
     Again later, `gsh login` needs no flag: it logs in to the profile's proxy as its
     user, verifying the proxy with the CA pinned at the first login. `gsh login
-    CLUSTER` selects a cluster (logging in again first if the certificate expired).
+    CLUSTER` selects a cluster (logging in again first if the certificate expired); for
+    a leaf, it also gets the leaf's own certificate, for the logins of the leaf's roles.
     """
     from gatehouse.client.login import ca_fingerprints, read_ca_file, select_cluster
 
     previous = _previous_login()
     if cluster and not (proxy or user) and previous is not None and _is_fresh(previous):
+        _leaf_login(previous, cluster)
         run_async(select_cluster(previous, cluster))
         print(f"selected cluster {cluster}")
         return
@@ -135,6 +137,24 @@ def login(
             print(f"trusted the proxy's CA {fingerprint} on first use (compare it with the "
                   "Host CA's tls fingerprint in `gatectl status`)", file=sys.stderr)
     print(f"logged in as {profile.user} to cluster {profile.cluster} via {profile.proxy}")
+    if cluster:
+        _leaf_login(profile, cluster)
+
+
+def _leaf_login(profile: Profile, cluster: str) -> None:
+    """For a leaf: its own certificate for the profile's key (leaf-local logins), or
+    die saying why the leaf refused (`gsh login LEAF` then selects nothing)."""
+    from gatehouse.client import leafcerts
+    from gatehouse.client.login import refresh_clusters
+
+    if cluster not in profile.clusters():
+        run_async(refresh_clusters(profile))
+    if cluster == profile.cluster or cluster not in profile.leaves:
+        return  # the root, or an unknown name (select_cluster says so)
+    certs = run_async(leafcerts.obtain(profile, cluster))
+    logins = ", ".join(p for p in leafcerts.principals(certs) if not p.startswith("-"))
+    print(f"certified by {cluster} for logins {logins} until "
+          f"{certs.expires.isoformat(timespec='seconds')}")
 
 
 def _password_login(proxy: str, user: str, password_stdin: bool, otp: str,
@@ -256,11 +276,15 @@ def list_nodes(
     cluster: Annotated[str, typer.Option(help="Cluster to list (default: selected).")] = "",
     all_clusters: Annotated[bool, typer.Option("--all", help="List every cluster.")] = False,
     limit: Annotated[int, typer.Option(help="At most this many nodes (0 = all).")] = 0,
+    search: Annotated[str, typer.Option(
+        help="Only nodes with TEXT in their name, host id, address or a label "
+             "(case-insensitive).")] = "",
     fmt: Annotated[Format, typer.Option("--format")] = Format.text,
 ) -> None:
-    """List the nodes you may access (in the selected cluster, or --cluster, or --all)."""
+    """List the nodes you may access (in the selected cluster, or --cluster, or --all:
+    the root's and, from the root's inventory, every leaf's you may reach)."""
+    from gatehouse.client.login import find_nodes
     from gatehouse.client.login import list_nodes as fetch
-    from gatehouse.client.login import refresh_clusters
 
     selector: dict[str, str] = {}
     for item in labels or []:
@@ -271,19 +295,13 @@ def list_nodes(
     profile = _profile(fresh=True)
 
     async def fetch_all() -> list[Any]:
-        if all_clusters:  # the root's list now: a leaf may have joined since the last
-            await refresh_clusters(profile)
-        found: list[Any] = []
-        for name in profile.clusters() if all_clusters else [cluster or profile.selected]:
-            try:
-                found += await fetch(profile, "" if name == profile.cluster else name,
-                                     selector, limit)
-            except GatehouseError as exc:
-                if not all_clusters:
-                    raise
-                # One view across leaves: a leaf that refuses (or is offline) is named,
-                # the others are still listed.
-                print(f"warning: {name}: {exc}", file=sys.stderr)
+        name = profile.cluster if all_clusters else cluster or profile.selected
+        found = await fetch(profile, "" if name == profile.cluster else name, selector,
+                            0 if search else limit)
+        if search:
+            found = _searched(found, search)
+        if all_clusters:  # the leaves, in one request to the root
+            found += await find_nodes(profile, search, selector)
         return found[:limit] if limit > 0 else found
 
     nodes = run_async(fetch_all())
@@ -296,6 +314,14 @@ def list_nodes(
           ",".join(f"{k}={v}" for k, v in sorted(n["metadata"].get("labels", {}).items()))]
          for n in nodes],
     )
+
+
+def _searched(nodes: list[Any], search: str) -> list[Any]:
+    """The nodes (as listed) that ``search`` finds, as the root's inventory finds them."""
+    from gatehouse import inventory
+    from gatehouse.types.node import Node
+
+    return [n for n in nodes if inventory.matches(Node.model_validate(n), search, {})]
 
 
 def _address(node: Any) -> str:
@@ -376,6 +402,12 @@ def config() -> None:
     gsh = shutil.which("gsh") or str(Path(sys.argv[0]).resolve())
     print(f"# Gatehouse: {profile.user} via {profile.proxy} (generated by `gsh config`)")
     print(f"# ssh -F THIS_FILE LOGIN@NODE.CLUSTER, CLUSTER one of: {', '.join(profile.clusters())}")
+    from gatehouse.client import leafcerts
+
+    for leaf in sorted(profile.leaves):  # a leaf's own certificate is offered first
+        if (leaf_cert := leafcerts.leaf_cert_file(profile, leaf)).exists():
+            print(f"Host *.{leaf}")
+            print(f"    CertificateFile {leaf_cert}")
     print("Host " + " ".join(f"*.{name}" for name in profile.clusters()))
     print(f"    UserKnownHostsFile {profile.known_hosts}")
     print("    StrictHostKeyChecking yes")

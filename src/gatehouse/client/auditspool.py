@@ -23,7 +23,6 @@ from typing import Any
 from gatehouse import metrics
 from gatehouse.errors import ConnectionProblem, GatehouseError
 from gatehouse.pki.keystore import write_private
-from gatehouse.wire.names import RECORDING_CHUNK
 
 __all__ = ["AuditSpool"]
 
@@ -31,8 +30,9 @@ log = logging.getLogger(__name__)
 
 BATCH = 500
 # The most bytes of events one upload carries, well within the request bodies the auth
-# and the proxy accept (a recording chunk): a batch past that would be refused whole.
-BATCH_BYTES = RECORDING_CHUNK // 4
+# and the proxy accept (a recording chunk, 1 MiB before 4 MiB): a batch past that would
+# be refused whole.
+BATCH_BYTES = 256 << 10
 COMPACT_AT = 1 << 20  # rewrite the file once this many acknowledged bytes precede the rest
 
 Upload = Callable[[list[dict[str, Any]]], Awaitable[object]]

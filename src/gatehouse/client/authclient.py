@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from gatehouse.client.api import APIClient
 from gatehouse.errors import BadParameter, ConnectionProblem
 from gatehouse.types.cluster_access import ClusterAccess
+from gatehouse.types.inventory import LeafInventory
 from gatehouse.types.node import Node
 from gatehouse.types.problems import describe_problems
 from gatehouse.types.resource import Resource
@@ -40,6 +41,7 @@ from gatehouse.wire.authapi import (
     LeafInfo,
     LeafJoinReply,
     LeafJoinRequest,
+    LeafLoginRequest,
     LoginRequest,
     NodeQuery,
     NodeTunnels,
@@ -103,6 +105,9 @@ class AuthClient:
     async def login(self, req: LoginRequest) -> Certs:
         return _parse(Certs, await self._call("login", req.model_dump(mode="json")))
 
+    async def leaf_login(self, req: LeafLoginRequest) -> Certs:
+        return _parse(Certs, await self._call("leaf_login", req.model_dump(mode="json")))
+
     async def join(self, req: JoinRequest) -> JoinReply:
         return _parse(JoinReply, await self._call("join", req.model_dump(mode="json")))
 
@@ -164,6 +169,9 @@ class AuthClient:
 
     async def put_cluster_access(self, root: str, access: ClusterAccess) -> None:
         await self._call("put_cluster_access", access.model_dump(mode="json"), root=root)
+
+    async def leaf_inventory(self, root: str) -> LeafInventory:
+        return _parse(LeafInventory, await self._call("leaf_inventory", root=root))
 
     async def post_events(self, events: list[dict[str, Any]]) -> EventsStored:
         return _parse(EventsStored, await self._call("post_events", {"events": events}))

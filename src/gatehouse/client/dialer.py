@@ -1,6 +1,11 @@
 """Open a stream to a node through the proxy: TLS with the user's certificate,
 ALPN ``gatehouse-ssh/1``, one dial line; then the SSH session runs inside.
 
+With a ``Fallback`` (a leaf's own proxy, client/fallback.py), a proxy that does not
+answer within FALLBACK_AFTER seconds (connection refused, unreachable, timed out) is
+replaced by the fallback's, saying so in one line; a TLS failure or a refusal is not
+(they are answers).
+
 Kept free of aiohttp so that `gsh ssh` starts quickly.
 """
 
@@ -9,15 +14,36 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar, cast
 
 from gatehouse._sys.hostport import split_host_port
 from gatehouse.errors import AccessDenied, ConnectionProblem, GatehouseError
 from gatehouse.wire.dial import MAX_LINE, DialReply, DialRequest
 
-__all__ = ["ProxyTunnel", "dial", "open_stream"]
+__all__ = ["FALLBACK_AFTER", "Fallback", "ProxyTunnel", "dial", "open_stream"]
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
+
+CONNECT_TIMEOUT = 15.0  # seconds for TCP and TLS to a proxy
+FALLBACK_AFTER = 3.0  # ... when another proxy could serve the request instead
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """Where to dial when the proxy does not answer: ``proxy`` (TLS name
+    ``server_name``, context built only then), saying ``notice`` through ``announce``;
+    or, with no ``proxy``, nowhere, and ``notice`` (why) ends the error."""
+
+    proxy: str
+    server_name: str
+    notice: str
+    ssl_context: Callable[[], ssl.SSLContext]
+    announce: Callable[[str], None]
+
+
+class _Unanswered(ConnectionProblem):
+    """The proxy did not answer at all: nothing was refused, nothing was said."""
 
 
 class _Handshake(asyncio.Protocol):
@@ -65,7 +91,8 @@ class _Handshake(asyncio.Protocol):
 
 
 async def _open(proxy: str, ssl_context: ssl.SSLContext, server_hostname: str,
-                request: DialRequest, sent: asyncio.Event | None = None,
+                request: DialRequest, sent: asyncio.Event | None = None, *,
+                connect_timeout: float = CONNECT_TIMEOUT,
                 ) -> tuple[asyncio.Transport, _Handshake]:
     """Connect, send the dial line (then set ``sent``), wait for the proxy's yes;
     reading stays paused."""
@@ -76,14 +103,36 @@ async def _open(proxy: str, ssl_context: ssl.SSLContext, server_hostname: str,
         transport, hs = await asyncio.wait_for(
             loop.create_connection(lambda: _Handshake(request, sent), host, port, ssl=ssl_context,
                                    server_hostname=server_hostname),
-            15,
+            connect_timeout,
         )
-        await asyncio.wait_for(hs.done, 30)
     except ssl.SSLError as exc:
         raise ConnectionProblem(f"TLS with proxy {proxy} failed: {exc.reason or exc}") from exc
     except (OSError, TimeoutError) as exc:
-        raise ConnectionProblem(f"cannot reach proxy {proxy}: {exc or 'timed out'}") from exc
+        raise _Unanswered(f"cannot reach proxy {proxy}: {exc or 'timed out'}") from exc
+    try:
+        await asyncio.wait_for(hs.done, 30)
+    except (OSError, TimeoutError) as exc:
+        transport.abort()
+        raise ConnectionProblem(f"proxy {proxy} did not reply: {exc or 'timed out'}") from exc
     return transport, hs
+
+
+async def _open_or_fall_back(proxy: str, ssl_context: ssl.SSLContext, server_hostname: str,
+                             request: DialRequest, fallback: Fallback | None,
+                             sent: asyncio.Event | None = None,
+                             ) -> tuple[asyncio.Transport, _Handshake]:
+    """``_open``, or, when ``proxy`` does not answer in FALLBACK_AFTER s, the fallback's."""
+    if fallback is None:
+        return await _open(proxy, ssl_context, server_hostname, request, sent)
+    try:
+        return await _open(proxy, ssl_context, server_hostname, request, sent,
+                           connect_timeout=FALLBACK_AFTER)
+    except _Unanswered as exc:
+        if not fallback.proxy:
+            raise ConnectionProblem(f"{exc}; {fallback.notice}") from exc
+        fallback.announce(f"{exc}; {fallback.notice}")
+        return await _open(fallback.proxy, fallback.ssl_context(), fallback.server_name,
+                           request, sent, connect_timeout=FALLBACK_AFTER)
 
 
 def _hand_over(transport: asyncio.Transport, hs: _Handshake,
@@ -101,20 +150,23 @@ def _hand_over(transport: asyncio.Transport, hs: _Handshake,
 
 async def dial(
     proxy: str, ssl_context: ssl.SSLContext, server_hostname: str, request: DialRequest,
-    protocol_factory: Callable[[], P],
+    protocol_factory: Callable[[], P], fallback: Fallback | None = None,
 ) -> tuple[asyncio.Transport, P]:
-    """Connect through the proxy and hand the stream to a new protocol."""
-    transport, hs = await _open(proxy, ssl_context, server_hostname, request)
+    """Connect through the proxy (or the fallback's) and hand the stream to a new
+    protocol."""
+    transport, hs = await _open_or_fall_back(proxy, ssl_context, server_hostname, request,
+                                             fallback)
     return _hand_over(transport, hs, protocol_factory)
 
 
 async def open_stream(
-    proxy: str, ssl_context: ssl.SSLContext, server_hostname: str, request: DialRequest
+    proxy: str, ssl_context: ssl.SSLContext, server_hostname: str, request: DialRequest,
+    fallback: Fallback | None = None,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 20)
     transport, protocol = await dial(proxy, ssl_context, server_hostname, request,
-                                     lambda: asyncio.StreamReaderProtocol(reader))
+                                     lambda: asyncio.StreamReaderProtocol(reader), fallback)
     return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
 
@@ -127,8 +179,9 @@ class ProxyTunnel:
     """
 
     def __init__(self, proxy: str, ssl_context: ssl.SSLContext, server_hostname: str,
-                 request: DialRequest) -> None:
-        self._args = (proxy, ssl_context, server_hostname, request)
+                 request: DialRequest, fallback: Fallback | None = None) -> None:
+        self._args = (proxy, ssl_context, server_hostname, request, fallback)
+        self.cluster = request.cluster  # "" for the proxy's own
         self._sent = asyncio.Event()
         self._opening: asyncio.Task[tuple[asyncio.Transport, _Handshake]] | None = None
         self._handed = False
@@ -136,7 +189,7 @@ class ProxyTunnel:
     def start(self) -> None:
         if self._opening is None:
             self._opening = asyncio.get_running_loop().create_task(
-                _open(*self._args, self._sent))
+                _open_or_fall_back(*self._args, self._sent))
 
     async def sent(self) -> None:
         """Until the dial line is on its way, or the dial failed (then

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import ssl
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from gatehouse.client.profile import Profile
 from gatehouse.errors import BadParameter
 from gatehouse.pki import sshcert, tls, x509
 from gatehouse.wire.authapi import Certs, ClusterInfo, LoginRequest, NodeQuery
-from gatehouse.wire.names import CLUSTER_HEADER
+from gatehouse.wire.names import CLUSTER_HEADER, INVENTORY_PATH
 
 __all__ = ["ca_fingerprints", "list_nodes", "login_with_password", "read_ca_file",
            "save_login", "select_cluster"]
@@ -81,10 +82,13 @@ async def save_login(proxy: str, server_name: str, user: str,
 
 
 async def refresh_clusters(profile: Profile) -> list[ClusterInfo]:
-    """Ask the root for its leaves (and their host CAs); remember them in the profile."""
+    """Ask the root for its leaves (their host CAs, the proxies they publish); remember
+    them in the profile."""
     async with api_for(profile) as api:
         found = await api.clusters()
     profile.leaves = {c.name: c.host_ca_ssh for c in found if c.type == "leaf" and c.host_ca_ssh}
+    profile.leaf_proxies = {c.name: [c.proxy_addr, c.host_ca_tls] for c in found
+                            if c.type == "leaf" and c.proxy_addr and c.host_ca_tls}
     profile.save()
     return found
 
@@ -97,6 +101,24 @@ async def select_cluster(profile: Profile, cluster: str) -> None:
                            f"{', '.join(profile.clusters())}")
     profile.selected = cluster
     profile.save()
+
+
+async def find_nodes(profile: Profile, search: str, selector: dict[str, str]
+                     ) -> list[dict[str, Any]]:
+    """The leaves' nodes matching ``search`` and ``selector`` that the user may see, from
+    the root proxy's inventory: one request, whatever the number of leaves."""
+    async with APIClient(profile.proxy, profile.ssl_context(),
+                         server_hostname=profile.server_name) as http:
+        return list(await http.get(INVENTORY_PATH, search=search,
+                                   labels=json.dumps(selector)))
+
+
+async def find_node(profile: Profile, name: str) -> list[dict[str, Any]]:
+    """The nodes of the root (by hostname) and of the leaves (by search) that may be
+    the one called ``name``, among those the user may see."""
+    async with api_for(profile) as api:
+        found = await api.list_nodes(NodeQuery(hostname=name))
+    return found + await find_nodes(profile, name, {})
 
 
 def api_for(profile: Profile, cluster: str = "") -> AuthClient:

@@ -38,6 +38,9 @@ class Profile:
     server_name: str  # the name the proxy's TLS certificate must carry
     host_ca_ssh: str  # "ssh-ed25519 AAAA..." of the cluster's host CA
     leaves: dict[str, str] = field(default_factory=dict)  # leaf cluster -> its host CA
+    # leaf cluster -> [its proxy's public address, its host CA (PEM) that signs that
+    # proxy's TLS certificate]: where `gsh ssh` goes while the root does not answer
+    leaf_proxies: dict[str, list[str]] = field(default_factory=dict)
 
     def host_ca(self, cluster: str) -> str:
         """The host CA that vouches for ``cluster``'s nodes (ssh public key line)."""

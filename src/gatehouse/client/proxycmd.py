@@ -6,7 +6,7 @@ import asyncio
 import os
 
 from gatehouse._sys.streams import pump
-from gatehouse.client.dialer import open_stream
+from gatehouse.client.dialer import Fallback, open_stream
 from gatehouse.client.profile import Profile
 from gatehouse.wire.dial import DialRequest
 from gatehouse.wire.names import ALPN_SSH
@@ -14,11 +14,13 @@ from gatehouse.wire.names import ALPN_SSH
 __all__ = ["proxy_stdio"]
 
 
-async def proxy_stdio(profile: Profile, node: str, cluster: str, port: int) -> None:
+async def proxy_stdio(profile: Profile, node: str, cluster: str, port: int,
+                      fallback: Fallback | None = None) -> None:
+    """``fallback``: where to go when the profile's proxy does not answer (a leaf's own)."""
     loop = asyncio.get_running_loop()
     reader, writer = await open_stream(
         profile.proxy, profile.ssl_context([ALPN_SSH]), profile.server_name,
-        DialRequest(target=node, cluster=cluster, port=port),
+        DialRequest(target=node, cluster=cluster, port=port), fallback,
     )
     stdin = asyncio.StreamReader(limit=1 << 20)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin),

@@ -22,6 +22,7 @@ from typing import NoReturn
 
 from gatehouse._sys.fdio import write_all
 from gatehouse._sys.streams import PUMP_CHUNK
+from gatehouse.client import leafcerts
 from gatehouse.client._asyncssh import asyncssh
 from gatehouse.client.dialer import ProxyTunnel
 from gatehouse.client.forwardspec import PortForward
@@ -59,7 +60,10 @@ async def connect_node(profile: Profile, login: str, node: str, host_ca: str,
     ``host_ca`` and the host id the proxy dialed; AccessDenied or ConnectionProblem."""
     ident = profile.identity
     key = asyncssh.import_private_key(ident.key_file.read_bytes())
-    cert = asyncssh.import_certificate(ident.ssh_cert_line())
+    # A leaf's own certificate (`gsh login LEAF`, leaf-local logins) for its nodes.
+    cluster = tunnel.cluster or profile.cluster
+    cert_line = leafcerts.ssh_cert_line(profile, cluster)
+    cert = asyncssh.import_certificate(cert_line)
     ca = asyncssh.import_public_key(host_ca)
     # A proxy older than the host id in its reply leaves the node's name to be checked.
     host_id = (await tunnel.reply()).host_id
@@ -75,8 +79,9 @@ async def connect_node(profile: Profile, login: str, node: str, host_ca: str,
                              "aes256-gcm@openssh.com"],
         )
     except asyncssh.PermissionDenied as exc:
-        raise AccessDenied(_refusal(login, node, _user_cert(profile).principals,
-                                    banners.denied)) from exc
+        principals = sshcert.decode(sshcert.from_openssh_line(cert_line)).principals
+        raise AccessDenied(_refusal(login, node, principals, banners.denied)
+                           + leafcerts.missing_hint(profile, cluster)) from exc
     except asyncssh.HostKeyNotVerifiable as exc:
         which = f"is host {host_id}, the node the proxy dialed" \
             if host_id else "belongs to the cluster"

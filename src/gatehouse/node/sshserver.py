@@ -126,9 +126,11 @@ class NodeSSHServer(asyncssh.SSHServer):
         trust = self._trust()
         assert cert.signature_key is not None
         ca_line = sshcert.public_key_line(cert.signature_key)
-        cluster = trust.user_ca_lines.get(ca_line)
-        if cluster is None:
+        signer = trust.user_ca_lines.get(ca_line)
+        if signer is None:
             raise AccessDenied("certificate is not signed by a trusted user CA")
+        # A leaf-local login's certificate (signed here) speaks for a root's user.
+        cluster = rolemap.holder_cluster(signer, cert.origin, trust.cluster)
         # A local user's own roles, or a root user's through the leaf's role map. An SSO
         # user has no record: they stand while the connector they logged in through does.
         exists = cert.connector in trust.connectors if cert.connector \

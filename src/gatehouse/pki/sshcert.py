@@ -13,6 +13,8 @@ inside the extension's data field like ``force-command`` (flag extensions have e
     route-to-cluster@gatehouse  the cluster the user is heading to
     cluster@gatehouse           the issuing cluster's name          (user and host)
     role@gatehouse              node | proxy | auth                 (host certificates)
+    origin@gatehouse            the root cluster whose user (key id) a leaf's own user CA
+                                certified (leaf-local logins, auth/leaflogin.py)
 
 The traits' cap keeps a certificate well inside one SSH packet (RFC 4253 §6.1: 35000
 bytes must be accepted; OpenSSH takes up to 256 KiB), where it travels at login; the
@@ -45,7 +47,8 @@ from gatehouse.errors import AccessDenied, BadParameter
 from gatehouse.pki import _boundedjson
 
 __all__ = [
-    "EXT_CLUSTER", "EXT_CONNECTOR", "EXT_HOST_ROLE", "EXT_ROLES", "EXT_ROUTE", "EXT_TRAITS",
+    "EXT_CLUSTER", "EXT_CONNECTOR", "EXT_HOST_ROLE", "EXT_ORIGIN", "EXT_ROLES", "EXT_ROUTE",
+    "EXT_TRAITS",
     "HOST_ROLES",
     "MAX_TRAITS",
     "CertType", "Certificate", "PublicKey", "check_validity", "correlation_id", "decode",
@@ -60,6 +63,7 @@ EXT_ROUTE = "route-to-cluster@gatehouse"
 EXT_CLUSTER = "cluster@gatehouse"
 EXT_HOST_ROLE = "role@gatehouse"
 EXT_CONNECTOR = "connector@gatehouse"  # the SSO connector a user logged in through
+EXT_ORIGIN = "origin@gatehouse"  # the root cluster of a leaf-certified root user
 HOST_ROLES = ("node", "proxy", "auth")
 MAX_TRAITS = 64 * 1024  # characters of traits@gatehouse JSON
 
@@ -164,6 +168,11 @@ class Certificate:
         return self.extensions.get(EXT_CONNECTOR, "")
 
     @property
+    def origin(self) -> str:
+        """The root cluster of a root user this cluster certified itself; "" otherwise."""
+        return self.extensions.get(EXT_ORIGIN, "")
+
+    @property
     def host_role(self) -> str:
         """A host certificate's Gatehouse role (``role@gatehouse``); "" when absent."""
         role = self.extensions.get(EXT_HOST_ROLE, "")
@@ -180,6 +189,7 @@ def user_extensions(
     permit_port_forwarding: bool = False,
     permit_agent_forwarding: bool = False,
     connector: str = "",
+    origin: str = "",
 ) -> dict[str, str]:
     """A user certificate's extensions: the standard permit-* flags plus Gatehouse's own.
 
@@ -210,6 +220,8 @@ def user_extensions(
         ext[EXT_CLUSTER] = cluster
     if connector:
         ext[EXT_CONNECTOR] = connector
+    if origin:
+        ext[EXT_ORIGIN] = origin
     return ext
 
 

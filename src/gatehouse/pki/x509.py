@@ -80,6 +80,9 @@ class Identity:
     route_to_cluster: str = ""
     expires: dt.datetime | None = None
     connector: str = ""  # a user who logged in through this SSO connector (no user record)
+    # A root cluster's user certified by this (leaf) cluster's own user CA: that root's
+    # name (``roles`` and ``traits`` are then the root's; auth/leaflogin.py).
+    origin: str = ""
 
     def to_json(self) -> str:
         """Compact JSON; BadParameter past MAX_IDENTITY characters."""
@@ -93,6 +96,7 @@ class Identity:
                 "traits": self.traits,
                 "route_to_cluster": self.route_to_cluster,
                 **({"connector": self.connector} if self.connector else {}),
+                **({"origin": self.origin} if self.origin else {}),
             },
             sort_keys=True,
             separators=(",", ":"),
@@ -117,6 +121,7 @@ class Identity:
                 route_to_cluster=str(raw.get("route_to_cluster", "")),
                 expires=expires,
                 connector=str(raw.get("connector", "")),
+                origin=str(raw.get("origin", "")),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise BadParameter(f"malformed Gatehouse identity in certificate: {exc}") from exc

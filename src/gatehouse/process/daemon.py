@@ -54,7 +54,7 @@ from gatehouse.services.sole_auth import SoleAuth
 from gatehouse.wire.authapi import AuthAPI, RenewRequest
 from gatehouse.wire.names import ALPN_HTTP
 
-__all__ = ["Started", "run"]
+__all__ = ["Started", "check_unlocked", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -82,16 +82,20 @@ def _lock(fd: int, data_dir: Path) -> None:
 def _check_can_start(cfg: Config, config_file: Path | None) -> None:
     """What would stop this start, found before anything is created: the data directory
     locked by another process, a listen address that cannot bind."""
-    try:
-        fd = os.open(cfg.data_dir / "gatehouse.pid", os.O_RDWR)
-    except FileNotFoundError:
-        pass
-    else:
-        try:
-            _lock(fd, cfg.data_dir)
-        finally:
-            os.close(fd)
+    check_unlocked(cfg.data_dir)
     check_listen_addrs(cfg, config_file)
+
+
+def check_unlocked(data_dir: Path) -> None:
+    """BadParameter naming the process if a gatehouse process holds data_dir's lock."""
+    try:
+        fd = os.open(data_dir / "gatehouse.pid", os.O_RDWR)
+    except FileNotFoundError:
+        return
+    try:
+        _lock(fd, data_dir)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -250,9 +254,10 @@ async def _host_api(
 
 
 async def _open_storage(cfg: Config, clock: Clock, stack: contextlib.AsyncExitStack
-                        ) -> Backend:
-    """The auth's backend, closed by stack; on etcd without a shared audit store, only
-    while this is the one auth on its prefix (services.sole_auth)."""
+                        ) -> tuple[Backend, Backend | None]:
+    """The auth's backend and, on etcd with storage.audit_conn_string, the PostgreSQL one
+    of its audit log and recordings; closed by stack. On etcd without a shared audit
+    store, only while this is the one auth on its prefix (services.sole_auth)."""
     storage = cfg.gatehouse.storage
     etcd = None
     if storage.type == "etcd":
@@ -265,10 +270,16 @@ async def _open_storage(cfg: Config, clock: Clock, stack: contextlib.AsyncExitSt
         storage.type, path=Path(storage.path or cfg.data_dir / "backend.sqlite"),
         conn_string=storage.conn_string, clock=clock, etcd=etcd))
     stack.push_async_callback(backend.close)
-    if storage.type == "etcd" and storage.audit_conn_string is None:
+    if storage.type != "etcd":
+        return backend, None
+    if storage.audit_conn_string is None:
         holder = f"{cfg.gatehouse.nodename}:{cfg.data_dir.resolve()}"
         stack.push_async_callback((await SoleAuth.claim(backend, holder, clock)).release)
-    return backend
+        return backend, None
+    audit = MeasuredBackend(await open_backend("postgres", path=None, clock=clock,
+                                               conn_string=storage.audit_conn_string))
+    stack.push_async_callback(audit.close)
+    return backend, audit
 
 
 @contextlib.asynccontextmanager
@@ -289,17 +300,18 @@ async def _services(cfg: Config, clock: Clock, timer: Monotonic) -> AsyncIterato
     async with contextlib.AsyncExitStack() as stack:
         auth: AuthServer | None = None
         if cfg.auth_service.enabled:
-            backend = await _open_storage(cfg, clock, stack)
+            backend, audit = await _open_storage(cfg, clock, stack)
             # Auths that share a PostgreSQL database share no directory: the recordings'
-            # chunks go to the database with the rest.
-            storage = cfg.gatehouse.storage
-            recordings = None if storage.type == "postgres" else cfg.data_dir / "recordings"
+            # chunks go to the database with the rest (or with the audit log, on etcd).
+            shared = cfg.gatehouse.storage.type == "postgres" or audit is not None
+            recordings = None if shared else cfg.data_dir / "recordings"
             auth = await AuthServer.open(backend, clock, cfg.auth_service.cluster_name,
                                          recordings,
                                          cfg.auth_service.session_recording, join_root,
                                          cfg.auth_service.node_address_networks,
                                          audit_retention=cfg.auth_service.audit_retention,
-                                         limits=cfg.auth_service.limits, idp=HTTPSIdP())
+                                         limits=cfg.auth_service.limits, idp=HTTPSIdP(),
+                                         audit_backend=audit)
             renewals = await _start_auth(cfg, auth, stack, clock, timer)
             yield auth, auth.cluster, [dial_addr(cfg.auth_service.listen_addr)], renewals
         else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from gatehouse.client.forward import AuthForwarder, ForwardedCall, error_body
 from gatehouse.tunnel.needs import EventPage, NodeResolver, Root
 from gatehouse.types.cluster_access import ClusterAccess
+from gatehouse.types.inventory import LeafInventory
 from gatehouse.wire.authapi import API_PREFIX, AuthAPI
 from gatehouse.wire.dial import NodeRoute
 from gatehouse.wire.trust import TrustSnapshot
@@ -16,7 +17,7 @@ __all__ = ["LeafAuth", "roots_to_dial"]
 
 
 class LeafAuth:
-    """Implements the tunnel's EventExport, NodeResolver and AuthRelay."""
+    """Implements the tunnel's EventExport, InventorySource, NodeResolver and AuthRelay."""
 
     def __init__(self, api: AuthAPI, resolver: NodeResolver, forwarder: AuthForwarder) -> None:
         self._api = api
@@ -32,6 +33,9 @@ class LeafAuth:
 
     async def store_access(self, root: str, access: ClusterAccess) -> None:
         await self._api.put_cluster_access(root, access)
+
+    async def inventory(self, root: str) -> LeafInventory:
+        return await self._api.leaf_inventory(root)
 
     async def move_cursor(self, root: str, after: str) -> None:
         await self._api.set_export_cursor(root, after)

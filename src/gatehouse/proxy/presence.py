@@ -4,6 +4,7 @@ tunnel server, which tells its tunnel agents (they keep one tunnel to each proxy
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -25,10 +26,13 @@ Beat = Callable[[ProxyHeartbeat], Awaitable[ProxySet]]
 
 class ProxyPresence:
     def __init__(self, beat: Beat, me: ProxyHeartbeat,
-                 proxies: Callable[[Mapping[str, str]], None], timer: Monotonic) -> None:
+                 proxies: Callable[[Mapping[str, str], dt.datetime | None], None],
+                 timer: Monotonic) -> None:
         self._beat = beat
         self._me = me
-        self._proxies = proxies  # told the proxies online (host id -> address) after each beat
+        # Told the proxies online (host id -> address) after each beat, and when the
+        # auth read them.
+        self._proxies = proxies
         self._timer = timer
 
     async def run(self) -> None:
@@ -43,5 +47,5 @@ class ProxyPresence:
             except GatehouseError as exc:
                 log.warning("proxy heartbeat failed: %s", exc)
             else:
-                self._proxies({p.name: p.addr for p in online.proxies})
+                self._proxies({p.name: p.addr for p in online.proxies}, online.as_of)
             await self._timer.sleep(wait)

@@ -27,6 +27,7 @@ from gatehouse.errors import AccessDenied, BadParameter, ConnectionProblem
 from gatehouse.pki import tls, x509
 from gatehouse.pki.keystore import StoredIdentity
 from gatehouse.proxy.anonymous import AnonymousConnections
+from gatehouse.proxy.inventory import Inventories, inventory_handler
 from gatehouse.proxy.leafauth import LeafAuth, roots_to_dial
 from gatehouse.proxy.presence import ProxyPresence
 from gatehouse.proxy.roottunnels import RootTunnelReports
@@ -37,13 +38,15 @@ from gatehouse.proxy.web import make_web_app
 from gatehouse.tunnel.accesspush import AccessPush
 from gatehouse.tunnel.agent import TunnelAgent
 from gatehouse.tunnel.eventsend import EventSender
+from gatehouse.tunnel.inventorysend import InventorySender
 from gatehouse.tunnel.link import TunnelLink
+from gatehouse.tunnel.mux import MuxSession
 from gatehouse.tunnel.needs import OwnNodes, Root
 from gatehouse.tunnel.serve import StreamServer
 from gatehouse.tunnel.server import TunnelServer
 from gatehouse.wire.authapi import AuthAPI, NodeTunnels, ProxyHeartbeat
 from gatehouse.wire.dial import NodeRoute
-from gatehouse.wire.names import ALPN_HTTP, ALPN_SSH, ALPN_TUNNEL
+from gatehouse.wire.names import ALPN_HTTP, ALPN_SSH, ALPN_TUNNEL, INVENTORY_PATH
 
 __all__ = ["ProxyService"]
 
@@ -83,26 +86,35 @@ class ProxyService:
         self._spool = AuditSpool(state / "proxy-audit")  # its refusals, while the auth is away
         self._handlers = TaskOwner("the SSH proxy")  # one task per SSH connection
         self._ctx: ssl.SSLContext | None = None
-        self._ctx_leaves: dict[str, str] = {}
+        self._ctx_trusted: tuple[dict[str, str], list[str]] = ({}, [])
         self._auth_ssl: ssl.SSLContext | None = None
         self._push: AccessPush | None = None  # set when it runs
 
+    def _root_user_cas(self) -> list[str]:
+        """The user CAs (PEM) of the roots this cluster trusts, enabled ones only: a root's
+        user may come straight to this proxy (e.g. while the root is down); this
+        cluster's auth then decides, by the role map and the root's cluster labels."""
+        return [ca.tls for ca in self._trust.current().user_cas if ca.cluster != self._cluster]
+
     def _user_cas(self) -> list[Any]:
-        """The user CAs among the CAs this proxy trusts (host certificates never open sessions)."""
-        certs = map(x509.load_cert, x509.pem_blocks(self._identity.cas_pem()))
+        """The user CAs among the CAs this proxy trusts (host certificates never open
+        sessions): this cluster's and its roots'."""
+        pems = [self._identity.cas_pem(), *self._root_user_cas()]
+        certs = [x509.load_cert(block) for pem in pems for block in x509.pem_blocks(pem)]
         return [c for c in certs if x509.ca_type(c) == "user"]
 
     def _server_context(self) -> ssl.SSLContext:
-        """Trusts this cluster's CAs and every leaf's host CA; rebuilt when leaves change."""
-        leaves = self._trust.current().leaf_host_cas
-        if self._ctx is None or leaves != self._ctx_leaves:
+        """Trusts this cluster's CAs, every leaf's host CA and every root's user CA; rebuilt
+        when those change."""
+        trusted = (dict(self._trust.current().leaf_host_cas), self._root_user_cas())
+        if self._ctx is None or trusted != self._ctx_trusted:
             ident = self._identity
             self._ctx = tls.server_context(
                 ident.tls_cert_file, ident.key_pem_file,
-                ident.cas_pem() + "".join(leaves.values()),
+                ident.cas_pem() + "".join(trusted[0].values()) + "".join(trusted[1]),
                 alpn=[ALPN_SSH, ALPN_TUNNEL, ALPN_HTTP],
             )
-            self._ctx_leaves = dict(leaves)
+            self._ctx_trusted = trusted
         return self._ctx
 
     def reload_identity(self) -> None:
@@ -166,12 +178,23 @@ class ProxyService:
 
     def _check_reach(self, user: x509.Identity, leaf: str) -> None:
         """AccessDenied unless the roles of ``user`` (of this cluster) select ``leaf`` by
-        its cluster labels: the root's routing check, logged with its reason."""
-        reason = self._trust.current().leaf_refusal(user.roles, leaf)
+        its cluster labels: the root's routing check, logged with its reason. A root's
+        user, who may come to this proxy, reaches only this cluster through it."""
+        if user.cluster != self._cluster:
+            reason = f"a user of cluster {user.cluster} reaches only {self._cluster} here"
+        else:
+            reason = self._trust.current().leaf_refusal(user.roles, leaf)
         if reason:
             log.warning("leaf access denied user=%s cluster=%s reason=%r", user.name, leaf,
                         reason)
             raise AccessDenied(f"user {user.name} may not reach cluster {leaf}: {reason}")
+
+    def _authenticate_user(self, der: bytes) -> x509.Identity:
+        return authenticate_user(der, self._user_cas(), self._clock.now())
+
+    def _leaf_refusal(self, user: x509.Identity, leaf: str) -> str:
+        """Why ``user`` may not reach ``leaf`` by the cluster labels ("" when they may)."""
+        return self._trust.current().leaf_refusal(user.roles, leaf)
 
     def _access_body(self, leaf: str) -> bytes:
         """What this (root) cluster tells ``leaf`` of its cluster labels, as JSON."""
@@ -199,15 +222,18 @@ class ProxyService:
         self._push = push = AccessPush(lambda leaf, meta: tunnels.open(leaf, meta),
                                        lambda: tunnels.connected(), self._access_body,
                                        self._timer)
+        held = Inventories(lambda: tunnels.connected())
         tunnels = TunnelServer(lambda: self._trust.current().leaf_host_cas,
                                self._report_tunnels, self._store_leaf_events, self._clock,
-                               self._timer, own_nodes=own, leaf_up=push.tunnel_up)
+                               self._timer, own_nodes=own, leaf_up=push.tunnel_up,
+                               store_inventory=held.put)
+        authenticate = self._authenticate_user
         local = self._local
-        front = make_web_app(forwarder, self._cluster, tunnels.relay_api,
-                             lambda der: authenticate_user(der, self._user_cas(),
-                                                           self._clock.now()),
+        front = make_web_app(forwarder, self._cluster, tunnels.relay_api, authenticate,
                              self._check_reach, self._api.sso_finish,
-                             local.api_app() if local else None)
+                             local.api_app() if local else None,
+                             own_routes={INVENTORY_PATH: inventory_handler(
+                                 held, authenticate, self._leaf_refusal)})
         limits = self._cfg.limits
         # aiohttp's keep-alive timer runs from the handshake and from each response until
         # a request's head is complete: it is the idle timeout and the head's (slowloris).
@@ -234,9 +260,17 @@ class ProxyService:
             serve = StreamServer(root.name, leaf_auth, leaf_auth, self._audit,
                                  trust=self._trust.current, clock=self._clock,
                                  timer=self._timer, open_node=tunnels.open_node,
-                                 store_access=leaf_auth.store_access)
+                                 store_access=leaf_auth.store_access,
+                                 proxy_addr=self._cfg.public_addr or "")
             events = EventSender(leaf_auth, root.name, self._timer)
-            return TunnelLink(root, ident, serve=serve, while_up=events.run, clock=self._timer,
+            pushes = InventorySender(leaf_auth, root.name, self._timer)
+
+            async def while_up(session: MuxSession) -> None:
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(events.run(session))
+                    tg.create_task(pushes.run(session))
+
+            return TunnelLink(root, ident, serve=serve, while_up=while_up, clock=self._timer,
                               rng=random.Random(), what=f"root {root.name}",
                               on_state=root_tunnels.changed).run()
 

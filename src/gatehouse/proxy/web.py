@@ -34,7 +34,7 @@ from gatehouse.errors import AccessDenied, GatehouseError
 from gatehouse.pki import x509
 from gatehouse.pki.tls import peer_der
 from gatehouse.wire.authapi import API_PREFIX, SSOCallback, SSORedirect
-from gatehouse.wire.names import CLUSTER_HEADER
+from gatehouse.wire.names import CLUSTER_HEADER, RECORDING_CHUNK
 
 __all__ = ["RelayToLeaf", "make_web_app"]
 
@@ -42,7 +42,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 log = logging.getLogger(__name__)
 
-MAX_BODY = (1 << 20) + 65536  # a recording chunk and its framing
+MAX_BODY = RECORDING_CHUNK + 65536  # a recording chunk and its framing
 
 
 RelayToLeaf = Callable[[str, ForwardedCall], Awaitable[tuple[int, bytes]]]
@@ -108,11 +108,12 @@ def _leaf_routing(cluster: str, relay_to_leaf: RelayToLeaf,
 
 def make_web_app(forwarder: AuthForwarder, cluster: str, relay_to_leaf: RelayToLeaf,
                  authenticate: Authenticate, check_reach: CheckReach, finish_sso: FinishSSO,
-                 local: web.Application | None = None) -> web.Application:
+                 local: web.Application | None = None, *,
+                 own_routes: dict[str, Handler] | None = None) -> web.Application:
     """The front: ``local`` (the co-located auth's API app) or a relay to the auth;
     ``authenticate`` vouches for the users whose requests go on to leaves,
     ``check_reach`` for the leaves they may reach; ``finish_sso`` hands an IdP's
-    redirect to the auth."""
+    redirect to the auth; ``own_routes`` (GET path -> handler) the proxy answers itself."""
     routing = _leaf_routing(cluster, relay_to_leaf, authenticate, check_reach)
     async def on_cleanup(_: web.Application) -> None:
         await forwarder.close()
@@ -121,6 +122,8 @@ def make_web_app(forwarder: AuthForwarder, cluster: str, relay_to_leaf: RelayToL
         local.middlewares.insert(0, routing)
         local.on_cleanup.append(on_cleanup)
         local.router.add_route("GET", SSO_CALLBACK, _sso_callback(finish_sso))
+        for path, handler in (own_routes or {}).items():
+            local.router.add_route("GET", path, handler)
         return local
     app = web.Application(middlewares=[routing], client_max_size=MAX_BODY)
 
@@ -171,5 +174,7 @@ def make_web_app(forwarder: AuthForwarder, cluster: str, relay_to_leaf: RelayToL
     app.on_shutdown.append(end_streams)
     app.on_cleanup.append(on_cleanup)
     app.router.add_route("GET", SSO_CALLBACK, _sso_callback(finish_sso))
+    for path, handler in (own_routes or {}).items():
+        app.router.add_route("GET", path, handler)
     app.router.add_route("*", API_PREFIX + "{tail:.*}", forward)
     return app

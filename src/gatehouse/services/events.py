@@ -36,7 +36,7 @@ from gatehouse.config import DEFAULT_AUDIT_RETENTION
 from gatehouse.errors import BadParameter, CompareFailed, NotFound
 from gatehouse.wire.names import EVENT_PAGE, MAX_EVENT_PAGE
 
-__all__ = ["CODES", "MAX_SCAN", "SESSION_EVENTS", "AuditEvent", "AuditLog", "EventsPage"]
+__all__ = ["CODES", "KEYS", "MAX_SCAN", "SESSION_EVENTS", "AuditEvent", "AuditLog", "EventsPage"]
 
 # event name -> code. "I" = info, "W" = warning (a refusal or failure).
 CODES: dict[str, str] = {
@@ -46,6 +46,8 @@ CODES: dict[str, str] = {
     "user.update": "T1003I",
     "user.delete": "T1004I",
     "user.password_change": "T1005I",
+    "leaf.login": "TL001I",  # a leaf certified a root user for its own logins
+    "leaf.login.failure": "TL001W",
     "cert.create": "TC000I",
     "cert.renew": "TC001I",
     "session.start": "T2000I",
@@ -79,6 +81,10 @@ CODES: dict[str, str] = {
 }
 
 _PREFIX = b"/events/"
+_SEEN = "/event_seen/"  # + source + "/" + the source's event id: reported before
+_CURSORS = "/event_cursors/"  # + root: how far the root acknowledged this cluster's events
+KEYS = (_PREFIX, _SEEN.encode(), _CURSORS.encode())
+"""The prefixes of the items an AuditLog keeps."""
 MAX_SCAN = 100_000  # events one search reads at most; past that it answers with a cursor
 _SCAN_BATCH = 1000
 _GROUP = 256  # local events written in one transaction at most
@@ -218,7 +224,7 @@ class AuditLog:
         ``source_event_id`` before (what a sender is not sure arrived, it sends again;
         the id is remembered until ``expires``): True when stored. The check and the
         write are one transaction."""
-        seen = f"/event_seen/{source}/{source_event_id}".encode()
+        seen = f"{_SEEN}{source}/{source_event_id}".encode()
         key = _PREFIX + self._next_key(ev).encode()
         try:
             await self._backend.atomic_write([
@@ -247,12 +253,12 @@ class AuditLog:
     async def cursor(self, root: str) -> str:
         """How far this cluster's events were acknowledged by ``root``."""
         try:
-            return (await self._backend.get(f"/event_cursors/{root}".encode())).value.decode()
+            return (await self._backend.get(f"{_CURSORS}{root}".encode())).value.decode()
         except NotFound:
             return ""
 
     async def set_cursor(self, root: str, after: str) -> None:
-        await self._backend.put(Item(key=f"/event_cursors/{root}".encode(), value=after.encode()))
+        await self._backend.put(Item(key=f"{_CURSORS}{root}".encode(), value=after.encode()))
 
     async def search(
         self,

@@ -27,7 +27,7 @@ import errno
 import json
 import logging
 import os
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from gatehouse.errors import AlreadyExists, BadParameter, LimitExceeded, NotFoun
 from gatehouse.wire.names import RECORDING_CHUNK
 from gatehouse.wire.recording import check_session_id, is_session_id
 
-__all__ = ["MAX_RECORDING", "RecordingStore"]
+__all__ = ["KEYS", "LEAF_KEYS", "MAX_RECORDING", "RecordingStore"]
 
 MAX_RECORDING = 4 << 30
 log = logging.getLogger(__name__)
@@ -49,6 +49,9 @@ _LEAF_SESSIONS = "/leaf_sessions/"  # + session id -> the leaf's name
 _LEAF_SESSIONS_VERSION = b"/leaf_sessions_version"  # there: sessions filed before are indexed
 # Recordings used to be backend items: <_OLD>ID/chunk/NNNNNN and <_OLD>ID/meta.
 _OLD = b"/recordings/"
+LEAF_KEYS = (_LEAF_SESSIONS.encode(), _LEAF_SESSIONS_VERSION)
+KEYS = (_META.encode(), _CHUNKS.encode(), *LEAF_KEYS)
+"""The prefixes of the items a RecordingStore keeps (in the audit log's backend)."""
 
 
 class RecordingStore:
@@ -214,11 +217,36 @@ class RecordingStore:
 
     async def read(self, session_id: str) -> bytes:
         await self.meta(session_id)  # NotFound for an unknown or unfinished recording
+        return b"".join([data async for _, data in self._chunks(session_id)])
+
+    async def _chunks(self, session_id: str) -> AsyncIterator[tuple[int, bytes]]:
+        """A recording's chunks (index, bytes) in order, read one at a time."""
         if self._directory is None:
             chunks = self._chunks_key(session_id)
-            return b"".join(i.value for i in await self._backend.get_range(
-                chunks, prefix_end(chunks)))
-        return await asyncio.to_thread(_read_all, self._dir(session_id))
+            start = chunks
+            while found := await self._backend.get_range(start, prefix_end(chunks), limit=1):
+                start = found[0].key + b"\0"
+                yield int(found[0].key[len(chunks):]), found[0].value
+            return
+        directory = self._dir(session_id)
+        for name in await asyncio.to_thread(_chunk_names, directory):
+            yield int(name), await asyncio.to_thread((directory / name).read_bytes)
+
+    async def copy_to(self, other: RecordingStore, copied: Callable[[int], None]) -> int:
+        """Copy every complete recording, its chunks then its metadata, into other (a
+        stopped cluster's move to another backend); returns how many. ``copied(n)`` is
+        told of each chunk's n bytes."""
+        start, end, count = _META.encode(), prefix_end(_META.encode()), 0
+        while page := await self._backend.get_range(start, end, 100):
+            start = page[-1].key + b"\0"
+            for item in page:
+                session_id = item.key[len(_META):].decode()
+                async for index, data in self._chunks(session_id):
+                    await other.put_chunk(session_id, index, data)
+                    copied(len(data))
+                await other.complete(session_id, json.loads(item.value))
+                count += 1
+        return count
 
     async def move_from_backend(self) -> int:
         """Move recordings stored as backend items (before chunks were files) to the
@@ -264,9 +292,8 @@ def _sync_all(directory: Path) -> None:
     fsync_directory(directory.parent)
 
 
-def _read_all(directory: Path) -> bytes:
+def _chunk_names(directory: Path) -> list[str]:
     try:
-        names = sorted(p.name for p in directory.iterdir() if p.name.isdigit())
+        return sorted(p.name for p in directory.iterdir() if p.name.isdigit())
     except FileNotFoundError:
         raise NotFound(f"recording {directory.name} has no chunks") from None
-    return b"".join((directory / name).read_bytes() for name in names)

@@ -428,7 +428,8 @@ class TrustStore:
             status = RemoteClusterStatus(connection="online" if name in online else "offline",
                                          last_heartbeat=beat,
                                          session_recording=fields.get("session_recording")
-                                         or None, version=fields.get("version") or None)
+                                         or None, version=fields.get("version") or None,
+                                         proxy_addr=fields.get("proxy_addr") or None)
             out.append(rc.model_copy(update={"status": status}))
         return out
 

@@ -3,7 +3,10 @@ labels (the leaf's labels and every root role's cluster_labels, types.cluster_ac
 so that the leaf refuses, at its own proxy and nodes, a root user the root would not
 route there. Pushed when a tunnel comes up and on every change of the root's trust
 snapshot (a label removed is enforced by the leaf well within 2 s); a push the leaf did
-not confirm is sent again every RETRY seconds. The leaf's answer says what it is
+not confirm is sent again every RETRY seconds. At most CONCURRENCY leaves are told at
+once (a root with a thousand leaves does not open a thousand streams in one go), and a
+leaf that keeps failing is warned about once, then again only when it recovers. The
+leaf's answer says what it is
 (session recording, version): the proxy reports it with its tunnels, for `gatectl get
 rc`.
 """
@@ -23,12 +26,13 @@ from gatehouse.tunnel.limits import MAX_ACK
 from gatehouse.tunnel.mux import MuxStream, read_all
 from gatehouse.wire.authapi import LeafInfo
 
-__all__ = ["PUSH_TIMEOUT", "RETRY", "AccessPush"]
+__all__ = ["CONCURRENCY", "PUSH_TIMEOUT", "RETRY", "AccessPush"]
 
 log = logging.getLogger(__name__)
 
 RETRY = 5.0  # seconds before an unconfirmed push is sent again
 PUSH_TIMEOUT = 5.0  # seconds a leaf has to confirm one
+CONCURRENCY = 32  # leaves told at once
 
 OpenStream = Callable[[str, dict[str, Any]], Awaitable[MuxStream]]  # (leaf, meta)
 
@@ -43,6 +47,7 @@ class AccessPush:
         self._sent: dict[str, bytes] = {}  # leaf -> what it confirmed on its current tunnel
         self.said: dict[str, LeafInfo] = {}  # leaf -> what it said of itself in its answer
         self._wake = asyncio.Event()
+        self._failing: set[str] = set()  # leaves warned about and not confirmed since
 
     def changed(self) -> None:
         """The root's labels or roles may have changed: tell every leaf what is new."""
@@ -68,20 +73,38 @@ class AccessPush:
             del self._sent[gone]
         for gone in self.said.keys() - held:
             del self.said[gone]
-        unconfirmed = 0
+        for gone in self._failing - held:
+            self._failing.discard(gone)
+        due = []
         for leaf in sorted(held):
             body = self._body_of(leaf)
-            if self._sent.get(leaf) == body:
-                continue
+            if self._sent.get(leaf) != body:
+                due.append((leaf, body))
+        gate = asyncio.Semaphore(CONCURRENCY)
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(self._tell(gate, leaf, body)) for leaf, body in due]
+        return sum(1 for task in tasks if not task.result())
+
+    async def _tell(self, gate: asyncio.Semaphore, leaf: str, body: bytes) -> bool:
+        """Push ``body`` to ``leaf``; whether it confirmed. Failures are logged, not raised."""
+        async with gate:
             try:
                 await wait_for(self._timer, self._push(leaf, body), PUSH_TIMEOUT)
             except (GatehouseError, OSError, ValueError, TimeoutError) as exc:
-                log.warning("could not tell leaf %s the cluster labels: %s", leaf,
-                            str(exc) or type(exc).__name__)
-                unconfirmed += 1
-                continue
-            self._sent[leaf] = body
-        return unconfirmed
+                reason = str(exc) or type(exc).__name__
+                if leaf in self._failing:
+                    log.debug("leaf %s still has not confirmed the cluster labels: %s",
+                              leaf, reason)
+                else:
+                    self._failing.add(leaf)
+                    log.warning("could not tell leaf %s the cluster labels (retrying every "
+                                "%.0f s, quietly): %s", leaf, RETRY, reason)
+                return False
+        if leaf in self._failing:
+            self._failing.discard(leaf)
+            log.info("leaf %s confirmed the cluster labels", leaf)
+        self._sent[leaf] = body
+        return True
 
     async def _push(self, leaf: str, body: bytes) -> None:
         stream = await self._open(leaf, {"kind": "access"})

@@ -13,19 +13,27 @@ jittered back-off; after DIRECT_AFTER dials in a row that gave no new tunnel, ev
 other dial goes to a missing proxy's own advertised address instead (when it is not
 the configured one), so that an agent reaches every proxy even when the balancer keeps
 picking the same one.
+
+Each announcement says when the auth read the proxies from its registry (``as_of``,
+the auth's wall clock): an agent keeps the registry's newest word, so a proxy that
+lost its auth (its list goes stale) or was removed with `gatectl rm proxy/NAME` (its
+heartbeats are refused) cannot bring back, by announcing late, a proxy the registry
+has since dropped: a removed or expired proxy is not dialed.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import random
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from gatehouse._sys.hostport import split_host_port
 from gatehouse.errors import BadParameter
 
 __all__ = ["DIRECT_AFTER", "FIRST_BACKOFF", "HEALTHY_AFTER", "MAX_BACKOFF", "MAX_PROXIES",
-           "Backoff", "Coverage", "Redial", "parse_announcement"]
+           "Announcement", "Backoff", "Coverage", "Redial", "parse_announcement"]
 
 DIRECT_AFTER = 2  # dials without a new tunnel before a loop also dials proxies directly
 MAX_PROXIES = 64  # proxies an announcement may name: one dial loop each
@@ -71,6 +79,15 @@ class Redial:
         return self._backoff.next()
 
 
+@dataclass(frozen=True)
+class Announcement:
+    """The proxies online (host id -> address) as the registry listed them at ``as_of``
+    (None: a proxy of a version that does not say)."""
+
+    proxies: Mapping[str, str]
+    as_of: dt.datetime | None = None
+
+
 class Coverage:
     """The proxies announced (host id -> address), those held, and what a loop does next.
     ``seed``: the configured address."""
@@ -78,11 +95,18 @@ class Coverage:
     def __init__(self, seed: str) -> None:
         self.seed = seed
         self._announced: dict[str, str] = {}
+        self._as_of: dt.datetime | None = None
         self._held: set[str] = set()
 
-    def announce(self, proxies: Mapping[str, str]) -> None:
-        """The proxies online now, as a proxy told it (the latest word wins)."""
-        self._announced = dict(proxies)
+    def announce(self, news: Announcement) -> bool:
+        """The proxies online, as a proxy told it: taken (True) unless the registry's word
+        it carries is older than one already taken (an undated word is taken only while
+        no dated one was)."""
+        if self._as_of is not None and (news.as_of is None or news.as_of < self._as_of):
+            return False
+        self._announced = dict(news.proxies)
+        self._as_of = news.as_of
+        return True
 
     def loops(self) -> int:
         """How many dial loops to run: one per proxy announced or held (a held proxy no
@@ -120,9 +144,9 @@ class Coverage:
         return direct[(extra // 2) % len(direct)]
 
 
-def parse_announcement(meta: Mapping[str, Any]) -> dict[str, str]:
-    """The proxies a "proxies" stream's OPEN names (host id -> host:port); BadParameter
-    if malformed or over MAX_PROXIES."""
+def parse_announcement(meta: Mapping[str, Any]) -> Announcement:
+    """The proxies a "proxies" stream's OPEN names (host id -> host:port) and when the
+    registry listed them; BadParameter if malformed or over MAX_PROXIES."""
     proxies = meta.get("proxies")
     if not isinstance(proxies, dict):
         raise BadParameter("an announcement of proxies needs a 'proxies' object")
@@ -134,4 +158,13 @@ def parse_announcement(meta: Mapping[str, Any]) -> dict[str, str]:
             raise BadParameter(f"bad proxy in an announcement: {str(name)[:80]!r}")
         split_host_port(addr)
         out[name] = addr
-    return out
+    as_of = meta.get("as_of")
+    if as_of is None:
+        return Announcement(out)
+    try:
+        when = dt.datetime.fromisoformat(as_of) if isinstance(as_of, str) else None
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        raise BadParameter(f"bad time in an announcement of proxies: {str(as_of)[:80]!r}")
+    return Announcement(out, when)

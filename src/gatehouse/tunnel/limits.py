@@ -27,6 +27,7 @@ __all__ = [
     "MAX_ACK",
     "MAX_CALL",
     "MAX_EVENT_BATCH",
+    "MAX_INVENTORY",
     "MAX_PAUSED_CONTROL",
     "MAX_PEER_STREAMS",
     "MAX_REPLY",
@@ -38,6 +39,7 @@ MAX_PEER_STREAMS = 1024  # streams a peer may have open at once on one tunnel
 MAX_STREAMS_FROM_LEAF = 4  # ... a leaf on its root (its event forwarder uses one)
 MESSAGE_DEADLINE = 30.0  # seconds for a message read whole to arrive (gsh waits 30 s too)
 MAX_EVENT_BATCH = 4 << 20  # bytes of a leaf's page of events
+MAX_INVENTORY = 16 << 20  # bytes of a leaf's inventory (~40,000 nodes)
 MAX_CALL = 1 << 20  # bytes of a relayed call's body
 MAX_REPLY = 64 << 20  # bytes of a leaf's reply to a relayed call
 MAX_ACK = 1 << 20  # bytes of the root's acknowledgement of a page of events

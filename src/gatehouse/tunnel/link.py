@@ -163,14 +163,17 @@ class TunnelLink:
             await self._serve(stream)
             return
         try:
-            proxies = parse_announcement(stream.meta)
+            news = parse_announcement(stream.meta)
         except BadParameter as exc:
             log.warning("ignoring an announcement of proxies from %s: %s", self._what, exc)
             stream.refuse(str(exc))
             return
         stream.accept()
-        self._coverage.announce(proxies)
-        self._wake.set()
+        if self._coverage.announce(news):
+            self._wake.set()
+        else:
+            log.info("ignoring a stale announcement of proxies from %s (as of %s)",
+                     self._what, news.as_of)
 
     async def _dial(self, addr: str) -> _RootTunnel | None:
         """A new tunnel, or None (logged) if no proxy can be reached at ``addr``."""

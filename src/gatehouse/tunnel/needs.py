@@ -20,6 +20,7 @@ from cryptography import x509 as cx509
 
 from gatehouse.tunnel.mux import MuxStream
 from gatehouse.types.cluster_access import ClusterAccess
+from gatehouse.types.inventory import LeafInventory
 from gatehouse.wire.authapi import RootTunnel
 from gatehouse.wire.dial import NodeRoute
 
@@ -29,6 +30,7 @@ __all__ = [
     "AuthRelay",
     "EventExport",
     "EventPage",
+    "InventorySource",
     "NodeResolver",
     "OpenNode",
     "OwnNodes",
@@ -98,6 +100,12 @@ class EventExport(Protocol):
 
     async def move_cursor(self, root: str, after: str) -> None:
         """Record that ``root`` acknowledged every event up to ``after``."""
+        ...
+
+
+class InventorySource(Protocol):
+    async def inventory(self, root: str) -> LeafInventory:
+        """This cluster's nodes and what ``root`` needs to filter them per user."""
         ...
 
 

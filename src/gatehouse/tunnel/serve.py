@@ -45,8 +45,9 @@ class StreamServer:
 
     def __init__(self, root: str, nodes: NodeResolver, relay: AuthRelay, audit: Audit, *,
                  trust: Callable[[], TrustSnapshot], clock: Clock, timer: Monotonic,
-                 open_node: OpenNode, store_access: StoreAccess) -> None:
+                 open_node: OpenNode, store_access: StoreAccess, proxy_addr: str = "") -> None:
         self._root = root
+        self._proxy_addr = proxy_addr  # this proxy's public_addr, told to the root ("" = none)
         self._store_access = store_access
         self._nodes = nodes
         self._open_node = open_node
@@ -120,14 +121,15 @@ class StreamServer:
     async def _serve_access(self, stream: MuxStream) -> None:
         """Hand the root's word on its cluster labels to this cluster's auth; answer
         whether it is kept (the root sends it again until it is), and what this cluster
-        says of itself (its session recording and version, for `gatectl get rc`)."""
+        says of itself (its session recording and version, for `gatectl get rc`; its
+        proxy's public address, where the root's users may come while the root is down)."""
         stream.accept()
         reply: dict[str, object]
         try:
             access = ClusterAccess.model_validate_json(await read_all(stream, MAX_CALL))
             await self._store_access(self._root, access)
             leaf = LeafInfo(session_recording="node" if self._trust().record_sessions
-                            else "off", version=__version__)
+                            else "off", version=__version__, proxy_addr=self._proxy_addr)
             reply = {"ok": True, "leaf": leaf.model_dump()}
         except (GatehouseError, ValueError) as exc:  # ValueError: malformed (pydantic)
             log.warning("cluster labels from root %s not kept: %s", self._root, exc)

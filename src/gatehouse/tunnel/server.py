@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import datetime as dt
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -47,7 +48,12 @@ from gatehouse.pki import x509
 from gatehouse.pki.tls import peer_der
 from gatehouse.tunnel.frames import FrameType
 from gatehouse.tunnel.held import HeldTunnels
-from gatehouse.tunnel.limits import MAX_EVENT_BATCH, MAX_REPLY, MAX_STREAMS_FROM_LEAF
+from gatehouse.tunnel.limits import (
+    MAX_EVENT_BATCH,
+    MAX_INVENTORY,
+    MAX_REPLY,
+    MAX_STREAMS_FROM_LEAF,
+)
 from gatehouse.tunnel.liveness import (
     PING_STEPS,
     SWEEP_INTERVAL,
@@ -68,6 +74,7 @@ ANNOUNCE_TIMEOUT = 10.0  # seconds an agent has to take the news
 
 Report = Callable[[list[str]], Awaitable[None]]  # every leaf whose tunnel this proxy holds
 StoreEvents = Callable[[str, Any], Awaitable[dict[str, Any]]]  # (leaf, batch) -> ack
+StoreInventory = Callable[[str, bytes], None]  # (leaf, its inventory as JSON)
 
 
 class _TunnelConnection(MuxSession):
@@ -83,12 +90,16 @@ class _TunnelConnection(MuxSession):
         self.pinged: float | None = None  # when our last heartbeat ping went out
 
     async def _incoming_stream(self, stream: MuxStream) -> None:
-        """Streams the leaf opens: its audit events, for the root's unified log (a node
-        opens none)."""
-        if stream.meta.get("kind") != "events" or not self.leaf:
-            stream.refuse("the root accepts only event streams from a leaf")
+        """Streams the leaf opens: its audit events, for the root's unified log, and its
+        inventory (a node opens none)."""
+        kind = stream.meta.get("kind")
+        if kind not in ("events", "inventory") or not self.leaf:
+            stream.refuse("the root accepts only event and inventory streams from a leaf")
             return
         stream.accept()
+        if kind == "inventory":
+            await self._inventory(stream)
+            return
         try:
             body = await read_all(stream, MAX_EVENT_BATCH)
         except (ConnectionProblem, BadParameter) as exc:  # stalled, reset, or too large
@@ -103,6 +114,22 @@ class _TunnelConnection(MuxSession):
             reply = {"stored": 0, "rejected": -1, "error": str(exc)}
         except GatehouseError as exc:
             reply = {"stored": 0, "rejected": 0, "error": str(exc)}
+        await stream.write(json.dumps(reply).encode())
+        stream.write_eof()
+
+    async def _inventory(self, stream: MuxStream) -> None:
+        try:
+            body = await read_all(stream, MAX_INVENTORY)
+        except (ConnectionProblem, BadParameter) as exc:  # stalled, reset, or too large
+            log.warning("inventory stream dropped leaf=%s reason=%r", self.leaf, str(exc))
+            return
+        reply: dict[str, Any] = {}
+        try:
+            self._server._store_inventory(self.leaf, body)
+        except (ValueError, BadParameter) as exc:  # ValueError: malformed (pydantic)
+            log.warning("malformed inventory from leaf %s: %s", self.leaf,
+                        str(exc).splitlines()[0])
+            reply = {"error": str(exc)[:500]}
         await stream.write(json.dumps(reply).encode())
         stream.write_eof()
 
@@ -142,8 +169,11 @@ class TunnelServer:
     def __init__(self, leaf_cas: Callable[[], dict[str, str]], report: Report,
                  store_events: StoreEvents, clock: Clock, timer: Monotonic, *,
                  own_nodes: OwnNodes | None = None,
-                 leaf_up: Callable[[str], None] | None = None) -> None:
+                 leaf_up: Callable[[str], None] | None = None,
+                 store_inventory: StoreInventory | None = None) -> None:
         self._leaf_up = leaf_up  # told of each leaf tunnel that comes up
+        # (leaf, body): what a leaf pushed of its nodes (None: refused, as a node's events)
+        self._keep_inventory = store_inventory
         self._leaf_cas = leaf_cas  # leaf cluster -> its host CA (TLS PEM)
         self._report = report
         self._store_events = store_events
@@ -153,6 +183,7 @@ class TunnelServer:
         self._sessions: HeldTunnels[_TunnelConnection] = HeldTunnels()  # by leaf
         self._nodes: HeldTunnels[_TunnelConnection] = HeldTunnels()  # admitted, by host id
         self._proxies: dict[str, str] = {}  # this cluster's proxies online: host id -> address
+        self._as_of: dt.datetime | None = None  # when the registry listed them
         self._to_tell: asyncio.Queue[_TunnelConnection] = asyncio.Queue()  # of the proxies
         metrics.TUNNELS.labels("leaf").set_function(lambda: len(self._sessions.names()))
         metrics.TUNNELS.labels("node").set_function(lambda: len(self._nodes.names()))
@@ -230,6 +261,11 @@ class TunnelServer:
             log.info("tunnel from leaf %s is down: %s", session.leaf, reason)
             self._changed()
 
+    def _store_inventory(self, leaf: str, body: bytes) -> None:
+        if self._keep_inventory is None:
+            raise BadParameter("this proxy keeps no inventory")
+        self._keep_inventory(leaf, body)
+
     def _changed(self) -> None:
         self._schedule.changed(self._timer.monotonic())
         self._wake.set()
@@ -263,9 +299,11 @@ class TunnelServer:
             with contextlib.suppress(TimeoutError):
                 await wait_for(self._timer, self._wake.wait(), self._schedule.wait(now))
 
-    def announce(self, proxies: Mapping[str, str]) -> None:
-        """This cluster's proxies online now (host id -> address): every agent is told
-        when the set changes."""
+    def announce(self, proxies: Mapping[str, str], as_of: dt.datetime | None = None) -> None:
+        """This cluster's proxies online (host id -> address), as the registry listed them
+        at ``as_of``: every agent is told when the set changes (and when, so that it
+        keeps the registry's newest word, coverage.py)."""
+        self._as_of = as_of
         if proxies != self._proxies:
             self._proxies = dict(proxies)
             log.info("proxies of this cluster: %s", ", ".join(
@@ -287,8 +325,10 @@ class TunnelServer:
         if session.closed.done():
             return
         try:
-            stream = await session.open({"kind": "proxies", "proxies": self._proxies},
-                                        timeout=ANNOUNCE_TIMEOUT)
+            news: dict[str, Any] = {"kind": "proxies", "proxies": self._proxies}
+            if self._as_of is not None:
+                news["as_of"] = self._as_of.isoformat()
+            stream = await session.open(news, timeout=ANNOUNCE_TIMEOUT)
         except ConnectionProblem as exc:  # an agent of a version before several proxies
             log.debug("the proxies not told to %s: %s", session._who(), exc)
             return

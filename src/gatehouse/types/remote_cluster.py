@@ -21,11 +21,12 @@ class RemoteClusterStatus(Model):
     # What the leaf last said of itself over its tunnel (None: it has not said).
     session_recording: str | None = None  # node | off
     version: str | None = None  # its Gatehouse version
+    proxy_addr: str | None = None  # its proxy_service.public_addr (users' way in without us)
 
     @model_serializer(mode="wrap")
     def _drop_unsaid(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data: dict[str, Any] = handler(self)
-        for key in ("session_recording", "version"):
+        for key in ("session_recording", "version", "proxy_addr"):
             if data.get(key) is None:
                 data.pop(key, None)
         return data

@@ -15,10 +15,11 @@ import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Any, NamedTuple, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from gatehouse.errors import BadParameter
 from gatehouse.types.cluster_access import ClusterAccess
+from gatehouse.types.inventory import LeafInventory
 from gatehouse.types.node import Node
 from gatehouse.types.resource import Resource
 from gatehouse.types.trusted_cluster import TrustedClusterStatus
@@ -47,6 +48,7 @@ __all__ = [
     "LeafInfo",
     "LeafJoinReply",
     "LeafJoinRequest",
+    "LeafLoginRequest",
     "LoginRequest",
     "NodeQuery",
     "NodeTunnelVerdict",
@@ -144,6 +146,12 @@ class LoginRequest(_Message):
     ttl: str | None = None  # a duration ("8h"); None: the roles' default
 
 
+class LeafLoginRequest(_Message):
+    """A root user asks a leaf for certificates of the leaf's user CA (auth/leaflogin.py)."""
+
+    public_key: str  # OpenSSH line: the key of the user's root certificate
+
+
 class SSOBegin(_Message):
     """gsh starts an SSO login: the key to certify, where its loopback listener waits for
     the browser, and the SHA-256 (hex) of a secret only it holds (to fetch the result)."""
@@ -229,6 +237,7 @@ class ProxySet(_Message):
     """The proxies of a cluster online now (a proxy heartbeat's reply)."""
 
     proxies: list[ProxyAddr]
+    as_of: AwareDatetime | None = None  # when the auth read them from its registry
 
 
 class NodeTunnels(_Message):
@@ -253,6 +262,10 @@ class ClusterInfo(_Message):
     status: str  # online | offline
     last_heartbeat: str | None
     host_ca_ssh: str
+    # A leaf's own proxy, for `gsh ssh` while the root is down: the address it publishes
+    # (proxy_service.public_addr; "" = none) and the host CA (PEM) its certificate has.
+    proxy_addr: str = ""
+    host_ca_tls: str = ""
 
 
 class CAStatus(_Message):
@@ -274,6 +287,7 @@ class LeafInfo(_Message):
 
     session_recording: str = Field(default="", max_length=16)  # node | off
     version: str = Field(default="", max_length=64)
+    proxy_addr: str = Field(default="", max_length=256)  # its proxy_service.public_addr
 
 
 class RemoteTunnels(_Message):
@@ -373,6 +387,7 @@ class Route(NamedTuple):
 ROUTES: dict[str, Route] = {
     "ping": Route("GET", "/v1/ping"),
     "login": Route("POST", "/v1/login"),
+    "leaf_login": Route("POST", "/v1/leaf_login"),
     "join": Route("POST", "/v1/join"),
     "join_leaf": Route("POST", "/v1/trusted_clusters/join"),
     "sso_begin": Route("POST", "/v1/sso/oidc/begin"),
@@ -384,6 +399,7 @@ ROUTES: dict[str, Route] = {
     "report_tunnels": Route("POST", "/v1/remote_clusters/heartbeat"),
     "report_root_tunnels": Route("POST", "/v1/trusted_clusters/heartbeat"),
     "put_cluster_access": Route("POST", "/v1/trusted_clusters/{root}/access"),
+    "leaf_inventory": Route("GET", "/v1/trusted_clusters/{root}/inventory"),
     "status": Route("GET", "/v1/status"),
     "heartbeat": Route("POST", "/v1/nodes/heartbeat"),
     "report_node_tunnels": Route("POST", "/v1/nodes/tunnels"),
@@ -430,6 +446,9 @@ class AuthAPI(Protocol):
     # hosts
     async def heartbeat(self, beat: Heartbeat) -> Node: ...
     async def renew(self, req: RenewRequest) -> Certs: ...
+
+    # root users, relayed to a leaf
+    async def leaf_login(self, req: LeafLoginRequest) -> Certs: ...
     async def trust(self) -> TrustSnapshot: ...
     def watch_trust(self) -> AsyncIterator[TrustSnapshot]: ...
     async def report_tunnels(self, leaves: list[str],
@@ -438,6 +457,7 @@ class AuthAPI(Protocol):
     async def proxy_heartbeat(self, beat: ProxyHeartbeat) -> ProxySet: ...
     async def report_root_tunnels(self, roots: list[RootTunnel]) -> None: ...
     async def put_cluster_access(self, root: str, access: ClusterAccess) -> None: ...
+    async def leaf_inventory(self, root: str) -> LeafInventory: ...
     async def post_events(self, events: list[dict[str, Any]]) -> EventsStored: ...
     async def export_events(self, after: str, limit: int) -> EventPage: ...
     async def export_cursor(self, root: str) -> str: ...

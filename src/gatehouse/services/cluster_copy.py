@@ -1,0 +1,112 @@
+"""Copy a stopped cluster's items from one place to another (``gatectl backend copy``).
+
+A place is where a cluster keeps its state (users, roles, CAs with their keys, tokens,
+trust), its audit log and its recordings: in one backend (SQLite, PostgreSQL, etcd
+alone), or the audit log and recordings in a second one (etcd with
+``storage.audit_conn_string``); recordings' chunks are files in a directory or items
+beside their metadata. Items are copied as they are, expiries kept; recordings are
+read from the source's layout and written in the destination's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from gatehouse.backend import Backend, prefix_end
+from gatehouse.backend.copy import copy_range, is_empty
+from gatehouse.errors import AlreadyExists, BadParameter, NotFound
+from gatehouse.services import events, recordings
+from gatehouse.services.proxies import ONLINE_WITHIN, ProxyStore
+from gatehouse.services.recordings import RecordingStore
+
+__all__ = ["Copied", "Place", "check_stopped", "copy_cluster"]
+
+_SOLE_AUTH = b"/sole_auth"  # services.sole_auth's claim, renewed while an auth runs
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a cluster keeps its items; ``audit`` may be ``state`` itself, and
+    ``recordings`` is the chunks' directory (None: items in ``audit``)."""
+
+    name: str  # for messages: the URI it was opened from
+    state: Backend
+    audit: Backend
+    recordings: Path | None
+    locked: bool = False  # its data directory's lock was checked: no process writes to it
+
+
+@dataclass
+class Copied:
+    items: int = 0
+    audit_items: int = 0
+    recordings: int = 0
+    recording_bytes: int = 0
+
+
+async def check_stopped(place: Place, now: dt.datetime) -> None:
+    """BadParameter if the cluster at a shared place looks running: a proxy heartbeat
+    within ONLINE_WITHIN, or an auth's live claim on etcd. (A place whose data
+    directory's lock the caller checked is stopped: the auth holding it is its only
+    writer.)"""
+    if place.locked:
+        return
+    online = await ProxyStore(place.state).online(now)
+    if online:
+        beat = online[0].status.last_heartbeat
+        ago = f"{(now - beat).total_seconds():.0f}s ago" if beat else "lately"
+        raise BadParameter(f"{place.name}: the cluster looks running (proxy "
+                           f"{online[0].metadata.name} sent a heartbeat {ago}; a stopped "
+                           f"one's ages past {ONLINE_WITHIN.seconds}s); stop every auth and "
+                           "proxy first")
+    try:
+        claim = await place.state.get(_SOLE_AUTH)
+    except NotFound:
+        return
+    raise BadParameter(f"{place.name}: the cluster looks running (auth "
+                       f"{claim.value.decode(errors='replace')} holds its claim); stop it first")
+
+
+async def copy_cluster(src: Place, dst: Place, *, force: bool,
+                       progress: Callable[[str, int], None] = lambda what, n: None) -> Copied:
+    """Copy everything at src into dst; BadParameter if dst holds anything and not
+    ``force`` (with force, dst's items are removed first). ``progress(what, n)`` is told
+    of each step: n items of state or audit log, or n bytes of recordings."""
+    await _make_room(dst, force)
+    done = Copied()
+    owned = (*events.KEYS, *recordings.KEYS)
+
+    def items(n: int) -> None:
+        progress("items", n)
+
+    done.items = await copy_range(src.state, dst.state, skip=owned, copied=items)
+
+    def audit(n: int) -> None:
+        progress("audit items", n)
+
+    for prefix in (*events.KEYS, *recordings.LEAF_KEYS):  # recordings below
+        done.audit_items += await copy_range(src.audit, dst.audit, prefix, copied=audit)
+
+    def chunk(n: int) -> None:
+        done.recording_bytes += n
+        progress("recording bytes", n)
+
+    try:
+        done.recordings = await RecordingStore(src.audit, src.recordings).copy_to(
+            RecordingStore(dst.audit, dst.recordings), chunk)
+    except AlreadyExists as exc:
+        raise BadParameter(f"{dst.name}: {exc} (use --force to replace it)") from None
+    return done
+
+
+async def _make_room(dst: Place, force: bool) -> None:
+    backends = [dst.state] if dst.audit is dst.state else [dst.state, dst.audit]
+    full = [b for b in backends if not await is_empty(b)]
+    if full and not force:
+        raise BadParameter(f"{dst.name} is not empty; refusing to copy into it "
+                           "(--force removes what is there first)")
+    for backend in full:
+        await backend.delete_range(b"/", prefix_end(b"/"))
