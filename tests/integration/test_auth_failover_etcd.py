@@ -1,8 +1,8 @@
 """Two auths on etcd state (issue 14: "the same auth failover on etcd state"): kill -9
 of the first under logins leaves the cluster serving through auth2, with the
-certificates, users and tokens it had. The auths name a PostgreSQL for the audit
-(storage.audit_conn_string), without which a second auth on the prefix refuses to
-start; what goes there is not checked here (the audit's own tests do)."""
+certificates, users and tokens it had, and the audit log (in the PostgreSQL named by
+storage.audit_conn_string, which both auths share) holds one user.login per
+successful login."""
 
 from __future__ import annotations
 
@@ -51,6 +51,12 @@ def test_kill_an_auth_on_etcd_state(ha: TwoAuths) -> None:
     carol.stop()
     assert first - slowest <= FAILOVER_LIMIT, carol.errors
     assert carol.succeeded() >= len(carol.made) - 2, carol.errors
+    made, ok = len(carol.made), carol.succeeded()
+    got = wait_for("the logins' events", lambda: (n if (n := len(cluster.gatectl(
+        "events", "--format=json", "--type=user.login", "--user=carol", "--limit=10000",
+        auth="auth2").ok().json())) >= ok else None), timeout=20)
+    print(f"{made} login attempts, {ok} succeeded, {got} user.login events")
+    assert ok <= got <= made
 
     # The state is the cluster's, not the dead auth's: its certificate, its token, its
     # users serve through auth2.
