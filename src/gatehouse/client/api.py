@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 
-from gatehouse.client.failover import Failover
+from gatehouse.client.failover import CONNECT_TIMEOUT, Failover
 from gatehouse.errors import ConnectionProblem, GatehouseError, from_status
 from gatehouse.wire.names import WATCH_SILENCE
 
@@ -42,8 +42,11 @@ class APIClient:
         self._failover = Failover(addr)
         self._ssl = ssl_context
         self._server_hostname = server_hostname
-        # A connect that hangs (a dead machine) gives up early enough to try the next.
-        self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 5.0))
+        # With several addresses, a connect that hangs (a dead machine) gives up early
+        # enough to try the next.
+        several = len(self._failover.addrs) > 1
+        self._timeout = aiohttp.ClientTimeout(
+            total=timeout, sock_connect=min(timeout, CONNECT_TIMEOUT) if several else None)
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -178,7 +181,8 @@ class APIClient:
                 f"https://{addr}{path}",
                 params=params or None,
                 server_hostname=self._server_hostname,
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=silence),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT,
+                                          sock_read=silence),
             )
 
         try:

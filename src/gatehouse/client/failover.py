@@ -17,9 +17,12 @@ from typing import TypeVar
 
 import aiohttp
 
-__all__ = ["MAX_PAUSE", "Failover"]
+__all__ = ["CONNECT_TIMEOUT", "MAX_PAUSE", "Failover"]
 
 MAX_PAUSE = 0.2  # seconds; the random pause before trying the next address is below it
+# Seconds a connection may take to open before the next address is tried (a dead
+# machine, rather than a dead process, answers nothing).
+CONNECT_TIMEOUT = 5.0
 
 T = TypeVar("T")
 

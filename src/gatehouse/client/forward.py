@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Sequence
 
 import aiohttp
 
-from gatehouse.client.failover import Failover
+from gatehouse.client.failover import CONNECT_TIMEOUT, Failover
 from gatehouse.errors import from_status
 from gatehouse.wire.authapi import ROUTES
 from gatehouse.wire.dial import NodeRoute
@@ -68,7 +68,7 @@ class AuthForwarder:
                 # No pool limit: trust watches of nodes joined through this proxy hold
                 # connections for as long as they live.
                 connector=aiohttp.TCPConnector(ssl=self._ssl, limit=0),
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT),
                 auto_decompress=False,
             )
         return self._session
