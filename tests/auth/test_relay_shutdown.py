@@ -55,6 +55,10 @@ def _no_reach(user: x509.Identity, leaf: str) -> None:
     raise AssertionError("no request for a leaf in this test")
 
 
+async def _no_audit(event: str, fields: dict[str, object]) -> None:
+    raise AssertionError("nothing to audit in this test")
+
+
 class Cuttable:
     """A TCP hop to ``target`` whose connections can all be cut at once (the far end
     killed: its kernel closes them)."""
@@ -105,7 +109,7 @@ async def _relaying(api: API, tmp_path: Path, auth_addr: str) -> AsyncIterator[
         proxy.cas_pem(), cert_file=proxy.tls_cert_file, key_file=proxy.key_pem_file),
         f"auth.{CLUSTER}")
     runner = web.AppRunner(make_web_app(forwarder, CLUSTER, _no_leaves, _no_users, _no_reach,
-                                        _no_sso),
+                                        _no_sso, audit=_no_audit),
                            access_log=None, shutdown_timeout=GRACE)
     await runner.setup()
     ca_pems = api.server.cas["host"].tls_cert_pem + api.server.cas["user"].tls_cert_pem

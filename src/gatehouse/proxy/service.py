@@ -234,7 +234,7 @@ class ProxyService:
         local = self._local
         front = make_web_app(forwarder, self._cluster, tunnels.relay_api, authenticate,
                              self._check_reach, self._api.sso_finish,
-                             local.api_app() if local else None,
+                             local.api_app() if local else None, audit=self._audit,
                              own_routes={INVENTORY_PATH: inventory_handler(
                                  held, authenticate, self._leaf_refusal)})
         limits = self._cfg.limits

@@ -48,6 +48,7 @@ MAX_BODY = RECORDING_CHUNK + 65536  # a recording chunk and its framing
 RelayToLeaf = Callable[[str, ForwardedCall], Awaitable[tuple[int, bytes]]]
 Authenticate = Callable[[bytes], x509.Identity]  # a client certificate (DER) -> its user
 CheckReach = Callable[[x509.Identity, str], None]  # (user, leaf): AccessDenied if not theirs
+Audit = Callable[[str, dict[str, Any]], Awaitable[None]]  # (event, fields) to this cluster
 FinishSSO = Callable[[SSOCallback], Awaitable[SSORedirect]]
 SSO_CALLBACK = "/v1/sso/oidc/callback"
 
@@ -78,10 +79,11 @@ def _call_of(request: web.Request, body: bytes) -> ForwardedCall:
     )
 
 
-def _leaf_routing(cluster: str, relay_to_leaf: RelayToLeaf,
-                  authenticate: Authenticate, check_reach: CheckReach) -> Middleware:
+def _leaf_routing(cluster: str, relay_to_leaf: RelayToLeaf, authenticate: Authenticate,
+                  check_reach: CheckReach, audit: Audit) -> Middleware:
     """A request of one of this cluster's users for another cluster goes through that
-    leaf's tunnel, if their roles' cluster labels select the leaf."""
+    leaf's tunnel, if their roles' cluster labels select the leaf (a refusal is audited,
+    as a refused SSH dial is)."""
 
     @web.middleware
     async def route(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -97,7 +99,15 @@ def _leaf_routing(cluster: str, relay_to_leaf: RelayToLeaf,
                             target[:80], call.remote, call.path[:80], str(exc))
                 raise AccessDenied(f"requests for cluster {target[:80]!r} need a user "
                                    f"certificate of {cluster}: {exc}") from None
-            check_reach(user, target)
+            try:
+                check_reach(user, target)
+            except AccessDenied as exc:
+                await audit("proxy.dial.denied", {
+                    "user": user.name, "remote_addr": call.remote,
+                    "fields": {"leaf": target[:80]},
+                    "message": f"{call.method} {call.path[:80]} for cluster {target[:80]} "
+                               f"refused: {exc}"})
+                raise
             status, body = await relay_to_leaf(target, call)
         except GatehouseError as exc:
             status, body = exc.status, error_body(str(exc))
@@ -108,13 +118,14 @@ def _leaf_routing(cluster: str, relay_to_leaf: RelayToLeaf,
 
 def make_web_app(forwarder: AuthForwarder, cluster: str, relay_to_leaf: RelayToLeaf,
                  authenticate: Authenticate, check_reach: CheckReach, finish_sso: FinishSSO,
-                 local: web.Application | None = None, *,
+                 local: web.Application | None = None, *, audit: Audit,
                  own_routes: dict[str, Handler] | None = None) -> web.Application:
     """The front: ``local`` (the co-located auth's API app) or a relay to the auth;
     ``authenticate`` vouches for the users whose requests go on to leaves,
-    ``check_reach`` for the leaves they may reach; ``finish_sso`` hands an IdP's
+    ``check_reach`` for the leaves they may reach (``audit`` takes its refusals);
+    ``finish_sso`` hands an IdP's
     redirect to the auth; ``own_routes`` (GET path -> handler) the proxy answers itself."""
-    routing = _leaf_routing(cluster, relay_to_leaf, authenticate, check_reach)
+    routing = _leaf_routing(cluster, relay_to_leaf, authenticate, check_reach, audit)
     async def on_cleanup(_: web.Application) -> None:
         await forwarder.close()
 
