@@ -1,9 +1,7 @@
-"""Fixtures every unit test may use: a fake clock and an in-memory backend on it; the
+"""Fixtures every unit test may use: a fake clock and an in-memory backend on it; and the
 rule that a test may not skip where it can run: with ``CI=true`` (where the set-up
 installed everything, OpenSSH included) no test may skip, and as root neither may the
-tests marked ``needs_netns``: there, a skip fails the run; and, for parallel runs
-(pytest-xdist, ``--dist loadgroup``), the tests that share a module's fixture kept in
-one worker, so that a module's cluster starts once."""
+tests marked ``needs_netns``: there, a skip fails the run."""
 
 from __future__ import annotations
 
@@ -65,26 +63,6 @@ def _must_run(item: pytest.Item) -> str:
     if item.get_closest_marker(NEEDS_NETNS) and os.geteuid() == 0:
         return "running as root"
     return ""
-
-
-_SHARED_SCOPES = ("class", "module", "package")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test that uses a class-, module- or package-scoped fixture goes in its module's
-    xdist group: the worker that runs the module's tests makes the fixture once, and
-    the other tests spread over all workers one by one. Without xdist the marker is inert."""
-    for item in items:
-        info = getattr(item, "_fixtureinfo", None)
-        if info is None or item.get_closest_marker("xdist_group"):
-            continue
-        # The last definition of a name is the one the test gets (others are overridden).
-        shared = {defs[-1].scope for defs in info.name2fixturedefs.values() if defs} \
-            & set(_SHARED_SCOPES)
-        if shared:
-            where = item.nodeid.split("::")[0]
-            group = where.rpartition("/")[0] if shared == {"package"} else where
-            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.hookimpl(hookwrapper=True)

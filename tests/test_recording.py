@@ -299,11 +299,15 @@ def test_is_session_id_accepts_canonical_uuids() -> None:
     assert is_session_id(str(uuid.uuid1()))
 
 
+# A fixed session id in parameters: their ids must be the same in every xdist worker.
+A_UUID = "6f1c2a3e-8b4d-4e5f-9a0b-1c2d3e4f5a6b"
+
+
 @pytest.mark.parametrize("text", [
-    "", "abc", "../../etc/passwd", "../" + str(uuid.uuid4()), str(uuid.uuid4()) + "/..",
-    str(uuid.uuid4()).upper(), str(uuid.uuid4()).replace("-", ""),
-    "{" + str(uuid.uuid4()) + "}", "urn:uuid:" + str(uuid.uuid4()), " " + str(uuid.uuid4()),
-    str(uuid.uuid4())[:-1] + "\n", "\u0661" * 8 + str(uuid.uuid4())[8:], None, 42,
+    "", "abc", "../../etc/passwd", "../" + A_UUID, A_UUID + "/..",
+    A_UUID.upper(), A_UUID.replace("-", ""),
+    "{" + A_UUID + "}", "urn:uuid:" + A_UUID, " " + A_UUID,
+    A_UUID[:-1] + "\n", "\u0661" * 8 + A_UUID[8:], None, 42,
 ])
 def test_is_session_id_rejects_the_rest(text: object) -> None:
     assert not is_session_id(text)

@@ -37,8 +37,12 @@ async def test_chunks_read_back_in_order_once_complete(store: RecordingStore) ->
     assert await store.list() == [{"session_id": sid, "user": "alice"}]
 
 
+# A fixed session id in parameters: their ids must be the same in every xdist worker.
+A_UUID = "6f1c2a3e-8b4d-4e5f-9a0b-1c2d3e4f5a6b"
+
+
 @pytest.mark.parametrize("bad", ["../../etc/passwd", "", "abc", "..", "x" * 36,
-                                 str(uuid.uuid4()).upper(), str(uuid.uuid4()) + "/meta"])
+                                 A_UUID.upper(), A_UUID + "/meta"])
 async def test_path_like_or_malformed_ids_are_refused(store: RecordingStore, bad: str) -> None:
     with pytest.raises(BadParameter, match="not a session id"):
         check_session_id(bad)
