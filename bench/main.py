@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from bench import inventory, issuance, latency, listing, load, stream, transfer, tunnels
+from bench import inventory, issuance, latency, listing, load, pgissuance, stream, transfer, tunnels
 from bench.clusters import ROOT, Gatehouse, start_gatehouse
 from bench.fakenodes import add_tunnel_nodes
 from bench.figures import Figure, missing_figure, table, write_json
@@ -101,6 +101,9 @@ ROWS = {
                    "% of a core", "≤ 5")],
     "issuance": [("cert_issuance", "user certificates issued per second (one auth)",
                   "certs/s", "≥ 2000 certs/s")],
+    "postgres": [("pg_issuance_two_auths",
+                  "user certificates issued per second, two auths on one PostgreSQL vs one",
+                  "certs/s", "≥ 1.6x one auth")],
 }
 
 
@@ -331,6 +334,9 @@ def _main(argv: list[str] | None) -> int:
                 stop_all()
         if "issuance" in rows:
             run.group("issuance", lambda: issuance.measure(sizes.issue_seconds, sizes.repeats))
+        if "postgres" in rows:
+            run.group("postgres", lambda: pgissuance.measure(sizes.issue_seconds,
+                                                             sizes.repeats))
     except KeyboardInterrupt:
         print(f"bench: interrupted; every process it started is stopped (logs in {dir})",
               file=sys.stderr)
