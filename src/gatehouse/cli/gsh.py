@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shutil
@@ -297,12 +298,15 @@ def list_nodes(
 
     async def fetch_all() -> list[Any]:
         name = profile.cluster if all_clusters else cluster or profile.selected
-        found = await fetch(profile, "" if name == profile.cluster else name, selector,
-                            0 if search else limit)
+        listed = fetch(profile, "" if name == profile.cluster else name, selector,
+                       0 if search else limit)
+        if all_clusters:  # the leaves, in one request to the root, alongside its own
+            found, leaves = await asyncio.gather(listed, find_nodes(profile, search, selector))
+        else:
+            found, leaves = await listed, []
         if search:
             found = _searched(found, search)
-        if all_clusters:  # the leaves, in one request to the root
-            found += await find_nodes(profile, search, selector)
+        found += leaves
         return found[:limit] if limit > 0 else found
 
     nodes = run_async(fetch_all())
