@@ -5,9 +5,9 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 .venv/bin/ruff check src tests bench
 .venv/bin/mypy
-# Tests run in parallel (pytest-xdist; pyproject's addopts group those that share a
-# module's cluster): most wait on the processes they start, not on the CPU, so two
-# workers per core. Arguments come after and win: `scripts/test.sh -n 0` runs in one process.
+# Tests run in parallel (pytest-xdist; pyproject's addopts keep each file in one worker,
+# so a module's cluster starts once): most wait on the processes they start, not on the
+# CPU, so two workers per core. Arguments come after and win: `scripts/test.sh -n 0` runs in one process.
 workers=$(( $(nproc) * 2 ))
 set +e
 .venv/bin/pytest -q -p no:cacheprovider -n "$workers" "$@"

@@ -137,7 +137,8 @@ def test_deleted_user_certificate_stops_working(cluster: Cluster, client: Client
 
 # --- expired certificates ---------------------------------------------------------------------
 
-TTL = 5  # seconds (gsh login --ttl accepts seconds): time for the checks that it works first
+TTL = 20  # seconds (gsh login --ttl accepts seconds): time for the checks that it works
+# first, which take more than 5 s (login, status, ssh) on a loaded machine
 
 
 @pytest.fixture(scope="module")
