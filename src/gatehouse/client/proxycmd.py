@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import os
 
 from gatehouse._sys.streams import pump
@@ -13,6 +15,9 @@ from gatehouse.wire.names import ALPN_SSH
 
 __all__ = ["proxy_stdio"]
 
+F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux), not exported before Python 3.13
+PIPE_SIZE = 1 << 20  # ssh's pipes to us: 64 KiB by default, a wake-up per 64 KiB
+
 
 async def proxy_stdio(profile: Profile, node: str, cluster: str, port: int,
                       fallback: Fallback | None = None) -> None:
@@ -22,6 +27,9 @@ async def proxy_stdio(profile: Profile, node: str, cluster: str, port: int,
         profile.proxy, profile.ssl_context([ALPN_SSH]), profile.server_name,
         DialRequest(target=node, cluster=cluster, port=port), fallback,
     )
+    for fd in (0, 1):
+        with contextlib.suppress(OSError):  # not a pipe (a socket): nothing to widen
+            fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
     stdin = asyncio.StreamReader(limit=1 << 20)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin),
                                  os.fdopen(os.dup(0), "rb", 0))
