@@ -9,13 +9,15 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from gatehouse.client.login import api_for
 from gatehouse.client.profile import Profile
 from gatehouse.errors import BadParameter, GatehouseError
 from gatehouse.pki import sshcert
 from gatehouse.pki.keystore import write_private
-from gatehouse.wire.authapi import Certs, LeafLoginRequest
+
+if TYPE_CHECKING:  # `gsh ssh` reads certificates only: the API client loads on obtain()
+    from gatehouse.wire.authapi import Certs
 
 __all__ = ["leaf_cert_file", "missing_hint", "obtain", "principals", "ssh_cert_line"]
 
@@ -34,6 +36,9 @@ def leaf_cert_file(profile: Profile, leaf: str) -> Path:
 async def obtain(profile: Profile, leaf: str) -> Certs:
     """The leaf's certificates for the profile's key, saved in the profile (those of an
     earlier `gsh login LEAF` removed first: a refusal leaves none behind)."""
+    from gatehouse.client.login import api_for
+    from gatehouse.wire.authapi import LeafLoginRequest
+
     where = _directory(profile, leaf)
     shutil.rmtree(where, ignore_errors=True)
     public_key = sshcert.public_key_line(profile.identity.key().public_key())
