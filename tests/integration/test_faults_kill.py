@@ -37,7 +37,7 @@ from gatehouse.process.harness import (
     wait_online,
 )
 
-BIG = 3_000_000  # `seq 1 BIG`: ~21 MB of output, a recording of ~20 upload chunks
+BIG = 10_000_000  # `seq 1 BIG`: ~79 MB of output, a recording of ~19 upload chunks (4 MiB)
 SESSION_EVENTS = ("session.start", "exec", "session.end", "session.abort")
 ONCE = {"session.start": 1, "exec": 1, "session.end": 1}
 LEAF = "leaf.example.com"

@@ -44,7 +44,7 @@ async def test_state_audit_and_recordings_land_in_the_destinations_layout(
     def progress(what: str, n: int) -> None:
         told[what] = told.get(what, 0) + n
 
-    done = await copy_cluster(src, dst, force=False, progress=progress)
+    done = await copy_cluster(src, dst, force=False, now=clock.now(), progress=progress)
 
     assert (done.items, done.recordings, done.recording_bytes) == (2, 1, len(recording))
     assert done.audit_items == 1
@@ -60,9 +60,9 @@ async def test_state_audit_and_recordings_land_in_the_destinations_layout(
 
     with pytest.raises(BadParameter, match=r"^etcd:dst is not empty; refusing to copy into "
                                            r"it \(--force removes what is there first\)$"):
-        await copy_cluster(src, dst, force=False)
+        await copy_cluster(src, dst, force=False, now=clock.now())
     await state.put(Item(b"/stale", b"left from before"))
-    await copy_cluster(src, dst, force=True)
+    await copy_cluster(src, dst, force=True, now=clock.now())
     assert not await state.get_range(b"/stale", b"/stale0")
     assert await moved.read(sid) == recording
 
@@ -98,7 +98,7 @@ async def test_a_destination_that_is_the_source_is_refused_even_with_force() -> 
     for dst in (Place("etcd:dst", state, audit, None), Place("postgres:dst", audit, audit, None),
                 Place("etcd:dst2", other, state, None)):
         with pytest.raises(BadParameter, match=f"^{dst.name} is where {src.name} keeps"):
-            await copy_cluster(src, dst, force=True)
+            await copy_cluster(src, dst, force=True, now=clock.now())
     assert (await state.get(b"/users/alice")).value == b"A"
     assert (await audit.get(b"/events/1")).value == b"E"
     assert not await other.get_range(b"/", b"0")

@@ -22,7 +22,7 @@ from gatehouse.backend import Backend, EtcdSettings, open_backend
 from gatehouse.clock import Clock
 from gatehouse.errors import BadParameter
 from gatehouse.process.daemon import check_unlocked
-from gatehouse.services.cluster_copy import Copied, Place, check_stopped, copy_cluster
+from gatehouse.services.cluster_copy import Copied, Place, copy_cluster
 
 __all__ = ["copy_between"]
 
@@ -37,8 +37,7 @@ async def copy_between(source: str, destination: str, clock: Clock, *, force: bo
     """Copy the stopped cluster at source into destination (see the module's docstring)."""
     async with _opened(source, clock, source=True) as src, \
             _opened(destination, clock, source=False) as dst:
-        await check_stopped(src, clock.now())
-        return await copy_cluster(src, dst, force=force, progress=progress)
+        return await copy_cluster(src, dst, force=force, now=clock.now(), progress=progress)
 
 
 @contextlib.asynccontextmanager

@@ -72,12 +72,15 @@ async def check_stopped(place: Place, now: dt.datetime) -> None:
                        f"{claim.value.decode(errors='replace')} holds its claim); stop it first")
 
 
-async def copy_cluster(src: Place, dst: Place, *, force: bool,
+async def copy_cluster(src: Place, dst: Place, *, force: bool, now: dt.datetime,
                        progress: Callable[[str, int], None] = lambda what, n: None) -> Copied:
-    """Copy everything at src into dst; BadParameter if dst holds anything and not
-    ``force`` (with force, dst's items are removed first). ``progress(what, n)`` is told
-    of each step: n items of state or audit log, or n bytes of recordings."""
+    """Copy everything at src into dst; BadParameter if dst is src's own storage, if the
+    cluster at src looks running (at ``now``: check_stopped), or if dst holds anything and
+    not ``force`` (with force, dst's items are removed first), in that order.
+    ``progress(what, n)`` is told of each step: n items of state or audit log, or n bytes
+    of recordings."""
     await _check_apart(src, dst)
+    await check_stopped(src, now)
     await _make_room(dst, force)
     done = Copied()
     owned = (*events.KEYS, *recordings.KEYS)
