@@ -13,12 +13,11 @@ import contextlib
 import os
 import re
 import select
-import shutil
 import signal
-import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -28,12 +27,12 @@ from gatehouse.process.harness import (
     Client,
     Cluster,
     Process,
-    free_ports,
     in_parallel,
     join,
     stop_all,
     wait_for,
 )
+from tests.integration.haproxy import start_haproxy
 
 ROOT, LEAF = "sso.example.com", "us-east-1a"
 
@@ -64,7 +63,9 @@ def several_proxies(work: Path, *, balancer: str = "") -> Iterator[Setup]:
         root.start_proxy("proxy2")
         dial = root.proxy
         if balancer:
-            dial, process = _haproxy(work, balancer, [root.proxy, root.proxy_addrs["proxy2"]])
+            dial, process = start_haproxy(work, partial(
+                _haproxy_config, balance=balancer,
+                servers=[root.proxy, root.proxy_addrs["proxy2"]]))
             extra.append(process)
         join(leaf, root, "{remote: access, local: [access]}", proxy_addr=dial)
         edge = root.start_node("edge1", root.token("node"), {"site": "berlin"}, tunnel=True,
@@ -83,28 +84,15 @@ def several_proxies(work: Path, *, balancer: str = "") -> Iterator[Setup]:
                   *(p for p in (root.proxy_process, root.daemon, leaf.daemon) if p)])
 
 
-def _haproxy(work: Path, balance: str, servers: list[str]) -> tuple[str, Process]:
-    """HAProxy in plain TCP mode on a free loopback port, in front of ``servers``."""
-    (port,) = free_ports(1)
-    config = work / "haproxy.cfg"
-    config.write_text("\n".join([
+def _haproxy_config(port: int, balance: str, servers: list[str]) -> str:
+    """HAProxy in plain TCP mode on ``port``, in front of ``servers``."""
+    return "\n".join([
         "global", "    maxconn 512",
         "defaults", "    mode tcp", "    timeout connect 5s", "    timeout client 1h",
         "    timeout server 1h",
         "frontend gatehouse", f"    bind 127.0.0.1:{port}", "    default_backend proxies",
         "backend proxies", f"    balance {balance}",
-        *(f"    server p{i} {addr}" for i, addr in enumerate(servers, 1)), ""]))
-    binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
-    process = Process("haproxy", [binary, "-db", "-f", str(config)], work / "haproxy.log",
-                      cwd=work).start()
-
-    def accepts() -> bool:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-            return True
-        return False
-
-    process.wait_ready("its port open", accepts, timeout=15)
-    return f"127.0.0.1:{port}", process
+        *(f"    server p{i} {addr}" for i, addr in enumerate(servers, 1)), ""])
 
 
 @pytest.fixture(scope="module")

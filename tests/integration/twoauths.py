@@ -5,16 +5,16 @@ set-up of the failover tests (docs/high-availability.md shows this HAProxy confi
 from __future__ import annotations
 
 import contextlib
-import shutil
-import socket
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from gatehouse.process.harness import Client, Cluster, Process, free_ports, stop_all, wait_for
+from gatehouse.process.harness import Client, Cluster, Process, stop_all, wait_for
+from tests.integration.haproxy import start_haproxy
 
 CLUSTER = "ha.example.com"
 FAILOVER_LIMIT = 5.0  # seconds: the bound on a failover
@@ -36,23 +36,6 @@ def haproxy_config(port: int, proxies: list[tuple[str, str]]) -> str:
         host, diag_port = diag.rsplit(":", 1)
         lines.append(f"    server p{i} {addr} check addr {host} port {diag_port}")
     return "\n".join([*lines, ""])
-
-
-def start_haproxy(work: Path, proxies: list[tuple[str, str]]) -> tuple[str, Process]:
-    (port,) = free_ports(1)
-    config = work / "haproxy.cfg"
-    config.write_text(haproxy_config(port, proxies))
-    binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
-    process = Process("haproxy", [binary, "-db", "-f", str(config)], work / "haproxy.log",
-                      cwd=work).start()
-
-    def accepts() -> bool:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-            return True
-        return False
-
-    process.wait_ready("its port open", accepts, timeout=15)
-    return f"127.0.0.1:{port}", process
 
 
 @dataclass
@@ -82,9 +65,9 @@ def two_auths(work: Path, storage: dict[str, Any]) -> Iterator[TwoAuths]:
     try:
         cluster.start()
         cluster.start_proxy("proxy2")
-        balancer, haproxy = start_haproxy(work, [
+        balancer, haproxy = start_haproxy(work, partial(haproxy_config, proxies=[
             (cluster.proxy, cluster.diag_addr("proxy")),
-            (cluster.proxy_addrs["proxy2"], cluster.diag_addr("proxy2"))])
+            (cluster.proxy_addrs["proxy2"], cluster.diag_addr("proxy2"))]))
         cluster.join_node("node2", {"env": "ha"}, via="auth")
         yield TwoAuths(cluster, balancer, haproxy, work)
     finally:
