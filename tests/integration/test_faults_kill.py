@@ -133,32 +133,46 @@ def _one_clear_line(rc: int, err: str) -> str:
     return lines[0]
 
 
-def _big_session(client: Client) -> str:
-    """Run `seq 1 BIG` on node1; its output (checked)."""
+def _big_session(client: Client, marker: str) -> str:
+    """Run `seq 1 BIG` on node1 (its command carries ``marker``); its output (checked)."""
     expected = "".join(f"{i}\n" for i in range(1, BIG + 1))
-    res = client.ssh("root@node1", f"seq 1 {BIG}")
+    res = client.ssh("root@node1", f": {marker}; seq 1 {BIG}")
     assert res.rc == 0 and res.out == expected, (res.rc, len(res.out), res.err)
     return expected
 
 
-def _upload_under_way(auth_recordings: Path, timeout: float = 30.0) -> str:
+def _upload_under_way(auth_recordings: Path, skip: set[str], timeout: float = 30.0) -> str:
     """Wait until a recording's second chunk is at the auth (a recording of one chunk
-    arrives with its completion); its session id. Polled every millisecond: the whole
-    upload takes well under a second on an idle machine."""
+    arrives with its completion), not one of ``skip``; its session id. Polled every
+    millisecond: the whole upload takes well under a second on an idle machine."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if auth_recordings.is_dir():
             for found in auth_recordings.iterdir():
-                if (found / "000001").exists():
+                if found.name not in skip and (found / "000001").exists():
                     return found.name
         time.sleep(0.001)
     raise AssertionError(f"no recording upload reached {auth_recordings} in {timeout:.0f} s")
 
 
-def _still_on_node(node_workdir: Path, node: str, session_id: str) -> None:
-    """The node still holds the recording: its upload had not finished."""
-    left = node_workdir / f"{node}-data" / "recordings" / f"{session_id}.rec"
-    assert left.exists(), "the upload finished before the kill: the test proved nothing"
+def _caught_mid_upload(client: Client, cluster: Cluster) -> tuple[str, str, str]:
+    """A big session whose recording upload is held halfway: node1 is stopped (SIGSTOP)
+    once the auth has part of it and before it has all of it. A busy machine may let an
+    upload finish between the two looks; then another session is tried (3 at most).
+    (The session's marker, its id, its output); node1 is left stopped."""
+    node = cluster.nodes["node1"]
+    on_node = cluster.workdir / "node1-data" / "recordings"
+    seen: set[str] = set()
+    for attempt in range(3):
+        marker = f"fk-big-{attempt}"
+        big = _big_session(client, marker)
+        sid = _upload_under_way(cluster.data_dir / "recordings", seen)
+        os.kill(node.pid, signal.SIGSTOP)
+        if (on_node / f"{sid}.rec").exists():
+            return marker, sid, big
+        os.kill(node.pid, signal.SIGCONT)
+        seen.add(sid)
+    raise AssertionError("3 recording uploads finished before node1 could be stopped")
 
 
 def _tally(events: list[dict[str, Any]], markers: list[str]) -> dict[str, dict[str, int]]:
@@ -214,11 +228,10 @@ def test_the_auth_killed(split: Cluster, tmp_path: Path) -> None:
     me.ssh("root@node1", "echo fk-a").ok()
     live = Live(me, "fk-live")
     try:
-        big = _big_session(me)
-        sid = _upload_under_way(split.data_dir / "recordings")
+        marker, sid, big = _caught_mid_upload(me, split)
         assert split.daemon is not None
         _kill(split.daemon)
-        _still_on_node(split.workdir, "node1", sid)
+        os.kill(split.nodes["node1"].pid, signal.SIGCONT)
 
         down = me.ssh("root@node1", "echo fk-down")
         assert "cannot reach the auth" in _one_clear_line(down.rc, down.err)
@@ -229,7 +242,7 @@ def test_the_auth_killed(split: Cluster, tmp_path: Path) -> None:
 
     split.restart()
     assert me.ssh("root@node1", "echo fk-c").ok().out == "fk-c\n"
-    markers = ["fk-a", "fk-live", f"seq 1 {BIG}", "fk-c"]
+    markers = ["fk-a", "fk-live", marker, "fk-c"]
     assert _settled(split, markers) == dict.fromkeys(markers, ONCE)
     assert _tally(split.events(), ["fk-down"]) == {"fk-down": {"sessions": 0}}
     # The proxy's refusal while the auth was away is audited once it is back, once.
@@ -241,7 +254,7 @@ def test_the_auth_killed(split: Cluster, tmp_path: Path) -> None:
     assert _recordings(me, list(sessions.values())) == dict.fromkeys(sessions.values(), 1)
     assert me.gsh("play", sessions["fk-live"]).ok().out == "fk-live\nfk-live-after\n"
     assert me.gsh("play", sid).ok().out == big
-    assert sessions[f"seq 1 {BIG}"] == sid
+    assert sessions[marker] == sid
     _newcomer_reaches_node1(split, tmp_path / "dave")
     _logs_clean(split)
 
@@ -254,11 +267,10 @@ def test_the_proxy_killed(split: Cluster, tmp_path: Path) -> None:
     me.ssh("root@node1", "echo fk-a").ok()
     live = Live(me, "fk-live")
     try:
-        big = _big_session(me)
-        sid = _upload_under_way(split.data_dir / "recordings")
+        marker, sid, big = _caught_mid_upload(me, split)
         assert split.proxy_process is not None
         _kill(split.proxy_process)
-        _still_on_node(split.workdir, "node1", sid)
+        os.kill(split.nodes["node1"].pid, signal.SIGCONT)
 
         rc, out, err = live.finish()
         assert out == "" and "connection to node1" in _one_clear_line(rc, err)
@@ -269,7 +281,7 @@ def test_the_proxy_killed(split: Cluster, tmp_path: Path) -> None:
 
     split.start_proxy()
     assert me.ssh("root@node1", "echo fk-c").ok().out == "fk-c\n"
-    markers = ["fk-a", "fk-live", f"seq 1 {BIG}", "fk-c"]
+    markers = ["fk-a", "fk-live", marker, "fk-c"]
     assert _settled(split, markers) == dict.fromkeys(markers, ONCE)
     sessions = {m: _session_of(split, m) for m in markers}
     assert _recordings(me, list(sessions.values())) == dict.fromkeys(sessions.values(), 1)
@@ -288,10 +300,9 @@ def test_the_node_killed_while_it_uploads_a_recording(split: Cluster, tmp_path: 
     me.ssh("root@node1", "echo fk-a").ok()
     live = Live(me, "fk-live")
     try:
-        big = _big_session(me)  # also past the recorder's flush of the live session
-        sid = _upload_under_way(split.data_dir / "recordings")
+        # The big session also takes node1 past its recorder's flush of the live one.
+        marker, sid, big = _caught_mid_upload(me, split)
         _kill(split.nodes["node1"])
-        _still_on_node(split.workdir, "node1", sid)
 
         rc, out, err = live.finish()
         assert out == "" and "connection to node1" in _one_clear_line(rc, err)
@@ -302,7 +313,7 @@ def test_the_node_killed_while_it_uploads_a_recording(split: Cluster, tmp_path: 
 
     split.nodes["node1"].start().wait_up()
     assert me.ssh("root@node1", "echo fk-c").ok().out == "fk-c\n"
-    markers = ["fk-a", f"seq 1 {BIG}", "fk-c"]
+    markers = ["fk-a", marker, "fk-c"]
     assert _settled(split, [*markers, "fk-live"]) == {
         **dict.fromkeys(markers, ONCE),
         "fk-live": {"session.start": 1, "exec": 1, "session.abort": 1}}

@@ -143,7 +143,8 @@ class PostgresBackend(Backend):
         self._fanout = Fanout()
         self._sweeper = sweeper
         self._wake = asyncio.Event()
-        self._progress = asyncio.Condition()  # notified when _delivered grows
+        self._progress = asyncio.Condition()  # notified when _delivered grows or the watch
+        self._watching = True  # drops; False from a lost watch connection to its successor
         # Writes from this process go one at a time, in the order they were called (as
         # in the other backends); the counter's row lock orders them with other processes'.
         self._write_lock = asyncio.Lock()
@@ -349,11 +350,13 @@ class PostgresBackend(Backend):
         events = await asyncio.shield(self._transact(body))
         if events:
             # As in the other backends, this process's watchers hold a write's events
-            # by the time it returns (unless the watch is reconnecting: then later).
+            # by the time it returns (unless the watch is reconnecting: then later, and
+            # the write returns at once rather than wait out the database's absence).
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(DELIVERY_WAIT), self._progress:
                     await self._progress.wait_for(
-                        lambda: self._delivered >= events[-1].item.revision or self._closed)
+                        lambda: self._delivered >= events[-1].item.revision or self._closed
+                        or not self._watching)
         return events
 
     async def _transact(self, body: _Body) -> list[Event]:
@@ -446,7 +449,7 @@ class PostgresBackend(Backend):
                 if lost:
                     log.info("postgres backend %s: watch reconnected, resuming after "
                              "revision %d", self.where, self._delivered)
-                lost, retry = "", _RETRY[0]
+                lost, retry, self._watching = "", _RETRY[0], True
                 while not conn.is_closed():
                     self._wake.clear()
                     await self._catch_up(conn)
@@ -463,6 +466,9 @@ class PostgresBackend(Backend):
                 lost = _reason(exc)
             finally:
                 conn.terminate()
+            self._watching = False
+            async with self._progress:  # writes waiting for their events return now
+                self._progress.notify_all()
             log.warning("postgres backend %s: watch lost its connection (%s); reconnecting",
                         self.where, lost)
             await self._pause(retry)
