@@ -44,6 +44,7 @@ from gatehouse.services.nodes import NodeStore
 from gatehouse.services.passwords import PasswordStore
 from gatehouse.services.proxies import ProxyStore
 from gatehouse.services.recordings import RecordingStore
+from gatehouse.services.resourcecache import CachedResourceStore
 from gatehouse.services.resources import ResourceStore
 from gatehouse.services.sso import SSOStore
 from gatehouse.services.totp import TOTPStore
@@ -131,7 +132,8 @@ class AuthServer:
         self.users = ResourceStore(backend, "user", User)
         self.oidc = ResourceStore(backend, "oidc", OIDCConnector)
         self.sso = SSOStore(backend)
-        self.roles = ResourceStore(backend, "role", Role)
+        # Read for every certificate and login: held in memory, following the backend.
+        self.roles = CachedResourceStore(backend, "role", Role, clock)
         self.tokens = ResourceStore(backend, "token", Token)
         self.nodes = NodeStore(backend)
         self.proxies = ProxyStore(backend)

@@ -266,6 +266,16 @@ class Watcher:
                                     "list again and start a new watch")
         self.close()
 
+    def drain(self) -> list[Event]:
+        """The events queued now, without waiting; LimitExceeded if the watcher fell
+        behind, [] once it is closed."""
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        events = list(self._events)
+        self._events.clear()
+        return events
+
     def __aiter__(self) -> Self:
         return self
 
