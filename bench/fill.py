@@ -59,7 +59,8 @@ def _addr(i: int) -> str:
     return f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}:22"
 
 
-async def _add_nodes(auth: AuthServer, count: int) -> None:
+async def add_nodes(auth: AuthServer, count: int) -> None:
+    """``count`` listed nodes (fake-NNNNNN), stored as heartbeats store them."""
     now = auth.clock.now()
     nodes = []
     for i in range(count):
@@ -108,7 +109,7 @@ async def _fill(backend_path: Path, cluster: str, nodes: int, leaves: range,
     backend = await open_backend("sqlite", path=backend_path, clock=clock)
     try:
         auth = await AuthServer.open(backend, clock, cluster, backend_path.parent / "recordings")
-        await _add_nodes(auth, nodes)
+        await add_nodes(auth, nodes)
         return await _add_leaves(auth, leaves, out)
     finally:
         await backend.close()

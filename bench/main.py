@@ -24,7 +24,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from bench import inventory, issuance, latency, listing, load, pgissuance, stream, transfer, tunnels
+from bench import (
+    inventory,
+    issuance,
+    latency,
+    listing,
+    load,
+    pgcluster,
+    pgissuance,
+    stream,
+    transfer,
+    tunnels,
+)
 from bench.clusters import ROOT, Gatehouse, start_gatehouse
 from bench.fakenodes import add_tunnel_nodes
 from bench.figures import Figure, missing_figure, table, write_json
@@ -47,14 +58,15 @@ class Sizes:
     nodes: int
     issue_seconds: float  # per repeat
     tunnel_nodes: int  # idle tunnel-mode nodes (their row shares the tunnels' windows)
+    pg_windows: int  # PostgreSQL cluster: CPU windows (two heartbeat periods each)
 
 
 QUICK = Sizes(repeats=3, connect_repeats=3, stream_bytes=64 << 20, load_seconds=5.0,
               tunnels=1_000, tunnel_window=1.5, tunnel_baseline=5.0, heartbeat_rounds=False,
-              nodes=10_000, issue_seconds=0.5, tunnel_nodes=1_000)
+              nodes=10_000, issue_seconds=0.5, tunnel_nodes=1_000, pg_windows=1)
 FULL = Sizes(repeats=5, connect_repeats=10, stream_bytes=1 << 30, load_seconds=30.0,
              tunnels=10_000, tunnel_window=20.0, tunnel_baseline=30.0, heartbeat_rounds=True,
-             nodes=100_000, issue_seconds=3.0, tunnel_nodes=10_000)
+             nodes=100_000, issue_seconds=3.0, tunnel_nodes=10_000, pg_windows=3)
 
 FALLBACK_LEAVES = 1_000  # when the root cannot start with as many leaves as asked
 
@@ -104,6 +116,12 @@ ROWS = {
     "postgres": [("pg_issuance_two_auths",
                   "user certificates issued per second, two auths on one PostgreSQL vs one",
                   "certs/s", "≥ 1.6x one auth")],
+    "pg_cluster": [("pg_ls_limit", "`gsh ls --limit=100` on PostgreSQL, 100,000 nodes", "s",
+                    "≤ 1 s"),
+                   ("pg_heartbeat_cpu", "auths' CPU on PostgreSQL, 10,000 nodes heartbeating",
+                    "% of a core", "≤ 50"),
+                   ("pg_login_p99", "password login p99 under that load, on PostgreSQL", "ms",
+                    "≤ 250 ms")],
 }
 
 
@@ -337,6 +355,9 @@ def _main(argv: list[str] | None) -> int:
         if "postgres" in rows:
             run.group("postgres", lambda: pgissuance.measure(sizes.issue_seconds,
                                                              sizes.repeats))
+        if "pg_cluster" in rows:
+            run.group("pg_cluster", lambda: pgcluster.measure(
+                dir, sizes.nodes, sizes.tunnel_nodes, sizes.pg_windows))
     except KeyboardInterrupt:
         print(f"bench: interrupted; every process it started is stopped (logs in {dir})",
               file=sys.stderr)

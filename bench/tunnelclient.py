@@ -247,7 +247,7 @@ def main() -> None:
                       inventory=args.inventory)
     beats = None
     if args.kind == "node":
-        beats = NodeBeats(tunnels.host, tunnels.port, args.cluster,
+        beats = NodeBeats([(tunnels.host, tunnels.port)], args.cluster,
                           {line[1]: Path(line[0]) for line in lines}, args.key)
     asyncio.run(hold(tunnels, args.out, args.probe_timeout, beats))
 

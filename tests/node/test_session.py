@@ -28,7 +28,7 @@ from gatehouse.node.session import (
     is_scp_transfer,
     make_session_factory,
 )
-from gatehouse.node.spawn import DEFAULT_PATH, filter_client_env
+from gatehouse.node.spawn import DEFAULT_PATH, filter_client_env, unignore_session_signals
 
 IS_ROOT = os.geteuid() == 0
 ME = "root" if IS_ROOT else os.environ.get("USER", "")
@@ -72,6 +72,9 @@ class _Server(asyncssh.SSHServer):
 
 @pytest.fixture
 async def node() -> AsyncIterator[Node]:
+    # As the node service does at start: a test run started under nohup, or as a
+    # shell's background job, ignores HUP and INT, which its sessions would inherit.
+    unignore_session_signals()
     ref: list[Node] = []
     # Server defaults on purpose (line_editor=True, encoding utf-8), as the
     # lead's listener uses them: the session must make its channel binary.
