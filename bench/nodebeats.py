@@ -116,7 +116,10 @@ async def _beat_for(beats: NodeBeats, out: Path) -> None:
     task = asyncio.create_task(beats.run())
     try:
         while not stop.is_set():
-            out.write_text(json.dumps({"sent": beats.sent, "errors": dict(beats.errors)}))
+            # Whole or not at all: the bench reads it meanwhile.
+            out.with_suffix(".tmp").write_text(
+                json.dumps({"sent": beats.sent, "errors": dict(beats.errors)}))
+            out.with_suffix(".tmp").replace(out)
             try:
                 async with asyncio.timeout(1.0):
                     await stop.wait()
