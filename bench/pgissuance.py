@@ -24,7 +24,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from bench.figures import Figure, paired_ratios, ratio_figure
-from bench.issuance import CONCURRENCY
+from bench.issuance import CONCURRENCY, issue_for
 from bench.sampling import process_cpu
 from gatehouse.auth.server import AuthServer
 from gatehouse.backend import open_backend
@@ -67,16 +67,7 @@ async def _issue(dsn: str, seconds: float, concurrency: int) -> tuple[int, float
         print("ready", flush=True)
         await asyncio.to_thread(sys.stdin.readline)
 
-        async def issuer(until: float) -> int:
-            count = 0
-            while time.perf_counter() < until:
-                await auth.issue_user_certs(user, key, ttl=None)
-                count += 1
-            return count
-
-        cpu, begun = time.process_time(), time.perf_counter()
-        counts = await asyncio.gather(*(issuer(begun + seconds) for _ in range(concurrency)))
-        return sum(counts), time.process_time() - cpu, time.perf_counter() - begun
+        return await issue_for(auth, user, key, seconds, concurrency)
     finally:
         await backend.close()
 

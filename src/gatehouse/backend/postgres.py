@@ -160,6 +160,13 @@ _UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.
                 asyncpg.exceptions.InternalClientError)
 
 
+@dataclasses.dataclass
+class _Attempt:
+    """How far a write got: once ``sent``, a broken connection leaves it unknown."""
+
+    sent: bool = False
+
+
 class PostgresBackend(Backend):
     """Items in a PostgreSQL database; open it with ``PostgresBackend.open(conn_string,
     clock=...)``. Any number of processes may open the same database."""
@@ -395,26 +402,40 @@ class PostgresBackend(Backend):
         return await self._delivered_to_watchers(await asyncio.shield(self._insert(items)))
 
     async def _insert(self, items: Sequence[Item]) -> list[Event]:
+        async with self._writing() as (conn, attempt):
+            attempt.sent = True
+            last = await conn.fetchval(_PUT_ALL, [i.key for i in items],
+                                       [i.value for i in items], [i.expires for i in items])
+        events = [Event(EventType.PUT, dataclasses.replace(item, revision=last + n))
+                  for n, item in enumerate(items, 1)]
+        self._mark_committed(events)
+        return events
+
+    @contextlib.asynccontextmanager
+    async def _writing(self) -> AsyncIterator[tuple[_Conn, _Attempt]]:
+        """A connection for one write, this process's writes one at a time; the
+        database's failures as one line that says whether the write may have been
+        applied (once ``attempt.sent``: its last statement or COMMIT was on the wire)."""
         self._check_open()
-        sent = False
+        attempt = _Attempt()
         try:
             async with self._write_lock, self._connection() as conn:
-                sent = True
-                last = await conn.fetchval(_PUT_ALL, [i.key for i in items],
-                                           [i.value for i in items], [i.expires for i in items])
+                yield conn, attempt
         except _UNAVAILABLE as exc:
             outcome = ("the connection broke during the write: the write may or may not "
-                       "have been applied") if sent else "the write was not applied"
+                       "have been applied") if attempt.sent else "the write was not applied"
             raise ConnectionProblem(f"PostgreSQL at {self.where} is unavailable "
                                     f"({_reason(exc)}); {outcome}") from exc
         except asyncpg.PostgresError as exc:
             raise GatehouseError(f"PostgreSQL at {self.where}: {_reason(exc)}; the write was "
                                  "not applied") from exc
-        events = [Event(EventType.PUT, dataclasses.replace(item, revision=last + n))
-                  for n, item in enumerate(items, 1)]
-        self._committed = max(self._committed, events[-1].item.revision)
-        self._wake.set()
-        return events
+
+    def _mark_committed(self, events: list[Event]) -> None:
+        """Events just committed here: the watch reads them (now, if it was waiting to
+        reconnect: the database is back)."""
+        if events:
+            self._committed = max(self._committed, events[-1].item.revision)
+            self._wake.set()
 
     async def _delivered_to_watchers(self, events: list[Event]) -> list[Event]:
         """``events``, once this process's watchers that want them hold them."""
@@ -431,40 +452,27 @@ class PostgresBackend(Backend):
         return events
 
     async def _transact(self, body: _Body) -> list[Event]:
-        self._check_open()
-        committing = False
-        try:
-            async with self._write_lock, self._connection() as conn:
-                transaction = conn.transaction()
-                await transaction.start()
-                try:
-                    # The counter's row lock serializes the writers of every process.
-                    last = await conn.fetchval(
-                        "SELECT value FROM gatehouse_meta WHERE name = 'revision' FOR UPDATE")
-                    events = await body(conn, last)
-                    if events:
-                        items = [e.item for e in events]
-                        await conn.execute(
-                            _LOG, [i.revision for i in items],
-                            [e.type is EventType.DELETE for e in events], [i.key for i in items],
-                            [i.value for i in items], [i.expires for i in items],
-                            items[-1].revision)
-                except GatehouseError:  # the body's verdict: NotFound, CompareFailed, ...
-                    await transaction.rollback()
-                    raise
-                committing = True
-                await transaction.commit()
-        except _UNAVAILABLE as exc:
-            outcome = ("the connection broke during the commit: the write may or may not "
-                       "have been applied") if committing else "the write was not applied"
-            raise ConnectionProblem(f"PostgreSQL at {self.where} is unavailable "
-                                    f"({_reason(exc)}); {outcome}") from exc
-        except asyncpg.PostgresError as exc:
-            raise GatehouseError(f"PostgreSQL at {self.where}: {_reason(exc)}; the write was "
-                                 "not applied") from exc
-        if events:
-            self._committed = max(self._committed, events[-1].item.revision)
-            self._wake.set()
+        async with self._writing() as (conn, attempt):
+            transaction = conn.transaction()
+            await transaction.start()
+            try:
+                # The counter's row lock serializes the writers of every process.
+                last = await conn.fetchval(
+                    "SELECT value FROM gatehouse_meta WHERE name = 'revision' FOR UPDATE")
+                events = await body(conn, last)
+                if events:
+                    items = [e.item for e in events]
+                    await conn.execute(
+                        _LOG, [i.revision for i in items],
+                        [e.type is EventType.DELETE for e in events], [i.key for i in items],
+                        [i.value for i in items], [i.expires for i in items],
+                        items[-1].revision)
+            except GatehouseError:  # the body's verdict: NotFound, CompareFailed, ...
+                await transaction.rollback()
+                raise
+            attempt.sent = True
+            await transaction.commit()
+        self._mark_committed(events)
         return events
 
     async def _sweep(self) -> int:
