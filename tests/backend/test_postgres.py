@@ -123,6 +123,35 @@ async def test_a_watch_away_longer_than_the_change_table_keeps_is_closed_not_sho
     assert [e.item.value for e in await take(fresh, 1)] == [b"new"]
 
 
+async def test_a_change_nobody_here_watches_wakes_no_read_of_the_changes(
+        two: tuple[PostgresBackend, PostgresBackend], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write's NOTIFY names the areas of its keys: a process whose watchers want none
+    of them does not read the change table for it (heartbeats and audit events, most
+    writes, cost the other auths nothing); the next change they want is read at once,
+    with the ones before it."""
+    first, second = two
+    monkeypatch.setattr(postgres, "POLL_INTERVAL", 60.0)  # no read but the woken ones
+    roles = second.watch([b"/roles/"])
+    await first.put(Item(b"/roles/a", b"1"))
+    assert [e.item.key for e in await take(roles, 1)] == [b"/roles/a"]
+    read = second._delivered
+    for n in range(5):
+        await first.put(Item(b"/nodes/n%d" % n, b"beat"))
+    await first.atomic_write([Write(b"/nodes/n0"),
+                              Write(b"/node_index/n0", Item(b"/node_index/n0", b""))])
+    await asyncio.sleep(0.5)
+    assert second._delivered == read  # not woken: nothing read
+    await first.put(Item(b"/roles/b", b"2"))
+    assert [e.item.key for e in await take(roles, 1)] == [b"/roles/b"]
+    assert second._delivered == read + 8
+    # An area a watch prefix lies in (or that lies in one) wakes the watch.
+    everything = second.watch([b"/"])
+    deep = second.watch([b"/nodes/n3/x"])
+    await first.put(Item(b"/nodes/n3/x/y", b"1"))
+    assert [e.item.key for e in await take(deep, 1)] == [b"/nodes/n3/x/y"]
+    assert [e.item.key for e in await take(everything, 1)] == [b"/nodes/n3/x/y"]
+
+
 async def test_open_says_what_is_wrong_in_one_line(pg_server: PgServer) -> None:
     clock = FakeClock()
     with pytest.raises(ConnectionProblem, match=r"^cannot reach PostgreSQL at 127\.0\.0\.1:1/x: "):

@@ -22,6 +22,7 @@ from gatehouse.services.resources import ResourceStore
 from gatehouse.types.node import Node, NodeSpec, NodeStatus
 from gatehouse.types.resource import Metadata
 from gatehouse.types.yaml_io import to_json_obj
+from tests.services.reads import CountingReads
 
 TTL = dt.timedelta(seconds=30)
 
@@ -140,6 +141,38 @@ async def test_a_changed_node_leaves_no_old_index_entries(store: NodeStore,
     await store.update(node("n1", "newer", "10.0.0.2:22"))
     assert [n.spec.hostname for n in await store.list()] == ["newer"]
     assert await store.by_hostname("new") == []
+
+
+async def test_a_steady_heartbeat_is_one_write_and_no_read(backend: Backend,
+                                                          clock: FakeClock) -> None:
+    counting = CountingReads(backend)
+    store = NodeStore(counting)  # type: ignore[arg-type]
+    await store.upsert(node("n1", "db", "10.0.0.1:22", clock))
+    read_once = counting.reads
+    for _ in range(3):
+        clock.advance(dt.timedelta(seconds=10))
+        await store.upsert(node("n1", "db", "10.0.0.1:22", clock))
+    assert counting.reads == read_once
+    assert (await store.get("n1")).status.last_heartbeat == clock.now()
+    # A heartbeat that moves the address reads the stored node, to drop its old index.
+    await store.upsert(node("n1", "db", "10.0.0.2:22", clock))
+    assert counting.reads > read_once
+    assert await store.by_addr("10.0.0.1:22") == []
+    assert len(await index_items(backend)) == 2
+
+
+async def test_a_stale_address_index_item_finds_no_node(backend: Backend,
+                                                        clock: FakeClock) -> None:
+    """Two stores on one backend, as two auths: the node moves through the second and
+    back through the first, whose unconditional write leaves the second's address
+    item behind; looking that address up finds nothing."""
+    first, second = NodeStore(backend), NodeStore(backend)
+    await first.upsert(node("n1", "db", "10.0.0.1:22", clock))
+    await second.upsert(node("n1", "db", "10.0.0.2:22", clock))
+    await first.upsert(node("n1", "db", "10.0.0.1:22", clock))
+    assert (await first.get("n1")).spec.addr == "10.0.0.1:22"
+    assert await first.by_addr("10.0.0.2:22") == []
+    assert [n.metadata.name for n in await first.by_addr("10.0.0.1:22")] == ["n1"]
 
 
 async def test_bulk_registration_writes_whole_batches(store: NodeStore,

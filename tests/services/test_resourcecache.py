@@ -16,6 +16,7 @@ from gatehouse.services.resources import ResourceStore
 from gatehouse.types.resource import Metadata
 from gatehouse.types.role import Role, RoleSpec
 from tests.pgserver import PgServer
+from tests.services.reads import CountingReads
 
 QUIET = 3600.0  # no background sweep during these tests
 
@@ -27,19 +28,6 @@ def role(name: str, login: str = "root", expires: dt.datetime | None = None) -> 
 
 def logins(found: Role) -> list[str]:
     return list(found.spec.allow.logins)
-
-
-class CountingReads:
-    """Counts the reads a store makes of a real backend (wraps it; every call passes)."""
-
-    def __init__(self, backend: Backend) -> None:
-        self.backend = backend
-        self.reads = 0
-
-    def __getattr__(self, name: str) -> object:
-        if name in ("get", "get_range"):
-            self.reads += 1
-        return getattr(self.backend, name)
 
 
 async def test_reads_follow_this_processs_writes_without_reading_the_backend(

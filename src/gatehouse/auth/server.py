@@ -140,7 +140,7 @@ class AuthServer:
         self.passwords = Passwords(PasswordStore(backend), clock)
         self.totp = OneTimeCodes(TOTPStore(backend), clock, issuer=f"Gatehouse {cluster}")
         self.trust = TrustStore(backend, clock)
-        self.hosts = HostRegistry(backend)
+        self.hosts = HostRegistry(backend, clock)
         self.recordings = RecordingStore(audit_backend or backend, recordings)
         self.session_recording = session_recording  # what the nodes are told to do
 

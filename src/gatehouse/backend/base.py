@@ -345,6 +345,12 @@ class Fanout:
         """Whether some open watcher watches key."""
         return any(key.startswith(watcher.prefixes) for watcher in self._watchers)
 
+    def may_want(self, area: bytes) -> bool:
+        """Whether some open watcher may watch a key that starts with ``area``: one of
+        its prefixes starts with area, or area with it."""
+        return any(prefix.startswith(area) or area.startswith(prefix)
+                   for watcher in self._watchers for prefix in watcher.prefixes)
+
     def fail(self, why: str) -> None:
         """End every watcher with LimitExceeded: events were lost to them (why)."""
         for watcher in list(self._watchers):

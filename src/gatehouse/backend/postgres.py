@@ -7,10 +7,13 @@ revision n sees every revision before it. Unconditional puts (audit events,
 heartbeats: most writes) are a single statement, so that the lock is held for no
 round trip of the client's. Each change is also a row of
 ``gatehouse_changes`` (revision, key, value), written in the same transaction, and
-the commit sends a NOTIFY. Watches read that table in revision order, woken by
-the NOTIFY (or, failing that, every POLL_INTERVAL seconds), from the last revision
-this process delivered: a watcher sees every change from every process once, in
+the commit sends a NOTIFY that names the areas of the keys written (see _areas).
+Watches read that table in revision order, from the last revision this process
+delivered, woken by a NOTIFY of an area some watcher here may want (or every
+POLL_INTERVAL seconds): a watcher sees every change from every process once, in
 order, and after the database comes back from an outage it resumes where it was.
+Changes nobody here watches (node heartbeats, audit events: most of them) wake no
+process; they are read in bulk by the next read of the table.
 The table keeps the last CHANGES_KEPT changes; a watcher whose backend was away
 for longer is closed with LimitExceeded (list again), never silently short. Large
 values (recording chunks) are read back only for the watchers that watch their
@@ -31,7 +34,7 @@ import dataclasses
 import datetime as dt
 import logging
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -81,6 +84,7 @@ DELIVERY_WAIT = 5.0  # seconds a write waits for its events to reach this proces
 POOL_SIZE = 10
 _CHANNEL = "gatehouse_changes"
 _BATCH = 1000  # changes read at once by a watch
+MAX_AREAS = 16  # areas a NOTIFY names; a write of more names none (every watch reads)
 _RETRY = (0.05, 2.0)  # the first and the longest wait before a watch reconnects
 
 _SCHEMA = f"""
@@ -136,17 +140,17 @@ _PUT_ALL = ("WITH counter AS (UPDATE gatehouse_meta SET value = value + cardinal
             "logged AS (INSERT INTO gatehouse_changes "
             "(revision, deleted, key, value, expires, large) "
             f"SELECT r, false, k, v, e, octet_length(v) > {INLINE_VALUE} FROM puts) "
-            f"SELECT last, pg_notify('{_CHANNEL}', '') FROM counter")
+            f"SELECT last, pg_notify('{_CHANNEL}', $4) FROM counter")
 # A transaction's changes ($1..$5: arrays of revisions, deleted flags, keys, values and
-# expiries), the revision counter ($6) and the watchers' wake-up, in one statement: a
-# round trip each would hold the writers' lock that much longer.
+# expiries), the revision counter ($6) and the watchers' wake-up ($7: the areas), in one
+# statement: a round trip each would hold the writers' lock that much longer.
 _LOG = ("WITH logged AS (INSERT INTO gatehouse_changes "
         "(revision, deleted, key, value, expires, large) "
         f"SELECT r, d, k, v, e, octet_length(v) > {INLINE_VALUE} FROM unnest("
         "$1::bigint[], $2::boolean[], $3::bytea[], $4::bytea[], $5::timestamptz[]) "
         "AS t(r, d, k, v, e)), "
         "counted AS (UPDATE gatehouse_meta SET value = $6 WHERE name = 'revision') "
-        f"SELECT pg_notify('{_CHANNEL}', '')")
+        f"SELECT pg_notify('{_CHANNEL}', $7)")
 
 if TYPE_CHECKING:  # asyncpg's classes take no type arguments at run time
     from asyncpg.pool import PoolConnectionProxy
@@ -404,8 +408,9 @@ class PostgresBackend(Backend):
     async def _insert(self, items: Sequence[Item]) -> list[Event]:
         async with self._writing() as (conn, attempt):
             attempt.sent = True
-            last = await conn.fetchval(_PUT_ALL, [i.key for i in items],
-                                       [i.value for i in items], [i.expires for i in items])
+            keys = [i.key for i in items]
+            last = await conn.fetchval(_PUT_ALL, keys, [i.value for i in items],
+                                       [i.expires for i in items], _areas(keys))
         events = [Event(EventType.PUT, dataclasses.replace(item, revision=last + n))
                   for n, item in enumerate(items, 1)]
         self._mark_committed(events)
@@ -431,10 +436,21 @@ class PostgresBackend(Backend):
                                  "not applied") from exc
 
     def _mark_committed(self, events: list[Event]) -> None:
-        """Events just committed here: the watch reads them (now, if it was waiting to
-        reconnect: the database is back)."""
+        """Events just committed here: the watch reads them now if a watcher here wants
+        them, or if it was waiting to reconnect (the database is back)."""
         if events:
             self._committed = max(self._committed, events[-1].item.revision)
+            if not self._watching or any(self._fanout.wants(e.item.key) for e in events):
+                self._wake.set()
+
+    def _notified(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        """A NOTIFY: wake the watch if a watcher here may want a key of the areas it
+        names (or it names none)."""
+        try:
+            areas = [bytes.fromhex(area) for area in str(payload).split(",")] if payload else []
+        except ValueError:
+            areas = []
+        if not areas or any(self._fanout.may_want(area) for area in areas):
             self._wake.set()
 
     async def _delivered_to_watchers(self, events: list[Event]) -> list[Event]:
@@ -466,7 +482,7 @@ class PostgresBackend(Backend):
                         _LOG, [i.revision for i in items],
                         [e.type is EventType.DELETE for e in events], [i.key for i in items],
                         [i.value for i in items], [i.expires for i in items],
-                        items[-1].revision)
+                        items[-1].revision, _areas(i.key for i in items))
             except GatehouseError:  # the body's verdict: NotFound, CompareFailed, ...
                 await transaction.rollback()
                 raise
@@ -480,12 +496,13 @@ class PostgresBackend(Backend):
         CHANGES_KEPT. While the database is away it says so once, not every round."""
         try:
             swept = await self.sweep_expired()
+            newest = max(self._delivered, self._committed)  # known committed
             async with self._connection() as conn:
                 await conn.execute("DELETE FROM gatehouse_changes WHERE revision <= $1",
-                                   self._delivered - CHANGES_KEPT)
+                                   newest - CHANGES_KEPT)
                 await conn.execute("UPDATE gatehouse_changes SET value = NULL WHERE large "
                                    "AND value IS NOT NULL AND revision <= $1",
-                                   self._delivered - LARGE_CHANGES_KEPT)
+                                   newest - LARGE_CHANGES_KEPT)
         except _UNAVAILABLE as exc:
             if not self._sweep_failing:
                 log.warning("postgres backend %s: expiry sweep cannot reach the database (%s); "
@@ -526,7 +543,7 @@ class PostgresBackend(Backend):
                 continue
             try:
                 conn.add_termination_listener(lambda _conn: self._wake.set())
-                await conn.add_listener(_CHANNEL, lambda *_args: self._wake.set())
+                await conn.add_listener(_CHANNEL, self._notified)
                 if lost:
                     log.info("postgres backend %s: watch reconnected, resuming after "
                              "revision %d", self.where, self._delivered)
@@ -645,6 +662,15 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, asyncpg.exceptions.InternalClientError):
         return "the server broke the connection in the middle of an operation"
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _areas(keys: Iterable[bytes]) -> str:
+    """A NOTIFY's payload: the areas of ``keys`` (each key up to its second '/', as
+    b"/nodes/"; at most 64 bytes of a key with none), hex, comma-separated; "" if there
+    are more than MAX_AREAS. A key under a watch prefix has an area that starts that
+    prefix or that the prefix starts."""
+    areas = {key[:end + 1] if (end := key.find(b"/", 1)) > 0 else key[:64] for key in keys}
+    return "" if len(areas) > MAX_AREAS else ",".join(sorted(area.hex() for area in areas))
 
 
 def _row(item: Item) -> tuple[bytes, bytes, dt.datetime | None, int]:

@@ -8,6 +8,10 @@ A node name belongs to one host: ``/host_index/name/<nodename>`` holds the host 
 of the node that claimed it, written in the same atomic write as the record (and
 removed with it). Proxies share names (one `gatehouse start` runs a proxy and a
 node under one nodename) and claim none.
+
+Every call a host makes reads its record, and a heartbeat reads its name claim too:
+both are read from copies held in memory (:class:`HeldItems`), so a heartbeat costs
+the auth one backend write and no read.
 """
 
 from __future__ import annotations
@@ -18,7 +22,10 @@ import logging
 from dataclasses import asdict, dataclass, field
 
 from gatehouse.backend import Backend, Item, Write, prefix_end
+from gatehouse.clock import Clock
 from gatehouse.errors import AccessDenied, AlreadyExists, CompareFailed, NotFound
+
+from .resourcecache import HeldItems
 
 __all__ = ["PREFIX", "HostRecord", "HostRegistry", "name_taken"]
 
@@ -51,8 +58,10 @@ def _load(item: Item) -> HostRecord:
 
 
 class HostRegistry:
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, clock: Clock) -> None:
         self._backend = backend
+        self._records = HeldItems(backend, _HOSTS, _load, clock)
+        self._claims = HeldItems(backend, _NAMES, lambda item: item.value.decode(), clock)
 
     @staticmethod
     def _key(host_id: str) -> bytes:
@@ -113,15 +122,14 @@ class HostRegistry:
 
     async def get(self, host_id: str) -> HostRecord:
         """The record, or AccessDenied: an unknown host id has no standing here."""
-        item = await self._item(self._key(host_id))
-        if item is None:
+        record = await self._records.get(self._key(host_id))
+        if record is None:
             raise AccessDenied(f"host {host_id} is not registered (removed?)")
-        return _load(item)
+        return record
 
     async def name_holder(self, nodename: str) -> str | None:
         """The host id of the node that holds ``nodename``, if one does."""
-        claim = await self._item(self._name_key(nodename))
-        return claim.value.decode() if claim is not None else None
+        return await self._claims.get(self._name_key(nodename))
 
     async def delete(self, host_id: str) -> None:
         if await self._item(self._key(host_id)) is None:

@@ -43,6 +43,7 @@ _VERSION = _INDEX + b"version"  # a marker: present once every stored node is in
 ATTEMPTS = 5  # writes retried when the node changes between our read and our write
 MAX_BATCH = 10_000  # index items per range read while scanning
 INDEX_BATCH = 500  # nodes per atomic write while indexing those stored before the indexes
+REMEMBERED = 200_000  # nodes whose index keys upsert remembers (~40 MB at most)
 
 Labels = Mapping[str, str]
 
@@ -73,6 +74,7 @@ class NodeStore(ResourceStore[Node]):
 
     def __init__(self, backend: Backend) -> None:
         super().__init__(backend, "node", Node)
+        self._indexed: dict[str, tuple[bytes, bytes]] = {}  # by upsert: name -> index keys
 
     # --- writes ---------------------------------------------------------------------------
 
@@ -101,10 +103,20 @@ class NodeStore(ResourceStore[Node]):
         """Store a node's heartbeat. One that moves no index key (the same hostname and
         address as stored: nearly all) is written unconditionally: the backend need not
         check the stored revision, and PostgreSQL writes it in one statement instead of
-        a transaction of six round trips. (Two heartbeats of one node at once, with
-        different addresses, could then leave a stale address index item: it expires
-        with the node.)"""
-        await self._change(res.metadata.name, lambda old: self._writes(res, old, refresh=True))
+        a transaction of six round trips. When this store wrote the node's index keys
+        last and they stay, it does not read the stored node first either: a heartbeat
+        is then one write. (A heartbeat that moved the address through another auth in
+        between, or two at once with different addresses, can leave a stale address
+        index item: it expires with the node, and :meth:`by_addr` skips it.)"""
+        name = res.metadata.name
+        keys = _index_keys(res.spec.hostname, res.spec.addr, name)
+        if self._indexed.get(name) == keys:
+            await self._backend.atomic_write(self._writes(res, None, refresh=True))
+        else:
+            await self._change(name, lambda old: self._writes(res, old, refresh=True))
+            if len(self._indexed) >= REMEMBERED:
+                self._indexed.clear()  # those gone since: forgotten with the rest
+            self._indexed[name] = keys
         return res
 
     async def update(self, res: Node) -> Node:
@@ -173,6 +185,7 @@ class NodeStore(ResourceStore[Node]):
     async def _change(self, name: str, writes: Callable[[Item | None], list[Write]]) -> None:
         """Read the node's current item, then write what ``writes`` makes of it, on the
         condition that the node has not changed in between (else read again)."""
+        self._indexed.pop(name, None)
         for _ in range(ATTEMPTS):
             old = await self._current(name)
             try:
@@ -184,15 +197,14 @@ class NodeStore(ResourceStore[Node]):
 
     def _writes(self, res: Node, old: Item | None, *, refresh: bool = False) -> list[Write]:
         """Store res and its index items; remove the old item's index items it no longer
-        has. On the condition that the stored node is still ``old``, unless ``refresh``
-        and res keeps old's index keys."""
+        has. On the condition that the stored node is still ``old`` (or, with None, that
+        there is none), unless ``refresh`` and res leaves no index key of old's behind."""
         item = self._item(res)
         labels = json.dumps(res.metadata.labels, sort_keys=True, separators=(",", ":"))
         by_hostname, by_addr = _index_keys(res.spec.hostname, res.spec.addr, res.metadata.name)
         stale = [] if old is None else [key for key in self._old_index_keys(old)
                                         if key not in (by_hostname, by_addr)]
-        expect = None if refresh and old is not None and not stale else (
-            old.revision if old is not None else 0)
+        expect = None if refresh and not stale else (old.revision if old is not None else 0)
         return [Write(item.key, item, expect),
                 Write(by_hostname, Item(by_hostname, labels.encode() + b"\n" + item.value,
                                         item.expires)),
@@ -252,7 +264,9 @@ class NodeStore(ResourceStore[Node]):
         nodes = []
         for item in await _matching(self._backend, _BY_ADDR, addr):
             try:
-                nodes.append(await self.get(item.key.rpartition(b"\0")[2].decode()))
+                node = await self.get(item.key.rpartition(b"\0")[2].decode())
             except NotFound:
                 continue  # removed since the range read
+            if node.spec.addr == addr:  # else a stale index item (see upsert)
+                nodes.append(node)
         return nodes
