@@ -152,6 +152,33 @@ async def test_a_change_nobody_here_watches_wakes_no_read_of_the_changes(
     assert [e.item.key for e in await take(everything, 1)] == [b"/nodes/n3/x/y"]
 
 
+async def test_puts_made_together_are_written_together_in_call_order(
+        two: tuple[PostgresBackend, PostgresBackend], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Puts that wait for this process's turn to write go in one statement: 50 at once
+    take a few round trips, not 50; each caller gets its own item back, revisions follow
+    the calls, a key put twice keeps the later value, and a watcher sees every put."""
+    first, _ = two
+    watcher = first.watch([b"/beats/"])
+    statements = 0
+    write = first._insert_now
+
+    async def counted(items: list[Item]) -> list[Event]:
+        nonlocal statements
+        statements += 1
+        return await write(items)
+
+    monkeypatch.setattr(first, "_insert_now", counted)
+    stored = await asyncio.gather(*(first.put(Item(b"/beats/%d" % (n % 10), b"%d" % n))
+                                    for n in range(50)))
+    assert statements <= 3
+    assert [item.value for item in stored] == [b"%d" % n for n in range(50)]
+    revisions = [item.revision for item in stored]
+    assert revisions == list(range(revisions[0], revisions[0] + 50))
+    for key in range(10):
+        assert (await first.get(b"/beats/%d" % key)).value == b"%d" % (40 + key)
+    assert [e.item.value for e in await take(watcher, 50)] == [b"%d" % n for n in range(50)]
+
+
 async def test_open_says_what_is_wrong_in_one_line(pg_server: PgServer) -> None:
     clock = FakeClock()
     with pytest.raises(ConnectionProblem, match=r"^cannot reach PostgreSQL at 127\.0\.0\.1:1/x: "):
