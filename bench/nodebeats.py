@@ -5,8 +5,8 @@
 A tunnel-mode node heartbeats its auth through its proxy's single TLS port: an HTTPS
 ``heartbeat`` call (wire/authapi.py's route), with its host certificate, every
 ``TUNNEL_NODE_HEARTBEAT`` (wire/names.py, node/service.py); a direct node, every
-``HEARTBEAT_INTERVAL``, to an auth of its ``auth_servers``. Its HTTP client keeps a
-connection for KEEPALIVE seconds (aiohttp's default): a heartbeat sooner than that
+``NODE_HEARTBEAT``, to an auth of its ``auth_servers``. Its HTTP client keeps a
+connection for KEEPALIVE seconds (client/api.py): a heartbeat sooner than that
 reuses it, a later one opens a new one. Here each simulated node does the same with
 a minimal HTTP/1.1 client (10,000 aiohttp sessions would cost this process more than
 it measures), its first heartbeat at a random point of the first period, so that the
@@ -25,11 +25,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from gatehouse.client.api import KEEPALIVE
 from gatehouse.pki import tls
 from gatehouse.wire.authapi import ROUTES, Heartbeat
 from gatehouse.wire.names import ALPN_HTTP, TUNNEL_NODE_HEARTBEAT
 
-KEEPALIVE = 15.0  # seconds aiohttp keeps an idle connection
 REPLY_TIMEOUT = 30.0
 
 

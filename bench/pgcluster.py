@@ -1,7 +1,7 @@
 """The PostgreSQL cluster rows: two auths on one PostgreSQL 15 (started by the bench,
 as for the issuance row), a proxy of its own, the backend filled with many listed
 nodes of which some heartbeat for real, as direct nodes do (every
-HEARTBEAT_INTERVAL, an HTTPS call with the node's own host certificate, half of them
+NODE_HEARTBEAT, an HTTPS call with the node's own host certificate, half of them
 to each auth, from ``python -m bench.nodebeats``: a process of its own).
 
 Measured with the heartbeats running: the two auths' CPU over whole heartbeat
@@ -33,11 +33,11 @@ from gatehouse.backend import open_backend
 from gatehouse.client.api import APIClient
 from gatehouse.client.authclient import AuthClient
 from gatehouse.clock import SystemClock
-from gatehouse.node.service import HEARTBEAT_INTERVAL
 from gatehouse.pki import sshcert, tls, x509
 from gatehouse.process.harness import Client, Cluster, HarnessError, Process, wait_for
 from gatehouse.process.pgserver import PgServer
 from gatehouse.wire.authapi import LoginRequest
+from gatehouse.wire.names import NODE_HEARTBEAT
 
 CLUSTER = "bench-pg.example.com"
 USER = "bench"
@@ -151,20 +151,20 @@ def _measure(cluster: Cluster, dsn: str, dir: Path, listed: int, beating: int,
     assert cluster.daemon is not None  # started
     pids = [cluster.daemon.pid, cluster.auths["auth2"].pid]
     settle(pids, timeout=30)
-    idle = _auth_cpu(pids, HEARTBEAT_INTERVAL)
+    idle = _auth_cpu(pids, NODE_HEARTBEAT)
     out = dir / "pg-beats.json"
     auths = ",".join([f"127.0.0.1:{cluster.auth_port}",
                       f"127.0.0.1:{cluster.auth_ports['auth2']}"])
     beats = Process("node heartbeats", [
         sys.executable, "-m", "bench.nodebeats", "--auths", auths, "--certs", str(certs),
         "--key", str(dir / "pg-nodes" / "node-key.pem"), "--cluster", CLUSTER,
-        "--period", str(HEARTBEAT_INTERVAL), "--out", str(out)], dir / "pg-beats.log",
+        "--period", str(NODE_HEARTBEAT), "--out", str(out)], dir / "pg-beats.log",
         cwd=REPO).start()
     try:
         # Every node has made its first heartbeat (and its TLS connection).
         wait_for("every node's first heartbeat", lambda: out.exists() and json.loads(
-            out.read_text())["sent"] >= beating, timeout=HEARTBEAT_INTERVAL * 6)
-        cpu = [_auth_cpu(pids, 2 * HEARTBEAT_INTERVAL) for _ in range(repeats)]
+            out.read_text())["sent"] >= beating, timeout=NODE_HEARTBEAT * 6)
+        cpu = [_auth_cpu(pids, NODE_HEARTBEAT) for _ in range(repeats)]
         logins = asyncio.run(_logins(cluster.proxy, password, repeats * 20))
         listings = []
         for _ in range(repeats):
@@ -183,7 +183,7 @@ def _measure(cluster: Cluster, dsn: str, dir: Path, listed: int, beating: int,
     projected = [idle + max(0.0, c - idle) * scale for c in cpu]
     how = f" (projected from {beating:,})" if beating != TARGET_BEATING else ""
     where = (f"two auths on one PostgreSQL 15 (started by the bench), {listed:,} nodes "
-             f"listed, {beating:,} of them heartbeating every {HEARTBEAT_INTERVAL:g} s as "
+             f"listed, {beating:,} of them heartbeating every {NODE_HEARTBEAT:g} s as "
              "direct nodes do, half to each auth")
     return [
         absolute_figure(
@@ -193,7 +193,7 @@ def _measure(cluster: Cluster, dsn: str, dir: Path, listed: int, beating: int,
             "pg_heartbeat_cpu",
             f"auths' CPU on PostgreSQL, {TARGET_BEATING:,} nodes heartbeating{how}",
             projected, "% of a core", limit=AUTH_CPU, better="lower",
-            note=(f"both auths together over {2 * HEARTBEAT_INTERVAL:g} s windows: "
+            note=(f"both auths together over {NODE_HEARTBEAT:g} s windows: "
                   f"{statistics.median(cpu):.1f}% with {beating:,} heartbeating, "
                   f"{idle:.1f}% without; {status['sent']:,} heartbeats sent, {failed:,} failed"
                   + (f" (first: {next(iter(status['errors']))})" if failed else ""))),

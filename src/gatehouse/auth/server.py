@@ -58,7 +58,7 @@ from gatehouse.types.role import Role, preset_roles
 from gatehouse.types.token import Token, TokenMetadata, TokenSpec, TokenType
 from gatehouse.types.trusted_cluster import TrustedCluster
 from gatehouse.types.user import User
-from gatehouse.wire.names import TUNNEL_NODE_HEARTBEAT
+from gatehouse.wire.names import NODE_HEARTBEAT, TUNNEL_NODE_HEARTBEAT
 from gatehouse.wire.trust import PublicCA
 
 __all__ = ["DEFAULT_USER_TTL", "HOST_TTL", "NODE_TTL", "TUNNEL_NODE_TTL", "AuthServer",
@@ -68,7 +68,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_USER_TTL = dt.timedelta(hours=12)
 HOST_TTL = dt.timedelta(days=30)  # renewed at two thirds (process.renewal)
-NODE_TTL = dt.timedelta(seconds=30)  # a node vanishes from listings 30 s after its last heartbeat
+# A direct node vanishes from listings after three missed heartbeats (75 s).
+NODE_TTL = dt.timedelta(seconds=3 * NODE_HEARTBEAT)
 # A node on a tunnel heartbeats rarely (its proxy's tunnel report says whether it is
 # online): it stays listed, offline once its tunnel is down, for a few missed heartbeats.
 TUNNEL_NODE_TTL = dt.timedelta(seconds=4 * TUNNEL_NODE_HEARTBEAT)

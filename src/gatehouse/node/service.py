@@ -39,13 +39,12 @@ from gatehouse.tunnel.link import TunnelLink
 from gatehouse.tunnel.needs import Root
 from gatehouse.wire.authapi import AuthAPI, Heartbeat
 from gatehouse.wire.eventsize import bound_event
-from gatehouse.wire.names import TUNNEL_NODE_HEARTBEAT
+from gatehouse.wire.names import NODE_HEARTBEAT, TUNNEL_NODE_HEARTBEAT
 
-__all__ = ["HEARTBEAT_INTERVAL", "NodeService"]
+__all__ = ["NodeService"]
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_INTERVAL = 10.0  # a direct node's; on a tunnel, TUNNEL_NODE_HEARTBEAT
 
 class NodeService:
     def __init__(
@@ -228,7 +227,7 @@ class NodeService:
                                             labels=self._cfg.labels, tunnel=tunnel))
 
     async def _heartbeats(self) -> None:
-        every = TUNNEL_NODE_HEARTBEAT if self._tunnel_to else HEARTBEAT_INTERVAL
+        every = TUNNEL_NODE_HEARTBEAT if self._tunnel_to else NODE_HEARTBEAT
         while True:
             await asyncio.sleep(every)
             try:
