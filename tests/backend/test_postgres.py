@@ -179,6 +179,26 @@ async def test_puts_made_together_are_written_together_in_call_order(
     assert [e.item.value for e in await take(watcher, 50)] == [b"%d" % n for n in range(50)]
 
 
+async def test_a_failed_batch_of_puts_fails_each_of_its_callers(
+        two: tuple[PostgresBackend, PostgresBackend], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever stops a batch's statement is raised to every put of the batch (none
+    waits for ever or loses its items to a batch that left it out); the next put works."""
+    first, _ = two
+    write = first._insert_now
+
+    async def broken(items: list[Item]) -> list[Event]:
+        raise RuntimeError("the statement broke")
+
+    monkeypatch.setattr(first, "_insert_now", broken)
+    outcomes = await asyncio.wait_for(asyncio.gather(
+        *(first.put(Item(b"/beats/%d" % n, b"x")) for n in range(20)),
+        return_exceptions=True), 10)
+    assert [str(o) for o in outcomes] == ["the statement broke"] * 20
+    monkeypatch.setattr(first, "_insert_now", write)
+    assert (await first.put(Item(b"/beats/0", b"y"))).value == b"y"
+    assert [i.key for i in await first.get_range(b"/beats/", b"/beats0")] == [b"/beats/0"]
+
+
 async def test_open_says_what_is_wrong_in_one_line(pg_server: PgServer) -> None:
     clock = FakeClock()
     with pytest.raises(ConnectionProblem, match=r"^cannot reach PostgreSQL at 127\.0\.0\.1:1/x: "):

@@ -419,7 +419,7 @@ class PostgresBackend(Backend):
                 queued, self._queued_puts = self._queued_puts, []
                 try:
                     results = await self._insert_now([i for its, _ in queued for i in its])
-                except GatehouseError as exc:
+                except Exception as exc:  # each caller of the batch raises it
                     for _its, future in queued:
                         future.set_exception(exc)
                 else:
@@ -427,6 +427,10 @@ class PostgresBackend(Backend):
                     for its, future in queued:
                         future.set_result(results[first:first + len(its)])
                         first += len(its)
+                finally:  # interrupted (the loop stopping): none is left waiting
+                    for _its, future in queued:
+                        if not future.done():
+                            future.cancel()
         return mine.result()
 
     async def _insert_now(self, items: Sequence[Item]) -> list[Event]:

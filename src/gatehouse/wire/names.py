@@ -35,10 +35,11 @@ WATCH_SILENCE = 3 * WATCH_KEEPALIVE
 
 # A direct node heartbeats its presence this often, in seconds, to an auth (its name,
 # address and labels; its auth keeps it listed for three of these, auth.server.NODE_TTL).
-# Each heartbeat is an HTTPS call on a kept connection (client.api.KEEPALIVE): about
-# 1.7 ms of an auth's CPU on PostgreSQL, measured, most of it aiohttp's per-request work
-# (0.6 ms with a handler that does nothing): 10,000 nodes cost the auths 1.65 cores
-# every 10 s, 0.66 every 25 s. (Teleport's nodes keep alive every minute.)
+# Each heartbeat is an HTTPS call on a kept connection (client.api.KEEPALIVE): 1.0-1.7 ms
+# of an auth's CPU on PostgreSQL (less under load, when writes go together), 0.6 ms of
+# it aiohttp's per-request work (measured with a handler that does nothing). 10,000
+# nodes every 25 s cost two auths 41-45 % of a core (bench pg_cluster); every 10 s,
+# 1.65 cores. (Teleport's nodes keep alive every minute.)
 NODE_HEARTBEAT = 25.0
 
 # A node on a tunnel heartbeats its presence (its hostname and labels) this often, in

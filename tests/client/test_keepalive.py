@@ -1,0 +1,16 @@
+"""A direct node's heartbeats reuse one connection: the API client keeps an idle
+connection longer than the heartbeat interval (else each heartbeat would cost its
+auth a TLS handshake) and shorter than the servers' default idle timeout (else a
+server could close a connection just as the client reuses it)."""
+
+from __future__ import annotations
+
+from gatehouse.client.api import KEEPALIVE
+from gatehouse.config import AuthLimits, ProxyLimits
+from gatehouse.wire.names import NODE_HEARTBEAT
+
+
+def test_a_kept_connection_outlives_a_heartbeat_interval_but_not_the_servers_timeout() -> None:
+    assert NODE_HEARTBEAT < KEEPALIVE
+    assert AuthLimits().idle_timeout.total_seconds() > KEEPALIVE
+    assert ProxyLimits().idle_timeout.total_seconds() > KEEPALIVE
