@@ -19,7 +19,7 @@ from typing import Any
 import asyncssh
 
 from gatehouse import rbac, rolemap
-from gatehouse._sys import sshgcm
+from gatehouse._sys import sshforward, sshgcm
 from gatehouse.clock import Clock
 from gatehouse.errors import AccessDenied, BadParameter
 from gatehouse.node import remoteforward
@@ -37,6 +37,7 @@ from gatehouse.wire.trust import TrustSnapshot
 __all__ = ["Grant", "NodeConnection", "NodeSSHServer", "SSHFront"]
 
 sshgcm.install()  # AES-GCM packets with fewer copies (see gatehouse._sys.sshgcm)
+sshforward.install()  # forwards that lose no early bytes and close (gatehouse._sys.sshforward)
 log = logging.getLogger(__name__)
 
 Audit = Callable[[str, dict[str, Any]], None]
