@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -583,3 +584,30 @@ async def test_a_root_user_verified_before_is_refused_once_the_trust_is_disabled
     await server.trust.trusted.upsert(trusted_cluster(enabled=False))
     with pytest.raises(AccessDenied, match="not signed by a trusted"):
         await relayed(server, alice)
+
+
+async def test_every_node_of_a_large_cluster_is_verified_once(
+    server: AuthServer, clock: FakeClock, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Nodes heartbeat in turn, each with its own certificate: a cache smaller than the
+    nodes (4,096 before) missed on every call, and checked every signature again."""
+    ca = server.cas["host"]
+    key = new_key()
+    ders = [x509.issue(ca.tls_key, ca.tls_cert, key,
+                       x509.Identity(kind="host", name=f"hid-{i}", cluster=CLUSTER,
+                                     roles=("node",)),
+                       now=clock.now(), ttl=dt.timedelta(hours=1)
+                       ).public_bytes(serialization.Encoding.DER)
+            for i in range(6_000)]
+    checked: list[object] = []
+    verify = x509.verify_issued_by
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        checked.append(args[0])
+        return verify(*args, **kwargs)
+
+    monkeypatch.setattr(x509, "verify_issued_by", counting)
+    for _ in range(2):
+        for i, peer in enumerate(ders):
+            assert (await caller_of(server, peer)).identity.name == f"hid-{i}"
+    assert len(checked) == len(ders)

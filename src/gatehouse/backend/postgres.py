@@ -615,8 +615,11 @@ class PostgresBackend(Backend):
                                   "more than CHANGES_KEPT changes were made)")
             values = await self._large_values(conn, rows)
             self._delivered = rows[-1]["revision"]
+            # Events only for keys a watcher here wants: most changes (other auths'
+            # heartbeats, audit events) are nobody's here, and would be dropped anyway.
+            wants = self._fanout.wants
             self._fanout.emit([_event(row, values.get(row["revision"], row["value"]))
-                               for row in rows])
+                               for row in rows if wants(row["key"])])
             async with self._progress:
                 self._progress.notify_all()
             if len(rows) < _BATCH:

@@ -24,6 +24,7 @@ from pathlib import Path
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from gatehouse._sys import gcsettings
 from gatehouse._sys.fdlimit import raise_open_file_limit
 from gatehouse._sys.hostport import dial_addr, listen_error, split_host_port
 from gatehouse._sys.tlsserver import TLSServer
@@ -406,6 +407,7 @@ async def run(
             for renewal in renewals:
                 tg.create_task(renewal.run())
             started.cluster = cluster
+            gcsettings.settle()
             readiness.started = True
             on_started(started)
             # Serve until cancelled. A failing service's task cancels this wait, and the
