@@ -8,8 +8,10 @@ import datetime as dt
 import re
 from pathlib import Path
 
+import argon2
 import pytest
 
+from gatehouse.auth import passwords
 from gatehouse.auth.passwords import LOCK_AFTER, LOCK_FOR, MIN_LENGTH, Passwords
 from gatehouse.backend import Backend, open_backend
 from gatehouse.clock import FakeClock
@@ -41,7 +43,34 @@ async def test_set_stores_an_argon2id_hash_that_checks(backend: Backend, clock: 
     stored = await PasswordStore(backend).hash("alice")
     assert stored.startswith("$argon2id$")
     assert GOOD not in stored
+    params = argon2.extract_parameters(stored)
+    assert (params.memory_cost, params.time_cost, params.parallelism) == (47_104, 1, 1)
     await store.check("alice", GOOD)
+
+
+async def test_a_hash_with_other_parameters_is_replaced_at_the_next_login(
+    backend: Backend, store: Passwords,
+) -> None:
+    hashes = PasswordStore(backend)
+    await hashes.set_hash("alice", argon2.PasswordHasher().hash(GOOD))  # older parameters
+    await fail(store)
+    assert argon2.extract_parameters(await hashes.hash("alice")).memory_cost == 65_536
+    await store.check("alice", GOOD)
+    replaced = await hashes.hash("alice")
+    assert argon2.extract_parameters(replaced) == argon2.extract_parameters(
+        passwords._hasher.hash(GOOD))
+    await store.check("alice", GOOD)
+    assert await hashes.hash("alice") == replaced  # once
+
+
+async def test_a_password_set_meanwhile_is_not_replaced_by_the_old_ones_hash(
+    backend: Backend, store: Passwords,
+) -> None:
+    hashes = PasswordStore(backend)
+    before = await hashes.hash("alice")
+    await store.set("alice", "a newer password, set by an admin")
+    assert not await hashes.replace_hash("alice", before, "$argon2id$stale")
+    await store.check("alice", "a newer password, set by an admin")
 
 
 async def test_right_password_passes(store: Passwords) -> None:

@@ -12,7 +12,7 @@ import datetime as dt
 import uuid
 
 from gatehouse.backend import Backend, Item, prefix_end
-from gatehouse.errors import AlreadyExists, NotFound
+from gatehouse.errors import AlreadyExists, CompareFailed, NotFound
 
 __all__ = ["PasswordStore"]
 
@@ -42,6 +42,17 @@ class PasswordStore:
 
     async def set_hash(self, user: str, hashed: str) -> None:
         await self._backend.put(Item(key=self._hash_key(user), value=hashed.encode()))
+
+    async def replace_hash(self, user: str, old: str, new: str) -> bool:
+        """Store ``new`` only if ``old`` is still the user's hash (a password set
+        meanwhile stays); whether it was stored."""
+        key = self._hash_key(user)
+        try:
+            await self._backend.compare_and_swap(Item(key=key, value=old.encode()),
+                                                 Item(key=key, value=new.encode()))
+        except CompareFailed:
+            return False
+        return True
 
     async def delete_hash(self, user: str) -> None:
         """Forget the user's password; none is fine."""
