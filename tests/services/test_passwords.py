@@ -7,6 +7,7 @@ import datetime as dt
 from gatehouse.backend import Backend
 from gatehouse.clock import FakeClock
 from gatehouse.services.passwords import PasswordStore
+from tests.services.reads import CountingWrites
 
 MINUTE = dt.timedelta(minutes=1)
 
@@ -55,3 +56,16 @@ async def test_clearing_forgets_attempts_and_lifts_the_lock(backend: Backend,
     assert await store.count_attempts("alice") == 0
     assert await store.locked_until("alice") is None
     await store.clear_attempts("nobody")
+
+
+async def test_clearing_nothing_writes_nothing(backend: Backend, clock: FakeClock) -> None:
+    counted = CountingWrites(backend)
+    store = PasswordStore(counted)  # type: ignore[arg-type]
+    await store.clear_attempts("alice")
+    assert counted.writes == 0
+    await store.add_attempt("alice", clock.now() + MINUTE)
+    await store.lock("alice", clock.now() + MINUTE)
+    before = counted.writes
+    await store.clear_attempts("alice")
+    assert counted.writes == before + 2
+    assert (await store.count_attempts("alice"), await store.locked_until("alice")) == (0, None)

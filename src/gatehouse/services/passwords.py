@@ -88,8 +88,12 @@ class PasswordStore:
         return lock.expires or dt.datetime.max.replace(tzinfo=dt.UTC)  # no end: for ever
 
     async def clear_attempts(self, user: str) -> None:
-        """Forget the user's attempts and lift their lock."""
+        """Forget the user's attempts and lift their lock. Each is looked for first and
+        deleted only if there: every login clears, and most have nothing to clear (on
+        a shared backend a write waits its turn behind the others; a read does not)."""
         prefix = self._attempts(user)
-        await self._backend.delete_range(prefix, prefix_end(prefix))
+        if await self._backend.get_range(prefix, prefix_end(prefix)):
+            await self._backend.delete_range(prefix, prefix_end(prefix))
         with contextlib.suppress(NotFound):
+            await self._backend.get(self._lock_key(user))
             await self._backend.delete(self._lock_key(user))
