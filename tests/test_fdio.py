@@ -1,15 +1,21 @@
-"""write_all: every byte reaches a slow pipe reader, even when signals cut writes short."""
+"""write_all: every byte reaches a slow pipe reader, even when signals cut writes short;
+write_uncached: exactly the data, with or without O_DIRECT."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
+from pathlib import Path
 
-from gatehouse._sys.fdio import write_all
+import pytest
+
+from gatehouse._sys.fdio import write_all, write_uncached
 
 SIZE = 8 << 20
 
@@ -64,3 +70,29 @@ def test_ls_json_output_is_whole_when_python_is_unbuffered() -> None:
 
     listed = json.loads(got)
     assert len(listed) == 40000 and listed[-1]["n"] == 39999
+
+
+@pytest.mark.parametrize("size", [0, 1, 4095, 4096, 4097, (4 << 20) + 123])
+@pytest.mark.parametrize("where", ["disk", "tmpfs"])
+def test_write_uncached_writes_exactly_the_data(tmp_path: Path, size: int, where: str) -> None:
+    """On the test's disk (O_DIRECT for the whole blocks) and on tmpfs (no O_DIRECT)."""
+    directory = tmp_path if where == "disk" else Path(tempfile.mkdtemp(dir="/dev/shm"))
+    try:
+        path = directory / "chunk"
+        write_uncached(path, os.urandom(10_000))
+        assert path.stat().st_mode & 0o777 == 0o600
+        data = os.urandom(size)
+        write_uncached(path, data)  # the older, longer file is replaced
+        assert path.read_bytes() == data
+    finally:
+        if where == "tmpfs":
+            shutil.rmtree(directory)
+
+
+def test_write_uncached_refuses_a_symlink(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"kept")
+    (tmp_path / "chunk").symlink_to(target)
+    with pytest.raises(OSError):
+        write_uncached(tmp_path / "chunk", b"data")
+    assert target.read_bytes() == b"kept"

@@ -13,6 +13,7 @@ from typing import Any, cast
 
 import pytest
 
+from gatehouse._sys import fdio
 from gatehouse.auth.server import AuthServer
 from gatehouse.client.authclient import AuthClient
 from gatehouse.errors import AlreadyExists, BadParameter
@@ -144,18 +145,18 @@ async def test_a_full_auth_disk_holds_the_upload_until_there_is_room(
     path = tmp_path / "s.rec"
     meta = write_recording(path, [b"o" * (CHUNK + 7)])
     sent = path.read_bytes()
-    real_write_all = recordings_mod.write_all
+    real_write = fdio.write_uncached
     refusals = 2
 
-    def full_disk(fd: int, data: bytes | bytearray) -> None:
+    def full_disk(path: Path, data: bytes, mode: int = 0o600) -> None:
         nonlocal refusals
         if refusals:
             refusals -= 1
-            real_write_all(fd, bytes(data[:100]))
+            real_write(path, data[:100], mode)  # part of the chunk reached the disk
             raise OSError(errno.ENOSPC, "No space left on device")
-        real_write_all(fd, data)
+        real_write(path, data, mode)
 
-    monkeypatch.setattr(recordings_mod, "write_all", full_disk)
+    monkeypatch.setattr(recordings_mod, "write_uncached", full_disk)
     held: list[str] = []
     await asyncio.wait_for(upload_with_retries(AuthClient(node), path, on_held=held.append),
                            30)

@@ -22,9 +22,8 @@ spec:
 """
 
 
-@pytest.fixture
-def echo_port() -> Iterator[int]:
-    """A TCP service on loopback that answers each line with 'echo: LINE'."""
+def _serving_once(answer: Callable[[socket.socket], None]) -> Iterator[int]:
+    """A TCP service on loopback for one connection, which ``answer`` serves; its port."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(4)
@@ -37,8 +36,7 @@ def echo_port() -> Iterator[int]:
             return
         with conn:
             conn.settimeout(20)
-            data = conn.recv(1024)
-            conn.sendall(b"echo: " + data)
+            answer(conn)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -48,26 +46,15 @@ def echo_port() -> Iterator[int]:
 
 
 @pytest.fixture
+def echo_port() -> Iterator[int]:
+    """Answers a line with 'echo: LINE'."""
+    yield from _serving_once(lambda conn: conn.sendall(b"echo: " + conn.recv(1024)))
+
+
+@pytest.fixture
 def banner_port() -> Iterator[int]:
-    """A TCP service on loopback that sends a line as a client connects, then closes."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(4)
-    server.settimeout(20)
-
-    def serve() -> None:
-        try:
-            conn, _ = server.accept()
-        except OSError:
-            return
-        with conn:
-            conn.sendall(b"banner\n")
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield server.getsockname()[1]
-    server.close()
-    thread.join(5)
+    """Sends a line as a client connects, then closes."""
+    yield from _serving_once(lambda conn: conn.sendall(b"banner\n"))
 
 
 def _forward(client: Client, cluster: Cluster, port: int) -> tuple[int, str, str]:

@@ -1,12 +1,20 @@
 """File-descriptor chores done the same way everywhere: write every byte, however many
-calls the kernel takes; make a directory's entries durable."""
+calls the kernel takes; write a file past the page cache; make a directory's entries
+durable."""
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import mmap
 import os
+import threading
 from pathlib import Path
 
-__all__ = ["fsync_directory", "write_all"]
+__all__ = ["fsync_directory", "write_all", "write_uncached"]
+
+ALIGN = 4096  # O_DIRECT's alignment of buffers, sizes and offsets (a page; ext4's block)
+_buffers = threading.local()  # each writing thread's aligned buffer, kept for its next file
 
 
 def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
@@ -19,6 +27,54 @@ def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
+
+
+def write_uncached(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Create ``path`` (truncated if there; a symlink is refused) holding ``data``, written
+    with O_DIRECT where the filesystem takes it (tmpfs does not: then as usual).
+
+    On these VMs a buffered write of a GiB into pages the guest has not touched since
+    boot costs 2.6 s of kernel CPU, and reused pages ~0.3 s; with O_DIRECT, 0.1 s (and
+    a copy into an aligned buffer, ~0.1 s). Files written once and read rarely (a
+    recording's chunks) need no cached copy. The last ``len(data) % ALIGN`` bytes go
+    through the page cache: O_DIRECT writes whole blocks only.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
+    try:
+        fd = os.open(path, flags | os.O_DIRECT, mode)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        fd = os.open(path, flags, mode)
+        try:
+            write_all(fd, data)
+        finally:
+            os.close(fd)
+        return
+    try:
+        whole = len(data) - len(data) % ALIGN
+        if whole:
+            buffer = _aligned(whole)
+            with memoryview(buffer) as view:
+                view[:whole] = memoryview(data)[:whole]
+                write_all(fd, view[:whole])
+        if whole < len(data):
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+            write_all(fd, memoryview(data)[whole:])
+    finally:
+        os.close(fd)
+
+
+def _aligned(size: int) -> mmap.mmap:
+    """This thread's page-aligned buffer of at least ``size`` bytes (an anonymous map:
+    pages are aligned), grown as needed and kept: fresh pages cost what the page cache's
+    would."""
+    buffer: mmap.mmap | None = getattr(_buffers, "buffer", None)
+    if buffer is None or len(buffer) < size:
+        if buffer is not None:
+            buffer.close()
+        buffer = _buffers.buffer = mmap.mmap(-1, size)
+    return buffer
 
 
 def fsync_directory(directory: Path) -> None:

@@ -31,7 +31,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from gatehouse._sys.fdio import fsync_directory, write_all
+from gatehouse._sys.fdio import fsync_directory, write_uncached
 from gatehouse.backend import Backend, Item, prefix_end
 from gatehouse.errors import AlreadyExists, BadParameter, LimitExceeded, NotFound
 from gatehouse.wire.names import RECORDING_CHUNK
@@ -110,15 +110,12 @@ class RecordingStore:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         directory.mkdir(mode=0o700, exist_ok=True)
         tmp = directory / f"{index:06d}.part"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW,
-                     0o600)
         try:
-            write_all(fd, data)
+            write_uncached(tmp, data)  # read back rarely (play, copy): no cached copy
         except OSError:
-            os.unlink(tmp)  # a full disk keeps no part of a chunk
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)  # a full disk keeps no part of a chunk
             raise
-        finally:
-            os.close(fd)
         os.replace(tmp, directory / f"{index:06d}")
 
     async def complete(self, session_id: str, meta: dict[str, Any],
