@@ -41,26 +41,21 @@ def write_uncached(path: Path, data: bytes, mode: int = 0o600) -> None:
     """
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
     try:
-        fd = os.open(path, flags | os.O_DIRECT, mode)
+        fd, direct = os.open(path, flags | os.O_DIRECT, mode), True
     except OSError as exc:
         if exc.errno != errno.EINVAL:
             raise
-        fd = os.open(path, flags, mode)
-        try:
-            write_all(fd, data)
-        finally:
-            os.close(fd)
-        return
+        fd, direct = os.open(path, flags, mode), False  # no O_DIRECT here (tmpfs)
     try:
-        whole = len(data) - len(data) % ALIGN
+        whole = len(data) - len(data) % ALIGN if direct else 0
         if whole:
             buffer = _aligned(whole)
             with memoryview(buffer) as view:
                 view[:whole] = memoryview(data)[:whole]
                 write_all(fd, view[:whole])
-        if whole < len(data):
+        if direct and whole < len(data):
             fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
-            write_all(fd, memoryview(data)[whole:])
+        write_all(fd, memoryview(data)[whole:])
     finally:
         os.close(fd)
 
