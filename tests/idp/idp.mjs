@@ -5,9 +5,10 @@
 //    "clients": [oidc-provider client metadata...],
 //    "accounts": {"alice": {"password": "...", "claims": {"email": ..., "groups": [...]}}},
 //    "tls": {"cert": "/path.pem", "key": "/path.key"},   (optional)
-//    "codeTtl": seconds an authorization code lives (optional)}
+//    "codeTtl": seconds an authorization code lives (optional),
+//    "jwk": the RS256 signing key, a private JWK with its kid}
 // Prints "ready" on stdout once listening. IDP_MODULES: where oidc-provider is installed.
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
@@ -22,12 +23,10 @@ const { default: Provider } = await import(pathToFileURL(resolve('oidc-provider'
 const config = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 const accounts = config.accounts;
 
-const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-const jwk = { ...privateKey.export({ format: 'jwk' }), kid: randomBytes(8).toString('hex'), use: 'sig', alg: 'RS256' };
 
 const provider = new Provider(config.issuer, {
   clients: config.clients,
-  jwks: { keys: [jwk] },
+  jwks: { keys: [config.jwk] },
   cookies: { keys: [randomBytes(16).toString('hex')] },
   claims: {
     openid: ['sub'],

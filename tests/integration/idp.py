@@ -13,8 +13,10 @@ import datetime as dt
 import http.cookiejar
 import ipaddress
 import json
+import os
 import queue
 import re
+import secrets
 import ssl
 import subprocess
 import threading
@@ -30,6 +32,7 @@ from cryptography import x509 as cx509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from joserfc.jwk import RSAKey
 
 from gatehouse.process.harness import (
     CMD_TIMEOUT,
@@ -48,6 +51,17 @@ MODULES = ROOT / ".cache" / "idp"
 CLIENT_ID = "gatehouse"
 CLIENT_SECRET = "idp-test-client-secret-0123456789"
 MAX_HOPS = 20  # redirects and forms one login may take
+# Patience for the provider's start on a loaded machine (a crash is seen at once). A
+# start that stalled past 30 s on CI once left no clue: the error now says whether the
+# provider was starved of CPU, busy or waiting.
+READY_TIMEOUT = 90.0
+
+
+def _signing_key() -> dict[str, Any]:
+    """A fresh RS256 key as a private JWK: made here, outside the provider's timed start."""
+    key = RSAKey.generate_key(2048, parameters={"kid": secrets.token_hex(8), "use": "sig",
+                                                "alg": "RS256"})
+    return dict(key.as_dict(private=True))
 
 
 @dataclass
@@ -86,6 +100,7 @@ class IdP:
                                          "urn:ietf:params:oauth:grant-type:device_code"]}],
             "accounts": {name: {"password": a.password, "claims": a.claims}
                          for name, a in self.accounts.items()},
+            "jwk": _signing_key(),
         }
         if self.code_ttl:
             config["codeTtl"] = self.code_ttl
@@ -96,8 +111,25 @@ class IdP:
         self.process = Process("idp", ["node", str(SCRIPT), str(path)],
                                self.workdir / "idp.log", env=base_env(IDP_MODULES=str(MODULES)))
         self.process.start()
-        self.process.wait_ready("the IdP's discovery document", self._discoverable)
+        try:
+            self.process.wait_ready("the IdP's discovery document", self._discoverable,
+                                    READY_TIMEOUT)
+        except HarnessError as exc:
+            raise HarnessError(f"{exc}; the provider: {self._where()}") from None
         return self
+
+    def _where(self) -> str:
+        """What a stalled provider was doing: its state, CPU time so far, and kernel wait."""
+        assert self.process is not None
+        proc = Path(f"/proc/{self.process.pid}")
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            wchan = (proc / "wchan").read_text() or "-"
+        except OSError as exc:
+            return f"(unreadable: {exc})"
+        ticks = os.sysconf("SC_CLK_TCK")
+        return (f"state {fields[0]}, CPU user {int(fields[11]) / ticks:.2f} s system "
+                f"{int(fields[12]) / ticks:.2f} s, waiting in {wchan}")
 
     def _discoverable(self) -> bool:
         try:
