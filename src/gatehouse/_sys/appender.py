@@ -20,13 +20,15 @@ writing: ``error`` keeps it, ``on_error`` hears of it from the worker's thread, 
 from __future__ import annotations
 
 import collections
+import errno
+import fcntl
 import mmap
 import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gatehouse._sys.fdio import ALIGN, set_direct
+from gatehouse._sys.fdio import ALIGN
 
 __all__ = ["BUFFER", "DEPTH", "Appender"]
 
@@ -75,7 +77,7 @@ class Appender:
         self._buffer[:len(head)] = head
         self._used = len(head)  # bytes in the current buffer
         self._fresh = 0  # of which not sent yet
-        self._direct = set_direct(fd, True)
+        self._direct = _set_direct(fd, True)
 
     @property
     def direct(self) -> bool:
@@ -211,11 +213,11 @@ class Appender:
         if not self._direct:
             _pwrite_all(self._fd, data, offset)
             return
-        set_direct(self._fd, False)
+        _set_direct(self._fd, False)
         try:
             _pwrite_all(self._fd, data, offset)
         finally:
-            set_direct(self._fd, True)
+            _set_direct(self._fd, True)
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
@@ -223,3 +225,14 @@ def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
         done = os.pwrite(fd, data, offset)
         data, offset = data[done:], offset + done
 
+
+def _set_direct(fd: int, on: bool) -> bool:
+    """Turn O_DIRECT on or off for ``fd``; False where the filesystem refuses it."""
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_DIRECT if on else flags & ~os.O_DIRECT)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        return False
+    return on
