@@ -65,8 +65,12 @@ def test_known_hosts_pins_the_host_ca(cluster: Cluster, alice: Client,
 
 
 def test_openssh_runs_a_command(cluster: Cluster, alice: Client, ssh_config: Path) -> None:
-    res = alice.openssh(ssh_config, f"root@node1.{cluster.name}", "echo hi")
+    res = alice.openssh(ssh_config, f"root@node1.{cluster.name}", "echo hi",
+                        options=("LogLevel=DEBUG1",))
     assert (res.rc, res.out) == (0, "hi\n"), res
+    # The config's cipher order, not OpenSSH's (chacha20-poly1305 first): the node runs
+    # AES-GCM for less CPU.
+    assert "cipher: aes128-gcm@openssh.com" in res.err, res.err
 
 
 def test_openssh_with_strict_host_key_checking(cluster: Cluster, alice: Client,
