@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 from collections.abc import AsyncIterator
+from typing import Literal
 
 import pytest
 
@@ -177,6 +179,58 @@ async def test_puts_made_together_are_written_together_in_call_order(
     for key in range(10):
         assert (await first.get(b"/beats/%d" % key)).value == b"%d" % (40 + key)
     assert [e.item.value for e in await take(watcher, 50)] == [b"%d" % n for n in range(50)]
+
+
+class _TurnLog(asyncio.Lock):
+    """The writers' lock, naming the function that took each turn it gave."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.turns: list[str] = []
+
+    async def acquire(self) -> Literal[True]:
+        taker = sys._getframe(2).f_code.co_name  # acquire <- __aenter__ <- the taker
+        got = await super().acquire()
+        self.turns.append(taker)
+        return got
+
+
+async def test_a_write_behind_a_batch_of_puts_waits_for_one_turn_not_one_a_put(
+        two: tuple[PostgresBackend, PostgresBackend], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Puts that queue together take one turn of the writers' lock between them. A
+    transactional write (a login's) queued behind 50 heartbeats waits for their one
+    statement, not for 50 turns, each a pass of a busy event loop."""
+    first, _ = two
+    lock = _TurnLog()
+    monkeypatch.setattr(first, "_write_lock", lock)
+    await first.put(Item(b"/logins/a", b"1"))
+    lock.turns.clear()
+    async with lock:  # another write has the turn: the heartbeats queue
+        puts = [asyncio.create_task(first.put(Item(b"/beats/%d" % n, b"x")))
+                for n in range(50)]
+        await asyncio.sleep(0.05)
+        login = asyncio.create_task(first.delete(b"/logins/a"))
+        await asyncio.sleep(0.05)
+    await asyncio.wait_for(asyncio.gather(login, *puts), 10)
+    assert lock.turns[:3] == [
+        "test_a_write_behind_a_batch_of_puts_waits_for_one_turn_not_one_a_put",
+        "_insert", "_transact"], lock.turns[:6]
+    assert len(await first.get_range(b"/beats/", b"/beats0")) == 50
+
+
+async def test_a_batch_whose_leader_stops_before_its_turn_leaves_no_put_waiting(
+        two: tuple[PostgresBackend, PostgresBackend]) -> None:
+    first, _ = two
+    async with first._write_lock:  # another write has the turn
+        leader = asyncio.create_task(first._insert([Item(b"/beats/0", b"x")]))
+        await asyncio.sleep(0.01)
+        follower = asyncio.create_task(first._insert([Item(b"/beats/1", b"x")]))
+        await asyncio.sleep(0.01)
+        leader.cancel()  # the loop stopping, say
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(follower, 5)
+    assert (await first.put(Item(b"/beats/2", b"y"))).value == b"y"
+    assert [i.key for i in await first.get_range(b"/beats/", b"/beats0")] == [b"/beats/2"]
 
 
 async def test_a_failed_batch_of_puts_fails_each_of_its_callers(

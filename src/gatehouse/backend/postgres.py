@@ -409,19 +409,27 @@ class PostgresBackend(Backend):
         return await self._delivered_to_watchers(await asyncio.shield(self._insert(items)))
 
     async def _insert(self, items: Sequence[Item]) -> list[Event]:
-        """Puts called while another write of this process has its turn wait together,
-        and the first of them to get the turn writes them all in one statement (in the
-        order called): under load, many heartbeats cost one round trip."""
+        """Puts called while another write of this process has its turn wait together:
+        the first of them leads the batch, takes one turn and writes them all in one
+        statement (in the order called), and the others only wait for its answer. Under
+        load many heartbeats cost one round trip, and a write queued behind them (a
+        login's) waits for one turn, not for one per heartbeat (each a pass of a busy
+        event loop)."""
         mine: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
         self._queued_puts.append((items, mine))
-        async with self._write_lock:
-            if not mine.done():
+        if len(self._queued_puts) > 1:
+            # A leader waits for the turn and writes these too. Shielded: a follower
+            # stopped (the loop closing) must not cancel the answer its leader sets.
+            return await asyncio.shield(mine)
+        try:
+            async with self._write_lock:
                 queued, self._queued_puts = self._queued_puts, []
                 try:
                     results = await self._insert_now([i for its, _ in queued for i in its])
                 except Exception as exc:  # each caller of the batch raises it
                     for _its, future in queued:
                         future.set_exception(exc)
+                        future.exception()  # retrieved: a follower stopped meanwhile
                 else:
                     first = 0
                     for its, future in queued:
@@ -431,6 +439,13 @@ class PostgresBackend(Backend):
                     for _its, future in queued:
                         if not future.done():
                             future.cancel()
+        except asyncio.CancelledError:
+            # Stopped before its turn: nobody would lead the batch it was to write.
+            if self._queued_puts and self._queued_puts[0][1] is mine:
+                queued, self._queued_puts = self._queued_puts, []
+                for _its, future in queued:
+                    future.cancel()
+            raise
         return mine.result()
 
     async def _insert_now(self, items: Sequence[Item]) -> list[Event]:
