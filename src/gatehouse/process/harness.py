@@ -33,7 +33,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -46,6 +45,7 @@ from typing import Any, TypeVar
 import yaml
 
 from gatehouse.errors import GatehouseError
+from gatehouse.process.ports import free_ports
 
 __all__ = [
     "BIN",
@@ -91,20 +91,6 @@ T = TypeVar("T")
 
 class HarnessError(GatehouseError):
     """A process or command the harness drives failed or timed out; str() is one line."""
-
-
-def free_ports(count: int) -> list[int]:
-    """Loopback ports nobody listens on right now (held together so that they differ)."""
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def base_env(**extra: str) -> dict[str, str]:

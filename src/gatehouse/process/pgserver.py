@@ -15,12 +15,13 @@ import contextlib
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 import uuid
 from pathlib import Path
+
+from gatehouse.process.ports import free_ports
 
 __all__ = ["BIN", "PgServer"]
 
@@ -64,7 +65,7 @@ class PgServer:
     def start(self) -> None:
         """Start on a free loopback port (another one if that port was taken meanwhile)."""
         for _attempt in range(5):
-            self.port = _free_port()
+            (self.port,) = free_ports(1)
             result = self._pg_ctl_start(check=False)
             if result.returncode == 0:
                 return
@@ -126,9 +127,3 @@ class PgServer:
             raise RuntimeError(f"{Path(argv[0]).name} failed ({result.returncode}): "
                                f"{result.stderr.strip() or result.stdout.strip()}")
         return result
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
