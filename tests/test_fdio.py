@@ -1,8 +1,9 @@
 """write_all: every byte reaches a slow pipe reader, even when signals cut writes short;
-write_uncached: exactly the data, with or without O_DIRECT."""
+write_uncached: exactly the data, with O_DIRECT or where the filesystem refuses it."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -73,10 +74,23 @@ def test_ls_json_output_is_whole_when_python_is_unbuffered() -> None:
 
 
 @pytest.mark.parametrize("size", [0, 1, 4095, 4096, 4097, (4 << 20) + 123])
-@pytest.mark.parametrize("where", ["disk", "tmpfs"])
-def test_write_uncached_writes_exactly_the_data(tmp_path: Path, size: int, where: str) -> None:
-    """On the test's disk (O_DIRECT for the whole blocks) and on tmpfs (no O_DIRECT)."""
-    directory = tmp_path if where == "disk" else Path(tempfile.mkdtemp(dir="/dev/shm"))
+@pytest.mark.parametrize("where", ["disk", "tmpfs", "refused"])
+def test_write_uncached_writes_exactly_the_data(tmp_path: Path, size: int, where: str,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the test's disk and on tmpfs (this kernel's takes O_DIRECT too), and where the
+    filesystem refuses O_DIRECT (simulated: its open fails with EINVAL); O_DIRECT is
+    asked for first every time."""
+    directory = tmp_path if where != "tmpfs" else Path(tempfile.mkdtemp(dir="/dev/shm"))
+    real_open = os.open
+    direct: list[bool] = []
+
+    def spy(path: Path, flags: int, mode: int = 0o777) -> int:
+        direct.append(bool(flags & os.O_DIRECT))
+        if where == "refused" and flags & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(os, "open", spy)
     try:
         path = directory / "chunk"
         write_uncached(path, os.urandom(10_000))
@@ -84,7 +98,9 @@ def test_write_uncached_writes_exactly_the_data(tmp_path: Path, size: int, where
         data = os.urandom(size)
         write_uncached(path, data)  # the older, longer file is replaced
         assert path.read_bytes() == data
+        assert direct == ([True, False] * 2 if where == "refused" else [True, True])
     finally:
+        monkeypatch.undo()
         if where == "tmpfs":
             shutil.rmtree(directory)
 

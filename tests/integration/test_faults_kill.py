@@ -41,6 +41,7 @@ BIG = 10_000_000  # `seq 1 BIG`: ~79 MB of output, a recording of ~19 upload chu
 SESSION_EVENTS = ("session.start", "exec", "session.end", "session.abort")
 ONCE = {"session.start": 1, "exec": 1, "session.end": 1}
 LEAF = "leaf.example.com"
+ATTEMPTS = 6  # big sessions tried before one's upload is caught halfway
 USER = "carol"
 
 
@@ -158,12 +159,13 @@ def _upload_under_way(auth_recordings: Path, skip: set[str], timeout: float = 30
 def _caught_mid_upload(client: Client, cluster: Cluster) -> tuple[str, str, str]:
     """A big session whose recording upload is held halfway: node1 is stopped (SIGSTOP)
     once the auth has part of it and before it has all of it. A busy machine may let an
-    upload finish between the two looks; then another session is tried (3 at most).
+    upload finish between the two looks (an idle one too: all 3 tries missed once); then
+    another session is tried (ATTEMPTS at most).
     (The session's marker, its id, its output); node1 is left stopped."""
     node = cluster.nodes["node1"]
     on_node = cluster.workdir / "node1-data" / "recordings"
     seen: set[str] = set()
-    for attempt in range(3):
+    for attempt in range(ATTEMPTS):
         marker = f"fk-big-{attempt}"
         big = _big_session(client, marker)
         sid = _upload_under_way(cluster.data_dir / "recordings", seen)
@@ -172,7 +174,7 @@ def _caught_mid_upload(client: Client, cluster: Cluster) -> tuple[str, str, str]
             return marker, sid, big
         os.kill(node.pid, signal.SIGCONT)
         seen.add(sid)
-    raise AssertionError("3 recording uploads finished before node1 could be stopped")
+    raise AssertionError(f"{ATTEMPTS} recording uploads finished before node1 could be stopped")
 
 
 def _tally(events: list[dict[str, Any]], markers: list[str]) -> dict[str, dict[str, int]]:

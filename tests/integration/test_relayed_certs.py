@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from gatehouse.clock import SystemMonotonic
 from gatehouse.errors import ConnectionProblem
 from gatehouse.pki.keystore import StoredIdentity
-from gatehouse.process.harness import Client, Cluster, in_parallel, join
+from gatehouse.process.harness import Client, Cluster, in_parallel, join, wait_for
 from gatehouse.tunnel.mux import MuxSession, read_all
 from gatehouse.wire.names import ALPN_TUNNEL
 
@@ -144,4 +144,6 @@ async def test_the_leaf_keeps_a_tunnel_only_with_the_roots_proxy(seed: Seed) -> 
             assert "closed" in await tunnel.closed
     daemon = seed.leaf.daemon
     assert daemon is not None
-    assert f"is not a proxy of {ROOT_A} (its certificate says auth of" in daemon.output()
+    # The leaf may log its refusal just after the tunnel closes: wait for the line.
+    wait_for("the leaf's refusal in its log", lambda: f"is not a proxy of {ROOT_A} (its "
+             "certificate says auth of" in daemon.output(), timeout=TIMEOUT)

@@ -51,10 +51,10 @@ def _slice() -> range:
         top = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         top = 32_768  # Linux's default
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1))
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:]
     index = int(worker) if worker.isdigit() else 0
-    size = max(1, (top - LOWEST) // max(1, workers))
+    size = max(1, (top - LOWEST) // workers)
     return range(LOWEST + index * size, LOWEST + (index + 1) * size)
 
 
