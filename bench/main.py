@@ -59,14 +59,17 @@ class Sizes:
     issue_seconds: float  # per repeat
     tunnel_nodes: int  # idle tunnel-mode nodes (their row shares the tunnels' windows)
     pg_windows: int  # PostgreSQL cluster: CPU windows (two heartbeat periods each)
+    pg_logins: int  # PostgreSQL cluster: logins timed for the p99 (the 3rd slowest of 200)
 
 
 QUICK = Sizes(repeats=3, connect_repeats=3, stream_bytes=64 << 20, load_seconds=5.0,
               tunnels=1_000, tunnel_window=1.5, tunnel_baseline=5.0, heartbeat_rounds=False,
-              nodes=10_000, issue_seconds=0.5, tunnel_nodes=1_000, pg_windows=1)
+              nodes=10_000, issue_seconds=0.5, tunnel_nodes=1_000, pg_windows=1,
+              pg_logins=20)
 FULL = Sizes(repeats=5, connect_repeats=10, stream_bytes=1 << 30, load_seconds=30.0,
              tunnels=10_000, tunnel_window=20.0, tunnel_baseline=30.0, heartbeat_rounds=True,
-             nodes=100_000, issue_seconds=3.0, tunnel_nodes=10_000, pg_windows=3)
+             nodes=100_000, issue_seconds=3.0, tunnel_nodes=10_000, pg_windows=3,
+             pg_logins=200)
 
 FALLBACK_LEAVES = 1_000  # when the root cannot start with as many leaves as asked
 
@@ -357,7 +360,7 @@ def _main(argv: list[str] | None) -> int:
                                                              sizes.repeats))
         if "pg_cluster" in rows:
             run.group("pg_cluster", lambda: pgcluster.measure(
-                dir, sizes.nodes, sizes.tunnel_nodes, sizes.pg_windows))
+                dir, sizes.nodes, sizes.tunnel_nodes, sizes.pg_windows, sizes.pg_logins))
     except KeyboardInterrupt:
         print(f"bench: interrupted; every process it started is stopped (logs in {dir})",
               file=sys.stderr)

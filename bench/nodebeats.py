@@ -10,7 +10,8 @@ connection for KEEPALIVE seconds (client/api.py): a heartbeat sooner than that
 reuses it, a later one opens a new one. Here each simulated node does the same with
 a minimal HTTP/1.1 client (10,000 aiohttp sessions would cost this process more than
 it measures), its first heartbeat at a random point of the first period, so that the
-heartbeats spread evenly as those of nodes started at different times do.
+heartbeats spread evenly as those of nodes started at different times do, and the next
+ones on the schedule real nodes keep (wire/cadence.py).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from gatehouse._sys import gcsettings
 from gatehouse.client.api import KEEPALIVE
 from gatehouse.pki import tls
 from gatehouse.wire.authapi import ROUTES, Heartbeat
+from gatehouse.wire.cadence import heartbeat_pause
 from gatehouse.wire.names import ALPN_HTTP, TUNNEL_NODE_HEARTBEAT
 
 REPLY_TIMEOUT = 30.0
@@ -50,6 +52,7 @@ class NodeBeats:
         self.period = period
         self.tunnel = tunnel
         self.paused = False
+        self.rng = random.Random()
         self.sent = 0
         self.errors: Counter[str] = Counter()
 
@@ -71,8 +74,9 @@ class NodeBeats:
                    ).encode() + body
         conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         used = 0.0
-        await asyncio.sleep(random.uniform(0, self.period))
+        await asyncio.sleep(self.rng.uniform(0, self.period))
         while True:
+            began = time.monotonic()
             if not self.paused:
                 if conn is not None and time.monotonic() - used > KEEPALIVE:
                     conn[1].close()
@@ -91,7 +95,8 @@ class NodeBeats:
                         conn[1].close()
                     conn = None
                 used = time.monotonic()
-            await asyncio.sleep(self.period)
+            await asyncio.sleep(heartbeat_pause(self.period, began=began, now=time.monotonic(),
+                                                rng=self.rng))
 
     @staticmethod
     async def _beat(conn: tuple[asyncio.StreamReader, asyncio.StreamWriter],

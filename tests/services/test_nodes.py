@@ -4,8 +4,10 @@ stored before the indexes existed. Runs on the memory and the SQLite backend."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -16,13 +18,13 @@ from hypothesis import strategies as st
 
 from gatehouse.backend import Backend, MemoryBackend, SQLiteBackend, open_backend, prefix_end
 from gatehouse.clock import FakeClock
-from gatehouse.errors import AlreadyExists, NotFound
-from gatehouse.services.nodes import NodeStore
+from gatehouse.errors import AlreadyExists, GatehouseError, NotFound
+from gatehouse.services.nodes import COALESCED, NodeStore
 from gatehouse.services.resources import ResourceStore
 from gatehouse.types.node import Node, NodeSpec, NodeStatus
 from gatehouse.types.resource import Metadata
 from gatehouse.types.yaml_io import to_json_obj
-from tests.services.reads import CountingReads
+from tests.services.reads import CountingReads, CountingWrites
 
 TTL = dt.timedelta(seconds=30)
 
@@ -300,3 +302,64 @@ async def test_matches_a_dict_model(kind: str, tmp_path: Path, ops: list[tuple[o
         assert len(await index_items(backend)) == 2 * len(model)
     finally:
         await backend.close()
+
+
+async def test_steady_heartbeats_of_many_nodes_share_writes(backend: Backend,
+                                                            clock: FakeClock) -> None:
+    """60 nodes heartbeating at once, each after its first (which indexes it): three
+    writes of 20 nodes, not 60; every node is stored with its new heartbeat."""
+    counting = CountingWrites(backend)
+    store = NodeStore(counting)  # type: ignore[arg-type]
+    hosts = [(f"n{i}", f"h{i}", f"10.0.0.{i}:22") for i in range(3 * COALESCED)]
+    for name, hostname, addr in hosts:
+        await store.upsert(node(name, hostname, addr, clock))
+    first = counting.writes
+    clock.advance(dt.timedelta(seconds=10))
+    await asyncio.gather(*(store.upsert(node(name, hostname, addr, clock))
+                           for name, hostname, addr in hosts))
+    assert counting.writes - first == 3
+    for name, _, _ in hosts:
+        assert (await store.get(name)).status.last_heartbeat == clock.now()
+    assert len(await index_items(backend)) == 2 * len(hosts)
+
+
+async def test_a_heartbeat_waits_at_most_the_window_for_company(backend: Backend,
+                                                                clock: FakeClock) -> None:
+    store = NodeStore(backend, coalesce=0.05)
+    await store.upsert(node("n1", "db", "10.0.0.1:22", clock))
+    begun = time.monotonic()
+    await store.upsert(node("n1", "db", "10.0.0.1:22", clock))
+    assert 0.04 <= time.monotonic() - begun < 1.0
+
+
+async def test_a_failed_shared_write_fails_every_heartbeat_of_it(backend: Backend,
+                                                                 clock: FakeClock) -> None:
+    store = NodeStore(backend)
+    for i in range(3):
+        await store.upsert(node(f"n{i}", f"h{i}", f"10.0.0.{i}:22", clock))
+    await backend.close()
+    results = await asyncio.gather(*(store.upsert(node(f"n{i}", f"h{i}", f"10.0.0.{i}:22",
+                                                       clock)) for i in range(3)),
+                                   return_exceptions=True)
+    assert all(isinstance(r, GatehouseError) for r in results), results
+
+
+async def test_the_later_of_two_pending_heartbeats_of_a_node_wins(store: NodeStore,
+                                                                  clock: FakeClock) -> None:
+    await store.upsert(node("n1", "db", "10.0.0.1:22", clock, v="0"))
+    await asyncio.gather(store.upsert(node("n1", "db", "10.0.0.1:22", clock, v="1")),
+                         store.upsert(node("n1", "db", "10.0.0.1:22", clock, v="2")))
+    assert (await store.get("n1")).metadata.labels == {"v": "2"}
+    assert names(await store.select(lambda labels: labels == {"v": "2"})) == ["n1"]
+
+
+async def test_a_move_after_a_pending_heartbeat_is_not_undone_by_it(store: NodeStore,
+                                                                    clock: FakeClock) -> None:
+    """A heartbeat waiting for company, then one that moves the node: the move is
+    written after the wait, so the node ends at its new address with no old index."""
+    await store.upsert(node("n1", "db", "10.0.0.1:22", clock))
+    await asyncio.gather(store.upsert(node("n1", "db", "10.0.0.1:22", clock)),
+                         store.upsert(node("n1", "db", "10.0.0.2:22", clock)))
+    assert (await store.get("n1")).spec.addr == "10.0.0.2:22"
+    assert await store.by_addr("10.0.0.1:22") == []
+    assert [n.metadata.name for n in await store.by_addr("10.0.0.2:22")] == ["n1"]

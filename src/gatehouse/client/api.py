@@ -21,9 +21,10 @@ from gatehouse.wire.names import WATCH_SILENCE
 __all__ = ["APIClient"]
 
 MAX_LINE = 256 << 20
-# Seconds an idle connection is kept: above a direct node's heartbeat interval
-# (wire.names.NODE_HEARTBEAT), so that each heartbeat reuses its connection (a new one
-# costs the auth a TLS handshake: ~5 ms, three heartbeats' worth), and below the
+# Seconds an idle connection is kept: above a direct node's longest pause between
+# heartbeats (wire.names.NODE_HEARTBEAT x (1 + wire.cadence.JITTER)), so that each
+# heartbeat reuses its connection (a new one costs the auth a TLS handshake: ~5 ms,
+# three heartbeats' worth), and below the
 # servers' default idle_timeout (30 s), so that a server never closes one as it is reused.
 KEEPALIVE = 28.0
 

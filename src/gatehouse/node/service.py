@@ -38,6 +38,7 @@ from gatehouse.tunnel.agent import TunnelAgent
 from gatehouse.tunnel.link import TunnelLink
 from gatehouse.tunnel.needs import Root
 from gatehouse.wire.authapi import AuthAPI, Heartbeat
+from gatehouse.wire.cadence import heartbeat_pause
 from gatehouse.wire.eventsize import bound_event
 from gatehouse.wire.names import NODE_HEARTBEAT, TUNNEL_NODE_HEARTBEAT
 
@@ -228,8 +229,12 @@ class NodeService:
 
     async def _heartbeats(self) -> None:
         every = TUNNEL_NODE_HEARTBEAT if self._tunnel_to else NODE_HEARTBEAT
+        rng = random.Random()
+        began = self._timer.monotonic()
         while True:
-            await asyncio.sleep(every)
+            await self._timer.sleep(heartbeat_pause(every, began=began,
+                                                    now=self._timer.monotonic(), rng=rng))
+            began = self._timer.monotonic()
             try:
                 await self._heartbeat()
             except GatehouseError as exc:

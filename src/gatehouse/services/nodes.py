@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from gatehouse.backend import Backend, Item, Write, prefix_end
 from gatehouse.errors import AlreadyExists, BadParameter, CompareFailed, NotFound
+from gatehouse.services._coalesce import Coalescer
 from gatehouse.services.resources import ResourceStore
 from gatehouse.types.node import Node
 
@@ -44,6 +45,10 @@ ATTEMPTS = 5  # writes retried when the node changes between our read and our wr
 MAX_BATCH = 10_000  # index items per range read while scanning
 INDEX_BATCH = 500  # nodes per atomic write while indexing those stored before the indexes
 REMEMBERED = 200_000  # nodes whose index keys upsert remembers (~40 MB at most)
+# Steady heartbeats wait up to COALESCE seconds to be written with others (_coalesce.py),
+# COALESCED nodes at most to a write: 60 items, 120 etcd operations with their expiries.
+COALESCE = 0.05
+COALESCED = 20
 
 Labels = Mapping[str, str]
 
@@ -72,9 +77,10 @@ class NodeStore(ResourceStore[Node]):
     """Nodes as every resource store keeps them, plus the indexes; every change to a
     node changes its index items in the same atomic write."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, *, coalesce: float = COALESCE) -> None:
         super().__init__(backend, "node", Node)
         self._indexed: dict[str, tuple[bytes, bytes]] = {}  # by upsert: name -> index keys
+        self._steady = Coalescer(backend, window=coalesce, most=COALESCED)
 
     # --- writes ---------------------------------------------------------------------------
 
@@ -105,13 +111,14 @@ class NodeStore(ResourceStore[Node]):
         check the stored revision, and PostgreSQL writes it in one statement instead of
         a transaction of six round trips. When this store wrote the node's index keys
         last and they stay, it does not read the stored node first either: a heartbeat
-        is then one write. (A heartbeat that moved the address through another auth in
-        between, or two at once with different addresses, can leave a stale address
-        index item: it expires with the node, and :meth:`by_addr` skips it.)"""
+        is then one write, shared with the other nodes' heartbeats of the next COALESCE
+        seconds. (A heartbeat that moved the address through another auth in between,
+        or two at once with different addresses, can leave a stale address index item:
+        it expires with the node, and :meth:`by_addr` skips it.)"""
         name = res.metadata.name
         keys = _index_keys(res.spec.hostname, res.spec.addr, name)
         if self._indexed.get(name) == keys:
-            await self._backend.atomic_write(self._writes(res, None, refresh=True))
+            await self._steady.write(name, self._writes(res, None, refresh=True))
         else:
             await self._change(name, lambda old: self._writes(res, old, refresh=True))
             if len(self._indexed) >= REMEMBERED:
@@ -186,6 +193,7 @@ class NodeStore(ResourceStore[Node]):
         """Read the node's current item, then write what ``writes`` makes of it, on the
         condition that the node has not changed in between (else read again)."""
         self._indexed.pop(name, None)
+        await self._steady.settled(name)  # a steady heartbeat's write lands first
         for _ in range(ATTEMPTS):
             old = await self._current(name)
             try:

@@ -38,8 +38,9 @@ WATCH_SILENCE = 3 * WATCH_KEEPALIVE
 # Each heartbeat is an HTTPS call on a kept connection (client.api.KEEPALIVE): 1.0-1.7 ms
 # of an auth's CPU on PostgreSQL (less under load, when writes go together), 0.6 ms of
 # it aiohttp's per-request work (measured with a handler that does nothing). 10,000
-# nodes every 25 s cost two auths 41-45 % of a core (bench pg_cluster); every 10 s,
-# 1.65 cores. (Teleport's nodes keep alive every minute.)
+# nodes every 25 s cost two auths 26-28 % of a core (bench pg_cluster, with the
+# heartbeats coalesced: services/_coalesce.py); every 10 s, 1.65 cores before that.
+# Each pause is this ± wire.cadence.JITTER. (Teleport's nodes keep alive every minute.)
 NODE_HEARTBEAT = 25.0
 
 # A node on a tunnel heartbeats its presence (its hostname and labels) this often, in
