@@ -17,6 +17,7 @@ import os
 import select
 import signal
 import subprocess
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -41,7 +42,7 @@ BIG = 10_000_000  # `seq 1 BIG`: ~79 MB of output, a recording of ~19 upload chu
 SESSION_EVENTS = ("session.start", "exec", "session.end", "session.abort")
 ONCE = {"session.start": 1, "exec": 1, "session.end": 1}
 LEAF = "leaf.example.com"
-ATTEMPTS = 6  # big sessions tried before one's upload is caught halfway
+ATTEMPTS = 3  # big sessions tried before one's upload is caught halfway
 USER = "carol"
 
 
@@ -142,38 +143,46 @@ def _big_session(client: Client, marker: str) -> str:
     return expected
 
 
-def _upload_under_way(auth_recordings: Path, skip: set[str], timeout: float = 30.0) -> str:
-    """Wait until a recording's second chunk is at the auth (a recording of one chunk
-    arrives with its completion), not one of ``skip``; its session id. Polled every
-    millisecond: the whole upload takes well under a second on an idle machine."""
+def _stop_mid_upload(node: Process, auth_recordings: Path, skip: set[str],
+                     found: list[str], timeout: float = 60.0) -> None:
+    """Stop ``node`` (SIGSTOP) as soon as a recording's second chunk is at the auth (a
+    recording of one chunk arrives with its completion), not one of ``skip``, and put
+    its session id in ``found``. Polled every millisecond from before the session
+    starts: the whole upload takes well under a second on an idle machine."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if auth_recordings.is_dir():
-            for found in auth_recordings.iterdir():
-                if found.name not in skip and (found / "000001").exists():
-                    return found.name
+            for entry in auth_recordings.iterdir():
+                if entry.name not in skip and (entry / "000001").exists():
+                    os.kill(node.pid, signal.SIGSTOP)
+                    found.append(entry.name)
+                    return
         time.sleep(0.001)
-    raise AssertionError(f"no recording upload reached {auth_recordings} in {timeout:.0f} s")
 
 
 def _caught_mid_upload(client: Client, cluster: Cluster) -> tuple[str, str, str]:
     """A big session whose recording upload is held halfway: node1 is stopped (SIGSTOP)
-    once the auth has part of it and before it has all of it. A busy machine may let an
-    upload finish between the two looks (an idle one too: all 3 tries missed once); then
-    another session is tried (ATTEMPTS at most).
-    (The session's marker, its id, its output); node1 is left stopped."""
+    once the auth has part of it and before it has all of it, by a watcher that looks
+    from before the session starts (the upload follows the session's end: the node has
+    sent the session's close by then). A very busy machine may still let an upload
+    finish between a look and the stop; then another session is tried (ATTEMPTS at
+    most). (The session's marker, its id, its output); node1 is left stopped."""
     node = cluster.nodes["node1"]
     on_node = cluster.workdir / "node1-data" / "recordings"
     seen: set[str] = set()
     for attempt in range(ATTEMPTS):
         marker = f"fk-big-{attempt}"
+        found: list[str] = []
+        watcher = threading.Thread(target=_stop_mid_upload, daemon=True, args=(
+            node, cluster.data_dir / "recordings", seen, found))
+        watcher.start()
         big = _big_session(client, marker)
-        sid = _upload_under_way(cluster.data_dir / "recordings", seen)
-        os.kill(node.pid, signal.SIGSTOP)
-        if (on_node / f"{sid}.rec").exists():
-            return marker, sid, big
+        watcher.join()
+        assert found, f"no recording upload reached {cluster.data_dir / 'recordings'}"
+        if (on_node / f"{found[0]}.rec").exists():
+            return marker, found[0], big
         os.kill(node.pid, signal.SIGCONT)
-        seen.add(sid)
+        seen.add(found[0])
     raise AssertionError(f"{ATTEMPTS} recording uploads finished before node1 could be stopped")
 
 
