@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import pwd
-import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -290,13 +289,12 @@ class SSHFront:
         return await asyncio.get_running_loop().create_server(self.connection, host, port,
                                                               reuse_address=True)
 
-    async def take(self, sock: socket.socket, peer: str) -> None:
-        """Serve one SSH connection on ``sock``, already connected (an end of a socket
-        pair whose other end carries a tunnel stream) for a user at ``peer``."""
+    def over(self, peer: str) -> NodeConnection:
+        """A connection for a user at ``peer`` whose transport is not a socket (a tunnel
+        stream's: tunnel/streamtransport.py)."""
         options = asyncssh.SSHServerConnectionOptions(
             self.options, server_factory=lambda: self._factory(peer))
-        loop = asyncio.get_running_loop()
-        await loop.connect_accepted_socket(lambda: NodeConnection(loop, options), sock)
+        return NodeConnection(asyncio.get_running_loop(), options)
 
 
 def _options(host_key: asyncssh.SSHKey, host_cert: asyncssh.SSHCertificate,

@@ -2,20 +2,19 @@
 and nothing else.
 
 The proxy opens one stream per user connection. The node takes only "ssh" streams and
-hands each to its SSH server through an in-process socket pair: it dials nothing and
-listens nowhere, so its tunnel relays to no other address, whatever a stream asks for
-(ARCHITECTURE §4, no open relay). The user's SSH session runs end to end with this
-server; the proxy sees only ciphertext.
+serves each with its SSH server, the stream as the connection's transport
+(tunnel/streamtransport.py): it dials nothing and listens nowhere, so its tunnel relays
+to no other address, whatever a stream asks for (ARCHITECTURE §4, no open relay). The
+user's SSH session runs end to end with this server; the proxy sees only ciphertext.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import socket
 
 from gatehouse.node.sshserver import SSHFront
-from gatehouse.tunnel.mux import MuxStream, splice_stream
+from gatehouse.tunnel.mux import MuxStream
+from gatehouse.tunnel.streamtransport import StreamTransport
 
 __all__ = ["TunnelStreams"]
 
@@ -36,14 +35,6 @@ class TunnelStreams:
             log.warning("tunnel stream refused kind=%r reason=%r", str(kind)[:40], reason)
             stream.refuse(reason)
             return
-        ours, theirs = socket.socketpair()
-        try:
-            await self._front.take(ours, str(stream.meta.get("remote", ""))[:100])
-            reader, writer = await asyncio.open_connection(sock=theirs)
-        except OSError as exc:
-            ours.close()
-            theirs.close()
-            stream.refuse(f"the node's SSH server cannot take a connection: {exc}")
-            return
+        remote = str(stream.meta.get("remote", ""))[:100]
         stream.accept({"host_id": self._host_id})  # what the user's client pins
-        await splice_stream(stream, reader, writer)
+        await StreamTransport(stream, self._front.over(remote)).run()

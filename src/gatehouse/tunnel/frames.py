@@ -62,7 +62,7 @@ class Frame:
     payload: bytes = b""
 
 
-def encode(ftype: FrameType, stream: int, payload: bytes = b"") -> bytes:
+def encode(ftype: FrameType, stream: int, payload: bytes | memoryview = b"") -> bytes:
     if len(payload) > MAX_PAYLOAD:
         raise ValueError(f"frame payload {len(payload)} exceeds {MAX_PAYLOAD}")
     return HEADER.pack(ftype, stream, len(payload)) + payload

@@ -141,6 +141,18 @@ class MuxStream:
             self._session._send_data(self.id, bytes(view[:n]))
             view = view[n:]
 
+    def write_nowait(self, data: bytes | bytearray | memoryview) -> bool:
+        """Send all of ``data`` now if the peer's credit and the connection allow it
+        (True); else send nothing (False), and the caller awaits :meth:`write`."""
+        if (self._error is not None or self._eof_sent or len(data) > self._send_window
+                or not self._session._can_write.is_set()):
+            return False
+        self._send_window -= len(data)
+        view = memoryview(data)
+        for first in range(0, len(view), MAX_PAYLOAD):
+            self._session._send_data(self.id, view[first:first + MAX_PAYLOAD])
+        return True
+
     def write_eof(self) -> None:
         if not self._eof_sent and self._error is None:
             self._eof_sent = True
@@ -240,7 +252,7 @@ class MuxSession(asyncio.Protocol):
                 return
         transport.write(encode(ftype, stream, payload))
 
-    def _send_data(self, stream: int, data: bytes) -> None:
+    def _send_data(self, stream: int, data: bytes | memoryview) -> None:
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(encode(FrameType.DATA, stream, data))
 
