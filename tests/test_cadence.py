@@ -21,8 +21,14 @@ def test_a_pause_is_counted_from_when_the_last_heartbeat_began() -> None:
         assert PERIOD * (1 - JITTER) <= took + pause <= PERIOD * (1 + JITTER)
 
 
-def test_a_heartbeat_that_took_longer_than_its_period_is_followed_at_once() -> None:
-    assert heartbeat_pause(PERIOD, began=0.0, now=PERIOD * 2, rng=random.Random(2)) == 0.0
+def test_heartbeats_held_up_past_their_period_do_not_all_follow_at_once() -> None:
+    """1,000 nodes whose calls all timed out together: the next ones spread over a
+    tenth of the period, not all at the same instant."""
+    rng = random.Random(2)
+    pauses = [heartbeat_pause(PERIOD, began=0.0, now=PERIOD * 1.2, rng=rng)
+              for _ in range(1000)]
+    assert all(0 <= p <= PERIOD * JITTER for p in pauses)
+    assert max(Counter(int(p * 10) for p in pauses).values()) < 100  # per 0.1 s
 
 
 def test_the_mean_period_is_the_period() -> None:

@@ -17,10 +17,10 @@ import os
 import select
 import signal
 import subprocess
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -143,47 +143,44 @@ def _big_session(client: Client, marker: str) -> str:
     return expected
 
 
-def _stop_mid_upload(node: Process, auth_recordings: Path, skip: set[str],
-                     found: list[str], timeout: float = 60.0) -> None:
-    """Stop ``node`` (SIGSTOP) as soon as a recording's second chunk is at the auth (a
-    recording of one chunk arrives with its completion), not one of ``skip``, and put
-    its session id in ``found``. Polled every millisecond from before the session
-    starts: the whole upload takes well under a second on an idle machine."""
+def _upload_under_way(auth_recordings: Path, skip: set[str], timeout: float) -> str:
+    """Wait until a recording's second chunk is at the auth (a recording of one chunk
+    arrives with its completion), not one of ``skip``; its session id. Polled every
+    millisecond: the whole upload takes well under a second on an idle machine."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if auth_recordings.is_dir():
             for entry in auth_recordings.iterdir():
                 if entry.name not in skip and (entry / "000001").exists():
-                    os.kill(node.pid, signal.SIGSTOP)
-                    found.append(entry.name)
-                    return
+                    return entry.name
         time.sleep(0.001)
+    raise AssertionError(f"no recording upload reached {auth_recordings} in {timeout:.0f} s")
 
 
 def _caught_mid_upload(client: Client, cluster: Cluster) -> tuple[str, str, str]:
     """A big session whose recording upload is held halfway: node1 is stopped (SIGSTOP)
-    once the auth has part of it and before it has all of it, by a watcher that looks
-    from before the session starts (the upload follows the session's end: the node has
-    sent the session's close by then). A very busy machine may still let an upload
-    finish between a look and the stop; then another session is tried (ATTEMPTS at
+    once the auth has part of it and before it has all of it. The upload is watched
+    from while the session runs (looking only after `gsh ssh` returned missed whole
+    uploads on an idle machine); the upload may begin while the node still sends the
+    session's last output, so a node stopped before `gsh ssh` could return is let go
+    and another session tried, as is one whose upload finished first (ATTEMPTS at
     most). (The session's marker, its id, its output); node1 is left stopped."""
     node = cluster.nodes["node1"]
     on_node = cluster.workdir / "node1-data" / "recordings"
     seen: set[str] = set()
-    for attempt in range(ATTEMPTS):
-        marker = f"fk-big-{attempt}"
-        found: list[str] = []
-        watcher = threading.Thread(target=_stop_mid_upload, daemon=True, args=(
-            node, cluster.data_dir / "recordings", seen, found))
-        watcher.start()
-        big = _big_session(client, marker)
-        watcher.join()
-        assert found, f"no recording upload reached {cluster.data_dir / 'recordings'}"
-        if (on_node / f"{found[0]}.rec").exists():
-            return marker, found[0], big
-        os.kill(node.pid, signal.SIGCONT)
-        seen.add(found[0])
-    raise AssertionError(f"{ATTEMPTS} recording uploads finished before node1 could be stopped")
+    with ThreadPoolExecutor(1) as pool:
+        for attempt in range(ATTEMPTS):
+            marker = f"fk-big-{attempt}"
+            session = pool.submit(_big_session, client, marker)
+            sid = _upload_under_way(cluster.data_dir / "recordings", seen, timeout=90)
+            os.kill(node.pid, signal.SIGSTOP)
+            seen.add(sid)
+            done, _ = wait([session], timeout=10)
+            if done and (on_node / f"{sid}.rec").exists():
+                return marker, sid, session.result()
+            os.kill(node.pid, signal.SIGCONT)
+            session.result()  # it ends once the node goes on
+    raise AssertionError(f"{ATTEMPTS} recording uploads could not be held halfway")
 
 
 def _tally(events: list[dict[str, Any]], markers: list[str]) -> dict[str, dict[str, int]]:

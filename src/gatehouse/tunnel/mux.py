@@ -141,17 +141,19 @@ class MuxStream:
             self._session._send_data(self.id, bytes(view[:n]))
             view = view[n:]
 
-    def write_nowait(self, data: bytes | bytearray | memoryview) -> bool:
-        """Send all of ``data`` now if the peer's credit and the connection allow it
-        (True); else send nothing (False), and the caller awaits :meth:`write`."""
-        if (self._error is not None or self._eof_sent or len(data) > self._send_window
-                or not self._session._can_write.is_set()):
-            return False
-        self._send_window -= len(data)
+    def write_nowait(self, data: bytes | bytearray | memoryview) -> int:
+        """Send what of ``data`` can go now, in frames, each within the peer's credit
+        and while the connection takes more (as :meth:`write` does, without waiting);
+        how many bytes went. The caller awaits :meth:`write` for the rest."""
         view = memoryview(data)
-        for first in range(0, len(view), MAX_PAYLOAD):
-            self._session._send_data(self.id, view[first:first + MAX_PAYLOAD])
-        return True
+        sent = 0
+        while (sent < len(view) and self._error is None and not self._eof_sent
+               and self._send_window > 0 and self._session._can_write.is_set()):
+            n = min(len(view) - sent, self._send_window, MAX_PAYLOAD)
+            self._send_window -= n
+            self._session._send_data(self.id, view[sent:sent + n])
+            sent += n
+        return sent
 
     def write_eof(self) -> None:
         if not self._eof_sent and self._error is None:

@@ -5,10 +5,17 @@ Through a socket pair every chunk crossed the kernel twice more, and a task copi
 from the pair's reader into the stream: in a tunnel node streaming a gigabyte, that
 relay was about a quarter of the node's event loop. Here the protocol's writes go
 into the stream's frames at once while the peer's credit and the tunnel's transport
-allow, and wait in order otherwise; the protocol is paused while more than
-HIGH_WATER bytes wait, as a socket transport pauses it. The stream's chunks go to
-``data_received`` while the protocol reads; a paused protocol leaves them in the
-stream, whose unread bytes keep back the peer's credit.
+allow, and wait in order otherwise. The protocol is told pause_writing while more
+than HIGH_WATER bytes wait, as a socket transport tells it; asyncssh (2.24) does
+nothing on it, and what waits is bounded by its channels' windows, as the socket
+pair's buffer was. The stream's chunks go to ``data_received`` while the protocol
+reads; a protocol that pauses reading leaves them in the stream, whose unread bytes
+keep back the peer's credit.
+
+Ending: ``close`` and ``abort`` alike send what was written, then EOF. asyncssh ends
+every connection with ``abort`` right after its last messages (the channel's exit
+status and close, the disconnect), and a socket pair delivered those from the
+kernel's buffer after the abort too.
 """
 
 from __future__ import annotations
@@ -65,8 +72,11 @@ class StreamTransport(asyncio.Transport):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._closing or self._eof or not data:
             return
-        if not self._pending and self._stream.write_nowait(data):
-            return
+        if not self._pending:
+            sent = self._stream.write_nowait(data)
+            if sent == len(data):
+                return
+            data = memoryview(data)[sent:]
         self._pending.append(bytes(data))
         self._pending_bytes += len(data)
         self._wake.set()
@@ -91,12 +101,7 @@ class StreamTransport(asyncio.Transport):
         self._reading.set()
 
     def abort(self) -> None:
-        self._closing = True
-        self._pending.clear()
-        self._pending_bytes = 0
-        self._stream.reset("the connection was aborted at the stream's end")
-        self._wake.set()
-        self._reading.set()
+        self.close()  # what was written still goes (see the module's docstring)
 
     def is_closing(self) -> bool:
         return self._closing

@@ -21,5 +21,8 @@ JITTER = 0.1  # the mean pause stays the period; the longest is far below a node
 
 def heartbeat_pause(period: float, *, began: float, now: float, rng: random.Random) -> float:
     """Seconds from ``now`` until the next heartbeat, the last having begun at ``began``
-    (both on one monotonic clock)."""
-    return max(0.0, began + period * rng.uniform(1 - JITTER, 1 + JITTER) - now)
+    (both on one monotonic clock). After a heartbeat that took longer than its pause
+    (a busy auth, a call that timed out), a random part of JITTER x ``period``: the
+    nodes it held up together do not all call again at once."""
+    due = began + period * rng.uniform(1 - JITTER, 1 + JITTER) - now
+    return due if due > 0 else period * JITTER * rng.random()
