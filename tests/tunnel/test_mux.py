@@ -378,3 +378,33 @@ async def test_writers_wait_while_the_transport_is_paused(clock: FakeMonotonic) 
     await dialer.aclose()
     await acceptor.wait_closed()
     server.close()
+
+
+async def test_a_write_without_waiting_stops_at_the_paused_transport_and_the_credit(
+        clock: FakeMonotonic) -> None:
+    """write_nowait sends whole frames while the transport takes more (asks before each
+    frame, as write does) and the peer's credit lasts, and says how much went: the rest
+    is the caller's to await."""
+    sent: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+
+    async def send(stream: MuxStream) -> None:
+        stream.accept()
+        acceptor.pause_writing()  # as its transport does past its high-water mark
+        paused = stream.write_nowait(bytes(MAX_PAYLOAD))
+        acceptor.resume_writing()
+        within = stream.write_nowait(bytes(3 * MAX_PAYLOAD))
+        beyond = stream.write_nowait(bytes(INITIAL_WINDOW))  # more than the credit left
+        sent.set_result([paused, within, beyond])
+
+    dialer, acceptor, server = await sessions(send, clock)
+    stream = await dialer.open({})
+    assert await asyncio.wait_for(sent, TIMEOUT) == [
+        0, 3 * MAX_PAYLOAD, INITIAL_WINDOW - 3 * MAX_PAYLOAD]
+    got = 0
+    async with asyncio.timeout(TIMEOUT):
+        while got < INITIAL_WINDOW:
+            got += len(await stream.read())
+    assert got == INITIAL_WINDOW
+    await dialer.aclose()
+    await acceptor.wait_closed()
+    server.close()

@@ -6,7 +6,9 @@ loopback."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+from collections.abc import AsyncIterator
 
 from gatehouse.clock import FakeMonotonic
 from gatehouse.errors import ConnectionProblem
@@ -55,9 +57,11 @@ class Echo(asyncio.Protocol):
         self.lost.append(exc)
 
 
-async def _served(protocol: asyncio.Protocol) -> tuple[MuxStream, asyncio.Task[None],
-                                                       list[asyncio.AbstractServer]]:
-    """A stream opened from the proxy's side, served at the node's by ``protocol``."""
+@contextlib.asynccontextmanager
+async def _served(protocol: asyncio.Protocol
+                  ) -> AsyncIterator[tuple[MuxStream, asyncio.Task[None]]]:
+    """A stream opened from the proxy's side, served at the node's by ``protocol``
+    (the task that serves it)."""
     served: asyncio.Future[asyncio.Task[None]] = asyncio.get_running_loop().create_future()
 
     async def handler(stream: MuxStream) -> None:
@@ -68,8 +72,11 @@ async def _served(protocol: asyncio.Protocol) -> tuple[MuxStream, asyncio.Task[N
         await StreamTransport(stream, protocol).run()
 
     proxy, _node, server = await sessions(handler, FakeMonotonic())
-    stream = await asyncio.wait_for(proxy.open({"kind": "ssh"}), WAIT)
-    return stream, await asyncio.wait_for(served, WAIT), [server]
+    try:
+        stream = await asyncio.wait_for(proxy.open({"kind": "ssh"}), WAIT)
+        yield stream, await asyncio.wait_for(served, WAIT)
+    finally:
+        server.close()
 
 
 async def _read(stream: MuxStream, size: int) -> bytes:
@@ -83,8 +90,7 @@ async def _read(stream: MuxStream, size: int) -> bytes:
 
 async def test_bytes_go_both_ways_in_order_and_a_slow_reader_pauses_the_protocol() -> None:
     echo = Echo()
-    stream, task, servers = await _served(echo)
-    try:
+    async with _served(echo) as (stream, task):
         data = os.urandom(3 * INITIAL_WINDOW)
         sending = asyncio.create_task(stream.write(data))
         async with asyncio.timeout(WAIT):  # not read yet: the echo's writes wait
@@ -98,15 +104,11 @@ async def test_bytes_go_both_ways_in_order_and_a_slow_reader_pauses_the_protocol
         assert await asyncio.wait_for(stream.read(), WAIT) == b""  # the echo closed
         await asyncio.wait_for(task, WAIT)
         assert echo.eof and echo.lost == [None]
-    finally:
-        for server in servers:
-            server.close()
 
 
 async def test_a_protocol_that_keeps_open_at_eof_still_writes_then_closes() -> None:
     echo = Echo(keep_open_at_eof=True)
-    stream, task, servers = await _served(echo)
-    try:
+    async with _served(echo) as (stream, task):
         await stream.write(b"before eof")
         stream.write_eof()
         assert await _read(stream, 10) == b"before eof"
@@ -119,16 +121,12 @@ async def test_a_protocol_that_keeps_open_at_eof_still_writes_then_closes() -> N
         assert await asyncio.wait_for(stream.read(), WAIT) == b""
         await asyncio.wait_for(task, WAIT)
         assert echo.lost == [None]
-    finally:
-        for server in servers:
-            server.close()
 
 
 async def test_a_protocol_that_closes_sends_what_it_wrote_and_eof_then_drops_the_rest(
         ) -> None:
     echo = Echo()
-    stream, task, servers = await _served(echo)
-    try:
+    async with _served(echo) as (stream, task):
         assert echo.transport is not None
         echo.transport.write(b"last words")
         echo.transport.close()
@@ -140,17 +138,13 @@ async def test_a_protocol_that_closes_sends_what_it_wrote_and_eof_then_drops_the
         stream.write_eof()
         await asyncio.wait_for(task, WAIT)
         assert echo.lost == [None]
-    finally:
-        for server in servers:
-            server.close()
 
 
 async def test_an_abort_still_sends_what_was_written_beyond_the_credit_then_eof() -> None:
     """asyncssh aborts right after its last messages; they must arrive, even those
     that wait for the peer's credit (a write larger than the whole window)."""
     echo = Echo()
-    stream, task, servers = await _served(echo)
-    try:
+    async with _served(echo) as (stream, task):
         assert echo.transport is not None
         data = os.urandom(INITIAL_WINDOW + INITIAL_WINDOW // 2)
         echo.transport.write(data)
@@ -161,19 +155,12 @@ async def test_an_abort_still_sends_what_was_written_beyond_the_credit_then_eof(
         stream.write_eof()
         await asyncio.wait_for(task, WAIT)
         assert echo.lost == [None]
-    finally:
-        for server in servers:
-            server.close()
 
 
 async def test_a_reset_from_the_peer_is_a_lost_connection() -> None:
     echo = Echo()
-    stream, task, servers = await _served(echo)
-    try:
+    async with _served(echo) as (stream, task):
         stream.reset("the user went away")
         await asyncio.wait_for(task, WAIT)
         assert len(echo.lost) == 1 and isinstance(echo.lost[0], ConnectionProblem)
         assert "the user went away" in str(echo.lost[0])
-    finally:
-        for server in servers:
-            server.close()

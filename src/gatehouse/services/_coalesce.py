@@ -75,8 +75,7 @@ class Coalescer:
         writer's to hear)."""
         batch = self._pending.get(group)
         if batch is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(batch.done)
+            await asyncio.shield(batch.done)  # set once written, whatever the outcome
 
     async def _send(self, batch: _Batch) -> None:
         with contextlib.suppress(TimeoutError):

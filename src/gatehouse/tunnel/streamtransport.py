@@ -49,23 +49,22 @@ class StreamTransport(asyncio.Transport):
         self._paused = False  # the protocol was told pause_writing
         self._eof = False  # write_eof asked for
         self._closing = False
-        self._lost: BaseException | None = None
 
     async def run(self) -> None:
         """Serve the protocol until the stream ends both ways (or breaks), then tell it
         the connection is lost."""
         self._protocol.connection_made(self)
+        lost: Exception | None = None
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._receive())
                 tg.create_task(self._send())
         except* ConnectionProblem as group:
-            self._lost = group.exceptions[0]
-            self._stream.reset(str(self._lost))
+            lost = group.exceptions[0]
+            self._stream.reset(str(lost))
         finally:
             self._closing = True
-            self._protocol.connection_lost(
-                self._lost if isinstance(self._lost, Exception) else None)
+            self._protocol.connection_lost(lost)
 
     # --- asyncio.Transport --------------------------------------------------------------
 
