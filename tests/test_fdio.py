@@ -1,5 +1,6 @@
 """write_all: every byte reaches a slow pipe reader, even when signals cut writes short;
-write_uncached: exactly the data, with O_DIRECT or where the filesystem refuses it."""
+write_uncached: exactly the data, with O_DIRECT or where the filesystem refuses it;
+read_uncached: exactly the bytes asked for, at any offset, with O_DIRECT or without."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from gatehouse._sys.fdio import write_all, write_uncached
+from gatehouse._sys.fdio import read_uncached, set_direct, write_all, write_uncached
 
 SIZE = 8 << 20
 
@@ -112,3 +113,17 @@ def test_write_uncached_refuses_a_symlink(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         write_uncached(tmp_path / "chunk", b"data")
     assert target.read_bytes() == b"kept"
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_read_uncached_reads_any_range(tmp_path: Path, direct: bool) -> None:
+    data = os.urandom(3 * 4096 + 123)
+    (tmp_path / "f").write_bytes(data)
+    fd = os.open(tmp_path / "f", os.O_RDONLY)
+    try:
+        assert set_direct(fd, direct) == direct
+        for offset in (0, 1, 4095, 4096, 5000, len(data) - 1, len(data)):
+            for size in (0, 1, 100, 4096, 4097, 9000, 1 << 20):
+                assert read_uncached(fd, offset, size) == data[offset:offset + size]
+    finally:
+        os.close(fd)

@@ -1,7 +1,7 @@
 """Fuzzing the recording format (wire/recording.py): what the writer writes decodes to
 the same header and frames; any other bytes are BadParameter (no header) or a recording
-marked truncated; what decodes plays back in every format; and no announced length is
-allocated before its bytes are there."""
+marked truncated; what decodes plays back in every format and summarizes alike whole or
+in pieces; and no announced length is allocated before its bytes are there."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ from gatehouse.wire.recording import (
     Frame,
     RecordingMeta,
     RecordingWriter,
+    Summarizer,
+    Summary,
     decode,
     summarize,
     to_asciicast,
@@ -48,17 +50,29 @@ def encode(meta: RecordingMeta, frames: list[Frame]) -> bytes:
     return b"".join(out)
 
 
+def summarize_in_pieces(data: bytes, size: int) -> Summary:
+    """summarize(), fed ``size`` bytes at a time (an upload's reads)."""
+    summarizer = Summarizer()
+    for at in range(0, len(data), size):
+        summarizer.feed(data[at:at + size])
+    return summarizer.result()
+
+
 def plays_back(data: bytes) -> None:
-    """decode(data), BadParameter alone; what decodes converts, and summarize agrees."""
+    """decode(data), BadParameter alone; what decodes converts, and summarize agrees, fed
+    whole or in pieces of any size."""
     try:
         rec = decode(data)
     except BadParameter:
+        for size in (1, 7, 13):
+            with pytest.raises(BadParameter):
+                summarize_in_pieces(data, size)
         return
     to_json(rec)
     to_asciicast(rec)
-    summary = summarize(data)
-    assert (summary.meta, summary.duration, summary.truncated) == (
-        rec.meta, rec.duration, rec.truncated)
+    for summary in [summarize(data)] + [summarize_in_pieces(data, n) for n in (1, 7, 13)]:
+        assert (summary.meta, summary.duration, summary.truncated) == (
+            rec.meta, rec.duration, rec.truncated)
 
 
 @fuzz(150)

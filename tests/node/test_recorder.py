@@ -16,12 +16,10 @@ from typing import Any
 import asyncssh
 import pytest
 
-from gatehouse._sys import fdio
 from gatehouse.clock import FakeClock
 from gatehouse.node import recorder as recorder_mod
 from gatehouse.node.recorder import (
-    DIRECT_WRITE,
-    MAX_BUFFER,
+    MAX_PENDING,
     SessionRecorder,
     recover,
     waiting,
@@ -87,19 +85,20 @@ async def test_records_output_and_resizes_in_order(make: Callable[..., SessionRe
     assert rec.error is None
 
 
-async def test_a_large_chunk_is_written_at_once_after_what_was_buffered(
+async def test_a_flush_puts_everything_recorded_in_the_file_in_order(
         make: Callable[..., SessionRecorder]) -> None:
     mono = Mono()
     rec = make(monotonic=mono, flush_interval=60)  # no periodic flush: only ours
     rec.start()
     rec.output(b"prompt$ ")
     mono.now += 1.0
-    big = os.urandom(DIRECT_WRITE)
+    big = os.urandom(3 << 20)  # more than a staging buffer: the worker writes some already
     rec.output(big)
-    assert rec.buffered == 0 and rec.max_buffered < DIRECT_WRITE  # never copied in
-    on_disk = decode(rec.path.read_bytes())  # in the file already, in order
-    assert on_disk.frames == [Frame("o", 0.0, b"prompt$ "), Frame("o", 1.0, big)]
-    assert not on_disk.truncated
+    rec.flush()
+    await wait_until(lambda: rec.pending == 0)
+    on_disk = rec.path.read_bytes()
+    assert decode(on_disk).frames == [Frame("o", 0.0, b"prompt$ "), Frame("o", 1.0, big)]
+    assert rec.recorded == len(b"prompt$ ") + len(big)
     rec.output(b"$ ")
     assert decode((await rec.close()).read_bytes()).frames[2:] == [Frame("o", 1.0, b"$ ")]
 
@@ -165,7 +164,6 @@ async def test_a_crash_leaves_the_flushed_prefix(
         rec.output(chunk)
     # The node "dies" here: what a periodic flush put in the .part is all there is.
     data = await wait_for_file(rec.path, lambda d: output_bytes(decode(d)) == b"".join(chunks))
-    assert rec.buffered == 0
     rec.output(b"never flushed")
     crashed = tmp_path / "crashed"
     crashed.mkdir()
@@ -190,6 +188,7 @@ async def test_recover_renames_parts_and_sets_aside_the_unreadable(tmp_path: Pat
     good.start()
     good.output(b"kept")
     good.flush()  # what the periodic flush would have done before the crash
+    await wait_until(lambda: good.pending == 0)
     part = good.path.read_bytes()
     await good.close()
     sid, other, done = (str(uuid.uuid4()) for _ in range(3))
@@ -230,11 +229,11 @@ async def test_memory_stays_bounded_under_a_flood(make: Callable[..., SessionRec
         chunk[:4] = i.to_bytes(4, "big")
         rec.output(bytes(chunk))
         sent.update(chunk)
-        assert rec.buffered <= MAX_BUFFER
-    big = os.urandom(3 * MAX_BUFFER)  # one read larger than the cap: written through
+        assert rec.pending <= MAX_PENDING
+    big = os.urandom(3 * MAX_PENDING)  # one read larger than the cap: it waits for the disk
     rec.output(big)
     sent.update(big)
-    assert rec.max_buffered <= MAX_BUFFER
+    assert 0 < rec.max_pending <= MAX_PENDING
     got = hashlib.sha256()
     for frame in decode((await rec.close()).read_bytes()).frames:
         assert frame.type == "o"
@@ -242,31 +241,40 @@ async def test_memory_stays_bounded_under_a_flood(make: Callable[..., SessionRec
     assert got.digest() == sent.digest()
 
 
+async def wait_until(predicate: Callable[[], bool]) -> None:
+    async with asyncio.timeout(WAIT):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
 async def test_a_write_error_stops_the_recording_not_the_session(
     make: Callable[..., SessionRecorder], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     reports: list[tuple[OSError, int]] = []
-    rec = make(max_buffer=100, on_failure=lambda exc, kept: reports.append((exc, kept)))
+    rec = make(flush_interval=60, on_failure=lambda exc, kept: reports.append((exc, kept)))
     rec.start()
     rec.output(b"before")
     rec.flush()
-    real_write_all = recorder_mod.write_all
+    await wait_until(lambda: rec.pending == 0)
+    real_pwrite = os.pwrite
 
-    def full(fd: int, data: bytes | bytearray) -> None:
-        """A disk with room for 5 more bytes: part of a frame, then ENOSPC."""
-        real_write_all(fd, bytes(data[:5]))
-        monkeypatch.setattr(recorder_mod, "write_all", refuse)
+    def full(fd: int, data: memoryview, offset: int) -> int:
+        """A disk with room for all but the last 5 bytes: part of a frame, then ENOSPC."""
+        real_pwrite(fd, data[:-5], offset)
+        monkeypatch.setattr(os, "pwrite", refuse)
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    def refuse(fd: int, data: bytes | bytearray) -> None:
+    def refuse(fd: int, data: memoryview, offset: int) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(recorder_mod, "write_all", full)
-    rec.output(b"x" * 200)  # over the cap: a synchronous write, which fails quietly
+    monkeypatch.setattr(os, "pwrite", full)
+    rec.output(b"x" * 200)
+    rec.flush()  # the worker's write fails: the session hears nothing of it
+    await wait_until(lambda: bool(reports))
     assert isinstance(rec.error, OSError) and rec.recorded == len(b"before")
-    monkeypatch.setattr(recorder_mod, "write_all", real_write_all)  # room again, too late
+    monkeypatch.setattr(os, "pwrite", real_pwrite)  # room again, too late
     rec.output(b"after")
-    rec.output(os.urandom(DIRECT_WRITE))
+    rec.output(os.urandom(3 << 20))
     rec.resize(100, 30)
     path = await rec.close()
     got = decode(path.read_bytes())  # cut back to its last whole frame
@@ -274,23 +282,48 @@ async def test_a_write_error_stops_the_recording_not_the_session(
     assert [(exc.errno, kept) for exc, kept in reports] == [(errno.ENOSPC, 6)]  # once
 
 
-async def test_a_full_disk_while_the_buffer_is_written_never_reaches_the_session(
-    make: Callable[..., SessionRecorder], monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The real write_all holds a view of the buffer as it fails: the buffer is dropped,
-    not resized under that view (BufferError, out of the session's output callback)."""
-    rec = make(max_buffer=1000, flush_interval=60)
+async def _kept_then_full(rec: SessionRecorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Start ``rec``, get b"kept" into its file, then fill the disk: every write fails."""
     rec.start()
     rec.output(b"kept")
     rec.flush()
+    await wait_until(lambda: rec.pending == 0)
 
-    def full(fd: int, data: Any) -> int:
+    def full(fd: int, data: memoryview, offset: int) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(fdio.os, "write", full)
-    for _ in range(30):
-        rec.output(b"y" * 100)  # buffered, then written as the buffer fills: fails
+    monkeypatch.setattr(os, "pwrite", full)
+
+
+async def test_a_write_that_fails_at_the_end_is_reported_before_end_returns(
+    make: Callable[..., SessionRecorder], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The session reports its exit right after end(): a failure of the last writes
+    must be known by then, for the user to be told while the channel is open."""
+    reports: list[tuple[int | None, int]] = []
+    rec = make(flush_interval=60, on_failure=lambda exc, kept: reports.append((exc.errno,
+                                                                                kept)))
+    await _kept_then_full(rec, monkeypatch)
+    rec.output(b"lost" * 1000)  # only buffered: nothing has tried to write it yet
+    assert reports == []
+    rec.end()
+    assert reports == [(errno.ENOSPC, 4)]
+    monkeypatch.undo()
+    assert output_bytes(decode((await rec.wait_closed()).read_bytes())) == b"kept"
+    assert len(reports) == 1
+
+
+async def test_a_full_disk_under_a_busy_stream_never_reaches_the_session(
+    make: Callable[..., SessionRecorder], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A busy stream fills the queue, and the hot path then writes a buffer itself (the
+    disk is the limit): a failure there stays in the recorder too."""
+    rec = make(flush_interval=60)
+    await _kept_then_full(rec, monkeypatch)
+    for _ in range(40):
+        rec.output(os.urandom(256 << 10))  # 10 MiB, over MAX_PENDING
     rec.flush()
+    await wait_until(lambda: rec.error is not None)
     monkeypatch.undo()
     assert isinstance(rec.error, OSError) and rec.recorded == 4
     assert output_bytes(decode((await rec.close()).read_bytes())) == b"kept"
@@ -314,7 +347,7 @@ async def test_the_failure_is_reported_on_the_loop_even_from_the_last_fsync(
     def fsync(fd: int) -> None:
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(recorder_mod.os, "fsync", fsync)
+    monkeypatch.setattr(os, "fsync", fsync)
     await rec.close()  # the fsync that fails runs in a worker thread
     await asyncio.wait_for(reported.wait(), WAIT)
     assert where == [True] and rec.recorded == len(b"all of it")

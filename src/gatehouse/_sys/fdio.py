@@ -11,7 +11,7 @@ import os
 import threading
 from pathlib import Path
 
-__all__ = ["fsync_directory", "write_all", "write_uncached"]
+__all__ = ["fsync_directory", "read_uncached", "set_direct", "write_all", "write_uncached"]
 
 ALIGN = 4096  # O_DIRECT's alignment of buffers, sizes and offsets (a page; ext4's block)
 _buffers = threading.local()  # each writing thread's aligned buffer, kept for its next file
@@ -59,6 +59,35 @@ def write_uncached(path: Path, data: bytes, mode: int = 0o600) -> None:
         write_all(fd, memoryview(data)[whole:])
     finally:
         os.close(fd)
+
+
+def set_direct(fd: int, on: bool) -> bool:
+    """Turn O_DIRECT on or off for ``fd``; False where the filesystem refuses it."""
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_DIRECT if on else flags & ~os.O_DIRECT)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        return False
+    return on
+
+
+def read_uncached(fd: int, offset: int, size: int) -> bytes:
+    """``size`` bytes of ``fd`` from ``offset`` (fewer at the file's end), read in whole
+    aligned blocks through this thread's aligned buffer: past the page cache when ``fd``
+    has O_DIRECT (set_direct), as a read into fresh cache pages costs what a write does."""
+    start = offset - offset % ALIGN
+    length = -(-(offset + size - start) // ALIGN) * ALIGN
+    buffer = _aligned(length)
+    got = 0
+    with memoryview(buffer) as view:
+        while got < length:
+            done = os.preadv(fd, [view[got:length]], start + got)
+            if not done:
+                break
+            got += done
+        return bytes(view[offset - start:min(got, offset + size - start)])
 
 
 def _aligned(size: int) -> mmap.mmap:

@@ -1,18 +1,16 @@
 """The node's session recorder: a SessionTap that appends frames to a file.
 
-The hot path (``output()``/``resize()``, called from the session's reader
-callbacks) appends to an in-memory buffer, except output chunks of
-DIRECT_WRITE bytes or more (a busy stream), which it writes to the file at
-once after the buffer, rather than copy them twice. The recorder's own task
-writes the buffer out and fsyncs it every ``flush_interval`` seconds (the
-fsync runs in a worker thread, so a slow disk does not stall the loop);
-the buffer never holds more than ``max_buffer`` bytes: past that, the hot
-path writes synchronously (page cache, no fsync). So a node killed at any
-moment leaves ``<session_id>.part`` holding the session up to the last
-flush, which ``recover()`` turns into a playable ``.rec`` at the next
-start. ``close()`` flushes, fsyncs and renames ``.part`` to ``.rec``. A ``.rec`` stays
-until the auth has it all: ``waiting()`` lists those a stop or a crash kept from their
-upload, for the next start to send.
+The hot path (``output()``/``resize()``, called from the session's reader callbacks)
+copies each frame into the staging buffers of an uncached appender (_sys.appender),
+whose worker thread writes them past the page cache: recording a busy stream costs the
+session's event loop one memcpy, and neither the kernel's page-cache work nor the
+disk's wait. The recorder's own task flushes and fsyncs every ``flush_interval``
+seconds (in a worker thread); memory stays bounded (MAX_PENDING: past it, the hot path
+waits for the disk). So a node killed at any moment leaves ``<session_id>.part``
+holding the session up to the last flush, which ``recover()`` turns into a playable
+``.rec`` at the next start. ``close()`` flushes, fsyncs and renames ``.part`` to
+``.rec``. A ``.rec`` stays until the auth has it all: ``waiting()`` lists those a stop
+or a crash kept from their upload, for the next start to send.
 
 When the disk is full (or any write fails), the recording stops there: the file
 is cut back to its last whole frame, so it plays back exactly the output it
@@ -23,13 +21,17 @@ bytes of output the recording kept. The session goes on (docs/security.md).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import functools
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from gatehouse._sys.appender import BUFFER, DEPTH, Appender
 from gatehouse._sys.fdio import fsync_directory, write_all
 from gatehouse.clock import Clock, SystemClock
 from gatehouse.errors import BadParameter
@@ -42,17 +44,20 @@ from gatehouse.wire.recording import (
     is_session_id,
 )
 
-__all__ = ["MAX_BUFFER", "OnFailure", "SessionRecorder", "read_meta", "recover", "waiting"]
+__all__ = ["MAX_PENDING", "OnFailure", "SessionRecorder", "read_meta", "recover", "waiting"]
 
 log = logging.getLogger(__name__)
 
-MAX_BUFFER = 1 << 20
-DIRECT_WRITE = 64 << 10  # output chunks this large are written at once, not buffered
+# Bytes of a started recording held in memory at most, besides the frame being copied:
+# the buffers waiting for the disk and the one being filled.
+MAX_PENDING = (DEPTH + 1) * BUFFER
 PART, FINAL, CORRUPT = ".part", ".rec", ".corrupt"
 # Told once, on the event loop, when a recording stops early: the error, and the bytes
 # of output the recording holds (all of them before the failure, none after).
 OnFailure = Callable[[OSError, int], None]
-_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
+# Read too: the appender reads back the partial block at the end. No O_APPEND: the
+# appender writes at offsets (pwrite), which O_APPEND would ignore.
+_CREATE = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
 
 
 class SessionRecorder:
@@ -63,7 +68,7 @@ class SessionRecorder:
     that, e.g. to upload the ``.rec``. Output after the end is ignored. I/O errors
     after ``start()`` never reach the session: they are logged, kept in ``error``,
     reported to ``on_failure``, and stop the recording, leaving what was written
-    playable (``recorded`` counts its bytes of output).
+    playable (``recorded`` counts its bytes of output known to be in the file).
     """
 
     def __init__(
@@ -81,12 +86,11 @@ class SessionRecorder:
         clock: Clock | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         flush_interval: float = 0.5,
-        max_buffer: int = MAX_BUFFER,
         on_failure: OnFailure | None = None,
     ) -> None:
-        if not flush_interval > 0 or max_buffer < 1:
-            raise BadParameter(f"recorder flush_interval {flush_interval!r} and max_buffer "
-                               f"{max_buffer!r}: expected positive values")
+        if not flush_interval > 0:
+            raise BadParameter(f"recorder flush_interval {flush_interval!r}: expected a "
+                               "positive number of seconds")
         self.meta = RecordingMeta(
             session_id=session_id, cluster=cluster, user=user, login=login, node=node,
             start=(clock or SystemClock()).now(), cols=cols, rows=rows, command=command,
@@ -97,26 +101,43 @@ class SessionRecorder:
         self._monotonic = monotonic
         self._t0 = monotonic()
         self._interval = flush_interval
-        self._max_buffer = max_buffer
         self._writer = RecordingWriter()
-        self._buf = bytearray()
-        self._buffered_output = 0  # bytes of output in the buffer's frames
+        self._early = bytearray()  # frames recorded before start()
         self._on_failure = on_failure
         self._loop: asyncio.AbstractEventLoop | None = None
         self._fd: int | None = None
-        self._size = 0  # bytes in the file: always the end of a whole frame
+        self._appender: Appender | None = None
+        self._end = len(self._header)  # where the last frame ends in the file
+        self._output = 0  # bytes of output in all frames so far
+        # (end, output) of the frames not known to be written, after the last one that
+        # is: its end is where a failed recording is cut back to.
+        self._frames = collections.deque([(self._end, 0)])
         self._unsynced = False
         self._dir_synced = False
         self._stopped = False  # ended, or failed: the hot path records nothing more
         self._ending = asyncio.Event()
         self._task: asyncio.Task[Path] | None = None
-        self.max_buffered = 0  # high-water mark of the buffer, in bytes
-        self.recorded = 0  # bytes of output in the file
+        self.max_pending = 0  # high-water mark of the bytes waiting to be written
+        self._failing = threading.Lock()
         self.error: OSError | None = None
 
     @property
-    def buffered(self) -> int:
-        return len(self._buf)
+    def pending(self) -> int:
+        """Bytes recorded and not yet known to be in the file."""
+        return self._appender.pending if self._appender is not None else len(self._early)
+
+    @property
+    def recorded(self) -> int:
+        """Bytes of output in whole frames known to be in the file."""
+        return self._settle()[1]
+
+    def _settle(self) -> tuple[int, int]:
+        """The last frame known to be written: (its end, the output up to it)."""
+        written = self._appender.written if self._appender is not None else 0
+        frames = self._frames
+        while len(frames) > 1 and frames[1][0] <= written:
+            frames.popleft()
+        return frames[0]
 
     def start(self) -> None:
         """Create the file (0600, directory 0700), write the header, start flushing.
@@ -137,12 +158,14 @@ class SessionRecorder:
                 os.unlink(self.path)
             raise
         self._fd = fd
-        self._size = len(self._header)
+        self._loop = loop = asyncio.get_running_loop()
+        self._appender = Appender(fd, len(self._header),
+                                  functools.partial(loop.run_in_executor, None),
+                                  on_error=self._write_failed)
+        self._appender.write(self._early)  # anything recorded before start()
+        self._early = bytearray()
         self._unsynced = True
-        self._loop = asyncio.get_running_loop()
-        self._task = self._loop.create_task(
-            self._run(), name=f"recorder {self.meta.session_id}")
-        self.flush()  # anything recorded before start()
+        self._task = loop.create_task(self._run(), name=f"recorder {self.meta.session_id}")
 
     # -- the hot path: SessionTap ---------------------------------------------
 
@@ -150,92 +173,92 @@ class SessionRecorder:
         if self._stopped or not data:
             return
         header = self._writer.output_header(self._monotonic() - self._t0, len(data))
-        if len(data) < DIRECT_WRITE or self._fd is None:
-            self._append(header + data, len(data))
-            return
-        # A large chunk (a busy stream) goes to the file after what is buffered, without
-        # being copied into the buffer first: recording a stream costs one copy, the
-        # kernel's (bench: recording on vs off).
-        self.flush()
-        self._write((header, data), len(data))
+        self._record((header, data), len(data))
 
     def resize(self, cols: int, rows: int) -> None:
         if self._stopped:
             return
         try:
-            self._append(self._writer.frame_resize(self._monotonic() - self._t0, cols, rows), 0)
+            frame = self._writer.frame_resize(self._monotonic() - self._t0, cols, rows)
         except BadParameter as exc:
             log.warning("resize not recorded session_id=%s reason=%r", self.meta.session_id,
                         str(exc))
-
-    def _append(self, frame: bytes, output: int) -> None:
-        """Buffer a frame holding ``output`` bytes of output."""
-        if self._fd is not None and len(self._buf) + len(frame) > self._max_buffer:
-            self.flush()
-            if len(frame) > self._max_buffer:
-                self._write((frame,), output)
-                return
-        if self.error is not None:
             return
-        self._buf += frame
-        self._buffered_output += output
-        self.max_buffered = max(self.max_buffered, len(self._buf))
+        self._record((frame,), 0)
+
+    def _record(self, parts: tuple[bytes, ...], output: int) -> None:
+        """Append one whole frame (``parts``), holding ``output`` bytes of output."""
+        appender = self._appender
+        for part in parts:
+            if appender is None:
+                self._early += part
+            else:
+                appender.write(part)
+            self._end += len(part)
+        self._output += output
+        self._frames.append((self._end, self._output))
+        self._unsynced = True
+        if appender is not None:
+            self._settle()  # forget the frames known to be written: memory stays bounded
+            self.max_pending = max(self.max_pending, appender.pending)
 
     def flush(self) -> None:
-        """Write the buffer to the file now (no fsync: the periodic flush does that)."""
-        if self._buf and self._fd is not None:
-            # A new buffer, not the old one cleared: a failed write's traceback (kept in
-            # ``error``) still holds a view of the old one, which cannot be resized.
-            buf, self._buf = self._buf, bytearray()
-            output, self._buffered_output = self._buffered_output, 0
-            self._write((buf,), output)
+        """Send what is recorded to be written (no fsync: the periodic flush does that)."""
+        if self._appender is not None:
+            self._appender.flush()
 
-    def _write(self, parts: tuple[bytes | bytearray, ...], output: int) -> None:
-        """Append whole frames (``parts``, holding ``output`` bytes of output), or fail."""
-        fd = self._fd
-        if fd is None or self.error is not None:
-            return
-        try:
-            for part in parts:
-                write_all(fd, part)
-        except OSError as exc:
-            self._fail(exc)
-            return
-        self._size += sum(len(part) for part in parts)
-        self.recorded += output
-        self._unsynced = True
+    def _write_failed(self, exc: OSError) -> None:
+        """The appender's worker thread failed a write: stop on the loop."""
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._fail, exc)
 
-    def _fail(self, exc: OSError) -> None:
-        """Stop recording, keep the file's whole frames, tell ``on_failure`` (once)."""
+    def _fail(self, exc: OSError, *, on_loop: bool = True) -> None:
+        """Stop recording, keep the file's whole frames, tell ``on_failure`` (once; at once
+        on the loop's thread, else through the loop)."""
         self._stopped = True
-        self._buf = bytearray()  # dropped, not cleared: see flush()
-        self._buffered_output = 0
-        if self.error is not None:
-            return
-        self.error = exc
+        with self._failing:  # the loop and the thread finishing the file may both fail
+            if self.error is not None:
+                return
+            self.error = exc
+        end, kept = self._settle()
+        self._frames = collections.deque([(end, kept)])
         log.error("recording stopped session_id=%s path=%s recorded_bytes=%d reason=%r",
-                  self.meta.session_id, self.path, self.recorded, str(exc))
+                  self.meta.session_id, self.path, kept, str(exc))
         if self._fd is not None:
             try:  # a write cut short leaves part of a frame: drop it
-                os.ftruncate(self._fd, self._size)
+                os.ftruncate(self._fd, end)
             except OSError as cut:
                 log.error("recording not cut back to its last frame session_id=%s reason=%r",
                           self.meta.session_id, str(cut))
-        if self._on_failure is not None and self._loop is not None:
-            # Maybe from the worker thread that finishes the file: the loop runs the hook.
-            self._loop.call_soon_threadsafe(self._report, exc)
+        if self._on_failure is None:
+            return
+        if on_loop:
+            self._report(exc, kept)
+        elif self._loop is not None:  # the worker thread that finishes the file
+            self._loop.call_soon_threadsafe(self._report, exc, kept)
 
-    def _report(self, exc: OSError) -> None:
+    def _report(self, exc: OSError, kept: int) -> None:
         assert self._on_failure is not None
         try:
-            self._on_failure(exc, self.recorded)
+            self._on_failure(exc, kept)
         except Exception:
             log.exception("recording failure hook failed session_id=%s", self.meta.session_id)
 
     # -- flushing and the end ----------------------------------------------------
 
     def end(self) -> None:
-        """The session is over: record nothing more; the task finishes the file."""
+        """The session is over: record nothing more; the task finishes the file.
+
+        What was recorded is written out first, on this thread (a few MiB at most: the
+        appender's buffers), so that a write that fails at the very end is still told to
+        the user before the session reports its exit.
+        """
+        appender = self._appender
+        if not self._stopped and appender is not None:
+            appender.flush()
+            appender.wait()
+            if appender.error is not None:
+                self._fail(appender.error)
         self._stopped = True
         self._ending.set()
 
@@ -265,34 +288,44 @@ class SessionRecorder:
         return await asyncio.to_thread(self._finish)
 
     async def _sync(self) -> None:
-        fd = self._fd
-        if fd is None or not self._unsynced:
+        fd, appender = self._fd, self._appender
+        if fd is None or appender is None or not self._unsynced:
             return
         self._unsynced = False
         try:
-            await asyncio.to_thread(os.fsync, fd)
+            await asyncio.to_thread(self._write_out, fd, appender)
             if not self._dir_synced:  # the new file's name, once
                 await asyncio.to_thread(fsync_directory, self.directory)
                 self._dir_synced = True
         except OSError as exc:
             self._fail(exc)
 
+    @staticmethod
+    def _write_out(fd: int, appender: Appender) -> None:
+        """In a worker thread: wait for what was flushed to be written, then fsync."""
+        appender.wait()
+        if appender.error is not None:
+            raise appender.error
+        os.fsync(fd)
+
     def _finish(self) -> Path:
-        """In a worker thread, after the last write: fsync, close, rename."""
+        """In a worker thread, after the last flush: write out, fsync, close, rename."""
         fd, self._fd = self._fd, None
-        assert fd is not None
+        appender = self._appender
+        assert fd is not None and appender is not None
         try:
-            os.fsync(fd)
+            self._write_out(fd, appender)
         except OSError as exc:
-            self._fail(exc)
+            self._fail(exc, on_loop=False)
         finally:
+            appender.close()
             os.close(fd)
         final = self.path.with_suffix(FINAL)
         try:
             os.replace(self.path, final)
             fsync_directory(self.directory)
         except OSError as exc:
-            self._fail(exc)
+            self._fail(exc, on_loop=False)
             return self.path
         return final
 

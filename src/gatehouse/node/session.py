@@ -95,7 +95,8 @@ class SessionTap(Protocol):
 
     def resize(self, cols: int, rows: int) -> None: ...
 
-    def end(self) -> None: ...
+    def end(self) -> None:
+        """The session is over (it may still tell the user something, as it runs)."""
 
 
 @dataclass(frozen=True)
@@ -491,10 +492,13 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
             self._loop.add_reader(child.pidfd, self._reap_orphan, child)
 
     def _end_taps(self) -> None:
-        """The session is over: end its recording, and audit what its transfer left open."""
-        self._ended = True
-        if self._tap is not None:
-            self._tap.end()
+        """The session is over: end its recording, and audit what its transfer left open.
+        The recording ends first: a failure to write its end is still told to the user."""
+        try:
+            if self._tap is not None:
+                self._tap.end()
+        finally:
+            self._ended = True
         if self._sftp is not None:
             self._emit_sftp(self._sftp.end())
 

@@ -19,6 +19,7 @@ import asyncssh
 
 from gatehouse import rbac, rolemap
 from gatehouse._sys import sshforward, sshgcm
+from gatehouse._sys.sshsend import LeanSends
 from gatehouse.clock import Clock
 from gatehouse.errors import AccessDenied, BadParameter
 from gatehouse.node import remoteforward
@@ -246,7 +247,7 @@ def _key_id(key_data: bytes) -> str:
         return ""
 
 
-class NodeConnection(asyncssh.SSHServerConnection):
+class NodeConnection(LeanSends, asyncssh.SSHServerConnection):
     """asyncssh's server connection, with Gatehouse's decision before the signature check.
 
     asyncssh does not hand the certificate to the server object, so this is the

@@ -8,11 +8,11 @@ import asyncio
 import base64
 import datetime as dt
 import logging
-import mmap
 import os
 from collections.abc import Callable
 from pathlib import Path
 
+from gatehouse._sys.fdio import read_uncached, set_direct
 from gatehouse.errors import (
     AlreadyExists,
     BadParameter,
@@ -20,6 +20,7 @@ from gatehouse.errors import (
     GatehouseError,
     LimitExceeded,
 )
+from gatehouse.node.recorder import read_meta
 from gatehouse.wire import recording
 from gatehouse.wire.authapi import AuthAPI, RecordingDone
 from gatehouse.wire.names import RECORDING_CHUNK, RECORDING_TAIL
@@ -32,29 +33,41 @@ MAX_DELAY = 30.0  # seconds between two tries of an upload, at most
 
 
 async def upload(api: AuthAPI, path: Path) -> None:
-    """Send one recording, a chunk at a time from a map of the file: a session of any
-    length costs the node one chunk of memory, not the whole recording. The last
-    bytes go with the completion: a short session's recording is one call."""
-    with path.open("rb") as f:
-        if os.fstat(f.fileno()).st_size == 0:
+    """Send one recording, a chunk at a time, read past the page cache as the recorder
+    wrote it (a cached read-back into fresh pages cost these VMs more CPU than sending
+    it): a session of any length costs the node one chunk of memory. The summary (its
+    duration, whether it is truncated) is gathered on the way; the last bytes go with
+    the completion, so a short session's recording is one call."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0:
             raise BadParameter("empty file")
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            small = len(data) <= RECORDING_TAIL  # read at once, no worker thread
-            summary = (recording.summarize(data) if small
-                       else await asyncio.to_thread(recording.summarize, data))
-            meta = summary.meta
-            tail_at = len(data) - min(len(data), RECORDING_TAIL)
-            offsets = range(0, tail_at, RECORDING_CHUNK)
-            for index, offset in enumerate(offsets):
-                chunk = await asyncio.to_thread(
-                    data.__getitem__, slice(offset, min(offset + RECORDING_CHUNK, tail_at)))
-                await api.put_recording_chunk(meta.session_id, index, chunk)
-            tail = base64.b64encode(data[tail_at:]).decode()
+        session_id = read_meta(path).session_id  # the chunks' name, before the first
+        set_direct(fd, True)
+        summarizer = recording.Summarizer()
+
+        def read(offset: int, length: int) -> bytes:
+            piece = read_uncached(fd, offset, length)
+            summarizer.feed(piece)  # here too: a recording of tiny frames takes a while
+            return piece
+
+        tail_at = size - min(size, RECORDING_TAIL)
+        offsets = range(0, tail_at, RECORDING_CHUNK)
+        for index, offset in enumerate(offsets):
+            chunk = await asyncio.to_thread(
+                read, offset, min(RECORDING_CHUNK, tail_at - offset))
+            await api.put_recording_chunk(session_id, index, chunk)
+        tail = await asyncio.to_thread(read, tail_at, size - tail_at)
+    finally:
+        os.close(fd)
+    summary = summarizer.result()
+    meta = summary.meta
     end = meta.start + dt.timedelta(seconds=summary.duration)
-    await api.complete_recording(meta.session_id, RecordingDone(
+    await api.complete_recording(session_id, RecordingDone(
         user=meta.user, login=meta.login, command=meta.command,
         start=meta.start.isoformat(), end=end.isoformat(), truncated=summary.truncated,
-        tail=tail, tail_index=len(offsets)))
+        tail=base64.b64encode(tail).decode(), tail_index=len(offsets)))
     path.unlink()
 
 

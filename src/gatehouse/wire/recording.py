@@ -35,6 +35,7 @@ __all__ = [
     "Recording",
     "RecordingMeta",
     "RecordingWriter",
+    "Summarizer",
     "Summary",
     "check_session_id",
     "decode",
@@ -253,11 +254,96 @@ def decode(data: bytes) -> Recording:
 def summarize(data: bytes | mmap.mmap) -> Summary:
     """What ``decode`` tells of a recording but its frames, without copying them: for
     recordings too large to hold in memory (``data`` may be an mmap of the file)."""
-    meta, pos = decode_header(bytes(data[:len(MAGIC) + _HEAD_LEN.size + MAX_HEADER]))
-    duration = 0.0
-    for _, ms, body, length in _frames(data, pos):
-        duration, pos = ms / 1000, body + length
-    return Summary(meta, duration, truncated=pos < len(data))
+    summarizer = Summarizer()
+    summarizer.feed(memoryview(data))
+    return summarizer.result()
+
+
+class Summarizer:
+    """``summarize`` over a recording fed in pieces, in order (e.g. as it is read for an
+    upload): one pass, holding no more than the file's header and a frame header."""
+
+    def __init__(self) -> None:
+        self._head = bytearray()  # the file's header, until it is whole
+        self._meta: RecordingMeta | None = None
+        self._carry = bytearray()  # a frame header cut by the end of a piece
+        self._skip = 0  # bytes of the current frame's payload still to come
+        self._frame_ms = 0  # the current frame's time
+        self._size = 0  # bytes fed
+        self._end = 0  # where the last complete frame ends
+        self._ms = 0  # the last complete frame's time
+        self._stopped = False  # past the frames: a damaged tail, ignored
+
+    def feed(self, piece: bytes | memoryview) -> None:
+        """The next bytes of the file; BadParameter as soon as its header is bad."""
+        view = memoryview(piece).cast("B")
+        self._size += len(view)
+        if self._meta is None:
+            view = self._feed_head(view)
+            if self._meta is None:
+                return
+        at = self._size - len(view)  # where view[0] is in the file
+        while view and not self._stopped:
+            if self._skip:
+                step = min(self._skip, len(view))
+                self._skip -= step
+                view, at = view[step:], at + step
+                if not self._skip:
+                    self._end, self._ms = at, self._frame_ms
+                continue
+            if self._carry or len(view) < _FRAME.size:
+                step = min(_FRAME.size - len(self._carry), len(view))
+                self._carry += view[:step]
+                view, at = view[step:], at + step
+                if len(self._carry) < _FRAME.size:
+                    return
+                header, self._carry = bytes(self._carry), bytearray()
+                self._start_frame(header, at)
+                continue
+            self._start_frame(view, at + _FRAME.size)
+            view, at = view[_FRAME.size:], at + _FRAME.size
+
+    def _start_frame(self, data: bytes | memoryview, payload_at: int) -> None:
+        """The frame header at the start of ``data``; a frame this version does not write
+        ends the frames."""
+        kind, ms, length = _FRAME.unpack_from(data)
+        if not (kind == _OUTPUT or (kind == _RESIZE and length == _SIZE.size)):
+            self._stopped = True
+            return
+        self._skip, self._frame_ms = length, ms
+        if not length:
+            self._end, self._ms = payload_at, ms
+
+    def _feed_head(self, view: memoryview) -> memoryview:
+        """Gather the file's header (its fixed part, then the JSON that announces); what
+        is left of ``view`` after it."""
+        fixed = len(MAGIC) + _HEAD_LEN.size
+        if len(self._head) < fixed:
+            step = fixed - len(self._head)
+            self._head += view[:step]
+            view = view[step:]
+            if len(self._head) < fixed:
+                return view
+            if (self._head[:len(MAGIC)] != MAGIC
+                    or _HEAD_LEN.unpack_from(self._head, len(MAGIC))[0] > MAX_HEADER):
+                decode_header(bytes(self._head))  # raises: bad magic, or too large a header
+        need = fixed + _HEAD_LEN.unpack_from(self._head, len(MAGIC))[0]
+        step = need - len(self._head)
+        self._head += view[:step]
+        if len(self._head) == need:
+            self._meta, self._end = decode_header(bytes(self._head))
+        return view[step:]
+
+    @property
+    def meta(self) -> RecordingMeta:
+        """The header; BadParameter if it is not all fed yet (or bad)."""
+        if self._meta is None:
+            self._meta, self._end = decode_header(bytes(self._head))
+        return self._meta
+
+    def result(self) -> Summary:
+        """The summary of what was fed; BadParameter if its header is not whole and good."""
+        return Summary(self.meta, self._ms / 1000, truncated=self._end < self._size)
 
 
 def output_bytes(rec: Recording) -> bytes:
