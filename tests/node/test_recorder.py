@@ -295,22 +295,37 @@ async def _kept_then_full(rec: SessionRecorder, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(os, "pwrite", full)
 
 
-async def test_a_write_that_fails_at_the_end_is_reported_before_end_returns(
+async def test_a_write_that_fails_at_the_end_is_reported_before_then(
     make: Callable[..., SessionRecorder], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The session reports its exit right after end(): a failure of the last writes
-    must be known by then, for the user to be told while the channel is open."""
-    reports: list[tuple[int | None, int]] = []
-    rec = make(flush_interval=60, on_failure=lambda exc, kept: reports.append((exc.errno,
-                                                                                kept)))
+    """The session reports its exit when end()'s ``then`` is called: a failure of the
+    last writes must be reported by then, for the user to be told while the channel is
+    open; end() itself does not wait for the disk."""
+    events: list[object] = []
+    rec = make(flush_interval=60, on_failure=lambda exc, kept: events.append((exc.errno,
+                                                                               kept)))
     await _kept_then_full(rec, monkeypatch)
     rec.output(b"lost" * 1000)  # only buffered: nothing has tried to write it yet
-    assert reports == []
-    rec.end()
-    assert reports == [(errno.ENOSPC, 4)]
+    written = asyncio.Event()
+
+    def then() -> None:
+        events.append("then")
+        written.set()
+
+    rec.end(then)
+    assert events == []  # nothing waited for the disk in end()
+    await asyncio.wait_for(written.wait(), WAIT)
+    assert events == [(errno.ENOSPC, 4), "then"]
     monkeypatch.undo()
     assert output_bytes(decode((await rec.wait_closed()).read_bytes())) == b"kept"
-    assert len(reports) == 1
+    assert events == [(errno.ENOSPC, 4), "then"]
+
+
+async def test_then_is_called_at_once_for_a_recorder_never_started(
+        make: Callable[..., SessionRecorder]) -> None:
+    called: list[bool] = []
+    make().end(lambda: called.append(True))
+    assert called == [True]
 
 
 async def test_a_full_disk_under_a_busy_stream_never_reaches_the_session(

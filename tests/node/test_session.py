@@ -212,8 +212,9 @@ async def test_large_output_streams_with_backpressure(node: Node) -> None:
         def resize(self, cols: int, rows: int) -> None:
             pass
 
-        def end(self) -> None:
-            pass
+        def end(self, then: Callable[[], None] | None = None) -> None:
+            if then is not None:
+                then()
 
     node.policy = replace(node.policy, tap_factory=lambda info: Tap())
     size = 50_000_000

@@ -13,7 +13,7 @@ Where the filesystem refuses O_DIRECT (tmpfs), every write goes through the page
 Writes run in order, one at a time, in whichever thread holds the queue: a worker from
 ``submit`` or, when ``depth`` buffers already wait for the disk, the caller itself (the
 disk is the limit then, as it was for a plain write). The first OSError stops all
-writing: ``error`` keeps it, ``on_error`` hears of it from the worker's thread, and
+writing: ``error`` keeps it, ``on_error`` hears of it from the thread that wrote, and
 ``written`` says how many bytes from the start of the file are known to be there.
 """
 
@@ -118,6 +118,13 @@ class Appender:
         """Write, or wait for the writing of, everything sent so far (blocking: a thread's
         call, or the caller's when it must)."""
         self._run(until_empty=True)
+
+    def stop(self, exc: OSError) -> None:
+        """Write nothing more (as after a failed write): the caller saw ``exc`` elsewhere
+        (an fsync). A write already under way still finishes."""
+        with self._lock:
+            if self.error is None:
+                self.error = exc.with_traceback(None)
 
     def close(self) -> None:
         """Release the staging buffers (after ``wait``; the caller closes the fd)."""

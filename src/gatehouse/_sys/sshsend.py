@@ -8,8 +8,9 @@ calls for their padding; the node's loop spent over a third of its time in them.
 
 - :class:`CorkedTransport`: what a connection writes in one turn of the event loop
   leaves in one ``writelines`` (one ``writev`` on a socket) at the start of the next.
-  ``write_eof``, ``close`` and ``abort`` send what waits first, so nothing is lost or
-  reordered, and the delay is one turn of the loop.
+  ``write_eof``, ``close`` and ``abort`` send what waits first, so nothing is
+  reordered, and the delay is one turn of the loop. (What waits when the transport
+  closes by itself, the peer gone, is dropped, as a closed socket's buffer would be.)
 - :class:`LeanSends` (a base for asyncssh connection classes) corks its transport and
   skips the empty IGNORE. That empty ``SSH_MSG_IGNORE`` is RFC 4251 §9.3.1's
   countermeasure to the chosen-plaintext attack on CBC mode (it makes the next
@@ -38,12 +39,14 @@ class CorkedTransport(asyncio.Transport):
         super().__init__()
         self._inner = inner
         self._loop = asyncio.get_running_loop()
-        self._pending: list[bytes | bytearray | memoryview] = []
+        self._pending: list[bytes] = []
         self._size = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
             return
+        if not isinstance(data, bytes):
+            data = bytes(data)  # the caller may reuse its buffer once write() returns
         if not self._pending:
             self._loop.call_soon(self._flush)
         self._pending.append(data)

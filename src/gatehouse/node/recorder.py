@@ -116,6 +116,7 @@ class SessionRecorder:
         self._dir_synced = False
         self._stopped = False  # ended, or failed: the hot path records nothing more
         self._ending = asyncio.Event()
+        self._then: Callable[[], None] | None = None  # end()'s, called once written out
         self._task: asyncio.Task[Path] | None = None
         self.max_pending = 0  # high-water mark of the bytes waiting to be written
         self._failing = threading.Lock()
@@ -192,8 +193,13 @@ class SessionRecorder:
         for part in parts:
             if appender is None:
                 self._early += part
-            else:
-                appender.write(part)
+                self._end += len(part)
+                continue
+            try:
+                appender.write(part)  # may write a buffer itself, or map a new one
+            except OSError as exc:
+                self._fail(exc)
+                return
             self._end += len(part)
         self._output += output
         self._frames.append((self._end, self._output))
@@ -220,6 +226,8 @@ class SessionRecorder:
             if self.error is not None:
                 return
             self.error = exc
+        if self._appender is not None:
+            self._appender.stop(exc)  # e.g. an fsync failed: no write after the cut below
         end, kept = self._settle()
         self._frames = collections.deque([(end, kept)])
         log.error("recording stopped session_id=%s path=%s recorded_bytes=%d reason=%r",
@@ -246,22 +254,20 @@ class SessionRecorder:
 
     # -- flushing and the end ----------------------------------------------------
 
-    def end(self) -> None:
+    def end(self, then: Callable[[], None] | None = None) -> None:
         """The session is over: record nothing more; the task finishes the file.
 
-        What was recorded is written out first, on this thread (a few MiB at most: the
-        appender's buffers), so that a write that fails at the very end is still told to
-        the user before the session reports its exit.
+        ``then`` is called on the loop once what was recorded is written out (before the
+        fsync), a failure to write it reported first: so that the session can still tell
+        its user before it reports its exit. Called at once if nothing was started.
         """
-        appender = self._appender
-        if not self._stopped and appender is not None:
-            appender.flush()
-            appender.wait()
-            if appender.error is not None:
-                self._fail(appender.error)
         self._stopped = True
+        if self._task is None or self._then is not None or self._ending.is_set():
+            if then is not None:
+                then()
+            return
+        self._then = then
         self._ending.set()
-
     async def close(self) -> Path:
         """End, flush, fsync and rename to ``.rec``; the path of the file holding the recording.
 
@@ -285,7 +291,19 @@ class SessionRecorder:
             self.flush()
             await self._sync()
         self.flush()
+        await self._written_out()
         return await asyncio.to_thread(self._finish)
+
+    async def _written_out(self) -> None:
+        """Wait for the writes of what was recorded, report their failure, call ``then``."""
+        appender = self._appender
+        if appender is not None:
+            await asyncio.to_thread(appender.wait)
+            if appender.error is not None:
+                self._fail(appender.error)
+        then, self._then = self._then, None
+        if then is not None:
+            then()
 
     async def _sync(self) -> None:
         fd, appender = self._fd, self._appender

@@ -83,6 +83,9 @@ EventHook = Callable[[str, dict[str, object]], None]
 # The child's output is read this much at a time: the channel data one SSH packet to
 # gsh carries (gsh accepts 256 KiB, client/ssh.py; OpenSSH 32 KiB: asyncssh splits).
 _READ_CHUNK = 256 * 1024
+# Seconds the exit report waits for the session's recording to be written out (a failure
+# can then still be told to the user on the session's stderr); then it goes anyway.
+TAP_WAIT = 2.0
 
 
 class SessionTap(Protocol):
@@ -95,8 +98,9 @@ class SessionTap(Protocol):
 
     def resize(self, cols: int, rows: int) -> None: ...
 
-    def end(self) -> None:
-        """The session is over (it may still tell the user something, as it runs)."""
+    def end(self, then: Callable[[], None] | None = None) -> None:
+        """The session is over: record nothing more; call ``then`` (on the loop, once)
+        when what was recorded is written out, a failure already told to the user."""
 
 
 @dataclass(frozen=True)
@@ -192,6 +196,7 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         self._stdin_eof = False
         self._status: int | None = None  # raw wait status once the child exited
         self._ended = False
+        self._exited = False  # the exit reported to the client
         self._tap: SessionTap | None = None
         self._sftp: SFTPAudit | None = None  # the sftp subsystem's audit
 
@@ -458,15 +463,29 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         self._maybe_finish()
 
     def _maybe_finish(self) -> None:
-        """Report the exit to the client once the child exited and its output ended."""
-        child, chan, status = self._child, self._chan, self._status
+        """Report the exit to the client once the child exited, its output ended and its
+        recording was written out (a failure to write it told to the user first), or
+        TAP_WAIT seconds after the rest."""
+        child, status = self._child, self._status
         if child is None or status is None or self._reading or self._ended:
             return
-        self._end_taps()
         self._release(child)
+        timer = self._loop.call_later(TAP_WAIT, self._report_exit, status)
+
+        def written() -> None:
+            timer.cancel()
+            self._report_exit(status)
+
+        self._end_taps(written)
+
+    def _report_exit(self, status: int) -> None:
+        if self._exited:
+            return
+        self._exited = True
         exit_status, exit_signal, core = describe_exit(status)
         self._emit("session.end", {"exit_status": exit_status, "exit_signal": exit_signal,
                                    "core_dumped": core, "disconnected": False})
+        chan = self._chan
         if chan is None:
             return
         chan.write_eof()
@@ -491,16 +510,16 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
             self._loop.remove_reader(child.pidfd)
             self._loop.add_reader(child.pidfd, self._reap_orphan, child)
 
-    def _end_taps(self) -> None:
-        """The session is over: end its recording, and audit what its transfer left open.
-        The recording ends first: a failure to write its end is still told to the user."""
-        try:
-            if self._tap is not None:
-                self._tap.end()
-        finally:
-            self._ended = True
+    def _end_taps(self, then: Callable[[], None] | None = None) -> None:
+        """The session is over: audit what its transfer left open, end its recording;
+        ``then`` once the recording is written out (see SessionTap.end)."""
+        self._ended = True
         if self._sftp is not None:
             self._emit_sftp(self._sftp.end())
+        if self._tap is not None:
+            self._tap.end(then)
+        elif then is not None:
+            then()
 
     def _emit_sftp(self, operations: list[dict[str, object]]) -> None:
         for fields in operations:
@@ -524,7 +543,7 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
     def _tell_user(self, line: str) -> None:
         """One line on the client's stderr, unless the session is over."""
         chan = self._chan
-        if chan is None or self._ended or chan.is_closing():
+        if chan is None or self._exited or chan.is_closing():
             return
         newline = "\r\n" if self._pty else "\n"
         chan.write_stderr(f"{line}{newline}".encode())
