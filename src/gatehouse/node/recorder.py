@@ -284,13 +284,14 @@ class SessionRecorder:
         return await asyncio.shield(self._task)
 
     async def _run(self) -> Path:
-        while not self._ending.is_set():
+        while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._interval):
                     await self._ending.wait()
             self.flush()
+            if self._ending.is_set():
+                break  # no periodic fsync: the session's exit waits for _written_out
             await self._sync()
-        self.flush()
         await self._written_out()
         return await asyncio.to_thread(self._finish)
 
