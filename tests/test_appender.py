@@ -37,8 +37,6 @@ def refuse_direct(fd: int, cmd: int, arg: int = 0) -> int:
 def where(kind: str, tmp_path: Path) -> Path:
     if kind != "tmpfs":
         return tmp_path
-    if not SHM.is_dir():
-        pytest.skip("no /dev/shm")
     directory = SHM / f"gatehouse-test-{os.getpid()}-{tmp_path.name}"
     directory.mkdir()
     return directory

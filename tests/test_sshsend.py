@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,8 +15,6 @@ import asyncssh
 import pytest
 
 from gatehouse._sys.sshsend import CorkedTransport, LeanSends
-
-needs_ssh = pytest.mark.skipif(shutil.which("ssh") is None, reason="needs OpenSSH's ssh")
 
 OUTPUT = 1_000_000  # bytes: about 31 packets of OpenSSH's 32 KiB
 
@@ -59,7 +56,6 @@ async def _ignores_received(tmp_path: Path, connection: type[asyncssh.SSHServerC
     return len(re.findall(rb"receive packet: type 2\s*$", err, re.MULTILINE))
 
 
-@needs_ssh
 @pytest.mark.parametrize(("connection", "cipher", "sent"), [
     (asyncssh.SSHServerConnection, "aes128-gcm@openssh.com", True),  # asyncssh as it comes
     (LeanConnection, "aes128-gcm@openssh.com", False),

@@ -190,17 +190,16 @@ class SessionRecorder:
     def _record(self, parts: tuple[bytes, ...], output: int) -> None:
         """Append one whole frame (``parts``), holding ``output`` bytes of output."""
         appender = self._appender
-        for part in parts:
-            if appender is None:
-                self._early += part
-                self._end += len(part)
-                continue
-            try:
-                appender.write(part)  # may write a buffer itself, or map a new one
-            except OSError as exc:
-                self._fail(exc)
-                return
-            self._end += len(part)
+        try:
+            for part in parts:
+                if appender is None:
+                    self._early += part
+                else:
+                    appender.write(part)  # may write a buffer itself, or map a new one
+        except OSError as exc:
+            self._fail(exc)
+            return
+        self._end += sum(len(part) for part in parts)
         self._output += output
         self._frames.append((self._end, self._output))
         self._unsynced = True
@@ -262,7 +261,7 @@ class SessionRecorder:
         its user before it reports its exit. Called at once if nothing was started.
         """
         self._stopped = True
-        if self._task is None or self._then is not None or self._ending.is_set():
+        if self._task is None or self._ending.is_set():
             if then is not None:
                 then()
             return
