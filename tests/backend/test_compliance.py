@@ -182,6 +182,26 @@ async def test_atomic_write_changes_nothing_unless_every_expectation_holds(
         Write(b"/a", None, -1)
 
 
+async def test_atomic_write_takes_as_many_writes_as_the_backend_says(
+        backend: Backend, clock: FakeClock) -> None:
+    """Callers size their batches by ``max_atomic_writes``: that many writes of expiring
+    items (the costliest kind: two etcd operations each) go through; one more is refused
+    whole, before anything is written, with a line that names the limit."""
+    expires = clock.now() + dt.timedelta(minutes=1)
+    most = backend.max_atomic_writes
+    assert most >= 32  # what backend.copy and the heartbeat batches count on
+
+    def writes(prefix: bytes, n: int) -> list[Write]:
+        return [Write(prefix + b"%05d" % i, Item(prefix + b"%05d" % i, b"v", expires), 0)
+                for i in range(n)]
+
+    await backend.atomic_write(writes(b"/ok/", most))
+    assert len(await backend.get_range(b"/ok/", b"/ok0")) == most
+    with pytest.raises(BadParameter, match=f"at most {most} "):
+        await backend.atomic_write(writes(b"/over/", most + 1))
+    assert await backend.get_range(b"/over/", b"/over0") == []
+
+
 async def test_delete(backend: Backend) -> None:
     await backend.put(Item(b"/a", b"1"))
     await backend.delete(b"/a")

@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 
-from gatehouse.backend import Backend, Item, open_backend
+from gatehouse.backend import Backend, EtcdBackend, Item, open_backend
 from gatehouse.clock import FakeClock
 from gatehouse.errors import BadParameter, ConnectionProblem
 from gatehouse.services import events
 from gatehouse.services.events import AuditEvent, AuditLog
+from tests.etcdserver import EtcdServer
 
 DAY = dt.timedelta(days=1)
 
@@ -129,6 +130,17 @@ async def test_concurrent_events_are_each_committed_when_stored(tmp_path: Path,
     finally:
         reader.close()
         await backend.close()
+
+
+async def test_a_burst_of_events_on_etcd_is_stored_whole(etcd: EtcdServer,
+                                                         clock: FakeClock) -> None:
+    """An auth on etcd alone keeps its audit log there: a burst of events (a leaf's
+    sessions all ending, a login storm) is written in transactions etcd takes."""
+    async with await EtcdBackend.open(etcd.settings(), clock=clock) as backend:
+        audit = AuditLog(backend, clock, "root.example")
+        await asyncio.gather(*(audit.emit("cert.create", user=f"u{n}") for n in range(300)))
+        found = (await audit.search(types=["cert.create"], limit=500)).events
+        assert sorted(e.user for e in found) == sorted(f"u{n}" for n in range(300))
 
 
 async def test_a_group_that_cannot_be_written_fails_each_of_its_events(

@@ -1,6 +1,6 @@
 """The node store's indexes: listing pages in (hostname, name) order, finding a node by
 hostname or address, and staying in step with every write, with expiry and with nodes
-stored before the indexes existed. Runs on the memory and the SQLite backend."""
+stored before the indexes existed. Runs on the memory, SQLite and etcd backends."""
 
 from __future__ import annotations
 
@@ -16,7 +16,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gatehouse.backend import Backend, MemoryBackend, SQLiteBackend, open_backend, prefix_end
+from gatehouse.backend import (
+    Backend,
+    EtcdBackend,
+    MemoryBackend,
+    SQLiteBackend,
+    open_backend,
+    prefix_end,
+)
 from gatehouse.clock import FakeClock
 from gatehouse.errors import AlreadyExists, GatehouseError, NotFound
 from gatehouse.services.nodes import COALESCED, NodeStore
@@ -24,6 +31,7 @@ from gatehouse.services.resources import ResourceStore
 from gatehouse.types.node import Node, NodeSpec, NodeStatus
 from gatehouse.types.resource import Metadata
 from gatehouse.types.yaml_io import to_json_obj
+from tests import etcdserver
 from tests.services.reads import CountingReads, CountingWrites
 
 TTL = dt.timedelta(seconds=30)
@@ -34,10 +42,13 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "etcd"])
 async def backend(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
                   ) -> AsyncIterator[Backend]:
-    backend = await open_backend(request.param, path=tmp_path / "b.db", clock=clock)
+    if request.param == "etcd":
+        backend: Backend = await EtcdBackend.open(etcdserver.shared().settings(), clock=clock)
+    else:
+        backend = await open_backend(request.param, path=tmp_path / "b.db", clock=clock)
     yield backend
     await backend.close()
 
@@ -177,9 +188,9 @@ async def test_a_stale_address_index_item_finds_no_node(backend: Backend,
     assert [n.metadata.name for n in await first.by_addr("10.0.0.1:22")] == ["n1"]
 
 
-async def test_bulk_registration_writes_whole_batches(store: NodeStore,
+async def test_bulk_registration_writes_whole_batches(store: NodeStore, backend: Backend,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("gatehouse.services.nodes.INDEX_BATCH", 3)
+    monkeypatch.setattr(backend, "max_atomic_writes", 9)  # three nodes to a batch
     await store.create_many([node(f"n{i}", f"h{i}", f"10.0.0.{i}:22") for i in range(7)])
     assert names(await store.select(everyone)) == [f"n{i}" for i in range(7)]
     assert [n.metadata.name for n in await store.by_addr("10.0.0.5:22")] == ["n5"]
@@ -220,6 +231,23 @@ async def test_expired_nodes_vanish_from_every_index(store: NodeStore, backend: 
     # The same node heartbeating again after expiring is indexed again.
     await store.upsert(node("n1", "db", clock=clock))
     assert names(await store.select(everyone)) == ["n1", "n2"]
+
+
+async def test_many_nodes_register_and_index_in_batches_the_backend_takes(
+        store: NodeStore, backend: Backend, clock: FakeClock) -> None:
+    """More nodes than one atomic write takes (on etcd: 128 operations, two for each
+    expiring item), registered in bulk and indexed from an earlier version's store."""
+    many = backend.max_atomic_writes + 7
+    await store.create_many([node(f"n{i:04d}", f"h{i}", f"10.0.{i // 250}.{i % 250}:22",
+                                  clock) for i in range(many)])
+    assert await store.count() == many
+    assert [n.metadata.name for n in await store.by_hostname(f"h{many - 1}")] == [
+        f"n{many - 1:04d}"]
+    unindexed = ResourceStore(backend, "node", Node)
+    for i in range(many):
+        await unindexed.upsert(node(f"old{i:04d}", f"old-h{i}", clock=clock))
+    assert await NodeStore(backend).index_existing() == 2 * many
+    assert [n.metadata.name for n in await store.by_hostname("old-h3")] == ["old0003"]
 
 
 async def test_nodes_stored_before_the_indexes_are_indexed_once(store: NodeStore,

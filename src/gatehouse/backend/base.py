@@ -121,6 +121,10 @@ class Backend(abc.ABC):
     """
 
     clock: Clock
+    # The most writes one atomic_write takes, each of them an item with an expiry (the
+    # costliest kind); callers that batch size their batches by it. One more is refused
+    # whole with BadParameter.
+    max_atomic_writes: int = 1024
 
     @abc.abstractmethod
     async def get(self, key: bytes) -> Item:
@@ -191,7 +195,10 @@ def check_limit(limit: int) -> None:
         raise BadParameter(f"range limit {limit}: expected 0 (no limit) or more")
 
 
-def check_writes(writes: Sequence[Write]) -> None:
+def check_writes(writes: Sequence[Write], most: int) -> None:
+    if len(writes) > most:
+        raise BadParameter(f"atomic_write of {len(writes)} keys: this backend takes at most "
+                           f"{most} in one write")
     keys = {w.key for w in writes}
     if len(keys) != len(writes):
         raise BadParameter("atomic_write: a key appears more than once")

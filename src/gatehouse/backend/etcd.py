@@ -37,7 +37,6 @@ from typing import Any
 from gatehouse.clock import Clock
 from gatehouse.errors import (
     AlreadyExists,
-    BadParameter,
     CompareFailed,
     ConnectionProblem,
     GatehouseError,
@@ -115,6 +114,10 @@ def _encode(item: Item, place: int) -> bytes:
 
 class EtcdBackend(Backend):
     """Items under one prefix of an etcd cluster; open with ``EtcdBackend.open``."""
+
+    # A transaction takes CHUNK operations, and an item with an expiry is two: the item
+    # and its expiry index entry.
+    max_atomic_writes = CHUNK // 2
 
     def __init__(self, settings: EtcdSettings, gateway: Gateway, revision: int, *,
                  clock: Clock, sweeper: Sweeper) -> None:
@@ -215,9 +218,7 @@ class EtcdBackend(Backend):
         return await self._change(replace_with, decide)
 
     async def atomic_write(self, writes: Sequence[Write]) -> None:
-        check_writes(writes)
-        if len(writes) > SUB:
-            raise BadParameter(f"atomic_write of {len(writes)} keys: at most {SUB}")
+        check_writes(writes, self.max_atomic_writes)
         self._check_open()
         keys = [self._root + w.key for w in writes]
         _, answer = await self._txn([], [_read_op(k) for k in keys])

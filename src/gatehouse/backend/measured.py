@@ -34,6 +34,7 @@ class MeasuredBackend(Backend):
     def __init__(self, inner: Backend) -> None:
         self.inner = inner
         self.clock = inner.clock
+        self.max_atomic_writes = inner.max_atomic_writes
 
     async def get(self, key: bytes) -> Item:
         with _Timed("get"):

@@ -100,7 +100,7 @@ class MemoryBackend(Backend):
 
     async def atomic_write(self, writes: Sequence[Write]) -> None:
         self._check_open()
-        check_writes(writes)
+        check_writes(writes, self.max_atomic_writes)
         for write in writes:
             current = self._live(write.key)
             if unmet(write, current.revision if current is not None else 0):

@@ -260,7 +260,7 @@ class PostgresBackend(Backend):
             missing=CompareFailed(f"key {expected.key!r} is missing or has changed"))
 
     async def atomic_write(self, writes: Sequence[Write]) -> None:
-        check_writes(writes)
+        check_writes(writes, self.max_atomic_writes)
         if writes and all(w.item is not None and w.expect_revision is None for w in writes):
             await self._put_all([w.item for w in writes if w.item is not None])
             return

@@ -202,7 +202,7 @@ class SQLiteBackend(Backend):
             missing=CompareFailed(f"key {expected.key!r} is missing or has changed"))
 
     async def atomic_write(self, writes: Sequence[Write]) -> None:
-        check_writes(writes)
+        check_writes(writes, self.max_atomic_writes)
 
         def body(db: sqlite3.Connection, last: int) -> list[Event]:
             for write in writes:

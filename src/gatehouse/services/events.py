@@ -187,7 +187,8 @@ class AuditLog:
         """Write the waiting events, a group per transaction, until none is left."""
         try:
             while self._waiting:
-                group, self._waiting = self._waiting[:_GROUP], self._waiting[_GROUP:]
+                most = min(_GROUP, self._backend.max_atomic_writes)
+                group, self._waiting = self._waiting[:most], self._waiting[most:]
                 # The keys, then the write's place in the backend's order, with no
                 # await between them: keys follow the order of writing.
                 keys = [self._next_key(ev) for ev, _ in group]

@@ -24,7 +24,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TypeVar
 
 from gatehouse.backend import Backend, Item, Write, prefix_end
 from gatehouse.errors import AlreadyExists, BadParameter, CompareFailed, NotFound
@@ -43,10 +44,11 @@ TUNNEL_REPORT_FRESH = dt.timedelta(seconds=15)
 _VERSION = _INDEX + b"version"  # a marker: present once every stored node is indexed
 ATTEMPTS = 5  # writes retried when the node changes between our read and our write
 MAX_BATCH = 10_000  # index items per range read while scanning
-INDEX_BATCH = 500  # nodes per atomic write while indexing those stored before the indexes
+NODE_WRITES = 3  # a new node's atomic write: the node and its two index items
+_T = TypeVar("_T")
 REMEMBERED = 200_000  # nodes whose index keys upsert remembers (~40 MB at most)
 # Steady heartbeats wait up to COALESCE seconds to be written with others (_coalesce.py),
-# COALESCED nodes at most to a write: 60 items, 120 etcd operations with their expiries.
+# COALESCED nodes at most to a write, and no more than the backend takes in one.
 COALESCE = 0.05
 COALESCED = 20
 
@@ -80,7 +82,8 @@ class NodeStore(ResourceStore[Node]):
     def __init__(self, backend: Backend, *, coalesce: float = COALESCE) -> None:
         super().__init__(backend, "node", Node)
         self._indexed: dict[str, tuple[bytes, bytes]] = {}  # by upsert: name -> index keys
-        self._steady = Coalescer(backend, window=coalesce, most=COALESCED)
+        self._steady = Coalescer(backend, window=coalesce,
+                                 most=min(COALESCED, backend.max_atomic_writes // NODE_WRITES))
 
     # --- writes ---------------------------------------------------------------------------
 
@@ -95,10 +98,9 @@ class NodeStore(ResourceStore[Node]):
 
     async def create_many(self, nodes: Sequence[Node]) -> None:
         """Register new nodes in bulk (the benchmark registers 100,000 this way): one
-        atomic write per INDEX_BATCH nodes; AlreadyExists, writing none of that batch,
-        if one of them is registered already."""
-        for first in range(0, len(nodes), INDEX_BATCH):
-            batch = nodes[first:first + INDEX_BATCH]
+        atomic write per batch the backend takes; AlreadyExists, writing none of that
+        batch, if one of them is registered already."""
+        for batch in self._batches(nodes):
             try:
                 await self._backend.atomic_write(
                     [w for node in batch for w in self._writes(node, None)])
@@ -171,8 +173,7 @@ class NodeStore(ResourceStore[Node]):
         for item in items:
             with contextlib.suppress(BadParameter):  # unreadable: never listed anyway
                 nodes.append((self._load(item), item))
-        for first in range(0, len(nodes), INDEX_BATCH):
-            batch = nodes[first:first + INDEX_BATCH]
+        for batch in self._batches(nodes):
             try:
                 await self._backend.atomic_write(
                     [w for node, item in batch for w in self._writes(node, item)])
@@ -182,6 +183,11 @@ class NodeStore(ResourceStore[Node]):
                         await self._backend.atomic_write(self._writes(node, item))
         await self._backend.put(Item(_VERSION, b"1"))
         return len(nodes)
+
+    def _batches(self, nodes: Sequence[_T]) -> Iterator[Sequence[_T]]:
+        """``nodes`` in runs whose writes (NODE_WRITES each) one atomic write takes."""
+        size = max(1, self._backend.max_atomic_writes // NODE_WRITES)
+        return (nodes[first:first + size] for first in range(0, len(nodes), size))
 
     async def _current(self, name: str) -> Item | None:
         try:
