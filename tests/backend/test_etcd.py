@@ -1,5 +1,6 @@
 """What the etcd backend adds to the compliance suite, on real etcd servers: several
-backends on one prefix, an etcd restart, TLS with client certificates."""
+backends on one prefix, an etcd restart, a watch whose connection hangs, TLS with client
+certificates."""
 
 from __future__ import annotations
 
@@ -243,3 +244,73 @@ async def test_tls_with_client_certificates(clock: FakeClock) -> None:
             await EtcdBackend.open(other_ca, clock=clock)
     finally:
         server.remove()
+
+
+class FreezingRelay:
+    """A TCP relay to etcd that can freeze the connections it holds: they stay open and
+    carry nothing more (a NAT or firewall that dropped their state, a peer that hangs),
+    while new connections go through."""
+
+    def __init__(self, target_port: int) -> None:
+        self._target_port = target_port
+        self._frozen: list[asyncio.Event] = []
+        self._server: asyncio.Server | None = None
+        self.port = 0
+
+    async def __aenter__(self) -> FreezingRelay:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for frozen in self._frozen:
+            frozen.set()
+        assert self._server is not None
+        self._server.close()
+
+    def freeze(self) -> None:
+        """Every connection open now carries nothing more, and is never closed."""
+        for frozen in self._frozen:
+            frozen.set()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        frozen = asyncio.Event()
+        self._frozen.append(frozen)
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._target_port)
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            while not frozen.is_set() and (data := await src.read(65536)):
+                if frozen.is_set():
+                    break
+                dst.write(data)
+                await dst.drain()
+
+        forwarding = [asyncio.create_task(pump(reader, up_writer)),
+                      asyncio.create_task(pump(up_reader, writer))]
+        await frozen.wait()
+        for task in forwarding:
+            task.cancel()
+        await asyncio.gather(*forwarding, return_exceptions=True)
+        await asyncio.sleep(3600)  # held open, silent, until the test ends
+
+
+async def test_a_watch_on_a_hung_connection_is_replaced(
+        etcd: EtcdServer, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A watch whose connection stops carrying anything, without closing, is given up
+    after WATCH_IDLE seconds of silence and opened again: changes made meanwhile still
+    reach the watchers, in order and once."""
+    monkeypatch.setattr("gatehouse.backend.etcd.WATCH_IDLE", 1.0)
+    settings = etcd.settings()
+    port = int(settings.peers[0].rsplit(":", 1)[1])
+    async with FreezingRelay(port) as relay:
+        relayed = dataclasses.replace(settings, peers=[f"http://127.0.0.1:{relay.port}"])
+        async with (await EtcdBackend.open(relayed, clock=clock) as watching,
+                    await EtcdBackend.open(settings, clock=clock) as writer,
+                    watching.watch([b"/k/"]) as watcher):
+            await writer.put(Item(b"/k/1", b"before"))
+            assert summary(await take(watcher, 1)) == [("put", b"/k/1", b"before")]
+            relay.freeze()
+            for n in range(2, 5):
+                await writer.put(Item(b"/k/%d" % n, b"while frozen"))
+            got = [await asyncio.wait_for(anext(watcher), 10) for _ in range(3)]
+            assert summary(got) == [("put", b"/k/%d" % n, b"while frozen") for n in range(2, 5)]

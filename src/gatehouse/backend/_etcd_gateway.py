@@ -65,6 +65,10 @@ class Gateway:
     async def close(self) -> None:
         await self._session.close()
 
+    def skip_peer(self) -> None:
+        """Try the next peer first from now on: this one did not answer."""
+        self._current = (self._current + 1) % len(self._peers)
+
     def _peer_order(self) -> list[str]:
         return self._peers[self._current:] + self._peers[:self._current]
 
@@ -76,7 +80,7 @@ class Gateway:
                     answer = await resp.json(content_type=None)
             except aiohttp.ClientConnectorError as exc:  # not sent: another peer may do
                 problems.append(f"{peer}: {_reason(exc)}")
-                self._current = (self._current + 1) % len(self._peers)
+                self.skip_peer()
                 continue
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 raise ConnectionProblem(f"etcd {peer}{path}: {_describe(exc)}") from exc
@@ -100,7 +104,7 @@ class Gateway:
                     raise _error(peer, path, await resp.json(content_type=None))
                 yield _messages(resp)
         except aiohttp.ClientConnectorError as exc:
-            self._current = (self._current + 1) % len(self._peers)
+            self.skip_peer()
             raise ConnectionProblem(f"etcd unreachable ({peer}: {_reason(exc)})") from exc
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise ConnectionProblem(f"etcd {peer}{path}: {_describe(exc)}") from exc

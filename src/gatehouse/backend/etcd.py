@@ -70,6 +70,11 @@ SUB = 1 << 16
 CHUNK = 128  # etcd's default --max-txn-ops: operations per transaction
 ATTEMPTS = 32  # read-decide-commit rounds before a write gives up on a busy key
 RETRY_DELAYS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)  # between watch reconnects, then the last
+# Seconds a watch may stay silent before it is opened again from the last revision seen.
+# etcd says nothing on a quiet watch, so silence cannot tell a quiet prefix from a
+# connection that hangs (a NAT or firewall that forgot it, a peer that stopped): a fresh
+# watch either answers at once (etcd confirms it) or is a broken one, retried.
+WATCH_IDLE = 15.0
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _HEADER = struct.Struct(">BBHq")  # format 1, has expiry, place in its transaction, expiry (us)
@@ -469,11 +474,20 @@ class EtcdBackend(Backend):
                     self._handed_up_to(last[0])  # what came before is nobody's any more
                 watch["create_request"]["start_revision"] = str(last[0] + 1)
                 async with self._gateway.stream("/v3/watch", watch) as messages:
-                    async for message in messages:
+                    answered = False
+                    while last[0] >= 0:
+                        try:
+                            async with asyncio.timeout(WATCH_IDLE):
+                                message = await anext(messages)
+                        except TimeoutError:
+                            if not answered:  # another peer may answer
+                                self._gateway.skip_peer()
+                                raise ConnectionProblem(f"no answer to the watch in "
+                                                        f"{WATCH_IDLE:g} s") from None
+                            break  # quiet, or hung: opened again from after `last`
+                        answered = True
                         last = self._deliver(message, last)
                         failures = 0
-                        if last[0] < 0:
-                            break
             except (GatehouseError, KeyError, ValueError) as exc:  # the watch is broken
                 delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
                 failures += 1
