@@ -29,6 +29,8 @@ from gatehouse.config import AuthLimits
 from gatehouse.errors import AccessDenied, BadParameter
 from gatehouse.pki import sshcert, x509
 from gatehouse.types.oidc import OIDCConnector
+from gatehouse.types.resource import Metadata
+from gatehouse.types.user import User, UserSpec
 from gatehouse.types.yaml_io import parse_resources
 from gatehouse.wire.authapi import SSOBegin, SSOCallback, SSOComplete
 from tests.auth.conftest import API
@@ -188,6 +190,22 @@ async def test_unmapped_user_is_refused_with_the_reason(server: AuthServer,
     (failure,) = await _events(server, "user.login.failure")
     assert failure.user == "bob@example.com" and "no roles mapped" in failure.message
     assert failure.fields["method"] == "oidc"
+
+
+async def test_an_sso_login_may_not_take_a_local_user_s_name(server: AuthServer,
+                                                            idp: StandInIdP) -> None:
+    """The IdP's name for a person must not be a local user's: the two would be one
+    name in the audit trail and on every node's sessions (Teleport refuses it too)."""
+    await server.users.create(User(metadata=Metadata(name="alice@example.com"),
+                                   spec=UserSpec(roles=["access"])))
+    with pytest.raises(AccessDenied, match=r"^a local user is named alice@example\.com: "
+                                           r"connector corp may not log in under that name"):
+        await _login(server, idp, ALICE)
+    (failure,) = await _events(server, "user.login.failure")
+    assert failure.user == "alice@example.com" and "a local user" in failure.message
+    assert await _events(server, "user.login") == []
+    await server.users.delete("alice@example.com")
+    assert (await _login(server, idp, ALICE))["user"] == "alice@example.com"
 
 
 async def test_rotated_key_refreshes_the_jwks_once(server: AuthServer,

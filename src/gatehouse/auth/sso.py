@@ -17,6 +17,7 @@ Every refusal is logged and audited (``user.login.failure``, method oidc) with i
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -287,9 +288,15 @@ def username(spec: OIDCSpec, claims: dict[str, Any]) -> str:
 
 async def certify(server: AuthServer, connector: OIDCConnector, pending: dict[str, Any],
                    claims: dict[str, Any], user: str) -> dict[str, Any]:
-    """Roles from the claims, then certificates for the key gsh sent at the start."""
-    existing = {r.metadata.name for r in await server.roles.list()}
+    """Roles from the claims, then certificates for the key gsh sent at the start. A
+    local user's name is not the IdP's to give: the two would be one in the audit."""
     name = connector.metadata.name
+    with contextlib.suppress(NotFound):
+        await server.users.get(user)
+        raise AccessDenied(f"a local user is named {user}: connector {name} may not log in "
+                           "under that name (rename the local user, or name SSO users by "
+                           "another claim: the connector's username_claim)")
+    existing = {r.metadata.name for r in await server.roles.list()}
     mapped = rolemap.map_claims(connector.spec.claims_to_roles, claims, existing)
     roles = rolemap.require_claims_mapped(mapped, user, name)
     traits = {claim: values for claim in claims if claim not in _TOKEN_CLAIMS
