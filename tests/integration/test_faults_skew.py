@@ -12,6 +12,7 @@ order they happened, and are stored once.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import glob
 import uuid
@@ -128,3 +129,26 @@ def test_a_leaf_with_a_skewed_clock(clusters: tuple[Cluster, Cluster],
     assert spans[0][-1] < spans[1][0] and spans[1][-1] < spans[2][0], spans
     times = [_time(e) for e in root.events()]
     assert times == sorted(times, reverse=True)
+
+
+def test_a_client_clock_far_behind_is_named_as_the_cause(tmp_path: Path) -> None:
+    """A gsh whose clock is further behind its cluster's than certificates are backdated
+    (pki.x509.BACKDATE) sees the proxy's certificate as not valid yet: it says so in one
+    line that points at the clock, for the API (gsh ls) and the dial (gsh ssh) alike."""
+    root = Cluster(tmp_path / "root", name=ROOT)
+    root.start()
+    try:
+        root.add_user("alice", roles="access", logins="root")
+        (tmp_path / "alice").mkdir()
+        alice = Client(tmp_path / "alice", root.proxy)
+        alice.login("alice").ok()
+        behind = dataclasses.replace(alice, prefix=_faketime("-30m"))
+        for args in (("ls",), ("ssh", "root@node1", "true")):
+            res = behind.gsh(*args)
+            assert res.rc != 0
+            (line,) = res.err.strip().splitlines()
+            assert "certificate is not valid yet by this machine's clock" in line, line
+            assert "the clock is likely behind" in line, line
+        alice.gsh("ssh", "root@node1", "true").ok()  # the same profile, the right clock
+    finally:
+        root.stop()

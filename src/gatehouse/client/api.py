@@ -6,6 +6,7 @@ the server's one-line message; an unreachable server is ConnectionProblem.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import ssl
@@ -16,6 +17,7 @@ import aiohttp
 
 from gatehouse.client.failover import CONNECT_TIMEOUT, Failover
 from gatehouse.errors import ConnectionProblem, GatehouseError, from_status
+from gatehouse.pki import tls
 from gatehouse.wire.names import WATCH_SILENCE
 
 __all__ = ["APIClient"]
@@ -127,9 +129,10 @@ class APIClient:
         except GatehouseError:
             raise
         except aiohttp.ClientConnectorCertificateError as exc:
-            raise ConnectionProblem(
-                f"TLS verification of {self.addr} failed: {exc.certificate_error}"
-            ) from exc
+            error = exc.certificate_error
+            why = (tls.verify_failure(error, dt.datetime.now(dt.UTC))
+                   if isinstance(error, ssl.SSLCertVerificationError) else str(error))
+            raise ConnectionProblem(f"TLS verification of {self.addr} failed: {why}") from exc
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise self._unreachable(exc) from exc
 

@@ -12,6 +12,7 @@ Kept free of aiohttp so that `gsh ssh` starts quickly.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import TypeVar, cast
 
 from gatehouse._sys.hostport import split_host_port
 from gatehouse.errors import AccessDenied, ConnectionProblem, GatehouseError
+from gatehouse.pki import tls
 from gatehouse.wire.dial import MAX_LINE, DialReply, DialRequest
 
 __all__ = ["FALLBACK_AFTER", "Fallback", "ProxyTunnel", "dial", "open_stream"]
@@ -105,6 +107,9 @@ async def _open(proxy: str, ssl_context: ssl.SSLContext, server_hostname: str,
                                    server_hostname=server_hostname),
             connect_timeout,
         )
+    except ssl.SSLCertVerificationError as exc:
+        why = tls.verify_failure(exc, dt.datetime.now(dt.UTC))
+        raise ConnectionProblem(f"TLS with proxy {proxy} failed: {why}") from exc
     except ssl.SSLError as exc:
         raise ConnectionProblem(f"TLS with proxy {proxy} failed: {exc.reason or exc}") from exc
     except (OSError, TimeoutError) as exc:
