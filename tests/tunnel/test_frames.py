@@ -29,6 +29,7 @@ _stream_frames = st.sampled_from(
     cut=st.integers(1, 50),
 )
 def test_frames_survive_any_split(frames: list[tuple[FrameType, int, bytes]], cut: int) -> None:
+    frames = [(t, s, p or b"x" if t == FrameType.DATA else p) for t, s, p in frames]
     wire = b"".join(encode(t, s, p) for t, s, p in frames)
     decoder = FrameDecoder()
     out: list[Frame] = []
@@ -53,6 +54,8 @@ def test_oversized_unknown_and_bad_window_frames_are_errors() -> None:
         FrameDecoder().feed(HEADER.pack(99, 1, 0))
     with pytest.raises(ProtocolError, match="WINDOW"):
         FrameDecoder().feed(encode(FrameType.WINDOW, 1, b"\x00"))
+    with pytest.raises(ProtocolError, match="empty DATA frame on stream 3"):
+        FrameDecoder().feed(encode(FrameType.DATA, 3))
     assert FrameDecoder().feed(encode(FrameType.WINDOW, 1, window_payload(7))) == [
         Frame(FrameType.WINDOW, 1, b"\x00\x00\x00\x07")]
 

@@ -16,7 +16,7 @@ from gatehouse.clock import FakeMonotonic
 from gatehouse.errors import ConnectionProblem
 from gatehouse.tunnel.frames import HEADER, INITIAL_WINDOW, MAX_PAYLOAD, FrameType, encode
 from gatehouse.tunnel.limits import MAX_PAUSED_CONTROL, MAX_PEER_STREAMS
-from gatehouse.tunnel.mux import MuxSession, MuxStream
+from gatehouse.tunnel.mux import MuxSession, MuxStream, read_all
 from tests.tunnel.loopback import pair, sessions
 
 TIMEOUT = 5.0  # real seconds, for real I/O only
@@ -181,6 +181,75 @@ async def test_an_unanswered_open_times_out_and_resets_the_stream(clock: FakeMon
         await asyncio.wait_for(opening, TIMEOUT)
     assert dialer.stream_count == 0
     await dialer.aclose()
+    server.close()
+
+
+async def test_an_open_or_read_its_caller_gives_up_on_leaves_no_stream_behind(
+        clock: FakeMonotonic) -> None:
+    """A caller's own deadline (a cancellation, not the call's timeout) ends the stream
+    too: else a peer that answers late could fill it with a window nobody reads."""
+    late = asyncio.Event()
+
+    async def slow(stream: MuxStream) -> None:
+        await late.wait()
+        stream.accept()
+        await stream.write(b"x" * MAX_PAYLOAD)  # unasked for, into what was given up
+        await asyncio.Event().wait()
+
+    dialer, acceptor, server = await sessions(slow, clock)
+    opening = asyncio.create_task(dialer.open({}, timeout=15))
+    await asyncio.wait_for(_eventually(lambda: acceptor.stream_count == 1), TIMEOUT)
+    opening.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await opening
+    assert dialer.stream_count == 0
+    late.set()
+    await asyncio.wait_for(_eventually(lambda: acceptor.stream_count == 0), TIMEOUT)
+
+    late.clear()
+    replied = asyncio.Event()
+
+    async def answer_late(stream: MuxStream) -> None:
+        stream.accept()
+        await late.wait()
+        try:
+            await stream.write(b"y" * MAX_PAYLOAD)
+        except ConnectionProblem:  # the reset reached this side first
+            pass
+        replied.set()
+        await asyncio.Event().wait()
+
+    acceptor._on_open = answer_late
+    stream = await dialer.open({})
+    reading = asyncio.create_task(read_all(stream, limit=1 << 20, timeout=30))
+    await asyncio.wait_for(clock.until_sleeping(), TIMEOUT)
+    reading.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reading
+    assert dialer.stream_count == 0
+    late.set()
+    await asyncio.wait_for(replied.wait(), TIMEOUT)
+    await asyncio.sleep(0.05)  # the late data arrives, and is dropped
+    assert dialer.stream_count == 0 and not stream._chunks
+    await dialer.aclose()
+    server.close()
+
+
+async def test_an_empty_data_frame_is_a_protocol_error(clock: FakeMonotonic) -> None:
+    """Writers never send one (an empty chunk is what a read returns at EOF), and a
+    peer that did could queue them without limit: none is taken."""
+    async def accept(stream: MuxStream) -> None:
+        stream.accept()
+        await asyncio.Event().wait()
+
+    dialer, acceptor, server = await sessions(accept, clock)
+    stream = await dialer.open({})
+    assert dialer._transport is not None
+    dialer._transport.write(encode(FrameType.DATA, stream.id, b""))
+    reason = await asyncio.wait_for(asyncio.shield(dialer.closed), TIMEOUT)
+    assert reason == f"closed by the peer: protocol error: empty DATA frame on stream " \
+                     f"{stream.id}", reason
+    await acceptor.wait_closed()
     server.close()
 
 

@@ -103,6 +103,8 @@ class FrameDecoder:
                     raise ProtocolError(f"{ftype.name} frame on stream {stream}")
                 if ftype == FrameType.WINDOW and length != 4:
                     raise ProtocolError("WINDOW frame payload must be 4 bytes")
+                if ftype == FrameType.DATA and not length:  # EOF's look, and free to queue
+                    raise ProtocolError(f"empty DATA frame on stream {stream}")
                 frames.append(Frame(ftype, stream, bytes(view[offset + HEADER.size:end])))
                 offset = end
             if src is data:

@@ -360,11 +360,16 @@ class MuxSession(asyncio.Protocol):
         self._send(FrameType.OPEN, stream.id, json.dumps(meta).encode())
         try:
             await wait_for(self._clock, asyncio.shield(stream.opened), timeout)
-        except TimeoutError:
-            stream.reset("open timed out")
+        except BaseException as exc:
+            # Timed out, or the caller gave up (cancelled): either way the stream goes,
+            # so that a late ACCEPT finds nothing to fill.
+            stream.reset("open timed out" if isinstance(exc, TimeoutError) else
+                         "the opener gave up")
             if stream.opened.done() and not stream.opened.cancelled():
                 stream.opened.exception()  # retrieved: the caller gets the error below
-            raise ConnectionProblem("the far side of the tunnel did not answer") from None
+            if isinstance(exc, TimeoutError):
+                raise ConnectionProblem("the far side of the tunnel did not answer") from None
+            raise
         return stream
 
     async def ping(self, timeout: float = 10.0) -> float:
@@ -445,6 +450,9 @@ async def read_all(stream: MuxStream, limit: int, timeout: float = MESSAGE_DEADL
         raise ConnectionProblem(reason) from None
     except BadParameter as exc:
         stream.reset(str(exc))
+        raise
+    except BaseException:  # the caller gave up (cancelled): the stream goes with it
+        stream.reset("the reader gave up")
         raise
 
 
