@@ -1,9 +1,13 @@
 """The node's SSH front door against a real asyncssh client: hostile certificates are
-refused as any bad certificate is (permission denied, audited), not by an error."""
+refused as any bad certificate is (permission denied, audited), not by an error; a
+stranger's refusals and a user's sessions per connection are bounded; a connection whose
+user loses access is refused new channels and closed at the next trust change."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,10 +19,14 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from gatehouse.clock import FakeClock
 from gatehouse.node import sshserver
 from gatehouse.pki import sshcert
+from gatehouse.types.role import Role
+from gatehouse.types.yaml_io import parse_resources
 from gatehouse.wire.trust import PublicCA, TrustSnapshot
 
 WAIT = 10.0  # seconds any single wait may take
-NOW = int(FakeClock().now().timestamp())
+# Real time: asyncssh checks a certificate's validity against the system clock too.
+START = dt.datetime.now(dt.UTC).replace(microsecond=0)
+NOW = int(START.timestamp())
 CLUSTER = "sso.example.com"
 USER_CA = ed25519.Ed25519PrivateKey.generate()
 ATTACKER_CA = ed25519.Ed25519PrivateKey.generate()
@@ -34,34 +42,56 @@ def _asyncssh_key(key: ed25519.Ed25519PrivateKey) -> asyncssh.SSHKey:
 
 def _cert(cert_type: sshcert.CertType, extensions: dict[str, str],
           ca: ed25519.Ed25519PrivateKey, public_key: ed25519.Ed25519PublicKey,
-          principals: tuple[str, ...]) -> bytes:
+          principals: tuple[str, ...], key_id: str = "mallory") -> bytes:
     cert = sshcert.Certificate(
-        cert_type=cert_type, key_id="mallory", principals=principals,
+        cert_type=cert_type, key_id=key_id, principals=principals,
         valid_after=NOW - 60, valid_before=NOW + 3600, public_key=public_key)
     # Set after the checks of construction: another encoder does not make them.
     object.__setattr__(cert, "extensions", extensions)
     return sshcert.sign(cert, ca)
 
 
+(ACCESS,) = parse_resources("""kind: role
+version: v1
+metadata: {name: access}
+spec:
+  allow:
+    logins: [root]
+    node_labels: {"*": "*"}
+""")
+assert isinstance(ACCESS, Role)
+
+
 class Node:
     def __init__(self) -> None:
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.port = 0
+        self.trust = TrustSnapshot(
+            cluster=CLUSTER, roles={"access": ACCESS}, users=frozenset({"alice"}),
+            user_cas=(PublicCA(CLUSTER, "user",
+                               sshcert.public_key_line(USER_CA.public_key()), ""),))
+        self.servers: list[sshserver.NodeSSHServer] = []
+
+    def server(self, peer: str) -> sshserver.NodeSSHServer:
+        server = sshserver.NodeSSHServer(
+            trust=lambda: self.trust, labels={}, clock=FakeClock(START),
+            audit=lambda event, fields: self.events.append((event, fields)),
+            record=lambda grant, info: None)
+        self.servers.append(server)
+        return server
+
+    def event_names(self) -> list[str]:
+        return [event for event, _ in self.events]
 
 
 @pytest.fixture
 async def node() -> AsyncIterator[Node]:
-    trust = TrustSnapshot(cluster=CLUSTER, user_cas=(PublicCA(
-        CLUSTER, "user", sshcert.public_key_line(USER_CA.public_key()), ""),))
     host_blob = _cert(sshcert.CertType.HOST, sshcert.host_extensions(CLUSTER, "node"),
                       USER_CA, HOST_KEY.public_key(), ("node1",))
     n = Node()
     front = sshserver.SSHFront(
         _asyncssh_key(HOST_KEY), asyncssh.import_certificate(sshcert.to_openssh_line(host_blob)),
-        lambda peer: sshserver.NodeSSHServer(
-            trust=lambda: trust, labels={}, clock=FakeClock(),
-            audit=lambda event, fields: n.events.append((event, fields)),
-            record=lambda grant, info: pytest.fail("no session may start")))
+        n.server)
     server = await front.listen("127.0.0.1", 0)
     n.port = server.sockets[0].getsockname()[1]
     try:
@@ -69,6 +99,17 @@ async def node() -> AsyncIterator[Node]:
     finally:
         server.close()
         await asyncio.wait_for(server.wait_closed(), WAIT)
+
+
+async def _alice(node: Node) -> asyncssh.SSHClientConnection:
+    """alice, holding role access, logged in as root."""
+    blob = _cert(sshcert.CertType.USER, sshcert.user_extensions(["access"], {}, "", CLUSTER),
+                 USER_CA, CLIENT_KEY.public_key(), ("root",), key_id="alice")
+    cert = asyncssh.import_certificate(sshcert.to_openssh_line(blob))
+    return await asyncio.wait_for(asyncssh.connect(
+        "127.0.0.1", node.port, username="root",
+        client_keys=[(_asyncssh_key(CLIENT_KEY), cert)], known_hosts=None,
+        agent_path=None, preferred_auth="publickey"), WAIT)
 
 
 async def test_a_certificate_with_deeply_nested_traits_is_refused(node: Node) -> None:
@@ -83,3 +124,58 @@ async def test_a_certificate_with_deeply_nested_traits_is_refused(node: Node) ->
             agent_path=None, preferred_auth="publickey"), WAIT)
     assert [event for event, _ in node.events] == ["auth"]
     assert "nested deeper than 2" in node.events[0][1]["message"]
+
+
+async def test_a_stranger_is_cut_off_after_max_auth_tries_certificates(node: Node) -> None:
+    keys = []
+    for _ in range(sshserver.MAX_AUTH_TRIES + 4):
+        key = ed25519.Ed25519PrivateKey.generate()
+        blob = _cert(sshcert.CertType.USER, {"permit-pty": ""}, ATTACKER_CA,
+                     key.public_key(), ("root",))
+        keys.append((_asyncssh_key(key), asyncssh.import_certificate(
+            sshcert.to_openssh_line(blob))))
+    with pytest.raises((asyncssh.PermissionDenied, asyncssh.DisconnectError)):
+        await asyncio.wait_for(asyncssh.connect(
+            "127.0.0.1", node.port, username="root", client_keys=keys, known_hosts=None,
+            agent_path=None, preferred_auth="publickey"), WAIT)
+    assert node.event_names() == ["auth"] * sshserver.MAX_AUTH_TRIES
+
+
+async def test_a_connection_holds_at_most_max_sessions_at_once(node: Node) -> None:
+    async with await _alice(node) as conn:
+        held = [await conn.create_process("sleep 30") for _ in range(sshserver.MAX_SESSIONS)]
+        with pytest.raises(asyncssh.ChannelOpenError):
+            await conn.create_process("true")
+        rejected = [f for e, f in node.events if e == "session.rejected"]
+        assert [f["message"] for f in rejected] == [
+            f"at most {sshserver.MAX_SESSIONS} sessions at once on one connection"]
+        held[0].terminate()
+        await asyncio.wait_for(held[0].wait_closed(), WAIT)
+        result = await asyncio.wait_for(conn.run("echo again"), WAIT)  # a slot is free
+        assert result.stdout == "again\n"
+        for proc in held[1:]:
+            proc.terminate()
+
+
+async def test_a_user_removed_loses_an_open_connection(node: Node) -> None:
+    async with await _alice(node) as conn:
+        assert (await asyncio.wait_for(conn.run("echo hi"), WAIT)).stdout == "hi\n"
+        node.trust = dataclasses.replace(node.trust, users=frozenset())
+        # A new channel decides again, before any trust change is announced...
+        with pytest.raises(asyncssh.ChannelOpenError):
+            await asyncio.wait_for(conn.run("true"), WAIT)
+        (rejected,) = [f for e, f in node.events if e == "session.rejected"]
+        assert rejected["user"] == "alice" and "no longer allowed" in rejected["message"]
+        await asyncio.wait_for(conn.wait_closed(), WAIT)  # ...and closes the connection
+
+
+async def test_a_trust_change_closes_the_connections_it_no_longer_allows(node: Node) -> None:
+    async with await _alice(node) as conn:
+        sleeper = await conn.create_process("sleep 30")
+        (server,) = [s for s in node.servers if s.grant is not None]
+        assert server.recheck()  # nothing changed: it stays
+        node.trust = dataclasses.replace(node.trust, roles={})  # the role removed
+        assert not server.recheck()
+        await asyncio.wait_for(conn.wait_closed(), WAIT)
+        await asyncio.wait_for(sleeper.wait_closed(), WAIT)
+        assert node.event_names().count("session.rejected") == 1

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import random
 import uuid
+import weakref
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,7 @@ class NodeService:
         self._recordings = state / "recordings"
         self._spool = AuditSpool(state / "audit")
         self._live: set[SessionRecorder] = set()
+        self._servers: weakref.WeakSet[sshserver.NodeSSHServer] = weakref.WeakSet()
         self._tg: asyncio.TaskGroup | None = None
         self._front: sshserver.SSHFront | None = None
 
@@ -168,10 +170,8 @@ class NodeService:
                 raise ConnectionProblem(
                     "the ssh service could not fetch its trust from its auth in 30 s"
                 ) from None
-            self._front = front = sshserver.SSHFront(
-                key, cert, lambda peer: sshserver.NodeSSHServer(
-                    trust=self._trust.current, labels=self._cfg.labels, clock=self._clock,
-                    audit=self._audit, record=self._start_recording, peer=peer))
+            self._front = front = sshserver.SSHFront(key, cert, self._server_for)
+            tg.create_task(self._recheck_on_trust_change())
             server = None if self._tunnel_to else await self._listen(front)
             try:
                 await self._heartbeat()
@@ -189,6 +189,24 @@ class NodeService:
                     server.close()
                 for rec in list(self._live):  # sessions cut short by the shutdown
                     rec.end()
+
+    def _server_for(self, peer: str) -> sshserver.NodeSSHServer:
+        """The SSH server object of a new connection, held (weakly) for rechecks."""
+        server = sshserver.NodeSSHServer(
+            trust=self._trust.current, labels=self._cfg.labels, clock=self._clock,
+            audit=self._audit, record=self._start_recording, peer=peer)
+        self._servers.add(server)
+        return server
+
+    async def _recheck_on_trust_change(self) -> None:
+        """Every trust the auth pushes (a user, role or trust removed or changed) is
+        checked against each open connection: one no longer allowed is closed."""
+        changed = self._trust.subscribe()
+        while True:
+            await changed.wait()
+            changed.clear()
+            for server in list(self._servers):
+                server.recheck()
 
     async def _listen(self, front: sshserver.SSHFront) -> asyncio.Server:
         host, port = split_host_port(self._cfg.listen_addr)

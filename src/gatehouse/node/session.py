@@ -138,7 +138,8 @@ class SessionPolicy:
     A hook that raises is logged and ignored.
 
     ``file_transfer_refused`` is None where the sftp subsystem is served, else the
-    reason it is refused (deny by default).
+    reason it is refused (deny by default). ``on_closed`` is called once the session's
+    channel is gone.
     """
 
     login: str
@@ -147,6 +148,7 @@ class SessionPolicy:
     on_event: EventHook | None = None
     tap_factory: TapFactory | None = None  # one tap (recorder) per session
     file_transfer_refused: str | None = "file transfer is not allowed"
+    on_closed: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
         if not self.login or "\0" in self.login or "/" in self.login:
@@ -496,6 +498,8 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._chan = None
+        if self._policy.on_closed is not None:
+            self._policy.on_closed()
         child = self._child
         if child is None or self._ended:
             return

@@ -1,9 +1,18 @@
-"""The node's SSH front door: who may log in as whom, decided per connection.
+"""The node's SSH front door: who may log in as whom, decided at login and again for
+every channel the connection asks for.
 
 asyncssh checks the certificate's CA signature, principals and validity;
 Gatehouse's own codec (sshcert) reads the custom extensions (roles, traits)
 that asyncssh cannot, and rbac decides. Every refusal is logged with its
 reason and audited; anything not explicitly allowed is denied.
+
+A decision does not outlive what it was made from: each new session or forward
+decides again (the certificate may have expired, the user or a role gone, a trust
+disabled), and every change of trust the auth pushes is checked against each open
+connection, which is closed if its login is no longer allowed (``recheck``). A
+connection holds at most MAX_SESSIONS sessions at once (sshd's MaxSessions), and
+gets MAX_AUTH_TRIES refused certificates before it is cut off (sshd's MaxAuthTries):
+a stranger cannot turn one connection into an audit flood.
 """
 
 from __future__ import annotations
@@ -39,6 +48,9 @@ __all__ = ["Grant", "NodeConnection", "NodeSSHServer", "SSHFront"]
 sshgcm.install()  # AES-GCM packets with fewer copies (see gatehouse._sys.sshgcm)
 sshforward.install()  # forwards that lose no early bytes and close (gatehouse._sys.sshforward)
 log = logging.getLogger(__name__)
+
+MAX_SESSIONS = 10  # open sessions on one connection (sshd's MaxSessions default)
+MAX_AUTH_TRIES = 6  # refused certificates before the connection is closed (sshd's default)
 
 Audit = Callable[[str, dict[str, Any]], None]
 Record = Callable[["Grant", SessionInfo], SessionTap | None]  # a recorder for each session
@@ -81,6 +93,9 @@ class NodeSSHServer(asyncssh.SSHServer):
         # the user's address as the proxy saw it.
         self._peer = peer
         self.grant: Grant | None = None
+        self._granted: tuple[str, bytes] | None = None  # the (login, certificate) allowed
+        self._refusals = 0  # certificates refused on this connection
+        self._sessions = 0  # sessions open on this connection
         self._conn: asyncssh.SSHServerConnection | None = None
         self._remote_listeners = 0  # `ssh -R` listeners granted on this connection
 
@@ -108,15 +123,45 @@ class NodeSSHServer(asyncssh.SSHServer):
 
     def authorize(self, login: str, key_data: bytes) -> bool:
         """Decide from the raw certificate; True only when every check passes."""
-        self.grant = None
+        self.grant, self._granted = None, None
+        if self._refusals >= MAX_AUTH_TRIES:
+            return False  # the connection is closing
         try:
             self.grant = self._decide(login, key_data)
         except (AccessDenied, BadParameter) as exc:
             log.warning("ssh access denied login=%s peer=%s reason=%r", login, self._peer, str(exc))
             self._audit("auth", {"login": login, "remote_addr": self._peer,
                                  "message": str(exc), "user": _key_id(key_data)})
+            self._refusals += 1
             if self._conn is not None:  # the client shows it (gsh, and ssh(1) on stderr)
                 self._conn.send_auth_banner(f"{DENIED_BANNER}{exc}\n")
+                if self._refusals >= MAX_AUTH_TRIES:
+                    log.warning("ssh connection closed peer=%s reason=%r", self._peer,
+                                f"{MAX_AUTH_TRIES} certificates refused")
+                    self._conn.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
+                                          f"{MAX_AUTH_TRIES} certificates refused")
+            return False
+        self._granted = (login, key_data)
+        return True
+
+    def recheck(self) -> bool:
+        """Decide again for the login this connection holds, against the trust, roles and
+        time of now; a connection no longer allowed is refused, audited and closed."""
+        if self._granted is None or self.grant is None:
+            return False
+        login, key_data = self._granted
+        try:
+            self.grant = self._decide(login, key_data)
+        except (AccessDenied, BadParameter) as exc:
+            grant, self.grant, self._granted = self.grant, None, None
+            reason = f"{exc} (the connection's login is no longer allowed: closed)"
+            log.warning("ssh connection closed user=%s login=%s peer=%s reason=%r",
+                        grant.user, login, self._peer, reason)
+            self._audit("session.rejected", {
+                "user": grant.user, "login": login, "remote_addr": self._peer,
+                "correlation_id": grant.correlation_id, "message": reason})
+            if self._conn is not None:
+                self._conn.close()
             return False
         return True
 
@@ -161,10 +206,22 @@ class NodeSSHServer(asyncssh.SSHServer):
             correlation_id=sshcert.correlation_id(cert.key_id, cert.serial),
         )
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._granted = None  # nothing to recheck any more
+
     def session_requested(self) -> asyncssh.SSHServerSession[bytes] | bool:
-        if self.grant is None:
+        if not self.recheck():
             return False
         grant = self.grant
+        assert grant is not None  # recheck() passed
+        if self._sessions >= MAX_SESSIONS:
+            reason = f"at most {MAX_SESSIONS} sessions at once on one connection"
+            log.warning("ssh session refused user=%s peer=%s reason=%r", grant.user,
+                        self._peer, reason)
+            self._audit("session.rejected", {
+                "user": grant.user, "login": grant.login, "remote_addr": self._peer,
+                "correlation_id": grant.correlation_id, "message": reason})
+            return False
         base = {"user": grant.user, "login": grant.login, "remote_addr": self._peer,
                 "correlation_id": grant.correlation_id}
 
@@ -179,13 +236,18 @@ class NodeSSHServer(asyncssh.SSHServer):
                                file_transfer_refused=None if grant.file_transfer.allowed
                                else grant.file_transfer.reason,
                                tap_factory=(lambda info: self._record(grant, info))
-                               if record else None)
+                               if record else None,
+                               on_closed=self._session_closed)
+        self._sessions += 1
         return make_session_factory(policy)()
+
+    def _session_closed(self) -> None:
+        self._sessions -= 1
 
     def connection_requested(
         self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
     ) -> bool:
-        grant = self.grant
+        grant = self.grant if self.recheck() else None
         allowed = grant is not None and grant.port_forwarding
         event = "port_forward" if allowed else "port_forward.denied"
         self._audit(event, {"user": grant.user if grant else "",
@@ -196,7 +258,7 @@ class NodeSSHServer(asyncssh.SSHServer):
     def server_requested(self, listen_host: str, listen_port: int
                          ) -> Awaitable[asyncssh.SSHListener] | bool:
         """`ssh -R`: listen on the node's loopback (see node.remoteforward)."""
-        grant = self.grant
+        grant = self.grant if self.recheck() else None
         reason = remoteforward.refusal(
             allowed=grant is not None and grant.port_forwarding,
             login=grant.login if grant else "", login_uid=_uid(grant.login) if grant else None,
