@@ -258,3 +258,28 @@ def test_gsh_scp_refused_by_a_role_says_why(pair: Pair, tmp_path: Path, username
     assert (res.rc, res.err_lines) == (1, [
         f"error: {pair.login}@node1: file transfer is not allowed: role nofiles sets "
         "options.file_transfer: false"]), res
+
+
+def test_sftp_starts_through_the_login_s_shell(pair: Pair, tmp_path: Path, username: str,
+                                              big_file: Path) -> None:
+    """As sshd runs a subsystem: ``shell -c sftp-server``. So a login whose shell refuses
+    sessions (nologin, git-shell) serves no sftp either: file access to such a service
+    account would be a way around its shell."""
+    service = "gh-nl-" + uuid.uuid4().hex[:8]
+    subprocess.run(["useradd", "-m", "-s", "/usr/sbin/nologin", service], check=True,
+                   timeout=30)
+    try:
+        pair.root.add_user(username, roles="access", logins=service)
+        me = Client(tmp_path / "home", pair.root.proxy)
+        me.home.mkdir()
+        me.login(username).ok()
+        config = me.openssh_config()
+        res = run(["sftp", "-F", str(config), "-o", "BatchMode=yes",
+                   "-o", "GlobalKnownHostsFile=/dev/null", "-b", "-",
+                   f"{service}@node1.{ROOT}"],
+                  env=me.env(), input=f"put {big_file} planted.bin\n", timeout=120)
+        assert res.rc != 0, res
+        assert not (Path(pwd.getpwnam(service).pw_dir) / "planted.bin").exists()
+    finally:
+        subprocess.run(["userdel", "-r", service], check=False, timeout=30,
+                       stderr=subprocess.DEVNULL)

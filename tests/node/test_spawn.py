@@ -11,8 +11,10 @@ import pytest
 
 from gatehouse.node.spawn import (
     SESSION_SIGNALS,
+    Account,
     lookup_account,
     spawn,
+    subsystem_refusal,
     unignore_session_signals,
 )
 
@@ -57,3 +59,15 @@ def test_a_node_that_ignores_hang_ups_does_not_pass_that_on(node_ignores_signals
     for signum in SESSION_SIGNALS:  # the node itself still takes no notice of them
         assert signal.getsignal(signum) not in (signal.SIG_IGN, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
+
+
+@pytest.mark.parametrize(("shell", "served"), [
+    ("/bin/bash", True), ("/usr/bin/zsh", True), ("/bin/sh", True),
+    ("/usr/sbin/nologin", False), ("/bin/false", False), ("/usr/bin/git-shell", False),
+    ("/bin/rbash", False), ("/opt/custom/menu", False), ("", False)])
+def test_a_subsystem_is_served_only_to_a_login_with_a_regular_shell(shell: str,
+                                                                    served: bool) -> None:
+    refusal = subsystem_refusal(Account("svc", 990, 990, "/srv", shell))
+    assert (refusal is None) == served
+    if not served:
+        assert refusal is not None and "login svc" in refusal and "regular shell" in refusal

@@ -15,7 +15,10 @@ or write as root. sftp-server is started directly, not through the login's shell
 as sshd does: the shell reads the login's rc files (bash its ~/.bashrc under SSH),
 which could run another program in its place, unrecorded and unaudited. The node
 reads the SFTP packets as they pass (sftpaudit.py) for the audit; a transfer is
-not recorded as terminal output.
+not recorded as terminal output. Since the shell is not asked, a login whose shell
+refuses or restricts sessions (nologin, git-shell, rbash: under sshd its `shell -c
+sftp-server` fails) is refused sftp here (spawn.subsystem_refusal): only logins with
+a regular shell are served.
 
 Flow control:
 
@@ -62,6 +65,7 @@ from .spawn import (
     signal_number,
     spawn,
     ssh_vars,
+    subsystem_refusal,
 )
 
 __all__ = [
@@ -305,6 +309,11 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         if reason is None and sftp and not os.access(SFTP_SERVER, os.X_OK):
             reason = (f"file transfer is not available on this node: {SFTP_SERVER} is not "
                       "installed (Debian: openssh-sftp-server)")
+        if reason is None and sftp:
+            try:
+                reason = subsystem_refusal(lookup_account(self._policy.login))
+            except AccessDenied as exc:
+                reason = str(exc)
         if reason is None:
             return True
         log.warning("file transfer refused login=%s command=%r reason=%r",

@@ -42,6 +42,7 @@ __all__ = [
     "signal_number",
     "spawn",
     "ssh_vars",
+    "subsystem_refusal",
     "unignore_session_signals",
 ]
 
@@ -185,6 +186,23 @@ def session_environment(
         env["TERM"] = term
     env.update(ssh_vars or {})
     return env
+
+
+# Shells that run what they are given: a subsystem (sftp-server, started directly, not
+# through the shell: see session.py) is served only to logins with one of these. A login
+# whose shell refuses or restricts sessions (nologin, false, git-shell, rbash, a custom
+# one) would refuse `shell -c sftp-server` under sshd too; here, deny by default.
+_REGULAR_SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "ksh93", "mksh", "fish",
+                            "tcsh", "csh"})
+
+
+def subsystem_refusal(account: Account) -> str | None:
+    """Why ``account`` may not be served a subsystem (None: it may)."""
+    if os.path.basename(account.shell) in _REGULAR_SHELLS:
+        return None
+    return (f"file transfer is refused for login {account.name}: its shell "
+            f"({account.shell or 'none'}) is not a regular shell, and a transfer may not "
+            "go around it")
 
 
 def session_argv(account: Account, command: str | None) -> list[str]:
