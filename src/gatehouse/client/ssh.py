@@ -45,6 +45,9 @@ __all__ = ["SESSION_MAX_PACKET", "SESSION_WINDOW", "connect_node", "run_ssh"]
 # per 32 KiB. A Gatehouse node reads its child 256 KiB at a time. The window (16 MiB
 # in flight) spans the four event loops of a leaf's path: with 2 MiB the node waited
 # for window adjustments, and a leaf stream ran at ~265 MB/s instead of ~360.
+# Seconds a session that ended without an exit status waits for its connection to end
+# too, to say why if the node ended it (a disconnect with a reason).
+ENDED_WAIT = 2.0
 SESSION_MAX_PACKET = 256 * 1024
 SESSION_WINDOW = 64 * SESSION_MAX_PACKET
 _NOT_PRINTABLE = re.compile(r"[^\x20-\x7e\u00a0-\uffff]")  # a node's words, no control bytes
@@ -100,14 +103,20 @@ def _user_cert(profile: Profile) -> sshcert.Certificate:
 
 
 class _Banners(asyncssh.SSHClient):
-    """Keeps the reason a Gatehouse node gives with its refusal (wire.names.DENIED_BANNER)."""
+    """Keeps the reason a Gatehouse node gives with its refusal (wire.names.DENIED_BANNER),
+    and why the connection ended if the node ended it (a disconnect with a reason:
+    access revoked mid-session), which asyncssh does not hand to the session."""
 
     def __init__(self) -> None:
         self.denied = ""
+        self.lost: Exception | None = None
 
     def auth_banner_received(self, msg: str, lang: str) -> None:
         if msg.startswith(DENIED_BANNER):
             self.denied = _NOT_PRINTABLE.sub("?", msg[len(DENIED_BANNER):].strip())[:500]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = exc
 
 
 def _refusal(login: str, node: str, principals: Sequence[str], reason: str) -> str:
@@ -176,6 +185,7 @@ async def run_ssh(profile: Profile, login: str, node: str, command: list[str], *
     if forwards:
         _check_forwarding(profile, forwards[0].flag)
     conn = await connect_node(profile, login, node, host_ca, tunnel)
+    owner = conn.get_owner()  # asyncssh forgets it once the connection is closed
     status = 255
     try:
         async with conn:
@@ -186,10 +196,16 @@ async def run_ssh(profile: Profile, login: str, node: str, command: list[str], *
                 if no_command:
                     await conn.wait_closed()
                     raise ConnectionProblem(f"the connection to {node} was closed")
-                status = await _session(conn, command, force_tty)
+                exit_status = await _session(conn, command, force_tty)
             finally:
                 for each in forwarders:
                     await each.aclose()
+            if exit_status is None:  # no exit status: did the node end the connection?
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(conn.wait_closed(), ENDED_WAIT)
+                if isinstance(owner, _Banners) and isinstance(owner.lost, asyncssh.Error):
+                    raise owner.lost  # it did, saying why (access revoked)
+            status = 255 if exit_status is None else exit_status
     except* (asyncssh.Error, OSError) as lost:
         # e.g. the trust disabled or the daemon stopped mid-session, or a request
         # larger than the node accepts ("Max packet size exceeded"): one line, 255.
@@ -212,9 +228,9 @@ def _check_forwarding(profile: Profile, flag: str) -> None:
 
 
 async def _session(conn: asyncssh.SSHClientConnection, command: list[str],
-                   force_tty: bool) -> int:
+                   force_tty: bool) -> int | None:
     """The command (or a shell) with this terminal's stdin, stdout and stderr; its exit
-    status, or 255."""
+    status (255 when a signal ended it), or None if the session ended without either."""
     interactive = not command
     want_pty = force_tty or (interactive and sys.stdin.isatty())
     term_size = os.get_terminal_size() if want_pty and sys.stdout.isatty() else (80, 24)
@@ -247,4 +263,6 @@ async def _session(conn: asyncssh.SSHClientConnection, command: list[str],
         if resize:
             loop.remove_signal_handler(signal.SIGWINCH)
     status = process.exit_status
-    return status if status is not None and status >= 0 else 255
+    if status is not None and status >= 0:
+        return status
+    return 255 if process.exit_signal is not None else None

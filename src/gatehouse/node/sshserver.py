@@ -160,8 +160,10 @@ class NodeSSHServer(asyncssh.SSHServer):
             self._audit("session.rejected", {
                 "user": grant.user, "login": login, "remote_addr": self._peer,
                 "correlation_id": grant.correlation_id, "message": reason})
-            if self._conn is not None:
-                self._conn.close()
+            if self._conn is not None:  # the client shows the reason (gsh in its line)
+                # Not DISC_BY_APPLICATION: asyncssh's client takes that for a clean close.
+                self._conn.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
+                                      f"access revoked: {exc}")
             return False
         return True
 
