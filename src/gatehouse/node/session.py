@@ -134,7 +134,7 @@ class SessionPolicy:
     SHELL and MAIL never come from the client.
 
     ``on_event(name, fields)`` receives "session.start" (login, pty, command,
-    term, cols, rows), "exec" (command), "resize" (cols, rows) and
+    term, cols, rows), "exec" (command) and
     "session.end" (exit_status - 128+N after signal N -, exit_signal,
     core_dumped, disconnected), "sftp" (a file operation: see sftpaudit, and a
     message saying it in a line) and "sftp.denied" (message), each with the
@@ -330,7 +330,6 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         child = self._child
         if child is not None and child.stdout >= 0:
             set_window_size(child.stdout, width, height, pixwidth, pixheight)
-        self._emit("resize", {"cols": width, "rows": height})
         if self._tap is not None:
             self._tap.resize(width, height)
 

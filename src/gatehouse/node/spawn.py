@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import grp
 import os
 import pwd
 import signal
@@ -205,6 +206,15 @@ def subsystem_refusal(account: Account) -> str | None:
             "go around it")
 
 
+def _tty_gid(account: Account) -> int:
+    """The group a session's terminal belongs to: tty (so that write(1) and wall may
+    reach it, as with sshd), else the login's own."""
+    try:
+        return grp.getgrnam("tty").gr_gid
+    except KeyError:
+        return account.gid
+
+
 def session_argv(account: Account, command: str | None) -> list[str]:
     """argv for a session: ``shell -c COMMAND``, or a login shell (argv0 "-bash")."""
     base = os.path.basename(account.shell)
@@ -368,6 +378,9 @@ def spawn(
             theirs.append(slave)
             _apply_modes(slave, pty.modes)
             set_window_size(master, pty.cols, pty.rows, pty.xpixel, pty.ypixel)
+            if as_root:  # the login's own terminal, as sshd hands it over
+                os.fchown(slave, account.uid, _tty_gid(account))
+                os.fchmod(slave, 0o620)
             tty_name = os.ttyname(slave)
             env = {**env, "SSH_TTY": tty_name}
             stdio = (slave, slave, slave)
