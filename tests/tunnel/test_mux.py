@@ -350,9 +350,16 @@ async def test_a_peer_may_not_open_more_streams_than_the_cap(
 
     async def hold(stream: MuxStream) -> None:
         stream.accept()
+        with contextlib.suppress(ConnectionProblem):  # a reset ends the handler
+            await stream.read()
         await release.wait()
 
-    dialer, acceptor, server = await sessions(hold, clock)
+    async def until_reset(stream: MuxStream) -> None:
+        stream.accept()
+        with contextlib.suppress(ConnectionProblem):
+            await stream.read()
+
+    dialer, acceptor, server = await sessions(until_reset, clock)
     held = await asyncio.wait_for(
         asyncio.gather(*(dialer.open({}) for _ in range(MAX_PEER_STREAMS))), 20)
     caplog.set_level(logging.WARNING, "gatehouse.tunnel.mux")
@@ -365,8 +372,23 @@ async def test_a_peer_may_not_open_more_streams_than_the_cap(
     assert f"open={MAX_PEER_STREAMS} limit={MAX_PEER_STREAMS}" in refusals[0].getMessage()
     held[0].reset("done with it")
     await _eventually(lambda: acceptor.stream_count < MAX_PEER_STREAMS)
-    await dialer.open({})  # room again
-    release.set()
+    await dialer.open({})  # room again: its handler ended with the reset
+
+    # A handler that goes on after its stream's reset (a slow store of what the peer
+    # sent) keeps its slot: a peer cannot reset its way past the cap.
+    acceptor._on_open = hold
+    for stream in held[1:3]:
+        stream.reset("")
+    await _eventually(lambda: acceptor.stream_count == MAX_PEER_STREAMS - 2)
+    taken = await asyncio.wait_for(asyncio.gather(dialer.open({}), dialer.open({})), 20)
+    for stream in taken:
+        stream.reset("")  # their handlers (hold) go on: the slots stay taken
+    await _eventually(lambda: acceptor.stream_count == MAX_PEER_STREAMS - 2)
+    with pytest.raises(ConnectionProblem, match="too many streams"):
+        await dialer.open({})
+    release.set()  # the handlers end: room again
+    await _eventually(lambda: acceptor._peer_streams < MAX_PEER_STREAMS)
+    await dialer.open({})
     await dialer.aclose()
     await acceptor.wait_closed()
     server.close()

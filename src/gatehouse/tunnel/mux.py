@@ -179,7 +179,7 @@ class MuxSession(asyncio.Protocol):
         self._decoder = FrameDecoder()
         self._streams: dict[int, MuxStream] = {}
         self._max_peer_streams = max_peer_streams
-        self._peer_streams = 0  # of ``_streams``, those the peer opened
+        self._peer_streams = 0  # streams the peer opened whose handler has not returned
         self._refusing = False  # at the cap, and said so in the log
         self._paused_control = 0  # bytes of control frames written since pause_writing
         self._transport: asyncio.Transport | None = None
@@ -213,8 +213,7 @@ class MuxSession(asyncio.Protocol):
             reason = f"tunnel connection lost: {exc}" if exc else "tunnel connection closed"
         for stream in list(self._streams.values()):
             stream._on_reset(reason)
-        self._streams.clear()
-        self._peer_streams = 0
+        self._streams.clear()  # (their handlers, cancelled below, give back their slots)
         for fut in self._pings.values():
             if not fut.done():
                 fut.set_exception(ConnectionProblem(reason))
@@ -268,9 +267,14 @@ class MuxSession(asyncio.Protocol):
             raise ConnectionProblem(self.closed.result())
 
     def _forget(self, stream: MuxStream) -> None:
-        if self._streams.pop(stream.id, None) is not None and stream.id % 2 != self._next_id % 2:
-            self._peer_streams -= 1
-            self._refusing = False
+        self._streams.pop(stream.id, None)
+
+    def _peer_stream_done(self) -> None:
+        """A stream the peer opened no longer holds a slot: its handler has returned
+        (not merely its stream ended: a peer that resets a stream whose handler still
+        works on what it sent must not get a new slot for it)."""
+        self._peer_streams -= 1
+        self._refusing = False
 
     def _dispatch(self, frame: Frame) -> None:
         t = frame.type
@@ -331,10 +335,10 @@ class MuxSession(asyncio.Protocol):
         stream = MuxStream(self, frame.stream, meta)
         stream.opened.set_result(None)
         self._streams[frame.stream] = stream
-        self._peer_streams += 1
         if self._on_open is None:
             stream.refuse("this side does not accept streams")
             return
+        self._peer_streams += 1
         self._handlers.spawn(self._run_handler(stream))
 
     async def _run_handler(self, stream: MuxStream) -> None:
@@ -347,6 +351,8 @@ class MuxSession(asyncio.Protocol):
         else:
             if self._streams.get(stream.id) is stream:  # nothing reads or writes it now
                 stream.reset("the stream's handler finished")
+        finally:
+            self._peer_stream_done()
 
     # --- the session API ------------------------------------------------------------------
 
