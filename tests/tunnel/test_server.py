@@ -17,7 +17,11 @@ from gatehouse.client.forward import ForwardedCall
 from gatehouse.clock import FakeMonotonic, SystemClock
 from gatehouse.errors import ConnectionProblem
 from gatehouse.pki import tls, x509
-from gatehouse.tunnel.limits import MAX_STREAMS_FROM_LEAF, MESSAGE_DEADLINE
+from gatehouse.tunnel.limits import (
+    MAX_STREAMS_FROM_LEAF,
+    MAX_TUNNELS_PER_PEER,
+    MESSAGE_DEADLINE,
+)
 from gatehouse.tunnel.liveness import (
     COALESCE,
     HEARTBEAT_INTERVAL,
@@ -244,6 +248,26 @@ async def test_a_second_tunnel_of_a_leaf_leaves_the_first_open(root: Root) -> No
     await root.holds([])
     await root.advance(COALESCE)
     assert await root.report() == []
+
+
+async def test_a_leaf_holds_at_most_a_few_tunnels_on_one_proxy(root: Root) -> None:
+    """Each tunnel brings its own stream cap and windows: a leaf that dialed without end
+    would multiply what it may make the root hold. Past MAX_TUNNELS_PER_PEER its oldest
+    tunnel is closed (an honest agent holds one, two while it reconnects)."""
+    tunnels = []
+    for _ in range(MAX_TUNNELS_PER_PEER + 2):
+        tunnel = await root.dial("us-east-1a")
+        assert isinstance(tunnel, MuxSession)
+        await tunnel.ping()  # registered
+        tunnels.append(tunnel)
+    for old in tunnels[:2]:
+        await closed(old)
+        assert "at most" in old.closed.result(), old.closed.result()
+    for kept in tunnels[2:]:
+        await kept.ping()
+    assert root.tunnels.connected() == ["us-east-1a"]
+    for kept in tunnels[2:]:
+        await kept.aclose("done")
 
 
 async def test_every_leaf_is_told_the_proxies_and_each_change(root: Root) -> None:

@@ -4,7 +4,9 @@ An agent may hold more than one tunnel to this proxy for a while: it keeps one t
 to each proxy of a cluster, dialing through an address that may be a load balancer,
 and closes a tunnel itself when it finds it reached a proxy it already holds. The
 newest tunnel of a name serves new streams; an older one stays open until its agent
-(or liveness) closes it, since closing it here would cut the sessions on it.
+(or liveness) closes it, since closing it here would cut the sessions on it; but a name
+holds at most ``most`` tunnels (tunnel.limits.MAX_TUNNELS_PER_PEER): ``add`` returns
+the oldest ones past it, for the caller to close.
 """
 
 from __future__ import annotations
@@ -18,14 +20,17 @@ S = TypeVar("S")
 
 
 class HeldTunnels(Generic[S]):
-    def __init__(self) -> None:
+    def __init__(self, most: int) -> None:
+        self._most = most
         self._by_name: dict[str, list[S]] = {}  # oldest first
 
-    def add(self, name: str, tunnel: S) -> bool:
-        """Hold ``tunnel`` as the newest of ``name``; True if ``name`` had none."""
+    def add(self, name: str, tunnel: S) -> tuple[bool, list[S]]:
+        """Hold ``tunnel`` as the newest of ``name``: whether ``name`` had none, and the
+        oldest tunnels of ``name`` past the most it may hold (no longer held: close them)."""
         held = self._by_name.setdefault(name, [])
         held.append(tunnel)
-        return len(held) == 1
+        excess, held[:] = held[:-self._most], held[-self._most:]
+        return len(held) == 1, excess
 
     def discard(self, name: str, tunnel: S) -> bool:
         """Forget ``tunnel``; True if it was the last one of ``name``."""

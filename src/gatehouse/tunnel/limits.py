@@ -14,6 +14,9 @@ root from 46 to 217 MiB). So each side bounds what its peer can make it keep:
   MESSAGE_DEADLINE, else the stream is reset. Per tunnel, a root then holds at most
   MAX_STREAMS_FROM_LEAF x (MAX_EVENT_BATCH + the stream window) for a leaf's
   events, for at most MESSAGE_DEADLINE each.
+- Tunnels one leaf or tunnel node holds to one proxy (MAX_TUNNELS_PER_PEER): each
+  brings its own caps, so past it the oldest is closed. An honest agent holds one,
+  two for a moment while it reconnects or finds it reached a proxy twice.
 - Control frames (all but DATA) written while the transport is paused, that is while
   the peer does not read what it is sent: a peer that keeps provoking answers (PING,
   OPEN, RESET) without reading them is cut off past MAX_PAUSED_CONTROL bytes, as
@@ -32,11 +35,13 @@ __all__ = [
     "MAX_PEER_STREAMS",
     "MAX_REPLY",
     "MAX_STREAMS_FROM_LEAF",
+    "MAX_TUNNELS_PER_PEER",
     "MESSAGE_DEADLINE",
 ]
 
 MAX_PEER_STREAMS = 1024  # streams a peer may have open at once on one tunnel
 MAX_STREAMS_FROM_LEAF = 4  # ... a leaf on its root (its event forwarder uses one)
+MAX_TUNNELS_PER_PEER = 4  # tunnels one leaf (or tunnel node) holds to one proxy at once
 MESSAGE_DEADLINE = 30.0  # seconds for a message read whole to arrive (gsh waits 30 s too)
 MAX_EVENT_BATCH = 4 << 20  # bytes of a leaf's page of events
 MAX_INVENTORY = 16 << 20  # bytes of a leaf's inventory (~40,000 nodes)

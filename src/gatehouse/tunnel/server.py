@@ -53,6 +53,7 @@ from gatehouse.tunnel.limits import (
     MAX_INVENTORY,
     MAX_REPLY,
     MAX_STREAMS_FROM_LEAF,
+    MAX_TUNNELS_PER_PEER,
 )
 from gatehouse.tunnel.liveness import (
     PING_STEPS,
@@ -183,8 +184,10 @@ class TunnelServer:
         self._clock = clock
         self._timer = timer
         self._own = own_nodes  # None: no node tunnels accepted
-        self._sessions: HeldTunnels[_TunnelConnection] = HeldTunnels()  # by leaf
-        self._nodes: HeldTunnels[_TunnelConnection] = HeldTunnels()  # admitted, by host id
+        self._sessions: HeldTunnels[_TunnelConnection] = HeldTunnels(  # by leaf
+            MAX_TUNNELS_PER_PEER)
+        self._nodes: HeldTunnels[_TunnelConnection] = HeldTunnels(  # admitted, by host id
+            MAX_TUNNELS_PER_PEER)
         self._proxies: dict[str, str] = {}  # this cluster's proxies online: host id -> address
         self._as_of: dt.datetime | None = None  # when the registry listed them
         self._to_tell: asyncio.Queue[_TunnelConnection] = asyncio.Queue()  # of the proxies
@@ -243,12 +246,15 @@ class TunnelServer:
                 session.close(f"tunnel refused: {reason}")
             elif session in self._pending:
                 self._pending.discard(session)
-                self._nodes.add(session.node, session)
+                _, excess = self._nodes.add(session.node, session)
+                _close_excess(excess, f"node {session.node}")
                 self._to_tell.put_nowait(session)
                 log.info("tunnel from node %s is up", session.node)
 
     def _register(self, session: _TunnelConnection) -> None:
-        if self._sessions.add(session.leaf, session):
+        first, excess = self._sessions.add(session.leaf, session)
+        _close_excess(excess, f"leaf {session.leaf}")
+        if first:
             self._changed()
         self._to_tell.put_nowait(session)
         log.info("tunnel from leaf %s is up", session.leaf)
@@ -457,3 +463,11 @@ class TunnelServer:
         stream.write_eof()
         reply = json.loads(await read_all(stream, MAX_REPLY))
         return int(reply["status"]), base64.b64decode(reply["body"])
+
+
+def _close_excess(tunnels: list[_TunnelConnection], peer: str) -> None:
+    """Close the oldest tunnels of a peer that holds more than it may (limits.py)."""
+    for old in tunnels:
+        reason = f"at most {MAX_TUNNELS_PER_PEER} tunnels of one peer on one proxy"
+        log.warning("tunnel from %s closed reason=%r", peer, reason)
+        old.close(reason)
