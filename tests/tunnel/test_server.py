@@ -17,6 +17,7 @@ from gatehouse.client.forward import ForwardedCall
 from gatehouse.clock import FakeMonotonic, SystemClock
 from gatehouse.errors import ConnectionProblem
 from gatehouse.pki import tls, x509
+from gatehouse.tunnel.frames import INITIAL_WINDOW
 from gatehouse.tunnel.limits import (
     MAX_STREAMS_FROM_LEAF,
     MAX_TUNNELS_PER_PEER,
@@ -432,6 +433,32 @@ async def test_a_relayed_call_the_leaf_never_answers_fails_at_the_deadline(root:
     call = asyncio.create_task(root.tunnels.relay_api(
         "us-east-1a", ForwardedCall("GET", "/v1/nodes", b"", b"der", "198.51.100.7:1")))
     await asyncio.wait_for(asked.wait(), TIMEOUT)
+    await asyncio.wait_for(root.clock.until_sleeping(3), TIMEOUT)
+    root.clock.advance(MESSAGE_DEADLINE)
+    with pytest.raises(ConnectionProblem, match=f"within {MESSAGE_DEADLINE:g} s"):
+        await asyncio.wait_for(call, TIMEOUT)
+
+
+async def test_a_relayed_call_the_leaf_does_not_read_fails_at_the_deadline(
+        root: Root) -> None:
+    """A call larger than a stream's window, to a leaf that takes the stream and never
+    reads: the write waits for credit that never comes, bounded by the deadline."""
+    taken: list[MuxStream] = []
+
+    async def take_and_ignore(stream: MuxStream) -> None:
+        stream.accept()
+        taken.append(stream)
+        await asyncio.Event().wait()
+
+    await root.dial("us-east-1a", protocol=lambda: MuxSession(
+        dialer=True, clock=root.clock, on_open=take_and_ignore))
+    await root.holds(["us-east-1a"])
+    body = b"x" * (INITIAL_WINDOW + 1)
+    call = asyncio.create_task(root.tunnels.relay_api(
+        "us-east-1a", ForwardedCall("POST", "/v1/events", body, b"der", "198.51.100.7:1")))
+    async with asyncio.timeout(TIMEOUT):  # the window is full: the root's write waits
+        while not taken or taken[0]._unacked < INITIAL_WINDOW:
+            await asyncio.sleep(0.01)
     await asyncio.wait_for(root.clock.until_sleeping(3), TIMEOUT)
     root.clock.advance(MESSAGE_DEADLINE)
     with pytest.raises(ConnectionProblem, match=f"within {MESSAGE_DEADLINE:g} s"):

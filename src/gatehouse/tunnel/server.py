@@ -54,6 +54,7 @@ from gatehouse.tunnel.limits import (
     MAX_REPLY,
     MAX_STREAMS_FROM_LEAF,
     MAX_TUNNELS_PER_PEER,
+    MESSAGE_DEADLINE,
 )
 from gatehouse.tunnel.liveness import (
     PING_STEPS,
@@ -459,7 +460,12 @@ class TunnelServer:
             "kind": "api", "method": call.method, "path": call.path, "remote": call.remote,
             "client_cert": base64.b64encode(call.client_der).decode() if call.client_der else "",
         })
-        await stream.write(call.body)
+        try:  # a leaf that takes the stream and never reads would hold the write for ever
+            await wait_for(self._timer, stream.write(call.body), MESSAGE_DEADLINE)
+        except TimeoutError:
+            reason = f"the leaf did not take the call within {MESSAGE_DEADLINE:g} s"
+            stream.reset(reason)
+            raise ConnectionProblem(reason) from None
         stream.write_eof()
         reply = json.loads(await read_all(stream, MAX_REPLY))
         return int(reply["status"]), base64.b64decode(reply["body"])
