@@ -17,7 +17,13 @@ from gatehouse.clock import FakeMonotonic
 from gatehouse.errors import ConnectionProblem
 from gatehouse.tunnel.frames import HEADER, INITIAL_WINDOW, MAX_PAYLOAD, FrameType, encode
 from gatehouse.tunnel.limits import MAX_PAUSED_CONTROL, MAX_PEER_STREAMS
-from gatehouse.tunnel.mux import MuxSession, MuxStream, read_all
+from gatehouse.tunnel.mux import (
+    SPLICE_LINGER,
+    MuxSession,
+    MuxStream,
+    read_all,
+    splice_stream,
+)
 from tests.tunnel.loopback import pair, sessions
 
 TIMEOUT = 5.0  # real seconds, for real I/O only
@@ -230,6 +236,33 @@ async def test_an_open_or_read_its_caller_gives_up_on_leaves_no_stream_behind(
     await asyncio.wait_for(replied.wait(), TIMEOUT)
     await asyncio.sleep(0.05)  # the late data arrives, and is dropped
     assert dialer.stream_count == 0 and not stream._chunks
+    await dialer.aclose()
+    server.close()
+
+
+async def test_a_splice_whose_socket_ended_waits_for_the_far_side_a_bounded_time(
+        clock: FakeMonotonic) -> None:
+    """The user's connection is gone; a far side that never ends its half (a hung leaf or
+    node) holds the splice, the stream and the socket only SPLICE_LINGER seconds more."""
+    async def never_ends(stream: MuxStream) -> None:
+        stream.accept()
+        while await stream.read():
+            pass
+        await asyncio.Event().wait()  # never EOF, never reset
+
+    dialer, _, server = await sessions(never_ends, clock)
+    stream = await dialer.open({})
+    ours, theirs = socket.socketpair()
+    reader, writer = await asyncio.open_connection(sock=ours)
+    splicing = asyncio.create_task(splice_stream(stream, reader, writer))
+    theirs.sendall(b"hello")
+    theirs.shutdown(socket.SHUT_WR)  # the user's side ends
+    await asyncio.wait_for(clock.until_sleeping(), TIMEOUT)
+    assert not splicing.done()
+    clock.advance(SPLICE_LINGER)
+    await asyncio.wait_for(splicing, TIMEOUT)
+    assert stream.done and dialer.stream_count == 0
+    theirs.close()
     await dialer.aclose()
     server.close()
 

@@ -38,14 +38,17 @@ from gatehouse.tunnel.frames import (
 )
 from gatehouse.tunnel.limits import MAX_PAUSED_CONTROL, MAX_PEER_STREAMS, MESSAGE_DEADLINE
 
-__all__ = ["CLOSE_GRACE", "MuxSession", "MuxStream", "OnOpen", "read_all", "splice_stream",
-           "splice_streams"]
+__all__ = ["CLOSE_GRACE", "SPLICE_LINGER", "MuxSession", "MuxStream", "OnOpen", "read_all",
+           "splice_stream", "splice_streams"]
 
 log = logging.getLogger(__name__)
 
 OnOpen = Callable[["MuxStream"], Awaitable[None]]
 
 CLOSE_GRACE = 2.0  # seconds ``aclose`` waits for the TLS goodbye before it aborts
+# Seconds a splice whose socket side ended waits for the stream's side to end too (the
+# rest of what the far side sends) before it resets the stream.
+SPLICE_LINGER = 30.0
 
 
 class MuxStream:
@@ -501,8 +504,12 @@ async def splice_stream(stream: MuxStream, reader: asyncio.StreamReader,
 
     try:
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(to_socket())
-            tg.create_task(to_stream())
+            down = tg.create_task(to_socket())
+            await to_stream()
+            try:  # the socket's side ended: the far side's gets SPLICE_LINGER to end too
+                await wait_for(stream._session._clock, asyncio.shield(down), SPLICE_LINGER)
+            except TimeoutError:
+                down.cancel()
     finally:
         writer.close()
         if not stream.done:
