@@ -28,8 +28,10 @@ def frames(draw: st.DrawFn) -> Frame:
     stream = 0 if ftype in _CONNECTION else draw(st.integers(1, 2**32 - 1))
     if ftype == FrameType.WINDOW:
         payload = window_payload(draw(st.integers(0, 2**32 - 1)))
-    else:
-        payload = draw(st.binary(max_size=64) | st.integers(0, MAX_PAYLOAD).map(bytes))
+    else:  # a DATA frame carries at least a byte (an empty one is a protocol error)
+        least = 1 if ftype == FrameType.DATA else 0
+        payload = draw(st.binary(min_size=least, max_size=64)
+                       | st.integers(least, MAX_PAYLOAD).map(bytes))
     return Frame(ftype, stream, payload)
 
 
