@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,27 @@ async def test_compaction_keeps_what_was_not_sent(tmp_path: Path,
     more = Auth()
     await _deliver(spool, more, 1)
     assert [e["n"] for e in more.got] == [20]
+    spool.close()
+
+
+def test_compaction_copies_the_unsent_tail_without_holding_it(tmp_path: Path) -> None:
+    """After a long outage the unsent tail is large: compaction streams it into the new
+    file, a chunk at a time, instead of reading it whole into memory."""
+    spool = AuditSpool(tmp_path)
+    for i in range(20_000):
+        spool.append({"n": i, "pad": "x" * 1000})  # about 20 MB
+    path = tmp_path / "audit.jsonl"
+    before = path.read_bytes()
+    first = before.index(b"\n") + 1
+    tracemalloc.start()
+    try:
+        spool._compact(first)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert path.read_bytes() == before[first:]
+    assert peak < 4 << 20, peak
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
     spool.close()
 
 

@@ -16,13 +16,13 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from gatehouse import metrics
 from gatehouse.errors import ConnectionProblem, GatehouseError
-from gatehouse.pki.keystore import write_private
 
 __all__ = ["AuditSpool"]
 
@@ -34,6 +34,7 @@ BATCH = 500
 # be refused whole.
 BATCH_BYTES = 256 << 10
 COMPACT_AT = 1 << 20  # rewrite the file once this many acknowledged bytes precede the rest
+COPY_CHUNK = 1 << 20  # bytes a compaction holds at once
 
 Upload = Callable[[list[dict[str, Any]]], Awaitable[object]]
 
@@ -119,14 +120,18 @@ class AuditSpool:
                     self._compact(end)
 
     def _compact(self, sent: int) -> None:
-        """Drop the acknowledged head of the file (events appended meanwhile are kept)."""
-        with self._path.open("rb") as f:
+        """Drop the acknowledged head of the file (events appended meanwhile are kept).
+        The rest is copied a chunk at a time: after a long outage it may be large."""
+        tmp = self._path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out, self._path.open("rb") as f:
             f.seek(sent)
-            rest = f.read()
-        write_private(self._path.with_suffix(".tmp"), rest)
+            shutil.copyfileobj(f, out, COPY_CHUNK)
+            out.flush()
+            os.fsync(out.fileno())
         self._move_cursor(0)  # durably first: a crash from here on resends, never skips
         os.fsync(self._cursor_fd)
-        os.replace(self._path.with_suffix(".tmp"), self._path)
+        os.replace(tmp, self._path)
         os.close(self._fd)
         self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
