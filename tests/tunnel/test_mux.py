@@ -56,6 +56,12 @@ async def echo(clock: FakeMonotonic) -> AsyncIterator[tuple[MuxSession, MuxSessi
     server.close()
 
 
+async def _accept_and_hold(stream: MuxStream) -> None:
+    """A handler that takes the stream and then does nothing with it."""
+    stream.accept()
+    await asyncio.Event().wait()
+
+
 async def _roundtrip(stream: MuxStream, payload: bytes) -> bytes:
     async def send() -> None:
         for i in range(0, len(payload), 100_000):
@@ -270,11 +276,7 @@ async def test_a_splice_whose_socket_ended_waits_for_the_far_side_a_bounded_time
 async def test_an_empty_data_frame_is_a_protocol_error(clock: FakeMonotonic) -> None:
     """Writers never send one (an empty chunk is what a read returns at EOF), and a
     peer that did could queue them without limit: none is taken."""
-    async def accept(stream: MuxStream) -> None:
-        stream.accept()
-        await asyncio.Event().wait()
-
-    dialer, acceptor, server = await sessions(accept, clock)
+    dialer, acceptor, server = await sessions(_accept_and_hold, clock)
     stream = await dialer.open({})
     assert dialer._transport is not None
     dialer._transport.write(encode(FrameType.DATA, stream.id, b""))
@@ -342,11 +344,7 @@ async def test_protocol_error_closes_the_connection(clock: FakeMonotonic) -> Non
 
 
 async def test_data_beyond_the_window_is_a_protocol_error(clock: FakeMonotonic) -> None:
-    async def accept(stream: MuxStream) -> None:
-        stream.accept()
-        await asyncio.Event().wait()
-
-    dialer, acceptor, server = await sessions(accept, clock)
+    dialer, acceptor, server = await sessions(_accept_and_hold, clock)
     stream = await dialer.open({})
     assert dialer._transport is not None
     chunk = bytes(256 * 1024)

@@ -45,11 +45,11 @@ __all__ = ["SESSION_MAX_PACKET", "SESSION_WINDOW", "connect_node", "run_ssh"]
 # per 32 KiB. A Gatehouse node reads its child 256 KiB at a time. The window (16 MiB
 # in flight) spans the four event loops of a leaf's path: with 2 MiB the node waited
 # for window adjustments, and a leaf stream ran at ~265 MB/s instead of ~360.
+SESSION_MAX_PACKET = 256 * 1024
+SESSION_WINDOW = 64 * SESSION_MAX_PACKET
 # Seconds a session that ended without an exit status waits for its connection to end
 # too, to say why if the node ended it (a disconnect with a reason).
 ENDED_WAIT = 2.0
-SESSION_MAX_PACKET = 256 * 1024
-SESSION_WINDOW = 64 * SESSION_MAX_PACKET
 _NOT_PRINTABLE = re.compile(r"[^\x20-\x7e\u00a0-\uffff]")  # a node's words, no control bytes
 
 
@@ -76,11 +76,11 @@ async def connect_node(profile: Profile, login: str, node: str, host_ca: str,
     ca = asyncssh.import_public_key(host_ca)
     # A proxy older than the host id in its reply leaves the node's name to be checked.
     host_id = (await tunnel.reply()).host_id
-    banners = _Banners()
+    words = _NodeWords()
     try:
         return await asyncssh.connect(
             node, 22, tunnel=tunnel, username=login, client_keys=[(key, cert)],
-            client_factory=lambda: banners,
+            client_factory=lambda: words,
             known_hosts=([], [ca], []), host_key_alias=host_id or None,
             agent_path=None, config=None,
             preferred_auth=["publickey"], connect_timeout=30,
@@ -88,7 +88,7 @@ async def connect_node(profile: Profile, login: str, node: str, host_ca: str,
         )
     except asyncssh.PermissionDenied as exc:
         principals = sshcert.decode(sshcert.from_openssh_line(cert_line)).principals
-        raise AccessDenied(_refusal(login, node, principals, banners.denied)
+        raise AccessDenied(_refusal(login, node, principals, words.denied)
                            + leafcerts.missing_hint(profile, cluster)) from exc
     except asyncssh.HostKeyNotVerifiable as exc:
         which = f"is host {host_id}, the node the proxy dialed" \
@@ -102,7 +102,7 @@ def _user_cert(profile: Profile) -> sshcert.Certificate:
     return sshcert.decode(sshcert.from_openssh_line(profile.identity.ssh_cert_line()))
 
 
-class _Banners(asyncssh.SSHClient):
+class _NodeWords(asyncssh.SSHClient):
     """Keeps the reason a Gatehouse node gives with its refusal (wire.names.DENIED_BANNER),
     and why the connection ended if the node ended it (a disconnect with a reason:
     access revoked mid-session), which asyncssh does not hand to the session."""
@@ -203,7 +203,7 @@ async def run_ssh(profile: Profile, login: str, node: str, command: list[str], *
             if exit_status is None:  # no exit status: did the node end the connection?
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(conn.wait_closed(), ENDED_WAIT)
-                if isinstance(owner, _Banners) and isinstance(owner.lost, asyncssh.Error):
+                if isinstance(owner, _NodeWords) and isinstance(owner.lost, asyncssh.Error):
                     raise owner.lost  # it did, saying why (access revoked)
             status = 255 if exit_status is None else exit_status
     except* (asyncssh.Error, OSError) as lost:

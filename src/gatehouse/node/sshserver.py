@@ -157,9 +157,7 @@ class NodeSSHServer(asyncssh.SSHServer):
             reason = f"{exc} (the connection's login is no longer allowed: closed)"
             log.warning("ssh connection closed user=%s login=%s peer=%s reason=%r",
                         grant.user, login, self._peer, reason)
-            self._audit("session.rejected", {
-                "user": grant.user, "login": login, "remote_addr": self._peer,
-                "correlation_id": grant.correlation_id, "message": reason})
+            self._rejected(grant, reason)
             if self._conn is not None:  # the client shows the reason (gsh in its line)
                 # Not DISC_BY_APPLICATION: asyncssh's client takes that for a clean close.
                 self._conn.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
@@ -208,6 +206,11 @@ class NodeSSHServer(asyncssh.SSHServer):
             correlation_id=sshcert.correlation_id(cert.key_id, cert.serial),
         )
 
+    def _rejected(self, grant: Grant, reason: str) -> None:
+        self._audit("session.rejected", {
+            "user": grant.user, "login": grant.login, "remote_addr": self._peer,
+            "correlation_id": grant.correlation_id, "message": reason})
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._granted = None  # nothing to recheck any more
 
@@ -220,9 +223,7 @@ class NodeSSHServer(asyncssh.SSHServer):
             reason = f"at most {MAX_SESSIONS} sessions at once on one connection"
             log.warning("ssh session refused user=%s peer=%s reason=%r", grant.user,
                         self._peer, reason)
-            self._audit("session.rejected", {
-                "user": grant.user, "login": grant.login, "remote_addr": self._peer,
-                "correlation_id": grant.correlation_id, "message": reason})
+            self._rejected(grant, reason)
             return False
         base = {"user": grant.user, "login": grant.login, "remote_addr": self._peer,
                 "correlation_id": grant.correlation_id}
