@@ -29,6 +29,8 @@ class Figure:
     target: str
     met: bool
     note: str = ""
+    # A reference row (what a peer built differently reaches): no target, never counted.
+    reference: bool = False
     # The stream rows: CPU seconds per GiB streamed, by process (median of repeats).
     cpu_per_gib: dict[str, float] = field(default_factory=dict)
 
@@ -86,9 +88,28 @@ def absolute_figure(id: str, name: str, samples: Sequence[float], unit: str, *, 
                   target or f"{sign} {limit:g} {unit}", met, note)
 
 
+REFERENCE = "reference, no target"
+
+
+def reference_figure(id: str, name: str, ours: Sequence[float], theirs: Sequence[float],
+                     unit: str, *, note: str) -> Figure:
+    """A row that bounds others rather than being judged: its median over OpenSSH's."""
+    us, them = Stats.of(ours), Stats.of(theirs)
+    return Figure(id, name, us.median, us.min, us.max, unit, them.median,
+                  us.median / them.median if them.median else math.inf, REFERENCE, False,
+                  note, reference=True)
+
+
 def missing_figure(id: str, name: str, unit: str, target: str, note: str) -> Figure:
     """A row that could not be measured: no value, not met, and why."""
-    return Figure(id, name, None, None, None, unit, None, None, target, False, note)
+    return Figure(id, name, None, None, None, unit, None, None, target, False, note,
+                  reference=target == REFERENCE)
+
+
+def counted(figures: Sequence[Figure]) -> tuple[int, int]:
+    """(targets met, targets): reference rows have none."""
+    judged = [f for f in figures if not f.reference]
+    return sum(f.met for f in judged), len(judged)
 
 
 def _num(x: float | None) -> str:
@@ -117,7 +138,7 @@ def table(figures: Sequence[Figure]) -> str:
             name, _num(f.value),
             "—" if f.min is None else f"{_num(f.min)}-{_num(f.max)}",
             f.unit, _num(f.openssh), "—" if f.ratio is None else f"{f.ratio:.2f}x",
-            f.target, "yes" if f.met else "NO",
+            f.target, "—" if f.reference else "yes" if f.met else "NO",
         ])
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()

@@ -1,6 +1,7 @@
 """Rows 4-5: throughput of one stream from a leaf node, against `ssh -J` (and from a
 root node in tunnel mode, and from the leaf node with OpenSSH's client through `gsh
-config`, against the same `ssh -J` runs).
+config`, against the same `ssh -J` runs). A reference row runs the `ssh -F` path's
+hops with every relay in C (bench/relays.py): what the design carries here.
 
 The node runs `head -c N /dev/zero`; the client's stdout is a pipe that this
 process drains and counts (what `| wc -c` does). The rate is taken from the
@@ -29,7 +30,15 @@ from dataclasses import dataclass, replace
 from functools import partial
 
 from bench.clusters import LEAF, LEAF_UNRECORDED, NODE, ROOT, TUNNEL_NODE, Gatehouse
-from bench.figures import Figure, absolute_figure, median_by_key, paired_ratios, ratio_figure
+from bench.figures import (
+    Figure,
+    absolute_figure,
+    median_by_key,
+    paired_ratios,
+    ratio_figure,
+    reference_figure,
+)
+from bench.relays import start_relays
 from bench.sampling import process_cpu, settle, wait_child, wait_childless
 from bench.sshd import CIPHER, OpenSSH
 from gatehouse.process.harness import GSH, Cluster, HarnessError, in_parallel
@@ -136,18 +145,21 @@ def measure(gh: Gatehouse, sshd: OpenSSH, size: int, repeats: int) -> list[Figur
                   "-o", "GlobalKnownHostsFile=/dev/null", "-o", f"Ciphers={CIPHER}",
                   f"root@{NODE}.{LEAF}", command]
     openssh = {"sshd (both hops, with the command)": (sshd.daemon.pid, True)}
-    recorded, theirs, unrecorded, tunneled, configured = [], [], [], [], []
+    relays = start_relays(sshd.dir.parent / "relays", sshd)
+    sshd_idle = partial(wait_childless, sshd.daemon.pid, 10)
+    recorded, theirs, unrecorded, tunneled, configured, relayed = [], [], [], [], [], []
     for _ in range(repeats):
         tunneled.append(run_stream(gsh(ROOT, TUNNEL_NODE), size, "gsh", tunnel_path(), quiet,
                                    gh.client.env()))
         recorded.append(run_stream(gsh(LEAF), size, "gsh", path(gh.leaf), quiet,
                                    gh.client.env()))
         theirs.append(run_stream(sshd.ssh(command, jump=True), size, "ssh -J client", openssh,
-                                 partial(wait_childless, sshd.daemon.pid, 10)))
+                                 sshd_idle))
         unrecorded.append(run_stream(gsh(LEAF_UNRECORDED), size, "gsh", path(gh.unrecorded),
                                      quiet, gh.client.env()))
         configured.append(run_stream(via_config, size, "ssh + gsh proxy", path(gh.leaf), quiet,
                                      gh.client.env()))
+        relayed.append(run_stream(relays.ssh(command), size, "ssh", relays.pids(), sshd_idle))
 
     def check(cluster: Cluster, expected: bool) -> None:
         if _last_recorded(cluster) is not expected:
@@ -179,9 +191,16 @@ def measure(gh: Gatehouse, sshd: OpenSSH, size: int, repeats: int) -> list[Figur
                           "MB/s", limit=0.8, better="higher",
                           note="OpenSSH's client with `gsh proxy ssh` as its ProxyCommand; "
                                "recorded on the leaf node")
+    floor = reference_figure(
+        "stream_c_relays", f"stream {mib:,} MiB over the `ssh -F` path's hops as C relays vs "
+        "`ssh -J`", [r.rate for r in relayed], [r.rate for r in theirs], "MB/s",
+        note="OpenSSH's client -> HAProxy (OpenSSL, TLS 1.3) in place of gsh proxy, the root "
+             "proxy and the leaf proxy -> sshd in place of the node, not recorded: the same "
+             "hops and encryptions with every relay in C (bench/relays.py)")
     return [replace(leaf, cpu_per_gib=median_by_key([r.cpu_per_gib
                                                      for r in recorded + theirs])),
             replace(config, cpu_per_gib=median_by_key([r.cpu_per_gib for r in configured])),
             replace(tunnel, cpu_per_gib=median_by_key([r.cpu_per_gib for r in tunneled])),
             replace(recording, cpu_per_gib=median_by_key([r.cpu_per_gib
-                                                          for r in unrecorded]))]
+                                                          for r in unrecorded])),
+            replace(floor, cpu_per_gib=median_by_key([r.cpu_per_gib for r in relayed]))]

@@ -4,10 +4,21 @@ CPU medians, and the table and JSON carry the CPU per GiB."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from bench.figures import absolute_figure, median_by_key, paired_ratios, table, write_json
+from bench.figures import (
+    REFERENCE,
+    absolute_figure,
+    counted,
+    median_by_key,
+    missing_figure,
+    paired_ratios,
+    reference_figure,
+    table,
+    write_json,
+)
 
 
 def test_each_run_is_paired_with_the_run_of_its_own_repeat() -> None:
@@ -37,3 +48,18 @@ def test_the_cpu_per_gib_is_printed_and_written(tmp_path: Path) -> None:
     write_json(tmp_path / "run.json", "quick", [figure])
     written = json.loads((tmp_path / "run.json").read_text())["figures"][0]
     assert written["cpu_per_gib"] == {"gsh": 1.62, "root auth+proxy": 1.4}
+
+
+def test_a_reference_row_has_no_target_and_is_not_counted() -> None:
+    floor = reference_figure("stream_c_relays", "C relays", [230.0, 220.0, 240.0],
+                             [300.0, 290.0, 310.0], "MB/s", note="the same hops in C")
+    judged = absolute_figure("stream_recording", "on vs off", [0.9], "x", limit=0.95,
+                             better="higher")
+    assert (floor.value, floor.openssh, floor.target) == (230.0, 300.0, REFERENCE)
+    assert floor.ratio == pytest.approx(230 / 300)
+    assert counted([floor, judged]) == (0, 1)
+    assert counted([floor, replace(judged, met=True)]) == (1, 1)
+    row = next(line for line in table([floor, judged]).splitlines() if "C relays" in line)
+    assert row.split()[-1] == "—"
+    missing = missing_figure("stream_c_relays", "C relays", "MB/s", REFERENCE, "broke")
+    assert missing.reference and counted([missing]) == (0, 0)
