@@ -1,13 +1,15 @@
 """The node's SSH front door against a real asyncssh client: hostile certificates are
 refused as any bad certificate is (permission denied, audited), not by an error; a
 stranger's refusals and a user's sessions per connection are bounded; a connection whose
-user loses access is refused new channels and closed at the next trust change."""
+user loses access is refused new channels and closed at the next trust change, and a
+connection is closed when its certificate expires."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import datetime as dt
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,7 +18,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from gatehouse.clock import FakeClock
+from gatehouse.clock import Clock, FakeClock, SystemClock
 from gatehouse.node import sshserver
 from gatehouse.pki import sshcert
 from gatehouse.types.role import Role
@@ -42,10 +44,11 @@ def _asyncssh_key(key: ed25519.Ed25519PrivateKey) -> asyncssh.SSHKey:
 
 def _cert(cert_type: sshcert.CertType, extensions: dict[str, str],
           ca: ed25519.Ed25519PrivateKey, public_key: ed25519.Ed25519PublicKey,
-          principals: tuple[str, ...], key_id: str = "mallory") -> bytes:
+          principals: tuple[str, ...], key_id: str = "mallory",
+          valid_before: int = NOW + 3600) -> bytes:
     cert = sshcert.Certificate(
         cert_type=cert_type, key_id=key_id, principals=principals,
-        valid_after=NOW - 60, valid_before=NOW + 3600, public_key=public_key)
+        valid_after=NOW - 60, valid_before=valid_before, public_key=public_key)
     # Set after the checks of construction: another encoder does not make them.
     object.__setattr__(cert, "extensions", extensions)
     return sshcert.sign(cert, ca)
@@ -71,10 +74,11 @@ class Node:
             user_cas=(PublicCA(CLUSTER, "user",
                                sshcert.public_key_line(USER_CA.public_key()), ""),))
         self.servers: list[sshserver.NodeSSHServer] = []
+        self.clock: Clock = FakeClock(START)
 
     def server(self, peer: str) -> sshserver.NodeSSHServer:
         server = sshserver.NodeSSHServer(
-            trust=lambda: self.trust, labels={}, clock=FakeClock(START),
+            trust=lambda: self.trust, labels={}, clock=self.clock,
             audit=lambda event, fields: self.events.append((event, fields)),
             record=lambda grant, info: None)
         self.servers.append(server)
@@ -101,10 +105,11 @@ async def node() -> AsyncIterator[Node]:
         await asyncio.wait_for(server.wait_closed(), WAIT)
 
 
-async def _alice(node: Node) -> asyncssh.SSHClientConnection:
+async def _alice(node: Node, valid_before: int = NOW + 3600) -> asyncssh.SSHClientConnection:
     """alice, holding role access, logged in as root."""
     blob = _cert(sshcert.CertType.USER, sshcert.user_extensions(["access"], {}, "", CLUSTER),
-                 USER_CA, CLIENT_KEY.public_key(), ("root",), key_id="alice")
+                 USER_CA, CLIENT_KEY.public_key(), ("root",), key_id="alice",
+                 valid_before=valid_before)
     cert = asyncssh.import_certificate(sshcert.to_openssh_line(blob))
     return await asyncio.wait_for(asyncssh.connect(
         "127.0.0.1", node.port, username="root",
@@ -179,3 +184,18 @@ async def test_a_trust_change_closes_the_connections_it_no_longer_allows(node: N
         await asyncio.wait_for(conn.wait_closed(), WAIT)
         await asyncio.wait_for(sleeper.wait_closed(), WAIT)
         assert node.event_names().count("session.rejected") == 1
+
+
+async def test_a_connection_is_closed_when_its_certificate_expires(node: Node) -> None:
+    # Before, an open connection outlived its certificate until a new channel or a
+    # trust change happened to decide again.
+    node.clock = SystemClock()
+    ends = int(time.time()) + 2
+    async with await _alice(node, valid_before=ends) as conn:
+        sleeper = await conn.create_process("sleep 30")
+        await asyncio.wait_for(conn.wait_closed(), WAIT)
+        await asyncio.wait_for(sleeper.wait_closed(), WAIT)
+    assert time.time() >= ends
+    (rejected,) = [f for e, f in node.events if e == "session.rejected"]
+    assert rejected["user"] == "alice"
+    assert rejected["message"].startswith("certificate expired at "), rejected

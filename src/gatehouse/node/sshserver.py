@@ -9,7 +9,8 @@ reason and audited; anything not explicitly allowed is denied.
 A decision does not outlive what it was made from: each new session or forward
 decides again (the certificate may have expired, the user or a role gone, a trust
 disabled), and every change of trust the auth pushes is checked against each open
-connection, which is closed if its login is no longer allowed (``recheck``). A
+connection, which is closed if its login is no longer allowed (``recheck``); so is a
+connection whose certificate's validity ends (checked again at that moment). A
 connection holds at most MAX_SESSIONS sessions at once (sshd's MaxSessions), and
 gets MAX_AUTH_TRIES refused certificates before it is cut off (sshd's MaxAuthTries):
 a stranger cannot turn one connection into an audit flood.
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 
 MAX_SESSIONS = 10  # open sessions on one connection (sshd's MaxSessions default)
 MAX_AUTH_TRIES = 6  # refused certificates before the connection is closed (sshd's default)
+EXPIRY_CHECK_MAX = 86400.0  # seconds: a far expiry is looked at again a day later at most
 
 Audit = Callable[[str, dict[str, Any]], None]
 Record = Callable[["Grant", SessionInfo], SessionTap | None]  # a recorder for each session
@@ -69,6 +71,7 @@ class Grant:
     file_transfer: rbac.Decision
     permit_pty: bool
     correlation_id: str
+    valid_before: int  # the certificate's end (Unix seconds)
 
 
 class NodeSSHServer(asyncssh.SSHServer):
@@ -98,6 +101,7 @@ class NodeSSHServer(asyncssh.SSHServer):
         self._sessions = 0  # sessions open on this connection
         self._conn: asyncssh.SSHServerConnection | None = None
         self._remote_listeners = 0  # `ssh -R` listeners granted on this connection
+        self._expiry: asyncio.TimerHandle | None = None  # the check when the certificate ends
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
@@ -143,6 +147,21 @@ class NodeSSHServer(asyncssh.SSHServer):
             return False
         self._granted = (login, key_data)
         return True
+
+    def auth_completed(self) -> None:
+        self._watch_expiry()
+
+    def _watch_expiry(self) -> None:
+        """Decide again when the certificate ends: the connection closes with it."""
+        if self.grant is None:
+            return
+        left = self.grant.valid_before - self._clock.now().timestamp()
+        self._expiry = asyncio.get_running_loop().call_later(
+            min(max(left, 0.0), EXPIRY_CHECK_MAX), self._expiry_due)
+
+    def _expiry_due(self) -> None:
+        if self.recheck():  # not yet: a far expiry, or the clock was set back
+            self._watch_expiry()
 
     def recheck(self) -> bool:
         """Decide again for the login this connection holds, against the trust, roles and
@@ -204,6 +223,7 @@ class NodeSSHServer(asyncssh.SSHServer):
             file_transfer=rbac.check_file_transfer(roles),
             permit_pty="permit-pty" in cert.extensions,
             correlation_id=sshcert.correlation_id(cert.key_id, cert.serial),
+            valid_before=cert.valid_before,
         )
 
     def _rejected(self, grant: Grant, reason: str) -> None:
@@ -213,6 +233,8 @@ class NodeSSHServer(asyncssh.SSHServer):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._granted = None  # nothing to recheck any more
+        if self._expiry is not None:
+            self._expiry.cancel()
 
     def session_requested(self) -> asyncssh.SSHServerSession[bytes] | bool:
         if not self.recheck():
