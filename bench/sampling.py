@@ -5,6 +5,7 @@ Starting and stopping the processes is gatehouse.process.harness's job.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import subprocess
 import time
@@ -86,6 +87,62 @@ def wait_childless(pid: int, timeout: float) -> None:
             return
         time.sleep(0.02)
     raise HarnessError(f"process {pid} still had children after {timeout:g} s")
+
+
+PR_SET_CHILD_SUBREAPER = 36  # prctl(2)
+
+
+def adopt_orphans() -> None:
+    """Make this process the reaper of its descendants' orphans (prctl(2)), so that a
+    command's helper that outlives it stays ours to wait for, and its CPU can be
+    counted: ssh's ProxyCommand (`gsh proxy ssh`, and the second ssh that `-J` runs),
+    which ssh signals at its exit but does not wait for."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise HarnessError(f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(ctypes.get_errno())}")
+
+
+def descendants(pid: int) -> list[int]:
+    """A process's descendants as of now (from /proc/PID/task/TID/children)."""
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        try:
+            tasks = list(Path(f"/proc/{todo.pop()}/task").iterdir())
+        except FileNotFoundError:  # it exited meanwhile
+            continue
+        for task in tasks:
+            try:
+                kids = [int(k) for k in (task / "children").read_text().split()]
+            except FileNotFoundError:
+                continue
+            found += kids
+            todo += kids
+    return found
+
+
+def wait_adopted(pids: list[int], timeout: float) -> float:
+    """CPU seconds (user + system, from wait4) of ``pids``, orphans this process adopted
+    (adopt_orphans), once each has exited; HarnessError for one still running after
+    ``timeout``. One that its own parent waited for is not ours to wait for, and is in
+    that parent's count already (0 here)."""
+    deadline = time.monotonic() + timeout
+    cpu, left = 0.0, set(pids)
+    while left:
+        for pid in list(left):
+            try:
+                done, _, usage = os.wait4(pid, os.WNOHANG)
+            except ChildProcessError:
+                left.discard(pid)
+                continue
+            if done:
+                cpu += usage.ru_utime + usage.ru_stime
+                left.discard(pid)
+        if left and time.monotonic() >= deadline:
+            raise HarnessError(f"processes {sorted(left)} still running after {timeout:g} s")
+        if left:
+            time.sleep(0.005)
+    return cpu
 
 
 def wait_child(proc: subprocess.Popen[bytes], timeout: float) -> tuple[int, float]:

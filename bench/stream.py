@@ -39,7 +39,15 @@ from bench.figures import (
     reference_figure,
 )
 from bench.relays import start_relays
-from bench.sampling import process_cpu, settle, wait_child, wait_childless
+from bench.sampling import (
+    adopt_orphans,
+    descendants,
+    process_cpu,
+    settle,
+    wait_adopted,
+    wait_child,
+    wait_childless,
+)
 from bench.sshd import CIPHER, OpenSSH
 from gatehouse.process.harness import GSH, Cluster, HarnessError, in_parallel
 
@@ -60,7 +68,8 @@ class Run:
 def stream_rate(argv: list[str], size: int, env: dict[str, str] | None = None
                 ) -> tuple[float, float]:
     """MB/s (10^6 bytes) from first to last byte of ``size`` bytes on argv's stdout,
-    and the CPU seconds the command used (with the children it waited for)."""
+    and the CPU seconds the command used, with its descendants at the first byte (ssh's
+    ProxyCommand: this process adopts them, see sampling.adopt_orphans)."""
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env, start_new_session=True)
     assert proc.stdout is not None and proc.stderr is not None
@@ -68,7 +77,7 @@ def stream_rate(argv: list[str], size: int, env: dict[str, str] | None = None
     try:
         fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
         deadline = time.monotonic() + 30 + size / MIN_RATE
-        got, first_len, first_at = 0, 0, 0.0
+        got, first_len, first_at, helpers = 0, 0, 0.0, []
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -80,9 +89,11 @@ def stream_rate(argv: list[str], size: int, env: dict[str, str] | None = None
                 break
             if not got:
                 first_at, first_len = time.perf_counter(), len(data)
+                helpers = descendants(proc.pid)
             got += len(data)
         last_at = time.perf_counter()
         rc, cpu = wait_child(proc, 10)
+        cpu += wait_adopted(helpers, 10)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -121,6 +132,7 @@ def measure(gh: Gatehouse, sshd: OpenSSH, size: int, repeats: int) -> list[Figur
     the node of a second leaf set up the same way but with session_recording: off.
     The three alternate, so that each repeat sees the machine in the same state."""
     command = f"head -c {size} /dev/zero"
+    adopt_orphans()  # ssh's ProxyCommand counts with ssh
 
     def gsh(cluster: str, node: str = NODE) -> list[str]:
         return [str(GSH), "ssh", f"--cluster={cluster}", f"root@{node}", command]
@@ -140,7 +152,8 @@ def measure(gh: Gatehouse, sshd: OpenSSH, size: int, repeats: int) -> list[Figur
         return {"root auth+proxy": (gh.root.daemon.pid, False),
                 f"{ROOT} tunnel node": (gh.root.nodes[TUNNEL_NODE].pid, False)}
 
-    # OpenSSH's client through `gsh config`: gsh is its ProxyCommand (counted with ssh).
+    # OpenSSH's client through `gsh config`: gsh is its ProxyCommand (counted with ssh,
+    # as `-J`'s second ssh is).
     via_config = ["ssh", "-F", str(gh.ssh_config), "-o", "BatchMode=yes",
                   "-o", "GlobalKnownHostsFile=/dev/null", "-o", f"Ciphers={CIPHER}",
                   f"root@{NODE}.{LEAF}", command]
