@@ -19,14 +19,14 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 
-from gatehouse.auth import sso
+from gatehouse.auth import catalog, sso
 from gatehouse.auth.authz import AuthWithRoles
 from gatehouse.auth.identify import Caller, caller_roles
 from gatehouse.auth.server import AuthServer
 from gatehouse.backend import Backend
 from gatehouse.clock import FakeClock
 from gatehouse.config import AuthLimits
-from gatehouse.errors import AccessDenied, BadParameter
+from gatehouse.errors import AccessDenied, AlreadyExists, BadParameter, NotFound
 from gatehouse.pki import sshcert, x509
 from gatehouse.types.oidc import OIDCConnector
 from gatehouse.types.resource import Metadata
@@ -206,6 +206,28 @@ async def test_an_sso_login_may_not_take_a_local_user_s_name(server: AuthServer,
     assert await _events(server, "user.login") == []
     await server.users.delete("alice@example.com")
     assert (await _login(server, idp, ALICE))["user"] == "alice@example.com"
+
+
+async def test_a_local_user_may_not_take_the_name_of_an_sso_user_holding_a_certificate(
+        server: AuthServer, idp: StandInIdP, clock: FakeClock) -> None:
+    """The other way round: an SSO user has no record, so the name was free to take
+    while their certificate still spoke for them on every node (two people, one name)."""
+    done = await _login(server, idp, ALICE)
+    local = User(metadata=Metadata(name="alice@example.com"), spec=UserSpec(roles=["access"]))
+    with pytest.raises(AlreadyExists, match=r"^alice@example\.com is the name of an SSO user "
+                                            r"of connector corp, whose certificate is valid "
+                                            r"until "):
+        await catalog.put_resource(server, local, upsert=False, by="admin", remote_addr="")
+    with pytest.raises(AlreadyExists, match="SSO user of connector corp"):
+        await catalog.put_resource(server, local, upsert=True, by="admin", remote_addr="")
+    assert await _events(server, "user.create") == []
+    with pytest.raises(NotFound):
+        await server.users.get("alice@example.com")
+    # Once the certificate has expired the name is free again (and the SSO login is then
+    # refused, as above).
+    clock.advance(dt.datetime.fromisoformat(done["expires"]) - clock.now()
+                  + dt.timedelta(seconds=1))
+    assert await catalog.put_resource(server, local, upsert=False, by="admin", remote_addr="")
 
 
 async def test_rotated_key_refreshes_the_jwks_once(server: AuthServer,

@@ -5,6 +5,7 @@ change. Callers are authorized first (auth.authz)."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Container, Mapping, Sequence
 from typing import Any
 
@@ -28,6 +29,8 @@ from gatehouse.wire.authapi import CAStatus, ClusterInfo, ClusterStatus, NodeQue
 __all__ = ["ca_fields", "clusters", "delete_resource", "get_resources", "hidden_leaves",
            "leaf_inventory", "nodes_json",
            "put_resource", "recording_cluster", "status", "unknown_roles"]
+
+log = logging.getLogger(__name__)
 
 
 def ca_fields(server: AuthServer) -> dict[str, str]:
@@ -225,6 +228,7 @@ async def put_resource(server: AuthServer, res: Resource, *, upsert: bool, by: s
                                                  await server.roles.list()})
         if problem:
             raise BadParameter(problem)
+        await _check_not_sso(server, res.metadata.name)
     if isinstance(res, OIDCConnector):
         await _check_connector(server, res)
     existed = True
@@ -261,6 +265,20 @@ async def _label_leaf(server: AuthServer, rc: RemoteCluster, *, upsert: bool, by
     before = await server.trust.set_leaf_labels(name, labels)
     await server.audit.emit("resource.update", user=by, remote_addr=remote_addr, fields={
         "kind": "remote_cluster", "name": name, "labels": labels, "labels_before": before})
+async def _check_not_sso(server: AuthServer, name: str) -> None:
+    """A local user may not take the name of an SSO user whose certificate is valid: the
+    two would be one name on every node and in the audit (the SSO side refuses a local
+    user's name at login)."""
+    held = await server.sso.name_holder(name)
+    if held is not None:
+        connector, until = held
+        reason = (f"{name} is the name of an SSO user of connector {connector}, whose "
+                  f"certificate is valid until {until:%Y-%m-%d %H:%M:%S} UTC: a local user "
+                  "may not take it until then")
+        log.warning("local user refused name=%s reason=%r", name, reason)
+        raise AlreadyExists(reason)
+
+
 async def _check_connector(server: AuthServer, connector: OIDCConnector) -> None:
     """A connector that cannot work is refused now, not at its first login: its fixed
     role names exist, its secret is readable, its issuer is discoverable."""

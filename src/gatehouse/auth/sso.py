@@ -306,6 +306,7 @@ async def certify(server: AuthServer, connector: OIDCConnector, pending: dict[st
     ttl = parse_duration(pending["ttl"]) if pending["ttl"] else None
     certs = await server.issue_user_certs(sso_user, issuer.parse_public_key(pending["public_key"]),
                                           ttl=ttl, connector=name)
+    await server.sso.hold_name(user, name, certs.expires)  # no local user takes it meanwhile
     await server.audit.emit("user.login", user=user, remote_addr=pending["remote"],
                             correlation_id=sshcert.correlation_id(user, certs.serial),
                             fields={"method": "oidc", "connector": name, "roles": list(roles)})

@@ -1,6 +1,10 @@
 """SSO logins in flight: a login waiting for the IdP's callback (by its ``state``) and a
 finished one waiting for its client (by request id). Each is taken once: whoever
-deletes it first has it, so a replayed callback or a second fetch finds nothing."""
+deletes it first has it, so a replayed callback or a second fetch finds nothing.
+
+And the names SSO users hold: an SSO user has no user record, but while a certificate
+of theirs is valid their name is taken (a local user may not have it); the item
+expires with the latest such certificate."""
 
 from __future__ import annotations
 
@@ -9,13 +13,14 @@ import json
 from typing import Any
 
 from gatehouse.backend import Backend, Item
-from gatehouse.errors import BadParameter, NotFound
+from gatehouse.errors import AlreadyExists, BadParameter, CompareFailed, NotFound
 
 __all__ = ["SSOStore"]
 
 _PENDING = "/sso/pending/"
 _DONE = "/sso/done/"
 _DEVICE = "/sso/device/"
+_NAMES = "/sso/names/"
 
 
 class SSOStore:
@@ -78,3 +83,35 @@ class SSOStore:
             return await self._take(self._key(_DONE, request_id))
         except (NotFound, BadParameter):
             raise NotFound("unknown, expired or already fetched SSO login") from None
+
+    async def hold_name(self, user: str, connector: str, until: dt.datetime) -> None:
+        """``user`` logged in through ``connector`` with a certificate valid ``until``."""
+        key = self._key(_NAMES, user)
+        value = json.dumps({"connector": connector, "until": until.isoformat()}).encode()
+        for _ in range(8):  # a concurrent login of the same user: the later end wins
+            try:
+                held = await self._backend.get(key)
+            except NotFound:
+                try:
+                    await self._backend.create(Item(key=key, value=value, expires=until))
+                    return
+                except AlreadyExists:
+                    continue
+            if held.expires is not None and held.expires >= until:
+                return
+            try:
+                await self._backend.compare_and_swap(
+                    held, Item(key=key, value=value, expires=until))
+                return
+            except (CompareFailed, NotFound):
+                continue
+        raise CompareFailed(f"SSO user {user}'s name changed under every attempt to hold it")
+
+    async def name_holder(self, user: str) -> tuple[str, dt.datetime] | None:
+        """(connector, until) of the SSO user named ``user`` with a valid certificate."""
+        try:
+            item = await self._backend.get(self._key(_NAMES, user))
+        except (NotFound, BadParameter):
+            return None
+        value = json.loads(item.value)
+        return str(value["connector"]), dt.datetime.fromisoformat(value["until"])
