@@ -5,6 +5,7 @@ certificates."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 from collections.abc import AsyncIterator, Iterator
@@ -236,7 +237,8 @@ async def test_tls_with_client_certificates(clock: FakeClock) -> None:
         assert server.tls is not None
         good = server.settings()
         no_client_cert = dataclasses.replace(good, tls_cert_file=None, tls_key_file=None)
-        with pytest.raises(ConnectionProblem, match=f"^etcd {server.url}"):
+        with pytest.raises(ConnectionProblem,
+                           match=f"^etcd unreachable \\({server.url}: .*bad certificate"):
             await EtcdBackend.open(no_client_cert, clock=clock)
         other_ca = dataclasses.replace(good, tls_ca_file=str(server.tls.client_cert))
         with pytest.raises(ConnectionProblem,
@@ -249,12 +251,13 @@ async def test_tls_with_client_certificates(clock: FakeClock) -> None:
 class FreezingRelay:
     """A TCP relay to etcd that can freeze the connections it holds: they stay open and
     carry nothing more (a NAT or firewall that dropped their state, a peer that hangs),
-    while new connections go through."""
+    while new connections go through, or hang too."""
 
     def __init__(self, target_port: int) -> None:
         self._target_port = target_port
         self._frozen: list[asyncio.Event] = []
         self._server: asyncio.Server | None = None
+        self._hang_new = False
         self.port = 0
 
     async def __aenter__(self) -> FreezingRelay:
@@ -268,14 +271,19 @@ class FreezingRelay:
         assert self._server is not None
         self._server.close()
 
-    def freeze(self) -> None:
-        """Every connection open now carries nothing more, and is never closed."""
+    def freeze(self, *, new_too: bool = False) -> None:
+        """Every connection open now carries nothing more, and is never closed; with
+        ``new_too``, so does every connection taken from now on."""
+        self._hang_new = self._hang_new or new_too
         for frozen in self._frozen:
             frozen.set()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         frozen = asyncio.Event()
         self._frozen.append(frozen)
+        if self._hang_new:
+            frozen.set()
+            await asyncio.sleep(3600)  # held open, silent, until the test ends
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._target_port)
 
         async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
@@ -314,3 +322,62 @@ async def test_a_watch_on_a_hung_connection_is_replaced(
                 await writer.put(Item(b"/k/%d" % n, b"while frozen"))
             got = [await asyncio.wait_for(anext(watcher), 10) for _ in range(3)]
             assert summary(got) == [("put", b"/k/%d" % n, b"while frozen") for n in range(2, 5)]
+
+
+
+@contextlib.asynccontextmanager
+async def black_hole() -> AsyncIterator[tuple[str, list[asyncio.StreamWriter]]]:
+    """An etcd peer that hangs: it accepts connections and never answers (a stopped
+    process whose socket the kernel still accepts on, a half-dead VM); and the
+    connections it took."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", held
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+
+
+async def test_a_hung_first_peer_is_left_for_the_next(
+        etcd: EtcdServer, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reads that get no answer from the first peer go on to the next within the call;
+    the calls after it go to the next peer first: the hung one is asked once."""
+    monkeypatch.setattr("gatehouse.backend._etcd_gateway.CALL_TIMEOUT", 1.0)
+    settings = etcd.settings()
+    async with black_hole() as (hung, taken):
+        both = dataclasses.replace(settings, peers=[hung, *settings.peers])
+        async with await asyncio.wait_for(EtcdBackend.open(both, clock=clock), 10) as backend:
+            for n in range(5):
+                await asyncio.wait_for(backend.put(Item(b"/k/%d" % n, b"v")), 10)
+                assert (await asyncio.wait_for(backend.get(b"/k/%d" % n), 10)).value == b"v"
+        assert len(taken) == 1
+
+
+async def test_a_watch_opened_again_on_a_hung_peer_moves_on(
+        etcd: EtcdServer, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A watch that goes silent is opened again; when the peer it asks then hangs too
+    (no answer at all, not even its head), it asks the next peer, and its watchers
+    miss nothing."""
+    monkeypatch.setattr("gatehouse.backend._etcd_gateway.CALL_TIMEOUT", 1.0)
+    monkeypatch.setattr("gatehouse.backend.etcd.WATCH_IDLE", 1.0)
+    settings = etcd.settings()
+    port = int(settings.peers[0].rsplit(":", 1)[1])
+    async with FreezingRelay(port) as relay:
+        both = dataclasses.replace(settings, peers=[f"http://127.0.0.1:{relay.port}",
+                                                    *settings.peers])
+        async with (await EtcdBackend.open(both, clock=clock) as watching,
+                    await EtcdBackend.open(settings, clock=clock) as writer,
+                    watching.watch([b"/k/"]) as watcher):
+            await writer.put(Item(b"/k/0", b"before"))
+            assert summary(await take(watcher, 1)) == [("put", b"/k/0", b"before")]
+            relay.freeze(new_too=True)
+            for n in range(1, 4):
+                await writer.put(Item(b"/k/%d" % n, b"while hung"))
+            got = [await asyncio.wait_for(anext(watcher), 15) for _ in range(3)]
+            assert summary(got) == [("put", b"/k/%d" % n, b"while hung") for n in range(1, 4)]

@@ -1,8 +1,14 @@
 """The HTTP side of the etcd backend: JSON calls to etcd's gateway to its v3 API,
-tried on each peer in turn while none answers, with etcd's errors as Gatehouse kinds."""
+tried on each peer in turn while none answers, with etcd's errors as Gatehouse kinds.
+
+A call that reached a peer and got no answer (a timeout, a dropped connection) goes on
+to the next peer if it is a read; any other fails, as it may have been applied. Either
+way the calls after it go to the next peer first: a peer that hangs (accepting
+connections, answering nothing) is asked once, not at every call."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -18,6 +24,7 @@ from gatehouse.errors import BadParameter, ConnectionProblem, GatehouseError
 __all__ = ["CALL_TIMEOUT", "EtcdSettings", "Gateway", "b64", "unb64"]
 
 CALL_TIMEOUT = 10.0  # seconds for one gateway call
+_READS = frozenset({"/v3/kv/range"})  # calls that change nothing: safe to send again
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,10 @@ class Gateway:
                 self.skip_peer()
                 continue
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                self.skip_peer()  # the calls after this one try the next peer first
+                if path in _READS:  # changes nothing: the next peer may answer it
+                    problems.append(f"{peer}: {_describe(exc)}")
+                    continue
                 raise ConnectionProblem(f"etcd {peer}{path}: {_describe(exc)}") from exc
             if not isinstance(answer, dict):
                 raise ConnectionProblem(f"etcd {peer}{path}: unexpected answer {answer!r:.80}")
@@ -97,15 +108,22 @@ class Gateway:
         """A streaming call (the watch): yields the JSON messages as they come."""
         peer = self._peer_order()[0]
         try:
-            async with self._session.post(
-                    peer + path, json=body,
-                    timeout=aiohttp.ClientTimeout(total=None, connect=CALL_TIMEOUT)) as resp:
-                if resp.status != 200:
-                    raise _error(peer, path, await resp.json(content_type=None))
-                yield _messages(resp)
+            # The answer's head within CALL_TIMEOUT (a hung peer sends none); then the
+            # stream is open-ended, its silences the caller's to judge.
+            resp = await asyncio.wait_for(self._session.post(
+                peer + path, json=body, timeout=aiohttp.ClientTimeout(total=None)),
+                CALL_TIMEOUT)
         except aiohttp.ClientConnectorError as exc:
             self.skip_peer()
             raise ConnectionProblem(f"etcd unreachable ({peer}: {_reason(exc)})") from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self.skip_peer()
+            raise ConnectionProblem(f"etcd {peer}{path}: {_describe(exc)}") from exc
+        try:
+            async with resp:
+                if resp.status != 200:
+                    raise _error(peer, path, await resp.json(content_type=None))
+                yield _messages(resp)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise ConnectionProblem(f"etcd {peer}{path}: {_describe(exc)}") from exc
 
