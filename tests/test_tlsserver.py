@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 import socket
 import ssl
 from collections.abc import Callable, Coroutine
@@ -55,8 +56,8 @@ def _save(directory: Path, name: str, key: Key, cert: x509.Certificate) -> tuple
 
 @pytest.fixture
 def files(tmp_path: Path) -> dict[str, tuple[Path, Path] | str]:
-    """The server's CA and credentials; clients with a good, an expired and a stranger's
-    certificate."""
+    """The server's CA and credentials; clients with a good, an expired, a not yet valid
+    and a stranger's certificate."""
     ca_key, stranger_key = Key.generate(), Key.generate()
     ca = _cert("ca", ca_key, ca=True, valid=(-10, 10))
     made: dict[str, tuple[Path, Path] | str] = {
@@ -64,6 +65,7 @@ def files(tmp_path: Path) -> dict[str, tuple[Path, Path] | str]:
     for name, issuer, valid in (("server", ("ca", ca_key), (-1, 1)),
                                 ("good", ("ca", ca_key), (-1, 1)),
                                 ("expired", ("ca", ca_key), (-3, -2)),
+                                ("future", ("ca", ca_key), (2, 3)),
                                 ("stranger", ("other", stranger_key), (-1, 1))):
         key = Key.generate()
         made[name] = _save(tmp_path, name, key, _cert(name, key, issuer, valid=valid))
@@ -122,13 +124,22 @@ async def _scenario(files: dict[str, Any]) -> None:
         assert (await _client(port, None))[1] == b"echo hi"  # no certificate: the handler's
         expired, answer = await _client(port, files["expired"])
         assert answer == b""
+        future, answer = await _client(port, files["future"])
+        assert answer == b""
         stranger, answer = await _client(port, files["stranger"])
         assert answer == b""
         async with asyncio.timeout(WAIT):
-            while len(refused) < 2:
+            while len(refused) < 3:
                 await asyncio.sleep(0.01)
-        assert refused == [(expired, "certificate has expired"),
-                           (stranger, "unable to get local issuer certificate")]
+        assert [remote for remote, _ in refused] == [expired, future, stranger]
+        # A validity window missed names this machine's clock, and whose may be off.
+        assert re.fullmatch(r"its certificate has expired by this machine's clock \(\d{4}-"
+                            r"\d\d-\d\d \d\d:\d\d UTC\): the clock may be ahead .*",
+                            refused[0][1]), refused[0]
+        assert refused[1][1].startswith("its certificate is not valid yet by this machine's "
+                                        "clock ("), refused[1]
+        assert "the clock of the auth that issued it is likely ahead" in refused[1][1]
+        assert refused[2][1] == "unable to get local issuer certificate"
 
         # A connection that never starts TLS is closed at the handshake timeout.
         reader, writer = await asyncio.open_connection("127.0.0.1", port)

@@ -196,10 +196,10 @@ def test_expired_certificate_refused_by_the_proxy_is_audited(cluster: Cluster,
     assert dialed.refused, dialed
     event = cluster.wait_event("the proxy's audit of the refusal",
                                lambda e: e["remote_addr"] == dialed.local, timeout=5)
-    assert (event["event"], event["code"], event["message"]) == (
-        "client_cert.denied", "TA002W",
-        "the proxy refused the client certificate in the TLS handshake: "
-        "certificate has expired"), event
+    assert (event["event"], event["code"]) == ("client_cert.denied", "TA002W"), event
+    assert event["message"].startswith(
+        "the proxy refused the client certificate in the TLS handshake: its certificate "
+        "has expired by this machine's clock ("), event
 
 
 def test_expired_certificate_is_refused_and_audited_by_the_node_itself(

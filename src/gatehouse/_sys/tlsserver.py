@@ -16,12 +16,14 @@ its handshake, so the client's first bytes reach the protocol.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
 
 from gatehouse._sys.tasks import TaskOwner
+from gatehouse._sys.tlsfailure import verify_failure
 
 __all__ = ["ACCEPT_RETRY", "Refused", "TLSServer"]
 
@@ -102,7 +104,7 @@ class TLSServer:
         except ssl.SSLCertVerificationError as exc:
             conn.close()
             remote = f"{peer[0]}:{peer[1]}"
-            reason = exc.verify_message or exc.reason or "certificate verify failed"
+            reason = verify_failure(exc, dt.datetime.now(dt.UTC), client=True)
             log.warning("%s refused a client certificate remote=%s reason=%r", self._what,
                         remote, reason)
             await self._on_refused(remote, reason)

@@ -15,9 +15,9 @@ from typing import Any
 
 import aiohttp
 
+from gatehouse._sys.tlsfailure import verify_failure
 from gatehouse.client.failover import CONNECT_TIMEOUT, Failover
 from gatehouse.errors import ConnectionProblem, GatehouseError, from_status
-from gatehouse.pki import tls
 from gatehouse.wire.names import WATCH_SILENCE
 
 __all__ = ["APIClient"]
@@ -130,7 +130,7 @@ class APIClient:
             raise
         except aiohttp.ClientConnectorCertificateError as exc:
             error = exc.certificate_error
-            why = (tls.verify_failure(error, dt.datetime.now(dt.UTC))
+            why = (verify_failure(error, dt.datetime.now(dt.UTC))
                    if isinstance(error, ssl.SSLCertVerificationError) else str(error))
             raise ConnectionProblem(f"TLS verification of {self.addr} failed: {why}") from exc
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import TypeVar, cast
 
 from gatehouse._sys.hostport import split_host_port
+from gatehouse._sys.tlsfailure import verify_failure
 from gatehouse.errors import AccessDenied, ConnectionProblem, GatehouseError
-from gatehouse.pki import tls
 from gatehouse.wire.dial import MAX_LINE, DialReply, DialRequest
 
 __all__ = ["FALLBACK_AFTER", "Fallback", "ProxyTunnel", "dial", "open_stream"]
@@ -108,7 +108,7 @@ async def _open(proxy: str, ssl_context: ssl.SSLContext, server_hostname: str,
             connect_timeout,
         )
     except ssl.SSLCertVerificationError as exc:
-        why = tls.verify_failure(exc, dt.datetime.now(dt.UTC))
+        why = verify_failure(exc, dt.datetime.now(dt.UTC))
         raise ConnectionProblem(f"TLS with proxy {proxy} failed: {why}") from exc
     except ssl.SSLError as exc:
         raise ConnectionProblem(f"TLS with proxy {proxy} failed: {exc.reason or exc}") from exc

@@ -6,14 +6,10 @@ but do not require one (login and join come without); handlers decide.
 
 from __future__ import annotations
 
-import datetime as dt
 import ssl
 from pathlib import Path
 
-__all__ = ["client_context", "peer_der", "server_context", "verify_failure"]
-
-# OpenSSL's X509_V_ERR_CERT_NOT_YET_VALID and X509_V_ERR_CERT_HAS_EXPIRED
-_NOT_YET_VALID, _EXPIRED = 9, 10
+__all__ = ["client_context", "peer_der", "server_context"]
 
 
 def server_context(
@@ -55,19 +51,3 @@ def peer_der(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> bytes | None:
     if ssl_object is None:
         return None
     return ssl_object.getpeercert(binary_form=True)
-
-
-def verify_failure(exc: ssl.SSLCertVerificationError, now: dt.datetime) -> str:
-    """Why the peer's certificate was refused, in words a person can act on: a validity
-    window missed by this machine's clock (``now``) says so, as that clock is the
-    likely culprit (certificates start pki.x509.BACKDATE before they are issued, so a
-    clock more than that behind its cluster's sees them as not valid yet)."""
-    at = f"{now.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC"
-    if exc.verify_code == _NOT_YET_VALID:
-        return (f"its certificate is not valid yet by this machine's clock ({at}): the "
-                "clock is likely behind; check it (timedatectl, NTP)")
-    if exc.verify_code == _EXPIRED:
-        return (f"its certificate has expired by this machine's clock ({at}): the clock "
-                "may be ahead (check it: timedatectl, NTP), or the peer kept an old "
-                "certificate")
-    return exc.verify_message or exc.reason or str(exc)

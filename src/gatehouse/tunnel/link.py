@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import random
 import ssl
@@ -31,6 +32,7 @@ from typing import Any
 
 from gatehouse._sys.hostport import split_host_port
 from gatehouse._sys.tasks import TaskOwner
+from gatehouse._sys.tlsfailure import verify_failure
 from gatehouse.clock import Monotonic, wait_for
 from gatehouse.errors import AccessDenied, BadParameter
 from gatehouse.pki import tls
@@ -186,6 +188,8 @@ class TunnelLink:
                 host, port, ssl=self._context(), server_hostname=host), DIAL_TIMEOUT)
         except (OSError, ssl.SSLError) as exc:  # TimeoutError is an OSError
             reason = (f"no answer within {DIAL_TIMEOUT:.0f} s" if isinstance(exc, TimeoutError)
+                      else verify_failure(exc, dt.datetime.now(dt.UTC))
+                      if isinstance(exc, ssl.SSLCertVerificationError)
                       else str(exc) or type(exc).__name__)
             log.warning("cannot reach %s at %s: %s", self._what, addr, reason)
             self._tell(RootTunnel(root=root.name, up=False, detail=(
