@@ -5,10 +5,12 @@ Starting and stopping the processes is gatehouse.process.harness's job.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from gatehouse.process.harness import HarnessError
@@ -92,14 +94,24 @@ def wait_childless(pid: int, timeout: float) -> None:
 PR_SET_CHILD_SUBREAPER = 36  # prctl(2)
 
 
-def adopt_orphans() -> None:
-    """Make this process the reaper of its descendants' orphans (prctl(2)), so that a
+@contextlib.contextmanager
+def adopting_orphans() -> Iterator[None]:
+    """While inside, this process reaps its descendants' orphans (prctl(2)), so that a
     command's helper that outlives it stays ours to wait for, and its CPU can be
-    counted: ssh's ProxyCommand (`gsh proxy ssh`, and the second ssh that `-J` runs),
-    which ssh signals at its exit but does not wait for."""
+    counted: ssh's ProxyCommand (`gsh proxy ssh`), which ssh signals at its exit but
+    does not wait for. Orphans adopted meanwhile stay ours (wait_adopted reaps them)."""
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        raise HarnessError(f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(ctypes.get_errno())}")
+
+    def reaper(on: int) -> None:
+        if libc.prctl(PR_SET_CHILD_SUBREAPER, on, 0, 0, 0) != 0:
+            raise HarnessError("prctl(PR_SET_CHILD_SUBREAPER): "
+                               f"{os.strerror(ctypes.get_errno())}")
+
+    reaper(1)
+    try:
+        yield
+    finally:
+        reaper(0)
 
 
 def descendants(pid: int) -> list[int]:
@@ -123,7 +135,7 @@ def descendants(pid: int) -> list[int]:
 
 def wait_adopted(pids: list[int], timeout: float) -> float:
     """CPU seconds (user + system, from wait4) of ``pids``, orphans this process adopted
-    (adopt_orphans), once each has exited; HarnessError for one still running after
+    (adopting_orphans), once each has exited; HarnessError for one still running after
     ``timeout``. One that its own parent waited for is not ours to wait for, and is in
     that parent's count already (0 here)."""
     deadline = time.monotonic() + timeout

@@ -19,10 +19,12 @@ sshd with the connections it reaped (both hops of `-J`, and the command's own
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import select
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -31,16 +33,18 @@ from functools import partial
 
 from bench.clusters import LEAF, LEAF_UNRECORDED, NODE, ROOT, TUNNEL_NODE, Gatehouse
 from bench.figures import (
+    REFERENCE,
     Figure,
     absolute_figure,
     median_by_key,
+    missing_figure,
     paired_ratios,
     ratio_figure,
     reference_figure,
 )
-from bench.relays import start_relays
+from bench.relays import Relays, start_relays
 from bench.sampling import (
-    adopt_orphans,
+    adopting_orphans,
     descendants,
     process_cpu,
     settle,
@@ -49,7 +53,7 @@ from bench.sampling import (
     wait_childless,
 )
 from bench.sshd import CIPHER, OpenSSH
-from gatehouse.process.harness import GSH, Cluster, HarnessError, in_parallel
+from gatehouse.process.harness import GSH, Cluster, HarnessError, in_parallel, stop_all
 
 F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux), not exported before Python 3.13
 PIPE_SIZE = 1 << 20
@@ -69,7 +73,8 @@ def stream_rate(argv: list[str], size: int, env: dict[str, str] | None = None
                 ) -> tuple[float, float]:
     """MB/s (10^6 bytes) from first to last byte of ``size`` bytes on argv's stdout,
     and the CPU seconds the command used, with its descendants at the first byte (ssh's
-    ProxyCommand: this process adopts them, see sampling.adopt_orphans)."""
+    ProxyCommand: this process adopts them, see sampling.adopting_orphans). On failure
+    the command's process group (its helpers with it) is killed."""
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env, start_new_session=True)
     assert proc.stdout is not None and proc.stderr is not None
@@ -94,6 +99,12 @@ def stream_rate(argv: list[str], size: int, env: dict[str, str] | None = None
         last_at = time.perf_counter()
         rc, cpu = wait_child(proc, 10)
         cpu += wait_adopted(helpers, 10)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # its own session: ssh and its helpers
+        with contextlib.suppress(HarnessError):
+            wait_adopted(helpers, 5)
+        raise
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -132,7 +143,6 @@ def measure(gh: Gatehouse, sshd: OpenSSH, size: int, repeats: int) -> list[Figur
     the node of a second leaf set up the same way but with session_recording: off.
     The three alternate, so that each repeat sees the machine in the same state."""
     command = f"head -c {size} /dev/zero"
-    adopt_orphans()  # ssh's ProxyCommand counts with ssh
 
     def gsh(cluster: str, node: str = NODE) -> list[str]:
         return [str(GSH), "ssh", f"--cluster={cluster}", f"root@{node}", command]
@@ -158,21 +168,37 @@ def measure(gh: Gatehouse, sshd: OpenSSH, size: int, repeats: int) -> list[Figur
                   "-o", "GlobalKnownHostsFile=/dev/null", "-o", f"Ciphers={CIPHER}",
                   f"root@{NODE}.{LEAF}", command]
     openssh = {"sshd (both hops, with the command)": (sshd.daemon.pid, True)}
-    relays = start_relays(sshd.dir.parent / "relays", sshd)
     sshd_idle = partial(wait_childless, sshd.daemon.pid, 10)
+    # The reference row is not judged: if it cannot run, the judged rows still do.
+    relays: Relays | None = None
+    unrelayed = ""  # why the reference row was not measured
+    try:
+        relays = start_relays(sshd.dir.parent / "relays", sshd)
+    except HarnessError as exc:
+        unrelayed = str(exc)
     recorded, theirs, unrecorded, tunneled, configured, relayed = [], [], [], [], [], []
-    for _ in range(repeats):
-        tunneled.append(run_stream(gsh(ROOT, TUNNEL_NODE), size, "gsh", tunnel_path(), quiet,
-                                   gh.client.env()))
-        recorded.append(run_stream(gsh(LEAF), size, "gsh", path(gh.leaf), quiet,
-                                   gh.client.env()))
-        theirs.append(run_stream(sshd.ssh(command, jump=True), size, "ssh -J client", openssh,
-                                 sshd_idle))
-        unrecorded.append(run_stream(gsh(LEAF_UNRECORDED), size, "gsh", path(gh.unrecorded),
-                                     quiet, gh.client.env()))
-        configured.append(run_stream(via_config, size, "ssh + gsh proxy", path(gh.leaf), quiet,
-                                     gh.client.env()))
-        relayed.append(run_stream(relays.ssh(command), size, "ssh", relays.pids(), sshd_idle))
+    try:
+        with adopting_orphans():  # ssh's ProxyCommand counts with ssh
+            for _ in range(repeats):
+                tunneled.append(run_stream(gsh(ROOT, TUNNEL_NODE), size, "gsh", tunnel_path(),
+                                           quiet, gh.client.env()))
+                recorded.append(run_stream(gsh(LEAF), size, "gsh", path(gh.leaf), quiet,
+                                           gh.client.env()))
+                theirs.append(run_stream(sshd.ssh(command, jump=True), size, "ssh -J client",
+                                         openssh, sshd_idle))
+                unrecorded.append(run_stream(gsh(LEAF_UNRECORDED), size, "gsh",
+                                             path(gh.unrecorded), quiet, gh.client.env()))
+                configured.append(run_stream(via_config, size, "ssh + gsh proxy",
+                                             path(gh.leaf), quiet, gh.client.env()))
+                if relays is not None and not unrelayed:
+                    try:
+                        relayed.append(run_stream(relays.ssh(command), size, "ssh",
+                                                  relays.pids(), sshd_idle))
+                    except HarnessError as exc:
+                        unrelayed = str(exc)
+    finally:
+        if relays is not None:
+            stop_all(relays.processes.values())
 
     def check(cluster: Cluster, expected: bool) -> None:
         if _last_recorded(cluster) is not expected:
@@ -204,9 +230,12 @@ def measure(gh: Gatehouse, sshd: OpenSSH, size: int, repeats: int) -> list[Figur
                           "MB/s", limit=0.8, better="higher",
                           note="OpenSSH's client with `gsh proxy ssh` as its ProxyCommand; "
                                "recorded on the leaf node")
-    floor = reference_figure(
-        "stream_c_relays", f"stream {mib:,} MiB over the `ssh -F` path's hops as C relays vs "
-        "`ssh -J`", [r.rate for r in relayed], [r.rate for r in theirs], "MB/s",
+    floor_name = (f"stream {mib:,} MiB over the `ssh -F` path's hops as C relays vs "
+                  "`ssh -J`")
+    floor = missing_figure("stream_c_relays", floor_name, "MB/s", REFERENCE,
+                           f"not measured: {unrelayed}") if unrelayed else reference_figure(
+        "stream_c_relays", floor_name, [r.rate for r in relayed], [r.rate for r in theirs],
+        "MB/s",
         note="OpenSSH's client -> HAProxy (OpenSSL, TLS 1.3) in place of gsh proxy, the root "
              "proxy and the leaf proxy -> sshd in place of the node, not recorded: the same "
              "hops and encryptions with every relay in C (bench/relays.py)")

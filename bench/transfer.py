@@ -7,7 +7,8 @@ after the run. The rate is the file's size over the whole command, connection
 set-up included, for both sides alike. Gatehouse and OpenSSH alternate within each
 repeat; between repeats the harness waits for Gatehouse to go quiet (the session's
 audit and anything it uploads). CPU per GiB as in bench/stream.py: the client (scp
-with ssh and its ProxyCommand, from wait4) and each process on the path.
+with ssh, from wait4: unlike the stream rows, it leaves out ssh's ProxyCommand, which
+ssh does not wait for) and each process on the path.
 """
 
 from __future__ import annotations

@@ -359,6 +359,27 @@ async def test_a_hung_first_peer_is_left_for_the_next(
         assert len(taken) == 1
 
 
+async def test_calls_that_fail_together_move_on_once(
+        etcd: EtcdServer, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several calls in flight on a peer that then hangs each fail over to the next;
+    the gateway moves on one peer, not once per call (four moves would bring it back
+    round to the hung one)."""
+    monkeypatch.setattr("gatehouse.backend._etcd_gateway.CALL_TIMEOUT", 1.0)
+    monkeypatch.setattr("gatehouse.backend.etcd.WATCH_IDLE", 60.0)  # the calls', not its
+    settings = etcd.settings()
+    port = int(settings.peers[0].rsplit(":", 1)[1])
+    async with FreezingRelay(port) as relay:
+        first = f"http://127.0.0.1:{relay.port}"
+        both = dataclasses.replace(settings, peers=[first, *settings.peers])
+        async with await EtcdBackend.open(both, clock=clock) as backend:
+            await backend.put(Item(b"/k/0", b"v"))
+            relay.freeze(new_too=True)
+            got = await asyncio.wait_for(asyncio.gather(
+                *(backend.get(b"/k/0") for _ in range(4))), 10)
+            assert [item.value for item in got] == [b"v"] * 4
+            assert backend._gateway.first_peer == settings.peers[0].rstrip("/")
+
+
 async def test_a_watch_opened_again_on_a_hung_peer_moves_on(
         etcd: EtcdServer, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
     """A watch that goes silent is opened again; when the peer it asks then hangs too

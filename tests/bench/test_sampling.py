@@ -12,14 +12,14 @@ REPO = Path(__file__).resolve().parents[2]
 # A command that prints a line and soon exits, leaving a child behind that burns
 # 0.5 s of CPU with the pipe still open, as ssh leaves `gsh proxy ssh`.
 MEASURE = """
+import contextlib
 import sys
-from bench.sampling import adopt_orphans
+from bench.sampling import adopting_orphans
 from bench.stream import stream_rate
 burn = "import time; t = time.process_time()\\nwhile time.process_time() - t < 0.5: pass"
-if sys.argv[1] == "adopt":
-    adopt_orphans()
 argv = ["sh", "-c", f"{sys.executable} -c '{burn}' & echo x; sleep 0.2"]
-print(stream_rate(argv, 2)[1])
+with adopting_orphans() if sys.argv[1] == "adopt" else contextlib.nullcontext():
+    print(stream_rate(argv, 2)[1])
 """
 
 

@@ -33,3 +33,12 @@ async def test_concurrent_logins_keep_the_latest_end(backend: Backend,
     ends = [now + dt.timedelta(minutes=m) for m in (30, 90, 60, 10, 45)]
     await asyncio.gather(*(store.hold_name("bob", "corp", end) for end in ends))
     assert await store.name_holder("bob") == ("corp", max(ends))
+
+
+async def test_a_name_as_long_as_a_user_s_may_be_is_held(backend: Backend,
+                                                        clock: FakeClock) -> None:
+    # Names of up to 253 characters; the keys of logins in flight stop at 128.
+    store = SSOStore(backend)
+    name = "a" * 240 + "@example.com"
+    await store.hold_name(name, "corp", clock.now() + dt.timedelta(hours=1))
+    assert await store.name_holder(name) == ("corp", clock.now() + dt.timedelta(hours=1))

@@ -72,9 +72,16 @@ class Gateway:
     async def close(self) -> None:
         await self._session.close()
 
-    def skip_peer(self) -> None:
-        """Try the next peer first from now on: this one did not answer."""
-        self._current = (self._current + 1) % len(self._peers)
+    def skip_peer(self, peer: str) -> None:
+        """Try the next peer first from now on: ``peer`` did not answer. Only if it is
+        still the first: calls that failed together move on once, not back round."""
+        if self._peers[self._current] == peer:
+            self._current = (self._current + 1) % len(self._peers)
+
+    @property
+    def first_peer(self) -> str:
+        """The peer the next call tries first."""
+        return self._peers[self._current]
 
     def _peer_order(self) -> list[str]:
         return self._peers[self._current:] + self._peers[:self._current]
@@ -87,10 +94,10 @@ class Gateway:
                     answer = await resp.json(content_type=None)
             except aiohttp.ClientConnectorError as exc:  # not sent: another peer may do
                 problems.append(f"{peer}: {_reason(exc)}")
-                self.skip_peer()
+                self.skip_peer(peer)
                 continue
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                self.skip_peer()  # the calls after this one try the next peer first
+                self.skip_peer(peer)  # the calls after this one try the next peer first
                 if path in _READS:  # changes nothing: the next peer may answer it
                     problems.append(f"{peer}: {_describe(exc)}")
                     continue
@@ -106,18 +113,20 @@ class Gateway:
     async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[
             AsyncIterator[dict[str, Any]]]:
         """A streaming call (the watch): yields the JSON messages as they come."""
-        peer = self._peer_order()[0]
+        peer = self.first_peer
         try:
             # The answer's head within CALL_TIMEOUT (a hung peer sends none); then the
-            # stream is open-ended, its silences the caller's to judge.
-            resp = await asyncio.wait_for(self._session.post(
-                peer + path, json=body, timeout=aiohttp.ClientTimeout(total=None)),
-                CALL_TIMEOUT)
+            # stream is open-ended, its silences the caller's to judge. (A timeout scope,
+            # not wait_for: on 3.11 wait_for can swallow a cancellation that comes as the
+            # answer does, and the backend's close() cancels this once.)
+            async with asyncio.timeout(CALL_TIMEOUT):
+                resp = await self._session.post(peer + path, json=body,
+                                                timeout=aiohttp.ClientTimeout(total=None))
         except aiohttp.ClientConnectorError as exc:
-            self.skip_peer()
+            self.skip_peer(peer)
             raise ConnectionProblem(f"etcd unreachable ({peer}: {_reason(exc)})") from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
-            self.skip_peer()
+            self.skip_peer(peer)
             raise ConnectionProblem(f"etcd {peer}{path}: {_describe(exc)}") from exc
         try:
             async with resp:

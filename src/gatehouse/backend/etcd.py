@@ -473,6 +473,7 @@ class EtcdBackend(Backend):
                             "revision"]), 0)
                     self._handed_up_to(last[0])  # what came before is nobody's any more
                 watch["create_request"]["start_revision"] = str(last[0] + 1)
+                asked = self._gateway.first_peer  # the peer the stream goes to
                 async with self._gateway.stream("/v3/watch", watch) as messages:
                     answered = False
                     while last[0] >= 0:
@@ -481,7 +482,7 @@ class EtcdBackend(Backend):
                                 message = await anext(messages)
                         except TimeoutError:
                             if not answered:  # another peer may answer
-                                self._gateway.skip_peer()
+                                self._gateway.skip_peer(asked)
                                 raise ConnectionProblem(f"no answer to the watch in "
                                                         f"{WATCH_IDLE:g} s") from None
                             break  # quiet, or hung: opened again from after `last`

@@ -14,6 +14,7 @@ from typing import Any
 
 from gatehouse.backend import Backend, Item
 from gatehouse.errors import AlreadyExists, BadParameter, CompareFailed, NotFound
+from gatehouse.types.resource import is_name
 
 __all__ = ["SSOStore"]
 
@@ -84,9 +85,15 @@ class SSOStore:
         except (NotFound, BadParameter):
             raise NotFound("unknown, expired or already fetched SSO login") from None
 
+    @staticmethod
+    def _name_key(user: str) -> bytes:
+        if not is_name(user):
+            raise BadParameter(f"invalid user name {user[:300]!r}")
+        return (_NAMES + user).encode()
+
     async def hold_name(self, user: str, connector: str, until: dt.datetime) -> None:
         """``user`` logged in through ``connector`` with a certificate valid ``until``."""
-        key = self._key(_NAMES, user)
+        key = self._name_key(user)
         value = json.dumps({"connector": connector, "until": until.isoformat()}).encode()
         for _ in range(8):  # a concurrent login of the same user: the later end wins
             try:
@@ -110,8 +117,8 @@ class SSOStore:
     async def name_holder(self, user: str) -> tuple[str, dt.datetime] | None:
         """(connector, until) of the SSO user named ``user`` with a valid certificate."""
         try:
-            item = await self._backend.get(self._key(_NAMES, user))
-        except (NotFound, BadParameter):
+            item = await self._backend.get(self._name_key(user))
+        except NotFound:
             return None
         value = json.loads(item.value)
         return str(value["connector"]), dt.datetime.fromisoformat(value["until"])
