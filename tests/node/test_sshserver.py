@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from gatehouse.clock import Clock, FakeClock, SystemClock
 from gatehouse.node import sshserver
+from gatehouse.node.strangers import StrangerRefusals
 from gatehouse.pki import sshcert
 from gatehouse.types.role import Role
 from gatehouse.types.yaml_io import parse_resources
@@ -75,12 +76,15 @@ class Node:
                                sshcert.public_key_line(USER_CA.public_key()), ""),))
         self.servers: list[sshserver.NodeSSHServer] = []
         self.clock: Clock = FakeClock(START)
+        self.strangers = StrangerRefusals(self.audit, FakeClock(START))
+
+    def audit(self, event: str, fields: dict[str, Any]) -> None:
+        self.events.append((event, fields))
 
     def server(self, peer: str) -> sshserver.NodeSSHServer:
         server = sshserver.NodeSSHServer(
-            trust=lambda: self.trust, labels={}, clock=self.clock,
-            audit=lambda event, fields: self.events.append((event, fields)),
-            record=lambda grant, info: None)
+            trust=lambda: self.trust, labels={}, clock=self.clock, audit=self.audit,
+            record=lambda grant, info: None, strangers=self.strangers.refused)
         self.servers.append(server)
         return server
 
@@ -143,7 +147,38 @@ async def test_a_stranger_is_cut_off_after_max_auth_tries_certificates(node: Nod
         await asyncio.wait_for(asyncssh.connect(
             "127.0.0.1", node.port, username="root", client_keys=keys, known_hosts=None,
             agent_path=None, preferred_auth="publickey"), WAIT)
-    assert node.event_names() == ["auth"] * sshserver.MAX_AUTH_TRIES
+    assert node.event_names() == ["auth"]  # the rest fold (the test below)
+    node.strangers.flush(everything=True)
+    assert node.events[-1][1]["fields"]["count"] == sshserver.MAX_AUTH_TRIES - 1
+
+
+async def test_a_stranger_s_refusals_fold_across_connections(node: Node) -> None:
+    """Each connection is cut off after MAX_AUTH_TRIES, but a stranger may open many:
+    their refusals are audited once at first, then as one count per window. Before,
+    every refusal of every connection was an audit event."""
+    async def stranger() -> None:
+        keys = []
+        for _ in range(sshserver.MAX_AUTH_TRIES):
+            key = ed25519.Ed25519PrivateKey.generate()
+            blob = _cert(sshcert.CertType.USER, {"permit-pty": ""}, ATTACKER_CA,
+                         key.public_key(), ("root",), valid_before=NOW - 1)  # expired too
+            keys.append((_asyncssh_key(key), asyncssh.import_certificate(
+                sshcert.to_openssh_line(blob))))
+        with pytest.raises((asyncssh.PermissionDenied, asyncssh.DisconnectError)):
+            await asyncio.wait_for(asyncssh.connect(
+                "127.0.0.1", node.port, username="root", client_keys=keys,
+                known_hosts=None, agent_path=None, preferred_auth="publickey"), WAIT)
+
+    for _ in range(3):
+        await stranger()
+    (first,) = [f for e, f in node.events if e == "auth"]
+    assert first["message"] == "certificate is not signed by a trusted user CA"
+    assert "count" not in first.get("fields", {})
+    node.strangers.flush(everything=True)
+    (_, summary) = node.events[-1]
+    assert summary["fields"]["count"] == 3 * sshserver.MAX_AUTH_TRIES - 1
+    assert summary["remote_addr"].startswith("127.0.0.1:")
+    assert node.event_names() == ["auth", "auth"]
 
 
 async def test_a_connection_holds_at_most_max_sessions_at_once(node: Node) -> None:

@@ -37,7 +37,8 @@ def _front() -> sshserver.SSHFront:
         key, asyncssh.import_certificate(sshcert.to_openssh_line(cert)),
         lambda peer: sshserver.NodeSSHServer(
             trust=TrustSnapshot, labels={}, clock=FakeClock(), audit=lambda e, f: None,
-            record=lambda grant, info: pytest.fail("no session may start")))
+            record=lambda grant, info: pytest.fail("no session may start"),
+            strangers=lambda fields: None))
 
 
 async def test_an_ssh_stream_reaches_the_nodes_own_ssh_server() -> None:

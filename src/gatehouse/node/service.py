@@ -31,6 +31,7 @@ from gatehouse.node import sshserver
 from gatehouse.node.recorder import SessionRecorder, read_meta, recover, waiting
 from gatehouse.node.session import SessionInfo
 from gatehouse.node.spawn import unignore_session_signals
+from gatehouse.node.strangers import StrangerRefusals
 from gatehouse.node.tunnelstreams import TunnelStreams
 from gatehouse.node.uploader import upload_with_retries
 from gatehouse.pki import x509
@@ -72,6 +73,7 @@ class NodeService:
         self.host_id = identity.identity().name
         self._recordings = state / "recordings"
         self._spool = AuditSpool(state / "audit")
+        self._strangers = StrangerRefusals(self._audit, clock)
         self._live: set[SessionRecorder] = set()
         self._servers: weakref.WeakSet[sshserver.NodeSSHServer] = weakref.WeakSet()
         self._tg: asyncio.TaskGroup | None = None
@@ -172,6 +174,7 @@ class NodeService:
                 ) from None
             self._front = front = sshserver.SSHFront(key, cert, self._server_for)
             tg.create_task(self._recheck_on_trust_change())
+            tg.create_task(self._strangers.run(self._timer))
             server = None if self._tunnel_to else await self._listen(front)
             try:
                 await self._heartbeat()
@@ -194,7 +197,8 @@ class NodeService:
         """The SSH server object of a new connection, held (weakly) for rechecks."""
         server = sshserver.NodeSSHServer(
             trust=self._trust.current, labels=self._cfg.labels, clock=self._clock,
-            audit=self._audit, record=self._start_recording, peer=peer)
+            audit=self._audit, record=self._start_recording,
+            strangers=self._strangers.refused, peer=peer)
         self._servers.add(server)
         return server
 

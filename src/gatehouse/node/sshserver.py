@@ -13,7 +13,8 @@ connection, which is closed if its login is no longer allowed (``recheck``); so 
 connection whose certificate's validity ends (checked again at that moment). A
 connection holds at most MAX_SESSIONS sessions at once (sshd's MaxSessions), and
 gets MAX_AUTH_TRIES refused certificates before it is cut off (sshd's MaxAuthTries):
-a stranger cannot turn one connection into an audit flood.
+a stranger cannot turn one connection into an audit flood, and the refusals of
+certificates no trusted CA signed fold per source across connections (node.strangers).
 """
 
 from __future__ import annotations
@@ -59,6 +60,10 @@ Record = Callable[["Grant", SessionInfo], SessionTap | None]  # a recorder for e
 ServerFactory = Callable[[str], "NodeSSHServer"]  # (peer, "" if its socket says) -> server
 
 
+class _UntrustedCA(AccessDenied):
+    """A certificate no CA this node trusts signed: a stranger's."""
+
+
 @dataclass(frozen=True)
 class Grant:
     """What an authenticated connection may do."""
@@ -85,9 +90,11 @@ class NodeSSHServer(asyncssh.SSHServer):
         clock: Clock,
         audit: Audit,
         record: Record,
+        strangers: Callable[[dict[str, Any]], None],
         peer: str = "",
     ) -> None:
         self._record = record
+        self._strangers = strangers  # refusals of certificates no trusted CA signed
         self._trust = trust
         self._labels = labels
         self._clock = clock
@@ -134,8 +141,12 @@ class NodeSSHServer(asyncssh.SSHServer):
             self.grant = self._decide(login, key_data)
         except (AccessDenied, BadParameter) as exc:
             log.warning("ssh access denied login=%s peer=%s reason=%r", login, self._peer, str(exc))
-            self._audit("auth", {"login": login, "remote_addr": self._peer,
-                                 "message": str(exc), "user": _key_id(key_data)})
+            refusal = {"login": login, "remote_addr": self._peer, "message": str(exc),
+                       "user": _key_id(key_data)}
+            if isinstance(exc, (_UntrustedCA, BadParameter)):  # a stranger's: folded
+                self._strangers(refusal)
+            else:
+                self._audit("auth", refusal)
             self._refusals += 1
             if self._conn is not None:  # the client shows it (gsh, and ssh(1) on stderr)
                 self._conn.send_auth_banner(f"{DENIED_BANNER}{exc}\n")
@@ -186,14 +197,14 @@ class NodeSSHServer(asyncssh.SSHServer):
 
     def _decide(self, login: str, key_data: bytes) -> Grant:
         cert = sshcert.decode(key_data)
-        now = int(self._clock.now().timestamp())
-        sshcert.check_validity(cert, now=now, cert_type=sshcert.CertType.USER, principal=login)
         trust = self._trust()
         assert cert.signature_key is not None
         ca_line = sshcert.public_key_line(cert.signature_key)
         signer = trust.user_ca_lines.get(ca_line)
-        if signer is None:
-            raise AccessDenied("certificate is not signed by a trusted user CA")
+        if signer is None:  # first: a stranger's other faults are theirs to choose
+            raise _UntrustedCA("certificate is not signed by a trusted user CA")
+        now = int(self._clock.now().timestamp())
+        sshcert.check_validity(cert, now=now, cert_type=sshcert.CertType.USER, principal=login)
         # A leaf-local login's certificate (signed here) speaks for a root's user.
         cluster = rolemap.holder_cluster(signer, cert.origin, trust.cluster)
         # A local user's own roles, or a root user's through the leaf's role map. An SSO
