@@ -57,10 +57,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 @pytest.fixture(scope="module")
 def alice(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Client:
     """Logged in to the module's cluster as alice (role access, login root); do not log out."""
-    cluster.add_user("alice", roles="access", logins="root")
-    me = Client(tmp_path_factory.mktemp("alice-home"), cluster.proxy)
-    me.login("alice").ok()
-    return me
+    return cluster.logged_in("alice", tmp_path_factory.mktemp("alice-home"))
 
 
 @pytest.fixture

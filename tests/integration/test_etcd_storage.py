@@ -16,9 +16,7 @@ def test_a_cluster_on_etcd_keeps_users_and_cas_across_a_restart(
     storage = {"type": "etcd", "peers": [etcd.url], "prefix": fresh_prefix()}
     with Cluster(tmp_path / "cluster", storage=storage).running() as cluster:
         assert not (cluster.data_dir / "backend.sqlite").exists()
-        cluster.add_user("erin", roles="access", logins="root")
-        erin = Client(tmp_path / "erin", cluster.proxy)
-        erin.login("erin").ok()
+        erin = cluster.logged_in("erin", tmp_path / "erin")
         assert erin.ssh("root@node1", "echo on-etcd").ok().out == "on-etcd\n"
 
         second = Cluster(tmp_path / "second", storage=storage, ssh=False)

@@ -92,10 +92,7 @@ def test_a_leaf_with_a_skewed_clock(clusters: tuple[Cluster, Cluster],
 
     join(leaf, root, "{remote: access, local: [access]}")
 
-    root.add_user("alice", roles="access", logins="root")
-    (tmp_path / "alice").mkdir()
-    alice = Client(tmp_path / "alice", root.proxy)
-    alice.login("alice").ok()
+    alice = root.logged_in("alice", tmp_path / "alice")
     # The leaf's proxy takes the relayed X.509 certificate, its node the SSH one.
     nodes = alice.gsh("ls", f"--cluster={LEAF}", "--format=json").ok().json()
     assert [n["spec"]["hostname"] for n in nodes] == ["node1"]
@@ -138,10 +135,7 @@ def test_a_client_clock_far_behind_is_named_as_the_cause(tmp_path: Path) -> None
     root = Cluster(tmp_path / "root", name=ROOT)
     root.start()
     try:
-        root.add_user("alice", roles="access", logins="root")
-        (tmp_path / "alice").mkdir()
-        alice = Client(tmp_path / "alice", root.proxy)
-        alice.login("alice").ok()
+        alice = root.logged_in("alice", tmp_path / "alice")
         behind = dataclasses.replace(alice, prefix=_faketime("-30m"))
         for args in (("ls",), ("ssh", "root@node1", "true")):
             res = behind.gsh(*args)

@@ -77,11 +77,7 @@ def pair(login: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]
 @pytest.fixture
 def user(pair: Pair, tmp_path: Path, username: str) -> Client:
     """A root user of the test's own (role access, the module's login), logged in."""
-    pair.root.add_user(username, roles="access", logins=pair.login)
-    me = Client(tmp_path / "home", pair.root.proxy)
-    me.home.mkdir()
-    me.login(username).ok()
-    return me
+    return pair.root.logged_in(username, tmp_path / "home", logins=pair.login)
 
 
 @pytest.fixture(scope="module")
@@ -179,10 +175,7 @@ def test_the_logins_permissions_hold(pair: Pair, user: Client, tmp_path: Path) -
 
 def test_a_role_with_file_transfer_false_refuses_it(
         pair: Pair, tmp_path: Path, username: str) -> None:
-    pair.root.add_user(username, roles="nofiles", logins=pair.login)
-    me = Client(tmp_path / "home", pair.root.proxy)
-    me.home.mkdir()
-    me.login(username).ok()
+    me = pair.root.logged_in(username, tmp_path / "home", roles="nofiles", logins=pair.login)
     small = tmp_path / "small.txt"
     small.write_text("refused\n")
     reason = "file transfer is not allowed: role nofiles sets options.file_transfer: false"
@@ -250,10 +243,7 @@ def test_gsh_scp_to_a_root_node_and_its_errors(
 
 
 def test_gsh_scp_refused_by_a_role_says_why(pair: Pair, tmp_path: Path, username: str) -> None:
-    pair.root.add_user(username, roles="nofiles", logins=pair.login)
-    me = Client(tmp_path / "home", pair.root.proxy)
-    me.home.mkdir()
-    me.login(username).ok()
+    me = pair.root.logged_in(username, tmp_path / "home", roles="nofiles", logins=pair.login)
     res = me.gsh("scp", str(me.home), f"{pair.login}@node1:x")
     assert (res.rc, res.err_lines) == (1, [
         f"error: {pair.login}@node1: file transfer is not allowed: role nofiles sets "

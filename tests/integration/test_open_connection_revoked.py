@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from gatehouse.process.harness import Client, Cluster, wait_for
+from gatehouse.process.harness import Cluster, wait_for
 
 ROOT = "sso.example.com"
 CLOSE_WITHIN = 10.0  # seconds from the removal to the node closing the connection
@@ -18,10 +18,7 @@ def test_removing_a_user_closes_their_open_connection(tmp_path: Path) -> None:
     root = Cluster(tmp_path / "root", name=ROOT)
     root.start()
     try:
-        root.add_user("alice", roles="access", logins="root")
-        (tmp_path / "alice").mkdir()
-        alice = Client(tmp_path / "alice", root.proxy)
-        alice.login("alice").ok()
+        alice = root.logged_in("alice", tmp_path / "alice")
         config = alice.openssh_config()
         sock = tmp_path / "alice" / "mux.sock"
         mux = ["-o", f"ControlPath={sock}"]

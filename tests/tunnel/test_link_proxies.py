@@ -20,6 +20,7 @@ from gatehouse.tunnel.link import TunnelLink
 from gatehouse.tunnel.mux import MuxStream, read_all
 from gatehouse.tunnel.needs import OwnNodes, Root
 from gatehouse.tunnel.server import TunnelServer
+from gatehouse.wire.authapi import RootTunnel
 from gatehouse.wire.names import ALPN_TUNNEL
 
 # Real seconds: the link's back-off runs on the real clock here, up to MAX_BACKOFF (x1.5)
@@ -137,3 +138,26 @@ async def test_the_link_holds_one_tunnel_to_each_proxy_it_is_told_of(cluster: Cl
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_proxy_certificate_not_valid_yet_names_this_machine_s_clock(
+        cluster: Cluster) -> None:
+    """A tunnel agent whose check of the proxy's certificate fails on its dates says so
+    by its own clock, as gsh does (the daemons said only "certificate verify failed")."""
+    cluster.now = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)  # its auth runs ahead
+    await cluster.start_proxy("p1")
+    states: list[RootTunnel] = []
+    link = TunnelLink(Root(CLUSTER, cluster.addrs["p1"], x509.pem_cert(cluster.ca)),
+                      cluster.identity(NODE, "node"), serve=echo, while_up=None,
+                      clock=SystemMonotonic(), rng=random.Random(1), what="the proxies",
+                      on_state=states.append)
+    task = asyncio.create_task(link.run())
+    try:
+        await until("a failed dial", lambda: any("cannot reach" in s.detail for s in states))
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    (failed, *_) = [s for s in states if "cannot reach" in s.detail]
+    assert not failed.up
+    assert "its certificate is not valid yet by this machine's clock (" in failed.detail, failed
+    assert "the clock is likely behind" in failed.detail

@@ -561,6 +561,16 @@ class Cluster:
                      input=password + "\n").ok()
         return password
 
+    def logged_in(self, name: str, home: Path, *, roles: str = "access",
+                  logins: str = "root") -> Client:
+        """A new user (add_user) and their gsh in ``home``, logged in through this
+        cluster's proxy."""
+        self.add_user(name, roles=roles, logins=logins)
+        home.mkdir(parents=True, exist_ok=True)
+        client = Client(home, self.proxy)
+        client.login(name).ok()
+        return client
+
     def create(self, text: str, *, force: bool = False) -> Result:
         """`gatectl create [-f] -` with ``text`` on stdin."""
         return self.gatectl("create", *(["-f"] if force else []), "-", input=text)
