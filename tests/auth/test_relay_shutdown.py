@@ -1,5 +1,7 @@
 """A proxy's API front and the node trust watches it relays: it stops at once, even
-while it relays one; and a relayed watch ends when the auth's side of it breaks.
+while it relays one; and a relayed watch ends when the auth's side of it breaks. A caller
+that hangs up before its request body has all arrived (a node killed mid-upload) is an
+event of the network, not an error of ours: no traceback, at the proxy or at the auth.
 
 The relayed stream lasts as long as the auth's; without ending it on shutdown,
 the proxy's web runner would wait out its whole grace period (here 30 s). When the
@@ -10,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -163,3 +167,40 @@ async def test_a_silent_watch_is_given_up_to_be_dialed_again(api: API,
         with pytest.raises(ConnectionProblem, match="nothing heard on /v1/trust for 1 s"):
             await asyncio.wait_for(anext(watch), 10)
         await watch.aclose()
+
+
+async def _hang_up_mid_body(addr: str, ctx: ssl.SSLContext, server_hostname: str) -> None:
+    """POST a body of 1000 bytes, send 10 of them, and close the connection."""
+    host, port = addr.rsplit(":", 1)
+    _, writer = await asyncio.wait_for(asyncio.open_connection(
+        host, int(port), ssl=ctx, server_hostname=server_hostname), 10)
+    writer.write(b"POST /v1/nodes/heartbeat HTTP/1.1\r\nHost: x\r\n"
+                 b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"a\": 1, ")
+    await writer.drain()
+    writer.transport.abort()
+    await asyncio.sleep(0.5)  # the server's read of the rest fails now
+
+
+def _node_context(node: StoredIdentity) -> ssl.SSLContext:
+    return tls.client_context(node.cas_pem(), cert_file=node.tls_cert_file,
+                              key_file=node.key_pem_file, alpn=["http/1.1"])
+
+
+async def test_a_caller_hanging_up_mid_body_is_no_error_at_the_proxy(
+        api: API, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    async with _relaying(api, tmp_path, api.addr) as (runner, _):
+        node = await _identity(api, tmp_path, "node", "node2")
+        await _hang_up_mid_body(f"127.0.0.1:{runner.addresses[0][1]}", _node_context(node),
+                                "localhost")
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert "hung up before its request body arrived" in caplog.text
+
+
+async def test_a_caller_hanging_up_mid_body_is_no_error_at_the_auth(
+        api: API, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    node = await _identity(api, tmp_path, "node", "node2")
+    await _hang_up_mid_body(api.addr, _node_context(node), f"auth.{CLUSTER}")
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert "hung up before its request body arrived" in caplog.text

@@ -3,11 +3,13 @@ the request's JSON body parsed into its model."""
 
 from __future__ import annotations
 
+import json
 from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from gatehouse._sys.httpbody import read_body
 from gatehouse.auth.authz import AuthWithRoles
 from gatehouse.auth.identify import identify, is_proxy, relayed
 from gatehouse.auth.server import AuthServer
@@ -59,7 +61,7 @@ def source_of(request: web.Request) -> tuple[str, bool]:
 
 async def json_body(request: web.Request) -> dict[str, Any]:
     try:
-        data = await request.json()
+        data = json.loads(await read_body(request))
     except ValueError:
         raise BadParameter("request body is not JSON") from None
     if not isinstance(data, dict):

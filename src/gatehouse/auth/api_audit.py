@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from gatehouse._sys.httpbody import read_body
 from gatehouse.auth._apiutil import api_of, body_of, json_body
 from gatehouse.errors import BadParameter
 from gatehouse.wire.authapi import EventQuery, RecordingDone
@@ -70,7 +71,7 @@ async def put_recording_chunk(request: web.Request) -> web.Response:
     except ValueError:
         raise BadParameter("chunk index must be a number") from None
     api = await api_of(request)
-    await api.put_recording_chunk(request.match_info["id"], index, await request.read())
+    await api.put_recording_chunk(request.match_info["id"], index, await read_body(request))
     return web.json_response({})
 
 

@@ -29,8 +29,9 @@ import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from gatehouse._sys.httpbody import read_body
 from gatehouse.client.forward import AuthForwarder, ForwardedCall, error_body
-from gatehouse.errors import AccessDenied, GatehouseError
+from gatehouse.errors import AccessDenied, ConnectionProblem, GatehouseError
 from gatehouse.pki import x509
 from gatehouse.pki.tls import peer_der
 from gatehouse.wire.authapi import API_PREFIX, SSOCallback, SSORedirect
@@ -91,7 +92,7 @@ def _leaf_routing(cluster: str, relay_to_leaf: RelayToLeaf, authenticate: Authen
         if not target or target == cluster:
             return await handler(request)
         try:
-            call = _call_of(request, await request.read())
+            call = _call_of(request, await read_body(request))
             try:
                 user = authenticate(call.client_der or b"")
             except AccessDenied as exc:
@@ -149,7 +150,10 @@ def make_web_app(forwarder: AuthForwarder, cluster: str, relay_to_leaf: RelayToL
             task.cancel()
 
     async def forward(request: web.Request) -> web.StreamResponse:
-        call = _call_of(request, await request.read())
+        try:
+            call = _call_of(request, await read_body(request))
+        except ConnectionProblem as exc:
+            return web.json_response({"error": str(exc)}, status=exc.status)
         try:
             async with forwarder.open(call) as upstream:
                 response = web.StreamResponse(status=upstream.status)
