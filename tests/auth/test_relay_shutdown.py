@@ -1,7 +1,9 @@
 """A proxy's API front and the node trust watches it relays: it stops at once, even
 while it relays one; and a relayed watch ends when the auth's side of it breaks. A caller
 that hangs up before its request body has all arrived (a node killed mid-upload) is an
-event of the network, not an error of ours: no traceback, at the proxy or at the auth.
+event of the network, not an error of ours: no traceback, at the proxy or at the auth. A
+caller that sends its body too slowly (slowloris) is answered 429 and cut off; one that
+keeps the minimum rate is served, however long its body takes.
 
 The relayed stream lasts as long as the auth's; without ending it on shutdown,
 the proxy's web runner would wait out its whole grace period (here 30 s). When the
@@ -21,6 +23,7 @@ import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from gatehouse._sys import httpbody
 from gatehouse.client.api import APIClient
 from gatehouse.client.forward import AuthForwarder, ForwardedCall
 from gatehouse.errors import AccessDenied, ConnectionProblem
@@ -32,6 +35,7 @@ from tests.auth.conftest import API
 from tests.auth.samples import CLUSTER
 
 GRACE = 30.0
+FIRST = b'{"a": 1, '  # the first bytes of every body sent here (9)
 
 
 async def _identity(api: API, directory: Path, role: str, name: str) -> StoredIdentity:
@@ -169,14 +173,23 @@ async def test_a_silent_watch_is_given_up_to_be_dialed_again(api: API,
         await watch.aclose()
 
 
-async def _hang_up_mid_body(addr: str, ctx: ssl.SSLContext, server_hostname: str) -> None:
-    """POST a body of 1000 bytes, send 10 of them, and close the connection."""
+async def _post_head(addr: str, ctx: ssl.SSLContext, server_hostname: str, length: int
+                     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection that has sent the head of a POST of a ``length``-byte body and its
+    first bytes (FIRST)."""
     host, port = addr.rsplit(":", 1)
-    _, writer = await asyncio.wait_for(asyncio.open_connection(
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(
         host, int(port), ssl=ctx, server_hostname=server_hostname), 10)
-    writer.write(b"POST /v1/nodes/heartbeat HTTP/1.1\r\nHost: x\r\n"
-                 b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"a\": 1, ")
+    writer.write(b"POST /v1/nodes/heartbeat HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                 b"Content-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n%s" % (length, FIRST))
     await writer.drain()
+    return reader, writer
+
+
+async def _hang_up_mid_body(addr: str, ctx: ssl.SSLContext, server_hostname: str) -> None:
+    """POST a body of 1000 bytes, send 9 of them, and close the connection."""
+    _, writer = await _post_head(addr, ctx, server_hostname, 1000)
     writer.transport.abort()
     await asyncio.sleep(0.5)  # the server's read of the rest fails now
 
@@ -204,3 +217,79 @@ async def test_a_caller_hanging_up_mid_body_is_no_error_at_the_auth(
     await _hang_up_mid_body(api.addr, _node_context(node), f"auth.{CLUSTER}")
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
     assert "hung up before its request body arrived" in caplog.text
+
+
+@pytest.fixture
+def slow_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A body's first bytes have half a second, and each 1,000 bytes another second."""
+    monkeypatch.setattr(httpbody, "BODY_GRACE", 0.5)
+    monkeypatch.setattr(httpbody, "BODY_MIN_RATE", 1000)
+
+
+async def _answer(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """The response's status line and body (chunked: all until the connection closes)."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    status, _, fields = head.partition(b"\r\n")
+    lengths = [int(line.split(b":")[1]) for line in fields.split(b"\r\n")
+               if line.lower().startswith(b"content-length:")]
+    body = reader.readexactly(lengths[0]) if lengths else reader.read()
+    return status, await asyncio.wait_for(body, 10)
+
+
+async def _too_slow(addr: str, ctx: ssl.SSLContext, server_hostname: str) -> tuple[bytes, bytes]:
+    """9 bytes of a 100,000-byte body, then nothing: the server's answer, and then the
+    connection closed (after aiohttp's lingering time, 10 s, and some)."""
+    reader, writer = await _post_head(addr, ctx, server_hostname, 100_000)
+    try:
+        answer = await _answer(reader)
+        assert await asyncio.wait_for(reader.read(), 15) == b""
+        return answer
+    finally:
+        writer.close()
+
+
+async def _slow_but_steady(addr: str, ctx: ssl.SSLContext, server_hostname: str
+                           ) -> tuple[bytes, bytes]:
+    """A body of 2,009 bytes over a second and a half (above the minimum rate, past the
+    grace)."""
+    reader, writer = await _post_head(addr, ctx, server_hostname, len(FIRST) + 2000)
+    try:
+        for _ in range(10):
+            await asyncio.sleep(0.15)
+            writer.write(b" " * 200)
+        return await _answer(reader)
+    finally:
+        writer.close()
+
+
+@pytest.mark.usefixtures("slow_limits")
+async def test_a_body_sent_too_slowly_is_refused_at_the_auth(
+        api: API, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    node = await _identity(api, tmp_path, "node", "node2")
+    status, rest = await _too_slow(api.addr, _node_context(node), f"auth.{CLUSTER}")
+    assert status == b"HTTP/1.1 429 Too Many Requests"
+    assert b"request body came too slowly: 9 of 100000 bytes" in rest
+    assert "request body came too slowly" in caplog.text
+
+
+@pytest.mark.usefixtures("slow_limits")
+async def test_a_body_sent_too_slowly_is_refused_at_the_proxy(
+        api: API, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async with _relaying(api, tmp_path, api.addr) as (runner, _):
+        node = await _identity(api, tmp_path, "node", "node2")
+        status, rest = await _too_slow(f"127.0.0.1:{runner.addresses[0][1]}",
+                                       _node_context(node), "localhost")
+    assert status == b"HTTP/1.1 429 Too Many Requests"
+    assert b"request body came too slowly: 9 of 100000 bytes" in rest
+
+
+@pytest.mark.usefixtures("slow_limits")
+async def test_a_slow_body_at_the_minimum_rate_is_read_whole(api: API, tmp_path: Path) -> None:
+    """Through the proxy to the auth: both read it, and the auth answers what it says
+    (not JSON), not how long it took."""
+    async with _relaying(api, tmp_path, api.addr) as (runner, _):
+        node = await _identity(api, tmp_path, "node", "node2")
+        status, rest = await _slow_but_steady(f"127.0.0.1:{runner.addresses[0][1]}",
+                                              _node_context(node), "localhost")
+    assert status == b"HTTP/1.1 400 Bad Request", rest
+    assert b"request body is not JSON" in rest

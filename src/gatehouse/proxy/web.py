@@ -31,7 +31,7 @@ from aiohttp.typedefs import Middleware
 
 from gatehouse._sys.httpbody import read_body
 from gatehouse.client.forward import AuthForwarder, ForwardedCall, error_body
-from gatehouse.errors import AccessDenied, ConnectionProblem, GatehouseError
+from gatehouse.errors import AccessDenied, GatehouseError
 from gatehouse.pki import x509
 from gatehouse.pki.tls import peer_der
 from gatehouse.wire.authapi import API_PREFIX, SSOCallback, SSORedirect
@@ -152,7 +152,7 @@ def make_web_app(forwarder: AuthForwarder, cluster: str, relay_to_leaf: RelayToL
     async def forward(request: web.Request) -> web.StreamResponse:
         try:
             call = _call_of(request, await read_body(request))
-        except ConnectionProblem as exc:
+        except GatehouseError as exc:
             return web.json_response({"error": str(exc)}, status=exc.status)
         try:
             async with forwarder.open(call) as upstream:
