@@ -184,6 +184,10 @@ class AuthLimits(_Strict):
     # long after it opened or after its last response is closed.
     idle_timeout: Duration = dt.timedelta(seconds=30)
     handshake_timeout: Duration = dt.timedelta(seconds=10)  # the TLS handshake on its port
+    # Connections without a client certificate open at once on its port, per source and
+    # in all (as ProxyLimits'); certificate holders (proxies, nodes, admins) are not counted.
+    anonymous_per_source: int = Field(default=64, ge=1)
+    anonymous_total: int = Field(default=4096, ge=1)
 
 
 def _zero_or_duration(value: object, handler: ValidatorFunctionWrapHandler) -> object:

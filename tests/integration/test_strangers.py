@@ -1,6 +1,7 @@
 """What a stranger may cost the proxy's single TLS port (finding 6 and 7 of the security
-review): idle connections are closed, those without a certificate are capped per source
-address, failed logins spend a budget, their audit is counted, and real users work on.
+review) and the auth's: idle connections are closed, those without a certificate are
+capped per source address, failed logins spend a budget, their audit is counted, and
+real users work on.
 
 Everything here comes from 127.0.0.1, the real user too: what tells them apart is the
 user's certificate. The cluster runs with short limits (see ``_Limited``)."""
@@ -51,7 +52,8 @@ class _Limited(Cluster):
         # A budget that stays spent for the whole test, and windows it can wait for.
         data["auth_service"]["limits"] = {"attempts_burst": BURST, "attempts_per_minute": 1,
                                           "failure_window": "5s",
-                                          "handshake_timeout": f"{HANDSHAKE_TIMEOUT:g}s"}
+                                          "handshake_timeout": f"{HANDSHAKE_TIMEOUT:g}s",
+                                          "anonymous_per_source": PER_SOURCE}
         return data
 
 
@@ -112,6 +114,29 @@ def test_a_connection_that_never_starts_tls_is_closed(cluster: Cluster) -> None:
         except TimeoutError:
             pytest.fail(f"the proxy kept a connection without a TLS handshake open for "
                         f"{time.monotonic() - started:.0f} s")
+
+
+async def _held_at_the_auth(cluster: Cluster, count: int) -> tuple[int, int]:
+    """Open ``count`` TLS connections without a certificate to the auth's port, one after
+    another: (how many it closed at once, how many it held)."""
+    held: list[Conn] = []
+    try:
+        for _ in range(count):
+            held.append(await asyncio.wait_for(asyncio.open_connection(
+                "127.0.0.1", cluster.auth_port, ssl=_context(ALPN_HTTP),
+                server_hostname="localhost"), 30))
+        closed = await asyncio.gather(*(_closed(reader, 3) for reader, _ in held))
+        return sum(closed), len(closed) - sum(closed)
+    finally:
+        for _, writer in held:
+            writer.close()
+
+
+def test_the_auth_caps_connections_without_a_certificate(cluster: Cluster) -> None:
+    """As the proxy's port does; before, only the file descriptors bounded them."""
+    closed, open_ = asyncio.run(_held_at_the_auth(cluster, PER_SOURCE + 10))
+    assert open_ <= PER_SOURCE and closed >= 10, (closed, open_)
+    assert cluster.gatectl("status").rc == 0  # the admin's certificate is not counted
 
 
 def test_a_connection_that_never_starts_tls_is_closed_by_the_auth(cluster: Cluster) -> None:

@@ -49,6 +49,8 @@ from gatehouse.pki.keystore import StoredIdentity, write_private
 from gatehouse.process.diag import Readiness, serving
 from gatehouse.process.listeners import check_listen_addrs
 from gatehouse.process.renewal import Fresh, Renewal, renewal_due
+from gatehouse.proxy.anonymous import AnonymousConnections
+from gatehouse.proxy.router import ALPNRouter
 from gatehouse.proxy.service import ProxyService
 from gatehouse.services import cluster_name
 from gatehouse.services.sole_auth import SoleAuth
@@ -212,7 +214,11 @@ async def _start_auth(cfg: Config, auth: AuthServer, stack: contextlib.AsyncExit
         await auth.failures.emit("client_cert.denied", remote_addr=remote, message=(
             f"the auth refused the client certificate in the TLS handshake: {reason}"))
 
-    server = TLSServer(ctx, lambda: web_server(), on_refused=refused, what="the auth's port",
+    # Strangers' connections counted as on the proxy's port: one ALPN, the same router.
+    anonymous = AnonymousConnections(limits.anonymous_per_source, limits.anonymous_total,
+                                     timer)
+    server = TLSServer(ctx, lambda: ALPNRouter({ALPN_HTTP: web_server}, ALPN_HTTP, anonymous),
+                       on_refused=refused, what="the auth's port",
                        handshake_timeout=limits.handshake_timeout.total_seconds())
     try:
         await server.start(host, port)

@@ -1,5 +1,6 @@
-"""The proxy's count of connections without a client certificate (config.ProxyLimits):
-a source may hold so many, all sources so many; past that a new one is closed at once.
+"""A TLS port's count of connections without a client certificate (the proxy's and the
+auth's: config.ProxyLimits, config.AuthLimits): a source may hold so many, all sources
+so many; past that a new one is closed at once.
 
 A stranger's connections would otherwise be bounded only by the process's file
 descriptors. Connections with a certificate the proxy's CAs verified are not counted
