@@ -21,6 +21,7 @@ from gatehouse.rbac import (
     interpolate,
     labels_match,
     max_session_ttl,
+    recording_required,
 )
 from gatehouse.types import Role, access_role, auditor_role, editor_role
 from gatehouse.types.cluster_access import ClusterAccess
@@ -270,6 +271,27 @@ def test_file_transfer_is_allowed_unless_a_role_refuses_it() -> None:
     assert refused == Decision(False, "file transfer is not allowed: role nofiles sets "
                                       "options.file_transfer: false")
     assert not check_file_transfer([]).allowed
+
+
+def test_one_strict_role_requires_every_session_recorded() -> None:
+    assert recording_required([access_role(), editor_role()]) is None
+    assert recording_required([]) is None
+    strict = role("audited", record_session={"ssh": "strict"})
+    assert recording_required([access_role(), strict]) == (
+        "role audited requires every session recorded (options.record_session.ssh: strict)")
+    # Teleport's shape: ``default`` stands for ``ssh`` left out, ``ssh`` said wins.
+    assert recording_required([role("d", record_session={"default": "strict"})]) is not None
+    assert recording_required([role("d", record_session={
+        "default": "strict", "ssh": "best_effort"})]) is None
+
+
+def test_record_session_takes_its_two_modes_only() -> None:
+    with pytest.raises(ValueError, match="best_effort"):
+        role("bad", record_session={"ssh": "always"})
+    with pytest.raises(ValueError, match="desktop"):
+        role("bad", record_session={"desktop": "strict"})
+    stored = role("d", record_session={"default": "strict"}).model_dump(mode="json")
+    assert stored["spec"]["options"]["record_session"] == {"default": "strict", "ssh": "strict"}
 
 
 def test_allowed_logins() -> None:

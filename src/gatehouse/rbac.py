@@ -30,6 +30,7 @@ __all__ = [
     "interpolate",
     "labels_match",
     "max_session_ttl",
+    "recording_required",
 ]
 
 Traits = Mapping[str, Sequence[str]]
@@ -170,6 +171,17 @@ def check_file_transfer(roles: Sequence[Role]) -> Decision:
             return Decision(False, f"file transfer is not allowed: role {role.name} sets "
                                    "options.file_transfer: false")
     return Decision(True, f"file transfer allowed by roles {_names(roles)}")
+
+
+def recording_required(roles: Sequence[Role]) -> str | None:
+    """Why every SSH session of a user holding ``roles`` must be recorded (the first role
+    with ``options.record_session.ssh: strict``), or None: each goes on unrecorded if its
+    recording cannot be written."""
+    for role in roles:
+        if role.spec.options.record_session.ssh == "strict":
+            return (f"role {role.name} requires every session recorded "
+                    "(options.record_session.ssh: strict)")
+    return None
 
 
 def allowed_logins(roles: Sequence[Role], traits: Traits) -> list[str]:

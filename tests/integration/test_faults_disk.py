@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -182,3 +183,70 @@ def test_a_full_auth_disk_holds_the_recording_on_the_node_until_there_is_room(
         assert played(user, sid) == OUTPUT  # whole, once
         wait_for("the node to drop its copy", lambda: not kept.exists(), timeout=30)
         assert node.alive() and len(events_of(cluster, "session.upload.failure", sid)) == 1
+
+
+STRICT_ROLE = """kind: role
+version: v1
+metadata: {name: recorded}
+spec:
+  options: {record_session: {default: strict}}
+  allow: {logins: [root], node_labels: {"*": "*"}}
+"""
+STRICT = ("and role recorded requires every session recorded "
+          "(options.record_session.ssh: strict); the failure is audited")
+# 3 MB over 3 s or more (the disk holds 1 MiB), then a mark: whether the loop ran to its end
+SLOW_LINES = 300
+
+
+def slow_command(mark: Path) -> str:
+    return (f"for i in $(seq 1 {SLOW_LINES}); do head -c 9999 /dev/zero | tr '\\0' x; echo;"
+            f" sleep 0.01; done; touch {mark}")
+
+
+def test_a_role_requiring_recording_ends_or_refuses_what_cannot_be_recorded(
+    fresh_cluster: Cluster, tiny_node: tuple[Process, Path],
+    make_client: Callable[[Cluster], Client], username: str, tmp_path: Path,
+) -> None:
+    """record_session strict: the session whose recording fails is ended (its command
+    hung up, its output cut), and one whose recording cannot start never runs."""
+    cluster = fresh_cluster
+    node, recordings = tiny_node
+    cluster.create(STRICT_ROLE).ok()
+    cluster.add_user(username, roles="recorded,auditor", logins="root")
+    user = make_client(cluster)
+    user.login(username).ok()
+
+    mark = tmp_path / "ran-to-the-end"
+    res = user.ssh("root@disk", slow_command(mark))
+    assert res.rc == 255, res
+    assert res.err_lines == [
+        "gatehouse: this session is ended: the node cannot write its recording "
+        f"([Errno 28] No space left on device), {STRICT}"], res
+    assert 0 < len(res.out) < SLOW_LINES * 10_000 and set(res.out) <= {"x", "\n"}
+    sid = session_of(cluster, username, slow_command(mark))
+    [failure] = wait_for("the audited failure", lambda: events_of(
+        cluster, "session.recording.failure", sid))
+    assert failure["fields"]["session_ended"] is True
+    assert "the session was ended: role recorded requires" in failure["message"]
+    [end] = events_of(cluster, "session.end", sid)
+    assert end["fields"]["disconnected"] is True
+    time.sleep(4)  # longer than the loop had left: it was hung up, not left running
+    assert not mark.exists()
+
+    # The disk full before the session: it is refused, its command never runs.
+    wait_for("the uploaded recording to leave the node",
+             lambda: not any(recordings.iterdir()))
+    fill(recordings)
+    res = user.ssh("root@disk", f"touch {mark}")
+    assert (res.rc, res.out) == (1, ""), res
+    assert res.err_lines == [
+        "gatehouse: this session cannot start: the node cannot write its recording "
+        f"([Errno 28] No space left on device), {STRICT}"], res
+    assert not mark.exists()
+    [refused] = wait_for("the audited refusal", lambda: [
+        e for e in cluster.events("--type=session.recording.failure", f"--user={username}")
+        if "the session was refused" in e["message"]])
+    assert refused["fields"]["recorded_bytes"] == 0
+    assert events_of(cluster, "session.start", refused["session_id"]) == []
+    assert sorted(p.name for p in recordings.iterdir()) == ["filler"]
+    assert node.alive()

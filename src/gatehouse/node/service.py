@@ -26,7 +26,7 @@ from gatehouse.client.auditspool import AuditSpool
 from gatehouse.client.trust import TrustWatcher
 from gatehouse.clock import Clock, Monotonic
 from gatehouse.config import SSHSection
-from gatehouse.errors import BadParameter, ConnectionProblem, GatehouseError
+from gatehouse.errors import AccessDenied, BadParameter, ConnectionProblem, GatehouseError
 from gatehouse.node import sshserver
 from gatehouse.node.recorder import SessionRecorder, read_meta, recover, waiting
 from gatehouse.node.session import SessionInfo
@@ -83,20 +83,33 @@ class NodeService:
                          info: SessionInfo) -> SessionRecorder | None:
         """Record the session on this node; upload it to the auth when it ends.
 
-        A recording that cannot be written (a full disk) does not stop the session:
-        the failure is audited and the user told (docs/security.md).
+        A recording that cannot be written (a full disk) does not stop the session: the
+        failure is audited and the user told (docs/security.md). Unless the user's roles
+        require it (record_session strict): then the session is refused (AccessDenied)
+        or ended, and the audit says so.
         """
+        required = grant.recording_required
+
         def failed(exc: OSError, recorded: int, *, started: bool = True) -> None:
             reason = str(exc)
+            outcome = "" if required is None else \
+                f"; the session was {'ended' if started else 'refused'}: {required}"
             self._audit("session.recording.failure", {
                 "user": grant.user, "login": info.login, "session_id": info.session_id,
                 "correlation_id": grant.correlation_id,
                 "message": f"the node could not write the session's recording ({reason}); "
-                           f"it holds the first {recorded} bytes of output",
-                "fields": {"reason": reason, "recorded_bytes": recorded}})
-            info.tell_user(f"gatehouse: this session is {'no longer' if started else 'not'} "
-                           f"recorded: the node cannot write its recording ({reason}); "
-                           "the failure is audited")
+                           f"it holds the first {recorded} bytes of output{outcome}",
+                "fields": {"reason": reason, "recorded_bytes": recorded,
+                           "session_ended": required is not None}})
+            if required is None:
+                info.tell_user(f"gatehouse: this session is {'no longer' if started else 'not'}"
+                               f" recorded: the node cannot write its recording ({reason}); "
+                               "the failure is audited")
+            elif started:
+                info.tell_user(f"gatehouse: this session is ended: the node cannot write its "
+                               f"recording ({reason}), and {required}; the failure is "
+                               "audited")
+                info.end_session()
 
         rec = SessionRecorder(
             self._recordings, session_id=info.session_id, cluster=self._trust.current().cluster,
@@ -107,6 +120,10 @@ class NodeService:
         except OSError as exc:
             log.error("session not recorded session_id=%s reason=%r", info.session_id, str(exc))
             failed(exc, 0, started=False)
+            if required is not None:
+                raise AccessDenied(f"gatehouse: this session cannot start: the node cannot "
+                                   f"write its recording ({exc}), and {required}; the "
+                                   "failure is audited") from None
             return None
         self._live.add(rec)
 

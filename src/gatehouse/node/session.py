@@ -110,7 +110,9 @@ class SessionTap(Protocol):
 @dataclass(frozen=True)
 class SessionInfo:
     """What a tap is told about the session it records, and how it may tell the user
-    something (``tell_user``: one line on the session's stderr while it runs)."""
+    something (``tell_user``: one line on the session's stderr while it runs) or end the
+    session (``end_session``: its channel closes, exit status 255, its process group gets
+    SIGHUP as on a hang-up)."""
 
     session_id: str
     login: str
@@ -119,8 +121,11 @@ class SessionInfo:
     cols: int  # 0 x 0 without a PTY
     rows: int
     tell_user: Callable[[str], None] = lambda line: None
+    end_session: Callable[[], None] = lambda: None
 
 
+# A session's tap, made before its child starts; None: the session goes on without one;
+# AccessDenied: it must not start (its recording is required and cannot be made).
 TapFactory = Callable[[SessionInfo], SessionTap | None]
 
 
@@ -261,29 +266,21 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
                 ssh_vars=ssh_vars(chan.get_extra_info("peername"),
                                   chan.get_extra_info("sockname")),
             )
+            # Before the child: a session whose recording is required never runs without.
+            self._start_tap(pty)
             if self._sftp is not None:
                 child = spawn(account, [SFTP_SERVER], env, program=SFTP_SERVER)
             else:
                 child = spawn(account, session_argv(account, self._command), env, pty=pty)
         except AccessDenied as exc:
             log.warning("session refused login=%s reason=%r", policy.login, str(exc))
-            chan.write_stderr(f"{exc}{newline}".encode())
-            chan.exit(1)
+            self._refuse(chan, f"{exc}{newline}")
             return
         except (OSError, ValueError, subprocess.SubprocessError) as exc:  # ValueError: a NUL
             log.warning("session failed login=%s reason=%r", policy.login, str(exc))
-            chan.write_stderr(f"cannot start a session as {policy.login}: {exc}{newline}".encode())
-            chan.exit(1)
+            self._refuse(chan, f"cannot start a session as {policy.login}: {exc}{newline}")
             return
         self._child = child
-        if policy.tap_factory is not None and self._sftp is None:
-            info = SessionInfo(self.session_id, policy.login, self._command or "",
-                               pty.term if pty else None, pty.cols if pty else 0,
-                               pty.rows if pty else 0, self._tell_user)
-            try:
-                self._tap = policy.tap_factory(info)
-            except Exception:
-                log.exception("session %s: could not start its recording", self.session_id)
         self._emit("session.start", {
             "login": policy.login,
             "recorded": self._tap is not None,
@@ -301,6 +298,41 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         if child.stderr >= 0:
             self._reading["stderr"] = asyncssh.EXTENDED_DATA_STDERR
         self._watch_outputs(True)
+
+    def _start_tap(self, pty: PtyRequest | None) -> None:
+        """The session's recorder, if it has one (not sftp's: its packets are audited, not
+        recorded). AccessDenied from the factory refuses the session; any other failure
+        is logged, and the session goes on unrecorded."""
+        factory = self._policy.tap_factory
+        if factory is None or self._sftp is not None:
+            return
+        info = SessionInfo(self.session_id, self._policy.login, self._command or "",
+                           pty.term if pty else None, pty.cols if pty else 0,
+                           pty.rows if pty else 0, self._tell_user, self._end_session)
+        try:
+            self._tap = factory(info)
+        except AccessDenied:
+            raise
+        except Exception:
+            log.exception("session %s: could not start its recording", self.session_id)
+
+    def _refuse(self, chan: asyncssh.SSHServerChannel[bytes], line: str) -> None:
+        """The session ends before its child ran: say why, end what its tap began."""
+        chan.write_stderr(line.encode())
+        chan.exit(1)
+        if self._tap is not None:
+            self._end_taps()
+
+    def _end_session(self) -> None:
+        """End the session now: nothing more reaches the client; the channel's close
+        hangs up the child (connection_lost)."""
+        chan = self._chan
+        if chan is None or self._exited or chan.is_closing():
+            return
+        log.warning("session ended by the node session_id=%s login=%s", self.session_id,
+                    self._policy.login)
+        self._watch_outputs(False)
+        chan.exit(255)
 
     def _may_transfer(self, chan: asyncssh.SSHServerChannel[bytes], *, sftp: bool) -> bool:
         """Whether a transfer (sftp, or scp's own command) may start; if not, say why,

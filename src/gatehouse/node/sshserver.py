@@ -74,6 +74,7 @@ class Grant:
     cluster: str
     port_forwarding: bool
     file_transfer: rbac.Decision
+    recording_required: str | None  # why, if a session must not run unrecorded
     permit_pty: bool
     correlation_id: str
     valid_before: int  # the certificate's end (Unix seconds)
@@ -232,6 +233,7 @@ class NodeSSHServer(asyncssh.SSHServer):
             port_forwarding=rbac.allows_port_forwarding(roles)
             and "permit-port-forwarding" in cert.extensions,
             file_transfer=rbac.check_file_transfer(roles),
+            recording_required=rbac.recording_required(roles),
             permit_pty="permit-pty" in cert.extensions,
             correlation_id=sshcert.correlation_id(cert.key_id, cert.serial),
             valid_before=cert.valid_before,

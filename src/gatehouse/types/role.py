@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, field_validator
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
 from gatehouse.errors import BadParameter
 from gatehouse.types.pattern import compile_pattern
@@ -20,6 +20,8 @@ __all__ = [
     "RULE_RESOURCES",
     "RULE_VERBS",
     "WILDCARD",
+    "RecordMode",
+    "RecordSession",
     "Role",
     "RoleConditions",
     "RoleOptions",
@@ -115,10 +117,32 @@ class RoleConditions(Model):
         return selector
 
 
+RecordMode = Literal["best_effort", "strict"]
+
+
+class RecordSession(Model):
+    """What a session whose recording cannot be written does, where the cluster records
+    sessions (Teleport's option of the same name): ``best_effort`` goes on unrecorded
+    (audited, the user told); ``strict`` is refused if its recording cannot start, and
+    ended if it fails. ``ssh`` left out is ``default``'s (filled in, so that a stored
+    role says what it means)."""
+
+    default: RecordMode = "best_effort"
+    ssh: RecordMode = "best_effort"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ssh_follows_default(cls, data: object) -> object:
+        if isinstance(data, dict) and "ssh" not in data and "default" in data:
+            return {**data, "ssh": data["default"]}
+        return data
+
+
 class RoleOptions(Model):
     max_session_ttl: Duration = dt.timedelta(hours=12)
     port_forwarding: bool = False
     file_transfer: bool = True  # sftp (and scp, which uses it); false in any role refuses it
+    record_session: RecordSession = Field(default_factory=RecordSession)
 
 
 class RoleSpec(Model):
