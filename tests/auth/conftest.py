@@ -89,12 +89,14 @@ class API:
         return await self.host("proxy", "proxy-hid", "proxy1", [],
                                headers={CLIENT_CERT_HEADER: header})
 
-    async def stranger(self, method: str, path: str, body: object = None
-                       ) -> tuple[int, Mapping[str, str], Any]:
-        """One request without a client certificate: (status, headers, JSON reply)."""
+    async def stranger(self, method: str, path: str, body: object = None, *,
+                       raw: bytes | None = None) -> tuple[int, Mapping[str, str], Any]:
+        """One request without a client certificate, its body ``body`` as JSON or ``raw``
+        as it is: (status, headers, JSON reply)."""
         ctx = tls.client_context(self.server.cas["host"].tls_cert_pem)
+        sent: dict[str, Any] = {"json": body} if raw is None else {"data": raw}
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as http, \
-                http.request(method, f"https://{self.addr}{path}", json=body,
+                http.request(method, f"https://{self.addr}{path}", **sent,
                              server_hostname=f"auth.{CLUSTER}") as resp:
             return resp.status, resp.headers, await resp.json(content_type=None)
 

@@ -156,3 +156,14 @@ async def test_audit_events_expire_after_the_retention(server: AuthServer,
     assert len(await oldest_first(server)) == 1
     clock.advance(dt.timedelta(seconds=2))
     assert await oldest_first(server) == []
+
+
+async def test_a_body_nested_past_the_parser_s_depth_is_bad_input(
+        api: API, caplog: pytest.LogCaptureFixture) -> None:
+    """json.loads raises RecursionError (not ValueError) on deep nesting: it was an
+    internal error with a traceback, which a stranger could repeat at will. Now it is a
+    400 like any body that is not JSON."""
+    deep = b"[" * 100_000 + b"]" * 100_000
+    status, _, reply = await api.stranger("POST", "/v1/login", raw=deep)
+    assert (status, reply) == (400, {"error": "request body is not JSON"})
+    assert "Traceback" not in caplog.text and "internal error" not in caplog.text

@@ -132,6 +132,16 @@ async def test_end_lets_the_recorder_finish_on_its_own(
     assert output_bytes(decode(path.read_bytes())) == b"still recording"
 
 
+async def test_a_discarded_recording_leaves_no_file(make: Callable[..., SessionRecorder]) -> None:
+    """A session whose child never started keeps no recording (nothing to upload)."""
+    rec = make()
+    rec.start()
+    rec.discard()
+    path = await asyncio.wait_for(rec.wait_closed(), WAIT)
+    assert rec.discarded and not path.exists()
+    assert list(rec.directory.iterdir()) == []
+
+
 async def test_close_before_start_is_an_error(make: Callable[..., SessionRecorder]) -> None:
     with pytest.raises(RuntimeError):
         await make().close()

@@ -23,6 +23,7 @@ import pytest
 
 from gatehouse.errors import AccessDenied
 from gatehouse.node.session import (
+    SessionInfo,
     SessionPolicy,
     check_can_run_as,
     is_scp_transfer,
@@ -216,6 +217,9 @@ async def test_large_output_streams_with_backpressure(node: Node) -> None:
             if then is not None:
                 then()
 
+        def discard(self) -> None:
+            raise AssertionError("the session ran")
+
     node.policy = replace(node.policy, tap_factory=lambda info: Tap())
     size = 50_000_000
     async with node.connect() as conn:
@@ -233,6 +237,71 @@ async def test_large_output_streams_with_backpressure(node: Node) -> None:
         done = await asyncio.wait_for(proc.wait(), WAIT)
     assert received == sent == size
     assert done.exit_status == 0
+
+
+class _Tap:
+    """A recorder as the node's, which a test drives: what was asked of it, and the
+    session's hooks it was given."""
+
+    def __init__(self, info: SessionInfo) -> None:
+        self.info = info
+        self.calls: list[str] = []
+        self.output_seen = asyncio.Event()
+
+    def output(self, data: bytes) -> None:
+        self.output_seen.set()
+
+    def resize(self, cols: int, rows: int) -> None:
+        pass
+
+    def end(self, then: Callable[[], None] | None = None) -> None:
+        self.calls.append("end")
+        if then is not None:
+            then()
+
+    def discard(self) -> None:
+        self.calls.append("discard")
+
+
+async def test_a_session_its_tap_ends_is_hung_up_whatever_the_client_does(
+        node: Node, tmp_path: Path) -> None:
+    """record_session strict ends a session whose recording failed: its child is hung up
+    at once, even while the client reads nothing (the channel's close then waits on it)."""
+    taps: list[_Tap] = []
+    node.policy = replace(node.policy, tap_factory=lambda info: taps.append(_Tap(info))
+                          or taps[-1])
+    pidfile = tmp_path / "pid"
+    async with node.connect() as conn:
+        proc = await conn.create_process(
+            f"echo $$ > {pidfile}; head -c 50000000 /dev/zero; sleep 30", encoding=None)
+        [tap] = taps
+        await asyncio.wait_for(tap.output_seen.wait(), WAIT)
+        proc.channel.pause_reading()  # the client reads nothing now (nor the close)
+        await asyncio.sleep(0.2)  # the node's send buffer fills
+        tap.info.end_session()
+        pid = int(pidfile.read_text())
+        for _ in range(100):
+            if not Path(f"/proc/{pid}").exists() or \
+                    Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+                break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail("the session's shell still runs 5 s after the session was ended")
+        assert tap.calls == ["end"]
+        ends = [f for e, f in node.events if e == "session.end"]
+        assert ends == [{"session_id": ends[0]["session_id"], "exit_status": 255,
+                         "exit_signal": None, "core_dumped": False, "disconnected": False}]
+        proc.close()
+
+
+async def test_a_session_whose_child_cannot_start_keeps_no_recording(node: Node) -> None:
+    taps: list[_Tap] = []
+    node.policy = replace(node.policy, tap_factory=lambda info: taps.append(_Tap(info))
+                          or taps[-1])
+    result = await run(node, "echo a\0b")  # a NUL: no process can take it as argv
+    assert result.exit_status == 1
+    assert [tap.calls for tap in taps] == [["discard"]]
+    assert [e for e, _ in node.events] == []
 
 
 async def test_a_subsystem_other_than_sftp_is_refused(node: Node) -> None:

@@ -63,8 +63,10 @@ async def read_body(request: web.Request) -> bytes:
         raise ConnectionProblem(f"the caller hung up before its request body arrived: {exc}"
                                 ) from None
     except TimeoutError:
+        length = request.content_length
         reason = (f"request body came too slowly: {content.total_bytes} of "
-                  f"{request.content_length} bytes in {loop.time() - started:.0f} s (the "
+                  f"{'an unknown number of' if length is None else length} bytes in "
+                  f"{loop.time() - started:.0f} s (the "
                   f"first {grace:g} s are free, then at least {rate} bytes a second)")
         log.warning("refused remote=%s path=%r reason=%r", request.remote,
                     request.path[:80], reason)

@@ -62,7 +62,7 @@ def source_of(request: web.Request) -> tuple[str, bool]:
 async def json_body(request: web.Request) -> dict[str, Any]:
     try:
         data = json.loads(await read_body(request))
-    except ValueError:
+    except (ValueError, RecursionError):  # deep nesting: RecursionError, not ValueError
         raise BadParameter("request body is not JSON") from None
     if not isinstance(data, dict):
         raise BadParameter("request body must be a JSON object")

@@ -118,6 +118,7 @@ class SessionRecorder:
         self._ending = asyncio.Event()
         self._then: Callable[[], None] | None = None  # end()'s, called once written out
         self._task: asyncio.Task[Path] | None = None
+        self.discarded = False  # discard(): the session never ran, no recording is kept
         self.max_pending = 0  # high-water mark of the bytes waiting to be written
         self._failing = threading.Lock()
         self.error: OSError | None = None
@@ -267,6 +268,11 @@ class SessionRecorder:
             return
         self._then = then
         self._ending.set()
+    def discard(self) -> None:
+        """The session never ran (its child failed to start): end, and keep no file."""
+        self.discarded = True
+        self.end()
+
     async def close(self) -> Path:
         """End, flush, fsync and rename to ``.rec``; the path of the file holding the recording.
 
@@ -338,6 +344,10 @@ class SessionRecorder:
         finally:
             appender.close()
             os.close(fd)
+        if self.discarded:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            return self.path
         final = self.path.with_suffix(FINAL)
         try:
             os.replace(self.path, final)

@@ -78,6 +78,7 @@ class NodeService:
         self._servers: weakref.WeakSet[sshserver.NodeSSHServer] = weakref.WeakSet()
         self._tg: asyncio.TaskGroup | None = None
         self._front: sshserver.SSHFront | None = None
+        self._stopping = False  # run() is ending: no recording (so no session) starts
 
     def _start_recording(self, grant: sshserver.Grant,
                          info: SessionInfo) -> SessionRecorder | None:
@@ -88,9 +89,11 @@ class NodeService:
         require it (record_session strict): then the session is refused (AccessDenied)
         or ended, and the audit says so.
         """
+        if self._stopping:
+            raise AccessDenied("gatehouse: this node is stopping: no new session starts")
         required = grant.recording_required
 
-        def failed(exc: OSError, recorded: int, *, started: bool = True) -> None:
+        def failed(exc: Exception, recorded: int, *, started: bool = True) -> None:
             reason = str(exc)
             outcome = "" if required is None else \
                 f"; the session was {'ended' if started else 'refused'}: {required}"
@@ -111,14 +114,16 @@ class NodeService:
                                "audited")
                 info.end_session()
 
-        rec = SessionRecorder(
-            self._recordings, session_id=info.session_id, cluster=self._trust.current().cluster,
-            user=grant.user, login=info.login, node=self._nodename, cols=info.cols,
-            rows=info.rows, command=info.command, clock=self._clock, on_failure=failed)
         try:
+            rec = SessionRecorder(
+                self._recordings, session_id=info.session_id,
+                cluster=self._trust.current().cluster, user=grant.user, login=info.login,
+                node=self._nodename, cols=info.cols, rows=info.rows, command=info.command,
+                clock=self._clock, on_failure=failed)
             rec.start()
-        except OSError as exc:
-            log.error("session not recorded session_id=%s reason=%r", info.session_id, str(exc))
+        except Exception as exc:  # OSError: a full disk; anything else: a fault of ours
+            log.error("session not recorded session_id=%s reason=%r", info.session_id, str(exc),
+                      exc_info=not isinstance(exc, OSError))
             failed(exc, 0, started=False)
             if required is not None:
                 raise AccessDenied(f"gatehouse: this session cannot start: the node cannot "
@@ -132,7 +137,8 @@ class NodeService:
                 path = await rec.wait_closed()
             finally:
                 self._live.discard(rec)
-            await self._upload(path)
+            if not rec.discarded:
+                await self._upload(path)
 
         assert self._tg is not None
         self._tg.create_task(finish())
@@ -207,6 +213,7 @@ class NodeService:
             finally:
                 if server is not None:
                     server.close()
+                self._stopping = True  # open connections may still ask for sessions
                 for rec in list(self._live):  # sessions cut short by the shutdown
                     rec.end()
 

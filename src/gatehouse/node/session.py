@@ -106,6 +106,9 @@ class SessionTap(Protocol):
         """The session is over: record nothing more; call ``then`` (on the loop, once)
         when what was recorded is written out, a failure already told to the user."""
 
+    def discard(self) -> None:
+        """The session never ran (its child failed to start): keep no recording of it."""
+
 
 @dataclass(frozen=True)
 class SessionInfo:
@@ -317,21 +320,24 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
             log.exception("session %s: could not start its recording", self.session_id)
 
     def _refuse(self, chan: asyncssh.SSHServerChannel[bytes], line: str) -> None:
-        """The session ends before its child ran: say why, end what its tap began."""
+        """The session ends before its child ran: say why; its tap keeps nothing."""
         chan.write_stderr(line.encode())
         chan.exit(1)
+        self._ended = True
         if self._tap is not None:
-            self._end_taps()
+            self._tap.discard()
 
     def _end_session(self) -> None:
-        """End the session now: nothing more reaches the client; the channel's close
-        hangs up the child (connection_lost)."""
-        chan = self._chan
-        if chan is None or self._exited or chan.is_closing():
+        """End the session now (its tap says so): nothing more of it reaches the client,
+        its child is hung up at once, whatever the client does with the channel's close.
+        A session already over (its exit waits for its recording) is left to end."""
+        chan, child = self._chan, self._child
+        if chan is None or child is None or self._ended or chan.is_closing():
             return
         log.warning("session ended by the node session_id=%s login=%s", self.session_id,
                     self._policy.login)
-        self._watch_outputs(False)
+        self._hang_up(child, exit_status=255, disconnected=False)
+        self._exited = True
         chan.exit(255)
 
     def _may_transfer(self, chan: asyncssh.SSHServerChannel[bytes], *, sftp: bool) -> bool:
@@ -446,6 +452,8 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
                 return
             if self._tap is not None:
                 self._tap.output(data)
+                if name not in self._reading:  # the tap ended the session (_end_session)
+                    return
             elif self._sftp is not None and datatype is None:
                 self._sftp.server_data(data)
                 self._emit_sftp(self._sftp.events())
@@ -543,13 +551,17 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         child = self._child
         if child is None or self._ended:
             return
+        self._hang_up(child, exit_status=None, disconnected=True)
+
+    def _hang_up(self, child: Child, *, exit_status: int | None, disconnected: bool) -> None:
+        """End the session before its child: its taps, our ends of its pipes, the audit of
+        its end; like a terminal hang-up, SIGHUP to its process group (nohup'ed work
+        survives), still watched so that it is reaped."""
         self._end_taps()
         self._release(child)
-        self._emit("session.end", {"exit_status": None, "exit_signal": None,
-                                   "core_dumped": False, "disconnected": True})
+        self._emit("session.end", {"exit_status": exit_status, "exit_signal": None,
+                                   "core_dumped": False, "disconnected": disconnected})
         if self._status is None:
-            # Like a terminal hang-up: SIGHUP to the session's process group
-            # (nohup'ed work survives). Keep watching the child so it is reaped.
             child.signal_group(signal.SIGHUP)
             self._loop.remove_reader(child.pidfd)
             self._loop.add_reader(child.pidfd, self._reap_orphan, child)
