@@ -202,53 +202,18 @@ async def test_large_stdin_is_flow_controlled(node: Node) -> None:
     assert int(result.stdout) == size
 
 
-async def test_large_output_streams_with_backpressure(node: Node) -> None:
-    sent = 0
-
-    class Tap:
-        def output(self, data: bytes) -> None:
-            nonlocal sent
-            sent += len(data)
-
-        def resize(self, cols: int, rows: int) -> None:
-            pass
-
-        def end(self, then: Callable[[], None] | None = None) -> None:
-            if then is not None:
-                then()
-
-        def discard(self) -> None:
-            raise AssertionError("the session ran")
-
-    node.policy = replace(node.policy, tap_factory=lambda info: Tap())
-    size = 50_000_000
-    async with node.connect() as conn:
-        proc = await conn.create_process(f"head -c {size} /dev/zero", encoding=None)
-        # Not reading: the child must stall once the SSH window and our
-        # send buffer are full, instead of the server buffering 50 MB.
-        await asyncio.sleep(0.3)
-        assert sent < 8_000_000  # ~3.3 MB: the client's window and buffer, plus ~64 KiB
-        received = 0
-        async def drain() -> None:
-            nonlocal received
-            while chunk := await proc.stdout.read(1 << 20):
-                received += len(chunk)
-        await asyncio.wait_for(drain(), 30)
-        done = await asyncio.wait_for(proc.wait(), WAIT)
-    assert received == sent == size
-    assert done.exit_status == 0
-
-
 class _Tap:
-    """A recorder as the node's, which a test drives: what was asked of it, and the
-    session's hooks it was given."""
+    """A recorder as the node's, which a test drives: the output it saw, what was asked
+    of it, and the session's hooks it was given."""
 
     def __init__(self, info: SessionInfo) -> None:
         self.info = info
         self.calls: list[str] = []
+        self.sent = 0
         self.output_seen = asyncio.Event()
 
     def output(self, data: bytes) -> None:
+        self.sent += len(data)
         self.output_seen.set()
 
     def resize(self, cols: int, rows: int) -> None:
@@ -263,13 +228,44 @@ class _Tap:
         self.calls.append("discard")
 
 
+def _tapped(node: Node) -> list[_Tap]:
+    """The taps of the node's sessions from now on, as they are made."""
+    taps: list[_Tap] = []
+
+    def make(info: SessionInfo) -> _Tap:
+        taps.append(_Tap(info))
+        return taps[-1]
+
+    node.policy = replace(node.policy, tap_factory=make)
+    return taps
+
+
+async def test_large_output_streams_with_backpressure(node: Node) -> None:
+    taps = _tapped(node)
+    size = 50_000_000
+    async with node.connect() as conn:
+        proc = await conn.create_process(f"head -c {size} /dev/zero", encoding=None)
+        # Not reading: the child must stall once the SSH window and our
+        # send buffer are full, instead of the server buffering 50 MB.
+        await asyncio.sleep(0.3)
+        [tap] = taps
+        assert tap.sent < 8_000_000  # ~3.3 MB: the client's window and buffer, plus ~64 KiB
+        received = 0
+        async def drain() -> None:
+            nonlocal received
+            while chunk := await proc.stdout.read(1 << 20):
+                received += len(chunk)
+        await asyncio.wait_for(drain(), 30)
+        done = await asyncio.wait_for(proc.wait(), WAIT)
+    assert received == tap.sent == size
+    assert done.exit_status == 0
+
+
 async def test_a_session_its_tap_ends_is_hung_up_whatever_the_client_does(
         node: Node, tmp_path: Path) -> None:
     """record_session strict ends a session whose recording failed: its child is hung up
     at once, even while the client reads nothing (the channel's close then waits on it)."""
-    taps: list[_Tap] = []
-    node.policy = replace(node.policy, tap_factory=lambda info: taps.append(_Tap(info))
-                          or taps[-1])
+    taps = _tapped(node)
     pidfile = tmp_path / "pid"
     async with node.connect() as conn:
         proc = await conn.create_process(
@@ -295,9 +291,7 @@ async def test_a_session_its_tap_ends_is_hung_up_whatever_the_client_does(
 
 
 async def test_a_session_whose_child_cannot_start_keeps_no_recording(node: Node) -> None:
-    taps: list[_Tap] = []
-    node.policy = replace(node.policy, tap_factory=lambda info: taps.append(_Tap(info))
-                          or taps[-1])
+    taps = _tapped(node)
     result = await run(node, "echo a\0b")  # a NUL: no process can take it as argv
     assert result.exit_status == 1
     assert [tap.calls for tap in taps] == [["discard"]]

@@ -268,6 +268,7 @@ class SessionRecorder:
             return
         self._then = then
         self._ending.set()
+
     def discard(self) -> None:
         """The session never ran (its child failed to start): end, and keep no file."""
         self.discarded = True

@@ -323,7 +323,6 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         """The session ends before its child ran: say why; its tap keeps nothing."""
         chan.write_stderr(line.encode())
         chan.exit(1)
-        self._ended = True
         if self._tap is not None:
             self._tap.discard()
 
