@@ -25,9 +25,11 @@ from gatehouse.rbac import (
 )
 from gatehouse.types import Role, access_role, auditor_role, editor_role
 from gatehouse.types.cluster_access import ClusterAccess
+from gatehouse.types.template import UserTraits
 
 BOUNDED = settings(max_examples=100, deadline=None)
-TRAITS = {"logins": ["alice", "deploy"], "groups": ["dev", "ops"]}
+TRAITS = UserTraits(internal={"logins": ["alice", "deploy"], "groups": ["dev", "ops"]},
+                    external={"groups": ["dev", "ops"]})
 
 
 def role(name: str, *, allow: dict[str, Any] | None = None, deny: dict[str, Any] | None = None,
@@ -39,7 +41,7 @@ def role(name: str, *, allow: dict[str, Any] | None = None, deny: dict[str, Any]
 
 
 def ssh(roles: list[Role], login: str, labels: dict[str, str] | None = None,
-        traits: dict[str, list[str]] | None = None) -> Decision:
+        traits: UserTraits | None = None) -> Decision:
     return check_ssh_access(
         roles, login=login, node_labels=labels or {}, traits=TRAITS if traits is None else traits
     )
@@ -161,7 +163,7 @@ def test_deny_login_template() -> None:
     everything = role("all", allow={"logins": ["alice"], "node_labels": {"*": "*"}})
     no_own = role("no-own", deny={"logins": ["{{internal.logins}}"]})
     assert ssh([everything, no_own], "alice").reason == 'denied by role no-own: login "alice"'
-    assert ssh([everything, no_own], "alice", traits={}).allowed
+    assert ssh([everything, no_own], "alice", traits=UserTraits()).allowed
 
 
 def test_deny_node_labels_beat_allow_whatever_the_login() -> None:
@@ -191,8 +193,13 @@ def test_deny_wildcard_denies_every_node() -> None:
 
 def test_trait_logins_for_a_mapped_root_user() -> None:
     # A leaf's access role fills {{internal.logins}} from the root-signed certificate's traits.
-    assert ssh([access_role()], "ubuntu", traits={"logins": ["ubuntu"]}).allowed
-    assert not ssh([access_role()], "ubuntu", traits={}).allowed
+    own = UserTraits(internal={"logins": ["ubuntu"]})
+    assert ssh([access_role()], "ubuntu", traits=own).allowed
+    assert not ssh([access_role()], "ubuntu", traits=UserTraits()).allowed
+    # An SSO user's claims are external: a claim named logins is not {{internal.logins}}.
+    sso = UserTraits.of({"logins": ["ubuntu"]}, sso=True)
+    assert not ssh([access_role()], "ubuntu", traits=sso).allowed
+    assert interpolate(["{{internal.logins}}", "{{external.logins}}"], sso) == ["ubuntu"]
 
 
 @BOUNDED
@@ -204,7 +211,7 @@ def test_deny_always_beats_allow(login: str, allowed: list[str], denied: list[st
     deny = role("deny", deny={"logins": denied})
     expected = login in allowed and login not in denied
     assert ssh([allow, deny], login, labels).allowed is expected
-    assert (login in allowed_logins([allow, deny], {})) is expected
+    assert (login in allowed_logins([allow, deny], UserTraits())) is expected
 
 
 def test_can_see_node() -> None:
@@ -247,6 +254,19 @@ def test_rules_deny_by_default_and_deny_beats_allow() -> None:
     no_tokens = role("no-tokens", deny={"rules": [{"resources": ["token"], "verbs": ["*"]}]})
     assert not check_rule([editor_role(), no_tokens], resource="token", verb="list").allowed
     assert check_rule([editor_role(), no_tokens], resource="user", verb="list").allowed
+
+
+@pytest.mark.parametrize(("resource", "verb"), [
+    ("event", "export"), ("recording", "upload"), ("node", "heartbeat"),
+    ("remote_event", "create"), ("trust", "read"), ("host", "renew")])
+def test_a_wildcard_stands_only_for_what_a_role_may_name(resource: str, verb: str) -> None:
+    """``*`` is every resource of RULE_RESOURCES and verb of RULE_VERBS, never the hosts'
+    own calls (exporting events, uploading recordings, heartbeats)."""
+    everything = role("everything", allow={"rules": [{"resources": ["*"], "verbs": ["*"]}]})
+    events = role("events", allow={"rules": [{"resources": ["event"], "verbs": ["*"]}]})
+    assert not check_rule([editor_role()], resource=resource, verb=verb).allowed
+    assert not check_rule([everything, events], resource=resource, verb=verb).allowed
+    assert check_rule([events], resource="event", verb="list").allowed
 
 
 # --- options and principals --------------------------------------------------------------------
@@ -299,7 +319,7 @@ def test_allowed_logins() -> None:
                deny={"logins": ["zed"]})
     assert allowed_logins([access_role(), ops], TRAITS) == ["alice", "deploy", "root"]
     no_root = role("no-root", deny={"logins": ["root"]})
-    assert allowed_logins([ops, no_root], {}) == []
+    assert allowed_logins([ops, no_root], UserTraits()) == []
     assert allowed_logins([editor_role()], TRAITS) == []
 
 

@@ -45,6 +45,8 @@ DEFAULT_AUTH_ADDR = "127.0.0.1:3025"
 DEFAULT_PROXY_ADDR = "127.0.0.1:3080"
 DEFAULT_SSH_ADDR = "127.0.0.1:3022"
 DEFAULT_AUDIT_RETENTION = dt.timedelta(days=365)
+# The one directory whose files an SSO connector may name (client_secret_file, ca_file).
+DEFAULT_CONNECTOR_FILES_DIR = "/etc/gatehouse"
 
 
 class _Strict(BaseModel):
@@ -212,8 +214,18 @@ class AuthSection(_Strict):
     # A remote cluster offline longer than this is removed (audited); 0 keeps them all.
     remote_cluster_offline_ttl: KeepFor = dt.timedelta(0)
     limits: AuthLimits = Field(default_factory=AuthLimits)
+    # The only directory whose files an SSO connector may name: the connector's author
+    # chooses the paths, the auth reads them (auth.sso.connector_file).
+    connector_files_dir: str = DEFAULT_CONNECTOR_FILES_DIR
 
     _addrs = field_validator("listen_addr")(_check_addr)
+
+    @field_validator("connector_files_dir")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"{value!r}: expected an absolute path (a directory)")
+        return value
 
     @field_validator("node_address_networks", mode="before")
     @classmethod

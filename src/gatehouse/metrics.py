@@ -18,6 +18,7 @@ from prometheus_client import (
 
 __all__ = [
     "AUDIT_FORWARDED",
+    "AUDIT_LOST",
     "AUDIT_PENDING",
     "BACKEND_SECONDS",
     "CERTIFICATES",
@@ -47,6 +48,9 @@ TUNNELS = Gauge("gatehouse_tunnels", "Reverse tunnels this proxy holds, by kind 
                 ["kind"], registry=REGISTRY)
 AUDIT_FORWARDED = Counter("gatehouse_audit_events_forwarded", "Audit events this process "
                           "sent to its auth and had acknowledged", registry=REGISTRY)
+AUDIT_LOST = Counter("gatehouse_audit_events_lost", "Audit events this process could not "
+                     "spool (its disk full or failing): each is in its log, whole",
+                     registry=REGISTRY)
 AUDIT_PENDING = Gauge("gatehouse_audit_events_pending", "Audit events spooled by this process "
                       "and not yet acknowledged by its auth", registry=REGISTRY)
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from gatehouse.errors import BadParameter
 from gatehouse.types.cluster_access import ClusterAccess
 from gatehouse.types.pattern import match_pattern
-from gatehouse.types.role import WILDCARD, Role, RoleConditions
-from gatehouse.types.template import parse_template
+from gatehouse.types.role import RULE_RESOURCES, RULE_VERBS, WILDCARD, Role, RoleConditions
+from gatehouse.types.template import UserTraits, parse_template
 
 __all__ = [
     "Decision",
@@ -33,8 +33,6 @@ __all__ = [
     "recording_required",
 ]
 
-Traits = Mapping[str, Sequence[str]]
-
 
 @dataclass(frozen=True)
 class Decision:
@@ -42,7 +40,7 @@ class Decision:
     reason: str
 
 
-def interpolate(values: Iterable[str], traits: Traits) -> list[str]:
+def interpolate(values: Iterable[str], traits: UserTraits) -> list[str]:
     """``values`` with trait templates expanded; malformed templates and empty results dropped."""
     result: list[str] = []
     for value in values:
@@ -76,7 +74,8 @@ def labels_match(selector: Mapping[str, str | Sequence[str]], labels: Mapping[st
 
 
 def check_ssh_access(
-    roles: Sequence[Role], *, login: str, node_labels: Mapping[str, str], traits: Traits
+    roles: Sequence[Role], *, login: str, node_labels: Mapping[str, str],
+    traits: UserTraits
 ) -> Decision:
     """May a user holding ``roles`` (and ``traits``) log in as ``login`` on this node?"""
     if not roles:
@@ -184,7 +183,7 @@ def recording_required(roles: Sequence[Role]) -> str | None:
     return None
 
 
-def allowed_logins(roles: Sequence[Role], traits: Traits) -> list[str]:
+def allowed_logins(roles: Sequence[Role], traits: UserTraits) -> list[str]:
     """Logins some role allows and none denies, sorted: the principals of a user certificate."""
     allowed = {login for role in roles for login in interpolate(role.spec.allow.logins, traits)}
     denied = {login for role in roles for login in interpolate(role.spec.deny.logins, traits)}
@@ -192,9 +191,12 @@ def allowed_logins(roles: Sequence[Role], traits: Traits) -> list[str]:
 
 
 def _rules_match(conditions: RoleConditions, resource: str, verb: str) -> bool:
+    """Whether a rule names ``verb`` on ``resource``. A ``*`` stands for what a role may
+    name (RULE_RESOURCES, RULE_VERBS), never for the hosts' own calls (exporting events,
+    uploading recordings, heartbeats): no rule reaches those."""
     return any(
-        (resource in rule.resources or WILDCARD in rule.resources)
-        and (verb in rule.verbs or WILDCARD in rule.verbs)
+        (resource in rule.resources or (WILDCARD in rule.resources and resource in RULE_RESOURCES))
+        and (verb in rule.verbs or (WILDCARD in rule.verbs and verb in RULE_VERBS))
         for rule in conditions.rules
     )
 

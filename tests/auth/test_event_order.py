@@ -144,6 +144,16 @@ async def test_a_search_continues_from_its_cursor_over_the_api(
         await admin.search_events(EventQuery(limit=0))
 
 
+async def test_a_since_further_back_than_a_date_holds_is_a_bad_parameter(
+    admin: AuthClient,
+) -> None:
+    with pytest.raises(BadParameter) as raised:
+        await admin.search_events(EventQuery(since="99999999d"))
+    assert str(raised.value) == ("since: '99999999d' is further back than 0001-01-01, the "
+                                 "earliest date there is")
+    assert await admin.search_events(EventQuery(since="3650d")) is not None
+
+
 async def test_the_first_leaf_to_name_a_session_keeps_it(
     root_proxy: AuthClient, admin: AuthClient, clock: FakeClock,
 ) -> None:

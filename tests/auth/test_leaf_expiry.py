@@ -53,18 +53,18 @@ async def _joined(server: AuthServer, name: str) -> None:
 
 async def test_the_sweep_removes_and_audits_an_expired_leaf(server: AuthServer,
                                                             clock: FakeClock) -> None:
-    await _joined(server, "gone")
-    await _joined(server, "kept")
+    await _joined(server, "gone1")
+    await _joined(server, "kept1")
     clock.advance(TTL - HOUR)
-    await server.trust.tunnels_held("proxy-1", ["kept"])  # "kept" heard from since
+    await server.trust.tunnels_held("proxy-1", ["kept1"])  # "kept1" heard from since
     clock.advance(2 * HOUR)
     assert await remove_expired_leaves(server, dt.timedelta(0)) == []  # 0: keep forever
-    assert await remove_expired_leaves(server, TTL) == ["gone"]
-    assert [rc.metadata.name for rc in await server.trust.remote_clusters()] == ["kept"]
-    assert await server.trust.leaf_ca("gone") is None  # its tunnel is refused from now on
+    assert await remove_expired_leaves(server, TTL) == ["gone1"]
+    assert [rc.metadata.name for rc in await server.trust.remote_clusters()] == ["kept1"]
+    assert await server.trust.leaf_ca("gone1") is None  # its tunnel is refused from now on
     [event] = (await server.audit.search(types=["remote_cluster.expire"])).events
-    assert (event.code, event.fields["leaf"], event.fields["ttl"]) == ("TT006I", "gone", "720h")
+    assert (event.code, event.fields["leaf"], event.fields["ttl"]) == ("TT006I", "gone1", "720h")
     assert "offline since" in event.message and "remote_cluster_offline_ttl" in event.message
     assert await remove_expired_leaves(server, TTL) == []  # nothing left to remove
-    await _joined(server, "gone")  # and the name can join again
-    assert {rc.metadata.name for rc in await server.trust.remote_clusters()} == {"gone", "kept"}
+    await _joined(server, "gone1")  # and the name can join again
+    assert {rc.metadata.name for rc in await server.trust.remote_clusters()} == {"gone1", "kept1"}

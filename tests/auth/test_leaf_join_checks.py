@@ -61,6 +61,12 @@ def _ca_variants() -> dict[str, PublicCA]:
                            now=now, ttl=dt.timedelta(hours=1))
     rsa_line = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQDZ"
     return {
+        # A second known_hosts line trusting the key for every name (review-sso finding 1):
+        # the root's users would write it verbatim into their known_hosts.
+        "a key line with a second line": replace(
+            good, ssh=f"{good.ssh} x\n@cert-authority * {good.ssh}"),
+        "a key line with a comment": replace(good, ssh=f"{good.ssh} leaf-a"),
+        "a key line with a trailing newline": replace(good, ssh=good.ssh + "\n"),
         "a user CA": replace(good, tls=x509.pem_cert(user_ca)),
         "another cluster's CA": replace(good, tls=x509.pem_cert(other)),
         "a certificate that is no CA": replace(good, tls=x509.pem_cert(leaf_cert)),
@@ -80,6 +86,17 @@ async def test_a_leaf_ca_that_is_not_its_host_ca_stores_nothing(server: AuthServ
         await server.accept_leaf(token.secret, _ca_variants()[what], "10.0.0.66")
     await _nothing_stored(server, token.secret)
     await _refusal(server)
+
+
+async def test_a_leaf_ca_line_that_is_not_canonical_is_refused_in_one_line(
+        server: AuthServer) -> None:
+    token = await server.create_token("trusted_cluster", dt.timedelta(minutes=15))
+    poisoned = _ca_variants()["a key line with a second line"]
+    with pytest.raises(BadParameter) as refused:
+        await server.accept_leaf(token.secret, poisoned, "10.0.0.66")
+    message = str(refused.value)
+    assert "\n" not in message
+    assert message.startswith("the leaf's host CA ssh line ") and "canonical" in message
 
 
 async def test_the_roots_own_name_is_refused_before_the_token_is_looked_at(
@@ -113,3 +130,40 @@ async def test_a_name_with_url_characters_names_no_other_leaf(api: API, name: st
         await admin.delete_resource("remote_cluster", name)
     assert [rc.metadata.name for rc in await server.trust.remotes.list()] == ["us-east-1b"]
     assert [ca.cluster for ca in await server.trust.leaf_cas()] == ["us-east-1b"]
+
+
+# review-sso finding 2: a leaf's name is the DNS suffix `gsh config` routes to it
+# (`Host *.LEAF`) and scopes its host CA to (`@cert-authority *.LEAF`). Before the fix a
+# leaf could join as `com` or as `example.com` under the root `sso.example.com`.
+NAMES_THAT_COVER_OTHERS = {
+    "com": "could be a top-level domain",
+    "COM": "could be a top-level domain",
+    "internal": "could be a top-level domain",
+    "xn--p1ai": "could be a top-level domain",
+    "example.com": "the root's name sso.example.com ends with it",
+    "Example.COM": "the root's name sso.example.com ends with it",
+    "x.sso.example.com": "it ends with the root's name sso.example.com",
+    "SSO.example.com": "cannot share the root's name",
+    "example..com": "an empty label",
+    "leaf.example.com.": "an empty label",
+}
+
+
+@pytest.mark.parametrize("name", sorted(NAMES_THAT_COVER_OTHERS))
+async def test_a_leaf_name_that_covers_other_names_is_refused(server: AuthServer, name: str
+                                                             ) -> None:
+    token = await server.create_token("trusted_cluster", dt.timedelta(minutes=15))
+    with pytest.raises((BadParameter, AccessDenied)) as refused:
+        await server.accept_leaf(token.secret, leaf_host_ca(name), "10.0.0.66")
+    assert NAMES_THAT_COVER_OTHERS[name] in str(refused.value), refused.value
+    assert "\n" not in str(refused.value)
+    await _nothing_stored(server, token.secret)
+    assert NAMES_THAT_COVER_OTHERS[name] in await _refusal(server)
+
+
+@pytest.mark.parametrize("name", ["us-east-1a", "leaf-a", "leaf.example.com", "leaf.example",
+                                  "a1", "eu.us-east-1a"])
+async def test_an_ordinary_leaf_name_joins(server: AuthServer, name: str) -> None:
+    token = await server.create_token("trusted_cluster", dt.timedelta(minutes=15))
+    await server.accept_leaf(token.secret, leaf_host_ca(name), "10.0.0.9")
+    assert [ca.cluster for ca in await server.trust.leaf_cas()] == [name]

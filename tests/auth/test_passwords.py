@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import re
 from pathlib import Path
+from typing import Literal
 
 import argon2
 import pytest
@@ -206,6 +207,28 @@ async def test_unknown_user_is_denied_like_a_wrong_password(store: Passwords) ->
     with pytest.raises(AccessDenied) as wrong:
         await store.check("alice", BAD)
     assert str(unknown.value) == str(wrong.value)
+
+
+@pytest.mark.parametrize("name", ["alice/0", "alice/", "", "../alice", "x" * 254, "al ice"])
+async def test_a_name_that_is_no_name_is_denied_like_an_unknown_user_before_any_store(
+        store: Passwords, backend: Backend, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    checked: list[str] = []
+
+    class Counting(argon2.PasswordHasher):
+        def verify(self, hash: str | bytes, password: str | bytes) -> Literal[True]:
+            checked.append(str(hash))  # the cost of a check, as for anyone
+            return super().verify(hash, password)
+
+    monkeypatch.setattr(passwords, "_hasher",
+                        Counting(time_cost=1, memory_cost=8, parallelism=1))
+    before = await backend.get_range(b"/", b"0")
+    for _ in range(LOCK_AFTER + 1):
+        with pytest.raises(AccessDenied) as refused:
+            await store.check(name, GOOD)
+        assert str(refused.value) == "invalid user name or password"
+    assert len(checked) == LOCK_AFTER + 1
+    assert await backend.get_range(b"/", b"0") == before  # no attempt, no lock
+    await store.check("alice", GOOD)
 
 
 async def test_unknown_user_counts_failures_and_locks(store: Passwords) -> None:

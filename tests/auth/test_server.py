@@ -252,6 +252,27 @@ async def test_unknown_user_is_denied_and_audited(server: AuthServer) -> None:
     assert failure.user == "mallory"
 
 
+async def test_a_login_as_no_name_is_an_unknown_user_and_counts_toward_no_one(
+        server: AuthServer, backend: Backend) -> None:
+    """bob/0 was a key under bob's: six failures as bob/0..bob/5 locked bob out."""
+    await add_user(server, "bob")
+    for i in range(LOCK_AFTER + 1):
+        with pytest.raises(AccessDenied, match=r"^invalid user name or password$"):
+            await server.login(f"bob/{i}", "wrong horse battery", public_line(),
+                               remote_addr="192.0.2.1:5000")
+    with pytest.raises(AccessDenied, match=r"^invalid user name or password$"):
+        await server.login("x" * 5000 + "\n", PASSWORD, public_line())
+    await server.login("bob", PASSWORD, public_line())
+    assert not await backend.get_range(b"/login_failures/", b"/login_failures0")
+    await server.failures.flush(everything=True)
+    failures = await events(server, "user.login.failure")
+    assert sum(f.fields.get("count", 1) for f in failures) == LOCK_AFTER + 2
+    first = failures[-1]  # stored at once; the repeats folded into one with their names
+    assert (first.user, first.message) == ("'bob/0'", "invalid user name or password")
+    shown = {n for f in failures for n in [f.user, *f.fields.get("names", [])]}
+    assert shown == {f"'bob/{i}'" for i in range(LOCK_AFTER + 1)} | {f"'{'x' * 64}'"}
+
+
 async def test_a_password_without_a_user_is_denied(server: AuthServer) -> None:
     await server.passwords.set("orphan", PASSWORD)
     with pytest.raises(AccessDenied, match="invalid user name or password"):
@@ -644,3 +665,16 @@ async def test_a_host_id_beats_another_nodes_hostname(server: AuthServer) -> Non
     await certify(server, "hid-2", "db1", ["10.0.0.8:3022"])
     await server.heartbeat("hid-2", "db1", "10.0.0.8:3022", {}, source=None)
     assert (await server.resolve_node("db1")).metadata.name == "db1"
+
+
+@pytest.mark.parametrize("tail", [" alice@laptop", "\n", " x\n@cert-authority * KEY"])
+async def test_a_public_key_line_with_anything_after_the_key_is_refused(
+        server: AuthServer, tail: str) -> None:
+    """Only the line gsh sends, ``ssh-ed25519 BASE64``: the key's line is what the auth
+    keeps (an SSO login's pending state) and echoes, so no comment or second line rides
+    along (review-sso finding 1)."""
+    await add_user(server, logins=["alice"])
+    line = public_line()
+    with pytest.raises(BadParameter, match="not one canonical"):
+        await server.login("alice", PASSWORD, line + tail.replace("KEY", line))
+    await server.login("alice", PASSWORD, line)

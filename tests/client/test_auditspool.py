@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -130,3 +131,20 @@ async def test_large_events_go_in_batches_the_auth_accepts(tmp_path: Path) -> No
     await _deliver(spool, auth, count)
     assert [e["n"] for e in auth.got] == list(range(count))
     spool.close()
+
+
+def test_an_event_the_full_disk_cannot_take_is_logged_whole_not_raised(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Before, append raised the disk's OSError into its caller: a leaf proxy refusing a
+    # dial on a full disk failed the tunnel stream's handler with a traceback
+    # ("handler failed: [Errno 28] No space left on device") instead of refusing.
+    spool = AuditSpool(tmp_path / "audit")
+    full = os.open("/dev/full", os.O_WRONLY)  # every write: ENOSPC, as a full disk's
+    os.dup2(full, spool._fd)
+    os.close(full)
+    lost = spool_module.metrics.AUDIT_LOST._value.get()
+    spool.append({"event": "proxy.dial.denied", "id": "e1", "message": "no such node"})
+    (record,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert "No space left on device" in record.getMessage()
+    assert '"event":"proxy.dial.denied"' in record.getMessage()  # the event, whole
+    assert spool_module.metrics.AUDIT_LOST._value.get() == lost + 1

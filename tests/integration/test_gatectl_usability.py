@@ -229,6 +229,11 @@ def test_events_since_days_known_types_and_the_commands_run(cluster: Cluster,
                                        "are access.denied,"), res
     assert "session.start" in res.err
 
+    res = cluster.gatectl("events", "--since=99999999d")
+    assert res.rc == 1 and len(res.err_lines) == 1, res
+    assert res.err_lines[0] == ("error: since: '99999999d' is further back than 0001-01-01, "
+                                "the earliest date there is"), res
+
 
 # --- a leaf and its root (items 5, 6 and 22) -------------------------------------------
 

@@ -5,6 +5,7 @@ connectors that cannot work) are one clear line and audited."""
 from __future__ import annotations
 
 import json
+import shutil
 import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -105,13 +106,16 @@ def test_replayed_callback_is_refused(cluster: Cluster, idp: IdP, client: Client
     replay = Browser(proxy_ca).open(callbacks[0])
     assert replay.status == 403, replay
     assert "already used login state" in replay.body, replay
-    state = urllib.parse.parse_qs(urllib.parse.urlsplit(callbacks[0]).query)["state"][0]
+    sent = urllib.parse.parse_qs(urllib.parse.urlsplit(callbacks[0]).query)
+    state = sent["state"][0]
     assert state not in replay.body
     cluster.wait_event("the replay's refusal", lambda e: e["event"] == "user.login.failure"
                        and "already used login state" in e["message"])
-    # And the loopback URL the browser reached: its id is useless a second time.
+    # And the loopback URL the browser reached: its id and code (the auth's own, not the
+    # IdP's, which stays with the proxy) are useless a second time.
     back = [u for u in login.browser.visited if "/callback?id=" in u]
-    assert len(back) == 1 and "code=" not in back[0] and "state=" not in back[0], back
+    assert len(back) == 1 and "&code=" in back[0] and "state=" not in back[0], back
+    assert sent["code"][0] not in back[0], back
 
 
 def test_connector_secret_is_never_shown(cluster: Cluster, idp: IdP) -> None:
@@ -162,7 +166,13 @@ def test_idp_over_tls_with_its_own_ca(cluster: Cluster, idp: IdP, client: Client
         refused = cluster.create(text)  # the auth does not trust the IdP's CA
         assert refused.rc != 0 and "is not discoverable" in refused.err, refused
         assert "certificate" in refused.err.lower(), refused
-        cluster.create(text.replace("  scope:", f"  ca_file: {ca}\n  scope:")).ok()
+        # The auth reads a connector's files only in its connector_files_dir.
+        outside = cluster.create(text.replace("  scope:", f"  ca_file: {ca}\n  scope:"))
+        assert outside.rc != 0 and "connector_files_dir" in outside.err, outside
+        assert len(outside.err.strip().splitlines()) == 1, outside
+        cluster.connector_files.mkdir(exist_ok=True)
+        allowed = shutil.copy(ca, cluster.connector_files / "idp-ca.pem")
+        cluster.create(text.replace("  scope:", f"  ca_file: {allowed}\n  scope:")).ok()
         login = sso_login(client, "private", "alice", "alice-password", proxy_ca, idp_ca=ca)
         assert login.rc == 0, login
         assert private.issuer.startswith("https://") and login.url.startswith(private.issuer)

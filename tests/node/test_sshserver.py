@@ -234,3 +234,22 @@ async def test_a_connection_is_closed_when_its_certificate_expires(node: Node) -
     (rejected,) = [f for e, f in node.events if e == "session.rejected"]
     assert rejected["user"] == "alice"
     assert rejected["message"].startswith("certificate expired at "), rejected
+
+
+async def test_a_wall_clock_jumping_past_the_expiry_closes_the_connection_within_a_check(
+        node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The expiry timer runs on the loop's monotonic clock; a wall clock stepped forward
+    # (NTP, a resumed VM) reaches the certificate's end sooner. The connection looks again
+    # every EXPIRY_CHECK_MAX seconds at most (a day before: the session outlived its
+    # certificate by up to that).
+    assert sshserver.EXPIRY_CHECK_MAX <= 60
+    monkeypatch.setattr(sshserver, "EXPIRY_CHECK_MAX", 0.5)  # the test's minute
+    clock = FakeClock(START)
+    node.clock = clock
+    async with await _alice(node, valid_before=NOW + 3600) as conn:
+        sleeper = await conn.create_process("sleep 30")
+        clock.advance(dt.timedelta(hours=2))
+        await asyncio.wait_for(conn.wait_closed(), WAIT)
+        await asyncio.wait_for(sleeper.wait_closed(), WAIT)
+    (rejected,) = [f for e, f in node.events if e == "session.rejected"]
+    assert rejected["message"].startswith("certificate expired at "), rejected

@@ -13,7 +13,7 @@ import pytest
 from gatehouse.backend import Item, MemoryBackend
 from gatehouse.clock import FakeClock
 from gatehouse.errors import BadParameter
-from gatehouse.services.cluster_copy import Place, check_stopped, copy_cluster
+from gatehouse.services.cluster_copy import Place, check_stopped, copy_cluster, shared_keys
 from gatehouse.services.events import AuditLog
 from gatehouse.services.proxies import ProxyStore
 from gatehouse.services.recordings import RecordingStore
@@ -102,3 +102,15 @@ async def test_a_destination_that_is_the_source_is_refused_even_with_force() -> 
     assert (await state.get(b"/users/alice")).value == b"A"
     assert (await audit.get(b"/events/1")).value == b"E"
     assert not await other.get_range(b"/", b"0")
+
+
+@pytest.mark.parametrize(("src", "dst", "shift"), [
+    ("/g/a", "/g/a", (b"", b"")),
+    ("/g/a/x", "/g/a", (b"/x", b"")),  # dst's /x/K is src's /K
+    ("/g/a", "/g/a/x/y", (b"", b"/x/y")),  # dst's /K is src's /x/y/K
+    ("/g/a", "/g/ab", None), ("/g/ab", "/g/a", None), ("/g/a", "/h/a", None),
+    (None, None, (b"", b"")), (None, "/g/a", None), ("/g/a", None, None),
+])
+def test_where_etcd_prefixes_share_keys(src: str | None, dst: str | None,
+                                        shift: tuple[bytes, bytes] | None) -> None:
+    assert shared_keys(src, dst) == shift

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+
 from gatehouse.backend import Backend
 from gatehouse.clock import FakeClock
+from gatehouse.errors import BadParameter
 from gatehouse.services.passwords import PasswordStore
 from tests.services.reads import CountingWrites
 
@@ -69,3 +72,13 @@ async def test_clearing_nothing_writes_nothing(backend: Backend, clock: FakeCloc
     await store.clear_attempts("alice")
     assert counted.writes == before + 2
     assert (await store.count_attempts("alice"), await store.locked_until("alice")) == (0, None)
+
+
+async def test_a_key_is_made_of_a_name_only(backend: Backend, clock: FakeClock) -> None:
+    """bob/0's attempts would be counted as bob's: a key is never made of a non-name."""
+    store = PasswordStore(backend)
+    with pytest.raises(BadParameter, match=r"^user name 'bob/0': use letters, digits"):
+        await store.add_attempt("bob/0", clock.now() + MINUTE)
+    with pytest.raises(BadParameter, match=r"^user name 'xxxx+'\.\.\.: use letters"):
+        await store.hash("x" * 5000)
+    assert not await backend.get_range(b"/", b"0")

@@ -37,6 +37,8 @@ from gatehouse.types import (
     parse_template,
     preset_roles,
     split_host_port,
+    time_after,
+    time_before,
 )
 from tests.types.samples import PEM, ssh_key_line
 
@@ -70,6 +72,20 @@ def test_parse_duration(text: str, expected: dt.timedelta) -> None:
 def test_parse_duration_rejects_with_a_clear_error(text: str) -> None:
     with pytest.raises(BadParameter, match="invalid duration"):
         parse_duration(text)
+
+
+def test_time_before_is_now_less_the_duration_or_says_it_is_too_far_back() -> None:
+    now = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
+    assert time_before(now, "1d12h", "since") == dt.datetime(2025, 12, 31, 12, tzinfo=dt.UTC)
+    with pytest.raises(BadParameter, match=r"^since: '99999999d' is further back than "
+                                           r"0001-01-01, the earliest date there is$"):
+        time_before(now, "99999999d", "since")
+    with pytest.raises(BadParameter, match=r"^invalid duration '2y'"):
+        time_before(now, "2y", "since")
+    assert time_after(now, "1d12h", "ttl") == dt.datetime(2026, 1, 3, 12, tzinfo=dt.UTC)
+    with pytest.raises(BadParameter, match=r"^ttl: '99999999d' is further ahead than "
+                                           r"9999-12-31, the last date there is$"):
+        time_after(now, "99999999d", "ttl")
 
 
 @pytest.mark.parametrize(

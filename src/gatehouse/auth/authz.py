@@ -6,7 +6,9 @@ make one per request for the caller its certificate proves; a proxy or node that
 shares a process with its auth holds one for its own host identity. Both go through
 the same checks, so nothing reaches the logic around them. Deny by default: a host
 may do what HOST_PERMISSIONS lists, a user what their roles' rules allow, and every
-refusal is logged and audited with its reason.
+refusal is logged and audited with its reason. A host's own calls (heartbeats, its
+events, exports, recording uploads) are made only by the hosts listed for them: no
+user's rule reaches them, and neither do the admin credentials.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from gatehouse.errors import AccessDenied, BadParameter, NotFound
 from gatehouse.types.cluster_access import ClusterAccess
 from gatehouse.types.inventory import LeafInventory
 from gatehouse.types.node import Node
-from gatehouse.types.resource import Resource, parse_duration
+from gatehouse.types.resource import Resource, parse_duration, time_after, time_before
 from gatehouse.types.role import Role
 from gatehouse.types.token import TokenType
 from gatehouse.types.trusted_cluster import TrustedCluster
@@ -78,6 +80,8 @@ __all__ = ["HOST_PERMISSIONS", "AuthWithRoles", "authorize", "authorized_roles"]
 log = logging.getLogger(__name__)
 
 # What each kind of host may do through the API, beyond which everything is denied.
+# Each pair is a host's own call (AuthWithRoles._host) but ("node", "list"), which users
+# may be granted too.
 HOST_PERMISSIONS: dict[str, frozenset[tuple[str, str]]] = {
     "node": frozenset({("node", "heartbeat"), ("trust", "read"), ("event", "create"),
                        ("recording", "upload"), ("host", "renew")}),
@@ -91,20 +95,26 @@ HOST_PERMISSIONS: dict[str, frozenset[tuple[str, str]]] = {
 
 
 async def authorize(
-    server: AuthServer, caller: Caller | None, resource: str, verb: str | None
+    server: AuthServer, caller: Caller | None, resource: str, verb: str | None, *,
+    host_only: bool = False, because: str = "",
 ) -> Caller:
     """Allow or raise AccessDenied (logged and audited) with the reason.
 
     ``verb`` None asks only that the caller be who they claim and still exist
     (calls every user may make, such as listing the clusters they can reach).
+    ``host_only``: a host's own call, made only by the hosts HOST_PERMISSIONS lets do
+    ``verb`` on ``resource``; no user's rules and not the admin reach it. ``because``:
+    why the call needs this permission, said first in a refusal.
     """
-    await authorized_roles(server, caller, resource, verb)
+    await authorized_roles(server, caller, resource, verb, host_only=host_only,
+                           because=because)
     assert caller is not None
     return caller
 
 
 async def authorized_roles(
-    server: AuthServer, caller: Caller | None, resource: str, verb: str | None
+    server: AuthServer, caller: Caller | None, resource: str, verb: str | None, *,
+    host_only: bool = False, because: str = "",
 ) -> list[Role]:
     """As :func:`authorize`; returns a user's roles on this cluster ([] for a host), so
     that a call deciding more by them need not resolve them again."""
@@ -113,15 +123,22 @@ async def authorized_roles(
             raise AccessDenied("this call needs a certificate: run `gsh login` or use gatectl -c")
         ident = caller.identity
         if ident.kind == "host":
-            if verb is None:
-                return []
             role = ident.system_role
             if role in HOST_PERMISSIONS or role == "admin":
-                # A removed host, or replaced admin credentials, have no standing.
+                # A removed host, or replaced admin credentials, have no standing: not
+                # even for the calls any caller may make (verb None).
                 await server.hosts.get(ident.name)
-            if role == "admin" or (resource, verb) in HOST_PERMISSIONS.get(role, frozenset()):
+            if verb is None:
                 return []
+            if (resource, verb) in HOST_PERMISSIONS.get(role, frozenset()):
+                return []
+            if role == "admin" and not host_only:
+                return []
+            if role == "admin":
+                raise AccessDenied(_hosts_only(resource, verb, "the admin credentials are"))
             raise AccessDenied(f"a {role} may not {verb} {resource}")
+        if host_only:
+            raise AccessDenied(_hosts_only(resource, verb or "", f"user {ident.name} is"))
         roles = await caller_roles(server, ident)
         if verb is not None:
             decision = rbac.check_rule(roles, resource=resource, verb=verb)
@@ -130,15 +147,41 @@ async def authorized_roles(
         return roles
     except AccessDenied as exc:
         who = caller.identity.name if caller else ""
+        reason = f"{because}: {exc}" if because else str(exc)
         log.warning("api access denied user=%s resource=%s verb=%s reason=%r",
-                    who, resource, verb, str(exc))
+                    who, resource, verb, reason)
         # A caller without a certificate is a stranger: its repeats are counted, not each kept.
         audit = server.audit if who else server.failures
         await audit.emit(
             "access.denied", user=who, remote_addr=caller.remote_addr if caller else "",
-            message=str(exc), fields={"resource": resource, "verb": verb},
+            message=reason, fields={"resource": resource, "verb": verb},
         )
+        if because:
+            raise AccessDenied(reason) from None
         raise
+
+
+# What grants roles (so is as powerful as editing them) besides a role itself: each needs
+# "update" on "role" too, as its reason says.
+_GRANTS_ROLES = {
+    "user": "a user record grants roles (spec.roles)",
+    "oidc": "an oidc connector grants roles (claims_to_roles: to whoever its issuer vouches "
+            "for)",
+    "trusted_cluster": "a trusted_cluster grants roles (role_map: to the root's users, here)",
+    "remote_cluster": "a remote cluster's labels grant access (roles' cluster_labels: which "
+                      "users reach the leaf)",
+}
+_PROXY_TOKEN = ("a proxy token grants a proxy's powers (relaying every user's certificate, "
+               "handing on what roots and leaves say)")
+_RESET = "a password or second-factor reset takes over a user, and with them their roles"
+
+
+def _hosts_only(resource: str, verb: str, who: str) -> str:
+    """Why ``who`` may not make a host's own call: which hosts make it."""
+    makers = " or ".join(r for r, allowed in HOST_PERMISSIONS.items()
+                         if (resource, verb) in allowed) or "host"
+    return (f"only a {makers} of this cluster may {verb} {resource}: {who} not one "
+            "(no role rule reaches a host's own calls)")
 
 
 class AuthWithRoles:
@@ -151,6 +194,10 @@ class AuthWithRoles:
 
     async def _check(self, resource: str, verb: str | None) -> Caller:
         return await authorize(self._server, self._caller, resource, verb)
+
+    async def _host(self, resource: str, verb: str) -> Caller:
+        """A host's own call: only a host HOST_PERMISSIONS lets do it, never a user."""
+        return await authorize(self._server, self._caller, resource, verb, host_only=True)
 
     # anonymous: the credential is in the request ------------------------------------------
 
@@ -212,19 +259,19 @@ class AuthWithRoles:
     # hosts ---------------------------------------------------------------------------------
 
     async def heartbeat(self, beat: Heartbeat) -> Node:
-        caller = await self._check("node", "heartbeat")
+        caller = await self._host("node", "heartbeat")
         return await self._server.heartbeat(
             caller.identity.name, beat.hostname, beat.addr, dict(beat.labels),
             tunnel=beat.tunnel, source=None if caller.in_process else caller.remote_addr)
 
     async def renew(self, req: RenewRequest) -> Certs:
-        caller = await self._check("host", "renew")
+        caller = await self._host("host", "renew")
         key = parse_public_key(req.public_key)
         return Certs.model_validate(self._certs(
             await self._server.renew_host(caller.identity.name, key)))
 
     async def trust(self) -> TrustSnapshot:
-        await self._check("trust", "read")
+        await self._host("trust", "read")
         return await trustview.build_snapshot(self._server)
 
     async def watch_trust(self) -> AsyncIterator[TrustSnapshot]:
@@ -234,22 +281,18 @@ class AuthWithRoles:
 
     async def watch_trust_with_keepalives(self) -> AsyncGenerator[TrustSnapshot | None]:
         """As watch_trust, with a None after each quiet WATCH_KEEPALIVE (for the HTTPS stream)."""
-        await self._check("trust", "read")
+        await self._host("trust", "read")
         async with contextlib.aclosing(trustview.snapshots(self._server)) as stream:
             async for snapshot in stream:
                 yield snapshot
 
     async def report_tunnels(self, leaves: list[str],
                              info: dict[str, LeafInfo] | None = None) -> None:
-        caller = await self._check("remote_cluster", "heartbeat")
-        if caller.identity.kind != "host" or caller.identity.system_role != "proxy":
-            raise AccessDenied("only a proxy of this cluster reports the tunnels it holds")
+        caller = await self._host("remote_cluster", "heartbeat")
         await self._server.trust.tunnels_held(caller.identity.name, leaves, info or {})
 
     async def report_node_tunnels(self, report: NodeTunnels) -> NodeTunnelVerdict:
-        caller = await self._check("node_tunnel", "report")
-        if caller.identity.kind != "host" or caller.identity.system_role != "proxy":
-            raise AccessDenied("only a proxy of this cluster reports the tunnels it holds")
+        caller = await self._host("node_tunnel", "report")
         refused = await self._server.node_tunnels_held(caller.identity.name, report.host_ids,
                                                        verify=report.verify,
                                                        remote_addr=caller.remote_addr)
@@ -257,9 +300,7 @@ class AuthWithRoles:
 
     async def proxy_heartbeat(self, beat: ProxyHeartbeat) -> ProxySet:
         """Only a proxy registers a proxy, and only itself."""
-        caller = await self._check("proxy", "heartbeat")
-        if caller.identity.kind != "host" or caller.identity.system_role != "proxy":
-            raise AccessDenied("only a proxy of this cluster registers itself as a proxy")
+        caller = await self._host("proxy", "heartbeat")
         online = await self._server.proxy_heartbeat(
             caller.identity.name, beat.public_addr, beat.listen_addr,
             remote_addr=caller.remote_addr)
@@ -267,15 +308,11 @@ class AuthWithRoles:
                                  for p in online], as_of=self._server.clock.now())
 
     async def report_root_tunnels(self, roots: list[RootTunnel]) -> None:
-        caller = await self._check("trusted_cluster", "heartbeat")
-        if caller.identity.kind != "host" or caller.identity.system_role != "proxy":
-            raise AccessDenied("only a proxy of this cluster reports its tunnels to roots")
+        caller = await self._host("trusted_cluster", "heartbeat")
         await self._server.trust.root_tunnels_reported(caller.identity.name, roots)
 
     async def put_cluster_access(self, root: str, access: ClusterAccess) -> None:
-        caller = await self._check("trusted_cluster", "access")
-        if caller.identity.kind != "host" or caller.identity.system_role != "proxy":
-            raise AccessDenied("only a proxy of this cluster hands on what its root says")
+        await self._host("trusted_cluster", "access")
         if await self._server.trust.store_root_access(root, access):
             log.info("cluster labels from root %s: this cluster has labels %s; %d root roles",
                      root, access.labels, len(access.roles))
@@ -283,38 +320,38 @@ class AuthWithRoles:
     async def leaf_inventory(self, root: str) -> LeafInventory:
         """What a leaf proxy pushes to its root ``root``: this cluster's nodes, that
         root's role map and the roles' node_labels (proxies only)."""
-        await self._check("inventory", "read")
+        await self._host("inventory", "read")
         return await catalog.leaf_inventory(self._server, root)
 
     async def post_events(self, events: list[dict[str, Any]]) -> EventsStored:
-        caller = await self._check("event", "create")
+        caller = await self._host("event", "create")
         return await intake.store_host_events(self._server, caller.identity.name,
                                               caller.identity.system_role, events)
 
     async def export_events(self, after: str, limit: int) -> EventPage:
-        await self._check("event", "export")
+        await self._host("event", "export")
         events, last = await self._server.audit.export(after, max(1, min(limit, 1000)))
         return EventPage(events=[{"key": k, "event": e.to_json_obj()} for k, e in events],
                          last=last)
 
     async def export_cursor(self, root: str) -> str:
-        await self._check("event", "export")
+        await self._host("event", "export")
         return await self._server.audit.cursor(root)
 
     async def set_export_cursor(self, root: str, after: str) -> None:
-        await self._check("event", "export")
+        await self._host("event", "export")
         await self._server.audit.set_cursor(root, after)
 
     async def store_leaf_events(self, leaf: str, events: list[Any]) -> EventsStored:
-        await self._check("remote_event", "create")
+        await self._host("remote_event", "create")
         return await intake.store_leaf_events(self._server, leaf, events)
 
     async def put_recording_chunk(self, session_id: str, index: int, data: bytes) -> None:
-        await self._check("recording", "upload")
+        await self._host("recording", "upload")
         await self._server.recordings.put_chunk(session_id, index, data)
 
     async def complete_recording(self, session_id: str, done: RecordingDone) -> dict[str, Any]:
-        caller = await self._check("recording", "upload")
+        caller = await self._host("recording", "upload")
         session_id = check_session_id(session_id)
         try:
             node = (await self._server.nodes.get(caller.identity.name)).spec.hostname
@@ -383,9 +420,14 @@ class AuthWithRoles:
         await self._check("cluster_name", "read")
         return await catalog.status(self._server)
 
+    async def _grants_roles(self, what: str) -> None:
+        """``what`` grants roles: it needs "update" on "role", as editing roles does."""
+        await authorize(self._server, self._caller, "role", "update",
+                        because=f'{what}, so it needs the `role` privilege ("update" on "role")')
+
     async def _user_admin(self) -> Caller:
         caller = await self._check("user", "update")
-        await self._check("role", "update")  # or a password reset takes over an editor
+        await self._grants_roles(_RESET)
         return caller
 
     async def set_password(self, name: str, password: str) -> None:
@@ -403,10 +445,12 @@ class AuthWithRoles:
         if req.type not in ("node", "proxy", "trusted_cluster"):
             raise BadParameter(f"unknown token type {req.type!r}: expected node, proxy or "
                                "trusted_cluster")
-        ttl = parse_duration(req.ttl or "30m")
-        token = await self._server.create_token(cast(TokenType, req.type), ttl)
-        return TokenReply(token=str(token), type=req.type,
-                          expires=(self._server.clock.now() + ttl).isoformat())
+        if req.type == "proxy":
+            await self._grants_roles(_PROXY_TOKEN)
+        now = self._server.clock.now()
+        expires = time_after(now, req.ttl or "30m", "ttl")
+        token = await self._server.create_token(cast(TokenType, req.type), expires - now)
+        return TokenReply(token=str(token), type=req.type, expires=expires.isoformat())
 
     async def get_resources(self, kind: str, name: str = "") -> list[Resource]:
         await self._check(kind, "read" if name else "list")
@@ -414,8 +458,8 @@ class AuthWithRoles:
 
     async def put_resource(self, res: Resource, *, upsert: bool) -> bool:
         caller = await self._check(res.kind, "update" if upsert else "create")
-        if res.kind == "user":  # granting roles is as powerful as editing them
-            await self._check("role", "update")
+        if res.kind in _GRANTS_ROLES:
+            await self._grants_roles(_GRANTS_ROLES[res.kind])
         if isinstance(res, TrustedCluster):
             return await self._server.upsert_trusted_cluster(res, force=upsert)
         return await catalog.put_resource(self._server, res, upsert=upsert,
@@ -442,7 +486,8 @@ class AuthWithRoles:
                                           fields={"resource": "event", "verb": "list",
                                                   "cluster": query.cluster})
             raise AccessDenied(reason)
-        since = self._server.clock.now() - parse_duration(query.since) if query.since else None
+        since = (time_before(self._server.clock.now(), query.since, "since") if query.since
+                 else None)
         page = await self._server.audit.search(since=since, types=query.types,
                                                user=query.user, cluster=query.cluster,
                                                hidden=hidden, limit=query.limit,

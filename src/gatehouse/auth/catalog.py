@@ -4,6 +4,7 @@ change. Callers are authorized first (auth.authz)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Callable, Container, Mapping, Sequence
@@ -26,8 +27,8 @@ from gatehouse.types.user import User
 from gatehouse.types.yaml_io import to_json_obj
 from gatehouse.wire.authapi import CAStatus, ClusterInfo, ClusterStatus, NodeQuery
 
-__all__ = ["ca_fields", "clusters", "delete_resource", "get_resources", "hidden_leaves",
-           "leaf_inventory", "nodes_json",
+__all__ = ["NODE_BY_JOIN", "ca_fields", "clusters", "delete_resource", "get_resources",
+           "hidden_leaves", "leaf_inventory", "nodes_json",
            "put_resource", "recording_cluster", "status", "unknown_roles"]
 
 log = logging.getLogger(__name__)
@@ -205,6 +206,10 @@ async def get_resources(server: AuthServer, kind: str, name: str) -> list[Resour
     return items
 
 
+NODE_BY_JOIN = ("a node is registered by joining (`gatectl tokens add --type=node`) and "
+                "kept by its heartbeats; it cannot be created or updated as a resource")
+
+
 def unknown_roles(wanted: list[str], known: set[str]) -> str:
     """Why a user may not have the roles ``wanted`` ("" if every one exists): a typo
     would otherwise make a user who can do nothing, silently."""
@@ -222,6 +227,12 @@ async def put_resource(server: AuthServer, res: Resource, *, upsert: bool, by: s
     if isinstance(res, RemoteCluster):
         await _label_leaf(server, res, upsert=upsert, by=by, remote_addr=remote_addr)
         return False
+    if isinstance(res, Node):
+        # Written by hand, a node would skip the join's and heartbeats' checks (its name,
+        # its address, its expiry): users would be sent, and the proxy would dial, anywhere.
+        log.warning("node resource refused user=%s name=%s reason=%r", by, res.metadata.name,
+                    NODE_BY_JOIN)
+        raise BadParameter(NODE_BY_JOIN)
     store = _store(server, res.kind)
     if isinstance(res, User):
         problem = unknown_roles(res.spec.roles, {r.metadata.name for r in
@@ -240,6 +251,15 @@ async def put_resource(server: AuthServer, res: Resource, *, upsert: bool, by: s
         await store.upsert(res)
     else:
         await store.create(res)
+    if isinstance(res, User) and not existed:
+        # Again, after the write: an SSO login holds its name, then looks for a local
+        # user; the one of the two that looks last sees the other.
+        try:
+            await _check_not_sso(server, res.metadata.name)
+        except AlreadyExists:
+            with contextlib.suppress(NotFound):
+                await store.delete(res.metadata.name)
+            raise
     event = {"user": "user.update" if existed else "user.create"}.get(
         res.kind, "resource.update" if existed else "resource.create")
     await server.audit.emit(event, user=by, remote_addr=remote_addr,
@@ -265,6 +285,8 @@ async def _label_leaf(server: AuthServer, rc: RemoteCluster, *, upsert: bool, by
     before = await server.trust.set_leaf_labels(name, labels)
     await server.audit.emit("resource.update", user=by, remote_addr=remote_addr, fields={
         "kind": "remote_cluster", "name": name, "labels": labels, "labels_before": before})
+
+
 async def _check_not_sso(server: AuthServer, name: str) -> None:
     """A local user may not take the name of an SSO user whose certificate is valid: the
     two would be one name on every node and in the audit (the SSO side refuses a local
@@ -287,7 +309,8 @@ async def _check_connector(server: AuthServer, connector: OIDCConnector) -> None
     problem = unknown_roles(fixed, {r.metadata.name for r in await server.roles.list()})
     if problem:
         raise BadParameter(f"claims_to_roles names an {problem}")
-    sso.client_secret(connector.spec)
+    sso.client_secret(server, connector.spec)
+    sso.ca_file(server, connector.spec)
     await sso.discover(server, connector.spec)
 
 

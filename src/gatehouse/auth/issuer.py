@@ -6,11 +6,10 @@ import datetime as dt
 import secrets
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from gatehouse.errors import BadParameter
 from gatehouse.pki import sshcert, x509
+from gatehouse.pki.sshcert import parse_public_key  # re-exported: the callers' one parser
 from gatehouse.services.authorities import SigningAuthority
 
 __all__ = ["NO_LOGIN_PRINCIPAL", "IssuedCerts", "issue_host", "issue_user", "parse_public_key"]
@@ -26,17 +25,6 @@ class IssuedCerts:
     tls_cert: str  # PEM
     expires: dt.datetime
     serial: int = 0  # of the SSH certificate: with the user, the audit correlation id
-
-
-def parse_public_key(line: str) -> ed25519.Ed25519PublicKey:
-    """An OpenSSH 'ssh-ed25519 AAAA...' line as a key; Ed25519 only."""
-    try:
-        key = serialization.load_ssh_public_key(line.strip().encode())
-    except (ValueError, TypeError) as exc:
-        raise BadParameter(f"malformed public key: {exc}") from exc
-    if not isinstance(key, ed25519.Ed25519PublicKey):
-        raise BadParameter("public key must be ssh-ed25519")
-    return key
 
 
 def issue_user(

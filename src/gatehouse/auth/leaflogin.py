@@ -28,6 +28,7 @@ from gatehouse.auth.server import AuthServer
 from gatehouse.errors import AccessDenied
 from gatehouse.pki import sshcert, x509
 from gatehouse.types.role import Role
+from gatehouse.types.template import UserTraits
 
 __all__ = ["LeafGrant", "decide", "leaf_login"]
 
@@ -63,7 +64,8 @@ def decide(ident: x509.Identity, root: rolemap.Trust | None, local_cluster: str,
     leaf_roles = [roles[name] for name in names if name in roles]
     if not leaf_roles:
         raise AccessDenied(f"user {ident.name} has no roles known on this cluster")
-    logins = rbac.allowed_logins(leaf_roles, ident.traits)
+    traits = UserTraits.of(ident.traits, sso=bool(ident.connector))
+    logins = rbac.allowed_logins(leaf_roles, traits)
     if not logins:
         raise AccessDenied(f"the roles {', '.join(names)} give user {ident.name} no logins "
                            "on this cluster")
@@ -71,7 +73,7 @@ def decide(ident: x509.Identity, root: rolemap.Trust | None, local_cluster: str,
     certified = x509.Identity(
         kind="user", name=ident.name, cluster=local_cluster, roles=ident.roles,
         logins=tuple(logins), traits=ident.traits, route_to_cluster=local_cluster,
-        origin=ident.cluster)
+        origin=ident.cluster, connector=ident.connector)  # an SSO user's traits stay external
     return LeafGrant(identity=certified, roles=tuple(names), ttl=ttl,
                      port_forwarding=rbac.allows_port_forwarding(leaf_roles))
 

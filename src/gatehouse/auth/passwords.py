@@ -6,11 +6,16 @@ of them is counted. A verified attempt is taken back. The fifth failure within
 LOCK_FOR sets a lock that lasts LOCK_FOR from that failure; attempts while
 locked are refused without being counted (they do not extend the lock). What
 is stored, and how, is services.passwords'.
+
+A user name that is no name (NAME_RULE: ``bob/0``) is refused as an unknown user is,
+at the cost of a check, before the store is touched: a key made of it would lie under
+bob's, and its failures count toward bob's lock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import functools
 import uuid
@@ -20,8 +25,11 @@ import argon2
 from gatehouse.clock import Clock
 from gatehouse.errors import AccessDenied, BadParameter, LimitExceeded
 from gatehouse.services.passwords import PasswordStore
+from gatehouse.types.resource import is_name
 
-__all__ = ["LOCK_AFTER", "LOCK_FOR", "MIN_LENGTH", "Passwords"]
+__all__ = ["DENIED", "LOCK_AFTER", "LOCK_FOR", "MIN_LENGTH", "Passwords", "login_name_shown"]
+
+DENIED = "invalid user name or password"  # a wrong password, an unknown user, a non-name
 
 MIN_LENGTH = 12
 LOCK_AFTER = 5
@@ -39,6 +47,15 @@ _hasher = argon2.PasswordHasher(time_cost=1, memory_cost=47_104, parallelism=1)
 @functools.cache
 def _dummy_hash() -> str:
     return _hasher.hash("not a password anyone has: " + uuid.uuid4().hex)
+
+
+SHOWN_CHARS = 64  # of a login name that is no name, in the audit and the log
+
+
+def login_name_shown(user: str) -> str:
+    """A login's user name as audited and logged: a name as it is; anything else cut to
+    SHOWN_CHARS characters, then quoted and escaped (a newline forges no log line)."""
+    return user if is_name(user) else ascii(user[:SHOWN_CHARS])
 
 
 class Passwords:
@@ -62,6 +79,9 @@ class Passwords:
         Failures stay counted until ``clear_failures``: the caller clears once
         every factor has passed.
         """
+        if not is_name(user):  # no user's, and no key may be made of it: bob/0 is under bob
+            await self._cost_of_a_check(password)
+            raise AccessDenied(DENIED)
         await self._refuse_if_locked(user)
         attempt = await self._store.add_attempt(user, self._clock.now() + LOCK_FOR)
         if await self._store.count_attempts(user) > LOCK_AFTER:
@@ -76,11 +96,17 @@ class Passwords:
         except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError) as exc:
             if await self._store.count_attempts(user) >= LOCK_AFTER:
                 await self._lock(user)
-            raise AccessDenied("invalid user name or password") from exc
+            raise AccessDenied(DENIED) from exc
         await self._store.take_back_attempt(user, attempt)  # a right password is not a failure
         if _hasher.check_needs_rehash(stored):
             await self._store.replace_hash(user, stored,
                                            await asyncio.to_thread(_hasher.hash, password))
+
+    @staticmethod
+    async def _cost_of_a_check(password: str) -> None:
+        """What checking an unknown user's password costs (no timing oracle)."""
+        with contextlib.suppress(argon2.exceptions.VerificationError):
+            await asyncio.to_thread(_hasher.verify, _dummy_hash(), password)
 
     async def record_failure(self, user: str) -> None:
         """Count a failure of another factor (a wrong one-time code) toward the lock."""

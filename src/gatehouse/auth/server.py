@@ -28,18 +28,23 @@ from gatehouse.auth.idp import IdPClient, NoIdP
 from gatehouse.auth.leafcheck import check_leaf_ca
 from gatehouse.auth.nodeaddr import IPNetwork, check_node_addrs, source_ip
 from gatehouse.auth.nodetunnel import tunnel_refusal
-from gatehouse.auth.passwords import Passwords
+from gatehouse.auth.passwords import DENIED, Passwords, login_name_shown
 from gatehouse.auth.totp import OneTimeCodes
 from gatehouse.backend import Backend
 from gatehouse.clock import Clock
-from gatehouse.config import DEFAULT_AUDIT_RETENTION, AuthLimits, SessionRecording
+from gatehouse.config import (
+    DEFAULT_AUDIT_RETENTION,
+    DEFAULT_CONNECTOR_FILES_DIR,
+    AuthLimits,
+    SessionRecording,
+)
 from gatehouse.errors import AccessDenied, AlreadyExists, BadParameter, GatehouseError, NotFound
 from gatehouse.pki import sshcert, x509
 from gatehouse.pki.jointoken import JoinToken
 from gatehouse.ratelimit import RateLimiter
 from gatehouse.services import authorities, cluster_name
 from gatehouse.services.events import AuditLog
-from gatehouse.services.hosts import HostRecord, HostRegistry, name_taken
+from gatehouse.services.hosts import HostRecord, HostRegistry, name_taken, not_a_node
 from gatehouse.services.nodes import NodeStore
 from gatehouse.services.passwords import PasswordStore
 from gatehouse.services.proxies import ProxyStore
@@ -55,6 +60,7 @@ from gatehouse.types.problems import describe_problems
 from gatehouse.types.proxy import Proxy, ProxySpec
 from gatehouse.types.resource import Metadata, is_name
 from gatehouse.types.role import Role, preset_roles
+from gatehouse.types.template import UserTraits
 from gatehouse.types.token import Token, TokenMetadata, TokenSpec, TokenType
 from gatehouse.types.trusted_cluster import TrustedCluster
 from gatehouse.types.user import User
@@ -111,9 +117,11 @@ class AuthServer:
         limits: AuthLimits | None = None,
         idp: IdPClient | None = None,
         audit_backend: Backend | None = None,
+        connector_files: Path = Path(DEFAULT_CONNECTOR_FILES_DIR),
     ) -> None:
         limits = limits or AuthLimits()
         self.idp: IdPClient = idp or NoIdP()  # the network edge of SSO logins (auth.sso)
+        self.connector_files = connector_files  # what SSO connectors' files may be in
         self._join_root = join_root
         # Where nodes may say they are besides where they call from (auth.nodeaddr).
         self.node_networks = tuple(node_networks)
@@ -153,7 +161,8 @@ class AuthServer:
                    audit_retention: dt.timedelta = DEFAULT_AUDIT_RETENTION,
                    limits: AuthLimits | None = None,
                    idp: IdPClient | None = None,
-                   audit_backend: Backend | None = None) -> AuthServer:
+                   audit_backend: Backend | None = None,
+                   connector_files: Path = Path(DEFAULT_CONNECTOR_FILES_DIR)) -> AuthServer:
         """Load (or on first start create) the cluster's name, CAs and preset roles;
         session recordings' chunks are kept in the directory ``recordings`` (None: in the
         backend, for auths that share it; the audit log's with ``audit_backend`` if given);
@@ -168,7 +177,7 @@ class AuthServer:
         cas = await authorities.load_or_create(backend, cluster, clock)
         server = cls(backend, clock, cluster, cas, recordings, session_recording, join_root,
                      node_networks, audit_retention=audit_retention, limits=limits, idp=idp,
-                     audit_backend=audit_backend)
+                     audit_backend=audit_backend, connector_files=connector_files)
         if moved := await server.recordings.move_from_backend():
             log.info("moved %d session recordings from the backend's old layout to %s", moved,
                      recordings or "chunk items")
@@ -252,10 +261,11 @@ class AuthServer:
                     raise
             await self.passwords.clear_failures(username)
         except GatehouseError as exc:
-            reason = str(exc) if not isinstance(exc, NotFound) else "invalid user name or password"
-            await self.failures.emit("user.login.failure", user=username,
+            reason = str(exc) if not isinstance(exc, NotFound) else DENIED
+            shown = login_name_shown(username)
+            await self.failures.emit("user.login.failure", user=shown,
                                      remote_addr=remote_addr, message=reason)
-            log.warning("login denied user=%s remote=%s reason=%r", username, remote_addr, reason)
+            log.warning("login denied user=%s remote=%s reason=%r", shown, remote_addr, reason)
             if isinstance(exc, NotFound):
                 raise AccessDenied(reason) from None
             raise
@@ -278,7 +288,8 @@ class AuthServer:
         roles = await self.roles_named(user.spec.roles)
         max_ttl = rbac.max_session_ttl(roles) if roles else DEFAULT_USER_TTL
         ttl = min(ttl or DEFAULT_USER_TTL, max_ttl)
-        logins = rbac.allowed_logins(roles, user.spec.traits)
+        logins = rbac.allowed_logins(roles, UserTraits.of(user.spec.traits,
+                                                              sso=bool(connector)))
         traits = dict(user.spec.traits)
         ident = x509.Identity(
             kind="user",
@@ -539,9 +550,16 @@ class AuthServer:
         return refused
 
     async def delete_node(self, host_id: str) -> None:
-        """Revoke a host's registration (its heartbeats and API calls are refused from now)
-        and forget its listing; works for offline nodes and for proxies too."""
+        """Revoke a node's registration (its heartbeats and API calls are refused from now)
+        and forget its listing; works for offline nodes. Only a node: a proxy is removed
+        by delete_proxy, and the admin credentials by issuing new ones."""
         found = False
+        with contextlib.suppress(AccessDenied):  # not registered: maybe still listed
+            role = (await self.hosts.get(host_id)).role
+            if problem := not_a_node(host_id, role):
+                log.warning("node removal refused host_id=%s role=%s reason=%r", host_id,
+                            role, problem)
+                raise BadParameter(problem)
         with contextlib.suppress(NotFound):
             await self.hosts.delete(host_id)
             found = True

@@ -22,6 +22,7 @@ import datetime as dt
 import hashlib
 import hmac
 import logging
+import os
 import secrets
 import urllib.parse
 import weakref
@@ -61,6 +62,7 @@ log = logging.getLogger(__name__)
 CALLBACK_PATH = "/v1/sso/oidc/callback"  # served by the proxy (proxy.web)
 PENDING_TTL = dt.timedelta(minutes=10)  # the person's time at the IdP
 DONE_TTL = dt.timedelta(minutes=2)  # gsh fetches as soon as its listener is called
+NAME_HOLD = dt.timedelta(minutes=1)  # a login holds its user name this long before signing
 # Claims about the token rather than the user: never traits.
 _TOKEN_CLAIMS = frozenset({"iss", "aud", "exp", "iat", "nbf", "nonce", "azp", "at_hash",
                            "c_hash", "sid", "auth_time", "jti", "acr", "amr"})
@@ -79,17 +81,40 @@ def _pkce_challenge(verifier: str) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
-def client_secret(spec: OIDCSpec) -> str:
+def connector_file(server: AuthServer, field: str, path: str) -> str:
+    """``path`` (a connector's ``field``), symlinks resolved, if it names a file in the
+    auth's connector_files_dir; "" for none. The connector's author chooses the path and
+    the auth reads the file (and sends a secret file's text to the connector's IdP): any
+    other file of the auth's host, its own keys among them, is refused before it is
+    looked at, so the refusal says nothing of whether it exists."""
+    if not path:
+        return ""
+    allowed = os.path.realpath(server.connector_files)
+    resolved = os.path.realpath(path)
+    if not os.path.isabs(path) or os.path.commonpath([allowed, resolved]) != allowed:
+        raise BadParameter(f"{field} {path[:200]!r}: the auth reads a connector's files only "
+                           f"in its auth_service.connector_files_dir ({allowed})")
+    return resolved
+
+
+def ca_file(server: AuthServer, spec: OIDCSpec) -> str:
+    """The connector's IdP CA file, checked (connector_file); "" for the system's CAs."""
+    return connector_file(server, "ca_file", spec.ca_file)
+
+
+def client_secret(server: AuthServer, spec: OIDCSpec) -> str:
     """The connector's client secret (read from client_secret_file on the auth's host)."""
     if spec.client_secret:
         return spec.client_secret
     if not spec.client_secret_file:
         raise BadParameter("the connector has neither client_secret nor client_secret_file")
+    path = connector_file(server, "client_secret_file", spec.client_secret_file)
     try:
-        secret = Path(spec.client_secret_file).read_text().strip()
-    except OSError as exc:
+        secret = Path(path).read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not text"
         raise BadParameter(f"cannot read client_secret_file {spec.client_secret_file}: "
-                           f"{exc.strerror or exc}") from None
+                           f"{reason or exc}") from None
     if not secret:
         raise BadParameter(f"client_secret_file {spec.client_secret_file} is empty")
     return secret
@@ -99,8 +124,9 @@ async def discover(server: AuthServer, spec: OIDCSpec) -> dict[str, Any]:
     """The IdP's discovery document (OpenID Connect Discovery 1.0 §4), checked: its
     issuer is the connector's, and it names the endpoints a login needs."""
     url = f"{spec.issuer_url}/.well-known/openid-configuration"
+    ca = ca_file(server, spec)  # its own refusal, not "not discoverable"
     try:
-        doc = await server.idp.get_json(url, spec.ca_file)
+        doc = await server.idp.get_json(url, ca)
     except GatehouseError as exc:
         raise BadParameter(f"issuer {spec.issuer_url} is not discoverable: {exc}") from None
     if doc.get("issuer") != spec.issuer_url:
@@ -130,6 +156,14 @@ def check_secret(secret: str, secret_hash: str) -> None:
     if not hmac.compare_digest(_sha256_hex(secret), secret_hash):
         raise AccessDenied("this SSO login was begun by another client (its secret does "
                            "not match)")
+
+
+def check_code(code: str, code_hash: str) -> None:
+    """AccessDenied unless ``code`` is the one the login's browser was sent back with."""
+    if not hmac.compare_digest(_sha256_hex(code), code_hash):
+        raise AccessDenied("this SSO login was finished in a browser that did not come back "
+                           "to this client (the code from its loopback listener does not "
+                           "match): a login link followed by someone else gives nothing")
 
 
 def _check_client_redirect(url: str) -> str:
@@ -210,10 +244,14 @@ async def finish(server: AuthServer, callback: SSOCallback, remote: str) -> SSOR
     except GatehouseError as exc:
         await refused(server, str(exc), remote, name, user)
         outcome = {"error": str(exc)}
+    # The code goes only to the browser, which takes it to the loopback listener of the
+    # client that began the login (on the machine where the person logged in).
+    code = secrets.token_urlsafe(32)
     await server.sso.put_done(pending["request_id"],
-                              {**outcome, "secret_hash": pending["secret_hash"]},
+                              {**outcome, "secret_hash": pending["secret_hash"],
+                               "code_hash": _sha256_hex(code)},
                               server.clock.now() + DONE_TTL)
-    query = urllib.parse.urlencode({"id": pending["request_id"]})
+    query = urllib.parse.urlencode({"id": pending["request_id"], "code": code})
     return SSORedirect(url=f"{pending['client_redirect']}?{query}")
 
 
@@ -236,7 +274,7 @@ async def _redeem(server: AuthServer, connector: OIDCConnector, pending: dict[st
     reply = await server.idp.post_form(doc["token_endpoint"], {
         "grant_type": "authorization_code", "code": callback.code,
         "redirect_uri": pending["redirect_uri"], "code_verifier": pending["verifier"],
-    }, (spec.client_id, client_secret(spec)), spec.ca_file)
+    }, (spec.client_id, client_secret(server, spec)), ca_file(server, spec))
     if "error" in reply:
         detail = reply.get("error_description") or ""
         raise AccessDenied(f"the IdP refused the code: {str(reply['error'])[:80]}"
@@ -266,7 +304,7 @@ async def verified_claims(server: AuthServer, spec: OIDCSpec, doc: dict[str, Any
             return verify(cache[uri])
         except UnknownSigningKey:
             pass  # the IdP may have rotated its keys: fetch them once more
-    cache[uri] = await server.idp.get_json(uri, spec.ca_file)
+    cache[uri] = await server.idp.get_json(uri, ca_file(server, spec))
     return verify(cache[uri])
 
 
@@ -286,19 +324,27 @@ def username(spec: OIDCSpec, claims: dict[str, Any]) -> str:
     raise AccessDenied(f"the ID token has no {' or '.join(names)} claim to name the user by")
 
 
+async def _no_local_user(server: AuthServer, user: str, connector: str) -> None:
+    with contextlib.suppress(NotFound):
+        await server.users.get(user)
+        raise AccessDenied(f"a local user is named {user}: connector {connector} may not log "
+                           "in under that name (rename the local user, or name SSO users by "
+                           "another claim: the connector's username_claim)")
+
+
 async def certify(server: AuthServer, connector: OIDCConnector, pending: dict[str, Any],
                    claims: dict[str, Any], user: str) -> dict[str, Any]:
     """Roles from the claims, then certificates for the key gsh sent at the start. A
     local user's name is not the IdP's to give: the two would be one in the audit."""
     name = connector.metadata.name
-    with contextlib.suppress(NotFound):
-        await server.users.get(user)
-        raise AccessDenied(f"a local user is named {user}: connector {name} may not log in "
-                           "under that name (rename the local user, or name SSO users by "
-                           "another claim: the connector's username_claim)")
+    await _no_local_user(server, user, name)
     existing = {r.metadata.name for r in await server.roles.list()}
     mapped = rolemap.map_claims(connector.spec.claims_to_roles, claims, existing)
     roles = rolemap.require_claims_mapped(mapped, user, name)
+    # Hold the name before signing, then look for a local user again: a local user made
+    # meanwhile sees the hold, or this sees the user (each side writes, then looks).
+    await server.sso.hold_name(user, name, server.clock.now() + NAME_HOLD)
+    await _no_local_user(server, user, name)
     traits = {claim: values for claim in claims if claim not in _TOKEN_CLAIMS
               if (values := rolemap.claim_values(claims, claim))}
     sso_user = User(metadata=Metadata(name=user),
@@ -306,7 +352,7 @@ async def certify(server: AuthServer, connector: OIDCConnector, pending: dict[st
     ttl = parse_duration(pending["ttl"]) if pending["ttl"] else None
     certs = await server.issue_user_certs(sso_user, issuer.parse_public_key(pending["public_key"]),
                                           ttl=ttl, connector=name)
-    await server.sso.hold_name(user, name, certs.expires)  # no local user takes it meanwhile
+    await server.sso.hold_name(user, name, certs.expires)  # as long as the certificate
     await server.audit.emit("user.login", user=user, remote_addr=pending["remote"],
                             correlation_id=sshcert.correlation_id(user, certs.serial),
                             fields={"method": "oidc", "connector": name, "roles": list(roles)})
@@ -317,10 +363,12 @@ async def certify(server: AuthServer, connector: OIDCConnector, pending: dict[st
 
 
 async def complete(server: AuthServer, req: SSOComplete, remote: str) -> dict[str, Any]:
-    """The login's outcome, to the client holding its secret, once."""
+    """The login's outcome, once, to the client holding its secret and the code its
+    browser came back with."""
     try:
         done = await server.sso.take_done(req.request_id)
         check_secret(req.secret, str(done.pop("secret_hash")))
+        check_code(req.code, str(done.pop("code_hash")))
     except (NotFound, AccessDenied) as exc:
         await refused(server, str(exc), remote, "")
         raise AccessDenied(str(exc)) from None

@@ -47,7 +47,7 @@ async def begin(server: AuthServer, req: DeviceBegin, remote: str) -> DeviceBegi
         nonce = secrets.token_urlsafe(32)
         reply = await server.idp.post_form(endpoint, {
             "client_id": spec.client_id, "scope": " ".join(spec.scope), "nonce": nonce,
-        }, (spec.client_id, sso.client_secret(spec)), spec.ca_file)
+        }, (spec.client_id, sso.client_secret(server, spec)), sso.ca_file(server, spec))
         if "error" in reply:
             raise _refusal(reply, "device login")
         fields = {k: reply.get(k) for k in ("device_code", "user_code", "verification_uri")}
@@ -67,6 +67,7 @@ async def begin(server: AuthServer, req: DeviceBegin, remote: str) -> DeviceBegi
         "connector": connector.metadata.name, "public_key": req.public_key,
         "secret_hash": req.secret_hash, "ttl": req.ttl or "", "nonce": nonce,
         "device_code": fields["device_code"], "interval": interval, "remote": remote,
+        "next_poll": (server.clock.now() + dt.timedelta(seconds=interval)).isoformat(),
     }, server.clock.now() + dt.timedelta(seconds=expires_in))
     complete = reply.get("verification_uri_complete")
     return DeviceBeginReply(
@@ -83,9 +84,13 @@ async def poll(server: AuthServer, req: DevicePoll,
     try:
         pending = await server.sso.get_device(req.request_id)
         sso.check_secret(req.secret, str(pending["secret_hash"]))
+        # The IdP is asked once an interval, whoever polls how often (RFC 8628 §3.5).
+        due, wait = await server.sso.claim_poll(req.request_id, server.clock.now())
     except (NotFound, AccessDenied) as exc:
         await sso.refused(server, str(exc), remote, "")
         raise AccessDenied(str(exc)) from None
+    if not due:
+        return None, wait
     name = pending["connector"]
     user = ""
     try:
@@ -94,11 +99,13 @@ async def poll(server: AuthServer, req: DevicePoll,
         doc = await sso.discover(server, spec)
         reply = await server.idp.post_form(doc["token_endpoint"], {
             "grant_type": DEVICE_GRANT, "device_code": pending["device_code"],
-        }, (spec.client_id, sso.client_secret(spec)), spec.ca_file)
+        }, (spec.client_id, sso.client_secret(server, spec)), sso.ca_file(server, spec))
         error = reply.get("error")
-        if error in ("authorization_pending", "slow_down"):
-            interval = int(pending["interval"]) + (SLOW_DOWN if error == "slow_down" else 0)
-            return None, interval
+        if error == "authorization_pending":
+            return None, wait
+        if error == "slow_down":
+            return None, await server.sso.slow_down(req.request_id, SLOW_DOWN,
+                                                    server.clock.now())
         await server.sso.end_device(req.request_id)  # once: a racing poll finds nothing
         if error:
             raise _refusal(reply, "device login")

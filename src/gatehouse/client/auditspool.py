@@ -13,6 +13,7 @@ power cut leaves behind only makes the host send some events again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from gatehouse import metrics
+from gatehouse._sys.fdio import write_all
 from gatehouse.errors import ConnectionProblem, GatehouseError
 
 __all__ = ["AuditSpool"]
@@ -57,7 +59,21 @@ class AuditSpool:
             return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 16), b""))
 
     def append(self, record: dict[str, Any]) -> None:
-        os.write(self._fd, json.dumps(record, separators=(",", ":")).encode() + b"\n")
+        """Spool ``record``. A disk that cannot take it (full, failing) loses it from the
+        audit log, not from the host's log: it is logged whole at ERROR and counted
+        (``gatehouse_audit_events_lost``), and the caller goes on (a refusal is still
+        made, a session still ends) instead of failing in its place."""
+        line = json.dumps(record, separators=(",", ":"))
+        size = os.fstat(self._fd).st_size
+        try:
+            write_all(self._fd, line.encode() + b"\n")
+        except OSError as exc:
+            with contextlib.suppress(OSError):  # no torn line for the sender to stop at
+                os.ftruncate(self._fd, size)
+            metrics.AUDIT_LOST.inc()
+            log.error("audit event not spooled (%s), kept here instead: %s",
+                      exc.strerror or exc, line)
+            return
         metrics.AUDIT_PENDING.inc()
         self._ready.set()
 

@@ -17,7 +17,7 @@ import ssl
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from gatehouse.client.hostscope import cluster_of, known_hosts_patterns
+from gatehouse.client.hostscope import cluster_of, known_hosts_text
 from gatehouse.errors import AccessDenied, NotFound
 from gatehouse.pki import tls
 from gatehouse.pki.keystore import StoredIdentity, write_private
@@ -80,13 +80,13 @@ class Profile:
         return self.directory() / "known_hosts"
 
     def save(self) -> None:
+        """Write profile.json and known_hosts; neither if a cluster's name or host CA
+        does not pass (BadParameter: what the server sent is written nowhere)."""
+        known = known_hosts_text({name: self.host_ca(name) for name in self.clusters()})
         home = self.directory()
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_private(home / "profile.json", json.dumps(asdict(self), indent=2) + "\n")
-        clusters = self.clusters()
-        write_private(self.known_hosts, "".join(
-            f"@cert-authority {known_hosts_patterns(name, clusters)} {self.host_ca(name)}\n"
-            for name in clusters))
+        write_private(self.known_hosts, known)
 
     @classmethod
     def load(cls) -> Profile:

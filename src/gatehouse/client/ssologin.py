@@ -1,7 +1,7 @@
 """Logging in through an SSO connector (auth.sso has the protocol): gsh makes its key
 and a secret, listens on a loopback port, asks the proxy to begin, has the browser
 open the IdP, waits (bounded) for the browser to come back to its listener with the
-login's id, and fetches the certificates once with its secret."""
+login's id and a code, and fetches the certificates once with its secret and that code."""
 
 from __future__ import annotations
 
@@ -39,15 +39,16 @@ _PAGE = ("<!DOCTYPE html><html><head><title>Gatehouse</title></head><body>"
 
 
 @contextlib.asynccontextmanager
-async def _listener(arrived: asyncio.Future[str]) -> AsyncIterator[str]:
+async def _listener(arrived: asyncio.Future[tuple[str, str]]) -> AsyncIterator[str]:
     """A loopback HTTP listener for the browser's return; yields its callback URL. The
-    first request's ``id`` resolves ``arrived``; later ones are told it is over."""
+    first request's ``id`` and ``code`` resolve ``arrived``; later ones are told it is
+    over."""
 
     async def callback(request: web.Request) -> web.Response:
         if arrived.done():
             return web.Response(status=409, content_type="text/html",
                                 text=_PAGE.format("This login is already complete."))
-        arrived.set_result(request.query.get("id", ""))
+        arrived.set_result((request.query.get("id", ""), request.query.get("code", "")))
         return web.Response(content_type="text/html", text=_PAGE.format(
             "Gatehouse received the login: return to the terminal."))
 
@@ -74,7 +75,7 @@ async def login_with_sso(proxy: str, connector: str, ca_pem: str | None, ttl: st
     ctx = tls.client_context(ca_pem)
     key = ed25519.Ed25519PrivateKey.generate()
     secret = secrets.token_urlsafe(32)
-    arrived: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    arrived: asyncio.Future[tuple[str, str]] = asyncio.get_running_loop().create_future()
     async with _listener(arrived) as client_redirect, \
             AuthClient(APIClient(proxy, ctx, server_hostname=server_name)) as api:
         started = await api.sso_begin(SSOBegin(
@@ -84,13 +85,14 @@ async def login_with_sso(proxy: str, connector: str, ca_pem: str | None, ttl: st
         show(started.auth_url)
         try:
             async with asyncio.timeout(timeout):
-                request_id = await arrived
+                request_id, code = await arrived
         except TimeoutError:
             raise ConnectionProblem(f"no login came back from the IdP within {timeout:.0f} s "
                                     "(was the login finished in the browser?)") from None
         if not secrets.compare_digest(request_id, started.request_id):
             raise AccessDenied("the browser came back with another login's id: not logged in")
-        certs = await api.sso_complete(SSOComplete(request_id=request_id, secret=secret))
+        certs = await api.sso_complete(SSOComplete(request_id=request_id, secret=secret,
+                                                   code=code))
     profile = await save_login(proxy, server_name, certs.user, key, certs, cluster)
     return profile, certs
 

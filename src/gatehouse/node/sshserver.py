@@ -42,6 +42,7 @@ from gatehouse.node.session import (
     make_session_factory,
 )
 from gatehouse.pki import sshcert
+from gatehouse.types.template import UserTraits
 from gatehouse.wire.names import DENIED_BANNER
 from gatehouse.wire.trust import TrustSnapshot
 
@@ -53,7 +54,10 @@ log = logging.getLogger(__name__)
 
 MAX_SESSIONS = 10  # open sessions on one connection (sshd's MaxSessions default)
 MAX_AUTH_TRIES = 6  # refused certificates before the connection is closed (sshd's default)
-EXPIRY_CHECK_MAX = 86400.0  # seconds: a far expiry is looked at again a day later at most
+# Seconds: a far expiry is looked at again this much later at most. The timer runs on the
+# loop's monotonic clock; a wall clock stepped forward (NTP, a resumed VM) is noticed at
+# the next look, so a session outlives its certificate by a minute at most.
+EXPIRY_CHECK_MAX = 60.0
 
 Audit = Callable[[str, dict[str, Any]], None]
 Record = Callable[["Grant", SessionInfo], SessionTap | None]  # a recorder for each session
@@ -220,8 +224,8 @@ class NodeSSHServer(asyncssh.SSHServer):
         if not roles:
             raise AccessDenied(f"user {cert.key_id} has no roles known on this cluster")
         decision = rbac.check_ssh_access(
-            roles, login=login, node_labels=self._labels, traits=cert.traits
-        )
+            roles, login=login, node_labels=self._labels,
+            traits=UserTraits.of(cert.traits, sso=bool(cert.connector)))
         if not decision.allowed:
             raise AccessDenied(decision.reason)
         check_can_run_as(login)

@@ -41,7 +41,11 @@ from typing import cast
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    PublicFormat,
+    load_ssh_public_key,
+)
 
 from gatehouse.errors import AccessDenied, BadParameter
 from gatehouse.pki import _boundedjson
@@ -53,7 +57,8 @@ __all__ = [
     "MAX_TRAITS",
     "CertType", "Certificate", "PublicKey", "check_validity", "correlation_id", "decode",
     "fingerprint",
-    "from_openssh_line", "host_extensions", "is_certificate", "public_key_line", "sign",
+    "from_openssh_line", "host_extensions", "is_certificate", "parse_public_key",
+    "public_key_line", "sign",
     "to_openssh_line", "user_extensions",
 ]
 
@@ -339,6 +344,28 @@ def public_key_line(key: PublicKey) -> str:
     """``ssh-ed25519 AAAA...`` for a plain public key, as in known_hosts or authorized_keys."""
     kind, _ = _key_fields(key)
     return f"{kind} {base64.b64encode(_key_blob(key)).decode()}"
+
+
+def parse_public_key(line: str, what: str = "public key") -> ed25519.Ed25519PublicKey:
+    """The key of ``line``, which must be exactly ``public_key_line`` of an Ed25519 key.
+
+    Nothing may follow the key: a line a peer sent is kept, served and written into
+    known_hosts, where a comment with a newline in it is a second entry (a leaf's
+    ``KEY x\n@cert-authority * KEY`` trusted its CA for every host name), and
+    load_ssh_public_key reads only the first two fields."""
+    try:
+        key = load_ssh_public_key(line.encode())
+    except (ValueError, TypeError, UnicodeEncodeError) as exc:
+        raise BadParameter(f"malformed {what} {line[:80]!r}: {exc}") from None
+    if not isinstance(key, ed25519.Ed25519PublicKey):
+        raise BadParameter(f"{what} {line[:80]!r} must be ssh-ed25519")
+    canonical = public_key_line(key)
+    if line != canonical:
+        extra = line.removeprefix(canonical)
+        got = f"{extra[:80]!r} after the key" if extra != line else repr(line[:100])
+        raise BadParameter(f"{what} is not one canonical line: got {got}, expected "
+                           "'ssh-ed25519 BASE64' and nothing else")
+    return key
 
 
 def fingerprint(key: PublicKey) -> str:

@@ -71,14 +71,14 @@ async def _opened(uri: str, clock: Clock, *, source: bool) -> AsyncIterator[Plac
             if audit_conn:
                 audit = await opened(await open_backend("postgres", path=None, clock=clock,
                                                         conn_string=audit_conn))
-                yield Place(uri, state, audit, None)
+                yield Place(uri, state, audit, None, etcd=settings)
             else:
                 if etcd_dir is None:
                     raise BadParameter(f"{uri}: without audit_conn_string the auth on etcd "
                                        "keeps its recordings in its data directory: add "
                                        "&data_dir=PATH")
                 check_unlocked(etcd_dir)
-                yield Place(uri, state, state, etcd_dir / "recordings")
+                yield Place(uri, state, state, etcd_dir / "recordings", etcd=settings)
         else:
             raise BadParameter(f"storage URI {uri!r}: unknown kind {kind!r}; expected "
                                f"{_FORMS}")

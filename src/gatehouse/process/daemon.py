@@ -318,7 +318,9 @@ async def _services(cfg: Config, clock: Clock, timer: Monotonic) -> AsyncIterato
                                          cfg.auth_service.node_address_networks,
                                          audit_retention=cfg.auth_service.audit_retention,
                                          limits=cfg.auth_service.limits, idp=HTTPSIdP(),
-                                         audit_backend=audit)
+                                         audit_backend=audit,
+                                         connector_files=Path(
+                                             cfg.auth_service.connector_files_dir))
             renewals = await _start_auth(cfg, auth, stack, clock, timer)
             yield auth, auth.cluster, [dial_addr(cfg.auth_service.listen_addr)], renewals
         else:

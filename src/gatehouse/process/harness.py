@@ -404,7 +404,9 @@ class Cluster:
                              "session_recording": self.session_recording,
                              # Repeated failures fold into one event per window: a short
                              # window lets tests see the counts without waiting a minute.
-                             "limits": {"failure_window": "2s"}},
+                             "limits": {"failure_window": "2s"},
+                             # Files an SSO connector names (connector_files_dir).
+                             "connector_files_dir": str(self.connector_files)},
         }
         if self.diag:
             data["gatehouse"]["diag_addr"] = self.diag_addr("daemon")
@@ -414,6 +416,11 @@ class Cluster:
             data["ssh_service"] = {"enabled": True, "listen_addr": f"127.0.0.1:{self.ssh_port}",
                                    "labels": self.labels}
         return data
+
+    @property
+    def connector_files(self) -> Path:
+        """The directory whose files this cluster's SSO connectors may name."""
+        return self.workdir / "connector-files"
 
     def write_config(self) -> None:
         """Pick free ports and write the config."""

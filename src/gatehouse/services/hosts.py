@@ -27,7 +27,7 @@ from gatehouse.errors import AccessDenied, AlreadyExists, CompareFailed, NotFoun
 
 from .resourcecache import HeldItems
 
-__all__ = ["PREFIX", "HostRecord", "HostRegistry", "name_taken"]
+__all__ = ["PREFIX", "HostRecord", "HostRegistry", "name_taken", "not_a_node"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,21 @@ def name_taken(nodename: str, holder: str | None) -> str:
         return f"node name {nodename} is claimed by no host: the node must join again"
     return (f"node name {nodename} is taken by host {holder}; if that node is gone (its "
             f"data_dir wiped), remove it with `gatectl rm node/{holder}`, then join again")
+
+
+def not_a_node(host_id: str, role: str) -> str:
+    """Why ``gatectl rm node/HOST_ID`` may not remove a host certified as ``role`` ("" if
+    it is a node): a proxy has its own removal, and the admin credentials are replaced
+    by the auth that issued them."""
+    if role == "node":
+        return ""
+    if role == "proxy":
+        return (f"host {host_id} is a proxy, not a node: `gatectl rm proxy/{host_id}` "
+                "removes a proxy that is gone")
+    if role == "admin":
+        return (f"host {host_id} is the admin credentials, not a node: the auth replaces "
+                "them (and revokes these) when it issues new ones")
+    return f"host {host_id} is the cluster's {role} service, not a node"
 
 
 def _load(item: Item) -> HostRecord:

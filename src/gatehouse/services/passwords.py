@@ -12,7 +12,8 @@ import datetime as dt
 import uuid
 
 from gatehouse.backend import Backend, Item, prefix_end
-from gatehouse.errors import AlreadyExists, CompareFailed, NotFound
+from gatehouse.errors import AlreadyExists, BadParameter, CompareFailed, NotFound
+from gatehouse.types.resource import NAME_RULE, is_name
 
 __all__ = ["PasswordStore"]
 
@@ -23,15 +24,15 @@ class PasswordStore:
 
     @staticmethod
     def _hash_key(user: str) -> bytes:
-        return f"/passwords/{user}".encode()
+        return f"/passwords/{_named(user)}".encode()
 
     @staticmethod
     def _attempts(user: str) -> bytes:
-        return f"/login_failures/{user}/".encode()
+        return f"/login_failures/{_named(user)}/".encode()
 
     @staticmethod
     def _lock_key(user: str) -> bytes:
-        return f"/login_locks/{user}".encode()
+        return f"/login_locks/{_named(user)}".encode()
 
     async def hash(self, user: str) -> str:
         """The user's stored hash; "" if they have no password."""
@@ -97,3 +98,11 @@ class PasswordStore:
         with contextlib.suppress(NotFound):
             await self._backend.get(self._lock_key(user))
             await self._backend.delete(self._lock_key(user))
+
+
+def _named(user: str) -> str:
+    """``user``, if it is a name: a key made of ``bob/0`` would lie under bob's."""
+    if not is_name(user):
+        cut = f"{user[:40]!r}..." if len(user) > 40 else repr(user)
+        raise BadParameter(f"user name {cut}: {NAME_RULE}")
+    return user

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any
+import math
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from gatehouse.backend import Backend, Item
 from gatehouse.errors import AlreadyExists, BadParameter, CompareFailed, NotFound
 from gatehouse.types.resource import is_name
+
+_T = TypeVar("_T")
 
 __all__ = ["SSOStore"]
 
@@ -67,6 +71,53 @@ class SSOStore:
         value: dict[str, Any] = json.loads(item.value)
         return value
 
+    async def claim_poll(self, request_id: str, now: dt.datetime) -> tuple[bool, int]:
+        """Whether a poll of device login ``request_id`` may reach the IdP now, and the
+        seconds until the next may (RFC 8628 §3.5): the first caller at or after the time
+        due wins (compare-and-swap) and moves it one interval on; NotFound if the login
+        is gone."""
+        def claim(login: dict[str, Any]) -> tuple[bool, tuple[bool, int]]:
+            interval = int(login["interval"])
+            due = dt.datetime.fromisoformat(login["next_poll"])
+            if now < due:
+                return False, (False, max(1, math.ceil((due - now).total_seconds())))
+            login["next_poll"] = (now + dt.timedelta(seconds=interval)).isoformat()
+            return True, (True, interval)
+
+        return await self._edit_device(request_id, claim)
+
+    async def slow_down(self, request_id: str, seconds: int, now: dt.datetime) -> int:
+        """The IdP asked device login ``request_id`` to poll ``seconds`` slower: kept, and
+        the next poll put off by the new interval. The new interval."""
+        def slower(login: dict[str, Any]) -> tuple[bool, int]:
+            login["interval"] = interval = int(login["interval"]) + seconds
+            login["next_poll"] = (now + dt.timedelta(seconds=interval)).isoformat()
+            return True, interval
+
+        return await self._edit_device(request_id, slower)
+
+    async def _edit_device(self, request_id: str,
+                           edit: Callable[[dict[str, Any]], tuple[bool, _T]]) -> _T:
+        """``edit`` device login ``request_id``'s record in place, by compare-and-swap;
+        it says whether to write, and what to return."""
+        key = self._key(_DEVICE, request_id)
+        for _ in range(8):
+            try:
+                item = await self._backend.get(key)
+            except NotFound:
+                raise NotFound("unknown, expired or finished device login") from None
+            login = json.loads(item.value)
+            write, result = edit(login)
+            if not write:
+                return result
+            try:
+                await self._backend.compare_and_swap(item, Item(
+                    key=key, value=json.dumps(login).encode(), expires=item.expires))
+                return result
+            except (CompareFailed, NotFound):
+                continue
+        raise CompareFailed(f"device login {request_id} changed under every attempt")
+
     async def end_device(self, request_id: str) -> None:
         """End a device login; NotFound if another poll ended it first."""
         try:
@@ -92,7 +143,7 @@ class SSOStore:
         return (_NAMES + user).encode()
 
     async def hold_name(self, user: str, connector: str, until: dt.datetime) -> None:
-        """``user`` logged in through ``connector`` with a certificate valid ``until``."""
+        """``user`` logs in through ``connector`` with a certificate valid ``until``."""
         key = self._name_key(user)
         value = json.dumps({"connector": connector, "until": until.isoformat()}).encode()
         for _ in range(8):  # a concurrent login of the same user: the later end wins

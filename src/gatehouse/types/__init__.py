@@ -16,6 +16,8 @@ from gatehouse.types.resource import (
     format_duration,
     parse_duration,
     split_host_port,
+    time_after,
+    time_before,
 )
 from gatehouse.types.role import (
     RULE_RESOURCES,
@@ -103,5 +105,7 @@ __all__ = [
     "parse_template",
     "preset_roles",
     "split_host_port",
+    "time_after",
+    "time_before",
     "to_json_obj",
 ]

@@ -42,6 +42,7 @@ __all__ = [
     "is_name",
     "parse_duration",
     "split_host_port",
+    "time_before",
 ]
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,252}$"
@@ -96,6 +97,28 @@ def parse_duration(text: str) -> dt.timedelta:
         return dt.timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
     except (OverflowError, ValueError):  # ValueError: int() of 4300 digits or more
         raise BadParameter(f"invalid duration {text[:40]!r}: too long") from None
+
+
+def time_before(now: dt.datetime, text: str, field: str) -> dt.datetime:
+    """``now`` less the ``parse_duration`` text of ``field`` (``since=2d``); BadParameter,
+    naming the field, for a duration further back than a datetime holds (year 1)."""
+    delta = parse_duration(text)
+    try:
+        return now - delta
+    except OverflowError:
+        raise BadParameter(f"{field}: {text[:40]!r} is further back than "
+                           f"{dt.date.min.isoformat()}, the earliest date there is") from None
+
+
+def time_after(now: dt.datetime, text: str, field: str) -> dt.datetime:
+    """``now`` plus the ``parse_duration`` text of ``field`` (``ttl=30m``); BadParameter,
+    naming the field, for a duration further ahead than a datetime holds (year 9999)."""
+    delta = parse_duration(text)
+    try:
+        return now + delta
+    except OverflowError:
+        raise BadParameter(f"{field}: {text[:40]!r} is further ahead than "
+                           f"{dt.date.max.isoformat()}, the last date there is") from None
 
 
 def format_duration(delta: dt.timedelta) -> str:

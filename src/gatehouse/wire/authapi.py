@@ -185,8 +185,14 @@ class SSORedirect(_Message):
 
 
 class SSOComplete(_Message):
+    """gsh fetches a login's outcome with its secret and the code the browser brought
+    back to its loopback listener: only the client that began the login and received the
+    browser's return gets the certificates (a login link sent to another person, who
+    finishes it, gives its sender nothing)."""
+
     request_id: str
     secret: str
+    code: str  # the browser's return: ?id=REQUEST_ID&code=CODE
 
 
 class JoinRequest(_Message):
