@@ -167,3 +167,50 @@ async def test_an_ordinary_leaf_name_joins(server: AuthServer, name: str) -> Non
     token = await server.create_token("trusted_cluster", dt.timedelta(minutes=15))
     await server.accept_leaf(token.secret, leaf_host_ca(name), "10.0.0.9")
     assert [ca.cluster for ca in await server.trust.leaf_cas()] == [name]
+
+
+# A leaf's name against the other leaves' (review finding, docs/security.md): names one
+# of which ends with the other, or alike but for case, share the host names `gsh config`
+# sends to a leaf. Before the fix each of these joined beside the first.
+NESTED = [("us-east-1a", "eu.us-east-1a", "it ends with that name"),
+          ("eu.us-east-1a", "us-east-1a", "that name ends with it"),
+          ("us-east-1a", "US-East-1A", "the same name but for case"),
+          ("leaf.example.com", "a.b.leaf.example.com", "it ends with that name")]
+
+
+@pytest.mark.parametrize(("first", "second", "why"), NESTED)
+async def test_a_leaf_named_within_another_leaf_s_name_is_refused(
+        server: AuthServer, first: str, second: str, why: str) -> None:
+    await server.accept_leaf((await server.create_token(
+        "trusted_cluster", dt.timedelta(minutes=15))).secret, leaf_host_ca(first), "10.0.0.9")
+    token = await server.create_token("trusted_cluster", dt.timedelta(minutes=15))
+    with pytest.raises(BadParameter) as refused:
+        await server.accept_leaf(token.secret, leaf_host_ca(second), "10.0.0.66")
+    message = str(refused.value)
+    assert f"with the joined leaf {first!r} ({why})" in message and "\n" not in message
+    assert [ca.cluster for ca in await server.trust.leaf_cas()] == [first]
+    assert [rc.metadata.name for rc in await server.trust.remotes.list()] == [first]
+    assert token.secret in [t.metadata.name for t in await server.tokens.list()]  # not spent
+    assert why in await _refusal(server)
+    # Once the first is removed, the name is free.
+    await server.delete_remote_cluster(first)
+    await server.accept_leaf(token.secret, leaf_host_ca(second), "10.0.0.66")
+    assert [ca.cluster for ca in await server.trust.leaf_cas()] == [second]
+
+
+@pytest.mark.parametrize("second", ["xus-east-1a", "us-east-1ab", "us-east-1b", "a.us-east-2"])
+async def test_leaves_whose_names_only_look_alike_both_join(server: AuthServer, second: str
+                                                           ) -> None:
+    for name in ("us-east-1a", second):
+        token = await server.create_token("trusted_cluster", dt.timedelta(minutes=15))
+        await server.accept_leaf(token.secret, leaf_host_ca(name), "10.0.0.9")
+    assert sorted(ca.cluster for ca in await server.trust.leaf_cas()) == \
+        sorted(["us-east-1a", second])
+
+
+async def test_a_leaf_joining_again_under_its_own_name_is_no_clash(server: AuthServer) -> None:
+    ca = leaf_host_ca("us-east-1a")
+    for _ in range(2):
+        token = await server.create_token("trusted_cluster", dt.timedelta(minutes=15))
+        await server.accept_leaf(token.secret, ca, "10.0.0.9")
+    assert [ca.cluster for ca in await server.trust.leaf_cas()] == ["us-east-1a"]

@@ -22,7 +22,7 @@ from gatehouse.pki import x509
 from gatehouse.types.resource import NAME_RULE, is_name
 from gatehouse.wire.trust import PublicCA
 
-__all__ = ["check_leaf_ca"]
+__all__ = ["check_leaf_ca", "clash_refusal"]
 
 # An ASCII top-level domain is letters only, an internationalized one an A-label
 # (RFC 1123 §2.1; ICANN gTLD Applicant Guidebook §2.2.1.3.2).
@@ -64,6 +64,20 @@ def _check_leaf_name(name: str, root: str) -> None:
         raise BadParameter(f"leaf name {name!r} would cover the root's host names ({why}): "
                            "expected a name that neither ends with the root's nor is a "
                            "suffix of it")
+
+
+def clash_refusal(name: str, other: str) -> str:
+    """Why leaf ``name`` may not join beside the joined leaf ``other`` (services/leafnames
+    found the two nested): the host names they share would go to either."""
+    if name.lower() == other.lower():
+        why = "the same name but for case"
+    elif name.lower().endswith("." + other.lower()):
+        why = "it ends with that name"
+    else:
+        why = "that name ends with it"
+    return (f"leaf name {name!r} would share host names with the joined leaf {other!r} "
+            f"({why}), and `gsh config` would send them to either: expected a name apart "
+            f"from every joined leaf's (or remove that leaf first: `gatectl rm rc/{other}`)")
 
 
 def check_leaf_ca(leaf_ca: PublicCA, root: str) -> None:

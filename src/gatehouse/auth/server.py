@@ -25,7 +25,7 @@ from gatehouse._sys.hostport import split_host_port
 from gatehouse.auth import issuer
 from gatehouse.auth.failures import AnonymousFailures
 from gatehouse.auth.idp import IdPClient, NoIdP
-from gatehouse.auth.leafcheck import check_leaf_ca
+from gatehouse.auth.leafcheck import check_leaf_ca, clash_refusal
 from gatehouse.auth.nodeaddr import IPNetwork, check_node_addrs, source_ip
 from gatehouse.auth.nodetunnel import tunnel_refusal
 from gatehouse.auth.passwords import DENIED, Passwords, login_name_shown
@@ -190,6 +190,9 @@ class AuthServer:
         indexed = await server.nodes.index_existing()
         if indexed:
             log.info("indexed %d nodes stored by an earlier version", indexed)
+        if entered := await server.trust.leaf_names.index_existing(
+                [ca.cluster for ca in await server.trust.leaf_cas()]):
+            log.info("indexed the names of %d leaves joined under an earlier version", entered)
         if claimed := await server.hosts.claim_stored_names():
             log.info("claimed the names of %d nodes certified by an earlier version", claimed)
         for role in preset_roles():
@@ -671,6 +674,8 @@ class AuthServer:
         try:
             check_leaf_ca(leaf_ca, self.cluster)
             await self._check_token(token, "trusted_cluster", "a trusted cluster")
+            if other := await self.trust.leaf_names.clash(leaf):
+                raise BadParameter(clash_refusal(leaf, other))
             held = await self.trust.leaf_ca(leaf)
             if held is not None and (held.ssh, held.tls) != (leaf_ca.ssh, leaf_ca.tls):
                 raise AlreadyExists(f"cluster {leaf} is already joined with a different host "

@@ -35,6 +35,7 @@ from gatehouse.clock import Clock, utc
 from gatehouse.errors import BadParameter, NotFound
 from gatehouse.services.authorities import PREFIX as AUTHORITIES
 from gatehouse.services.hosts import PREFIX as HOSTS
+from gatehouse.services.leafnames import LeafNames
 from gatehouse.services.resources import ResourceStore, kind_prefix
 from gatehouse.types.cluster_access import ClusterAccess
 from gatehouse.types.remote_cluster import RemoteCluster, RemoteClusterStatus
@@ -176,6 +177,7 @@ class TrustStore:
         self._clock = clock
         self.trusted = ResourceStore(backend, "trusted_cluster", TrustedCluster)
         self.remotes = ResourceStore(backend, "remote_cluster", RemoteCluster)
+        self.leaf_names = LeafNames(backend)  # what a joining leaf's name must stay apart from
 
     def watch(self) -> TrustChanges:
         """Changes from now on to roles, users, SSO connectors, any CA (this cluster's,
@@ -334,7 +336,7 @@ class TrustStore:
                       value=str(self._clock.now().timestamp()).encode())
         writes = [Write(self._leaf_key(name), Item(key=self._leaf_key(name),
                                                   value=json.dumps(leaf_ca.to_json()).encode())),
-                  Write(joined.key, joined)]
+                  Write(joined.key, joined), self.leaf_names.write(name)]
         try:
             await self.remotes.get(name)
         except NotFound:
@@ -363,7 +365,8 @@ class TrustStore:
                 raise NotFound(f"remote_cluster {leaf} not found") from None
         await self._backend.atomic_write([self.remotes.delete_write(leaf),
                                           Write(self._leaf_key(leaf)),
-                                          Write(self._joined_key(leaf))])
+                                          Write(self._joined_key(leaf)),
+                                          *await self.leaf_names.removal(leaf)])
 
     @staticmethod
     def _report_key(proxy: str) -> bytes:
