@@ -21,6 +21,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from gatehouse.auth import trustjoin
 from gatehouse.auth.server import AuthServer
 from gatehouse.backend import open_backend
 from gatehouse.clock import SystemClock
@@ -88,7 +89,7 @@ async def _add_leaves(auth: AuthServer, indexes: range, out: Path) -> FakeLeaves
                                         roles=("proxy",)),
                           now=now, ttl=LISTED_FOR)
         token = await auth.create_token("trusted_cluster", dt.timedelta(minutes=15))
-        await auth.accept_leaf(token.secret,
+        await trustjoin.accept_leaf(auth, token.secret,
                                PublicCA(name, "host", ssh_line, x509.pem_cert(ca_cert)), "bench")
         path = out / f"{name}.pem"
         path.write_text(x509.pem_cert(cert))

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from gatehouse.auth import intake
+from gatehouse.auth import intake, trustjoin
 from gatehouse.auth.authz import AuthWithRoles
 from gatehouse.auth.identify import Caller
 from gatehouse.auth.server import AuthServer
@@ -49,7 +49,7 @@ async def root(server: AuthServer) -> AuthServer:
     await server.hosts.put("admin-1", HostRecord(role="admin", nodename="admin"))
     for leaf, env in ((PROD, "prod"), (STAGING, "staging")):
         token = await server.create_token("trusted_cluster", dt.timedelta(hours=1))
-        await server.accept_leaf(token.secret, leaf_host_ca(leaf), "10.0.0.9")
+        await trustjoin.accept_leaf(server, token.secret, leaf_host_ca(leaf), "10.0.0.9")
         assert await admin.put_resource(_labelled(leaf, env=env), upsert=True) is False
         event = AuditEvent(event="session.start", time=server.clock.now(), cluster=leaf,
                            id=str(uuid.uuid4()), user="pat", session_id=str(uuid.uuid4()))
@@ -144,7 +144,7 @@ async def test_over_https_a_proxy_hands_on_its_roots_word_and_reports_what_leave
         await proxy.put_cluster_access("elsewhere.example.com", said)
 
     token = await server.create_token("trusted_cluster", dt.timedelta(hours=1))
-    await server.accept_leaf(token.secret, leaf_host_ca(PROD), "10.0.0.9")
+    await trustjoin.accept_leaf(server, token.secret, leaf_host_ca(PROD), "10.0.0.9")
     await proxy.report_tunnels([PROD], {PROD: LeafInfo(session_recording="off",
                                                         version="9.9")})
     [rc] = await server.trust.remote_clusters()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from gatehouse.auth import trustjoin
 from gatehouse.auth.leafexpiry import Expired, expired_leaves
 from gatehouse.auth.leafsweep import remove_expired_leaves
 from gatehouse.auth.server import AuthServer
@@ -48,7 +49,7 @@ def test_a_leaf_never_heard_from_counts_from_its_join() -> None:
 
 async def _joined(server: AuthServer, name: str) -> None:
     token = await server.create_token("trusted_cluster", HOUR)
-    await server.accept_leaf(token.secret, leaf_host_ca(name), "10.0.0.9")
+    await trustjoin.accept_leaf(server, token.secret, leaf_host_ca(name), "10.0.0.9")
 
 
 async def test_the_sweep_removes_and_audits_an_expired_leaf(server: AuthServer,

@@ -12,6 +12,7 @@ from dataclasses import replace
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from gatehouse.auth import trustjoin
 from gatehouse.auth.server import AuthServer
 from gatehouse.auth.trustview import build_snapshot
 from gatehouse.client.authclient import AuthClient
@@ -44,7 +45,7 @@ async def test_a_leaf_with_an_invalid_name_stores_nothing(server: AuthServer, na
     token = await server.create_token("trusted_cluster", dt.timedelta(minutes=15))
     leaf = replace(leaf_host_ca("leaf-a"), cluster=name)
     with pytest.raises(BadParameter, match="is not a valid cluster name"):
-        await server.accept_leaf(token.secret, leaf, "10.0.0.66")
+        await trustjoin.accept_leaf(server, token.secret, leaf, "10.0.0.66")
     await _nothing_stored(server, token.secret)
     assert "is not a valid cluster name" in await _refusal(server)
 
@@ -83,7 +84,7 @@ async def test_a_leaf_ca_that_is_not_its_host_ca_stores_nothing(server: AuthServ
                                                                ) -> None:
     token = await server.create_token("trusted_cluster", dt.timedelta(minutes=15))
     with pytest.raises(BadParameter):
-        await server.accept_leaf(token.secret, _ca_variants()[what], "10.0.0.66")
+        await trustjoin.accept_leaf(server, token.secret, _ca_variants()[what], "10.0.0.66")
     await _nothing_stored(server, token.secret)
     await _refusal(server)
 
@@ -93,7 +94,7 @@ async def test_a_leaf_ca_line_that_is_not_canonical_is_refused_in_one_line(
     token = await server.create_token("trusted_cluster", dt.timedelta(minutes=15))
     poisoned = _ca_variants()["a key line with a second line"]
     with pytest.raises(BadParameter) as refused:
-        await server.accept_leaf(token.secret, poisoned, "10.0.0.66")
+        await trustjoin.accept_leaf(server, token.secret, poisoned, "10.0.0.66")
     message = str(refused.value)
     assert "\n" not in message
     assert message.startswith("the leaf's host CA ssh line ") and "canonical" in message
@@ -102,21 +103,21 @@ async def test_a_leaf_ca_line_that_is_not_canonical_is_refused_in_one_line(
 async def test_the_roots_own_name_is_refused_before_the_token_is_looked_at(
         server: AuthServer) -> None:
     with pytest.raises(AccessDenied, match="cannot share the root's name"):
-        await server.accept_leaf("not-a-token", leaf_host_ca(CLUSTER), "10.0.0.66")
+        await trustjoin.accept_leaf(server, "not-a-token", leaf_host_ca(CLUSTER), "10.0.0.66")
     assert await server.trust.leaf_cas() == []
 
 
 async def test_a_remote_cluster_whose_record_is_gone_still_loses_its_ca(server: AuthServer
                                                                        ) -> None:
     token = await server.create_token("trusted_cluster", dt.timedelta(minutes=15))
-    await server.accept_leaf(token.secret, leaf_host_ca("leaf-a"), "10.0.0.9")
+    await trustjoin.accept_leaf(server, token.secret, leaf_host_ca("leaf-a"), "10.0.0.9")
     await server.trust.remotes.delete("leaf-a")  # as a crash half-way through used to leave it
     assert "leaf-a" in (await build_snapshot(server)).leaf_host_cas
-    await server.delete_remote_cluster("leaf-a")
+    await trustjoin.delete_remote_cluster(server, "leaf-a")
     assert await server.trust.leaf_cas() == []
     assert "leaf-a" not in (await build_snapshot(server)).leaf_host_cas
     with pytest.raises(NotFound, match="remote_cluster leaf-a not found"):
-        await server.delete_remote_cluster("leaf-a")
+        await trustjoin.delete_remote_cluster(server, "leaf-a")
 
 
 @pytest.mark.parametrize("name", ["us-east-1b?", "us-east-1b/../us-east-1b", "us-east-1b#x",
@@ -124,7 +125,7 @@ async def test_a_remote_cluster_whose_record_is_gone_still_loses_its_ca(server: 
 async def test_a_name_with_url_characters_names_no_other_leaf(api: API, name: str) -> None:
     server = api.server
     token = await server.create_token("trusted_cluster", dt.timedelta(minutes=15))
-    await server.accept_leaf(token.secret, leaf_host_ca("us-east-1b"), "10.0.0.9")
+    await trustjoin.accept_leaf(server, token.secret, leaf_host_ca("us-east-1b"), "10.0.0.9")
     admin = AuthClient(await api.admin())
     with pytest.raises((NotFound, BadParameter)):  # not found, or not a name at all
         await admin.delete_resource("remote_cluster", name)
@@ -154,7 +155,7 @@ async def test_a_leaf_name_that_covers_other_names_is_refused(server: AuthServer
                                                              ) -> None:
     token = await server.create_token("trusted_cluster", dt.timedelta(minutes=15))
     with pytest.raises((BadParameter, AccessDenied)) as refused:
-        await server.accept_leaf(token.secret, leaf_host_ca(name), "10.0.0.66")
+        await trustjoin.accept_leaf(server, token.secret, leaf_host_ca(name), "10.0.0.66")
     assert NAMES_THAT_COVER_OTHERS[name] in str(refused.value), refused.value
     assert "\n" not in str(refused.value)
     await _nothing_stored(server, token.secret)
@@ -165,7 +166,7 @@ async def test_a_leaf_name_that_covers_other_names_is_refused(server: AuthServer
                                   "a1", "eu.us-east-1a"])
 async def test_an_ordinary_leaf_name_joins(server: AuthServer, name: str) -> None:
     token = await server.create_token("trusted_cluster", dt.timedelta(minutes=15))
-    await server.accept_leaf(token.secret, leaf_host_ca(name), "10.0.0.9")
+    await trustjoin.accept_leaf(server, token.secret, leaf_host_ca(name), "10.0.0.9")
     assert [ca.cluster for ca in await server.trust.leaf_cas()] == [name]
 
 
@@ -181,11 +182,11 @@ NESTED = [("us-east-1a", "eu.us-east-1a", "it ends with that name"),
 @pytest.mark.parametrize(("first", "second", "why"), NESTED)
 async def test_a_leaf_named_within_another_leaf_s_name_is_refused(
         server: AuthServer, first: str, second: str, why: str) -> None:
-    await server.accept_leaf((await server.create_token(
+    await trustjoin.accept_leaf(server, (await server.create_token(
         "trusted_cluster", dt.timedelta(minutes=15))).secret, leaf_host_ca(first), "10.0.0.9")
     token = await server.create_token("trusted_cluster", dt.timedelta(minutes=15))
     with pytest.raises(BadParameter) as refused:
-        await server.accept_leaf(token.secret, leaf_host_ca(second), "10.0.0.66")
+        await trustjoin.accept_leaf(server, token.secret, leaf_host_ca(second), "10.0.0.66")
     message = str(refused.value)
     assert f"with the joined leaf {first!r} ({why})" in message and "\n" not in message
     assert [ca.cluster for ca in await server.trust.leaf_cas()] == [first]
@@ -193,8 +194,8 @@ async def test_a_leaf_named_within_another_leaf_s_name_is_refused(
     assert token.secret in [t.metadata.name for t in await server.tokens.list()]  # not spent
     assert why in await _refusal(server)
     # Once the first is removed, the name is free.
-    await server.delete_remote_cluster(first)
-    await server.accept_leaf(token.secret, leaf_host_ca(second), "10.0.0.66")
+    await trustjoin.delete_remote_cluster(server, first)
+    await trustjoin.accept_leaf(server, token.secret, leaf_host_ca(second), "10.0.0.66")
     assert [ca.cluster for ca in await server.trust.leaf_cas()] == [second]
 
 
@@ -203,7 +204,7 @@ async def test_leaves_whose_names_only_look_alike_both_join(server: AuthServer, 
                                                            ) -> None:
     for name in ("us-east-1a", second):
         token = await server.create_token("trusted_cluster", dt.timedelta(minutes=15))
-        await server.accept_leaf(token.secret, leaf_host_ca(name), "10.0.0.9")
+        await trustjoin.accept_leaf(server, token.secret, leaf_host_ca(name), "10.0.0.9")
     assert sorted(ca.cluster for ca in await server.trust.leaf_cas()) == \
         sorted(["us-east-1a", second])
 
@@ -212,5 +213,5 @@ async def test_a_leaf_joining_again_under_its_own_name_is_no_clash(server: AuthS
     ca = leaf_host_ca("us-east-1a")
     for _ in range(2):
         token = await server.create_token("trusted_cluster", dt.timedelta(minutes=15))
-        await server.accept_leaf(token.secret, ca, "10.0.0.9")
+        await trustjoin.accept_leaf(server, token.secret, ca, "10.0.0.9")
     assert [ca.cluster for ca in await server.trust.leaf_cas()] == ["us-east-1a"]

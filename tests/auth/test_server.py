@@ -12,7 +12,7 @@ from cryptography import x509 as cx509
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from gatehouse.auth import issuer
+from gatehouse.auth import issuer, trustjoin
 from gatehouse.auth.issuer import NO_LOGIN_PRINCIPAL
 from gatehouse.auth.passwords import LOCK_AFTER
 from gatehouse.auth.server import DEFAULT_USER_TTL, NODE_TTL, AuthServer, JoinRequest
@@ -515,7 +515,7 @@ async def test_a_bad_host_name_does_not_consume_the_token(server: AuthServer, no
 async def test_a_leaf_joins_with_a_trusted_cluster_token(server: AuthServer) -> None:
     token = await server.create_token("trusted_cluster", dt.timedelta(minutes=15))
     leaf = leaf_host_ca()
-    cas = await server.accept_leaf(token.secret, leaf, "10.0.0.9")
+    cas = await trustjoin.accept_leaf(server, token.secret, leaf, "10.0.0.9")
     assert cas == [server.cas["user"].public(), server.cas["host"].public()]
     assert await server.trust.leaf_cas() == [leaf]
     assert [rc.metadata.name for rc in await server.trust.remotes.list()] == ["leaf-a"]
@@ -527,11 +527,11 @@ async def test_a_leaf_joins_with_a_trusted_cluster_token(server: AuthServer) -> 
 async def test_a_leaf_join_is_refused_before_its_token_is_spent(server: AuthServer) -> None:
     node_token = await server.create_token("node", dt.timedelta(minutes=15))
     with pytest.raises(AccessDenied, match="a node token cannot join a trusted cluster"):
-        await server.accept_leaf(node_token.secret, leaf_host_ca(), "10.0.0.9")
+        await trustjoin.accept_leaf(server, node_token.secret, leaf_host_ca(), "10.0.0.9")
     token = await server.create_token("trusted_cluster", dt.timedelta(minutes=15))
     with pytest.raises(AccessDenied, match="cannot share the root's name"):
-        await server.accept_leaf(token.secret, leaf_host_ca(CLUSTER), "10.0.0.9")
-    await server.accept_leaf(token.secret, leaf_host_ca(), "10.0.0.9")
+        await trustjoin.accept_leaf(server, token.secret, leaf_host_ca(CLUSTER), "10.0.0.9")
+    await trustjoin.accept_leaf(server, token.secret, leaf_host_ca(), "10.0.0.9")
     assert [t.metadata.name for t in await server.tokens.list()] == [node_token.secret]
     await server.failures.flush(everything=True)  # the second is a repeat from that source
     assert [e.fields.get("count", 1) for e in
@@ -541,13 +541,13 @@ async def test_a_leaf_join_is_refused_before_its_token_is_spent(server: AuthServ
 async def test_a_second_leaf_of_one_name_is_refused_to_token_holders_only(server: AuthServer
                                                                          ) -> None:
     token = await server.create_token("trusted_cluster", dt.timedelta(minutes=15))
-    await server.accept_leaf(token.secret, leaf_host_ca(), "10.0.0.9")
+    await trustjoin.accept_leaf(server, token.secret, leaf_host_ca(), "10.0.0.9")
     # Without a valid token, nothing is said of which names have joined.
     with pytest.raises(AccessDenied, match="join token is invalid"):
-        await server.accept_leaf("not-a-token", leaf_host_ca(), "10.0.0.66")
+        await trustjoin.accept_leaf(server, "not-a-token", leaf_host_ca(), "10.0.0.66")
     token = await server.create_token("trusted_cluster", dt.timedelta(minutes=15))
     with pytest.raises(AlreadyExists, match="already joined with a different host CA"):
-        await server.accept_leaf(token.secret, leaf_host_ca(), "10.0.0.66")
+        await trustjoin.accept_leaf(server, token.secret, leaf_host_ca(), "10.0.0.66")
     assert len(await server.tokens.list()) == 1  # not spent on a refusal
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gatehouse.auth import catalog
+from gatehouse.auth import catalog, trustjoin
 from gatehouse.auth.server import AuthServer
 from gatehouse.backend import Backend
 from gatehouse.clock import FakeClock
@@ -176,7 +176,7 @@ async def shown(leaf: AuthServer) -> tuple[str, str]:
 async def test_a_trust_is_online_while_a_proxy_reports_its_tunnel_up(
     leaf: AuthServer, clock: FakeClock,
 ) -> None:
-    await leaf.upsert_trusted_cluster(trust(), force=False)
+    await trustjoin.upsert_trusted_cluster(leaf, trust(), force=False)
     assert await shown(leaf) == ("offline", "connecting")
     await leaf.trust.root_tunnels_reported("proxy-1", [RootTunnel(root=ROOT, up=True)])
     assert await shown(leaf) == ("online", "")
@@ -187,20 +187,20 @@ async def test_a_trust_is_online_while_a_proxy_reports_its_tunnel_up(
     clock.advance(ONLINE_WITHIN + SECOND)  # the proxy stopped: nobody says anything now
     connection, detail = await shown(leaf)
     assert connection == "offline" and detail.endswith("is the proxy running?"), detail
-    await leaf.upsert_trusted_cluster(trust(enabled=False), force=True)
+    await trustjoin.upsert_trusted_cluster(leaf, trust(enabled=False), force=True)
     assert await shown(leaf) == ("disabled", "")
 
 
 async def test_the_token_a_trust_joined_with_is_kept_and_never_shown(
     leaf: AuthServer, fake_root: FakeRoot,
 ) -> None:
-    assert await leaf.upsert_trusted_cluster(trust(), force=False)
+    assert await trustjoin.upsert_trusted_cluster(leaf, trust(), force=False)
     [shown_tc] = await catalog.get_resources(leaf, "trusted_cluster", ROOT)
     assert isinstance(shown_tc, TrustedCluster) and shown_tc.spec.token == ""
     assert "token" not in to_json_obj(shown_tc)["spec"]
     # The file it was created from, or the shown resource, again: an update, no join.
-    assert not await leaf.upsert_trusted_cluster(trust(), force=True)
-    assert not await leaf.upsert_trusted_cluster(trust(""), force=True)
+    assert not await trustjoin.upsert_trusted_cluster(leaf, trust(), force=True)
+    assert not await trustjoin.upsert_trusted_cluster(leaf, trust(""), force=True)
     assert fake_root.tokens == [TOKEN]
     assert (await leaf.trust.trusted.get(ROOT)).spec.token == TOKEN
 
@@ -208,18 +208,18 @@ async def test_the_token_a_trust_joined_with_is_kept_and_never_shown(
 async def test_a_new_token_joins_again_and_a_refused_trust_says_so(
     leaf: AuthServer, clock: FakeClock, fake_root: FakeRoot,
 ) -> None:
-    await leaf.upsert_trusted_cluster(trust(), force=False)
+    await trustjoin.upsert_trusted_cluster(leaf, trust(), force=False)
     clock.advance(SECOND)
     await leaf.trust.root_tunnels_reported("proxy-1", [RootTunnel(
         root=ROOT, up=False, detail="the root's proxy closed the tunnel", refused=True)])
     # The root removed this leaf: the old file changes nothing, and says what to run.
     with pytest.raises(BadParameter, match=r"no longer takes this cluster's tunnel .* run "
                                            r"`gatectl create -f` with a new token"):
-        await leaf.upsert_trusted_cluster(trust(), force=True)
-    assert not await leaf.upsert_trusted_cluster(trust(enabled=False), force=True)
+        await trustjoin.upsert_trusted_cluster(leaf, trust(), force=True)
+    assert not await trustjoin.upsert_trusted_cluster(leaf, trust(enabled=False), force=True)
     new = "C" * 22 + "B" * 43
     clock.advance(SECOND)
-    assert await leaf.upsert_trusted_cluster(trust(new), force=True)
+    assert await trustjoin.upsert_trusted_cluster(leaf, trust(new), force=True)
     assert fake_root.tokens == [TOKEN, new]
     # The refusal was of the tunnel the new join replaced.
     assert await shown(leaf) == ("offline", "connecting")

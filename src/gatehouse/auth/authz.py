@@ -20,7 +20,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any, cast
 
 from gatehouse import rbac
-from gatehouse.auth import catalog, intake, leaflogin, sso, ssodevice, trustview
+from gatehouse.auth import catalog, intake, leaflogin, sso, ssodevice, trustjoin, trustview
 from gatehouse.auth.identify import Caller, caller_roles
 from gatehouse.auth.issuer import IssuedCerts, parse_public_key
 from gatehouse.auth.server import AuthServer
@@ -253,7 +253,7 @@ class AuthWithRoles:
         return JoinReply.model_validate({**self._certs(certs), "host_id": host_id})
 
     async def join_leaf(self, req: LeafJoinRequest) -> LeafJoinReply:
-        cas = await self._server.accept_leaf(req.token, req.ca, self._remote)
+        cas = await trustjoin.accept_leaf(self._server, req.token, req.ca, self._remote)
         return LeafJoinReply(cluster=self._server.cluster, cas=cas)
 
     # hosts ---------------------------------------------------------------------------------
@@ -461,7 +461,7 @@ class AuthWithRoles:
         if res.kind in _GRANTS_ROLES:
             await self._grants_roles(_GRANTS_ROLES[res.kind])
         if isinstance(res, TrustedCluster):
-            return await self._server.upsert_trusted_cluster(res, force=upsert)
+            return await trustjoin.upsert_trusted_cluster(self._server, res, force=upsert)
         return await catalog.put_resource(self._server, res, upsert=upsert,
                                           by=caller.identity.name, remote_addr=caller.remote_addr)
 

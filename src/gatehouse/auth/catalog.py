@@ -11,7 +11,7 @@ from collections.abc import Callable, Container, Mapping, Sequence
 from typing import Any
 
 from gatehouse import rbac
-from gatehouse.auth import sso
+from gatehouse.auth import sso, trustjoin
 from gatehouse.auth.server import AuthServer
 from gatehouse.errors import AlreadyExists, BadParameter, NotFound
 from gatehouse.types.cert_authority import CertAuthority, CertAuthoritySpec
@@ -321,9 +321,9 @@ async def delete_resource(server: AuthServer, kind: str, name: str, *, by: str,
     elif kind == "node":
         await server.delete_node(name)
     elif kind == "trusted_cluster":
-        await server.delete_trusted_cluster(name)
+        await trustjoin.delete_trusted_cluster(server, name)
     elif kind == "remote_cluster":
-        await server.delete_remote_cluster(name)
+        await trustjoin.delete_remote_cluster(server, name)
     elif kind == "proxy":
         name = await server.delete_proxy(name)
     else:

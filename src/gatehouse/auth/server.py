@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import ipaddress
 import logging
-import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -24,8 +22,8 @@ from gatehouse import metrics, rbac
 from gatehouse._sys.hostport import split_host_port
 from gatehouse.auth import issuer
 from gatehouse.auth.failures import AnonymousFailures
+from gatehouse.auth.hostnames import check_host_names
 from gatehouse.auth.idp import IdPClient, NoIdP
-from gatehouse.auth.leafcheck import check_leaf_ca, clash_refusal
 from gatehouse.auth.nodeaddr import IPNetwork, check_node_addrs, source_ip
 from gatehouse.auth.nodetunnel import tunnel_refusal
 from gatehouse.auth.passwords import DENIED, Passwords, login_name_shown
@@ -58,7 +56,7 @@ from gatehouse.types.node import Node, NodeSpec, NodeStatus
 from gatehouse.types.oidc import OIDCConnector
 from gatehouse.types.problems import describe_problems
 from gatehouse.types.proxy import Proxy, ProxySpec
-from gatehouse.types.resource import Metadata, is_name
+from gatehouse.types.resource import Metadata
 from gatehouse.types.role import Role, preset_roles
 from gatehouse.types.template import UserTraits
 from gatehouse.types.token import Token, TokenMetadata, TokenSpec, TokenType
@@ -122,7 +120,7 @@ class AuthServer:
         limits = limits or AuthLimits()
         self.idp: IdPClient = idp or NoIdP()  # the network edge of SSO logins (auth.sso)
         self.connector_files = connector_files  # what SSO connectors' files may be in
-        self._join_root = join_root
+        self.join_root = join_root  # a leaf's way to a root's proxy (auth.trustjoin)
         # Where nodes may say they are besides where they call from (auth.nodeaddr).
         self.node_networks = tuple(node_networks)
         self.backend = backend
@@ -318,21 +316,6 @@ class AuthServer:
 
     # --- hosts ----------------------------------------------------------------------------
 
-    def _check_host_names(self, role: str, nodename: str, addrs: list[str],
-                          dns_names: list[str]) -> None:
-        """Hosts do not choose arbitrary names for their certificates: no wildcards,
-        no names reserved for the cluster's own services (BadParameter otherwise)."""
-        if not is_name(nodename):
-            raise BadParameter(f"invalid node name {nodename!r}")
-        for addr in addrs:
-            host = split_host_port(addr)[0]
-            if not _is_host(host):
-                raise BadParameter(f"invalid address {addr!r}: expected an IP or a host name")
-        for name in dns_names:
-            # TLS compares names without case: so must this check.
-            if not _is_host(name) or name.lower().endswith(f".{self.cluster.lower()}"):
-                raise BadParameter(f"a {role} may not claim the name {name!r}")
-
     async def certify_host(
         self,
         role: str,
@@ -343,7 +326,7 @@ class AuthServer:
         dns_names: list[str],
     ) -> issuer.IssuedCerts:
         """Register a host (what it may claim in heartbeats) and sign its certificates."""
-        self._check_host_names(role, nodename, addrs, dns_names)
+        check_host_names(self.cluster, role, nodename, addrs, dns_names)
         await self.hosts.put(host_id, HostRecord(role=role, nodename=nodename, addrs=addrs,
                                                  dns_names=dns_names))
         return self._issue_host_certs(role, host_id, nodename, key, addrs, dns_names)
@@ -413,7 +396,7 @@ class AuthServer:
         await self.audit.emit("token.create", fields={"type": token_type, "expires": expires})
         return token
 
-    async def _check_token(self, secret: str, token_type: str, joiner: str) -> None:
+    async def check_token(self, secret: str, token_type: str, joiner: str) -> None:
         """AccessDenied unless ``secret`` is a live token of ``token_type`` (for ``joiner``)."""
         try:
             token = await self.tokens.get(secret)
@@ -422,7 +405,7 @@ class AuthServer:
         if token.spec.type != token_type:
             raise AccessDenied(f"a {token.spec.type} token cannot join {joiner}")
 
-    async def _spend_token(self, secret: str) -> None:
+    async def spend_token(self, secret: str) -> None:
         """Use up a checked single-use token: whoever deletes it first joins."""
         try:
             await self.tokens.delete(secret)
@@ -435,15 +418,15 @@ class AuthServer:
             if req.role not in ("node", "proxy"):
                 raise BadParameter(f"cannot join as {req.role!r}: expected node or proxy")
             # Everything is checked before the single-use token is spent.
-            self._check_host_names(req.role, req.nodename, req.addrs,
-                                   req.dns_names if req.role == "proxy" else [])
+            check_host_names(self.cluster, req.role, req.nodename, req.addrs,
+                             req.dns_names if req.role == "proxy" else [])
             check_node_addrs(req.nodename, req.addrs, source_ip(req.remote_addr),
                              self.node_networks)
             key = issuer.parse_public_key(req.public_key)
-            await self._check_token(req.token, req.role, f"a {req.role}")
+            await self.check_token(req.token, req.role, f"a {req.role}")
             if req.role == "node" and (holder := await self.hosts.name_holder(req.nodename)):
                 raise AlreadyExists(name_taken(req.nodename, holder))
-            await self._spend_token(req.token)
+            await self.spend_token(req.token)
         except GatehouseError as exc:
             await self.failures.emit("join.failure", node=req.nodename,
                                      remote_addr=req.remote_addr, message=str(exc),
@@ -616,96 +599,3 @@ class AuthServer:
                 f"node name {target} is ambiguous ({len(matches)} nodes); use its host id"
             )
         return matches[0]
-
-    # --- trusted clusters -----------------------------------------------------------------
-
-    async def upsert_trusted_cluster(self, tc: TrustedCluster, *, force: bool) -> bool:
-        """Join the root named by ``tc`` (first time, or again with a new token: after the
-        root removed this leaf) or apply enabled/role_map (``force``).
-
-        Returns True when a join happened. The token a trust joined with is kept, so
-        re-running the file it was created from is an update: idempotent.
-        """
-        name = tc.metadata.name
-        if name == self.cluster:
-            raise BadParameter(f"a cluster cannot trust itself ({name})")
-        tc = tc.model_copy(update={"status": None})  # judged when shown, never stored
-        try:
-            existing: TrustedCluster | None = await self.trust.trusted.get(name)
-        except NotFound:
-            existing = None
-        if existing is not None and not force:
-            raise AlreadyExists(f"trusted_cluster {name} already exists; use `gatectl create -f` "
-                                "to change enabled or role_map, or with a new token to join "
-                                "again")
-        used = existing.spec.token if existing is not None else ""
-        joined = bool(await self.trust.root_cas(name))
-        if not joined or tc.spec.token not in ("", used):
-            if not tc.spec.token:
-                raise BadParameter(f"trusted_cluster {name} needs spec.token to join: a token "
-                                   "from the root (`gatectl tokens add --type=trusted_cluster` "
-                                   "there)")
-            cas = await self._join_root(tc, self.cas["host"].public())
-            await self.trust.store_root(tc, cas)
-            await self.audit.emit("trusted_cluster.create", fields={
-                "root": name, "proxy_addr": tc.spec.proxy_addr, "enabled": tc.spec.enabled,
-                "again": joined})
-            return True
-        if tc.spec.enabled and await self.trust.refused_by(name):
-            raise BadParameter(
-                f"the root {name} no longer takes this cluster's tunnel (did it remove this "
-                "leaf?): to join again, run `gatectl create -f` with a new token from the root "
-                "(`gatectl tokens add --type=trusted_cluster` there); nothing was changed")
-        spec = tc.spec.model_copy(update={"token": used})
-        await self.trust.trusted.upsert(tc.model_copy(update={"spec": spec}))
-        await self.audit.emit("trusted_cluster.update", fields={
-            "root": name, "enabled": tc.spec.enabled,
-            "role_map": [m.model_dump() for m in tc.spec.role_map]})
-        return False
-
-    async def delete_trusted_cluster(self, name: str) -> None:
-        await self.trust.remove_root(name)
-        await self.audit.emit("trusted_cluster.delete", fields={"root": name})
-
-    async def accept_leaf(self, token: str, leaf_ca: PublicCA, remote_addr: str) -> list[PublicCA]:
-        """Root side of a join: validate it and remember the leaf's host CA (raises on any
-        refusal); returns this cluster's public user and host CAs."""
-        leaf = leaf_ca.cluster
-        try:
-            check_leaf_ca(leaf_ca, self.cluster)
-            await self._check_token(token, "trusted_cluster", "a trusted cluster")
-            if other := await self.trust.leaf_names.clash(leaf):
-                raise BadParameter(clash_refusal(leaf, other))
-            held = await self.trust.leaf_ca(leaf)
-            if held is not None and (held.ssh, held.tls) != (leaf_ca.ssh, leaf_ca.tls):
-                raise AlreadyExists(f"cluster {leaf} is already joined with a different host "
-                                    f"CA; remove it first with `gatectl rm rc/{leaf}`")
-            await self._spend_token(token)
-        except (AccessDenied, AlreadyExists, BadParameter) as exc:
-            await self.failures.emit("trusted_cluster.join.failure", remote_addr=remote_addr,
-                                     message=str(exc), fields={"leaf": leaf[:256]})
-            log.warning("leaf join refused leaf=%r remote=%s reason=%r", leaf[:256], remote_addr,
-                        str(exc))
-            raise
-        await self.trust.store_leaf(leaf_ca)
-        await self.audit.emit("trusted_cluster.join", remote_addr=remote_addr,
-                              fields={"leaf": leaf})
-        return [self.cas["user"].public(), self.cas["host"].public()]
-
-    async def delete_remote_cluster(self, name: str) -> None:
-        """Forget a leaf: its remote_cluster and its host CA, whichever is left."""
-        await self.trust.remove_leaf(name)
-        await self.audit.emit("remote_cluster.delete", fields={"leaf": name})
-
-
-_HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
-
-
-def _is_host(name: str) -> bool:
-    """An IP address or a plain DNS name (no wildcards or pattern characters)."""
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return _HOST_RE.fullmatch(name) is not None
-    return True
-
