@@ -188,8 +188,7 @@ class AuthServer:
         indexed = await server.nodes.index_existing()
         if indexed:
             log.info("indexed %d nodes stored by an earlier version", indexed)
-        if entered := await server.trust.leaf_names.index_existing(
-                [ca.cluster for ca in await server.trust.leaf_cas()]):
+        if entered := await server.trust.index_leaf_names():
             log.info("indexed the names of %d leaves joined under an earlier version", entered)
         if claimed := await server.hosts.claim_stored_names():
             log.info("claimed the names of %d nodes certified by an earlier version", claimed)

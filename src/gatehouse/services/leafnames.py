@@ -14,6 +14,8 @@ Value: the leaf's name as it joined.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from gatehouse.backend import Backend, Item, Write, prefix_end
 from gatehouse.errors import NotFound
 
@@ -62,13 +64,14 @@ class LeafNames:
         key = _key(name)
         return [Write(key)] if await self._holder(key) == name else []
 
-    async def index_existing(self, names: list[str]) -> int:
-        """Enter the leaves joined before the index was kept, once; of names alike but for
-        case, the first keeps the entry. Returns how many were entered."""
+    async def index_existing(self, joined: Callable[[], Awaitable[list[str]]]) -> int:
+        """Enter the leaves joined before the index was kept (``joined()`` names them,
+        read only the first time), once; of names alike but for case, the first keeps the
+        entry. Returns how many were entered."""
         if await self._holder(_INDEXED) is not None:
             return 0
         entered = 0
-        for name in names:
+        for name in await joined():
             if await self._holder(_key(name)) is None:
                 await self._backend.atomic_write([self.write(name)])
                 entered += 1

@@ -351,6 +351,13 @@ class TrustStore:
             "metadata": rc.metadata.model_copy(update={"labels": dict(labels)})}))
         return dict(rc.metadata.labels)
 
+    async def index_leaf_names(self) -> int:
+        """Enter the names of leaves joined before they were indexed, once (leafnames)."""
+        async def joined() -> list[str]:
+            return [ca.cluster for ca in await self.leaf_cas()]
+
+        return await self.leaf_names.index_existing(joined)
+
     async def leaf_cas(self) -> list[PublicCA]:
         items = await self._backend.get_range(*_range(f"{AUTHORITIES}leaves/"))
         return [PublicCA.from_json(json.loads(i.value)) for i in items]
